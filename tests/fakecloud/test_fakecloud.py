@@ -1,0 +1,1041 @@
+"""fakecloud answers in Microsoft's documented shapes.
+
+Run:  /usr/bin/python3 -m pytest tests/fakecloud -q
+
+Starts the real server (one per module, reset before each test) and talks
+to it over TLS with the CA it generated.  Response key sets are compared
+with the documented bodies in shared/microsoft-fixtures/ (found beside the
+repository, or at $FAKECLOUD_FIXTURES).  No fixed sleeps: time-dependent
+checks poll with a timeout.
+"""
+
+import json
+import os
+import random
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import seed_demo  # noqa: E402
+from client import (EXCHANGE_SCOPE, GRAPH_SCOPE, FakeCloud,  # noqa: E402
+                    FakeCloudError, make_certificate, make_client_assertion,
+                    wait_for)
+
+FIXTURES = Path(os.environ.get("FAKECLOUD_FIXTURES")
+                or HERE.parents[1].parent / "shared" / "microsoft-fixtures")
+
+TENANT = "aaaaaaaa-0000-4000-8000-00000000c001"
+DOMAIN = "contoso.onmicrosoft.com"
+APP = "bbbbbbbb-0000-4000-8000-00000000c001"
+CERT_APP = "bbbbbbbb-0000-4000-8000-00000000c002"
+SECRET = "s3cret"
+TENANT2 = "aaaaaaaa-0000-4000-8000-00000000f001"
+DOMAIN2 = "fabrikam.onmicrosoft.com"
+APP2 = "bbbbbbbb-0000-4000-8000-00000000f001"
+
+CERT_PEM, CERT_KEY = make_certificate("contoso galbridge")
+OTHER_PEM, OTHER_KEY = make_certificate("not registered")
+
+SELECT3 = "displayName,givenName,surname"
+AAD_DESCRIPTION = re.compile(
+    r"^AADSTS(\d+): .+\r\nTrace ID: [0-9a-f-]{36}\r\nCorrelation ID: "
+    r"[0-9a-f-]{36}\r\nTimestamp: \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$", re.S)
+
+
+def fixture(name):
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.skip(f"Microsoft fixture {path} not found")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def uid(n):
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def person(n, **props):
+    user = {"id": uid(n), "displayName": f"User {n}", "givenName": "User",
+            "surname": f"Number{n}", "mail": f"user{n}@contoso.com",
+            "jobTitle": "Engineer"}
+    user.update(props)
+    return user
+
+
+def seed(users=(), groups=(), users2=()):
+    return {"tenants": [
+        {"id": TENANT, "domain": DOMAIN,
+         "apps": [{"client_id": APP, "secrets": [SECRET]},
+                  {"client_id": CERT_APP, "certificates": [CERT_PEM]}],
+         "users": list(users), "groups": list(groups)},
+        {"id": TENANT2, "domain": DOMAIN2,
+         "apps": [{"client_id": APP2, "secrets": [SECRET]}],
+         "users": list(users2)},
+    ]}
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    fc = FakeCloud().start(tmp_path_factory.mktemp("fakecloud"))
+    yield fc
+    assert fc.stop() == 0
+
+
+@pytest.fixture
+def fc(cloud):
+    cloud.reset()
+    cloud.seed(seed([person(n) for n in range(1, 6)]))
+    return cloud
+
+
+def token(fc, tenant=TENANT, app=APP, scope=GRAPH_SCOPE):
+    return fc.access_token(tenant, app, SECRET, scope)
+
+
+def get(fc, tok, url, headers=None):
+    if not url.startswith("https://"):
+        url = fc.graph_url + url
+    headers = dict(headers or {})
+    if tok is not None:
+        headers["Authorization"] = "Bearer " + tok
+    return fc.request("GET", url, headers=headers)
+
+
+def read_round(fc, tok, url, headers=None):
+    """Follow nextLinks to the deltaLink; returns (pages, deltaLink)."""
+    pages = []
+    while True:
+        reply = get(fc, tok, url, headers)
+        assert reply.status == 200, reply.body
+        body = reply.json()
+        pages.append(body)
+        assert not ("@odata.nextLink" in body and "@odata.deltaLink" in body)
+        if "@odata.nextLink" in body:
+            url = body["@odata.nextLink"]
+            continue
+        return pages, body["@odata.deltaLink"]
+
+
+def items(pages):
+    return [item for page in pages for item in page["value"]]
+
+
+def by_id(pages):
+    return {item["id"]: item for item in items(pages)}
+
+
+def assert_graph_error(reply, status, code, fixture_name=
+                       "observed/error-404-request-resourcenotfound.json"):
+    assert reply.status == status, reply.body
+    body = reply.json()
+    expected = fixture(fixture_name)
+    assert set(body) == set(expected) == {"error"}
+    assert set(body["error"]) == set(expected["error"])
+    assert set(body["error"]["innerError"]) == \
+        set(expected["error"]["innerError"])
+    assert body["error"]["code"] == code
+    assert body["error"]["innerError"]["request-id"] == \
+        reply.header("request-id")
+    return body["error"]
+
+
+def assert_aad_error(reply, status, error, code):
+    assert reply.status == status, reply.body
+    body = reply.json()
+    documented = fixture("token-error-invalid-scope.json")
+    assert set(documented) <= set(body)
+    assert set(body) - set(documented) <= {"error_uri"}
+    assert body["error"] == error
+    assert body["error_codes"] == [code]
+    match = AAD_DESCRIPTION.match(body["error_description"])
+    assert match and int(match.group(1)) == code, body["error_description"]
+    assert body["trace_id"] in body["error_description"]
+    assert body["correlation_id"] in body["error_description"]
+    assert body["timestamp"] in body["error_description"]
+    return body
+
+
+# --------------------------------------------------------------------------
+# process, TLS, ready.json
+# --------------------------------------------------------------------------
+
+def test_ready_json_and_tls(fc):
+    with open(os.path.join(fc.dir, "ready.json"), encoding="utf-8") as f:
+        ready = json.load(f)
+    assert set(ready) == {"pid", "ca_file", "login_url", "graph_url",
+                          "exchange_url", "admin_url"}
+    assert ready["pid"] == fc.proc.pid
+    assert ready["ca_file"] == os.path.join(fc.dir, "ca.pem")
+    for key in ("login_url", "graph_url", "exchange_url"):
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+", ready[key])
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", ready["admin_url"])
+    assert fc.health() == {"status": "ok"}
+    # The certificate verifies against ca.pem for 127.0.0.1 and localhost.
+    port = int(ready["graph_url"].rsplit(":", 1)[1])
+    ctx = ssl.create_default_context(cafile=ready["ca_file"])
+    for name in ("127.0.0.1", "localhost"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            with ctx.wrap_socket(s, server_hostname=name) as tls:
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_seed_file_and_sigterm(tmp_path):
+    other = FakeCloud().start(tmp_path / "fc", seed=seed([person(1)]))
+    try:
+        assert [u["id"] for u in other.users(TENANT)] == [uid(1)]
+        assert other.tenants()[1]["domain"] == DOMAIN2
+    finally:
+        status = other.stop()
+    assert status == 0
+    assert not (tmp_path / "fc" / "ready.json").exists()
+
+
+# --------------------------------------------------------------------------
+# token endpoint
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tenant", [TENANT, DOMAIN])
+def test_token_with_secret(fc, tenant):
+    reply = fc.get_token(tenant, APP, secret=SECRET)
+    assert reply.status == 200, reply.body
+    body = reply.json()
+    assert set(fixture("token-success.json")) <= set(body)
+    assert set(body) == {"token_type", "expires_in", "ext_expires_in",
+                         "access_token"}
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == body["ext_expires_in"] == 3599
+    assert "no-store" in reply.header("Cache-Control")
+    assert get(fc, body["access_token"], "/v1.0/users/delta").status == 200
+
+
+@pytest.mark.parametrize("scope", [
+    "https://graph.microsoft.us/.default",
+    "https://dod-graph.microsoft.us/.default",
+    "https://microsoftgraph.chinacloudapi.cn/.default"])
+def test_token_other_cloud_scopes(fc, scope):
+    tok = token(fc, scope=scope)
+    assert get(fc, tok, "/v1.0/users/delta").status == 200
+
+
+TOKEN_ERRORS = [
+    # (form changes, tenant, status, error, AADSTS code)
+    ({"client_secret": "wrong"}, TENANT, 401, "invalid_client", 7000215),
+    ({"client_id": "cccccccc-0000-4000-8000-000000000000"}, TENANT, 400,
+     "unauthorized_client", 700016),
+    ({}, "dddddddd-0000-4000-8000-000000000000", 400, "invalid_request",
+     90002),
+    ({}, "nowhere.onmicrosoft.com", 400, "invalid_request", 90002),
+    ({"scope": "https://foo.microsoft.com/.default"}, TENANT, 400,
+     "invalid_scope", 70011),
+    ({"scope": "User.Read"}, TENANT, 400, "invalid_scope", 1002012),
+    ({"scope": GRAPH_SCOPE + " " + EXCHANGE_SCOPE}, TENANT, 400,
+     "invalid_scope", 700022),
+    ({"grant_type": None}, TENANT, 400, "invalid_request", 900144),
+    ({"scope": None}, TENANT, 400, "invalid_request", 900144),
+    ({"grant_type": "password"}, TENANT, 400, "unsupported_grant_type",
+     70003),
+    ({"client_secret": None}, TENANT, 401, "invalid_client", 7000218),
+]
+
+
+@pytest.mark.parametrize("changes,tenant,status,error,code", TOKEN_ERRORS)
+def test_token_errors(fc, changes, tenant, status, error, code):
+    form = {"client_id": APP, "scope": GRAPH_SCOPE, "client_secret": SECRET,
+            "grant_type": "client_credentials"}
+    form.update(changes)
+    form = {k: v for k, v in form.items() if v is not None}
+    reply = fc.request("POST", fc.token_url(tenant), form=form,
+                       headers={"client-request-id":
+                                "0c6a3d2e-1111-4222-8333-444455556666"})
+    body = assert_aad_error(reply, status, error, code)
+    assert body["correlation_id"] == "0c6a3d2e-1111-4222-8333-444455556666"
+
+
+def test_token_endpoint_wants_post(fc):
+    reply = fc.request("GET", fc.token_url(TENANT))
+    assert_aad_error(reply, 400, "invalid_request", 900561)
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256"])
+def test_certificate_assertion(fc, alg):
+    for tenant in (TENANT, DOMAIN):
+        assertion = make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                                          fc.token_url(tenant), alg=alg)
+        reply = fc.get_token(tenant, CERT_APP, assertion=assertion)
+        assert reply.status == 200, reply.body
+        assert get(fc, reply.json()["access_token"],
+                   "/v1.0/users/delta").status == 200
+
+
+def signed_with_wrong_key(fc):
+    good = make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                                 fc.token_url(TENANT))
+    bad = make_client_assertion(OTHER_KEY, CERT_PEM, CERT_APP,
+                                fc.token_url(TENANT))
+    return good.rsplit(".", 1)[0] + "." + bad.rsplit(".", 1)[1]
+
+
+ASSERTION_ERRORS = [
+    # (builder, status, error, code, text in description)
+    (lambda fc: signed_with_wrong_key(fc), 401, "invalid_client", 700027,
+     "Key was found, but use of the key to verify the signature failed"),
+    (lambda fc: make_client_assertion(OTHER_KEY, OTHER_PEM, CERT_APP,
+                                      fc.token_url(TENANT)),
+     401, "invalid_client", 700027, "The key was not found"),
+    (lambda fc: make_client_assertion(OTHER_KEY, OTHER_PEM, CERT_APP,
+                                      fc.token_url(TENANT), alg="PS256"),
+     401, "invalid_client", 700027, "The key was not found"),
+    (lambda fc: make_client_assertion(
+        CERT_KEY, CERT_PEM, CERT_APP,
+        "https://login.microsoftonline.com/" + TENANT + "/oauth2/v2.0/token"),
+     401, "invalid_client", 50012, "audience"),
+    # aud names the domain form, the request uses the tenant id form.
+    (lambda fc: make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                                      fc.token_url(DOMAIN)),
+     401, "invalid_client", 50012, "audience"),
+    (lambda fc: make_client_assertion(
+        CERT_KEY, CERT_PEM, CERT_APP, fc.token_url(TENANT),
+        claims={"exp": int(time.time()) - 3600,
+                "nbf": int(time.time()) - 4000}),
+     401, "invalid_client", 700024, "not within its valid time range"),
+    (lambda fc: make_client_assertion(
+        CERT_KEY, CERT_PEM, CERT_APP, fc.token_url(TENANT),
+        claims={"nbf": int(time.time()) + 3600}),
+     401, "invalid_client", 700024, "not within its valid time range"),
+    (lambda fc: make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                                      fc.token_url(TENANT), lifetime=172800),
+     401, "invalid_client", 700024, "not within its valid time range"),
+    (lambda fc: make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                                      fc.token_url(TENANT),
+                                      claims={"sub": APP}),
+     401, "invalid_client", 50048, "Subject mismatches Issuer"),
+    (lambda fc: make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                                      fc.token_url(TENANT),
+                                      claims={"sub": APP, "iss": APP}),
+     401, "invalid_client", 700021, "doesn't match 'client_id'"),
+    (lambda fc: make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                                      fc.token_url(TENANT),
+                                      claims={"jti": None}),
+     400, "invalid_request", 50027, "invalid or malformed"),
+    # RS256 needs x5t; x5t#S256 goes with PS256.
+    (lambda fc: make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                                      fc.token_url(TENANT),
+                                      header={"x5t": None,
+                                              "x5t#S256": "AAAA"}),
+     400, "invalid_request", 50027, "invalid or malformed"),
+    (lambda fc: make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                                      fc.token_url(TENANT),
+                                      header={"alg": "HS256"}),
+     400, "invalid_request", 50027, "invalid or malformed"),
+    (lambda fc: "not.a-jwt", 400, "invalid_request", 50027,
+     "invalid or malformed"),
+]
+
+
+@pytest.mark.parametrize("build,status,error,code,text", ASSERTION_ERRORS)
+def test_certificate_assertion_errors(fc, build, status, error, code, text):
+    reply = fc.get_token(TENANT, CERT_APP, assertion=build(fc))
+    body = assert_aad_error(reply, status, error, code)
+    assert text in body["error_description"]
+
+
+def test_ps256_signature_must_be_pss(fc):
+    # A PKCS#1 v1.5 signature under a PS256 header fails verification.
+    rs = make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                               fc.token_url(TENANT), alg="RS256")
+    ps = make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                               fc.token_url(TENANT), alg="PS256")
+    mixed = ".".join(ps.split(".")[:2] + [rs.split(".")[2]])
+    reply = fc.get_token(TENANT, CERT_APP, assertion=mixed)
+    assert_aad_error(reply, 401, "invalid_client", 700027)
+
+
+def test_graph_and_exchange_tokens_are_not_interchangeable(fc):
+    graph_tok = token(fc)
+    exo_tok = token(fc, scope=EXCHANGE_SCOPE)
+    reply = get(fc, exo_tok, "/v1.0/users/delta")
+    error = assert_graph_error(reply, 401, "InvalidAuthenticationToken")
+    assert error["message"] == \
+        "Access token validation failure. Invalid audience."
+    url = f"{fc.exchange_url}/adminapi/beta/{TENANT}/InvokeCommand"
+    body = {"CmdletInput": {"CmdletName": "Get-Recipient", "Parameters": {}}}
+    reply = fc.request("POST", url, json_body=body,
+                       headers={"Authorization": "Bearer " + graph_tok})
+    assert reply.status == 401
+    assert "Bearer" in reply.header("WWW-Authenticate")
+    reply = fc.request("POST", url, json_body=body,
+                       headers={"Authorization": "Bearer " + exo_tok})
+    assert reply.status == 200, reply.body
+
+
+def test_access_token_expires(fc):
+    fc.set_knobs(token_lifetime=1)
+    reply = fc.get_token(TENANT, APP, secret=SECRET)
+    assert reply.json()["expires_in"] == 1
+    tok = reply.json()["access_token"]
+
+    def refused():
+        r = get(fc, tok, "/v1.0/users/delta")
+        return r if r.status == 401 else None
+
+    error = assert_graph_error(wait_for(refused, 10, what="token expiry"),
+                               401, "InvalidAuthenticationToken")
+    assert error["message"] == \
+        "Access token has expired or is not yet valid."
+
+
+def test_revoke_tokens(fc):
+    old = token(fc)
+    fc.set_knobs(revoke_tokens=True)
+    assert_graph_error(get(fc, old, "/v1.0/users/delta"), 401,
+                       "InvalidAuthenticationToken")
+    assert get(fc, token(fc), "/v1.0/users/delta").status == 200
+    assert fc.knobs()["revoke_tokens"] is True
+
+
+def test_graph_401_shapes(fc):
+    reply = get(fc, None, "/v1.0/users/delta")
+    error = assert_graph_error(reply, 401, "InvalidAuthenticationToken")
+    assert error["message"] == "Access token is empty."
+    assert "authorization_uri" in reply.header("WWW-Authenticate")
+    reply = get(fc, "not-a-token", "/v1.0/users/delta")
+    error = assert_graph_error(reply, 401, "InvalidAuthenticationToken")
+    assert error["message"] == "Access token validation failure."
+    reply = fc.request("GET", fc.graph_url + "/v1.0/users/delta",
+                       headers={"Authorization": "Basic Zm9vOmJhcg==",
+                                "client-request-id": "my-id"})
+    error = assert_graph_error(reply, 401, "InvalidAuthenticationToken")
+    assert error["innerError"]["client-request-id"] == "my-id"
+
+
+# --------------------------------------------------------------------------
+# users/delta
+# --------------------------------------------------------------------------
+
+def test_delta_first_round_paging_and_select(fc):
+    fc.seed(seed([person(n) for n in range(1, 451)]))
+    fc.set_knobs(delta_page_size=200)
+    tok = token(fc)
+    pages, delta = read_round(fc, tok, f"/v1.0/users/delta?$select={SELECT3}")
+    assert [len(p["value"]) for p in pages] == [200, 200, 50]
+    documented = [fixture("users-delta-page1.json"),
+                  fixture("users-delta-page2.json"),
+                  fixture("users-delta-page3-final.json")]
+    for page, doc in zip(pages, documented):
+        assert list(page) == list(doc)          # same keys, same order
+    assert pages[0]["@odata.context"] == \
+        f"{fc.graph_url}/v1.0/$metadata#users({SELECT3})"
+    assert pages[1]["@odata.context"] == f"{fc.graph_url}/v1.0/$metadata#users"
+    assert pages[0]["@odata.nextLink"].startswith(
+        f"{fc.graph_url}/v1.0/users/delta?$skiptoken=")
+    assert delta.startswith(f"{fc.graph_url}/v1.0/users/delta?$deltatoken=")
+    doc_item = documented[0]["value"][0]
+    for item in items(pages):
+        assert list(item) == list(doc_item)    # displayName,givenName,...,id
+    assert len(by_id(pages)) == 450
+
+
+def test_delta_default_properties(fc):
+    full = person(9, businessPhones=["+1 425 555 0109"],
+                  mobilePhone="+1 425 555 0109", officeLocation="18/2111",
+                  preferredLanguage="en-US",
+                  userPrincipalName="user9@contoso.com",
+                  department="Sales")
+    fc.seed(seed([full, {"id": uid(10), "displayName": "Sparse"}]))
+    pages, _ = read_round(fc, token(fc), "/v1.0/users/delta")
+    assert pages[0]["@odata.context"] == \
+        f"{fc.graph_url}/v1.0/$metadata#users"
+    doc_item = fixture("users-delta-api-example1-default.json")["value"][0]
+    got = by_id(pages)
+    assert set(got[uid(9)]) == set(doc_item)   # department is not default
+    # Never-set properties are absent, not null.
+    assert set(got[uid(10)]) == {"displayName", "userPrincipalName", "id"}
+
+
+def test_delta_links_can_be_called_again(fc):
+    fc.set_knobs(delta_page_size=2)
+    tok = token(fc)
+    first = get(fc, tok, "/v1.0/users/delta?$select=displayName").json()
+    nxt = first["@odata.nextLink"]
+    assert get(fc, tok, nxt).json() == get(fc, tok, nxt).json()
+    _, delta = read_round(fc, tok, nxt)
+    fc.patch_user(TENANT, uid(2), {"displayName": "Renamed"})
+    # Each use starts a new round (with its own new deltaLink) from the
+    # same point.
+    again = [read_round(fc, tok, delta)[0] for _ in range(2)]
+    assert items(again[0]) == items(again[1])
+    assert [i["id"] for i in items(again[0])] == [uid(2)]
+
+
+def test_delta_changes_since_deltalink(fc):
+    tok = token(fc)
+    _, delta = read_round(fc, tok, f"/v1.0/users/delta?$select={SELECT3}")
+    fc.patch_user(TENANT, uid(1), {"displayName": "MOD Administrator"})
+    fc.patch_user(TENANT, uid(2), {"jobTitle": "Not selected"})
+    fc.create_user(TENANT, person(6))
+    fc.delete_user(TENANT, uid(4))
+    fc.delete_user(TENANT, uid(5), hard=True)
+    pages, delta2 = read_round(fc, tok, delta)
+    got = by_id(pages)
+    assert set(got) == {uid(1), uid(6), uid(4), uid(5)}
+    assert got[uid(1)] == {"displayName": "MOD Administrator",
+                           "givenName": "User", "surname": "Number1",
+                           "id": uid(1)}
+    assert got[uid(6)]["displayName"] == "User 6"
+    assert got[uid(4)] == {"id": uid(4), "@removed": {"reason": "changed"}}
+    assert got[uid(5)] == {"id": uid(5), "@removed": {"reason": "deleted"}}
+    doc = fixture("users-delta-deltalink-changes.json")
+    assert list(pages[-1]) == list(doc)
+    assert pages[0]["@odata.context"] == f"{fc.graph_url}/v1.0/$metadata#users"
+    assert list(got[uid(1)]) == list(doc["value"][0])
+    assert list(got[uid(4)]) == list(doc["value"][1])
+    # Nothing changed since: an empty round, like the documented one.
+    pages, _ = read_round(fc, tok, delta2)
+    assert list(pages[0]) == list(fixture("users-delta-deltalink-empty.json"))
+    assert pages[0]["value"] == []
+
+
+def test_delta_restored_user_comes_back(fc):
+    tok = token(fc)
+    _, delta = read_round(fc, tok, "/v1.0/users/delta?$select=displayName")
+    fc.delete_user(TENANT, uid(3))
+    pages, delta = read_round(fc, tok, delta)
+    assert items(pages) == [{"id": uid(3), "@removed": {"reason": "changed"}}]
+    fc.restore_user(TENANT, uid(3))
+    pages, _ = read_round(fc, tok, delta)
+    assert items(pages) == [{"displayName": "User 3", "id": uid(3)}]
+
+
+def test_delta_initial_round_reports_removed(fc):
+    fc.delete_user(TENANT, uid(1))
+    fc.delete_user(TENANT, uid(2), hard=True)
+    pages, _ = read_round(fc, token(fc), "/v1.0/users/delta")
+    got = by_id(pages)
+    assert got[uid(1)] == {"id": uid(1), "@removed": {"reason": "changed"}}
+    assert got[uid(2)] == {"id": uid(2), "@removed": {"reason": "deleted"}}
+    assert "displayName" in got[uid(3)]
+
+
+def test_delta_return_minimal(fc):
+    tok = token(fc)
+    _, delta = read_round(fc, tok, f"/v1.0/users/delta?$select={SELECT3}")
+    fc.patch_user(TENANT, uid(1), {"displayName": "Vance Adele"})
+    fc.patch_user(TENANT, uid(2), {"givenName": None})
+    fc.create_user(TENANT, person(7))
+    minimal = {"Prefer": "return=minimal"}
+    reply = get(fc, tok, delta, minimal)
+    assert reply.header("Preference-Applied") == "return=minimal"
+    got = by_id([reply.json()])
+    assert got[uid(1)] == {"displayName": "Vance Adele", "id": uid(1)}
+    assert got[uid(2)] == {"givenName": None, "id": uid(2)}
+    assert set(got[uid(7)]) == {"displayName", "givenName", "surname", "id"}
+    doc = fixture("users-delta-api-example3-minimal.json")["value"][0]
+    assert set(doc) <= set(got[uid(1)]) | {"jobTitle"}
+    # Without the header unchanged selected properties repeat.
+    reply = get(fc, tok, delta)
+    assert reply.header("Preference-Applied") is None
+    got = by_id([reply.json()])
+    assert got[uid(1)] == {"displayName": "Vance Adele", "givenName": "User",
+                           "surname": "Number1", "id": uid(1)}
+
+
+def test_delta_duplicates_knob(fc):
+    fc.seed(seed([person(n) for n in range(1, 36)]))
+    fc.set_knobs(delta_page_size=10, delta_duplicates=3)
+    pages, _ = read_round(fc, token(fc), "/v1.0/users/delta")
+    ids = [i["id"] for i in items(pages)]
+    assert len(ids) == 38 and len(set(ids)) == 35
+    first_page = {}
+    for number, page in enumerate(pages):
+        for item in page["value"]:
+            if item["id"] in first_page:
+                assert number > first_page[item["id"]]
+            else:
+                first_page[item["id"]] = number
+
+
+def test_delta_empty_pages_knob(fc):
+    fc.set_knobs(delta_empty_pages=2)
+    pages, _ = read_round(fc, token(fc), "/v1.0/users/delta")
+    assert [len(p["value"]) for p in pages] == [0, 0, 5]
+    assert all("@odata.nextLink" in p for p in pages[:2])
+
+
+def test_deltatoken_latest(fc):
+    tok = token(fc)
+    reply = get(fc, tok, "/v1.0/users/delta?$select=displayName"
+                         "&$deltatoken=latest")
+    body = reply.json()
+    assert list(body) == list(fixture("users-delta-deltalink-empty.json"))
+    assert body["value"] == []
+    fc.patch_user(TENANT, uid(4), {"displayName": "Only me"})
+    pages, _ = read_round(fc, tok, body["@odata.deltaLink"])
+    assert items(pages) == [{"displayName": "Only me", "id": uid(4)}]
+
+
+def test_changes_while_paging_come_next_round(fc):
+    fc.set_knobs(delta_page_size=2)
+    tok = token(fc)
+    first = get(fc, tok, "/v1.0/users/delta?$select=displayName").json()
+    changed = first["value"][0]["id"]
+    fc.patch_user(TENANT, changed, {"displayName": "Changed mid-round"})
+    pages, delta = read_round(fc, tok, first["@odata.nextLink"])
+    assert changed not in by_id(pages)
+    pages, _ = read_round(fc, tok, delta)
+    assert items(pages) == [{"displayName": "Changed mid-round",
+                             "id": changed}]
+
+
+EXPIRY_MODES = [
+    ("syncStateNotFound", 400, "syncStateNotFound"),
+    ("gone", 410, "resyncRequired"),
+    ("resyncRequired", 410, "resyncRequired"),
+]
+
+
+@pytest.mark.parametrize("mode,status,code", EXPIRY_MODES)
+def test_expired_delta_tokens(fc, mode, status, code):
+    fc.set_knobs(delta_page_size=2)
+    tok = token(fc)
+    first = get(fc, tok, "/v1.0/users/delta?$select=displayName").json()
+    _, delta = read_round(fc, tok, first["@odata.nextLink"])
+    fc.set_knobs(expire_delta_tokens=mode)
+    for stale in (delta, first["@odata.nextLink"]):
+        reply = get(fc, tok, stale)
+        assert_graph_error(reply, status, code)
+        if mode == "gone":
+            location = reply.header("Location")
+            assert location.startswith(f"{fc.graph_url}/v1.0/users/delta?")
+            assert urllib.parse.parse_qs(
+                urllib.parse.urlsplit(location).query,
+                keep_blank_values=True)["$deltatoken"] == [""]
+            pages, _ = read_round(fc, tok, location)
+            assert len(by_id(pages)) == 5
+            assert all(set(i) == {"displayName", "id"} for i in items(pages))
+        else:
+            assert reply.header("Location") is None
+    # Links issued after the knob was set work.
+    pages, fresh = read_round(fc, tok, "/v1.0/users/delta")
+    assert len(by_id(pages)) == 5
+    assert get(fc, tok, fresh).status == 200
+    fc.set_knobs(expire_delta_tokens=None)
+    assert get(fc, tok, delta).status == 200
+
+
+def test_unknown_delta_token(fc):
+    tok = token(fc)
+    assert_graph_error(get(fc, tok, "/v1.0/users/delta?$deltatoken=bogus"),
+                       400, "syncStateNotFound")
+    assert_graph_error(get(fc, tok, "/v1.0/users/delta?$skiptoken=bogus"),
+                       400, "syncStateNotFound")
+    # Another tenant's link is not this tenant's.
+    _, delta = read_round(fc, tok, "/v1.0/users/delta")
+    other = token(fc, TENANT2, APP2)
+    assert_graph_error(get(fc, other, delta), 400, "syncStateNotFound")
+
+
+def test_link_state_is_baked_in(fc):
+    fc.set_knobs(delta_page_size=2)
+    tok = token(fc)
+    first = get(fc, tok, "/v1.0/users/delta?$select=displayName").json()
+    assert "$select" not in first["@odata.nextLink"]
+    pages, delta = read_round(fc, tok, first["@odata.nextLink"])
+    assert all(set(i) == {"displayName", "id"}
+               for i in items([first] + pages))
+    assert "$select" not in delta
+    fc.patch_user(TENANT, uid(1), {"surname": "Not tracked"})
+    fc.patch_user(TENANT, uid(2), {"displayName": "Tracked"})
+    pages, _ = read_round(fc, tok, delta)
+    assert items(pages) == [{"displayName": "Tracked", "id": uid(2)}]
+
+
+def test_delta_id_filter(fc):
+    tok = token(fc)
+    url = ("/v1.0/users/delta?$select=displayName&$filter="
+           + urllib.parse.quote(f"id eq '{uid(1)}' or id eq '{uid(3)}'"))
+    pages, delta = read_round(fc, tok, url)
+    assert set(by_id(pages)) == {uid(1), uid(3)}
+    fc.patch_user(TENANT, uid(2), {"displayName": "Outside the filter"})
+    fc.patch_user(TENANT, uid(3), {"displayName": "Inside"})
+    pages, _ = read_round(fc, tok, delta)
+    assert items(pages) == [{"displayName": "Inside", "id": uid(3)}]
+
+
+@pytest.mark.parametrize("query,status,code", [
+    ("$top=10", 400, "Request_UnsupportedQuery"),
+    ("$orderby=displayName", 400, "Request_UnsupportedQuery"),
+    ("$expand=manager", 400, "Request_UnsupportedQuery"),
+    ("$filter=" + urllib.parse.quote("userType eq 'Member'"), 400,
+     "Request_UnsupportedQuery"),
+    ("$filter=" + urllib.parse.quote(
+        " or ".join(f"id eq '{uid(n)}'" for n in range(51))), 400,
+     "Request_UnsupportedQuery"),
+    ("$select=displayName,nosuchthing", 400, "BadRequest"),
+    ("foo=bar", 400, "Request_BadRequest"),
+])
+def test_delta_query_restrictions(fc, query, status, code):
+    reply = get(fc, token(fc), "/v1.0/users/delta?" + query)
+    assert_graph_error(reply, status, code)
+
+
+def test_delta_2000_users_over_tls_is_fast(fc):
+    users = seed_demo.make_users(DOMAIN, 2000, random.Random(7))
+    fc.seed(seed(users))
+    started = time.monotonic()
+    tok = token(fc)
+    pages, _ = read_round(fc, tok, "/v1.0/users/delta?$select=displayName,"
+                          "givenName,surname,mail,jobTitle,department,"
+                          "userType,accountEnabled,creationType,"
+                          "onPremisesExtensionAttributes")
+    elapsed = time.monotonic() - started
+    assert len(by_id(pages)) == 2000
+    assert elapsed < 5, f"2,000-user delta read took {elapsed:.2f}s"
+
+
+# --------------------------------------------------------------------------
+# groups, users
+# --------------------------------------------------------------------------
+
+def nested_seed():
+    users = [person(n) for n in range(1, 7)]
+    groups = [
+        {"id": uid(101), "displayName": "Outer", "members":
+         [uid(1), uid(2), uid(102)]},
+        {"id": uid(102), "displayName": "Inner", "members":
+         [uid(3), uid(4), uid(103)]},
+        {"id": uid(103), "displayName": "Innermost", "members":
+         [uid(5), uid(101), uid(1)]},           # a cycle and a repeat
+    ]
+    return seed(users, groups)
+
+
+def test_transitive_members_nested_and_paged(fc):
+    fc.seed(nested_seed())
+    fc.delete_user(TENANT, uid(2))
+    tok = token(fc)
+    url = f"/v1.0/groups/{uid(101)}/transitiveMembers?$top=2"
+    pages = []
+    while url:
+        reply = get(fc, tok, url)
+        assert reply.status == 200, reply.body
+        body = reply.json()
+        assert body["@odata.context"] == \
+            f"{fc.graph_url}/v1.0/$metadata#directoryObjects"
+        pages.append(body)
+        url = body.get("@odata.nextLink")
+    assert [len(p["value"]) for p in pages] == [2, 2, 2]
+    members = items(pages)
+    kinds = {m["id"]: m["@odata.type"] for m in members}
+    assert kinds == {uid(1): "#microsoft.graph.user",
+                     uid(102): "#microsoft.graph.group",
+                     uid(3): "#microsoft.graph.user",
+                     uid(4): "#microsoft.graph.user",
+                     uid(103): "#microsoft.graph.group",
+                     uid(5): "#microsoft.graph.user"}
+    assert list(members[0])[:2] == ["@odata.type", "id"]
+
+    reply = get(fc, tok, f"/v1.0/groups/{uid(102)}/transitiveMembers"
+                         f"?$select=displayName,mail")
+    body = reply.json()
+    assert "@odata.nextLink" not in body
+    users = [m for m in body["value"]
+             if m["@odata.type"] == "#microsoft.graph.user"]
+    assert {m["id"] for m in users} == {uid(1), uid(3), uid(4), uid(5)}
+    assert all(set(m) == {"@odata.type", "id", "displayName", "mail"}
+               for m in users)
+
+
+def test_transitive_members_errors(fc):
+    tok = token(fc)
+    missing = "5b31c38c-2584-42f0-aa47-657fb3a84230"
+    reply = get(fc, tok, f"/v1.0/groups/{missing}/transitiveMembers")
+    error = assert_graph_error(reply, 404, "Request_ResourceNotFound")
+    doc = fixture("observed/error-404-request-resourcenotfound.json")
+    assert error["message"] == doc["error"]["message"]
+    fc.seed(nested_seed())
+    reply = get(fc, tok, f"/v1.0/groups/{uid(101)}/transitiveMembers"
+                         f"?$top=1000")
+    assert_graph_error(reply, 400, "Request_BadRequest")
+
+
+def test_get_user(fc):
+    tok = token(fc)
+    reply = get(fc, tok, f"/v1.0/users/{uid(1)}?$select=displayName,city")
+    assert reply.status == 200
+    assert reply.json() == {
+        "@odata.context":
+            f"{fc.graph_url}/v1.0/$metadata#users(displayName,city)/$entity",
+        "displayName": "User 1", "city": None, "id": uid(1)}
+    upn = fc.user(TENANT, uid(2))["userPrincipalName"]
+    reply = get(fc, tok, f"/v1.0/users/{upn}")
+    assert reply.json()["id"] == uid(2)
+    assert set(reply.json()) == {"@odata.context", "id",
+                                 *seed_demo_default_props()}
+    fc.delete_user(TENANT, uid(2))
+    assert_graph_error(get(fc, tok, f"/v1.0/users/{uid(2)}"), 404,
+                       "Request_ResourceNotFound")
+
+
+def seed_demo_default_props():
+    doc = fixture("users-delta-api-example1-default.json")["value"][0]
+    return set(doc) - {"id"}
+
+
+def test_graph_unknown_route(fc):
+    reply = get(fc, token(fc), "/v1.0/nonsense")
+    assert_graph_error(reply, 400, "BadRequest")
+
+
+# --------------------------------------------------------------------------
+# Exchange admin API
+# --------------------------------------------------------------------------
+
+def invoke(fc, tok, name, params=None, tenant=TENANT, url=None, headers=None):
+    url = url or f"{fc.exchange_url}/adminapi/beta/{tenant}/InvokeCommand"
+    body = {"CmdletInput": {"CmdletName": name, "Parameters": params or {}}}
+    hdrs = {"Authorization": "Bearer " + tok, "X-ResponseFormat": "json",
+            "X-AnchorMailbox": "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-"
+                               f"d53741dc928c}}@{tenant}"}
+    hdrs.update(headers or {})
+    return fc.request("POST", url, json_body=body, headers=hdrs)
+
+
+def test_exchange_get_recipient(fc):
+    fc.create_user(TENANT, {"id": uid(50), "displayName": "Guest Person",
+                            "mail": "guest@partner.example",
+                            "userType": "Guest",
+                            "creationType": "Invitation"})
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    reply = invoke(fc, tok, "Get-Recipient")
+    assert reply.status == 200, reply.body
+    body = reply.json()
+    assert list(body) == ["@odata.context", "adminapi.warnings@odata.type",
+                          "@adminapi.warnings", "value"]
+    assert body["@odata.context"] == (
+        f"{fc.exchange_url}/adminapi/beta/{TENANT}/$metadata"
+        f"#Collection(Exchange.GenericHashTable)")
+    assert len(body["value"]) == 6
+    for name in ("Rate-Limit-Limit", "Rate-Limit-Remaining",
+                 "Rate-Limit-Reset"):
+        assert reply.header(name)
+    guest = next(r for r in body["value"] if r["ExternalDirectoryObjectId"]
+                 == uid(50))
+    assert guest["RecipientTypeDetails"] == "GuestMailUser"
+    assert guest["HiddenFromAddressListsEnabled"] is True
+
+    reply = invoke(fc, tok, "get-recipient", {"Identity": "user3@contoso.com"},
+                   tenant=DOMAIN)
+    assert [r["Identity"] for r in reply.json()["value"]] == [uid(3)]
+
+    reply = invoke(fc, tok, "Get-Recipient", {"Identity": "nobody@x.example"})
+    assert reply.status == 404
+    error = reply.json()["error"]
+    assert error["code"] == "NotFound"
+    err_id, exc, text = error["details"][0]["message"].split("|")
+    assert err_id == "Ex6F9304"
+    assert exc.endswith("ManagementObjectNotFoundException")
+    assert "nobody@x.example" in text
+
+    reply = invoke(fc, tok, "Get-Recipient", {"ResultSize": 2},
+                   headers={"Prefer": "odata.maxpagesize=1"})
+    body = reply.json()
+    assert len(body["value"]) == 1 and body["@adminapi.warnings"]
+    reply = invoke(fc, tok, "Get-Recipient", url=body["@odata.nextLink"])
+    assert len(reply.json()["value"]) == 1
+    assert "@odata.nextLink" not in reply.json()
+
+
+def test_exchange_errors_and_auth(fc):
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    reply = invoke(fc, tok, "Get-Nothing")
+    assert reply.status == 400
+    parts = reply.json()["error"]["details"][0]["message"].split("|")
+    assert len(parts) == 3 and "Get-Nothing" in parts[2]
+    reply = invoke(fc, tok, "Get-Recipient", {"Bogus": 1})
+    assert reply.status == 400
+    # A token of one tenant does not open another tenant's path.
+    assert invoke(fc, tok, "Get-Recipient", tenant=TENANT2).status == 401
+    assert invoke(fc, "junk", "Get-Recipient").status == 401
+
+
+# --------------------------------------------------------------------------
+# admin API, request log
+# --------------------------------------------------------------------------
+
+def test_admin_users(fc):
+    created = fc.create_user(TENANT, {"displayName": "Grace Hopper",
+                                      "mailNickname": "grace"})
+    assert created["userPrincipalName"] == "grace@" + DOMAIN
+    assert created["userType"] == "Member"
+    assert created["accountEnabled"] is True
+    assert created["creationType"] is None
+    assert created["deleted"] is None
+    with pytest.raises(FakeCloudError) as err:
+        fc.create_user(TENANT, {"id": uid(1)})
+    assert err.value.status == 409
+    patched = fc.patch_user(TENANT, created["id"], {
+        "jobTitle": "Admiral", "onPremisesExtensionAttributes":
+        {"extensionAttribute15": "galbridge:x:y"}})
+    assert patched["jobTitle"] == "Admiral"
+    patched = fc.patch_user(TENANT, created["id"], {
+        "jobTitle": None, "onPremisesExtensionAttributes":
+        {"extensionAttribute1": "a"}})
+    assert patched["jobTitle"] is None
+    assert patched["onPremisesExtensionAttributes"] == {
+        "extensionAttribute15": "galbridge:x:y", "extensionAttribute1": "a"}
+    fc.delete_user(TENANT, uid(1))
+    fc.delete_user(TENANT, uid(2), hard=True)
+    states = {u["id"]: u["deleted"] for u in fc.users(TENANT)}
+    assert states[uid(1)] == "soft" and states[uid(2)] == "hard"
+    assert states[uid(3)] is None
+    assert fc.restore_user(TENANT, uid(1))["deleted"] is None
+    with pytest.raises(FakeCloudError) as err:
+        fc.restore_user(TENANT, uid(2))
+    assert err.value.status == 400
+    with pytest.raises(FakeCloudError) as err:
+        fc.user(TENANT, uid(999))
+    assert err.value.status == 404
+
+
+def test_admin_groups(fc):
+    group = fc.create_group(TENANT, {"displayName": "Team",
+                                     "members": [uid(1), uid(2)]})
+    gid = group["id"]
+    assert fc.patch_group(TENANT, gid, add=[uid(3)], remove=[uid(1)]
+                          )["members"] == [uid(2), uid(3)]
+    assert fc.patch_group(TENANT, gid, members=[uid(4)])["members"] == \
+        [uid(4)]
+    with pytest.raises(FakeCloudError) as err:
+        fc.patch_group(TENANT, gid, add=[uid(999)])
+    assert err.value.status == 400
+    assert [g["id"] for g in fc.groups(TENANT)] == [gid]
+
+
+def test_admin_knobs(fc):
+    knobs = fc.knobs()
+    assert knobs == {"delta_page_size": 200, "token_lifetime": 3599,
+                     "delta_duplicates": 0, "delta_empty_pages": 0,
+                     "expire_delta_tokens": None, "latency_ms": 0,
+                     "revoke_tokens": False}
+    assert fc.set_knobs(delta_page_size=7)["delta_page_size"] == 7
+    for bad in ({"no_such_knob": 1}, {"delta_page_size": 0},
+                {"expire_delta_tokens": "later"}, {"revoke_tokens": 1},
+                {"latency_ms": -1}):
+        with pytest.raises(FakeCloudError) as err:
+            fc.set_knobs(**bad)
+        assert err.value.status == 400
+    fc.reset()
+    assert fc.knobs()["delta_page_size"] == 200
+    assert fc.tenants() == []
+
+
+def test_latency_knob_delays_answers(fc):
+    tok = token(fc)
+    fc.set_knobs(latency_ms=300)
+    try:
+        t0 = time.monotonic()
+        assert get(fc, tok, "/v1.0/users/delta").status == 200
+        assert time.monotonic() - t0 >= 0.3
+        # The admin API is never slowed.
+        t0 = time.monotonic()
+        fc.health()
+        assert time.monotonic() - t0 < 0.3
+    finally:
+        fc.set_knobs(latency_ms=0)
+
+
+def test_request_log(fc):
+    fc.clear_log()
+    # The log keeps every request, admin ones too (this clear included).
+    assert [e["service"] for e in fc.log()] == ["admin"]
+    tok = token(fc)
+    assertion = make_client_assertion(CERT_KEY, CERT_PEM, CERT_APP,
+                                      fc.token_url(TENANT))
+    fc.get_token(TENANT, CERT_APP, assertion=assertion)
+    fc.get_token(DOMAIN, APP, secret="wrong-secret")
+    get(fc, tok, "/v1.0/users/delta?$select=displayName")
+    get(fc, None, "/v1.0/users/delta")
+    entries = fc.log()
+    assert all(set(e) == {"seq", "time", "service", "method", "path",
+                          "query", "status", "tenant", "client_id"}
+               for e in entries)
+    login = fc.log(service="login")
+    assert [(e["status"], e["tenant"], e["client_id"]) for e in login] == [
+        (200, TENANT, APP), (200, TENANT, CERT_APP), (401, TENANT, APP)]
+    assert login[2]["path"] == f"/{DOMAIN}/oauth2/v2.0/token"
+    graph = fc.log(service="graph")
+    assert [(e["status"], e["query"], e["tenant"], e["client_id"])
+            for e in graph] == [
+        (200, "$select=displayName", TENANT, APP), (401, "", None, None)]
+    assert fc.log(since=graph[0]["seq"], service="graph") == graph[1:]
+    assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)
+    dump = json.dumps(fc.log())
+    for secret in (SECRET, "wrong-secret", tok, assertion):
+        assert secret not in dump
+    assert any(e["service"] == "admin" for e in fc.log())
+
+
+# --------------------------------------------------------------------------
+# seed_demo
+# --------------------------------------------------------------------------
+
+def test_seed_demo_module(fc):
+    fixed = {"contoso": "c-secret", "fabrikam": "f-secret"}
+    one = seed_demo.make_seed(contoso=80, fabrikam=40, client_secrets=fixed)
+    two = seed_demo.make_seed(contoso=80, fabrikam=40, client_secrets=fixed)
+    assert one == two
+    contoso, fabrikam = one["tenants"]
+    assert (len(contoso["users"]), len(fabrikam["users"])) == (80, 40)
+    assert contoso["domain"] == "contoso.onmicrosoft.com"
+    users = seed_demo.make_users("contoso.onmicrosoft.com", 600,
+                                 random.Random(1))
+    guests = [u for u in users if u["userType"] == "Guest"]
+    assert guests and all(u["creationType"] == "Invitation" and
+                          "#EXT#@contoso.onmicrosoft.com" in
+                          u["userPrincipalName"] for u in guests)
+    assert any(not u["accountEnabled"] for u in users)
+    assert any("mail" not in u for u in users)
+    assert len({u["mail"] for u in users if "mail" in u}) == \
+        sum("mail" in u for u in users)
+
+    fc.reset()
+    fc.seed(one)
+    tok = fc.access_token(contoso["id"], contoso["apps"][0]["client_id"],
+                          "c-secret")
+    pages, _ = read_round(fc, tok, "/v1.0/users/delta")
+    assert len(by_id(pages)) == 80
+    outer, inner = contoso["groups"]
+    assert inner["id"] in outer["members"]
+    reply = get(fc, tok, f"/v1.0/groups/{outer['id']}/transitiveMembers"
+                         f"?$top=999")
+    ids = {m["id"] for m in reply.json()["value"]}
+    assert inner["id"] in ids and set(inner["members"]) <= ids
+
+
+def test_seed_demo_cli(tmp_path):
+    cert = tmp_path / "app.pem"
+    cert.write_text(CERT_PEM)
+    out = tmp_path / "seed.json"
+    run = subprocess.run(
+        [sys.executable, str(HERE / "seed_demo.py"), "--out", str(out),
+         "--contoso", "30", "--fabrikam", "20", "--cert", str(cert),
+         "--secrets-dir", str(tmp_path / "secrets")],
+        capture_output=True, text=True, timeout=60, check=True)
+    data = json.loads(out.read_text())
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    for tenant in data["tenants"]:
+        secret = tenant["apps"][0]["secrets"][0]
+        assert secret not in run.stdout and secret not in run.stderr
+        assert (tmp_path / "secrets" / f"{tenant['name']}.secret"
+                ).read_text().strip() == secret
+        assert tenant["apps"][1]["certificates"] == [CERT_PEM]
+    assert [len(t["users"]) for t in data["tenants"]] == [30, 20]
