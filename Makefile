@@ -1,0 +1,140 @@
+# galbridge — build, test and install.
+#
+#   make            build ./galbridge
+#   make deps       install the Debian 12 packages the build and tests need
+#   make check      every test: unit (cmocka), fakecloud's own, integration
+#   make asan       the same suite with AddressSanitizer + UBSan
+#   make lint       clang-format check, cppcheck, banned calls
+#   make demo       fakecloud with two demo tenants + galbridge against it
+#   make install    honours PREFIX and DESTDIR
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+PYTHON ?= /usr/bin/python3
+BUILD ?= build
+
+PKGS := libcurl jansson libuv sqlite3 openssl inih
+WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \
+	-Wmissing-prototypes
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS))
+PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS))
+CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka)
+CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka)
+
+CFLAGS ?= -O2 -g
+VERSION := 0.1.0
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DGALBRIDGE_VERSION='"$(VERSION)"' $(WARN) -Iinclude $(PKG_CFLAGS) \
+	$(CFLAGS) $(EXTRA_CFLAGS)
+ALL_LDFLAGS = $(LDFLAGS) $(EXTRA_LDFLAGS)
+
+SRCS := $(wildcard src/*.c)
+LIB_SRCS := $(filter-out src/main.c,$(SRCS))
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
+TEST_SRCS := $(wildcard tests/unit/test_*.c)
+TESTS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+# Debian 12 packages: build, unit tests, fakecloud and its tests.
+DEB_PKGS := gcc make pkg-config libcurl4-openssl-dev libjansson-dev \
+	libuv1-dev libsqlite3-dev libssl-dev libinih-dev libcmocka-dev \
+	python3 python3-cryptography python3-pytest
+LINT_PKGS := clang-format cppcheck
+
+.PHONY: all deps deps-lint check unit-check fakecloud-check \
+	integration-check asan lint demo install clean bench
+
+all: galbridge
+
+galbridge: $(BUILD)/galbridge
+	cp $< $@
+
+$(BUILD)/galbridge: $(BUILD)/main.o $(BUILD)/libgalbridge.a
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(ALL_LDFLAGS) $(PKG_LIBS) -lm
+
+$(BUILD)/libgalbridge.a: $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: src/%.c | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libgalbridge.a $(wildcard tests/unit/*.h) \
+		| $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< $(BUILD)/libgalbridge.a \
+		$(ALL_LDFLAGS) $(CMOCKA_LIBS) $(PKG_LIBS) -lm
+
+$(BUILD) $(BUILD)/tests:
+	mkdir -p $@
+
+-include $(LIB_OBJS:.o=.d) $(BUILD)/main.d
+
+deps:
+	@sh tests/deps.sh $(DEB_PKGS)
+
+deps-lint:
+	@sh tests/deps.sh $(LINT_PKGS)
+
+unit-check: $(TESTS)
+	@set -e; for t in $(TESTS); do \
+		echo "== $$t"; \
+		(cd tests/unit && $(TEST_WRAPPER) ../../$$t); \
+	done
+
+fakecloud-check:
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/fakecloud
+
+integration-check: $(BUILD)/galbridge
+	GALBRIDGE=$(CURDIR)/$(BUILD)/galbridge \
+		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+check: deps
+	$(MAKE) all
+	$(MAKE) unit-check
+	$(MAKE) fakecloud-check
+	$(MAKE) integration-check
+
+SAN := -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=all
+asan: deps
+	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g" EXTRA_CFLAGS="$(SAN)" \
+		EXTRA_LDFLAGS="$(SAN)" build/asan/galbridge
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(MAKE) BUILD=build/asan CFLAGS="-O1 -g" EXTRA_CFLAGS="$(SAN)" \
+		EXTRA_LDFLAGS="$(SAN)" unit-check integration-check
+
+lint:
+	@sh tests/lint.sh
+
+demo: deps
+	$(MAKE) all
+	$(PYTHON) tests/demo.py
+
+bench: all
+	@sh tests/deps.sh time
+	$(PYTHON) bench/delta-read.py --users 2000
+	$(PYTHON) bench/delta-read.py --users 20000
+
+install: galbridge
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(SYSCONFDIR)/galbridge
+	install -m 0755 galbridge $(DESTDIR)$(BINDIR)/galbridge
+	install -m 0644 man/galbridge.8 $(DESTDIR)$(MANDIR)/man8/galbridge.8
+	install -m 0644 man/galbridge.conf.5 \
+		$(DESTDIR)$(MANDIR)/man5/galbridge.conf.5
+	install -m 0644 etc/galbridge.conf.example \
+		$(DESTDIR)$(SYSCONFDIR)/galbridge/galbridge.conf.example
+	@if [ -f systemd/galbridge.service ]; then \
+		install -d $(DESTDIR)$(UNITDIR); \
+		sed 's|/usr/local/bin/galbridge|$(BINDIR)/galbridge|' \
+			systemd/galbridge.service > $(DESTDIR)$(UNITDIR)/galbridge.service; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/galbridge.service; \
+	fi
+
+clean:
+	rm -rf build galbridge

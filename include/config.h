@@ -1,0 +1,145 @@
+/*
+ * config — the INI file: parse, validate, defaults, dump.
+ *
+ * libinih lexes the file; each section kind has one table of keys (type,
+ * default, bounds, whether SIGHUP may change it) from which parsing,
+ * validation and `check-config`'s dump all come. Every error carries
+ * `file:line: message`. A config is immutable once loaded: a reload builds
+ * a new one and swaps it in only if it is valid (DESIGN.md invariant 5).
+ *
+ * The structs below are plain data, read freely by every module; only
+ * config.c writes them.
+ */
+#ifndef GALBRIDGE_CONFIG_H
+#define GALBRIDGE_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "log.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/galbridge/galbridge.conf"
+#define CONFIG_DEFAULT_STATE_DIR "/var/lib/galbridge"
+#define CONFIG_DEFAULT_INTERVAL 60
+#define CONFIG_DEFAULT_MAX_DELETES 500
+#define CONFIG_DEFAULT_ANCHOR "extensionAttribute15"
+
+enum config_cloud {
+  CONFIG_CLOUD_GLOBAL,
+  CONFIG_CLOUD_USGOVHIGH,
+  CONFIG_CLOUD_DOD,
+  CONFIG_CLOUD_CHINA,
+};
+
+enum config_object {
+  CONFIG_OBJECT_GUEST,
+  CONFIG_OBJECT_MAILCONTACT,
+  CONFIG_OBJECT_MAILUSER,
+};
+
+enum config_on_delete {
+  CONFIG_ON_DELETE_DELETE,
+  CONFIG_ON_DELETE_DISABLE,
+  CONFIG_ON_DELETE_HIDE,
+  CONFIG_ON_DELETE_KEEP,
+};
+
+struct config_tenant {
+  char *name;      /* section name: [tenant NAME] */
+  char *tenant_id; /* lower-case GUID */
+  char *client_id; /* lower-case GUID */
+  /* Exactly one of client_secret_file and certificate_file is set. Paths
+   * are absolute: a relative one was resolved at load time against
+   * $CREDENTIALS_DIRECTORY, or the config file's directory when that is
+   * unset or empty. The files were checked to exist, be regular, readable
+   * and closed to group and others (a certificate file only when it also
+   * holds the key). Their contents are never read by config. */
+  char *client_secret_file;
+  char *certificate_file;
+  char *key_file; /* NULL: the key is in certificate_file */
+  enum config_cloud cloud;
+  /* Base URLs "scheme://host[:port]" (no trailing slash), never NULL:
+   * the override when given, else the cloud's default host. */
+  char *login_url;
+  char *graph_url;
+  char *exchange_url;
+  char *ca_file; /* NULL: system trust store; relative: config's dir */
+  int line;      /* line of the section header */
+};
+
+struct config_mapping_entry {
+  char *target; /* target attribute */
+  char *expr;   /* expression text, parsed by the mapping module; no two
+                   entries of a mapping share a target (any case) */
+  int line;
+};
+
+struct config_mapping {
+  char *name;
+  struct config_mapping_entry *entries;
+  size_t n_entries;
+  int line;
+};
+
+struct config_link {
+  char *name;
+  const struct config_tenant *source; /* borrowed from the same config */
+  const struct config_tenant *target;
+  enum config_object object;
+  int user_type_member;                 /* user_type = member (guest links) */
+  char *scope_group;                    /* NULL or lower-case GUID */
+  char *scope_filter;                   /* NULL or expression text */
+  const struct config_mapping *mapping; /* NULL: built-in defaults */
+  char *anchor;                         /* "extensionAttribute1".."15" */
+  enum config_on_delete on_delete;
+  long max_deletes;
+  long interval; /* seconds; [galbridge] interval when not set */
+  int line;
+};
+
+struct config {
+  char *path;
+  char *state_dir;
+  enum log_level log_level;
+  long interval;
+  char *metrics_file; /* NULL if unset */
+  struct config_tenant *tenants;
+  size_t n_tenants;
+  struct config_link *links;
+  size_t n_links;
+  struct config_mapping *mappings;
+  size_t n_mappings;
+};
+
+/* Parse and validate `path`. On success *out is a new config (free with
+ * config_free) and 0 is returned. On failure returns -1, *out is NULL and
+ * `err` holds "file:line: message" (or "file: message" when no line
+ * applies), e.g. "galbridge.conf:12: unknown key 'intervall' in [link
+ * a-to-b]; did you mean 'interval'?". Only the first error is reported;
+ * "file" is `path` as given. `err` may be NULL or short (the message is
+ * cut, always NUL-terminated). A NULL `path` or `out` returns -1. Reads
+ * $CREDENTIALS_DIRECTORY; stats but never reads secret files. Never
+ * exits, never prints; aborts only when out of memory. */
+int config_load(const char *path, struct config **out, char *err,
+                size_t errlen) __attribute__((warn_unused_result));
+void config_free(struct config *cfg); /* NULL is fine */
+
+/* Write the effective configuration (defaults filled in, secret file
+ * paths shown but never their contents) as INI to `fp`. Comments stand on
+ * lines of their own, so the output loads back as the same config. Does
+ * nothing when either argument is NULL. */
+void config_dump(const struct config *cfg, FILE *fp);
+
+/* The section of that name (borrowed from cfg), or NULL; NULL-safe. */
+const struct config_tenant *config_tenant_find(const struct config *cfg,
+                                               const char *name);
+const struct config_link *config_link_find(const struct config *cfg,
+                                           const char *name);
+
+/* The config file's spelling ("usgovhigh", "mailcontact", "hide"...);
+ * "unknown" for a value outside the enum. Static strings. */
+const char *config_cloud_name(enum config_cloud cloud);
+const char *config_object_name(enum config_object object);
+const char *config_on_delete_name(enum config_on_delete policy);
+
+#endif

@@ -1,0 +1,143 @@
+/*
+ * http — every HTTP request galbridge makes, on one curl multi handle
+ * driven by the libuv loop (one uv_poll_t per socket, one uv_timer_t for
+ * curl's timer, as curl's multi-uv example, done properly).
+ *
+ * Requests carry their own retry policy: network errors, 429, 503 and 504
+ * are retried with exponential backoff and full jitter, honouring
+ * Retry-After (seconds, possibly fractional, or an HTTP-date). A request
+ * may name a "gate" (for example "<tenant id>/graph"): after a 429 or a
+ * 503/504 with Retry-After on a gate, no request on that gate is started
+ * before the time has passed (DESIGN.md invariant 7); other gates go on.
+ *
+ * TLS verification is always on; a request's ca_file replaces the trust
+ * store, it never disables checking. Plain http:// is accepted only to a
+ * loopback host (127.0.0.1, [::1], localhost: unit tests and local fakes);
+ * redirects are never followed (read Location with http_response_header).
+ * Response bodies are capped. Nothing here logs a header or a body: they
+ * may hold tokens and secrets.
+ *
+ * A certificate verification failure is permanent (not retried); other
+ * network errors are retried, whatever the method: callers' writes are
+ * idempotent (DESIGN.md invariant 2). Requests waiting for a gate or a
+ * retry are bounded only by what the caller sends.
+ *
+ * http_new() takes a curl_global_init() reference and the client's last
+ * close callback drops it. libcurl runs with CURLOPT_NOSIGNAL, so the
+ * process must ignore SIGPIPE (OpenSSL writes to sockets with write(2)).
+ *
+ * Only this module includes curl.
+ */
+#ifndef GALBRIDGE_HTTP_H
+#define GALBRIDGE_HTTP_H
+
+#include <stddef.h>
+#include <time.h>
+#include <uv.h>
+
+struct http;
+
+/* A zero (or NULL) field takes its default. */
+struct http_options {
+  long connect_timeout_ms; /* default 10000 */
+  long timeout_ms;         /* whole transfer, default 60000 */
+  size_t max_body;         /* response body cap, default 64 MiB */
+  int max_attempts;        /* default 5 (1 = no retry) */
+  long backoff_base_ms;    /* default 500 */
+  long backoff_cap_ms;     /* default 60000 */
+  double max_retry_after;  /* seconds; longer Retry-After is capped, 300 */
+  const char *user_agent;  /* default "galbridge/VERSION" */
+};
+
+/* Error codes in http_response.error (0 when an HTTP status came back,
+ * whatever it was) and from http_send(). */
+enum http_error {
+  HTTP_OK = 0,
+  HTTP_ERR_NETWORK = -1,   /* connect/TLS/reset/timeout: see errmsg */
+  HTTP_ERR_TOO_LARGE = -2, /* body over max_body */
+  HTTP_ERR_CANCELLED = -3, /* http_close() while in flight */
+  HTTP_ERR_INTERNAL = -4,  /* allocation or curl set-up failure */
+  HTTP_ERR_INVALID = -5,   /* http_send(): bad URL, scheme, method, header */
+};
+
+struct http_request {
+  const char *method;         /* "GET", "POST", "PATCH", "DELETE" */
+  const char *url;            /* absolute https:// URL (see above) */
+  const char *const *headers; /* NULL-terminated "Name: value" or NULL */
+  const char *body;           /* may be NULL */
+  size_t body_len;
+  const char *ca_file; /* PEM bundle replacing the trust store, or NULL */
+  const char *gate;    /* backpressure key, or NULL ("" = NULL) */
+  int max_attempts;    /* 0: the client's default; 1: no retry */
+};
+
+/* When error != 0 the response carries no status (0), an empty body, no
+ * headers and retry_after -1: a truncated answer is never handed over. */
+struct http_response {
+  long status;        /* HTTP status, 0 if none came back */
+  int error;          /* enum http_error */
+  const char *errmsg; /* "" unless error != 0: curl's text, no secrets */
+  const char *body;   /* NUL-terminated (body_len excludes the NUL) */
+  size_t body_len;
+  double retry_after; /* seconds from Retry-After (capped at
+                         max_retry_after), -1 when absent or unparsable */
+  int attempts;       /* how many times the request was sent */
+  const void *priv;   /* for http_response_header() */
+};
+
+/* Called once per request when it is finished for good (success, a
+ * non-retryable status, or retries exhausted). `resp` and everything it
+ * points to are borrowed until the callback returns. */
+typedef void (*http_done_fn)(void *ctx, const struct http_response *resp);
+
+/* A new client on `loop`; `opts` may be NULL for defaults. Returns NULL
+ * on allocation or curl initialisation failure. */
+struct http *http_new(uv_loop_t *loop, const struct http_options *opts);
+
+/* Cancel what is in flight or waiting (their callbacks run with
+ * HTTP_ERR_CANCELLED before this returns), close every handle and free the
+ * client once the loop has run the close callbacks. Call while the loop
+ * still runs (or run it afterwards until uv_run returns 0). May be called
+ * from a done callback; a second call does nothing. */
+void http_close(struct http *http);
+
+/* Start `req` (everything it points to is copied). Returns 0, or a
+ * negative enum http_error (HTTP_ERR_INVALID, HTTP_ERR_INTERNAL, or
+ * HTTP_ERR_CANCELLED once http_close() has been called); if it returns an
+ * error the callback is never called. The callback always runs from the
+ * loop, never from inside http_send(). */
+int http_send(struct http *http, const struct http_request *req,
+              http_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* Value of response header `name` (case-insensitive; the first one when
+ * repeated, surrounding whitespace trimmed), borrowed like the response,
+ * or NULL. At most 100 headers / 64 KiB of a response are kept. */
+const char *http_response_header(const struct http_response *resp,
+                                 const char *name);
+
+/* Seconds until `gate` opens again (0 when open). */
+double http_gate_wait(const struct http *http, const char *gate);
+
+/* Percent-encode `s` for a URL query or form value (everything but
+ * ALPHA, DIGIT and "-._~"). New string, or NULL when `s` is NULL or on
+ * allocation failure. */
+char *http_urlencode(const char *s);
+
+/* --- pure helpers, exposed for unit tests --- */
+
+/* Full-jitter backoff before retry number `attempt` (1 = first retry):
+ * u * min(cap_ms, base_ms * 2^(attempt-1)), u in [0, 1). The result is
+ * always >= 0 and below that ceiling; attempt < 1 counts as 1, u outside
+ * [0, 1) is clamped, base_ms or cap_ms <= 0 gives 0. */
+double http_backoff_ms(int attempt, long base_ms, long cap_ms, double u);
+
+/* Parse a Retry-After value: delta-seconds (integer or fractional, as
+ * Graph sends "2.128"; at most 2^31-1) or an IMF-fixdate HTTP-date
+ * ("Sun, 06 Nov 1994 08:49:37 GMT") relative to `now` (a past date is 0).
+ * Surrounding spaces and tabs are ignored. Returns 0 and sets *seconds
+ * (>= 0, rounded up to whole milliseconds), or -1 when the value is not
+ * one of those (signs, exponents, obsolete date forms, garbage). */
+int http_parse_retry_after(const char *value, time_t now, double *seconds);
+
+#endif

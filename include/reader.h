@@ -1,0 +1,52 @@
+/*
+ * reader — one delta round of a source tenant's users into the store.
+ *
+ * A round pages through users/delta from the committed deltaLink (or, when
+ * there is none, from a full read with GRAPH_USER_SELECT), merges every
+ * item into source_object page by page (one transaction per page), and
+ * commits the new deltaLink in the same transaction as the last page
+ * (DESIGN.md invariant 1). A crash mid-round re-reads from the old
+ * deltaLink: merges are idempotent, so nothing is skipped or doubled.
+ *
+ * When the service says the delta token is no longer good
+ * (syncStateNotFound, 410 Gone, resyncRequired) the round turns into a
+ * full read: every object it sees is stamped with a new generation and
+ * only at the end are the objects it did not see marked deleted.
+ */
+#ifndef GALBRIDGE_READER_H
+#define GALBRIDGE_READER_H
+
+#include <time.h>
+
+#include "graph.h"
+#include "store.h"
+
+struct reader;
+
+struct reader_stats {
+  int full; /* the round was a full read */
+  unsigned long pages;
+  unsigned long items; /* delta items received (duplicates included) */
+  unsigned long removed;
+  unsigned long unseen; /* marked deleted at the end of a full read */
+  double seconds;
+};
+
+/* result 0, or -1 with errmsg naming the tenant and what failed;
+ * `permanent` is set when retrying cannot help (credentials refused). */
+typedef void (*reader_done_fn)(void *ctx, int result, int permanent,
+                               const char *errmsg,
+                               const struct reader_stats *stats);
+
+/* A reader for `tenant` (borrowed, as are store and graph). NULL on
+ * allocation failure. */
+struct reader *reader_new(struct store *store, struct graph *graph,
+                          const struct config_tenant *tenant);
+void reader_free(struct reader *reader);
+
+/* Start a round. Returns 0, or -1 (a round is already running, or it
+ * could not start) when the callback will never be called. */
+int reader_round(struct reader *reader, reader_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,172 @@
+"""Integration tests: the real galbridge binary against fakecloud.
+
+Each test gets its own fakecloud (its own CA, ports and tenants) and its own
+state directory. Nothing sleeps for a fixed time: tests wait for a condition
+with a timeout (client.wait_for).
+"""
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "fakecloud"))
+
+import client as fc  # noqa: E402
+import seed_demo  # noqa: E402
+
+GALBRIDGE = os.environ.get("GALBRIDGE") or os.path.join(ROOT, "galbridge")
+
+# What galbridge asks of users/delta (GRAPH_USER_SELECT in graph.h).
+SELECT = ("id,displayName,givenName,surname,mail,mailNickname,"
+          "userPrincipalName,userType,accountEnabled,creationType,jobTitle,"
+          "department,companyName,officeLocation,businessPhones,mobilePhone,"
+          "streetAddress,city,state,country,postalCode,employeeId,"
+          "otherMails,proxyAddresses,onPremisesExtensionAttributes"
+          ).split(",")
+
+
+class Env:
+    """A fakecloud with a source (contoso) and a target (fabrikam) tenant,
+    a config file for galbridge, and helpers to run it and read its store.
+    """
+
+    def __init__(self, tmp, users=50, rng_seed=7, cert_pem=None):
+        self.tmp = str(tmp)
+        self.cloud = fc.FakeCloud().start(os.path.join(self.tmp, "cloud"))
+        rng = random.Random(rng_seed)
+        self.tenants = {}
+        seed = {"tenants": []}
+        for name, n in (("contoso", users), ("fabrikam", 5)):
+            tid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            cid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            secret = "s3cret-%s-%x" % (name, rng.getrandbits(64))
+            domain = "%s.onmicrosoft.com" % name
+            self.tenants[name] = {"id": tid, "client_id": cid,
+                                  "secret": secret, "domain": domain}
+            seed["tenants"].append({
+                "id": tid, "domain": domain,
+                "apps": [{"client_id": cid, "secrets": [secret],
+                          "certificates": [cert_pem] if cert_pem else []}],
+                "users": seed_demo.make_users(domain, n, rng),
+                "groups": []})
+        self.cloud.seed(seed)
+        self.state_dir = os.path.join(self.tmp, "state")
+        self.conf = os.path.join(self.tmp, "galbridge.conf")
+        for name, t in self.tenants.items():
+            self.write_secret(name, t["secret"])
+        self.write_config()
+
+    @property
+    def source(self):
+        return self.tenants["contoso"]
+
+    def write_secret(self, name, value):
+        path = os.path.join(self.tmp, name + ".secret")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value + "\n")
+        return path
+
+    def tenant_section(self, name, credential=None):
+        t = self.tenants[name]
+        cred = credential or "client_secret_file = %s" % os.path.join(
+            self.tmp, name + ".secret")
+        return ("[tenant %s]\ntenant_id = %s\nclient_id = %s\n%s\n"
+                "login_url = %s\ngraph_url = %s\nexchange_url = %s\n"
+                "ca_file = %s\n\n" % (
+                    name, t["id"], t["client_id"], cred,
+                    self.cloud.login_url, self.cloud.graph_url,
+                    self.cloud.exchange_url, self.cloud.ca_file))
+
+    def write_config(self, contoso_credential=None, extra=""):
+        text = ("[galbridge]\nstate_dir = %s\nlog_level = info\n"
+                "interval = 1\n\n" % self.state_dir)
+        text += self.tenant_section("contoso", contoso_credential)
+        text += self.tenant_section("fabrikam")
+        text += ("[link contoso-to-fabrikam]\nsource = contoso\n"
+                 "target = fabrikam\nobject = guest\n\n")
+        text += extra
+        with open(self.conf, "w") as f:
+            f.write(text)
+
+    def run(self, *args, timeout=120, state_dir=None):
+        return subprocess.run([GALBRIDGE, "-c", self.conf] + list(args),
+                              capture_output=True, text=True,
+                              timeout=timeout)
+
+    def start(self, *args):
+        return subprocess.Popen([GALBRIDGE, "-c", self.conf] + list(args),
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def store_rows(self, state_dir=None):
+        """{id: (attrs dict, removed)} of the source tenant."""
+        path = os.path.join(state_dir or self.state_dir, "state.db")
+        db = sqlite3.connect(path)
+        try:
+            rows = db.execute(
+                "SELECT id, attrs, removed FROM source_object"
+                " WHERE tenant = ?", (self.source["id"],)).fetchall()
+        finally:
+            db.close()
+        return {r[0]: (json.loads(r[1]), r[2]) for r in rows}
+
+    def delta_state(self):
+        """(delta_link, full, gen), or None before the first round."""
+        path = os.path.join(self.state_dir, "state.db")
+        if not os.path.exists(path):
+            return None
+        db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+        try:
+            return db.execute("SELECT delta_link, full, gen FROM delta_state"
+                              " WHERE tenant = ?",
+                              (self.source["id"],)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        finally:
+            db.close()
+
+    def expected(self):
+        """What the store should hold for every live source user: the
+        selected properties that have a value."""
+        want = {}
+        for u in self.cloud.users(self.source["id"]):
+            if u.get("deleted"):
+                continue
+            want[u["id"]] = {k: v for k, v in u.items()
+                             if k in SELECT and k != "id" and v is not None}
+        return want
+
+    def delta_requests(self, since=None):
+        return [e for e in self.cloud.log(service="graph", since=since)
+                if e["path"].startswith("/v1.0/users/delta")]
+
+    def close(self):
+        self.cloud.stop()
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env(tmp_path)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def make_env(tmp_path):
+    made = []
+
+    def make(**kw):
+        e = Env(tmp_path / ("env%d" % len(made)), **kw)
+        made.append(e)
+        return e
+    yield make
+    for e in made:
+        e.close()

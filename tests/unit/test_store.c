@@ -1,0 +1,261 @@
+/*
+ * Unit tests: the store's schema, source objects and delta state,
+ * including the full-read rule (only unseen objects are marked deleted, and
+ * only when the read finishes) and invariant 1 (the delta link commits or
+ * rolls back together with its page).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "store.h"
+
+#define T1 "11111111-1111-1111-1111-111111111111"
+
+struct fixture {
+  char dir[64];
+  struct store *store;
+};
+
+static int
+setup(void **state)
+{
+  struct fixture *f = calloc(1, sizeof(*f));
+  char err[256];
+
+  snprintf(f->dir, sizeof(f->dir), "/tmp/galbridge-store-XXXXXX");
+  if (mkdtemp(f->dir) == NULL)
+    return -1;
+  if (store_open(f->dir, &f->store, err, sizeof(err)) != 0) {
+    print_error("store_open: %s\n", err);
+    return -1;
+  }
+  *state = f;
+  return 0;
+}
+
+static void
+remove_dir(const char *dir)
+{
+  static const char *const names[] = {"state.db", "state.db-wal",
+                                      "state.db-shm"};
+  char path[128];
+  for (size_t i = 0; i < 3; i++) {
+    snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+    unlink(path);
+  }
+  rmdir(dir);
+}
+
+static int
+teardown(void **state)
+{
+  struct fixture *f = *state;
+  store_close(f->store);
+  remove_dir(f->dir);
+  free(f);
+  return 0;
+}
+
+static void
+put(struct store *s, const char *id, const char *attrs, int removed,
+    long long gen)
+{
+  assert_int_equal(store_source_put(s, T1, id, attrs, removed, gen), 0);
+}
+
+static void
+source_roundtrip(void **state)
+{
+  struct fixture *f = *state;
+  char *attrs;
+  int removed;
+
+  assert_int_equal(store_source_get(f->store, T1, "u1", &attrs, &removed), 0);
+  assert_null(attrs);
+  put(f->store, "u1", "{\"displayName\":\"A\"}", STORE_PRESENT, 1);
+  put(f->store, "u1", "{\"displayName\":\"B\"}", STORE_SOFT_DELETED, 2);
+  assert_int_equal(store_source_get(f->store, T1, "u1", &attrs, &removed), 0);
+  assert_string_equal(attrs, "{\"displayName\":\"B\"}");
+  assert_int_equal(removed, STORE_SOFT_DELETED);
+  free(attrs);
+  /* Another tenant's object of the same id is another row. */
+  assert_int_equal(store_source_get(f->store, "other", "u1", &attrs, &removed),
+                   0);
+  assert_null(attrs);
+}
+
+static void
+full_read_marks_only_unseen(void **state)
+{
+  struct fixture *f = *state;
+  struct store_source_counts c;
+  struct store_delta_state st;
+  long long gen, unseen;
+
+  assert_int_equal(store_delta_start_full(f->store, T1, "id,mail", 100, &gen),
+                   0);
+  assert_int_equal(gen, 1);
+  put(f->store, "a", "{}", STORE_PRESENT, gen);
+  put(f->store, "b", "{}", STORE_PRESENT, gen);
+  put(f->store, "c", "{}", STORE_PRESENT, gen);
+  assert_int_equal(store_begin(f->store), 0);
+  assert_int_equal(
+      store_delta_finish(f->store, T1, "https://g/d?1", gen, 101, &unseen), 0);
+  assert_int_equal(store_commit(f->store), 0);
+  assert_int_equal(unseen, 0);
+
+  /* The token expires: a second full read sees a and c only. While it
+   * runs, b is still present. */
+  assert_int_equal(store_delta_start_full(f->store, T1, "id,mail", 200, &gen),
+                   0);
+  assert_int_equal(gen, 2);
+  assert_int_equal(store_delta_get(f->store, T1, &st), 0);
+  assert_null(st.delta_link);
+  assert_true(st.full);
+  store_delta_state_clear(&st);
+  put(f->store, "a", "{}", STORE_PRESENT, gen);
+  put(f->store, "c", "{}", STORE_PRESENT, gen);
+  assert_int_equal(store_source_count(f->store, T1, &c), 0);
+  assert_int_equal(c.present, 3);
+
+  assert_int_equal(store_begin(f->store), 0);
+  assert_int_equal(
+      store_delta_finish(f->store, T1, "https://g/d?2", gen, 201, &unseen), 0);
+  assert_int_equal(store_commit(f->store), 0);
+  assert_int_equal(unseen, 1);
+  assert_int_equal(store_source_count(f->store, T1, &c), 0);
+  assert_int_equal(c.present, 2);
+  assert_int_equal(c.deleted, 1);
+
+  assert_int_equal(store_delta_get(f->store, T1, &st), 0);
+  assert_string_equal(st.delta_link, "https://g/d?2");
+  assert_string_equal(st.select, "id,mail");
+  assert_false(st.full);
+  assert_int_equal(st.last_round, 201);
+  store_delta_state_clear(&st);
+
+  /* A delta round never marks anything unseen. */
+  assert_int_equal(store_delta_start(f->store, T1, 300), 0);
+  assert_int_equal(store_begin(f->store), 0);
+  assert_int_equal(
+      store_delta_finish(f->store, T1, "https://g/d?3", gen, 301, &unseen), 0);
+  assert_int_equal(store_commit(f->store), 0);
+  assert_int_equal(unseen, 0);
+}
+
+static void
+delta_link_rolls_back_with_page(void **state)
+{
+  struct fixture *f = *state;
+  struct store_delta_state st;
+  char *attrs;
+  int removed;
+  long long gen;
+
+  assert_int_equal(store_delta_start_full(f->store, T1, "id", 1, &gen), 0);
+  assert_int_equal(store_begin(f->store), 0);
+  put(f->store, "x", "{\"v\":1}", STORE_PRESENT, gen);
+  assert_int_equal(
+      store_delta_finish(f->store, T1, "https://g/d", gen, 2, NULL), 0);
+  store_rollback(f->store);
+
+  assert_int_equal(store_delta_get(f->store, T1, &st), 0);
+  assert_null(st.delta_link);
+  assert_true(st.full);
+  store_delta_state_clear(&st);
+  assert_int_equal(store_source_get(f->store, T1, "x", &attrs, &removed), 0);
+  assert_null(attrs);
+}
+
+static void
+finish_without_state_fails(void **state)
+{
+  struct fixture *f = *state;
+  assert_int_equal(store_begin(f->store), 0);
+  assert_int_equal(store_delta_finish(f->store, "nobody", "l", 1, 1, NULL),
+                   -1);
+  store_rollback(f->store);
+}
+
+static void
+link_counts_empty(void **state)
+{
+  struct fixture *f = *state;
+  struct store_link_counts c;
+  assert_int_equal(store_link_counts(f->store, "a-to-b", &c), 0);
+  assert_int_equal(c.objects, 0);
+  assert_int_equal(c.pending, 0);
+  assert_int_equal(c.failed, 0);
+  assert_int_equal(c.deletes_held, 0);
+  assert_int_equal(c.last_success, 0);
+}
+
+static void
+reopen_keeps_data_and_refuses_newer_schema(void **state)
+{
+  struct fixture *f = *state;
+  char err[256], path[128], *attrs;
+  sqlite3 *db;
+  int removed;
+
+  put(f->store, "keep", "{\"k\":1}", STORE_PRESENT, 1);
+  store_close(f->store);
+  f->store = NULL;
+  assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
+  assert_int_equal(store_source_get(f->store, T1, "keep", &attrs, &removed),
+                   0);
+  assert_string_equal(attrs, "{\"k\":1}");
+  free(attrs);
+  store_close(f->store);
+  f->store = NULL;
+
+  snprintf(path, sizeof(path), "%s/state.db", f->dir);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(
+      sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL),
+      SQLITE_OK);
+  sqlite3_close(db);
+  assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "schema version 99"));
+  assert_null(f->store);
+}
+
+static void
+open_fails_cleanly_on_bad_dir(void **state)
+{
+  struct store *s = (struct store *)1;
+  char err[256];
+  (void)state;
+  assert_int_equal(store_open("/proc/galbridge-no/such", &s, err, sizeof(err)),
+                   -1);
+  assert_null(s);
+  assert_non_null(strstr(err, "state_dir"));
+}
+
+int
+main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(source_roundtrip, setup, teardown),
+      cmocka_unit_test_setup_teardown(full_read_marks_only_unseen, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(delta_link_rolls_back_with_page, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(finish_without_state_fails, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(link_counts_empty, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          reopen_keeps_data_and_refuses_newer_schema, setup, teardown),
+      cmocka_unit_test(open_fails_cleanly_on_bad_dir),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
