@@ -641,24 +641,38 @@ parse_int(struct loader *ld, const struct key_def *def, const char *text,
 }
 
 /* https://host[:port], with at most a trailing '/', into a new string
- * without the slash and with the host in lower case. */
+ * without the slash and with the host in lower case. Plain http is taken
+ * only for a loopback host (127.0.0.1, localhost, [::1]): a local proxy or
+ * test server, where a token never crosses a network. */
+static int
+is_loopback(const char *host, size_t len)
+{
+  static const char *const names[] = {"127.0.0.1", "localhost", "[::1]"};
+
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    if (strlen(names[i]) == len && strncasecmp(host, names[i], len) == 0)
+      return 1;
+  }
+  return 0;
+}
+
 static int
 parse_url(struct loader *ld, const struct key_def *def, const char *text,
           int line, char **out)
 {
   const char *host, *p, *end;
   char *url;
+  int plain = 0;
 
-  if (strncasecmp(text, "https://", 8) != 0) {
-    if (strncasecmp(text, "http://", 7) == 0)
-      return fail(ld, line,
-                  "%s '%s' must use https: plain http would carry tokens "
-                  "in clear, so it is refused even for localhost",
-                  def->name, text);
+  if (strncasecmp(text, "http://", 7) == 0) {
+    plain = 1;
+    host = p = text + 7;
+  } else if (strncasecmp(text, "https://", 8) == 0) {
+    host = p = text + 8;
+  } else {
     return fail(ld, line, "%s '%s' is not https://host[:port]", def->name,
                 text);
   }
-  host = p = text + 8;
   if (*p == '[') { /* IPv6 literal */
     p++;
     while (isxdigit((unsigned char)*p) || *p == ':' || *p == '.')
@@ -672,6 +686,12 @@ parse_url(struct loader *ld, const struct key_def *def, const char *text,
     if (p == host || *host == '-' || *host == '.')
       goto bad;
   }
+  if (plain && !is_loopback(host, (size_t)(p - host)))
+    return fail(ld, line,
+                "%s '%s' must use https: plain http would carry tokens "
+                "in clear (it is taken only for 127.0.0.1, localhost and "
+                "[::1])",
+                def->name, text);
   if (*p == ':') {
     long port = 0;
     const char *digits = ++p;

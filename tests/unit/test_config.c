@@ -711,9 +711,20 @@ static const struct bad_case bad_cases[] = {
      "(8-4-4-4-12 hexadecimal digits)"},
     {"unknown cloud", TENANT_A "cloud = azure\n", 5,
      "unknown cloud 'azure' (expected global, usgovhigh, dod or china)"},
-    {"http url", TENANT_A "graph_url = http://127.0.0.1:8443\n", 5,
-     "graph_url 'http://127.0.0.1:8443' must use https: plain http would "
-     "carry tokens in clear, so it is refused even for localhost"},
+    {"http url", TENANT_A "graph_url = http://graph.example:8443\n", 5,
+     "graph_url 'http://graph.example:8443' must use https: plain http would "
+     "carry tokens in clear (it is taken only for 127.0.0.1, localhost and "
+     "[::1])"},
+    {"http url to a private address", TENANT_A "login_url = http://10.0.0.1\n",
+     5,
+     "login_url 'http://10.0.0.1' must use https: plain http would carry "
+     "tokens in clear (it is taken only for 127.0.0.1, localhost and "
+     "[::1])"},
+    {"http url to a loopback look-alike",
+     TENANT_A "login_url = http://localhost.evil.example\n", 5,
+     "login_url 'http://localhost.evil.example' must use https: plain http "
+     "would carry tokens in clear (it is taken only for 127.0.0.1, "
+     "localhost and [::1])"},
     {"url with path",
      TENANT_A "graph_url = https://graph.microsoft.com/v1.0\n", 5,
      "graph_url 'https://graph.microsoft.com/v1.0' must be "
@@ -864,6 +875,22 @@ static const struct bad_case bad_cases[] = {
      "[link l]\nsource = x\ntarget = b\nobject = guest\n[tenant a]\n", 2,
      "source 'x' names no [tenant x]"},
 };
+
+/* Plain http is taken for loopback hosts only (local proxies, tests). */
+static void
+test_loopback_http(void **state)
+{
+  struct config *cfg;
+
+  (void)state;
+  cfg = load_ok(TENANT_A "login_url = http://127.0.0.1:8080\n"
+                         "graph_url = http://LOCALHOST:8081/\n"
+                         "exchange_url = http://[::1]:8082\n");
+  assert_string_equal(cfg->tenants[0].login_url, "http://127.0.0.1:8080");
+  assert_string_equal(cfg->tenants[0].graph_url, "http://localhost:8081");
+  assert_string_equal(cfg->tenants[0].exchange_url, "http://[::1]:8082");
+  config_free(cfg);
+}
 
 static void
 test_bad_configs(void **state)
@@ -1188,6 +1215,7 @@ main(void)
       cmocka_unit_test(test_lexing),
       cmocka_unit_test(test_long_lines),
       cmocka_unit_test(test_normalised_values),
+      cmocka_unit_test(test_loopback_http),
       cmocka_unit_test(test_bad_configs),
       cmocka_unit_test(test_nul_byte),
       cmocka_unit_test(test_credentials_directory),
