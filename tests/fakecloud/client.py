@@ -256,6 +256,26 @@ class FakeCloud:
         return self._admin("PATCH", f"/admin/tenants/{self._q(tenant)}/"
                                     f"groups/{self._q(group_id)}", body)
 
+    def contacts(self, tenant):
+        """Org contacts (addresses held outside users and groups)."""
+        return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
+                                  f"contacts")["value"]
+
+    def create_contact(self, tenant, contact):
+        """contact: {"id"?, "displayName"?, "mail", "proxyAddresses"?};
+        proxyAddresses defaults to ["SMTP:<mail>"].  Returns it."""
+        return self._admin("POST", f"/admin/tenants/{self._q(tenant)}/"
+                                   f"contacts", contact)
+
+    def delete_contact(self, tenant, contact_id):
+        return self._admin("DELETE", f"/admin/tenants/{self._q(tenant)}/"
+                                     f"contacts/{self._q(contact_id)}")
+
+    def stats(self, tenant):
+        """Graph requests of the tenant by kind, answered or refused:
+        {"invitations", "patches", "deletes", "restores", "reads"}."""
+        return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/stats")
+
     def log(self, service=None, since=None):
         query = {}
         if service:

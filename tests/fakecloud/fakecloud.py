@@ -212,13 +212,44 @@ KNOBS = {
     "revoke_tokens": Knob(False, lambda v: isinstance(v, bool),
                           _on_revoke_tokens,
                           "true: access tokens issued before now answer 401"),
+    "replication_lag_ms": Knob(
+        0, _int_at_least(0), None,
+        "for this long after an invitation creates a user, GET/PATCH/DELETE "
+        "of that user answer 404 Request_ResourceNotFound, milliseconds "
+        "(measured from the invitation with the current value)"),
+    "fail_patch_for": Knob(
+        [], lambda v: isinstance(v, list)
+        and all(isinstance(i, str) for i in v), None,
+        "user ids or addresses (mail/otherMails): Graph PATCH of those users "
+        "answers 403 Authorization_RequestDenied"),
+    "enforce_invitation_limit": Knob(
+        False, lambda v: isinstance(v, bool), None,
+        "true: more than 150 invitations per 5 s per tenant answer 429 "
+        "with Retry-After"),
 }
 
 
-def inject_fault(req):
+def inject_fault(req, user=None):
     """The one place where injected faults (429/503 with Retry-After,
-    dropped connections, delays) will be decided from req.cloud.knobs.
-    Returns a Response to send instead of the real answer, or None."""
+    dropped connections, delays, replication lag, per-user failures) are
+    decided from req.cloud.knobs.  Called once per request before routing
+    (user None), and again by Graph handlers that address one user by id
+    or UPN, with that user, once it is found.  Returns a Response to send
+    instead of the real answer, or None."""
+    if user is None:
+        return None
+    knobs = req.cloud.knobs
+    lag = knobs["replication_lag_ms"] / 1000.0
+    if user.invited_at and time.monotonic() < user.invited_at + lag:
+        # Just-created objects are not yet replicated (MICROSOFT.md).
+        return graph_error(req, 404, "Request_ResourceNotFound",
+                           not_found_text(req.group(2)))
+    if req.method == "PATCH" and knobs["fail_patch_for"]:
+        keys = {user.id} | user_addresses(user.props, other_mails=True)
+        if keys & {k.lower() for k in knobs["fail_patch_for"]}:
+            return graph_error(req, 403, "Authorization_RequestDenied",
+                               "Insufficient privileges to complete the "
+                               "operation.")
     return None
 
 
@@ -452,7 +483,11 @@ class User:
     prop_seq: per property, the tenant seq of its last change."""
 
     __slots__ = ("id", "props", "prop_seq", "created_seq", "deleted",
-                 "deleted_seq", "restored_seq")
+                 "deleted_seq", "restored_seq", "deleted_at", "invited_at")
+
+    # Shown by the admin API even when never set (then null).
+    ADMIN_KEYS = ("showInAddressList", "creationType", "externalUserState",
+                  "onPremisesExtensionAttributes")
 
     def __init__(self, uid, props, seq):
         self.id = uid
@@ -462,12 +497,51 @@ class User:
         self.deleted = None          # None | "soft" | "hard"
         self.deleted_seq = 0
         self.restored_seq = 0
+        self.deleted_at = None       # time.time() of the deletion
+        self.invited_at = 0          # time.monotonic() of its invitation
 
     def admin_view(self):
         view = {"id": self.id}
         view.update(self.props)
+        for name in self.ADMIN_KEYS:
+            view.setdefault(name, None)
         view["deleted"] = self.deleted
         return view
+
+
+class Contact:
+    """An organizational (mail) contact: holds addresses, nothing else
+    matters to the fake (conflicts, Get-Recipient)."""
+
+    def __init__(self, cid, props):
+        self.id = cid
+        self.props = dict(props)
+
+    def admin_view(self):
+        view = {"id": self.id}
+        view.update(self.props)
+        return view
+
+
+def smtp_addresses(values):
+    """Lower-case SMTP addresses of a proxyAddresses list."""
+    out = set()
+    for value in values or []:
+        if isinstance(value, str) and value[:5].lower() == "smtp:":
+            out.add(value[5:].lower())
+    return out
+
+
+def user_addresses(props, other_mails=False):
+    """The addresses an object holds: mail and SMTP proxyAddresses (the
+    ones that must be unique in a tenant), plus otherMails if asked."""
+    out = smtp_addresses(props.get("proxyAddresses"))
+    if isinstance(props.get("mail"), str):
+        out.add(props["mail"].lower())
+    if other_mails:
+        out.update(m.lower() for m in props.get("otherMails") or []
+                   if isinstance(m, str))
+    return out
 
 
 class Group:
@@ -491,8 +565,12 @@ class Tenant:
         self.users = {}
         self.groups = {}
         self.seq = 0                 # tenant-wide change sequence
+        self.contacts = {}
         self.extra_props = set()
         self.exo_window = (0, 0)     # (minute, requests) for Rate-Limit-*
+        self.invitations = collections.deque()   # monotonic times, 5 s
+        self.stats = {"invitations": 0, "patches": 0, "deletes": 0,
+                      "restores": 0, "reads": 0}
 
     def bump(self):
         self.seq += 1
@@ -545,6 +623,8 @@ class Tenant:
             self.extra_props.update(changed)
 
     def delete_user(self, user, hard):
+        if user.deleted is None:
+            user.deleted_at = time.time()
         user.deleted = "hard" if hard else "soft"
         user.deleted_seq = self.bump()
         if hard:
@@ -554,7 +634,44 @@ class Tenant:
 
     def restore_user(self, user):
         user.deleted = None
+        user.deleted_at = None
         user.restored_seq = self.bump()
+
+    def address_owner(self, address, exclude=None):
+        """("User"|"Group"|"Contact", id) of the live object holding the
+        address (mail or SMTP proxy address, case-insensitive), or None.
+        Deleted users hold nothing: their addresses are free again (a
+        restore reconciles, Restore-MsolUser -AutoReconcileProxyConflicts)."""
+        address = address.lower()
+        for user in self.users.values():
+            if user.deleted is None and user.id != exclude and \
+                    address in user_addresses(user.props):
+                return "User", user.id
+        for group in self.groups.values():
+            if group.id != exclude and address in user_addresses(group.props):
+                return "Group", group.id
+        for contact in self.contacts.values():
+            if contact.id != exclude and \
+                    address in user_addresses(contact.props):
+                return "Contact", contact.id
+        return None
+
+    def add_contact(self, data):
+        if not isinstance(data, dict):
+            raise ValueError("a contact must be a JSON object")
+        cid = str(data.get("id") or uuid.uuid4()).lower()
+        if cid in self.contacts:
+            raise KeyError(f"contact {cid} already exists")
+        props = {k: v for k, v in data.items() if k != "id"}
+        mail = props.get("mail")
+        if mail is not None and not isinstance(mail, str):
+            raise ValueError("mail must be a string")
+        if mail and "proxyAddresses" not in props:
+            props["proxyAddresses"] = [f"SMTP:{mail}"]
+        props.setdefault("displayName", mail or cid)
+        contact = Contact(cid, props)
+        self.contacts[cid] = contact
+        return contact
 
     def find_user(self, key):
         """Live user by id or userPrincipalName, else None."""
@@ -646,7 +763,10 @@ class Cloud:
 
     def reset(self):
         self.tenants = {}
-        self.knobs = {name: knob.default for name, knob in KNOBS.items()}
+        self.knobs = {name: (list(knob.default)
+                             if isinstance(knob.default, list)
+                             else knob.default)
+                      for name, knob in KNOBS.items()}
         self.tokens = {}
         self.token_serial = 0
         self.revoke_cut = 0
@@ -692,6 +812,11 @@ class Cloud:
                     raise ValueError(str(exc)) from None
             for group in spec.get("groups", []):
                 self.add_group(tenant, group)
+            for contact in spec.get("contacts", []):
+                try:
+                    tenant.add_contact(contact)
+                except KeyError as exc:
+                    raise ValueError(str(exc)) from None
             for group in tenant.groups.values():
                 tenant.check_members(group.members)
             built.append(tenant)
@@ -781,6 +906,10 @@ class Cloud:
                 resp.headers.setdefault("request-id", req.request_id)
                 resp.headers.setdefault("client-request-id",
                                         req.client_request_id)
+            if req.service == "graph" and req.tenant is not None:
+                kind = graph_request_kind(req.method, req.path)
+                if kind is not None:
+                    req.tenant.stats[kind] += 1
             payload = resp.encode()
             self.log_seq += 1
             now = time.time()
@@ -1316,25 +1445,6 @@ def object_view(props, select, oid, odata_type=None):
     return view
 
 
-@route("graph", "GET", r"^/v1\.0/users/([^/]+)$")
-def get_user(req):
-    check_params(req, {"select"})
-    user = req.tenant.find_user(req.group(1))
-    if user is None:
-        graph_fail(req, 404, "Request_ResourceNotFound",
-                   f"Resource '{req.group(1)}' does not exist or one of its "
-                   f"queried reference-property objects are not present.")
-    context = f"{req.cloud.graph_url}/v1.0/$metadata#users"
-    if "select" in req.params:
-        select = parse_user_select(req, req.params["select"])
-        context += select_suffix(select)
-    else:
-        select = DEFAULT_USER_SELECT
-    body = {"@odata.context": context + "/$entity"}
-    body.update(object_view(user.props, select, user.id))
-    return graph_ok(req, body)
-
-
 def member_view(tenant, kind, oid, select):
     if kind == "user":
         user = tenant.users[oid]
@@ -1389,6 +1499,987 @@ def group_transitive_members(req):
     body["value"] = [member_view(tenant, kind, oid, state["select"])
                      for kind, oid in members]
     return graph_ok(req, body)
+
+
+# --------------------------------------------------------------------------
+# graph: users (read, list, update, delete), deleted items, invitations
+# --------------------------------------------------------------------------
+
+USER_KEY = r"^/(v1\.0|beta)/users/([^/]+)$"
+DELETED_ITEM = r"^/(v1\.0|beta)/directory/deletedItems/([^/]+)"
+
+# PATCH /users/{id}: writable string properties and their maximum lengths
+# (user.md, MICROSOFT.md; None = no limit enforced here).
+USER_STRING_LIMITS = {
+    "givenName": 64, "surname": 64, "displayName": 256, "jobTitle": 128,
+    "department": 64, "companyName": 64, "officeLocation": 128,
+    "mobilePhone": 64, "streetAddress": 1024, "city": 128, "state": 128,
+    "country": 128, "postalCode": 40, "employeeId": 16,
+    "employeeType": None, "faxNumber": None, "preferredLanguage": None,
+    "usageLocation": None, "mail": None, "mailNickname": 64,
+    "userPrincipalName": None,
+}
+# Read-only on update: the service answers "Property 'x' is read-only and
+# cannot be set." (observed for proxyAddresses).
+USER_READ_ONLY = {
+    "id", "proxyAddresses", "creationType", "externalUserState",
+    "externalUserStateChangeDateTime", "createdDateTime", "deletedDateTime",
+    "onPremisesSyncEnabled", "onPremisesLastSyncDateTime",
+    "onPremisesProvisioningErrors", "onPremisesDistinguishedName",
+    "onPremisesDomainName", "onPremisesSamAccountName",
+    "onPremisesUserPrincipalName", "securityIdentifier", "assignedPlans",
+    "provisionedPlans", "licenseAssignmentStates", "imAddresses",
+    "signInSessionsValidFromDateTime", "lastPasswordChangeDateTime",
+    "isResourceAccount",
+}
+EXTENSION_NAMES = [f"extensionAttribute{n}" for n in range(1, 16)]
+ADVANCED_HINT = (" is not supported because the required parameters might "
+                 "be missing. Try adding $count=true query parameter and "
+                 "ConsistencyLevel:eventual header. Refer to "
+                 "https://aka.ms/graph-docs/advanced-queries for more "
+                 "information")
+
+
+def not_found_text(key):
+    """The observed Request_ResourceNotFound message template."""
+    return (f"Resource '{key}' does not exist or one of its queried "
+            f"reference-property objects are not present.")
+
+
+def graph_request_kind(method, path):
+    """Which per-tenant counter (GET /admin/tenants/{tid}/stats) a Graph
+    request feeds, answered or refused alike; None for none."""
+    if method == "GET":
+        return "reads"
+    if method == "POST":
+        if re.match(r"^/(v1\.0|beta)/invitations/?$", path):
+            return "invitations"
+        if re.match(DELETED_ITEM + r"/(microsoft\.graph\.)?restore$", path):
+            return "restores"
+    if method == "PATCH" and re.match(USER_KEY, path):
+        return "patches"
+    if method == "DELETE" and (re.match(USER_KEY, path)
+                               or re.match(DELETED_ITEM + "$", path)):
+        return "deletes"
+    return None
+
+
+def graph_user(req):
+    """The live user named by the URL (id or UPN), after the replication
+    and per-user fault checks; 404 like the service otherwise."""
+    user = req.tenant.find_user(req.group(2))
+    if user is None:
+        graph_fail(req, 404, "Request_ResourceNotFound",
+                   not_found_text(req.group(2)))
+    fault = inject_fault(req, user)
+    if fault is not None:
+        raise Reply(fault)
+    return user
+
+
+def user_view(req, user, select, version, odata_type=None):
+    """A user as GET returns it.  v1.0 documents showInAddressList as "Do
+    not use in Microsoft Graph" and answers null for it (observed:
+    microsoft-graph-docs#5380, msgraph-sdk-php#109); beta has the value."""
+    props = user.props
+    if version == "v1.0" and "showInAddressList" in select:
+        props = dict(props, showInAddressList=None)
+    if "deletedDateTime" in select and user.deleted_at is not None:
+        props = dict(props, deletedDateTime=iso_ms(user.deleted_at)[:-5]
+                     + "Z")
+    return object_view(props, select, user.id, odata_type)
+
+
+def user_select(req, user, version):
+    """$select of the request, else the default set: v1.0 answers the
+    documented default properties; beta answers every property the user
+    has (beta returns far more by default)."""
+    if "select" in req.params:
+        return parse_user_select(req, req.params["select"])
+    if version == "beta" and user is not None:
+        return list(user.props)
+    return DEFAULT_USER_SELECT
+
+
+def graph_no_content():
+    return Response(204)
+
+
+@route("graph", "GET", USER_KEY)
+def get_user(req):
+    check_params(req, {"select"})
+    version = req.group(1)
+    user = graph_user(req)
+    context = f"{req.cloud.graph_url}/{version}/$metadata#users"
+    select = user_select(req, user, version)
+    if "select" in req.params:
+        context += select_suffix(select)
+    body = {"@odata.context": context + "/$entity"}
+    body.update(user_view(req, user, select, version))
+    return graph_ok(req, body)
+
+
+# -- PATCH ----------------------------------------------------------------
+
+def invalid_value(req, name):
+    graph_fail(req, 400, "Request_BadRequest",
+               f"Invalid value specified for property '{name}' of resource "
+               f"'User'.")
+
+
+def conflict_fail(req, prop, owner):
+    """400 Request_BadRequest with details ObjectConflict +
+    ConflictingObjects (observed: microsoft-graph-docs-contrib#8421; the
+    second detail's target "User_<id>" as ADSyncTools documents it)."""
+    kind, oid = owner
+    text = f"Another object with the same value for property {prop} " \
+           f"already exists."
+    resp = graph_error(req, 400, "Request_BadRequest", text)
+    error = resp.body["error"]
+    error["details"] = [
+        {"code": "ObjectConflict", "message": text, "target": prop},
+        {"code": "ConflictingObjects", "message": text,
+         "target": f"{kind}_{oid}"},
+    ]
+    error["innerError"] = error.pop("innerError")   # keep it last
+    raise Reply(resp)
+
+
+def is_address(value):
+    return isinstance(value, str) and re.fullmatch(
+        r"[^@\s]+@[^@\s]+\.[^@\s]+", value) is not None
+
+
+def validate_user_patch(req, user, body, version):
+    """Checks a PATCH body as the service does; returns the changes to
+    apply (showInAddressList dropped on v1.0)."""
+    tenant = req.tenant
+    known = {p.lower(): p for p in USER_PROPERTIES + ["id"]}
+    changes = {}
+    for raw, value in body.items():
+        name = known.get(raw.lower())
+        if name is None:
+            graph_fail(req, 400, "Request_BadRequest",
+                       f"Invalid property '{raw}'.")
+        if name in USER_READ_ONLY:
+            graph_fail(req, 400, "Request_BadRequest",
+                       f"Property '{name}' is read-only and cannot be set.")
+        if name in USER_STRING_LIMITS:
+            limit = USER_STRING_LIMITS[name]
+            if value is None:
+                if name in ("displayName", "userPrincipalName",
+                            "mailNickname"):
+                    invalid_value(req, name)        # cannot be cleared
+            elif not isinstance(value, str) or \
+                    (limit is not None and len(value) > limit) or \
+                    (name == "displayName" and not value.strip()):
+                invalid_value(req, name)
+            elif name == "mail" and not is_address(value):
+                invalid_value(req, name)
+            elif name == "usageLocation" and \
+                    not re.fullmatch(r"[A-Za-z]{2}", value):
+                invalid_value(req, name)
+        elif name in ("businessPhones", "otherMails"):
+            if not isinstance(value, list) or \
+                    not all(isinstance(v, str) for v in value):
+                invalid_value(req, name)
+            if name == "businessPhones" and len(value) > 1:
+                # user.md: "Only one number can be set for this property."
+                invalid_value(req, name)
+        elif name == "accountEnabled":
+            if not isinstance(value, bool):
+                invalid_value(req, name)
+        elif name == "userType":
+            if value not in ("Member", "Guest"):
+                invalid_value(req, name)
+        elif name == "showInAddressList":
+            if not isinstance(value, bool):
+                invalid_value(req, name)
+            if version == "v1.0":
+                continue          # accepted, not applied (see README)
+        elif name == "onPremisesExtensionAttributes":
+            if not isinstance(value, dict):
+                invalid_value(req, name)
+            for key, item in value.items():
+                if key not in EXTENSION_NAMES:
+                    graph_fail(req, 400, "Request_BadRequest",
+                               f"Invalid property '{key}'.")
+                if item is not None and (not isinstance(item, str)
+                                         or len(item) > 1024):
+                    invalid_value(req, name)
+        changes[name] = value
+
+    if "userPrincipalName" in changes:
+        upn = changes["userPrincipalName"]
+        local, _, domain = upn.rpartition("@")
+        if not local or domain.lower() != tenant.domain.lower():
+            resp = graph_error(req, 400, "Request_BadRequest",
+                               "Property userPrincipalName is invalid.")
+            error = resp.body["error"]
+            error["details"] = [{"target": "userPrincipalName",
+                                 "code": "InvalidValue"}]
+            error["innerError"] = error.pop("innerError")
+            raise Reply(resp)
+        for other in tenant.users.values():
+            if other.id != user.id and other.deleted != "hard" and \
+                    (other.props.get("userPrincipalName") or "").lower() \
+                    == upn.lower():
+                conflict_fail(req, "userPrincipalName", ("User", other.id))
+    if changes.get("mail"):
+        owner = tenant.address_owner(changes["mail"], exclude=user.id)
+        if owner is not None:
+            conflict_fail(req, "proxyAddresses", owner)
+    if "mail" in changes:
+        # The primary SMTP address follows mail (guess: the old primary is
+        # dropped, secondary addresses kept).
+        old = [p for p in user.props.get("proxyAddresses") or []
+               if isinstance(p, str) and not p.startswith("SMTP:")]
+        new = changes["mail"]
+        if new:
+            old = [p for p in old if p.lower() != "smtp:" + new.lower()]
+            changes["proxyAddresses"] = [f"SMTP:{new}"] + old
+        elif "proxyAddresses" in user.props:
+            changes["proxyAddresses"] = old
+    return changes
+
+
+@route("graph", "PATCH", USER_KEY)
+def patch_user(req):
+    version = req.group(1)
+    user = graph_user(req)
+    body = req.json_body()
+    if not isinstance(body, dict):
+        raise Reply(bad_body(req))
+    changes = validate_user_patch(req, user, body, version)
+    req.tenant.patch_user(user, changes)
+    return graph_no_content()
+
+
+@route("graph", "DELETE", USER_KEY)
+def delete_user(req):
+    user = graph_user(req)
+    req.tenant.delete_user(user, hard=False)
+    return graph_no_content()
+
+
+# -- GET /users: $filter, $select, $top, $count, $orderby, paging ------------
+
+# $filter support on user properties (includes/filter-directory-objects.md):
+# "default" works without advanced query parameters, "advanced" needs
+# ConsistencyLevel: eventual and $count=true.
+FILTER_EQ = {
+    "default": ["accountEnabled", "ageGroup", "city", "country",
+                "creationType", "department", "displayName", "employeeId",
+                "externalUserState", "givenName", "id", "jobTitle", "mail",
+                "mailNickname", "state", "surname", "usageLocation",
+                "userPrincipalName", "userType"],
+    "advanced": ["companyName", "employeeType", "mobilePhone",
+                 "officeLocation", "postalCode", "preferredLanguage",
+                 "streetAddress", "showInAddressList"],
+}
+FILTER_STARTSWITH = {
+    "default": ["city", "country", "department", "displayName",
+                "employeeId", "givenName", "mail", "mailNickname", "state",
+                "surname", "usageLocation", "userPrincipalName"],
+    "advanced": ["companyName", "employeeType", "mobilePhone",
+                 "officeLocation", "postalCode", "preferredLanguage",
+                 "streetAddress"],
+}
+FILTER_COLLECTIONS = ["otherMails", "proxyAddresses", "businessPhones",
+                      "imAddresses"]
+FILTER_ENDSWITH = ["mail", "otherMails", "userPrincipalName",
+                   "proxyAddresses"]
+FILTER_BOOLEANS = {"accountEnabled", "showInAddressList"}
+OPERATOR_NAMES = {"eq": "Equal", "ne": "NotEqualsMatch",
+                  "gt": "GreaterThan", "ge": "GreaterThanEquals",
+                  "lt": "LessThan", "le": "LessThanEquals"}
+
+FILTER_TOKEN = re.compile(r"""\s*(?:
+    (?P<str>'(?:[^']|'')*')
+  | (?P<punct>[(),:])
+  | (?P<num>-?\d+(?:\.\d+)?)
+  | (?P<word>[A-Za-z_$][A-Za-z0-9_./$]*)
+  )""", re.X)
+
+
+class FilterError(Exception):
+    """status, code, message of the answer to give."""
+
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def unsupported(message):
+    return FilterError(400, "Request_UnsupportedQuery", message)
+
+
+class FilterParser:
+    """OData $filter on users, the subset galbridge and its tests need:
+    eq/ne with string/bool/null literals ('' doubles a quote), startswith,
+    endswith, contains (refused like the service), any() lambdas on string
+    collections, and/or/not, parentheses.  parse() returns a tree and
+    whether it needs advanced query parameters; the tree is checked as
+    the service checks it (unknown property, operator not supported by
+    default, incompatible types)."""
+
+    def __init__(self, text):
+        self.text = text
+        self.tokens = []
+        pos = 0
+        text = text.rstrip()
+        while pos < len(text):
+            match = FILTER_TOKEN.match(text, pos)
+            if match is None or match.end() == pos:
+                raise FilterError(400, "BadRequest",
+                                  f"Invalid filter clause: syntax error at "
+                                  f"position {pos} in '{self.text}'.")
+            kind = match.lastgroup
+            value = match.group(kind)
+            if kind == "str":
+                value = value[1:-1].replace("''", "'")
+            elif kind == "num":
+                value = float(value) if "." in value else int(value)
+            self.tokens.append((kind, value, match.start(kind)))
+            pos = match.end()
+        self.i = 0
+        self.advanced = []        # operators/properties needing AQP
+
+    def syntax(self):
+        pos = self.tokens[self.i][2] if self.i < len(self.tokens) \
+            else len(self.text)
+        return FilterError(400, "BadRequest",
+                           f"Invalid filter clause: syntax error at "
+                           f"position {pos} in '{self.text}'.")
+
+    def peek(self, kind=None, word=None):
+        if self.i >= len(self.tokens):
+            return None
+        tok = self.tokens[self.i]
+        if kind and tok[0] != kind:
+            return None
+        if word is not None and (tok[0] != "word"
+                                 or str(tok[1]).lower() != word):
+            return None
+        return tok
+
+    def take(self, kind=None, word=None):
+        tok = self.peek(kind, word)
+        if tok is None:
+            raise self.syntax()
+        self.i += 1
+        return tok
+
+    def parse(self):
+        if not self.tokens:
+            raise self.syntax()
+        tree = self.or_expr()
+        if self.i != len(self.tokens):
+            raise self.syntax()
+        return tree
+
+    def or_expr(self):
+        node = self.and_expr()
+        while self.peek("word", "or"):
+            self.i += 1
+            node = ("or", node, self.and_expr())
+        return node
+
+    def and_expr(self):
+        node = self.unary()
+        while self.peek("word", "and"):
+            self.i += 1
+            node = ("and", node, self.unary())
+        return node
+
+    def unary(self):
+        if self.peek("word", "not"):
+            self.i += 1
+            self.advanced.append(("operator", "not"))
+            return ("not", self.unary())
+        if self.peek("punct") and self.peek()[1] == "(":
+            self.i += 1
+            node = self.or_expr()
+            if self.take("punct")[1] != ")":
+                raise self.syntax()
+            return node
+        return self.primary(None)
+
+    def literal(self):
+        tok = self.take()
+        if tok[0] == "str":
+            return tok[1]
+        if tok[0] == "num":
+            return tok[1]
+        if tok[0] == "word" and tok[1].lower() in ("true", "false", "null"):
+            return {"true": True, "false": False, "null": None}[
+                tok[1].lower()]
+        raise self.syntax()
+
+    def primary(self, var):
+        """A comparison or function call; var is the lambda variable when
+        inside any(), whose operand is then that variable."""
+        tok = self.take("word")
+        name = tok[1]
+        low = name.lower()
+        if self.peek("punct") and self.peek()[1] == "(":
+            if low in ("startswith", "endswith", "contains"):
+                self.i += 1
+                operand = self.take("word")[1]
+                if self.take("punct")[1] != ",":
+                    raise self.syntax()
+                value = self.literal()
+                if self.take("punct")[1] != ")":
+                    raise self.syntax()
+                prop = self.operand(operand, var)
+                return self.function(low, prop, value, var)
+            if low.endswith("/any"):
+                prop = self.property(name[:-4])
+                if prop not in FILTER_COLLECTIONS:
+                    raise unsupported(
+                        f"Unsupported or invalid query filter clause "
+                        f"specified for property '{prop}' of resource "
+                        f"'User'.")
+                self.i += 1
+                lvar = self.take("word")[1]
+                if self.take("punct")[1] != ":":
+                    raise self.syntax()
+                inner = self.primary(lvar)
+                if self.take("punct")[1] != ")":
+                    raise self.syntax()
+                return ("any", prop, inner)
+            raise unsupported("Unsupported query.")
+        op = self.take("word")[1].lower()
+        if op not in OPERATOR_NAMES:
+            raise self.syntax()
+        value = self.literal()
+        prop = self.operand(name, var)
+        return self.comparison(prop, op, value, var)
+
+    def operand(self, name, var):
+        if var is not None:
+            if name != var:
+                raise self.syntax()
+            return None                   # the lambda variable
+        return self.property(name)
+
+    @staticmethod
+    def property(name):
+        known = {p.lower(): p for p in
+                 FILTER_EQ["default"] + FILTER_EQ["advanced"]
+                 + FILTER_STARTSWITH["advanced"] + FILTER_COLLECTIONS}
+        low = name.lower()
+        if low.startswith("onpremisesextensionattributes/"):
+            leaf = name.split("/", 1)[1]
+            canon = {e.lower(): e for e in EXTENSION_NAMES}.get(leaf.lower())
+            if canon is None:
+                raise unsupported(f"Property '{leaf}' does not exist as a "
+                                  f"declared property or extension "
+                                  f"property.")
+            return "onPremisesExtensionAttributes/" + canon
+        if low in known:
+            return known[low]
+        if low in {p.lower() for p in USER_PROPERTIES}:
+            raise unsupported(f"Unsupported or invalid query filter clause "
+                              f"specified for property '{name}' of "
+                              f"resource 'User'.")
+        raise unsupported(f"Property '{name.split('/')[-1]}' does not exist "
+                          f"as a declared property or extension property.")
+
+    def comparison(self, prop, op, value, var):
+        if op not in ("eq", "ne"):
+            raise unsupported(f"Unsupported property filter clause "
+                              f"operator '{OPERATOR_NAMES[op]}'.")
+        if op == "ne":
+            self.advanced.append(("ne", prop))
+        if prop is not None:
+            if prop in FILTER_COLLECTIONS:
+                raise unsupported(f"Unsupported or invalid query filter "
+                                  f"clause specified for property '{prop}' "
+                                  f"of resource 'User'.")
+            if prop.startswith("onPremisesExtensionAttributes/"):
+                self.advanced.append(("extension", prop))
+            elif prop in FILTER_EQ["advanced"]:
+                self.advanced.append(("property", prop))
+            elif value is None:
+                self.advanced.append(("null", prop))
+            self.check_type(prop, value, op)
+        elif not isinstance(value, str):
+            self.check_type("", value, op)
+        return ("cmp", prop, op, value)
+
+    def function(self, name, prop, value, var):
+        label = {"startswith": "startsWith", "endswith": "endsWith",
+                 "contains": "Contains"}[name]
+        if name == "contains":
+            raise unsupported("Unsupported property filter clause operator "
+                              "'Contains'.")
+        if not isinstance(value, str):
+            raise FilterError(400, "BadRequest",
+                              f"A binary operator with incompatible types "
+                              f"was detected. Found operand types "
+                              f"'Edm.String' and '{edm_type(value)}' for "
+                              f"operator kind '{label}'.")
+        target = prop
+        if prop is None:
+            target = None
+        elif name == "startswith" and prop in FILTER_STARTSWITH["advanced"]:
+            self.advanced.append(("property", prop))
+        elif name == "startswith" and \
+                prop not in FILTER_STARTSWITH["default"]:
+            raise unsupported(f"Unsupported or invalid query filter clause "
+                              f"specified for property '{prop}' of "
+                              f"resource 'User'.")
+        if name == "endswith":
+            if prop is not None and prop not in FILTER_ENDSWITH:
+                raise unsupported(f"Unsupported or invalid query filter "
+                                  f"clause specified for property '{prop}' "
+                                  f"of resource 'User'.")
+            self.advanced.append(("operator", "endsWith"))
+        return ("fn", name, target, value)
+
+    @staticmethod
+    def check_type(prop, value, op):
+        want_bool = prop in FILTER_BOOLEANS
+        if value is None:
+            return
+        if isinstance(value, bool) != want_bool or \
+                (not want_bool and not isinstance(value, str)):
+            found = edm_type(value)
+            expected = "Edm.Boolean" if want_bool else "Edm.String"
+            raise FilterError(400, "BadRequest",
+                              f"A binary operator with incompatible types "
+                              f"was detected. Found operand types "
+                              f"'{expected}' and '{found}' for operator "
+                              f"kind '{OPERATOR_NAMES[op]}'.")
+
+
+def edm_type(value):
+    if isinstance(value, bool):
+        return "Edm.Boolean"
+    if isinstance(value, int):
+        return "Edm.Int32"
+    if isinstance(value, float):
+        return "Edm.Double"
+    return "Edm.String"
+
+
+def advanced_refusal(reason):
+    """The answer when a filter needs ConsistencyLevel: eventual and
+    $count=true but lacks them."""
+    kind, what = reason
+    if kind == "extension":
+        # Observed (msgraph-sdk-php#329) for extensionAttributeN without
+        # the advanced query parameters.
+        leaf = what.split("/")[-1]
+        return unsupported(f"Property '{leaf}' does not exist as a declared "
+                           f"property or extension property.")
+    if kind == "ne":
+        # Observed (microsoft-graph-docs-contrib#3042, #1726).
+        return unsupported("Unsupported property filter clause operator "
+                           "'NotEqualsMatch'.")
+    if kind == "operator":
+        # aad-advanced-queries.md, "Error handling" (endsWith example).
+        return unsupported(f"Operator '{what}'" + ADVANCED_HINT)
+    return unsupported(f"Unsupported or invalid query filter clause "
+                       f"specified for property '{what}' of resource "
+                       f"'User'.")
+
+
+def fold(value):
+    return value.casefold() if isinstance(value, str) else value
+
+
+def prop_value(user, prop):
+    if prop == "id":
+        return user.id
+    if prop.startswith("onPremisesExtensionAttributes/"):
+        ext = user.props.get("onPremisesExtensionAttributes") or {}
+        return ext.get(prop.split("/", 1)[1])
+    return user.props.get(prop)
+
+
+def filter_match(node, user, current=None):
+    kind = node[0]
+    if kind == "or":
+        return filter_match(node[1], user, current) or \
+            filter_match(node[2], user, current)
+    if kind == "and":
+        return filter_match(node[1], user, current) and \
+            filter_match(node[2], user, current)
+    if kind == "not":
+        return not filter_match(node[1], user, current)
+    if kind == "any":
+        values = user.props.get(node[1]) or []
+        return any(filter_match(node[2], user, v) for v in values)
+    if kind == "cmp":
+        _, prop, op, value = node
+        actual = current if prop is None else prop_value(user, prop)
+        equal = fold(actual) == fold(value)
+        return equal if op == "eq" else not equal
+    _, name, prop, value = node
+    actual = current if prop is None else prop_value(user, prop)
+    if not isinstance(actual, str):
+        return False
+    actual, value = actual.casefold(), value.casefold()
+    return actual.startswith(value) if name == "startswith" \
+        else actual.endswith(value)
+
+
+def advanced_params(req):
+    level = (req.headers.get("ConsistencyLevel") or "").strip().lower()
+    count = req.params.get("count", "").strip().lower() == "true"
+    return level == "eventual", count
+
+
+def parse_top(req):
+    top = req.params.get("top", "100")
+    if not top.isdigit() or not 1 <= int(top) <= 999:
+        graph_fail(req, 400, "Request_BadRequest",
+                   f"Invalid page size specified: '{top}'. Must be between "
+                   f"1 and 999 inclusive.")
+    return int(top)
+
+
+def parse_orderby(req, advanced):
+    """$orderby on displayName or userPrincipalName (default support);
+    with $filter it needs the advanced query parameters."""
+    text = req.params.get("orderby")
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(displayName|userPrincipalName)"
+                         r"(?:\s+(asc|desc))?\s*", text, re.I)
+    if match is None:
+        graph_fail(req, 400, "Request_UnsupportedQuery",
+                   "Sorting not supported for current query.")
+    if "filter" in req.params and not advanced:
+        graph_fail(req, 400, "Request_UnsupportedQuery",
+                   "Sorting not supported for current query.")
+    prop = {"displayname": "displayName",
+            "userprincipalname": "userPrincipalName"}[match.group(1).lower()]
+    return prop, (match.group(2) or "asc").lower() == "desc"
+
+
+def list_page(req, kind, state, url_path):
+    """One page of a listed collection (ids fixed at the first page):
+    state = {"ids", "select", "top", "offset", "count", "version",
+    "context", "odata_type"}."""
+    cloud, tenant = req.cloud, req.tenant
+    ids = state["ids"]
+    end = state["offset"] + state["top"]
+    body = {"@odata.context": state["context"]}
+    if state["count"] is not None:
+        body["@odata.count"] = state["count"]
+    if end < len(ids):
+        token = cloud.new_link(kind, tenant.id, dict(state, offset=end))
+        body["@odata.nextLink"] = (f"{cloud.graph_url}/{state['version']}"
+                                   f"{url_path}?$skiptoken={token}")
+    value = []
+    for uid in ids[state["offset"]:end]:
+        user = tenant.users.get(uid)
+        if user is None:
+            continue
+        value.append(user_view(req, user, state["select"]
+                               or list(user.props), state["version"],
+                               state["odata_type"]))
+    body["value"] = value
+    return graph_ok(req, body)
+
+
+@route("graph", "GET", r"^/(v1\.0|beta)/users/?$")
+def list_users(req):
+    cloud, tenant, params = req.cloud, req.tenant, req.params
+    version = req.group(1)
+    check_params(req, {"select", "filter", "top", "count", "skiptoken",
+                       "orderby"})
+    if "skiptoken" in params:
+        link = cloud.get_link(params["skiptoken"], "users-list", tenant.id)
+        if link is None:
+            graph_fail(req, 400, "Request_BadRequest",
+                       "Invalid paging token.")
+        return list_page(req, "users-list", link.data, "/users")
+    eventual, count = advanced_params(req)
+    advanced = eventual and count
+    top = parse_top(req)
+    select = None
+    context = f"{cloud.graph_url}/{version}/$metadata#users"
+    if "select" in params:
+        select = parse_user_select(req, params["select"])
+        context += select_suffix(select)
+    elif version == "v1.0":
+        select = DEFAULT_USER_SELECT
+    tree = None
+    if "filter" in params:
+        try:
+            parser = FilterParser(params["filter"])
+            tree = parser.parse()
+            if parser.advanced and not advanced:
+                raise advanced_refusal(parser.advanced[0])
+        except FilterError as exc:
+            graph_fail(req, exc.status, exc.code, exc.message)
+    order = parse_orderby(req, advanced)
+    users = [u for u in tenant.users.values() if u.deleted is None
+             and (tree is None or filter_match(tree, u))]
+    if order is not None:
+        prop, desc = order
+        users.sort(key=lambda u: (fold(u.props.get(prop)) or ""),
+                   reverse=desc)
+    # $count=true without ConsistencyLevel is silently ignored
+    # (aad-advanced-queries.md, "Error handling").
+    state = {"ids": [u.id for u in users], "select": select, "top": top,
+             "offset": 0, "count": len(users) if advanced else None,
+             "version": version, "context": context, "odata_type": None}
+    return list_page(req, "users-list", state, "/users")
+
+
+# -- deleted items ----------------------------------------------------------
+
+def deleted_user(req):
+    user = req.tenant.users.get(req.group(2).lower())
+    if user is None or user.deleted != "soft":
+        graph_fail(req, 404, "Request_ResourceNotFound",
+                   not_found_text(req.group(2)))
+    return user
+
+
+@route("graph", "GET", r"^/(v1\.0|beta)/directory/deletedItems/"
+                       r"microsoft\.graph\.user/?$")
+def list_deleted_users(req):
+    cloud, tenant, params = req.cloud, req.tenant, req.params
+    version = req.group(1)
+    check_params(req, {"select", "top", "skiptoken", "count"})
+    if "skiptoken" in params:
+        link = cloud.get_link(params["skiptoken"], "deleted-list", tenant.id)
+        if link is None:
+            graph_fail(req, 400, "Request_BadRequest",
+                       "Invalid paging token.")
+        return list_page(req, "deleted-list", link.data,
+                         "/directory/deletedItems/microsoft.graph.user")
+    eventual, count = advanced_params(req)
+    context = f"{cloud.graph_url}/{version}/$metadata#users"
+    select = DEFAULT_USER_SELECT
+    if "select" in params:
+        select = parse_user_select(req, params["select"])
+        context += select_suffix(select)
+    ids = [u.id for u in tenant.users.values() if u.deleted == "soft"]
+    state = {"ids": ids, "select": select, "top": parse_top(req),
+             "offset": 0, "count": len(ids) if eventual and count else None,
+             "version": version, "context": context, "odata_type": None}
+    return list_page(req, "deleted-list", state,
+                     "/directory/deletedItems/microsoft.graph.user")
+
+
+@route("graph", "GET", DELETED_ITEM + "$")
+def get_deleted_item(req):
+    check_params(req, {"select"})
+    version = req.group(1)
+    user = deleted_user(req)
+    select = DEFAULT_USER_SELECT
+    context = f"{req.cloud.graph_url}/{version}/$metadata#directoryObjects"
+    if "select" in req.params:
+        select = parse_user_select(req, req.params["select"])
+        context += select_suffix(select)
+    body = {"@odata.context": context + "/$entity"}
+    body.update(user_view(req, user, select, version,
+                          "#microsoft.graph.user"))
+    return graph_ok(req, body)
+
+
+@route("graph", "POST", DELETED_ITEM + r"/(?:microsoft\.graph\.)?restore$")
+def restore_deleted_item(req):
+    """200 with the restored user (deleteditems-restore-response.json
+    shape, @odata.type #microsoft.graph.user).  An address now held by a
+    live object blocks the restore with ObjectConflict unless the body
+    says {"autoReconcileProxyConflict": true}, which drops those
+    addresses (Restore-MsolUser -AutoReconcileProxyConflicts)."""
+    tenant, version = req.tenant, req.group(1)
+    user = deleted_user(req)
+    body = req.json_body() if req.body.strip() else None
+    reconcile = isinstance(body, dict) and \
+        body.get("autoReconcileProxyConflict") is True
+    taken = {}
+    for address in user_addresses(user.props):
+        owner = tenant.address_owner(address, exclude=user.id)
+        if owner is not None:
+            taken[address] = owner
+    if taken and not reconcile:
+        conflict_fail(req, "proxyAddresses", next(iter(taken.values())))
+    tenant.restore_user(user)
+    if taken:
+        changes = {"proxyAddresses": [
+            p for p in user.props.get("proxyAddresses") or []
+            if not (isinstance(p, str) and p[:5].lower() == "smtp:"
+                    and p[5:].lower() in taken)]}
+        if (user.props.get("mail") or "").lower() in taken:
+            changes["mail"] = None
+        tenant.patch_user(user, changes)
+    body = {"@odata.context": f"{req.cloud.graph_url}/{version}/$metadata"
+                              f"#directoryObjects/$entity"}
+    body.update(user_view(req, user, DEFAULT_USER_SELECT, version,
+                          "#microsoft.graph.user"))
+    return graph_ok(req, body)
+
+
+@route("graph", "DELETE", DELETED_ITEM + "$")
+def purge_deleted_item(req):
+    user = deleted_user(req)
+    req.tenant.delete_user(user, hard=True)
+    return graph_no_content()
+
+
+# -- invitations ------------------------------------------------------------
+
+INVITATION_WINDOW = 5.0
+INVITATION_LIMIT = 150
+
+
+def invitation_throttled(req):
+    """429 in the documented throttling shape (error-429-throttled.json)
+    once a tenant has had 150 invitations in the last 5 s."""
+    tenant = req.tenant
+    now = time.monotonic()
+    window = tenant.invitations
+    while window and window[0] <= now - INVITATION_WINDOW:
+        window.popleft()
+    if req.cloud.knobs["enforce_invitation_limit"] and \
+            len(window) >= INVITATION_LIMIT:
+        wait = max(1, int(window[0] + INVITATION_WINDOW - now + 0.999))
+        body = {"error": {
+            "code": "TooManyRequests",
+            "innerError": {"code": "429", "date": graph_date(),
+                           "message": "Please retry after",
+                           "request-id": req.request_id, "status": "429"},
+            "message": "Please retry again later."}}
+        raise Reply(Response(429, body, {"Retry-After": str(wait)}))
+    window.append(now)
+
+
+def guest_upn(tenant, address):
+    """local_domain#EXT#@tenant domain (user-properties.md); a number is
+    appended when taken (guess)."""
+    local, _, domain = address.partition("@")
+    base = re.sub(r"[^A-Za-z0-9._'-]", "", f"{local}_{domain}") or "guest"
+    taken = {(u.props.get("userPrincipalName") or "").lower()
+             for u in tenant.users.values() if u.deleted != "hard"}
+    candidate, n = f"{base}#EXT#@{tenant.domain}", 1
+    while candidate.lower() in taken:
+        candidate = f"{base}{n}#EXT#@{tenant.domain}"
+        n += 1
+    return candidate
+
+
+def is_invited(user):
+    return user.props.get("userType") == "Guest" or \
+        user.props.get("creationType") == "Invitation"
+
+
+@route("graph", "POST", r"^/(v1\.0|beta)/invitations/?$")
+def create_invitation(req):
+    cloud, tenant = req.cloud, req.tenant
+    version = req.group(1)
+    body = req.json_body()
+    if not isinstance(body, dict):
+        raise Reply(bad_body(req))
+    address = body.get("invitedUserEmailAddress")
+    redirect = body.get("inviteRedirectUrl")
+    for name, value in (("invitedUserEmailAddress", address),
+                        ("inviteRedirectUrl", redirect)):
+        if value is None or value == "":
+            graph_fail(req, 400, "BadRequest",
+                       f"The request is missing the required property "
+                       f"'{name}'.")
+    if not is_address(address):
+        graph_fail(req, 400, "BadRequest",
+                   "The specified email address is not valid.")
+    if not isinstance(redirect, str):
+        graph_fail(req, 400, "BadRequest",
+                   "The specified inviteRedirectUrl is not valid.")
+    display = body.get("invitedUserDisplayName")
+    user_type = body.get("invitedUserType") or "Guest"
+    send = body.get("sendInvitationMessage", False)
+    if not isinstance(user_type, str) or \
+            user_type.lower() not in ("guest", "member") or \
+            not isinstance(send, bool) or \
+            (display is not None and not isinstance(display, str)):
+        graph_fail(req, 400, "BadRequest",
+                   "The invitation request has an invalid property value.")
+    user_type = user_type.capitalize()
+    invitation_throttled(req)
+
+    key = address.lower()
+    user = None
+    for candidate in tenant.users.values():
+        if candidate.deleted is not None:
+            continue
+        invited = is_invited(candidate)
+        held = user_addresses(candidate.props, other_mails=invited)
+        if not invited:
+            held.add((candidate.props.get("userPrincipalName") or "").lower())
+        if key not in held:
+            continue
+        if invited:
+            user = candidate                    # re-invite: same user
+            break
+        # Observed text (public callers parse the id out of it); the
+        # code is a guess.
+        graph_fail(req, 400, "BadRequest",
+                   f"The invited user already exists in the directory as "
+                   f"object ID: {candidate.id}.")
+    if user is None:
+        owner = tenant.address_owner(address)
+        # A contact or group holding the address: the guest is created
+        # without that mail address (observed, MICROSOFT.md).
+        free = owner is None
+        upn = guest_upn(tenant, address)
+        props = {
+            "displayName": display or address,
+            "mail": address if free else None,
+            "otherMails": [address],
+            "proxyAddresses": [f"SMTP:{address}"] if free else [],
+            "userPrincipalName": upn,
+            "mailNickname": upn.split("@")[0],
+            "userType": user_type,
+            "creationType": "Invitation",
+            "externalUserState": "PendingAcceptance",
+            "externalUserStateChangeDateTime": iso_ms(time.time()),
+            "accountEnabled": True,
+            "showInAddressList": False,       # hidden from the GAL
+            "createdDateTime": iso_ms(time.time())[:-5] + "Z",
+        }
+        user = tenant.add_user(props)
+        user.invited_at = time.monotonic()     # replication_lag_ms
+
+    invitation_id = str(uuid.uuid4())
+    ticket = urllib.parse.quote(b64url(secrets.token_bytes(24)), safe="")
+    redeem = ("https://login.microsoftonline.com/redeem?rd=https%3a%2f%2f"
+              "invitations.microsoft.com%2fredeem%2f%3ftenant%3d"
+              f"{tenant.id}%26user%3d{invitation_id}%26ticket%3d{ticket}"
+              "%26ver%3d2.0")
+    state = user.props.get("externalUserState")
+    info = body.get("invitedUserMessageInfo")
+    if not isinstance(info, dict):
+        info = {"messageLanguage": None, "customizedMessageBody": None,
+                "ccRecipients": [{"emailAddress": {"name": None,
+                                                   "address": None}}]}
+    answer = {
+        "@odata.context": f"{cloud.graph_url}/{version}/$metadata"
+                          f"#invitations/$entity",
+        "id": invitation_id,
+        "inviteRedeemUrl": redeem,
+        "invitedUserDisplayName": display,
+        "invitedUserType": user_type,
+        "invitedUserEmailAddress": address,
+        "sendInvitationMessage": send,
+        "resetRedemption": body.get("resetRedemption") is True,
+        "inviteRedirectUrl": redirect,
+        "status": "Completed" if state == "Accepted"
+        else "PendingAcceptance",
+        "invitedUserMessageInfo": info,
+        "invitedUser": {"id": user.id},
+    }
+    resp = graph_ok(req, answer)
+    resp.status = 201
+    return resp
 
 
 # --------------------------------------------------------------------------
@@ -1529,6 +2620,29 @@ def user_recipient(user):
     return recipient
 
 
+def contact_recipient(contact):
+    """An org contact as Get-Recipient shows a MailContact."""
+    props = contact.props
+    mail = props["mail"]
+    recipient = {
+        "Identity": contact.id,
+        "Name": props.get("name") or props.get("displayName") or contact.id,
+        "Alias": props.get("mailNickname") or mail.split("@")[0],
+        "DisplayName": props.get("displayName"),
+        "PrimarySmtpAddress": mail,
+        "EmailAddresses@odata.type": "#Collection(String)",
+        "EmailAddresses": list(props.get("proxyAddresses") or [])
+        or [f"SMTP:{mail}"],
+        "ExternalEmailAddress": f"SMTP:{mail}",
+        "ExternalDirectoryObjectId": contact.id,
+        "RecipientType": "MailContact",
+        "RecipientTypeDetails": "MailContact",
+        "HiddenFromAddressListsEnabled":
+            props.get("hiddenFromAddressListsEnabled") is True,
+    }
+    return recipient
+
+
 def recipient_matches(recipient, identity):
     key = identity.lower()
     if key.startswith("smtp:"):
@@ -1546,6 +2660,8 @@ def cmd_get_recipient(req, tenant, params):
     lowered = {k.lower(): v for k, v in params.items()}
     recipients = [user_recipient(u) for u in tenant.users.values()
                   if not u.deleted and u.props.get("mail")]
+    recipients += [contact_recipient(c) for c in tenant.contacts.values()
+                   if c.props.get("mail")]
     identity = lowered.get("identity")
     if identity is not None:
         recipients = [r for r in recipients
@@ -1745,6 +2861,38 @@ def admin_patch_group(req):
         if name not in ("id", "members", "add", "remove"):
             group.props[name] = value
     return Response(200, group.admin_view())
+
+
+@route("admin", "GET", r"^/admin/tenants/([^/]+)/contacts$")
+def admin_list_contacts(req):
+    tenant = admin_tenant(req)
+    return Response(200, {"value": [c.admin_view()
+                                    for c in tenant.contacts.values()]})
+
+
+@route("admin", "POST", r"^/admin/tenants/([^/]+)/contacts$")
+def admin_create_contact(req):
+    tenant = admin_tenant(req)
+    try:
+        contact = tenant.add_contact(admin_object(req))
+    except KeyError as exc:
+        admin_fail(409, str(exc.args[0]))
+    except ValueError as exc:
+        admin_fail(400, str(exc))
+    return Response(201, contact.admin_view())
+
+
+@route("admin", "DELETE", r"^/admin/tenants/([^/]+)/contacts/([^/]+)$")
+def admin_delete_contact(req):
+    tenant = admin_tenant(req)
+    if tenant.contacts.pop(req.group(2).lower(), None) is None:
+        admin_fail(404, f"no contact {req.group(2)}")
+    return Response(204)
+
+
+@route("admin", "GET", r"^/admin/tenants/([^/]+)/stats$")
+def admin_stats(req):
+    return Response(200, dict(admin_tenant(req).stats))
 
 
 @route("admin", "GET", r"^/admin/log$")

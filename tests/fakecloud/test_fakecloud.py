@@ -796,6 +796,690 @@ def test_graph_unknown_route(fc):
 
 
 # --------------------------------------------------------------------------
+# Graph writes: invitations, PATCH, list/filter, delete/restore
+# --------------------------------------------------------------------------
+
+REDIRECT = "https://myapp.contoso.com"
+NOT_FOUND = re.compile(r"^Resource '[^']+' does not exist or one of its "
+                       r"queried reference-property objects are not "
+                       r"present\.$")
+
+
+def call(fc, tok, method, url, body=None, headers=None):
+    if not url.startswith("https://"):
+        url = fc.graph_url + url
+    hdrs = {"Authorization": "Bearer " + tok}
+    hdrs.update(headers or {})
+    if body is not None and not isinstance(body, (bytes, str)):
+        return fc.request(method, url, headers=hdrs, json_body=body)
+    if isinstance(body, str):
+        body = body.encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    return fc.request(method, url, headers=hdrs, body=body)
+
+
+def invite(fc, tok, address, **extra):
+    body = {"invitedUserEmailAddress": address, "inviteRedirectUrl": REDIRECT}
+    body.update(extra)
+    return call(fc, tok, "POST", "/v1.0/invitations", body)
+
+
+def patch(fc, tok, user_id, props, version="v1.0"):
+    return call(fc, tok, "PATCH", f"/{version}/users/{user_id}", props)
+
+
+def assert_directory_error(reply, status, code, message=None):
+    """A Graph error without details (404 fixture key sets) and its text."""
+    error = assert_graph_error(reply, status, code)
+    if message is not None:
+        assert error["message"] == message
+    return error
+
+
+def user_url(user_id):
+    return "/v1.0/users/" + urllib.parse.quote(user_id, safe="")
+
+
+def test_invitation_shape_and_guest(fc):
+    tok = token(fc)
+    request = fixture("invitations-create-request.json")
+    reply = call(fc, tok, "POST", "/v1.0/invitations", request)
+    assert reply.status == 201, reply.body
+    body = reply.json()
+    documented = fixture("invitations-create-response.json")
+    assert set(body) == set(documented)
+    assert set(body["invitedUserMessageInfo"]) == \
+        set(documented["invitedUserMessageInfo"])
+    assert body["@odata.context"] == \
+        f"{fc.graph_url}/v1.0/$metadata#invitations/$entity"
+    assert body["invitedUserEmailAddress"] == "admin@fabrikam.com"
+    assert body["inviteRedirectUrl"] == request["inviteRedirectUrl"]
+    assert (body["status"], body["invitedUserType"],
+            body["sendInvitationMessage"], body["resetRedemption"],
+            body["invitedUserDisplayName"]) == \
+        ("PendingAcceptance", "Guest", False, False, None)
+    guest_id = body["invitedUser"]["id"]
+    assert set(body["invitedUser"]) == {"id"}
+    # id is the invitation, not the user; the redeem URL names both
+    # the tenant and the invitation.
+    assert body["id"] != guest_id
+    assert re.fullmatch(r"[0-9a-f-]{36}", body["id"])
+    assert f"tenant%3d{TENANT}" in body["inviteRedeemUrl"]
+    assert f"user%3d{body['id']}" in body["inviteRedeemUrl"]
+
+    guest = fc.user(TENANT, guest_id)
+    assert guest["userPrincipalName"] == \
+        "admin_fabrikam.com#EXT#@" + DOMAIN
+    assert guest["mail"] == "admin@fabrikam.com"
+    assert guest["otherMails"] == ["admin@fabrikam.com"]
+    assert guest["proxyAddresses"] == ["SMTP:admin@fabrikam.com"]
+    assert (guest["creationType"], guest["userType"],
+            guest["externalUserState"], guest["accountEnabled"],
+            guest["displayName"], guest["showInAddressList"],
+            guest["deleted"]) == \
+        ("Invitation", "Guest", "PendingAcceptance", True,
+         "admin@fabrikam.com", False, None)
+    # Readable by id and by its #EXT# UPN.
+    reply = get(fc, tok, user_url(guest["userPrincipalName"]))
+    assert reply.status == 200 and reply.json()["id"] == guest_id
+    # Hidden from the GAL by default: Exchange sees a hidden GuestMailUser.
+    etok = token(fc, scope=EXCHANGE_SCOPE)
+    reply = invoke(fc, etok, "Get-Recipient", {"Identity":
+                                               "admin@fabrikam.com"})
+    recipient = reply.json()["value"][0]
+    assert recipient["RecipientTypeDetails"] == "GuestMailUser"
+    assert recipient["HiddenFromAddressListsEnabled"] is True
+
+
+def test_invitation_options(fc):
+    tok = token(fc)
+    reply = invite(fc, tok, "Grace.Hopper@Navy.example",
+                   invitedUserDisplayName="Grace Hopper",
+                   invitedUserType="Member")
+    assert reply.status == 201, reply.body
+    body = reply.json()
+    assert body["invitedUserType"] == "Member"
+    assert body["invitedUserDisplayName"] == "Grace Hopper"
+    guest = fc.user(TENANT, body["invitedUser"]["id"])
+    assert (guest["displayName"], guest["userType"],
+            guest["creationType"]) == ("Grace Hopper", "Member", "Invitation")
+    assert guest["userPrincipalName"] == \
+        "Grace.Hopper_Navy.example#EXT#@" + DOMAIN
+
+
+def test_reinvite_existing_guest_returns_same_user(fc):
+    tok = token(fc)
+    first = invite(fc, tok, "ada@partner.example").json()
+    count = len(fc.users(TENANT))
+    second = invite(fc, tok, "ADA@Partner.example",
+                    invitedUserDisplayName="Ada").json()
+    assert second["invitedUser"]["id"] == first["invitedUser"]["id"]
+    assert second["id"] != first["id"]
+    assert len(fc.users(TENANT)) == count
+    # An already redeemed guest answers Completed.
+    fc.patch_user(TENANT, first["invitedUser"]["id"],
+                  {"externalUserState": "Accepted"})
+    third = invite(fc, tok, "ada@partner.example").json()
+    assert third["status"] == "Completed"
+    assert third["invitedUser"]["id"] == first["invitedUser"]["id"]
+
+
+@pytest.mark.parametrize("body", [
+    {"inviteRedirectUrl": REDIRECT},
+    {"invitedUserEmailAddress": "x@partner.example"},
+    {"invitedUserEmailAddress": "not-an-address",
+     "inviteRedirectUrl": REDIRECT},
+    {"invitedUserEmailAddress": "x@partner.example",
+     "inviteRedirectUrl": REDIRECT, "invitedUserType": "Admin"},
+])
+def test_invitation_validation(fc, body):
+    tok = token(fc)
+    count = len(fc.users(TENANT))
+    reply = call(fc, tok, "POST", "/v1.0/invitations", body)
+    assert_directory_error(reply, 400, "BadRequest")
+    assert len(fc.users(TENANT)) == count
+    reply = call(fc, tok, "POST", "/v1.0/invitations", "{not json")
+    assert_directory_error(reply, 400, "BadRequest")
+
+
+def test_invite_address_of_member_user_is_refused(fc):
+    tok = token(fc)
+    reply = invite(fc, tok, "User1@contoso.com")
+    assert_directory_error(
+        reply, 400, "BadRequest",
+        f"The invited user already exists in the directory as object ID: "
+        f"{uid(1)}.")
+
+
+def test_invite_address_of_contact_gives_guest_without_mail(fc):
+    tok = token(fc)
+    contact = fc.create_contact(TENANT, {"displayName": "Partner Contact",
+                                         "mail": "pc@partner.example"})
+    assert contact["proxyAddresses"] == ["SMTP:pc@partner.example"]
+    reply = invite(fc, tok, "pc@partner.example")
+    assert reply.status == 201, reply.body
+    guest = fc.user(TENANT, reply.json()["invitedUser"]["id"])
+    assert guest["mail"] is None
+    assert guest["proxyAddresses"] == []
+    assert guest["otherMails"] == ["pc@partner.example"]
+    # Inviting again finds that guest (by otherMails), not a new one.
+    again = invite(fc, tok, "pc@partner.example").json()
+    assert again["invitedUser"]["id"] == guest["id"]
+
+
+def test_invitation_rate_limit(fc):
+    tok = token(fc)
+    # Off by default: 151 in a burst all succeed.
+    for n in range(151):
+        reply = invite(fc, tok, f"g{n}@burst.example")
+        assert reply.status == 201, (n, reply.body)
+    fc.set_knobs(enforce_invitation_limit=True)
+    reply = invite(fc, tok, "one-more@burst.example")
+    assert reply.status == 429
+    retry = reply.header("Retry-After")
+    assert retry.isdigit() and 1 <= int(retry) <= 5
+    body = reply.json()
+    documented = fixture("error-429-throttled.json")
+    assert set(body["error"]) == set(documented["error"])
+    assert set(body["error"]["innerError"]) == \
+        set(documented["error"]["innerError"])
+    assert body["error"]["code"] == "TooManyRequests"
+    assert not any(u.get("mail") == "one-more@burst.example"
+                   for u in fc.users(TENANT))
+    # Another tenant has its own window.
+    tok2 = token(fc, TENANT2, APP2)
+    assert invite(fc, tok2, "other@burst.example").status == 201
+
+
+def test_get_user_v1_and_beta(fc):
+    tok = token(fc)
+    guest_id = invite(fc, tok, "gal@partner.example").json()[
+        "invitedUser"]["id"]
+    reply = get(fc, tok, f"/v1.0/users/{guest_id}"
+                         f"?$select=showInAddressList,creationType")
+    assert reply.status == 200
+    # v1.0: "do not use" -- answers null whatever the value.
+    assert reply.json()["showInAddressList"] is None
+    assert reply.json()["creationType"] == "Invitation"
+    reply = get(fc, tok, f"/beta/users/{guest_id}"
+                         f"?$select=showInAddressList,userType")
+    assert reply.json() == {
+        "@odata.context": f"{fc.graph_url}/beta/$metadata#users("
+                          f"showInAddressList,userType)/$entity",
+        "showInAddressList": False, "userType": "Guest", "id": guest_id}
+    # beta without $select: every property the user has.
+    body = get(fc, tok, f"/beta/users/{guest_id}").json()
+    assert body["externalUserState"] == "PendingAcceptance"
+    assert body["showInAddressList"] is False
+    assert_directory_error(get(fc, tok, f"/beta/users/{uid(999)}"), 404,
+                           "Request_ResourceNotFound",
+                           f"Resource '{uid(999)}' does not exist or one "
+                           f"of its queried reference-property objects are "
+                           f"not present.")
+
+
+def test_show_in_address_list_beta_only(fc):
+    tok = token(fc)
+    guest_id = invite(fc, tok, "gal@partner.example").json()[
+        "invitedUser"]["id"]
+    reply = patch(fc, tok, guest_id, {"showInAddressList": True}, "beta")
+    assert (reply.status, reply.body) == (204, b"")
+    assert fc.user(TENANT, guest_id)["showInAddressList"] is True
+    reply = get(fc, tok, f"/beta/users/{guest_id}?$select=showInAddressList")
+    assert reply.json()["showInAddressList"] is True
+    etok = token(fc, scope=EXCHANGE_SCOPE)
+    recipient = invoke(fc, etok, "Get-Recipient", {
+        "Identity": "gal@partner.example"}).json()["value"][0]
+    assert recipient["HiddenFromAddressListsEnabled"] is False
+    # v1.0 accepts the property and does nothing with it.
+    reply = patch(fc, tok, guest_id, {"showInAddressList": False})
+    assert reply.status == 204
+    assert fc.user(TENANT, guest_id)["showInAddressList"] is True
+    assert_directory_error(patch(fc, tok, guest_id,
+                                 {"showInAddressList": "no"}, "beta"),
+                           400, "Request_BadRequest")
+
+
+def test_patch_user_204_and_delta(fc):
+    tok = token(fc)
+    select = "jobTitle,department,onPremisesExtensionAttributes,businessPhones"
+    _, link = read_round(fc, tok, f"/v1.0/users/delta?$select={select}")
+    fc.patch_user(TENANT, uid(1), {"onPremisesExtensionAttributes": {
+        "extensionAttribute1": "keep"}})
+    props = {"jobTitle": "Admiral", "department": "Navy",
+             "businessPhones": ["+1 425 555 0109"],
+             "onPremisesExtensionAttributes": {
+                 "extensionAttribute15": "galbridge:abc"}}
+    reply = patch(fc, tok, uid(1), props)
+    assert reply.status == 204 and reply.body == b""
+    assert reply.header("Content-Type") is None
+    user = fc.user(TENANT, uid(1))
+    assert (user["jobTitle"], user["department"], user["businessPhones"]) \
+        == ("Admiral", "Navy", ["+1 425 555 0109"])
+    assert user["onPremisesExtensionAttributes"] == {
+        "extensionAttribute1": "keep",
+        "extensionAttribute15": "galbridge:abc"}
+    # The documented example body, by UPN.
+    upn = fc.user(TENANT, uid(2))["userPrincipalName"]
+    reply = patch(fc, tok, upn, fixture("user-update-request.json"))
+    assert reply.status == 204
+    assert fc.user(TENANT, uid(2))["officeLocation"] == "18/2111"
+    # Null clears; the same value again is no change.
+    assert patch(fc, tok, uid(3), {"jobTitle": None}).status == 204
+    assert patch(fc, tok, uid(4), {"jobTitle": "Engineer"}).status == 204
+    pages, _ = read_round(fc, tok, link)
+    changed = by_id(pages)
+    assert set(changed) == {uid(1), uid(2), uid(3)}
+    assert changed[uid(1)]["jobTitle"] == "Admiral"
+    assert changed[uid(1)]["onPremisesExtensionAttributes"][
+        "extensionAttribute15"] == "galbridge:abc"
+    assert changed[uid(3)]["jobTitle"] is None
+
+
+LONG = "x" * 65
+PATCH_ERRORS = [
+    ({"givenName": LONG}, "Invalid value specified for property 'givenName'"
+                          " of resource 'User'."),
+    ({"surname": LONG}, "Invalid value specified for property 'surname' of"
+                        " resource 'User'."),
+    ({"displayName": "x" * 257}, "Invalid value specified for property "
+                                 "'displayName' of resource 'User'."),
+    ({"displayName": None}, "Invalid value specified for property "
+                            "'displayName' of resource 'User'."),
+    ({"jobTitle": "x" * 129}, "Invalid value specified for property "
+                              "'jobTitle' of resource 'User'."),
+    ({"department": LONG}, "Invalid value specified for property "
+                           "'department' of resource 'User'."),
+    ({"companyName": LONG}, "Invalid value specified for property "
+                            "'companyName' of resource 'User'."),
+    ({"postalCode": "x" * 41}, "Invalid value specified for property "
+                               "'postalCode' of resource 'User'."),
+    ({"employeeId": "x" * 17}, "Invalid value specified for property "
+                               "'employeeId' of resource 'User'."),
+    ({"businessPhones": ["1", "2"]}, "Invalid value specified for property "
+                                     "'businessPhones' of resource 'User'."),
+    ({"accountEnabled": "yes"}, "Invalid value specified for property "
+                                "'accountEnabled' of resource 'User'."),
+    ({"mail": "no-at-sign"}, "Invalid value specified for property 'mail' "
+                             "of resource 'User'."),
+    ({"onPremisesExtensionAttributes": {"extensionAttribute2": "x" * 1025}},
+     "Invalid value specified for property 'onPremisesExtensionAttributes'"
+     " of resource 'User'."),
+    ({"onPremisesExtensionAttributes": {"extensionAttribute16": "x"}},
+     "Invalid property 'extensionAttribute16'."),
+    ({"proxyAddresses": ["SMTP:a@b.example"]},
+     "Property 'proxyAddresses' is read-only and cannot be set."),
+    ({"creationType": "Invitation"},
+     "Property 'creationType' is read-only and cannot be set."),
+    ({"externalUserState": "Accepted"},
+     "Property 'externalUserState' is read-only and cannot be set."),
+    ({"id": uid(77)}, "Property 'id' is read-only and cannot be set."),
+    ({"jobTitle": "ok", "favouriteColour": "blue"},
+     "Invalid property 'favouriteColour'."),
+    ({"userPrincipalName": "someone@elsewhere.example"},
+     "Property userPrincipalName is invalid."),
+]
+
+
+@pytest.mark.parametrize("props,message", PATCH_ERRORS)
+def test_patch_user_validation(fc, props, message):
+    tok = token(fc)
+    before = fc.user(TENANT, uid(1))
+    reply = patch(fc, tok, uid(1), props)
+    assert reply.status == 400, reply.body
+    error = reply.json()["error"]
+    assert error["code"] == "Request_BadRequest"
+    assert error["message"] == message
+    assert fc.user(TENANT, uid(1)) == before
+
+
+def test_patch_user_limits_and_unknown_user(fc):
+    tok = token(fc)
+    ok = {"givenName": "g" * 64, "surname": "s" * 64, "displayName": "d" * 256,
+          "jobTitle": "j" * 128, "officeLocation": "o" * 128,
+          "streetAddress": "a" * 1024, "city": "c" * 128,
+          "employeeId": "e" * 16, "businessPhones": [], "accountEnabled":
+          False, "otherMails": ["x@y.example"], "usageLocation": "GB",
+          "employeeType": "Contractor", "faxNumber": "+44 1", "mobilePhone":
+          "+44 7700 900000", "preferredLanguage": "en-GB"}
+    assert patch(fc, tok, uid(1), ok).status == 204
+    assert fc.user(TENANT, uid(1))["accountEnabled"] is False
+    assert_directory_error(patch(fc, tok, uid(999), {"jobTitle": "x"}), 404,
+                           "Request_ResourceNotFound")
+    assert_directory_error(call(fc, tok, "PATCH", f"/v1.0/users/{uid(1)}",
+                                "[1, 2"), 400, "BadRequest")
+
+
+def test_patch_mail_conflict_shape(fc):
+    tok = token(fc)
+    fc.create_group(TENANT, {"id": uid(60), "displayName": "Team",
+                             "mail": "team@contoso.com"})
+    contact = fc.create_contact(TENANT, {"mail": "pc@partner.example"})
+    text = ("Another object with the same value for property proxyAddresses "
+            "already exists.")
+    for address, target in (("USER2@Contoso.com", f"User_{uid(2)}"),
+                            ("team@contoso.com", f"Group_{uid(60)}"),
+                            ("pc@partner.example",
+                             f"Contact_{contact['id']}")):
+        reply = patch(fc, tok, uid(1), {"mail": address})
+        assert reply.status == 400, reply.body
+        error = reply.json()["error"]
+        assert list(error) == ["code", "message", "details", "innerError"]
+        assert (error["code"], error["message"]) == \
+            ("Request_BadRequest", text)
+        assert error["details"] == [
+            {"code": "ObjectConflict", "message": text,
+             "target": "proxyAddresses"},
+            {"code": "ConflictingObjects", "message": text,
+             "target": target}]
+        assert fc.user(TENANT, uid(1))["mail"] == "user1@contoso.com"
+    # Its own address is no conflict; a soft-deleted user's address is free.
+    assert patch(fc, tok, uid(1), {"mail": "User1@contoso.com"}).status == 204
+    fc.delete_user(TENANT, uid(2))
+    assert patch(fc, tok, uid(1), {"mail": "user2@contoso.com"}).status == 204
+    user = fc.user(TENANT, uid(1))
+    assert user["mail"] == "user2@contoso.com"
+    assert user["proxyAddresses"] == ["SMTP:user2@contoso.com"]
+    # UPNs are unique too.
+    upn = fc.user(TENANT, uid(3))["userPrincipalName"]
+    reply = patch(fc, tok, uid(4), {"userPrincipalName": upn.upper()})
+    error = reply.json()["error"]
+    assert error["details"][0]["target"] == "userPrincipalName"
+    assert error["details"][1]["target"] == f"User_{uid(3)}"
+
+
+def test_list_users_select_top_paging(fc):
+    tok = token(fc)
+    reply = get(fc, tok, "/v1.0/users")
+    body = reply.json()
+    assert reply.status == 200
+    assert list(body) == ["@odata.context", "value"]
+    assert body["@odata.context"] == f"{fc.graph_url}/v1.0/$metadata#users"
+    assert [u["id"] for u in body["value"]] == [uid(n) for n in range(1, 6)]
+    assert set(body["value"][0]) == {"id", *seed_demo_default_props()}
+    url, seen = "/v1.0/users?$top=2&$select=displayName,mail", []
+    while url:
+        body = get(fc, tok, url).json()
+        assert body["@odata.context"].endswith("#users(displayName,mail)")
+        seen.append([u["id"] for u in body["value"]])
+        assert all(set(u) == {"id", "displayName", "mail"}
+                   for u in body["value"])
+        url = body.get("@odata.nextLink")
+    assert seen == [[uid(1), uid(2)], [uid(3), uid(4)], [uid(5)]]
+    fc.delete_user(TENANT, uid(5))
+    assert len(get(fc, tok, "/v1.0/users").json()["value"]) == 4
+    for top in ("0", "1000", "x"):
+        assert_directory_error(get(fc, tok, f"/v1.0/users?$top={top}"), 400,
+                               "Request_BadRequest")
+    # $count without ConsistencyLevel is silently ignored.
+    body = get(fc, tok, "/v1.0/users?$count=true").json()
+    assert "@odata.count" not in body
+    body = get(fc, tok, "/v1.0/users?$count=true&$top=1", headers={
+        "ConsistencyLevel": "eventual"}).json()
+    assert body["@odata.count"] == 4 and len(body["value"]) == 1
+    assert list(body)[:3] == ["@odata.context", "@odata.count",
+                              "@odata.nextLink"]
+
+
+def filter_ids(fc, tok, expr, advanced=False):
+    query = "$filter=" + urllib.parse.quote(expr, safe="")
+    headers = None
+    if advanced:
+        query += "&$count=true"
+        headers = {"ConsistencyLevel": "eventual"}
+    reply = get(fc, tok, "/v1.0/users?" + query, headers)
+    assert reply.status == 200, (expr, reply.body)
+    return [u["id"] for u in reply.json()["value"]]
+
+
+def test_list_users_filters(fc):
+    fc.seed(seed([person(1), person(2, displayName="Patrick O'Brien"),
+                  person(3, userType="Guest", otherMails=[
+                      "alt@partner.example"]),
+                  person(4, accountEnabled=False), person(11)]))
+    tok = token(fc)
+    assert filter_ids(fc, tok, "mail eq 'USER2@contoso.com'") == [uid(2)]
+    assert filter_ids(fc, tok, "userType eq 'Guest'") == [uid(3)]
+    assert filter_ids(fc, tok, "startswith(displayName,'user 1')") == \
+        [uid(1), uid(11)]
+    assert filter_ids(fc, tok, "displayName eq 'Patrick O''Brien'") == \
+        [uid(2)]
+    assert filter_ids(fc, tok, "otherMails/any(m:m eq 'ALT@partner.example')"
+                      ) == [uid(3)]
+    assert filter_ids(fc, tok, "mail eq 'user1@contoso.com' or "
+                               "(userType eq 'Guest' and "
+                               "accountEnabled eq true)") == [uid(1), uid(3)]
+    assert filter_ids(fc, tok, "accountEnabled eq false") == [uid(4)]
+    assert filter_ids(fc, tok, "id eq '" + uid(11) + "'") == [uid(11)]
+    assert filter_ids(fc, tok, "mail ne 'user1@contoso.com' and "
+                               "startswith(mail,'user1')", True) == [uid(11)]
+    assert filter_ids(fc, tok, "endswith(mail,'1@contoso.com')", True) == \
+        [uid(1), uid(11)]
+
+
+@pytest.mark.parametrize("expr,status,code,message", [
+    ("contains(displayName,'a')", 400, "Request_UnsupportedQuery",
+     "Unsupported property filter clause operator 'Contains'."),
+    ("mail ne 'x@y.example'", 400, "Request_UnsupportedQuery",
+     "Unsupported property filter clause operator 'NotEqualsMatch'."),
+    ("endswith(mail,'@contoso.com')", 400, "Request_UnsupportedQuery",
+     "Operator 'endsWith' is not supported because the required parameters "
+     "might be missing. Try adding $count=true query parameter and "
+     "ConsistencyLevel:eventual header. Refer to "
+     "https://aka.ms/graph-docs/advanced-queries for more information"),
+    ("faxNumber eq '1'", 400, "Request_UnsupportedQuery",
+     "Unsupported or invalid query filter clause specified for property "
+     "'faxNumber' of resource 'User'."),
+    ("shoeSize eq '9'", 400, "Request_UnsupportedQuery",
+     "Property 'shoeSize' does not exist as a declared property or "
+     "extension property."),
+    ("accountEnabled eq 'yes'", 400, "BadRequest", None),
+    ("mail eq 'unterminated", 400, "BadRequest", None),
+    ("mail eq", 400, "BadRequest", None),
+])
+def test_list_users_filter_errors(fc, expr, status, code, message):
+    tok = token(fc)
+    reply = get(fc, tok, "/v1.0/users?$filter=" +
+                urllib.parse.quote(expr, safe=""))
+    assert_directory_error(reply, status, code, message)
+
+
+def test_advanced_query_needs_header_and_count(fc):
+    tok = token(fc)
+    fc.patch_user(TENANT, uid(3), {"onPremisesExtensionAttributes": {
+        "extensionAttribute15": "galbridge:src:42"}})
+    expr = urllib.parse.quote(
+        "onPremisesExtensionAttributes/extensionAttribute15 eq "
+        "'GALBRIDGE:src:42'", safe="")
+    text = ("Property 'extensionAttribute15' does not exist as a declared "
+            "property or extension property.")
+    for query, headers in ((f"$filter={expr}", None),
+                           (f"$filter={expr}", {"ConsistencyLevel":
+                                                "eventual"}),
+                           (f"$filter={expr}&$count=true", None)):
+        reply = get(fc, tok, "/v1.0/users?" + query, headers)
+        assert_directory_error(reply, 400, "Request_UnsupportedQuery", text)
+    reply = get(fc, tok, f"/v1.0/users?$filter={expr}&$count=true"
+                         f"&$select=id,displayName",
+                {"ConsistencyLevel": "eventual"})
+    assert reply.status == 200, reply.body
+    body = reply.json()
+    assert body["@odata.count"] == 1
+    assert body["value"] == [{"displayName": "User 3", "id": uid(3)}]
+    reply = get(fc, tok, f"/v1.0/users?$filter={expr}&$count=true",
+                {"ConsistencyLevel": "eventual"})
+    assert reply.json()["@odata.count"] == 1
+
+
+def test_delete_restore_round_trip_in_delta(fc):
+    tok = token(fc)
+    _, link = read_round(fc, tok, "/v1.0/users/delta?$select=displayName")
+    reply = call(fc, tok, "DELETE", f"/v1.0/users/{uid(2)}")
+    assert (reply.status, reply.body) == (204, b"")
+    assert_directory_error(get(fc, tok, f"/v1.0/users/{uid(2)}"), 404,
+                           "Request_ResourceNotFound")
+    assert_directory_error(call(fc, tok, "DELETE", f"/v1.0/users/{uid(2)}"),
+                           404, "Request_ResourceNotFound")
+    assert uid(2) not in [u["id"] for u in
+                          get(fc, tok, "/v1.0/users").json()["value"]]
+    reply = get(fc, tok, "/v1.0/directory/deletedItems/microsoft.graph.user"
+                         "?$select=id,displayName,deletedDateTime")
+    body = reply.json()
+    assert body["@odata.context"] == (f"{fc.graph_url}/v1.0/$metadata#users"
+                                      f"(displayName,deletedDateTime)")
+    [item] = body["value"]
+    assert item["id"] == uid(2)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
+                        item["deletedDateTime"])
+    pages, link = read_round(fc, tok, link)
+    assert items(pages) == [{"id": uid(2), "@removed": {"reason": "changed"}}]
+
+    reply = call(fc, tok, "POST",
+                 f"/v1.0/directory/deletedItems/{uid(2)}/restore")
+    assert reply.status == 200, reply.body
+    body = reply.json()
+    documented = fixture("deleteditems-restore-response.json")
+    assert list(body)[:3] == list(documented)[:3]
+    assert body["@odata.context"] == documented["@odata.context"].replace(
+        "https://graph.microsoft.com", fc.graph_url)
+    assert body["@odata.type"] == "#microsoft.graph.user"
+    assert body["id"] == uid(2) and body["displayName"] == "User 2"
+    assert get(fc, tok, f"/v1.0/users/{uid(2)}").status == 200
+    pages, link = read_round(fc, tok, link)
+    assert items(pages) == [{"displayName": "User 2", "id": uid(2)}]
+    # Unknown or live ids are not deleted items.
+    for oid in (uid(999), uid(3)):
+        reply = call(fc, tok, "POST",
+                     f"/v1.0/directory/deletedItems/{oid}/restore")
+        assert_directory_error(reply, 404, "Request_ResourceNotFound")
+    # Permanent delete: 204, gone for good.
+    call(fc, tok, "DELETE", f"/v1.0/users/{uid(2)}")
+    reply = call(fc, tok, "DELETE", f"/v1.0/directory/deletedItems/{uid(2)}")
+    assert (reply.status, reply.body) == (204, b"")
+    pages, _ = read_round(fc, tok, link)
+    assert items(pages) == [{"id": uid(2), "@removed": {"reason": "deleted"}}]
+    reply = call(fc, tok, "POST",
+                 f"/v1.0/directory/deletedItems/{uid(2)}/restore")
+    assert_directory_error(reply, 404, "Request_ResourceNotFound")
+    assert get(fc, tok, "/v1.0/directory/deletedItems/microsoft.graph.user"
+               ).json()["value"] == []
+
+
+def test_restore_with_taken_address(fc):
+    tok = token(fc)
+    call(fc, tok, "DELETE", f"/v1.0/users/{uid(1)}")
+    assert patch(fc, tok, uid(2), {"mail": "user1@contoso.com"}).status == 204
+    url = f"/v1.0/directory/deletedItems/{uid(1)}/restore"
+    reply = call(fc, tok, "POST", url)
+    error = reply.json()["error"]
+    assert reply.status == 400
+    assert [d["code"] for d in error["details"]] == ["ObjectConflict",
+                                                     "ConflictingObjects"]
+    assert error["details"][1]["target"] == f"User_{uid(2)}"
+    reply = call(fc, tok, "POST", url, {"autoReconcileProxyConflict": True})
+    assert reply.status == 200, reply.body
+    assert reply.json()["mail"] is None
+    assert fc.user(TENANT, uid(1))["deleted"] is None
+
+
+def test_replication_lag(fc):
+    tok = token(fc)
+    # Long enough that nothing below races it; shortened afterwards (the
+    # lag counts from the invitation with the knob's current value).
+    fc.set_knobs(replication_lag_ms=60000)
+    guest_id = invite(fc, tok, "slow@partner.example").json()[
+        "invitedUser"]["id"]
+    reply = get(fc, tok, f"/v1.0/users/{guest_id}")
+    error = assert_directory_error(reply, 404, "Request_ResourceNotFound")
+    assert NOT_FOUND.match(error["message"]) and guest_id in error["message"]
+    assert_directory_error(patch(fc, tok, guest_id, {"jobTitle": "x"}), 404,
+                           "Request_ResourceNotFound")
+    assert_directory_error(call(fc, tok, "DELETE", f"/v1.0/users/{guest_id}"),
+                           404, "Request_ResourceNotFound")
+    # Re-inviting meanwhile finds the same user (do not create again).
+    again = invite(fc, tok, "slow@partner.example").json()
+    assert again["invitedUser"]["id"] == guest_id
+    fc.set_knobs(replication_lag_ms=200)
+    wait_for(lambda: get(fc, tok, f"/v1.0/users/{guest_id}").status == 200,
+             timeout=5, what="the guest to replicate")
+    assert patch(fc, tok, guest_id, {"jobTitle": "x"}).status == 204
+    # Users made otherwise have no lag.
+    assert get(fc, tok, f"/v1.0/users/{uid(1)}").status == 200
+
+
+def test_fail_patch_for(fc):
+    tok = token(fc)
+    fc.set_knobs(fail_patch_for=[uid(1), "USER2@contoso.com"])
+    for user_id in (uid(1), uid(2)):
+        reply = patch(fc, tok, user_id, {"jobTitle": "x"})
+        assert_directory_error(reply, 403, "Authorization_RequestDenied",
+                               "Insufficient privileges to complete the "
+                               "operation.")
+        assert fc.user(TENANT, user_id)["jobTitle"] == "Engineer"
+        assert get(fc, tok, f"/v1.0/users/{user_id}").status == 200
+    assert patch(fc, tok, uid(3), {"jobTitle": "x"}).status == 204
+
+
+def test_stats_count_graph_requests_by_kind(fc):
+    tok = token(fc)
+    zero = {"invitations": 0, "patches": 0, "deletes": 0, "restores": 0,
+            "reads": 0}
+    assert fc.stats(TENANT) == zero
+    get(fc, tok, "/v1.0/users/delta")
+    get(fc, tok, f"/v1.0/users/{uid(1)}")
+    get(fc, tok, f"/v1.0/users/{uid(999)}")                # 404 counts
+    invite(fc, tok, "s@partner.example")
+    invite(fc, tok, "user1@contoso.com")                   # 400 counts
+    patch(fc, tok, uid(1), {"jobTitle": "x"})
+    patch(fc, tok, uid(1), {"bogus": "x"})
+    call(fc, tok, "DELETE", f"/v1.0/users/{uid(2)}")
+    call(fc, tok, "POST", f"/v1.0/directory/deletedItems/{uid(2)}/restore")
+    call(fc, tok, "DELETE", f"/v1.0/users/{uid(2)}")
+    call(fc, tok, "DELETE", f"/v1.0/directory/deletedItems/{uid(2)}")
+    get(fc, None, "/v1.0/users")             # no token: no tenant, no count
+    assert fc.stats(TENANT) == {"invitations": 2, "patches": 2, "deletes": 3,
+                                "restores": 1, "reads": 3}
+    assert fc.stats(DOMAIN) == fc.stats(TENANT)
+    assert fc.stats(TENANT2) == zero
+    with pytest.raises(FakeCloudError) as err:
+        fc.stats("nope.example")
+    assert err.value.status == 404
+
+
+def test_admin_contacts(fc):
+    contact = fc.create_contact(TENANT, {"id": uid(70), "displayName": "PC",
+                                         "mail": "pc@partner.example"})
+    assert contact == {"id": uid(70), "displayName": "PC",
+                       "mail": "pc@partner.example",
+                       "proxyAddresses": ["SMTP:pc@partner.example"]}
+    assert fc.contacts(TENANT) == [contact]
+    with pytest.raises(FakeCloudError) as err:
+        fc.create_contact(TENANT, {"id": uid(70), "mail": "x@y.example"})
+    assert err.value.status == 409
+    etok = token(fc, scope=EXCHANGE_SCOPE)
+    [recipient] = invoke(fc, etok, "Get-Recipient", {
+        "RecipientTypeDetails": "MailContact"}).json()["value"]
+    assert recipient["PrimarySmtpAddress"] == "pc@partner.example"
+    fc.delete_contact(TENANT, uid(70))
+    assert fc.contacts(TENANT) == []
+    with pytest.raises(FakeCloudError) as err:
+        fc.delete_contact(TENANT, uid(70))
+    assert err.value.status == 404
+
+
+def test_admin_user_view_keys(fc):
+    user = fc.user(TENANT, uid(1))
+    for key in ("showInAddressList", "creationType", "externalUserState",
+                "onPremisesExtensionAttributes", "deleted"):
+        assert key in user and user[key] is None
+    # Listing it through the admin API does not make properties "set":
+    # users/delta still leaves never-set ones out.
+    pages, _ = read_round(fc, token(fc), "/v1.0/users/delta"
+                                         "?$select=showInAddressList,mail")
+    assert "showInAddressList" not in by_id(pages)[uid(1)]
+
+
+# --------------------------------------------------------------------------
 # Exchange admin API
 # --------------------------------------------------------------------------
 
@@ -925,11 +1609,14 @@ def test_admin_knobs(fc):
     assert knobs == {"delta_page_size": 200, "token_lifetime": 3599,
                      "delta_duplicates": 0, "delta_empty_pages": 0,
                      "expire_delta_tokens": None, "latency_ms": 0,
-                     "revoke_tokens": False}
+                     "revoke_tokens": False, "replication_lag_ms": 0,
+                     "fail_patch_for": [], "enforce_invitation_limit": False}
     assert fc.set_knobs(delta_page_size=7)["delta_page_size"] == 7
     for bad in ({"no_such_knob": 1}, {"delta_page_size": 0},
                 {"expire_delta_tokens": "later"}, {"revoke_tokens": 1},
-                {"latency_ms": -1}):
+                {"latency_ms": -1}, {"replication_lag_ms": -1},
+                {"fail_patch_for": "x@y.example"}, {"fail_patch_for": [1]},
+                {"enforce_invitation_limit": "yes"}):
         with pytest.raises(FakeCloudError) as err:
             fc.set_knobs(**bad)
         assert err.value.status == 400
