@@ -35,8 +35,12 @@ struct graph;
   "id,displayName,givenName,surname,mail,mailNickname,userPrincipalName,"     \
   "userType,accountEnabled,creationType,jobTitle,department,companyName,"     \
   "officeLocation,businessPhones,mobilePhone,streetAddress,city,state,"       \
-  "country,postalCode,employeeId,otherMails,proxyAddresses,"                  \
+  "country,postalCode,employeeId,employeeType,faxNumber,otherMails,"          \
+  "proxyAddresses,preferredLanguage,usageLocation,"                           \
   "onPremisesExtensionAttributes"
+
+/* Whether `name` (any case) is one of GRAPH_USER_SELECT's properties. */
+int graph_user_property_known(const char *name);
 
 enum graph_result {
   GRAPH_OK = 0,
@@ -78,9 +82,84 @@ int graph_get(struct graph *graph, const char *url, const char *const *headers,
               graph_done_fn done, void *ctx)
     __attribute__((warn_unused_result));
 
+/* The same for any method: `body` (borrowed; NULL for none) is sent as
+ * JSON. */
+int graph_request(struct graph *graph, const char *method, const char *url,
+                  const json_t *body, const char *const *headers,
+                  graph_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
 /* Whether `url` lies under `base` (scheme, host and port equal, followed
  * by '/'): the only URLs a token may be sent to. */
 int graph_url_is_under(const char *base, const char *url);
+
+/* --- target-side user operations (guests) --- */
+
+/* Quote `value` as an OData string literal: 'O''Brien'. New string. */
+char *graph_odata_quote(const char *value);
+
+/* A user found by graph_user_find(); strings borrowed for the callback. */
+struct graph_user_ref {
+  const char *id;
+  const char *mail;
+  const char *user_type;
+  const char *creation_type;
+  const char *display_name;
+  const char *anchor; /* value of the anchor attribute asked for, or NULL */
+};
+
+/* `found` is NULL when nothing matched (resp->result is GRAPH_OK) or on
+ * error (resp->result says which). */
+typedef void (*graph_find_fn)(void *ctx, const struct graph_response *resp,
+                              const struct graph_user_ref *found);
+
+/* Look a user up by `attr` eq `value`: attr is "mail" or an anchor
+ * attribute "extensionAttributeN" (an advanced query: ConsistencyLevel
+ * eventual and $count=true). `anchor_attr` names the extension attribute
+ * to report in found->anchor (may be NULL). */
+int graph_user_find(struct graph *graph, const char *attr, const char *value,
+                    const char *anchor_attr, graph_find_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* `user_id` is the new user's object id (invitedUser.id), or NULL. */
+typedef void (*graph_id_fn)(void *ctx, const struct graph_response *resp,
+                            const char *user_id);
+
+/* POST /v1.0/invitations without an invitation message. */
+int graph_invite(struct graph *graph, const char *mail,
+                 const char *display_name, int as_member, graph_id_fn done,
+                 void *ctx) __attribute__((warn_unused_result));
+
+/* PATCH a user from flat attributes: extensionAttributeN keys go into
+ * onPremisesExtensionAttributes; showInAddressList sends the request to
+ * the beta endpoint (v1.0 documents it as not for use). 204 expected. */
+int graph_user_patch(struct graph *graph, const char *user_id,
+                     const json_t *attrs, graph_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* DELETE a user (soft delete, restorable for 30 days). */
+int graph_user_delete(struct graph *graph, const char *user_id,
+                      graph_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* Restore a user from deleted items. */
+int graph_user_restore(struct graph *graph, const char *user_id,
+                       graph_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* `members` (borrowed): an object whose keys are the group's transitive
+ * members' ids, or NULL on error. */
+typedef void (*graph_members_fn)(void *ctx, const struct graph_response *resp,
+                                 const json_t *members);
+
+/* Every transitive member of a group, following nextLinks. */
+int graph_group_members(struct graph *graph, const char *group_id,
+                        graph_members_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* Whether a failed answer is worth retrying later (throttling, 5xx,
+ * network, replication lag) rather than final (400, 403, 409...). */
+int graph_error_transient(const struct graph_response *resp);
 
 /* --- users/delta pages (pure) --- */
 

@@ -120,4 +120,96 @@ int store_link_counts(struct store *store, const char *link,
                       struct store_link_counts *out)
     __attribute__((warn_unused_result));
 
+/* --- the reconciler: target objects and the outbox (op) --- */
+
+/* One source object of a link's source tenant, with the link's target row
+ * and op for it, if any. Strings are borrowed for the callback's duration;
+ * absent parts are NULL (op_id 0). */
+struct store_plan_row {
+  const char *source_id;
+  const char *attrs;
+  int removed;
+  const char *target_id;
+  const char *hash;
+  const char *applied;
+  const char *state; /* "active", "deleted", "disabled", "hidden" */
+  long long op_id;
+  const char *op_kind;
+  const char *op_hash;
+  const char *op_state; /* "pending", "held", "failed" */
+};
+
+/* Call fn for every source object of `source_tenant` (ordered by id);
+ * fn returns 0 to go on, non-zero to stop (returned as is). Do not write
+ * to the store from fn. */
+typedef int (*store_plan_fn)(void *ctx, const struct store_plan_row *row);
+int store_plan_rows(struct store *store, const char *link,
+                    const char *source_tenant, store_plan_fn fn, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* An operation of the outbox. */
+struct store_op {
+  long long id;
+  char *source_id;
+  char *kind;
+  char *payload; /* JSON: what to send */
+  char *desired; /* JSON: the attributes applied once done */
+  char *hash;    /* hash of desired */
+  char *state;
+  int attempts;
+  char *last_error;
+  char *target_id;
+};
+
+/* Insert or replace the op of (link, source_id) — one op per object at a
+ * time; attempts and last_error start again. */
+int store_op_put(struct store *store, const char *link, const char *source_id,
+                 const char *kind, const char *payload, const char *desired,
+                 const char *hash, const char *state, const char *target_id,
+                 time_t now) __attribute__((warn_unused_result));
+int store_op_delete(struct store *store, long long op_id)
+    __attribute__((warn_unused_result));
+
+/* Up to `max` ops of `link` in `state`, oldest first; free with
+ * store_ops_free(). */
+int store_ops_list(struct store *store, const char *link, const char *state,
+                   size_t max, struct store_op **ops, size_t *n)
+    __attribute__((warn_unused_result));
+void store_ops_free(struct store_op *ops, size_t n);
+
+/* Remember the target object an op has made (after an invitation). */
+int store_op_set_target(struct store *store, long long op_id,
+                        const char *target_id)
+    __attribute__((warn_unused_result));
+
+/* Record a failed attempt; `permanent` moves the op to state failed. */
+int store_op_fail(struct store *store, long long op_id, int permanent,
+                  const char *error) __attribute__((warn_unused_result));
+
+/* The op succeeded: in one transaction, write the link's target row
+ * (state NULL removes it: the next round starts afresh; applied NULL only
+ * changes the state of the row there is) and delete the op (invariant
+ * 2). */
+int store_op_complete(struct store *store, long long op_id, const char *link,
+                      const char *source_id, const char *target_id,
+                      const char *hash, const char *applied, const char *state,
+                      time_t now) __attribute__((warn_unused_result));
+
+/* deletes_held = number of ops of the link in state held. */
+int store_link_count_held(struct store *store, const char *link,
+                          long long *held) __attribute__((warn_unused_result));
+/* Held ops → pending; *released (may be NULL) gets how many. */
+int store_link_approve(struct store *store, const char *link,
+                       long long *released)
+    __attribute__((warn_unused_result));
+int store_link_success(struct store *store, const char *link, time_t now)
+    __attribute__((warn_unused_result));
+/* Forget the link's failed ops so the next round plans them again. */
+int store_link_clear_failed(struct store *store, const char *link,
+                            long long *cleared)
+    __attribute__((warn_unused_result));
+/* Drop the tenant's delta link: the next round reads it in full. */
+int store_delta_reset(struct store *store, const char *tenant_id)
+    __attribute__((warn_unused_result));
+
 #endif

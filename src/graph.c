@@ -24,7 +24,9 @@
 struct graph_req {
   struct graph *graph; /* NULL once cancelled */
   struct graph_req *next, *prev;
+  char *method;
   char *url;
+  char *body;         /* JSON text or NULL */
   char *path_for_log; /* url without its query string */
   char *headers[GRAPH_MAX_HEADERS + 1];
   char *token; /* the token the request was sent with */
@@ -69,7 +71,9 @@ req_free(struct graph_req *req)
 {
   if (req == NULL)
     return;
+  free(req->method);
   free(req->url);
+  free(req->body);
   free(req->path_for_log);
   for (int i = 0; req->headers[i] != NULL; i++)
     free(req->headers[i]);
@@ -132,6 +136,23 @@ graph_free(struct graph *graph)
 }
 
 int
+graph_user_property_known(const char *name)
+{
+  const char *p = GRAPH_USER_SELECT;
+  size_t n = strlen(name);
+
+  while (*p != '\0') {
+    size_t len = strcspn(p, ",");
+    if (len == n && strncasecmp(p, name, n) == 0)
+      return 1;
+    p += len;
+    if (*p == ',')
+      p++;
+  }
+  return 0;
+}
+
+int
 graph_url_is_under(const char *base, const char *url)
 {
   size_t n = strlen(base);
@@ -190,8 +211,9 @@ decode_error(const struct graph_req *req, long status, json_t *body,
   const char *m = json_string_value(json_object_get(err, "message"));
 
   *code = c != NULL ? c : "";
-  snprintf(msg, msglen, "GET %s: HTTP %ld%s%s%s%.300s", req->path_for_log,
-           status, *code[0] ? " " : "", *code, m ? ": " : "", m ? m : "");
+  snprintf(msg, msglen, "%s %s: HTTP %ld%s%s%s%.300s", req->method,
+           req->path_for_log, status, *code[0] ? " " : "", *code,
+           m ? ": " : "", m ? m : "");
 }
 
 static void
@@ -214,7 +236,7 @@ on_http(void *ctx, const struct http_response *hr)
   if (hr->error != HTTP_OK) {
     resp.result = hr->error == HTTP_ERR_CANCELLED ? GRAPH_ERR_CANCELLED
                                                   : GRAPH_ERR_NETWORK;
-    snprintf(msg, sizeof(msg), "GET %s: %s (after %d attempts)",
+    snprintf(msg, sizeof(msg), "%s %s: %s (after %d attempts)", req->method,
              req->path_for_log, hr->errmsg, hr->attempts);
     resp.errmsg = msg;
     finish(req, &resp);
@@ -225,8 +247,8 @@ on_http(void *ctx, const struct http_response *hr)
     body = json_loadb(hr->body, hr->body_len, 0, &jerr);
     if (body == NULL && hr->status >= 200 && hr->status < 300) {
       resp.result = GRAPH_ERR_PROTOCOL;
-      snprintf(msg, sizeof(msg), "GET %s: HTTP %ld with invalid JSON: %s",
-               req->path_for_log, hr->status, jerr.text);
+      snprintf(msg, sizeof(msg), "%s %s: HTTP %ld with invalid JSON: %s",
+               req->method, req->path_for_log, hr->status, jerr.text);
       resp.errmsg = msg;
       finish(req, &resp);
       return;
@@ -287,14 +309,18 @@ send_with_token(struct graph_req *req, const char *token)
   snprintf(auth_header, len, "Authorization: Bearer %s", token);
   headers[n++] = auth_header;
   headers[n++] = "Accept: application/json";
+  if (req->body != NULL)
+    headers[n++] = "Content-Type: application/json";
   for (int i = 0; req->headers[i] != NULL; i++)
     headers[n++] = req->headers[i];
   headers[n] = NULL;
 
   struct http_request hreq = {
-      .method = "GET",
+      .method = req->method,
       .url = req->url,
       .headers = headers,
+      .body = req->body,
+      .body_len = req->body != NULL ? strlen(req->body) : 0,
       .ca_file = graph->tenant->ca_file,
       .gate = graph->gate,
   };
@@ -312,6 +338,14 @@ int
 graph_get(struct graph *graph, const char *url, const char *const *headers,
           graph_done_fn done, void *ctx)
 {
+  return graph_request(graph, "GET", url, NULL, headers, done, ctx);
+}
+
+int
+graph_request(struct graph *graph, const char *method, const char *url,
+              const json_t *body, const char *const *headers,
+              graph_done_fn done, void *ctx)
+{
   struct graph_req *req;
   const char *base = graph->tenant->graph_url;
   size_t n;
@@ -325,6 +359,14 @@ graph_get(struct graph *graph, const char *url, const char *const *headers,
   req = calloc(1, sizeof(*req));
   if (req == NULL)
     return -1;
+  req->method = strdup(method);
+  if (req->method == NULL)
+    goto fail;
+  if (body != NULL) {
+    req->body = json_dumps(body, JSON_COMPACT);
+    if (req->body == NULL)
+      goto fail;
+  }
   if (url[0] == '/') {
     n = strlen(base) + strlen(url) + 1;
     req->url = malloc(n);
@@ -459,4 +501,357 @@ graph_delta_needs_resync(const struct graph_response *resp)
     return 1;
   return strcasecmp(resp->code, "syncStateNotFound") == 0 ||
          strcasecmp(resp->code, "resyncRequired") == 0;
+}
+
+/* --- target-side user operations --- */
+
+struct call {
+  struct graph *graph;
+  graph_find_fn find;
+  graph_id_fn id;
+  graph_done_fn done;
+  graph_members_fn members_done;
+  void *ctx;
+  char *anchor_attr;
+  json_t *members;
+};
+
+static struct call *
+call_new(struct graph *graph, void *ctx)
+{
+  struct call *c = calloc(1, sizeof(*c));
+  if (c != NULL) {
+    c->graph = graph;
+    c->ctx = ctx;
+  }
+  return c;
+}
+
+static void
+call_free(struct call *c)
+{
+  free(c->anchor_attr);
+  json_decref(c->members);
+  free(c);
+}
+
+char *
+graph_odata_quote(const char *value)
+{
+  size_t n = 3;
+  char *out, *p;
+
+  for (const char *s = value; *s != '\0'; s++)
+    n += (*s == '\'') ? 2 : 1;
+  out = malloc(n);
+  if (out == NULL)
+    return NULL;
+  p = out;
+  *p++ = '\'';
+  for (const char *s = value; *s != '\0'; s++) {
+    *p++ = *s;
+    if (*s == '\'')
+      *p++ = '\'';
+  }
+  *p++ = '\'';
+  *p = '\0';
+  return out;
+}
+
+static int
+is_anchor_attr(const char *attr)
+{
+  return strncmp(attr, "extensionAttribute", 18) == 0;
+}
+
+static void
+on_find(void *ctx, const struct graph_response *resp)
+{
+  struct call *c = ctx;
+  struct graph_user_ref ref = {0};
+  json_t *value = json_object_get(resp->body, "value"), *u;
+  struct graph_response r = *resp;
+
+  if (resp->result != GRAPH_OK) {
+    c->find(c->ctx, resp, NULL);
+    call_free(c);
+    return;
+  }
+  if (!json_is_array(value)) {
+    r.result = GRAPH_ERR_PROTOCOL;
+    r.errmsg = "users query answer has no \"value\" array";
+    c->find(c->ctx, &r, NULL);
+    call_free(c);
+    return;
+  }
+  u = json_array_get(value, 0);
+  if (u == NULL || !json_is_string(json_object_get(u, "id"))) {
+    c->find(c->ctx, resp, NULL);
+    call_free(c);
+    return;
+  }
+  ref.id = json_string_value(json_object_get(u, "id"));
+  ref.mail = json_string_value(json_object_get(u, "mail"));
+  ref.user_type = json_string_value(json_object_get(u, "userType"));
+  ref.creation_type = json_string_value(json_object_get(u, "creationType"));
+  ref.display_name = json_string_value(json_object_get(u, "displayName"));
+  if (c->anchor_attr != NULL)
+    ref.anchor = json_string_value(json_object_get(
+        json_object_get(u, "onPremisesExtensionAttributes"), c->anchor_attr));
+  c->find(c->ctx, resp, &ref);
+  call_free(c);
+}
+
+int
+graph_user_find(struct graph *graph, const char *attr, const char *value,
+                const char *anchor_attr, graph_find_fn done, void *ctx)
+{
+  struct call *c = call_new(graph, ctx);
+  char *quoted = NULL, *filter = NULL, *encoded = NULL, *url = NULL;
+  static const char *const eventual[] = {"ConsistencyLevel: eventual", NULL};
+  int advanced = is_anchor_attr(attr);
+  size_t n;
+  int rc = -1;
+
+  if (c == NULL)
+    return -1;
+  c->find = done;
+  if (anchor_attr != NULL && (c->anchor_attr = strdup(anchor_attr)) == NULL)
+    goto out;
+  quoted = graph_odata_quote(value);
+  if (quoted == NULL)
+    goto out;
+  n = strlen(attr) + strlen(quoted) + 64;
+  filter = malloc(n);
+  if (filter == NULL)
+    goto out;
+  snprintf(filter, n, "%s%s eq %s",
+           advanced ? "onPremisesExtensionAttributes/" : "", attr, quoted);
+  encoded = http_urlencode(filter);
+  if (encoded == NULL)
+    goto out;
+  n = strlen(encoded) + 256;
+  url = malloc(n);
+  if (url == NULL)
+    goto out;
+  snprintf(url, n,
+           "/v1.0/users?$filter=%s%s&$select=id,mail,userType,creationType,"
+           "displayName,onPremisesExtensionAttributes",
+           encoded, advanced ? "&$count=true" : "");
+  rc = graph_request(graph, "GET", url, NULL, advanced ? eventual : NULL,
+                     on_find, c);
+out:
+  free(quoted);
+  free(filter);
+  free(encoded);
+  free(url);
+  if (rc != 0)
+    call_free(c);
+  return rc;
+}
+
+static void
+on_invite(void *ctx, const struct graph_response *resp)
+{
+  struct call *c = ctx;
+  const char *id = json_string_value(
+      json_object_get(json_object_get(resp->body, "invitedUser"), "id"));
+  struct graph_response r = *resp;
+
+  if (resp->result == GRAPH_OK && id == NULL) {
+    r.result = GRAPH_ERR_PROTOCOL;
+    r.errmsg = "invitation answer has no invitedUser.id";
+  }
+  c->id(c->ctx, &r, r.result == GRAPH_OK ? id : NULL);
+  call_free(c);
+}
+
+int
+graph_invite(struct graph *graph, const char *mail, const char *display_name,
+             int as_member, graph_id_fn done, void *ctx)
+{
+  struct call *c = call_new(graph, ctx);
+  json_t *body;
+  int rc;
+
+  if (c == NULL)
+    return -1;
+  c->id = done;
+  body = json_pack("{s:s, s:s, s:b, s:s}", "invitedUserEmailAddress", mail,
+                   "inviteRedirectUrl", "https://myapplications.microsoft.com",
+                   "sendInvitationMessage", 0, "invitedUserType",
+                   as_member ? "Member" : "Guest");
+  if (body != NULL && display_name != NULL)
+    json_object_set_new(body, "invitedUserDisplayName",
+                        json_string(display_name));
+  rc = body == NULL ? -1
+                    : graph_request(graph, "POST", "/v1.0/invitations", body,
+                                    NULL, on_invite, c);
+  json_decref(body);
+  if (rc != 0)
+    call_free(c);
+  return rc;
+}
+
+static void
+on_plain(void *ctx, const struct graph_response *resp)
+{
+  struct call *c = ctx;
+  c->done(c->ctx, resp);
+  call_free(c);
+}
+
+/* METHOD prefix + id + suffix, e.g. "/v1.0/users/" id "". */
+static int
+user_call(struct graph *graph, const char *method, const char *prefix,
+          const char *id, const char *suffix, const json_t *body,
+          graph_done_fn done, void *ctx)
+{
+  struct call *c;
+  char url[512];
+  int rc;
+
+  /* Object ids are GUIDs; anything else must not reach a URL. */
+  for (const char *p = id; *p != '\0'; p++) {
+    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
+          (*p >= 'A' && *p <= 'F') || *p == '-'))
+      return -1;
+  }
+  if (strlen(id) > 64)
+    return -1;
+  c = call_new(graph, ctx);
+  if (c == NULL)
+    return -1;
+  c->done = done;
+  snprintf(url, sizeof(url), "%s%s%s", prefix, id, suffix);
+  rc = graph_request(graph, method, url, body, NULL, on_plain, c);
+  if (rc != 0)
+    call_free(c);
+  return rc;
+}
+
+int
+graph_user_patch(struct graph *graph, const char *user_id, const json_t *attrs,
+                 graph_done_fn done, void *ctx)
+{
+  json_t *body = json_object(), *ext = json_object(), *v;
+  const char *key;
+  int beta = 0, rc = -1;
+
+  if (body == NULL || ext == NULL)
+    goto out;
+  json_object_foreach((json_t *)attrs, key, v)
+  {
+    if (is_anchor_attr(key))
+      json_object_set(ext, key, v);
+    else
+      json_object_set(body, key, v);
+    if (strcmp(key, "showInAddressList") == 0)
+      beta = 1;
+  }
+  if (json_object_size(ext) > 0)
+    json_object_set(body, "onPremisesExtensionAttributes", ext);
+  rc = user_call(graph, "PATCH", beta ? "/beta/users/" : "/v1.0/users/",
+                 user_id, "", body, done, ctx);
+out:
+  json_decref(body);
+  json_decref(ext);
+  return rc;
+}
+
+int
+graph_user_delete(struct graph *graph, const char *user_id, graph_done_fn done,
+                  void *ctx)
+{
+  return user_call(graph, "DELETE", "/v1.0/users/", user_id, "", NULL, done,
+                   ctx);
+}
+
+int
+graph_user_restore(struct graph *graph, const char *user_id,
+                   graph_done_fn done, void *ctx)
+{
+  return user_call(graph, "POST", "/v1.0/directory/deletedItems/", user_id,
+                   "/restore", NULL, done, ctx);
+}
+
+static void
+on_members(void *ctx, const struct graph_response *resp)
+{
+  struct call *c = ctx;
+  json_t *value = json_object_get(resp->body, "value"), *item;
+  const char *next;
+  size_t i;
+  struct graph_response r = *resp;
+
+  if (resp->result != GRAPH_OK)
+    goto done;
+  if (!json_is_array(value)) {
+    r.result = GRAPH_ERR_PROTOCOL;
+    r.errmsg = "transitiveMembers answer has no \"value\" array";
+    goto done;
+  }
+  json_array_foreach(value, i, item)
+  {
+    const char *id = json_string_value(json_object_get(item, "id"));
+    if (id != NULL)
+      json_object_set_new(c->members, id, json_true());
+  }
+  next = json_string_value(json_object_get(resp->body, "@odata.nextLink"));
+  if (next != NULL) {
+    if (graph_request(c->graph, "GET", next, NULL, NULL, on_members, c) == 0)
+      return;
+    r.result = GRAPH_ERR_PROTOCOL;
+    r.errmsg = "transitiveMembers nextLink outside the tenant's Graph host";
+  }
+done:
+  c->members_done(c->ctx, &r, r.result == GRAPH_OK ? c->members : NULL);
+  call_free(c);
+}
+
+int
+graph_group_members(struct graph *graph, const char *group_id,
+                    graph_members_fn done, void *ctx)
+{
+  struct call *c = call_new(graph, ctx);
+  char url[256];
+  int rc;
+
+  if (c == NULL)
+    return -1;
+  c->members_done = done;
+  c->members = json_object();
+  for (const char *p = group_id; *p != '\0'; p++) {
+    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == '-')) {
+      call_free(c);
+      return -1;
+    }
+  }
+  snprintf(url, sizeof(url),
+           "/v1.0/groups/%.64s/transitiveMembers?$select=id&$top=999",
+           group_id);
+  rc = c->members == NULL
+           ? -1
+           : graph_request(graph, "GET", url, NULL, NULL, on_members, c);
+  if (rc != 0)
+    call_free(c);
+  return rc;
+}
+
+int
+graph_error_transient(const struct graph_response *resp)
+{
+  switch (resp->result) {
+  case GRAPH_OK:
+    return 0;
+  case GRAPH_ERR_NETWORK:
+  case GRAPH_ERR_CANCELLED:
+    return 1;
+  case GRAPH_ERR_AUTH:
+    return !resp->auth_permanent;
+  case GRAPH_ERR_PROTOCOL:
+    return 1;
+  default:
+    return resp->status == 408 || resp->status == 429 || resp->status >= 500;
+  }
 }

@@ -23,7 +23,8 @@
 #include "graph.h"
 #include "http.h"
 #include "log.h"
-#include "reader.h"
+#include "planner.h"
+#include "scheduler.h"
 #include "store.h"
 
 #define EXIT_OK 0
@@ -36,30 +37,12 @@
 #define GALBRIDGE_VERSION "0.1.0"
 #endif
 
-/* One source tenant being read: a reader with its own token and Graph
- * client. Several links reading one source share it. */
-struct source {
-  const struct config_tenant *tenant;
-  struct auth *auth;
-  struct graph *graph;
-  struct reader *reader;
-  long interval;
-  uv_timer_t timer;
-  int timer_open;
-  int running;
-  int failed;
-  int permanent;
-  struct app *app;
-};
-
 struct app {
   struct config *cfg;
   struct store *store;
   uv_loop_t loop;
   struct http *http;
-  struct source *sources;
-  size_t n_sources;
-  int daemon; /* `run`: rounds repeat until a signal */
+  struct scheduler *sched;
   int stopping;
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t stop_timer;
@@ -75,12 +58,14 @@ usage(FILE *fp)
       "commands:\n"
       "  run                  run as a daemon in the foreground\n"
       "  sync [--link NAME]   one round of every link (or one), then exit\n"
-      "  plan [--link NAME]   show what the next round would change\n"
+      "  plan [--link NAME] [--json]\n"
+      "                       show what the next round would change\n"
       "  status [--json]      per link and source: objects, pending work\n"
       "  check-config         validate and print the effective config\n"
       "  doctor               check credentials and permissions online\n"
       "  approve-deletes LINK release the deletes held for LINK\n"
-      "  resync LINK          read LINK's source again in full\n"
+      "  resync LINK          read LINK's source again in full and retry\n"
+      "                       its failed operations\n"
       "\n"
       "options:\n"
       "  -c FILE   config file (default " CONFIG_DEFAULT_PATH ")\n"
@@ -93,8 +78,11 @@ load_config(const char *path, struct config **cfg)
 {
   char err[1024];
 
-  if (config_load(path, cfg, err, sizeof(err)) != 0) {
+  if (config_load(path, cfg, err, sizeof(err)) != 0 ||
+      scheduler_check_config(*cfg, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
+    config_free(*cfg);
+    *cfg = NULL;
     return -1;
   }
   log_set_level((*cfg)->log_level);
@@ -107,138 +95,6 @@ iso_time(time_t t, char *buf, size_t len)
   struct tm tm;
   gmtime_r(&t, &tm);
   strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-/* --- sources --- */
-
-static int
-source_selected(const struct config_link *link, const char *only_link)
-{
-  return only_link == NULL || strcmp(link->name, only_link) == 0;
-}
-
-/* One source per distinct source tenant of the selected links; its
- * interval is the shortest of its links'. */
-static int
-sources_build(struct app *app, const char *only_link)
-{
-  const struct config *cfg = app->cfg;
-
-  app->sources =
-      calloc(cfg->n_links ? cfg->n_links : 1, sizeof(*app->sources));
-  if (app->sources == NULL)
-    return -1;
-  for (size_t i = 0; i < cfg->n_links; i++) {
-    const struct config_link *link = &cfg->links[i];
-    struct source *src = NULL;
-
-    if (!source_selected(link, only_link))
-      continue;
-    for (size_t j = 0; j < app->n_sources; j++) {
-      if (app->sources[j].tenant == link->source)
-        src = &app->sources[j];
-    }
-    if (src == NULL) {
-      src = &app->sources[app->n_sources++];
-      src->tenant = link->source;
-      src->interval = link->interval;
-      src->app = app;
-    } else if (link->interval < src->interval) {
-      src->interval = link->interval;
-    }
-  }
-  return 0;
-}
-
-static int
-sources_start(struct app *app)
-{
-  char err[512];
-
-  for (size_t i = 0; i < app->n_sources; i++) {
-    struct source *src = &app->sources[i];
-
-    if (auth_new(&app->loop, app->http, src->tenant, &src->auth, err,
-                 sizeof(err)) != 0) {
-      log_error("cannot set up credentials tenant=%s error=\"%s\"",
-                src->tenant->name, err);
-      return -1;
-    }
-    src->graph = graph_new(app->http, src->auth, src->tenant);
-    if (src->graph == NULL)
-      return -1;
-    src->reader = reader_new(app->store, src->graph, src->tenant);
-    if (src->reader == NULL)
-      return -1;
-  }
-  return 0;
-}
-
-static void
-on_timer_closed(uv_handle_t *handle)
-{
-  (void)handle;
-}
-
-static void
-sources_stop(struct app *app)
-{
-  for (size_t i = 0; i < app->n_sources; i++) {
-    struct source *src = &app->sources[i];
-
-    if (src->timer_open) {
-      uv_close((uv_handle_t *)&src->timer, on_timer_closed);
-      src->timer_open = 0;
-    }
-    /* graph first: it cancels requests still waiting on auth. */
-    graph_free(src->graph);
-    src->graph = NULL;
-    auth_free(src->auth);
-    src->auth = NULL;
-    reader_free(src->reader);
-    src->reader = NULL;
-  }
-}
-
-static void round_start(struct source *src);
-
-static void
-on_round(void *ctx, int result, int permanent, const char *errmsg,
-         const struct reader_stats *stats)
-{
-  struct source *src = ctx;
-
-  (void)errmsg;
-  (void)stats;
-  src->running = 0;
-  src->failed = (result != 0);
-  src->permanent = permanent;
-  if (src->app->daemon && src->app->stopping) {
-    int busy = 0;
-    for (size_t i = 0; i < src->app->n_sources; i++)
-      busy |= src->app->sources[i].running;
-    if (!busy)
-      uv_stop(&src->app->loop);
-  }
-}
-
-static void
-round_start(struct source *src)
-{
-  if (src->running || src->app->stopping)
-    return;
-  if (reader_round(src->reader, on_round, src) != 0) {
-    log_error("cannot start a delta round source=%s", src->tenant->name);
-    src->failed = 1;
-    return;
-  }
-  src->running = 1;
-}
-
-static void
-on_tick(uv_timer_t *timer)
-{
-  round_start(timer->data);
 }
 
 /* --- commands --- */
@@ -275,11 +131,10 @@ app_close(struct app *app)
 {
   store_close(app->store);
   config_free(app->cfg);
-  free(app->sources);
 }
 
 static void
-on_signal_closed(uv_handle_t *handle)
+on_handle_closed(uv_handle_t *handle)
 {
   (void)handle;
 }
@@ -296,7 +151,6 @@ static void
 on_signal(uv_signal_t *sig, int signum)
 {
   struct app *app = sig->data;
-  int busy = 0;
 
   if (signum == SIGHUP) {
     log_notice("SIGHUP received; configuration reload is not available "
@@ -310,46 +164,59 @@ on_signal(uv_signal_t *sig, int signum)
   }
   log_notice("stopping signal=%s", signum == SIGTERM ? "TERM" : "INT");
   app->stopping = 1;
-  for (size_t i = 0; i < app->n_sources; i++) {
-    uv_timer_stop(&app->sources[i].timer);
-    busy |= app->sources[i].running;
-  }
-  if (!busy) {
-    uv_stop(&app->loop);
-    return;
-  }
   uv_timer_start(&app->stop_timer, on_stop_timeout, 20000, 0);
+  scheduler_stop(app->sched);
+}
+
+static void
+on_sched_done(void *ctx)
+{
+  struct app *app = ctx;
+  uv_stop(&app->loop);
 }
 
 static int
-cmd_rounds(const char *path, const char *only_link, int daemon)
+cmd_rounds(const char *path, const struct scheduler_opts *opts)
 {
   struct app app = {0};
-  int rc, exit_code = EXIT_OK;
+  char err[1024];
+  int rc, config_error = 0, exit_code = EXIT_OK;
+  int daemon = opts->mode == SCHEDULER_RUN;
 
   rc = app_open(&app, path);
   if (rc != EXIT_OK) {
     app_close(&app);
     return rc;
   }
-  if (only_link != NULL && config_link_find(app.cfg, only_link) == NULL) {
-    fprintf(stderr, "galbridge: no link named '%s' in %s\n", only_link, path);
+  if (opts->only_link != NULL &&
+      config_link_find(app.cfg, opts->only_link) == NULL) {
+    fprintf(stderr, "galbridge: no link named '%s' in %s\n", opts->only_link,
+            path);
     app_close(&app);
     return EXIT_USAGE;
   }
-  app.daemon = daemon;
   if (uv_loop_init(&app.loop) != 0) {
     app_close(&app);
     return EXIT_RUNTIME;
   }
   app.http = http_new(&app.loop, NULL);
-  if (app.http == NULL || sources_build(&app, only_link) != 0 ||
-      sources_start(&app) != 0) {
+  if (app.http == NULL) {
     exit_code = EXIT_RUNTIME;
     goto out;
   }
-  if (app.n_sources == 0)
-    log_notice("no links configured: nothing to read");
+  if (scheduler_new(&app.loop, app.http, app.store, app.cfg, opts, &app.sched,
+                    &config_error, err, sizeof(err)) != 0) {
+    if (config_error) {
+      fprintf(stderr, "%s\n", err);
+      exit_code = EXIT_CONFIG;
+    } else {
+      log_error("cannot start error=\"%s\"", err);
+      exit_code = EXIT_RUNTIME;
+    }
+    goto out;
+  }
+  if (app.cfg->n_links == 0)
+    log_notice("no links configured: nothing to do");
 
   if (daemon) {
     uv_signal_init(&app.loop, &app.sig_term);
@@ -361,36 +228,20 @@ cmd_rounds(const char *path, const char *only_link, int daemon)
     uv_signal_start(&app.sig_term, on_signal, SIGTERM);
     uv_signal_start(&app.sig_int, on_signal, SIGINT);
     uv_signal_start(&app.sig_hup, on_signal, SIGHUP);
-    log_notice("galbridge %s running config=%s links=%zu sources=%zu",
-               GALBRIDGE_VERSION, path, app.cfg->n_links, app.n_sources);
+    log_notice("galbridge %s running config=%s links=%zu", GALBRIDGE_VERSION,
+               path, scheduler_links(app.sched));
   }
-  for (size_t i = 0; i < app.n_sources; i++) {
-    struct source *src = &app.sources[i];
-    if (daemon) {
-      uv_timer_init(&app.loop, &src->timer);
-      src->timer.data = src;
-      src->timer_open = 1;
-      uv_timer_start(&src->timer, on_tick, 0, (uint64_t)src->interval * 1000);
-    } else {
-      round_start(src);
-    }
-  }
+  scheduler_start(app.sched, on_sched_done, &app);
   uv_run(&app.loop, UV_RUN_DEFAULT);
-
-  for (size_t i = 0; i < app.n_sources; i++) {
-    if (app.sources[i].failed || app.sources[i].running)
-      exit_code = EXIT_RUNTIME;
-  }
-  if (daemon)
-    exit_code = EXIT_OK;
+  exit_code = daemon ? EXIT_OK : scheduler_exit_code(app.sched);
 
 out:
-  sources_stop(&app);
+  scheduler_free(app.sched);
   if (daemon) {
-    uv_close((uv_handle_t *)&app.sig_term, on_signal_closed);
-    uv_close((uv_handle_t *)&app.sig_int, on_signal_closed);
-    uv_close((uv_handle_t *)&app.sig_hup, on_signal_closed);
-    uv_close((uv_handle_t *)&app.stop_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&app.sig_term, on_handle_closed);
+    uv_close((uv_handle_t *)&app.sig_int, on_handle_closed);
+    uv_close((uv_handle_t *)&app.sig_hup, on_handle_closed);
+    uv_close((uv_handle_t *)&app.stop_timer, on_handle_closed);
   }
   if (app.http != NULL)
     http_close(app.http);
@@ -434,17 +285,29 @@ cmd_status(const char *path, int as_json)
   for (size_t i = 0; i < app.cfg->n_links; i++) {
     const struct config_link *link = &app.cfg->links[i];
     struct store_link_counts c;
-    if (store_link_counts(app.store, link->name, &c) != 0)
+    struct store_op *ops;
+    size_t n_ops;
+    json_t *entry, *failures;
+    if (store_link_counts(app.store, link->name, &c) != 0 ||
+        store_ops_list(app.store, link->name, "failed", 100, &ops, &n_ops) !=
+            0)
       goto out;
-    json_array_append_new(
-        links, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}",
-                         "name", link->name, "source", link->source->name,
-                         "target", link->target->name, "object",
-                         config_object_name(link->object), "objects",
-                         (json_int_t)c.objects, "pending",
-                         (json_int_t)c.pending, "failed", (json_int_t)c.failed,
-                         "deletes_held", (json_int_t)c.deletes_held,
-                         "last_success", time_or_null(c.last_success)));
+    failures = json_array();
+    for (size_t k = 0; k < n_ops; k++)
+      json_array_append_new(
+          failures, json_pack("{s:s, s:s, s:s?, s:i}", "source_id",
+                              ops[k].source_id, "op", ops[k].kind, "error",
+                              ops[k].last_error, "attempts", ops[k].attempts));
+    store_ops_free(ops, n_ops);
+    entry = json_pack(
+        "{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "name", link->name,
+        "source", link->source->name, "target", link->target->name, "object",
+        config_object_name(link->object), "objects", (json_int_t)c.objects,
+        "pending", (json_int_t)c.pending, "failed", (json_int_t)c.failed,
+        "deletes_held", (json_int_t)c.deletes_held, "last_success",
+        time_or_null(c.last_success));
+    json_object_set_new(entry, "failures", failures);
+    json_array_append_new(links, entry);
   }
   for (size_t i = 0; i < app.cfg->n_tenants; i++) {
     const struct config_tenant *t = &app.cfg->tenants[i];
@@ -504,6 +367,19 @@ cmd_status(const char *path, int as_json)
              json_integer_value(json_object_get(v, "failed")),
              json_integer_value(json_object_get(v, "deletes_held")),
              last ? last : "never");
+      json_t *f;
+      size_t k;
+      json_array_foreach(json_object_get(v, "failures"), k, f)
+      {
+        printf("  failed %s of source object %s: %s\n",
+               json_string_value(json_object_get(f, "op")),
+               json_string_value(json_object_get(f, "source_id")),
+               json_string_value(json_object_get(f, "error")));
+      }
+      if (json_integer_value(json_object_get(v, "deletes_held")) > 0)
+        printf("  deletes held: run 'galbridge approve-deletes %s' to let "
+               "them through\n",
+               json_string_value(json_object_get(v, "name")));
     }
   }
   rc = EXIT_OK;
@@ -514,14 +390,232 @@ out:
   return rc;
 }
 
-static int
-cmd_not_yet(const char *name)
+/* --- plan --- */
+
+struct plan_out {
+  int json;
+  json_t *links;   /* --json: the links planned so far */
+  json_t *current; /* --json: the link being planned */
+  const char *link;
+};
+
+static void
+print_value(const json_t *v)
 {
-  fprintf(stderr,
-          "galbridge: '%s' is not available in this version yet "
-          "(see galbridge(8))\n",
-          name);
-  return EXIT_RUNTIME;
+  char *text;
+
+  if (v == NULL || json_is_null(v)) {
+    printf("(none)");
+    return;
+  }
+  text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+  printf("%s", text ? text : "?");
+  free(text);
+}
+
+static const char *
+label(const struct store_plan_row *row, const struct planner_decision *d)
+{
+  const char *name =
+      json_string_value(json_object_get(d->desired, "displayName"));
+  return name != NULL ? name : row->source_id;
+}
+
+static void
+plan_emit(void *ctx, const struct store_plan_row *row,
+          const struct planner_decision *d, int held)
+{
+  struct plan_out *po = ctx;
+  json_t *applied = NULL, *v;
+  const char *key, *kind = planner_kind_name(d->kind);
+
+  if (row->applied != NULL)
+    applied = json_loads(row->applied, 0, NULL);
+  if (po->json) {
+    json_t *item =
+        json_pack("{s:s, s:s, s:s?, s:b}", "op", kind, "source_id",
+                  row->source_id, "target_id", row->target_id, "held", held);
+    if (d->kind == PLANNER_UPDATE) {
+      json_t *changes = json_object();
+      json_object_foreach(d->payload, key, v)
+      {
+        json_t *old = json_object_get(applied, key);
+        json_object_set_new(
+            changes, key,
+            json_pack("{s:O, s:O}", "old", old ? old : json_null(), "new", v));
+      }
+      json_object_set_new(item, "changes", changes);
+    } else if (d->desired != NULL) {
+      json_object_set(item, "attributes", d->desired);
+    }
+    json_array_append_new(json_object_get(po->current, "changes"), item);
+    json_decref(applied);
+    return;
+  }
+  if (applied != NULL && d->desired == NULL) {
+    const char *name =
+        json_string_value(json_object_get(applied, "displayName"));
+    printf("  %-8s %s (target %s)%s\n", kind, name ? name : row->source_id,
+           row->target_id, held ? "  [held: over max_deletes]" : "");
+  } else if (d->kind == PLANNER_UPDATE) {
+    printf("  %-8s %s (target %s)\n", kind, label(row, d), row->target_id);
+    json_object_foreach(d->payload, key, v)
+    {
+      printf("             %s: ", key);
+      print_value(json_object_get(applied, key));
+      printf(" -> ");
+      print_value(v);
+      printf("\n");
+    }
+  } else {
+    printf("  %-8s %s <%s> (source %s)\n", kind, label(row, d),
+           json_string_value(json_object_get(d->desired, "mail")) ?: "",
+           row->source_id);
+  }
+  json_decref(applied);
+}
+
+static void
+plan_link_start(struct plan_out *po, const struct config_link *link)
+{
+  if (po->json) {
+    po->current =
+        json_pack("{s:s, s:s, s:s, s:s, s:[]}", "name", link->name, "source",
+                  link->source->name, "target", link->target->name, "object",
+                  config_object_name(link->object), "changes");
+    json_array_append_new(po->links, po->current);
+  } else {
+    printf("link %s (%s -> %s, %s):\n", link->name, link->source->name,
+           link->target->name, config_object_name(link->object));
+  }
+}
+
+static void
+plan_done(void *ctx, const struct config_link *link,
+          const struct planner_stats *st)
+{
+  struct plan_out *po = ctx;
+
+  (void)link;
+  if (po->json) {
+    json_object_set_new(
+        po->current, "totals",
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "create",
+                  (json_int_t)st->creates, "update", (json_int_t)st->updates,
+                  "delete", (json_int_t)st->deletes, "restore",
+                  (json_int_t)st->restores, "held", (json_int_t)st->held,
+                  "unchanged", (json_int_t)st->unchanged, "out_of_scope",
+                  (json_int_t)st->out_of_scope, "waiting",
+                  (json_int_t)st->waiting, "failed",
+                  (json_int_t)st->failed_kept));
+    return;
+  }
+  printf("  totals: %lu to create, %lu to update, %lu to delete "
+         "(%lu held), %lu to restore; %lu unchanged, %lu out of scope, "
+         "%lu already queued, %lu failed\n",
+         st->creates, st->updates, st->deletes, st->held, st->restores,
+         st->unchanged, st->out_of_scope, st->waiting, st->failed_kept);
+}
+
+/* The scheduler plans links one by one as their sources are read; the
+ * emit callback learns of a new link through this wrapper. */
+static void
+plan_emit_first(void *ctx, const struct store_plan_row *row,
+                const struct planner_decision *d, int held)
+{
+  plan_emit(ctx, row, d, held);
+}
+
+static int
+cmd_plan(const char *path, const char *only_link, int as_json)
+{
+  struct plan_out po = {.json = as_json};
+  struct config *cfg = NULL;
+  int rc;
+
+  /* Plan each link on its own so that its header comes before its
+   * changes, whatever order sources answer in. */
+  if (load_config(path, &cfg) != 0)
+    return EXIT_CONFIG;
+  if (only_link != NULL && config_link_find(cfg, only_link) == NULL) {
+    fprintf(stderr, "galbridge: no link named '%s' in %s\n", only_link, path);
+    config_free(cfg);
+    return EXIT_USAGE;
+  }
+  po.links = json_array();
+  rc = EXIT_OK;
+  for (size_t i = 0; i < cfg->n_links; i++) {
+    const struct config_link *link = &cfg->links[i];
+    struct scheduler_opts opts = {.mode = SCHEDULER_PLAN,
+                                  .only_link = link->name,
+                                  .emit = plan_emit_first,
+                                  .emit_ctx = &po,
+                                  .plan_done = plan_done};
+    int one;
+    if (only_link != NULL && strcmp(only_link, link->name) != 0)
+      continue;
+    plan_link_start(&po, link);
+    fflush(stdout);
+    one = cmd_rounds(path, &opts);
+    if (one != EXIT_OK)
+      rc = one;
+  }
+  if (as_json) {
+    json_t *root = json_pack("{s:O}", "links", po.links);
+    char *text = json_dumps(root, JSON_INDENT(2));
+    printf("%s\n", text ? text : "{}");
+    free(text);
+    json_decref(root);
+  }
+  json_decref(po.links);
+  config_free(cfg);
+  return rc;
+}
+
+static int
+cmd_link_admin(const char *path, const char *cmd, int argc, char **argv)
+{
+  struct app app = {0};
+  const struct config_link *link;
+  long long n = 0;
+  int rc;
+
+  if (argc != 1) {
+    fprintf(stderr, "usage: galbridge %s LINK\n", cmd);
+    return EXIT_USAGE;
+  }
+  rc = app_open(&app, path);
+  if (rc != EXIT_OK) {
+    app_close(&app);
+    return rc;
+  }
+  link = config_link_find(app.cfg, argv[0]);
+  if (link == NULL) {
+    fprintf(stderr, "galbridge: no link named '%s' in %s\n", argv[0], path);
+    app_close(&app);
+    return EXIT_USAGE;
+  }
+  rc = EXIT_OK;
+  if (strcmp(cmd, "approve-deletes") == 0) {
+    if (store_link_approve(app.store, link->name, &n) != 0)
+      rc = EXIT_RUNTIME;
+    else
+      printf("link %s: %lld held deletes released; they run in the next "
+             "round\n",
+             link->name, n);
+    if (rc == EXIT_OK)
+      log_notice("deletes approved link=%s released=%lld", link->name, n);
+  } else {
+    if (store_link_clear_failed(app.store, link->name, &n) != 0 ||
+        store_delta_reset(app.store, link->source->tenant_id) != 0)
+      rc = EXIT_RUNTIME;
+    else
+      printf("link %s: %lld failed operations will be tried again; source "
+             "%s will be read in full in the next round\n",
+             link->name, n, link->source->name);
+  }
+  app_close(&app);
+  return rc;
 }
 
 /* Parse "--link NAME" / "--json" style options of a command. */
@@ -584,23 +678,35 @@ main(int argc, char **argv)
     return cmd_check_config(path);
   }
   if (strcmp(cmd, "sync") == 0) {
+    struct scheduler_opts opts = {.mode = SCHEDULER_SYNC};
     if (command_args(argc, argv, &link, NULL) != 0)
       return EXIT_USAGE;
-    return cmd_rounds(path, link, 0);
+    opts.only_link = link;
+    return cmd_rounds(path, &opts);
   }
   if (strcmp(cmd, "run") == 0) {
+    struct scheduler_opts opts = {.mode = SCHEDULER_RUN};
     if (command_args(argc, argv, NULL, NULL) != 0)
       return EXIT_USAGE;
-    return cmd_rounds(path, NULL, 1);
+    return cmd_rounds(path, &opts);
+  }
+  if (strcmp(cmd, "plan") == 0) {
+    if (command_args(argc, argv, &link, &json) != 0)
+      return EXIT_USAGE;
+    return cmd_plan(path, link, json);
+  }
+  if (strcmp(cmd, "approve-deletes") == 0 || strcmp(cmd, "resync") == 0)
+    return cmd_link_admin(path, cmd, argc, argv);
+  if (strcmp(cmd, "doctor") == 0) {
+    fprintf(stderr, "galbridge: 'doctor' is not available in this version "
+                    "yet (see galbridge(8))\n");
+    return EXIT_RUNTIME;
   }
   if (strcmp(cmd, "status") == 0) {
     if (command_args(argc, argv, NULL, &json) != 0)
       return EXIT_USAGE;
     return cmd_status(path, json);
   }
-  if (strcmp(cmd, "plan") == 0 || strcmp(cmd, "doctor") == 0 ||
-      strcmp(cmd, "approve-deletes") == 0 || strcmp(cmd, "resync") == 0)
-    return cmd_not_yet(cmd);
 
   fprintf(stderr, "galbridge: unknown command '%s'\n", cmd);
   usage(stderr);

@@ -34,6 +34,21 @@ enum stmt_id {
   ST_LINK_OBJECTS,
   ST_LINK_OPS,
   ST_LINK_STATE,
+  ST_PLAN_ROWS,
+  ST_OP_PUT,
+  ST_OP_DELETE,
+  ST_OPS_LIST,
+  ST_OP_SET_TARGET,
+  ST_OP_FAIL,
+  ST_TARGET_PUT,
+  ST_TARGET_DELETE,
+  ST_TARGET_STATE,
+  ST_HELD_COUNT,
+  ST_HELD_SET,
+  ST_APPROVE,
+  ST_SUCCESS,
+  ST_CLEAR_FAILED,
+  ST_DELTA_RESET,
   ST__COUNT
 };
 
@@ -66,11 +81,61 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_MARK_UNSEEN] = "UPDATE source_object SET removed = 2"
                        " WHERE tenant = ?1 AND removed <> 2"
                        " AND seen_gen < ?2",
-    [ST_LINK_OBJECTS] = "SELECT count(*) FROM target_object WHERE link = ?1",
+    [ST_LINK_OBJECTS] = "SELECT count(*) FROM target_object WHERE link = ?1"
+                        " AND state <> 'deleted'",
     [ST_LINK_OPS] = "SELECT state, count(*) FROM op WHERE link = ?1"
                     " GROUP BY state",
     [ST_LINK_STATE] = "SELECT deletes_held, last_success FROM link_state"
                       " WHERE link = ?1",
+    [ST_PLAN_ROWS] =
+        "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
+        " t.state, o.id, o.kind, o.hash, o.state FROM source_object s"
+        " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
+        " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
+        " WHERE s.tenant = ?2 ORDER BY s.id",
+    [ST_OP_PUT] =
+        "INSERT INTO op (link, source_id, kind, payload, desired, hash,"
+        " state, target_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+        " ?8, ?9) ON CONFLICT (link, source_id) DO UPDATE SET"
+        " kind = excluded.kind, payload = excluded.payload,"
+        " desired = excluded.desired, hash = excluded.hash,"
+        " state = excluded.state, target_id = excluded.target_id,"
+        " attempts = 0, last_error = NULL, created_at = excluded.created_at",
+    [ST_OP_DELETE] = "DELETE FROM op WHERE id = ?1",
+    [ST_OPS_LIST] =
+        "SELECT id, source_id, kind, payload, desired, hash, state, attempts,"
+        " last_error, target_id FROM op WHERE link = ?1 AND state = ?2"
+        " ORDER BY id LIMIT ?3",
+    [ST_OP_SET_TARGET] = "UPDATE op SET target_id = ?2 WHERE id = ?1",
+    [ST_OP_FAIL] = "UPDATE op SET attempts = attempts + 1, last_error = ?2,"
+                   " state = CASE WHEN ?3 THEN 'failed' ELSE state END"
+                   " WHERE id = ?1",
+    [ST_TARGET_PUT] =
+        "INSERT INTO target_object (link, source_id, target_id, hash,"
+        " applied, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        " ON CONFLICT (link, source_id) DO UPDATE SET"
+        " target_id = excluded.target_id, hash = excluded.hash,"
+        " applied = excluded.applied, state = excluded.state,"
+        " updated_at = excluded.updated_at",
+    [ST_TARGET_DELETE] =
+        "DELETE FROM target_object WHERE link = ?1 AND source_id = ?2",
+    [ST_TARGET_STATE] = "UPDATE target_object SET state = ?3,"
+                        " updated_at = ?4 WHERE link = ?1 AND source_id = ?2",
+    [ST_HELD_COUNT] =
+        "SELECT count(*) FROM op WHERE link = ?1 AND state = 'held'",
+    [ST_HELD_SET] =
+        "INSERT INTO link_state (link, deletes_held) VALUES (?1, ?2)"
+        " ON CONFLICT (link) DO UPDATE SET deletes_held = "
+        "excluded.deletes_held",
+    [ST_APPROVE] = "UPDATE op SET state = 'pending' WHERE link = ?1"
+                   " AND state = 'held'",
+    [ST_SUCCESS] =
+        "INSERT INTO link_state (link, last_success) VALUES (?1, ?2)"
+        " ON CONFLICT (link) DO UPDATE SET last_success = "
+        "excluded.last_success",
+    [ST_CLEAR_FAILED] = "DELETE FROM op WHERE link = ?1 AND state = 'failed'",
+    [ST_DELTA_RESET] = "UPDATE delta_state SET delta_link = NULL"
+                       " WHERE tenant = ?1",
 };
 
 /* migrations[v] leads from version v-1 to v. */
@@ -94,18 +159,26 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " link TEXT NOT NULL,"
           " source_id TEXT NOT NULL,"
           " target_id TEXT,"
-          " applied_hash TEXT,"
-          " PRIMARY KEY (link, source_id));"
+          " hash TEXT NOT NULL,"
+          " applied TEXT NOT NULL,"
+          " state TEXT NOT NULL,"
+          " updated_at INTEGER NOT NULL DEFAULT 0,"
+          " PRIMARY KEY (link, source_id)) WITHOUT ROWID;"
           "CREATE TABLE op ("
           " id INTEGER PRIMARY KEY,"
           " link TEXT NOT NULL,"
-          " kind TEXT NOT NULL,"
           " source_id TEXT NOT NULL,"
-          " payload TEXT,"
+          " kind TEXT NOT NULL,"
+          " payload TEXT NOT NULL,"
+          " desired TEXT NOT NULL,"
+          " hash TEXT NOT NULL,"
           " state TEXT NOT NULL DEFAULT 'pending',"
           " attempts INTEGER NOT NULL DEFAULT 0,"
-          " last_error TEXT);"
-          "CREATE INDEX op_link ON op (link, state);"
+          " last_error TEXT,"
+          " target_id TEXT,"
+          " created_at INTEGER NOT NULL DEFAULT 0,"
+          " UNIQUE (link, source_id));"
+          "CREATE INDEX op_link_state ON op (link, state);"
           "CREATE TABLE link_state ("
           " link TEXT PRIMARY KEY,"
           " deletes_held INTEGER NOT NULL DEFAULT 0,"
@@ -580,4 +653,305 @@ store_link_counts(struct store *store, const char *link,
   }
   sqlite3_reset(st);
   return 0;
+}
+
+/* --- the reconciler --- */
+
+static const char *
+col_text(sqlite3_stmt *st, int i)
+{
+  return (const char *)sqlite3_column_text(st, i);
+}
+
+int
+store_plan_rows(struct store *store, const char *link,
+                const char *source_tenant, store_plan_fn fn, void *ctx)
+{
+  sqlite3_stmt *st = prep(store, ST_PLAN_ROWS);
+  int rc, stop = 0;
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_tenant);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct store_plan_row row = {
+        .source_id = col_text(st, 0),
+        .attrs = col_text(st, 1),
+        .removed = sqlite3_column_int(st, 2),
+        .target_id = col_text(st, 3),
+        .hash = col_text(st, 4),
+        .applied = col_text(st, 5),
+        .state = col_text(st, 6),
+        .op_id = sqlite3_column_int64(st, 7),
+        .op_kind = col_text(st, 8),
+        .op_hash = col_text(st, 9),
+        .op_state = col_text(st, 10),
+    };
+    stop = fn(ctx, &row);
+    if (stop != 0)
+      break;
+  }
+  if (stop == 0 && rc != SQLITE_DONE)
+    return fail(store, st, "reading objects to plan");
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return stop;
+}
+
+int
+store_op_put(struct store *store, const char *link, const char *source_id,
+             const char *kind, const char *payload, const char *desired,
+             const char *hash, const char *state, const char *target_id,
+             time_t now)
+{
+  sqlite3_stmt *st = prep(store, ST_OP_PUT);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  bind_text(st, 3, kind);
+  bind_text(st, 4, payload);
+  bind_text(st, 5, desired);
+  bind_text(st, 6, hash);
+  bind_text(st, 7, state);
+  bind_text(st, 8, target_id);
+  sqlite3_bind_int64(st, 9, (sqlite3_int64)now);
+  return exec_stmt(store, st, "writing an operation");
+}
+
+int
+store_op_delete(struct store *store, long long op_id)
+{
+  sqlite3_stmt *st = prep(store, ST_OP_DELETE);
+
+  if (st == NULL)
+    return -1;
+  sqlite3_bind_int64(st, 1, op_id);
+  return exec_stmt(store, st, "deleting an operation");
+}
+
+void
+store_ops_free(struct store_op *ops, size_t n)
+{
+  for (size_t i = 0; ops != NULL && i < n; i++) {
+    free(ops[i].source_id);
+    free(ops[i].kind);
+    free(ops[i].payload);
+    free(ops[i].desired);
+    free(ops[i].hash);
+    free(ops[i].state);
+    free(ops[i].last_error);
+    free(ops[i].target_id);
+  }
+  free(ops);
+}
+
+int
+store_ops_list(struct store *store, const char *link, const char *state,
+               size_t max, struct store_op **ops, size_t *n)
+{
+  sqlite3_stmt *st = prep(store, ST_OPS_LIST);
+  struct store_op *list = NULL;
+  size_t count = 0, cap = 0;
+  int rc;
+
+  *ops = NULL;
+  *n = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, state);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct store_op *op;
+    if (count == cap) {
+      size_t ncap = cap ? cap * 2 : 16;
+      struct store_op *grown = realloc(list, ncap * sizeof(*list));
+      if (grown == NULL) {
+        store_ops_free(list, count);
+        sqlite3_reset(st);
+        log_error("store: out of memory listing operations");
+        return -1;
+      }
+      list = grown;
+      cap = ncap;
+    }
+    op = &list[count++];
+    memset(op, 0, sizeof(*op));
+    op->id = sqlite3_column_int64(st, 0);
+    op->source_id = col_strdup(st, 1);
+    op->kind = col_strdup(st, 2);
+    op->payload = col_strdup(st, 3);
+    op->desired = col_strdup(st, 4);
+    op->hash = col_strdup(st, 5);
+    op->state = col_strdup(st, 6);
+    op->attempts = sqlite3_column_int(st, 7);
+    op->last_error = col_strdup(st, 8);
+    op->target_id = col_strdup(st, 9);
+  }
+  if (rc != SQLITE_DONE) {
+    store_ops_free(list, count);
+    return fail(store, st, "listing operations");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  *ops = list;
+  *n = count;
+  return 0;
+}
+
+int
+store_op_set_target(struct store *store, long long op_id,
+                    const char *target_id)
+{
+  sqlite3_stmt *st = prep(store, ST_OP_SET_TARGET);
+
+  if (st == NULL)
+    return -1;
+  sqlite3_bind_int64(st, 1, op_id);
+  bind_text(st, 2, target_id);
+  return exec_stmt(store, st, "recording an operation's target");
+}
+
+int
+store_op_fail(struct store *store, long long op_id, int permanent,
+              const char *error)
+{
+  sqlite3_stmt *st = prep(store, ST_OP_FAIL);
+
+  if (st == NULL)
+    return -1;
+  sqlite3_bind_int64(st, 1, op_id);
+  bind_text(st, 2, error);
+  sqlite3_bind_int(st, 3, permanent != 0);
+  return exec_stmt(store, st, "recording a failed operation");
+}
+
+int
+store_op_complete(struct store *store, long long op_id, const char *link,
+                  const char *source_id, const char *target_id,
+                  const char *hash, const char *applied, const char *state,
+                  time_t now)
+{
+  sqlite3_stmt *st;
+
+  if (store_begin(store) != 0)
+    return -1;
+  if (state == NULL) {
+    st = prep(store, ST_TARGET_DELETE);
+    if (st == NULL)
+      goto fail;
+    bind_text(st, 1, link);
+    bind_text(st, 2, source_id);
+  } else if (applied == NULL) {
+    st = prep(store, ST_TARGET_STATE);
+    if (st == NULL)
+      goto fail;
+    bind_text(st, 1, link);
+    bind_text(st, 2, source_id);
+    bind_text(st, 3, state);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
+  } else {
+    st = prep(store, ST_TARGET_PUT);
+    if (st == NULL)
+      goto fail;
+    bind_text(st, 1, link);
+    bind_text(st, 2, source_id);
+    bind_text(st, 3, target_id);
+    bind_text(st, 4, hash);
+    bind_text(st, 5, applied);
+    bind_text(st, 6, state);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)now);
+  }
+  if (exec_stmt(store, st, "writing a target object") != 0 ||
+      store_op_delete(store, op_id) != 0 || store_commit(store) != 0)
+    goto fail;
+  return 0;
+fail:
+  store_rollback(store);
+  return -1;
+}
+
+int
+store_link_count_held(struct store *store, const char *link, long long *held)
+{
+  sqlite3_stmt *st = prep(store, ST_HELD_COUNT);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  if (sqlite3_step(st) != SQLITE_ROW)
+    return fail(store, st, "counting held deletes");
+  *held = sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  st = prep(store, ST_HELD_SET);
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  sqlite3_bind_int64(st, 2, *held);
+  return exec_stmt(store, st, "recording held deletes");
+}
+
+int
+store_link_approve(struct store *store, const char *link, long long *released)
+{
+  sqlite3_stmt *st = prep(store, ST_APPROVE);
+  long long held;
+
+  if (st == NULL || store_begin(store) != 0)
+    return -1;
+  bind_text(st, 1, link);
+  if (exec_stmt(store, st, "releasing held deletes") != 0)
+    goto fail;
+  if (released != NULL)
+    *released = sqlite3_changes64(store->db);
+  if (store_link_count_held(store, link, &held) != 0 ||
+      store_commit(store) != 0)
+    goto fail;
+  return 0;
+fail:
+  store_rollback(store);
+  return -1;
+}
+
+int
+store_link_success(struct store *store, const char *link, time_t now)
+{
+  sqlite3_stmt *st = prep(store, ST_SUCCESS);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+  return exec_stmt(store, st, "recording a link's success");
+}
+
+int
+store_link_clear_failed(struct store *store, const char *link,
+                        long long *cleared)
+{
+  sqlite3_stmt *st = prep(store, ST_CLEAR_FAILED);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  if (exec_stmt(store, st, "clearing failed operations") != 0)
+    return -1;
+  if (cleared != NULL)
+    *cleared = sqlite3_changes64(store->db);
+  return 0;
+}
+
+int
+store_delta_reset(struct store *store, const char *tenant_id)
+{
+  sqlite3_stmt *st = prep(store, ST_DELTA_RESET);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, tenant_id);
+  return exec_stmt(store, st, "resetting the delta link");
 }

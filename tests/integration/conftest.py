@@ -7,6 +7,7 @@ with a timeout (client.wait_for).
 import json
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -23,13 +24,17 @@ import seed_demo  # noqa: E402
 
 GALBRIDGE = os.environ.get("GALBRIDGE") or os.path.join(ROOT, "galbridge")
 
-# What galbridge asks of users/delta (GRAPH_USER_SELECT in graph.h).
-SELECT = ("id,displayName,givenName,surname,mail,mailNickname,"
-          "userPrincipalName,userType,accountEnabled,creationType,jobTitle,"
-          "department,companyName,officeLocation,businessPhones,mobilePhone,"
-          "streetAddress,city,state,country,postalCode,employeeId,"
-          "otherMails,proxyAddresses,onPremisesExtensionAttributes"
-          ).split(",")
+
+def _graph_user_select():
+    """GRAPH_USER_SELECT from include/graph.h: what galbridge asks of
+    users/delta, read from the one place it is defined."""
+    text = open(os.path.join(ROOT, "include", "graph.h")).read()
+    start = text.index("#define GRAPH_USER_SELECT")
+    end = text.index("\n\n", start)
+    return "".join(re.findall(r'"([^"]*)"', text[start:end])).split(",")
+
+
+SELECT = _graph_user_select()
 
 
 class Env:
@@ -85,13 +90,19 @@ class Env:
                     self.cloud.login_url, self.cloud.graph_url,
                     self.cloud.exchange_url, self.cloud.ca_file))
 
-    def write_config(self, contoso_credential=None, extra=""):
+    def write_config(self, contoso_credential=None, extra="", link_extra="",
+                     reverse=False):
+        """contoso-to-fabrikam (guest) with `link_extra` lines; `reverse`
+        adds fabrikam-to-contoso; `extra` is appended as is."""
         text = ("[galbridge]\nstate_dir = %s\nlog_level = info\n"
                 "interval = 1\n\n" % self.state_dir)
         text += self.tenant_section("contoso", contoso_credential)
         text += self.tenant_section("fabrikam")
         text += ("[link contoso-to-fabrikam]\nsource = contoso\n"
-                 "target = fabrikam\nobject = guest\n\n")
+                 "target = fabrikam\nobject = guest\n%s\n" % link_extra)
+        if reverse:
+            text += ("[link fabrikam-to-contoso]\nsource = fabrikam\n"
+                     "target = contoso\nobject = guest\n\n")
         text += extra
         with open(self.conf, "w") as f:
             f.write(text)
@@ -143,6 +154,45 @@ class Env:
             want[u["id"]] = {k: v for k, v in u.items()
                              if k in SELECT and k != "id" and v is not None}
         return want
+
+    def in_scope(self, tenant="contoso"):
+        """Live source users the default scope takes, by id."""
+        out = {}
+        for u in self.cloud.users(self.tenants[tenant]["id"]):
+            ext = u.get("onPremisesExtensionAttributes") or {}
+            if (u.get("deleted") or u.get("userType") != "Member"
+                    or u.get("accountEnabled") is not True
+                    or not u.get("mail")
+                    or (u.get("creationType") or "") == "Invitation"
+                    or any(str(v or "").lower().startswith("galbridge:")
+                           for v in ext.values())):
+                continue
+            out[u["id"]] = u
+        return out
+
+    def copies(self, target="fabrikam", source="contoso",
+               include_deleted=False):
+        """Users in `target` anchored to `source`: {source id: [users]}."""
+        prefix = "galbridge:%s:" % self.tenants[source]["id"]
+        out = {}
+        for u in self.cloud.users(self.tenants[target]["id"]):
+            if u.get("deleted") and not include_deleted:
+                continue
+            ext = u.get("onPremisesExtensionAttributes") or {}
+            anchor = ext.get("extensionAttribute15") or ""
+            if anchor.startswith(prefix):
+                out.setdefault(anchor[len(prefix):], []).append(u)
+        return out
+
+    def writes(self, tenant="fabrikam"):
+        st = self.cloud.stats(self.tenants[tenant]["id"])
+        return {k: st.get(k, 0) for k in ("invitations", "patches",
+                                          "deletes", "restores")}
+
+    def status(self):
+        r = self.run("status", "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
 
     def delta_requests(self, since=None):
         return [e for e in self.cloud.log(service="graph", since=since)

@@ -29,7 +29,8 @@ def test_first_read_2000_users(make_env):
     assert full == 0
     # Server-chosen pages of 200: ten page requests, and one token.
     assert len(env.delta_requests()) == 10
-    tokens = [e for e in env.cloud.log(service="login")]
+    tokens = [e for e in env.cloud.log(service="login")
+              if e["tenant"] == env.source["id"]]
     assert len(tokens) == 1 and tokens[0]["status"] == 200
     assert "delta round done source=contoso mode=full pages=10 " \
         "items=2000" in r.stderr
@@ -200,7 +201,8 @@ def test_wrong_client_secret(env):
     assert "not-the-secret" not in r.stderr + r.stdout
     assert env.tenants["contoso"]["secret"] not in r.stderr
     # Refused credentials are not hammered.
-    assert len(env.cloud.log(service="login")) == 1
+    assert len([e for e in env.cloud.log(service="login")
+                if e["tenant"] == env.source["id"]]) == 1
     assert env.delta_requests() == []
 
 
@@ -215,7 +217,8 @@ def test_certificate_tenant(make_env):
     r = env.run("sync")
     assert r.returncode == 0, r.stderr
     assert {k: v[0] for k, v in env.store_rows().items()} == env.expected()
-    assert [e["status"] for e in env.cloud.log(service="login")] == [200]
+    assert [e["status"] for e in env.cloud.log(service="login")
+            if e["tenant"] == env.source["id"]] == [200]
 
 
 def test_certificate_key_in_separate_file(make_env):
@@ -251,11 +254,28 @@ def test_unregistered_certificate_is_refused(make_env):
 
 
 def test_token_refused_midway_is_refreshed_once(env):
-    assert env.run("sync").returncode == 0
-    env.cloud.set_knobs(revoke_tokens=True)
-    r = env.run("sync")
-    assert r.returncode == 0, r.stderr
-    assert len(env.cloud.log(service="login")) == 2
+    proc = env.start("run")
+    try:
+        fc.wait_for(lambda: env.delta_state() is not None and
+                    env.delta_state()[0] is not None, timeout=30,
+                    what="first round committed")
+        seq = last_seq(env)
+        env.cloud.set_knobs(revoke_tokens=True)
+
+        def refreshed():
+            graph = [e for e in env.cloud.log(service="graph", since=seq)
+                     if e["tenant"] in (None, env.source["id"])
+                     and e["path"].startswith("/v1.0/users/delta")]
+            statuses = [e["status"] for e in graph]
+            return 401 in statuses and statuses[-1] == 200
+        fc.wait_for(refreshed, timeout=30, what="a refused token replaced")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    asked = [e for e in env.cloud.log(service="login", since=seq)
+             if e["tenant"] == env.source["id"]]
+    assert len(asked) == 1
 
 
 def test_status_json(env):
@@ -265,10 +285,12 @@ def test_status_json(env):
     import json
     st = json.loads(r.stdout)
     link = st["links"][0]
+    last = link.pop("last_success")
+    assert last.endswith("Z") and len(last) == 20
     assert link == {"name": "contoso-to-fabrikam", "source": "contoso",
-                    "target": "fabrikam", "object": "guest", "objects": 0,
-                    "pending": 0, "failed": 0, "deletes_held": 0,
-                    "last_success": None}
+                    "target": "fabrikam", "object": "guest",
+                    "objects": len(env.in_scope()), "pending": 0,
+                    "failed": 0, "deletes_held": 0, "failures": []}
     src = st["sources"][0]
     assert src["name"] == "contoso" and src["objects"] == 50
     assert src["last_round"].endswith("Z")

@@ -1,0 +1,71 @@
+/*
+ * scheduler — what runs when: source reads, then each link's plan and
+ * execution, once (`sync`, `plan`) or on every link's interval (`run`).
+ *
+ * One tenant context (auth + Graph client) per tenant in use, shared by
+ * reading and writing. One reader per source tenant, serving every link
+ * that starts from it. A link's round: (scope_group members) → planner →
+ * executor → another executor pass while transient failures remain
+ * (`sync`, at most three). A link whose source could not be read, or
+ * whose group membership could not be had, plans nothing: planning from a
+ * partial picture could delete people who are still there.
+ */
+#ifndef GALBRIDGE_SCHEDULER_H
+#define GALBRIDGE_SCHEDULER_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "config.h"
+#include "http.h"
+#include "planner.h"
+#include "store.h"
+
+struct scheduler;
+
+enum scheduler_mode {
+  SCHEDULER_SYNC, /* one round of every selected link, then done */
+  SCHEDULER_PLAN, /* read sources, plan without writing to any tenant */
+  SCHEDULER_RUN,  /* rounds on each link's interval until stopped */
+};
+
+struct scheduler_opts {
+  enum scheduler_mode mode;
+  const char *only_link; /* NULL: every link */
+  planner_emit_fn emit;  /* SCHEDULER_PLAN: each planned change */
+  void *emit_ctx;
+  /* SCHEDULER_PLAN: a link's totals once planned. */
+  void (*plan_done)(void *ctx, const struct config_link *link,
+                    const struct planner_stats *stats);
+};
+
+/* Compile every link's mapping and scope filter as a config check.
+ * Returns 0, or -1 with "file:line: message" in err. */
+int scheduler_check_config(const struct config *cfg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Returns 0 and a scheduler, or -1 with err set (a config error when
+ * *config_error is set, else a runtime one). Nothing starts yet. */
+int scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
+                  const struct config *cfg, const struct scheduler_opts *opts,
+                  struct scheduler **out, int *config_error, char *err,
+                  size_t errlen) __attribute__((warn_unused_result));
+
+/* Start. `done` is called (from the loop) once a SYNC or PLAN run has
+ * finished, or a RUN has stopped after scheduler_stop(). */
+void scheduler_start(struct scheduler *s, void (*done)(void *ctx), void *ctx);
+
+/* RUN: schedule nothing new; `done` comes once work in flight ends. */
+void scheduler_stop(struct scheduler *s);
+
+/* SYNC: every link's next round starts now if idle (SIGUSR1 later). */
+size_t scheduler_links(const struct scheduler *s);
+
+/* Exit code per DESIGN.md: 0 ok, 1 runtime failure (a tenant not
+ * reached, an op failed for good), 3 deletes held (nothing else wrong). */
+int scheduler_exit_code(const struct scheduler *s);
+
+/* Free; the loop must run afterwards to close handles. */
+void scheduler_free(struct scheduler *s);
+
+#endif

@@ -1,0 +1,570 @@
+/*
+ * executor — see include/executor.h.
+ *
+ * Each op becomes a job, a small state machine driven by graph callbacks:
+ *
+ *   create:  find by anchor ─▶ find by mail ─▶ invite ─▶ patch (all
+ *            attributes, anchor, visible) ─▶ complete
+ *            (a find that succeeds skips to the patch: adoption)
+ *   update:  patch changed attributes ─▶ complete
+ *   restore: restore from deleted items ─▶ patch all ─▶ complete
+ *   delete / disable / hide: one request ─▶ complete
+ *
+ * The object id learnt from an invitation is recorded in the op at once,
+ * so a replay after a crash goes straight to the patch.
+ */
+#include "executor.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+#include "planner.h"
+
+#define LAG_TRIES 8
+#define LAG_BASE_MS 500
+#define LAG_CAP_MS 4000
+
+enum step {
+  STEP_FIND_ANCHOR,
+  STEP_FIND_MAIL,
+  STEP_INVITE,
+  STEP_PATCH_FULL,
+  STEP_PATCH,
+  STEP_DELETE,
+  STEP_RESTORE,
+};
+
+struct job {
+  struct executor *ex;
+  struct store_op op;
+  enum planner_kind kind;
+  enum step step;
+  json_t *desired;
+  json_t *payload;
+  char *target_id;
+  int fresh; /* the object was just invited: a 404 is replication lag */
+  int revive;
+  int lag_tries;
+  uv_timer_t timer;
+  int timer_live;
+};
+
+struct executor {
+  uv_loop_t *loop;
+  struct store *store;
+  struct graph *graph;
+  const struct config_link *link;
+  int max_in_flight;
+  int running, stopping, pumping;
+  int auth_failed;
+  struct store_op *ops;
+  size_t n_ops, next;
+  int in_flight;
+  struct executor_stats stats;
+  executor_done_fn done;
+  void *ctx;
+  uv_timer_t kick;
+  int closing;
+  time_t started, last_progress;
+};
+
+static void job_step(struct job *job);
+static void pump(struct executor *ex);
+
+struct executor *
+executor_new(uv_loop_t *loop, struct store *store, struct graph *target,
+             const struct config_link *link, int max_in_flight)
+{
+  struct executor *ex = calloc(1, sizeof(*ex));
+
+  if (ex == NULL)
+    return NULL;
+  ex->loop = loop;
+  ex->store = store;
+  ex->graph = target;
+  ex->link = link;
+  ex->max_in_flight = max_in_flight > 0 ? max_in_flight : 8;
+  uv_timer_init(loop, &ex->kick);
+  ex->kick.data = ex;
+  return ex;
+}
+
+static void
+on_kick_closed(uv_handle_t *h)
+{
+  free(h->data);
+}
+
+void
+executor_free(struct executor *ex)
+{
+  if (ex == NULL)
+    return;
+  store_ops_free(ex->ops, ex->n_ops);
+  ex->ops = NULL;
+  ex->n_ops = 0;
+  uv_close((uv_handle_t *)&ex->kick, on_kick_closed);
+}
+
+void
+executor_stop(struct executor *ex)
+{
+  ex->stopping = 1;
+}
+
+static void
+finish(struct executor *ex)
+{
+  executor_done_fn done = ex->done;
+
+  ex->running = 0;
+  store_ops_free(ex->ops, ex->n_ops);
+  ex->ops = NULL;
+  ex->n_ops = ex->next = 0;
+  if (done != NULL)
+    done(ex->ctx, &ex->stats);
+}
+
+static void
+on_job_timer_closed(uv_handle_t *h)
+{
+  struct job *job = h->data;
+  free(job);
+}
+
+static void
+job_free(struct job *job)
+{
+  struct executor *ex = job->ex;
+
+  free(job->op.source_id);
+  free(job->op.kind);
+  free(job->op.payload);
+  free(job->op.desired);
+  free(job->op.hash);
+  free(job->op.state);
+  free(job->op.last_error);
+  free(job->op.target_id);
+  json_decref(job->desired);
+  json_decref(job->payload);
+  free(job->target_id);
+  uv_close((uv_handle_t *)&job->timer, on_job_timer_closed);
+  ex->in_flight--;
+  pump(ex);
+}
+
+/* Long runs (a first round of thousands) say how far they are. */
+static void
+progress(struct executor *ex)
+{
+  time_t now = time(NULL);
+
+  if (now - ex->last_progress < 5)
+    return;
+  ex->last_progress = now;
+  log_info("link progress link=%s done=%zu/%zu failed=%lu rate=%.0f/s",
+           ex->link->name, ex->next - (size_t)ex->in_flight, ex->n_ops,
+           ex->stats.failed,
+           (double)ex->stats.done / (double)(now - ex->started + 1));
+}
+
+static void
+complete(struct job *job, const char *state, int with_values)
+{
+  struct executor *ex = job->ex;
+
+  progress(ex);
+  if (store_op_complete(ex->store, job->op.id, ex->link->name,
+                        job->op.source_id, job->target_id, job->op.hash,
+                        with_values ? job->op.desired : NULL, state,
+                        time(NULL)) != 0) {
+    /* The op stays in the outbox: the next round replays it. */
+    ex->stats.transient++;
+  } else {
+    ex->stats.done++;
+    log_debug("op done link=%s op=%s source_id=%s target_id=%s",
+              ex->link->name, job->op.kind, job->op.source_id,
+              job->target_id ? job->target_id : "-");
+  }
+  job_free(job);
+}
+
+static void
+fail(struct job *job, int permanent, const char *error)
+{
+  struct executor *ex = job->ex;
+
+  if (store_op_fail(ex->store, job->op.id, permanent, error) != 0)
+    log_error("cannot record a failed op link=%s source_id=%s", ex->link->name,
+              job->op.source_id);
+  if (permanent) {
+    ex->stats.failed++;
+    log_error("op failed link=%s op=%s source_id=%s error=\"%s\"",
+              ex->link->name, job->op.kind, job->op.source_id, error);
+  } else {
+    ex->stats.transient++;
+    log_warning("op will be retried link=%s op=%s source_id=%s error=\"%s\"",
+                ex->link->name, job->op.kind, job->op.source_id, error);
+  }
+  job_free(job);
+}
+
+static void
+fail_resp(struct job *job, const struct graph_response *resp)
+{
+  if (resp->result == GRAPH_ERR_AUTH) {
+    /* Not this op's fault: it waits, and no more ops start now. */
+    job->ex->stopping = 1;
+    job->ex->auth_failed = 1;
+    fail(job, 0, resp->errmsg);
+    return;
+  }
+  fail(job, !graph_error_transient(resp), resp->errmsg);
+}
+
+static void
+on_lag_timer(uv_timer_t *t)
+{
+  job_step(t->data);
+}
+
+/* A 404 for an object invited moments ago: wait and try again. */
+static int
+retry_lag(struct job *job)
+{
+  uint64_t delay;
+
+  if (!job->fresh || job->lag_tries >= LAG_TRIES)
+    return 0;
+  delay = (uint64_t)LAG_BASE_MS << job->lag_tries;
+  if (delay > LAG_CAP_MS)
+    delay = LAG_CAP_MS;
+  job->lag_tries++;
+  log_debug("replication lag, retrying link=%s source_id=%s in=%llums",
+            job->ex->link->name, job->op.source_id, (unsigned long long)delay);
+  uv_timer_start(&job->timer, on_lag_timer, delay, 0);
+  return 1;
+}
+
+static void
+on_patched(void *ctx, const struct graph_response *resp)
+{
+  struct job *job = ctx;
+
+  if (resp->result == GRAPH_OK) {
+    if (job->step == STEP_PATCH_FULL) {
+      if (job->kind == PLANNER_RESTORE)
+        job->ex->stats.restored++;
+    } else if (job->kind == PLANNER_UPDATE) {
+      job->ex->stats.updated++;
+    } else {
+      job->ex->stats.deleted++;
+    }
+    if (job->kind == PLANNER_DISABLE)
+      complete(job, "disabled", 0);
+    else if (job->kind == PLANNER_HIDE)
+      complete(job, "hidden", 0);
+    else
+      complete(job, "active", 1);
+    return;
+  }
+  if (resp->result == GRAPH_ERR_HTTP && resp->status == 404) {
+    if (retry_lag(job))
+      return;
+    if (job->step == STEP_PATCH_FULL && job->fresh) {
+      fail(job, 0, resp->errmsg);
+      return;
+    }
+    /* Deleted by hand in the target: forget it, the next round makes it
+     * again (or, if it is out of scope, has nothing to do). */
+    log_warning("target object gone, it will be made again link=%s "
+                "source_id=%s target_id=%s",
+                job->ex->link->name, job->op.source_id, job->target_id);
+    complete(job, NULL, 0);
+    return;
+  }
+  fail_resp(job, resp);
+}
+
+static void
+on_deleted(void *ctx, const struct graph_response *resp)
+{
+  struct job *job = ctx;
+
+  if (resp->result == GRAPH_OK ||
+      (resp->result == GRAPH_ERR_HTTP && resp->status == 404)) {
+    job->ex->stats.deleted++;
+    complete(job, "deleted", 0);
+    return;
+  }
+  fail_resp(job, resp);
+}
+
+static void
+on_restored(void *ctx, const struct graph_response *resp)
+{
+  struct job *job = ctx;
+
+  if (resp->result == GRAPH_OK) {
+    job->step = STEP_PATCH_FULL;
+    job->revive = 1;
+    job_step(job);
+    return;
+  }
+  if (resp->result == GRAPH_ERR_HTTP &&
+      (resp->status == 404 || resp->status == 400)) {
+    /* No longer in deleted items (purged, or restored by hand): make or
+     * find it as for a new object. */
+    log_notice("deleted target object cannot be restored, making it anew "
+               "link=%s source_id=%s",
+               job->ex->link->name, job->op.source_id);
+    free(job->target_id);
+    job->target_id = NULL;
+    job->step = STEP_FIND_ANCHOR;
+    job_step(job);
+    return;
+  }
+  fail_resp(job, resp);
+}
+
+static void
+on_invited(void *ctx, const struct graph_response *resp, const char *user_id)
+{
+  struct job *job = ctx;
+
+  if (resp->result != GRAPH_OK) {
+    fail_resp(job, resp);
+    return;
+  }
+  job->target_id = strdup(user_id);
+  if (job->target_id == NULL ||
+      store_op_set_target(job->ex->store, job->op.id, user_id) != 0) {
+    fail(job, 0, "cannot record the invited user");
+    return;
+  }
+  job->ex->stats.created++;
+  job->fresh = 1;
+  job->step = STEP_PATCH_FULL;
+  job_step(job);
+}
+
+static const char *
+desired_str(const struct job *job, const char *key)
+{
+  return json_string_value(json_object_get(job->desired, key));
+}
+
+static void
+on_found(void *ctx, const struct graph_response *resp,
+         const struct graph_user_ref *found)
+{
+  struct job *job = ctx;
+  const char *anchor = desired_str(job, job->ex->link->anchor);
+  char msg[512];
+
+  if (resp->result != GRAPH_OK) {
+    fail_resp(job, resp);
+    return;
+  }
+  if (found == NULL) {
+    if (job->step == STEP_FIND_ANCHOR) {
+      job->step = job->target_id != NULL ? STEP_PATCH_FULL : STEP_FIND_MAIL;
+      if (job->target_id != NULL)
+        job->fresh = 1;
+    } else {
+      job->step = STEP_INVITE;
+    }
+    job_step(job);
+    return;
+  }
+  if (job->step == STEP_FIND_MAIL) {
+    if (found->anchor != NULL &&
+        strncasecmp(found->anchor, "galbridge:", 10) == 0 &&
+        (anchor == NULL || strcasecmp(found->anchor, anchor) != 0)) {
+      snprintf(msg, sizeof(msg),
+               "address %s is already used by another galbridge copy "
+               "(%s, anchor %s): not overwritten",
+               desired_str(job, "mail"), found->id, found->anchor);
+      fail(job, 1, msg);
+      return;
+    }
+    if (found->creation_type == NULL ||
+        strcasecmp(found->creation_type, "Invitation") != 0) {
+      snprintf(msg, sizeof(msg),
+               "address %s belongs to '%s' (%s), a %s of the target tenant "
+               "that galbridge did not make: not overwritten",
+               desired_str(job, "mail"),
+               found->display_name ? found->display_name : "?", found->id,
+               found->user_type ? found->user_type : "user");
+      fail(job, 1, msg);
+      return;
+    }
+  }
+  log_info("adopting existing target object link=%s source_id=%s "
+           "target_id=%s by=%s",
+           job->ex->link->name, job->op.source_id, found->id,
+           job->step == STEP_FIND_ANCHOR ? "anchor" : "mail");
+  free(job->target_id);
+  job->target_id = strdup(found->id);
+  if (job->target_id == NULL) {
+    fail(job, 0, "out of memory");
+    return;
+  }
+  job->ex->stats.adopted++;
+  job->step = STEP_PATCH_FULL;
+  job_step(job);
+}
+
+static void
+job_step(struct job *job)
+{
+  struct executor *ex = job->ex;
+  json_t *body = NULL;
+  int rc = -1;
+
+  switch (job->step) {
+  case STEP_FIND_ANCHOR:
+    rc = graph_user_find(ex->graph, ex->link->anchor,
+                         desired_str(job, ex->link->anchor), ex->link->anchor,
+                         on_found, job);
+    break;
+  case STEP_FIND_MAIL:
+    rc = graph_user_find(ex->graph, "mail", desired_str(job, "mail"),
+                         ex->link->anchor, on_found, job);
+    break;
+  case STEP_INVITE:
+    rc = graph_invite(ex->graph, desired_str(job, "mail"),
+                      desired_str(job, "displayName"),
+                      ex->link->user_type_member, on_invited, job);
+    break;
+  case STEP_PATCH_FULL:
+    body = json_deep_copy(job->desired);
+    if (body == NULL)
+      break;
+    json_object_set_new(body, "showInAddressList", json_true());
+    if (job->revive)
+      json_object_set_new(body, "accountEnabled", json_true());
+    rc = graph_user_patch(ex->graph, job->target_id, body, on_patched, job);
+    break;
+  case STEP_PATCH:
+    rc = graph_user_patch(ex->graph, job->target_id, job->payload, on_patched,
+                          job);
+    break;
+  case STEP_DELETE:
+    rc = graph_user_delete(ex->graph, job->target_id, on_deleted, job);
+    break;
+  case STEP_RESTORE:
+    rc = graph_user_restore(ex->graph, job->target_id, on_restored, job);
+    break;
+  }
+  json_decref(body);
+  if (rc != 0)
+    fail(job, 1, "cannot build the request (bad object id or address)");
+}
+
+static void
+job_start(struct executor *ex, struct store_op *op)
+{
+  struct job *job = calloc(1, sizeof(*job));
+
+  if (job == NULL)
+    return;
+  job->ex = ex;
+  job->op = *op;
+  memset(op, 0, sizeof(*op)); /* the job owns the strings now */
+  uv_timer_init(ex->loop, &job->timer);
+  job->timer.data = job;
+  ex->in_flight++;
+
+  job->desired = json_loads(job->op.desired, 0, NULL);
+  job->payload = json_loads(job->op.payload, 0, NULL);
+  if (job->op.target_id != NULL)
+    job->target_id = strdup(job->op.target_id);
+  if (!json_is_object(job->desired) || !json_is_object(job->payload) ||
+      planner_kind_parse(job->op.kind, &job->kind) != 0) {
+    fail(job, 1, "op in the outbox is not readable");
+    return;
+  }
+  if (job->kind != PLANNER_CREATE && job->target_id == NULL) {
+    fail(job, 1, "op has no target object id");
+    return;
+  }
+  switch (job->kind) {
+  case PLANNER_CREATE:
+    job->step = STEP_FIND_ANCHOR;
+    break;
+  case PLANNER_UPDATE:
+  case PLANNER_DISABLE:
+  case PLANNER_HIDE:
+    if (json_object_size(job->payload) == 0) {
+      complete(job, "active", 1);
+      return;
+    }
+    job->step = STEP_PATCH;
+    break;
+  case PLANNER_DELETE:
+    job->step = STEP_DELETE;
+    break;
+  case PLANNER_RESTORE:
+    job->step = STEP_RESTORE;
+    break;
+  default:
+    fail(job, 1, "op of unknown kind");
+    return;
+  }
+  job_step(job);
+}
+
+/* Start ops up to the bound. Jobs that end at once call back in here:
+ * the flag keeps that from recursing once per op. */
+static void
+pump(struct executor *ex)
+{
+  if (ex->pumping)
+    return;
+  ex->pumping = 1;
+  while (!ex->stopping && ex->in_flight < ex->max_in_flight &&
+         ex->next < ex->n_ops)
+    job_start(ex, &ex->ops[ex->next++]);
+  ex->pumping = 0;
+  if (ex->running && ex->in_flight == 0 &&
+      (ex->stopping || ex->next >= ex->n_ops))
+    finish(ex);
+}
+
+static void
+on_kick(uv_timer_t *t)
+{
+  pump(t->data);
+}
+
+int
+executor_run(struct executor *ex, executor_done_fn done, void *ctx)
+{
+  if (ex->running)
+    return -1;
+  if (store_ops_list(ex->store, ex->link->name, "pending", 1000000, &ex->ops,
+                     &ex->n_ops) != 0)
+    return -1;
+  memset(&ex->stats, 0, sizeof(ex->stats));
+  ex->auth_failed = 0;
+  ex->started = ex->last_progress = time(NULL);
+  ex->next = 0;
+  ex->done = done;
+  ex->ctx = ctx;
+  ex->running = 1;
+  ex->stopping = 0;
+  if (ex->link->object != CONFIG_OBJECT_GUEST && ex->n_ops > 0) {
+    log_error("link=%s: object %s is not supported by this version; its %zu "
+              "ops wait",
+              ex->link->name, config_object_name(ex->link->object), ex->n_ops);
+    ex->n_ops = 0;
+  }
+  /* Start from the loop: the callback must never run inside this call. */
+  uv_timer_start(&ex->kick, on_kick, 0, 0);
+  return 0;
+}

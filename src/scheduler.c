@@ -1,0 +1,622 @@
+/*
+ * scheduler — see include/scheduler.h.
+ *
+ * Objects and their lives:
+ *   tctx    per tenant in use: auth + Graph client
+ *   source  per source tenant: a reader and, in RUN, an interval timer
+ *   lrun    per link: compiled mapping and filter, an executor, the state
+ *           of its current round (idle → members → executing → idle)
+ *
+ * A source round ends in on_read(), which starts the round of every link
+ * reading from it. In SYNC and PLAN the scheduler is done when every
+ * source has been read and every link's round has ended.
+ */
+#include "scheduler.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth.h"
+#include "executor.h"
+#include "graph.h"
+#include "log.h"
+#include "mapping.h"
+#include "reader.h"
+#include "scope.h"
+
+#define SYNC_PASSES 3
+#define EXECUTOR_IN_FLIGHT 8
+
+struct tctx {
+  const struct config_tenant *tenant;
+  struct auth *auth;
+  struct graph *graph;
+};
+
+struct source {
+  struct scheduler *s;
+  struct tctx *tc;
+  struct reader *reader;
+  long interval;
+  uv_timer_t timer;
+  int timer_live;
+  int reading;
+  int read_once;
+  int failed;
+};
+
+enum lrun_state { LRUN_IDLE, LRUN_MEMBERS, LRUN_EXECUTING };
+
+struct lrun {
+  struct scheduler *s;
+  const struct config_link *link;
+  struct mapping *mapping;
+  struct scope_filter *filter;
+  struct source *source;
+  struct tctx *target;
+  struct executor *executor;
+  enum lrun_state state;
+  json_t *members;
+  int pass;
+  int rounds;
+  int failed;     /* this round could not be planned or run */
+  int ops_failed; /* permanent failures in this round */
+  int transient;  /* ops left pending after the last pass */
+  struct timespec started;
+  struct executor_stats total;
+};
+
+struct scheduler {
+  uv_loop_t *loop;
+  struct http *http;
+  struct store *store;
+  const struct config *cfg;
+  struct scheduler_opts opts;
+  struct tctx *tctx;
+  size_t n_tctx;
+  struct source *sources;
+  size_t n_sources;
+  struct lrun *lruns;
+  size_t n_lruns;
+  int stopping;
+  int finished;
+  int closing; /* timers whose close callback is still to come */
+  void (*done)(void *ctx);
+  void *done_ctx;
+};
+
+/* --- config checks --- */
+
+/* Consumes `names` (a new JSON array); puts the first name galbridge does
+ * not read into msg and returns -1. */
+static int
+unknown_source(json_t *names, char *msg, size_t msglen)
+{
+  json_t *v;
+  size_t i;
+  int result = 0;
+
+  json_array_foreach(names, i, v)
+  {
+    const char *name = json_string_value(v);
+    if (name != NULL && !graph_user_property_known(name)) {
+      snprintf(msg, msglen, "%s", name);
+      result = -1;
+      break;
+    }
+  }
+  json_decref(names);
+  return result;
+}
+
+static int
+compile_link(const struct config *cfg, const struct config_link *link,
+             struct mapping **mapping, struct scope_filter **filter, char *err,
+             size_t errlen)
+{
+  char msg[512];
+
+  *mapping = NULL;
+  *filter = NULL;
+  if (mapping_compile(link->mapping, link->object, cfg->path, mapping, err,
+                      errlen) != 0)
+    return -1;
+  for (size_t i = 0; i < mapping_count(*mapping); i++) {
+    if (strcasecmp(mapping_target(*mapping, i), link->anchor) == 0) {
+      snprintf(err, errlen,
+               "%s:%d: link '%s' maps %s, which it uses as its anchor",
+               cfg->path, link->line, link->name, link->anchor);
+      goto fail;
+    }
+  }
+  if (link->scope_filter != NULL &&
+      scope_filter_parse(link->scope_filter, filter, msg, sizeof(msg)) != 0) {
+    snprintf(err, errlen, "%s:%d: link '%s': scope_filter: %s", cfg->path,
+             link->line, link->name, msg);
+    goto fail;
+  }
+  if (unknown_source(mapping_sources(*mapping), msg, sizeof(msg)) != 0 ||
+      (*filter != NULL &&
+       unknown_source(scope_filter_sources(*filter), msg, sizeof(msg)) != 0)) {
+    snprintf(err, errlen,
+             "%s:%d: link '%s' reads source attribute '%s', which galbridge "
+             "does not read from a tenant (it reads: %s)",
+             cfg->path, link->line, link->name, msg, GRAPH_USER_SELECT);
+    goto fail;
+  }
+  return 0;
+fail:
+  mapping_free(*mapping);
+  *mapping = NULL;
+  scope_filter_free(*filter);
+  *filter = NULL;
+  return -1;
+}
+
+int
+scheduler_check_config(const struct config *cfg, char *err, size_t errlen)
+{
+  for (size_t i = 0; i < cfg->n_links; i++) {
+    struct mapping *m;
+    struct scope_filter *f;
+    if (compile_link(cfg, &cfg->links[i], &m, &f, err, errlen) != 0)
+      return -1;
+    mapping_free(m);
+    scope_filter_free(f);
+  }
+  return 0;
+}
+
+/* --- set-up --- */
+
+static struct tctx *
+tctx_for(struct scheduler *s, const struct config_tenant *t)
+{
+  for (size_t i = 0; i < s->n_tctx; i++) {
+    if (s->tctx[i].tenant == t)
+      return &s->tctx[i];
+  }
+  return NULL;
+}
+
+static struct tctx *
+tctx_add(struct scheduler *s, const struct config_tenant *t, char *err,
+         size_t errlen)
+{
+  struct tctx *tc = tctx_for(s, t);
+
+  if (tc != NULL)
+    return tc;
+  tc = &s->tctx[s->n_tctx];
+  tc->tenant = t;
+  if (auth_new(s->loop, s->http, t, &tc->auth, err, errlen) != 0)
+    return NULL;
+  s->n_tctx++;
+  tc->graph = graph_new(s->http, tc->auth, t);
+  if (tc->graph == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  return tc;
+}
+
+int
+scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
+              const struct config *cfg, const struct scheduler_opts *opts,
+              struct scheduler **out, int *config_error, char *err,
+              size_t errlen)
+{
+  struct scheduler *s = calloc(1, sizeof(*s));
+  size_t n = cfg->n_links ? cfg->n_links : 1;
+
+  *out = NULL;
+  *config_error = 0;
+  if (s == NULL)
+    return -1;
+  s->loop = loop;
+  s->http = http;
+  s->store = store;
+  s->cfg = cfg;
+  s->opts = *opts;
+  s->tctx = calloc(2 * n, sizeof(*s->tctx));
+  s->sources = calloc(n, sizeof(*s->sources));
+  s->lruns = calloc(n, sizeof(*s->lruns));
+  if (s->tctx == NULL || s->sources == NULL || s->lruns == NULL) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+
+  for (size_t i = 0; i < cfg->n_links; i++) {
+    const struct config_link *link = &cfg->links[i];
+    struct lrun *lr;
+    struct source *src = NULL;
+
+    if (opts->only_link != NULL && strcmp(link->name, opts->only_link) != 0)
+      continue;
+    lr = &s->lruns[s->n_lruns++];
+    lr->s = s;
+    lr->link = link;
+    if (compile_link(cfg, link, &lr->mapping, &lr->filter, err, errlen) != 0) {
+      *config_error = 1;
+      goto fail;
+    }
+    for (size_t j = 0; j < s->n_sources; j++) {
+      if (s->sources[j].tc->tenant == link->source)
+        src = &s->sources[j];
+    }
+    if (src == NULL) {
+      src = &s->sources[s->n_sources];
+      src->s = s;
+      src->interval = link->interval;
+      src->tc = tctx_add(s, link->source, err, errlen);
+      if (src->tc == NULL)
+        goto fail;
+      s->n_sources++;
+      src->reader = reader_new(store, src->tc->graph, link->source);
+      if (src->reader == NULL)
+        goto fail;
+    } else if (link->interval < src->interval) {
+      src->interval = link->interval;
+    }
+    lr->source = src;
+    lr->target = tctx_add(s, link->target, err, errlen);
+    if (lr->target == NULL)
+      goto fail;
+    lr->executor =
+        executor_new(loop, store, lr->target->graph, link, EXECUTOR_IN_FLIGHT);
+    if (lr->executor == NULL)
+      goto fail;
+    if (link->object != CONFIG_OBJECT_GUEST)
+      log_warning("link=%s: object %s is not written by this version yet; "
+                  "the link reads and plans only",
+                  link->name, config_object_name(link->object));
+  }
+  *out = s;
+  return 0;
+
+fail:
+  scheduler_free(s);
+  return -1;
+}
+
+/* --- rounds --- */
+
+static void maybe_finished(struct scheduler *s);
+static void lrun_execute(struct lrun *lr);
+
+static double
+since(const struct timespec *t0)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - t0->tv_sec) +
+         (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void
+lrun_end(struct lrun *lr)
+{
+  struct scheduler *s = lr->s;
+
+  lr->state = LRUN_IDLE;
+  lr->rounds++;
+  json_decref(lr->members);
+  lr->members = NULL;
+  if (s->opts.mode != SCHEDULER_PLAN) {
+    log_info("link round done link=%s created=%lu adopted=%lu updated=%lu "
+             "deleted=%lu restored=%lu failed=%lu pending=%d "
+             "duration=%.2fs",
+             lr->link->name, lr->total.created, lr->total.adopted,
+             lr->total.updated, lr->total.deleted, lr->total.restored,
+             lr->total.failed, lr->transient, since(&lr->started));
+    if (!lr->failed && lr->transient == 0 && lr->total.failed == 0 &&
+        store_link_success(s->store, lr->link->name, time(NULL)) != 0)
+      lr->failed = 1;
+  }
+  maybe_finished(s);
+}
+
+static void
+on_executed(void *ctx, const struct executor_stats *st)
+{
+  struct lrun *lr = ctx;
+
+  lr->total.done += st->done;
+  lr->total.created += st->created;
+  lr->total.adopted += st->adopted;
+  lr->total.updated += st->updated;
+  lr->total.deleted += st->deleted;
+  lr->total.restored += st->restored;
+  lr->total.failed += st->failed;
+  lr->transient = (int)st->transient;
+  lr->pass++;
+  if (st->transient > 0 && st->done > 0 && lr->pass < SYNC_PASSES &&
+      lr->s->opts.mode == SCHEDULER_SYNC && !lr->s->stopping) {
+    lrun_execute(lr);
+    return;
+  }
+  if (st->transient > 0)
+    lr->failed = 1;
+  lrun_end(lr);
+}
+
+static void
+lrun_execute(struct lrun *lr)
+{
+  lr->state = LRUN_EXECUTING;
+  if (executor_run(lr->executor, on_executed, lr) != 0) {
+    log_error("cannot run the outbox link=%s", lr->link->name);
+    lr->failed = 1;
+    lrun_end(lr);
+  }
+}
+
+static void
+lrun_plan(struct lrun *lr)
+{
+  struct scheduler *s = lr->s;
+  struct planner_link pl = {.link = lr->link,
+                            .mapping = lr->mapping,
+                            .filter = lr->filter,
+                            .members = lr->members};
+  struct planner_stats st;
+  int dry = s->opts.mode == SCHEDULER_PLAN;
+
+  if (planner_plan(s->store, &pl, dry, s->opts.emit, s->opts.emit_ctx, &st) !=
+      0) {
+    log_error("cannot plan link=%s", lr->link->name);
+    lr->failed = 1;
+    lrun_end(lr);
+    return;
+  }
+  log_info("plan link=%s create=%lu update=%lu delete=%lu restore=%lu "
+           "unchanged=%lu out_of_scope=%lu waiting=%lu failed=%lu held=%lu",
+           lr->link->name, st.creates, st.updates, st.deletes, st.restores,
+           st.unchanged, st.out_of_scope, st.waiting, st.failed_kept, st.held);
+  if (dry) {
+    if (s->opts.plan_done != NULL)
+      s->opts.plan_done(s->opts.emit_ctx, lr->link, &st);
+    lrun_end(lr);
+    return;
+  }
+  lrun_execute(lr);
+}
+
+static void
+on_members(void *ctx, const struct graph_response *resp, const json_t *members)
+{
+  struct lrun *lr = ctx;
+
+  if (members == NULL) {
+    log_error("cannot read scope_group members, link not planned link=%s "
+              "group=%s error=\"%s\"",
+              lr->link->name, lr->link->scope_group, resp->errmsg);
+    lr->failed = 1;
+    lrun_end(lr);
+    return;
+  }
+  lr->members = json_incref((json_t *)members);
+  log_debug("scope_group members link=%s count=%zu", lr->link->name,
+            json_object_size(members));
+  lrun_plan(lr);
+}
+
+static void
+lrun_start(struct lrun *lr)
+{
+  if (lr->state != LRUN_IDLE || lr->s->stopping)
+    return;
+  memset(&lr->total, 0, sizeof(lr->total));
+  clock_gettime(CLOCK_MONOTONIC, &lr->started);
+  lr->failed = 0;
+  lr->transient = 0;
+  lr->pass = 0;
+  if (lr->link->scope_group != NULL) {
+    lr->state = LRUN_MEMBERS;
+    if (graph_group_members(lr->source->tc->graph, lr->link->scope_group,
+                            on_members, lr) != 0) {
+      log_error("cannot ask scope_group members link=%s", lr->link->name);
+      lr->failed = 1;
+      lrun_end(lr);
+    }
+    return;
+  }
+  lr->state = LRUN_EXECUTING;
+  lrun_plan(lr);
+}
+
+static void
+on_read(void *ctx, int result, int permanent, const char *errmsg,
+        const struct reader_stats *stats)
+{
+  struct source *src = ctx;
+  struct scheduler *s = src->s;
+
+  (void)permanent;
+  (void)errmsg;
+  (void)stats;
+  src->reading = 0;
+  src->read_once = 1;
+  src->failed = (result != 0);
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    struct lrun *lr = &s->lruns[i];
+    if (lr->source != src)
+      continue;
+    if (result != 0) {
+      /* The link cannot be planned from a source it could not read. */
+      lr->failed = 1;
+      lr->rounds++;
+      continue;
+    }
+    lrun_start(lr);
+  }
+  maybe_finished(s);
+}
+
+static void
+source_read(struct source *src)
+{
+  if (src->reading || src->s->stopping)
+    return;
+  if (reader_round(src->reader, on_read, src) != 0) {
+    log_error("cannot start a delta round source=%s", src->tc->tenant->name);
+    src->failed = 1;
+    src->read_once = 1;
+    maybe_finished(src->s);
+    return;
+  }
+  src->reading = 1;
+}
+
+static void
+on_tick(uv_timer_t *t)
+{
+  source_read(t->data);
+}
+
+static int
+busy(const struct scheduler *s)
+{
+  for (size_t i = 0; i < s->n_sources; i++) {
+    if (s->sources[i].reading)
+      return 1;
+  }
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    if (s->lruns[i].state != LRUN_IDLE)
+      return 1;
+  }
+  return 0;
+}
+
+static void
+maybe_finished(struct scheduler *s)
+{
+  if (s->finished || busy(s))
+    return;
+  if (s->opts.mode == SCHEDULER_RUN && !s->stopping)
+    return;
+  for (size_t i = 0; s->opts.mode != SCHEDULER_RUN && i < s->n_sources; i++) {
+    if (!s->sources[i].read_once)
+      return;
+  }
+  s->finished = 1;
+  if (s->done != NULL)
+    s->done(s->done_ctx);
+}
+
+void
+scheduler_start(struct scheduler *s, void (*done)(void *ctx), void *ctx)
+{
+  s->done = done;
+  s->done_ctx = ctx;
+  for (size_t i = 0; i < s->n_sources; i++) {
+    struct source *src = &s->sources[i];
+    if (s->opts.mode == SCHEDULER_RUN) {
+      uv_timer_init(s->loop, &src->timer);
+      src->timer.data = src;
+      src->timer_live = 1;
+      uv_timer_start(&src->timer, on_tick, 0, (uint64_t)src->interval * 1000);
+    } else {
+      source_read(src);
+    }
+  }
+  if (s->n_sources == 0)
+    maybe_finished(s);
+}
+
+void
+scheduler_stop(struct scheduler *s)
+{
+  s->stopping = 1;
+  for (size_t i = 0; i < s->n_sources; i++) {
+    if (s->sources[i].timer_live)
+      uv_timer_stop(&s->sources[i].timer);
+  }
+  for (size_t i = 0; i < s->n_lruns; i++)
+    executor_stop(s->lruns[i].executor);
+  maybe_finished(s);
+}
+
+size_t
+scheduler_links(const struct scheduler *s)
+{
+  return s->n_lruns;
+}
+
+int
+scheduler_exit_code(const struct scheduler *s)
+{
+  int held = 0, failed = 0;
+
+  for (size_t i = 0; i < s->n_sources; i++)
+    failed |= s->sources[i].failed;
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    const struct lrun *lr = &s->lruns[i];
+    struct store_link_counts c;
+    failed |= lr->failed;
+    if (store_link_counts(s->store, lr->link->name, &c) != 0) {
+      failed = 1;
+      continue;
+    }
+    if (s->opts.mode == SCHEDULER_PLAN)
+      continue;
+    failed |= c.failed > 0;
+    held |= c.deletes_held > 0;
+  }
+  return failed ? 1 : held ? 3 : 0;
+}
+
+static void
+release(struct scheduler *s)
+{
+  free(s->tctx);
+  free(s->sources);
+  free(s->lruns);
+  free(s);
+}
+
+static void
+on_timer_closed(uv_handle_t *h)
+{
+  struct source *src = h->data;
+  struct scheduler *s = src->s;
+
+  if (--s->closing == 0)
+    release(s);
+}
+
+void
+scheduler_free(struct scheduler *s)
+{
+  if (s == NULL)
+    return;
+  s->stopping = 1;
+  s->finished = 1; /* no done callback from here on */
+  /* Graph clients first: cancelling their requests runs the readers' and
+   * executors' callbacks while those still exist. */
+  for (size_t i = 0; i < s->n_tctx; i++) {
+    graph_free(s->tctx[i].graph);
+    s->tctx[i].graph = NULL;
+  }
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    struct lrun *lr = &s->lruns[i];
+    mapping_free(lr->mapping);
+    scope_filter_free(lr->filter);
+    executor_free(lr->executor);
+    json_decref(lr->members);
+  }
+  for (size_t i = 0; i < s->n_sources; i++)
+    reader_free(s->sources[i].reader);
+  for (size_t i = 0; i < s->n_tctx; i++)
+    auth_free(s->tctx[i].auth);
+  for (size_t i = 0; i < s->n_sources; i++) {
+    if (s->sources[i].timer_live) {
+      s->closing++;
+      uv_close((uv_handle_t *)&s->sources[i].timer, on_timer_closed);
+    }
+  }
+  if (s->closing == 0)
+    release(s);
+}

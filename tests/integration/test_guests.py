@@ -1,0 +1,321 @@
+"""Guest sync end to end: galbridge sync against fakecloud's target."""
+import json
+import os
+import random
+import signal
+
+import client as fc
+
+MAPPED = ("displayName", "givenName", "surname", "mail", "jobTitle",
+          "department", "companyName", "officeLocation", "businessPhones",
+          "mobilePhone", "city", "country")
+
+
+def check_converged(env, target="fabrikam", source="contoso"):
+    """Exactly one visible, anchored guest per in-scope source user, with
+    every mapped attribute equal to the source's."""
+    want = env.in_scope(source)
+    got = env.copies(target, source)
+    assert set(got) == set(want)
+    for sid, copies in got.items():
+        assert len(copies) == 1, "duplicates for %s" % sid
+        g, u = copies[0], want[sid]
+        assert g["creationType"] == "Invitation"
+        assert g["showInAddressList"] is True, "guest left hidden"
+        for attr in MAPPED:
+            if u.get(attr) in (None, "", []):
+                assert g.get(attr) in (None, "", []) or attr == "mail", attr
+            else:
+                assert g.get(attr) == u[attr], (sid, attr)
+
+
+def test_first_round_then_changes_then_idle(make_env):
+    env = make_env(users=2000)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    check_converged(env)
+    first = env.writes()
+    n = len(env.in_scope())
+    assert first["invitations"] == n
+    assert first["patches"] == n          # one PATCH per new guest
+    assert first["deletes"] == 0
+
+    ids = sorted(env.in_scope())
+    rng = random.Random(3)
+    changed = rng.sample(ids, 20)
+    for sid in changed[:10]:
+        env.cloud.patch_user(env.source["id"], sid,
+                             {"jobTitle": "Changed " + sid[:4]})
+    for sid in changed[10:15]:
+        env.cloud.delete_user(env.source["id"], sid)
+    for i in range(5):
+        env.cloud.create_user(env.source["id"], {
+            "displayName": "New Person %d" % i, "givenName": "New",
+            "surname": "Person %d" % i, "mail": "new%d@contoso.com" % i,
+            "userType": "Member", "accountEnabled": True})
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    check_converged(env)
+    second = env.writes()
+    assert second["invitations"] - first["invitations"] == 5
+    assert second["patches"] - first["patches"] == 10 + 5
+    assert second["deletes"] - first["deletes"] == 5
+
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert env.writes() == second        # an idle round writes nothing
+    st = env.status()["links"][0]
+    assert st["objects"] == len(env.in_scope())
+    assert st["pending"] == 0 and st["failed"] == 0
+    assert st["last_success"] is not None
+
+
+def test_kill_five_times_then_clean_round(make_env):
+    env = make_env(users=400)
+    env.cloud.set_knobs(latency_ms=15)
+    rng = random.Random(11)
+    for _ in range(5):
+        before = sum(env.writes().values())
+        proc = env.start("sync")
+        target = before + rng.randint(1, 60)
+        try:
+            fc.wait_for(lambda: sum(env.writes().values()) >= target or
+                        proc.poll() is not None, timeout=60)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+    env.cloud.set_knobs(latency_ms=0)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    check_converged(env)
+    # Every guest in the target is accounted for: no stray copies either.
+    guests = [u for u in env.cloud.users(env.tenants["fabrikam"]["id"])
+              if u.get("creationType") == "Invitation"
+              and not u.get("deleted")]
+    assert len(guests) == len(env.in_scope())
+    mails = [g["mail"].lower() for g in guests]
+    assert len(mails) == len(set(mails))
+
+
+def test_deletion_guard_holds_and_releases(make_env):
+    env = make_env(users=60)
+    env.write_config(link_extra="max_deletes = 3\n")
+    assert env.run("sync").returncode == 0
+    ids = sorted(env.in_scope())[:5]
+    for sid in ids:
+        env.cloud.delete_user(env.source["id"], sid)
+    before = env.writes()
+    r = env.run("sync")
+    assert r.returncode == 3, r.stderr
+    assert "deletes held" in r.stderr
+    assert env.writes()["deletes"] == before["deletes"]
+    st = env.status()["links"][0]
+    assert st["deletes_held"] == 5
+    r = env.run("status")
+    assert "approve-deletes contoso-to-fabrikam" in r.stdout
+    r = env.run("approve-deletes", "contoso-to-fabrikam")
+    assert r.returncode == 0, r.stderr
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert env.writes()["deletes"] == before["deletes"] + 5
+    assert env.status()["links"][0]["deletes_held"] == 0
+    check_converged(env)
+
+
+def test_address_conflict_fails_one_user_only(make_env):
+    env = make_env(users=40)
+    victim = sorted(env.in_scope().values(), key=lambda u: u["id"])[0]
+    env.cloud.create_user(env.tenants["fabrikam"]["id"], {
+        "displayName": "Local Holder", "mail": victim["mail"],
+        "userType": "Member", "accountEnabled": True})
+    r = env.run("sync")
+    assert r.returncode == 1
+    assert victim["mail"] in r.stderr
+    st = env.status()["links"][0]
+    assert st["failed"] == 1
+    assert st["failures"][0]["source_id"] == victim["id"]
+    assert "Local Holder" in st["failures"][0]["error"]
+    copies = env.copies()
+    assert victim["id"] not in copies
+    assert len(copies) == len(env.in_scope()) - 1
+    # Nothing changed: the failed op is not retried.
+    before = env.writes()
+    assert env.run("sync").returncode == 1
+    assert env.writes() == before
+
+
+def test_opposite_links_converge_without_loop(make_env):
+    env = make_env(users=80)
+    env.write_config(reverse=True)
+    assert env.run("sync").returncode == 0
+    assert env.run("sync").returncode == 0
+    check_converged(env, "fabrikam", "contoso")
+    check_converged(env, "contoso", "fabrikam")
+    before = (env.writes("fabrikam"), env.writes("contoso"))
+    assert env.run("sync").returncode == 0
+    assert (env.writes("fabrikam"), env.writes("contoso")) == before
+    # No copy of a copy anywhere.
+    assert not env.copies("contoso", "contoso")
+    assert not env.copies("fabrikam", "fabrikam")
+
+
+def test_plan_matches_next_sync(make_env):
+    env = make_env(users=50)
+    r = env.run("plan", "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)["links"][0]
+    assert plan["totals"]["create"] == len(env.in_scope())
+    assert env.writes()["invitations"] == 0       # plan wrote nothing
+    assert env.run("sync").returncode == 0
+    ids = sorted(env.in_scope())
+    env.cloud.patch_user(env.source["id"], ids[0], {"city": "Bergen"})
+    env.cloud.delete_user(env.source["id"], ids[1])
+    r = env.run("plan")
+    assert r.returncode == 0, r.stderr
+    assert "city: " in r.stdout and '-> "Bergen"' in r.stdout
+    assert "1 to update, 1 to delete" in r.stdout
+    before = env.writes()
+    assert env.run("sync").returncode == 0
+    after = env.writes()
+    assert after["patches"] - before["patches"] == 1
+    assert after["deletes"] - before["deletes"] == 1
+
+
+def test_scope_group_and_filter(make_env):
+    env = make_env(users=100)
+    people = sorted(env.in_scope().values(), key=lambda u: u["id"])
+    inner = [u["id"] for u in people[:10]]
+    outer = [u["id"] for u in people[10:20]]
+    g_inner = env.cloud.create_group(env.source["id"], {
+        "displayName": "Inner", "members": inner})
+    g_outer = env.cloud.create_group(env.source["id"], {
+        "displayName": "Outer", "members": outer + [g_inner["id"]]})
+    dept = people[0]["department"]
+    env.write_config(link_extra="scope_group = %s\nscope_filter = "
+                     "department ne '%s'\n" % (g_outer["id"], dept))
+    assert env.run("sync").returncode == 0
+    want = {u["id"] for u in people[:20] if u["department"] != dept}
+    assert set(env.copies()) == want
+    # Membership changes take effect in the next round.
+    env.cloud.patch_group(env.source["id"], g_outer["id"],
+                          remove=outer[:2])
+    assert env.run("sync").returncode == 0
+    assert set(env.copies()) == want - set(outer[:2])
+
+
+def test_on_delete_disable_and_restore(make_env):
+    env = make_env(users=20)
+    env.write_config(link_extra="on_delete = disable\n")
+    assert env.run("sync").returncode == 0
+    sid = sorted(env.in_scope())[0]
+    env.cloud.patch_user(env.source["id"], sid, {"accountEnabled": False})
+    assert env.run("sync").returncode == 0
+    g = env.copies()[sid][0]
+    assert g["accountEnabled"] is False and g["showInAddressList"] is False
+    env.cloud.patch_user(env.source["id"], sid, {"accountEnabled": True})
+    assert env.run("sync").returncode == 0
+    g = env.copies()[sid][0]
+    assert g["accountEnabled"] is True and g["showInAddressList"] is True
+
+
+def test_restored_source_comes_back_to_same_guest(make_env):
+    env = make_env(users=20)
+    assert env.run("sync").returncode == 0
+    sid = sorted(env.in_scope())[0]
+    guest_id = env.copies()[sid][0]["id"]
+    env.cloud.delete_user(env.source["id"], sid)
+    assert env.run("sync").returncode == 0
+    assert sid not in env.copies()
+    env.cloud.restore_user(env.source["id"], sid)
+    before = env.writes()
+    assert env.run("sync").returncode == 0
+    assert env.copies()[sid][0]["id"] == guest_id
+    assert env.writes()["restores"] == before["restores"] + 1
+    assert env.writes()["invitations"] == before["invitations"]
+
+
+def test_guest_deleted_by_hand_is_made_again(make_env):
+    env = make_env(users=20)
+    assert env.run("sync").returncode == 0
+    sid = sorted(env.in_scope())[0]
+    guest = env.copies()[sid][0]
+    env.cloud.delete_user(env.tenants["fabrikam"]["id"], guest["id"],
+                          hard=True)
+    env.cloud.patch_user(env.source["id"], sid, {"jobTitle": "Touched"})
+    env.run("sync")
+    assert env.run("sync").returncode == 0
+    check_converged(env)
+
+
+def test_replication_lag_is_waited_out(make_env):
+    env = make_env(users=10)
+    env.cloud.set_knobs(replication_lag_ms=1500)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    check_converged(env)
+
+
+def test_custom_mapping(make_env):
+    env = make_env(users=15)
+    env.write_config(
+        link_extra="mapping = people\n",
+        extra="[mapping people]\n"
+              "displayName = Append(displayName, \" (Contoso)\")\n"
+              "companyName = Coalesce(companyName, \"Contoso Ltd\")\n"
+              "department = ToUpper(department)\n"
+              "jobTitle = null\n")
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    for sid, copies in env.copies().items():
+        g, u = copies[0], env.in_scope()[sid]
+        assert g["displayName"] == u["displayName"] + " (Contoso)"
+        assert g["companyName"] == (u.get("companyName") or "Contoso Ltd")
+        assert g["department"] == u["department"].upper()
+        assert g.get("jobTitle") is None
+
+
+def config_error(env, link_extra="", extra=""):
+    env.write_config(link_extra=link_extra, extra=extra)
+    r = env.run("sync")
+    assert r.returncode == 78, r.stderr
+    assert env.cloud.log(service="login") == []
+    return r.stderr.strip()
+
+
+def test_mapping_and_scope_errors_are_config_errors(make_env):
+    env = make_env(users=5)
+    err = config_error(env, link_extra="mapping = m\n",
+                       extra="[mapping m]\ndisplayName = Left(surname)\n")
+    lines = open(env.conf).read().splitlines()
+    mapping_line = lines.index("displayName = Left(surname)") + 1
+    assert err.startswith("%s:%d: " % (env.conf, mapping_line)), err
+    assert "Left() takes 2 arguments" in err
+    err = config_error(env, link_extra="mapping = m\n",
+                       extra="[mapping m]\nmail = null\n")
+    assert "mail is required" in err
+    err = config_error(env, link_extra="scope_filter = department eq\n")
+    assert "scope_filter" in err and err.startswith(env.conf + ":")
+    err = config_error(env, link_extra="mapping = m\n",
+                       extra="[mapping m]\njobTitle = favouriteColour\n")
+    assert "favouriteColour" in err
+    r = env.run("check-config")
+    assert r.returncode == 78 and "favouriteColour" in r.stderr
+
+
+def test_example_config_passes_check_config(tmp_path):
+    """etc/galbridge.conf.example stays valid, mappings and filters
+    included, given the secret files it names."""
+    import shutil
+    import subprocess
+    from conftest import GALBRIDGE, ROOT
+    conf = tmp_path / "galbridge.conf"
+    shutil.copy(os.path.join(ROOT, "etc", "galbridge.conf.example"), conf)
+    for name in ("contoso.secret", "fabrikam.crt", "fabrikam.key"):
+        path = tmp_path / name
+        path.write_text("placeholder\n")
+        path.chmod(0o600)
+    r = subprocess.run([GALBRIDGE, "-c", str(conf), "check-config"],
+                       capture_output=True, text=True,
+                       env={"PATH": os.environ.get("PATH", "")})
+    assert r.returncode == 0, r.stderr
+    assert "[link contoso-to-fabrikam]" in r.stdout

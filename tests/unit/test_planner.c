@@ -1,0 +1,365 @@
+/*
+ * Unit tests: the planner's decisions (the table in planner.h), the diff
+ * of an update, the anchor, and hash stability.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "planner.h"
+
+#define SRC_TENANT "AAAAAAAA-1111-1111-1111-111111111111"
+#define SOURCE_ID "0000AAAA-2222-2222-2222-222222222222"
+
+static const char *const person =
+    "{\"displayName\":\"Jane O'Brien\",\"givenName\":\"Jane\","
+    "\"surname\":\"O'Brien\",\"mail\":\"jane@contoso.com\","
+    "\"userType\":\"Member\",\"accountEnabled\":true,"
+    "\"jobTitle\":\"Engineer\",\"department\":\"Sales\","
+    "\"city\":\"Oslo\"}";
+
+struct fixture {
+  struct config_link link;
+  struct mapping *mapping;
+  struct planner_link pl;
+};
+
+static int
+setup(void **state)
+{
+  struct fixture *f = calloc(1, sizeof(*f));
+  char err[256];
+
+  f->link.name = "a-to-b";
+  f->link.object = CONFIG_OBJECT_GUEST;
+  f->link.anchor = "extensionAttribute15";
+  f->link.on_delete = CONFIG_ON_DELETE_DELETE;
+  f->link.max_deletes = 500;
+  if (mapping_compile(NULL, CONFIG_OBJECT_GUEST, "test.conf", &f->mapping, err,
+                      sizeof(err)) != 0) {
+    print_error("mapping_compile: %s\n", err);
+    return -1;
+  }
+  f->pl.link = &f->link;
+  f->pl.mapping = f->mapping;
+  *state = f;
+  return 0;
+}
+
+static int
+teardown(void **state)
+{
+  struct fixture *f = *state;
+  mapping_free(f->mapping);
+  free(f);
+  return 0;
+}
+
+static void
+decide(struct fixture *f, const struct store_plan_row *row,
+       struct planner_decision *d)
+{
+  char err[256];
+  if (planner_decide(&f->pl, SRC_TENANT, row, d, err, sizeof(err)) != 0)
+    fail_msg("planner_decide: %s", err);
+}
+
+static void
+anchor_is_lower_case(void **state)
+{
+  char *a = planner_anchor(SRC_TENANT, SOURCE_ID);
+  (void)state;
+  assert_string_equal(a, "galbridge:aaaaaaaa-1111-1111-1111-111111111111:"
+                         "0000aaaa-2222-2222-2222-222222222222");
+  free(a);
+}
+
+static void
+new_person_is_created_with_anchor(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID, .attrs = person};
+  struct planner_decision d;
+
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_CREATE);
+  assert_string_equal(
+      json_string_value(json_object_get(d.desired, "extensionAttribute15")),
+      "galbridge:aaaaaaaa-1111-1111-1111-111111111111:"
+      "0000aaaa-2222-2222-2222-222222222222");
+  assert_string_equal(json_string_value(json_object_get(d.desired, "mail")),
+                      "jane@contoso.com");
+  /* Source-only attributes do not travel. */
+  assert_null(json_object_get(d.desired, "userType"));
+  assert_true(json_equal(d.payload, d.desired));
+  assert_int_equal(strlen(d.hash), 16);
+  planner_decision_clear(&d);
+}
+
+static void
+unchanged_person_plans_nothing(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID, .attrs = person};
+  struct planner_decision d;
+  char *applied;
+
+  decide(f, &row, &d);
+  applied = json_dumps(d.desired, JSON_COMPACT);
+  row.target_id = "t1";
+  row.state = "active";
+  row.applied = applied;
+  row.hash = d.hash;
+  {
+    struct planner_decision again;
+    decide(f, &row, &again);
+    assert_int_equal(again.kind, PLANNER_NONE);
+    assert_null(again.why);
+    planner_decision_clear(&again);
+  }
+  planner_decision_clear(&d);
+  free(applied);
+}
+
+static void
+update_sends_only_changes(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {
+      .source_id = SOURCE_ID,
+      .attrs = "{\"displayName\":\"Jane O'Brien\",\"mail\":"
+               "\"jane@contoso.com\",\"userType\":\"Member\","
+               "\"accountEnabled\":true,\"jobTitle\":\"Manager\"}",
+      .target_id = "t1",
+      .state = "active",
+      .hash = "0000000000000000",
+      .applied = "{\"displayName\":\"Jane O'Brien\",\"mail\":"
+                 "\"jane@contoso.com\",\"jobTitle\":\"Engineer\","
+                 "\"city\":\"Oslo\",\"extensionAttribute15\":"
+                 "\"galbridge:aaaaaaaa-1111-1111-1111-111111111111:"
+                 "0000aaaa-2222-2222-2222-222222222222\"}"};
+  struct planner_decision d;
+  json_t *want;
+
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_UPDATE);
+  want = json_loads("{\"jobTitle\":\"Manager\",\"city\":null}", 0, NULL);
+  if (!json_equal(d.payload, want)) {
+    char *got = json_dumps(d.payload, JSON_SORT_KEYS);
+    fail_msg("payload %s", got);
+  }
+  json_decref(want);
+  planner_decision_clear(&d);
+}
+
+static void
+out_of_scope_follows_on_delete(void **state)
+{
+  struct fixture *f = *state;
+  static const struct {
+    const char *attrs;
+    int removed;
+    enum config_on_delete policy;
+    enum planner_kind want;
+  } cases[] = {
+      /* disabled in the source */
+      {"{\"mail\":\"a@x\",\"userType\":\"Member\",\"accountEnabled\":false}",
+       0, CONFIG_ON_DELETE_DELETE, PLANNER_DELETE},
+      {"{\"mail\":\"a@x\",\"userType\":\"Member\",\"accountEnabled\":false}",
+       0, CONFIG_ON_DELETE_DISABLE, PLANNER_DISABLE},
+      {"{\"mail\":\"a@x\",\"userType\":\"Member\",\"accountEnabled\":false}",
+       0, CONFIG_ON_DELETE_HIDE, PLANNER_HIDE},
+      {"{\"mail\":\"a@x\",\"userType\":\"Member\",\"accountEnabled\":false}",
+       0, CONFIG_ON_DELETE_KEEP, PLANNER_NONE},
+      /* soft-deleted and deleted in the source */
+      {"{\"mail\":\"a@x\",\"userType\":\"Member\",\"accountEnabled\":true}",
+       STORE_SOFT_DELETED, CONFIG_ON_DELETE_DELETE, PLANNER_DELETE},
+      {"{\"mail\":\"a@x\",\"userType\":\"Member\",\"accountEnabled\":true}",
+       STORE_DELETED, CONFIG_ON_DELETE_HIDE, PLANNER_HIDE},
+      /* a guest in the source, and galbridge's own copy */
+      {"{\"mail\":\"a@x\",\"userType\":\"Guest\",\"accountEnabled\":true}", 0,
+       CONFIG_ON_DELETE_DELETE, PLANNER_DELETE},
+      {"{\"mail\":\"a@x\",\"userType\":\"Member\",\"accountEnabled\":true,"
+       "\"onPremisesExtensionAttributes\":{\"extensionAttribute15\":"
+       "\"galbridge:x:y\"}}",
+       0, CONFIG_ON_DELETE_DELETE, PLANNER_DELETE},
+  };
+
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct store_plan_row row = {.source_id = SOURCE_ID,
+                                 .attrs = cases[i].attrs,
+                                 .removed = cases[i].removed,
+                                 .target_id = "t1",
+                                 .state = "active",
+                                 .hash = "x",
+                                 .applied = "{}"};
+    struct planner_decision d;
+    f->link.on_delete = cases[i].policy;
+    decide(f, &row, &d);
+    if (d.kind != cases[i].want)
+      fail_msg("case %zu: got %s, want %s", i, planner_kind_name(d.kind),
+               planner_kind_name(cases[i].want));
+    assert_non_null(d.why);
+    planner_decision_clear(&d);
+
+    /* Without a target object there is nothing to remove. */
+    row.target_id = NULL;
+    row.state = NULL;
+    decide(f, &row, &d);
+    assert_int_equal(d.kind, PLANNER_NONE);
+    planner_decision_clear(&d);
+  }
+  f->link.on_delete = CONFIG_ON_DELETE_DELETE;
+}
+
+static void
+removed_target_stays_removed(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID,
+                               .attrs = "{\"mail\":\"a@x\"}",
+                               .removed = STORE_SOFT_DELETED,
+                               .target_id = "t1",
+                               .state = "deleted",
+                               .applied = "{}"};
+  struct planner_decision d;
+
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  planner_decision_clear(&d);
+}
+
+static void
+back_in_scope_restores_or_revives(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID,
+                               .attrs = person,
+                               .target_id = "t1",
+                               .state = "deleted",
+                               .hash = "x",
+                               .applied = "{}"};
+  struct planner_decision d;
+
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_RESTORE);
+  assert_true(json_equal(d.payload, d.desired));
+  planner_decision_clear(&d);
+
+  row.state = "disabled";
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_UPDATE);
+  assert_true(json_is_true(json_object_get(d.payload, "accountEnabled")));
+  assert_true(json_is_true(json_object_get(d.payload, "showInAddressList")));
+  planner_decision_clear(&d);
+
+  row.state = "hidden";
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_UPDATE);
+  assert_null(json_object_get(d.payload, "accountEnabled"));
+  assert_true(json_is_true(json_object_get(d.payload, "showInAddressList")));
+  planner_decision_clear(&d);
+}
+
+static void
+group_and_filter_narrow_scope(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID, .attrs = person};
+  struct planner_decision d;
+  struct scope_filter *filter;
+  json_t *members = json_object();
+  char err[256];
+
+  f->pl.members = members;
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  assert_string_equal(d.why, "not a member of scope_group");
+  planner_decision_clear(&d);
+  json_object_set_new(members, SOURCE_ID, json_true());
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_CREATE);
+  planner_decision_clear(&d);
+
+  assert_int_equal(
+      scope_filter_parse("department eq 'Support'", &filter, err, sizeof(err)),
+      0);
+  f->pl.filter = filter;
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  planner_decision_clear(&d);
+  f->pl.filter = NULL;
+  f->pl.members = NULL;
+  scope_filter_free(filter);
+  json_decref(members);
+}
+
+static void
+hash_is_stable(void **state)
+{
+  json_t *a = json_loads("{\"b\":1,\"a\":[\"x\",\"y\"],\"c\":\"é\"}", 0, NULL);
+  json_t *b = json_loads("{\"c\":\"é\",\"a\":[\"x\",\"y\"],\"b\":1}", 0, NULL);
+  json_t *c = json_loads("{\"c\":\"é\",\"a\":[\"y\",\"x\"],\"b\":1}", 0, NULL);
+  char ha[17], hb[17], hc[17];
+
+  (void)state;
+  planner_hash(a, ha);
+  planner_hash(b, hb);
+  planner_hash(c, hc);
+  assert_string_equal(ha, hb);     /* key order does not matter */
+  assert_string_not_equal(ha, hc); /* array order does */
+  /* A fixed value (FNV-1a 64 of "{}", computed independently): the hash
+   * must not change between releases, or every object would be updated
+   * after an upgrade. */
+  json_decref(c);
+  c = json_object();
+  planner_hash(c, ha);
+  assert_string_equal(ha, "08f44b07b5901a25");
+  json_decref(a);
+  json_decref(b);
+  json_decref(c);
+}
+
+static void
+kind_names_roundtrip(void **state)
+{
+  enum planner_kind k;
+  (void)state;
+  for (int i = PLANNER_NONE; i <= PLANNER_RESTORE; i++) {
+    assert_int_equal(
+        planner_kind_parse(planner_kind_name((enum planner_kind)i), &k), 0);
+    assert_int_equal(k, i);
+  }
+  assert_int_equal(planner_kind_parse("explode", &k), -1);
+}
+
+int
+main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(anchor_is_lower_case),
+      cmocka_unit_test_setup_teardown(new_person_is_created_with_anchor, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(unchanged_person_plans_nothing, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(update_sends_only_changes, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(out_of_scope_follows_on_delete, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(removed_target_stays_removed, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(back_in_scope_restores_or_revives, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(group_and_filter_narrow_scope, setup,
+                                      teardown),
+      cmocka_unit_test(hash_is_stable),
+      cmocka_unit_test(kind_names_roundtrip),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
