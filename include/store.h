@@ -137,14 +137,20 @@ struct store_plan_row {
   const char *op_kind;
   const char *op_hash;
   const char *op_state; /* "pending", "held", "failed" */
+  /* The target object as read from the target tenant's own delta: removed
+   * (enum store_removed) there, or STORE_PRESENT when present or never
+   * read. */
+  int target_removed;
 };
 
-/* Call fn for every source object of `source_tenant` (ordered by id);
- * fn returns 0 to go on, non-zero to stop (returned as is). Do not write
- * to the store from fn. */
+/* Call fn for every source object of `source_tenant` (ordered by id),
+ * with what `target_tenant`'s own delta says of its target object; fn
+ * returns 0 to go on, non-zero to stop (returned as is). Do not write to
+ * the store from fn. */
 typedef int (*store_plan_fn)(void *ctx, const struct store_plan_row *row);
 int store_plan_rows(struct store *store, const char *link,
-                    const char *source_tenant, store_plan_fn fn, void *ctx)
+                    const char *source_tenant, const char *target_tenant,
+                    store_plan_fn fn, void *ctx)
     __attribute__((warn_unused_result));
 
 /* An operation of the outbox. */

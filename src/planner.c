@@ -144,7 +144,7 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
   json_t *attrs = NULL, *applied = NULL, *desired = NULL;
   const char *why = NULL;
   char *anchor = NULL;
-  int result = -1;
+  int result = -1, gone = 0;
 
   memset(out, 0, sizeof(*out));
   attrs = json_loads(row->attrs ? row->attrs : "{}", 0, NULL);
@@ -176,6 +176,12 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
     goto out;
   }
 
+  if (row->state != NULL && strcmp(row->state, "active") == 0 &&
+      row->target_removed != STORE_PRESENT) {
+    /* Deleted by hand in the target (its own delta says so): make it
+     * again, as if it had never been. */
+    gone = 1;
+  }
   desired = mapping_eval(pl->mapping, attrs, err, errlen);
   if (desired == NULL)
     goto out;
@@ -194,7 +200,7 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
   }
   planner_hash(desired, out->hash);
 
-  if (row->state == NULL) {
+  if (row->state == NULL || gone) {
     out->kind = PLANNER_CREATE;
     out->payload = json_incref(desired);
   } else if (strcmp(row->state, "deleted") == 0) {
@@ -311,11 +317,16 @@ on_row(void *ctx, const struct store_plan_row *row)
   }
 
   p.source_id = strdup(row->source_id);
-  p.target_id = row->target_id ? strdup(row->target_id) : NULL;
+  /* A create starts from nothing, even over a row whose object is gone:
+   * the old id must not be patched. */
+  p.target_id = (row->target_id && p.d.kind != PLANNER_CREATE)
+                    ? strdup(row->target_id)
+                    : NULL;
   p.applied = row->applied ? strdup(row->applied) : NULL;
   p.is_delete = is_delete_kind(p.d.kind);
   p.was_held = row->op_state != NULL && strcmp(row->op_state, "held") == 0;
-  if (p.source_id == NULL || (row->target_id && p.target_id == NULL) ||
+  if (p.source_id == NULL ||
+      (row->target_id && p.d.kind != PLANNER_CREATE && p.target_id == NULL) ||
       (row->applied && p.applied == NULL))
     goto oom;
   if (r->n == r->cap) {
@@ -421,8 +432,8 @@ planner_plan(struct store *store, const struct planner_link *pl, int dry_run,
   int hold, result = -1;
 
   memset(stats, 0, sizeof(*stats));
-  if (store_plan_rows(store, pl->link->name, r.source_tenant, on_row, &r) !=
-          0 ||
+  if (store_plan_rows(store, pl->link->name, r.source_tenant,
+                      pl->link->target->tenant_id, on_row, &r) != 0 ||
       r.failed)
     goto out;
 

@@ -55,6 +55,7 @@ struct lrun {
   struct mapping *mapping;
   struct scope_filter *filter;
   struct source *source;
+  struct source *tsource; /* the target tenant's own reads */
   struct tctx *target;
   struct executor *executor;
   enum lrun_state state;
@@ -202,6 +203,38 @@ tctx_add(struct scheduler *s, const struct config_tenant *t, char *err,
   return tc;
 }
 
+/* The reader of `tenant`, made on first use. Every tenant a link touches
+ * is read: its source for the people, its target so that objects deleted
+ * there by hand are seen. */
+static struct source *
+source_for(struct scheduler *s, const struct config_tenant *tenant,
+           long interval, char *err, size_t errlen)
+{
+  struct source *src;
+
+  for (size_t j = 0; j < s->n_sources; j++) {
+    src = &s->sources[j];
+    if (src->tc->tenant == tenant) {
+      if (interval < src->interval)
+        src->interval = interval;
+      return src;
+    }
+  }
+  src = &s->sources[s->n_sources];
+  src->s = s;
+  src->interval = interval;
+  src->tc = tctx_add(s, tenant, err, errlen);
+  if (src->tc == NULL)
+    return NULL;
+  s->n_sources++;
+  src->reader = reader_new(s->store, src->tc->graph, tenant);
+  if (src->reader == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  return src;
+}
+
 int
 scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
               const struct config *cfg, const struct scheduler_opts *opts,
@@ -221,7 +254,7 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
   s->cfg = cfg;
   s->opts = *opts;
   s->tctx = calloc(2 * n, sizeof(*s->tctx));
-  s->sources = calloc(n, sizeof(*s->sources));
+  s->sources = calloc(2 * n, sizeof(*s->sources));
   s->lruns = calloc(n, sizeof(*s->lruns));
   if (s->tctx == NULL || s->sources == NULL || s->lruns == NULL) {
     snprintf(err, errlen, "out of memory");
@@ -231,7 +264,7 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
   for (size_t i = 0; i < cfg->n_links; i++) {
     const struct config_link *link = &cfg->links[i];
     struct lrun *lr;
-    struct source *src = NULL;
+    struct source *src;
 
     if (opts->only_link != NULL && strcmp(link->name, opts->only_link) != 0)
       continue;
@@ -242,25 +275,13 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
       *config_error = 1;
       goto fail;
     }
-    for (size_t j = 0; j < s->n_sources; j++) {
-      if (s->sources[j].tc->tenant == link->source)
-        src = &s->sources[j];
-    }
-    if (src == NULL) {
-      src = &s->sources[s->n_sources];
-      src->s = s;
-      src->interval = link->interval;
-      src->tc = tctx_add(s, link->source, err, errlen);
-      if (src->tc == NULL)
-        goto fail;
-      s->n_sources++;
-      src->reader = reader_new(store, src->tc->graph, link->source);
-      if (src->reader == NULL)
-        goto fail;
-    } else if (link->interval < src->interval) {
-      src->interval = link->interval;
-    }
+    src = source_for(s, link->source, link->interval, err, errlen);
+    if (src == NULL)
+      goto fail;
     lr->source = src;
+    lr->tsource = source_for(s, link->target, link->interval, err, errlen);
+    if (lr->tsource == NULL)
+      goto fail;
     lr->target = tctx_add(s, link->target, err, errlen);
     if (lr->target == NULL)
       goto fail;
@@ -442,9 +463,16 @@ on_read(void *ctx, int result, int permanent, const char *errmsg,
   src->failed = (result != 0);
   for (size_t i = 0; i < s->n_lruns; i++) {
     struct lrun *lr = &s->lruns[i];
-    if (lr->source != src)
+    if (lr->source != src && lr->tsource != src)
       continue;
-    if (result != 0) {
+    /* A link's first round waits for both of its tenants; later rounds
+     * (RUN) follow its source's schedule. SYNC and PLAN run it once. */
+    if (!lr->source->read_once || !lr->tsource->read_once ||
+        lr->source->reading || lr->tsource->reading)
+      continue;
+    if (lr->rounds > 0 && (s->opts.mode != SCHEDULER_RUN || lr->source != src))
+      continue;
+    if (lr->source->failed) {
       /* The link cannot be planned from a source it could not read. */
       lr->failed = 1;
       lr->rounds++;

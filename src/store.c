@@ -89,9 +89,11 @@ static const char *const stmt_sql[ST__COUNT] = {
                       " WHERE link = ?1",
     [ST_PLAN_ROWS] =
         "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
-        " t.state, o.id, o.kind, o.hash, o.state FROM source_object s"
+        " t.state, o.id, o.kind, o.hash, o.state, g.removed"
+        " FROM source_object s"
         " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
         " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
+        " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
         " WHERE s.tenant = ?2 ORDER BY s.id",
     [ST_OP_PUT] =
         "INSERT INTO op (link, source_id, kind, payload, desired, hash,"
@@ -665,7 +667,8 @@ col_text(sqlite3_stmt *st, int i)
 
 int
 store_plan_rows(struct store *store, const char *link,
-                const char *source_tenant, store_plan_fn fn, void *ctx)
+                const char *source_tenant, const char *target_tenant,
+                store_plan_fn fn, void *ctx)
 {
   sqlite3_stmt *st = prep(store, ST_PLAN_ROWS);
   int rc, stop = 0;
@@ -674,6 +677,7 @@ store_plan_rows(struct store *store, const char *link,
     return -1;
   bind_text(st, 1, link);
   bind_text(st, 2, source_tenant);
+  bind_text(st, 3, target_tenant);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     struct store_plan_row row = {
         .source_id = col_text(st, 0),
@@ -687,6 +691,7 @@ store_plan_rows(struct store *store, const char *link,
         .op_kind = col_text(st, 8),
         .op_hash = col_text(st, 9),
         .op_state = col_text(st, 10),
+        .target_removed = sqlite3_column_int(st, 11),
     };
     stop = fn(ctx, &row);
     if (stop != 0)

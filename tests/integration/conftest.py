@@ -195,8 +195,10 @@ class Env:
         return json.loads(r.stdout)
 
     def delta_requests(self, since=None):
+        """users/delta requests made to the source tenant (contoso)."""
         return [e for e in self.cloud.log(service="graph", since=since)
-                if e["path"].startswith("/v1.0/users/delta")]
+                if e["path"].startswith("/v1.0/users/delta")
+                and e["tenant"] in (None, self.source["id"])]
 
     def close(self):
         self.cloud.stop()

@@ -237,14 +237,18 @@ def test_restored_source_comes_back_to_same_guest(make_env):
 def test_guest_deleted_by_hand_is_made_again(make_env):
     env = make_env(users=20)
     assert env.run("sync").returncode == 0
-    sid = sorted(env.in_scope())[0]
-    guest = env.copies()[sid][0]
-    env.cloud.delete_user(env.tenants["fabrikam"]["id"], guest["id"],
+    ids = sorted(env.copies())
+    hard, soft = env.copies()[ids[0]][0], env.copies()[ids[1]][0]
+    env.cloud.delete_user(env.tenants["fabrikam"]["id"], hard["id"],
                           hard=True)
-    env.cloud.patch_user(env.source["id"], sid, {"jobTitle": "Touched"})
-    env.run("sync")
-    assert env.run("sync").returncode == 0
+    env.cloud.delete_user(env.tenants["fabrikam"]["id"], soft["id"])
+    # Nothing changed in the source: the target's own delta tells.
+    before = env.writes()
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
     check_converged(env)
+    assert env.writes()["invitations"] == before["invitations"] + 2
+    assert env.copies()[ids[0]][0]["id"] != hard["id"]
 
 
 def test_replication_lag_is_waited_out(make_env):

@@ -268,6 +268,28 @@ back_in_scope_restores_or_revives(void **state)
 }
 
 static void
+target_deleted_by_hand_is_created_again(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID,
+                               .attrs = person,
+                               .target_id = "t1",
+                               .state = "active",
+                               .hash = "x",
+                               .applied = "{}",
+                               .target_removed = STORE_DELETED};
+  struct planner_decision d;
+
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_CREATE);
+  planner_decision_clear(&d);
+  row.target_removed = STORE_SOFT_DELETED;
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_CREATE);
+  planner_decision_clear(&d);
+}
+
+static void
 group_and_filter_narrow_scope(void **state)
 {
   struct fixture *f = *state;
@@ -356,6 +378,8 @@ main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(back_in_scope_restores_or_revives, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(target_deleted_by_hand_is_created_again,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(group_and_filter_narrow_scope, setup,
                                       teardown),
       cmocka_unit_test(hash_is_stable),
