@@ -119,6 +119,7 @@ bench: all
 	@sh tests/deps.sh time
 	$(PYTHON) bench/delta-read.py --users 2000
 	$(PYTHON) bench/delta-read.py --users 20000
+	$(PYTHON) bench/guest-round.py --users 2000
 
 install: galbridge
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 \

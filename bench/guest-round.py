@@ -1,0 +1,72 @@
+#!/usr/bin/python3
+"""bench/guest-round: figures for a guest link's first and idle rounds.
+
+Seeds fakecloud with N source users (default 2,000; --users N), runs
+`galbridge sync` into an empty target, then an idle `sync`, and prints for
+each: wall time, CPU seconds, requests (and per object written), writes,
+and galbridge's peak RSS. Figures, not pass/fail.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "fakecloud"))
+
+from conftest import GALBRIDGE, Env  # noqa: E402
+
+
+def measured_sync(env):
+    """One sync under GNU time (a child of this large Python process
+    would count its pages in its own peak RSS)."""
+    log = env.cloud.log()
+    seq = log[-1]["seq"] if log else 0
+    t0 = time.monotonic()
+    r = subprocess.run(["/usr/bin/time", "-f", "TIME %U %S %M", GALBRIDGE,
+                        "-c", env.conf, "sync"], capture_output=True,
+                       text=True)
+    wall = time.monotonic() - t0
+    if r.returncode != 0:
+        sys.exit("sync failed: " + r.stderr)
+    user, system, rss_kib = r.stderr.strip().splitlines()[-1].split()[1:]
+    reqs = [e for e in env.cloud.log(since=seq) if e["service"] != "admin"]
+    return wall, float(user) + float(system), reqs, int(rss_kib)
+
+
+def report(name, env, before, figures, objects):
+    wall, cpu, reqs, rss = figures
+    after = env.writes()
+    writes = sum(after[k] - before[k] for k in after)
+    print("%s: %.2f s wall, %.2f s CPU, %d requests (%.2f per object), "
+          "%d writes, peak RSS %.1f MiB"
+          % (name, wall, cpu, len(reqs), len(reqs) / objects, writes,
+             rss / 1024.0))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=2000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = Env(tmp, users=args.users)
+        try:
+            n = len(env.in_scope())
+            print("source: %d users, %d in scope" % (args.users, n))
+            before = env.writes()
+            report("first round", env, before, measured_sync(env), n)
+            # The next round reads the target's delta, which holds the new
+            # guests once; after that a round with no change is idle.
+            before = env.writes()
+            report("second round", env, before, measured_sync(env), n)
+            before = env.writes()
+            report("idle round", env, before, measured_sync(env), n)
+        finally:
+            env.close()
+
+
+if __name__ == "__main__":
+    main()
