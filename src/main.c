@@ -316,8 +316,8 @@ cmd_status(const char *path, int as_json)
     int is_source = 0;
 
     for (size_t j = 0; j < app.cfg->n_links; j++)
-      is_source |= (app.cfg->links[j].source == t ||
-                    app.cfg->links[j].target == t);
+      is_source |=
+          (app.cfg->links[j].source == t || app.cfg->links[j].target == t);
     if (!is_source)
       continue;
     if (store_source_count(app.store, t->tenant_id, &c) != 0 ||
