@@ -62,10 +62,10 @@ struct lrun {
   json_t *members;
   int pass;
   int rounds;
-  int failed;     /* this round could not be planned or run */
-  int ops_failed; /* permanent failures in this round */
-  int transient;  /* ops left pending after the last pass */
-  struct timespec started;
+  int failed;       /* this round could not be planned or run */
+  int ops_failed;   /* permanent failures in this round */
+  int transient;    /* ops left pending after the last pass */
+  uint64_t started; /* uv_hrtime() at the round's start */
   struct executor_stats total;
 };
 
@@ -307,15 +307,6 @@ fail:
 static void maybe_finished(struct scheduler *s);
 static void lrun_execute(struct lrun *lr);
 
-static double
-since(const struct timespec *t0)
-{
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (double)(now.tv_sec - t0->tv_sec) +
-         (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
 static void
 lrun_end(struct lrun *lr)
 {
@@ -331,7 +322,8 @@ lrun_end(struct lrun *lr)
              "duration=%.2fs",
              lr->link->name, lr->total.created, lr->total.adopted,
              lr->total.updated, lr->total.deleted, lr->total.restored,
-             lr->total.failed, lr->transient, since(&lr->started));
+             lr->total.failed, lr->transient,
+             (double)(uv_hrtime() - lr->started) / 1e9);
     if (!lr->failed && lr->transient == 0 && lr->total.failed == 0 &&
         store_link_success(s->store, lr->link->name, time(NULL)) != 0)
       lr->failed = 1;
@@ -430,7 +422,7 @@ lrun_start(struct lrun *lr)
   if (lr->state != LRUN_IDLE || lr->s->stopping)
     return;
   memset(&lr->total, 0, sizeof(lr->total));
-  clock_gettime(CLOCK_MONOTONIC, &lr->started);
+  lr->started = uv_hrtime();
   lr->failed = 0;
   lr->transient = 0;
   lr->pass = 0;
