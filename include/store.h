@@ -168,7 +168,8 @@ struct store_op {
 };
 
 /* Insert or replace the op of (link, source_id) — one op per object at a
- * time; attempts and last_error start again. */
+ * time; attempts and last_error start again. A create replacing a create
+ * keeps the target id the first one learnt. */
 int store_op_put(struct store *store, const char *link, const char *source_id,
                  const char *kind, const char *payload, const char *desired,
                  const char *hash, const char *state, const char *target_id,
@@ -210,7 +211,8 @@ int store_link_approve(struct store *store, const char *link,
     __attribute__((warn_unused_result));
 int store_link_success(struct store *store, const char *link, time_t now)
     __attribute__((warn_unused_result));
-/* Forget the link's failed ops so the next round plans them again. */
+/* Put the link's failed ops back to pending (keeping what they learnt,
+ * such as an invited object's id) so the next round tries them again. */
 int store_link_clear_failed(struct store *store, const char *link,
                             long long *cleared)
     __attribute__((warn_unused_result));

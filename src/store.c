@@ -101,7 +101,12 @@ static const char *const stmt_sql[ST__COUNT] = {
         " ?8, ?9) ON CONFLICT (link, source_id) DO UPDATE SET"
         " kind = excluded.kind, payload = excluded.payload,"
         " desired = excluded.desired, hash = excluded.hash,"
-        " state = excluded.state, target_id = excluded.target_id,"
+        " state = excluded.state,"
+        /* A create that replaces a create keeps the object the first one
+         * invited: inviting again could make a second one. */
+        " target_id = CASE WHEN excluded.kind = 'create' AND op.kind ="
+        " 'create' THEN coalesce(op.target_id, excluded.target_id)"
+        " ELSE excluded.target_id END,"
         " attempts = 0, last_error = NULL, created_at = excluded.created_at",
     [ST_OP_DELETE] = "DELETE FROM op WHERE id = ?1",
     [ST_OPS_LIST] =
@@ -135,7 +140,8 @@ static const char *const stmt_sql[ST__COUNT] = {
         "INSERT INTO link_state (link, last_success) VALUES (?1, ?2)"
         " ON CONFLICT (link) DO UPDATE SET last_success = "
         "excluded.last_success",
-    [ST_CLEAR_FAILED] = "DELETE FROM op WHERE link = ?1 AND state = 'failed'",
+    [ST_CLEAR_FAILED] = "UPDATE op SET state = 'pending', attempts = 0"
+                        " WHERE link = ?1 AND state = 'failed'",
     [ST_DELTA_RESET] = "UPDATE delta_state SET delta_link = NULL"
                        " WHERE tenant = ?1",
 };

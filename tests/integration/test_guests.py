@@ -323,3 +323,55 @@ def test_example_config_passes_check_config(tmp_path):
                        env={"PATH": os.environ.get("PATH", "")})
     assert r.returncode == 0, r.stderr
     assert "[link contoso-to-fabrikam]" in r.stdout
+
+
+def test_proxy_address_conflict_then_resync(make_env):
+    """A contact in the target holds one person's address: the invitation
+    gives a guest without it, the PATCH that sets mail answers 400
+    ObjectConflict, and that op fails for good while the others sync. Once
+    the contact is gone, resync retries it without inviting again."""
+    env = make_env(users=30)
+    victim = sorted(env.in_scope().values(), key=lambda u: u["id"])[0]
+    fab = env.tenants["fabrikam"]["id"]
+    contact = env.cloud.create_contact(fab, {"displayName": "Old Contact",
+                                             "mail": victim["mail"]})
+    r = env.run("sync")
+    assert r.returncode == 1
+    st = env.status()["links"][0]
+    assert st["failed"] == 1
+    failure = st["failures"][0]
+    assert failure["source_id"] == victim["id"]
+    assert "ObjectConflict" in failure["error"] or \
+        "same value for property proxyAddresses" in failure["error"]
+    assert set(env.copies()) == set(env.in_scope()) - {victim["id"]}
+    invitations = env.writes()["invitations"]
+
+    env.cloud.delete_contact(fab, contact["id"])
+    assert env.run("sync").returncode == 1          # not retried by itself
+    r = env.run("resync", "contoso-to-fabrikam")
+    assert r.returncode == 0, r.stderr
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    check_converged(env)
+    assert env.writes()["invitations"] == invitations
+
+
+def test_forbidden_patch_fails_that_user_only(make_env):
+    env = make_env(users=30)
+    assert env.run("sync").returncode == 0
+    sid = sorted(env.copies())[0]
+    guest = env.copies()[sid][0]
+    env.cloud.set_knobs(fail_patch_for=[guest["id"]])
+    people = sorted(env.in_scope())
+    for p in people[:3]:
+        env.cloud.patch_user(env.source["id"], p, {"jobTitle": "New " + p})
+    if sid not in people[:3]:
+        env.cloud.patch_user(env.source["id"], sid, {"jobTitle": "X"})
+    r = env.run("sync")
+    assert r.returncode == 1
+    assert "Authorization_RequestDenied" in r.stderr
+    st = env.status()["links"][0]
+    assert st["failed"] == 1 and st["failures"][0]["source_id"] == sid
+    for p in people[:3]:
+        if p != sid:
+            assert env.copies()[p][0]["jobTitle"] == "New " + p
