@@ -57,6 +57,11 @@ void executor_free(struct executor *ex);
 int executor_run(struct executor *ex, executor_done_fn done, void *ctx)
     __attribute__((warn_unused_result));
 
+/* How far the current run is: ops finished of all it holds, and the rate
+ * since it started (0s when idle). */
+void executor_progress(const struct executor *ex, size_t *done, size_t *total,
+                       double *rate);
+
 /* Start nothing new; ops in flight finish and the callback comes. */
 void executor_stop(struct executor *ex);
 

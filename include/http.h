@@ -116,6 +116,19 @@ int http_send(struct http *http, const struct http_request *req,
 const char *http_response_header(const struct http_response *resp,
                                  const char *name);
 
+/* Requests sent on a gate, by HTTP status (0: no answer came). */
+struct http_gate_stat {
+  long status;
+  unsigned long long count;
+};
+
+/* Copy up to `max` counters of `gate` (every attempt counts, retries
+ * included) into out; *throttled gets how many answers closed the gate
+ * (429, or 503/504 with Retry-After). Returns how many were copied. */
+size_t http_gate_stats(const struct http *http, const char *gate,
+                       struct http_gate_stat *out, size_t max,
+                       unsigned long long *throttled);
+
 /* Seconds until `gate` opens again (0 when open). */
 double http_gate_wait(const struct http *http, const char *gate);
 

@@ -37,6 +37,10 @@ struct scheduler_opts {
   /* SCHEDULER_PLAN: a link's totals once planned. */
   void (*plan_done)(void *ctx, const struct config_link *link,
                     const struct planner_stats *stats);
+  /* SCHEDULER_RUN: after each link round (metrics, STATUS), and every few
+   * seconds while a round is long. */
+  void (*progress)(void *ctx);
+  void *progress_ctx;
 };
 
 /* Compile every link's mapping and scope filter as a config check.
@@ -58,8 +62,21 @@ void scheduler_start(struct scheduler *s, void (*done)(void *ctx), void *ctx);
 /* RUN: schedule nothing new; `done` comes once work in flight ends. */
 void scheduler_stop(struct scheduler *s);
 
-/* SYNC: every link's next round starts now if idle (SIGUSR1 later). */
+/* Number of links scheduled. */
 size_t scheduler_links(const struct scheduler *s);
+
+/* RUN: a round of every link now (SIGUSR1); tenants being read already
+ * are left to finish. */
+void scheduler_trigger(struct scheduler *s);
+
+/* One line for systemd's STATUS=: per link, its last round, pending ops
+ * and held deletes, or during a long round its progress ("contoso→fabrikam:
+ * 12,400/30,000 people, 410/s"). */
+void scheduler_status(const struct scheduler *s, char *buf, size_t len);
+
+/* Write the metrics file (see metrics.h). Returns 0, or -1 after logging
+ * why: a metrics file that cannot be written never stops a round. */
+int scheduler_write_metrics(const struct scheduler *s, const char *path);
 
 /* Exit code per DESIGN.md: 0 ok, 1 runtime failure (a tenant not
  * reached, an op failed for good), 3 deletes held (nothing else wrong). */

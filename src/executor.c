@@ -111,6 +111,21 @@ executor_free(struct executor *ex)
 }
 
 void
+executor_progress(const struct executor *ex, size_t *done, size_t *total,
+                  double *rate)
+{
+  time_t now = time(NULL);
+
+  *done = *total = 0;
+  *rate = 0;
+  if (!ex->running)
+    return;
+  *done = ex->next - (size_t)ex->in_flight;
+  *total = ex->n_ops;
+  *rate = (double)ex->stats.done / (double)(now - ex->started + 1);
+}
+
+void
 executor_stop(struct executor *ex)
 {
   ex->stopping = 1;

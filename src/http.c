@@ -82,11 +82,18 @@ struct rlist {
   struct req *head, *tail;
 };
 
+#define GATE_STATUSES 32
+
 struct gate {
   struct gate *next;
   char *name;         /* NULL for the anonymous gate (never closes) */
   uint64_t reopen_ns; /* uv_hrtime() at which it opens again */
   struct rlist queue; /* FIFO of requests waiting to start */
+  /* Attempts by status (0: no answer); the last slot takes what does not
+   * fit, so the counts stay bounded. */
+  struct http_gate_stat by_status[GATE_STATUSES];
+  size_t n_status;
+  unsigned long long throttled;
 };
 
 /* One watched socket; freed in its close callback. */
@@ -287,6 +294,26 @@ gate_close_for(struct req *r, double ms)
   if (until > g->reopen_ns)
     g->reopen_ns = until;
   log_debug("http gate closed gate=%s for_ms=%.0f", g->name, ms);
+}
+
+static void
+count_attempt(struct gate *g, long status)
+{
+  size_t i;
+
+  for (i = 0; i < g->n_status; i++) {
+    if (g->by_status[i].status == status) {
+      g->by_status[i].count++;
+      return;
+    }
+  }
+  if (g->n_status < GATE_STATUSES) {
+    g->by_status[g->n_status].status = status;
+    g->by_status[g->n_status].count = 1;
+    g->n_status++;
+    return;
+  }
+  g->by_status[GATE_STATUSES - 1].count++;
 }
 
 /* --- responses --- */
@@ -720,11 +747,14 @@ attempt_done(struct http *h, struct req *r, CURLcode code, long status)
     retry = status_retryable(status);
   }
 
+  count_attempt(r->gate, error == HTTP_OK ? status : 0);
   backoff = http_backoff_ms(r->attempt, h->backoff_base_ms, h->backoff_cap_ms,
                             random_unit());
   if (error == HTTP_OK &&
-      (status == 429 || ((status == 503 || status == 504) && ra >= 0)))
+      (status == 429 || ((status == 503 || status == 504) && ra >= 0))) {
+    r->gate->throttled++;
     gate_close_for(r, ra >= 0 ? ra * 1000.0 : backoff);
+  }
 
   if (!retry || r->attempt >= r->max_attempts) {
     finish(r, status, error, errmsg, ra);
@@ -1369,6 +1399,23 @@ parse_imf_fixdate(const char *p, const char *end, time_t *out)
     return -1;
   *out = t;
   return 0;
+}
+
+size_t
+http_gate_stats(const struct http *http, const char *gate,
+                struct http_gate_stat *out, size_t max,
+                unsigned long long *throttled)
+{
+  const struct gate *g = gate_find(http, gate);
+  size_t n = 0;
+
+  *throttled = 0;
+  if (g == NULL)
+    return 0;
+  for (size_t i = 0; i < g->n_status && n < max; i++)
+    out[n++] = g->by_status[i];
+  *throttled = g->throttled;
+  return n;
 }
 
 int

@@ -23,6 +23,7 @@
 #include "graph.h"
 #include "http.h"
 #include "log.h"
+#include "notify.h"
 #include "planner.h"
 #include "scheduler.h"
 #include "store.h"
@@ -38,15 +39,24 @@
 #endif
 
 struct app {
+  const char *path;
   struct config *cfg;
   struct store *store;
   uv_loop_t loop;
   struct http *http;
   struct scheduler *sched;
+  struct scheduler_opts opts;
+  struct notify *notify;
   int stopping;
-  uv_signal_t sig_term, sig_int, sig_hup;
-  uv_timer_t stop_timer;
+  /* SIGHUP: the checked config waiting for the old scheduler to drain */
+  struct config *next_cfg;
+  int reload_again;
+  uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
+  uv_timer_t stop_timer, status_timer;
 };
+
+#define STOP_TIMEOUT_MS 20000
+#define STATUS_EVERY_MS 5000
 
 static void
 usage(FILE *fp)
@@ -143,8 +153,129 @@ static void
 on_stop_timeout(uv_timer_t *timer)
 {
   struct app *app = timer->data;
-  log_warning("in-flight work did not finish in time, stopping anyway");
+  log_warning("in-flight work did not finish in %d s, stopping anyway; "
+              "unfinished operations stay queued",
+              STOP_TIMEOUT_MS / 1000);
   uv_stop(&app->loop);
+}
+
+static void
+update_status(struct app *app)
+{
+  char line[1024];
+
+  if (app->sched == NULL || !notify_enabled(app->notify))
+    return;
+  scheduler_status(app->sched, line, sizeof(line));
+  notify_status(app->notify, "%s", line);
+}
+
+static void
+on_status_timer(uv_timer_t *timer)
+{
+  update_status(timer->data);
+}
+
+/* After each link round (RUN): metrics file and STATUS line. */
+static void
+on_progress(void *ctx)
+{
+  struct app *app = ctx;
+
+  if (app->cfg->metrics_file != NULL)
+    scheduler_write_metrics(app->sched, app->cfg->metrics_file);
+  update_status(app);
+}
+
+static void on_sched_done(void *ctx);
+
+static int
+start_scheduler(struct app *app)
+{
+  char err[1024];
+  int config_error;
+
+  app->opts.progress = on_progress;
+  app->opts.progress_ctx = app;
+  if (scheduler_new(&app->loop, app->http, app->store, app->cfg, &app->opts,
+                    &app->sched, &config_error, err, sizeof(err)) != 0) {
+    if (config_error)
+      fprintf(stderr, "%s\n", err);
+    else
+      log_error("cannot start error=\"%s\"", err);
+    return config_error ? EXIT_CONFIG : EXIT_RUNTIME;
+  }
+  scheduler_start(app->sched, on_sched_done, app);
+  return EXIT_OK;
+}
+
+/* SIGHUP: parse and check the whole file into a new config; on any error
+ * keep the old one (invariant 5). On success let the running rounds end,
+ * then start again from the new config (on_sched_done). */
+static void
+reload(struct app *app)
+{
+  struct config *cfg = NULL;
+  char err[1024];
+
+  if (app->next_cfg != NULL) {
+    app->reload_again = 1;
+    return;
+  }
+  notify_reloading(app->notify);
+  if (config_load(app->path, &cfg, err, sizeof(err)) != 0 ||
+      scheduler_check_config(cfg, err, sizeof(err)) != 0) {
+    log_error("reload failed, keeping the running configuration: %s", err);
+    config_free(cfg);
+    notify_ready(app->notify);
+    update_status(app);
+    return;
+  }
+  if (strcmp(cfg->state_dir, app->cfg->state_dir) != 0) {
+    log_error("reload failed, keeping the running configuration: "
+              "%s: state_dir cannot change without a restart (%s -> %s)",
+              app->path, app->cfg->state_dir, cfg->state_dir);
+    config_free(cfg);
+    notify_ready(app->notify);
+    return;
+  }
+  log_notice("configuration checked, applying it once running rounds end "
+             "links=%zu",
+             cfg->n_links);
+  app->next_cfg = cfg;
+  scheduler_stop(app->sched);
+}
+
+static void
+on_sched_done(void *ctx)
+{
+  struct app *app = ctx;
+
+  if (app->next_cfg == NULL || app->stopping) {
+    uv_stop(&app->loop);
+    return;
+  }
+  /* The old rounds have ended: swap the configuration. */
+  scheduler_free(app->sched);
+  app->sched = NULL;
+  config_free(app->cfg);
+  app->cfg = app->next_cfg;
+  app->next_cfg = NULL;
+  log_set_level(app->cfg->log_level);
+  if (start_scheduler(app) != EXIT_OK) {
+    /* Checked before: only memory or credentials files can fail now. */
+    log_error("cannot apply the new configuration, stopping");
+    uv_stop(&app->loop);
+    return;
+  }
+  log_notice("configuration reloaded config=%s links=%zu", app->path,
+             scheduler_links(app->sched));
+  notify_ready(app->notify);
+  update_status(app);
+  if (app->reload_again) {
+    app->reload_again = 0;
+    reload(app);
+  }
 }
 
 static void
@@ -153,8 +284,13 @@ on_signal(uv_signal_t *sig, int signum)
   struct app *app = sig->data;
 
   if (signum == SIGHUP) {
-    log_notice("SIGHUP received; configuration reload is not available "
-               "in this version, restart to apply changes");
+    log_notice("SIGHUP received, reloading config=%s", app->path);
+    reload(app);
+    return;
+  }
+  if (signum == SIGUSR1) {
+    if (app->sched != NULL && app->next_cfg == NULL && !app->stopping)
+      scheduler_trigger(app->sched);
     return;
   }
   if (app->stopping) {
@@ -164,23 +300,17 @@ on_signal(uv_signal_t *sig, int signum)
   }
   log_notice("stopping signal=%s", signum == SIGTERM ? "TERM" : "INT");
   app->stopping = 1;
-  uv_timer_start(&app->stop_timer, on_stop_timeout, 20000, 0);
-  scheduler_stop(app->sched);
-}
-
-static void
-on_sched_done(void *ctx)
-{
-  struct app *app = ctx;
-  uv_stop(&app->loop);
+  notify_stopping(app->notify);
+  uv_timer_start(&app->stop_timer, on_stop_timeout, STOP_TIMEOUT_MS, 0);
+  if (app->sched != NULL)
+    scheduler_stop(app->sched);
 }
 
 static int
 cmd_rounds(const char *path, const struct scheduler_opts *opts)
 {
-  struct app app = {0};
-  char err[1024];
-  int rc, config_error = 0, exit_code = EXIT_OK;
+  struct app app = {.path = path, .opts = *opts};
+  int rc, exit_code = EXIT_OK;
   int daemon = opts->mode == SCHEDULER_RUN;
 
   rc = app_open(&app, path);
@@ -204,44 +334,51 @@ cmd_rounds(const char *path, const struct scheduler_opts *opts)
     exit_code = EXIT_RUNTIME;
     goto out;
   }
-  if (scheduler_new(&app.loop, app.http, app.store, app.cfg, opts, &app.sched,
-                    &config_error, err, sizeof(err)) != 0) {
-    if (config_error) {
-      fprintf(stderr, "%s\n", err);
-      exit_code = EXIT_CONFIG;
-    } else {
-      log_error("cannot start error=\"%s\"", err);
-      exit_code = EXIT_RUNTIME;
-    }
-    goto out;
-  }
-  if (app.cfg->n_links == 0)
-    log_notice("no links configured: nothing to do");
-
   if (daemon) {
+    app.notify = notify_open(&app.loop);
     uv_signal_init(&app.loop, &app.sig_term);
     uv_signal_init(&app.loop, &app.sig_int);
     uv_signal_init(&app.loop, &app.sig_hup);
+    uv_signal_init(&app.loop, &app.sig_usr1);
     uv_timer_init(&app.loop, &app.stop_timer);
-    app.sig_term.data = app.sig_int.data = app.sig_hup.data = &app;
-    app.stop_timer.data = &app;
+    uv_timer_init(&app.loop, &app.status_timer);
+    app.sig_term.data = app.sig_int.data = &app;
+    app.sig_hup.data = app.sig_usr1.data = &app;
+    app.stop_timer.data = app.status_timer.data = &app;
     uv_signal_start(&app.sig_term, on_signal, SIGTERM);
     uv_signal_start(&app.sig_int, on_signal, SIGINT);
     uv_signal_start(&app.sig_hup, on_signal, SIGHUP);
-    log_notice("galbridge %s running config=%s links=%zu", GALBRIDGE_VERSION,
-               path, scheduler_links(app.sched));
+    uv_signal_start(&app.sig_usr1, on_signal, SIGUSR1);
   }
-  scheduler_start(app.sched, on_sched_done, &app);
+  exit_code = start_scheduler(&app);
+  if (exit_code != EXIT_OK)
+    goto out;
+  if (app.cfg->n_links == 0)
+    log_notice("no links configured: nothing to do");
+  if (daemon) {
+    uint64_t wd = notify_watchdog_start(app.notify);
+    log_notice("galbridge %s running config=%s links=%zu watchdog=%llums",
+               GALBRIDGE_VERSION, path, scheduler_links(app.sched),
+               (unsigned long long)(wd / 1000));
+    notify_ready(app.notify);
+    uv_timer_start(&app.status_timer, on_status_timer, STATUS_EVERY_MS,
+                   STATUS_EVERY_MS);
+    uv_unref((uv_handle_t *)&app.status_timer);
+  }
   uv_run(&app.loop, UV_RUN_DEFAULT);
   exit_code = daemon ? EXIT_OK : scheduler_exit_code(app.sched);
 
 out:
   scheduler_free(app.sched);
+  config_free(app.next_cfg);
   if (daemon) {
     uv_close((uv_handle_t *)&app.sig_term, on_handle_closed);
     uv_close((uv_handle_t *)&app.sig_int, on_handle_closed);
     uv_close((uv_handle_t *)&app.sig_hup, on_handle_closed);
+    uv_close((uv_handle_t *)&app.sig_usr1, on_handle_closed);
     uv_close((uv_handle_t *)&app.stop_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&app.status_timer, on_handle_closed);
+    notify_close(app.notify);
   }
   if (app.http != NULL)
     http_close(app.http);

@@ -23,6 +23,7 @@
 #include "graph.h"
 #include "log.h"
 #include "mapping.h"
+#include "metrics.h"
 #include "reader.h"
 #include "scope.h"
 
@@ -45,6 +46,7 @@ struct source {
   int reading;
   int read_once;
   int failed;
+  unsigned long last_items; /* delta items of the last round */
 };
 
 enum lrun_state { LRUN_IDLE, LRUN_MEMBERS, LRUN_EXECUTING };
@@ -67,6 +69,11 @@ struct lrun {
   int transient;    /* ops left pending after the last pass */
   uint64_t started; /* uv_hrtime() at the round's start */
   struct executor_stats total;
+  /* RUN: since start, for metrics */
+  struct executor_stats sum;
+  unsigned long long op_retries;
+  double last_round_seconds;
+  long backoff; /* seconds before the next round while ops are pending */
 };
 
 struct scheduler {
@@ -253,6 +260,7 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
   s->store = store;
   s->cfg = cfg;
   s->opts = *opts;
+  srandom((unsigned)(time(NULL) ^ (uv_hrtime() & 0xffffffff)));
   s->tctx = calloc(2 * n, sizeof(*s->tctx));
   s->sources = calloc(2 * n, sizeof(*s->sources));
   s->lruns = calloc(n, sizeof(*s->lruns));
@@ -307,6 +315,24 @@ fail:
 static void maybe_finished(struct scheduler *s);
 static void lrun_execute(struct lrun *lr);
 
+/* RUN: the delay before a source's next round, with up to 10% jitter
+ * either way so that links do not fire together. */
+static uint64_t
+jittered_ms(long interval)
+{
+  double j = 0.9 + 0.2 * ((double)random() / ((double)RAND_MAX + 1.0));
+  return (uint64_t)((double)interval * 1000.0 * j);
+}
+
+static void on_tick(uv_timer_t *t);
+
+static void
+source_arm(struct source *src, uint64_t ms)
+{
+  if (src->timer_live && !src->s->stopping)
+    uv_timer_start(&src->timer, on_tick, ms, 0);
+}
+
 static void
 lrun_end(struct lrun *lr)
 {
@@ -316,17 +342,41 @@ lrun_end(struct lrun *lr)
   lr->rounds++;
   json_decref(lr->members);
   lr->members = NULL;
+  lr->last_round_seconds = (double)(uv_hrtime() - lr->started) / 1e9;
   if (s->opts.mode != SCHEDULER_PLAN) {
-    log_info("link round done link=%s created=%lu adopted=%lu updated=%lu "
-             "deleted=%lu restored=%lu failed=%lu pending=%d "
+    log_info("link round done link=%s read=%lu created=%lu adopted=%lu "
+             "updated=%lu deleted=%lu restored=%lu failed=%lu pending=%d "
              "duration=%.2fs",
-             lr->link->name, lr->total.created, lr->total.adopted,
-             lr->total.updated, lr->total.deleted, lr->total.restored,
-             lr->total.failed, lr->transient,
-             (double)(uv_hrtime() - lr->started) / 1e9);
+             lr->link->name, lr->source->last_items, lr->total.created,
+             lr->total.adopted, lr->total.updated, lr->total.deleted,
+             lr->total.restored, lr->total.failed, lr->transient,
+             lr->last_round_seconds);
     if (!lr->failed && lr->transient == 0 && lr->total.failed == 0 &&
         store_link_success(s->store, lr->link->name, time(NULL)) != 0)
       lr->failed = 1;
+  }
+  lr->sum.created += lr->total.created;
+  lr->sum.adopted += lr->total.adopted;
+  lr->sum.updated += lr->total.updated;
+  lr->sum.deleted += lr->total.deleted;
+  lr->sum.restored += lr->total.restored;
+  lr->sum.failed += lr->total.failed;
+  lr->op_retries += (unsigned long long)lr->transient;
+  if (s->opts.mode == SCHEDULER_RUN) {
+    /* Work left (throttled, a tenant away): come back soon, backing off
+     * up to the interval, instead of a whole interval later. */
+    if (lr->transient > 0) {
+      lr->backoff = lr->backoff ? lr->backoff * 2 : 2;
+      if (lr->backoff > lr->link->interval)
+        lr->backoff = lr->link->interval;
+      if (uv_timer_get_due_in(&lr->source->timer) >
+          (uint64_t)lr->backoff * 1000)
+        source_arm(lr->source, (uint64_t)lr->backoff * 1000);
+    } else {
+      lr->backoff = 0;
+    }
+    if (s->opts.progress != NULL)
+      s->opts.progress(s->opts.progress_ctx);
   }
   maybe_finished(s);
 }
@@ -449,10 +499,12 @@ on_read(void *ctx, int result, int permanent, const char *errmsg,
 
   (void)permanent;
   (void)errmsg;
-  (void)stats;
   src->reading = 0;
   src->read_once = 1;
   src->failed = (result != 0);
+  src->last_items = stats != NULL ? stats->items : 0;
+  if (s->opts.mode == SCHEDULER_RUN)
+    source_arm(src, jittered_ms(src->interval));
   for (size_t i = 0; i < s->n_lruns; i++) {
     struct lrun *lr = &s->lruns[i];
     if (lr->source != src && lr->tsource != src)
@@ -537,7 +589,8 @@ scheduler_start(struct scheduler *s, void (*done)(void *ctx), void *ctx)
       uv_timer_init(s->loop, &src->timer);
       src->timer.data = src;
       src->timer_live = 1;
-      uv_timer_start(&src->timer, on_tick, 0, (uint64_t)src->interval * 1000);
+      /* The first rounds start at once, spread over up to a second. */
+      source_arm(src, (uint64_t)(random() % 1000));
     } else {
       source_read(src);
     }
@@ -563,6 +616,153 @@ size_t
 scheduler_links(const struct scheduler *s)
 {
   return s->n_lruns;
+}
+
+void
+scheduler_trigger(struct scheduler *s)
+{
+  log_notice("round of every link requested");
+  for (size_t i = 0; i < s->n_sources; i++) {
+    struct source *src = &s->sources[i];
+    if (src->reading)
+      continue;
+    if (src->timer_live)
+      uv_timer_stop(&src->timer);
+    source_read(src);
+  }
+}
+
+/* 12345 → "12,345" */
+static void
+thousands(unsigned long long n, char *buf, size_t len)
+{
+  char digits[32];
+  int nd = snprintf(digits, sizeof(digits), "%llu", n);
+  size_t o = 0;
+
+  for (int i = 0; i < nd && o + 2 < len; i++) {
+    if (i > 0 && (nd - i) % 3 == 0)
+      buf[o++] = ',';
+    buf[o++] = digits[i];
+  }
+  buf[o] = '\0';
+}
+
+void
+scheduler_status(const struct scheduler *s, char *buf, size_t len)
+{
+  size_t o = 0;
+
+  buf[0] = '\0';
+  for (size_t i = 0; i < s->n_lruns && o + 1 < len; i++) {
+    const struct lrun *lr = &s->lruns[i];
+    struct store_link_counts c;
+    size_t done, total;
+    double rate;
+    char a[32], b[32], when[16] = "never";
+    int n;
+
+    executor_progress(lr->executor, &done, &total, &rate);
+    if (lr->state == LRUN_EXECUTING && total > 0) {
+      thousands(done, a, sizeof(a));
+      thousands(total, b, sizeof(b));
+      n = snprintf(buf + o, len - o,
+                   "%s%s\xe2\x86\x92%s: %s/%s people, %.0f/s", o ? "; " : "",
+                   lr->link->source->name, lr->link->target->name, a, b, rate);
+    } else {
+      if (store_link_counts(s->store, lr->link->name, &c) != 0)
+        memset(&c, 0, sizeof(c));
+      if (c.last_success != 0) {
+        struct tm tm;
+        localtime_r(&c.last_success, &tm);
+        strftime(when, sizeof(when), "%H:%M:%S", &tm);
+      }
+      n = snprintf(buf + o, len - o,
+                   "%s%s: last success %s, %lld pending, %lld failed, "
+                   "%lld deletes held",
+                   o ? "; " : "", lr->link->name, when, c.pending, c.failed,
+                   c.deletes_held);
+    }
+    if (n < 0 || (size_t)n >= len - o)
+      break;
+    o += (size_t)n;
+  }
+}
+
+int
+scheduler_write_metrics(const struct scheduler *s, const char *path)
+{
+  static const char *const services[] = {"login", "graph", "exchange"};
+  struct metrics_link *links = calloc(s->n_lruns + 1, sizeof(*links));
+  struct metrics_service *svc = calloc(s->n_tctx * 3 + 1, sizeof(*svc));
+  struct metrics_tenant *ten = calloc(s->n_tctx + 1, sizeof(*ten));
+  struct http_gate_stat gs[32];
+  struct metrics_status_count *stats =
+      calloc((s->n_tctx * 3 + 1) * 32, sizeof(*stats));
+  size_t n_svc = 0;
+  char err[512];
+  int rc = -1;
+
+  if (links == NULL || svc == NULL || ten == NULL || stats == NULL)
+    goto out;
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    const struct lrun *lr = &s->lruns[i];
+    struct metrics_link *m = &links[i];
+    struct store_link_counts c;
+    if (store_link_counts(s->store, lr->link->name, &c) != 0)
+      goto out;
+    m->name = lr->link->name;
+    m->source = lr->link->source->name;
+    m->target = lr->link->target->name;
+    m->object = config_object_name(lr->link->object);
+    m->objects = c.objects;
+    m->pending = c.pending;
+    m->failed = c.failed;
+    m->deletes_held = c.deletes_held;
+    m->last_success = c.last_success;
+    m->last_round_seconds = lr->last_round_seconds;
+    m->rounds = (unsigned long long)lr->rounds;
+    m->created = lr->sum.created;
+    m->adopted = lr->sum.adopted;
+    m->updated = lr->sum.updated;
+    m->deleted = lr->sum.deleted;
+    m->restored = lr->sum.restored;
+    m->op_failures = lr->sum.failed;
+    m->op_retries = lr->op_retries;
+  }
+  for (size_t i = 0; i < s->n_tctx; i++) {
+    const struct tctx *tc = &s->tctx[i];
+    ten[i].name = tc->tenant->name;
+    ten[i].token_refreshes = auth_refresh_count(tc->auth);
+    for (size_t k = 0; k < 3; k++) {
+      char gate[160];
+      struct metrics_service *m = &svc[n_svc];
+      struct metrics_status_count *st = stats + n_svc * 32;
+      snprintf(gate, sizeof(gate), "%s/%s", tc->tenant->tenant_id,
+               services[k]);
+      m->n_status = http_gate_stats(s->http, gate, gs, 32, &m->throttled);
+      if (m->n_status == 0)
+        continue;
+      for (size_t j = 0; j < m->n_status; j++) {
+        st[j].status = gs[j].status;
+        st[j].count = gs[j].count;
+      }
+      m->by_status = st;
+      m->tenant = tc->tenant->name;
+      m->service = services[k];
+      n_svc++;
+    }
+  }
+  rc = metrics_write(path, links, s->n_lruns, svc, n_svc, ten, s->n_tctx,
+                     time(NULL), err, sizeof(err));
+  if (rc != 0)
+    log_error("cannot write metrics error=\"%s\"", err);
+out:
+  free(links);
+  free(svc);
+  free(ten);
+  free(stats);
+  return rc;
 }
 
 int
