@@ -120,6 +120,8 @@ bench: all
 	$(PYTHON) bench/delta-read.py --users 2000
 	$(PYTHON) bench/delta-read.py --users 20000
 	$(PYTHON) bench/guest-round.py --users 2000
+	$(PYTHON) bench/latency.py --interval 30 --changes 20
+	$(PYTHON) bench/daemon-idle.py --rounds 1000
 
 install: galbridge
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 \

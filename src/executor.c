@@ -222,8 +222,10 @@ fail(struct job *job, int permanent, const char *error)
               ex->link->name, job->op.kind, job->op.source_id, error);
   } else {
     ex->stats.transient++;
-    log_warning("op will be retried link=%s op=%s source_id=%s error=\"%s\"",
-                ex->link->name, job->op.kind, job->op.source_id, error);
+    /* Counted in the round's line (pending=N); one line per op here
+     * would flood the log in a throttling storm. */
+    log_debug("op will be retried link=%s op=%s source_id=%s error=\"%s\"",
+              ex->link->name, job->op.kind, job->op.source_id, error);
   }
   job_free(job);
 }
@@ -419,10 +421,10 @@ on_found(void *ctx, const struct graph_response *resp,
       return;
     }
   }
-  log_info("adopting existing target object link=%s source_id=%s "
-           "target_id=%s by=%s",
-           job->ex->link->name, job->op.source_id, found->id,
-           job->step == STEP_FIND_ANCHOR ? "anchor" : "mail");
+  log_debug("adopting existing target object link=%s source_id=%s "
+            "target_id=%s by=%s",
+            job->ex->link->name, job->op.source_id, found->id,
+            job->step == STEP_FIND_ANCHOR ? "anchor" : "mail");
   free(job->target_id);
   job->target_id = strdup(found->id);
   if (job->target_id == NULL) {

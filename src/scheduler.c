@@ -351,6 +351,11 @@ lrun_end(struct lrun *lr)
              lr->total.adopted, lr->total.updated, lr->total.deleted,
              lr->total.restored, lr->total.failed, lr->transient,
              lr->last_round_seconds);
+    if (lr->transient > 0)
+      log_warning("operations left pending, retried in the next round "
+                  "link=%s pending=%d (run with log_level = debug for each "
+                  "one's error)",
+                  lr->link->name, lr->transient);
     if (!lr->failed && lr->transient == 0 && lr->total.failed == 0 &&
         store_link_success(s->store, lr->link->name, time(NULL)) != 0)
       lr->failed = 1;
