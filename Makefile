@@ -50,8 +50,11 @@ LINT_PKGS := clang-format cppcheck
 
 all: galbridge
 
+# Copy then rename: a running ./galbridge (a demo, a benchmark) keeps its
+# old file and never makes the build fail with "Text file busy".
 galbridge: $(BUILD)/galbridge
-	cp $< $@
+	cp $< $@.tmp
+	mv -f $@.tmp $@
 
 $(BUILD)/galbridge: $(BUILD)/main.o $(BUILD)/libgalbridge.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(ALL_LDFLAGS) $(PKG_LIBS) -lm

@@ -12,6 +12,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@ struct app {
   struct scheduler_opts opts;
   struct notify *notify;
   int stopping;
+  int failed; /* RUN ends with exit 1 (a reload that could not apply) */
   /* SIGHUP: the checked config waiting for the old scheduler to drain */
   struct config *next_cfg;
   int reload_again;
@@ -209,6 +211,49 @@ start_scheduler(struct app *app)
   return EXIT_OK;
 }
 
+/* What names an object galbridge made cannot change under a running
+ * daemon: a tenant's id, a link's source, target, object kind and anchor.
+ * Such a change is a new link (or a restart). */
+static int
+identity_changed(const struct config *old, const struct config *cfg, char *err,
+                 size_t errlen)
+{
+  for (size_t i = 0; i < cfg->n_tenants; i++) {
+    const struct config_tenant *t = &cfg->tenants[i];
+    const struct config_tenant *o = config_tenant_find(old, t->name);
+    if (o != NULL && strcmp(o->tenant_id, t->tenant_id) != 0) {
+      snprintf(err, errlen,
+               "%s:%d: tenant '%s': tenant_id cannot change on reload "
+               "(restart galbridge)",
+               cfg->path, t->line, t->name);
+      return 1;
+    }
+  }
+  for (size_t i = 0; i < cfg->n_links; i++) {
+    const struct config_link *l = &cfg->links[i];
+    const struct config_link *o = config_link_find(old, l->name);
+    const char *what = NULL;
+    if (o == NULL)
+      continue;
+    if (strcmp(o->source->tenant_id, l->source->tenant_id) != 0)
+      what = "source";
+    else if (strcmp(o->target->tenant_id, l->target->tenant_id) != 0)
+      what = "target";
+    else if (o->object != l->object)
+      what = "object";
+    else if (strcmp(o->anchor, l->anchor) != 0)
+      what = "anchor";
+    if (what != NULL) {
+      snprintf(err, errlen,
+               "%s:%d: link '%s': %s cannot change on reload (make a new "
+               "link, or restart galbridge)",
+               cfg->path, l->line, l->name, what);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 /* SIGHUP: parse and check the whole file into a new config; on any error
  * keep the old one (invariant 5). On success let the running rounds end,
  * then start again from the new config (on_sched_done). */
@@ -229,6 +274,12 @@ reload(struct app *app)
     config_free(cfg);
     notify_ready(app->notify);
     update_status(app);
+    return;
+  }
+  if (identity_changed(app->cfg, cfg, err, sizeof(err))) {
+    log_error("reload failed, keeping the running configuration: %s", err);
+    config_free(cfg);
+    notify_ready(app->notify);
     return;
   }
   if (strcmp(cfg->state_dir, app->cfg->state_dir) != 0) {
@@ -265,6 +316,7 @@ on_sched_done(void *ctx)
   if (start_scheduler(app) != EXIT_OK) {
     /* Checked before: only memory or credentials files can fail now. */
     log_error("cannot apply the new configuration, stopping");
+    app->failed = 1;
     uv_stop(&app->loop);
     return;
   }
@@ -366,7 +418,10 @@ cmd_rounds(const char *path, const struct scheduler_opts *opts)
     uv_unref((uv_handle_t *)&app.status_timer);
   }
   uv_run(&app.loop, UV_RUN_DEFAULT);
-  exit_code = daemon ? EXIT_OK : scheduler_exit_code(app.sched);
+  if (daemon)
+    exit_code = app.failed ? EXIT_RUNTIME : EXIT_OK;
+  else
+    exit_code = scheduler_exit_code(app.sched);
 
 out:
   scheduler_free(app.sched);
@@ -786,6 +841,8 @@ main(int argc, char **argv)
   /* libcurl runs with CURLOPT_NOSIGNAL and OpenSSL writes with write(2):
    * a peer closing a connection must not kill the daemon. */
   signal(SIGPIPE, SIG_IGN);
+  /* Tokens and keys live in this process's memory: no core file. */
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   while ((opt = getopt(argc, argv, "+c:hV")) != -1) {
     switch (opt) {
     case 'c':

@@ -255,7 +255,6 @@ struct planned {
   int drop_op;     /* an op is queued but nothing is to be done */
   long long op_id; /* existing op, for drop_op */
   int is_delete;
-  int was_held;
 };
 
 struct round {
@@ -306,7 +305,10 @@ on_row(void *ctx, const struct store_plan_row *row)
     p.drop_op = 1;
     p.op_id = row->op_id;
   } else if (row->op_id != 0 && op_kind == p.d.kind && row->op_hash != NULL &&
-             strcmp(row->op_hash, p.d.hash) == 0) {
+             strcmp(row->op_hash, p.d.hash) == 0 &&
+             strcmp(row->op_state, "held") != 0) {
+    /* Queued already (held deletes are weighed again below: a higher
+     * max_deletes lets them through). */
     p.keep_op = 1;
     if (strcmp(row->op_state, "failed") == 0)
       r->stats->failed_kept++;
@@ -324,7 +326,6 @@ on_row(void *ctx, const struct store_plan_row *row)
                     : NULL;
   p.applied = row->applied ? strdup(row->applied) : NULL;
   p.is_delete = is_delete_kind(p.d.kind);
-  p.was_held = row->op_state != NULL && strcmp(row->op_state, "held") == 0;
   if (p.source_id == NULL ||
       (row->target_id && p.d.kind != PLANNER_CREATE && p.target_id == NULL) ||
       (row->applied && p.applied == NULL))
@@ -437,8 +438,12 @@ planner_plan(struct store *store, const struct planner_link *pl, int dry_run,
       r.failed)
     goto out;
 
+  /* This round's deletes, with those still held from earlier rounds:
+   * over the limit they are all held; under it (the limit was raised, or
+   * fewer are wanted now) they all go. Deletes released by
+   * approve-deletes are pending ops and are not counted again. */
   for (size_t i = 0; i < r.n; i++) {
-    if (r.items[i].is_delete && !r.items[i].was_held)
+    if (r.items[i].is_delete)
       new_deletes++;
   }
   hold = new_deletes > (unsigned long)pl->link->max_deletes;

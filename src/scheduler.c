@@ -47,6 +47,7 @@ struct source {
   int read_once;
   int failed;
   unsigned long last_items; /* delta items of the last round */
+  int triggered;            /* SIGUSR1 came while busy: go again when done */
 };
 
 enum lrun_state { LRUN_IDLE, LRUN_MEMBERS, LRUN_EXECUTING };
@@ -380,6 +381,10 @@ lrun_end(struct lrun *lr)
     } else {
       lr->backoff = 0;
     }
+    if (lr->source->triggered && !lr->source->reading) {
+      lr->source->triggered = 0;
+      source_arm(lr->source, 0);
+    }
     if (s->opts.progress != NULL)
       s->opts.progress(s->opts.progress_ctx);
   }
@@ -508,8 +513,19 @@ on_read(void *ctx, int result, int permanent, const char *errmsg,
   src->read_once = 1;
   src->failed = (result != 0);
   src->last_items = stats != NULL ? stats->items : 0;
-  if (s->opts.mode == SCHEDULER_RUN)
-    source_arm(src, jittered_ms(src->interval));
+  if (s->opts.mode == SCHEDULER_RUN) {
+    int feeds_links = 0;
+    for (size_t i = 0; i < s->n_lruns; i++)
+      feeds_links |= (s->lruns[i].source == src);
+    /* SIGUSR1 during this read: a tenant that feeds links reads again
+     * once their rounds end (lrun_end); one that is only a target now. */
+    if (src->triggered && !feeds_links) {
+      src->triggered = 0;
+      source_arm(src, 0);
+    } else {
+      source_arm(src, jittered_ms(src->interval));
+    }
+  }
   for (size_t i = 0; i < s->n_lruns; i++) {
     struct lrun *lr = &s->lruns[i];
     if (lr->source != src && lr->tsource != src)
@@ -629,8 +645,16 @@ scheduler_trigger(struct scheduler *s)
   log_notice("round of every link requested");
   for (size_t i = 0; i < s->n_sources; i++) {
     struct source *src = &s->sources[i];
-    if (src->reading)
+    int busy_links = 0;
+
+    for (size_t j = 0; j < s->n_lruns; j++)
+      busy_links |=
+          (s->lruns[j].source == src && s->lruns[j].state != LRUN_IDLE);
+    if (src->reading || busy_links) {
+      /* Not lost: the round in progress is followed by another at once. */
+      src->triggered = 1;
       continue;
+    }
     if (src->timer_live)
       uv_timer_stop(&src->timer);
     source_read(src);

@@ -253,3 +253,24 @@ def test_metrics_match_fakecloud(make_env):
             lab = dict(labels)
             got[(lab["tenant"], lab["service"], lab["status"])] = int(value)
     assert got == want
+
+
+def test_reload_refuses_a_changed_link_identity(make_env):
+    env = make_env(users=10)
+    d = Daemon(env)
+    try:
+        d.wait_key("READY=1")
+        text = open(env.conf).read()
+        with open(env.conf, "w") as f:
+            f.write(text.replace("[link contoso-to-fabrikam]\n"
+                                 "source = contoso\ntarget = fabrikam\n",
+                                 "[link contoso-to-fabrikam]\n"
+                                 "source = fabrikam\ntarget = contoso\n"))
+        d.signal(signal.SIGHUP)
+        m = d.wait_log(r"reload failed, keeping the running configuration: "
+                       r"(\S+):(\d+): link 'contoso-to-fabrikam': source "
+                       r"cannot change")
+        assert m.group(1) == env.conf
+        assert d.proc.poll() is None
+    finally:
+        assert d.stop() == 0

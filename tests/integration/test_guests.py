@@ -375,3 +375,19 @@ def test_forbidden_patch_fails_that_user_only(make_env):
     for p in people[:3]:
         if p != sid:
             assert env.copies()[p][0]["jobTitle"] == "New " + p
+
+
+def test_higher_max_deletes_releases_held_deletes(make_env):
+    env = make_env(users=40)
+    env.write_config(link_extra="max_deletes = 2\n")
+    assert env.run("sync").returncode == 0
+    for sid in sorted(env.in_scope())[:4]:
+        env.cloud.delete_user(env.source["id"], sid)
+    assert env.run("sync").returncode == 3
+    assert env.status()["links"][0]["deletes_held"] == 4
+    env.write_config(link_extra="max_deletes = 10\n")
+    before = env.writes()["deletes"]
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert env.writes()["deletes"] == before + 4
+    assert env.status()["links"][0]["deletes_held"] == 0
