@@ -48,6 +48,7 @@ struct source {
   int failed;
   unsigned long last_items; /* delta items of the last round */
   int triggered;            /* SIGUSR1 came while busy: go again when done */
+  int forced; /* SIGUSR1: the next round of its links runs, due or not */
 };
 
 enum lrun_state { LRUN_IDLE, LRUN_MEMBERS, LRUN_EXECUTING };
@@ -74,7 +75,8 @@ struct lrun {
   struct executor_stats sum;
   unsigned long long op_retries;
   double last_round_seconds;
-  long backoff; /* seconds before the next round while ops are pending */
+  long backoff;      /* seconds before the next round while ops are pending */
+  uint64_t next_due; /* RUN: uv_now() from which its next round may run */
 };
 
 struct scheduler {
@@ -375,11 +377,15 @@ lrun_end(struct lrun *lr)
       lr->backoff = lr->backoff ? lr->backoff * 2 : 2;
       if (lr->backoff > lr->link->interval)
         lr->backoff = lr->link->interval;
+      lr->next_due = uv_now(s->loop) + (uint64_t)lr->backoff * 1000;
       if (uv_timer_get_due_in(&lr->source->timer) >
           (uint64_t)lr->backoff * 1000)
         source_arm(lr->source, (uint64_t)lr->backoff * 1000);
     } else {
       lr->backoff = 0;
+      /* The link's own interval: its source may be read more often for
+       * another link with a shorter one. */
+      lr->next_due = uv_now(s->loop) + jittered_ms(lr->link->interval);
     }
     if (lr->source->triggered && !lr->source->reading) {
       lr->source->triggered = 0;
@@ -537,6 +543,12 @@ on_read(void *ctx, int result, int permanent, const char *errmsg,
       continue;
     if (lr->rounds > 0 && (s->opts.mode != SCHEDULER_RUN || lr->source != src))
       continue;
+    /* Jitter on both timers can bring a read a little early: a margin of
+     * a fifth of the interval keeps the link on its own schedule without
+     * skipping a round for it. */
+    if (lr->rounds > 0 && !src->forced &&
+        uv_now(s->loop) + (uint64_t)lr->link->interval * 200 < lr->next_due)
+      continue;
     if (lr->source->failed) {
       /* The link cannot be planned from a source it could not read. */
       lr->failed = 1;
@@ -545,6 +557,8 @@ on_read(void *ctx, int result, int permanent, const char *errmsg,
     }
     lrun_start(lr);
   }
+  if (!src->triggered)
+    src->forced = 0;
   maybe_finished(s);
 }
 
@@ -650,6 +664,7 @@ scheduler_trigger(struct scheduler *s)
     for (size_t j = 0; j < s->n_lruns; j++)
       busy_links |=
           (s->lruns[j].source == src && s->lruns[j].state != LRUN_IDLE);
+    src->forced = 1;
     if (src->reading || busy_links) {
       /* Not lost: the round in progress is followed by another at once. */
       src->triggered = 1;
