@@ -77,6 +77,7 @@ struct lrun {
   double last_round_seconds;
   long backoff;      /* seconds before the next round while ops are pending */
   uint64_t next_due; /* RUN: uv_now() from which its next round may run */
+  int wanted;        /* its source was read: a round is to run */
 };
 
 struct scheduler {
@@ -532,23 +533,34 @@ on_read(void *ctx, int result, int permanent, const char *errmsg,
       source_arm(src, jittered_ms(src->interval));
     }
   }
+  /* A read of a link's source makes the link want a round: its first,
+   * one that is due on its own interval (jitter on both timers can bring
+   * a read a little early, hence a margin of a fifth of the interval), or
+   * one SIGUSR1 asked for. */
   for (size_t i = 0; i < s->n_lruns; i++) {
     struct lrun *lr = &s->lruns[i];
-    if (lr->source != src && lr->tsource != src)
+    if (lr->source != src)
       continue;
-    /* A link's first round waits for both of its tenants; later rounds
-     * (RUN) follow its source's schedule. SYNC and PLAN run it once. */
+    if (s->opts.mode != SCHEDULER_RUN) {
+      lr->wanted = lr->rounds == 0;
+    } else if (lr->rounds == 0 || src->forced ||
+               uv_now(s->loop) + (uint64_t)lr->link->interval * 200 >=
+                   lr->next_due) {
+      lr->wanted = 1;
+    }
+  }
+  if (!src->triggered)
+    src->forced = 0;
+  /* It runs once both of its tenants have been read and neither is being
+   * read now, whichever read ends last. */
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    struct lrun *lr = &s->lruns[i];
+    if ((lr->source != src && lr->tsource != src) || !lr->wanted)
+      continue;
     if (!lr->source->read_once || !lr->tsource->read_once ||
-        lr->source->reading || lr->tsource->reading)
+        lr->source->reading || lr->tsource->reading || lr->state != LRUN_IDLE)
       continue;
-    if (lr->rounds > 0 && (s->opts.mode != SCHEDULER_RUN || lr->source != src))
-      continue;
-    /* Jitter on both timers can bring a read a little early: a margin of
-     * a fifth of the interval keeps the link on its own schedule without
-     * skipping a round for it. */
-    if (lr->rounds > 0 && !src->forced &&
-        uv_now(s->loop) + (uint64_t)lr->link->interval * 200 < lr->next_due)
-      continue;
+    lr->wanted = 0;
     if (lr->source->failed) {
       /* The link cannot be planned from a source it could not read. */
       lr->failed = 1;
@@ -557,8 +569,6 @@ on_read(void *ctx, int result, int permanent, const char *errmsg,
     }
     lrun_start(lr);
   }
-  if (!src->triggered)
-    src->forced = 0;
   maybe_finished(s);
 }
 
