@@ -7,34 +7,9 @@ each: wall time, CPU seconds, requests (and per object written), writes,
 and galbridge's peak RSS. Figures, not pass/fail.
 """
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "fakecloud"))
-
-from conftest import GALBRIDGE, Env  # noqa: E402
-
-
-def measured_sync(env):
-    """One sync under GNU time (a child of this large Python process
-    would count its pages in its own peak RSS)."""
-    log = env.cloud.log()
-    seq = log[-1]["seq"] if log else 0
-    t0 = time.monotonic()
-    r = subprocess.run(["/usr/bin/time", "-f", "TIME %U %S %M", GALBRIDGE,
-                        "-c", env.conf, "sync"], capture_output=True,
-                       text=True)
-    wall = time.monotonic() - t0
-    if r.returncode != 0:
-        sys.exit("sync failed: " + r.stderr)
-    user, system, rss_kib = r.stderr.strip().splitlines()[-1].split()[1:]
-    reqs = [e for e in env.cloud.log(since=seq) if e["service"] != "admin"]
-    return wall, float(user) + float(system), reqs, int(rss_kib)
+from benchlib import Env, measured_sync
 
 
 def report(name, env, before, figures, objects):

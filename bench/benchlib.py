@@ -1,0 +1,30 @@
+"""What the benchmarks share: the test harness's Env, and one measured
+`galbridge sync`."""
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "fakecloud"))
+
+from conftest import GALBRIDGE, Env  # noqa: E402,F401
+
+
+def measured_sync(env):
+    """One sync under GNU time (a child forked from this large Python
+    process would count Python's pages in its own peak RSS). Returns wall
+    seconds, CPU seconds, the requests fakecloud saw, peak RSS in KiB."""
+    log = env.cloud.log()
+    seq = log[-1]["seq"] if log else 0
+    t0 = time.monotonic()
+    r = subprocess.run(["/usr/bin/time", "-f", "TIME %U %S %M", GALBRIDGE,
+                        "-c", env.conf, "sync"], capture_output=True,
+                       text=True)
+    wall = time.monotonic() - t0
+    if r.returncode != 0:
+        sys.exit("sync failed: " + r.stderr)
+    user, system, rss_kib = r.stderr.strip().splitlines()[-1].split()[1:]
+    reqs = [e for e in env.cloud.log(since=seq) if e["service"] != "admin"]
+    return wall, float(user) + float(system), reqs, int(rss_kib)
