@@ -391,3 +391,28 @@ def test_higher_max_deletes_releases_held_deletes(make_env):
     assert r.returncode == 0, r.stderr
     assert env.writes()["deletes"] == before + 4
     assert env.status()["links"][0]["deletes_held"] == 0
+
+
+def test_debug_logs_hold_no_secret_or_token(make_env):
+    env = make_env(users=10)
+    with open(env.conf) as f:
+        text = f.read().replace("log_level = info", "log_level = debug")
+    with open(env.conf, "w") as f:
+        f.write(text)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert "level=debug" in out or "debug:" in out
+    for t in env.tenants.values():
+        assert t["secret"] not in out
+    assert "Bearer" not in out and "eyJ" not in out
+    # Nor in the state database (and its write-ahead log).
+    db = b""
+    for name in ("state.db", "state.db-wal"):
+        path = os.path.join(env.state_dir, name)
+        if os.path.exists(path):
+            db += open(path, "rb").read()
+    assert len(db) > 0
+    for t in env.tenants.values():
+        assert t["secret"].encode() not in db
+    assert b"Bearer" not in db
