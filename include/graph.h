@@ -171,17 +171,22 @@ enum graph_removed {
 
 struct graph_delta_page {
   json_t *items;         /* borrowed: the page's "value" array */
+  size_t skipped;        /* items with no usable id (see below) */
   const char *next_link; /* borrowed; exactly one of the two is set */
   const char *delta_link;
 };
 
-/* Check a users/delta page's shape: an object with a "value" array of
- * objects that each have a string "id", and exactly one of
- * @odata.nextLink / @odata.deltaLink as a string. Returns 0 and fills
- * *page (pointers borrowed from body), or -1 with the reason in err. */
+/* Check a users/delta page's shape: an object with a "value" array and
+ * exactly one of @odata.nextLink / @odata.deltaLink as a string. Items
+ * that are not objects with a string "id" (1..128 bytes) are counted in
+ * page->skipped: the caller skips them. Returns 0 and fills *page
+ * (pointers borrowed from body), or -1 with the reason in err. */
 int graph_delta_page_parse(json_t *body, struct graph_delta_page *page,
                            char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* The item's id, borrowed, or NULL when it has no usable one. */
+const char *graph_delta_item_id(const json_t *item);
 
 /* Merge one delta item into the stored attributes of that object.
  * `stored` (borrowed, may be NULL) is what the store holds; `replace` is

@@ -403,6 +403,17 @@ fail:
   return -1;
 }
 
+const char *
+graph_delta_item_id(const json_t *item)
+{
+  json_t *id = json_object_get(item, "id");
+
+  if (!json_is_object(item) || !json_is_string(id) ||
+      json_string_length(id) == 0 || json_string_length(id) > 128)
+    return NULL;
+  return json_string_value(id);
+}
+
 int
 graph_delta_page_parse(json_t *body, struct graph_delta_page *page, char *err,
                        size_t errlen)
@@ -420,18 +431,13 @@ graph_delta_page_parse(json_t *body, struct graph_delta_page *page, char *err,
     snprintf(err, errlen, "delta page has no \"value\" array");
     return -1;
   }
+  /* The service always sends an id, but Microsoft's own samples do not:
+   * an item without one cannot be stored, so it is counted and skipped
+   * rather than failing the whole page. */
   json_array_foreach(value, i, item)
   {
-    json_t *id = json_object_get(item, "id");
-    if (!json_is_object(item)) {
-      snprintf(err, errlen, "delta item %zu is not an object", i);
-      return -1;
-    }
-    if (!json_is_string(id) || json_string_length(id) == 0 ||
-        json_string_length(id) > 128) {
-      snprintf(err, errlen, "delta item %zu has no valid \"id\"", i);
-      return -1;
-    }
+    if (graph_delta_item_id(item) == NULL)
+      page->skipped++;
   }
   next = json_object_get(body, "@odata.nextLink");
   delta = json_object_get(body, "@odata.deltaLink");

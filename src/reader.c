@@ -133,10 +133,13 @@ store_page(struct reader *reader, const struct graph_delta_page *page,
   }
   json_array_foreach(page->items, i, item)
   {
-    const char *id = json_string_value(json_object_get(item, "id"));
+    const char *id = graph_delta_item_id(item);
     char *old_text = NULL, *new_text = NULL;
     json_t *old = NULL, *merged = NULL;
     int old_removed, removed = 0, rc = -1;
+
+    if (id == NULL)
+      continue; /* counted in page->skipped, logged by the caller */
 
     if (store_source_get(reader->store, tid, id, &old_text, &old_removed) != 0)
       goto item_out;
@@ -232,6 +235,10 @@ on_page(void *ctx, const struct graph_response *resp)
          reader->tenant->name, reader->stats.pages + 1, err);
     return;
   }
+  if (page.skipped > 0)
+    log_warning("delta items without an id skipped source=%s page=%lu "
+                "count=%zu",
+                reader->tenant->name, reader->stats.pages + 1, page.skipped);
   if (store_page(reader, &page, err, sizeof(err)) != 0) {
     fail(reader, 0, "source %s: %s", reader->tenant->name, err);
     return;
