@@ -710,15 +710,6 @@ plan_done(void *ctx, const struct config_link *link,
          st->unchanged, st->out_of_scope, st->waiting, st->failed_kept);
 }
 
-/* The scheduler plans links one by one as their sources are read; the
- * emit callback learns of a new link through this wrapper. */
-static void
-plan_emit_first(void *ctx, const struct store_plan_row *row,
-                const struct planner_decision *d, int held)
-{
-  plan_emit(ctx, row, d, held);
-}
-
 static int
 cmd_plan(const char *path, const char *only_link, int as_json)
 {
@@ -741,7 +732,7 @@ cmd_plan(const char *path, const char *only_link, int as_json)
     const struct config_link *link = &cfg->links[i];
     struct scheduler_opts opts = {.mode = SCHEDULER_PLAN,
                                   .only_link = link->name,
-                                  .emit = plan_emit_first,
+                                  .emit = plan_emit,
                                   .emit_ctx = &po,
                                   .plan_done = plan_done};
     int one;
