@@ -1,0 +1,107 @@
+/*
+ * exo — the Exchange Online admin API for one tenant: cmdlets through
+ * POST {exchange}/adminapi/beta/{tenant id}/InvokeCommand, as the
+ * ExchangeOnlineManagement module does (undocumented by Microsoft; see
+ * MICROSOFT.md "Exchange Online").
+ *
+ * Each call attaches a token for the cloud's Exchange resource
+ * (https://outlook.office365.com/.default), the X-AnchorMailbox,
+ * X-ResponseFormat and page-size headers, follows @odata.nextLink (POSTing
+ * the same body there), and decodes errors from details[0].message
+ * ("id|exception type|text"). Requests go through http's gate
+ * "<tenant id>/exchange" (429 and Retry-After honoured), at most
+ * `max_in_flight` at once per tenant (default 4); the rest wait in order.
+ *
+ * Only this module (with graph and auth) knows Microsoft's shapes.
+ */
+#ifndef GALBRIDGE_EXO_H
+#define GALBRIDGE_EXO_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "auth.h"
+#include "config.h"
+#include "http.h"
+
+struct exo;
+
+enum exo_result {
+  EXO_OK = 0,
+  EXO_ERR_CMDLET = -1,    /* the cmdlet failed: see error_id, exception */
+  EXO_ERR_HTTP = -2,      /* another HTTP error status */
+  EXO_ERR_NETWORK = -3,   /* no answer (after http's retries) */
+  EXO_ERR_AUTH = -4,      /* no token could be had */
+  EXO_ERR_PROTOCOL = -5,  /* the answer is not the expected shape */
+  EXO_ERR_CANCELLED = -6, /* exo_free() while waiting */
+};
+
+struct exo_response {
+  int result;            /* enum exo_result */
+  long status;           /* HTTP status, 0 if none */
+  const char *error_id;  /* "Ex6F9304" or "" */
+  const char *exception; /* "...ManagementObjectNotFoundException" or "" */
+  const char *errmsg;    /* one line for the log and the op ("" if ok) */
+  json_t *value;         /* borrowed: every page's "value" items, or NULL */
+  int auth_permanent;    /* EXO_ERR_AUTH: the credentials were refused */
+  int transient;         /* EXO_ERR_HTTP: 429, 5xx, or Exchange's "maximum
+                            number of concurrent requests per tenant"
+                            answer: worth retrying later */
+};
+
+typedef void (*exo_done_fn)(void *ctx, const struct exo_response *resp);
+
+/* A client for `tenant` (borrowed, as are http and auth). max_in_flight
+ * <= 0 means 4. NULL on allocation failure. */
+struct exo *exo_new(uv_loop_t *loop, struct http *http, struct auth *auth,
+                    const struct config_tenant *tenant, int max_in_flight);
+/* Free it (NULL is a no-op; a second call does nothing); waiting and
+ * in-flight calls get EXO_ERR_CANCELLED before it returns, and late http
+ * or auth answers are dropped. May be called from a done callback. The
+ * struct is released in a close callback: call this while the loop runs,
+ * or run the loop afterwards until uv_run() returns 0, as for
+ * auth_free(). */
+void exo_free(struct exo *exo);
+
+/* Run `cmdlet` with `parameters` (a JSON object, borrowed; may be NULL).
+ * The callback is always called later from the loop. Returns 0, or -1
+ * (bad arguments, allocation) when the callback will never be called. */
+int exo_invoke(struct exo *exo, const char *cmdlet, const json_t *parameters,
+               exo_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* --- pure helpers, exposed for unit tests --- */
+
+/* The request body {"CmdletInput":{"CmdletName":..,"Parameters":{..}}}:
+ * new reference, or NULL. */
+json_t *exo_request_body(const char *cmdlet, const json_t *parameters);
+
+/* Decode an error body. Fills id / exception / text (each NUL-terminated,
+ * "" when absent) from error.details[0].message "id|type|text", falling
+ * back to error.message, then to the raw text (first line, bounded).
+ * Every field is one line (control characters become spaces), cut at a
+ * UTF-8 character boundary; a buffer of length 0 is left alone. Returns 0
+ * when details[0].message had the "id|type|text" form (id and type
+ * non-empty, without spaces), -1 otherwise (text may still be filled). */
+int exo_decode_error(const char *body, size_t len, char *id, size_t idlen,
+                     char *exception, size_t exlen, char *text,
+                     size_t textlen);
+
+/* A recipient Name (unique, at most 64 characters) for a person: the
+ * display name, cut to leave room, plus " (" + the first 8 hex digits of
+ * the source object id + ")" — deterministic, so a replay asks for the
+ * same Name, and two people of the same name get different ones, while
+ * DisplayName stays as it is. Characters are counted as UTF-16 code units
+ * (as .NET does: a character beyond U+FFFF counts 2), a UTF-8 sequence is
+ * never split, control characters become spaces, invalid UTF-8 bytes
+ * '?', surrounding spaces are trimmed; the hex digits are lower-cased. An
+ * empty display name gives the 8 hex digits alone. New string, or NULL
+ * (allocation, or fewer than 8 hex digits in source_id). */
+char *exo_unique_name(const char *display_name, const char *source_id);
+
+/* {"@odata.type":"#Exchange.GenericHashTable","Add":add,"Remove":remove}
+ * for multi-valued parameters (either may be NULL). New reference. */
+json_t *exo_multivalue(const json_t *add, const json_t *remove);
+
+#endif

@@ -1,0 +1,824 @@
+/*
+ * exo — see include/exo.h.
+ *
+ * A call's life: exo_invoke() queues it and arms a zero timer, so the
+ * callback never runs inside exo_invoke(); pump() moves calls from the
+ * FIFO queue to the active list while fewer than max_in_flight are
+ * active. An active call asks a token (cached, or from auth), POSTs the
+ * body, and on 200 appends the page's "value" and follows @odata.nextLink
+ * (only under the tenant's exchange_url) with the same body; a 401 drops
+ * the token and goes round once more. An active call always waits for
+ * exactly one auth or http callback; exo_free() detaches it (call->exo =
+ * NULL, callback with EXO_ERR_CANCELLED) and that late callback frees it.
+ * The struct exo itself is freed in its timer's close callback, so a done
+ * callback may call exo_free() and exo_invoke() safely.
+ *
+ * Nothing here logs a token, a header or a body (bodies hold addresses):
+ * only the tenant, cmdlet, status and page count, at debug level.
+ */
+#include "exo.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+#define EXO_DEFAULT_IN_FLIGHT 4
+#define EXO_ERRMSG_MAX 1024
+#define EXO_FIELD_MAX 128
+#define EXO_MAX_PAGES 10000
+#define EXO_NAME_MAX 64 /* UTF-16 code units, as .NET counts a Name */
+#define EXO_SUFFIX_HEX 8
+#define EXO_ANCHOR "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
+#define EXO_PAGE_SIZE "odata.maxpagesize=1000"
+#define EXO_BUSY_TEXT "maximum number of concurrent requests"
+
+struct exo_call {
+  struct exo *exo; /* NULL once detached by exo_free() */
+  struct exo_call *next, *prev;
+  char *cmdlet;
+  char *body;
+  char *url;   /* the page being fetched */
+  char *token; /* the token the request was sent with */
+  json_t *value;
+  int refreshed;
+  int pages;
+  exo_done_fn done;
+  void *ctx;
+};
+
+struct exo {
+  uv_loop_t *loop;
+  struct http *http;
+  struct auth *auth;
+  const struct config_tenant *tenant;
+  uv_timer_t kick;
+  char gate[160];
+  char *invoke_url;
+  char *anchor_header;
+  int max_in_flight;
+  int in_flight;
+  int pumping;
+  int closing;
+  struct exo_call *queue_head, *queue_tail; /* waiting, FIFO */
+  struct exo_call *active;                  /* started */
+};
+
+static void start(struct exo_call *call);
+static void pump(struct exo *exo);
+
+/* ------------------------------------------------------------------ */
+/* Bounded, one-line, UTF-8-safe copies                                */
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
+static size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+  size_t len;
+  uint32_t cp;
+
+  if (n == 0)
+    return 0;
+  if (s[0] < 0x80)
+    return 1;
+  if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+    len = 2;
+    cp = s[0] & 0x1f;
+  } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+    len = 3;
+    cp = s[0] & 0x0f;
+  } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+    len = 4;
+    cp = s[0] & 0x07;
+  } else {
+    return 0;
+  }
+  if (len > n)
+    return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (s[i] & 0x3f);
+  }
+  if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+      (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+    return 0;
+  return len;
+}
+
+/* Copy src[0..n) into dst (dstlen > 0): control characters become spaces
+ * (or end the copy at the first line break when first_line), invalid
+ * UTF-8 becomes '?', and a multi-byte character is never cut. Leading and
+ * trailing spaces are dropped. */
+static void
+copy_line(char *dst, size_t dstlen, const char *src, size_t n, int first_line)
+{
+  const unsigned char *s = (const unsigned char *)src;
+  size_t i = 0, j = 0;
+
+  if (dstlen == 0)
+    return;
+  while (i < n &&
+         (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+    i++;
+  while (i < n) {
+    size_t len = utf8_seq(s + i, n - i);
+
+    if (first_line && (s[i] == '\n' || s[i] == '\r'))
+      break;
+    if (len <= 1) {
+      char c = (char)s[i];
+      if (len == 0)
+        c = '?';
+      else if (s[i] < 0x20 || s[i] == 0x7f)
+        c = ' ';
+      if (j + 1 >= dstlen)
+        break;
+      dst[j++] = c;
+      i++;
+      continue;
+    }
+    if (j + len >= dstlen)
+      break;
+    memcpy(dst + j, s + i, len);
+    j += len;
+    i += len;
+  }
+  while (j > 0 && dst[j - 1] == ' ')
+    j--;
+  dst[j] = '\0';
+}
+
+static void
+set_empty(char *dst, size_t dstlen)
+{
+  if (dst != NULL && dstlen > 0)
+    dst[0] = '\0';
+}
+
+/* ------------------------------------------------------------------ */
+/* Pure helpers                                                        */
+
+json_t *
+exo_request_body(const char *cmdlet, const json_t *parameters)
+{
+  json_t *params, *body;
+
+  if (cmdlet == NULL || cmdlet[0] == '\0' ||
+      (parameters != NULL && !json_is_object(parameters)))
+    return NULL;
+  params = parameters != NULL ? json_deep_copy(parameters) : json_object();
+  if (params == NULL)
+    return NULL;
+  body = json_pack("{s:{s:s,s:o}}", "CmdletInput", "CmdletName", cmdlet,
+                   "Parameters", params);
+  return body;
+}
+
+/* Split "id|type|text" into the three fields; -1 unless id and type are
+ * both present and free of spaces. */
+static int
+split_detail(const char *msg, char *id, size_t idlen, char *exception,
+             size_t exlen, char *text, size_t textlen)
+{
+  const char *bar1 = strchr(msg, '|');
+  const char *bar2 = bar1 != NULL ? strchr(bar1 + 1, '|') : NULL;
+  size_t idn, exn;
+
+  if (bar2 == NULL)
+    return -1;
+  idn = (size_t)(bar1 - msg);
+  exn = (size_t)(bar2 - bar1 - 1);
+  if (idn == 0 || exn == 0 || memchr(msg, ' ', idn) != NULL ||
+      memchr(bar1 + 1, ' ', exn) != NULL)
+    return -1;
+  if (idlen > 0)
+    copy_line(id, idlen, msg, idn, 0);
+  if (exlen > 0)
+    copy_line(exception, exlen, bar1 + 1, exn, 0);
+  if (textlen > 0)
+    copy_line(text, textlen, bar2 + 1, strlen(bar2 + 1), 0);
+  return 0;
+}
+
+int
+exo_decode_error(const char *body, size_t len, char *id, size_t idlen,
+                 char *exception, size_t exlen, char *text, size_t textlen)
+{
+  json_t *root = NULL, *err, *details;
+  const char *detail = NULL, *message = NULL;
+  int result = -1;
+
+  set_empty(id, idlen);
+  set_empty(exception, exlen);
+  set_empty(text, textlen);
+  if (body == NULL || len == 0)
+    goto out;
+  root = json_loadb(body, len, 0, NULL);
+  err = json_object_get(root, "error");
+  details = json_object_get(err, "details");
+  detail = json_string_value(
+      json_object_get(json_array_get(details, 0), "message"));
+  message = json_string_value(json_object_get(err, "message"));
+  if (message == NULL)
+    message = json_string_value(err); /* {"error": "text"} */
+  if (detail != NULL) {
+    if (split_detail(detail, id, idlen, exception, exlen, text, textlen) ==
+        0) {
+      result = 0;
+      goto out;
+    }
+    set_empty(id, idlen);
+    set_empty(exception, exlen);
+    if (textlen > 0)
+      copy_line(text, textlen, detail, strlen(detail), 0);
+  } else if (message != NULL) {
+    if (textlen > 0)
+      copy_line(text, textlen, message, strlen(message), 0);
+  } else if (textlen > 0) {
+    copy_line(text, textlen, body, strnlen(body, len), 1);
+  }
+
+out:
+  json_decref(root);
+  return result;
+}
+
+/* The code point at s (len bytes, valid UTF-8). */
+static uint32_t
+utf8_cp(const unsigned char *s, size_t len)
+{
+  static const unsigned char mask[] = {0, 0x7f, 0x1f, 0x0f, 0x07};
+  uint32_t cp = s[0] & mask[len];
+
+  for (size_t i = 1; i < len; i++)
+    cp = (cp << 6) | (s[i] & 0x3f);
+  return cp;
+}
+
+char *
+exo_unique_name(const char *display_name, const char *source_id)
+{
+  char hex[EXO_SUFFIX_HEX + 1];
+  size_t nhex = 0, i = 0, j = 0, units = 0, n, cap;
+  const unsigned char *s;
+  char *out;
+  /* Room for the name: 64 units less " (" + 8 + ")". */
+  const size_t max_units = EXO_NAME_MAX - (EXO_SUFFIX_HEX + 3);
+
+  if (source_id == NULL)
+    return NULL;
+  for (const char *p = source_id; *p != '\0' && nhex < EXO_SUFFIX_HEX; p++) {
+    if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))
+      hex[nhex++] = *p;
+    else if (*p >= 'A' && *p <= 'F')
+      hex[nhex++] = (char)(*p - 'A' + 'a');
+  }
+  if (nhex < EXO_SUFFIX_HEX)
+    return NULL;
+  hex[nhex] = '\0';
+
+  if (display_name == NULL)
+    display_name = "";
+  s = (const unsigned char *)display_name;
+  n = strlen(display_name);
+  /* Worst case 4 bytes per unit kept, plus the suffix. */
+  cap = max_units * 4 + EXO_SUFFIX_HEX + 4;
+  out = malloc(cap);
+  if (out == NULL)
+    return NULL;
+  while (i < n && (s[i] == ' ' || s[i] < 0x20 || s[i] == 0x7f))
+    i++;
+  while (i < n) {
+    size_t len = utf8_seq(s + i, n - i);
+    size_t u = 1;
+    uint32_t cp;
+
+    if (len == 0) { /* invalid byte: a replacement that fits */
+      if (units + 1 > max_units)
+        break;
+      out[j++] = '?';
+      units++;
+      i++;
+      continue;
+    }
+    cp = utf8_cp(s + i, len);
+    if (cp >= 0x10000)
+      u = 2; /* a surrogate pair in UTF-16 */
+    if (units + u > max_units)
+      break;
+    if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0) || cp == 0x2028 ||
+        cp == 0x2029) {
+      out[j++] = ' '; /* control characters: never in a Name */
+    } else {
+      memcpy(out + j, s + i, len);
+      j += len;
+    }
+    units += u;
+    i += len;
+  }
+  while (j > 0 && out[j - 1] == ' ')
+    j--;
+  if (j == 0)
+    snprintf(out, cap, "%s", hex);
+  else
+    snprintf(out + j, cap - j, " (%s)", hex);
+  return out;
+}
+
+json_t *
+exo_multivalue(const json_t *add, const json_t *remove)
+{
+  json_t *mv = json_object();
+  json_t *copy;
+
+  if (mv == NULL)
+    return NULL;
+  if (json_object_set_new(mv, "@odata.type",
+                          json_string("#Exchange.GenericHashTable")) != 0)
+    goto fail;
+  if (add != NULL) {
+    copy = json_deep_copy(add);
+    if (copy == NULL || json_object_set_new(mv, "Add", copy) != 0)
+      goto fail;
+  }
+  if (remove != NULL) {
+    copy = json_deep_copy(remove);
+    if (copy == NULL || json_object_set_new(mv, "Remove", copy) != 0)
+      goto fail;
+  }
+  return mv;
+
+fail:
+  json_decref(mv);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Calls                                                               */
+
+static int
+url_is_under(const char *base, const char *url)
+{
+  size_t n = strlen(base);
+
+  while (n > 0 && base[n - 1] == '/')
+    n--;
+  return n > 0 && strncasecmp(base, url, n) == 0 && url[n] == '/';
+}
+
+static void
+call_free(struct exo_call *call)
+{
+  if (call == NULL)
+    return;
+  free(call->cmdlet);
+  if (call->body != NULL) {
+    explicit_bzero(call->body, strlen(call->body));
+    free(call->body);
+  }
+  free(call->url);
+  if (call->token != NULL) {
+    explicit_bzero(call->token, strlen(call->token));
+    free(call->token);
+  }
+  json_decref(call->value);
+  free(call);
+}
+
+static void
+active_unlink(struct exo_call *call)
+{
+  struct exo *exo = call->exo;
+
+  if (exo == NULL)
+    return;
+  if (call->prev != NULL)
+    call->prev->next = call->next;
+  else
+    exo->active = call->next;
+  if (call->next != NULL)
+    call->next->prev = call->prev;
+  call->next = call->prev = NULL;
+  call->exo = NULL;
+  exo->in_flight--;
+}
+
+/* Hand the outcome of an active call to its caller, free it, and start
+ * the next waiting call. */
+static void
+finish(struct exo_call *call, struct exo_response *resp)
+{
+  struct exo *exo = call->exo;
+  exo_done_fn done = call->done;
+  void *ctx = call->ctx;
+
+  log_debug("exo: tenant=%s cmdlet=%s status=%ld pages=%d result=%d",
+            exo->tenant->name, call->cmdlet, resp->status, call->pages,
+            resp->result);
+  active_unlink(call);
+  if (resp->error_id == NULL)
+    resp->error_id = "";
+  if (resp->exception == NULL)
+    resp->exception = "";
+  if (resp->errmsg == NULL)
+    resp->errmsg = "";
+  done(ctx, resp);
+  call_free(call);
+  /* exo stays allocated until its close callback, even if done() called
+   * exo_free(); pump() does nothing then. */
+  pump(exo);
+}
+
+static void
+fail_call(struct exo_call *call, int result, const char *what)
+{
+  struct exo_response resp = {.result = result};
+  char msg[EXO_ERRMSG_MAX];
+
+  snprintf(msg, sizeof(msg), "%s: %s", call->cmdlet, what);
+  resp.errmsg = msg;
+  finish(call, &resp);
+}
+
+static void on_token(void *ctx, int result, const char *token,
+                     const char *errmsg);
+static void on_http(void *ctx, const struct http_response *hr);
+
+static void
+send_with_token(struct exo_call *call, const char *token)
+{
+  struct exo *exo = call->exo;
+  const char *headers[9];
+  char *auth_header = NULL;
+  size_t len;
+  int rc;
+
+  if (call->token != NULL) {
+    explicit_bzero(call->token, strlen(call->token));
+    free(call->token);
+  }
+  call->token = strdup(token);
+  len = strlen(token) + sizeof("Authorization: Bearer ");
+  auth_header = malloc(len);
+  if (call->token == NULL || auth_header == NULL) {
+    free(auth_header);
+    fail_call(call, EXO_ERR_AUTH, "out of memory");
+    return;
+  }
+  snprintf(auth_header, len, "Authorization: Bearer %s", token);
+  headers[0] = auth_header;
+  headers[1] = "Content-Type: application/json";
+  headers[2] = "Accept: application/json";
+  headers[3] = "X-ResponseFormat: json";
+  headers[4] = exo->anchor_header;
+  headers[5] = "Prefer: " EXO_PAGE_SIZE;
+  headers[6] = "X-Prefer: " EXO_PAGE_SIZE;
+  headers[7] = NULL;
+
+  struct http_request hreq = {
+      .method = "POST",
+      .url = call->url,
+      .headers = headers,
+      .body = call->body,
+      .body_len = strlen(call->body),
+      .ca_file = exo->tenant->ca_file,
+      .gate = exo->gate,
+  };
+  rc = http_send(exo->http, &hreq, on_http, call);
+  explicit_bzero(auth_header, len);
+  free(auth_header);
+  if (rc != 0)
+    fail_call(call, EXO_ERR_NETWORK, "cannot start HTTP request");
+}
+
+static void
+on_token(void *ctx, int result, const char *token, const char *errmsg)
+{
+  struct exo_call *call = ctx;
+  struct exo_response resp = {0};
+  char msg[EXO_ERRMSG_MAX];
+
+  if (call->exo == NULL) {
+    call_free(call);
+    return;
+  }
+  if (result != AUTH_OK) {
+    snprintf(msg, sizeof(msg), "%s: %s", call->cmdlet, errmsg);
+    resp.result =
+        result == AUTH_ERR_CANCELLED ? EXO_ERR_CANCELLED : EXO_ERR_AUTH;
+    resp.auth_permanent = (result == AUTH_ERR_CREDENTIALS);
+    resp.errmsg = msg;
+    finish(call, &resp);
+    return;
+  }
+  send_with_token(call, token);
+}
+
+static void
+start(struct exo_call *call)
+{
+  struct exo *exo = call->exo;
+  const char *token = auth_cached(exo->auth, AUTH_RESOURCE_EXCHANGE);
+
+  if (token != NULL) {
+    send_with_token(call, token);
+    return;
+  }
+  if (auth_token(exo->auth, AUTH_RESOURCE_EXCHANGE, on_token, call) != 0)
+    fail_call(call, EXO_ERR_AUTH, "cannot ask a token");
+}
+
+/* A 200 page: append its value, then follow nextLink or finish. */
+static void
+on_page(struct exo_call *call, const struct http_response *hr)
+{
+  struct exo_response resp = {.status = hr->status};
+  json_error_t jerr;
+  json_t *body = json_loadb(hr->body, hr->body_len, 0, &jerr);
+  json_t *value, *next;
+  const char *link;
+  char *url;
+
+  call->pages++;
+  if (hr->body_len == 0) { /* nothing: an empty result */
+    resp.result = EXO_OK;
+    resp.value = call->value;
+    finish(call, &resp);
+    return;
+  }
+  if (!json_is_object(body)) {
+    json_decref(body);
+    fail_call(call, EXO_ERR_PROTOCOL, "HTTP 200 that is not a JSON object");
+    return;
+  }
+  value = json_object_get(body, "value");
+  next = json_object_get(body, "@odata.nextLink");
+  if ((value != NULL && !json_is_array(value)) ||
+      (next != NULL && !json_is_string(next))) {
+    json_decref(body);
+    fail_call(call, EXO_ERR_PROTOCOL,
+              "HTTP 200 with a malformed value or nextLink");
+    return;
+  }
+  if (value != NULL && json_array_extend(call->value, value) != 0) {
+    json_decref(body);
+    fail_call(call, EXO_ERR_PROTOCOL, "out of memory");
+    return;
+  }
+  link = json_string_value(next);
+  if (link != NULL) {
+    if (!url_is_under(call->exo->tenant->exchange_url, link)) {
+      json_decref(body);
+      fail_call(call, EXO_ERR_PROTOCOL,
+                "nextLink outside the tenant's Exchange host");
+      return;
+    }
+    if (call->pages >= EXO_MAX_PAGES) {
+      json_decref(body);
+      fail_call(call, EXO_ERR_PROTOCOL, "too many pages");
+      return;
+    }
+    url = strdup(link);
+    json_decref(body);
+    if (url == NULL) {
+      fail_call(call, EXO_ERR_PROTOCOL, "out of memory");
+      return;
+    }
+    free(call->url);
+    call->url = url;
+    start(call);
+    return;
+  }
+  json_decref(body);
+  resp.result = EXO_OK;
+  resp.value = call->value;
+  finish(call, &resp);
+}
+
+/* The last dot-separated part of an exception type name. */
+static const char *
+short_type(const char *type)
+{
+  const char *dot = strrchr(type, '.');
+
+  return dot != NULL && dot[1] != '\0' ? dot + 1 : type;
+}
+
+static void
+on_http(void *ctx, const struct http_response *hr)
+{
+  struct exo_call *call = ctx;
+  struct exo_response resp = {0};
+  char id[EXO_FIELD_MAX], type[EXO_FIELD_MAX], text[EXO_FIELD_MAX * 4];
+  char msg[EXO_ERRMSG_MAX];
+
+  if (call->exo == NULL) {
+    call_free(call);
+    return;
+  }
+  resp.status = hr->status;
+  if (hr->error != HTTP_OK) {
+    resp.result =
+        hr->error == HTTP_ERR_CANCELLED ? EXO_ERR_CANCELLED : EXO_ERR_NETWORK;
+    snprintf(msg, sizeof(msg), "%s: %s (after %d attempts)", call->cmdlet,
+             hr->errmsg, hr->attempts);
+    resp.errmsg = msg;
+    finish(call, &resp);
+    return;
+  }
+  if (hr->status >= 200 && hr->status < 300 &&
+      (hr->body_len == 0 || hr->body[0] == '{' ||
+       strcasestr(hr->body, EXO_BUSY_TEXT) == NULL)) {
+    on_page(call, hr);
+    return;
+  }
+  if (hr->status == 401 && !call->refreshed) {
+    /* The token was refused (expired early, revoked): one fresh token and
+     * one more try. */
+    log_info("exo: token refused, refreshing tenant=%s cmdlet=%s",
+             call->exo->tenant->name, call->cmdlet);
+    auth_invalidate(call->exo->auth, AUTH_RESOURCE_EXCHANGE, call->token);
+    call->refreshed = 1;
+    start(call);
+    return;
+  }
+  if (exo_decode_error(hr->body, hr->body_len, id, sizeof(id), type,
+                       sizeof(type), text, sizeof(text)) == 0) {
+    resp.result = EXO_ERR_CMDLET;
+    resp.error_id = id;
+    resp.exception = type;
+    snprintf(msg, sizeof(msg), "%s: %s %s%s%s", call->cmdlet, id,
+             short_type(type), text[0] ? ": " : "", text);
+  } else {
+    resp.result = EXO_ERR_HTTP;
+    snprintf(msg, sizeof(msg), "%s: HTTP %ld%s%s", call->cmdlet, hr->status,
+             text[0] ? ": " : "", text);
+  }
+  /* Throttled or busy: Exchange's "maximum number of concurrent requests
+   * per tenant" comes as plain text, with whatever status. */
+  resp.transient = hr->status == 429 || hr->status >= 500 ||
+                   strcasestr(text, EXO_BUSY_TEXT) != NULL;
+  resp.errmsg = msg;
+  finish(call, &resp);
+}
+
+/* Start waiting calls while there is room. */
+static void
+pump(struct exo *exo)
+{
+  if (exo->pumping)
+    return;
+  exo->pumping = 1;
+  while (!exo->closing && exo->queue_head != NULL &&
+         exo->in_flight < exo->max_in_flight) {
+    struct exo_call *call = exo->queue_head;
+
+    exo->queue_head = call->next;
+    if (exo->queue_head == NULL)
+      exo->queue_tail = NULL;
+    call->next = exo->active;
+    call->prev = NULL;
+    if (exo->active != NULL)
+      exo->active->prev = call;
+    exo->active = call;
+    exo->in_flight++;
+    start(call);
+  }
+  exo->pumping = 0;
+}
+
+static void
+on_kick(uv_timer_t *timer)
+{
+  pump(timer->data);
+}
+
+static void
+on_closed(uv_handle_t *handle)
+{
+  struct exo *exo = handle->data;
+
+  free(exo->invoke_url);
+  free(exo->anchor_header);
+  free(exo);
+}
+
+struct exo *
+exo_new(uv_loop_t *loop, struct http *http, struct auth *auth,
+        const struct config_tenant *tenant, int max_in_flight)
+{
+  struct exo *exo = calloc(1, sizeof(*exo));
+  const char *base = tenant->exchange_url;
+  size_t n, blen = strlen(base);
+
+  if (exo == NULL)
+    return NULL;
+  while (blen > 0 && base[blen - 1] == '/')
+    blen--;
+  exo->loop = loop;
+  exo->http = http;
+  exo->auth = auth;
+  exo->tenant = tenant;
+  exo->max_in_flight =
+      max_in_flight > 0 ? max_in_flight : EXO_DEFAULT_IN_FLIGHT;
+  snprintf(exo->gate, sizeof(exo->gate), "%s/exchange", tenant->tenant_id);
+  n = blen + strlen(tenant->tenant_id) +
+      sizeof("/adminapi/beta//Invoke"
+             "Command");
+  exo->invoke_url = malloc(n);
+  if (exo->invoke_url != NULL)
+    snprintf(exo->invoke_url, n, "%.*s/adminapi/beta/%s/InvokeCommand",
+             (int)blen, base, tenant->tenant_id);
+  n = strlen(tenant->tenant_id) + sizeof("X-AnchorMailbox: " EXO_ANCHOR "@");
+  exo->anchor_header = malloc(n);
+  if (exo->anchor_header != NULL)
+    snprintf(exo->anchor_header, n, "X-AnchorMailbox: " EXO_ANCHOR "@%s",
+             tenant->tenant_id);
+  if (exo->invoke_url == NULL || exo->anchor_header == NULL ||
+      uv_timer_init(loop, &exo->kick) != 0) {
+    free(exo->invoke_url);
+    free(exo->anchor_header);
+    free(exo);
+    return NULL;
+  }
+  exo->kick.data = exo;
+  return exo;
+}
+
+void
+exo_free(struct exo *exo)
+{
+  struct exo_response resp = {.result = EXO_ERR_CANCELLED,
+                              .error_id = "",
+                              .exception = "",
+                              .errmsg = "cancelled"};
+
+  if (exo == NULL || exo->closing)
+    return;
+  exo->closing = 1;
+  /* Waiting calls: nothing else refers to them. */
+  while (exo->queue_head != NULL) {
+    struct exo_call *call = exo->queue_head;
+
+    exo->queue_head = call->next;
+    call->done(call->ctx, &resp);
+    call_free(call);
+  }
+  exo->queue_tail = NULL;
+  /* Active calls: detach only; the auth or http callback still to come
+   * frees them. */
+  while (exo->active != NULL) {
+    struct exo_call *call = exo->active;
+
+    active_unlink(call);
+    call->done(call->ctx, &resp);
+  }
+  uv_close((uv_handle_t *)&exo->kick, on_closed);
+}
+
+int
+exo_invoke(struct exo *exo, const char *cmdlet, const json_t *parameters,
+           exo_done_fn done, void *ctx)
+{
+  struct exo_call *call;
+  json_t *body;
+
+  if (exo == NULL || exo->closing || done == NULL || cmdlet == NULL ||
+      cmdlet[0] == '\0' || strlen(cmdlet) > 128 ||
+      strpbrk(cmdlet, "\r\n") != NULL)
+    return -1;
+  body = exo_request_body(cmdlet, parameters);
+  if (body == NULL)
+    return -1;
+  call = calloc(1, sizeof(*call));
+  if (call == NULL)
+    goto fail;
+  call->cmdlet = strdup(cmdlet);
+  call->body = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  call->url = strdup(exo->invoke_url);
+  call->value = json_array();
+  if (call->cmdlet == NULL || call->body == NULL || call->url == NULL ||
+      call->value == NULL)
+    goto fail;
+  if (uv_timer_start(&exo->kick, on_kick, 0, 0) != 0)
+    goto fail;
+  json_decref(body);
+  call->done = done;
+  call->ctx = ctx;
+  call->exo = exo;
+  if (exo->queue_tail != NULL)
+    exo->queue_tail->next = call;
+  else
+    exo->queue_head = call;
+  exo->queue_tail = call;
+  return 0;
+
+fail:
+  json_decref(body);
+  call_free(call);
+  return -1;
+}
