@@ -271,9 +271,18 @@ class FakeCloud:
         return self._admin("DELETE", f"/admin/tenants/{self._q(tenant)}/"
                                      f"contacts/{self._q(contact_id)}")
 
+    def recipients(self, tenant):
+        """Every recipient Exchange lists for the tenant (mailboxes, mail
+        users, guests once provisioned, mail contacts, mail-enabled
+        groups), in the Get-Recipient shape."""
+        return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
+                                  f"recipients")["value"]
+
     def stats(self, tenant):
         """Graph requests of the tenant by kind, answered or refused:
-        {"invitations", "patches", "deletes", "restores", "reads"}."""
+        {"invitations", "patches", "deletes", "restores", "reads"}, plus
+        "exchange": {cmdlet name: InvokeCommand calls} and
+        "exchange_in_progress" (Exchange requests being answered now)."""
         return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/stats")
 
     def log(self, service=None, since=None):

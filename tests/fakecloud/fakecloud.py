@@ -226,6 +226,21 @@ KNOBS = {
         False, lambda v: isinstance(v, bool), None,
         "true: more than 150 invitations per 5 s per tenant answer 429 "
         "with Retry-After"),
+    "exo_guest_provisioning_ms": Knob(
+        0, _int_at_least(0), None,
+        "for this long after an invitation creates a guest, Exchange does "
+        "not know it (Get-MailUser/Get-User/Get-Recipient of it answer "
+        "ManagementObjectNotFoundException), milliseconds (measured from "
+        "the invitation with the current value)"),
+    "exo_rate_limit": Knob(
+        0, _int_at_least(0), None,
+        "Exchange InvokeCommand requests per second per tenant; past it "
+        "429 with Retry-After and no body (0 = off)"),
+    "exo_max_concurrent": Knob(
+        0, _int_at_least(0), None,
+        "Exchange InvokeCommand requests in progress per tenant; one more "
+        "answers the plain-text 'maximum number of concurrent requests per "
+        "tenant' 429 (0 = off)"),
 }
 
 
@@ -483,7 +498,8 @@ class User:
     prop_seq: per property, the tenant seq of its last change."""
 
     __slots__ = ("id", "props", "prop_seq", "created_seq", "deleted",
-                 "deleted_seq", "restored_seq", "deleted_at", "invited_at")
+                 "deleted_seq", "restored_seq", "deleted_at", "invited_at",
+                 "exo")
 
     # Shown by the admin API even when never set (then null).
     ADMIN_KEYS = ("showInAddressList", "creationType", "externalUserState",
@@ -499,6 +515,7 @@ class User:
         self.restored_seq = 0
         self.deleted_at = None       # time.time() of the deletion
         self.invited_at = 0          # time.monotonic() of its invitation
+        self.exo = None              # {"Name", ...} if made by New-MailUser
 
     def admin_view(self):
         view = {"id": self.id}
@@ -570,7 +587,9 @@ class Tenant:
         self.exo_window = (0, 0)     # (minute, requests) for Rate-Limit-*
         self.invitations = collections.deque()   # monotonic times, 5 s
         self.stats = {"invitations": 0, "patches": 0, "deletes": 0,
-                      "restores": 0, "reads": 0}
+                      "restores": 0, "reads": 0, "exchange": {}}
+        self.exo_calls = collections.deque()     # monotonic times, 1 s
+        self.exo_in_progress = 0                 # guarded by Cloud.lock
 
     def bump(self):
         self.seq += 1
@@ -887,14 +906,25 @@ class Cloud:
 
     def handle(self, req):
         """Answer req; returns (Response, encoded body)."""
+        early, slot = None, None
         if req.service != "admin":
             with self.lock:
                 latency = self.knobs["latency_ms"]
-            if latency:
+                if req.service == "exchange":
+                    early, slot = exo_enter(self, req)
+            if latency and early is None:
                 time.sleep(latency / 1000.0)
+        try:
+            return self.answer(req, early)
+        finally:
+            if slot is not None:
+                with self.lock:
+                    slot.exo_in_progress -= 1
+
+    def answer(self, req, early=None):
         with self.lock:
             try:
-                resp = dispatch(req)
+                resp = early if early is not None else dispatch(req)
             except Reply as reply:
                 resp = reply.response
             except Exception:      # a bug here must not kill the listener
@@ -2494,6 +2524,7 @@ def cmdlet(name):
     list of warnings) for a cmdlet (names are case-insensitive)."""
     def register(fn):
         CMDLETS[name.lower()] = fn
+        CMDLET_NAMES[name.lower()] = name
         return fn
     return register
 
@@ -2515,7 +2546,53 @@ def exo_rate_headers(tenant):
             "Rate-Limit-Reset": iso_ms((minute + 1) * 60)}
 
 
-@route("exchange", "POST", r"^/adminapi/beta/([^/]+)/InvokeCommand$")
+INVOKE_PATH = r"^/adminapi/beta/([^/]+)/InvokeCommand$"
+# Plain-text answer public EXO REST clients retry on (GreyCorbel ExoHelper
+# matches "You have reached the maximum number of concurrent requests per
+# tenant. Please wait and try again*"); the status code is a guess.
+EXO_CONCURRENCY_TEXT = ("You have reached the maximum number of concurrent "
+                        "requests per tenant. Please wait and try again.")
+
+
+def exo_enter(cloud, req):
+    """Before the latency knob, under the lock: count an Exchange request
+    as in progress for its tenant (returns (None, tenant); the caller
+    decrements when answered), or refuse it past exo_max_concurrent
+    (returns (Response, None))."""
+    match = re.match(INVOKE_PATH, req.path)
+    if match is None:
+        return None, None
+    tenant = cloud.find_tenant(urllib.parse.unquote(match.group(1)))
+    if tenant is None:
+        return None, None
+    limit = cloud.knobs["exo_max_concurrent"]
+    if limit and tenant.exo_in_progress >= limit:
+        req.tenant = tenant
+        return Response(429, EXO_CONCURRENCY_TEXT.encode("utf-8"),
+                        content_type="text/plain; charset=utf-8"), None
+    tenant.exo_in_progress += 1
+    return None, tenant
+
+
+def exo_rate_limited(req, tenant):
+    """exo_rate_limit knob: requests per second per tenant; past it 429
+    with Retry-After (seconds) and no body (public clients handle an empty
+    429 payload)."""
+    limit = req.cloud.knobs["exo_rate_limit"]
+    if not limit:
+        return None
+    now = time.monotonic()
+    calls = tenant.exo_calls
+    while calls and calls[0] <= now - 1.0:
+        calls.popleft()
+    if len(calls) >= limit:
+        retry = max(1, int(calls[0] + 1.0 - now + 0.999))
+        return Response(429, None, {"Retry-After": str(retry)})
+    calls.append(now)
+    return None
+
+
+@route("exchange", "POST", INVOKE_PATH)
 def invoke_command(req):
     cloud = req.cloud
     segment = req.group(1)
@@ -2527,8 +2604,18 @@ def invoke_command(req):
             token.tenant_id != tenant.id:
         raise Reply(Response(401, None, {"WWW-Authenticate": EXO_WWW_AUTH}))
     req.tenant = tenant
-    base = f"{cloud.exchange_url}/adminapi/beta/{req.match.group(1)}"
+    rate = exo_rate_headers(tenant)
+    try:
+        resp = exo_rate_limited(req, tenant) or exo_invoke(req, tenant)
+    except Reply as reply:
+        resp = reply.response
+    resp.headers.update(rate)
+    return resp
 
+
+def exo_invoke(req, tenant):
+    cloud = req.cloud
+    base = f"{cloud.exchange_url}/adminapi/beta/{req.match.group(1)}"
     if "skiptoken" in req.params:
         link = cloud.get_link(req.params["skiptoken"], "exo", tenant.id)
         if link is None:
@@ -2553,6 +2640,9 @@ def invoke_command(req):
                 "System.Management.Automation.CommandNotFoundException",
                 f"The term '{name}' is not recognized as a name of a cmdlet, "
                 f"function, script file, or executable program."))
+        counts = tenant.stats["exchange"]
+        canonical = CMDLET_NAMES[name.lower()]
+        counts[canonical] = counts.get(canonical, 0) + 1
         results, warnings = fn(req, tenant, params)
 
     size = exo_page_size(req)
@@ -2564,9 +2654,7 @@ def invoke_command(req):
         token = cloud.new_link("exo", tenant.id, (results[size:], []))
         body["@odata.nextLink"] = f"{base}/InvokeCommand?$skiptoken={token}"
     body["value"] = results[:size]
-    headers = {"Content-Type": EXO_JSON}
-    headers.update(exo_rate_headers(tenant))
-    return Response(200, body, headers)
+    return Response(200, body, {"Content-Type": EXO_JSON})
 
 
 def exo_check_params(params, allowed):
@@ -2579,18 +2667,75 @@ def exo_check_params(params, allowed):
                 f"'{name}'."))
 
 
-def user_recipient(user):
-    """A mail-enabled directory user as Get-Recipient shows it."""
-    props = user.props
+# -- recipients: one view for every kind ------------------------------------
+
+EXO_DN = ("OU={domain},OU=Microsoft Exchange Hosted Organizations,"
+          "DC=FAKEPR01A001,DC=PROD,DC=OUTLOOK,DC=COM")
+EXC_NOT_FOUND = ("Microsoft.Exchange.Configuration.Tasks."
+                 "ManagementObjectNotFoundException")
+EXC_AMBIGUOUS = ("Microsoft.Exchange.Configuration.Tasks."
+                 "ManagementObjectAmbiguousException")
+EXC_PROXY_EXISTS = "Microsoft.Exchange.Data.Directory.ProxyAddressExistsException"
+EXC_OBJECT_EXISTS = ("Microsoft.Exchange.Data.Directory."
+                     "ADObjectAlreadyExistsException")
+EXC_BINDING = "System.Management.Automation.ParameterBindingException"
+EXC_VALIDATION = ("System.Management.Automation."
+                  "ParameterBindingValidationException")
+CUSTOM_ATTRIBUTES = [f"CustomAttribute{n}" for n in range(1, 16)]
+
+# Set-Contact / Set-User address-book parameters -> (Graph property,
+# maximum length).  Exchange and Graph are one directory object.
+ADDRESS_BOOK = {
+    "company": ("companyName", 64), "department": ("department", 64),
+    "title": ("jobTitle", 128), "phone": ("businessPhones", 64),
+    "mobilephone": ("mobilePhone", 64), "office": ("officeLocation", 128),
+    "streetaddress": ("streetAddress", 1024), "city": ("city", 128),
+    "stateorprovince": ("state", 128), "postalcode": ("postalCode", 40),
+    "countryorregion": ("country", 128), "firstname": ("givenName", 64),
+    "lastname": ("surname", 64), "displayname": ("displayName", 256),
+    "fax": ("faxNumber", 64),
+}
+
+
+def exo_fail(status, code, err_id, exc_type, text):
+    raise Reply(exo_error(status, code, err_id, exc_type, text))
+
+
+def exo_not_found(identity):
+    exo_fail(404, "NotFound", "Ex6F9304", EXC_NOT_FOUND,
+             f"The operation couldn't be performed because object "
+             f"'{identity}' couldn't be found on '{EXO_SERVER}'.")
+
+
+def exo_guid(oid):
+    """Exchange's own object Guid (not the directory object id)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "fakecloud-exo:" + oid))
+
+
+def strip_smtp(value):
+    value = str(value or "")
+    return value[5:] if value[:5].lower() == "smtp:" else value
+
+
+def primary_smtp(addresses):
+    for value in addresses:
+        if isinstance(value, str) and value.startswith("SMTP:"):
+            return value[5:]
+    return None
+
+
+def recipient_view(tenant, oid, name, props, rtype, details, external,
+                   hidden):
     mail = props.get("mail")
-    guest = props.get("userType") == "Guest"
+    addresses = list(props.get("proxyAddresses") or []) or \
+        ([f"SMTP:{mail}"] if mail else [])
     ext = props.get("onPremisesExtensionAttributes") or {}
-    addresses = list(props.get("proxyAddresses") or []) or [f"SMTP:{mail}"]
-    hidden = props.get("showInAddressList")
-    recipient = {
-        "Identity": user.id,
-        "Name": user.id,
-        "Alias": props.get("mailNickname") or mail.split("@")[0],
+    phones = props.get("businessPhones") or [""]
+    view = {
+        "Identity": oid,
+        "Name": name,
+        "Alias": props.get("mailNickname")
+        or (mail.split("@")[0] if mail else name),
         "DisplayName": props.get("displayName"),
         "FirstName": props.get("givenName") or "",
         "LastName": props.get("surname") or "",
@@ -2598,49 +2743,475 @@ def user_recipient(user):
         "Department": props.get("department") or "",
         "Title": props.get("jobTitle") or "",
         "Office": props.get("officeLocation") or "",
+        "StreetAddress": props.get("streetAddress") or "",
         "City": props.get("city") or "",
         "StateOrProvince": props.get("state") or "",
         "PostalCode": props.get("postalCode") or "",
         "CountryOrRegion": props.get("country") or "",
-        "Phone": (props.get("businessPhones") or [""])[0],
-        "PrimarySmtpAddress": mail,
+        "Phone": phones[0] if isinstance(phones, list) else phones,
+        "MobilePhone": props.get("mobilePhone") or "",
+        "Fax": props.get("faxNumber") or "",
+        "PrimarySmtpAddress": mail or primary_smtp(addresses),
         "EmailAddresses@odata.type": "#Collection(String)",
         "EmailAddresses": addresses,
-        "ExternalEmailAddress": f"SMTP:{mail}" if guest else None,
-        "ExternalDirectoryObjectId": user.id,
-        "RecipientType": "MailUser" if guest else "UserMailbox",
-        "RecipientTypeDetails": "GuestMailUser" if guest else "UserMailbox",
-        # Guests are hidden from the GAL by default (MICROSOFT.md).
-        "HiddenFromAddressListsEnabled": (hidden is False) if not guest
-        else hidden is not True,
+        "ExternalEmailAddress": external,
+        "ExternalDirectoryObjectId": oid,
+        "Guid": exo_guid(oid),
+        "DistinguishedName": f"CN={name},{EXO_DN.format(domain=tenant.domain)}",
+        "RecipientType": rtype,
+        "RecipientTypeDetails": details,
+        "HiddenFromAddressListsEnabled": hidden,
     }
     for n in range(1, 16):
-        recipient[f"CustomAttribute{n}"] = ext.get(f"extensionAttribute{n}") \
-            or ""
-    return recipient
+        view[f"CustomAttribute{n}"] = ext.get(f"extensionAttribute{n}") or ""
+    return view
 
 
-def contact_recipient(contact):
-    """An org contact as Get-Recipient shows a MailContact."""
+def user_kind(user):
+    """RecipientTypeDetails of a directory user as Exchange sees it."""
+    props = user.props
+    if user.exo and user.exo.get("kind") == "MailUser":
+        return "MailUser"
+    if not props.get("mail"):
+        return "User"
+    if props.get("userType") == "Guest":
+        return "GuestMailUser"
+    return "UserMailbox"
+
+
+def user_recipient(user, tenant=None):
+    """A directory user as Exchange shows it: UserMailbox (member with
+    mail), MailUser (New-MailUser), GuestMailUser, or User (no mail)."""
+    props = user.props
+    kind = user_kind(user)
+    exo = user.exo or {}
+    mail = props.get("mail")
+    hidden_flag = props.get("showInAddressList")
+    if kind == "UserMailbox":
+        rtype, external = "UserMailbox", None
+        hidden = hidden_flag is False
+    elif kind == "User":
+        rtype, external, hidden = "User", None, hidden_flag is False
+    else:
+        rtype = "MailUser"
+        external = exo.get("ExternalEmailAddress") or f"SMTP:{mail}"
+        # Guests are hidden from the GAL by default (MICROSOFT.md).
+        hidden = (hidden_flag is not True) if kind == "GuestMailUser" \
+            else hidden_flag is False
+    view = recipient_view(tenant or _NO_TENANT, user.id,
+                          exo.get("Name") or user.id, props, rtype, kind,
+                          external, hidden)
+    view["UserPrincipalName"] = props.get("userPrincipalName")
+    return view
+
+
+def contact_recipient(contact, tenant=None):
+    """An org contact as Exchange shows a MailContact."""
     props = contact.props
-    mail = props["mail"]
-    recipient = {
-        "Identity": contact.id,
-        "Name": props.get("name") or props.get("displayName") or contact.id,
-        "Alias": props.get("mailNickname") or mail.split("@")[0],
-        "DisplayName": props.get("displayName"),
-        "PrimarySmtpAddress": mail,
-        "EmailAddresses@odata.type": "#Collection(String)",
-        "EmailAddresses": list(props.get("proxyAddresses") or [])
-        or [f"SMTP:{mail}"],
-        "ExternalEmailAddress": f"SMTP:{mail}",
-        "ExternalDirectoryObjectId": contact.id,
-        "RecipientType": "MailContact",
-        "RecipientTypeDetails": "MailContact",
-        "HiddenFromAddressListsEnabled":
-            props.get("hiddenFromAddressListsEnabled") is True,
-    }
-    return recipient
+    mail = props.get("mail")
+    return recipient_view(
+        tenant or _NO_TENANT, contact.id,
+        props.get("name") or props.get("displayName") or contact.id, props,
+        "MailContact", "MailContact",
+        props.get("externalEmailAddress") or f"SMTP:{mail}",
+        props.get("hiddenFromAddressListsEnabled") is True)
+
+
+def group_recipient(group, tenant):
+    props = group.props
+    unified = "Unified" in (props.get("groupTypes") or [])
+    details = "GroupMailbox" if unified else (
+        "MailUniversalSecurityGroup" if props.get("securityEnabled")
+        else "MailUniversalDistributionGroup")
+    rtype = "MailUniversalDistributionGroup" if unified else details
+    return recipient_view(tenant, group.id,
+                          props.get("displayName") or group.id, props, rtype,
+                          details, None,
+                          props.get("hiddenFromAddressListsEnabled") is True)
+
+
+class _NoTenant:
+    domain = "unknown"
+
+
+_NO_TENANT = _NoTenant()
+
+
+def guest_provisioned(req, user):
+    """exo_guest_provisioning_ms: Exchange learns of an invited guest only
+    this long after the invitation (current knob value)."""
+    delay = req.cloud.knobs["exo_guest_provisioning_ms"] / 1000.0
+    return not (delay and user.invited_at
+                and time.monotonic() < user.invited_at + delay)
+
+
+def exo_objects(req, tenant, kinds=None):
+    """[(obj, view)] of what Exchange lists, optionally only the given
+    RecipientTypeDetails (a set)."""
+    out = []
+    for user in tenant.users.values():
+        if user.deleted or not guest_provisioned(req, user):
+            continue
+        kind = user_kind(user)
+        if kinds is None and kind == "User":
+            continue
+        if kinds is not None and kind not in kinds:
+            continue
+        out.append((user, user_recipient(user, tenant)))
+    if kinds is None or "MailContact" in kinds:
+        out += [(c, contact_recipient(c, tenant))
+                for c in tenant.contacts.values() if c.props.get("mail")]
+    if kinds is None:
+        out += [(g, group_recipient(g, tenant))
+                for g in tenant.groups.values() if g.props.get("mail")]
+    return out
+
+
+def identity_matches(view, identity):
+    """-Identity forms the cmdlet docs list: Name, Alias, distinguished
+    name, GUID; plus email address and ExternalDirectoryObjectId (Exchange
+    resolves both; UserPrincipalName for users)."""
+    key = strip_smtp(str(identity)).strip().lower()
+    names = [view["Identity"], view["Name"], view["Alias"],
+             view["DistinguishedName"], view["Guid"],
+             view["ExternalDirectoryObjectId"], view["PrimarySmtpAddress"],
+             view.get("UserPrincipalName")]
+    names += [strip_smtp(a) for a in view["EmailAddresses"]
+              if str(a)[:5].lower() == "smtp:"]
+    return any(isinstance(n, str) and n.lower() == key for n in names)
+
+
+def exo_resolve(req, tenant, identity, kinds):
+    if not isinstance(identity, str) or not identity:
+        exo_fail(400, "BadRequest", "ExB3C4D6", EXC_BINDING,
+                 "Cannot process command because of one or more missing "
+                 "mandatory parameters: Identity.")
+    found = [(o, v) for o, v in exo_objects(req, tenant, kinds)
+             if identity_matches(v, identity)]
+    if not found:
+        exo_not_found(identity)
+    if len(found) > 1:
+        exo_fail(400, "BadRequest", "Ex2B7A41", EXC_AMBIGUOUS,
+                 f"The operation couldn't be performed because "
+                 f"'{identity}' matches multiple entries.")
+    return found[0]
+
+
+def lowered(params):
+    return {k.lower(): v for k, v in params.items()}
+
+
+def exo_required(params, *names):
+    missing = [n for n in names if params.get(n.lower()) in (None, "")]
+    if missing:
+        exo_fail(400, "BadRequest", "ExB3C4D6", EXC_BINDING,
+                 f"Cannot process command because of one or more missing "
+                 f"mandatory parameters: {' '.join(missing)}.")
+
+
+def exo_length(name, value, limit):
+    if isinstance(value, str) and len(value) > limit:
+        exo_fail(400, "BadRequest", "Ex5C1D22", EXC_VALIDATION,
+                 f"Cannot validate argument on parameter '{name}'. The "
+                 f"argument is longer than the maximum allowed length of "
+                 f"\"{limit}\". Provide an argument that is less than or "
+                 f"equal to \"{limit}\" and then try the command again.")
+
+
+def exo_bool(name, value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower().lstrip("$")
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    exo_fail(400, "BadRequest", "ExB3C4D7", EXC_BINDING,
+             f"Cannot process argument transformation on parameter "
+             f"'{name}'. Cannot convert value \"{value}\" to type "
+             f"\"System.Boolean\".")
+
+
+def exo_address(name, value):
+    address = strip_smtp(value).strip()
+    if not is_address(address):
+        exo_fail(400, "BadRequest", "ExB3C4D8", EXC_BINDING,
+                 f"Cannot process argument transformation on parameter "
+                 f"'{name}'. Cannot convert value \"{value}\" to type "
+                 f"\"Microsoft.Exchange.Data.ProxyAddress\".")
+    return address
+
+
+def owner_name(tenant, owner):
+    kind, oid = owner
+    if kind == "User":
+        user = tenant.users[oid]
+        return (user.exo or {}).get("Name") or oid
+    if kind == "Group":
+        return tenant.groups[oid].props.get("displayName") or oid
+    contact = tenant.contacts[oid]
+    return contact.props.get("name") or contact.props.get("displayName") \
+        or oid
+
+
+def check_addresses_free(tenant, addresses, exclude=None):
+    """Every SMTP address unique across the tenant's recipients (users,
+    guests, mail users, contacts, groups)."""
+    for value in addresses:
+        if str(value)[:5].lower() != "smtp:":
+            continue
+        owner = tenant.address_owner(value[5:], exclude=exclude)
+        if owner is not None:
+            exo_fail(400, "BadRequest", "Ex5A2D4E", EXC_PROXY_EXISTS,
+                     f"The proxy address \"{value}\" is already being used "
+                     f"by the proxy addresses or LegacyExchangeDN of "
+                     f"\"{owner_name(tenant, owner)}\". Please choose "
+                     f"another proxy address.")
+
+
+def recipient_names(req, tenant, exclude=None):
+    return {v["Name"].lower() for o, v in exo_objects(req, tenant)
+            if o.id != exclude and isinstance(v["Name"], str)}
+
+
+def check_name_free(req, tenant, name, exclude=None):
+    exo_length("Name", name, 64)
+    if name.lower() in recipient_names(req, tenant, exclude):
+        exo_fail(400, "BadRequest", "Ex6D1F0B", EXC_OBJECT_EXISTS,
+                 f"The object 'CN={name},{EXO_DN.format(domain=tenant.domain)}"
+                 f"' already exists.")
+
+
+def derive_alias(req, tenant, name, exclude=None):
+    """Alias from Name (characters an alias cannot hold dropped), made
+    unique with a number, as Exchange does when -Alias is absent."""
+    base = re.sub(r"[^A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]", "", name).strip(".")
+    base = base[:64] or "recipient"
+    taken = {str(v["Alias"]).lower() for o, v in exo_objects(req, tenant)
+             if o.id != exclude}
+    alias, n = base, 1
+    while alias.lower() in taken:
+        n += 1
+        alias = f"{base[:60]}{n}"
+    return alias
+
+
+def apply_email_addresses(current, value):
+    """EmailAddresses: a list replaces; the GenericHashTable form
+    {"@odata.type": "#Exchange.GenericHashTable", "Add": [...],
+    "Remove": [...]} edits.  "SMTP:" is the primary (one only), "smtp:"
+    or no prefix a secondary."""
+    def norm(item):
+        item = str(item).strip()
+        if ":" not in item:
+            item = "smtp:" + item
+        prefix, rest = item.split(":", 1)
+        if prefix.lower() == "smtp":
+            exo_address("EmailAddresses", rest)
+        return item
+
+    def as_list(item):
+        if item is None:
+            return []
+        return list(item) if isinstance(item, list) else [item]
+
+    if isinstance(value, dict):
+        ops = lowered(value)
+        out = list(current)
+        for item in as_list(ops.get("remove")):
+            key = norm(item).split(":", 1)[1].lower()
+            out = [a for a in out if a.split(":", 1)[-1].lower() != key]
+        for item in as_list(ops.get("add")):
+            item = norm(item)
+            key = item.split(":", 1)[1].lower()
+            if item.startswith("SMTP:"):
+                out = ["smtp:" + a[5:] if a.startswith("SMTP:") else a
+                       for a in out]
+            out = [a for a in out if a.split(":", 1)[-1].lower() != key]
+            out.append(item)
+    else:
+        out = [norm(a) for a in as_list(value)]
+        primaries = [a for a in out if a.startswith("SMTP:")]
+        for extra in primaries[1:]:
+            out[out.index(extra)] = "smtp:" + extra[5:]
+    if not any(a.startswith("SMTP:") for a in out):
+        for i, a in enumerate(out):
+            if a[:5].lower() == "smtp:":
+                out[i] = "SMTP:" + a[5:]
+                break
+    return out
+
+
+def set_external_address(addresses, address):
+    """ExternalEmailAddress becomes the primary SMTP address; the old
+    primary stays as a secondary one."""
+    out = [("smtp:" + a[5:]) if a.startswith("SMTP:") else a
+           for a in addresses
+           if a.split(":", 1)[-1].lower() != address.lower()]
+    return [f"SMTP:{address}"] + out
+
+
+def exo_result_size(params, items):
+    size = params.get("resultsize", 1000)
+    warnings = []
+    if str(size).lower() != "unlimited":
+        try:
+            size = int(size)
+        except (TypeError, ValueError):
+            size = 1000
+        if len(items) > size:
+            items = items[:size]
+            warnings.append("There are more results available than are "
+                            "currently displayed. To view them, increase "
+                            "the value for the ResultSize parameter.")
+    return items, warnings
+
+
+# -- OPATH -Filter: comparisons with -eq -ne -like -notlike, -and -or -not,
+# parentheses, 'quoted' or "quoted" values, $null $true $false.
+
+OPATH_TOKEN = re.compile(
+    r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<op>-(?:and|or|not|eq|ne|like|notlike)"
+    r"\b)|'(?P<sq>(?:[^']|'')*)'|\"(?P<dq>(?:[^\"]|\"\")*)\""
+    r"|(?P<var>\$(?:null|true|false)\b)|(?P<word>[A-Za-z][A-Za-z0-9]*))",
+    re.I)
+ADDRESS_PROPS = {"emailaddresses", "externalemailaddress",
+                 "primarysmtpaddress"}
+
+
+def opath_error(text, pos):
+    exo_fail(400, "BadRequest", "Ex9E3C11", EXC_BINDING,
+             f"Cannot bind parameter 'Filter' to the target. Exception "
+             f"setting \"Filter\": \"Invalid filter syntax. For a "
+             f"description of the filter parameter syntax see the command "
+             f"help.\n\"{text}\" at position {pos + 1}.\"")
+
+
+def opath_parse(text):
+    tokens, pos = [], 0
+    text = str(text)
+    while pos < len(text):
+        if not text[pos:].strip():
+            break
+        match = OPATH_TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            opath_error(text, pos)
+        kind = match.lastgroup
+        value = match.group(kind)
+        if kind == "sq":
+            kind, value = "str", value.replace("''", "'")
+        elif kind == "dq":
+            kind, value = "str", value.replace('""', '"')
+        elif kind in ("op", "var"):
+            value = value.lower()
+        tokens.append((kind, value, match.start(kind if kind != "str"
+                                                else 0)))
+        pos = match.end()
+    state = {"i": 0}
+
+    def peek():
+        return tokens[state["i"]] if state["i"] < len(tokens) else \
+            ("end", None, len(text))
+
+    def take():
+        tok = peek()
+        state["i"] += 1
+        return tok
+
+    def or_expr():
+        left = and_expr()
+        while peek()[:2] == ("op", "-or"):
+            take()
+            right = and_expr()
+            left = (lambda a, b: lambda v: a(v) or b(v))(left, right)
+        return left
+
+    def and_expr():
+        left = unary()
+        while peek()[:2] == ("op", "-and"):
+            take()
+            right = unary()
+            left = (lambda a, b: lambda v: a(v) and b(v))(left, right)
+        return left
+
+    def unary():
+        tok = peek()
+        if tok[:2] == ("op", "-not"):
+            take()
+            inner = unary()
+            return lambda v: not inner(v)
+        if tok[0] == "lp":
+            take()
+            inner = or_expr()
+            if take()[0] != "rp":
+                opath_error(text, peek()[2])
+            return inner
+        if tok[0] != "word":
+            opath_error(text, tok[2])
+        prop = take()[1]
+        op = take()
+        if op[0] != "op" or op[1] not in ("-eq", "-ne", "-like",
+                                          "-notlike"):
+            opath_error(text, op[2])
+        val = take()
+        if val[0] not in ("str", "var", "word"):
+            opath_error(text, val[2])
+        return comparison(prop, op[1], val)
+
+    def comparison(prop, op, val):
+        key = prop.lower()
+        if val[0] == "var":
+            want = {"$null": None, "$true": True, "$false": False}[val[1]]
+        else:
+            want = val[1]
+
+        def test(view):
+            name = next((k for k in view if k.lower() == key
+                         and "@" not in k), None)
+            if name is None:
+                exo_fail(400, "BadRequest", "Ex9E3C12", EXC_BINDING,
+                         f"Cannot bind parameter 'Filter' to the target. "
+                         f"Exception setting \"Filter\": \"The property "
+                         f"'{prop}' is not a recognized filterable "
+                         f"property.\"")
+            have = view[name]
+            values = have if isinstance(have, list) else [have]
+            if want is None:
+                hit = all(h in (None, "") for h in values)
+            elif isinstance(want, bool):
+                hit = any(h is want or str(h).lower() == str(want).lower()
+                          for h in values)
+            else:
+                target = want.lower()
+                if key in ADDRESS_PROPS:
+                    target = strip_smtp(target)
+                    values = [strip_smtp(h) for h in values]
+                values = [str(h).lower() for h in values if h is not None]
+                if op in ("-like", "-notlike"):
+                    pattern = re.compile("^" + ".*".join(
+                        re.escape(p) for p in target.split("*")) + "$", re.S)
+                    hit = any(pattern.match(h) for h in values)
+                else:
+                    hit = target in values
+            return hit if op in ("-eq", "-like") else not hit
+        return test
+
+    if not tokens:
+        opath_error(text, 0)
+    tree = or_expr()
+    if peek()[0] != "end":
+        opath_error(text, peek()[2])
+    return tree
+
+
+# -- cmdlets ----------------------------------------------------------------
+
+CMDLET_NAMES = {}
+
+GET_PARAMS = {"identity", "filter", "resultsize"}
+MAIL_CONTACT = {"MailContact"}
+MAIL_USER = {"MailUser", "GuestMailUser"}
+ANY_USER = {"UserMailbox", "MailUser", "GuestMailUser", "User"}
 
 
 def recipient_matches(recipient, identity):
@@ -2657,42 +3228,371 @@ def recipient_matches(recipient, identity):
 def cmd_get_recipient(req, tenant, params):
     exo_check_params(params, {"identity", "recipienttypedetails",
                               "resultsize"})
-    lowered = {k.lower(): v for k, v in params.items()}
-    recipients = [user_recipient(u) for u in tenant.users.values()
-                  if not u.deleted and u.props.get("mail")]
-    recipients += [contact_recipient(c) for c in tenant.contacts.values()
-                   if c.props.get("mail")]
-    identity = lowered.get("identity")
+    lowered_params = lowered(params)
+    recipients = [v for o, v in exo_objects(req, tenant)
+                  if not isinstance(o, Group)]
+    identity = lowered_params.get("identity")
     if identity is not None:
         recipients = [r for r in recipients
                       if recipient_matches(r, str(identity))]
         if not recipients:
-            raise Reply(exo_error(
-                404, "NotFound", "Ex6F9304",
-                "Microsoft.Exchange.Configuration.Tasks."
-                "ManagementObjectNotFoundException",
-                f"The operation couldn't be performed because object "
-                f"'{identity}' couldn't be found on '{EXO_SERVER}'."))
-    kinds = lowered.get("recipienttypedetails")
+            exo_not_found(identity)
+    kinds = lowered_params.get("recipienttypedetails")
     if kinds is not None:
         if isinstance(kinds, str):
             kinds = kinds.split(",")
         wanted = {str(k).strip().lower() for k in kinds}
         recipients = [r for r in recipients
                       if r["RecipientTypeDetails"].lower() in wanted]
-    size = lowered.get("resultsize", 1000)
-    warnings = []
-    if str(size).lower() != "unlimited":
-        try:
-            size = int(size)
-        except (TypeError, ValueError):
-            size = 1000
-        if len(recipients) > size:
-            recipients = recipients[:size]
-            warnings.append("There are more results available than are "
-                            "currently displayed. To view them, increase "
-                            "the value for the ResultSize parameter.")
-    return recipients, warnings
+    return exo_result_size(lowered_params, recipients)
+
+
+def exo_get(req, tenant, params, kinds):
+    exo_check_params(params, GET_PARAMS)
+    p = lowered(params)
+    if p.get("identity") not in (None, ""):
+        return [exo_resolve(req, tenant, p["identity"], kinds)[1]], []
+    views = [v for o, v in exo_objects(req, tenant, kinds)]
+    if p.get("filter") not in (None, ""):
+        test = opath_parse(p["filter"])
+        views = [v for v in views if test(v)]
+    return exo_result_size(p, views)
+
+
+@cmdlet("Get-MailContact")
+def cmd_get_mail_contact(req, tenant, params):
+    return exo_get(req, tenant, params, MAIL_CONTACT)
+
+
+@cmdlet("Get-Contact")
+def cmd_get_contact(req, tenant, params):
+    return exo_get(req, tenant, params, MAIL_CONTACT)
+
+
+@cmdlet("Get-MailUser")
+def cmd_get_mail_user(req, tenant, params):
+    return exo_get(req, tenant, params, MAIL_USER)
+
+
+@cmdlet("Get-User")
+def cmd_get_user(req, tenant, params):
+    return exo_get(req, tenant, params, ANY_USER)
+
+
+NEW_COMMON = {"name", "externalemailaddress", "displayname", "firstname",
+              "lastname", "alias", "initials", "confirm"}
+
+
+def new_common(req, tenant, params):
+    exo_required(params, "Name", "ExternalEmailAddress")
+    name = str(params["name"])
+    check_name_free(req, tenant, name)
+    address = exo_address("ExternalEmailAddress",
+                          params["externalemailaddress"])
+    check_addresses_free(tenant, [f"SMTP:{address}"])
+    for key, limit in (("displayname", 256), ("firstname", 64),
+                       ("lastname", 64), ("alias", 64)):
+        exo_length(key, params.get(key), limit)
+    alias = params.get("alias") or derive_alias(req, tenant, name)
+    props = {"displayName": params.get("displayname") or name,
+             "mail": address, "mailNickname": alias,
+             "proxyAddresses": [f"SMTP:{address}"]}
+    if params.get("firstname"):
+        props["givenName"] = params["firstname"]
+    if params.get("lastname"):
+        props["surname"] = params["lastname"]
+    return name, address, props
+
+
+@cmdlet("New-MailContact")
+def cmd_new_mail_contact(req, tenant, params):
+    exo_check_params(params, NEW_COMMON)
+    p = lowered(params)
+    name, address, props = new_common(req, tenant, p)
+    props.update({"name": name, "externalEmailAddress": f"SMTP:{address}",
+                  "hiddenFromAddressListsEnabled": False})
+    contact = tenant.add_contact(props)
+    return [contact_recipient(contact, tenant)], []
+
+
+@cmdlet("New-MailUser")
+def cmd_new_mail_user(req, tenant, params):
+    """Parameter sets (New-MailUser docs): DisabledUser = -Name
+    -ExternalEmailAddress (no password, no sign-in); EnabledUser adds
+    -Password and -MicrosoftOnlineServicesID (cloud) / -UserPrincipalName."""
+    exo_check_params(params, NEW_COMMON | {
+        "password", "microsoftonlineservicesid", "userprincipalname",
+        "primarysmtpaddress"})
+    p = lowered(params)
+    upn = p.get("microsoftonlineservicesid") or p.get("userprincipalname")
+    if bool(p.get("password")) != bool(upn):
+        exo_fail(400, "BadRequest", "ExB3C4D9", EXC_BINDING,
+                 "Parameter set cannot be resolved using the specified named "
+                 "parameters. One or more parameters issued cannot be used "
+                 "together or an insufficient number of parameters were "
+                 "provided.")
+    name, address, props = new_common(req, tenant, p)
+    taken = {(u.props.get("userPrincipalName") or "").lower()
+             for u in tenant.users.values() if not u.deleted}
+    if upn:
+        upn = str(upn)
+        if not is_address(upn) or \
+                not upn.lower().endswith("@" + tenant.domain.lower()):
+            exo_fail(400, "BadRequest", "ExB3C4DA", EXC_BINDING,
+                     f"Cannot process argument transformation on parameter "
+                     f"'MicrosoftOnlineServicesID'. The domain of \"{upn}\" "
+                     f"is not an accepted domain of the organization.")
+        if upn.lower() in taken:
+            exo_fail(400, "BadRequest", "Ex6D1F0C", EXC_OBJECT_EXISTS,
+                     f"The object '{upn}' already exists.")
+    else:
+        upn = f"{props['mailNickname']}@{tenant.domain}"
+        base, n = upn.split("@")[0], 1
+        while upn.lower() in taken:
+            n += 1
+            upn = f"{base}{n}@{tenant.domain}"
+    props.update({"userPrincipalName": upn, "userType": "Member",
+                  "accountEnabled": bool(p.get("password")),
+                  "creationType": None})
+    user = tenant.add_user(props)
+    user.exo = {"kind": "MailUser", "Name": name,
+                "ExternalEmailAddress": f"SMTP:{address}"}
+    return [user_recipient(user, tenant)], []
+
+
+def set_common(req, tenant, obj, p, is_user):
+    """Set-MailContact / Set-MailUser: HiddenFromAddressListsEnabled,
+    CustomAttribute1..15, EmailAddresses, ExternalEmailAddress,
+    DisplayName, Name, Alias."""
+    props = obj.props
+    changes = {}
+    addresses = list(props.get("proxyAddresses") or []) or \
+        ([f"SMTP:{props['mail']}"] if props.get("mail") else [])
+    new_addresses = None
+    external = None
+    if "externalemailaddress" in p:
+        external = exo_address("ExternalEmailAddress",
+                               p["externalemailaddress"])
+        new_addresses = set_external_address(addresses, external)
+    if "emailaddresses" in p:
+        new_addresses = apply_email_addresses(
+            new_addresses if new_addresses is not None else addresses,
+            p["emailaddresses"])
+    if new_addresses is not None:
+        check_addresses_free(tenant, new_addresses, exclude=obj.id)
+        changes["proxyAddresses"] = new_addresses
+        changes["mail"] = primary_smtp(new_addresses)
+    if "name" in p:
+        check_name_free(req, tenant, str(p["name"]), exclude=obj.id)
+    for key, prop, limit in (("displayname", "displayName", 256),
+                             ("alias", "mailNickname", 64)):
+        if key in p:
+            exo_length(key, p[key], limit)
+            changes[prop] = p[key]
+    custom = {}
+    for n in range(1, 16):
+        key = f"customattribute{n}"
+        if key in p:
+            value = p[key]
+            exo_length(f"CustomAttribute{n}", value, 1024)
+            custom[f"extensionAttribute{n}"] = value if value not in (
+                None, "") else None
+    if custom:
+        merged = dict(props.get("onPremisesExtensionAttributes") or {})
+        merged.update(custom)
+        changes["onPremisesExtensionAttributes"] = merged
+    hidden = None
+    if "hiddenfromaddresslistsenabled" in p:
+        hidden = exo_bool("HiddenFromAddressListsEnabled",
+                          p["hiddenfromaddresslistsenabled"])
+    # All checks passed: apply.
+    if is_user:
+        if hidden is not None:
+            changes["showInAddressList"] = not hidden
+        tenant.patch_user(obj, changes)
+        if "name" in p or external is not None:
+            obj.exo = dict(obj.exo or {})
+            if "name" in p:
+                obj.exo["Name"] = str(p["name"])
+            if external is not None:
+                obj.exo["ExternalEmailAddress"] = f"SMTP:{external}"
+    else:
+        props.update(changes)
+        if hidden is not None:
+            props["hiddenFromAddressListsEnabled"] = hidden
+        if "name" in p:
+            props["name"] = str(p["name"])
+        if external is not None:
+            props["externalEmailAddress"] = f"SMTP:{external}"
+
+
+SET_MAIL = {"identity", "hiddenfromaddresslistsenabled", "emailaddresses",
+            "externalemailaddress", "displayname", "name", "alias",
+            "confirm"} | {a.lower() for a in CUSTOM_ATTRIBUTES}
+
+
+@cmdlet("Set-MailContact")
+def cmd_set_mail_contact(req, tenant, params):
+    exo_check_params(params, SET_MAIL)
+    p = lowered(params)
+    contact, _ = exo_resolve(req, tenant, p.get("identity"), MAIL_CONTACT)
+    set_common(req, tenant, contact, p, is_user=False)
+    return [], []
+
+
+@cmdlet("Set-MailUser")
+def cmd_set_mail_user(req, tenant, params):
+    exo_check_params(params, SET_MAIL)
+    p = lowered(params)
+    user, _ = exo_resolve(req, tenant, p.get("identity"), MAIL_USER)
+    set_common(req, tenant, user, p, is_user=True)
+    return [], []
+
+
+SET_BOOK = {"identity", "name", "confirm"} | set(ADDRESS_BOOK)
+
+
+def address_book_changes(p):
+    changes = {}
+    for key, (prop, limit) in ADDRESS_BOOK.items():
+        if key not in p:
+            continue
+        value = p[key]
+        if value is not None and not isinstance(value, str):
+            value = str(value)
+        exo_length(key, value, limit)
+        if key == "displayname" and not (value or "").strip():
+            exo_fail(400, "BadRequest", "Ex5C1D23", EXC_VALIDATION,
+                     "Cannot validate argument on parameter 'DisplayName'. "
+                     "The argument is null or empty. Provide an argument "
+                     "that is not null or empty, and then try the command "
+                     "again.")
+        if prop == "businessPhones":
+            value = [value] if value else []
+        elif value == "":
+            value = None
+        changes[prop] = value
+    return changes
+
+
+@cmdlet("Set-Contact")
+def cmd_set_contact(req, tenant, params):
+    exo_check_params(params, SET_BOOK)
+    p = lowered(params)
+    contact, _ = exo_resolve(req, tenant, p.get("identity"), MAIL_CONTACT)
+    changes = address_book_changes(p)
+    if "name" in p:
+        check_name_free(req, tenant, str(p["name"]), exclude=contact.id)
+        changes["name"] = str(p["name"])
+    contact.props.update(changes)
+    return [], []
+
+
+@cmdlet("Set-User")
+def cmd_set_user(req, tenant, params):
+    exo_check_params(params, SET_BOOK)
+    p = lowered(params)
+    user, _ = exo_resolve(req, tenant, p.get("identity"), ANY_USER)
+    changes = address_book_changes(p)
+    if "name" in p:
+        check_name_free(req, tenant, str(p["name"]), exclude=user.id)
+    tenant.patch_user(user, changes)
+    if "name" in p:
+        user.exo = dict(user.exo or {})
+        user.exo["Name"] = str(p["name"])
+    return [], []
+
+
+@cmdlet("Remove-MailContact")
+def cmd_remove_mail_contact(req, tenant, params):
+    exo_check_params(params, {"identity", "confirm"})
+    p = lowered(params)
+    contact, _ = exo_resolve(req, tenant, p.get("identity"), MAIL_CONTACT)
+    del tenant.contacts[contact.id]
+    return [], []
+
+
+@cmdlet("Remove-MailUser")
+def cmd_remove_mail_user(req, tenant, params):
+    """Removes the directory user too (soft-deleted, like a Graph
+    DELETE)."""
+    exo_check_params(params, {"identity", "confirm"})
+    p = lowered(params)
+    user, _ = exo_resolve(req, tenant, p.get("identity"), MAIL_USER)
+    tenant.delete_user(user, hard=False)
+    return [], []
+
+
+# --------------------------------------------------------------------------
+# graph: org contacts (read-only; Exchange's mail contacts)
+# --------------------------------------------------------------------------
+
+def org_contact_view(contact, version):
+    props = contact.props
+    phones = []
+    for value in props.get("businessPhones") or []:
+        phones.append({"type": "business", "number": value})
+    if props.get("mobilePhone"):
+        phones.append({"type": "mobile", "number": props["mobilePhone"]})
+    if props.get("faxNumber"):
+        phones.append({"type": "businessFax", "number": props["faxNumber"]})
+    return {
+        "id": contact.id,
+        "deletedDateTime": None,
+        "companyName": props.get("companyName"),
+        "department": props.get("department"),
+        "displayName": props.get("displayName"),
+        "givenName": props.get("givenName"),
+        "jobTitle": props.get("jobTitle"),
+        "mail": props.get("mail"),
+        "mailNickname": props.get("mailNickname"),
+        "onPremisesLastSyncDateTime": None,
+        "onPremisesSyncEnabled": None,
+        "surname": props.get("surname"),
+        "addresses": [{
+            "city": props.get("city"),
+            "countryOrRegion": props.get("country"),
+            "officeLocation": props.get("officeLocation"),
+            "postalCode": props.get("postalCode"),
+            "state": props.get("state"),
+            "street": props.get("streetAddress")}],
+        "onPremisesProvisioningErrors": [],
+        "phones": phones,
+        "proxyAddresses": list(props.get("proxyAddresses") or []),
+    }
+
+
+@route("graph", "GET", r"^/(v1\.0|beta)/contacts/?$")
+def list_org_contacts(req):
+    version = req.group(1)
+    return graph_ok(req, {
+        "@odata.context": f"https://graph.microsoft.com/{version}/"
+                          f"$metadata#contacts",
+        "value": [org_contact_view(c, version)
+                  for c in req.tenant.contacts.values()]})
+
+
+@route("graph", "GET", r"^/(v1\.0|beta)/contacts/([^/]+)$")
+def get_org_contact(req):
+    version = req.group(1)
+    contact = req.tenant.contacts.get(req.group(2).lower())
+    if contact is None:
+        graph_fail(req, 404, "Request_ResourceNotFound",
+                   not_found_text(req.group(2)))
+    body = {"@odata.context": f"https://graph.microsoft.com/{version}/"
+                              f"$metadata#contacts/$entity"}
+    body.update(org_contact_view(contact, version))
+    return graph_ok(req, body)
+
+
+# --------------------------------------------------------------------------
+# admin: recipients (what Exchange lists)
+# --------------------------------------------------------------------------
+
+@route("admin", "GET", r"^/admin/tenants/([^/]+)/recipients$")
+def admin_list_recipients(req):
+    tenant = admin_tenant(req)
+    return Response(200, {"value": [v for o, v in exo_objects(req, tenant)]})
 
 
 # --------------------------------------------------------------------------
@@ -2892,7 +3792,11 @@ def admin_delete_contact(req):
 
 @route("admin", "GET", r"^/admin/tenants/([^/]+)/stats$")
 def admin_stats(req):
-    return Response(200, dict(admin_tenant(req).stats))
+    tenant = admin_tenant(req)
+    stats = dict(tenant.stats)
+    stats["exchange"] = dict(stats["exchange"])
+    stats["exchange_in_progress"] = tenant.exo_in_progress
+    return Response(200, stats)
 
 
 @route("admin", "GET", r"^/admin/log$")

@@ -9,6 +9,7 @@ repository, or at $FAKECLOUD_FIXTURES).  No fixed sleeps: time-dependent
 checks poll with a timeout.
 """
 
+import http.client
 import json
 import os
 import random
@@ -17,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -1423,7 +1425,7 @@ def test_fail_patch_for(fc):
 def test_stats_count_graph_requests_by_kind(fc):
     tok = token(fc)
     zero = {"invitations": 0, "patches": 0, "deletes": 0, "restores": 0,
-            "reads": 0}
+            "reads": 0, "exchange": {}, "exchange_in_progress": 0}
     assert fc.stats(TENANT) == zero
     get(fc, tok, "/v1.0/users/delta")
     get(fc, tok, f"/v1.0/users/{uid(1)}")
@@ -1438,7 +1440,8 @@ def test_stats_count_graph_requests_by_kind(fc):
     call(fc, tok, "DELETE", f"/v1.0/directory/deletedItems/{uid(2)}")
     get(fc, None, "/v1.0/users")             # no token: no tenant, no count
     assert fc.stats(TENANT) == {"invitations": 2, "patches": 2, "deletes": 3,
-                                "restores": 1, "reads": 3}
+                                "restores": 1, "reads": 3, "exchange": {},
+                                "exchange_in_progress": 0}
     assert fc.stats(DOMAIN) == fc.stats(TENANT)
     assert fc.stats(TENANT2) == zero
     with pytest.raises(FakeCloudError) as err:
@@ -1551,6 +1554,375 @@ def test_exchange_errors_and_auth(fc):
     assert invoke(fc, "junk", "Get-Recipient").status == 401
 
 
+def exo_error_parts(reply, status):
+    """Asserts the observed Exchange error shape; returns (id, exception
+    type, text) of details[0].message."""
+    assert reply.status == status, reply.body
+    error = reply.json()["error"]
+    assert error["message"] == "Error executing cmdlet"
+    assert error["details"][0]["code"] == "Client"
+    assert error["details"][0]["target"] == ""
+    assert "innererror" in error and "innerError" not in error
+    err_id, exc, text = error["details"][0]["message"].split("|", 2)
+    assert re.fullmatch(r"Ex[0-9A-F]{6}", err_id)
+    return err_id, exc, text
+
+
+def new_contact(fc, tok, name, address, **extra):
+    params = {"Name": name, "ExternalEmailAddress": address}
+    params.update(extra)
+    return invoke(fc, tok, "New-MailContact", params)
+
+
+def test_exchange_token_audience(fc):
+    gtok = token(fc)
+    assert invoke(fc, gtok, "Get-MailContact").status == 401
+    etok = token(fc, scope=EXCHANGE_SCOPE)
+    reply = invoke(fc, etok, "Get-MailContact", tenant=TENANT2)
+    assert reply.status == 401 and reply.header("WWW-Authenticate")
+    assert invoke(fc, etok, "Get-MailContact", tenant=DOMAIN).status == 200
+
+
+def test_mail_contact_round_trip(fc):
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    reply = new_contact(fc, tok, "Ann Partner", "SMTP:ann@partner.example",
+                        DisplayName="Ann P.", FirstName="Ann",
+                        LastName="Partner")
+    assert reply.status == 200, reply.body
+    [made] = reply.json()["value"]
+    assert made["RecipientTypeDetails"] == "MailContact"
+    assert made["Name"] == "Ann Partner" and made["Alias"] == "AnnPartner"
+    assert made["DisplayName"] == "Ann P."
+    assert made["ExternalEmailAddress"] == "SMTP:ann@partner.example"
+    assert made["EmailAddresses"] == ["SMTP:ann@partner.example"]
+    assert made["HiddenFromAddressListsEnabled"] is False
+    cid = made["ExternalDirectoryObjectId"]
+
+    reply = invoke(fc, tok, "Set-Contact", {
+        "Identity": "Ann Partner", "Company": "Partner Inc",
+        "Department": "Sales", "Title": "Boss", "Phone": "+1 555",
+        "MobilePhone": "+1 556", "Office": "HQ", "StreetAddress": "1 Road",
+        "City": "Town", "StateOrProvince": "ST", "PostalCode": "12345",
+        "CountryOrRegion": "US"})
+    assert reply.status == 200 and reply.json()["value"] == []
+    reply = invoke(fc, tok, "Set-MailContact", {
+        "Identity": "ann@partner.example",
+        "HiddenFromAddressListsEnabled": True,
+        "CustomAttribute15": "galbridge:abc",
+        "EmailAddresses": {"@odata.type": "#Exchange.GenericHashTable",
+                           "Add": ["smtp:ann2@partner.example"]}})
+    assert reply.status == 200, reply.body
+    [got] = invoke(fc, tok, "Get-Contact", {"Identity": cid}).json()["value"]
+    assert (got["Company"], got["Department"], got["Title"], got["Phone"],
+            got["MobilePhone"], got["Office"], got["StreetAddress"],
+            got["City"], got["StateOrProvince"], got["PostalCode"],
+            got["CountryOrRegion"]) == (
+        "Partner Inc", "Sales", "Boss", "+1 555", "+1 556", "HQ", "1 Road",
+        "Town", "ST", "12345", "US")
+    assert got["HiddenFromAddressListsEnabled"] is True
+    assert got["CustomAttribute15"] == "galbridge:abc"
+    assert got["EmailAddresses"] == ["SMTP:ann@partner.example",
+                                     "smtp:ann2@partner.example"]
+    # The same object in Graph (orgContact) and in the admin recipients.
+    gtok = token(fc)
+    body = get(fc, gtok, f"/v1.0/contacts/{cid}").json()
+    assert body["mail"] == "ann@partner.example"
+    assert body["companyName"] == "Partner Inc"
+    assert "smtp:ann2@partner.example" in body["proxyAddresses"]
+    assert [c["id"] for c in get(fc, gtok, "/v1.0/contacts").json()
+            ["value"]] == [cid]
+    [rec] = [r for r in fc.recipients(TENANT)
+             if r["RecipientTypeDetails"] == "MailContact"]
+    assert rec["CustomAttribute15"] == "galbridge:abc"
+    # Remove, then it is gone everywhere.
+    reply = invoke(fc, tok, "Remove-MailContact", {"Identity": cid,
+                                                   "Confirm": False})
+    assert reply.status == 200, reply.body
+    _, exc, text = exo_error_parts(
+        invoke(fc, tok, "Get-MailContact", {"Identity": cid}), 404)
+    assert exc.endswith(".ManagementObjectNotFoundException")
+    assert cid in text
+    assert get(fc, gtok, f"/v1.0/contacts/{cid}").status == 404
+    assert fc.stats(TENANT)["exchange"] == {
+        "New-MailContact": 1, "Set-Contact": 1, "Set-MailContact": 1,
+        "Get-Contact": 1, "Remove-MailContact": 1, "Get-MailContact": 1}
+
+
+def test_mail_contact_validation(fc):
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    _, exc, text = exo_error_parts(
+        invoke(fc, tok, "New-MailContact", {"Name": "x"}), 400)
+    assert exc.endswith("ParameterBindingException")
+    assert "ExternalEmailAddress" in text
+    _, exc, text = exo_error_parts(
+        new_contact(fc, tok, "n" * 65, "long@partner.example"), 400)
+    assert "maximum allowed length" in text and '"64"' in text
+    assert new_contact(fc, tok, "n" * 64, "ok@partner.example").status == 200
+    _, exc, _ = exo_error_parts(
+        new_contact(fc, tok, "Bad", "not-an-address"), 400)
+    _, exc, _ = exo_error_parts(
+        invoke(fc, tok, "Set-MailContact", {"Identity": "Bad",
+                                            "Bogus": 1}), 400)
+    assert exc.endswith("ParameterBindingException")
+
+
+def test_exchange_uniqueness_across_recipients(fc):
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    gtok = token(fc)
+    guest = invite(fc, gtok, "g@partner.example").json()["invitedUser"]["id"]
+    fc.create_group(TENANT, {"displayName": "Team", "mail":
+                             "team@contoso.com"})
+    assert new_contact(fc, tok, "C1", "c1@partner.example").status == 200
+    assert invoke(fc, tok, "New-MailUser", {
+        "Name": "MU1", "ExternalEmailAddress": "mu1@partner.example"}
+    ).status == 200
+    for address, holder in (("user1@contoso.com", uid(1)),
+                            ("G@partner.example", guest),
+                            ("team@contoso.com", "Team"),
+                            ("c1@partner.example", "C1"),
+                            ("mu1@partner.example", "MU1")):
+        for reply in (new_contact(fc, tok, "Other", address),
+                      invoke(fc, tok, "New-MailUser", {
+                          "Name": "Other", "ExternalEmailAddress": address})):
+            _, exc, text = exo_error_parts(reply, 400)
+            assert exc.endswith(".ProxyAddressExistsException")
+            assert text == (f'The proxy address "SMTP:{address}" is already '
+                            f'being used by the proxy addresses or '
+                            f'LegacyExchangeDN of "{holder}". Please choose '
+                            f'another proxy address.')
+    # Adding a taken address to an existing recipient is refused too.
+    _, exc, _ = exo_error_parts(invoke(fc, tok, "Set-MailContact", {
+        "Identity": "C1", "EmailAddresses": {
+            "@odata.type": "#Exchange.GenericHashTable",
+            "Add": ["smtp:user2@contoso.com"]}}), 400)
+    assert exc.endswith(".ProxyAddressExistsException")
+    # Names are unique among recipients, whatever their kind.
+    for name in ("C1", "mu1", uid(2)):
+        _, exc, text = exo_error_parts(
+            new_contact(fc, tok, name, "fresh@partner.example"), 400)
+        assert exc.endswith(".ADObjectAlreadyExistsException")
+        assert "already exists" in text
+    # Graph sees the Exchange-made addresses as taken as well.
+    reply = patch(fc, gtok, uid(3), {"mail": "c1@partner.example"})
+    assert reply.status == 400
+    assert reply.json()["error"]["details"][1]["target"].startswith(
+        "Contact_")
+    body = invite(fc, gtok, "c1@partner.example").json()
+    user = fc.user(TENANT, body["invitedUser"]["id"])
+    assert user["mail"] is None
+
+
+def test_mail_user_round_trip(fc):
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    reply = invoke(fc, tok, "New-MailUser", {
+        "Name": "Bob Ext", "ExternalEmailAddress": "bob@partner.example",
+        "FirstName": "Bob", "LastName": "Ext"})
+    assert reply.status == 200, reply.body
+    [made] = reply.json()["value"]
+    assert made["RecipientType"] == "MailUser"
+    assert made["RecipientTypeDetails"] == "MailUser"
+    assert made["ExternalEmailAddress"] == "SMTP:bob@partner.example"
+    oid = made["ExternalDirectoryObjectId"]
+    # In Graph: a Member user without sign-in (DisabledUser parameter set).
+    user = fc.user(TENANT, oid)
+    assert user["userType"] == "Member" and user["accountEnabled"] is False
+    assert user["mail"] == "bob@partner.example"
+    assert user["userPrincipalName"] == f"BobExt@{DOMAIN}"
+    # Password without MicrosoftOnlineServicesID: no parameter set fits.
+    _, exc, text = exo_error_parts(invoke(fc, tok, "New-MailUser", {
+        "Name": "Pw", "ExternalEmailAddress": "pw@partner.example",
+        "Password": "x"}), 400)
+    assert "Parameter set cannot be resolved" in text
+    reply = invoke(fc, tok, "New-MailUser", {
+        "Name": "Pw", "ExternalEmailAddress": "pw@partner.example",
+        "Password": "x", "MicrosoftOnlineServicesID": f"pw@{DOMAIN}"})
+    assert reply.status == 200, reply.body
+    pw = fc.user(TENANT, reply.json()["value"][0]["ExternalDirectoryObjectId"])
+    assert pw["accountEnabled"] is True and pw["userPrincipalName"] == \
+        f"pw@{DOMAIN}"
+
+    assert invoke(fc, tok, "Set-User", {
+        "Identity": "Bob Ext", "Company": "Partner", "Title": "CTO",
+        "Phone": "+1 1"}).status == 200
+    assert invoke(fc, tok, "Set-MailUser", {
+        "Identity": "BobExt", "CustomAttribute15": "anchor",
+        "HiddenFromAddressListsEnabled": "$true"}).status == 200
+    user = fc.user(TENANT, oid)
+    assert (user["companyName"], user["jobTitle"], user["businessPhones"]) \
+        == ("Partner", "CTO", ["+1 1"])
+    assert user["onPremisesExtensionAttributes"]["extensionAttribute15"] == \
+        "anchor"
+    assert user["showInAddressList"] is False
+    [got] = invoke(fc, tok, "Get-MailUser", {"Identity": oid}).json()["value"]
+    assert got["HiddenFromAddressListsEnabled"] is True
+    assert got["CustomAttribute15"] == "anchor" and got["Title"] == "CTO"
+    [got] = invoke(fc, tok, "Get-User", {"Identity": "bob@partner.example"}
+                   ).json()["value"]
+    assert got["Company"] == "Partner"
+    # Set-MailUser only finds mail users, not mailboxes.
+    _, exc, _ = exo_error_parts(invoke(fc, tok, "Set-MailUser", {
+        "Identity": "user1@contoso.com", "CustomAttribute1": "x"}), 404)
+    assert exc.endswith(".ManagementObjectNotFoundException")
+    assert invoke(fc, tok, "Remove-MailUser", {"Identity": oid,
+                                               "Confirm": False}).status == 200
+    assert fc.user(TENANT, oid)["deleted"] == "soft"
+    exo_error_parts(invoke(fc, tok, "Get-MailUser", {"Identity": oid}), 404)
+
+
+def test_exchange_identity_forms(fc):
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    [made] = new_contact(fc, tok, "Id Form", "idf@partner.example",
+                         Alias="idalias").json()["value"]
+    for identity in ("Id Form", "idalias", made["DistinguishedName"],
+                     made["Guid"], made["ExternalDirectoryObjectId"],
+                     "idf@partner.example", "SMTP:IDF@partner.example"):
+        reply = invoke(fc, tok, "Get-MailContact", {"Identity": identity})
+        assert reply.status == 200, (identity, reply.body)
+        assert reply.json()["value"][0]["Name"] == "Id Form"
+    assert made["DistinguishedName"].startswith(f"CN=Id Form,OU={DOMAIN},")
+    assert made["Guid"] != made["ExternalDirectoryObjectId"]
+    exo_error_parts(invoke(fc, tok, "Set-Contact", {"Identity": "nobody",
+                                                    "City": "x"}), 404)
+
+
+def test_exchange_filter_and_result_size(fc):
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    for n in range(4):
+        new_contact(fc, tok, f"F{n}", f"f{n}@partner.example")
+    invoke(fc, tok, "Set-MailContact", {"Identity": "F1",
+                                        "CustomAttribute15": "it's"})
+    invoke(fc, tok, "Set-MailContact", {"Identity": "F2",
+                                        "CustomAttribute15": "other"})
+
+    def names(flt, cmd="Get-MailContact", **extra):
+        params = {"Filter": flt}
+        params.update(extra)
+        reply = invoke(fc, tok, cmd, params)
+        assert reply.status == 200, reply.body
+        return sorted(v["Name"] for v in reply.json()["value"])
+
+    assert names("CustomAttribute15 -eq 'it''s'") == ["F1"]
+    assert names("ExternalEmailAddress -eq 'f3@partner.example'") == ["F3"]
+    assert names("EmailAddresses -eq 'smtp:F0@partner.example'") == ["F0"]
+    assert names("(CustomAttribute15 -eq 'other') -or (Name -like 'F3*')") \
+        == ["F2", "F3"]
+    assert names("CustomAttribute15 -ne $null -and -not (Name -eq 'F2')") \
+        == ["F1"]
+    assert names("CustomAttribute15 -eq 'it''s'", "Get-Contact") == ["F1"]
+    assert names("EmailAddresses -eq 'smtp:user1@contoso.com'",
+                 "Get-User") == [uid(1)]
+    _, exc, text = exo_error_parts(invoke(fc, tok, "Get-MailContact", {
+        "Filter": "Name -eq"}), 400)
+    assert "Filter" in text
+    reply = invoke(fc, tok, "Get-MailContact", {"ResultSize": 3})
+    body = reply.json()
+    assert len(body["value"]) == 3 and body["@adminapi.warnings"]
+    reply = invoke(fc, tok, "Get-MailContact", {"ResultSize": "Unlimited"})
+    assert len(reply.json()["value"]) == 4
+
+
+def test_exchange_paging_post_same_body(fc):
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    for n in range(5):
+        new_contact(fc, tok, f"P{n}", f"p{n}@partner.example")
+    seen, url, pages = [], None, 0
+    while True:
+        reply = invoke(fc, tok, "Get-MailContact", url=url,
+                       headers={"X-Prefer": "odata.maxpagesize=2"})
+        assert reply.status == 200, reply.body
+        body = reply.json()
+        seen += [v["Name"] for v in body["value"]]
+        pages += 1
+        url = body.get("@odata.nextLink")
+        if url is None:
+            break
+        assert url.startswith(f"{fc.exchange_url}/adminapi/beta/{TENANT}/"
+                              f"InvokeCommand?")
+    assert pages == 3 and sorted(seen) == [f"P{n}" for n in range(5)]
+
+
+def test_guest_mail_user_after_provisioning_delay(fc):
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    gtok = token(fc)
+    fc.set_knobs(exo_guest_provisioning_ms=600000)
+    guest = invite(fc, gtok, "late@partner.example").json()["invitedUser"]
+    _, exc, _ = exo_error_parts(invoke(fc, tok, "Get-MailUser", {
+        "Identity": "late@partner.example"}), 404)
+    assert exc.endswith(".ManagementObjectNotFoundException")
+    assert all(r["ExternalDirectoryObjectId"] != guest["id"]
+               for r in fc.recipients(TENANT))
+    fc.set_knobs(exo_guest_provisioning_ms=0)
+    [got] = invoke(fc, tok, "Get-MailUser", {
+        "Identity": "late@partner.example"}).json()["value"]
+    assert got["RecipientTypeDetails"] == "GuestMailUser"
+    assert got["HiddenFromAddressListsEnabled"] is True
+    # One object: unhiding in Exchange shows in Graph's showInAddressList.
+    assert invoke(fc, tok, "Set-MailUser", {
+        "Identity": guest["id"], "HiddenFromAddressListsEnabled": False}
+    ).status == 200
+    body = get(fc, gtok, f"/beta/users/{guest['id']}?$select="
+                         f"showInAddressList").json()
+    assert body["showInAddressList"] is True
+    [got] = invoke(fc, tok, "Get-MailUser", {"Identity": guest["id"]}
+                   ).json()["value"]
+    assert got["HiddenFromAddressListsEnabled"] is False
+
+
+def test_exchange_rate_limit_headers_and_429(fc):
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    for reply in (invoke(fc, tok, "Get-MailContact"),
+                  invoke(fc, tok, "Get-MailContact", {"Identity": "none"})):
+        assert reply.header("Rate-Limit-Limit") == "30000"
+        assert int(reply.header("Rate-Limit-Remaining")) < 30000
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z",
+                            reply.header("Rate-Limit-Reset"))
+    fc.set_knobs(exo_rate_limit=1)
+    statuses = [invoke(fc, tok, "Get-MailContact") for _ in range(3)]
+    refused = [r for r in statuses if r.status == 429]
+    assert refused and int(refused[0].header("Retry-After")) >= 1
+    assert refused[0].header("Rate-Limit-Limit")
+    # Another tenant has its own budget.
+    tok2 = fc.access_token(TENANT2, APP2, SECRET, EXCHANGE_SCOPE)
+    assert invoke(fc, tok2, "Get-MailContact", tenant=TENANT2).status == 200
+
+
+def test_exchange_max_concurrent(fc):
+    tok = token(fc, scope=EXCHANGE_SCOPE)
+    fc.set_knobs(exo_max_concurrent=1, latency_ms=1000)
+    url = f"{fc.exchange_url}/adminapi/beta/{TENANT}/InvokeCommand"
+    body = json.dumps({"CmdletInput": {"CmdletName": "Get-MailContact",
+                                       "Parameters": {}}})
+    result = {}
+
+    def slow():
+        conn = http.client.HTTPSConnection("127.0.0.1",
+                                           urllib.parse.urlsplit(url).port,
+                                           context=fc.ssl_context(),
+                                           timeout=30)
+        conn.request("POST", urllib.parse.urlsplit(url).path, body=body,
+                     headers={"Authorization": "Bearer " + tok,
+                              "Content-Type": "application/json"})
+        result["status"] = conn.getresponse().status
+        conn.close()
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    try:
+        wait_for(lambda: fc.stats(TENANT)["exchange_in_progress"] == 1)
+        reply = invoke(fc, tok, "Get-MailContact")
+        assert reply.status == 429
+        assert reply.header("Content-Type").startswith("text/plain")
+        assert reply.body.decode() == (
+            "You have reached the maximum number of concurrent requests per "
+            "tenant. Please wait and try again.")
+        fc.set_knobs(latency_ms=0)
+    finally:
+        thread.join()
+    assert result["status"] == 200
+    assert fc.stats(TENANT)["exchange_in_progress"] == 0
+    assert invoke(fc, tok, "Get-MailContact").status == 200
+
+
 # --------------------------------------------------------------------------
 # admin API, request log
 # --------------------------------------------------------------------------
@@ -1610,13 +1982,17 @@ def test_admin_knobs(fc):
                      "delta_duplicates": 0, "delta_empty_pages": 0,
                      "expire_delta_tokens": None, "latency_ms": 0,
                      "revoke_tokens": False, "replication_lag_ms": 0,
-                     "fail_patch_for": [], "enforce_invitation_limit": False}
+                     "fail_patch_for": [], "enforce_invitation_limit": False,
+                     "exo_guest_provisioning_ms": 0, "exo_rate_limit": 0,
+                     "exo_max_concurrent": 0}
     assert fc.set_knobs(delta_page_size=7)["delta_page_size"] == 7
     for bad in ({"no_such_knob": 1}, {"delta_page_size": 0},
                 {"expire_delta_tokens": "later"}, {"revoke_tokens": 1},
                 {"latency_ms": -1}, {"replication_lag_ms": -1},
                 {"fail_patch_for": "x@y.example"}, {"fail_patch_for": [1]},
-                {"enforce_invitation_limit": "yes"}):
+                {"enforce_invitation_limit": "yes"},
+                {"exo_rate_limit": -1}, {"exo_max_concurrent": "2"},
+                {"exo_guest_provisioning_ms": True}):
         with pytest.raises(FakeCloudError) as err:
             fc.set_knobs(**bad)
         assert err.value.status == 400
