@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "exo.h"
 #include "graph.h"
 #include "store.h"
 
@@ -42,9 +43,11 @@ struct executor_stats {
 typedef void (*executor_done_fn)(void *ctx,
                                  const struct executor_stats *stats);
 
-/* An executor for `link` writing through `target` (both borrowed). */
+/* An executor for `link` writing through `target` (Graph) or, for mail
+ * contacts and mail users, `exo` (Exchange; may be NULL for guest links).
+ * All borrowed. */
 struct executor *executor_new(uv_loop_t *loop, struct store *store,
-                              struct graph *target,
+                              struct graph *target, struct exo *exo,
                               const struct config_link *link,
                               int max_in_flight);
 /* Free it; must not be running (wait for the callback) or be told to

@@ -68,6 +68,15 @@ int planner_kind_parse(const char *name, enum planner_kind *kind);
  * lower-case hex digits. */
 void planner_hash(const json_t *value, char out[17]);
 
+/* The attribute that carries the anchor on the link's objects: its
+ * `anchor` (extensionAttributeN) for guests, the matching CustomAttributeN
+ * for mail contacts and mail users. */
+const char *planner_anchor_attr(const struct config_link *link);
+
+/* The attribute an object cannot be made without: mail (the guest's
+ * invited address) or ExternalEmailAddress. */
+const char *planner_address_attr(const struct config_link *link);
+
 /* The anchor value for a source object. New string. */
 char *planner_anchor(const char *source_tenant_id, const char *source_id);
 

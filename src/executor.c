@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "exo.h"
 #include "planner.h"
 
 #define LAG_TRIES 8
@@ -29,6 +30,16 @@
 #define LAG_CAP_MS 4000
 
 enum step {
+  /* Exchange (mail contacts, mail users) */
+  STEP_X_FIND,
+  STEP_X_NEW,
+  STEP_X_SET_ALL,
+  STEP_X_SET_MAIL_ALL,
+  STEP_X_UPDATE,
+  STEP_X_UPDATE_MAIL,
+  STEP_X_REMOVE,
+  STEP_X_HIDE,
+  /* Graph (guests) */
   STEP_FIND_ANCHOR,
   STEP_FIND_MAIL,
   STEP_INVITE,
@@ -57,6 +68,7 @@ struct executor {
   uv_loop_t *loop;
   struct store *store;
   struct graph *graph;
+  struct exo *exo; /* mail contacts and mail users */
   const struct config_link *link;
   int max_in_flight;
   int running, stopping, pumping;
@@ -77,7 +89,8 @@ static void pump(struct executor *ex);
 
 struct executor *
 executor_new(uv_loop_t *loop, struct store *store, struct graph *target,
-             const struct config_link *link, int max_in_flight)
+             struct exo *exo, const struct config_link *link,
+             int max_in_flight)
 {
   struct executor *ex = calloc(1, sizeof(*ex));
 
@@ -86,6 +99,7 @@ executor_new(uv_loop_t *loop, struct store *store, struct graph *target,
   ex->loop = loop;
   ex->store = store;
   ex->graph = target;
+  ex->exo = exo;
   ex->link = link;
   ex->max_in_flight = max_in_flight > 0 ? max_in_flight : 8;
   uv_timer_init(loop, &ex->kick);
@@ -477,10 +491,327 @@ job_step(struct job *job)
   case STEP_RESTORE:
     rc = graph_user_restore(ex->graph, job->target_id, on_restored, job);
     break;
+  default: /* Exchange steps run in x_step() */
+    break;
   }
   json_decref(body);
   if (rc != 0)
     fail(job, 1, "cannot build the request (bad object id or address)");
+}
+
+/* --- Exchange: mail contacts and mail users ---
+ *
+ *   create:  find by anchor (-Filter on CustomAttributeN) ─▶ New-* with a
+ *            unique Name ─▶ Set-Contact/Set-User (address-book fields) ─▶
+ *            Set-MailContact/Set-MailUser (anchor, visible) ─▶ complete
+ *   update:  Set-Contact/Set-User and/or Set-Mail* with what changed
+ *   delete:  Remove-*;  disable / hide: Set-Mail* hidden from the GAL
+ *   restore: Exchange keeps no deleted recipients: made anew
+ *
+ * An address another recipient holds fails New-* with Exchange's own
+ * error naming it: that op fails for good, nothing else is touched. Only
+ * recipients found by galbridge's anchor are ever changed or removed. */
+
+static const char *const x_new_params[] = {"ExternalEmailAddress",
+                                           "DisplayName",
+                                           "FirstName",
+                                           "LastName",
+                                           "Alias",
+                                           NULL};
+static const char *const x_contact_params[] = {
+    "DisplayName", "FirstName",       "LastName", "Company",
+    "Department",  "Title",           "Phone",    "MobilePhone",
+    "Office",      "StreetAddress",   "City",     "StateOrProvince",
+    "PostalCode",  "CountryOrRegion", NULL};
+
+static int
+in_list(const char *const *list, const char *key)
+{
+  for (size_t i = 0; list[i] != NULL; i++) {
+    if (strcmp(list[i], key) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* Parameters of a Set-Mail* call: everything that is not an address-book
+ * field of Set-Contact/Set-User. */
+static int
+is_mail_param(const char *key)
+{
+  return !in_list(x_contact_params, key);
+}
+
+static const char *
+x_cmdlet(const struct job *job, const char *verb, int mail)
+{
+  int contact = job->ex->link->object == CONFIG_OBJECT_MAILCONTACT;
+
+  if (strcmp(verb, "New") == 0)
+    return contact ? "New-MailContact" : "New-MailUser";
+  if (strcmp(verb, "Get") == 0)
+    return contact ? "Get-MailContact" : "Get-MailUser";
+  if (strcmp(verb, "Remove") == 0)
+    return contact ? "Remove-MailContact" : "Remove-MailUser";
+  if (mail)
+    return contact ? "Set-MailContact" : "Set-MailUser";
+  return contact ? "Set-Contact" : "Set-User";
+}
+
+static void x_step(struct job *job);
+
+static void
+x_fail(struct job *job, const struct exo_response *resp)
+{
+  if (resp->result == EXO_ERR_AUTH) {
+    job->ex->stopping = 1;
+    job->ex->auth_failed = 1;
+    fail(job, 0, resp->errmsg);
+    return;
+  }
+  fail(job,
+       !(resp->transient || resp->result == EXO_ERR_NETWORK ||
+         resp->result == EXO_ERR_CANCELLED ||
+         resp->result == EXO_ERR_PROTOCOL),
+       resp->errmsg);
+}
+
+static int
+not_found(const struct exo_response *resp)
+{
+  return resp->result == EXO_ERR_CMDLET &&
+         strstr(resp->exception, "ManagementObjectNotFound") != NULL;
+}
+
+/* The object id of a recipient in a cmdlet's answer. */
+static const char *
+recipient_id(const json_t *value)
+{
+  json_t *r = json_array_get(value, 0);
+  const char *id =
+      json_string_value(json_object_get(r, "ExternalDirectoryObjectId"));
+
+  if (id == NULL || id[0] == '\0')
+    id = json_string_value(json_object_get(r, "Guid"));
+  return id;
+}
+
+static void
+on_x(void *ctx, const struct exo_response *resp)
+{
+  struct job *job = ctx;
+  const char *id;
+
+  switch (job->step) {
+  case STEP_X_FIND:
+    if (resp->result != EXO_OK) {
+      x_fail(job, resp);
+      return;
+    }
+    id = recipient_id(resp->value);
+    if (id != NULL) {
+      free(job->target_id);
+      job->target_id = strdup(id);
+      job->ex->stats.adopted++;
+      job->step = STEP_X_SET_ALL;
+    } else {
+      job->step = job->target_id != NULL ? STEP_X_SET_ALL : STEP_X_NEW;
+    }
+    x_step(job);
+    return;
+  case STEP_X_NEW:
+    if (resp->result != EXO_OK) {
+      x_fail(job, resp);
+      return;
+    }
+    id = recipient_id(resp->value);
+    if (id == NULL) {
+      fail(job, 0, "New- cmdlet answer has no recipient id");
+      return;
+    }
+    free(job->target_id);
+    job->target_id = strdup(id);
+    if (job->target_id == NULL ||
+        store_op_set_target(job->ex->store, job->op.id, id) != 0) {
+      fail(job, 0, "cannot record the new recipient");
+      return;
+    }
+    job->ex->stats.created++;
+    job->step = STEP_X_SET_ALL;
+    x_step(job);
+    return;
+  case STEP_X_SET_ALL:
+  case STEP_X_UPDATE:
+    if (resp->result != EXO_OK)
+      break;
+    job->step =
+        job->step == STEP_X_SET_ALL ? STEP_X_SET_MAIL_ALL : STEP_X_UPDATE_MAIL;
+    x_step(job);
+    return;
+  case STEP_X_SET_MAIL_ALL:
+  case STEP_X_UPDATE_MAIL:
+    if (resp->result != EXO_OK)
+      break;
+    if (job->kind == PLANNER_UPDATE)
+      job->ex->stats.updated++;
+    else if (job->kind == PLANNER_RESTORE)
+      job->ex->stats.restored++;
+    complete(job, "active", 1);
+    return;
+  case STEP_X_REMOVE:
+    if (resp->result == EXO_OK || not_found(resp)) {
+      job->ex->stats.deleted++;
+      complete(job, "deleted", 0);
+      return;
+    }
+    break;
+  case STEP_X_HIDE:
+    if (resp->result != EXO_OK)
+      break;
+    job->ex->stats.deleted++;
+    complete(job, job->kind == PLANNER_DISABLE ? "disabled" : "hidden", 0);
+    return;
+  default:
+    break;
+  }
+  if (not_found(resp) && job->kind != PLANNER_CREATE &&
+      job->kind != PLANNER_RESTORE) {
+    /* Removed by hand: forget it; the next round makes it again. */
+    log_warning("target recipient gone, it will be made again link=%s "
+                "source_id=%s target_id=%s",
+                job->ex->link->name, job->op.source_id, job->target_id);
+    complete(job, NULL, 0);
+    return;
+  }
+  x_fail(job, resp);
+}
+
+/* Set-* parameters from `from`: those `pick` accepts; Identity first. */
+static json_t *
+x_params(const struct job *job, const json_t *from, int mail)
+{
+  json_t *p = json_pack("{s:s}", "Identity", job->target_id), *v;
+  const char *key;
+
+  if (p == NULL)
+    return NULL;
+  json_object_foreach((json_t *)from, key, v)
+  {
+    if (strcmp(key, "accountEnabled") == 0 || strcmp(key, "Name") == 0)
+      continue;
+    if (strcmp(key, "showInAddressList") == 0) {
+      if (mail)
+        json_object_set_new(p, "HiddenFromAddressListsEnabled",
+                            json_boolean(!json_is_true(v)));
+      continue;
+    }
+    if (is_mail_param(key) == mail)
+      json_object_set(p, key, v);
+  }
+  return p;
+}
+
+static void
+x_step(struct job *job)
+{
+  struct executor *ex = job->ex;
+  const char *anchor_attr = planner_anchor_attr(ex->link);
+  json_t *params = NULL, *src;
+  const char *cmdlet = NULL;
+  char *name = NULL, *quoted = NULL, *filter = NULL;
+  int rc = -1, skip = 0;
+  size_t n;
+
+  switch (job->step) {
+  case STEP_X_FIND:
+    quoted = graph_odata_quote(desired_str(job, anchor_attr));
+    n = quoted ? strlen(quoted) + 64 : 0;
+    filter = quoted ? malloc(n) : NULL;
+    if (filter == NULL)
+      break;
+    /* PowerShell's quoting doubles a quote too, like OData's. */
+    snprintf(filter, n, "%s -eq %s", anchor_attr, quoted);
+    params = json_pack("{s:s, s:i}", "Filter", filter, "ResultSize", 2);
+    cmdlet = x_cmdlet(job, "Get", 0);
+    break;
+  case STEP_X_NEW:
+    name = exo_unique_name(desired_str(job, "DisplayName"), job->op.source_id);
+    params = name ? json_pack("{s:s}", "Name", name) : NULL;
+    for (size_t i = 0; params != NULL && x_new_params[i] != NULL; i++) {
+      json_t *v = json_object_get(job->desired, x_new_params[i]);
+      if (v != NULL)
+        json_object_set(params, x_new_params[i], v);
+    }
+    cmdlet = x_cmdlet(job, "New", 0);
+    break;
+  case STEP_X_SET_ALL:
+  case STEP_X_SET_MAIL_ALL:
+    src = json_deep_copy(job->desired);
+    if (src != NULL)
+      json_object_set_new(src, "showInAddressList", json_true());
+    params = src ? x_params(job, src, job->step == STEP_X_SET_MAIL_ALL) : NULL;
+    json_decref(src);
+    cmdlet = x_cmdlet(job, "Set", job->step == STEP_X_SET_MAIL_ALL);
+    break;
+  case STEP_X_UPDATE:
+  case STEP_X_UPDATE_MAIL:
+    params = x_params(job, job->payload, job->step == STEP_X_UPDATE_MAIL);
+    cmdlet = x_cmdlet(job, "Set", job->step == STEP_X_UPDATE_MAIL);
+    /* Nothing of that kind changed: skip the call. */
+    skip = params != NULL && json_object_size(params) <= 1;
+    break;
+  case STEP_X_REMOVE:
+    params = json_pack("{s:s, s:b}", "Identity", job->target_id, "Confirm", 0);
+    cmdlet = x_cmdlet(job, "Remove", 0);
+    break;
+  case STEP_X_HIDE:
+    params = json_pack("{s:s, s:b}", "Identity", job->target_id,
+                       "HiddenFromAddressListsEnabled", 1);
+    cmdlet = x_cmdlet(job, "Set", 1);
+    break;
+  default:
+    break;
+  }
+  if (skip) {
+    struct exo_response ok = {
+        .result = EXO_OK, .error_id = "", .exception = "", .errmsg = ""};
+    json_decref(params);
+    on_x(job, &ok);
+    return;
+  }
+  if (params != NULL && cmdlet != NULL)
+    rc = exo_invoke(ex->exo, cmdlet, params, on_x, job);
+  json_decref(params);
+  free(name);
+  free(quoted);
+  free(filter);
+  if (rc != 0)
+    fail(job, 1, "cannot build the Exchange request");
+}
+
+static void
+x_start(struct job *job)
+{
+  switch (job->kind) {
+  case PLANNER_CREATE:
+  case PLANNER_RESTORE: /* Exchange keeps no deleted recipients */
+    job->step = STEP_X_FIND;
+    break;
+  case PLANNER_UPDATE:
+    job->step = STEP_X_UPDATE;
+    break;
+  case PLANNER_DELETE:
+    job->step = STEP_X_REMOVE;
+    break;
+  case PLANNER_DISABLE:
+  case PLANNER_HIDE:
+    job->step = STEP_X_HIDE;
+    break;
+  default:
+    fail(job, 1, "op of unknown kind");
+    return;
+  }
+  x_step(job);
 }
 
 static void
@@ -508,6 +839,10 @@ job_start(struct executor *ex, struct store_op *op)
   }
   if (job->kind != PLANNER_CREATE && job->target_id == NULL) {
     fail(job, 1, "op has no target object id");
+    return;
+  }
+  if (ex->link->object != CONFIG_OBJECT_GUEST) {
+    x_start(job);
     return;
   }
   switch (job->kind) {
@@ -575,10 +910,12 @@ executor_run(struct executor *ex, executor_done_fn done, void *ctx)
   ex->ctx = ctx;
   ex->running = 1;
   ex->stopping = 0;
-  if (ex->link->object != CONFIG_OBJECT_GUEST && ex->n_ops > 0) {
-    log_error("link=%s: object %s is not supported by this version; its %zu "
-              "ops wait",
-              ex->link->name, config_object_name(ex->link->object), ex->n_ops);
+  if (ex->link->object != CONFIG_OBJECT_GUEST && ex->exo == NULL &&
+      ex->n_ops > 0) {
+    log_error("link=%s: no Exchange client for its target; %zu ops wait",
+              ex->link->name, ex->n_ops);
+    store_ops_free(ex->ops, ex->n_ops);
+    ex->ops = NULL;
     ex->n_ops = 0;
   }
   /* Start from the loop: the callback must never run inside this call. */

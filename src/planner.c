@@ -109,7 +109,39 @@ in_scope(const struct planner_link *pl, const struct store_plan_row *row,
 static int
 clearable(const char *attr)
 {
-  return strcmp(attr, "displayName") != 0 && strcmp(attr, "mail") != 0;
+  static const char *const never[] = {"displayName", "mail", "DisplayName",
+                                      "ExternalEmailAddress", "Name"};
+  for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++) {
+    if (strcmp(attr, never[i]) == 0)
+      return 0;
+  }
+  return 1;
+}
+
+const char *
+planner_anchor_attr(const struct config_link *link)
+{
+  static const char *const custom[] = {
+      "CustomAttribute1",  "CustomAttribute2",  "CustomAttribute3",
+      "CustomAttribute4",  "CustomAttribute5",  "CustomAttribute6",
+      "CustomAttribute7",  "CustomAttribute8",  "CustomAttribute9",
+      "CustomAttribute10", "CustomAttribute11", "CustomAttribute12",
+      "CustomAttribute13", "CustomAttribute14", "CustomAttribute15"};
+  long n;
+
+  if (link->object == CONFIG_OBJECT_GUEST)
+    return link->anchor;
+  /* config.c stores "extensionAttributeN" with N in 1..15. */
+  n = strtol(link->anchor + strlen("extensionAttribute"), NULL, 10);
+  if (n < 1 || n > 15)
+    n = 15;
+  return custom[n - 1];
+}
+
+const char *
+planner_address_attr(const struct config_link *link)
+{
+  return link->object == CONFIG_OBJECT_GUEST ? "mail" : "ExternalEmailAddress";
 }
 
 /* Changed attributes between what was applied and what is desired. */
@@ -186,15 +218,14 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
   if (desired == NULL)
     goto out;
   anchor = planner_anchor(source_tenant, row->source_id);
-  if (anchor == NULL ||
-      json_object_set_new(desired, link->anchor, json_string(anchor)) != 0) {
+  if (anchor == NULL || json_object_set_new(desired, planner_anchor_attr(link),
+                                            json_string(anchor)) != 0) {
     snprintf(err, errlen, "out of memory");
     goto out;
   }
-  if (link->object == CONFIG_OBJECT_GUEST &&
-      !json_is_string(json_object_get(desired, "mail"))) {
+  if (!json_is_string(json_object_get(desired, planner_address_attr(link)))) {
     out->kind = PLANNER_NONE;
-    out->why = "the mapping gives no mail address";
+    out->why = "the mapping gives no address";
     result = 0;
     goto out;
   }

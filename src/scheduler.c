@@ -20,6 +20,7 @@
 
 #include "auth.h"
 #include "executor.h"
+#include "exo.h"
 #include "graph.h"
 #include "log.h"
 #include "mapping.h"
@@ -29,11 +30,13 @@
 
 #define SYNC_PASSES 3
 #define EXECUTOR_IN_FLIGHT 8
+#define EXO_IN_FLIGHT 4
 
 struct tctx {
   const struct config_tenant *tenant;
   struct auth *auth;
   struct graph *graph;
+  struct exo *exo; /* only for targets of mail contact / mail user links */
 };
 
 struct source {
@@ -136,10 +139,11 @@ compile_link(const struct config *cfg, const struct config_link *link,
                       errlen) != 0)
     return -1;
   for (size_t i = 0; i < mapping_count(*mapping); i++) {
-    if (strcasecmp(mapping_target(*mapping, i), link->anchor) == 0) {
+    if (strcasecmp(mapping_target(*mapping, i), planner_anchor_attr(link)) ==
+        0) {
       snprintf(err, errlen,
                "%s:%d: link '%s' maps %s, which it uses as its anchor",
-               cfg->path, link->line, link->name, link->anchor);
+               cfg->path, link->line, link->name, planner_anchor_attr(link));
       goto fail;
     }
   }
@@ -297,14 +301,18 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
     lr->target = tctx_add(s, link->target, err, errlen);
     if (lr->target == NULL)
       goto fail;
-    lr->executor =
-        executor_new(loop, store, lr->target->graph, link, EXECUTOR_IN_FLIGHT);
+    if (link->object != CONFIG_OBJECT_GUEST && lr->target->exo == NULL) {
+      lr->target->exo = exo_new(loop, s->http, lr->target->auth, link->target,
+                                EXO_IN_FLIGHT);
+      if (lr->target->exo == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+      }
+    }
+    lr->executor = executor_new(loop, store, lr->target->graph,
+                                lr->target->exo, link, EXECUTOR_IN_FLIGHT);
     if (lr->executor == NULL)
       goto fail;
-    if (link->object != CONFIG_OBJECT_GUEST)
-      log_warning("link=%s: object %s is not written by this version yet; "
-                  "the link reads and plans only",
-                  link->name, config_object_name(link->object));
   }
   *out = s;
   return 0;
@@ -873,6 +881,8 @@ scheduler_free(struct scheduler *s)
   for (size_t i = 0; i < s->n_tctx; i++) {
     graph_free(s->tctx[i].graph);
     s->tctx[i].graph = NULL;
+    exo_free(s->tctx[i].exo);
+    s->tctx[i].exo = NULL;
   }
   for (size_t i = 0; i < s->n_lruns; i++) {
     struct lrun *lr = &s->lruns[i];

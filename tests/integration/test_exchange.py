@@ -1,0 +1,123 @@
+"""Mail contacts and mail users through the Exchange admin API."""
+import signal
+
+import client as fc
+
+FIELDS = {  # Exchange property: source attribute (the built-in mapping)
+    "DisplayName": "displayName", "FirstName": "givenName",
+    "LastName": "surname", "Company": "companyName",
+    "Department": "department", "Title": "jobTitle",
+    "MobilePhone": "mobilePhone", "Office": "officeLocation",
+    "City": "city", "CountryOrRegion": "country",
+}
+
+
+def recipients(env, kind, source="contoso", target="fabrikam"):
+    """Anchored recipients of `kind` in target: {source id: [recipient]}."""
+    prefix = "galbridge:%s:" % env.tenants[source]["id"]
+    out = {}
+    for r in env.cloud.recipients(env.tenants[target]["id"]):
+        if r["RecipientTypeDetails"] != kind:
+            continue
+        anchor = r.get("CustomAttribute15") or ""
+        if anchor.startswith(prefix):
+            out.setdefault(anchor[len(prefix):], []).append(r)
+    return out
+
+
+def check(env, kind):
+    want = env.in_scope()
+    got = recipients(env, kind)
+    assert set(got) == set(want)
+    for sid, rs in got.items():
+        assert len(rs) == 1, "duplicate %s for %s" % (kind, sid)
+        r, u = rs[0], want[sid]
+        assert r["HiddenFromAddressListsEnabled"] is False
+        assert r["ExternalEmailAddress"].lower().endswith(u["mail"].lower())
+        for prop, attr in FIELDS.items():
+            assert (r.get(prop) or "") == (u.get(attr) or ""), (sid, prop)
+        phones = u.get("businessPhones") or [""]
+        assert (r.get("Phone") or "") == phones[0]
+        assert len(r["Name"]) <= 64
+
+
+def run_kind(make_env, kind, object_name):
+    env = make_env(users=120)
+    text = open(env.conf).read().replace("object = guest",
+                                         "object = %s" % object_name)
+    with open(env.conf, "w") as f:
+        f.write(text)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    check(env, kind)
+    ids = sorted(env.in_scope())
+    env.cloud.patch_user(env.source["id"], ids[0], {"jobTitle": "Moved"})
+    env.cloud.delete_user(env.source["id"], ids[1])
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    check(env, kind)
+    assert recipients(env, kind)[ids[0]][0]["Title"] == "Moved"
+    assert ids[1] not in recipients(env, kind)
+    return env
+
+
+def test_mail_contacts(make_env):
+    run_kind(make_env, "MailContact", "mailcontact")
+
+
+def test_mail_users(make_env):
+    run_kind(make_env, "MailUser", "mailuser")
+
+
+def test_homonyms_and_a_foreign_contact(make_env):
+    env = make_env(users=30)
+    people = sorted(env.in_scope().values(), key=lambda u: u["id"])
+    for u in people[:3]:
+        env.cloud.patch_user(env.source["id"], u["id"],
+                             {"displayName": "Jane Smith"})
+    foreign = people[5]
+    fab = env.tenants["fabrikam"]["id"]
+    env.cloud.create_contact(fab, {"displayName": "Not Ours",
+                                   "mail": foreign["mail"]})
+    text = open(env.conf).read().replace("object = guest",
+                                         "object = mailcontact")
+    with open(env.conf, "w") as f:
+        f.write(text)
+    r = env.run("sync")
+    assert r.returncode == 1
+    got = recipients(env, "MailContact")
+    names = [got[u["id"]][0]["Name"] for u in people[:3]]
+    assert len(set(names)) == 3
+    assert all(got[u["id"]][0]["DisplayName"] == "Jane Smith"
+               for u in people[:3])
+    assert foreign["id"] not in got
+    st = env.status()["links"][0]
+    assert st["failed"] == 1
+    assert st["failures"][0]["source_id"] == foreign["id"]
+    assert "Not Ours" in st["failures"][0]["error"] or \
+        "already being used" in st["failures"][0]["error"]
+    # The foreign contact is untouched.
+    mine = [c for c in env.cloud.contacts(fab)
+            if c.get("displayName") == "Not Ours"]
+    assert len(mine) == 1
+
+
+def test_kill_mid_round_no_duplicate_contact(make_env):
+    env = make_env(users=200)
+    text = open(env.conf).read().replace("object = guest",
+                                         "object = mailcontact")
+    with open(env.conf, "w") as f:
+        f.write(text)
+    env.cloud.set_knobs(latency_ms=15)
+    proc = env.start("sync")
+    fc.wait_for(lambda: len(recipients(env, "MailContact")) >= 20 or
+                proc.poll() is not None, timeout=60)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    env.cloud.set_knobs(latency_ms=0)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    check(env, "MailContact")
+    contacts = [r for r in env.cloud.recipients(env.tenants["fabrikam"]["id"])
+                if r["RecipientTypeDetails"] == "MailContact"]
+    assert len(contacts) == len(env.in_scope())
