@@ -21,6 +21,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "doctor.h"
 #include "graph.h"
 #include "http.h"
 #include "log.h"
@@ -802,6 +803,30 @@ cmd_link_admin(const char *path, const char *cmd, int argc, char **argv)
   return rc;
 }
 
+static int
+cmd_doctor(const char *path)
+{
+  struct config *cfg;
+  struct http *http;
+  uv_loop_t loop;
+  int rc;
+
+  if (load_config(path, &cfg) != 0)
+    return EXIT_CONFIG;
+  if (uv_loop_init(&loop) != 0) {
+    config_free(cfg);
+    return EXIT_RUNTIME;
+  }
+  http = http_new(&loop, NULL);
+  rc = http == NULL ? -1 : doctor_run(&loop, http, cfg, stdout);
+  if (http != NULL)
+    http_close(http);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  (void)uv_loop_close(&loop);
+  config_free(cfg);
+  return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
+
 /* Parse "--link NAME" / "--json" style options of a command. */
 static int
 command_args(int argc, char **argv, const char **link, int *json)
@@ -884,9 +909,9 @@ main(int argc, char **argv)
   if (strcmp(cmd, "approve-deletes") == 0 || strcmp(cmd, "resync") == 0)
     return cmd_link_admin(path, cmd, argc, argv);
   if (strcmp(cmd, "doctor") == 0) {
-    fprintf(stderr, "galbridge: 'doctor' is not available in this version "
-                    "yet (see galbridge(8))\n");
-    return EXIT_RUNTIME;
+    if (command_args(argc, argv, NULL, NULL) != 0)
+      return EXIT_USAGE;
+    return cmd_doctor(path);
   }
   if (strcmp(cmd, "status") == 0) {
     if (command_args(argc, argv, NULL, &json) != 0)

@@ -121,3 +121,27 @@ def test_kill_mid_round_no_duplicate_contact(make_env):
     contacts = [r for r in env.cloud.recipients(env.tenants["fabrikam"]["id"])
                 if r["RecipientTypeDetails"] == "MailContact"]
     assert len(contacts) == len(env.in_scope())
+
+
+def test_doctor(make_env):
+    env = make_env(users=5)
+    env.write_config(extra="[link c-contacts]\nsource = contoso\n"
+                           "target = fabrikam\nobject = mailcontact\n"
+                           "anchor = extensionAttribute14\n")
+    r = env.run("doctor")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "ok    tenant contoso: a Microsoft Graph token" in lines
+    assert "ok    tenant fabrikam: an Exchange Online token" in lines
+    assert "ok    link c-contacts: list mail contacts in fabrikam" in lines
+    assert not any(l.startswith("FAIL") for l in lines)
+    # Nothing was written anywhere.
+    assert env.writes() == {"invitations": 0, "patches": 0, "deletes": 0,
+                            "restores": 0}
+    env.write_secret("contoso", "not-it")
+    r = env.run("doctor")
+    assert r.returncode == 1
+    assert "FAIL  tenant contoso: a Microsoft Graph token" in r.stdout
+    assert "AADSTS7000215" in r.stdout
+    assert "check tenant contoso's tenant_id, client_id" in r.stdout
+    assert "not-it" not in r.stdout + r.stderr

@@ -1,0 +1,303 @@
+/*
+ * doctor — see include/doctor.h.
+ *
+ * The checks run one after another (a queue of steps), each a token
+ * request, a Graph GET or an Exchange cmdlet, so that the output reads in
+ * order and no tenant sees more than one request at a time.
+ */
+#include "doctor.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "exo.h"
+#include "graph.h"
+#include "log.h"
+
+enum check_kind {
+  CHECK_TOKEN_GRAPH,
+  CHECK_TOKEN_EXCHANGE,
+  CHECK_GRAPH_READ,
+  CHECK_EXO_READ,
+};
+
+struct check {
+  enum check_kind kind;
+  size_t tenant;          /* index into the tenants of the config */
+  char subject[96];       /* "tenant contoso" or "link a-to-b" */
+  char what[160];         /* what is tried */
+  char url[256];          /* Graph path, or cmdlet name */
+  const char *permission; /* what to grant when it fails */
+};
+
+struct tenant_ctx {
+  const struct config_tenant *tenant;
+  struct auth *auth;
+  struct graph *graph;
+  struct exo *exo;
+};
+
+struct doctor {
+  uv_loop_t *loop;
+  struct http *http;
+  const struct config *cfg;
+  FILE *out;
+  struct tenant_ctx *tc;
+  struct check *checks;
+  size_t n_checks, next;
+  int failed;
+  int done;
+};
+
+static void next_check(struct doctor *d);
+
+enum hint {
+  HINT_NONE,
+  HINT_CREDENTIALS, /* the token request was refused */
+  HINT_PERMISSION,  /* a token, but the read was refused */
+};
+
+static void
+report(struct doctor *d, const struct check *c, int ok, const char *detail,
+       enum hint hint)
+{
+  const struct config_tenant *t = d->tc[c->tenant].tenant;
+
+  if (ok) {
+    fprintf(d->out, "ok    %s: %s\n", c->subject, c->what);
+    fflush(d->out);
+    return;
+  }
+  d->failed = 1;
+  fprintf(d->out, "FAIL  %s: %s: %s\n", c->subject, c->what, detail);
+  if (hint == HINT_CREDENTIALS)
+    fprintf(d->out,
+            "      -> check tenant %s's tenant_id, client_id and its client "
+            "secret or certificate (registered on the app, not expired)\n",
+            t->name);
+  else if (hint == HINT_PERMISSION && c->permission != NULL)
+    fprintf(d->out,
+            "      -> in tenant %s (%s), grant the application %s and give "
+            "admin consent\n",
+            t->name, t->tenant_id, c->permission);
+  fflush(d->out);
+}
+
+static void
+on_token(void *ctx, int result, const char *token, const char *errmsg)
+{
+  struct doctor *d = ctx;
+  const struct check *c = &d->checks[d->next - 1];
+
+  (void)token;
+  if (result == AUTH_ERR_CANCELLED)
+    return;
+  report(d, c, result == AUTH_OK, errmsg,
+         result == AUTH_ERR_CREDENTIALS ? HINT_CREDENTIALS : HINT_NONE);
+  next_check(d);
+}
+
+static void
+on_graph(void *ctx, const struct graph_response *resp)
+{
+  struct doctor *d = ctx;
+  const struct check *c = &d->checks[d->next - 1];
+
+  if (resp->result == GRAPH_ERR_CANCELLED)
+    return;
+  report(d, c, resp->result == GRAPH_OK, resp->errmsg,
+         resp->result == GRAPH_ERR_AUTH && resp->auth_permanent
+             ? HINT_CREDENTIALS
+         : resp->status == 401 || resp->status == 403 ? HINT_PERMISSION
+                                                      : HINT_NONE);
+  next_check(d);
+}
+
+static void
+on_exo(void *ctx, const struct exo_response *resp)
+{
+  struct doctor *d = ctx;
+  const struct check *c = &d->checks[d->next - 1];
+
+  if (resp->result == EXO_ERR_CANCELLED)
+    return;
+  report(d, c, resp->result == EXO_OK, resp->errmsg,
+         resp->result == EXO_ERR_AUTH && resp->auth_permanent
+             ? HINT_CREDENTIALS
+         : resp->status == 401 || resp->status == 403 ? HINT_PERMISSION
+                                                      : HINT_NONE);
+  next_check(d);
+}
+
+static void
+next_check(struct doctor *d)
+{
+  const struct check *c;
+  struct tenant_ctx *tc;
+  json_t *params;
+  int rc = -1;
+
+  if (d->next >= d->n_checks) {
+    d->done = 1;
+    return;
+  }
+  c = &d->checks[d->next++];
+  tc = &d->tc[c->tenant];
+  switch (c->kind) {
+  case CHECK_TOKEN_GRAPH:
+  case CHECK_TOKEN_EXCHANGE:
+    auth_invalidate(tc->auth,
+                    c->kind == CHECK_TOKEN_GRAPH ? AUTH_RESOURCE_GRAPH
+                                                 : AUTH_RESOURCE_EXCHANGE,
+                    NULL);
+    rc = auth_token(tc->auth,
+                    c->kind == CHECK_TOKEN_GRAPH ? AUTH_RESOURCE_GRAPH
+                                                 : AUTH_RESOURCE_EXCHANGE,
+                    on_token, d);
+    break;
+  case CHECK_GRAPH_READ:
+    rc = graph_get(tc->graph, c->url, NULL, on_graph, d);
+    break;
+  case CHECK_EXO_READ:
+    params = json_pack("{s:i}", "ResultSize", 1);
+    rc = params ? exo_invoke(tc->exo, c->url, params, on_exo, d) : -1;
+    json_decref(params);
+    break;
+  }
+  if (rc != 0) {
+    report(d, c, 0, "cannot start the check", HINT_NONE);
+    next_check(d);
+  }
+}
+
+static size_t
+tenant_index(const struct config *cfg, const struct config_tenant *t)
+{
+  return (size_t)(t - cfg->tenants);
+}
+
+static struct check *
+add(struct doctor *d, enum check_kind kind, size_t tenant, const char *noun,
+    const char *name, const char *permission)
+{
+  struct check *c = &d->checks[d->n_checks++];
+
+  c->kind = kind;
+  c->tenant = tenant;
+  snprintf(c->subject, sizeof(c->subject), "%s %s", noun, name);
+  c->permission = permission;
+  return c;
+}
+
+int
+doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
+           FILE *out)
+{
+  struct doctor d = {.loop = loop, .http = http, .cfg = cfg, .out = out};
+  char err[512];
+  int result = -1;
+
+  d.tc = calloc(cfg->n_tenants + 1, sizeof(*d.tc));
+  d.checks =
+      calloc(2 * cfg->n_tenants + 4 * cfg->n_links + 1, sizeof(*d.checks));
+  if (d.tc == NULL || d.checks == NULL)
+    goto out;
+  for (size_t i = 0; i < cfg->n_tenants; i++) {
+    struct tenant_ctx *tc = &d.tc[i];
+    tc->tenant = &cfg->tenants[i];
+    if (auth_new(loop, http, tc->tenant, &tc->auth, err, sizeof(err)) != 0) {
+      fprintf(out, "FAIL  tenant %s: credentials: %s\n", tc->tenant->name,
+              err);
+      d.failed = 1;
+      continue;
+    }
+    tc->graph = graph_new(http, tc->auth, tc->tenant);
+    tc->exo = exo_new(loop, http, tc->auth, tc->tenant, 1);
+    if (tc->graph == NULL || tc->exo == NULL)
+      goto out;
+  }
+
+  for (size_t i = 0; i < cfg->n_tenants; i++) {
+    struct check *c;
+    int exchange = 0;
+    if (d.tc[i].auth == NULL)
+      continue;
+    for (size_t j = 0; j < cfg->n_links; j++)
+      exchange |= (cfg->links[j].target == &cfg->tenants[i] &&
+                   cfg->links[j].object != CONFIG_OBJECT_GUEST);
+    c = add(&d, CHECK_TOKEN_GRAPH, i, "tenant", cfg->tenants[i].name, NULL);
+    snprintf(c->what, sizeof(c->what), "a Microsoft Graph token");
+    if (exchange) {
+      c = add(&d, CHECK_TOKEN_EXCHANGE, i, "tenant", cfg->tenants[i].name,
+              NULL);
+      snprintf(c->what, sizeof(c->what), "an Exchange Online token");
+    }
+  }
+  for (size_t j = 0; j < cfg->n_links; j++) {
+    const struct config_link *l = &cfg->links[j];
+    size_t src = tenant_index(cfg, l->source);
+    size_t dst = tenant_index(cfg, l->target);
+    struct check *c;
+
+    if (d.tc[src].auth == NULL || d.tc[dst].auth == NULL)
+      continue;
+    c = add(&d, CHECK_GRAPH_READ, src, "link", l->name,
+            "Microsoft Graph permission User.Read.All");
+    snprintf(c->what, sizeof(c->what), "read the source's users (%s)",
+             l->source->name);
+    snprintf(c->url, sizeof(c->url), "/v1.0/users?$top=1&$select=id");
+    if (l->scope_group != NULL) {
+      c = add(&d, CHECK_GRAPH_READ, src, "link", l->name,
+              "Microsoft Graph permission GroupMember.Read.All");
+      snprintf(c->what, sizeof(c->what), "read scope_group %s's members",
+               l->scope_group);
+      snprintf(c->url, sizeof(c->url),
+               "/v1.0/groups/%s/transitiveMembers?$top=1&$select=id",
+               l->scope_group);
+    }
+    c = add(&d, CHECK_GRAPH_READ, dst, "link", l->name,
+            l->object == CONFIG_OBJECT_GUEST
+                ? "Microsoft Graph permissions User.ReadWrite.All and "
+                  "User.Invite.All"
+                : "Microsoft Graph permission User.Read.All");
+    snprintf(c->what, sizeof(c->what), "read the target's users (%s)",
+             l->target->name);
+    snprintf(c->url, sizeof(c->url), "/v1.0/users?$top=1&$select=id");
+    if (l->object != CONFIG_OBJECT_GUEST) {
+      c = add(&d, CHECK_EXO_READ, dst, "link", l->name,
+              "Exchange Online permission Exchange.ManageAsApp, with the "
+              "Recipient Management role (or Exchange Recipient "
+              "Administrator) for its service principal,");
+      snprintf(c->what, sizeof(c->what), "list %s in %s",
+               l->object == CONFIG_OBJECT_MAILCONTACT ? "mail contacts"
+                                                      : "mail users",
+               l->target->name);
+      snprintf(c->url, sizeof(c->url), "%s",
+               l->object == CONFIG_OBJECT_MAILCONTACT ? "Get-MailContact"
+                                                      : "Get-MailUser");
+    }
+  }
+
+  next_check(&d);
+  while (!d.done && uv_run(loop, UV_RUN_ONCE) != 0)
+    ;
+  if (!d.done)
+    goto out;
+  fprintf(out, "%s\n",
+          d.failed ? "doctor: some checks failed (see FAIL above); writes "
+                     "are not tried here: the first sync exercises them"
+                   : "doctor: every check passed; writes are not tried "
+                     "here: the first sync exercises them");
+  result = d.failed ? 1 : 0;
+
+out:
+  for (size_t i = 0; d.tc != NULL && i < cfg->n_tenants; i++) {
+    graph_free(d.tc[i].graph);
+    exo_free(d.tc[i].exo);
+    auth_free(d.tc[i].auth);
+  }
+  free(d.tc);
+  free(d.checks);
+  return result;
+}
