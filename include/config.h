@@ -64,7 +64,12 @@ struct config_tenant {
   char *graph_url;
   char *exchange_url;
   char *ca_file; /* NULL: system trust store; relative: config's dir */
-  int line;      /* line of the section header */
+  /* exchange = yes: the app may use Exchange Online here (guests' GAL
+   * visibility is then also checked and fixed on the Exchange side); mail
+   * contact and mail user links use Exchange whatever it says. */
+  int exchange;
+  long exchange_max_in_flight; /* Exchange calls at once, 1..64 (4) */
+  int line;                    /* line of the section header */
 };
 
 struct config_mapping_entry {

@@ -216,6 +216,27 @@ int store_link_success(struct store *store, const char *link, time_t now)
 int store_link_clear_failed(struct store *store, const char *link,
                             long long *cleared)
     __attribute__((warn_unused_result));
+/* --- guests' visibility on the Exchange side --- */
+
+struct store_pair {
+  char *a, *b;
+};
+
+/* Up to `max` active objects of the link not yet seen visible on the
+ * Exchange side: a = source id, b = target id. Free with
+ * store_pairs_free(). */
+int store_unverified(struct store *store, const char *link, size_t max,
+                     struct store_pair **pairs, size_t *n)
+    __attribute__((warn_unused_result));
+void store_pairs_free(struct store_pair *pairs, size_t n);
+/* Seen visible (still the same target object). */
+int store_set_exo_visible(struct store *store, const char *link,
+                          const char *source_id, const char *target_id)
+    __attribute__((warn_unused_result));
+int store_count_not_visible(struct store *store, const char *link,
+                            long long *count)
+    __attribute__((warn_unused_result));
+
 /* Drop the tenant's delta link: the next round reads it in full. */
 int store_delta_reset(struct store *store, const char *tenant_id)
     __attribute__((warn_unused_result));

@@ -170,6 +170,12 @@ static const struct enum_value user_types[] = {
     {NULL, 0},
 };
 
+static const struct enum_value yes_no[] = {
+    {"no", 0},
+    {"yes", 1},
+    {NULL, 0},
+};
+
 static const struct enum_value on_deletes[] = {
     {"delete", CONFIG_ON_DELETE_DELETE},
     {"disable", CONFIG_ON_DELETE_DISABLE},
@@ -321,6 +327,19 @@ static const struct key_def tenant_keys[] = {
     {.name = "ca_file",
      .type = TYPE_FILE,
      .off = T(ca_file),
+     .flags = KEY_RELOADABLE},
+    {.name = "exchange",
+     .type = TYPE_ENUM,
+     .off = T(exchange),
+     .def = "no",
+     .values = yes_no,
+     .flags = KEY_RELOADABLE},
+    {.name = "exchange_max_in_flight",
+     .type = TYPE_INT,
+     .off = T(exchange_max_in_flight),
+     .def = "4",
+     .min = 1,
+     .max = 64,
      .flags = KEY_RELOADABLE},
 };
 

@@ -500,6 +500,12 @@ cmd_status(const char *path, int as_json)
         "deletes_held", (json_int_t)c.deletes_held, "last_success",
         time_or_null(c.last_success));
     json_object_set_new(entry, "failures", failures);
+    if (link->object == CONFIG_OBJECT_GUEST && link->target->exchange) {
+      long long nv;
+      if (store_count_not_visible(app.store, link->name, &nv) != 0)
+        goto out;
+      json_object_set_new(entry, "guests_not_visible", json_integer(nv));
+    }
     json_array_append_new(links, entry);
   }
   for (size_t i = 0; i < app.cfg->n_tenants; i++) {
@@ -570,6 +576,10 @@ cmd_status(const char *path, int as_json)
                json_string_value(json_object_get(f, "source_id")),
                json_string_value(json_object_get(f, "error")));
       }
+      if (json_integer_value(json_object_get(v, "guests_not_visible")) > 0)
+        printf("  %lld guests not yet seen visible on the Exchange side "
+               "(provisioning can take a while; checked every round)\n",
+               json_integer_value(json_object_get(v, "guests_not_visible")));
       if (json_integer_value(json_object_get(v, "deletes_held")) > 0)
         printf("  deletes held: run 'galbridge approve-deletes %s' to let "
                "them through\n",

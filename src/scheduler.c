@@ -30,7 +30,6 @@
 
 #define SYNC_PASSES 3
 #define EXECUTOR_IN_FLIGHT 8
-#define EXO_IN_FLIGHT 4
 
 struct tctx {
   const struct config_tenant *tenant;
@@ -81,6 +80,8 @@ struct lrun {
   long backoff;      /* seconds before the next round while ops are pending */
   uint64_t next_due; /* RUN: uv_now() from which its next round may run */
   int wanted;        /* its source was read: a round is to run */
+  int vis_pending;   /* Exchange visibility checks in flight */
+  unsigned long vis_fixed;
 };
 
 struct scheduler {
@@ -301,9 +302,10 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
     lr->target = tctx_add(s, link->target, err, errlen);
     if (lr->target == NULL)
       goto fail;
-    if (link->object != CONFIG_OBJECT_GUEST && lr->target->exo == NULL) {
+    if ((link->object != CONFIG_OBJECT_GUEST || link->target->exchange) &&
+        lr->target->exo == NULL) {
       lr->target->exo = exo_new(loop, s->http, lr->target->auth, link->target,
-                                EXO_IN_FLIGHT);
+                                (int)link->target->exchange_max_in_flight);
       if (lr->target->exo == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -406,6 +408,118 @@ lrun_end(struct lrun *lr)
   maybe_finished(s);
 }
 
+/* --- guests' visibility on the Exchange side ---
+ *
+ * A guest is hidden from the GAL until someone unhides it; the Graph PATCH
+ * does that on the directory side, and when the target tenant has
+ * `exchange = yes` its GuestMailUser is checked (and fixed) too, once
+ * Exchange has provisioned it, so that "synced but not in the GAL" cannot
+ * happen silently. Guests not provisioned yet are tried again next round
+ * and counted by `status`. */
+
+#define VISIBILITY_BATCH 500
+
+struct vis {
+  struct lrun *lr;
+  char *source_id, *target_id;
+  int step; /* 0: Get-MailUser, 1: Set-MailUser */
+};
+
+static void vis_done(struct lrun *lr);
+
+static void
+vis_free(struct vis *v)
+{
+  free(v->source_id);
+  free(v->target_id);
+  free(v);
+}
+
+static void
+on_vis(void *ctx, const struct exo_response *resp)
+{
+  struct vis *v = ctx;
+  struct lrun *lr = v->lr;
+  json_t *r = json_array_get(resp->value, 0), *params;
+
+  if (resp->result == EXO_OK && v->step == 0 && r != NULL &&
+      json_is_true(json_object_get(r, "HiddenFromAddressListsEnabled"))) {
+    params = json_pack("{s:s, s:b}", "Identity", v->target_id,
+                       "HiddenFromAddressListsEnabled", 0);
+    v->step = 1;
+    if (params != NULL &&
+        exo_invoke(lr->target->exo, "Set-MailUser", params, on_vis, v) == 0) {
+      json_decref(params);
+      return;
+    }
+    json_decref(params);
+  } else if (resp->result == EXO_OK && (v->step == 1 || r != NULL)) {
+    if (store_set_exo_visible(lr->s->store, lr->link->name, v->source_id,
+                              v->target_id) == 0)
+      lr->vis_fixed += (unsigned long)v->step;
+  } else if (resp->result != EXO_OK && resp->result != EXO_ERR_CANCELLED &&
+             strstr(resp->exception, "NotFound") == NULL) {
+    /* Not provisioned yet is normal; anything else is worth a line. */
+    log_warning("cannot check a guest on the Exchange side link=%s "
+                "target_id=%s error=\"%s\"",
+                lr->link->name, v->target_id, resp->errmsg);
+  }
+  vis_free(v);
+  if (--lr->vis_pending == 0)
+    vis_done(lr);
+}
+
+static void
+vis_done(struct lrun *lr)
+{
+  if (lr->vis_fixed > 0)
+    log_info("guests made visible on the Exchange side link=%s count=%lu",
+             lr->link->name, lr->vis_fixed);
+  lrun_end(lr);
+}
+
+static void
+visibility_pass(struct lrun *lr)
+{
+  struct store_pair *pairs = NULL;
+  size_t n = 0;
+
+  if (lr->link->object != CONFIG_OBJECT_GUEST || !lr->link->target->exchange ||
+      lr->target->exo == NULL || lr->s->stopping ||
+      lr->s->opts.mode == SCHEDULER_PLAN ||
+      store_unverified(lr->s->store, lr->link->name, VISIBILITY_BATCH, &pairs,
+                       &n) != 0 ||
+      n == 0) {
+    store_pairs_free(pairs, n);
+    lrun_end(lr);
+    return;
+  }
+  lr->vis_fixed = 0;
+  lr->vis_pending = 1; /* held until every call is started */
+  for (size_t i = 0; i < n; i++) {
+    struct vis *v = calloc(1, sizeof(*v));
+    json_t *params;
+    if (v == NULL)
+      break;
+    v->lr = lr;
+    v->source_id = pairs[i].a;
+    v->target_id = pairs[i].b;
+    pairs[i].a = pairs[i].b = NULL;
+    params = json_pack("{s:s}", "Identity", v->target_id);
+    if (params == NULL ||
+        exo_invoke(lr->target->exo, "Get-MailUser", params, on_vis, v) != 0) {
+      json_decref(params);
+      vis_free(v);
+      continue;
+    }
+    json_decref(params);
+    lr->vis_pending++;
+  }
+  store_pairs_free(pairs, n);
+  if (--lr->vis_pending == 0)
+    vis_done(lr);
+}
+
 static void
 on_executed(void *ctx, const struct executor_stats *st)
 {
@@ -427,7 +541,7 @@ on_executed(void *ctx, const struct executor_stats *st)
   }
   if (st->transient > 0)
     lr->failed = 1;
-  lrun_end(lr);
+  visibility_pass(lr);
 }
 
 static void

@@ -49,6 +49,9 @@ enum stmt_id {
   ST_SUCCESS,
   ST_CLEAR_FAILED,
   ST_DELTA_RESET,
+  ST_UNVERIFIED,
+  ST_SET_VISIBLE,
+  ST_NOT_VISIBLE,
   ST__COUNT
 };
 
@@ -121,6 +124,11 @@ static const char *const stmt_sql[ST__COUNT] = {
         "INSERT INTO target_object (link, source_id, target_id, hash,"
         " applied, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
         " ON CONFLICT (link, source_id) DO UPDATE SET"
+        /* Checked visible on the Exchange side stays so only while it is
+         * the same object, active all along. */
+        " exo_visible = CASE WHEN target_object.state = 'active' AND"
+        " excluded.state = 'active' AND target_object.target_id ="
+        " excluded.target_id THEN target_object.exo_visible ELSE 0 END,"
         " target_id = excluded.target_id, hash = excluded.hash,"
         " applied = excluded.applied, state = excluded.state,"
         " updated_at = excluded.updated_at",
@@ -142,6 +150,15 @@ static const char *const stmt_sql[ST__COUNT] = {
         "excluded.last_success",
     [ST_CLEAR_FAILED] = "UPDATE op SET state = 'pending', attempts = 0"
                         " WHERE link = ?1 AND state = 'failed'",
+    [ST_UNVERIFIED] = "SELECT source_id, target_id FROM target_object"
+                      " WHERE link = ?1 AND state = 'active' AND"
+                      " exo_visible = 0 AND target_id IS NOT NULL"
+                      " ORDER BY updated_at LIMIT ?2",
+    [ST_SET_VISIBLE] = "UPDATE target_object SET exo_visible = 1"
+                       " WHERE link = ?1 AND source_id = ?2 AND"
+                       " target_id = ?3",
+    [ST_NOT_VISIBLE] = "SELECT count(*) FROM target_object WHERE link = ?1"
+                       " AND state = 'active' AND exo_visible = 0",
     [ST_DELTA_RESET] = "UPDATE delta_state SET delta_link = NULL"
                        " WHERE tenant = ?1",
 };
@@ -171,6 +188,7 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " applied TEXT NOT NULL,"
           " state TEXT NOT NULL,"
           " updated_at INTEGER NOT NULL DEFAULT 0,"
+          " exo_visible INTEGER NOT NULL DEFAULT 0,"
           " PRIMARY KEY (link, source_id)) WITHOUT ROWID;"
           "CREATE TABLE op ("
           " id INTEGER PRIMARY KEY,"
@@ -965,4 +983,80 @@ store_delta_reset(struct store *store, const char *tenant_id)
     return -1;
   bind_text(st, 1, tenant_id);
   return exec_stmt(store, st, "resetting the delta link");
+}
+
+int
+store_unverified(struct store *store, const char *link, size_t max,
+                 struct store_pair **pairs, size_t *n)
+{
+  sqlite3_stmt *st = prep(store, ST_UNVERIFIED);
+  struct store_pair *list;
+  size_t count = 0;
+  int rc;
+
+  *pairs = NULL;
+  *n = 0;
+  if (st == NULL)
+    return -1;
+  list = calloc(max ? max : 1, sizeof(*list));
+  if (list == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW && count < max) {
+    list[count].a = col_strdup(st, 0);
+    list[count].b = col_strdup(st, 1);
+    count++;
+  }
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    store_pairs_free(list, count);
+    return fail(store, st, "listing objects to check on Exchange");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  *pairs = list;
+  *n = count;
+  return 0;
+}
+
+void
+store_pairs_free(struct store_pair *pairs, size_t n)
+{
+  for (size_t i = 0; pairs != NULL && i < n; i++) {
+    free(pairs[i].a);
+    free(pairs[i].b);
+  }
+  free(pairs);
+}
+
+int
+store_set_exo_visible(struct store *store, const char *link,
+                      const char *source_id, const char *target_id)
+{
+  sqlite3_stmt *st = prep(store, ST_SET_VISIBLE);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  bind_text(st, 3, target_id);
+  return exec_stmt(store, st, "recording Exchange-side visibility");
+}
+
+int
+store_count_not_visible(struct store *store, const char *link,
+                        long long *count)
+{
+  sqlite3_stmt *st = prep(store, ST_NOT_VISIBLE);
+
+  *count = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  if (sqlite3_step(st) != SQLITE_ROW)
+    return fail(store, st, "counting objects not yet visible");
+  *count = sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
 }

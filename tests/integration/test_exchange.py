@@ -103,24 +103,32 @@ def test_homonyms_and_a_foreign_contact(make_env):
 
 
 def test_kill_mid_round_no_duplicate_contact(make_env):
+    kill_mid_round(make_env, "mailcontact", "MailContact")
+
+
+def test_kill_mid_round_no_duplicate_mail_user(make_env):
+    kill_mid_round(make_env, "mailuser", "MailUser")
+
+
+def kill_mid_round(make_env, object_name, kind):
     env = make_env(users=200)
     text = open(env.conf).read().replace("object = guest",
-                                         "object = mailcontact")
+                                         "object = %s" % object_name)
     with open(env.conf, "w") as f:
         f.write(text)
     env.cloud.set_knobs(latency_ms=15)
     proc = env.start("sync")
-    fc.wait_for(lambda: len(recipients(env, "MailContact")) >= 20 or
+    fc.wait_for(lambda: len(recipients(env, kind)) >= 20 or
                 proc.poll() is not None, timeout=60)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     env.cloud.set_knobs(latency_ms=0)
     r = env.run("sync")
     assert r.returncode == 0, r.stderr
-    check(env, "MailContact")
-    contacts = [r for r in env.cloud.recipients(env.tenants["fabrikam"]["id"])
-                if r["RecipientTypeDetails"] == "MailContact"]
-    assert len(contacts) == len(env.in_scope())
+    check(env, kind)
+    made = [r for r in env.cloud.recipients(env.tenants["fabrikam"]["id"])
+            if r["RecipientTypeDetails"] == kind]
+    assert len(made) == len(env.in_scope())
 
 
 def test_doctor(make_env):
@@ -145,3 +153,28 @@ def test_doctor(make_env):
     assert "AADSTS7000215" in r.stdout
     assert "check tenant contoso's tenant_id, client_id" in r.stdout
     assert "not-it" not in r.stdout + r.stderr
+
+
+def test_guests_visible_on_the_exchange_side(make_env):
+    env = make_env(users=30)
+    text = open(env.conf).read().replace(
+        "[tenant fabrikam]\n", "[tenant fabrikam]\nexchange = yes\n")
+    with open(env.conf, "w") as f:
+        f.write(text)
+    fab = env.tenants["fabrikam"]["id"]
+    env.cloud.set_knobs(exo_guest_provisioning_ms=2000)
+    assert env.run("sync").returncode == 0
+    n = len(env.in_scope())
+    # Exchange has not provisioned the guests yet: status says so.
+    assert env.status()["links"][0]["guests_not_visible"] == n
+    # One guest's GAL flag did not take on the directory side.
+    hidden = sorted(env.copies().values(), key=lambda c: c[0]["id"])[0][0]
+    env.cloud.patch_user(fab, hidden["id"], {"showInAddressList": False})
+    fc.wait_for(lambda: len(recipients(env, "GuestMailUser")) == n,
+                timeout=30, what="guests provisioned in Exchange")
+    assert env.run("sync").returncode == 0
+    assert env.status()["links"][0]["guests_not_visible"] == 0
+    guests = recipients(env, "GuestMailUser")
+    assert all(r[0]["HiddenFromAddressListsEnabled"] is False
+               for r in guests.values())
+    assert env.cloud.stats(fab)["exchange"].get("Set-MailUser") == 1

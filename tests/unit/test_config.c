@@ -692,6 +692,10 @@ static const struct bad_case bad_cases[] = {
      "interval '+60' is not a whole number"},
     {"interval zero", "[galbridge]\ninterval = 0\n", 2,
      "interval 0 is out of range (1..86400)"},
+    {"exchange not yes or no", TENANT_A "exchange = maybe\n", 5,
+     "unknown exchange 'maybe' (expected no or yes)"},
+    {"exchange_max_in_flight zero", TENANT_A "exchange_max_in_flight = 0\n", 5,
+     "exchange_max_in_flight 0 is out of range (1..64)"},
     {"interval high", "[galbridge]\ninterval = 86401\n", 2,
      "interval 86401 is out of range (1..86400)"},
     {"interval overflow", "[galbridge]\ninterval = 99999999999999999999\n", 2,
@@ -1075,6 +1079,8 @@ static const char full_dump[] =
     "graph_url = https://graph.example.test:8444\n"
     "exchange_url = https://[::1]:8445\n"
     "ca_file = @DIR@/ca.pem\n"
+    "exchange = no\n"
+    "exchange_max_in_flight = 4\n"
     "\n[tenant fabrikam]\n"
     "tenant_id = 22222222-2222-2222-2222-222222222222\n"
     "client_id = 33333333-3333-3333-3333-333333333333\n"
@@ -1087,6 +1093,8 @@ static const char full_dump[] =
     "graph_url = https://microsoftgraph.chinacloudapi.cn\n"
     "exchange_url = https://partner.outlook.cn\n"
     "# ca_file is not set\n"
+    "exchange = no\n"
+    "exchange_max_in_flight = 4\n"
     "\n[mapping contoso-people]\n"
     "displayName = Append(displayName, \" (Contoso)\")\n"
     "department = Join(\"; \", department, companyName)\n"
