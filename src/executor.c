@@ -686,6 +686,30 @@ on_x(void *ctx, const struct exo_response *resp)
   x_fail(job, resp);
 }
 
+/* "smtp:a@b" for each address (secondary; any prefix the source had is
+ * dropped). New reference. */
+static json_t *
+smtp_list(const json_t *addresses)
+{
+  json_t *out = json_array(), *v;
+  size_t i;
+  char buf[512];
+
+  json_array_foreach((json_t *)addresses, i, v)
+  {
+    const char *a = json_string_value(v);
+    if (a == NULL)
+      continue;
+    if (strncasecmp(a, "smtp:", 5) == 0)
+      a += 5;
+    if (strchr(a, ':') != NULL || strchr(a, '@') == NULL)
+      continue; /* X500:, SIP: and the like are not extra mail */
+    snprintf(buf, sizeof(buf), "smtp:%s", a);
+    json_array_append_new(out, json_string(buf));
+  }
+  return out;
+}
+
 /* Set-* parameters from `from`: those `pick` accepts; Identity first. */
 static json_t *
 x_params(const struct job *job, const json_t *from, int mail)
@@ -697,8 +721,22 @@ x_params(const struct job *job, const json_t *from, int mail)
     return NULL;
   json_object_foreach((json_t *)from, key, v)
   {
-    if (strcmp(key, "accountEnabled") == 0 || strcmp(key, "Name") == 0)
+    if (strcmp(key, "accountEnabled") == 0 || strcmp(key, "Name") == 0 ||
+        strcmp(key, "EmailAddresses@removed") == 0)
       continue;
+    if (strcmp(key, "EmailAddresses") == 0) {
+      if (mail) {
+        json_t *add = smtp_list(v);
+        json_t *rm =
+            smtp_list(json_object_get(from, "EmailAddresses@removed"));
+        json_object_set_new(p, key,
+                            exo_multivalue(json_array_size(add) ? add : NULL,
+                                           json_array_size(rm) ? rm : NULL));
+        json_decref(add);
+        json_decref(rm);
+      }
+      continue;
+    }
     if (strcmp(key, "showInAddressList") == 0) {
       if (mail)
         json_object_set_new(p, "HiddenFromAddressListsEnabled",

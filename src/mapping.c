@@ -123,6 +123,7 @@ static const struct target_def exchange_targets[] = {
     {"StateOrProvince", "state", 0},
     {"PostalCode", "postalCode", 0},
     {"CountryOrRegion", "country", 0},
+    {"EmailAddresses", NULL, 1}, /* extra addresses, no default */
     {"CustomAttribute1", NULL, 0},
     {"CustomAttribute2", NULL, 0},
     {"CustomAttribute3", NULL, 0},

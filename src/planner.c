@@ -159,6 +159,24 @@ diff(const json_t *applied, const json_t *desired)
     if (old == NULL || !json_equal(old, v))
       json_object_set(out, key, v);
   }
+  /* Exchange adds and removes extra addresses one by one: say which of
+   * the old ones go (what stays is sent again; adding is idempotent). */
+  {
+    json_t *old = json_object_get(applied, "EmailAddresses");
+    json_t *now = json_object_get(desired, "EmailAddresses");
+    json_t *gone = json_array(), *a, *b;
+    size_t i, j;
+    json_array_foreach(old, i, a)
+    {
+      int kept = 0;
+      json_array_foreach(now, j, b) kept |= json_equal(a, b);
+      if (!kept)
+        json_array_append(gone, a);
+    }
+    if (json_array_size(gone) > 0)
+      json_object_set(out, "EmailAddresses@removed", gone);
+    json_decref(gone);
+  }
   json_object_foreach((json_t *)applied, key, v)
   {
     if (json_object_get(desired, key) == NULL && clearable(key))

@@ -41,8 +41,8 @@ def check(env, kind):
         assert len(r["Name"]) <= 64
 
 
-def run_kind(make_env, kind, object_name):
-    env = make_env(users=120)
+def run_kind(make_env, kind, object_name, users):
+    env = make_env(users=users)
     text = open(env.conf).read().replace("object = guest",
                                          "object = %s" % object_name)
     with open(env.conf, "w") as f:
@@ -62,11 +62,11 @@ def run_kind(make_env, kind, object_name):
 
 
 def test_mail_contacts(make_env):
-    run_kind(make_env, "MailContact", "mailcontact")
+    run_kind(make_env, "MailContact", "mailcontact", 1000)
 
 
 def test_mail_users(make_env):
-    run_kind(make_env, "MailUser", "mailuser")
+    run_kind(make_env, "MailUser", "mailuser", 120)
 
 
 def test_homonyms_and_a_foreign_contact(make_env):
@@ -178,3 +178,30 @@ def test_guests_visible_on_the_exchange_side(make_env):
     assert all(r[0]["HiddenFromAddressListsEnabled"] is False
                for r in guests.values())
     assert env.cloud.stats(fab)["exchange"].get("Set-MailUser") == 1
+
+
+def test_extra_addresses_added_and_removed(make_env):
+    env = make_env(users=10)
+    text = open(env.conf).read().replace("object = guest",
+                                         "object = mailcontact\n"
+                                         "mapping = extra")
+    text += "[mapping extra]\nEmailAddresses = otherMails\n"
+    with open(env.conf, "w") as f:
+        f.write(text)
+    sid = sorted(env.in_scope())[0]
+    env.cloud.patch_user(env.source["id"], sid,
+                         {"otherMails": ["first.alt@contoso.com"]})
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+
+    def addresses():
+        return [a.lower() for a in
+                recipients(env, "MailContact")[sid][0]["EmailAddresses"]]
+    assert "smtp:first.alt@contoso.com" in addresses()
+    env.cloud.patch_user(env.source["id"], sid,
+                         {"otherMails": ["second.alt@contoso.com"]})
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert "smtp:second.alt@contoso.com" in addresses()
+    assert "smtp:first.alt@contoso.com" not in addresses()
+    check(env, "MailContact")
