@@ -501,10 +501,23 @@ cmd_status(const char *path, int as_json)
         time_or_null(c.last_success));
     json_object_set_new(entry, "failures", failures);
     if (link->object == CONFIG_OBJECT_GUEST && link->target->exchange) {
+      struct store_pair *pairs;
+      size_t n_pairs;
+      json_t *list = json_array();
       long long nv;
-      if (store_count_not_visible(app.store, link->name, &nv) != 0)
+      if (store_count_not_visible(app.store, link->name, &nv) != 0 ||
+          store_unverified(app.store, link->name, 20, &pairs, &n_pairs) != 0) {
+        json_decref(list);
         goto out;
+      }
+      for (size_t k = 0; k < n_pairs; k++)
+        json_array_append_new(list,
+                              json_pack("{s:s, s:s}", "source_id", pairs[k].a,
+                                        "target_id", pairs[k].b));
+      store_pairs_free(pairs, n_pairs);
       json_object_set_new(entry, "guests_not_visible", json_integer(nv));
+      /* The first 20, for an admin to look at. */
+      json_object_set_new(entry, "guests_not_visible_first", list);
     }
     json_array_append_new(links, entry);
   }
@@ -576,10 +589,20 @@ cmd_status(const char *path, int as_json)
                json_string_value(json_object_get(f, "source_id")),
                json_string_value(json_object_get(f, "error")));
       }
-      if (json_integer_value(json_object_get(v, "guests_not_visible")) > 0)
+      if (json_integer_value(json_object_get(v, "guests_not_visible")) > 0) {
+        json_t *g;
+        size_t gi;
         printf("  %lld guests not yet seen visible on the Exchange side "
-               "(provisioning can take a while; checked every round)\n",
+               "(provisioning can take a while; checked every round):\n",
                json_integer_value(json_object_get(v, "guests_not_visible")));
+        json_array_foreach(json_object_get(v, "guests_not_visible_first"), gi,
+                           g)
+        {
+          printf("    guest %s (source object %s)\n",
+                 json_string_value(json_object_get(g, "target_id")),
+                 json_string_value(json_object_get(g, "source_id")));
+        }
+      }
       if (json_integer_value(json_object_get(v, "deletes_held")) > 0)
         printf("  deletes held: run 'galbridge approve-deletes %s' to let "
                "them through\n",

@@ -166,7 +166,10 @@ def test_guests_visible_on_the_exchange_side(make_env):
     assert env.run("sync").returncode == 0
     n = len(env.in_scope())
     # Exchange has not provisioned the guests yet: status says so.
-    assert env.status()["links"][0]["guests_not_visible"] == n
+    st = env.status()["links"][0]
+    assert st["guests_not_visible"] == n
+    assert len(st["guests_not_visible_first"]) == min(n, 20)
+    assert "guests not yet seen visible" in env.run("status").stdout
     # One guest's GAL flag did not take on the directory side.
     hidden = sorted(env.copies().values(), key=lambda c: c[0]["id"])[0][0]
     env.cloud.patch_user(fab, hidden["id"], {"showInAddressList": False})
