@@ -208,3 +208,21 @@ def test_extra_addresses_added_and_removed(make_env):
     assert "smtp:second.alt@contoso.com" in addresses()
     assert "smtp:first.alt@contoso.com" not in addresses()
     check(env, "MailContact")
+
+
+def test_exchange_throttling_is_retried(make_env):
+    """Exchange answers 429 (rate) and its concurrent-requests answer;
+    galbridge backs off and converges."""
+    env = make_env(users=15)
+    text = open(env.conf).read().replace("object = guest",
+                                         "object = mailcontact")
+    with open(env.conf, "w") as f:
+        f.write(text)
+    env.cloud.set_knobs(exo_max_concurrent=3, exo_rate_limit=25,
+                        latency_ms=10)
+    r = env.run("sync", timeout=300)
+    assert r.returncode == 0, r.stderr
+    check(env, "MailContact")
+    refused = [e for e in env.cloud.log(service="exchange")
+               if e["status"] == 429]
+    assert refused, "the knobs should have made Exchange refuse some calls"
