@@ -72,7 +72,6 @@ struct executor {
   const struct config_link *link;
   int max_in_flight;
   int running, stopping, pumping;
-  int auth_failed;
   struct store_op *ops;
   size_t n_ops, next;
   int in_flight;
@@ -250,7 +249,6 @@ fail_resp(struct job *job, const struct graph_response *resp)
   if (resp->result == GRAPH_ERR_AUTH) {
     /* Not this op's fault: it waits, and no more ops start now. */
     job->ex->stopping = 1;
-    job->ex->auth_failed = 1;
     fail(job, 0, resp->errmsg);
     return;
   }
@@ -565,7 +563,6 @@ x_fail(struct job *job, const struct exo_response *resp)
 {
   if (resp->result == EXO_ERR_AUTH) {
     job->ex->stopping = 1;
-    job->ex->auth_failed = 1;
     fail(job, 0, resp->errmsg);
     return;
   }
@@ -941,7 +938,6 @@ executor_run(struct executor *ex, executor_done_fn done, void *ctx)
                      &ex->n_ops) != 0)
     return -1;
   memset(&ex->stats, 0, sizeof(ex->stats));
-  ex->auth_failed = 0;
   ex->started = ex->last_progress = time(NULL);
   ex->next = 0;
   ex->done = done;
