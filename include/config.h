@@ -23,6 +23,10 @@
 #define CONFIG_DEFAULT_INTERVAL 60
 #define CONFIG_DEFAULT_MAX_DELETES 500
 #define CONFIG_DEFAULT_ANCHOR "extensionAttribute15"
+/* Microsoft Graph's documented limits (throttling-limits.md): directory
+ * writes per app per tenant, and invitations per tenant. */
+#define CONFIG_DEFAULT_GRAPH_WRITE_LIMIT "3000/150s"
+#define CONFIG_DEFAULT_INVITATION_LIMIT "150/5s"
 
 enum config_cloud {
   CONFIG_CLOUD_GLOBAL,
@@ -42,6 +46,13 @@ enum config_on_delete {
   CONFIG_ON_DELETE_DISABLE,
   CONFIG_ON_DELETE_HIDE,
   CONFIG_ON_DELETE_KEEP,
+};
+
+/* A rate limit as written "COUNT/WINDOWs": count requests per window
+ * seconds; "off" (count 0) sets no limit on the client side. */
+struct config_rate {
+  long count;  /* 0: off, else 2..10000000 */
+  long window; /* seconds, 1..86400 (0 when off) */
 };
 
 struct config_tenant {
@@ -69,7 +80,11 @@ struct config_tenant {
    * contact and mail user links use Exchange whatever it says. */
   int exchange;
   long exchange_max_in_flight; /* Exchange calls at once, 1..64 (4) */
-  int line;                    /* line of the section header */
+  /* Client-side pacing of Graph requests to this tenant, shared by every
+   * link that writes there (default: the documented limits). */
+  struct config_rate graph_write_limit;
+  struct config_rate invitation_limit;
+  int line; /* line of the section header */
 };
 
 struct config_mapping_entry {
@@ -128,6 +143,15 @@ struct config {
 int config_load(const char *path, struct config **out, char *err,
                 size_t errlen) __attribute__((warn_unused_result));
 void config_free(struct config *cfg); /* NULL is fine */
+
+/* config_load() on `len` bytes of file text already in memory (for the
+ * fuzz targets): `path` stands for the file in messages and cfg->path,
+ * and relative paths resolve against `dir` (absolute, not checked) as
+ * they would against the file's directory. A NULL `text` reads as
+ * empty; a NULL `dir` returns -1. Otherwise the same contract. */
+int config_load_buffer(const char *path, const char *dir, const char *text,
+                       size_t len, struct config **out, char *err,
+                       size_t errlen) __attribute__((warn_unused_result));
 
 /* Write the effective configuration (defaults filled in, secret file
  * paths shown but never their contents) as INI to `fp`. Comments stand on

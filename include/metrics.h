@@ -38,6 +38,11 @@ struct metrics_service {
   const struct metrics_status_count *by_status;
   size_t n_status;
   unsigned long long throttled; /* 429 and 503/504 with Retry-After */
+  /* The client-side write budget (http_gate_budget), when has_budget. */
+  int has_budget;
+  double write_rate;                /* writes per second allowed now */
+  double write_rate_max;            /* ... and when not slowed */
+  unsigned long long budget_waited; /* requests that waited for it */
 };
 
 struct metrics_tenant {

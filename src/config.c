@@ -215,6 +215,7 @@ enum key_type {
   TYPE_ANCHOR,  /* extensionAttribute1..15 */
   TYPE_TENANT,  /* name of a [tenant] section */
   TYPE_MAPPING, /* name of a [mapping] section */
+  TYPE_RATE,    /* "COUNT/WINDOWs" or "off": struct config_rate */
 };
 
 /* Flags */
@@ -340,6 +341,16 @@ static const struct key_def tenant_keys[] = {
      .def = "4",
      .min = 1,
      .max = 64,
+     .flags = KEY_RELOADABLE},
+    {.name = "graph_write_limit",
+     .type = TYPE_RATE,
+     .off = T(graph_write_limit),
+     .def = CONFIG_DEFAULT_GRAPH_WRITE_LIMIT,
+     .flags = KEY_RELOADABLE},
+    {.name = "invitation_limit",
+     .type = TYPE_RATE,
+     .off = T(invitation_limit),
+     .def = CONFIG_DEFAULT_INVITATION_LIMIT,
      .flags = KEY_RELOADABLE},
 };
 
@@ -794,6 +805,45 @@ set_int(void *base, size_t off, int v)
   memcpy((char *)base + off, &v, sizeof(v));
 }
 
+/* "COUNT/WINDOWs" (whole numbers: count 2..10000000, window 1..86400
+ * seconds) or "off". */
+static int
+parse_rate(struct loader *ld, const struct key_def *def, const char *text,
+           int line, struct config_rate *out)
+{
+  unsigned long long count = 0, window = 0;
+  const char *p = text;
+  int digits = 0;
+
+  if (strcmp(text, "off") == 0) {
+    out->count = 0;
+    out->window = 0;
+    return 0;
+  }
+  for (; isdigit((unsigned char)*p) && digits < 9; p++, digits++)
+    count = count * 10 + (unsigned long long)(*p - '0');
+  if (digits == 0 || *p != '/')
+    goto bad;
+  p++;
+  for (digits = 0; isdigit((unsigned char)*p) && digits < 9; p++, digits++)
+    window = window * 10 + (unsigned long long)(*p - '0');
+  if (digits == 0 || strcmp(p, "s") != 0)
+    goto bad;
+  if (count < 2 || count > 10000000)
+    return fail(ld, line, "%s: count %llu is out of range (2..10000000)",
+                def->name, count);
+  if (window < 1 || window > 86400)
+    return fail(ld, line, "%s: window %llus is out of range (1..86400s)",
+                def->name, window);
+  out->count = (long)count;
+  out->window = (long)window;
+  return 0;
+bad:
+  return fail(ld, line,
+              "%s '%s' is not COUNT/SECONDSs (for example 3000/150s) or off",
+              def->name, text);
+}
+
 /* Parse `text` as def's type into its field in `base`. Returns 0, or -1
  * with the error recorded against `line`. */
 static int
@@ -863,6 +913,13 @@ parse_value(struct loader *ld, const struct key_def *def, void *base,
       return -1;
     set_string(base, def->off, s);
     return 0;
+  case TYPE_RATE: {
+    struct config_rate r = {0, 0};
+    if (parse_rate(ld, def, text, line, &r) != 0)
+      return -1;
+    memcpy((char *)base + def->off, &r, sizeof(r));
+    return 0;
+  }
   }
   return fail(ld, line, "%s: key of unknown type", def->name);
 }
@@ -1494,7 +1551,8 @@ free_fields(const struct key_def *keys, size_t n, void *base)
 {
   for (size_t i = 0; i < n; i++) {
     char *s;
-    if (keys[i].type == TYPE_ENUM || keys[i].type == TYPE_INT)
+    if (keys[i].type == TYPE_ENUM || keys[i].type == TYPE_INT ||
+        keys[i].type == TYPE_RATE)
       continue;
     memcpy(&s, (char *)base + keys[i].off, sizeof(s));
     free(s);
@@ -1624,8 +1682,10 @@ config_dir(struct loader *ld)
   return 0;
 }
 
-int
-config_load(const char *path, struct config **out, char *err, size_t errlen)
+/* config_load() and config_load_buffer(): `text` NULL reads `path`. */
+static int
+load(const char *path, const char *dir, const char *text, size_t len,
+     struct config **out, char *err, size_t errlen)
 {
   struct loader ld;
   const char *creds = getenv("CREDENTIALS_DIRECTORY");
@@ -1643,13 +1703,27 @@ config_load(const char *path, struct config **out, char *err, size_t errlen)
     return -1;
   }
   *out = NULL;
+  if (text != NULL && dir == NULL) {
+    fail(&ld, 0, "config_load_buffer: no directory");
+    return -1;
+  }
   ld.cred_dir = creds != NULL && *creds != '\0' ? creds : NULL;
   ld.cfg = xmalloc(sizeof(*ld.cfg));
   memset(ld.cfg, 0, sizeof(*ld.cfg));
   ld.cfg->path = xstrdup(path);
 
-  if (read_file(&ld) != 0 || config_dir(&ld) != 0)
+  if (text != NULL) {
+    if (len > CONFIG_FILE_MAX) {
+      fail(&ld, 0, "larger than %d bytes", CONFIG_FILE_MAX);
+      goto out;
+    }
+    ld.text = xmalloc(len + 1);
+    memcpy(ld.text, text, len);
+    ld.len = len;
+    ld.dir = xstrdup(dir);
+  } else if (read_file(&ld) != 0 || config_dir(&ld) != 0) {
     goto out;
+  }
 
   rc = ini_parse_stream(read_line, &ld, on_key, &ld);
   if (ld.failed)
@@ -1684,6 +1758,23 @@ out:
   return result;
 }
 
+int
+config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+  return load(path, NULL, NULL, 0, out, err, errlen);
+}
+
+int
+config_load_buffer(const char *path, const char *dir, const char *text,
+                   size_t len, struct config **out, char *err, size_t errlen)
+{
+  if (text == NULL) {
+    text = "";
+    len = 0;
+  }
+  return load(path, dir, text, len, out, err, errlen);
+}
+
 /* ---------------------------------------------------------------------
  * config_dump
  */
@@ -1713,6 +1804,15 @@ dump_keys(FILE *fp, const struct key_def *keys, size_t n, const void *base,
       memcpy(&l, field + def->off, sizeof(l));
       fprintf(fp, "%s = %ld\n", def->name, l);
       continue;
+    case TYPE_RATE: {
+      struct config_rate r;
+      memcpy(&r, field + def->off, sizeof(r));
+      if (r.count == 0)
+        fprintf(fp, "%s = off\n", def->name);
+      else
+        fprintf(fp, "%s = %ld/%lds\n", def->name, r.count, r.window);
+      continue;
+    }
     case TYPE_TENANT: {
       const struct config_tenant *t;
       memcpy(&t, field + def->pub_off, sizeof(t));

@@ -19,7 +19,17 @@
  * running list (attached to the multi handle). A retry goes to the delayed
  * list, then to the tail of its gate's queue. The wake timer is armed for
  * the earliest moment anything can move. Waiting requests are bounded only
- * by what the caller sends: this module adds no limit of its own.
+ * by what the caller sends: this module adds no limit of its own. Each
+ * attempt asks the request's authorization hook, if any, for the
+ * credential to send as it starts (a wait can outlast a token).
+ *
+ * A request that costs budget (http_request.writes / .invitations) waits
+ * on its gate's "paced" FIFO instead of its queue; it starts once the
+ * gate is open and the gate's token buckets (budget.h) hold its cost,
+ * and the wake timer is armed for the moment they will. Requests that
+ * cost nothing are never held behind paced ones. Answers feed the
+ * buckets back: a 429 lowers the rate, as does
+ * x-ms-throttle-limit-percentage over 0.9.
  *
  * A gate is a name and the monotonic time (uv_hrtime) at which it
  * reopens. A 429 closes it for Retry-After (or the backoff when there is
@@ -53,6 +63,7 @@
 
 #include <curl/curl.h>
 
+#include "budget.h"
 #include "log.h"
 
 #ifndef GALBRIDGE_VERSION
@@ -89,6 +100,14 @@ struct gate {
   char *name;         /* NULL for the anonymous gate (never closes) */
   uint64_t reopen_ns; /* uv_hrtime() at which it opens again */
   struct rlist queue; /* FIFO of requests waiting to start */
+  /* Requests that cost budget (writes or invitations) wait here, FIFO,
+   * until the gate is open and both buckets hold their cost; requests
+   * that cost nothing are not held behind them. Unlimited buckets (the
+   * default) never hold anything. */
+  struct rlist paced;
+  struct budget writes;
+  struct budget invites;
+  unsigned long long budget_waited; /* requests that waited for budget */
   /* Attempts by status (0: no answer); the last slot takes what does not
    * fit, so the counts stay bounded. */
   struct http_gate_stat by_status[GATE_STATUSES];
@@ -113,10 +132,15 @@ struct req {
   struct curl_slist *headers;
   char *method;
   char *log_url; /* no query, fragment or userinfo */
-  char *body;
+  char *body;    /* may hold a secret (a token request): wiped when freed */
+  size_t body_len;
   int max_attempts;
-  int attempt;         /* sends so far */
+  int attempt;     /* sends so far */
+  unsigned writes; /* budget cost of each attempt */
+  unsigned invitations;
+  int waited;          /* counted in budget_waited */
   uint64_t not_before; /* uv_hrtime() before which a retry waits */
+  const char *(*authorization)(void *ctx); /* see http_request */
   http_done_fn done;
   void *ctx;
   /* The current attempt's response. */
@@ -341,6 +365,8 @@ static void
 response_reset(struct req *r)
 {
   headers_clear(r);
+  if (r->rbody != NULL)
+    explicit_bzero(r->rbody, r->rlen); /* a token endpoint's answer */
   free(r->rbody);
   r->rbody = NULL;
   r->rlen = r->rcap = 0;
@@ -368,10 +394,16 @@ on_body(char *data, size_t size, size_t nmemb, void *userp)
       cap = cap > (max + 1) / 2 ? max + 1 : cap * 2;
     if (cap > max + 1)
       cap = max + 1;
-    p = realloc(r->rbody, cap);
+    /* Not realloc: the old buffer is wiped before it goes back. */
+    p = malloc(cap);
     if (p == NULL) {
       r->oom = 1;
       return 0;
+    }
+    if (r->rbody != NULL) {
+      memcpy(p, r->rbody, r->rlen);
+      explicit_bzero(r->rbody, r->rlen);
+      free(r->rbody);
     }
     r->rbody = p;
     r->rcap = cap;
@@ -432,6 +464,69 @@ on_header(char *data, size_t size, size_t nmemb, void *userp)
   r->hdr[r->nhdr++] = e;
   r->hdr_bytes += nlen + vlen + 2;
   return n;
+}
+
+/* --- budget (token buckets per gate, see budget.h) --- */
+
+static double
+seconds(uint64_t ns)
+{
+  return (double)ns / 1e9;
+}
+
+/* The queue `r` waits on in its gate: paced when it costs budget. */
+static struct rlist *
+gate_queue(struct req *r)
+{
+  if (r->gate->name != NULL && (r->writes > 0 || r->invitations > 0))
+    return &r->gate->paced;
+  return &r->gate->queue;
+}
+
+/* Seconds from `now` until both buckets hold what `r` costs (0: now). */
+static double
+budget_delay(struct gate *g, const struct req *r, double now)
+{
+  double w = budget_wait(&g->writes, r->writes, now);
+  double i = budget_wait(&g->invites, r->invitations, now);
+
+  return w > i ? w : i;
+}
+
+/* What an answer says about the budget: a 429 lowers the rate (x0.7) of
+ * the bucket it most likely hit (invitations for an invitation, writes
+ * otherwise, reads included: their 429 means the tenant is loaded);
+ * x-ms-throttle-limit-percentage over 0.9 slows writes a little. */
+static void
+budget_feedback(struct req *r, long status)
+{
+  struct gate *g = r->gate;
+  struct budget *b = r->invitations > 0 ? &g->invites : &g->writes;
+  double now = seconds(uv_hrtime()), fraction;
+  unsigned long long before = b->decreases;
+  const char *v;
+  char *end;
+
+  if (g->name == NULL)
+    return;
+  if (status == 429) {
+    budget_throttled(b, now);
+  } else {
+    v = header_find(r, "x-ms-throttle-limit-percentage");
+    if (v == NULL)
+      return;
+    errno = 0;
+    fraction = strtod(v, &end);
+    if (end == v || *end != '\0' || errno != 0)
+      return;
+    b = &g->writes;
+    before = b->decreases;
+    budget_pressure(b, fraction, now);
+  }
+  if (b->decreases != before)
+    log_debug("http budget slowed gate=%s bucket=%s rate=%.3f status=%ld",
+              g->name, b == &g->writes ? "writes" : "invitations", b->rate,
+              status);
 }
 
 /* --- request set-up --- */
@@ -518,9 +613,17 @@ req_free(struct req *r)
   response_reset(r);
   if (r->easy != NULL)
     curl_easy_cleanup(r->easy);
+  /* Headers hold bearer tokens, the body of a token request the client
+   * secret or assertion: wiped before they go back to the allocator
+   * (libcurl's own copies are out of reach; the process is not dumpable
+   * and never writes them anywhere). */
+  for (struct curl_slist *l = r->headers; l != NULL; l = l->next)
+    explicit_bzero(l->data, strlen(l->data));
   curl_slist_free_all(r->headers);
   free(r->method);
   free(r->log_url);
+  if (r->body != NULL)
+    explicit_bzero(r->body, r->body_len);
   free(r->body);
   free(r);
 }
@@ -748,6 +851,8 @@ attempt_done(struct http *h, struct req *r, CURLcode code, long status)
   }
 
   count_attempt(r->gate, error == HTTP_OK ? status : 0);
+  if (error == HTTP_OK)
+    budget_feedback(r, status);
   backoff = http_backoff_ms(r->attempt, h->backoff_base_ms, h->backoff_cap_ms,
                             random_unit());
   if (error == HTTP_OK &&
@@ -793,6 +898,15 @@ schedule(struct http *h)
   for (struct gate *g = h->gates; g != NULL; g = g->next) {
     if (g->queue.head != NULL && g->reopen_ns < next)
       next = g->reopen_ns;
+    if (g->paced.head != NULL) {
+      /* Measured from now (never refill a bucket into the future). */
+      double d = budget_delay(g, g->paced.head, seconds(now));
+      uint64_t at = now + (uint64_t)ceil(d * 1e9);
+      if (at < g->reopen_ns)
+        at = g->reopen_ns;
+      if (at < next)
+        next = at;
+    }
   }
   if (next == UINT64_MAX) {
     uv_timer_stop(&h->wake);
@@ -811,19 +925,91 @@ next_ready(struct http *h, uint64_t now)
   if (h->anon.queue.head != NULL)
     return list_pop(&h->anon.queue);
   for (struct gate *g = h->gates; g != NULL; g = g->next) {
-    if (g->queue.head != NULL && g->reopen_ns <= now)
+    struct req *r = g->paced.head;
+    double t = seconds(now);
+
+    if (g->reopen_ns > now)
+      continue;
+    if (g->queue.head != NULL)
       return list_pop(&g->queue);
+    if (r == NULL)
+      continue;
+    if (budget_delay(g, r, t) > 0) {
+      if (!r->waited) {
+        r->waited = 1;
+        g->budget_waited++;
+      }
+      continue;
+    }
+    budget_take(&g->writes, r->writes, t);
+    budget_take(&g->invites, r->invitations, t);
+    return list_pop(&g->paced);
   }
   return NULL;
+}
+
+static int
+is_authorization(const char *line)
+{
+  return strncasecmp(line, "Authorization:", 14) == 0;
+}
+
+/* Replace r's Authorization header with `line` (the easy handle is not
+ * in the multi handle). The old list is wiped: it holds a credential.
+ * Returns 0, or -1 (r unchanged) on a bad line or out of memory. */
+static int
+set_authorization(struct req *r, const char *line)
+{
+  struct curl_slist *fresh = NULL, *l, *n;
+
+  if (check_header(line) != 0 || !is_authorization(line))
+    return -1;
+  for (n = r->headers; n != NULL; n = n->next) {
+    if (is_authorization(n->data))
+      continue;
+    l = curl_slist_append(fresh, n->data);
+    if (l == NULL)
+      goto fail;
+    fresh = l;
+  }
+  l = curl_slist_append(fresh, line);
+  if (l == NULL)
+    goto fail;
+  fresh = l;
+  if (curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, fresh) != CURLE_OK)
+    goto fail;
+  for (n = r->headers; n != NULL; n = n->next) {
+    if (is_authorization(n->data))
+      explicit_bzero(n->data, strlen(n->data));
+  }
+  curl_slist_free_all(r->headers);
+  r->headers = fresh;
+  return 0;
+
+fail:
+  for (n = fresh; n != NULL; n = n->next) {
+    if (is_authorization(n->data))
+      explicit_bzero(n->data, strlen(n->data));
+  }
+  curl_slist_free_all(fresh);
+  return -1;
 }
 
 static void
 start(struct http *h, struct req *r)
 {
   CURLMcode mc;
+  const char *line;
 
   r->attempt++;
   response_reset(r);
+  /* The credential as of now, not as of http_send(): the request may
+   * have waited for its gate and budget longer than a token lives. */
+  line = r->authorization != NULL ? r->authorization(r->ctx) : NULL;
+  if (line != NULL && set_authorization(r, line) != 0) {
+    finish(r, 0, HTTP_ERR_INTERNAL, "cannot set the Authorization header", -1);
+    return;
+  }
   log_debug("http send method=%s url=%s attempt=%d gate=%s", r->method,
             r->log_url, r->attempt, gate_label(r->gate));
   list_push(&h->running, r);
@@ -843,7 +1029,7 @@ on_wake(uv_timer_t *timer)
 
   while (h->delayed.head != NULL && h->delayed.head->not_before <= now) {
     r = list_pop(&h->delayed);
-    list_push(&r->gate->queue, r);
+    list_push(gate_queue(r), r);
   }
   for (;;) {
     if (h->closing)
@@ -1135,6 +1321,8 @@ http_close(struct http *h)
     for (;;) {
       r = list_pop(&g->queue);
       if (r == NULL)
+        r = list_pop(&g->paced);
+      if (r == NULL)
         break;
       cancel(r);
     }
@@ -1186,6 +1374,9 @@ http_send(struct http *h, const struct http_request *req, http_done_fn done,
   r->ctx = ctx;
   r->max_attempts =
       req->max_attempts > 0 ? req->max_attempts : h->max_attempts;
+  r->writes = req->writes;
+  r->invitations = req->invitations;
+  r->authorization = req->authorization;
   result = check_url(req->url, &r->log_url, &plain, &loopback, &why);
   if (result != 0)
     goto out;
@@ -1200,6 +1391,7 @@ http_send(struct http *h, const struct http_request *req, http_done_fn done,
       goto out;
     if (req->body_len > 0)
       memcpy(r->body, req->body, req->body_len);
+    r->body_len = req->body_len;
   }
   result = copy_headers(r, req->headers, &why);
   if (result != 0)
@@ -1214,7 +1406,7 @@ http_send(struct http *h, const struct http_request *req, http_done_fn done,
   if (r->easy == NULL || setup_easy(h, r, req, plain, loopback) != 0)
     goto out;
 
-  list_push(&r->gate->queue, r);
+  list_push(gate_queue(r), r);
   /* Start (or wait for the gate) from the loop, never from here. */
   uv_timer_start(&h->wake, on_wake, 0, 0);
   r = NULL;
@@ -1235,6 +1427,91 @@ http_response_header(const struct http_response *resp, const char *name)
   if (resp == NULL || resp->priv == NULL || name == NULL)
     return NULL;
   return header_find(resp->priv, name);
+}
+
+int
+http_gate_set_limits(struct http *h, const char *gate,
+                     const struct http_gate_limits *limits)
+{
+  struct budget w, i;
+  struct gate *g;
+  double now;
+
+  if (h == NULL || h->closing || gate == NULL || gate[0] == '\0' ||
+      limits == NULL)
+    return -1;
+  now = seconds(uv_hrtime());
+  if (budget_init(&w, limits->writes, limits->writes_window, now) != 0 ||
+      budget_init(&i, limits->invitations, limits->invitations_window, now) !=
+          0)
+    return -1;
+  g = gate_get(h, gate);
+  if (g == NULL)
+    return -1;
+  /* The same limits again (a reload) keep what the buckets have learnt:
+   * a recent 429 is not forgotten, nor spent tokens refunded. */
+  if (g->writes.limit != w.limit || g->writes.window != w.window)
+    g->writes = w;
+  if (g->invites.limit != i.limit || g->invites.window != i.window)
+    g->invites = i;
+  log_debug("http budget gate=%s writes=%.0f/%.0fs invitations=%.0f/%.0fs",
+            gate, limits->writes, limits->writes_window, limits->invitations,
+            limits->invitations_window);
+  schedule(h);
+  return 0;
+}
+
+void
+http_gate_note_throttle(struct http *h, const char *gate, double retry_after)
+{
+  struct gate *g;
+  unsigned long long before;
+
+  if (h == NULL || h->closing || gate == NULL || gate[0] == '\0')
+    return;
+  g = gate_find(h, gate);
+  if (g == NULL)
+    return;
+  before = g->writes.decreases;
+  budget_throttled(&g->writes, seconds(uv_hrtime()));
+  if (g->writes.decreases != before)
+    log_debug("http budget slowed gate=%s bucket=writes rate=%.3f "
+              "inner_retry_after=%.3f",
+              g->name, g->writes.rate, retry_after);
+  if (retry_after > 0) {
+    /* The service said when to come back: nothing goes on this gate
+     * before then either (DESIGN.md invariant 7), as after a 429 of a
+     * request of its own. */
+    uint64_t until =
+        uv_hrtime() + (uint64_t)ceil(retry_after * 1000.0 * (double)NS_PER_MS);
+
+    if (until > g->reopen_ns)
+      g->reopen_ns = until;
+    log_debug("http gate closed gate=%s for_ms=%.0f (inner request)", g->name,
+              retry_after * 1000.0);
+  }
+  schedule(h);
+}
+
+int
+http_gate_budget(const struct http *h, const char *gate,
+                 struct http_gate_budget *out)
+{
+  const struct gate *g;
+
+  if (h == NULL || gate == NULL || out == NULL)
+    return -1;
+  memset(out, 0, sizeof *out);
+  g = gate_find(h, gate);
+  if (g == NULL)
+    return -1;
+  out->write_rate = g->writes.rate;
+  out->write_rate_max = g->writes.max_rate;
+  out->invitation_rate = g->invites.rate;
+  out->invitation_rate_max = g->invites.max_rate;
+  out->waited = g->budget_waited;
+  out->decreases = g->writes.decreases + g->invites.decreases;
+  return 0;
 }
 
 double

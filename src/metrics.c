@@ -406,6 +406,46 @@ link_families(struct text *t, const struct metrics_link *links, size_t n)
   }
 }
 
+/* The client-side write budget of the services that have one. */
+static void
+budget_families(struct text *t, const struct metrics_service *services,
+                size_t n)
+{
+  static const struct {
+    const char *name, *type, *help;
+  } fams[] = {
+      {"galbridge_budget_write_rate", "gauge",
+       "Directory writes per second the client-side budget allows now."},
+      {"galbridge_budget_write_rate_max", "gauge",
+       "Directory writes per second the budget allows when not slowed."},
+      {"galbridge_budget_waited_total", "counter",
+       "Requests that waited for the client-side write budget."},
+  };
+  struct labels l;
+  size_t with = 0;
+
+  for (size_t i = 0; i < n; i++)
+    with += services[i].has_budget != 0;
+  if (with == 0)
+    return;
+  for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+    family(t, fams[f].name, fams[f].type, fams[f].help);
+    for (size_t i = 0; i < n; i++) {
+      const struct metrics_service *s = &services[i];
+
+      if (!s->has_budget)
+        continue;
+      l = (struct labels){{"tenant", "service"}, {s->tenant, s->service}, 2};
+      if (f == 0)
+        sample_double(t, fams[f].name, &l, s->write_rate);
+      else if (f == 1)
+        sample_double(t, fams[f].name, &l, s->write_rate_max);
+      else
+        sample_ull(t, fams[f].name, &l, s->budget_waited);
+    }
+  }
+}
+
 static void
 service_families(struct text *t, const struct metrics_service *services,
                  size_t n)
@@ -444,6 +484,7 @@ service_families(struct text *t, const struct metrics_service *services,
                  services[i].throttled);
     }
   }
+  budget_families(t, services, n);
 }
 
 /* Write all of buf to fd. Returns 0, or -1 with errno set. */

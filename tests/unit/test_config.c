@@ -696,6 +696,19 @@ static const struct bad_case bad_cases[] = {
      "unknown exchange 'maybe' (expected no or yes)"},
     {"exchange_max_in_flight zero", TENANT_A "exchange_max_in_flight = 0\n", 5,
      "exchange_max_in_flight 0 is out of range (1..64)"},
+    {"write limit without unit", TENANT_A "graph_write_limit = 3000/150\n", 5,
+     "graph_write_limit '3000/150' is not COUNT/SECONDSs (for example "
+     "3000/150s) or off"},
+    {"write limit in minutes", TENANT_A "graph_write_limit = 3000/2.5m\n", 5,
+     "graph_write_limit '3000/2.5m' is not COUNT/SECONDSs (for example "
+     "3000/150s) or off"},
+    {"write limit count one", TENANT_A "graph_write_limit = 1/10s\n", 5,
+     "graph_write_limit: count 1 is out of range (2..10000000)"},
+    {"invitation window zero", TENANT_A "invitation_limit = 150/0s\n", 5,
+     "invitation_limit: window 0s is out of range (1..86400s)"},
+    {"invitation limit sign", TENANT_A "invitation_limit = -150/5s\n", 5,
+     "invitation_limit '-150/5s' is not COUNT/SECONDSs (for example "
+     "3000/150s) or off"},
     {"interval high", "[galbridge]\ninterval = 86401\n", 2,
      "interval 86401 is out of range (1..86400)"},
     {"interval overflow", "[galbridge]\ninterval = 99999999999999999999\n", 2,
@@ -1081,6 +1094,8 @@ static const char full_dump[] =
     "ca_file = @DIR@/ca.pem\n"
     "exchange = no\n"
     "exchange_max_in_flight = 4\n"
+    "graph_write_limit = 3000/150s\n"
+    "invitation_limit = 150/5s\n"
     "\n[tenant fabrikam]\n"
     "tenant_id = 22222222-2222-2222-2222-222222222222\n"
     "client_id = 33333333-3333-3333-3333-333333333333\n"
@@ -1095,6 +1110,8 @@ static const char full_dump[] =
     "# ca_file is not set\n"
     "exchange = no\n"
     "exchange_max_in_flight = 4\n"
+    "graph_write_limit = 3000/150s\n"
+    "invitation_limit = 150/5s\n"
     "\n[mapping contoso-people]\n"
     "displayName = Append(displayName, \" (Contoso)\")\n"
     "department = Join(\"; \", department, companyName)\n"
@@ -1121,6 +1138,31 @@ static const char full_dump[] =
     "on_delete = keep\n"
     "max_deletes = 1000000\n"
     "interval = 120\n";
+
+/* The Graph budget keys: documented defaults, a value, and off. */
+static void
+test_rate_limits(void **state)
+{
+  struct config *cfg = load_ok(TENANT_A "[tenant b]\n"
+                                        "tenant_id = " GUID_B "\n"
+                                        "client_id = " GUID_A "\n"
+                                        "client_secret_file = ok.secret\n"
+                                        "graph_write_limit = 300/15s\n"
+                                        "invitation_limit = off\n");
+  const struct config_tenant *a = config_tenant_find(cfg, "a");
+  const struct config_tenant *b = config_tenant_find(cfg, "b");
+
+  (void)state;
+  assert_int_equal(a->graph_write_limit.count, 3000);
+  assert_int_equal(a->graph_write_limit.window, 150);
+  assert_int_equal(a->invitation_limit.count, 150);
+  assert_int_equal(a->invitation_limit.window, 5);
+  assert_int_equal(b->graph_write_limit.count, 300);
+  assert_int_equal(b->graph_write_limit.window, 15);
+  assert_int_equal(b->invitation_limit.count, 0);
+  assert_int_equal(b->invitation_limit.window, 0);
+  config_free(cfg);
+}
 
 static void
 test_dump(void **state)
@@ -1212,6 +1254,47 @@ test_example(void **state)
   }
 }
 
+/* config_load_buffer (the fuzz target's entry): the same config as from
+ * the file, relative paths resolved against the given directory, errors
+ * named after the given path. */
+static void
+test_load_buffer(void **state)
+{
+  char *text = expand(full_config);
+  char *path = write_config(full_config);
+  struct config *from_file = NULL, *from_buf = NULL;
+  char err[1024], *d1, *d2;
+
+  (void)state;
+  assert_int_equal(config_load(path, &from_file, err, sizeof(err)), 0);
+  assert_int_equal(config_load_buffer(path, dir, text, strlen(text), &from_buf,
+                                      err, sizeof(err)),
+                   0);
+  d1 = dump_string(from_file);
+  d2 = dump_string(from_buf);
+  assert_string_equal(d1, d2);
+  free(d1);
+  free(d2);
+  config_free(from_file);
+  config_free(from_buf);
+
+  from_buf = (struct config *)&from_buf;
+  assert_int_equal(config_load_buffer("mem.conf", dir, "[galbridge]\nx = 1\n",
+                                      18, &from_buf, err, sizeof(err)),
+                   -1);
+  assert_null(from_buf);
+  assert_string_equal(err, "mem.conf:2: unknown key 'x' in [galbridge]");
+  from_buf = (struct config *)&from_buf;
+  assert_int_equal(
+      config_load_buffer("mem.conf", NULL, "", 0, &from_buf, err, sizeof(err)),
+      -1);
+  assert_null(from_buf);
+  assert_string_equal(err, "mem.conf: config_load_buffer: no directory");
+  unlink(path);
+  free(path);
+  free(text);
+}
+
 int
 main(void)
 {
@@ -1228,9 +1311,11 @@ main(void)
       cmocka_unit_test(test_nul_byte),
       cmocka_unit_test(test_credentials_directory),
       cmocka_unit_test(test_load_edges),
+      cmocka_unit_test(test_rate_limits),
       cmocka_unit_test(test_dump),
       cmocka_unit_test(test_dump_certificate_with_key),
       cmocka_unit_test(test_example),
+      cmocka_unit_test(test_load_buffer),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -433,8 +433,15 @@ static const struct metrics_link LINKS[] = {
 };
 
 static const struct metrics_service SERVICES[] = {
-    {"contoso", "graph", contoso_graph_status, 3, 12},
-    {"fabrikam", "exchange", fabrikam_exo_status, 1, 0},
+    {.tenant = "contoso",
+     .service = "graph",
+     .by_status = contoso_graph_status,
+     .n_status = 3,
+     .throttled = 12},
+    {.tenant = "fabrikam",
+     .service = "exchange",
+     .by_status = fabrikam_exo_status,
+     .n_status = 1},
 };
 
 static const struct metrics_tenant TENANTS[] = {
@@ -569,7 +576,7 @@ static void
 empty_families_are_left_out(void **state)
 {
   struct dir *d = *state;
-  struct metrics_service quiet = {"contoso", "login", NULL, 0, 0};
+  struct metrics_service quiet = {.tenant = "contoso", .service = "login"};
   char err[512];
   char *text;
 
@@ -589,7 +596,43 @@ empty_families_are_left_out(void **state)
   assert_null(strstr(text, "galbridge_http_requests_total"));
   assert_non_null(strstr(text, "galbridge_http_throttled_total{tenant="
                                "\"contoso\",service=\"login\"} 0\n"));
+  assert_null(strstr(text, "galbridge_budget"));
   assert_int_equal(check_exposition(text), 2);
+  free(text);
+}
+
+/* The write budget of a service that has one; none for one without. */
+static void
+budget_families(void **state)
+{
+  struct dir *d = *state;
+  const struct metrics_service svc[] = {
+      {.tenant = "contoso", .service = "login"},
+      {.tenant = "fabrikam",
+       .service = "graph",
+       .has_budget = 1,
+       .write_rate = 13.3,
+       .write_rate_max = 19,
+       .budget_waited = 179},
+  };
+  char err[512];
+  char *text;
+
+  assert_int_equal(
+      metrics_write(d->file, NULL, 0, svc, 2, NULL, 0, 5, err, sizeof(err)),
+      0);
+  text = slurp(d->file);
+  assert_non_null(strstr(text, "# TYPE galbridge_budget_write_rate gauge\n"
+                               "galbridge_budget_write_rate{tenant="
+                               "\"fabrikam\",service=\"graph\"} 13.3\n"));
+  assert_non_null(strstr(text, "galbridge_budget_write_rate_max{tenant="
+                               "\"fabrikam\",service=\"graph\"} 19\n"));
+  assert_non_null(strstr(text, "# TYPE galbridge_budget_waited_total counter\n"
+                               "galbridge_budget_waited_total{tenant="
+                               "\"fabrikam\",service=\"graph\"} 179\n"));
+  assert_null(strstr(text, "galbridge_budget_write_rate{tenant=\"contoso\""));
+  /* Two throttled, three budget samples and the timestamp. */
+  assert_int_equal(check_exposition(text), 6);
   free(text);
 }
 
@@ -721,7 +764,7 @@ bad_label_values_are_refused(void **state)
   /* A missing value is refused, not written as "(null)". */
   {
     struct metrics_link link = {.name = "l", .target = "t", .object = "o"};
-    struct metrics_service svc = {"contoso", NULL, NULL, 0, 0};
+    struct metrics_service svc = {.tenant = "contoso"};
 
     expect_refused(d, &link, 1, NULL, 0, NULL, 0, "label source: no value");
     expect_refused(d, NULL, 0, &svc, 1, NULL, 0, "label service: no value");
@@ -735,8 +778,10 @@ duplicate_series_are_refused(void **state)
   const struct metrics_link twice[] = {LINKS[0], LINKS[0]};
   const struct metrics_service same_service[] = {SERVICES[0], SERVICES[0]};
   const struct metrics_status_count status_twice[] = {{200, 1}, {200, 2}};
-  const struct metrics_service same_status = {"contoso", "graph", status_twice,
-                                              2, 0};
+  const struct metrics_service same_status = {.tenant = "contoso",
+                                              .service = "graph",
+                                              .by_status = status_twice,
+                                              .n_status = 2};
   const struct metrics_tenant tenant_twice[] = {{"contoso", 1},
                                                 {"contoso", 2}};
 
@@ -990,6 +1035,7 @@ main(void)
       cmocka_unit_test_setup_teardown(writes_the_exact_text, setup, teardown),
       cmocka_unit_test_setup_teardown(empty_families_are_left_out, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(budget_families, setup, teardown),
       cmocka_unit_test_setup_teardown(label_values_are_escaped, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(long_label_values_are_refused, setup,
