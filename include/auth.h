@@ -16,6 +16,7 @@
 #ifndef GALBRIDGE_AUTH_H
 #define GALBRIDGE_AUTH_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -66,6 +67,17 @@ void auth_free(struct auth *auth);
  * Borrowed: valid until the next call into this auth. */
 const char *auth_cached(struct auth *auth, enum auth_resource resource);
 
+/* The cached token for `resource` while it has not expired, even in the
+ * last part of its life where auth_cached() no longer offers it; when it
+ * is not fresh any more a refresh is started in the background (as by
+ * auth_token(), single-flight), so that later callers get a new one.
+ * NULL when no token is valid (a refresh has been started then too).
+ * *is_fresh (may be NULL) is set to whether auth_cached() would have
+ * given it. Borrowed: valid until the next call into this auth. Never
+ * calls back into the caller. */
+const char *auth_current(struct auth *auth, enum auth_resource resource,
+                         int *is_fresh);
+
 /* Get a token: from the cache when fresh, else by a token request (one in
  * flight at a time per resource). The callback is always called later from
  * the loop, never from inside this call, exactly once. Returns 0, or -1 on
@@ -94,5 +106,19 @@ unsigned long auth_refresh_count(const struct auth *auth);
 /* "https://graph.microsoft.com/.default" and the like for a cloud (a
  * static string), or NULL for a value outside the enums. */
 const char *auth_scope(enum config_cloud cloud, enum auth_resource resource);
+
+/* --- pure helper, exposed for the fuzz target and unit tests --- */
+
+/* What a finished token request means for tenant `name`. `credential`
+ * (the secret or assertion sent; may be NULL) is only used to withhold an
+ * error description that repeats it. Returns AUTH_OK with *root a new
+ * reference (decref it), *token borrowed from it and *lifetime in seconds
+ * (capped at a day); otherwise another enum auth_result, *root and *token
+ * NULL, and `msg` (msglen > 0) one line for the log that holds no token
+ * and never the credential. */
+int auth_parse_token_response(const char *name, const char *credential,
+                              const struct http_response *resp, json_t **root,
+                              const char **token, long *lifetime, char *msg,
+                              size_t msglen);
 
 #endif

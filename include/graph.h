@@ -6,13 +6,43 @@
  * http (gate "<tenant id>/graph", so a 429 holds back only this tenant's
  * Graph traffic) and decodes the answer: a JSON body, or a Graph error
  * {"error": {"code", "message", "innerError"}} turned into a code the
- * caller can branch on and a message it can log. A 401
- * InvalidAuthenticationToken drops the cached token, gets a fresh one and
- * retries once.
+ * caller can branch on and a message it can log. The token goes on
+ * each attempt as it actually leaves (http's authorization hook), however
+ * long the request waited for its gate or budget. A 401 on a token that
+ * was fresh then drops it, gets a fresh one and retries once; a 401 on a
+ * token that was past its prime (the last quarter of its life, or expired
+ * because no new one could be had) is retried a few times more, as a
+ * timing accident rather than a refusal of the credentials.
  *
  * Links the service hands back (@odata.nextLink, @odata.deltaLink) are
  * followed only when they point at this tenant's own Graph base URL: the
  * token must never be sent anywhere else.
+ *
+ * Writes can go through JSON batching ($batch, at most 20 requests in one
+ * HTTP request) once graph_batch_enable() has given the client a loop:
+ * graph_user_find, graph_invite, graph_user_patch and graph_user_delete
+ * then queue a sub-request. Queued sub-requests go on the next loop tick
+ * (a 0 ms timer), 20 to a batch, one POST /v1.0/$batch (or /beta/$batch
+ * for beta URLs) each; a lone one goes as a plain request. A full batch
+ * goes at once; a partial one (under 20) waits for company while another
+ * partial one is in flight, as in Nagle's algorithm, or while invitations
+ * (whose PATCHes will follow) are, but never more than a second; a lone
+ * request otherwise goes at once. Each caller still gets its own
+ * graph_response: the inner answer's status, decoded error and body. An
+ * inner 429/503/504 is retried alone after its own Retry-After (bounded),
+ * and tells http's budget to slow down and its gate to close until then;
+ * an inner 401 refreshes the token once. A batch that fails as a whole
+ * (network, 5xx, 429 after http's retries) fails each of its sub-requests
+ * as a plain request would have; a 400 for the whole batch sends each
+ * sub-request again on its own, so only a bad one fails.
+ *
+ * A batch costs http's budget one write per inner write and one
+ * invitation per inner invitation (their own limit, 150 per 5 s, counts
+ * inner requests one by one). An inner invitation's answer (201, the
+ * invitation, whose invitedUser.id is the new user) goes to its own
+ * graph_invite callback as a plain one would. Under throttling a batch
+ * gets most of its invitations through where invitations sent one by one
+ * would each risk a 429 that holds the whole tenant back.
  *
  * Only this module (with exo and auth) knows Microsoft's JSON shapes.
  */
@@ -21,6 +51,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <uv.h>
 
 #include "auth.h"
 #include "config.h"
@@ -59,6 +90,7 @@ struct graph_response {
   json_t *body;         /* borrowed; parsed body or NULL (e.g. 204) */
   const char *location; /* Location header or NULL */
   int auth_permanent;   /* GRAPH_ERR_AUTH: credentials refused */
+  int transient;        /* graph_error_transient() of this answer */
 };
 
 typedef void (*graph_done_fn)(void *ctx, const struct graph_response *resp);
@@ -68,10 +100,22 @@ typedef void (*graph_done_fn)(void *ctx, const struct graph_response *resp);
 struct graph *graph_new(struct http *http, struct auth *auth,
                         const struct config_tenant *tenant);
 /* Free it. Requests in flight finish quietly: their callbacks are called
- * with GRAPH_ERR_CANCELLED before this returns. */
+ * with GRAPH_ERR_CANCELLED before this returns (queued $batch
+ * sub-requests too). After graph_batch_enable() its timers are closed
+ * here: run the loop afterwards, as for http_close(). */
 void graph_free(struct graph *graph);
 
 const char *graph_base_url(const struct graph *graph);
+
+/* At most this many requests in one $batch (Microsoft's limit). */
+#define GRAPH_BATCH_MAX 20
+
+/* Send finds, invitations, PATCHes and DELETEs of users through $batch
+ * from now on (see the top of this file); `loop` (borrowed) is the loop
+ * http runs on. Calling it again does nothing. Returns 0, or -1 on
+ * allocation failure (requests then go one by one, as before). */
+int graph_batch_enable(struct graph *graph, uv_loop_t *loop)
+    __attribute__((warn_unused_result));
 
 /* GET `url`: a path such as "/v1.0/users/delta?$select=id" (appended to
  * the tenant's Graph base URL) or an absolute URL, which must lie under
@@ -125,7 +169,8 @@ int graph_user_find(struct graph *graph, const char *attr, const char *value,
 typedef void (*graph_id_fn)(void *ctx, const struct graph_response *resp,
                             const char *user_id);
 
-/* POST /v1.0/invitations without an invitation message. */
+/* POST /v1.0/invitations without an invitation message; through $batch
+ * once batching is enabled, with its own answer all the same. */
 int graph_invite(struct graph *graph, const char *mail,
                  const char *display_name, int as_member, graph_id_fn done,
                  void *ctx) __attribute__((warn_unused_result));
@@ -160,6 +205,48 @@ int graph_group_members(struct graph *graph, const char *group_id,
 /* Whether a failed answer is worth retrying later (throttling, 5xx,
  * network, replication lag) rather than final (400, 403, 409...). */
 int graph_error_transient(const struct graph_response *resp);
+
+/* --- $batch bodies (pure, exposed for unit tests) --- */
+
+/* One sub-request: `url` is relative to the batch's version ("/users/…",
+ * with its query string); `headers` a NULL-terminated "Name: value" list
+ * or NULL; `body` borrowed or NULL (then Content-Type: application/json is
+ * added unless the headers carry a Content-Type); `depends_on` the id of
+ * a sub-request that must succeed first, or NULL. */
+struct graph_batch_item {
+  const char *id;
+  const char *method;
+  const char *url;
+  const json_t *body;
+  const char *const *headers;
+  const char *depends_on;
+};
+
+/* The JSON body {"requests": [...]} of a $batch. Returns a new reference,
+ * or NULL with the reason in err: n is 0 or over GRAPH_BATCH_MAX, an id is
+ * empty or repeated (ids compare case-insensitively), a url is not
+ * relative, a header has no ':', depends_on names no earlier item, or
+ * allocation failed. */
+json_t *graph_batch_body(const struct graph_batch_item *items, size_t n,
+                         char *err, size_t errlen);
+
+/* The answer to one sub-request. */
+struct graph_batch_answer {
+  long status;        /* its HTTP status; 0 when the batch has no (usable)
+                         answer for this id */
+  json_t *body;       /* borrowed from the batch answer, or NULL */
+  double retry_after; /* its own Retry-After, seconds; -1 when none */
+};
+
+/* Match a $batch answer {"responses": [{"id", "status", "headers"?,
+ * "body"?}, …]} (in any order) to the ids sent: out[i] gets the answer to
+ * ids[i]. Answers to unknown ids, repeated answers and answers whose
+ * status is not a number from 100 to 599 are ignored (that id keeps
+ * status 0). Retry-After (any case) is read as http does. Returns 0, or
+ * -1 with the reason in err when the answer is not that shape. */
+int graph_batch_parse(json_t *answer, const char *const *ids, size_t n,
+                      struct graph_batch_answer *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* --- users/delta pages (pure) --- */
 

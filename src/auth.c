@@ -364,14 +364,13 @@ echoes(const char *text, const char *credential)
   return hit;
 }
 
-/* Decide what a finished token request means. On AUTH_OK *token points
- * into *root (decref it) and *lifetime is set. */
-static int
-judge(const struct auth *auth, const struct request *req,
-      const struct http_response *resp, json_t **root, const char **token,
-      long *lifetime, char *msg, size_t msglen)
+/* See auth.h. */
+int
+auth_parse_token_response(const char *name, const char *credential,
+                          const struct http_response *resp, json_t **root,
+                          const char **token, long *lifetime, char *msg,
+                          size_t msglen)
 {
-  const char *name = auth->tenant->name;
   json_error_t jerr;
   json_t *j = NULL;
   const char *code, *desc;
@@ -432,7 +431,7 @@ judge(const struct auth *auth, const struct request *req,
   desc = json_string_value(json_object_get(j, "error_description"));
   line[0] = '\0';
   if (desc != NULL) {
-    if (echoes(desc, req->credential))
+    if (echoes(desc, credential))
       snprintf(line, sizeof(line),
                "(description withheld: it repeats the credential)");
     else
@@ -475,7 +474,9 @@ on_token_response(void *ctx, const struct http_response *resp)
   }
   slot = &auth->slots[resource];
   slot->inflight = NULL;
-  result = judge(auth, req, resp, &root, &token, &lifetime, msg, sizeof(msg));
+  result =
+      auth_parse_token_response(auth->tenant->name, req->credential, resp,
+                                &root, &token, &lifetime, msg, sizeof(msg));
   request_free(req);
   if (result == AUTH_OK) {
     double now = now_ms();
@@ -901,6 +902,42 @@ auth_cached(struct auth *auth, enum auth_resource resource)
   if (!fresh(&auth->slots[resource], now_ms()))
     return NULL;
   return auth->slots[resource].token;
+}
+
+/* A refresh asked for by auth_current(): the result lands in the cache,
+ * nobody waits for it. */
+static void
+on_background_token(void *ctx, int result, const char *token,
+                    const char *errmsg)
+{
+  (void)ctx;
+  (void)result;
+  (void)token;
+  (void)errmsg;
+}
+
+const char *
+auth_current(struct auth *auth, enum auth_resource resource, int *is_fresh)
+{
+  struct slot *slot;
+  double now = now_ms();
+
+  if (is_fresh != NULL)
+    *is_fresh = 0;
+  if (auth == NULL || auth->closing || (unsigned)resource >= N_RESOURCES)
+    return NULL;
+  slot = &auth->slots[resource];
+  if (fresh(slot, now)) {
+    if (is_fresh != NULL)
+      *is_fresh = 1;
+    return slot->token;
+  }
+  /* A failure to queue the refresh only means the next caller tries. */
+  if (slot->inflight == NULL &&
+      auth_token(auth, resource, on_background_token, NULL) != 0)
+    log_debug("token refresh not queued tenant=%s resource=%s",
+              auth->tenant->name, resource_name(resource));
+  return slot->token != NULL && slot->expiry_ms > now ? slot->token : NULL;
 }
 
 int

@@ -1488,6 +1488,50 @@ group_teardown(void **state)
   return 0;
 }
 
+/* auth_parse_token_response (the fuzz target's entry) on bodies without a
+ * server: a string expires_in, a capped lifetime, a refusal whose
+ * description repeats the secret (form-encoded) and is withheld. */
+static void
+test_parse_token_response(void **state)
+{
+  static const char ok[] = "{\"token_type\":\"Bearer\",\"expires_in\":"
+                           "\"99999\",\"access_token\":\"tok.en\"}";
+  static const char echo[] = "{\"error\":\"invalid_client\","
+                             "\"error_description\":\"bad s3cr%21t\"}";
+  struct http_response resp;
+  json_t *root = NULL;
+  const char *token = NULL;
+  long lifetime = -1;
+  char msg[640];
+
+  (void)state;
+  memset(&resp, 0, sizeof(resp));
+  resp.status = 200;
+  resp.errmsg = "";
+  resp.body = ok;
+  resp.body_len = strlen(ok);
+  assert_int_equal(auth_parse_token_response("t", "s3cr!t", &resp, &root,
+                                             &token, &lifetime, msg,
+                                             sizeof(msg)),
+                   AUTH_OK);
+  assert_string_equal(token, "tok.en");
+  assert_int_equal(lifetime, 86400);
+  json_decref(root);
+
+  resp.status = 401;
+  resp.body = echo;
+  resp.body_len = strlen(echo);
+  assert_int_equal(auth_parse_token_response("t", "s3cr!t", &resp, &root,
+                                             &token, &lifetime, msg,
+                                             sizeof(msg)),
+                   AUTH_ERR_CREDENTIALS);
+  assert_null(root);
+  assert_null(token);
+  assert_string_equal(msg, "tenant t: token request refused (401 "
+                           "invalid_client): (description withheld: it "
+                           "repeats the credential)");
+}
+
 int
 main(void)
 {
@@ -1509,6 +1553,7 @@ main(void)
       cmocka_unit_test(test_free_from_callback),
       cmocka_unit_test(test_free_pending_only),
       cmocka_unit_test(test_new_errors),
+      cmocka_unit_test(test_parse_token_response),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
