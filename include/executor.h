@@ -68,4 +68,8 @@ void executor_progress(const struct executor *ex, size_t *done, size_t *total,
 /* Start nothing new; ops in flight finish and the callback comes. */
 void executor_stop(struct executor *ex);
 
+/* The error of the last op left pending for a later round in the current
+ * (or last) run, or "" when none was: what the round's warning names. */
+const char *executor_last_error(const struct executor *ex);
+
 #endif

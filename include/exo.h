@@ -83,7 +83,8 @@ json_t *exo_request_body(const char *cmdlet, const json_t *parameters);
  * Every field is one line (control characters become spaces), cut at a
  * UTF-8 character boundary; a buffer of length 0 is left alone. Returns 0
  * when details[0].message had the "id|type|text" form (id and type
- * non-empty, without spaces), -1 otherwise (text may still be filled). */
+ * non-empty, without spaces or control characters), -1 otherwise (text
+ * may still be filled). */
 int exo_decode_error(const char *body, size_t len, char *id, size_t idlen,
                      char *exception, size_t exlen, char *text,
                      size_t textlen);

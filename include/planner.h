@@ -100,8 +100,19 @@ struct planner_stats {
 typedef void (*planner_emit_fn)(void *ctx, const struct store_plan_row *row,
                                 const struct planner_decision *d, int held);
 
-/* Plan a round of `pl` against the store. Unless `dry_run`, write the ops
- * (one transaction) and the link's held-delete count. Returns 0 or -1. */
+/* The key of everything besides the objects that decisions depend on
+ * (tenants, kind, scope, members, mapping, anchor, on_delete): a round
+ * planned under another key weighs every object again. */
+int planner_plan_key(const struct planner_link *pl, char out[17])
+    __attribute__((warn_unused_result));
+
+/* Plan a round of `pl` against the store, reading the objects in chunks
+ * so that memory does not grow with the tenant. A dry run weighs every
+ * object and writes nothing. A round weighs only the objects changed
+ * since the link's last round (store_plan_rows), or all of them when the
+ * plan key changed; it writes each chunk's ops as it goes, then the
+ * deletes (held over max_deletes), the plan mark and the held-delete
+ * count in one last transaction. Returns 0 or -1. */
 int planner_plan(struct store *store, const struct planner_link *pl,
                  int dry_run, planner_emit_fn emit, void *ctx,
                  struct planner_stats *stats)

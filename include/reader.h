@@ -44,6 +44,11 @@ struct reader *reader_new(struct store *store, struct graph *graph,
                           const struct config_tenant *tenant);
 void reader_free(struct reader *reader);
 
+/* Called after each page but the last is committed (the round goes on):
+ * what is stored so far may be planned while reading continues. */
+typedef void (*reader_page_fn)(void *ctx, const struct reader_stats *stats);
+void reader_on_page(struct reader *reader, reader_page_fn fn, void *ctx);
+
 /* Start a round. Returns 0, or -1 (a round is already running, or it
  * could not start) when the callback will never be called. */
 int reader_round(struct reader *reader, reader_done_fn done, void *ctx)

@@ -30,7 +30,7 @@
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 enum store_removed {
   STORE_PRESENT = 0,
@@ -38,11 +38,29 @@ enum store_removed {
   STORE_DELETED = 2,      /* reason "deleted", or unseen in a full read */
 };
 
-/* Open (creating the directory with mode 0700 and the database if needed)
- * and migrate. Returns 0 and *out, or -1 with a message in `err`. */
+/* Open (creating the directory with mode 0700 and the database, 0600,
+ * if needed; a database readable by others is made 0600) and migrate.
+ * Returns 0 and *out, or -1 with a message in `err`. */
 int store_open(const char *state_dir, struct store **out, char *err,
                size_t errlen) __attribute__((warn_unused_result));
 void store_close(struct store *store);
+
+/* Whether any statement has failed since store_open() (a full or
+ * read-only disk, a damaged file): a command that saw one did not record
+ * all it did, and exits 1. */
+int store_failed(const struct store *store);
+
+/* The state directory's lock: state_dir/lock (0600, holding the holder's
+ * pid), flock()ed exclusively from store_lock() to store_unlock() or the
+ * process's end. Commands that run rounds take it before opening the
+ * store, so that two processes never work one outbox (the second would
+ * send the first one's operations again). Creates state_dir (0700) if
+ * needed. Returns 0 and *out, or -1 with a message in `err`; *busy (may be
+ * NULL) is set when another process holds the lock. */
+struct store_lock;
+int store_lock(const char *state_dir, struct store_lock **out, int *busy,
+               char *err, size_t errlen) __attribute__((warn_unused_result));
+void store_unlock(struct store_lock *lock);
 
 int store_begin(struct store *store) __attribute__((warn_unused_result));
 int store_commit(struct store *store) __attribute__((warn_unused_result));
@@ -115,6 +133,8 @@ struct store_link_counts {
   long long failed;       /* ops failed for good */
   long long deletes_held; /* deletes waiting for approval */
   time_t last_success;    /* 0 if never */
+  time_t run_started;     /* the current (or last) round's start, or 0 */
+  long long run_done;     /* ops completed since then */
 };
 int store_link_counts(struct store *store, const char *link,
                       struct store_link_counts *out)
@@ -143,14 +163,46 @@ struct store_plan_row {
   int target_removed;
 };
 
-/* Call fn for every source object of `source_tenant` (ordered by id),
- * with what `target_tenant`'s own delta says of its target object; fn
- * returns 0 to go on, non-zero to stop (returned as is). Do not write to
- * the store from fn. */
+/* Call fn for the source objects of `source_tenant` with an id after
+ * `after_id` ("" or NULL: from the first), ordered by id, at most `limit`
+ * of them (0: all), with what `target_tenant`'s own delta says of its
+ * target object. `since` < 0 takes every object; otherwise only those
+ * changed since change sequence `since` (store_seq_now()): the source
+ * object, its target object in the target tenant's delta, or an outcome
+ * of the executor that removed the link's target row. fn returns 0 to go
+ * on, non-zero to stop (returned as is). Do not write to the store from
+ * fn. */
 typedef int (*store_plan_fn)(void *ctx, const struct store_plan_row *row);
 int store_plan_rows(struct store *store, const char *link,
                     const char *source_tenant, const char *target_tenant,
+                    long long since, const char *after_id, size_t limit,
                     store_plan_fn fn, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* A round of the link's outbox starts: progress counts from now (each
+ * store_op_complete() adds one). */
+int store_link_run_start(struct store *store, const char *link, time_t now)
+    __attribute__((warn_unused_result));
+
+/* SQL statements run since store_open() (what a round costs the store;
+ * shown at debug level after each link round). */
+unsigned long long store_statements(const struct store *store);
+
+/* The change sequence: every write that changes a source object (of any
+ * tenant) gives it a higher number than any before. */
+int store_seq_now(struct store *store, long long *seq)
+    __attribute__((warn_unused_result));
+
+/* A link's plan mark: the key of the configuration it was planned with
+ * (*key a new string, NULL if never planned) and the change sequence up to
+ * which every object was planned. */
+int store_plan_mark_get(struct store *store, const char *link, char **key,
+                        long long *planned_seq)
+    __attribute__((warn_unused_result));
+/* Save the mark and forget the objects queued to be planned again. Call
+ * inside the transaction that writes the round's last ops. */
+int store_plan_mark_set(struct store *store, const char *link, const char *key,
+                        long long planned_seq)
     __attribute__((warn_unused_result));
 
 /* An operation of the outbox. */
@@ -182,6 +234,12 @@ int store_op_delete(struct store *store, long long op_id)
 int store_ops_list(struct store *store, const char *link, const char *state,
                    size_t max, struct store_op **ops, size_t *n)
     __attribute__((warn_unused_result));
+/* The same, only ops with an id above `after_id`: a caller reads the
+ * outbox a chunk at a time. */
+int store_ops_list_after(struct store *store, const char *link,
+                         const char *state, long long after_id, size_t max,
+                         struct store_op **ops, size_t *n)
+    __attribute__((warn_unused_result));
 void store_ops_free(struct store_op *ops, size_t n);
 
 /* Remember the target object an op has made (after an invitation). */
@@ -205,7 +263,8 @@ int store_op_complete(struct store *store, long long op_id, const char *link,
 /* deletes_held = number of ops of the link in state held. */
 int store_link_count_held(struct store *store, const char *link,
                           long long *held) __attribute__((warn_unused_result));
-/* Held ops → pending; *released (may be NULL) gets how many. */
+/* Held ops → pending; *released (may be NULL) gets how many. Inside an
+ * open transaction it is part of it; otherwise it is one of its own. */
 int store_link_approve(struct store *store, const char *link,
                        long long *released)
     __attribute__((warn_unused_result));

@@ -33,6 +33,7 @@ enum step {
   /* Exchange (mail contacts, mail users) */
   STEP_X_FIND,
   STEP_X_NEW,
+  STEP_X_FIND_OWN, /* New-* refused: is the clash our own earlier New? */
   STEP_X_SET_ALL,
   STEP_X_SET_MAIL_ALL,
   STEP_X_UPDATE,
@@ -62,6 +63,10 @@ struct job {
   int lag_tries;
   uv_timer_t timer;
   int timer_live;
+  /* Exchange: New-* refused (own_try 1: looked up by Name, 2: by
+   * address); new_error is its message, reported if the clash is not ours */
+  int own_try;
+  char *new_error;
 };
 
 struct executor {
@@ -72,8 +77,15 @@ struct executor {
   const struct config_link *link;
   int max_in_flight;
   int running, stopping, pumping;
+  /* The outbox is read OPS_CHUNK ops at a time (ids above last_id), so
+   * memory does not grow with a first round's size. */
   struct store_op *ops;
   size_t n_ops, next;
+  long long last_id;
+  int exhausted;        /* no pending op left after last_id */
+  size_t total;         /* pending when the run started */
+  size_t started_ops;   /* jobs started in this run */
+  char last_error[256]; /* of the last op left pending */
   int in_flight;
   struct executor_stats stats;
   executor_done_fn done;
@@ -101,6 +113,18 @@ executor_new(uv_loop_t *loop, struct store *store, struct graph *target,
   ex->exo = exo;
   ex->link = link;
   ex->max_in_flight = max_in_flight > 0 ? max_in_flight : 8;
+  /* Guest ops read and write through Graph's $batch (finds, PATCHes and
+   * DELETEs of a loop tick share batches of GRAPH_BATCH_MAX): run enough
+   * ops at once that each in-flight slot can fill a batch. Without
+   * batching (allocation failure) ops go one by one as before. */
+  if (link->object == CONFIG_OBJECT_GUEST && target != NULL) {
+    if (graph_batch_enable(target, loop) == 0)
+      ex->max_in_flight *= GRAPH_BATCH_MAX;
+    else
+      log_warning("link=%s: Graph $batch not available, writing one "
+                  "request at a time",
+                  link->name);
+  }
   uv_timer_init(loop, &ex->kick);
   ex->kick.data = ex;
   return ex;
@@ -133,8 +157,8 @@ executor_progress(const struct executor *ex, size_t *done, size_t *total,
   *rate = 0;
   if (!ex->running)
     return;
-  *done = ex->next - (size_t)ex->in_flight;
-  *total = ex->n_ops;
+  *done = ex->started_ops - (size_t)ex->in_flight;
+  *total = ex->total > ex->started_ops ? ex->total : ex->started_ops;
   *rate = (double)ex->stats.done / (double)(now - ex->started + 1);
 }
 
@@ -142,6 +166,12 @@ void
 executor_stop(struct executor *ex)
 {
   ex->stopping = 1;
+}
+
+const char *
+executor_last_error(const struct executor *ex)
+{
+  return ex->last_error;
 }
 
 static void
@@ -153,6 +183,7 @@ finish(struct executor *ex)
   store_ops_free(ex->ops, ex->n_ops);
   ex->ops = NULL;
   ex->n_ops = ex->next = 0;
+  ex->exhausted = 1;
   if (done != NULL)
     done(ex->ctx, &ex->stats);
 }
@@ -180,6 +211,7 @@ job_free(struct job *job)
   json_decref(job->desired);
   json_decref(job->payload);
   free(job->target_id);
+  free(job->new_error);
   uv_close((uv_handle_t *)&job->timer, on_job_timer_closed);
   ex->in_flight--;
   pump(ex);
@@ -190,14 +222,26 @@ static void
 progress(struct executor *ex)
 {
   time_t now = time(NULL);
+  size_t done, total;
+  double rate;
 
   if (now - ex->last_progress < 5)
     return;
   ex->last_progress = now;
+  executor_progress(ex, &done, &total, &rate);
   log_info("link progress link=%s done=%zu/%zu failed=%lu rate=%.0f/s",
-           ex->link->name, ex->next - (size_t)ex->in_flight, ex->n_ops,
-           ex->stats.failed,
-           (double)ex->stats.done / (double)(now - ex->started + 1));
+           ex->link->name, done, total, ex->stats.failed, rate);
+}
+
+/* The store could not record an outcome (a full or read-only disk): it
+ * would not record the next ones either, so start no more operations. */
+static void
+unrecorded(struct executor *ex)
+{
+  if (!ex->stopping)
+    log_error("cannot record results, starting no more operations link=%s",
+              ex->link->name);
+  ex->stopping = 1;
 }
 
 static void
@@ -212,6 +256,7 @@ complete(struct job *job, const char *state, int with_values)
                         time(NULL)) != 0) {
     /* The op stays in the outbox: the next round replays it. */
     ex->stats.transient++;
+    unrecorded(ex);
   } else {
     ex->stats.done++;
     log_debug("op done link=%s op=%s source_id=%s target_id=%s",
@@ -226,17 +271,21 @@ fail(struct job *job, int permanent, const char *error)
 {
   struct executor *ex = job->ex;
 
-  if (store_op_fail(ex->store, job->op.id, permanent, error) != 0)
+  if (store_op_fail(ex->store, job->op.id, permanent, error) != 0) {
     log_error("cannot record a failed op link=%s source_id=%s", ex->link->name,
               job->op.source_id);
+    unrecorded(ex);
+  }
   if (permanent) {
     ex->stats.failed++;
     log_error("op failed link=%s op=%s source_id=%s error=\"%s\"",
               ex->link->name, job->op.kind, job->op.source_id, error);
   } else {
     ex->stats.transient++;
-    /* Counted in the round's line (pending=N); one line per op here
-     * would flood the log in a throttling storm. */
+    snprintf(ex->last_error, sizeof(ex->last_error), "%s", error);
+    /* Counted in the round's line (pending=N), which names the last
+     * error; one line per op here would flood the log in a throttling
+     * storm. */
     log_debug("op will be retried link=%s op=%s source_id=%s error=\"%s\"",
               ex->link->name, job->op.kind, job->op.source_id, error);
   }
@@ -593,6 +642,37 @@ recipient_id(const json_t *value)
   return id;
 }
 
+/* Whether recipient r, found by the Name or address a refused New-* asked
+ * for, is the one an earlier New-* of this op made before a crash or a
+ * store failure kept its id from the outbox: its Name ends in this source
+ * object's suffix (exo_unique_name) and it carries no anchor, or ours.
+ * Anything else is someone else's and is left alone. */
+static int
+own_recipient(const struct job *job, const json_t *r)
+{
+  const char *attr = planner_anchor_attr(job->ex->link);
+  const char *anchor = json_string_value(json_object_get(r, attr));
+  const char *mine = desired_str(job, attr);
+  const char *name = json_string_value(json_object_get(r, "Name"));
+  char *hex = exo_unique_name(NULL, job->op.source_id);
+  size_t n, h;
+  int own = 0;
+
+  if (hex == NULL || name == NULL)
+    goto out;
+  if (anchor != NULL && anchor[0] != '\0' &&
+      (mine == NULL || strcasecmp(anchor, mine) != 0))
+    goto out;
+  n = strlen(name);
+  h = strlen(hex);
+  own = strcmp(name, hex) == 0 ||
+        (n >= h + 3 && strncmp(name + n - h - 3, " (", 2) == 0 &&
+         strncmp(name + n - h - 1, hex, h) == 0 && name[n - 1] == ')');
+out:
+  free(hex);
+  return own;
+}
+
 static void
 on_x(void *ctx, const struct exo_response *resp)
 {
@@ -610,6 +690,7 @@ on_x(void *ctx, const struct exo_response *resp)
       free(job->target_id);
       job->target_id = strdup(id);
       job->ex->stats.adopted++;
+      job->fresh = 1;
       job->step = STEP_X_SET_ALL;
     } else {
       job->step = job->target_id != NULL ? STEP_X_SET_ALL : STEP_X_NEW;
@@ -617,6 +698,17 @@ on_x(void *ctx, const struct exo_response *resp)
     x_step(job);
     return;
   case STEP_X_NEW:
+    if (resp->result == EXO_ERR_CMDLET && !resp->transient &&
+        job->own_try == 0) {
+      /* Refused for good, most often because the Name or address is
+       * taken: perhaps by our own New- whose answer never reached the
+       * outbox (a crash, a full disk). Look before failing. */
+      job->new_error = strdup(resp->errmsg);
+      job->own_try = 1;
+      job->step = STEP_X_FIND_OWN;
+      x_step(job);
+      return;
+    }
     if (resp->result != EXO_OK) {
       x_fail(job, resp);
       return;
@@ -634,8 +726,42 @@ on_x(void *ctx, const struct exo_response *resp)
       return;
     }
     job->ex->stats.created++;
+    job->fresh = 1;
     job->step = STEP_X_SET_ALL;
     x_step(job);
+    return;
+  case STEP_X_FIND_OWN:
+    if (resp->result == EXO_OK && json_array_size(resp->value) == 1 &&
+        own_recipient(job, json_array_get(resp->value, 0)) &&
+        (id = recipient_id(resp->value)) != NULL) {
+      log_notice("adopting the recipient an interrupted create made "
+                 "link=%s source_id=%s target_id=%s",
+                 job->ex->link->name, job->op.source_id, id);
+      free(job->target_id);
+      job->target_id = strdup(id);
+      if (job->target_id == NULL ||
+          store_op_set_target(job->ex->store, job->op.id, id) != 0) {
+        fail(job, 0, "cannot record the adopted recipient");
+        return;
+      }
+      job->ex->stats.adopted++;
+      job->fresh = 1;
+      job->step = STEP_X_SET_ALL;
+      x_step(job);
+      return;
+    }
+    if (resp->result != EXO_OK && !not_found(resp)) {
+      x_fail(job, resp);
+      return;
+    }
+    if (job->own_try == 1 &&
+        desired_str(job, "ExternalEmailAddress") != NULL) {
+      job->own_try = 2; /* now by address */
+      x_step(job);
+      return;
+    }
+    fail(job, 1,
+         job->new_error != NULL ? job->new_error : "New- cmdlet refused");
     return;
   case STEP_X_SET_ALL:
   case STEP_X_UPDATE:
@@ -670,6 +796,19 @@ on_x(void *ctx, const struct exo_response *resp)
     return;
   default:
     break;
+  }
+  if (not_found(resp) && job->step == STEP_X_SET_ALL && !job->fresh) {
+    /* The recipient the op knew of is gone (a restore: Exchange keeps no
+     * deleted recipients; or removed by hand): make it anew. */
+    log_notice("target recipient gone, making it anew link=%s source_id=%s "
+               "target_id=%s",
+               job->ex->link->name, job->op.source_id, job->target_id);
+    free(job->target_id);
+    job->target_id = NULL;
+    job->fresh = 1;
+    job->step = STEP_X_NEW;
+    x_step(job);
+    return;
   }
   if (not_found(resp) && job->kind != PLANNER_CREATE &&
       job->kind != PLANNER_RESTORE) {
@@ -778,6 +917,17 @@ x_step(struct job *job)
         json_object_set(params, x_new_params[i], v);
     }
     cmdlet = x_cmdlet(job, "New", 0);
+    break;
+  case STEP_X_FIND_OWN:
+    if (job->own_try == 1) {
+      name =
+          exo_unique_name(desired_str(job, "DisplayName"), job->op.source_id);
+      params = name ? json_pack("{s:s}", "Identity", name) : NULL;
+    } else {
+      params = json_pack("{s:s}", "Identity",
+                         desired_str(job, "ExternalEmailAddress"));
+    }
+    cmdlet = x_cmdlet(job, "Get", 0);
     break;
   case STEP_X_SET_ALL:
   case STEP_X_SET_MAIL_ALL:
@@ -906,6 +1056,32 @@ job_start(struct executor *ex, struct store_op *op)
   job_step(job);
 }
 
+#define OPS_CHUNK 1000
+
+/* The next chunk of the outbox; 0 when there is none (or it cannot be
+ * read: the ops stay for the next round). */
+static int
+refill(struct executor *ex)
+{
+  if (ex->exhausted)
+    return 0;
+  store_ops_free(ex->ops, ex->n_ops); /* every one handed to a job */
+  ex->ops = NULL;
+  ex->n_ops = ex->next = 0;
+  if (store_ops_list_after(ex->store, ex->link->name, "pending", ex->last_id,
+                           OPS_CHUNK, &ex->ops, &ex->n_ops) != 0) {
+    log_error("cannot read the outbox link=%s", ex->link->name);
+    ex->exhausted = 1;
+    return 0;
+  }
+  if (ex->n_ops == 0) {
+    ex->exhausted = 1;
+    return 0;
+  }
+  ex->last_id = ex->ops[ex->n_ops - 1].id;
+  return 1;
+}
+
 /* Start ops up to the bound. Jobs that end at once call back in here:
  * the flag keeps that from recursing once per op. */
 static void
@@ -915,11 +1091,13 @@ pump(struct executor *ex)
     return;
   ex->pumping = 1;
   while (!ex->stopping && ex->in_flight < ex->max_in_flight &&
-         ex->next < ex->n_ops)
+         (ex->next < ex->n_ops || refill(ex))) {
+    ex->started_ops++;
     job_start(ex, &ex->ops[ex->next++]);
+  }
   ex->pumping = 0;
   if (ex->running && ex->in_flight == 0 &&
-      (ex->stopping || ex->next >= ex->n_ops))
+      (ex->stopping || (ex->next >= ex->n_ops && ex->exhausted)))
     finish(ex);
 }
 
@@ -932,25 +1110,30 @@ on_kick(uv_timer_t *t)
 int
 executor_run(struct executor *ex, executor_done_fn done, void *ctx)
 {
+  struct store_link_counts c;
+
   if (ex->running)
     return -1;
-  if (store_ops_list(ex->store, ex->link->name, "pending", 1000000, &ex->ops,
-                     &ex->n_ops) != 0)
+  if (store_link_counts(ex->store, ex->link->name, &c) != 0)
     return -1;
+  ex->ops = NULL;
+  ex->n_ops = ex->next = 0;
+  ex->last_id = 0;
+  ex->exhausted = 0;
+  ex->total = c.pending > 0 ? (size_t)c.pending : 0;
+  ex->started_ops = 0;
   memset(&ex->stats, 0, sizeof(ex->stats));
+  ex->last_error[0] = '\0';
   ex->started = ex->last_progress = time(NULL);
-  ex->next = 0;
   ex->done = done;
   ex->ctx = ctx;
   ex->running = 1;
   ex->stopping = 0;
   if (ex->link->object != CONFIG_OBJECT_GUEST && ex->exo == NULL &&
-      ex->n_ops > 0) {
+      ex->total > 0) {
     log_error("link=%s: no Exchange client for its target; %zu ops wait",
-              ex->link->name, ex->n_ops);
-    store_ops_free(ex->ops, ex->n_ops);
-    ex->ops = NULL;
-    ex->n_ops = 0;
+              ex->link->name, ex->total);
+    ex->exhausted = 1;
   }
   /* Start from the loop: the callback must never run inside this call. */
   uv_timer_start(&ex->kick, on_kick, 0, 0);

@@ -178,8 +178,21 @@ exo_request_body(const char *cmdlet, const json_t *parameters)
   return body;
 }
 
+/* Whether s[0..n) has a space or a control character: copy_line() would
+ * turn those into spaces and trim them, so an id or type made of them
+ * would come out empty (found by tests/fuzz/fuzz_exo_error). */
+static int
+has_blank(const char *s, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+      return 1;
+  }
+  return 0;
+}
+
 /* Split "id|type|text" into the three fields; -1 unless id and type are
- * both present and free of spaces. */
+ * both present and free of spaces and control characters. */
 static int
 split_detail(const char *msg, char *id, size_t idlen, char *exception,
              size_t exlen, char *text, size_t textlen)
@@ -192,8 +205,7 @@ split_detail(const char *msg, char *id, size_t idlen, char *exception,
     return -1;
   idn = (size_t)(bar1 - msg);
   exn = (size_t)(bar2 - bar1 - 1);
-  if (idn == 0 || exn == 0 || memchr(msg, ' ', idn) != NULL ||
-      memchr(bar1 + 1, ' ', exn) != NULL)
+  if (idn == 0 || exn == 0 || has_blank(msg, idn) || has_blank(bar1 + 1, exn))
     return -1;
   if (idlen > 0)
     copy_line(id, idlen, msg, idn, 0);

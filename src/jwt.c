@@ -486,6 +486,8 @@ sign(EVP_PKEY *pkey, enum jwt_alg alg, const char *input, unsigned char **sig,
   buf = NULL;
   result = 0;
 out:
+  if (buf != NULL)
+    OPENSSL_cleanse(buf, len);
   free(buf);
   EVP_MD_CTX_free(md); /* frees pctx too */
   return result;
@@ -559,6 +561,14 @@ jwt_client_assertion(const struct jwt_key *key, enum jwt_alg alg,
   *out = jwt;
   result = 0;
 out:
+  /* The signing input and the signature make up the assertion, a bearer
+   * credential for its lifetime: wipe them like the caller wipes *out. */
+  if (input != NULL)
+    OPENSSL_cleanse(input, strlen(input));
+  if (sig != NULL)
+    OPENSSL_cleanse(sig, siglen);
+  if (sigb64 != NULL)
+    OPENSSL_cleanse(sigb64, strlen(sigb64));
   free(head);
   free(body);
   free(input);

@@ -43,6 +43,7 @@
 struct app {
   const char *path;
   struct config *cfg;
+  struct store_lock *lock; /* run, sync: state_dir/lock, for life */
   struct store *store;
   uv_loop_t loop;
   struct http *http;
@@ -124,13 +125,22 @@ cmd_check_config(const char *path)
   return EXIT_OK;
 }
 
+/* Commands that run rounds (`lock`) take the state directory's lock
+ * before anything touches the database: a second one is refused. status,
+ * approve-deletes and resync do not: each is one short SQLite transaction,
+ * which SQLite itself keeps apart from a running daemon's. */
 static int
-app_open(struct app *app, const char *path)
+app_open(struct app *app, const char *path, int lock)
 {
   char err[1024];
 
   if (load_config(path, &app->cfg) != 0)
     return EXIT_CONFIG;
+  if (lock && store_lock(app->cfg->state_dir, &app->lock, NULL, err,
+                         sizeof(err)) != 0) {
+    log_error("cannot lock the state directory: %s", err);
+    return EXIT_RUNTIME;
+  }
   if (store_open(app->cfg->state_dir, &app->store, err, sizeof(err)) != 0) {
     log_error("cannot open the store state_dir=%s error=\"%s\"",
               app->cfg->state_dir, err);
@@ -143,6 +153,7 @@ static void
 app_close(struct app *app)
 {
   store_close(app->store);
+  store_unlock(app->lock);
   config_free(app->cfg);
 }
 
@@ -366,7 +377,8 @@ cmd_rounds(const char *path, const struct scheduler_opts *opts)
   int rc, exit_code = EXIT_OK;
   int daemon = opts->mode == SCHEDULER_RUN;
 
-  rc = app_open(&app, path);
+  /* plan holds the lock in cmd_plan(), across its links. */
+  rc = app_open(&app, path, opts->mode != SCHEDULER_PLAN);
   if (rc != EXIT_OK) {
     app_close(&app);
     return rc;
@@ -423,6 +435,14 @@ cmd_rounds(const char *path, const struct scheduler_opts *opts)
     exit_code = app.failed ? EXIT_RUNTIME : EXIT_OK;
   else
     exit_code = scheduler_exit_code(app.sched);
+  if (!daemon && store_failed(app.store)) {
+    /* A full or read-only disk: what was done is not all recorded (the
+     * outbox replays it next time), so this is no success. */
+    log_error("the state database could not be written or read, see the "
+              "errors above; state_dir=%s",
+              app.cfg->state_dir);
+    exit_code = EXIT_RUNTIME;
+  }
 
 out:
   scheduler_free(app.sched);
@@ -456,6 +476,30 @@ time_or_null(time_t t)
   return json_string(buf);
 }
 
+/* The current round's progress and, from its rate so far, when the
+ * outbox should be empty; null when nothing is pending. */
+static json_t *
+progress_json(const struct store_link_counts *c, time_t now)
+{
+  double elapsed, rate = 0;
+  json_t *p;
+
+  if (c->pending <= 0 || c->run_started == 0)
+    return json_null();
+  elapsed = difftime(now, c->run_started);
+  if (elapsed >= 1 && c->run_done > 0)
+    rate = (double)c->run_done / elapsed;
+  p = json_pack("{s:o, s:I, s:I, s:f}", "started",
+                time_or_null(c->run_started), "done", (json_int_t)c->run_done,
+                "pending", (json_int_t)c->pending, "per_second", rate);
+  if (p != NULL)
+    json_object_set_new(
+        p, "finish_estimate",
+        rate > 0 ? time_or_null(now + (time_t)((double)c->pending / rate + 1))
+                 : json_null());
+  return p;
+}
+
 static int
 cmd_status(const char *path, int as_json)
 {
@@ -463,7 +507,7 @@ cmd_status(const char *path, int as_json)
   json_t *root = NULL, *links, *sources;
   int rc;
 
-  rc = app_open(&app, path);
+  rc = app_open(&app, path, 0);
   if (rc != EXIT_OK) {
     app_close(&app);
     return rc;
@@ -500,6 +544,7 @@ cmd_status(const char *path, int as_json)
         "deletes_held", (json_int_t)c.deletes_held, "last_success",
         time_or_null(c.last_success));
     json_object_set_new(entry, "failures", failures);
+    json_object_set_new(entry, "progress", progress_json(&c, time(NULL)));
     if (link->object == CONFIG_OBJECT_GUEST && link->target->exchange) {
       struct store_pair *pairs;
       size_t n_pairs;
@@ -580,8 +625,19 @@ cmd_status(const char *path, int as_json)
              json_integer_value(json_object_get(v, "failed")),
              json_integer_value(json_object_get(v, "deletes_held")),
              last ? last : "never");
-      json_t *f;
+      json_t *f, *p = json_object_get(v, "progress");
       size_t k;
+      if (json_is_object(p)) {
+        const char *eta =
+            json_string_value(json_object_get(p, "finish_estimate"));
+        printf("  this round: %lld done since %s, %.1f/s; %lld pending, "
+               "estimated finish %s\n",
+               json_integer_value(json_object_get(p, "done")),
+               json_string_value(json_object_get(p, "started")),
+               json_real_value(json_object_get(p, "per_second")),
+               json_integer_value(json_object_get(p, "pending")),
+               eta ? eta : "unknown yet");
+      }
       json_array_foreach(json_object_get(v, "failures"), k, f)
       {
         printf("  failed %s of source object %s: %s\n",
@@ -749,6 +805,8 @@ cmd_plan(const char *path, const char *only_link, int as_json)
 {
   struct plan_out po = {.json = as_json};
   struct config *cfg = NULL;
+  struct store_lock *lock = NULL;
+  char err[1024];
   int rc;
 
   /* Plan each link on its own so that its header comes before its
@@ -759,6 +817,12 @@ cmd_plan(const char *path, const char *only_link, int as_json)
     fprintf(stderr, "galbridge: no link named '%s' in %s\n", only_link, path);
     config_free(cfg);
     return EXIT_USAGE;
+  }
+  /* plan reads the tenants into the store as a round does. */
+  if (store_lock(cfg->state_dir, &lock, NULL, err, sizeof(err)) != 0) {
+    log_error("cannot lock the state directory: %s", err);
+    config_free(cfg);
+    return EXIT_RUNTIME;
   }
   po.links = json_array();
   rc = EXIT_OK;
@@ -786,6 +850,7 @@ cmd_plan(const char *path, const char *only_link, int as_json)
     json_decref(root);
   }
   json_decref(po.links);
+  store_unlock(lock);
   config_free(cfg);
   return rc;
 }
@@ -802,7 +867,7 @@ cmd_link_admin(const char *path, const char *cmd, int argc, char **argv)
     fprintf(stderr, "usage: galbridge %s LINK\n", cmd);
     return EXIT_USAGE;
   }
-  rc = app_open(&app, path);
+  rc = app_open(&app, path, 0);
   if (rc != EXIT_OK) {
     app_close(&app);
     return rc;
@@ -824,12 +889,15 @@ cmd_link_admin(const char *path, const char *cmd, int argc, char **argv)
     if (rc == EXIT_OK)
       log_notice("deletes approved link=%s released=%lld", link->name, n);
   } else {
+    /* A NULL plan key: the next round weighs every object again. */
     if (store_link_clear_failed(app.store, link->name, &n) != 0 ||
-        store_delta_reset(app.store, link->source->tenant_id) != 0)
+        store_delta_reset(app.store, link->source->tenant_id) != 0 ||
+        store_plan_mark_set(app.store, link->name, NULL, 0) != 0)
       rc = EXIT_RUNTIME;
     else
       printf("link %s: %lld failed operations will be tried again; source "
-             "%s will be read in full in the next round\n",
+             "%s will be read and every object weighed in the next "
+             "round\n",
              link->name, n, link->source->name);
   }
   app_close(&app);

@@ -166,6 +166,9 @@ send_datagram(struct notify *n, const char *msg, size_t len)
 }
 
 /* Format into buf; -1 (logged) when it does not fit. */
+static int format_message(char *buf, size_t size, size_t *len, const char *fmt,
+                          va_list ap) __attribute__((format(printf, 4, 0)));
+
 static int
 format_message(char *buf, size_t size, size_t *len, const char *fmt,
                va_list ap)

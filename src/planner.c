@@ -4,6 +4,15 @@
  * A round reads the link's rows through store_plan_rows(), decides each
  * one in memory, and only then writes the ops in one transaction: SQLite
  * must not see writes to a table a running SELECT is reading.
+ *
+ * Values the target would refuse (longer than Microsoft's documented
+ * maximum, or a blank display name) are refused here, one attribute at a
+ * time, so that one bad value never fails the whole object: the attribute
+ * is not sent and keeps the value last applied (none on a new object).
+ * The hash still covers the mapped value, so a change of it is planned
+ * once and logged once (a warning naming link, source id, attribute,
+ * length and limit); an unchanged object is quiet. This is the one side
+ * effect of planner_decide().
  */
 #include "planner.h"
 
@@ -144,6 +153,183 @@ planner_address_attr(const struct config_link *link)
   return link->object == CONFIG_OBJECT_GUEST ? "mail" : "ExternalEmailAddress";
 }
 
+/* Maximum lengths in UTF-16 code units, as Microsoft documents them for
+ * the user resource (Graph) and the address-book parameters of the
+ * Exchange cmdlets; the same numbers fakecloud enforces. Only attributes
+ * the mapping can produce are listed. */
+struct attr_limit {
+  const char *name;
+  size_t max;
+};
+
+static const struct attr_limit attr_limits[] = {
+    /* Graph (guests) */
+    {"displayName", 256},
+    {"givenName", 64},
+    {"surname", 64},
+    {"jobTitle", 128},
+    {"department", 64},
+    {"companyName", 64},
+    {"officeLocation", 128},
+    {"mobilePhone", 64},
+    {"streetAddress", 1024},
+    {"city", 128},
+    {"state", 128},
+    {"country", 128},
+    {"postalCode", 40},
+    {"employeeId", 16},
+    /* Exchange (mail contacts, mail users) */
+    {"DisplayName", 256},
+    {"FirstName", 64},
+    {"LastName", 64},
+    {"Alias", 64},
+    {"Company", 64},
+    {"Department", 64},
+    {"Title", 128},
+    {"Phone", 64},
+    {"MobilePhone", 64},
+    {"Office", 128},
+    {"StreetAddress", 1024},
+    {"City", 128},
+    {"StateOrProvince", 128},
+    {"PostalCode", 40},
+    {"CountryOrRegion", 128},
+};
+
+#define CUSTOM_ATTR_MAX 1024 /* extensionAttributeN, CustomAttributeN */
+
+static size_t
+attr_limit(const char *name)
+{
+  for (size_t i = 0; i < sizeof(attr_limits) / sizeof(attr_limits[0]); i++) {
+    if (strcmp(name, attr_limits[i].name) == 0)
+      return attr_limits[i].max;
+  }
+  if (strncmp(name, "extensionAttribute", 18) == 0 ||
+      strncmp(name, "CustomAttribute", 15) == 0)
+    return CUSTOM_ATTR_MAX;
+  return 0;
+}
+
+/* UTF-16 code units of a UTF-8 string: a 4-byte sequence is a surrogate
+ * pair, continuation bytes count nothing. */
+static size_t
+utf16_units(const char *s)
+{
+  size_t n = 0;
+
+  for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+    if ((*p & 0xc0) == 0x80)
+      continue;
+    n += *p >= 0xf0 ? 2 : 1;
+  }
+  return n;
+}
+
+static int
+blank(const char *s)
+{
+  for (; *s != '\0'; s++) {
+    if (*s != ' ' && *s != '\t' && *s != '\r' && *s != '\n')
+      return 0;
+  }
+  return 1;
+}
+
+/* Why the target would refuse `v` as `name` (a static text, *limit and
+ * *len set for a length), or NULL when it is fine. */
+static const char *
+refusal(const char *name, const json_t *v, size_t *limit, size_t *len)
+{
+  const json_t *el;
+  size_t i;
+
+  *limit = attr_limit(name);
+  *len = 0;
+  if (json_is_string(v)) {
+    if ((strcmp(name, "displayName") == 0 ||
+         strcmp(name, "DisplayName") == 0) &&
+        blank(json_string_value(v)))
+      return "blank";
+    *len = utf16_units(json_string_value(v));
+    return *limit > 0 && *len > *limit ? "too long" : NULL;
+  }
+  if (json_is_array(v) && strcmp(name, "businessPhones") == 0) {
+    json_array_foreach(v, i, el)
+    {
+      size_t n = json_is_string(el) ? utf16_units(json_string_value(el)) : 0;
+      if (n > *len)
+        *len = n;
+    }
+    *limit = 64;
+    return *len > *limit ? "too long" : NULL;
+  }
+  return NULL;
+}
+
+/* Take out of `desired` every value the target would refuse, putting
+ * back the value last applied if there is one. Returns a new array of
+ * {"attribute", "reason", "length", "limit"} (maybe empty) or NULL on
+ * allocation failure. */
+static json_t *
+refuse_values(json_t *desired, const json_t *applied)
+{
+  json_t *refused = json_array(), *v, *old;
+  const char *key;
+  void *tmp;
+  size_t limit, len;
+  const char *why;
+
+  if (refused == NULL)
+    return NULL;
+  json_object_foreach_safe(desired, tmp, key, v)
+  {
+    why = refusal(key, v, &limit, &len);
+    if (why == NULL)
+      continue;
+    if (json_array_append_new(
+            refused, json_pack("{s:s, s:s, s:I, s:I}", "attribute", key,
+                               "reason", why, "length", (json_int_t)len,
+                               "limit", (json_int_t)limit)) != 0) {
+      json_decref(refused);
+      return NULL;
+    }
+    old = json_object_get(applied, key);
+    if (old != NULL && !json_is_null(old))
+      json_object_set(desired, key, old);
+    else
+      json_object_del(desired, key);
+  }
+  return refused;
+}
+
+static void
+log_refused(const struct config_link *link, const char *source_id,
+            const json_t *refused)
+{
+  const json_t *r;
+  size_t i;
+
+  json_array_foreach(refused, i, r)
+  {
+    const char *why = json_string_value(json_object_get(r, "reason"));
+
+    if (strcmp(why, "blank") == 0)
+      log_warning("attribute not synced link=%s source_id=%s attribute=%s "
+                  "reason=\"blank display name, refused by the target\"",
+                  link->name, source_id,
+                  json_string_value(json_object_get(r, "attribute")));
+    else
+      log_warning("attribute not synced link=%s source_id=%s attribute=%s "
+                  "length=%" JSON_INTEGER_FORMAT " limit=%" JSON_INTEGER_FORMAT
+                  " reason=\"longer than the target allows\"",
+                  link->name, source_id,
+                  json_string_value(json_object_get(r, "attribute")),
+                  json_integer_value(json_object_get(r, "length")),
+                  json_integer_value(json_object_get(r, "limit")));
+  }
+}
+
 /* Changed attributes between what was applied and what is desired. */
 static json_t *
 diff(const json_t *applied, const json_t *desired)
@@ -191,7 +377,7 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
                char *err, size_t errlen)
 {
   const struct config_link *link = pl->link;
-  json_t *attrs = NULL, *applied = NULL, *desired = NULL;
+  json_t *attrs = NULL, *applied = NULL, *desired = NULL, *refused = NULL;
   const char *why = NULL;
   char *anchor = NULL;
   int result = -1, gone = 0;
@@ -247,7 +433,17 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
     result = 0;
     goto out;
   }
+  /* The hash covers the mapped values, refused ones included: a change
+   * to one is noticed (and logged) once, then the object is quiet. */
   planner_hash(desired, out->hash);
+  applied = json_loads(row->applied ? row->applied : "{}", 0, NULL);
+  refused = refuse_values(
+      desired,
+      row->state == NULL || gone || !json_is_object(applied) ? NULL : applied);
+  if (refused == NULL) {
+    snprintf(err, errlen, "out of memory");
+    goto out;
+  }
 
   if (row->state == NULL || gone) {
     out->kind = PLANNER_CREATE;
@@ -262,7 +458,6 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
       result = 0;
       goto out;
     }
-    applied = json_loads(row->applied ? row->applied : "{}", 0, NULL);
     out->kind = PLANNER_UPDATE;
     out->payload = diff(json_is_object(applied) ? applied : NULL, desired);
     if (out->payload == NULL) {
@@ -282,8 +477,10 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
   out->desired = desired;
   desired = NULL;
   result = 0;
+  log_refused(link, row->source_id, refused);
 
 out:
+  json_decref(refused);
   free(anchor);
   json_decref(attrs);
   json_decref(applied);
@@ -309,8 +506,13 @@ struct planned {
 struct round {
   const struct planner_link *pl;
   const char *source_tenant;
-  struct planned *items;
+  struct planned *items; /* this chunk's decisions, deletes aside */
   size_t n, cap;
+  struct planned *dels; /* every delete of the round */
+  size_t n_dels, cap_dels;
+  char *last_id;      /* the chunk's last source id */
+  size_t rows;        /* rows of the chunk */
+  long long held_met; /* rows whose op was a held delete */
   struct planner_stats *stats;
   planner_emit_fn emit;
   void *ctx;
@@ -324,12 +526,50 @@ is_delete_kind(enum planner_kind k)
 }
 
 static int
+push(struct planned **items, size_t *n, size_t *cap, const struct planned *p)
+{
+  if (*n == *cap) {
+    size_t ncap = *cap ? *cap * 2 : 64;
+    struct planned *grown = realloc(*items, ncap * sizeof(*grown));
+    if (grown == NULL)
+      return -1;
+    *items = grown;
+    *cap = ncap;
+  }
+  (*items)[(*n)++] = *p;
+  return 0;
+}
+
+static void
+planned_free(struct planned *items, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    free(items[i].source_id);
+    free(items[i].target_id);
+    free(items[i].applied);
+    planner_decision_clear(&items[i].d);
+  }
+}
+
+static int
 on_row(void *ctx, const struct store_plan_row *row)
 {
   struct round *r = ctx;
   struct planned p = {0};
   char err[512];
   enum planner_kind op_kind = PLANNER_NONE;
+  char *last = strdup(row->source_id);
+
+  if (last == NULL) {
+    r->failed = 1;
+    return -1;
+  }
+  free(r->last_id);
+  r->last_id = last;
+  r->rows++;
+  if (row->op_id != 0 && row->op_state != NULL &&
+      strcmp(row->op_state, "held") == 0)
+    r->held_met++;
 
   if (planner_decide(r->pl, r->source_tenant, row, &p.d, err, sizeof(err)) !=
       0) {
@@ -379,15 +619,10 @@ on_row(void *ctx, const struct store_plan_row *row)
       (row->target_id && p.d.kind != PLANNER_CREATE && p.target_id == NULL) ||
       (row->applied && p.applied == NULL))
     goto oom;
-  if (r->n == r->cap) {
-    size_t ncap = r->cap ? r->cap * 2 : 64;
-    struct planned *grown = realloc(r->items, ncap * sizeof(*grown));
-    if (grown == NULL)
-      goto oom;
-    r->items = grown;
-    r->cap = ncap;
-  }
-  r->items[r->n++] = p;
+  if (push(p.is_delete ? &r->dels : &r->items,
+           p.is_delete ? &r->n_dels : &r->n,
+           p.is_delete ? &r->cap_dels : &r->cap, &p) != 0)
+    goto oom;
   return 0;
 
 oom:
@@ -422,23 +657,21 @@ count(struct planner_stats *st, enum planner_kind k)
   }
 }
 
+/* Write decisions (inside the caller's transaction). */
 static int
-write_ops(struct store *store, struct round *r, int hold)
+write_ops(struct store *store, const char *link, struct planned *items,
+          size_t n, int hold)
 {
-  const char *link = r->pl->link->name;
   time_t now = time(NULL);
-  long long held;
 
-  if (store_begin(store) != 0)
-    return -1;
-  for (size_t i = 0; i < r->n; i++) {
-    struct planned *p = &r->items[i];
+  for (size_t i = 0; i < n; i++) {
+    struct planned *p = &items[i];
     char *payload = NULL, *desired = NULL;
     int rc;
 
     if (p->drop_op) {
       if (store_op_delete(store, p->op_id) != 0)
-        goto fail;
+        return -1;
       continue;
     }
     payload = p->d.payload
@@ -457,17 +690,76 @@ write_ops(struct store *store, struct round *r, int hold)
     free(payload);
     free(desired);
     if (rc != 0)
-      goto fail;
+      return -1;
   }
-  if (store_link_count_held(store, link, &held) != 0 ||
-      store_commit(store) != 0)
-    goto fail;
-  r->stats->held = (unsigned long)held;
   return 0;
-fail:
-  store_rollback(store);
-  return -1;
 }
+
+static void
+emit_all(struct round *r, struct planned *items, size_t n, int hold)
+{
+  for (size_t i = 0; i < n; i++) {
+    struct planned *p = &items[i];
+    if (p->drop_op)
+      continue;
+    count(r->stats, p->d.kind);
+    if (r->emit != NULL) {
+      struct store_plan_row row = {.source_id = p->source_id,
+                                   .target_id = p->target_id,
+                                   .applied = p->applied};
+      r->emit(r->ctx, &row, &p->d, p->is_delete && hold);
+    }
+  }
+}
+
+int
+planner_plan_key(const struct planner_link *pl, char out[17])
+{
+  const struct config_link *l = pl->link;
+  json_t *key = json_object(), *map = json_object();
+  char members[17] = "";
+  int rc = -1;
+
+  if (key == NULL || map == NULL)
+    goto out;
+  if (l->mapping != NULL) {
+    for (size_t i = 0; i < l->mapping->n_entries; i++) {
+      if (json_object_set_new(map, l->mapping->entries[i].target,
+                              json_string(l->mapping->entries[i].expr)) != 0)
+        goto out;
+    }
+  }
+  if (pl->members != NULL)
+    planner_hash(pl->members, members);
+  /* Everything a decision depends on besides the objects themselves;
+   * "v" changes when the planner's own rules do. */
+  if (json_object_set_new(key, "v", json_integer(1)) != 0 ||
+      json_object_set_new(key, "source", json_string(l->source->tenant_id)) ||
+      json_object_set_new(key, "target", json_string(l->target->tenant_id)) ||
+      json_object_set_new(key, "object", json_integer(l->object)) ||
+      json_object_set_new(key, "member", json_integer(l->user_type_member)) ||
+      json_object_set_new(key, "group",
+                          l->scope_group ? json_string(l->scope_group)
+                                         : json_null()) ||
+      json_object_set_new(key, "filter",
+                          l->scope_filter ? json_string(l->scope_filter)
+                                          : json_null()) ||
+      json_object_set_new(key, "members", json_string(members)) ||
+      json_object_set_new(key, "anchor", json_string(l->anchor)) ||
+      json_object_set_new(key, "on_delete", json_integer(l->on_delete)) ||
+      json_object_set(key, "mapping", map) != 0)
+    goto out;
+  planner_hash(key, out);
+  rc = 0;
+out:
+  json_decref(key);
+  json_decref(map);
+  return rc;
+}
+
+/* Rows read and decided per chunk: memory stays bounded whatever the
+ * tenant's size. */
+#define CHUNK 500
 
 int
 planner_plan(struct store *store, const struct planner_link *pl, int dry_run,
@@ -478,55 +770,97 @@ planner_plan(struct store *store, const struct planner_link *pl, int dry_run,
                     .stats = stats,
                     .emit = emit,
                     .ctx = ctx};
-  unsigned long new_deletes = 0;
-  int hold, result = -1;
+  const char *link = pl->link->name;
+  char key[17], *old_key = NULL;
+  long long since = -1, planned = 0, now_seq = 0, held = 0;
+  unsigned long new_deletes;
+  int hold, in_tx = 0, result = -1;
 
   memset(stats, 0, sizeof(*stats));
-  if (store_plan_rows(store, pl->link->name, r.source_tenant,
-                      pl->link->target->tenant_id, on_row, &r) != 0 ||
-      r.failed)
+  if (planner_plan_key(pl, key) != 0 || store_seq_now(store, &now_seq) != 0)
     goto out;
-
-  /* This round's deletes, with those still held from earlier rounds:
-   * over the limit they are all held; under it (the limit was raised, or
-   * fewer are wanted now) they all go. Deletes released by
-   * approve-deletes are pending ops and are not counted again. */
-  for (size_t i = 0; i < r.n; i++) {
-    if (r.items[i].is_delete)
-      new_deletes++;
+  /* A dry run (galbridge plan) weighs every object; a round only those
+   * changed since the last one, unless what decides them changed. */
+  if (!dry_run) {
+    if (store_plan_mark_get(store, link, &old_key, &planned) != 0)
+      goto out;
+    if (old_key != NULL && strcmp(old_key, key) == 0)
+      since = planned;
+    else
+      log_info("plan link=%s weighs every object (%s)", link,
+               old_key == NULL ? "first round, or resync"
+                               : "configuration changed");
   }
-  hold = new_deletes > (unsigned long)pl->link->max_deletes;
+
+  do {
+    r.rows = 0;
+    if (store_plan_rows(store, link, r.source_tenant,
+                        pl->link->target->tenant_id, since,
+                        r.last_id ? r.last_id : "", CHUNK, on_row, &r) != 0 ||
+        r.failed)
+      goto out;
+    emit_all(&r, r.items, r.n, 0);
+    if (!dry_run && r.n > 0) {
+      if (store_begin(store) != 0)
+        goto out;
+      if (write_ops(store, link, r.items, r.n, 0) != 0 ||
+          store_commit(store) != 0) {
+        store_rollback(store);
+        goto out;
+      }
+    }
+    planned_free(r.items, r.n);
+    r.n = 0;
+  } while (r.rows == CHUNK);
+
+  /* This round's deletes, with those still held from earlier rounds that
+   * it did not weigh again: over the limit they are all held; under it
+   * (the limit was raised, or fewer are wanted now) they all go. Deletes
+   * released by approve-deletes are pending ops and are not counted
+   * again. */
+  new_deletes = 0;
+  for (size_t i = 0; i < r.n_dels; i++)
+    new_deletes += !r.dels[i].drop_op;
+  if (!dry_run) {
+    if (store_begin(store) != 0)
+      goto out;
+    in_tx = 1;
+    if (store_link_count_held(store, link, &held) != 0)
+      goto out;
+  }
+  held = held > r.held_met ? held - r.held_met : 0;
+  hold =
+      new_deletes + (unsigned long)held > (unsigned long)pl->link->max_deletes;
   if (hold)
     log_error("deletes held link=%s planned=%lu max_deletes=%ld: "
               "run 'galbridge approve-deletes %s' to let them through",
-              pl->link->name, new_deletes, pl->link->max_deletes,
-              pl->link->name);
-
-  for (size_t i = 0; i < r.n; i++) {
-    struct planned *p = &r.items[i];
-    if (p->drop_op)
-      continue;
-    count(stats, p->d.kind);
-    if (emit != NULL) {
-      struct store_plan_row row = {.source_id = p->source_id,
-                                   .target_id = p->target_id,
-                                   .applied = p->applied};
-      emit(ctx, &row, &p->d, p->is_delete && hold);
-    }
-  }
-  if (!dry_run && write_ops(store, &r, hold) != 0)
+              link, new_deletes + (unsigned long)held, pl->link->max_deletes,
+              link);
+  emit_all(&r, r.dels, r.n_dels, hold);
+  if (dry_run) {
+    if (hold)
+      stats->held = new_deletes;
+    result = 0;
     goto out;
-  if (dry_run && hold)
-    stats->held = new_deletes;
+  }
+  if (write_ops(store, link, r.dels, r.n_dels, hold) != 0 ||
+      (!hold && held > 0 && store_link_approve(store, link, NULL) != 0) ||
+      store_plan_mark_set(store, link, key, now_seq) != 0 ||
+      store_link_count_held(store, link, &held) != 0 ||
+      store_commit(store) != 0)
+    goto out;
+  in_tx = 0;
+  stats->held = (unsigned long)held;
   result = 0;
 
 out:
-  for (size_t i = 0; i < r.n; i++) {
-    free(r.items[i].source_id);
-    free(r.items[i].target_id);
-    free(r.items[i].applied);
-    planner_decision_clear(&r.items[i].d);
-  }
+  if (in_tx)
+    store_rollback(store);
+  planned_free(r.items, r.n);
+  planned_free(r.dels, r.n_dels);
   free(r.items);
+  free(r.dels);
+  free(r.last_id);
+  free(old_key);
   return result;
 }

@@ -9,7 +9,9 @@
  *
  * Each page is merged in its own transaction; nothing of a page that fails
  * to parse or to store is committed. Links from the service are followed
- * only inside the tenant's Graph base URL (graph_get refuses others).
+ * only inside the tenant's Graph base URL (graph_get refuses others), and
+ * a page whose link points elsewhere is refused before anything of it is
+ * stored: a foreign deltaLink committed would fail every later round.
  */
 #include "reader.h"
 
@@ -36,7 +38,16 @@ struct reader {
   time_t last_progress;
   reader_done_fn done;
   void *ctx;
+  reader_page_fn on_page;
+  void *page_ctx;
 };
+
+void
+reader_on_page(struct reader *reader, reader_page_fn fn, void *ctx)
+{
+  reader->on_page = fn;
+  reader->page_ctx = ctx;
+}
 
 static void fetch(struct reader *reader, const char *url);
 
@@ -210,6 +221,7 @@ on_page(void *ctx, const struct graph_response *resp)
   struct reader *reader = ctx;
   struct graph_delta_page page;
   char err[READER_ERRMSG_MAX];
+  const char *link;
 
   if (resp->result == GRAPH_ERR_CANCELLED) {
     fail(reader, 0, "source %s: cancelled", reader->tenant->name);
@@ -235,6 +247,15 @@ on_page(void *ctx, const struct graph_response *resp)
          reader->tenant->name, reader->stats.pages + 1, err);
     return;
   }
+  link = page.next_link != NULL ? page.next_link : page.delta_link;
+  if (!graph_url_is_under(graph_base_url(reader->graph), link)) {
+    fail(reader, 0,
+         "source %s: bad users/delta page %lu: %s is not a URL under %s",
+         reader->tenant->name, reader->stats.pages + 1,
+         page.next_link != NULL ? "@odata.nextLink" : "@odata.deltaLink",
+         graph_base_url(reader->graph));
+    return;
+  }
   if (page.skipped > 0)
     log_warning("delta items without an id skipped source=%s page=%lu "
                 "count=%zu",
@@ -249,6 +270,8 @@ on_page(void *ctx, const struct graph_response *resp)
     return;
   }
   progress(reader);
+  if (reader->on_page != NULL)
+    reader->on_page(reader->page_ctx, &reader->stats);
   fetch(reader, page.next_link);
 }
 

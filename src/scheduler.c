@@ -51,6 +51,7 @@ struct source {
   unsigned long last_items; /* delta items of the last round */
   int triggered;            /* SIGUSR1 came while busy: go again when done */
   int forced; /* SIGUSR1: the next round of its links runs, due or not */
+  unsigned long kick_pages; /* pages read when links last streamed */
 };
 
 enum lrun_state { LRUN_IDLE, LRUN_MEMBERS, LRUN_EXECUTING };
@@ -80,6 +81,7 @@ struct lrun {
   long backoff;      /* seconds before the next round while ops are pending */
   uint64_t next_due; /* RUN: uv_now() from which its next round may run */
   int wanted;        /* its source was read: a round is to run */
+  int partial;       /* this round runs while its source is still read */
   int vis_pending;   /* Exchange visibility checks in flight */
   unsigned long vis_fixed;
 };
@@ -198,6 +200,25 @@ tctx_for(struct scheduler *s, const struct config_tenant *t)
   return NULL;
 }
 
+/* Pace writes to the tenant's Graph gate at its configured limits (one
+ * gate per tenant id, so links that write there share it). Called on
+ * every scheduler_new(), hence on each reload too; unchanged limits keep
+ * what the gate has learnt. */
+static int
+set_budget(struct http *http, const struct config_tenant *t)
+{
+  char gate[160];
+  struct http_gate_limits lim = {
+      .writes = (double)t->graph_write_limit.count,
+      .writes_window = (double)t->graph_write_limit.window,
+      .invitations = (double)t->invitation_limit.count,
+      .invitations_window = (double)t->invitation_limit.window,
+  };
+
+  snprintf(gate, sizeof(gate), "%s/graph", t->tenant_id);
+  return http_gate_set_limits(http, gate, &lim);
+}
+
 static struct tctx *
 tctx_add(struct scheduler *s, const struct config_tenant *t, char *err,
          size_t errlen)
@@ -216,8 +237,14 @@ tctx_add(struct scheduler *s, const struct config_tenant *t, char *err,
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
+  if (set_budget(s->http, t) != 0) {
+    snprintf(err, errlen, "tenant %s: cannot set the Graph budget", t->name);
+    return NULL;
+  }
   return tc;
 }
+
+static void on_page(void *ctx, const struct reader_stats *stats);
 
 /* The reader of `tenant`, made on first use. Every tenant a link touches
  * is read: its source for the people, its target so that objects deleted
@@ -248,6 +275,7 @@ source_for(struct scheduler *s, const struct config_tenant *tenant,
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
+  reader_on_page(src->reader, on_page, src);
   return src;
 }
 
@@ -328,6 +356,7 @@ fail:
 
 static void maybe_finished(struct scheduler *s);
 static void lrun_execute(struct lrun *lr);
+static void lrun_start(struct lrun *lr);
 
 /* RUN: the delay before a source's next round, with up to 10% jitter
  * either way so that links do not fire together. */
@@ -347,11 +376,87 @@ source_arm(struct source *src, uint64_t ms)
     uv_timer_start(&src->timer, on_tick, ms, 0);
 }
 
+/* A link wants a round and both of its tenants have been read and are
+ * not being read: start it. */
+static void
+lrun_maybe_start(struct lrun *lr)
+{
+  if (!lr->wanted || lr->state != LRUN_IDLE)
+    return;
+  if (!lr->source->read_once || !lr->tsource->read_once ||
+      lr->source->reading || lr->tsource->reading)
+    return;
+  lr->wanted = 0;
+  if (lr->source->failed) {
+    /* The link cannot be planned from a source it could not read. */
+    lr->failed = 1;
+    lr->rounds++;
+    return;
+  }
+  lrun_start(lr);
+}
+
+/* A round run while its source was still being read (a long first read
+ * streams: what is stored is planned and written while reading goes on).
+ * It is not a round of the link's own: the one after the read is. */
+static void
+lrun_end_partial(struct lrun *lr)
+{
+  lr->partial = 0;
+  lr->state = LRUN_IDLE;
+  json_decref(lr->members);
+  lr->members = NULL;
+  log_info("link partial round done link=%s created=%lu adopted=%lu "
+           "updated=%lu deleted=%lu restored=%lu failed=%lu pending=%d "
+           "duration=%.2fs (its source is still being read)",
+           lr->link->name, lr->total.created, lr->total.adopted,
+           lr->total.updated, lr->total.deleted, lr->total.restored,
+           lr->total.failed, lr->transient,
+           (double)(uv_hrtime() - lr->started) / 1e9);
+  lr->sum.created += lr->total.created;
+  lr->sum.adopted += lr->total.adopted;
+  lr->sum.updated += lr->total.updated;
+  lr->sum.deleted += lr->total.deleted;
+  lr->sum.restored += lr->total.restored;
+  lr->sum.failed += lr->total.failed;
+  lr->op_retries += (unsigned long long)lr->transient;
+  lrun_maybe_start(lr);
+  maybe_finished(lr->s);
+}
+
+/* After every STREAM_PAGES pages of a source's read, its idle links run
+ * a partial round over what is stored so far. */
+#define STREAM_PAGES 10
+
+static void
+on_page(void *ctx, const struct reader_stats *stats)
+{
+  struct source *src = ctx;
+  struct scheduler *s = src->s;
+
+  if (s->opts.mode == SCHEDULER_PLAN || s->stopping ||
+      stats->pages < src->kick_pages + STREAM_PAGES)
+    return;
+  src->kick_pages = stats->pages;
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    struct lrun *lr = &s->lruns[i];
+    if (lr->source != src || lr->tsource == src || lr->state != LRUN_IDLE ||
+        !lr->tsource->read_once || lr->tsource->reading)
+      continue;
+    lr->partial = 1;
+    lrun_start(lr);
+  }
+}
+
 static void
 lrun_end(struct lrun *lr)
 {
   struct scheduler *s = lr->s;
 
+  if (lr->partial) {
+    lrun_end_partial(lr);
+    return;
+  }
   lr->state = LRUN_IDLE;
   lr->rounds++;
   json_decref(lr->members);
@@ -365,11 +470,14 @@ lrun_end(struct lrun *lr)
              lr->total.adopted, lr->total.updated, lr->total.deleted,
              lr->total.restored, lr->total.failed, lr->transient,
              lr->last_round_seconds);
+    log_debug("link round cost link=%s store_statements=%llu (since start)",
+              lr->link->name, store_statements(s->store));
     if (lr->transient > 0)
       log_warning("operations left pending, retried in the next round "
-                  "link=%s pending=%d (run with log_level = debug for each "
-                  "one's error)",
-                  lr->link->name, lr->transient);
+                  "link=%s pending=%d last_error=\"%s\" (log_level = debug "
+                  "shows each one's error)",
+                  lr->link->name, lr->transient,
+                  executor_last_error(lr->executor));
     if (!lr->failed && lr->transient == 0 && lr->total.failed == 0 &&
         store_link_success(s->store, lr->link->name, time(NULL)) != 0)
       lr->failed = 1;
@@ -548,6 +656,9 @@ static void
 lrun_execute(struct lrun *lr)
 {
   lr->state = LRUN_EXECUTING;
+  if (lr->pass == 0 &&
+      store_link_run_start(lr->s->store, lr->link->name, time(NULL)) != 0)
+    log_warning("cannot record the start of a round link=%s", lr->link->name);
   if (executor_run(lr->executor, on_executed, lr) != 0) {
     log_error("cannot run the outbox link=%s", lr->link->name);
     lr->failed = 1;
@@ -677,19 +788,8 @@ on_read(void *ctx, int result, int permanent, const char *errmsg,
    * read now, whichever read ends last. */
   for (size_t i = 0; i < s->n_lruns; i++) {
     struct lrun *lr = &s->lruns[i];
-    if ((lr->source != src && lr->tsource != src) || !lr->wanted)
-      continue;
-    if (!lr->source->read_once || !lr->tsource->read_once ||
-        lr->source->reading || lr->tsource->reading || lr->state != LRUN_IDLE)
-      continue;
-    lr->wanted = 0;
-    if (lr->source->failed) {
-      /* The link cannot be planned from a source it could not read. */
-      lr->failed = 1;
-      lr->rounds++;
-      continue;
-    }
-    lrun_start(lr);
+    if (lr->source == src || lr->tsource == src)
+      lrun_maybe_start(lr);
   }
   maybe_finished(s);
 }
@@ -699,6 +799,7 @@ source_read(struct source *src)
 {
   if (src->reading || src->s->stopping)
     return;
+  src->kick_pages = 0;
   if (reader_round(src->reader, on_read, src) != 0) {
     log_error("cannot start a delta round source=%s", src->tc->tenant->name);
     src->failed = 1;
@@ -926,6 +1027,15 @@ scheduler_write_metrics(const struct scheduler *s, const char *path)
       m->by_status = st;
       m->tenant = tc->tenant->name;
       m->service = services[k];
+      if (k == 1) { /* graph: the write budget, when it has limits */
+        struct http_gate_budget b;
+        if (http_gate_budget(s->http, gate, &b) == 0 && b.write_rate_max > 0) {
+          m->has_budget = 1;
+          m->write_rate = b.write_rate;
+          m->write_rate_max = b.write_rate_max;
+          m->budget_waited = b.waited;
+        }
+      }
       n_svc++;
     }
   }

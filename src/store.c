@@ -15,7 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -52,6 +55,14 @@ enum stmt_id {
   ST_UNVERIFIED,
   ST_SET_VISIBLE,
   ST_NOT_VISIBLE,
+  ST_PLAN_ROWS_SINCE,
+  ST_SEQ_NOW,
+  ST_PLAN_MARK_GET,
+  ST_PLAN_MARK_SET,
+  ST_REPLAN_ADD,
+  ST_REPLAN_CLEAR,
+  ST_RUN_START,
+  ST_RUN_DONE,
   ST__COUNT
 };
 
@@ -62,10 +73,15 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_SOURCE_GET] = "SELECT attrs, removed FROM source_object"
                       " WHERE tenant = ?1 AND id = ?2",
     [ST_SOURCE_PUT] =
-        "INSERT INTO source_object (tenant, id, attrs, removed, seen_gen)"
-        " VALUES (?1, ?2, ?3, ?4, ?5)"
+        "INSERT INTO source_object (tenant, id, attrs, removed, seen_gen,"
+        " seq) VALUES (?1, ?2, ?3, ?4, ?5,"
+        " (SELECT coalesce(max(seq), 0) + 1 FROM source_object))"
         " ON CONFLICT (tenant, id) DO UPDATE SET attrs = excluded.attrs,"
-        " removed = excluded.removed, seen_gen = excluded.seen_gen",
+        " removed = excluded.removed, seen_gen = excluded.seen_gen,"
+        /* Only a change moves the object into the next incremental plan. */
+        " seq = CASE WHEN source_object.attrs IS excluded.attrs AND"
+        " source_object.removed = excluded.removed THEN source_object.seq"
+        " ELSE excluded.seq END",
     [ST_SOURCE_COUNT] = "SELECT removed, count(*) FROM source_object"
                         " WHERE tenant = ?1 GROUP BY removed",
     [ST_DELTA_GET] = "SELECT delta_link, select_list, gen, full,"
@@ -81,15 +97,15 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " WHERE tenant = ?1",
     [ST_DELTA_FINISH] = "UPDATE delta_state SET delta_link = ?2, full = 0,"
                         " last_round = ?3 WHERE tenant = ?1",
-    [ST_MARK_UNSEEN] = "UPDATE source_object SET removed = 2"
-                       " WHERE tenant = ?1 AND removed <> 2"
-                       " AND seen_gen < ?2",
-    [ST_LINK_OBJECTS] = "SELECT count(*) FROM target_object WHERE link = ?1"
-                        " AND state <> 'deleted'",
+    [ST_MARK_UNSEEN] =
+        "UPDATE source_object SET removed = 2,"
+        " seq = (SELECT coalesce(max(seq), 0) + 1 FROM source_object)"
+        " WHERE tenant = ?1 AND removed <> 2 AND seen_gen < ?2",
+    [ST_LINK_OBJECTS] = "SELECT objects FROM link_state WHERE link = ?1",
     [ST_LINK_OPS] = "SELECT state, count(*) FROM op WHERE link = ?1"
                     " GROUP BY state",
-    [ST_LINK_STATE] = "SELECT deletes_held, last_success FROM link_state"
-                      " WHERE link = ?1",
+    [ST_LINK_STATE] = "SELECT deletes_held, last_success, run_started,"
+                      " run_done FROM link_state WHERE link = ?1",
     [ST_PLAN_ROWS] =
         "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
         " t.state, o.id, o.kind, o.hash, o.state, g.removed"
@@ -97,7 +113,42 @@ static const char *const stmt_sql[ST__COUNT] = {
         " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
         " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
         " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
-        " WHERE s.tenant = ?2 ORDER BY s.id",
+        " WHERE s.tenant = ?2 AND s.id > ?4 ORDER BY s.id LIMIT ?5",
+    /* The same, only for objects changed since seq ?6: the source object
+     * itself, its target object as the target tenant's delta saw it, or
+     * an outcome of the executor that asks for a new decision. */
+    [ST_PLAN_ROWS_SINCE] =
+        "WITH changed (id) AS ("
+        " SELECT id FROM source_object WHERE tenant = ?2 AND seq > ?6"
+        " UNION SELECT t2.source_id FROM source_object g2"
+        " JOIN target_object t2 ON t2.link = ?1 AND t2.target_id = g2.id"
+        " WHERE g2.tenant = ?3 AND g2.seq > ?6"
+        " UNION SELECT source_id FROM replan WHERE link = ?1)"
+        /* CROSS JOIN: from the changed ids to their rows, never a scan of
+         * the tenant. */
+        " SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
+        " t.state, o.id, o.kind, o.hash, o.state, g.removed"
+        " FROM changed c CROSS JOIN source_object s"
+        " ON s.tenant = ?2 AND s.id = c.id"
+        " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
+        " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
+        " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
+        " WHERE c.id > ?4 ORDER BY c.id LIMIT ?5",
+    [ST_SEQ_NOW] = "SELECT coalesce(max(seq), 0) FROM source_object",
+    [ST_PLAN_MARK_GET] = "SELECT plan_key, planned_seq FROM link_state"
+                         " WHERE link = ?1",
+    [ST_PLAN_MARK_SET] =
+        "INSERT INTO link_state (link, plan_key, planned_seq)"
+        " VALUES (?1, ?2, ?3) ON CONFLICT (link) DO UPDATE SET"
+        " plan_key = excluded.plan_key, planned_seq = excluded.planned_seq",
+    [ST_REPLAN_ADD] = "INSERT OR IGNORE INTO replan (link, source_id)"
+                      " VALUES (?1, ?2)",
+    [ST_REPLAN_CLEAR] = "DELETE FROM replan WHERE link = ?1",
+    [ST_RUN_START] = "INSERT INTO link_state (link, run_started, run_done)"
+                     " VALUES (?1, ?2, 0) ON CONFLICT (link) DO UPDATE SET"
+                     " run_started = excluded.run_started, run_done = 0",
+    [ST_RUN_DONE] = "UPDATE link_state SET run_done = run_done + 1"
+                    " WHERE link = ?1",
     [ST_OP_PUT] =
         "INSERT INTO op (link, source_id, kind, payload, desired, hash,"
         " state, target_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
@@ -115,7 +166,7 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_OPS_LIST] =
         "SELECT id, source_id, kind, payload, desired, hash, state, attempts,"
         " last_error, target_id FROM op WHERE link = ?1 AND state = ?2"
-        " ORDER BY id LIMIT ?3",
+        " AND id > ?4 ORDER BY id LIMIT ?3",
     [ST_OP_SET_TARGET] = "UPDATE op SET target_id = ?2 WHERE id = ?1",
     [ST_OP_FAIL] = "UPDATE op SET attempts = attempts + 1, last_error = ?2,"
                    " state = CASE WHEN ?3 THEN 'failed' ELSE state END"
@@ -209,12 +260,91 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " link TEXT PRIMARY KEY,"
           " deletes_held INTEGER NOT NULL DEFAULT 0,"
           " last_success INTEGER NOT NULL DEFAULT 0);",
+    /* Incremental planning: a change sequence on source objects, each
+     * link's plan mark, and objects the executor asks to decide again. */
+    /* source_object becomes a rowid table: its rows (about 1 kB of
+     * JSON) are too large for WITHOUT ROWID, which spilled most of them
+     * to overflow pages (three times the size on disk). */
+    [2] = "CREATE TABLE source_object2 ("
+          " tenant TEXT NOT NULL,"
+          " id TEXT NOT NULL,"
+          " attrs TEXT NOT NULL,"
+          " removed INTEGER NOT NULL DEFAULT 0,"
+          " seen_gen INTEGER NOT NULL DEFAULT 0,"
+          " seq INTEGER NOT NULL DEFAULT 0,"
+          " PRIMARY KEY (tenant, id));"
+          "INSERT INTO source_object2 (tenant, id, attrs, removed, seen_gen)"
+          " SELECT tenant, id, attrs, removed, seen_gen FROM source_object;"
+          "DROP TABLE source_object;"
+          "ALTER TABLE source_object2 RENAME TO source_object;"
+          "CREATE INDEX source_seq ON source_object (tenant, seq);"
+          "CREATE INDEX target_by_id ON target_object (link, target_id);"
+          "CREATE INDEX target_unverified ON target_object (link, updated_at)"
+          " WHERE state = 'active' AND exo_visible = 0;"
+          "ALTER TABLE link_state ADD COLUMN plan_key TEXT;"
+          "ALTER TABLE link_state ADD COLUMN planned_seq INTEGER NOT NULL"
+          " DEFAULT 0;"
+          /* Progress of the link's current round, for status. */
+          "ALTER TABLE link_state ADD COLUMN run_started INTEGER NOT NULL"
+          " DEFAULT 0;"
+          "ALTER TABLE link_state ADD COLUMN run_done INTEGER NOT NULL"
+          " DEFAULT 0;"
+          "CREATE TABLE replan ("
+          " link TEXT NOT NULL,"
+          " source_id TEXT NOT NULL,"
+          " PRIMARY KEY (link, source_id)) WITHOUT ROWID;"
+          /* The objects a link manages, kept by triggers so that status
+           * and every round read one row instead of counting them. */
+          "ALTER TABLE link_state ADD COLUMN objects INTEGER NOT NULL"
+          " DEFAULT 0;"
+          "INSERT OR IGNORE INTO link_state (link)"
+          " SELECT DISTINCT link FROM target_object;"
+          "UPDATE link_state SET objects = (SELECT count(*) FROM"
+          " target_object t WHERE t.link = link_state.link AND"
+          " t.state <> 'deleted');"
+          "CREATE TRIGGER target_added AFTER INSERT ON target_object"
+          " WHEN new.state <> 'deleted' BEGIN"
+          " INSERT INTO link_state (link, objects) VALUES (new.link, 1)"
+          " ON CONFLICT (link) DO UPDATE SET objects = objects + 1; END;"
+          "CREATE TRIGGER target_removed AFTER DELETE ON target_object"
+          " WHEN old.state <> 'deleted' BEGIN"
+          " UPDATE link_state SET objects = objects - 1"
+          " WHERE link = old.link; END;"
+          "CREATE TRIGGER target_changed AFTER UPDATE OF state"
+          " ON target_object WHEN (old.state <> 'deleted') <>"
+          " (new.state <> 'deleted') BEGIN"
+          " UPDATE link_state SET objects = objects +"
+          " (CASE WHEN new.state <> 'deleted' THEN 1 ELSE -1 END)"
+          " WHERE link = new.link; END;",
 };
 
 struct store {
   sqlite3 *db;
   sqlite3_stmt *stmt[ST__COUNT];
   int in_tx;
+  int failed; /* a statement failed since store_open(): see store_failed() */
+  unsigned long long statements; /* run since store_open() */
+};
+
+/* SQLITE_TRACE_STMT: one call each time a statement starts running. */
+static int
+count_statement(unsigned type, void *ctx, void *p, void *x)
+{
+  (void)type;
+  (void)p;
+  (void)x;
+  ((struct store *)ctx)->statements++;
+  return 0;
+}
+
+unsigned long long
+store_statements(const struct store *store)
+{
+  return store->statements;
+}
+
+struct store_lock {
+  int fd;
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -249,10 +379,29 @@ prep(struct store *store, enum stmt_id id)
   return st;
 }
 
+/* " (<strerror>)" when the last error came from the file system (a full
+ * or read-only disk says so plainly), else "". */
+static const char *
+os_error(sqlite3 *db, char *buf, size_t len)
+{
+  int code = sqlite3_errcode(db) & 0xff;
+  int sys = sqlite3_system_errno(db);
+
+  buf[0] = '\0';
+  if (sys != 0 && (code == SQLITE_FULL || code == SQLITE_IOERR ||
+                   code == SQLITE_CANTOPEN || code == SQLITE_READONLY))
+    snprintf(buf, len, " (%s)", strerror(sys));
+  return buf;
+}
+
 static int
 fail(struct store *store, sqlite3_stmt *st, const char *what)
 {
-  log_error("store: %s failed: %s", what, sqlite3_errmsg(store->db));
+  char os[128];
+
+  log_error("store: %s failed: %s%s", what, sqlite3_errmsg(store->db),
+            os_error(store->db, os, sizeof(os)));
+  store->failed = 1;
   if (st != NULL)
     sqlite3_reset(st);
   return -1;
@@ -286,11 +435,9 @@ col_strdup(sqlite3_stmt *st, int i)
 }
 
 static int
-migrate(struct store *store, char *err, size_t errlen)
+read_version(struct store *store, int *version, char *err, size_t errlen)
 {
   sqlite3_stmt *st = NULL;
-  int version = 0;
-  char *msg = NULL;
 
   if (sqlite3_prepare_v2(store->db, "PRAGMA user_version", -1, &st, NULL) !=
           SQLITE_OK ||
@@ -300,23 +447,42 @@ migrate(struct store *store, char *err, size_t errlen)
     sqlite3_finalize(st);
     return -1;
   }
-  version = sqlite3_column_int(st, 0);
+  *version = sqlite3_column_int(st, 0);
   sqlite3_finalize(st);
+  return 0;
+}
 
-  if (version > STORE_SCHEMA_VERSION) {
-    set_err(err, errlen,
-            "state.db has schema version %d, newer than this galbridge "
-            "understands (%d); use a newer galbridge or a fresh state_dir",
-            version, STORE_SCHEMA_VERSION);
+static int
+migrate(struct store *store, char *err, size_t errlen)
+{
+  int version = 0;
+  char *msg = NULL;
+
+  if (read_version(store, &version, err, errlen) != 0)
     return -1;
-  }
-
-  for (int v = version + 1; v <= STORE_SCHEMA_VERSION; v++) {
+  while (version < STORE_SCHEMA_VERSION) {
     char pragma[64];
-    snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v);
+    int v;
+    /* Another process may be migrating too (status beside a daemon's
+     * first start): read the version again under the write lock. */
     if (sqlite3_exec(store->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) !=
-            SQLITE_OK ||
-        sqlite3_exec(store->db, migrations[v], NULL, NULL, &msg) !=
+        SQLITE_OK) {
+      set_err(err, errlen, "cannot begin a migration: %s",
+              msg != NULL ? msg : sqlite3_errmsg(store->db));
+      sqlite3_free(msg);
+      return -1;
+    }
+    if (read_version(store, &version, err, errlen) != 0) {
+      sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
+      return -1;
+    }
+    if (version >= STORE_SCHEMA_VERSION) {
+      sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
+      break;
+    }
+    v = version + 1;
+    snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v);
+    if (sqlite3_exec(store->db, migrations[v], NULL, NULL, &msg) !=
             SQLITE_OK ||
         sqlite3_exec(store->db, pragma, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(store->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
@@ -327,29 +493,147 @@ migrate(struct store *store, char *err, size_t errlen)
       return -1;
     }
     log_info("store: migrated schema version=%d", v);
+    version = v;
+  }
+  if (version > STORE_SCHEMA_VERSION) {
+    set_err(err, errlen,
+            "state.db has schema version %d, newer than this galbridge "
+            "understands (%d); use a newer galbridge or a fresh state_dir",
+            version, STORE_SCHEMA_VERSION);
+    return -1;
   }
   return 0;
+}
+
+static int
+make_state_dir(const char *state_dir, char *err, size_t errlen)
+{
+  /* Owner only: the database names every person synced. */
+  if (mkdir(state_dir, 0700) != 0 && errno != EEXIST) {
+    set_err(err, errlen, "cannot create state_dir %s: %s", state_dir,
+            strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+/* Create `path` 0600 if it is missing, whatever the umask, and take group
+ * and other access away if it has any. SQLite gives the -wal and -shm
+ * files the database's mode, so they follow. Also the first clear error
+ * of a read-only state_dir. */
+static int
+private_file(const char *path, char *err, size_t errlen)
+{
+  struct stat sb;
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+  if (fd < 0) {
+    set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (fstat(fd, &sb) == 0 && (sb.st_mode & 077) != 0) {
+    if (fchmod(fd, 0600) == 0)
+      log_notice("store: %s was readable by others, now mode 0600", path);
+    else
+      log_warning("store: %s is readable by others and cannot be made "
+                  "0600: %s",
+                  path, strerror(errno));
+  }
+  close(fd);
+  return 0;
+}
+
+int
+store_lock(const char *state_dir, struct store_lock **out, int *busy,
+           char *err, size_t errlen)
+{
+  struct store_lock *lock = NULL;
+  char path[4096], pid[32];
+  int fd, len;
+
+  *out = NULL;
+  if (busy != NULL)
+    *busy = 0;
+  if (make_state_dir(state_dir, err, errlen) != 0)
+    return -1;
+  if ((size_t)snprintf(path, sizeof(path), "%s/lock", state_dir) >=
+      sizeof(path)) {
+    set_err(err, errlen, "state_dir path too long");
+    return -1;
+  }
+  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+      pid[n > 0 ? n : 0] = '\0';
+      pid[strspn(pid, "0123456789")] = '\0';
+      set_err(err, errlen,
+              "state_dir %s is in use by another galbridge (pid %s): only "
+              "one run, sync or plan at a time may use it ('galbridge "
+              "status' works meanwhile)",
+              state_dir, pid[0] != '\0' ? pid : "unknown");
+      if (busy != NULL)
+        *busy = 1;
+    } else {
+      set_err(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+    }
+    close(fd);
+    return -1;
+  }
+  /* Who holds it, for the message above. Only informative: a full disk
+   * may refuse it, and the lock holds all the same. */
+  len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+    log_debug("store: cannot write the pid into %s: %s", path,
+              strerror(errno));
+  lock = malloc(sizeof(*lock));
+  if (lock == NULL) {
+    close(fd);
+    set_err(err, errlen, "out of memory");
+    return -1;
+  }
+  lock->fd = fd;
+  *out = lock;
+  return 0;
+}
+
+void
+store_unlock(struct store_lock *lock)
+{
+  if (lock == NULL)
+    return;
+  close(lock->fd); /* releases the flock */
+  free(lock);
+}
+
+int
+store_failed(const struct store *store)
+{
+  return store != NULL && store->failed;
 }
 
 int
 store_open(const char *state_dir, struct store **out, char *err, size_t errlen)
 {
   struct store *store = NULL;
-  char path[4096];
+  char path[4096], os[128];
   char *msg = NULL;
-  int result = -1;
+  int rc, result = -1;
 
   *out = NULL;
-  if (mkdir(state_dir, 0700) != 0 && errno != EEXIST) {
-    set_err(err, errlen, "cannot create state_dir %s: %s", state_dir,
-            strerror(errno));
+  if (make_state_dir(state_dir, err, errlen) != 0)
     return -1;
-  }
   if ((size_t)snprintf(path, sizeof(path), "%s/state.db", state_dir) >=
       sizeof(path)) {
     set_err(err, errlen, "state_dir path too long");
     return -1;
   }
+  if (private_file(path, err, errlen) != 0)
+    return -1;
 
   store = calloc(1, sizeof(*store));
   if (store == NULL) {
@@ -360,23 +644,37 @@ store_open(const char *state_dir, struct store **out, char *err, size_t errlen)
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                           SQLITE_OPEN_NOMUTEX,
                       NULL) != SQLITE_OK) {
-    set_err(err, errlen, "cannot open %s: %s", path,
-            store->db ? sqlite3_errmsg(store->db) : "out of memory");
+    set_err(err, errlen, "cannot open %s: %s%s", path,
+            store->db ? sqlite3_errmsg(store->db) : "out of memory",
+            store->db ? os_error(store->db, os, sizeof(os)) : "");
     goto out;
   }
   sqlite3_busy_timeout(store->db, 5000);
+  sqlite3_trace_v2(store->db, SQLITE_TRACE_STMT, count_statement, store);
   sqlite3_extended_result_codes(store->db, 1);
   /* WAL: readers (status) never block the daemon's writes. synchronous
    * NORMAL in WAL mode keeps every commit atomic and consistent across a
    * crash of the process; only an OS crash may lose the last commits,
    * which the outbox and delta re-reads make up for. */
-  if (sqlite3_exec(store->db,
-                   "PRAGMA journal_mode = WAL;"
-                   "PRAGMA synchronous = NORMAL;"
-                   "PRAGMA foreign_keys = ON;",
-                   NULL, NULL, &msg) != SQLITE_OK) {
-    set_err(err, errlen, "cannot set up %s: %s", path,
-            msg ? msg : sqlite3_errmsg(store->db));
+  /* Switching a new file to WAL takes an exclusive lock that the busy
+   * timeout does not wait for: a `status` started while the daemon makes
+   * the file tries again for a few seconds. */
+  for (int tries = 0;; tries++) {
+    rc = sqlite3_exec(store->db,
+                      "PRAGMA journal_mode = WAL;"
+                      "PRAGMA synchronous = NORMAL;"
+                      "PRAGMA foreign_keys = ON;",
+                      NULL, NULL, &msg);
+    if ((rc & 0xff) != SQLITE_BUSY || tries >= 50)
+      break;
+    sqlite3_free(msg);
+    msg = NULL;
+    sqlite3_sleep(100);
+  }
+  if (rc != SQLITE_OK) {
+    set_err(err, errlen, "cannot set up %s: %s%s", path,
+            msg ? msg : sqlite3_errmsg(store->db),
+            os_error(store->db, os, sizeof(os)));
     sqlite3_free(msg);
     goto out;
   }
@@ -434,6 +732,10 @@ store_rollback(struct store *store)
   if (!store->in_tx)
     return;
   store->in_tx = 0;
+  /* A failed COMMIT (SQLITE_FULL, SQLITE_IOERR) may have rolled back
+   * already. */
+  if (sqlite3_get_autocommit(store->db))
+    return;
   st = prep(store, ST_ROLLBACK);
   if (st != NULL)
     (void)exec_stmt(store, st, "rollback");
@@ -646,9 +948,11 @@ store_link_counts(struct store *store, const char *link,
   if (st == NULL)
     return -1;
   bind_text(st, 1, link);
-  if (sqlite3_step(st) != SQLITE_ROW)
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    out->objects = sqlite3_column_int64(st, 0);
+  else if (rc != SQLITE_DONE) /* DONE: the link has never run */
     return fail(store, st, "counting target objects");
-  out->objects = sqlite3_column_int64(st, 0);
   sqlite3_reset(st);
 
   st = prep(store, ST_LINK_OPS);
@@ -674,6 +978,8 @@ store_link_counts(struct store *store, const char *link,
   if (rc == SQLITE_ROW) {
     out->deletes_held = sqlite3_column_int64(st, 0);
     out->last_success = (time_t)sqlite3_column_int64(st, 1);
+    out->run_started = (time_t)sqlite3_column_int64(st, 2);
+    out->run_done = sqlite3_column_int64(st, 3);
   } else if (rc != SQLITE_DONE) {
     return fail(store, st, "reading link state");
   }
@@ -692,9 +998,11 @@ col_text(sqlite3_stmt *st, int i)
 int
 store_plan_rows(struct store *store, const char *link,
                 const char *source_tenant, const char *target_tenant,
+                long long since, const char *after_id, size_t limit,
                 store_plan_fn fn, void *ctx)
 {
-  sqlite3_stmt *st = prep(store, ST_PLAN_ROWS);
+  sqlite3_stmt *st =
+      prep(store, since < 0 ? ST_PLAN_ROWS : ST_PLAN_ROWS_SINCE);
   int rc, stop = 0;
 
   if (st == NULL)
@@ -702,6 +1010,10 @@ store_plan_rows(struct store *store, const char *link,
   bind_text(st, 1, link);
   bind_text(st, 2, source_tenant);
   bind_text(st, 3, target_tenant);
+  bind_text(st, 4, after_id != NULL ? after_id : "");
+  sqlite3_bind_int64(st, 5, limit > 0 ? (sqlite3_int64)limit : -1);
+  if (since >= 0)
+    sqlite3_bind_int64(st, 6, since);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     struct store_plan_row row = {
         .source_id = col_text(st, 0),
@@ -726,6 +1038,81 @@ store_plan_rows(struct store *store, const char *link,
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   return stop;
+}
+
+int
+store_link_run_start(struct store *store, const char *link, time_t now)
+{
+  sqlite3_stmt *st = prep(store, ST_RUN_START);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+  return exec_stmt(store, st, "starting a link's round");
+}
+
+int
+store_seq_now(struct store *store, long long *seq)
+{
+  sqlite3_stmt *st = prep(store, ST_SEQ_NOW);
+
+  if (st == NULL)
+    return -1;
+  if (sqlite3_step(st) != SQLITE_ROW)
+    return fail(store, st, "reading the change sequence");
+  *seq = sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  return 0;
+}
+
+int
+store_plan_mark_get(struct store *store, const char *link, char **key,
+                    long long *planned_seq)
+{
+  sqlite3_stmt *st = prep(store, ST_PLAN_MARK_GET);
+  int rc;
+
+  *key = NULL;
+  *planned_seq = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *key = col_strdup(st, 0);
+    *planned_seq = sqlite3_column_int64(st, 1);
+    if (sqlite3_column_type(st, 0) != SQLITE_NULL && *key == NULL) {
+      sqlite3_reset(st);
+      log_error("store: out of memory");
+      return -1;
+    }
+  } else if (rc != SQLITE_DONE) {
+    return fail(store, st, "reading the plan mark");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+int
+store_plan_mark_set(struct store *store, const char *link, const char *key,
+                    long long planned_seq)
+{
+  sqlite3_stmt *st = prep(store, ST_PLAN_MARK_SET);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, key);
+  sqlite3_bind_int64(st, 3, planned_seq);
+  if (exec_stmt(store, st, "saving the plan mark") != 0)
+    return -1;
+  st = prep(store, ST_REPLAN_CLEAR);
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  return exec_stmt(store, st, "clearing objects to plan again");
 }
 
 int
@@ -781,6 +1168,14 @@ int
 store_ops_list(struct store *store, const char *link, const char *state,
                size_t max, struct store_op **ops, size_t *n)
 {
+  return store_ops_list_after(store, link, state, 0, max, ops, n);
+}
+
+int
+store_ops_list_after(struct store *store, const char *link, const char *state,
+                     long long after_id, size_t max, struct store_op **ops,
+                     size_t *n)
+{
   sqlite3_stmt *st = prep(store, ST_OPS_LIST);
   struct store_op *list = NULL;
   size_t count = 0, cap = 0;
@@ -793,6 +1188,7 @@ store_ops_list(struct store *store, const char *link, const char *state,
   bind_text(st, 1, link);
   bind_text(st, 2, state);
   sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
+  sqlite3_bind_int64(st, 4, after_id);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     struct store_op *op;
     if (count == cap) {
@@ -869,6 +1265,14 @@ store_op_complete(struct store *store, long long op_id, const char *link,
   if (store_begin(store) != 0)
     return -1;
   if (state == NULL) {
+    /* The object is to be decided again from scratch, changed or not. */
+    st = prep(store, ST_REPLAN_ADD);
+    if (st == NULL)
+      goto fail;
+    bind_text(st, 1, link);
+    bind_text(st, 2, source_id);
+    if (exec_stmt(store, st, "queueing an object to plan again") != 0)
+      goto fail;
     st = prep(store, ST_TARGET_DELETE);
     if (st == NULL)
       goto fail;
@@ -895,7 +1299,14 @@ store_op_complete(struct store *store, long long op_id, const char *link,
     sqlite3_bind_int64(st, 7, (sqlite3_int64)now);
   }
   if (exec_stmt(store, st, "writing a target object") != 0 ||
-      store_op_delete(store, op_id) != 0 || store_commit(store) != 0)
+      store_op_delete(store, op_id) != 0)
+    goto fail;
+  st = prep(store, ST_RUN_DONE);
+  if (st == NULL)
+    goto fail;
+  bind_text(st, 1, link);
+  if (exec_stmt(store, st, "counting progress") != 0 ||
+      store_commit(store) != 0)
     goto fail;
   return 0;
 fail:
@@ -929,8 +1340,9 @@ store_link_approve(struct store *store, const char *link, long long *released)
 {
   sqlite3_stmt *st = prep(store, ST_APPROVE);
   long long held;
+  int own_tx = !store->in_tx; /* else part of the caller's transaction */
 
-  if (st == NULL || store_begin(store) != 0)
+  if (st == NULL || (own_tx && store_begin(store) != 0))
     return -1;
   bind_text(st, 1, link);
   if (exec_stmt(store, st, "releasing held deletes") != 0)
@@ -938,11 +1350,12 @@ store_link_approve(struct store *store, const char *link, long long *released)
   if (released != NULL)
     *released = sqlite3_changes64(store->db);
   if (store_link_count_held(store, link, &held) != 0 ||
-      store_commit(store) != 0)
+      (own_tx && store_commit(store) != 0))
     goto fail;
   return 0;
 fail:
-  store_rollback(store);
+  if (own_tx)
+    store_rollback(store);
   return -1;
 }
 

@@ -1225,6 +1225,30 @@ test_free_cancels(void **state)
   fx_free(f);
 }
 
+/* Found by tests/fuzz/fuzz_exo_error: an id or type made only of control
+ * characters (or a tab) passed as the "id|type|text" form, and came out
+ * empty once control characters became spaces and were trimmed. */
+static void
+test_decode_error_blank_fields(void **state)
+{
+  static const char *const bodies[] = {
+      "{\"error\":{\"details\":[{\"message\":\"ETE|\x7f\x7f|t\"}]}}",
+      "{\"error\":{\"details\":[{\"message\":\"\\t|T|t\"}]}}",
+      "{\"error\":{\"details\":[{\"message\":\"Ex\\u0001|T|t\"}]}}",
+      "{\"error\":{\"details\":[{\"message\":\"Ex|T\\n|t\"}]}}",
+  };
+  char id[16], ex[128], text[256];
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+    int rc = exo_decode_error(bodies[i], strlen(bodies[i]), id, sizeof(id), ex,
+                              sizeof(ex), text, sizeof(text));
+    if (rc != -1 || id[0] != '\0' || ex[0] != '\0' || text[0] == '\0')
+      fail_msg("body %zu: rc=%d id=[%s] ex=[%s] text=[%s]", i, rc, id, ex,
+               text);
+  }
+}
+
 int
 main(void)
 {
@@ -1238,6 +1262,7 @@ main(void)
       cmocka_unit_test(test_401_refresh),
       cmocka_unit_test(test_concurrency),
       cmocka_unit_test(test_free_cancels),
+      cmocka_unit_test(test_decode_error_blank_fields),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -46,9 +47,9 @@ static void
 remove_dir(const char *dir)
 {
   static const char *const names[] = {"state.db", "state.db-wal",
-                                      "state.db-shm"};
+                                      "state.db-shm", "lock"};
   char path[128];
-  for (size_t i = 0; i < 3; i++) {
+  for (size_t i = 0; i < 4; i++) {
     snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
     unlink(path);
   }
@@ -241,6 +242,65 @@ open_fails_cleanly_on_bad_dir(void **state)
   assert_non_null(strstr(err, "state_dir"));
 }
 
+/* One process at a time: a second lock on the directory is refused with
+ * the holder's pid, and taken once the first is let go. */
+static void
+lock_is_exclusive(void **state)
+{
+  struct fixture *f = *state;
+  struct store_lock *a = NULL, *b = NULL;
+  char err[512], want[64], path[128];
+  struct stat sb;
+  int busy = 0;
+
+  assert_int_equal(store_lock(f->dir, &a, &busy, err, sizeof(err)), 0);
+  assert_non_null(a);
+  assert_int_equal(busy, 0);
+  assert_int_equal(store_lock(f->dir, &b, &busy, err, sizeof(err)), -1);
+  assert_null(b);
+  assert_int_equal(busy, 1);
+  snprintf(want, sizeof(want), "in use by another galbridge (pid %ld)",
+           (long)getpid());
+  assert_non_null(strstr(err, want));
+  snprintf(path, sizeof(path), "%s/lock", f->dir);
+  assert_int_equal(stat(path, &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0600);
+  store_unlock(a);
+  assert_int_equal(store_lock(f->dir, &b, &busy, err, sizeof(err)), 0);
+  assert_int_equal(busy, 0);
+  store_unlock(b);
+  store_unlock(NULL);
+}
+
+/* Whatever the umask: the directory 0700, the database 0600, and a
+ * database left readable by others is made 0600 again. */
+static void
+files_are_private(void **state)
+{
+  struct fixture *f = *state;
+  char dir[80], path[160], err[256];
+  struct store *s = NULL;
+  struct stat sb;
+  mode_t old = umask(022);
+
+  snprintf(dir, sizeof(dir), "%s/sub", f->dir);
+  assert_int_equal(store_open(dir, &s, err, sizeof(err)), 0);
+  assert_int_equal(store_failed(s), 0);
+  store_close(s);
+  assert_int_equal(stat(dir, &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0700);
+  snprintf(path, sizeof(path), "%s/state.db", dir);
+  assert_int_equal(stat(path, &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0600);
+  assert_int_equal(chmod(path, 0644), 0);
+  assert_int_equal(store_open(dir, &s, err, sizeof(err)), 0);
+  store_close(s);
+  assert_int_equal(stat(path, &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0600);
+  umask(old);
+  remove_dir(dir);
+}
+
 int
 main(void)
 {
@@ -256,6 +316,8 @@ main(void)
       cmocka_unit_test_setup_teardown(
           reopen_keeps_data_and_refuses_newer_schema, setup, teardown),
       cmocka_unit_test(open_fails_cleanly_on_bad_dir),
+      cmocka_unit_test_setup_teardown(lock_is_exclusive, setup, teardown),
+      cmocka_unit_test_setup_teardown(files_are_private, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,358 @@
+/*
+ * Unit tests: incremental planning through the store. A round weighs only
+ * the objects changed since the link's last round (the source object, its
+ * target object in the target tenant's delta, or an executor outcome that
+ * removed the target row), all of them again after a change of the plan
+ * key, and its result is the one a full plan would give.
+ */
+#define _XOPEN_SOURCE 700
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "planner.h"
+#include "store.h"
+
+#define SRC "aaaaaaaa-1111-1111-1111-111111111111"
+#define DST "bbbbbbbb-2222-2222-2222-222222222222"
+#define LINK "a-to-b"
+#define PEOPLE 1200 /* more than one chunk */
+
+struct fixture {
+  char dir[64];
+  struct store *store;
+  struct config_tenant source, target;
+  struct config_link link;
+  struct mapping *mapping;
+  struct planner_link pl;
+};
+
+static void
+put_person(struct fixture *f, int i, const char *title, int removed)
+{
+  char id[40], attrs[512];
+
+  snprintf(id, sizeof(id), "%08d-0000-0000-0000-000000000000", i);
+  snprintf(attrs, sizeof(attrs),
+           "{\"displayName\":\"Person %d\",\"mail\":\"p%d@contoso.com\","
+           "\"userType\":\"Member\",\"accountEnabled\":true,"
+           "\"jobTitle\":\"%s\"}",
+           i, i, title);
+  assert_int_equal(store_source_put(f->store, SRC, id, attrs, removed, 1), 0);
+}
+
+static int
+setup(void **state)
+{
+  struct fixture *f = calloc(1, sizeof(*f));
+  char err[256];
+
+  snprintf(f->dir, sizeof(f->dir), "/tmp/galbridge-incr-XXXXXX");
+  if (f == NULL || mkdtemp(f->dir) == NULL)
+    return -1;
+  if (store_open(f->dir, &f->store, err, sizeof(err)) != 0) {
+    print_error("store_open: %s\n", err);
+    return -1;
+  }
+  f->source.name = "contoso";
+  f->source.tenant_id = SRC;
+  f->target.name = "fabrikam";
+  f->target.tenant_id = DST;
+  f->link.name = LINK;
+  f->link.source = &f->source;
+  f->link.target = &f->target;
+  f->link.object = CONFIG_OBJECT_GUEST;
+  f->link.anchor = "extensionAttribute15";
+  f->link.on_delete = CONFIG_ON_DELETE_DELETE;
+  f->link.max_deletes = 10000;
+  if (mapping_compile(NULL, CONFIG_OBJECT_GUEST, "test.conf", &f->mapping, err,
+                      sizeof(err)) != 0) {
+    print_error("mapping_compile: %s\n", err);
+    return -1;
+  }
+  f->pl.link = &f->link;
+  f->pl.mapping = f->mapping;
+  *state = f;
+  return 0;
+}
+
+static int
+rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+static int
+teardown(void **state)
+{
+  struct fixture *f = *state;
+  store_close(f->store);
+  mapping_free(f->mapping);
+  nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+  free(f);
+  return 0;
+}
+
+static unsigned long
+weighed(const struct planner_stats *st)
+{
+  return st->creates + st->updates + st->deletes + st->restores +
+         st->unchanged + st->out_of_scope + st->waiting + st->failed_kept +
+         st->errors;
+}
+
+static void
+plan(struct fixture *f, int dry, struct planner_stats *st)
+{
+  assert_int_equal(planner_plan(f->store, &f->pl, dry, NULL, NULL, st), 0);
+}
+
+/* Complete every pending op as the executor would on success. */
+static size_t
+execute_all(struct fixture *f)
+{
+  struct store_op *ops = NULL;
+  size_t n = 0;
+
+  assert_int_equal(store_ops_list(f->store, LINK, "pending", 100000, &ops, &n),
+                   0);
+  for (size_t i = 0; i < n; i++) {
+    char target[64];
+    int del = strcmp(ops[i].kind, "delete") == 0;
+    snprintf(target, sizeof(target), "t-%s", ops[i].source_id);
+    assert_int_equal(store_op_complete(f->store, ops[i].id, LINK,
+                                       ops[i].source_id, target, ops[i].hash,
+                                       ops[i].desired,
+                                       del ? "deleted" : "active", 1),
+                     0);
+  }
+  store_ops_free(ops, n);
+  return n;
+}
+
+static void
+idle_round_weighs_nothing(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+
+  for (int i = 0; i < PEOPLE; i++)
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  assert_int_equal(st.creates, PEOPLE);
+  assert_int_equal(execute_all(f), PEOPLE);
+
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 0);
+
+  /* The delta gives the same values again (a full re-read): nothing. */
+  put_person(f, 7, "Engineer", 0);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 0);
+
+  /* A dry run (galbridge plan) still weighs everyone, and finds nothing. */
+  plan(f, 1, &st);
+  assert_int_equal(st.unchanged, PEOPLE);
+  assert_int_equal(st.creates + st.updates + st.deletes, 0);
+}
+
+static void
+round_weighs_only_changes(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+
+  for (int i = 0; i < PEOPLE; i++)
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  execute_all(f);
+
+  put_person(f, 3, "Manager", 0);
+  put_person(f, 1100, "Manager", 0);
+  put_person(f, 9, "Engineer", 2); /* gone from the source */
+  put_person(f, PEOPLE, "New", 0); /* a newcomer */
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 4);
+  assert_int_equal(st.updates, 2);
+  assert_int_equal(st.deletes, 1);
+  assert_int_equal(st.creates, 1);
+  assert_int_equal(execute_all(f), 4);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 0);
+}
+
+static void
+target_side_change_is_weighed(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+  struct store_op *ops = NULL;
+  size_t n = 0;
+
+  for (int i = 0; i < 10; i++)
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  execute_all(f);
+
+  /* The target tenant's own delta says the object of person 4 is gone. */
+  assert_int_equal(store_source_put(f->store, DST,
+                                    "t-00000004-0000-0000-0000-000000000000",
+                                    "{}", STORE_SOFT_DELETED, 1),
+                   0);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 1);
+  assert_int_equal(st.creates, 1);
+  assert_int_equal(store_ops_list(f->store, LINK, "pending", 10, &ops, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(ops[0].source_id,
+                      "00000004-0000-0000-0000-000000000000");
+  store_ops_free(ops, n);
+}
+
+static void
+removed_target_row_is_weighed(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+  struct store_op *ops = NULL;
+  size_t n = 0;
+
+  for (int i = 0; i < 5; i++)
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  assert_int_equal(store_ops_list(f->store, LINK, "pending", 10, &ops, &n), 0);
+  assert_int_equal(n, 5);
+  /* The executor found the object gone and dropped the target row: the
+   * object must be decided again although its source did not change. */
+  assert_int_equal(store_op_complete(f->store, ops[2].id, LINK,
+                                     ops[2].source_id, NULL, ops[2].hash, NULL,
+                                     NULL, 1),
+                   0);
+  store_ops_free(ops, n);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 1);
+  assert_int_equal(st.creates, 1);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 0);
+}
+
+static void
+config_change_weighs_everyone(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+
+  for (int i = 0; i < 20; i++)
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  execute_all(f);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 0);
+
+  f->link.on_delete = CONFIG_ON_DELETE_HIDE;
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 20);
+  assert_int_equal(st.unchanged, 20);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 0);
+
+  /* galbridge resync clears the key. */
+  assert_int_equal(store_plan_mark_set(f->store, LINK, NULL, 0), 0);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 20);
+}
+
+static void
+held_deletes_are_weighed_every_round(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+  struct store_link_counts c;
+  long long held = -1;
+
+  f->link.max_deletes = 2;
+  for (int i = 0; i < 10; i++)
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  execute_all(f);
+  for (int i = 0; i < 3; i++)
+    put_person(f, i, "Engineer", 2);
+  plan(f, 0, &st);
+  assert_int_equal(st.held, 3);
+
+  /* One more delete next round: still over, four held. */
+  put_person(f, 5, "Engineer", 2);
+  plan(f, 0, &st);
+  assert_int_equal(st.held, 4);
+
+  /* The limit raised: the held ones go although none was weighed again. */
+  f->link.max_deletes = 10;
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 0);
+  assert_int_equal(st.held, 0);
+  assert_int_equal(store_link_count_held(f->store, LINK, &held), 0);
+  assert_int_equal(held, 0);
+  assert_int_equal(execute_all(f), 4);
+  /* Kept by triggers: ten made, four deleted. */
+  assert_int_equal(store_link_counts(f->store, LINK, &c), 0);
+  assert_int_equal(c.objects, 6);
+}
+
+/* Random changes: after each, an incremental round then a dry run over
+ * everything must find nothing left to do. */
+static void
+incremental_matches_full(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+  unsigned seed = 12345;
+
+  for (int i = 0; i < 300; i++)
+    put_person(f, i, "Engineer", 0);
+  for (int round = 0; round < 20; round++) {
+    for (int k = 0; k < 15; k++) {
+      int who;
+      seed = seed * 1103515245u + 12345u;
+      who = (int)((seed >> 8) % 330);
+      put_person(f, who, (seed >> 4) & 1 ? "Manager" : "Engineer",
+                 ((seed >> 5) % 7 == 0) ? 2 : 0);
+    }
+    plan(f, 0, &st);
+    execute_all(f);
+    plan(f, 1, &st);
+    assert_int_equal(st.creates + st.updates + st.deletes + st.restores, 0);
+  }
+}
+
+int
+main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(idle_round_weighs_nothing, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(round_weighs_only_changes, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(target_side_change_is_weighed, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(removed_target_row_is_weighed, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(config_change_weighs_everyone, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(held_deletes_are_weighed_every_round,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(incremental_matches_full, setup,
+                                      teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
