@@ -302,6 +302,35 @@ class FakeCloud:
     def set_knobs(self, **knobs):
         return self._admin("POST", "/admin/knobs", knobs)
 
+    # -- fault injection (issue 6) --------------------------------------------
+
+    def set_faults(self, *rules):
+        """Replace the fault rules (knob "faults"); each rule a dict
+        {"kind", "path"?, "method"?, "service"?, "count"?, "ms"?,
+        "bytes"?}.  No rule: clear them."""
+        return self.set_knobs(faults=list(rules))
+
+    def faults(self):
+        """{"rules": [rule + "left", "fired"], "foreign_requests": [...],
+        "foreign_url", "login_down_ms"}."""
+        return self._admin("GET", "/admin/faults")
+
+    @property
+    def foreign_url(self):
+        """https://localhost:PORT of the "foreign host" listener."""
+        return self.faults()["foreign_url"]
+
+    def foreign_requests(self):
+        """Requests that reached the foreign host: {"time", "method",
+        "path", "host", "authorization" (bool), "tenant" and "client_id"
+        of the bearer token if it was a live one, else null}."""
+        return self.faults()["foreign_requests"]
+
+    def throttle_stats(self, tenant):
+        """{"requests", "throttled", "early", "grace_ms"} of a tenant."""
+        return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
+                                  f"faults")
+
     # -- TLS side -------------------------------------------------------------
 
     def ssl_context(self):

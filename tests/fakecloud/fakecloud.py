@@ -3,6 +3,7 @@
 
 Run:  /usr/bin/python3 tests/fakecloud/fakecloud.py --dir DIR
           [--seed FILE.json] [--admin-port N] [--verbose]
+          [--record-raw] [--tls-fault KIND [--tls-fault-on SERVICES]]
 
 At start it makes a throw-away CA and a server certificate for 127.0.0.1 /
 localhost, writes DIR/ca.pem, listens with TLS on three ephemeral ports
@@ -12,7 +13,27 @@ then writes DIR/ready.json atomically:
 
   {"pid", "ca_file", "login_url", "graph_url", "exchange_url", "admin_url"}
 
+(A fourth TLS listener stands for "some other host" and records every
+request that reaches it: GET /admin/faults names it; see "Faults from the
+cloud".)
+
 SIGTERM / SIGINT stop it cleanly (exit 0, ready.json removed).
+
+For secrets and TLS tests (off by default; the environment variables
+FAKECLOUD_RECORD_RAW=1, FAKECLOUD_TLS_FAULT and FAKECLOUD_TLS_FAULT_ON set
+the same, so a test can use client.FakeCloud unchanged):
+  --record-raw   every login/graph/exchange entry of the request log also
+                 carries the request's raw "headers" ([name, value] pairs)
+                 and "body" (text, undecodable bytes replaced);
+  --tls-fault    serve a bad certificate: unknown-ca (signed by a CA that
+                 is not in ca.pem), wrong-host (valid, but for
+                 wrong-host.invalid only) or expired (valid names, expired
+                 yesterday); --tls-fault-on names the listeners that serve
+                 it (comma-separated login,graph,exchange; default all).
+                 GET /admin/tls tells the fault and counts completed
+                 and failed handshakes per listener (a client that checks
+                 the host name after the handshake shows as a completed
+                 handshake with no request).
 
 Contract: every answer follows the shapes Microsoft documents (see
 shared/MICROSOFT.md and shared/microsoft-fixtures/): key names and casing,
@@ -37,15 +58,19 @@ import base64
 import collections
 import datetime
 import hashlib
+import http.client
 import http.server
 import ipaddress
 import json
+import math
 import os
 import random
 import re
 import secrets
 import signal
+import socket
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -224,8 +249,26 @@ KNOBS = {
         "answers 403 Authorization_RequestDenied"),
     "enforce_invitation_limit": Knob(
         False, lambda v: isinstance(v, bool), None,
-        "true: more than 150 invitations per 5 s per tenant answer 429 "
-        "with Retry-After"),
+        "true: more than limit_invitations (150) invitations per 5 s per "
+        "tenant answer 429 with Retry-After (enforce_limits implies it)"),
+    "enforce_limits": Knob(
+        False, lambda v: isinstance(v, bool), None,
+        "true: Graph directory writes over limit_app_writes per 150 s per "
+        "(tenant, app) or limit_tenant_writes per 300 s per tenant, and "
+        "invitations over limit_invitations per 5 s per tenant, answer 429 "
+        "TooManyRequests with Retry-After; answers carry "
+        "x-ms-throttle-limit-percentage once a write window is over 80 %"),
+    "time_factor": Knob(
+        1, lambda v: isinstance(v, (int, float))
+        and not isinstance(v, bool) and v >= 1, None,
+        "every limit window (150 s, 300 s, 5 s) is this many times shorter; "
+        "counts unchanged"),
+    "limit_app_writes": Knob(3000, _int_at_least(1), None,
+                             "writes per 150 s per (tenant, app)"),
+    "limit_tenant_writes": Knob(18000, _int_at_least(1), None,
+                                "writes per 300 s per tenant, all apps"),
+    "limit_invitations": Knob(150, _int_at_least(1), None,
+                              "invitations per 5 s per tenant"),
     "exo_guest_provisioning_ms": Knob(
         0, _int_at_least(0), None,
         "for this long after an invitation creates a guest, Exchange does "
@@ -236,6 +279,14 @@ KNOBS = {
         0, _int_at_least(0), None,
         "Exchange InvokeCommand requests per second per tenant; past it "
         "429 with Retry-After and no body (0 = off)"),
+    "batch_inner_429": Knob(
+        0, _int_at_least(0), None,
+        "the next N inner requests of Graph $batch requests answer 429 "
+        "TooManyRequests with their own Retry-After of "
+        "batch_inner_retry_after seconds (the batch itself answers 200)"),
+    "batch_inner_retry_after": Knob(
+        1, _int_at_least(0), None,
+        "Retry-After (seconds) of the inner 429s of batch_inner_429"),
     "exo_max_concurrent": Knob(
         0, _int_at_least(0), None,
         "Exchange InvokeCommand requests in progress per tenant; one more "
@@ -251,9 +302,14 @@ def inject_fault(req, user=None):
     (user None), and again by Graph handlers that address one user by id
     or UPN, with that user, once it is found.  Returns a Response to send
     instead of the real answer, or None."""
-    if user is None:
-        return None
     knobs = req.cloud.knobs
+    if user is None and req.batch_id is not None and \
+            knobs["batch_inner_429"] > 0:
+        # Each inner request of a $batch is throttled on its own.
+        knobs["batch_inner_429"] -= 1
+        return graph_throttled(req, knobs["batch_inner_retry_after"])
+    if user is None:
+        return request_fault(req)       # see "Faults from the cloud"
     lag = knobs["replication_lag_ms"] / 1000.0
     if user.invited_at and time.monotonic() < user.invited_at + lag:
         # Just-created objects are not yet replicated (MICROSOFT.md).
@@ -309,6 +365,7 @@ class Request:
         self.headers = headers
         self.body = body
         self.host = host
+        self.arrived = time.monotonic()     # before waiting for the lock
         self.match = None
         self.tenant = None          # Tenant the request acts on, if known
         self.client_id = None
@@ -316,6 +373,7 @@ class Request:
         self.request_id = str(uuid.uuid4())
         self.client_request_id = (headers.get("client-request-id")
                                   or self.request_id)
+        self.batch_id = None        # its id, for an inner request of $batch
         # Query options: "$select" and "select" are the same option.
         self.params = {}
         for key, value in urllib.parse.parse_qsl(query,
@@ -390,6 +448,9 @@ def dispatch(req):
             return fault
     if req.service == "graph":
         graph_authenticate(req)
+        refused = limits_admit(req)
+        if refused is not None:
+            return refused
     method_mismatch = False
     for method, pattern, fn in ROUTES[req.service]:
         match = pattern.match(req.path)
@@ -586,10 +647,17 @@ class Tenant:
         self.extra_props = set()
         self.exo_window = (0, 0)     # (minute, requests) for Rate-Limit-*
         self.invitations = collections.deque()   # monotonic times, 5 s
+        self.limits = TenantLimits()             # write windows, stats
         self.stats = {"invitations": 0, "patches": 0, "deletes": 0,
                       "restores": 0, "reads": 0, "exchange": {}}
         self.exo_calls = collections.deque()     # monotonic times, 1 s
         self.exo_in_progress = 0                 # guarded by Cloud.lock
+        # (key, folded value) -> ids of users that held it when indexed:
+        # a superset kept in step by add_user/patch_user, always checked
+        # against the user itself, so lookups by mail, UPN, extension
+        # attribute or address do not scan the tenant (benchmarks seed
+        # 100,000 users).
+        self.index = collections.defaultdict(set)
 
     def bump(self):
         self.seq += 1
@@ -619,7 +687,33 @@ class Tenant:
         self.extra_props.update(props)
         user = User(uid, props, self.bump())
         self.users[uid] = user
+        self.index_user(user)
         return user
+
+    @staticmethod
+    def index_keys(user):
+        props = user.props
+        keys = {("@", a) for a in user_addresses(props, other_mails=True)}
+        for name in ("mail", "userPrincipalName"):
+            if isinstance(props.get(name), str):
+                keys.add((name, props[name].casefold()))
+        for name, value in (props.get("onPremisesExtensionAttributes")
+                            or {}).items():
+            if isinstance(value, str):
+                keys.add(("onPremisesExtensionAttributes/" + name,
+                          value.casefold()))
+        return keys
+
+    def index_user(self, user):
+        for key in self.index_keys(user):
+            self.index[key].add(user.id)
+
+    def indexed(self, key, value):
+        """Users that may hold `value` as `key` ("@" for an address):
+        candidates to check, in creation order."""
+        ids = self.index.get((key, value.casefold()), ())
+        return sorted((self.users[i] for i in ids if i in self.users),
+                      key=lambda u: u.created_seq)
 
     def patch_user(self, user, data):
         changed = {}
@@ -640,6 +734,7 @@ class Tenant:
                 user.props[name] = value
                 user.prop_seq[name] = seq
             self.extra_props.update(changed)
+            self.index_user(user)   # old keys stay: checked at lookup
 
     def delete_user(self, user, hard):
         if user.deleted is None:
@@ -662,7 +757,7 @@ class Tenant:
         Deleted users hold nothing: their addresses are free again (a
         restore reconciles, Restore-MsolUser -AutoReconcileProxyConflicts)."""
         address = address.lower()
-        for user in self.users.values():
+        for user in self.indexed("@", address):
             if user.deleted is None and user.id != exclude and \
                     address in user_addresses(user.props):
                 return "User", user.id
@@ -697,7 +792,7 @@ class Tenant:
         key = key.lower()
         user = self.users.get(key)
         if user is None:
-            for candidate in self.users.values():
+            for candidate in self.indexed("userPrincipalName", key):
                 upn = candidate.props.get("userPrincipalName") or ""
                 if upn.lower() == key:
                     user = candidate
@@ -778,6 +873,10 @@ class Cloud:
         self.exchange_url = self.admin_url = ""
         self.rng = random.Random()
         self.log_seq = 0
+        self.record_raw = False     # --record-raw: keep headers and bodies
+        self.tls_fault = None       # --tls-fault, for GET /admin/tls
+        self.tls_failures = collections.Counter()
+        self.tls_handshakes = collections.Counter()
         self.reset()
 
     def reset(self):
@@ -793,6 +892,7 @@ class Cloud:
         self.link_gen = 0
         self.expire_cut = -1
         self.log = collections.deque(maxlen=LOG_MAX)
+        self.fault_state = FaultState()
 
     # -- tenants -----------------------------------------------------------
 
@@ -925,6 +1025,7 @@ class Cloud:
         with self.lock:
             try:
                 resp = early if early is not None else dispatch(req)
+                resp = response_fault(req, resp)
             except Reply as reply:
                 resp = reply.response
             except Exception:      # a bug here must not kill the listener
@@ -937,6 +1038,7 @@ class Cloud:
                 resp.headers.setdefault("client-request-id",
                                         req.client_request_id)
             if req.service == "graph" and req.tenant is not None:
+                limits_headers(req, resp)
                 kind = graph_request_kind(req.method, req.path)
                 if kind is not None:
                     req.tenant.stats[kind] += 1
@@ -944,11 +1046,15 @@ class Cloud:
             self.log_seq += 1
             now = time.time()
             tenant = req.tenant.id if req.tenant is not None else None
-            self.log.append({
+            entry = {
                 "seq": self.log_seq, "time": iso_ms(now),
                 "service": req.service, "method": req.method,
                 "path": req.path, "query": req.query, "status": resp.status,
-                "tenant": tenant, "client_id": req.client_id})
+                "tenant": tenant, "client_id": req.client_id}
+            if self.record_raw and req.service != "admin":
+                entry["headers"] = [[k, v] for k, v in req.headers.items()]
+                entry["body"] = req.body.decode("utf-8", "replace")
+            self.log.append(entry)
         if self.verbose:
             query = "?" + req.query if req.query else ""
             print(f"fakecloud: {req.service} {req.method} {req.path}{query}"
@@ -1675,6 +1781,12 @@ def conflict_fail(req, prop, owner):
     raise Reply(resp)
 
 
+def text_length(value):
+    """Length as the directory counts it: UTF-16 code units, so an emoji
+    counts 2 (a guess: .NET strings; see README.md)."""
+    return len(value.encode("utf-16-le")) // 2
+
+
 def is_address(value):
     return isinstance(value, str) and re.fullmatch(
         r"[^@\s]+@[^@\s]+\.[^@\s]+", value) is not None
@@ -1701,7 +1813,7 @@ def validate_user_patch(req, user, body, version):
                             "mailNickname"):
                     invalid_value(req, name)        # cannot be cleared
             elif not isinstance(value, str) or \
-                    (limit is not None and len(value) > limit) or \
+                    (limit is not None and text_length(value) > limit) or \
                     (name == "displayName" and not value.strip()):
                 invalid_value(req, name)
             elif name == "mail" and not is_address(value):
@@ -1735,7 +1847,7 @@ def validate_user_patch(req, user, body, version):
                     graph_fail(req, 400, "Request_BadRequest",
                                f"Invalid property '{key}'.")
                 if item is not None and (not isinstance(item, str)
-                                         or len(item) > 1024):
+                                         or text_length(item) > 1024):
                     invalid_value(req, name)
         changes[name] = value
 
@@ -2156,6 +2268,24 @@ def filter_match(node, user, current=None):
         else actual.endswith(value)
 
 
+INDEXED_FILTER_PROPS = ("mail", "userPrincipalName")
+
+
+def filter_candidates(tenant, tree):
+    """The users a filter can match: for `prop eq 'value'` on an indexed
+    property (or such a clause and-ed with others) only those the index
+    names, else every user. filter_match still decides."""
+    node = tree
+    while node is not None and node[0] == "and":
+        node = node[1] if node[1][0] == "cmp" else node[2]
+    if node is not None and node[0] == "cmp" and node[2] == "eq" and \
+            isinstance(node[3], str) and node[1] is not None and \
+            (node[1] in INDEXED_FILTER_PROPS or
+             node[1].startswith("onPremisesExtensionAttributes/")):
+        return tenant.indexed(node[1], node[3])
+    return list(tenant.users.values())
+
+
 def advanced_params(req):
     level = (req.headers.get("ConsistencyLevel") or "").strip().lower()
     count = req.params.get("count", "").strip().lower() == "true"
@@ -2248,8 +2378,8 @@ def list_users(req):
         except FilterError as exc:
             graph_fail(req, exc.status, exc.code, exc.message)
     order = parse_orderby(req, advanced)
-    users = [u for u in tenant.users.values() if u.deleted is None
-             and (tree is None or filter_match(tree, u))]
+    users = [u for u in filter_candidates(tenant, tree)
+             if u.deleted is None and (tree is None or filter_match(tree, u))]
     if order is not None:
         prop, desc = order
         users.sort(key=lambda u: (fold(u.props.get(prop)) or ""),
@@ -2359,31 +2489,6 @@ def purge_deleted_item(req):
 
 # -- invitations ------------------------------------------------------------
 
-INVITATION_WINDOW = 5.0
-INVITATION_LIMIT = 150
-
-
-def invitation_throttled(req):
-    """429 in the documented throttling shape (error-429-throttled.json)
-    once a tenant has had 150 invitations in the last 5 s."""
-    tenant = req.tenant
-    now = time.monotonic()
-    window = tenant.invitations
-    while window and window[0] <= now - INVITATION_WINDOW:
-        window.popleft()
-    if req.cloud.knobs["enforce_invitation_limit"] and \
-            len(window) >= INVITATION_LIMIT:
-        wait = max(1, int(window[0] + INVITATION_WINDOW - now + 0.999))
-        body = {"error": {
-            "code": "TooManyRequests",
-            "innerError": {"code": "429", "date": graph_date(),
-                           "message": "Please retry after",
-                           "request-id": req.request_id, "status": "429"},
-            "message": "Please retry again later."}}
-        raise Reply(Response(429, body, {"Retry-After": str(wait)}))
-    window.append(now)
-
-
 def guest_upn(tenant, address):
     """local_domain#EXT#@tenant domain (user-properties.md); a number is
     appended when taken (guess)."""
@@ -2430,11 +2535,11 @@ def create_invitation(req):
     if not isinstance(user_type, str) or \
             user_type.lower() not in ("guest", "member") or \
             not isinstance(send, bool) or \
-            (display is not None and not isinstance(display, str)):
+            (display is not None and not isinstance(display, str)) or \
+            (display is not None and text_length(display) > 256):
         graph_fail(req, 400, "BadRequest",
                    "The invitation request has an invalid property value.")
     user_type = user_type.capitalize()
-    invitation_throttled(req)
 
     key = address.lower()
     user = None
@@ -2509,6 +2614,353 @@ def create_invitation(req):
     }
     resp = graph_ok(req, answer)
     resp.status = 201
+    return resp
+
+
+# --------------------------------------------------------------------------
+# graph: write and invitation limits (throttling-limits.md, "Identity and
+# access service limits" and "Invitation manager service limits")
+# --------------------------------------------------------------------------
+#
+# Directory writes (POST, PATCH, PUT, DELETE; each inner request of a
+# $batch on its own, never the $batch itself) fill sliding windows: per
+# (tenant, app) limit_app_writes (3,000) per 150 s, per tenant
+# limit_tenant_writes (18,000) per 300 s; POST /invitations also fills
+# the tenant's limit_invitations (150) per 5 s.  time_factor divides every
+# window.  The windows always record; the knobs decide whether going over
+# answers 429 (enforce_limits: all three; enforce_invitation_limit: the
+# invitation one only).  Guesses (README): a refused request is not
+# counted; Retry-After is the whole seconds (rounded up, at least 1) until
+# the window that refused has room; x-ms-throttle-limit-percentage is the
+# fuller write window's share with two decimals.
+
+LIMIT_APP_WINDOW = 150.0
+LIMIT_TENANT_WINDOW = 300.0
+INVITATION_WINDOW = 5.0
+LIMIT_PERCENTAGE_FROM = 0.8
+
+
+class TenantLimits:
+    def __init__(self):
+        self.writes = collections.deque()     # monotonic times, all apps
+        self.app_writes = {}                  # client id -> deque
+        self.stats = {}                       # client id -> counters
+
+    def client_stats(self, client_id):
+        return self.stats.setdefault(client_id, {
+            "writes": 0, "throttled": 0, "peak_writes_per_second": 0,
+            "second": None, "in_second": 0})
+
+
+def limits_is_write(req):
+    return req.method in ("POST", "PATCH", "PUT", "DELETE") and \
+        not re.match(r"^/(v1\.0|beta)/\$batch/?$", req.path)
+
+
+def limits_is_invitation(req):
+    return req.method == "POST" and \
+        re.match(r"^/(v1\.0|beta)/invitations/?$", req.path) is not None
+
+
+def window_trim(window, span, now):
+    while window and window[0] <= now - span:
+        window.popleft()
+
+
+def window_wait(window, limit, span, now):
+    """Seconds until `window` has room for one more, 0 when it has."""
+    if len(window) < limit:
+        return 0.0
+    return window[len(window) - limit] + span - now
+
+
+def limits_admit(req):
+    """Count a Graph request against the limits, or answer 429 when
+    enforcing and a window is full.  Called by dispatch() once the token
+    named the tenant and app, for every request, inner ones included."""
+    invitation = limits_is_invitation(req)
+    if not limits_is_write(req) and not invitation:
+        return None
+    cloud, tenant = req.cloud, req.tenant
+    knobs = cloud.knobs
+    factor = float(knobs["time_factor"])
+    now = time.monotonic()
+    lim = tenant.limits
+    app = lim.app_writes.setdefault(req.client_id, collections.deque())
+    checks = [(tenant.invitations, knobs["limit_invitations"],
+               INVITATION_WINDOW / factor, None, invitation,
+               knobs["enforce_limits"] or knobs["enforce_invitation_limit"]),
+              (app, knobs["limit_app_writes"], LIMIT_APP_WINDOW / factor,
+               "Tenant_Application", True, knobs["enforce_limits"]),
+              (lim.writes, knobs["limit_tenant_writes"],
+               LIMIT_TENANT_WINDOW / factor, "Tenant", True,
+               knobs["enforce_limits"])]
+    stats = lim.client_stats(req.client_id)
+    for window, limit, span, scope, applies, enforced in checks:
+        if not applies:
+            continue
+        window_trim(window, span, now)
+        wait = window_wait(window, limit, span, now)
+        if enforced and wait > 0:
+            stats["throttled"] += 1
+            resp = graph_throttled(req, max(1, math.ceil(wait)))
+            if scope is not None:
+                resp.headers["x-ms-throttle-scope"] = (
+                    f"{scope}/Write/{req.client_id}/{tenant.id}")
+                resp.headers["x-ms-throttle-information"] = \
+                    "WriteLimitExceeded"
+            return resp
+    if invitation:
+        tenant.invitations.append(now)
+    lim.writes.append(now)
+    app.append(now)
+    stats["writes"] += 1
+    second = int(now)
+    if stats["second"] != second:
+        stats["second"], stats["in_second"] = second, 0
+    stats["in_second"] += 1
+    stats["peak_writes_per_second"] = max(stats["peak_writes_per_second"],
+                                          stats["in_second"])
+    return None
+
+
+def limits_headers(req, resp):
+    """x-ms-throttle-limit-percentage on a Graph answer to an app whose
+    fuller write window is over 80 % (only while enforce_limits)."""
+    knobs = req.cloud.knobs
+    if not knobs["enforce_limits"] or req.client_id is None:
+        return
+    factor = float(knobs["time_factor"])
+    now = time.monotonic()
+    lim = req.tenant.limits
+    app = lim.app_writes.get(req.client_id, collections.deque())
+    window_trim(app, LIMIT_APP_WINDOW / factor, now)
+    window_trim(lim.writes, LIMIT_TENANT_WINDOW / factor, now)
+    used = max(len(app) / knobs["limit_app_writes"],
+               len(lim.writes) / knobs["limit_tenant_writes"])
+    if used > LIMIT_PERCENTAGE_FROM:
+        resp.headers["x-ms-throttle-limit-percentage"] = \
+            f"{min(used, 1.8):.2f}"
+
+
+def limits_stats(tenant):
+    """Per app (client id): writes accepted, 429s the limits sent, and the
+    most writes accepted within one second (1 s buckets)."""
+    return {client_id: {k: v for k, v in counters.items()
+                        if k in ("writes", "throttled",
+                                 "peak_writes_per_second")}
+            for client_id, counters in tenant.limits.stats.items()}
+
+
+# --------------------------------------------------------------------------
+# graph: JSON batching, POST /{v}/$batch (json-batching.md, batch.txt)
+# --------------------------------------------------------------------------
+#
+# Each inner request goes through dispatch() like a top-level one: the
+# batch's own token authenticates it, inject_fault() sees it (req.batch_id
+# set), it is counted in the tenant's stats by its own kind and logged on
+# its own (entry "batch" = its id), before the $batch itself.  Inner
+# answers come back in a shuffled order, as the service may send them.
+
+BATCH_MAX = 20
+BATCH_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE")
+BATCH_WRITES = ("POST", "PATCH", "PUT")
+
+
+def graph_throttled(req, seconds):
+    """429 TooManyRequests in the documented shape
+    (error-429-throttled.json) with Retry-After."""
+    body = {"error": {
+        "code": "TooManyRequests",
+        "innerError": {"code": "429", "date": graph_date(),
+                       "message": "Please retry after",
+                       "request-id": req.request_id, "status": "429"},
+        "message": "Please retry again later."}}
+    return Response(429, body, {"Retry-After": str(seconds)})
+
+
+def batch_bad(req, message):
+    graph_fail(req, 400, "BadRequest", message)
+
+
+def batch_header(headers, name):
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def batch_requests(req):
+    """The batch body's requests, checked as a whole: any fault here fails
+    the entire batch with 400 and nothing runs."""
+    body = req.json_body()
+    requests = body.get("requests") if isinstance(body, dict) else None
+    if not isinstance(requests, list) or not requests:
+        batch_bad(req, "Invalid batch payload format.")
+    if len(requests) > BATCH_MAX:
+        batch_bad(req, f"The number of requests in the batch exceeds the "
+                       f"limit of {BATCH_MAX}.")
+    seen = set()
+    for item in requests:
+        if not isinstance(item, dict) or \
+                not isinstance(item.get("id"), str) or not item["id"] or \
+                not isinstance(item.get("url"), str) or \
+                item.get("method") not in BATCH_METHODS or \
+                not isinstance(item.get("headers", {}), dict) or \
+                not isinstance(item.get("dependsOn", []), list):
+            batch_bad(req, "Invalid batch payload format.")
+        key = item["id"].lower()          # ids are case-insensitive
+        if key in seen:
+            batch_bad(req, f"Request id '{item['id']}' is not unique "
+                           f"within the batch.")
+        seen.add(key)
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", item["url"]):
+            batch_bad(req, f"Request id '{item['id']}': the url must be "
+                           f"relative, such as /users.")
+        headers = item.get("headers", {})
+        has_type = batch_header(headers, "Content-Type") is not None
+        if ("body" in item and not has_type) or \
+                (item["method"] in BATCH_WRITES and "body" not in item):
+            # Observed text (msgraph-sdk-dotnet#2628).
+            batch_bad(req, f"Write request id : {item['id']} does not "
+                           f"contain Content-Type header or body.")
+    for item in requests:
+        for dep in item.get("dependsOn", []):
+            if not isinstance(dep, str) or dep.lower() not in seen or \
+                    dep.lower() == item["id"].lower():
+                batch_bad(req, f"Request id '{item['id']}' depends on "
+                               f"'{dep}', which is not in the batch.")
+    return requests
+
+
+def batch_order(req, requests):
+    """Requests in an order where each comes after those it depends on
+    (batch order otherwise); a cycle fails the batch."""
+    done, order = set(), []
+    pending = list(requests)
+    while pending:
+        ready = [r for r in pending
+                 if all(d.lower() in done for d in r.get("dependsOn", []))]
+        if not ready:
+            batch_bad(req, "The dependsOn of the batch's requests form a "
+                           "cycle.")
+        for item in ready:
+            done.add(item["id"].lower())
+            order.append(item)
+            pending.remove(item)
+    return order
+
+
+def batch_inner_request(req, item):
+    """A Request for one inner request: its path under the batch's
+    version, its own headers, the batch's Authorization."""
+    parts = urllib.parse.urlsplit(item["url"])
+    path = "/" + req.group(1) + "/" + parts.path.lstrip("/")
+    headers = http.client.HTTPMessage()
+    for name, value in item.get("headers", {}).items():
+        if name.lower() != "authorization":
+            headers[name] = str(value)
+    if req.headers.get("Authorization") is not None:
+        headers["Authorization"] = req.headers.get("Authorization")
+    body = b""
+    if "body" in item:
+        kind = (batch_header(item.get("headers", {}), "Content-Type")
+                or "").lower()
+        value = item["body"]
+        if "json" not in kind and isinstance(value, str):
+            try:           # other media types come base64url-encoded
+                value = b64url_decode(value.rstrip("="))
+            except ValueError:
+                value = value.encode("utf-8")
+            body = value
+        else:
+            body = json.dumps(value).encode("utf-8")
+    inner = Request(req.cloud, "graph", item["method"], path, parts.query,
+                    headers, body, req.host)
+    inner.batch_id = item["id"]
+    # It arrived with its batch, not when its turn came under the lock.
+    inner.arrived = req.arrived
+    # The batch's token names the tenant, even for an inner request that
+    # a fault answers before authentication.
+    inner.tenant, inner.client_id = req.tenant, req.client_id
+    return inner
+
+
+def batch_record(inner, resp):
+    """Count and log an inner request as Cloud.answer does a top-level
+    one."""
+    cloud = inner.cloud
+    if inner.tenant is not None:
+        kind = graph_request_kind(inner.method, inner.path)
+        if kind is not None:
+            inner.tenant.stats[kind] += 1
+    cloud.log_seq += 1
+    cloud.log.append({
+        "seq": cloud.log_seq, "time": iso_ms(time.time()),
+        "service": "graph", "method": inner.method, "path": inner.path,
+        "query": inner.query, "status": resp.status,
+        "tenant": inner.tenant.id if inner.tenant is not None else None,
+        "client_id": inner.client_id, "batch": inner.batch_id})
+    if cloud.verbose:
+        query = "?" + inner.query if inner.query else ""
+        print(f"fakecloud: graph {inner.method} {inner.path}{query} "
+              f"(in $batch) -> {resp.status}", file=sys.stderr, flush=True)
+
+
+def batch_run(inner):
+    try:
+        if re.match(r"^/(v1\.0|beta)/\$batch/?$", inner.path):
+            graph_fail(inner, 400, "BadRequest",
+                       "Nested batch requests are not supported.")
+        resp = dispatch(inner)
+    except Reply as reply:
+        resp = reply.response
+    except Exception:          # a bug here must not kill the listener
+        traceback.print_exc(file=sys.stderr)
+        resp = Response(500, {"error": {
+            "code": "InternalServerError",
+            "message": "fakecloud: unhandled exception"}})
+    batch_record(inner, resp)
+    return resp
+
+
+def batch_answer(item_id, resp):
+    headers = {"Cache-Control": "no-cache", "x-ms-resource-unit": "1"}
+    headers.update(resp.headers)
+    answer = {"id": item_id, "status": resp.status, "headers": headers}
+    if resp.body is not None:
+        headers.setdefault("Content-Type", resp.content_type)
+        body = resp.body
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "replace")
+        answer["body"] = body
+    return answer
+
+
+@route("graph", "POST", r"^/(v1\.0|beta)/\$batch/?$")
+def json_batch(req):
+    if req.batch_id is not None:
+        graph_fail(req, 400, "BadRequest",
+                   "Nested batch requests are not supported.")
+    check_params(req, set())
+    requests = batch_requests(req)
+    failed = set()
+    answers = []
+    for item in batch_order(req, requests):
+        deps = [d.lower() for d in item.get("dependsOn", [])]
+        if any(d in failed for d in deps):
+            # Not run: a request it depends on failed (guessed text).
+            resp = graph_error(req, 424, "FailedDependency",
+                               "The request was not run because a request "
+                               "it depends on failed.")
+        else:
+            resp = batch_run(batch_inner_request(req, item))
+        if resp.status >= 400:
+            failed.add(item["id"].lower())
+        answers.append(batch_answer(item["id"], resp))
+    req.cloud.rng.shuffle(answers)
+    resp = graph_ok(req, {"responses": answers})
+    resp.headers["Content-Type"] = "application/json"
     return resp
 
 
@@ -2910,7 +3362,7 @@ def exo_required(params, *names):
 
 
 def exo_length(name, value, limit):
-    if isinstance(value, str) and len(value) > limit:
+    if isinstance(value, str) and text_length(value) > limit:
         exo_fail(400, "BadRequest", "Ex5C1D22", EXC_VALIDATION,
                  f"Cannot validate argument on parameter '{name}'. The "
                  f"argument is longer than the maximum allowed length of "
@@ -3625,6 +4077,17 @@ def admin_health(req):
     return Response(200, {"status": "ok"})
 
 
+@route("admin", "GET", r"^/admin/tls$")
+def admin_tls(req):
+    cloud = req.cloud
+    names = ("login", "graph", "exchange")
+    return Response(200, {
+        "fault": cloud.tls_fault,
+        "handshakes": {name: cloud.tls_handshakes[name] for name in names},
+        "handshake_failures": {name: cloud.tls_failures[name]
+                               for name in names}})
+
+
 @route("admin", "POST", r"^/admin/reset$")
 def admin_reset(req):
     req.cloud.reset()
@@ -3796,6 +4259,7 @@ def admin_stats(req):
     stats = dict(tenant.stats)
     stats["exchange"] = dict(stats["exchange"])
     stats["exchange_in_progress"] = tenant.exo_in_progress
+    stats["limits"] = limits_stats(tenant)
     return Response(200, stats)
 
 
@@ -3840,6 +4304,463 @@ def admin_set_knobs(req):
         if KNOBS[name].on_set is not None:
             KNOBS[name].on_set(cloud, value)
     return Response(200, dict(cloud.knobs))
+
+
+# --------------------------------------------------------------------------
+# Faults from the cloud (issue 6): Graph throttling storms, connection-level
+# faults on Graph answers, the token endpoint going down, and a "foreign
+# host" that records any bearer token sent to it.  Knobs here are added to
+# KNOBS; inject_fault() calls request_fault() once per request, and
+# Cloud.answer() calls response_fault() on the answer it built.  Handler
+# sends a Response whose .fault is set with send_fault().
+#
+# State (Cloud.fault_state, reset with the cloud):
+#   throttle windows per (tenant, service, client id): (sent, until) of each
+#   429/503 with Retry-After; a request arriving after sent + GRACE and
+#   before until is "early" (the grace covers requests already in flight
+#   when the answer left);
+#   per-tenant counters {"requests", "throttled", "early"};
+#   the fault rules with what each has left;
+#   requests that reached the foreign host.
+# --------------------------------------------------------------------------
+
+THROTTLE_GRACE = 0.1            # seconds, see above
+STALL_DEFAULT_MS = 70000        # longer than galbridge's 60 s timeout
+OVERSIZE_DEFAULT = 64 * 1024 * 1024 + 64 * 1024   # over galbridge's cap
+LOGIN_DOWN_RETRY_AFTER = 1      # seconds (guess: Entra documents none)
+
+# Kinds decided before routing (no answer is built) and after it (the
+# 2xx answer is altered or cut).
+FAULT_KINDS_BEFORE = ("reset_before_response", "stall")
+FAULT_KINDS_AFTER = (
+    "reset_mid_body", "truncate", "oversize", "invalid_json",
+    "wrong_shape:value_string", "wrong_shape:no_value",
+    "next_link_not_url", "next_link_foreign_host",
+    "delta_link_foreign_host")
+FAULT_RULE_KEYS = {"service", "method", "path", "kind", "count", "ms",
+                   "bytes", "tenant"}
+
+
+class FaultState:
+    def __init__(self):
+        self.windows = {}       # (tenant, service, client) -> [(sent, until)]
+        self.counts = {}        # tenant id -> {"requests", "throttled", ...}
+        self.rules = []         # dicts: the rule plus "left" and "fired"
+        self.foreign = []       # requests that reached the foreign host
+        self.login_down_until = 0.0
+        self.retry_after_turn = 0
+
+    def tenant_counts(self, tid):
+        return self.counts.setdefault(
+            tid, {"requests": 0, "throttled": 0, "early": 0})
+
+
+def _fraction(v):
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)
+            and 0 <= v <= 1)
+
+
+def _check_fault_rules(value):
+    if not isinstance(value, list):
+        return False
+    for rule in value:
+        if not isinstance(rule, dict) or set(rule) - FAULT_RULE_KEYS:
+            return False
+        if rule.get("kind") not in FAULT_KINDS_BEFORE + FAULT_KINDS_AFTER:
+            return False
+        if rule.get("service", "graph") not in ("graph", "login",
+                                                "exchange"):
+            return False
+        for key in ("method", "path", "tenant"):
+            if not isinstance(rule.get(key, ""), str):
+                return False
+        try:
+            re.compile(rule.get("path", ""))
+        except re.error:
+            return False
+        for key, low in (("count", 1), ("ms", 0), ("bytes", 1)):
+            if key in rule and not _int_at_least(low)(rule[key]):
+                return False
+    return True
+
+
+def _on_faults(cloud, value):
+    cloud.fault_state.rules = [
+        dict(rule, left=rule.get("count", 1), fired=0) for rule in value]
+
+
+def _on_login_down(cloud, value):
+    cloud.fault_state.login_down_until = (
+        time.monotonic() + value / 1000.0 if value else 0.0)
+
+
+KNOBS.update({
+    "throttle_write_fraction": Knob(
+        0, _fraction, None,
+        "fraction (0..1) of Graph writes (POST/PATCH/DELETE, $batch inner "
+        "requests too) answered 429 TooManyRequests with Retry-After "
+        "1-3 s"),
+    "throttle_read_fraction": Knob(
+        0, _fraction, None,
+        "fraction (0..1) of Graph reads (GET) answered 503 "
+        "serviceNotAvailable with Retry-After 1-3 s"),
+    "faults": Knob(
+        [], _check_fault_rules, _on_faults,
+        "rules [{service, method, path (regex searched in path?query), "
+        "tenant, kind, count, ms, bytes}]: each fires count times "
+        "(default 1); "
+        "kinds: " + ", ".join(FAULT_KINDS_BEFORE + FAULT_KINDS_AFTER)),
+    "login_down_ms": Knob(
+        0, _int_at_least(0), _on_login_down,
+        "for this long from now the token endpoint answers 503 "
+        "temporarily_unavailable with Retry-After, milliseconds"),
+})
+
+
+def next_retry_after(state, rng):
+    """1-3 s, alternately a whole number ("2") and a fraction ("1.5")."""
+    state.retry_after_turn += 1
+    if state.retry_after_turn % 2:
+        seconds = rng.randint(1, 3)
+        return float(seconds), str(seconds)
+    seconds = rng.randint(10, 29) / 10.0
+    if seconds == int(seconds):
+        seconds += 0.5
+    return seconds, f"{seconds:.1f}"
+
+
+def throttle_window(state, key, now, seconds):
+    windows = [w for w in state.windows.get(key, []) if w[1] > now]
+    windows.append((now, now + seconds))
+    state.windows[key] = windows
+
+
+def is_early(state, key, arrived):
+    return any(sent + THROTTLE_GRACE < arrived < until
+               for sent, until in state.windows.get(key, []))
+
+
+def throttle_answer(req, method):
+    """Decide throttling of one Graph request (or $batch inner request)
+    by `method` for req's tenant and client.  Counts it; returns
+    (status, body, headers) for a throttled one, else None."""
+    cloud = req.cloud
+    state = cloud.fault_state
+    key = (req.tenant.id, "graph", req.client_id)
+    arrived = getattr(req, "arrived", time.monotonic())
+    counts = state.tenant_counts(req.tenant.id)
+    counts["requests"] += 1
+    if is_early(state, key, arrived):
+        counts["early"] += 1
+    if method in ("POST", "PATCH", "DELETE"):
+        fraction, status = cloud.knobs["throttle_write_fraction"], 429
+    elif method == "GET":
+        fraction, status = cloud.knobs["throttle_read_fraction"], 503
+    else:
+        return None
+    if not fraction or cloud.rng.random() >= fraction:
+        return None
+    seconds, text = next_retry_after(state, cloud.rng)
+    throttle_window(state, key, time.monotonic(), seconds)
+    counts["throttled"] += 1
+    inner = {"date": graph_date(), "request-id": req.request_id,
+             "client-request-id": req.client_request_id}
+    if status == 429:
+        # error-429-throttled.json: code, innerError, message, in order.
+        body = {"error": {
+            "code": "TooManyRequests",
+            "innerError": {"code": "429", "date": inner["date"],
+                           "message": "Please retry after",
+                           "request-id": req.request_id, "status": "429"},
+            "message": "Please retry again later."}}
+    else:
+        # errors.md: serviceNotAvailable, "may repeat the request after a
+        # delay, the length of which may be specified in a Retry-After
+        # header".
+        body = {"error": {
+            "code": "serviceNotAvailable",
+            "message": "The service is temporarily unavailable. Please "
+                       "retry after the time given in Retry-After.",
+            "innerError": inner}}
+    return status, body, {"Retry-After": text}
+
+
+def graph_token_tenant(req):
+    """Sets req.tenant/client_id/token from a live Graph token without
+    answering; False when the request would get a 401 anyway."""
+    token, _ = req.cloud.check_token(bearer(req))
+    if token is None or token.kind != "graph":
+        return False
+    req.token = token
+    req.tenant = req.cloud.tenants[token.tenant_id]
+    req.client_id = token.client_id
+    return True
+
+
+def request_tenant_id(req):
+    """The tenant a request acts for: its bearer token's (graph,
+    exchange) or the one its token URL names (login); None if unknown."""
+    if req.service == "login":
+        tenant = req.cloud.find_tenant(req.path.strip("/").split("/")[0])
+        return tenant.id if tenant is not None else None
+    token, _ = req.cloud.check_token(bearer(req))
+    return token.tenant_id if token is not None else None
+
+
+def rule_matches(rule, req, kinds):
+    if rule["left"] <= 0 or rule["kind"] not in kinds:
+        return False
+    if rule.get("service", "graph") != req.service:
+        return False
+    if rule.get("method") and rule["method"].upper() != req.method:
+        return False
+    target = req.path + ("?" + req.query if req.query else "")
+    if re.search(rule.get("path", ""), target) is None:
+        return False
+    if rule.get("tenant"):
+        tenant = req.cloud.find_tenant(rule["tenant"])
+        return tenant is not None and tenant.id == request_tenant_id(req)
+    return True
+
+
+def take_rule(req, kinds, accept=None):
+    for rule in req.cloud.fault_state.rules:
+        if rule_matches(rule, req, kinds) and (accept is None
+                                               or accept(rule)):
+            rule["left"] -= 1
+            rule["fired"] += 1
+            return rule
+    return None
+
+
+def request_fault(req):
+    """Before routing: the token endpoint's outage, connection faults
+    decided before any answer, Graph throttling.  Response or None."""
+    cloud = req.cloud
+    state = cloud.fault_state
+    if req.service == "foreign":
+        return None
+    if req.service == "login" and \
+            time.monotonic() < state.login_down_until:
+        resp = aad_error_response(
+            req, 503, "temporarily_unavailable", 90033,
+            "A transient error has occurred. Please try again.")
+        resp.headers["Retry-After"] = str(LOGIN_DOWN_RETRY_AFTER)
+        return resp
+    rule = (take_rule(req, FAULT_KINDS_BEFORE) if req.batch_id is None
+            else None)
+    if rule is not None:
+        resp = Response(0)
+        resp.fault = rule
+        return resp
+    if req.service != "graph" or re.match(r"^/(v1\.0|beta)/\$batch/?$",
+                                          req.path):
+        return None            # a $batch is throttled per inner request
+    if not graph_token_tenant(req):
+        return None
+    answer = throttle_answer(req, req.method)
+    if answer is None:
+        return None
+    status, body, headers = answer
+    return Response(status, body, headers)
+
+
+def foreign_link(cloud, url):
+    """url with its scheme and host replaced by the foreign host's."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(
+        ("https", getattr(cloud, "foreign_netloc", "localhost:1"),
+         parts.path, parts.query, ""))
+
+
+def reshape(rule, body):
+    """The altered JSON object for a body-changing kind, or None when the
+    answer has nothing the kind could change (the rule is kept)."""
+    kind = rule["kind"]
+    if not isinstance(body, dict):
+        return None
+    body = dict(body)
+    next_link = body.get("@odata.nextLink")
+    delta_link = body.get("@odata.deltaLink")
+    if kind == "wrong_shape:value_string":
+        if "value" not in body:
+            return None
+        body["value"] = "not an array"
+    elif kind == "wrong_shape:no_value":
+        if "value" not in body:
+            return None
+        del body["value"]
+    elif kind in ("next_link_not_url", "next_link_foreign_host"):
+        link = next_link or delta_link
+        if not link:
+            return None
+        body.pop("@odata.deltaLink", None)
+        if kind == "next_link_not_url":
+            body["@odata.nextLink"] = "users/delta?$skiptoken=not-a-url"
+        else:
+            body["@odata.nextLink"] = foreign_link(rule["cloud"], link)
+    elif kind == "delta_link_foreign_host":
+        if not delta_link:
+            return None
+        body["@odata.deltaLink"] = foreign_link(rule["cloud"], delta_link)
+    return body
+
+
+def response_fault(req, resp):
+    """After routing: apply a rule of a body-changing or mid-answer kind
+    to a 2xx answer.  Returns the (possibly new) Response."""
+    if req.service in ("admin", "foreign") or not 200 <= resp.status < 300 \
+            or getattr(resp, "fault", None) is not None:
+        return resp
+    body_kinds = ("wrong_shape:value_string", "wrong_shape:no_value",
+                  "next_link_not_url", "next_link_foreign_host",
+                  "delta_link_foreign_host")
+
+    def applies(rule):
+        if rule["kind"] not in body_kinds:
+            return True
+        return reshape(dict(rule, cloud=req.cloud), resp.body) is not None
+
+    rule = take_rule(req, FAULT_KINDS_AFTER, applies)
+    if rule is None:
+        return resp
+    if rule["kind"] in body_kinds:
+        new = Response(resp.status, reshape(dict(rule, cloud=req.cloud),
+                                            resp.body), resp.headers,
+                       resp.content_type)
+        return new
+    if rule["kind"] == "invalid_json":
+        text = resp.encode()
+        return Response(resp.status, text[:max(1, len(text) // 2)],
+                        resp.headers, resp.content_type)
+    resp.fault = rule
+    return resp
+
+
+def reset_socket(handler):
+    """Close the connection with a TCP RST (SO_LINGER 0)."""
+    handler.close_connection = True
+    try:
+        handler.wfile.flush()
+    except OSError:
+        pass
+    try:
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                      struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+
+
+def send_fault(handler, resp, payload):
+    """Answer (or not) as resp.fault says; the connection is closed."""
+    rule = resp.fault
+    kind = rule["kind"]
+    handler.close_connection = True
+    try:
+        if kind == "reset_before_response":
+            reset_socket(handler)
+            return
+        if kind == "stall":
+            deadline = time.monotonic() + rule.get(
+                "ms", STALL_DEFAULT_MS) / 1000.0
+            while time.monotonic() < deadline:
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            return                  # closed without a byte of answer
+        handler.send_response(resp.status)
+        headers = dict(resp.headers)
+        headers.setdefault("Content-Type", resp.content_type)
+        for name, value in headers.items():
+            if name.lower() not in ("content-length", "transfer-encoding"):
+                handler.send_header(name, value)
+        if kind == "oversize":
+            send_oversize(handler, payload, rule.get("bytes",
+                                                     OVERSIZE_DEFAULT))
+            return
+        if kind == "truncate":
+            handler.send_header("Content-Length", str(len(payload) + 4096))
+            handler.end_headers()
+            handler.wfile.write(payload)
+            handler.wfile.flush()
+            return                  # then a clean close, short of length
+        # reset_mid_body: headers and half the body, then RST.
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload[:len(payload) // 2])
+        handler.wfile.flush()
+        reset_socket(handler)
+    except OSError:
+        pass                        # the client gave up first: fine
+
+
+def send_oversize(handler, payload, size):
+    """A chunked JSON body of `size` bytes: the real answer with a long
+    string member added, so only its size is wrong."""
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    head = payload.rstrip()
+    if head.endswith(b"}") and len(head) > 2:
+        head = head[:-1] + b',"padding":"'
+    else:
+        head = b'{"padding":"'
+    tail = b'"}'
+    left = max(0, size - len(head) - len(tail))
+    block = b"x" * (1024 * 1024)
+    write = handler.wfile.write
+
+    def chunk(data):
+        write(b"%x\r\n" % len(data) + data + b"\r\n")
+
+    chunk(head)
+    while left > 0:
+        piece = block[:min(left, len(block))]
+        chunk(piece)
+        left -= len(piece)
+    chunk(tail)
+    write(b"0\r\n\r\n")
+    handler.wfile.flush()
+
+
+# -- the foreign host: any request is recorded, never answered with data --
+
+def foreign_request(req):
+    token = req.cloud.tokens.get(bearer(req) or "")
+    req.cloud.fault_state.foreign.append({
+        "time": iso_ms(time.time()), "method": req.method, "path": req.path,
+        "host": req.host, "authorization": bool(
+            req.headers.get("Authorization")),
+        "tenant": token.tenant_id if token is not None else None,
+        "client_id": token.client_id if token is not None else None})
+    return Response(404, {"error": {"code": "NotFound",
+                                    "message": "foreign host"}})
+
+
+ROUTES["foreign"] = []
+for _method in ("GET", "POST", "PATCH", "DELETE", "PUT"):
+    route("foreign", _method, r"^")(foreign_request)
+
+
+@route("admin", "GET", r"^/admin/faults$")
+def admin_faults(req):
+    state = req.cloud.fault_state
+    return Response(200, {
+        "rules": [{k: v for k, v in rule.items()} for rule in state.rules],
+        "foreign_requests": list(state.foreign),
+        "foreign_url": "https://" + getattr(req.cloud, "foreign_netloc",
+                                           "localhost:1"),
+        "login_down_ms": max(0, int(1000 * (state.login_down_until
+                                            - time.monotonic())))})
+
+
+@route("admin", "GET", r"^/admin/tenants/([^/]+)/faults$")
+def admin_tenant_faults(req):
+    """Throttling counters of a tenant (all its clients and services):
+    requests (Graph requests with a live token, $batch inner requests
+    counted one by one), throttled (429/503 sent), early (sent before a
+    Retry-After given to that client had elapsed, past the grace)."""
+    tenant = admin_tenant(req)
+    counts = dict(req.cloud.fault_state.tenant_counts(tenant.id))
+    counts["grace_ms"] = int(THROTTLE_GRACE * 1000)
+    return Response(200, counts)
 
 
 # --------------------------------------------------------------------------
@@ -3897,6 +4818,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         req = Request(server.cloud, server.service, self.command, split.path,
                       split.query, self.headers, body, host)
         resp, payload = server.cloud.handle(req)
+        if getattr(resp, "fault", None) is not None:
+            send_fault(self, resp, payload)
+            return
         if resp.drop:
             self.close_connection = True
             return
@@ -3938,7 +4862,11 @@ class Listener(http.server.ThreadingHTTPServer):
         try:
             conn = self.tls.wrap_socket(request, server_side=True)
         except (OSError, ValueError):
+            with self.cloud.lock:
+                self.cloud.tls_failures[self.service] += 1
             return
+        with self.cloud.lock:
+            self.cloud.tls_handshakes[self.service] += 1
         try:
             self.RequestHandlerClass(conn, client_address, self)
         finally:
@@ -3957,13 +4885,14 @@ class Listener(http.server.ThreadingHTTPServer):
         return f"{scheme}://127.0.0.1:{self.server_address[1]}"
 
 
-def make_tls(directory):
-    """A throw-away CA (DIR/ca.pem) and a server certificate for 127.0.0.1
-    and localhost signed by it; returns the server's SSLContext."""
-    now = utcnow()
+TLS_FAULTS = ("unknown-ca", "wrong-host", "expired")
+
+
+def make_ca(now, common_name):
+    """A self-signed CA: (key, certificate)."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                            "fakecloud test CA")])
+                                            common_name)])
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name).issuer_name(ca_name)
@@ -3980,19 +4909,34 @@ def make_tls(directory):
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(
             ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256()))
+    return ca_key, ca_cert
+
+
+def make_server_cert(ca_key, ca_cert, now, fault=None):
+    """A server certificate signed by the CA: for 127.0.0.1 and localhost,
+    valid now, unless fault says otherwise.  Returns (key, certificate)."""
+    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+             x509.DNSName("localhost")]
+    common_name = "127.0.0.1"
+    not_before = now - datetime.timedelta(hours=1)
+    not_after = now + datetime.timedelta(days=30)
+    if fault == "wrong-host":
+        names = [x509.DNSName("wrong-host.invalid")]
+        common_name = "wrong-host.invalid"
+    elif fault == "expired":
+        not_before = now - datetime.timedelta(days=30)
+        not_after = now - datetime.timedelta(days=1)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                                    "127.0.0.1")]))
-        .issuer_name(ca_name)
+                                                    common_name)]))
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.DNSName("localhost")]), False)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName(names), False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None),
                        True)
         .add_extension(x509.KeyUsage(
@@ -4005,12 +4949,14 @@ def make_tls(directory):
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
             ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256()))
+    return key, cert
 
+
+def server_context(directory, stem, key, cert):
+    """Write DIR/STEM.pem and DIR/STEM.key; the server SSLContext."""
     pem = serialization.Encoding.PEM
-    with open(os.path.join(directory, "ca.pem"), "wb") as f:
-        f.write(ca_cert.public_bytes(pem))
-    cert_file = os.path.join(directory, "server.pem")
-    key_file = os.path.join(directory, "server.key")
+    cert_file = os.path.join(directory, stem + ".pem")
+    key_file = os.path.join(directory, stem + ".key")
     with open(cert_file, "wb") as f:
         f.write(cert.public_bytes(pem))
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -4022,6 +4968,29 @@ def make_tls(directory):
     ctx.load_cert_chain(cert_file, key_file)
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+def make_tls(directory, fault=None):
+    """A throw-away CA (DIR/ca.pem) and a server certificate for 127.0.0.1
+    and localhost signed by it; returns the server's SSLContext.  With a
+    fault (one of TLS_FAULTS) it returns (good context, bad context): the
+    bad one serves a certificate that a client trusting only ca.pem must
+    refuse."""
+    now = utcnow()
+    ca_key, ca_cert = make_ca(now, "fakecloud test CA")
+    with open(os.path.join(directory, "ca.pem"), "wb") as f:
+        f.write(ca_cert.public_bytes(serialization.Encoding.PEM))
+    good = server_context(directory, "server",
+                          *make_server_cert(ca_key, ca_cert, now))
+    if fault is None:
+        return good
+    if fault not in TLS_FAULTS:
+        raise ValueError(f"unknown TLS fault {fault!r}")
+    if fault == "unknown-ca":
+        ca_key, ca_cert = make_ca(now, "fakecloud rogue CA")
+    bad = server_context(directory, "server-" + fault,
+                         *make_server_cert(ca_key, ca_cert, now, fault))
+    return good, bad
 
 
 def write_json_atomic(path, data):
@@ -4040,7 +5009,21 @@ def main(argv=None):
     parser.add_argument("--admin-port", type=int, default=0)
     parser.add_argument("--verbose", action="store_true",
                         help="one line per request on stderr")
+    parser.add_argument("--record-raw", action="store_true",
+                        default=os.environ.get("FAKECLOUD_RECORD_RAW") == "1",
+                        help="keep raw request headers and bodies in the "
+                             "request log")
+    parser.add_argument("--tls-fault", choices=TLS_FAULTS,
+                        default=os.environ.get("FAKECLOUD_TLS_FAULT") or None,
+                        help="serve a certificate a client must refuse")
+    parser.add_argument("--tls-fault-on",
+                        default=os.environ.get("FAKECLOUD_TLS_FAULT_ON")
+                        or "login,graph,exchange",
+                        help="listeners with the bad certificate")
     args = parser.parse_args(argv)
+    fault_on = [n.strip() for n in args.tls_fault_on.split(",") if n.strip()]
+    if any(n not in ("login", "graph", "exchange") for n in fault_on):
+        parser.error("--tls-fault-on takes login, graph and/or exchange")
 
     directory = os.path.abspath(args.dir)
     os.makedirs(directory, exist_ok=True)
@@ -4048,21 +5031,32 @@ def main(argv=None):
     if os.path.exists(ready):
         os.unlink(ready)
     cloud = Cloud(verbose=args.verbose)
+    cloud.record_raw = args.record_raw
+    cloud.tls_fault = args.tls_fault
     if args.seed:
         with open(args.seed, encoding="utf-8") as f:
             cloud.load_seed(json.load(f))
-    tls = make_tls(directory)
+    tls = {}
+    if args.tls_fault is None:
+        good = make_tls(directory)
+    else:
+        good, bad = make_tls(directory, args.tls_fault)
+        tls = {name: bad for name in fault_on}
 
     listeners = {
-        "login": Listener(0, "login", cloud, tls),
-        "graph": Listener(0, "graph", cloud, tls),
-        "exchange": Listener(0, "exchange", cloud, tls),
+        "login": Listener(0, "login", cloud, tls.get("login", good)),
+        "graph": Listener(0, "graph", cloud, tls.get("graph", good)),
+        "exchange": Listener(0, "exchange", cloud,
+                             tls.get("exchange", good)),
         "admin": Listener(args.admin_port, "admin", cloud),
+        "foreign": Listener(0, "foreign", cloud, good),  # fault tests
     }
     cloud.login_url = listeners["login"].url
     cloud.graph_url = listeners["graph"].url
     cloud.exchange_url = listeners["exchange"].url
     cloud.admin_url = listeners["admin"].url
+    cloud.foreign_netloc = \
+        f"localhost:{listeners['foreign'].server_address[1]}"
     threads = [threading.Thread(target=server.serve_forever,
                                 kwargs={"poll_interval": 0.1},
                                 name=f"fakecloud-{name}", daemon=True)

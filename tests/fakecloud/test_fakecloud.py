@@ -1425,7 +1425,8 @@ def test_fail_patch_for(fc):
 def test_stats_count_graph_requests_by_kind(fc):
     tok = token(fc)
     zero = {"invitations": 0, "patches": 0, "deletes": 0, "restores": 0,
-            "reads": 0, "exchange": {}, "exchange_in_progress": 0}
+            "reads": 0, "exchange": {}, "exchange_in_progress": 0,
+            "limits": {}}
     assert fc.stats(TENANT) == zero
     get(fc, tok, "/v1.0/users/delta")
     get(fc, tok, f"/v1.0/users/{uid(1)}")
@@ -1439,9 +1440,12 @@ def test_stats_count_graph_requests_by_kind(fc):
     call(fc, tok, "DELETE", f"/v1.0/users/{uid(2)}")
     call(fc, tok, "DELETE", f"/v1.0/directory/deletedItems/{uid(2)}")
     get(fc, None, "/v1.0/users")             # no token: no tenant, no count
-    assert fc.stats(TENANT) == {"invitations": 2, "patches": 2, "deletes": 3,
-                                "restores": 1, "reads": 3, "exchange": {},
-                                "exchange_in_progress": 0}
+    stats = fc.stats(TENANT)
+    # Directory writes by app (test_limits.py covers these counters).
+    assert stats.pop("limits")[APP]["writes"] == 8
+    assert stats == {"invitations": 2, "patches": 2, "deletes": 3,
+                     "restores": 1, "reads": 3, "exchange": {},
+                     "exchange_in_progress": 0}
     assert fc.stats(DOMAIN) == fc.stats(TENANT)
     assert fc.stats(TENANT2) == zero
     with pytest.raises(FakeCloudError) as err:
@@ -1984,7 +1988,13 @@ def test_admin_knobs(fc):
                      "revoke_tokens": False, "replication_lag_ms": 0,
                      "fail_patch_for": [], "enforce_invitation_limit": False,
                      "exo_guest_provisioning_ms": 0, "exo_rate_limit": 0,
-                     "exo_max_concurrent": 0}
+                     "exo_max_concurrent": 0, "enforce_limits": False,
+                     "time_factor": 1, "limit_app_writes": 3000,
+                     "limit_tenant_writes": 18000, "limit_invitations": 150,
+                     "batch_inner_429": 0, "batch_inner_retry_after": 1,
+                     "throttle_write_fraction": 0,
+                     "throttle_read_fraction": 0, "faults": [],
+                     "login_down_ms": 0}
     assert fc.set_knobs(delta_page_size=7)["delta_page_size"] == 7
     for bad in ({"no_such_knob": 1}, {"delta_page_size": 0},
                 {"expire_delta_tokens": "later"}, {"revoke_tokens": 1},

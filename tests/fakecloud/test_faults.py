@@ -1,0 +1,395 @@
+"""fakecloud's fault knobs (issue 6): Graph throttling with Retry-After
+and the "early request" count, connection-level faults on Graph answers,
+the foreign host that records leaked tokens, and the token endpoint
+going down.
+
+Run:  /usr/bin/python3 -m pytest tests/fakecloud/test_faults.py -q
+
+One fakecloud per module, reset before each test.  No fixed sleeps: what
+depends on time polls the clock or the server with a deadline.
+"""
+
+import http.client
+import json
+import re
+import ssl
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from client import (FakeCloud, FakeCloudError,  # noqa: E402
+                    wait_for)
+
+TENANT = "aaaaaaaa-0000-4000-8000-00000000c011"
+DOMAIN = "contoso.onmicrosoft.com"
+APP = "bbbbbbbb-0000-4000-8000-00000000c011"
+TENANT2 = "aaaaaaaa-0000-4000-8000-00000000f011"
+APP2 = "bbbbbbbb-0000-4000-8000-00000000f011"
+SECRET = "s3cret"
+DELTA = "/v1.0/users/delta?$select=displayName,mail"
+
+
+def uid(n):
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def seed():
+    users = [{"id": uid(n), "displayName": f"User {n}",
+              "mail": f"user{n}@contoso.com"} for n in range(1, 6)]
+    return {"tenants": [
+        {"id": TENANT, "domain": DOMAIN,
+         "apps": [{"client_id": APP, "secrets": [SECRET]}],
+         "users": users},
+        {"id": TENANT2, "domain": "fabrikam.onmicrosoft.com",
+         "apps": [{"client_id": APP2, "secrets": [SECRET]}],
+         "users": [{"id": uid(99), "displayName": "Other"}]}]}
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    fc = FakeCloud().start(tmp_path_factory.mktemp("fakecloud-faults"))
+    yield fc
+    assert fc.stop() == 0
+
+
+@pytest.fixture
+def fc(cloud):
+    cloud.reset()
+    cloud.seed(seed())
+    return cloud
+
+
+def bearer(fc, tenant=TENANT, app=APP):
+    return {"Authorization": "Bearer " + fc.access_token(tenant, app,
+                                                         SECRET)}
+
+
+def get(fc, headers, url):
+    if not url.startswith("https://"):
+        url = fc.graph_url + url
+    return fc.request("GET", url, headers=headers)
+
+
+def raw_get(fc, url, headers):
+    """One GET on a fresh connection: (response or None, body or the
+    exception the read ended with)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPSConnection(
+        parts.hostname, parts.port, timeout=30,
+        context=ssl.create_default_context(cafile=fc.ca_file))
+    try:
+        conn.request("GET", parts.path + "?" + parts.query,
+                     headers=headers)
+        try:
+            resp = conn.getresponse()
+        except (http.client.HTTPException, OSError) as exc:
+            return None, exc
+        try:
+            return resp, resp.read()
+        except (http.client.HTTPException, OSError) as exc:
+            return resp, exc
+    finally:
+        conn.close()
+
+
+def read_pages(fc, headers, url=DELTA):
+    pages = []
+    while url:
+        reply = get(fc, headers, url)
+        assert reply.status == 200, reply.body
+        page = reply.json()
+        pages.append(page)
+        url = page.get("@odata.nextLink")
+    return pages
+
+
+def check_retry_after(values):
+    """1-3 s, whole and fractional alternately."""
+    for i, text in enumerate(values):
+        assert 1 <= float(text) <= 3, text
+        if i % 2 == 0:
+            assert re.fullmatch(r"[123]", text), text
+        else:
+            assert re.fullmatch(r"[12]\.[0-9]", text), text
+
+
+# -- throttling ---------------------------------------------------------------
+
+def test_writes_answer_429_in_the_documented_shape(fc):
+    auth = bearer(fc)
+    fc.set_knobs(throttle_write_fraction=1)
+    seen = []
+    for n in range(1, 5):
+        reply = fc.request("PATCH", f"{fc.graph_url}/v1.0/users/{uid(n)}",
+                           headers=auth, json_body={"jobTitle": "X"})
+        assert reply.status == 429
+        body = reply.json()
+        # error-429-throttled.json: same keys, in the same order.
+        assert list(body["error"]) == ["code", "innerError", "message"]
+        assert body["error"]["code"] == "TooManyRequests"
+        assert body["error"]["innerError"]["status"] == "429"
+        seen.append(reply.header("Retry-After"))
+    check_retry_after(seen)
+    # Nothing was applied; reads go on.
+    assert all(u.get("jobTitle") is None for u in fc.users(TENANT))
+    assert get(fc, auth, DELTA).status == 200
+    stats = fc.throttle_stats(TENANT)
+    assert stats["throttled"] == 4 and stats["requests"] == 5
+    assert fc.stats(TENANT)["patches"] == 4
+    assert fc.throttle_stats(TENANT2)["requests"] == 0
+
+
+def test_reads_answer_503_service_not_available(fc):
+    auth = bearer(fc)
+    fc.set_knobs(throttle_read_fraction=1)
+    reply = get(fc, auth, DELTA)
+    assert reply.status == 503
+    error = reply.json()["error"]
+    assert error["code"] == "serviceNotAvailable"
+    assert set(error["innerError"]) == {"date", "request-id",
+                                        "client-request-id"}
+    check_retry_after([reply.header("Retry-After")])
+    # Writes are not touched by the read fraction.
+    fc.set_knobs(throttle_read_fraction=0)
+    reply = fc.request("PATCH", f"{fc.graph_url}/v1.0/users/{uid(1)}",
+                       headers=auth, json_body={"jobTitle": "Y"})
+    assert reply.status == 204
+
+
+def test_fraction_is_a_fraction(fc):
+    auth = bearer(fc)
+    fc.set_knobs(throttle_read_fraction=0.5)
+    statuses = [get(fc, auth, DELTA).status for _ in range(200)]
+    assert set(statuses) == {200, 503}
+    assert 40 < statuses.count(503) < 160
+    for bad in (-0.1, 1.5, "1", True):
+        with pytest.raises(FakeCloudError) as err:
+            fc.set_knobs(throttle_write_fraction=bad)
+        assert err.value.status == 400
+
+
+def test_early_requests_are_counted_per_tenant_and_client(fc):
+    auth, other = bearer(fc), bearer(fc, TENANT2, APP2)
+    fc.set_knobs(throttle_read_fraction=1)
+    reply = get(fc, auth, DELTA)
+    sent = time.monotonic()
+    wait = float(reply.header("Retry-After"))
+    fc.set_knobs(throttle_read_fraction=0)
+    stats = fc.throttle_stats(TENANT)
+    assert stats["grace_ms"] == 100 and stats["early"] == 0
+    # Past the grace, before Retry-After: early.
+    wait_for(lambda: time.monotonic() > sent + 0.2, what="grace over")
+    assert get(fc, auth, DELTA).status == 200
+    assert fc.throttle_stats(TENANT)["early"] == 1
+    # Another tenant's client is not held by it.
+    assert get(fc, other, "/v1.0/users/delta").status == 200
+    assert fc.throttle_stats(TENANT2)["early"] == 0
+    # Once Retry-After has passed: not early.
+    wait_for(lambda: time.monotonic() > sent + wait + 0.05, timeout=5,
+             what="Retry-After elapsed")
+    assert get(fc, auth, DELTA).status == 200
+    stats = fc.throttle_stats(TENANT)
+    assert stats == {"requests": 3, "throttled": 1, "early": 1,
+                     "grace_ms": 100}
+
+
+def test_batch_inner_requests_are_throttled_one_by_one(fc):
+    auth = bearer(fc)
+    fc.set_knobs(throttle_write_fraction=1)
+    body = {"requests": [
+        {"id": str(n), "method": "PATCH", "url": f"/users/{uid(n)}",
+         "headers": {"Content-Type": "application/json"},
+         "body": {"jobTitle": "B"}} for n in (1, 2)] + [
+        {"id": "3", "method": "GET", "url": f"/users/{uid(3)}"}]}
+    reply = fc.request("POST", f"{fc.graph_url}/v1.0/$batch", headers=auth,
+                       json_body=body)
+    if reply.status == 400 and b"segment" in reply.body:
+        pytest.skip("no $batch route in this fakecloud")
+    assert reply.status == 200, reply.body
+    answers = {a["id"]: a for a in reply.json()["responses"]}
+    for n in ("1", "2"):
+        assert answers[n]["status"] == 429
+        assert answers[n]["body"]["error"]["code"] == "TooManyRequests"
+        assert 1 <= float(answers[n]["headers"]["Retry-After"]) <= 3
+    assert answers["3"]["status"] == 200
+    stats = fc.throttle_stats(TENANT)
+    assert stats["throttled"] == 2 and stats["requests"] == 3
+
+
+# -- connection-level and body faults -----------------------------------------
+
+def rules(fc):
+    return fc.faults()["rules"]
+
+
+def test_fault_rule_validation(fc):
+    for bad in ([{"kind": "explode"}], [{"kind": "stall", "count": 0}],
+                [{"kind": "stall", "path": "("}], {"kind": "stall"},
+                [{"kind": "stall", "colour": "red"}]):
+        with pytest.raises(FakeCloudError) as err:
+            fc.set_knobs(faults=bad)
+        assert err.value.status == 400
+    assert fc.knobs()["faults"] == []
+
+
+def test_reset_before_response_fires_count_times(fc):
+    auth = bearer(fc)
+    fc.set_faults({"service": "graph", "method": "GET",
+                   "path": r"^/v1\.0/users/delta", "kind":
+                   "reset_before_response", "count": 2})
+    for _ in range(2):
+        resp, outcome = raw_get(fc, fc.graph_url + DELTA, auth)
+        assert resp is None and isinstance(outcome, OSError)
+    resp, body = raw_get(fc, fc.graph_url + DELTA, auth)
+    assert resp.status == 200 and json.loads(body)["value"]
+    assert rules(fc)[0]["left"] == 0 and rules(fc)[0]["fired"] == 2
+
+
+def test_rule_matches_method_and_query(fc):
+    auth = bearer(fc)
+    fc.set_knobs(delta_page_size=2)
+    fc.set_faults({"method": "GET", "path": r"\$skiptoken=",
+                   "kind": "reset_before_response"})
+    first = get(fc, auth, DELTA)
+    assert first.status == 200 and rules(fc)[0]["fired"] == 0
+    resp, outcome = raw_get(fc, first.json()["@odata.nextLink"], auth)
+    assert resp is None
+    assert rules(fc)[0]["fired"] == 1
+    # A PATCH does not match a GET rule.
+    fc.set_faults({"method": "GET", "kind": "reset_before_response"})
+    reply = fc.request("PATCH", f"{fc.graph_url}/v1.0/users/{uid(1)}",
+                       headers=auth, json_body={"jobTitle": "Z"})
+    assert reply.status == 204 and rules(fc)[0]["left"] == 1
+
+
+def test_reset_mid_body(fc):
+    auth = bearer(fc)
+    fc.set_faults({"path": "users/delta", "kind": "reset_mid_body"})
+    resp, outcome = raw_get(fc, fc.graph_url + DELTA, auth)
+    assert resp is not None and resp.status == 200
+    assert isinstance(outcome, (http.client.IncompleteRead, OSError))
+
+
+def test_truncate_sends_less_than_content_length(fc):
+    auth = bearer(fc)
+    fc.set_faults({"path": "users/delta", "kind": "truncate"})
+    resp, outcome = raw_get(fc, fc.graph_url + DELTA, auth)
+    assert resp.status == 200
+    assert isinstance(outcome, http.client.IncompleteRead)
+    assert outcome.expected == 4096
+    assert json.loads(outcome.partial)["value"]        # the whole body
+
+
+def test_stall_then_close_without_answer(fc):
+    auth = bearer(fc)
+    fc.set_faults({"path": "users/delta", "kind": "stall", "ms": 300})
+    resp, outcome = raw_get(fc, fc.graph_url + DELTA, auth)
+    assert resp is None and isinstance(outcome, OSError)
+    assert fc.faults()["rules"][0]["fired"] == 1
+
+
+def test_oversize_body_is_valid_json_of_the_size_asked(fc):
+    auth = bearer(fc)
+    size = 3 * 1024 * 1024 + 17
+    fc.set_faults({"path": "users/delta", "kind": "oversize",
+                   "bytes": size})
+    resp, body = raw_get(fc, fc.graph_url + DELTA, auth)
+    assert resp.status == 200
+    assert resp.getheader("Content-Length") is None
+    assert len(body) == size
+    page = json.loads(body)
+    assert len(page["value"]) == 5 and "@odata.deltaLink" in page
+
+
+def test_invalid_json_and_wrong_shapes(fc):
+    auth = bearer(fc)
+    fc.set_faults({"path": "users/delta", "kind": "invalid_json"},
+                  {"path": "users/delta", "kind": "wrong_shape:value_string"},
+                  {"path": "users/delta", "kind": "wrong_shape:no_value"})
+    reply = get(fc, auth, DELTA)
+    assert reply.status == 200
+    with pytest.raises(ValueError):
+        json.loads(reply.body)
+    reply = get(fc, auth, DELTA)
+    assert isinstance(reply.json()["value"], str)
+    reply = get(fc, auth, DELTA)
+    assert "value" not in reply.json()
+    assert "@odata.deltaLink" in reply.json()
+    assert get(fc, auth, DELTA).json()["value"]          # all spent
+    assert [r["left"] for r in rules(fc)] == [0, 0, 0]
+
+
+def test_next_link_not_url(fc):
+    auth = bearer(fc)
+    fc.set_faults({"path": "users/delta", "kind": "next_link_not_url"})
+    page = get(fc, auth, DELTA).json()
+    link = page["@odata.nextLink"]
+    assert "@odata.deltaLink" not in page
+    assert not urllib.parse.urlsplit(link).scheme
+
+
+def test_next_link_to_foreign_host_records_the_token(fc):
+    auth = bearer(fc)
+    fc.set_knobs(delta_page_size=2)
+    fc.set_faults({"path": "users/delta", "kind": "next_link_foreign_host"})
+    link = get(fc, auth, DELTA).json()["@odata.nextLink"]
+    assert link.startswith(fc.foreign_url + "/v1.0/users/delta?")
+    assert fc.foreign_requests() == []
+    # A client that follows it hands the token to the foreign host.
+    reply = fc.request("GET", link, headers=auth)
+    assert reply.status == 404
+    leaked = fc.foreign_requests()
+    assert len(leaked) == 1
+    assert leaked[0]["tenant"] == TENANT and leaked[0]["client_id"] == APP
+    assert leaked[0]["authorization"] is True
+    # Without a token: recorded, naming no tenant.
+    fc.request("GET", link)
+    assert fc.foreign_requests()[1]["tenant"] is None
+
+
+def test_delta_link_foreign_host_waits_for_the_last_page(fc):
+    auth = bearer(fc)
+    fc.set_knobs(delta_page_size=2)
+    fc.set_faults({"path": "users/delta",
+                   "kind": "delta_link_foreign_host"})
+    pages = read_pages(fc, auth)
+    assert len(pages) == 3
+    assert all(p["@odata.nextLink"].startswith(fc.graph_url)
+               for p in pages[:2])
+    assert pages[2]["@odata.deltaLink"].startswith(fc.foreign_url + "/")
+    assert rules(fc)[0]["fired"] == 1
+
+
+def test_faults_do_not_touch_error_answers(fc):
+    fc.set_faults({"path": "users/delta", "kind": "invalid_json"})
+    reply = get(fc, {"Authorization": "Bearer nope"}, DELTA)
+    assert reply.status == 401 and reply.json()["error"]
+    assert rules(fc)[0]["left"] == 1
+
+
+# -- token endpoint -----------------------------------------------------------
+
+def test_login_down_then_back(fc):
+    fc.set_knobs(login_down_ms=60000)
+    reply = fc.get_token(TENANT, APP, secret=SECRET)
+    assert reply.status == 503
+    body = reply.json()
+    assert body["error"] == "temporarily_unavailable"
+    assert body["error_description"].startswith("AADSTS90033: ")
+    assert reply.header("Retry-After") == "1"
+    assert fc.faults()["login_down_ms"] > 0
+    fc.set_knobs(login_down_ms=0)
+    assert fc.get_token(TENANT, APP, secret=SECRET).status == 200
+
+
+def test_login_down_ends_by_itself(fc):
+    fc.set_knobs(login_down_ms=300)
+    assert fc.get_token(TENANT, APP, secret=SECRET).status == 503
+    wait_for(lambda: fc.get_token(TENANT, APP, secret=SECRET).status == 200,
+             timeout=10, interval=0.05, what="token endpoint back")
