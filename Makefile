@@ -8,6 +8,9 @@
 #   make demo       fakecloud with two demo tenants + galbridge against it
 #   make install    honours PREFIX and DESTDIR
 
+# This Makefile's directory (before any include changes MAKEFILE_LIST).
+TOP := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
@@ -42,11 +45,12 @@ TESTS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 # Debian 12 packages: build, unit tests, fakecloud and its tests.
 DEB_PKGS := gcc make pkg-config libcurl4-openssl-dev libjansson-dev \
 	libuv1-dev libsqlite3-dev libssl-dev libinih-dev libcmocka-dev \
-	python3 python3-cryptography python3-pytest
+	python3 python3-cryptography python3-pytest clang libclang-rt-14-dev
 LINT_PKGS := clang-format cppcheck
 
 .PHONY: all deps deps-lint check unit-check fakecloud-check \
-	integration-check asan lint demo install clean bench
+	integration-check reliability-check reliability valgrind asan lint \
+	demo install clean bench
 
 all: galbridge
 
@@ -95,11 +99,19 @@ integration-check: $(BUILD)/galbridge
 	GALBRIDGE=$(CURDIR)/$(BUILD)/galbridge \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
+# The crash and state-directory tests, small by default; `make
+# reliability` runs them at full size.
+reliability-check: $(BUILD)/galbridge
+	GALBRIDGE=$(CURDIR)/$(BUILD)/galbridge \
+		$(PYTHON) -m pytest -q -p no:cacheprovider tests/reliability
+
 check: deps
 	$(MAKE) all
 	$(MAKE) unit-check
 	$(MAKE) fakecloud-check
 	$(MAKE) integration-check
+	$(MAKE) reliability-check
+	$(MAKE) fuzz-check
 
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=all
@@ -125,6 +137,10 @@ bench: all
 	$(PYTHON) bench/guest-round.py --users 2000
 	$(PYTHON) bench/latency.py --interval 30 --changes 20
 	$(PYTHON) bench/daemon-idle.py --rounds 1000
+	$(PYTHON) bench/first-round.py --users 10000 --time-factor 10
+	$(PYTHON) bench/idle.py --sizes 10000,100000 --rounds 100
+	$(PYTHON) bench/change-burst.py --users 100000 --changes 1000
+	$(PYTHON) bench/scale.py --sizes 10000,50000,100000
 
 install: galbridge
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 \
@@ -144,3 +160,20 @@ install: galbridge
 
 clean:
 	rm -rf build galbridge
+
+# The reliability report (tests/reliability/README.md): every fault class
+# at full size, the crash test with 50 kills, the fuzzers for FUZZ_SECONDS
+# each, the suite under ASan/UBSan and under valgrind; one table at the end.
+reliability: all
+	$(PYTHON) tests/reliability/report.py
+
+# The integration suite with galbridge under valgrind (slow: run it by
+# hand or from `make reliability`, not in `make check`).
+valgrind: $(BUILD)/galbridge
+	@sh tests/deps.sh valgrind
+	GALBRIDGE_REAL=$(CURDIR)/$(BUILD)/galbridge \
+	GALBRIDGE=$(CURDIR)/tests/valgrind-galbridge.sh \
+		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+# By its full path: the Makefile may be run with -f from elsewhere.
+include $(TOP)tests/fuzz/fuzz.mk

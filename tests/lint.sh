@@ -2,7 +2,7 @@
 # make lint: formatting, static analysis and banned calls.
 set -u
 status=0
-files=$(ls src/*.c include/*.h tests/unit/*.c tests/unit/*.h 2>/dev/null)
+files=$(ls src/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c tests/fuzz/*.h tests/reliability/*.c 2>/dev/null)
 if command -v clang-format >/dev/null; then
   for f in $files; do
     clang-format --dry-run -Werror "$f" 2>/dev/null >/dev/null || {

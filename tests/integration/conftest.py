@@ -64,6 +64,7 @@ class Env:
         self.cloud.seed(seed)
         self.state_dir = os.path.join(self.tmp, "state")
         self.conf = os.path.join(self.tmp, "galbridge.conf")
+        self.limits = {}
         for name, t in self.tenants.items():
             self.write_secret(name, t["secret"])
         self.write_config()
@@ -83,12 +84,19 @@ class Env:
         t = self.tenants[name]
         cred = credential or "client_secret_file = %s" % os.path.join(
             self.tmp, name + ".secret")
+        # fakecloud enforces no write limit unless a test asks it to:
+        # pacing at Microsoft's (the default) would only slow tests down.
+        # self.limits[name] = (graph_write_limit, invitation_limit) sets
+        # them.
+        writes, invitations = self.limits.get(name, ("off", "off"))
         return ("[tenant %s]\ntenant_id = %s\nclient_id = %s\n%s\n"
                 "login_url = %s\ngraph_url = %s\nexchange_url = %s\n"
-                "ca_file = %s\n\n" % (
+                "ca_file = %s\ngraph_write_limit = %s\n"
+                "invitation_limit = %s\n\n" % (
                     name, t["id"], t["client_id"], cred,
                     self.cloud.login_url, self.cloud.graph_url,
-                    self.cloud.exchange_url, self.cloud.ca_file))
+                    self.cloud.exchange_url, self.cloud.ca_file, writes,
+                    invitations))
 
     def write_config(self, contoso_credential=None, extra="", link_extra="",
                      reverse=False):

@@ -1,0 +1,56 @@
+"""Client-side write budget against fakecloud's enforced Graph limits.
+
+fakecloud enforces a small write limit (time_factor makes its windows
+short, limit_app_writes makes the count small) and galbridge is given the
+same limit in graph_write_limit: a first round of a few hundred guests
+must converge with 429s under 1 % of the writes. The figures (writes/s
+achieved against the rate allowed, 429s) are printed, not asserted on:
+run with -s to see them.
+"""
+import datetime
+
+TIME_FACTOR = 30                  # fakecloud's 150 s window becomes 5 s
+APP_WRITES = 200                  # per (tenant, app) window
+WINDOW = 150 // TIME_FACTOR
+
+
+def parse_time(text):
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_first_round_paced_under_enforced_limit(make_env):
+    env = make_env(users=300)
+    target = env.tenants["fabrikam"]
+    env.cloud.set_knobs(enforce_limits=True, time_factor=TIME_FACTOR,
+                        limit_app_writes=APP_WRITES)
+    # The limit on the galbridge side: the same count and window, for the
+    # target (conftest turns pacing off elsewhere).
+    env.limits["fabrikam"] = ("%d/%ds" % (APP_WRITES, WINDOW), "150/5s")
+    env.write_config()
+    assert env.run("check-config").returncode == 0
+
+    r = env.run("sync", timeout=600)
+    assert r.returncode == 0, r.stderr
+
+    want = env.in_scope()
+    got = env.copies()
+    assert len(want) > 200
+    assert set(got) == set(want)
+    assert all(len(c) == 1 and c[0]["showInAddressList"] is True
+               for c in got.values())
+
+    stats = env.cloud.stats(target["id"])["limits"][target["client_id"]]
+    writes, throttled = stats["writes"], stats["throttled"]
+    assert writes >= 2 * len(want)          # an invitation and a PATCH each
+    assert throttled < 0.01 * writes, (throttled, writes)
+
+    times = sorted(parse_time(e["time"]) for e in env.cloud.log("graph")
+                   if e["tenant"] == target["id"] and e["status"] < 400
+                   and e["method"] in ("POST", "PATCH", "DELETE"))
+    span = (times[-1] - times[0]).total_seconds()
+    allowed = APP_WRITES / WINDOW
+    achieved = (len(times) - 1) / span if span > 0 else float("inf")
+    print("\nbudget: %d writes in %.1f s: %.1f writes/s, allowed %.1f/s "
+          "(%.0f %%), 429s: %d, peak %d writes in one second"
+          % (len(times), span, achieved, allowed, 100 * achieved / allowed,
+             throttled, stats["peak_writes_per_second"]))
