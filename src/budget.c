@@ -6,8 +6,11 @@
  * sliding window of `window` seconds, so a full bucket spent at the start
  * of a window plus a full window of refill must stay within the limit:
  * burst <= limit - rate * window. With rate at 95 % of the documented
- * rate that leaves 5 % of the limit for the burst (at least one token;
- * the rate is lowered when rounding the burst up would break the bound).
+ * rate that leaves 5 % of the limit; the burst takes half of it (at least
+ * one token; the rate is lowered when rounding the burst up would break
+ * the bound) and the other half is a margin for requests that reach the
+ * server in clumps (queued in the network or behind a slow answer),
+ * which a bound met exactly turned into the odd 429.
  *
  * Why time only moves forward: the caller's clock is monotonic, but a
  * caller that mixes clocks, or a test, must not be able to mint tokens by
@@ -41,7 +44,7 @@ budget_init(struct budget *b, double limit, double window, double now)
   n.window = limit > 0 ? window : 0;
   n.last = now;
   if (limit > 0) {
-    n.burst = floor(limit * (1.0 - BUDGET_FILL));
+    n.burst = floor(limit * (1.0 - BUDGET_FILL) / 2);
     if (n.burst < 1)
       n.burst = 1;
     n.max_rate = BUDGET_FILL * limit / window;

@@ -2494,10 +2494,12 @@ def guest_upn(tenant, address):
     appended when taken (guess)."""
     local, _, domain = address.partition("@")
     base = re.sub(r"[^A-Za-z0-9._'-]", "", f"{local}_{domain}") or "guest"
-    taken = {(u.props.get("userPrincipalName") or "").lower()
-             for u in tenant.users.values() if u.deleted != "hard"}
+    def taken(upn):
+        return any((u.props.get("userPrincipalName") or "").lower()
+                   == upn.lower() and u.deleted != "hard"
+                   for u in tenant.indexed("userPrincipalName", upn))
     candidate, n = f"{base}#EXT#@{tenant.domain}", 1
-    while candidate.lower() in taken:
+    while taken(candidate):
         candidate = f"{base}{n}#EXT#@{tenant.domain}"
         n += 1
     return candidate
@@ -2543,7 +2545,13 @@ def create_invitation(req):
 
     key = address.lower()
     user = None
-    for candidate in tenant.users.values():
+    # Only users the index names can hold the address (or have it as
+    # their UPN); in creation order, as a scan of the tenant would meet
+    # them.
+    nominated = {u.id: u for u in tenant.indexed("@", key)}
+    nominated.update((u.id, u) for u in tenant.indexed("userPrincipalName",
+                                                          key))
+    for candidate in sorted(nominated.values(), key=lambda u: u.created_seq):
         if candidate.deleted is not None:
             continue
         invited = is_invited(candidate)

@@ -24,14 +24,14 @@ documented_limits_give_rate_and_burst(void **state)
   (void)state;
   /* 3,000 writes per 2.5 minutes per app per tenant. */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
-  NEAR(b.burst, 150);
+  NEAR(b.burst, 75);
   NEAR(b.max_rate, 19);
   NEAR(b.rate, 19);
-  NEAR(b.tokens, 150);
+  NEAR(b.tokens, 75);
   assert_true(b.burst + b.max_rate * b.window <= b.limit + 1e-9);
   /* 150 invitations per 5 s per tenant. */
   assert_int_equal(budget_init(&b, 150, 5, 0), 0);
-  NEAR(b.burst, 7);
+  NEAR(b.burst, 3);
   NEAR(b.max_rate, 28.5);
   assert_true(b.burst + b.max_rate * b.window <= b.limit + 1e-9);
   /* A small limit: the burst is one token and the rate gives way. */
@@ -82,7 +82,7 @@ burst_then_paced(void **state)
 
   (void)state;
   assert_int_equal(budget_init(&b, 150, 5, 100), 0);
-  for (int i = 0; i < 7; i++) {
+  for (int i = 0; i < 3; i++) {
     assert_true(budget_wait(&b, 1, 100) == 0);
     budget_take(&b, 1, 100);
   }
@@ -233,10 +233,10 @@ pressure_slows_only_over_the_level(void **state)
   budget_pressure(&b, 0.9, 1);
   budget_pressure(&b, NAN, 1);
   NEAR(b.rate, 19);
-  NEAR(b.tokens, 150);
+  NEAR(b.tokens, 75);
   budget_pressure(&b, 0.95, 1);
   NEAR(b.rate, 19 * 0.9);
-  NEAR(b.tokens, 150); /* pressure slows, it does not empty */
+  NEAR(b.tokens, 75); /* pressure slows, it does not empty */
   budget_pressure(&b, 1.2, 1.5);
   NEAR(b.rate, 19 * 0.9);
   budget_pressure(&b, 1.2, 3.0);
@@ -249,15 +249,15 @@ cost_over_the_burst_waits_for_a_full_bucket(void **state)
   struct budget b;
 
   (void)state;
-  assert_int_equal(budget_init(&b, 150, 5, 0), 0); /* burst 7 */
-  budget_take(&b, 3, 0);
-  /* 20 > 7: it waits until the bucket is full again, not forever. */
-  NEAR(budget_wait(&b, 20, 0), 3 / 28.5);
-  assert_true(budget_wait(&b, 20, 3 / 28.5) == 0);
-  budget_take(&b, 20, 3 / 28.5);
-  NEAR(b.tokens, -13);
+  assert_int_equal(budget_init(&b, 150, 5, 0), 0); /* burst 3 */
+  budget_take(&b, 2, 0);
+  /* 20 > 3: it waits until the bucket is full again, not forever. */
+  NEAR(budget_wait(&b, 20, 0), 2 / 28.5);
+  assert_true(budget_wait(&b, 20, 2 / 28.5) == 0);
+  budget_take(&b, 20, 2 / 28.5);
+  NEAR(b.tokens, -17);
   /* The debt is paid before the next request goes. */
-  NEAR(budget_wait(&b, 1, 3 / 28.5), 14 / 28.5);
+  NEAR(budget_wait(&b, 1, 2 / 28.5), 18 / 28.5);
 }
 
 static void
@@ -268,7 +268,7 @@ time_going_backwards_is_ignored(void **state)
 
   (void)state;
   assert_int_equal(budget_init(&b, 150, 5, 100), 0);
-  budget_take(&b, 7, 100);
+  budget_take(&b, 3, 100);
   budget_throttled(&b, 100);
   tokens = b.tokens;
   rate = b.rate;
