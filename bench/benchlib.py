@@ -26,5 +26,23 @@ def measured_sync(env):
     if r.returncode != 0:
         sys.exit("sync failed: " + r.stderr)
     user, system, rss_kib = r.stderr.strip().splitlines()[-1].split()[1:]
-    reqs = [e for e in env.cloud.log(since=seq) if e["service"] != "admin"]
+    # Inner requests of a $batch are logged too (key "batch"): they are
+    # not HTTP requests of their own.
+    reqs = [e for e in env.cloud.log(since=seq)
+            if e["service"] != "admin" and "batch" not in e]
     return wall, float(user) + float(system), reqs, int(rss_kib)
+
+
+def proc_figures(pid):
+    """CPU seconds (user + system) and RSS in KiB of a running process,
+    from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / tick
+    rss = 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return cpu, rss

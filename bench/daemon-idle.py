@@ -22,19 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "fakecloud"))
 
 import client as fc  # noqa: E402
 from conftest import GALBRIDGE, Env  # noqa: E402
-
-
-def proc_figures(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / tick
-    rss = 0
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-    return cpu, rss
+from benchlib import proc_figures  # noqa: E402
 
 
 def main():

@@ -1,0 +1,86 @@
+"""The naive approach, for comparison: what a first script does.
+
+One request after another on one kept-alive connection: for every person
+in scope, an invitation and then one PATCH with the attributes (through
+beta, for showInAddressList), no batching, no pacing; a 429 or 503 is
+waited out for its Retry-After and the request sent again. It does the
+same work as galbridge's first round of a guest link into an empty target
+(the same people, the same attributes), so the two can be compared on the
+same fakecloud in the same sitting.
+"""
+import time
+import urllib.parse
+
+ATTRS = ("givenName", "surname", "jobTitle", "department", "companyName",
+         "officeLocation", "mobilePhone", "city", "country")
+
+
+def _send(cloud, counts, method, url, token, body=None):
+    while True:
+        counts["requests"] += 1
+        reply = cloud.request(method, url,
+                              headers={"Authorization": "Bearer " + token},
+                              json_body=body)
+        if reply.status in (429, 503):
+            counts["throttled"] += 1
+            wait = reply.headers.get("Retry-After") or "1"
+            time.sleep(float(wait))
+            continue
+        return reply
+
+
+def _source_users(cloud, token, counts):
+    url = (cloud.graph_url + "/v1.0/users?$top=999&$select=id,displayName,"
+           "mail,userType,accountEnabled," + ",".join(ATTRS))
+    users = []
+    while url:
+        reply = _send(cloud, counts, "GET", url, token)
+        if reply.status != 200:
+            raise RuntimeError("listing users: %d" % reply.status)
+        body = reply.json()
+        users.extend(body["value"])
+        url = body.get("@odata.nextLink")
+    return users
+
+
+def naive_round(env, in_scope):
+    """Copy the people whose ids are in `in_scope` from contoso into
+    fabrikam as guests. Returns a dict of figures."""
+    cloud = env.cloud
+    src, dst = env.tenants["contoso"], env.tenants["fabrikam"]
+    counts = {"requests": 0, "throttled": 0, "writes": 0}
+    t0 = time.monotonic()
+    token_src = cloud.access_token(src["id"], src["client_id"],
+                                   src["secret"])
+    token_dst = cloud.access_token(dst["id"], dst["client_id"],
+                                   dst["secret"])
+    counts["requests"] += 2
+    people = [u for u in _source_users(cloud, token_src, counts)
+              if u["id"] in in_scope]
+    for person in people:
+        invite = {"invitedUserEmailAddress": person["mail"],
+                  "invitedUserDisplayName": person["displayName"],
+                  "inviteRedirectUrl": "https://myapps.microsoft.com",
+                  "sendInvitationMessage": False}
+        reply = _send(cloud, counts, "POST",
+                      cloud.graph_url + "/v1.0/invitations", token_dst,
+                      invite)
+        counts["writes"] += 1
+        if reply.status != 201:
+            raise RuntimeError("invitation: %d %s" % (reply.status,
+                                                      reply.body[:200]))
+        guest = reply.json()["invitedUser"]["id"]
+        patch = {k: person.get(k) for k in ATTRS if person.get(k)}
+        patch["onPremisesExtensionAttributes"] = {
+            "extensionAttribute15": "naive:" + person["id"]}
+        patch["showInAddressList"] = True
+        reply = _send(cloud, counts, "PATCH",
+                      cloud.graph_url + "/beta/users/" +
+                      urllib.parse.quote(guest), token_dst, patch)
+        counts["writes"] += 1
+        if reply.status != 204:
+            raise RuntimeError("patch: %d %s" % (reply.status,
+                                                 reply.body[:200]))
+    counts["seconds"] = time.monotonic() - t0
+    counts["objects"] = len(people)
+    return counts
