@@ -1,30 +1,32 @@
 /*
- * budget — a token bucket that paces requests under a documented limit of
- * `limit` requests per sliding window of `window` seconds, so that the
- * server rarely has to answer 429.
+ * budget — paces requests under a documented limit of `limit` requests
+ * per sliding window of `window` seconds, so that the server rarely has
+ * to answer 429.
  *
  * Pure arithmetic: no I/O, no clock. Every call takes the current time in
  * seconds (any monotonic origin); a time earlier than one seen before is
  * taken as "no time has passed" (never as a refund).
  *
- * The bucket fills at `rate` tokens per second, at most BUDGET_FILL of the
- * documented rate, and holds at most `burst` tokens, with
- * burst + max_rate * window <= limit: whatever the timing, no window of
- * the limit's length ever sees more than `limit` tokens taken (a single
- * request costing more than the burst aside, see budget_wait()).
+ * A request may go when both allow it (see budget.c): a mirror of the
+ * server's sliding window, which lets at most BUDGET_FILL of `limit`
+ * through in any window (the whole allowance at once if the window is
+ * empty, as the server does), and a token bucket of that size filled at
+ * `rate` tokens per second, at most BUDGET_FILL of the documented rate.
  *
- * The rate adapts (AIMD): a throttled answer multiplies it by
- * BUDGET_DECREASE, and a throttle-limit percentage over
- * BUDGET_PRESSURE_LEVEL by BUDGET_PRESSURE_DECREASE, at most once per
- * hold time (a tenth of the window, 0.05 to 2 s) so that a volley of 429s
- * counts as one; it never goes under max_rate / 20. Once the hold time
- * has passed it climbs back by half of max_rate per window, up to
- * max_rate.
+ * The rate adapts (AIMD): a throttled answer empties the bucket and
+ * multiplies the rate by BUDGET_DECREASE, and a throttle-limit percentage
+ * over BUDGET_PRESSURE_LEVEL multiplies it by BUDGET_PRESSURE_DECREASE, at
+ * most once per hold time (a tenth of the window, 0.05 to 2 s) so that a
+ * volley of 429s counts as one; it never goes under max_rate / 20. Once
+ * the hold time has passed it climbs back by half of max_rate per window,
+ * up to max_rate.
  */
 #ifndef GALBRIDGE_BUDGET_H
 #define GALBRIDGE_BUDGET_H
 
-#define BUDGET_FILL 0.95
+#define BUDGET_FILL 0.975
+#define BUDGET_SLOTS 100               /* the window's resolution */
+#define BUDGET_RING (BUDGET_SLOTS + 2) /* slots counted at once */
 #define BUDGET_DECREASE 0.7
 #define BUDGET_PRESSURE_LEVEL 0.9
 #define BUDGET_PRESSURE_DECREASE 0.9
@@ -33,7 +35,7 @@
 struct budget {
   double limit;     /* documented count per window; 0: unlimited */
   double window;    /* seconds */
-  double burst;     /* bucket size, >= 1 */
+  double burst;     /* bucket size = the window's allowance, >= 1 */
   double max_rate;  /* configured fill rate, tokens per second */
   double min_rate;  /* floor of the adaptive rate */
   double rate;      /* current fill rate */
@@ -42,6 +44,9 @@ struct budget {
   double last_slow; /* time of the last decrease */
   int slowed;       /* a decrease happened (last_slow is meaningful) */
   unsigned long long decreases;
+  double slot_len;                 /* window / BUDGET_SLOTS */
+  long long slot_idx[BUDGET_RING]; /* which slot each entry counts, -1 */
+  double slot_cost[BUDGET_RING];
 };
 
 /* Set `b` up for `limit` per `window` seconds at time `now`, full. A zero
@@ -58,9 +63,10 @@ int budget_unlimited(const struct budget *b);
 void budget_refill(struct budget *b, double now);
 
 /* Seconds from `now` until a request costing `cost` may go (0: now). A
- * cost over the burst waits for a full bucket (it could never fit) and
- * then leaves the bucket in debt, which later requests wait out. A cost
- * <= 0 never waits. Refills first. */
+ * cost over the window's allowance waits for a full bucket and an empty
+ * window (it could never fit) and then goes alone, leaving the bucket in
+ * debt, which later requests wait out. A cost <= 0 never waits. Refills
+ * first. */
 double budget_wait(struct budget *b, double cost, double now);
 
 /* Take `cost` tokens at `now` (after budget_wait() said 0). */

@@ -88,6 +88,12 @@ struct auth {
   char *token_url;
   char *gate;
   uv_timer_t deliver;
+  /* Refreshes a token in use as it stops being fresh, so that a request
+   * leaving after a long wait (pacing, a closed gate) finds a good one:
+   * auth_current() cannot wait. Unreferenced: it never keeps a loop
+   * alive. */
+  uv_timer_t refresh;
+  int open_handles; /* freed once both timers are closed */
   struct waitq pending;
   size_t n_waiting;
   struct slot slots[N_RESOURCES];
@@ -187,6 +193,52 @@ static int
 fresh(const struct slot *slot, double now)
 {
   return slot->token != NULL && slot->expiry_ms - now > slot->margin_ms;
+}
+
+static void on_refresh(uv_timer_t *t);
+
+/* Wake when the first token held stops being fresh. */
+static void
+arm_refresh(struct auth *auth)
+{
+  double now = now_ms(), due = -1;
+
+  if (auth->closing)
+    return;
+  for (int i = 0; i < N_RESOURCES; i++) {
+    const struct slot *slot = &auth->slots[i];
+    double at;
+    if (slot->token == NULL)
+      continue;
+    at = slot->expiry_ms - slot->margin_ms - now;
+    if (at < 0)
+      at = 0;
+    if (due < 0 || at < due)
+      due = at;
+  }
+  if (due >= 0)
+    uv_timer_start(&auth->refresh, on_refresh, (uint64_t)due + 1, 0);
+}
+
+static void on_background_token(void *ctx, int result, const char *token,
+                                const char *errmsg);
+
+static void
+on_refresh(uv_timer_t *t)
+{
+  struct auth *auth = t->data;
+  double now = now_ms();
+
+  for (int i = 0; i < N_RESOURCES; i++) {
+    struct slot *slot = &auth->slots[i];
+    if (slot->token == NULL || slot->inflight != NULL ||
+        slot->expiry_ms - slot->margin_ms > now)
+      continue;
+    if (auth_token(auth, (enum auth_resource)i, on_background_token, NULL) !=
+        0)
+      log_debug("token refresh not queued tenant=%s resource=%s",
+                auth->tenant->name, resource_name((enum auth_resource)i));
+  }
 }
 
 static void
@@ -496,6 +548,7 @@ on_token_response(void *ctx, const struct http_response *resp)
       auth->refreshes++;
       log_info("token obtained tenant=%s resource=%s expires_in=%lds",
                auth->tenant->name, resource_name(resource), lifetime);
+      arm_refresh(auth);
     }
   }
   if (result != AUTH_OK && result != AUTH_ERR_CANCELLED)
@@ -835,6 +888,12 @@ auth_new(uv_loop_t *loop, struct http *http,
     goto out;
   }
   auth->deliver.data = auth;
+  auth->open_handles = 1;
+  if (uv_timer_init(loop, &auth->refresh) == 0) {
+    auth->refresh.data = auth;
+    uv_unref((uv_handle_t *)&auth->refresh);
+    auth->open_handles = 2;
+  }
   *out = auth;
   auth = NULL;
   result = 0;
@@ -855,7 +914,10 @@ out:
 static void
 on_closed(uv_handle_t *handle)
 {
-  free(handle->data);
+  struct auth *auth = handle->data;
+
+  if (--auth->open_handles == 0)
+    free(auth);
 }
 
 void
@@ -891,6 +953,10 @@ auth_free(struct auth *auth)
   auth->token_url = NULL;
   free(auth->gate);
   auth->gate = NULL;
+  if (auth->open_handles == 2) {
+    uv_timer_stop(&auth->refresh);
+    uv_close((uv_handle_t *)&auth->refresh, on_closed);
+  }
   uv_close((uv_handle_t *)&auth->deliver, on_closed);
 }
 

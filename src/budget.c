@@ -1,16 +1,23 @@
 /*
  * budget — see include/budget.h.
  *
- * Why the burst is small: a token bucket lets through at most
- * burst + rate * T tokens in any span of T seconds. The server counts a
- * sliding window of `window` seconds, so a full bucket spent at the start
- * of a window plus a full window of refill must stay within the limit:
- * burst <= limit - rate * window. With rate at 95 % of the documented
- * rate that leaves 5 % of the limit; the burst takes half of it (at least
- * one token; the rate is lowered when rounding the burst up would break
- * the bound) and the other half is a margin for requests that reach the
- * server in clumps (queued in the network or behind a slow answer),
- * which a bound met exactly turned into the odd 429.
+ * Two constraints, both must allow a request:
+ *
+ * The window: a mirror of the server's sliding window. What was taken is
+ * counted in BUDGET_SLOTS slots of window/BUDGET_SLOTS seconds, and a
+ * slot is counted for two slots longer than the window (so never for
+ * less than the window, whatever the take's place in its slot, even when
+ * rounding puts a take on a slot boundary into the slot before). Taking stops
+ * at BUDGET_FILL of the limit: the rest is a margin for requests that
+ * reach the server in clumps. So the first window's whole allowance can
+ * go at once, as the server allows, and no window of the limit's length
+ * ever sees more than the limit.
+ *
+ * The bucket: a token bucket as big as the window's allowance, filled at
+ * BUDGET_FILL of the documented rate. It does nothing while the rate is
+ * the configured one (the window binds first); after a 429 it is emptied
+ * and its rate cut, so that what follows is paced, not burst, and the
+ * rate climbs back slowly (AIMD).
  *
  * Why time only moves forward: the caller's clock is monotonic, but a
  * caller that mixes clocks, or a test, must not be able to mint tokens by
@@ -44,13 +51,14 @@ budget_init(struct budget *b, double limit, double window, double now)
   n.window = limit > 0 ? window : 0;
   n.last = now;
   if (limit > 0) {
-    n.burst = floor(limit * (1.0 - BUDGET_FILL) / 2);
+    n.burst = floor(limit * BUDGET_FILL);
     if (n.burst < 1)
       n.burst = 1;
     n.max_rate = BUDGET_FILL * limit / window;
-    if (n.burst + n.max_rate * window > limit)
-      n.max_rate = (limit - n.burst) / window;
     n.min_rate = n.max_rate * MIN_RATE_SHARE;
+    n.slot_len = window / BUDGET_SLOTS;
+    for (int i = 0; i < BUDGET_RING; i++)
+      n.slot_idx[i] = -1;
     n.rate = n.max_rate;
     n.tokens = n.burst;
   }
@@ -96,27 +104,85 @@ budget_refill(struct budget *b, double now)
   }
 }
 
+/* The slot a time falls in (times before the last seen count as it). */
+static long long
+slot_of(const struct budget *b, double now)
+{
+  if (!(now > b->last))
+    now = b->last;
+  return (long long)floor(now / b->slot_len);
+}
+
+/* What the window counts at `now`, and in *expires (when not NULL) the
+ * time at which `need` of it will have left the count. */
+static double
+window_used(const struct budget *b, double now, double need, double *expires)
+{
+  long long cur = slot_of(b, now);
+  double used = 0, freed = 0;
+
+  if (expires != NULL)
+    *expires = 0;
+  /* Oldest first: slots cur - BUDGET_RING + 1 .. cur are counted. */
+  for (long long k = cur - BUDGET_RING + 1; k <= cur; k++) {
+    int p = (int)(((k % BUDGET_RING) + BUDGET_RING) % BUDGET_RING);
+    if (b->slot_idx[p] != k || b->slot_cost[p] <= 0)
+      continue;
+    used += b->slot_cost[p];
+    if (expires != NULL && *expires == 0 && need > 0) {
+      freed += b->slot_cost[p];
+      if (freed + EPSILON >= need)
+        *expires = (double)(k + BUDGET_RING) * b->slot_len;
+    }
+  }
+  return used;
+}
+
 double
 budget_wait(struct budget *b, double cost, double now)
 {
-  double need;
+  double need, wait = 0, used, cap, expires;
 
   if (budget_unlimited(b) || !(cost > 0))
     return 0;
   budget_refill(b, now);
+  if (!(now > b->last))
+    now = b->last;
   need = cost < b->burst ? cost : b->burst;
-  if (b->tokens + EPSILON >= need)
-    return 0;
-  return (need - b->tokens) / b->rate;
+  if (b->tokens + EPSILON < need)
+    wait = (need - b->tokens) / b->rate;
+  /* The window: a request over the whole allowance waits for an empty
+   * window, then goes alone. */
+  cap = b->burst;
+  used = window_used(b, now, 0, NULL);
+  if (used > 0 && used + cost > cap + EPSILON) {
+    double excess = cost > cap ? used : used + cost - cap;
+    window_used(b, now, excess, &expires);
+    if (expires - now > wait)
+      wait = expires - now;
+  }
+  /* A wait of rounding noise (a slot boundary computed two ways) is none:
+   * the window's two spare slots cover far more than that. */
+  return wait > 1e-6 ? wait : 0;
 }
 
 void
 budget_take(struct budget *b, double cost, double now)
 {
+  long long k;
+  int p;
+
   if (budget_unlimited(b) || !(cost > 0))
     return;
   budget_refill(b, now);
   b->tokens -= cost;
+  k = slot_of(b, now);
+  p = (int)(((k % BUDGET_RING) + BUDGET_RING) % BUDGET_RING);
+  if (b->slot_idx[p] != k) {
+    b->slot_idx[p] = k;
+    b->slot_cost[p] = 0;
+  }
+  b->slot_cost[p] += cost;
 }
 
 /* Multiply the rate by `factor`, at most once per hold time. */

@@ -12,10 +12,11 @@ from test_batch import converged, when
 
 TOKEN_LIFETIME = 2
 USERS = 250
-# 200 writes per 10 s: the budget lets about 19 a second through, so the
-# first round (two writes per guest) lasts well over ten token lifetimes
-# and a $batch of 20 writes waits about a second for its turn behind the
-# others.
+# 200 writes per 10 s: the budget sends a window's allowance (195) and
+# then waits for the window to slide, so the first round (two writes per
+# guest, about 470) lasts many token lifetimes and writes wait in the
+# queue for several token lifetimes: the token is refreshed as it stops
+# being fresh, whether anyone asks or not.
 WRITE_LIMIT = "200/10s"
 
 

@@ -22,22 +22,21 @@ documented_limits_give_rate_and_burst(void **state)
   struct budget b;
 
   (void)state;
-  /* 3,000 writes per 2.5 minutes per app per tenant. */
+  /* 3,000 writes per 2.5 minutes per app per tenant: 97.5% of the
+   * allowance, at 97.5% of the rate. */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
-  NEAR(b.burst, 75);
-  NEAR(b.max_rate, 19);
-  NEAR(b.rate, 19);
-  NEAR(b.tokens, 75);
-  assert_true(b.burst + b.max_rate * b.window <= b.limit + 1e-9);
+  NEAR(b.burst, 2925);
+  NEAR(b.max_rate, 19.5);
+  NEAR(b.rate, 19.5);
+  NEAR(b.tokens, 2925);
   /* 150 invitations per 5 s per tenant. */
   assert_int_equal(budget_init(&b, 150, 5, 0), 0);
-  NEAR(b.burst, 3);
-  NEAR(b.max_rate, 28.5);
-  assert_true(b.burst + b.max_rate * b.window <= b.limit + 1e-9);
-  /* A small limit: the burst is one token and the rate gives way. */
+  NEAR(b.burst, 146);
+  NEAR(b.max_rate, 29.25);
+  /* A small limit. */
   assert_int_equal(budget_init(&b, 10, 1, 0), 0);
-  NEAR(b.burst, 1);
-  NEAR(b.max_rate, 9);
+  NEAR(b.burst, 9);
+  NEAR(b.max_rate, 9.75);
 }
 
 static void
@@ -75,24 +74,25 @@ unlimited_never_waits(void **state)
 }
 
 static void
-burst_then_paced(void **state)
+first_window_at_once_then_the_window_slides(void **state)
 {
   struct budget b;
-  double w;
 
   (void)state;
-  assert_int_equal(budget_init(&b, 150, 5, 100), 0);
-  for (int i = 0; i < 3; i++) {
-    assert_true(budget_wait(&b, 1, 100) == 0);
-    budget_take(&b, 1, 100);
+  /* Slots of 0.05 s; 100.01 falls in slot 2000. */
+  assert_int_equal(budget_init(&b, 150, 5, 100.01), 0);
+  for (int i = 0; i < 146; i++) {
+    assert_true(budget_wait(&b, 1, 100.01) == 0);
+    budget_take(&b, 1, 100.01);
   }
-  w = budget_wait(&b, 1, 100);
-  NEAR(w, 1 / 28.5);
-  /* Half-way there: half the wait is left. */
-  NEAR(budget_wait(&b, 1, 100 + w / 2), w / 2);
-  assert_true(budget_wait(&b, 1, 100 + w) == 0);
+  /* The window's allowance is spent: the next one waits until slot 2000
+   * leaves the count, (2000 + 102) * 0.05 = 105.1, not for the bucket
+   * (which has refilled by then). */
+  NEAR(budget_wait(&b, 1, 100.01), 105.1 - 100.01);
+  NEAR(budget_wait(&b, 1, 103), 105.1 - 103);
+  assert_true(budget_wait(&b, 1, 105.11) == 0);
   /* Zero-cost requests never wait. */
-  assert_true(budget_wait(&b, 0, 100) == 0);
+  assert_true(budget_wait(&b, 0, 100.01) == 0);
 }
 
 /* A greedy client against the budget, over `windows` windows, with
@@ -167,10 +167,11 @@ long_run_rate_is_the_fill_rate(void **state)
   double r;
 
   (void)state;
+  /* The window's allowance (97.5%) per window and one slot. */
   r = simulate(3000, 150, 1, 0, 40, 0);
-  assert_true(r > 19 * 0.99 && r < 19 * 1.03);
+  assert_true(r > 20 * 0.95 && r <= 20);
   r = simulate(150, 5, 3, 0, 200, 0);
-  assert_true(r > 28.5 * 0.99 && r < 28.5 * 1.03);
+  assert_true(r > 30 * 0.94 && r <= 30);
 }
 
 static void
@@ -181,23 +182,23 @@ throttle_decreases_once_per_hold(void **state)
   (void)state;
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
   budget_throttled(&b, 10);
-  NEAR(b.rate, 19 * 0.7);
+  NEAR(b.rate, 19.5 * 0.7);
   NEAR(b.tokens, 0);
   assert_int_equal(b.decreases, 1);
   /* A volley of 429s within the hold time (2 s here) is one decrease. */
   budget_throttled(&b, 10.5);
   budget_throttled(&b, 11.9);
-  NEAR(b.rate, 19 * 0.7);
+  NEAR(b.rate, 19.5 * 0.7);
   assert_int_equal(b.decreases, 1);
   /* Out of the hold: the 0.1 s since the last refill count as increase
    * (half of max_rate per window) before the decrease. */
   budget_throttled(&b, 12.0);
-  NEAR(b.rate, (19 * 0.7 + 19 * 0.5 * 0.1 / 150) * 0.7);
+  NEAR(b.rate, (19.5 * 0.7 + 19.5 * 0.5 * 0.1 / 150) * 0.7);
   assert_int_equal(b.decreases, 2);
   /* Never under a twentieth of the configured rate. */
   for (int i = 0; i < 40; i++)
     budget_throttled(&b, 14.0 + 2.0 * i);
-  NEAR(b.rate, 19 * 0.05);
+  NEAR(b.rate, 19.5 * 0.05);
 }
 
 static void
@@ -208,18 +209,18 @@ rate_climbs_back_slowly(void **state)
   (void)state;
   assert_int_equal(budget_init(&b, 150, 5, 0), 0);
   budget_throttled(&b, 0);
-  NEAR(b.rate, 28.5 * 0.7);
+  NEAR(b.rate, 29.25 * 0.7);
   /* No increase during the hold time (0.5 s). */
   budget_refill(&b, 0.4);
-  NEAR(b.rate, 28.5 * 0.7);
+  NEAR(b.rate, 29.25 * 0.7);
   /* Then half of max_rate per window (the time since the last refill
    * counts): 0.3 * max_rate takes 0.6 window (3 s). */
   budget_refill(&b, 2.0);
-  NEAR(b.rate, 28.5 * (0.7 + 0.5 * 1.6 / 5));
+  NEAR(b.rate, 29.25 * (0.7 + 0.5 * 1.6 / 5));
   budget_refill(&b, 3.5);
-  NEAR(b.rate, 28.5);
+  NEAR(b.rate, 29.25);
   budget_refill(&b, 100);
-  NEAR(b.rate, 28.5); /* capped at the configured rate */
+  NEAR(b.rate, 29.25); /* capped at the configured rate */
 }
 
 static void
@@ -232,32 +233,31 @@ pressure_slows_only_over_the_level(void **state)
   budget_pressure(&b, 0.85, 1);
   budget_pressure(&b, 0.9, 1);
   budget_pressure(&b, NAN, 1);
-  NEAR(b.rate, 19);
-  NEAR(b.tokens, 75);
+  NEAR(b.rate, 19.5);
+  NEAR(b.tokens, 2925);
   budget_pressure(&b, 0.95, 1);
-  NEAR(b.rate, 19 * 0.9);
-  NEAR(b.tokens, 75); /* pressure slows, it does not empty */
+  NEAR(b.rate, 19.5 * 0.9);
+  NEAR(b.tokens, 2925); /* pressure slows, it does not empty */
   budget_pressure(&b, 1.2, 1.5);
-  NEAR(b.rate, 19 * 0.9);
+  NEAR(b.rate, 19.5 * 0.9);
   budget_pressure(&b, 1.2, 3.0);
-  NEAR(b.rate, (19 * 0.9 + 19 * 0.5 * 1.5 / 150) * 0.9);
+  NEAR(b.rate, (19.5 * 0.9 + 19.5 * 0.5 * 1.5 / 150) * 0.9);
 }
 
 static void
-cost_over_the_burst_waits_for_a_full_bucket(void **state)
+cost_over_the_allowance_waits_for_an_empty_window(void **state)
 {
   struct budget b;
 
   (void)state;
-  assert_int_equal(budget_init(&b, 150, 5, 0), 0); /* burst 3 */
-  budget_take(&b, 2, 0);
-  /* 20 > 3: it waits until the bucket is full again, not forever. */
-  NEAR(budget_wait(&b, 20, 0), 2 / 28.5);
-  assert_true(budget_wait(&b, 20, 2 / 28.5) == 0);
-  budget_take(&b, 20, 2 / 28.5);
-  NEAR(b.tokens, -17);
-  /* The debt is paid before the next request goes. */
-  NEAR(budget_wait(&b, 1, 2 / 28.5), 18 / 28.5);
+  assert_int_equal(budget_init(&b, 150, 5, 0.01), 0); /* allowance 146 */
+  /* 200 > 146 on an empty window and a full bucket: it goes alone. */
+  assert_true(budget_wait(&b, 200, 0.01) == 0);
+  budget_take(&b, 200, 0.01);
+  NEAR(b.tokens, -54);
+  /* Then the window must empty: slot 0 leaves the count at 102 * 0.05. */
+  NEAR(budget_wait(&b, 1, 0.01), 5.1 - 0.01);
+  assert_true(budget_wait(&b, 1, 5.11) == 0);
 }
 
 static void
@@ -292,13 +292,13 @@ main(void)
       cmocka_unit_test(documented_limits_give_rate_and_burst),
       cmocka_unit_test(bad_values_are_refused),
       cmocka_unit_test(unlimited_never_waits),
-      cmocka_unit_test(burst_then_paced),
+      cmocka_unit_test(first_window_at_once_then_the_window_slides),
       cmocka_unit_test(no_window_exceeds_the_limit),
       cmocka_unit_test(long_run_rate_is_the_fill_rate),
       cmocka_unit_test(throttle_decreases_once_per_hold),
       cmocka_unit_test(rate_climbs_back_slowly),
       cmocka_unit_test(pressure_slows_only_over_the_level),
-      cmocka_unit_test(cost_over_the_burst_waits_for_a_full_bucket),
+      cmocka_unit_test(cost_over_the_allowance_waits_for_an_empty_window),
       cmocka_unit_test(time_going_backwards_is_ignored),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
