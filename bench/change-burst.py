@@ -33,8 +33,7 @@ def main():
                                 time_factor=args.time_factor)
             window = int(APP_WINDOW / args.time_factor)
             env.limits["fabrikam"] = ("%d/%ds" % (APP_WRITES, window),
-                                      "%d/1s" % int(150 * args.time_factor
-                                                    / 5))
+                                      "150/1s")
             env.write_config()
             people = sorted(env.in_scope())
             picked = random.Random(3).sample(people, args.changes)

@@ -366,6 +366,9 @@ class Request:
         self.body = body
         self.host = host
         self.arrived = time.monotonic()     # before waiting for the lock
+        # Throttle windows this request opened: they count from when the
+        # answer has left (Handler), which the client cannot see sooner.
+        self.new_windows = []
         self.match = None
         self.tenant = None          # Tenant the request acts on, if known
         self.client_id = None
@@ -2888,6 +2891,8 @@ def batch_inner_request(req, item):
     inner.batch_id = item["id"]
     # It arrived with its batch, not when its turn came under the lock.
     inner.arrived = req.arrived
+    inner.new_windows = req.new_windows   # stamped when the batch's answer
+    # has left
     # The batch's token names the tenant, even for an inner request that
     # a fault answers before authentication.
     inner.tenant, inner.client_id = req.tenant, req.client_id
@@ -4437,10 +4442,26 @@ def next_retry_after(state, rng):
     return seconds, f"{seconds:.1f}"
 
 
-def throttle_window(state, key, now, seconds):
+def throttle_window(state, key, now, seconds, req=None):
     windows = [w for w in state.windows.get(key, []) if w[1] > now]
-    windows.append((now, now + seconds))
+    window = [now, now + seconds]
+    windows.append(window)
     state.windows[key] = windows
+    if req is not None:
+        req.new_windows.append(window)
+
+
+def throttle_windows_sent(cloud, req):
+    """The answer that told the client to wait has left: its windows
+    start now (a request the client sent before it could read the answer
+    is not early)."""
+    if not req.new_windows:
+        return
+    with cloud.lock:
+        now = time.monotonic()
+        for window in req.new_windows:
+            window[1] = now + (window[1] - window[0])
+            window[0] = now
 
 
 def is_early(state, key, arrived):
@@ -4469,7 +4490,7 @@ def throttle_answer(req, method):
     if not fraction or cloud.rng.random() >= fraction:
         return None
     seconds, text = next_retry_after(state, cloud.rng)
-    throttle_window(state, key, time.monotonic(), seconds)
+    throttle_window(state, key, time.monotonic(), seconds, req)
     counts["throttled"] += 1
     inner = {"date": graph_date(), "request-id": req.request_id,
              "client-request-id": req.client_request_id}
@@ -4826,6 +4847,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         req = Request(server.cloud, server.service, self.command, split.path,
                       split.query, self.headers, body, host)
         resp, payload = server.cloud.handle(req)
+        try:
+            self.send_answer(resp, payload)
+        finally:
+            throttle_windows_sent(server.cloud, req)
+
+    def send_answer(self, resp, payload):
         if getattr(resp, "fault", None) is not None:
             send_fault(self, resp, payload)
             return
