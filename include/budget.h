@@ -9,9 +9,9 @@
  *
  * A request may go when both allow it (see budget.c): a mirror of the
  * server's sliding window, which lets at most BUDGET_FILL of `limit`
- * through in any window (the whole allowance at once if the window is
- * empty, as the server does), and a token bucket of that size filled at
- * `rate` tokens per second, at most BUDGET_FILL of the documented rate.
+ * through in any window, and a token bucket of BUDGET_BURST of `limit`
+ * filled at `rate` tokens per second, at most BUDGET_FILL of the
+ * documented rate, which keeps sending smooth.
  *
  * The rate adapts (AIMD): a throttled answer empties the bucket and
  * multiplies the rate by BUDGET_DECREASE, and a throttle-limit percentage
@@ -25,6 +25,7 @@
 #define GALBRIDGE_BUDGET_H
 
 #define BUDGET_FILL 0.975
+#define BUDGET_BURST 0.1
 #define BUDGET_SLOTS 100               /* the window's resolution */
 #define BUDGET_RING (BUDGET_SLOTS + 2) /* slots counted at once */
 #define BUDGET_DECREASE 0.7
@@ -35,7 +36,8 @@
 struct budget {
   double limit;     /* documented count per window; 0: unlimited */
   double window;    /* seconds */
-  double burst;     /* bucket size = the window's allowance, >= 1 */
+  double burst;     /* bucket size, BUDGET_BURST of the limit, >= 1 */
+  double allowance; /* most taken in any window, BUDGET_FILL of it */
   double max_rate;  /* configured fill rate, tokens per second */
   double min_rate;  /* floor of the adaptive rate */
   double rate;      /* current fill rate */
@@ -63,10 +65,10 @@ int budget_unlimited(const struct budget *b);
 void budget_refill(struct budget *b, double now);
 
 /* Seconds from `now` until a request costing `cost` may go (0: now). A
- * cost over the window's allowance waits for a full bucket and an empty
- * window (it could never fit) and then goes alone, leaving the bucket in
- * debt, which later requests wait out. A cost <= 0 never waits. Refills
- * first. */
+ * cost over the burst waits for a full bucket (and one over the window's
+ * allowance for an empty window): it could never fit, so it goes alone,
+ * leaving the bucket in debt, which later requests wait out. A cost <= 0
+ * never waits. Refills first. */
 double budget_wait(struct budget *b, double cost, double now);
 
 /* Take `cost` tokens at `now` (after budget_wait() said 0). */

@@ -13,11 +13,12 @@
  * go at once, as the server allows, and no window of the limit's length
  * ever sees more than the limit.
  *
- * The bucket: a token bucket as big as the window's allowance, filled at
- * BUDGET_FILL of the documented rate. It does nothing while the rate is
- * the configured one (the window binds first); after a 429 it is emptied
- * and its rate cut, so that what follows is paced, not burst, and the
- * rate climbs back slowly (AIMD).
+ * The bucket: a token bucket of BUDGET_BURST of the limit, filled at
+ * BUDGET_FILL of the documented rate. It keeps sending smooth: a window's
+ * whole allowance sent at once reaches a slow server over seconds, so the
+ * server's count (at arrival) lags ours (at sending) and the next window
+ * meets 429s. After a 429 it is emptied and its rate cut, and the rate
+ * climbs back slowly (AIMD).
  *
  * Why time only moves forward: the caller's clock is monotonic, but a
  * caller that mixes clocks, or a test, must not be able to mint tokens by
@@ -51,9 +52,12 @@ budget_init(struct budget *b, double limit, double window, double now)
   n.window = limit > 0 ? window : 0;
   n.last = now;
   if (limit > 0) {
-    n.burst = floor(limit * BUDGET_FILL);
+    n.burst = floor(limit * BUDGET_BURST);
     if (n.burst < 1)
       n.burst = 1;
+    n.allowance = floor(limit * BUDGET_FILL);
+    if (n.allowance < 1)
+      n.allowance = 1;
     n.max_rate = BUDGET_FILL * limit / window;
     n.min_rate = n.max_rate * MIN_RATE_SHARE;
     n.slot_len = window / BUDGET_SLOTS;
@@ -153,7 +157,7 @@ budget_wait(struct budget *b, double cost, double now)
     wait = (need - b->tokens) / b->rate;
   /* The window: a request over the whole allowance waits for an empty
    * window, then goes alone. */
-  cap = b->burst;
+  cap = b->allowance;
   used = window_used(b, now, 0, NULL);
   if (used > 0 && used + cost > cap + EPSILON) {
     double excess = cost > cap ? used : used + cost - cap;

@@ -4444,24 +4444,29 @@ def next_retry_after(state, rng):
 
 def throttle_window(state, key, now, seconds, req=None):
     windows = [w for w in state.windows.get(key, []) if w[1] > now]
-    window = [now, now + seconds]
+    if req is None:
+        window = [now, now + seconds]
+    else:
+        # Not in force until its answer is on its way (see below).
+        window = [math.inf, math.inf]
+        req.new_windows.append((window, seconds))
     windows.append(window)
     state.windows[key] = windows
-    if req is not None:
-        req.new_windows.append(window)
 
 
 def throttle_windows_sent(cloud, req):
-    """The answer that told the client to wait has left: its windows
-    start now (a request the client sent before it could read the answer
-    is not early)."""
+    """The answer that tells the client to wait is about to be written:
+    its windows start now. Not sooner (the client cannot read it before;
+    under a $batch it leaves only once every item is done) and not after
+    the write (a late stamp would make the client's first request after
+    the Retry-After look early)."""
     if not req.new_windows:
         return
     with cloud.lock:
         now = time.monotonic()
-        for window in req.new_windows:
-            window[1] = now + (window[1] - window[0])
-            window[0] = now
+        for window, seconds in req.new_windows:
+            window[0], window[1] = now, now + seconds
+        req.new_windows = []
 
 
 def is_early(state, key, arrived):
@@ -4847,10 +4852,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         req = Request(server.cloud, server.service, self.command, split.path,
                       split.query, self.headers, body, host)
         resp, payload = server.cloud.handle(req)
-        try:
-            self.send_answer(resp, payload)
-        finally:
-            throttle_windows_sent(server.cloud, req)
+        throttle_windows_sent(server.cloud, req)
+        self.send_answer(resp, payload)
 
     def send_answer(self, resp, payload):
         if getattr(resp, "fault", None) is not None:

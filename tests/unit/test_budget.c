@@ -25,17 +25,20 @@ documented_limits_give_rate_and_burst(void **state)
   /* 3,000 writes per 2.5 minutes per app per tenant: 97.5% of the
    * allowance, at 97.5% of the rate. */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
-  NEAR(b.burst, 2925);
+  NEAR(b.burst, 300);
+  NEAR(b.allowance, 2925);
   NEAR(b.max_rate, 19.5);
   NEAR(b.rate, 19.5);
-  NEAR(b.tokens, 2925);
+  NEAR(b.tokens, 300);
   /* 150 invitations per 5 s per tenant. */
   assert_int_equal(budget_init(&b, 150, 5, 0), 0);
-  NEAR(b.burst, 146);
+  NEAR(b.burst, 15);
+  NEAR(b.allowance, 146);
   NEAR(b.max_rate, 29.25);
   /* A small limit. */
   assert_int_equal(budget_init(&b, 10, 1, 0), 0);
-  NEAR(b.burst, 9);
+  NEAR(b.burst, 1);
+  NEAR(b.allowance, 9);
   NEAR(b.max_rate, 9.75);
 }
 
@@ -74,25 +77,32 @@ unlimited_never_waits(void **state)
 }
 
 static void
-first_window_at_once_then_the_window_slides(void **state)
+burst_then_paced_then_the_window(void **state)
 {
   struct budget b;
+  double t = 100.01;
 
   (void)state;
   /* Slots of 0.05 s; 100.01 falls in slot 2000. */
-  assert_int_equal(budget_init(&b, 150, 5, 100.01), 0);
-  for (int i = 0; i < 146; i++) {
-    assert_true(budget_wait(&b, 1, 100.01) == 0);
-    budget_take(&b, 1, 100.01);
+  assert_int_equal(budget_init(&b, 150, 5, t), 0);
+  for (int i = 0; i < 15; i++) {
+    assert_true(budget_wait(&b, 1, t) == 0);
+    budget_take(&b, 1, t);
   }
-  /* The window's allowance is spent: the next one waits until slot 2000
-   * leaves the count, (2000 + 102) * 0.05 = 105.1, not for the bucket
-   * (which has refilled by then). */
-  NEAR(budget_wait(&b, 1, 100.01), 105.1 - 100.01);
-  NEAR(budget_wait(&b, 1, 103), 105.1 - 103);
+  /* The burst is spent: the bucket paces at 29.25 a second. */
+  NEAR(budget_wait(&b, 1, t), 1 / 29.25);
+  /* A greedy client gets the window's allowance (146) and no more within
+   * the window: the 147th waits for slot 2000 to leave the count, at
+   * (2000 + 102) * 0.05 = 105.1. */
+  for (int i = 15; i < 146; i++) {
+    t += budget_wait(&b, 1, t);
+    budget_take(&b, 1, t);
+  }
+  assert_true(t < 105);
+  NEAR(budget_wait(&b, 1, t), 105.1 - t);
   assert_true(budget_wait(&b, 1, 105.11) == 0);
   /* Zero-cost requests never wait. */
-  assert_true(budget_wait(&b, 0, 100.01) == 0);
+  assert_true(budget_wait(&b, 0, t) == 0);
 }
 
 /* A greedy client against the budget, over `windows` windows, with
@@ -234,10 +244,10 @@ pressure_slows_only_over_the_level(void **state)
   budget_pressure(&b, 0.9, 1);
   budget_pressure(&b, NAN, 1);
   NEAR(b.rate, 19.5);
-  NEAR(b.tokens, 2925);
+  NEAR(b.tokens, 300);
   budget_pressure(&b, 0.95, 1);
   NEAR(b.rate, 19.5 * 0.9);
-  NEAR(b.tokens, 2925); /* pressure slows, it does not empty */
+  NEAR(b.tokens, 300); /* pressure slows, it does not empty */
   budget_pressure(&b, 1.2, 1.5);
   NEAR(b.rate, 19.5 * 0.9);
   budget_pressure(&b, 1.2, 3.0);
@@ -254,10 +264,11 @@ cost_over_the_allowance_waits_for_an_empty_window(void **state)
   /* 200 > 146 on an empty window and a full bucket: it goes alone. */
   assert_true(budget_wait(&b, 200, 0.01) == 0);
   budget_take(&b, 200, 0.01);
-  NEAR(b.tokens, -54);
-  /* Then the window must empty: slot 0 leaves the count at 102 * 0.05. */
-  NEAR(budget_wait(&b, 1, 0.01), 5.1 - 0.01);
-  assert_true(budget_wait(&b, 1, 5.11) == 0);
+  NEAR(b.tokens, -185);
+  /* Then the debt is paid (186 / 29.25 s), after the window has emptied
+   * (slot 0 leaves the count at 102 * 0.05 = 5.1). */
+  NEAR(budget_wait(&b, 1, 0.01), 186 / 29.25);
+  assert_true(budget_wait(&b, 1, 0.01 + 186 / 29.25 + 1e-3) == 0);
 }
 
 static void
@@ -292,7 +303,7 @@ main(void)
       cmocka_unit_test(documented_limits_give_rate_and_burst),
       cmocka_unit_test(bad_values_are_refused),
       cmocka_unit_test(unlimited_never_waits),
-      cmocka_unit_test(first_window_at_once_then_the_window_slides),
+      cmocka_unit_test(burst_then_paced_then_the_window),
       cmocka_unit_test(no_window_exceeds_the_limit),
       cmocka_unit_test(long_run_rate_is_the_fill_rate),
       cmocka_unit_test(throttle_decreases_once_per_hold),
