@@ -15,7 +15,9 @@
  *
  * The rate adapts (AIMD): a throttled answer empties the bucket and
  * multiplies the rate by BUDGET_DECREASE, and a throttle-limit percentage
- * over BUDGET_PRESSURE_LEVEL multiplies it by BUDGET_PRESSURE_DECREASE, at
+ * over BUDGET_PRESSURE_LEVEL and more than BUDGET_PRESSURE_MARGIN over the
+ * share this budget itself sent in the window multiplies it by
+ * BUDGET_PRESSURE_DECREASE, at
  * most once per hold time (a tenth of the window, 0.05 to 2 s) so that a
  * volley of 429s counts as one; it never goes under max_rate / 20. Once
  * the hold time has passed it climbs back by half of max_rate per window,
@@ -31,6 +33,7 @@
 #define BUDGET_DECREASE 0.7
 #define BUDGET_PRESSURE_LEVEL 0.9
 #define BUDGET_PRESSURE_DECREASE 0.9
+#define BUDGET_PRESSURE_MARGIN 0.05
 
 /* Plain data: read freely, written only through the functions below. */
 struct budget {
@@ -81,7 +84,10 @@ void budget_throttled(struct budget *b, double now);
 
 /* A response carried x-ms-throttle-limit-percentage `fraction` (0.8 to
  * 1.8: Graph sends the share of the limit used, once over 0.8). Over
- * BUDGET_PRESSURE_LEVEL the rate goes down a little; otherwise nothing. */
+ * BUDGET_PRESSURE_LEVEL, and more than BUDGET_PRESSURE_MARGIN over the
+ * share the window counts as sent through this budget, the rate goes down
+ * a little; otherwise nothing (the window already keeps our own share
+ * under BUDGET_FILL). */
 void budget_pressure(struct budget *b, double fraction, double now);
 
 #endif

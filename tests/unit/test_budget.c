@@ -254,6 +254,33 @@ pressure_slows_only_over_the_level(void **state)
   NEAR(b.rate, (19.5 * 0.9 + 19.5 * 0.5 * 1.5 / 150) * 0.9);
 }
 
+/* The server's share of the limit, as far as it is our own sending, is
+ * what the window already keeps under BUDGET_FILL: only more than that
+ * (someone else writing with the same app or in the same tenant) slows. */
+static void
+pressure_counts_only_what_others_sent(void **state)
+{
+  struct budget b;
+
+  (void)state;
+  assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
+  budget_take(&b, 300, 0);
+  for (int i = 1; i <= 8; i++) /* 2,700 sent: 0.9 of the limit */
+    budget_take(&b, 300, i * 15.0);
+  budget_pressure(&b, 0.93, 136);
+  budget_pressure(&b, 0.95, 136); /* within the margin over 0.9 */
+  NEAR(b.rate, 19.5);
+  budget_pressure(&b, 0.96, 136); /* 6 % of the limit from elsewhere */
+  NEAR(b.rate, 19.5 * 0.9);
+  /* Once what we sent has left the window, the same figure is news. */
+  assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
+  budget_take(&b, 2700, 0);
+  budget_pressure(&b, 0.93, 1);
+  NEAR(b.rate, 19.5);
+  budget_pressure(&b, 0.93, 160);
+  NEAR(b.rate, 19.5 * 0.9);
+}
+
 static void
 cost_over_the_allowance_waits_for_an_empty_window(void **state)
 {
@@ -309,6 +336,7 @@ main(void)
       cmocka_unit_test(throttle_decreases_once_per_hold),
       cmocka_unit_test(rate_climbs_back_slowly),
       cmocka_unit_test(pressure_slows_only_over_the_level),
+      cmocka_unit_test(pressure_counts_only_what_others_sent),
       cmocka_unit_test(cost_over_the_allowance_waits_for_an_empty_window),
       cmocka_unit_test(time_going_backwards_is_ignored),
   };
