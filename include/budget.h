@@ -82,12 +82,18 @@ void budget_take(struct budget *b, double cost, double now);
  * Retry-After ends. */
 void budget_throttled(struct budget *b, double now);
 
+/* The share of the limit sent through `b` in the window ending `now`
+ * (what its mirror counts, over `limit`); 0 when unlimited. */
+double budget_share(struct budget *b, double now);
+
 /* A response carried x-ms-throttle-limit-percentage `fraction` (0.8 to
- * 1.8: Graph sends the share of the limit used, once over 0.8). Over
- * BUDGET_PRESSURE_LEVEL, and more than BUDGET_PRESSURE_MARGIN over the
- * share the window counts as sent through this budget, the rate goes down
- * a little; otherwise nothing (the window already keeps our own share
- * under BUDGET_FILL). */
-void budget_pressure(struct budget *b, double fraction, double now);
+ * 1.8: Graph sends the share of the limit used, once over 0.8). `own` is
+ * the share our own sending explains (budget_share(), of this budget or
+ * the fullest of those the server may be counting). Over
+ * BUDGET_PRESSURE_LEVEL and more than BUDGET_PRESSURE_MARGIN over `own`,
+ * the rate goes down a little; otherwise nothing (the window already
+ * keeps our own share under BUDGET_FILL). */
+void budget_pressure(struct budget *b, double fraction, double own,
+                     double now);
 
 #endif

@@ -24,9 +24,12 @@
 #define CONFIG_DEFAULT_MAX_DELETES 500
 #define CONFIG_DEFAULT_ANCHOR "extensionAttribute15"
 /* Microsoft Graph's documented limits (throttling-limits.md): directory
- * writes per app per tenant, and invitations per tenant. */
+ * writes per app per tenant, invitations per tenant, and resource units
+ * per app per tenant (the quota of the smallest tenants, under 50 users;
+ * 5,000 from 50 users, 8,000 over 500). */
 #define CONFIG_DEFAULT_GRAPH_WRITE_LIMIT "3000/150s"
 #define CONFIG_DEFAULT_INVITATION_LIMIT "150/5s"
+#define CONFIG_DEFAULT_GRAPH_UNIT_LIMIT "3500/10s"
 
 enum config_cloud {
   CONFIG_CLOUD_GLOBAL,
@@ -84,6 +87,7 @@ struct config_tenant {
    * link that writes there (default: the documented limits). */
   struct config_rate graph_write_limit;
   struct config_rate invitation_limit;
+  struct config_rate graph_resource_unit_limit;
   int line; /* line of the section header */
 };
 

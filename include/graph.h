@@ -206,6 +206,17 @@ int graph_group_members(struct graph *graph, const char *group_id,
  * network, replication lag) rather than final (400, 403, 409...). */
 int graph_error_transient(const struct graph_response *resp);
 
+/* --- request costs (pure, exposed for unit tests) --- */
+
+/* The resource units Microsoft Graph's identity limits charge for
+ * `method` on `url` (throttling-limits.md, "Identity and access service
+ * limits"): a base of 2 for GET users (the list) and applications, 3 for
+ * GET groups/{id}/members, 5 for groups/{id}/transitiveMembers, 1 for
+ * anything else; $select takes 1 off, $expand adds 1, $top under 20 takes
+ * 1 off; never under 1. `url` is absolute or relative to the version
+ * ("/users?..."), with its query string. */
+unsigned graph_request_units(const char *method, const char *url);
+
 /* --- $batch bodies (pure, exposed for unit tests) --- */
 
 /* One sub-request: `url` is relative to the batch's version ("/users/…",

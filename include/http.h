@@ -71,11 +71,14 @@ struct http_request {
   int max_attempts;    /* 0: the client's default; 1: no retry */
   /* What the request costs against its gate's budget (see
    * http_gate_set_limits): directory writes it carries (1 for a PATCH,
-   * POST or DELETE, n for a $batch of n writes, 0 for a read) and
-   * invitations among them. A request is not started before its gate's
-   * buckets hold that much. */
+   * POST or DELETE, n for a $batch of n writes, 0 for a read),
+   * invitations among them, and resource units (every request's, reads
+   * included). A request is not started before its gate's buckets hold
+   * that much; one that costs only units is not held behind writes
+   * waiting for theirs. */
   unsigned writes;
   unsigned invitations;
+  unsigned units;
   /* Optional. Called from the loop just before each attempt is sent (the
    * gate open, the budget taken), with the callback's ctx: it returns the
    * Authorization header line for this attempt ("Authorization: Bearer
@@ -149,39 +152,53 @@ double http_gate_wait(const struct http *http, const char *gate);
 
 /* A gate's client-side budget, mirroring the server's documented limits
  * so that it rarely has to answer 429: `writes` per `writes_window`
- * seconds and `invitations` per `invitations_window` seconds (a zero
- * count means unlimited). Requests are paced by token buckets filled at
- * a little under the limit; the rate drops after a 429 (or a throttled
- * inner request, http_gate_note_throttle) and while responses carry
- * x-ms-throttle-limit-percentage, and climbs back slowly. Returns 0, or
- * -1 on a bad value or allocation failure. */
+ * seconds, `invitations` per `invitations_window` seconds and `units`
+ * resource units per `units_window` seconds (a zero count means
+ * unlimited). Requests are paced by token buckets filled at a little
+ * under the limit; the rate drops after a 429 (or a throttled inner
+ * request, http_gate_note_throttle) and while responses carry an
+ * x-ms-throttle-limit-percentage that our own sending does not explain,
+ * and climbs back slowly. Returns 0, or -1 on a bad value or allocation
+ * failure. */
 struct http_gate_limits {
   double writes;
   double writes_window;
   double invitations;
   double invitations_window;
+  double units;
+  double units_window;
 };
 
 int http_gate_set_limits(struct http *http, const char *gate,
                          const struct http_gate_limits *limits);
 
-/* An inner request of a $batch sent on `gate` was throttled with
- * `retry_after` seconds (-1: none given): slow the gate's write budget as
- * after a 429 and, when a Retry-After is given, close the gate until it
- * has passed, as a 429 of a request of its own would (DESIGN.md
- * invariant 7). The caller retries that inner request itself, alone,
- * after its own Retry-After. */
-void http_gate_note_throttle(struct http *http, const char *gate,
-                             double retry_after);
+/* The budget a throttled request most likely ran out of. */
+enum http_bucket {
+  HTTP_BUCKET_WRITES,
+  HTTP_BUCKET_INVITATIONS,
+  HTTP_BUCKET_UNITS,
+};
 
-/* A gate's budget as it stands: the writes and invitations per second it
- * lets through now and when not slowed (0: unlimited), how many requests
+/* An inner request of a $batch sent on `gate` was throttled with
+ * `retry_after` seconds (-1: none given): slow the gate's `bucket` as
+ * after a 429 (the write budget when that bucket is unlimited) and, when
+ * a Retry-After is given, close the gate until it has passed, as a 429 of
+ * a request of its own would (DESIGN.md invariant 7). The caller retries
+ * that inner request itself, alone, after its own Retry-After. */
+void http_gate_note_throttle(struct http *http, const char *gate,
+                             double retry_after, enum http_bucket bucket);
+
+/* A gate's budget as it stands: the writes, invitations and resource
+ * units per second it lets through now and when not slowed (0:
+ * unlimited), how many requests
  * had to wait for budget, and how many times a rate was lowered. */
 struct http_gate_budget {
   double write_rate;
   double write_rate_max;
   double invitation_rate;
   double invitation_rate_max;
+  double unit_rate;
+  double unit_rate_max;
   unsigned long long waited;
   unsigned long long decreases;
 };

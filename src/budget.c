@@ -219,18 +219,26 @@ budget_throttled(struct budget *b, double now)
     b->tokens = 0;
 }
 
-void
-budget_pressure(struct budget *b, double fraction, double now)
+double
+budget_share(struct budget *b, double now)
 {
-  double own;
+  if (budget_unlimited(b))
+    return 0;
+  budget_refill(b, now);
+  if (!(now > b->last))
+    now = b->last;
+  return window_used(b, now, 0, NULL) / b->limit;
+}
 
+void
+budget_pressure(struct budget *b, double fraction, double own, double now)
+{
   if (budget_unlimited(b) || !(fraction > BUDGET_PRESSURE_LEVEL))
     return;
   /* Our own sending is already kept under BUDGET_FILL by the window: a
    * share that much of is no news, and slowing for it would settle the
    * rate near the level instead of the fill. Only a share above ours
    * (others writing with the same app, or a tenant-wide limit) is. */
-  own = window_used(b, now, 0, NULL) / b->limit;
   if (!(fraction > own + BUDGET_PRESSURE_MARGIN))
     return;
   slow(b, BUDGET_PRESSURE_DECREASE, now);

@@ -352,6 +352,11 @@ static const struct key_def tenant_keys[] = {
      .off = T(invitation_limit),
      .def = CONFIG_DEFAULT_INVITATION_LIMIT,
      .flags = KEY_RELOADABLE},
+    {.name = "graph_resource_unit_limit",
+     .type = TYPE_RATE,
+     .off = T(graph_resource_unit_limit),
+     .def = CONFIG_DEFAULT_GRAPH_UNIT_LIMIT,
+     .flags = KEY_RELOADABLE},
 };
 
 /* source, target, object and anchor make a link's identity: the objects it

@@ -40,6 +40,7 @@
  */
 #include "graph.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,8 +79,8 @@ struct graph_req {
   int stale;         /* the last attempt left with a token not fresh */
   int stale_retries; /* 401s retried because of that */
   int *stale_out;    /* if set, gets `stale` at the end */
-  int cost_set;      /* writes/invitations below, not guessed (a $batch) */
-  unsigned writes, invitations;
+  int cost_set;      /* writes/invitations/units below, not guessed ($batch) */
+  unsigned writes, invitations, units;
   char **token_out; /* if set, gets the token (ownership) at the end */
   graph_done_fn done;
   void *ctx;
@@ -405,6 +406,106 @@ budget_invitations(const char *method, const char *url)
          memcmp(url + n - (sizeof(tail) - 1), tail, sizeof(tail) - 1) == 0;
 }
 
+/* The path after the version ("users/delta"), its length, and the query
+ * string after '?' (or NULL). */
+static const char *
+units_path(const char *url, size_t *len, const char **query)
+{
+  const char *p = url, *q;
+
+  if (strstr(p, "://") != NULL) { /* absolute: skip the authority */
+    p = strchr(strstr(p, "://") + 3, '/');
+    if (p == NULL)
+      p = "";
+  }
+  if (strncmp(p, "/v1.0/", 6) == 0)
+    p += 6;
+  else if (strncmp(p, "/beta/", 6) == 0)
+    p += 6;
+  else if (*p == '/')
+    p++;
+  q = strchr(p, '?');
+  *len = q != NULL ? (size_t)(q - p) : strlen(p);
+  *query = q != NULL ? q + 1 : NULL;
+  return p;
+}
+
+/* Whether query parameter `key` (its text up to '=' or '&') is `name`,
+ * with the '$' written as is or as %24. */
+static int
+is_param(const char *key, size_t n, const char *name)
+{
+  size_t len = strlen(name);
+
+  if (n > 3 && strncasecmp(key, "%24", 3) == 0) {
+    key += 3;
+    n -= 3;
+    name++;
+    len--;
+  }
+  return n == len && strncmp(key, name, len) == 0;
+}
+
+/* Whether the path is groups/{id}/<tail>, a type cast after it allowed. */
+static int
+group_path(const char *p, size_t len, const char *tail)
+{
+  const char *id, *rest, *end = p + len;
+  size_t tl = strlen(tail);
+
+  if (len < 7 || strncmp(p, "groups/", 7) != 0)
+    return 0;
+  id = p + 7;
+  rest = memchr(id, '/', (size_t)(end - id));
+  if (rest == NULL || rest == id || (size_t)(end - rest - 1) < tl ||
+      strncmp(rest + 1, tail, tl) != 0)
+    return 0;
+  return rest + 1 + tl == end || rest[1 + tl] == '/';
+}
+
+unsigned
+graph_request_units(const char *method, const char *url)
+{
+  const char *path, *query, *k;
+  size_t len;
+  int cost = 1;
+
+  if (method == NULL || url == NULL)
+    return 1;
+  path = units_path(url, &len, &query);
+  if (strcmp(method, "GET") == 0) {
+    if ((len == 5 && strncmp(path, "users", 5) == 0) ||
+        (len == 12 && strncmp(path, "applications", 12) == 0))
+      cost = 2;
+    else if (group_path(path, len, "members"))
+      cost = 3;
+    else if (group_path(path, len, "transitiveMembers"))
+      cost = 5;
+  }
+  for (k = query; k != NULL && *k != '\0';) {
+    size_t n = strcspn(k, "=&");
+    const char *v = k[n] == '=' ? k + n + 1 : NULL;
+
+    if (is_param(k, n, "$select"))
+      cost--;
+    else if (is_param(k, n, "$expand"))
+      cost++;
+    else if (is_param(k, n, "$top") && v != NULL) {
+      char *e;
+      long top;
+
+      errno = 0;
+      top = strtol(v, &e, 10);
+      if (e != v && (*e == '&' || *e == '\0') && errno == 0 && top < 20)
+        cost--;
+    }
+    k = strchr(k, '&');
+    if (k != NULL)
+      k++;
+  }
+  return cost < 1 ? 1u : (unsigned)cost;
+}
+
 /* http's authorization hook: the token current as the request actually
  * leaves, which may be long after send_with_token() (budget pacing, a
  * closed gate). Whether it is still fresh is noted for on_http. */
@@ -500,6 +601,8 @@ send_with_token(struct graph_req *req, const char *token)
       .writes = req->cost_set ? req->writes : budget_writes(req->method),
       .invitations = req->cost_set ? req->invitations
                                    : budget_invitations(req->method, req->url),
+      .units = req->cost_set ? req->units
+                             : graph_request_units(req->method, req->url),
       .authorization = authorize,
   };
   rc = http_send(graph->http, &hreq, on_http, req);
@@ -1147,7 +1250,11 @@ sub_answer(struct batch *b, struct sub *sub,
 
     sub->retries++;
     if (a->status == 429 || secs >= 0)
-      http_gate_note_throttle(graph->http, graph->gate, secs);
+      http_gate_note_throttle(graph->http, graph->gate, secs,
+                              sub->invitation ? HTTP_BUCKET_INVITATIONS
+                              : strcmp(sub->method, "GET") == 0
+                                  ? HTTP_BUCKET_UNITS
+                                  : HTTP_BUCKET_WRITES);
     if (secs < 0)
       secs = http_backoff_ms(sub->retries, SUB_BACKOFF_BASE_MS,
                              SUB_BACKOFF_CAP_MS, u) /
@@ -1232,7 +1339,7 @@ send_batch(struct graph *graph, int beta)
   struct sub **p = &graph->queue, *last = NULL;
   struct graph_req *req;
   json_t *payload;
-  unsigned writes = 0, invitations = 0;
+  unsigned writes = 0, invitations = 0, units = 0;
   size_t i;
 
   if (b == NULL) {
@@ -1283,6 +1390,7 @@ send_batch(struct graph *graph, int beta)
       writes++;
     if (s->invitation)
       invitations++;
+    units += graph_request_units(s->method, s->url);
   }
   payload = graph_batch_body(items, b->n, err, sizeof(err));
   req = payload == NULL
@@ -1304,6 +1412,7 @@ send_batch(struct graph *graph, int beta)
   req->cost_set = 1;
   req->writes = writes;
   req->invitations = invitations;
+  req->units = units;
   req->token_out = &b->token;
   req->stale_out = &b->stale;
   if (b->partial)

@@ -23,13 +23,15 @@
  * attempt asks the request's authorization hook, if any, for the
  * credential to send as it starts (a wait can outlast a token).
  *
- * A request that costs budget (http_request.writes / .invitations) waits
- * on its gate's "paced" FIFO instead of its queue; it starts once the
- * gate is open and the gate's token buckets (budget.h) hold its cost,
- * and the wake timer is armed for the moment they will. Requests that
- * cost nothing are never held behind paced ones. Answers feed the
- * buckets back: a 429 lowers the rate, as does
- * x-ms-throttle-limit-percentage over 0.9.
+ * A request that costs writes or invitations (http_request.writes /
+ * .invitations) waits on its gate's "paced" FIFO instead of its queue;
+ * it starts once the gate is open and the gate's token buckets
+ * (budget.h) hold its cost, and the wake timer is armed for the moment
+ * they will. A request that costs only resource units (a read) stays on
+ * the queue, never held behind paced ones, and starts once the units
+ * bucket holds its cost. Answers feed the buckets back: a 429 lowers the
+ * rate of the bucket it hit, as does an x-ms-throttle-limit-percentage
+ * over 0.9 that our own sending does not explain.
  *
  * A gate is a name and the monotonic time (uv_hrtime) at which it
  * reopens. A 429 closes it for Retry-After (or the backoff when there is
@@ -100,13 +102,14 @@ struct gate {
   char *name;         /* NULL for the anonymous gate (never closes) */
   uint64_t reopen_ns; /* uv_hrtime() at which it opens again */
   struct rlist queue; /* FIFO of requests waiting to start */
-  /* Requests that cost budget (writes or invitations) wait here, FIFO,
-   * until the gate is open and both buckets hold their cost; requests
-   * that cost nothing are not held behind them. Unlimited buckets (the
-   * default) never hold anything. */
+  /* Requests that cost writes or invitations wait here, FIFO, until the
+   * gate is open and every bucket holds their cost; requests that cost
+   * only units (or nothing) are not held behind them. Unlimited buckets
+   * (the default) never hold anything. */
   struct rlist paced;
   struct budget writes;
   struct budget invites;
+  struct budget units;              /* resource units, reads included */
   unsigned long long budget_waited; /* requests that waited for budget */
   /* Attempts by status (0: no answer); the last slot takes what does not
    * fit, so the counts stay bounded. */
@@ -138,6 +141,7 @@ struct req {
   int attempt;     /* sends so far */
   unsigned writes; /* budget cost of each attempt */
   unsigned invitations;
+  unsigned units;
   int waited;          /* counted in budget_waited */
   uint64_t not_before; /* uv_hrtime() before which a retry waits */
   const char *(*authorization)(void *ctx); /* see http_request */
@@ -483,33 +487,85 @@ gate_queue(struct req *r)
   return &r->gate->queue;
 }
 
-/* Seconds from `now` until both buckets hold what `r` costs (0: now). */
+/* Seconds from `now` until every bucket holds what `r` costs (0: now). */
 static double
 budget_delay(struct gate *g, const struct req *r, double now)
 {
   double w = budget_wait(&g->writes, r->writes, now);
   double i = budget_wait(&g->invites, r->invitations, now);
+  double u = budget_wait(&g->units, r->units, now);
 
-  return w > i ? w : i;
+  if (i > w)
+    w = i;
+  return u > w ? u : w;
+}
+
+static void
+budget_take_all(struct gate *g, const struct req *r, double now)
+{
+  budget_take(&g->writes, r->writes, now);
+  budget_take(&g->invites, r->invitations, now);
+  budget_take(&g->units, r->units, now);
+}
+
+/* The bucket `b` names, or the write bucket when that one is unlimited
+ * (a throttled read then still slows the tenant down). */
+static struct budget *
+bucket_of(struct gate *g, enum http_bucket b)
+{
+  struct budget *p = b == HTTP_BUCKET_INVITATIONS ? &g->invites
+                     : b == HTTP_BUCKET_UNITS     ? &g->units
+                                                  : &g->writes;
+
+  return p->limit > 0 ? p : &g->writes;
+}
+
+static const char *
+bucket_name(const struct gate *g, const struct budget *b)
+{
+  return b == &g->invites ? "invitations"
+         : b == &g->units ? "units"
+                          : "writes";
+}
+
+/* The bucket a 429 for `r` most likely hit: the one the answer names
+ * (x-ms-throttle-information, Graph's diagnostic), else invitations for
+ * an invitation, writes for a write, resource units for a read. */
+static enum http_bucket
+throttled_bucket(struct req *r)
+{
+  const char *why = header_find(r, "x-ms-throttle-information");
+
+  if (why != NULL && strcasecmp(why, "ResourceUnitLimitExceeded") == 0)
+    return HTTP_BUCKET_UNITS;
+  if (r->invitations > 0)
+    return HTTP_BUCKET_INVITATIONS;
+  if (why != NULL && strcasecmp(why, "WriteLimitExceeded") == 0)
+    return HTTP_BUCKET_WRITES;
+  return r->writes > 0 ? HTTP_BUCKET_WRITES : HTTP_BUCKET_UNITS;
 }
 
 /* What an answer says about the budget: a 429 lowers the rate (x0.7) of
- * the bucket it most likely hit (invitations for an invitation, writes
- * otherwise, reads included: their 429 means the tenant is loaded);
- * x-ms-throttle-limit-percentage over 0.9 slows writes a little. */
+ * the bucket it most likely hit (throttled_bucket; the write bucket when
+ * that one is unlimited: a throttled read still means the tenant is
+ * loaded); an x-ms-throttle-limit-percentage over 0.9 that is more than
+ * our own share of the writes or units limits (the server counts both)
+ * slows writes a little. */
 static void
 budget_feedback(struct req *r, long status)
 {
   struct gate *g = r->gate;
-  struct budget *b = r->invitations > 0 ? &g->invites : &g->writes;
-  double now = seconds(uv_hrtime()), fraction;
-  unsigned long long before = b->decreases;
+  struct budget *b;
+  double now = seconds(uv_hrtime()), fraction, own, units;
+  unsigned long long before;
   const char *v;
   char *end;
 
   if (g->name == NULL)
     return;
   if (status == 429) {
+    b = bucket_of(g, throttled_bucket(r));
+    before = b->decreases;
     budget_throttled(b, now);
   } else {
     v = header_find(r, "x-ms-throttle-limit-percentage");
@@ -521,12 +577,13 @@ budget_feedback(struct req *r, long status)
       return;
     b = &g->writes;
     before = b->decreases;
-    budget_pressure(b, fraction, now);
+    own = budget_share(&g->writes, now);
+    units = budget_share(&g->units, now);
+    budget_pressure(b, fraction, units > own ? units : own, now);
   }
   if (b->decreases != before)
     log_debug("http budget slowed gate=%s bucket=%s rate=%.3f status=%ld",
-              g->name, b == &g->writes ? "writes" : "invitations", b->rate,
-              status);
+              g->name, bucket_name(g, b), b->rate, status);
 }
 
 /* --- request set-up --- */
@@ -896,11 +953,13 @@ schedule(struct http *h)
   if (h->anon.queue.head != NULL)
     next = now;
   for (struct gate *g = h->gates; g != NULL; g = g->next) {
-    if (g->queue.head != NULL && g->reopen_ns < next)
-      next = g->reopen_ns;
-    if (g->paced.head != NULL) {
+    struct req *heads[2] = {g->queue.head, g->paced.head};
+
+    for (int i = 0; i < 2; i++) {
+      if (heads[i] == NULL)
+        continue;
       /* Measured from now (never refill a bucket into the future). */
-      double d = budget_delay(g, g->paced.head, seconds(now));
+      double d = budget_delay(g, heads[i], seconds(now));
       uint64_t at = now + (uint64_t)ceil(d * 1e9);
       if (at < g->reopen_ns)
         at = g->reopen_ns;
@@ -919,6 +978,20 @@ schedule(struct http *h)
   uv_timer_start(&h->wake, on_wake, ms, 0);
 }
 
+/* Whether `r` must wait for its gate's budget at `now` (counted once in
+ * budget_waited). */
+static int
+budget_held(struct gate *g, struct req *r, double now)
+{
+  if (!(budget_delay(g, r, now) > 0))
+    return 0;
+  if (!r->waited) {
+    r->waited = 1;
+    g->budget_waited++;
+  }
+  return 1;
+}
+
 static struct req *
 next_ready(struct http *h, uint64_t now)
 {
@@ -930,19 +1003,14 @@ next_ready(struct http *h, uint64_t now)
 
     if (g->reopen_ns > now)
       continue;
-    if (g->queue.head != NULL)
+    /* Unpaced first (reads: their units only), then the paced FIFO. */
+    if (g->queue.head != NULL && !budget_held(g, g->queue.head, t)) {
+      budget_take_all(g, g->queue.head, t);
       return list_pop(&g->queue);
-    if (r == NULL)
-      continue;
-    if (budget_delay(g, r, t) > 0) {
-      if (!r->waited) {
-        r->waited = 1;
-        g->budget_waited++;
-      }
-      continue;
     }
-    budget_take(&g->writes, r->writes, t);
-    budget_take(&g->invites, r->invitations, t);
+    if (r == NULL || budget_held(g, r, t))
+      continue;
+    budget_take_all(g, r, t);
     return list_pop(&g->paced);
   }
   return NULL;
@@ -1376,6 +1444,7 @@ http_send(struct http *h, const struct http_request *req, http_done_fn done,
       req->max_attempts > 0 ? req->max_attempts : h->max_attempts;
   r->writes = req->writes;
   r->invitations = req->invitations;
+  r->units = req->units;
   r->authorization = req->authorization;
   result = check_url(req->url, &r->log_url, &plain, &loopback, &why);
   if (result != 0)
@@ -1433,7 +1502,7 @@ int
 http_gate_set_limits(struct http *h, const char *gate,
                      const struct http_gate_limits *limits)
 {
-  struct budget w, i;
+  struct budget w, i, u;
   struct gate *g;
   double now;
 
@@ -1443,7 +1512,8 @@ http_gate_set_limits(struct http *h, const char *gate,
   now = seconds(uv_hrtime());
   if (budget_init(&w, limits->writes, limits->writes_window, now) != 0 ||
       budget_init(&i, limits->invitations, limits->invitations_window, now) !=
-          0)
+          0 ||
+      budget_init(&u, limits->units, limits->units_window, now) != 0)
     return -1;
   g = gate_get(h, gate);
   if (g == NULL)
@@ -1454,17 +1524,22 @@ http_gate_set_limits(struct http *h, const char *gate,
     g->writes = w;
   if (g->invites.limit != i.limit || g->invites.window != i.window)
     g->invites = i;
-  log_debug("http budget gate=%s writes=%.0f/%.0fs invitations=%.0f/%.0fs",
+  if (g->units.limit != u.limit || g->units.window != u.window)
+    g->units = u;
+  log_debug("http budget gate=%s writes=%.0f/%.0fs invitations=%.0f/%.0fs "
+            "units=%.0f/%.0fs",
             gate, limits->writes, limits->writes_window, limits->invitations,
-            limits->invitations_window);
+            limits->invitations_window, limits->units, limits->units_window);
   schedule(h);
   return 0;
 }
 
 void
-http_gate_note_throttle(struct http *h, const char *gate, double retry_after)
+http_gate_note_throttle(struct http *h, const char *gate, double retry_after,
+                        enum http_bucket bucket)
 {
   struct gate *g;
+  struct budget *b;
   unsigned long long before;
 
   if (h == NULL || h->closing || gate == NULL || gate[0] == '\0')
@@ -1472,12 +1547,13 @@ http_gate_note_throttle(struct http *h, const char *gate, double retry_after)
   g = gate_find(h, gate);
   if (g == NULL)
     return;
-  before = g->writes.decreases;
-  budget_throttled(&g->writes, seconds(uv_hrtime()));
-  if (g->writes.decreases != before)
-    log_debug("http budget slowed gate=%s bucket=writes rate=%.3f "
+  b = bucket_of(g, bucket);
+  before = b->decreases;
+  budget_throttled(b, seconds(uv_hrtime()));
+  if (b->decreases != before)
+    log_debug("http budget slowed gate=%s bucket=%s rate=%.3f "
               "inner_retry_after=%.3f",
-              g->name, g->writes.rate, retry_after);
+              g->name, bucket_name(g, b), b->rate, retry_after);
   if (retry_after > 0) {
     /* The service said when to come back: nothing goes on this gate
      * before then either (DESIGN.md invariant 7), as after a 429 of a
@@ -1509,8 +1585,11 @@ http_gate_budget(const struct http *h, const char *gate,
   out->write_rate_max = g->writes.max_rate;
   out->invitation_rate = g->invites.rate;
   out->invitation_rate_max = g->invites.max_rate;
+  out->unit_rate = g->units.rate;
+  out->unit_rate_max = g->units.max_rate;
   out->waited = g->budget_waited;
-  out->decreases = g->writes.decreases + g->invites.decreases;
+  out->decreases =
+      g->writes.decreases + g->invites.decreases + g->units.decreases;
   return 0;
 }
 

@@ -200,7 +200,7 @@ tctx_for(struct scheduler *s, const struct config_tenant *t)
   return NULL;
 }
 
-/* Pace writes to the tenant's Graph gate at its configured limits (one
+/* Pace requests to the tenant's Graph gate at its configured limits (one
  * gate per tenant id, so links that write there share it). Called on
  * every scheduler_new(), hence on each reload too; unchanged limits keep
  * what the gate has learnt. */
@@ -213,6 +213,8 @@ set_budget(struct http *http, const struct config_tenant *t)
       .writes_window = (double)t->graph_write_limit.window,
       .invitations = (double)t->invitation_limit.count,
       .invitations_window = (double)t->invitation_limit.window,
+      .units = (double)t->graph_resource_unit_limit.count,
+      .units_window = (double)t->graph_resource_unit_limit.window,
   };
 
   snprintf(gate, sizeof(gate), "%s/graph", t->tenant_id);

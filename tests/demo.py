@@ -43,11 +43,12 @@ def config_text(cloud, tenants):
                 "graph_url = %s" % cloud.graph_url,
                 "exchange_url = %s" % cloud.exchange_url,
                 "ca_file = %s" % cloud.ca_file,
-                "; fakecloud does not enforce Microsoft's write limits in"
+                "; fakecloud does not enforce Microsoft's limits in"
                 " the demo,",
                 "; so galbridge need not pace itself: a real tenant keeps"
                 " the defaults",
-                "graph_write_limit = off", "invitation_limit = off", ""]
+                "graph_write_limit = off", "invitation_limit = off",
+                "graph_resource_unit_limit = off", ""]
     out += ["[link contoso-to-fabrikam]", "source = contoso",
             "target = fabrikam", "object = guest", "",
             "[link fabrikam-to-contoso]", "source = fabrikam",

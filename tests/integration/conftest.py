@@ -84,19 +84,20 @@ class Env:
         t = self.tenants[name]
         cred = credential or "client_secret_file = %s" % os.path.join(
             self.tmp, name + ".secret")
-        # fakecloud enforces no write limit unless a test asks it to:
-        # pacing at Microsoft's (the default) would only slow tests down.
-        # self.limits[name] = (graph_write_limit, invitation_limit) sets
-        # them.
-        writes, invitations = self.limits.get(name, ("off", "off"))
+        # fakecloud enforces no limit unless a test asks it to: pacing at
+        # Microsoft's (the default) would only slow tests down.
+        # self.limits[name] = (graph_write_limit, invitation_limit[,
+        # graph_resource_unit_limit]) sets them.
+        lim = tuple(self.limits.get(name, ())) + ("off", "off", "off")
+        writes, invitations, units = lim[:3]
         return ("[tenant %s]\ntenant_id = %s\nclient_id = %s\n%s\n"
                 "login_url = %s\ngraph_url = %s\nexchange_url = %s\n"
                 "ca_file = %s\ngraph_write_limit = %s\n"
-                "invitation_limit = %s\n\n" % (
-                    name, t["id"], t["client_id"], cred,
-                    self.cloud.login_url, self.cloud.graph_url,
-                    self.cloud.exchange_url, self.cloud.ca_file, writes,
-                    invitations))
+                "invitation_limit = %s\ngraph_resource_unit_limit = %s\n\n"
+                % (name, t["id"], t["client_id"], cred,
+                   self.cloud.login_url, self.cloud.graph_url,
+                   self.cloud.exchange_url, self.cloud.ca_file, writes,
+                   invitations, units))
 
     def write_config(self, contoso_credential=None, extra="", link_extra="",
                      reverse=False):

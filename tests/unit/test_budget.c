@@ -240,17 +240,17 @@ pressure_slows_only_over_the_level(void **state)
 
   (void)state;
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
-  budget_pressure(&b, 0.85, 1);
-  budget_pressure(&b, 0.9, 1);
-  budget_pressure(&b, NAN, 1);
+  budget_pressure(&b, 0.85, budget_share(&b, 1), 1);
+  budget_pressure(&b, 0.9, budget_share(&b, 1), 1);
+  budget_pressure(&b, NAN, budget_share(&b, 1), 1);
   NEAR(b.rate, 19.5);
   NEAR(b.tokens, 300);
-  budget_pressure(&b, 0.95, 1);
+  budget_pressure(&b, 0.95, budget_share(&b, 1), 1);
   NEAR(b.rate, 19.5 * 0.9);
   NEAR(b.tokens, 300); /* pressure slows, it does not empty */
-  budget_pressure(&b, 1.2, 1.5);
+  budget_pressure(&b, 1.2, budget_share(&b, 1.5), 1.5);
   NEAR(b.rate, 19.5 * 0.9);
-  budget_pressure(&b, 1.2, 3.0);
+  budget_pressure(&b, 1.2, budget_share(&b, 3.0), 3.0);
   NEAR(b.rate, (19.5 * 0.9 + 19.5 * 0.5 * 1.5 / 150) * 0.9);
 }
 
@@ -267,17 +267,20 @@ pressure_counts_only_what_others_sent(void **state)
   budget_take(&b, 300, 0);
   for (int i = 1; i <= 8; i++) /* 2,700 sent: 0.9 of the limit */
     budget_take(&b, 300, i * 15.0);
-  budget_pressure(&b, 0.93, 136);
-  budget_pressure(&b, 0.95, 136); /* within the margin over 0.9 */
+  NEAR(budget_share(&b, 136), 0.9);
+  budget_pressure(&b, 0.93, budget_share(&b, 136), 136);
+  budget_pressure(&b, 0.95, budget_share(&b, 136),
+                  136); /* within the margin over 0.9 */
   NEAR(b.rate, 19.5);
-  budget_pressure(&b, 0.96, 136); /* 6 % of the limit from elsewhere */
+  budget_pressure(&b, 0.96, budget_share(&b, 136),
+                  136); /* 6 % of the limit from elsewhere */
   NEAR(b.rate, 19.5 * 0.9);
   /* Once what we sent has left the window, the same figure is news. */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
   budget_take(&b, 2700, 0);
-  budget_pressure(&b, 0.93, 1);
+  budget_pressure(&b, 0.93, budget_share(&b, 1), 1);
   NEAR(b.rate, 19.5);
-  budget_pressure(&b, 0.93, 160);
+  budget_pressure(&b, 0.93, budget_share(&b, 160), 160);
   NEAR(b.rate, 19.5 * 0.9);
 }
 

@@ -1096,6 +1096,7 @@ static const char full_dump[] =
     "exchange_max_in_flight = 4\n"
     "graph_write_limit = 3000/150s\n"
     "invitation_limit = 150/5s\n"
+    "graph_resource_unit_limit = 3500/10s\n"
     "\n[tenant fabrikam]\n"
     "tenant_id = 22222222-2222-2222-2222-222222222222\n"
     "client_id = 33333333-3333-3333-3333-333333333333\n"
@@ -1112,6 +1113,7 @@ static const char full_dump[] =
     "exchange_max_in_flight = 4\n"
     "graph_write_limit = 3000/150s\n"
     "invitation_limit = 150/5s\n"
+    "graph_resource_unit_limit = 3500/10s\n"
     "\n[mapping contoso-people]\n"
     "displayName = Append(displayName, \" (Contoso)\")\n"
     "department = Join(\"; \", department, companyName)\n"
@@ -1148,7 +1150,9 @@ test_rate_limits(void **state)
                                         "client_id = " GUID_A "\n"
                                         "client_secret_file = ok.secret\n"
                                         "graph_write_limit = 300/15s\n"
-                                        "invitation_limit = off\n");
+                                        "invitation_limit = off\n"
+                                        "graph_resource_unit_limit = "
+                                        "8000/10s\n");
   const struct config_tenant *a = config_tenant_find(cfg, "a");
   const struct config_tenant *b = config_tenant_find(cfg, "b");
 
@@ -1161,6 +1165,10 @@ test_rate_limits(void **state)
   assert_int_equal(b->graph_write_limit.window, 15);
   assert_int_equal(b->invitation_limit.count, 0);
   assert_int_equal(b->invitation_limit.window, 0);
+  assert_int_equal(a->graph_resource_unit_limit.count, 3500);
+  assert_int_equal(a->graph_resource_unit_limit.window, 10);
+  assert_int_equal(b->graph_resource_unit_limit.count, 8000);
+  assert_int_equal(b->graph_resource_unit_limit.window, 10);
   config_free(cfg);
 }
 

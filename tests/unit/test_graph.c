@@ -638,10 +638,61 @@ batch_invitations_round_trip(void **state)
   json_decref(inv2);
 }
 
+/* Resource units as throttling-limits.md prices them. */
+static void
+request_units(void **state)
+{
+  static const struct {
+    const char *method, *url;
+    unsigned units;
+  } cases[] = {
+      /* Base costs: the users and applications lists 2, group members 3,
+       * transitive members 5, anything else 1, writes 1. */
+      {"GET", "/users", 2},
+      {"GET", "https://graph.microsoft.com/v1.0/users", 2},
+      {"GET", "/applications", 2},
+      {"GET", "/users/abc", 1},
+      {"GET", "/users/delta", 1},
+      {"GET", "/groups/g1/members", 3},
+      {"GET", "/groups/g1/members/microsoft.graph.user", 3},
+      {"GET", "/groups/g1/transitiveMembers", 5},
+      {"GET", "/groups/g1/membersX", 1},
+      {"PATCH", "/users/abc", 1},
+      {"DELETE", "/users/abc", 1},
+      {"POST", "/invitations", 1},
+      {"POST", "/users", 1},
+      /* $select -1, $expand +1, $top under 20 -1, never under 1; %24 is
+       * a '$'. */
+      {"GET", "/users?$select=id,mail", 1},
+      {"GET",
+       "https://graph.microsoft.com/beta/users?"
+       "$filter=mail%20eq%20'a'&%24select=id&$top=1",
+       1},
+      {"GET", "/groups/g1/transitiveMembers?$select=id&$top=5", 3},
+      {"GET", "/groups/g1/members?$top=999", 3},
+      {"GET", "/groups/g1/members?$top=19", 2},
+      {"GET", "/groups/g1/members?$top=x", 3},
+      {"GET", "/users/a?$expand=manager", 2},
+      {"GET", "/users/delta?$select=id", 1},
+      {"GET", "/users?$selectx=1", 2},
+      {NULL, "/users", 1},
+  };
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    unsigned got = graph_request_units(cases[i].method, cases[i].url);
+    if (got != cases[i].units)
+      fail_msg("%s %s: %u units, want %u",
+               cases[i].method ? cases[i].method : "(null)", cases[i].url, got,
+               cases[i].units);
+  }
+}
+
 int
 main(void)
 {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(request_units),
       cmocka_unit_test(merge_new_user),
       cmocka_unit_test(merge_changed_full_properties),
       cmocka_unit_test(merge_minimal_keeps_absent),
