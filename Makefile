@@ -173,6 +173,7 @@ valgrind: $(BUILD)/galbridge
 	@sh tests/deps.sh valgrind
 	GALBRIDGE_REAL=$(CURDIR)/$(BUILD)/galbridge \
 	GALBRIDGE=$(CURDIR)/tests/valgrind-galbridge.sh \
+	GALBRIDGE_THROTTLE_GRACE_MS=1000 \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 # By its full path: the Makefile may be run with -f from elsewhere.

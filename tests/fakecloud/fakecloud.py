@@ -254,21 +254,26 @@ KNOBS = {
     "enforce_limits": Knob(
         False, lambda v: isinstance(v, bool), None,
         "true: Graph directory writes over limit_app_writes per 150 s per "
-        "(tenant, app) or limit_tenant_writes per 300 s per tenant, and "
-        "invitations over limit_invitations per 5 s per tenant, answer 429 "
-        "TooManyRequests with Retry-After; answers carry "
-        "x-ms-throttle-limit-percentage once a write window is over 80 %"),
+        "(tenant, app) or limit_tenant_writes per 300 s per tenant, "
+        "invitations over limit_invitations per 5 s per tenant, and "
+        "resource units over limit_app_units per 10 s per (tenant, app) "
+        "answer 429 TooManyRequests with Retry-After; answers carry "
+        "x-ms-throttle-limit-percentage once a window is over 80 %"),
     "time_factor": Knob(
         1, lambda v: isinstance(v, (int, float))
         and not isinstance(v, bool) and v >= 1, None,
-        "every limit window (150 s, 300 s, 5 s) is this many times shorter; "
-        "counts unchanged"),
+        "every limit window (150 s, 300 s, 5 s, 10 s) is this many times "
+        "shorter; counts unchanged"),
     "limit_app_writes": Knob(3000, _int_at_least(1), None,
                              "writes per 150 s per (tenant, app)"),
     "limit_tenant_writes": Knob(18000, _int_at_least(1), None,
                                 "writes per 300 s per tenant, all apps"),
     "limit_invitations": Knob(150, _int_at_least(1), None,
                               "invitations per 5 s per tenant"),
+    "limit_app_units": Knob(
+        None, lambda v: v is None or _int_at_least(1)(v), None,
+        "resource units per 10 s per (tenant, app); null: by the tenant's "
+        "live users, 3500 under 50, 5000 up to 500, 8000 above"),
     "exo_guest_provisioning_ms": Knob(
         0, _int_at_least(0), None,
         "for this long after an invitation creates a guest, Exchange does "
@@ -377,6 +382,7 @@ class Request:
         self.client_request_id = (headers.get("client-request-id")
                                   or self.request_id)
         self.batch_id = None        # its id, for an inner request of $batch
+        self.units = 0              # resource units the limits charged
         # Query options: "$select" and "select" are the same option.
         self.params = {}
         for key, value in urllib.parse.parse_qsl(query,
@@ -651,6 +657,7 @@ class Tenant:
         self.exo_window = (0, 0)     # (minute, requests) for Rate-Limit-*
         self.invitations = collections.deque()   # monotonic times, 5 s
         self.limits = TenantLimits()             # write windows, stats
+        self.deletions = 0           # users deleted or restored, ever
         self.stats = {"invitations": 0, "patches": 0, "deletes": 0,
                       "restores": 0, "reads": 0, "exchange": {}}
         self.exo_calls = collections.deque()     # monotonic times, 1 s
@@ -744,6 +751,7 @@ class Tenant:
             user.deleted_at = time.time()
         user.deleted = "hard" if hard else "soft"
         user.deleted_seq = self.bump()
+        self.deletions += 1
         if hard:
             for group in self.groups.values():
                 if user.id in group.members:
@@ -753,6 +761,7 @@ class Tenant:
         user.deleted = None
         user.deleted_at = None
         user.restored_seq = self.bump()
+        self.deletions += 1
 
     def address_owner(self, address, exclude=None):
         """("User"|"Group"|"Contact", id) of the live object holding the
@@ -2629,48 +2638,162 @@ def create_invitation(req):
 
 
 # --------------------------------------------------------------------------
-# graph: write and invitation limits (throttling-limits.md, "Identity and
-# access service limits" and "Invitation manager service limits")
+# graph: write, invitation and resource-unit limits (throttling-limits.md,
+# "Identity and access service limits" and "Invitation manager service
+# limits")
 # --------------------------------------------------------------------------
 #
 # Directory writes (POST, PATCH, PUT, DELETE; each inner request of a
 # $batch on its own, never the $batch itself) fill sliding windows: per
 # (tenant, app) limit_app_writes (3,000) per 150 s, per tenant
 # limit_tenant_writes (18,000) per 300 s; POST /invitations also fills
-# the tenant's limit_invitations (150) per 5 s.  time_factor divides every
-# window.  The windows always record; the knobs decide whether going over
-# answers 429 (enforce_limits: all three; enforce_invitation_limit: the
-# invitation one only).  Guesses (README): a refused request is not
-# counted; Retry-After is the whole seconds (rounded up, at least 1) until
-# the window that refused has room; x-ms-throttle-limit-percentage is the
-# fuller write window's share with two decimals.
+# the tenant's limit_invitations (150) per 5 s.  Every request (reads and
+# writes, inner ones one by one, never the $batch itself) costs resource
+# units (limits_unit_cost) in a per (tenant, app) window of 10 s whose
+# quota is limit_app_units, or by tenant size when that is null.
+# time_factor divides every window.  The windows always record; the knobs
+# decide whether going over answers 429 (enforce_limits: all four;
+# enforce_invitation_limit: the invitation one only).  Answers to
+# requests the limits let through carry x-ms-resource-unit, their cost.
+# Guesses (README): a refused request is not counted; Retry-After is the
+# whole seconds (rounded up, at least 1) until the window that refused
+# has room; x-ms-throttle-limit-percentage is the fullest window's share
+# with two decimals.
 
 LIMIT_APP_WINDOW = 150.0
 LIMIT_TENANT_WINDOW = 300.0
 INVITATION_WINDOW = 5.0
+UNIT_WINDOW = 10.0
 LIMIT_PERCENTAGE_FROM = 0.8
+
+# Resource-unit quota per 10 s by live users in the tenant: S under 50,
+# M 50 to 500, L above 500.
+UNIT_QUOTAS = ((50, 3500), (501, 5000))
+UNIT_QUOTA_LARGE = 8000
+
+# Base costs other than 1 (any identity request not listed costs 1); a
+# path of me/ costs the same under users/{id | userPrincipalName}/.
+UNIT_ME = r"(?:me|users/[^/]+)/"
+UNIT_COSTS = [(method, re.compile(pattern, re.I), cost)
+              for method, pattern, cost in (
+                  ("GET", r"applications", 2),
+                  ("GET", r"applications/[^/]+/extensionProperties", 2),
+                  ("GET", r"contracts", 3),
+                  ("POST", r"directoryObjects/getByIds", 3),
+                  ("GET", r"domains/[^/]+/domainNameReferences", 4),
+                  ("POST", r"getObjectsById", 3),
+                  ("GET", r"groups/[^/]+/members", 3),
+                  ("GET", r"groups/[^/]+/transitiveMembers", 5),
+                  ("POST", r"isMemberOf", 4),
+                  ("POST", UNIT_ME + r"checkMemberGroups", 4),
+                  ("POST", UNIT_ME + r"checkMemberObjects", 4),
+                  ("POST", UNIT_ME + r"getMemberGroups", 2),
+                  ("POST", UNIT_ME + r"getMemberObjects", 2),
+                  ("GET", UNIT_ME + r"licenseDetails", 2),
+                  ("GET", UNIT_ME + r"memberOf", 2),
+                  ("GET", UNIT_ME + r"ownedObjects", 2),
+                  ("GET", UNIT_ME + r"transitiveMemberOf", 2),
+                  ("GET", r"oauth2PermissionGrants(?:/[^/]+)?", 2),
+                  ("GET", r"servicePrincipals/[^/]+/appRoleAssignments", 2),
+                  ("GET", r"subscribedSkus", 3),
+                  ("GET", r"users", 2))]
+
+
+def limits_unit_cost(method, path, query):
+    """Resource units of a Graph identity request: the base cost of its
+    method and path (without /v1.0 or /beta), $select -1, $expand +1,
+    $top under 20 -1, never below 1."""
+    rest = re.sub(r"^/(v1\.0|beta)/", "", path).strip("/")
+    cost = 1
+    for base_method, pattern, base in UNIT_COSTS:
+        if method == base_method and pattern.fullmatch(rest):
+            cost = base
+            break
+    params = {}
+    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        params[key.lower().lstrip("$")] = value
+    if "select" in params:
+        cost -= 1
+    if "expand" in params:
+        cost += 1
+    top = params.get("top", "").strip()
+    if top.isdigit() and int(top) < 20:
+        cost -= 1
+    return max(1, cost)
+
+
+class UnitWindow:
+    """Resource units one (tenant, app) spent: (time, cost) oldest first,
+    and their sum."""
+
+    def __init__(self):
+        self.spent = collections.deque()
+        self.total = 0
+
+    def trim(self, span, now):
+        while self.spent and self.spent[0][0] <= now - span:
+            self.total -= self.spent.popleft()[1]
+
+    def wait(self, cost, limit, span, now):
+        """Seconds until `cost` more fits under `limit`, 0 when it does (a
+        cost over the whole limit fits an empty window)."""
+        excess = self.total + cost - limit
+        wait = 0.0
+        for at, spent in self.spent:
+            if excess <= 0:
+                break
+            excess -= spent
+            wait = at + span - now
+        return wait
+
+    def add(self, now, cost):
+        self.spent.append((now, cost))
+        self.total += cost
 
 
 class TenantLimits:
     def __init__(self):
         self.writes = collections.deque()     # monotonic times, all apps
         self.app_writes = {}                  # client id -> deque
+        self.app_units = {}                   # client id -> UnitWindow
+        self.size = (None, 0)                 # (users key, live users)
         self.stats = {}                       # client id -> counters
 
     def client_stats(self, client_id):
         return self.stats.setdefault(client_id, {
             "writes": 0, "throttled": 0, "peak_writes_per_second": 0,
+            "units": 0, "units_throttled": 0,
             "second": None, "in_second": 0})
+
+
+def limits_is_batch(req):
+    return re.match(r"^/(v1\.0|beta)/\$batch/?$", req.path) is not None
 
 
 def limits_is_write(req):
     return req.method in ("POST", "PATCH", "PUT", "DELETE") and \
-        not re.match(r"^/(v1\.0|beta)/\$batch/?$", req.path)
+        not limits_is_batch(req)
 
 
 def limits_is_invitation(req):
     return req.method == "POST" and \
         re.match(r"^/(v1\.0|beta)/invitations/?$", req.path) is not None
+
+
+def limits_unit_quota(cloud, tenant):
+    """limit_app_units, or the quota of the tenant's size (live users,
+    counted again only after a user was added, deleted or restored)."""
+    if cloud.knobs["limit_app_units"] is not None:
+        return cloud.knobs["limit_app_units"]
+    key = (len(tenant.users), tenant.deletions)
+    counted, users = tenant.limits.size
+    if counted != key:
+        users = sum(1 for u in tenant.users.values() if u.deleted is None)
+        tenant.limits.size = (key, users)
+    for below, quota in UNIT_QUOTAS:
+        if users < below:
+            return quota
+    return UNIT_QUOTA_LARGE
 
 
 def window_trim(window, span, now):
@@ -2685,13 +2808,27 @@ def window_wait(window, limit, span, now):
     return window[len(window) - limit] + span - now
 
 
+def limits_refuse(req, wait, limit, reason):
+    """429 from a (tenant, app) window: Retry-After and the
+    x-ms-throttle-* headers."""
+    stats = req.tenant.limits.client_stats(req.client_id)
+    stats["throttled"] += 1
+    resp = graph_throttled(req, max(1, math.ceil(wait)))
+    resp.headers["x-ms-throttle-scope"] = (
+        f"{limit}/{req.client_id}/{req.tenant.id}")
+    resp.headers["x-ms-throttle-information"] = reason
+    return resp
+
+
 def limits_admit(req):
     """Count a Graph request against the limits, or answer 429 when
     enforcing and a window is full.  Called by dispatch() once the token
-    named the tenant and app, for every request, inner ones included."""
-    invitation = limits_is_invitation(req)
-    if not limits_is_write(req) and not invitation:
+    named the tenant and app, for every request, inner ones included;
+    the $batch itself costs nothing."""
+    if limits_is_batch(req):
         return None
+    invitation = limits_is_invitation(req)
+    write = limits_is_write(req)
     cloud, tenant = req.cloud, req.tenant
     knobs = cloud.knobs
     factor = float(knobs["time_factor"])
@@ -2702,9 +2839,9 @@ def limits_admit(req):
                INVITATION_WINDOW / factor, None, invitation,
                knobs["enforce_limits"] or knobs["enforce_invitation_limit"]),
               (app, knobs["limit_app_writes"], LIMIT_APP_WINDOW / factor,
-               "Tenant_Application", True, knobs["enforce_limits"]),
+               "Tenant_Application", write, knobs["enforce_limits"]),
               (lim.writes, knobs["limit_tenant_writes"],
-               LIMIT_TENANT_WINDOW / factor, "Tenant", True,
+               LIMIT_TENANT_WINDOW / factor, "Tenant", write,
                knobs["enforce_limits"])]
     stats = lim.client_stats(req.client_id)
     for window, limit, span, scope, applies, enforced in checks:
@@ -2713,14 +2850,26 @@ def limits_admit(req):
         window_trim(window, span, now)
         wait = window_wait(window, limit, span, now)
         if enforced and wait > 0:
-            stats["throttled"] += 1
-            resp = graph_throttled(req, max(1, math.ceil(wait)))
-            if scope is not None:
-                resp.headers["x-ms-throttle-scope"] = (
-                    f"{scope}/Write/{req.client_id}/{tenant.id}")
-                resp.headers["x-ms-throttle-information"] = \
-                    "WriteLimitExceeded"
-            return resp
+            if scope is None:
+                stats["throttled"] += 1
+                return graph_throttled(req, max(1, math.ceil(wait)))
+            return limits_refuse(req, wait, f"{scope}/Write",
+                                 "WriteLimitExceeded")
+    cost = limits_unit_cost(req.method, req.path, req.query)
+    units = lim.app_units.setdefault(req.client_id, UnitWindow())
+    units.trim(UNIT_WINDOW / factor, now)
+    if knobs["enforce_limits"]:
+        wait = units.wait(cost, limits_unit_quota(cloud, tenant),
+                          UNIT_WINDOW / factor, now)
+        if wait > 0:
+            stats["units_throttled"] += 1
+            return limits_refuse(req, wait, "Tenant_Application/ReadWrite",
+                                 "ResourceUnitLimitExceeded")
+    units.add(now, cost)
+    stats["units"] += cost
+    req.units = cost
+    if not write:
+        return None
     if invitation:
         tenant.invitations.append(now)
     lim.writes.append(now)
@@ -2735,9 +2884,19 @@ def limits_admit(req):
     return None
 
 
+def limits_unit_header(req, resp):
+    """x-ms-resource-unit: the units the limits charged the request (none
+    on a request they refused or never saw)."""
+    if req.units:
+        resp.headers["x-ms-resource-unit"] = str(req.units)
+
+
 def limits_headers(req, resp):
-    """x-ms-throttle-limit-percentage on a Graph answer to an app whose
-    fuller write window is over 80 % (only while enforce_limits)."""
+    """x-ms-resource-unit, and x-ms-throttle-limit-percentage on a Graph
+    answer to an app whose fullest window (its writes, its tenant's
+    writes, its resource units) is over 80 % (only while
+    enforce_limits)."""
+    limits_unit_header(req, resp)
     knobs = req.cloud.knobs
     if not knobs["enforce_limits"] or req.client_id is None:
         return
@@ -2747,19 +2906,24 @@ def limits_headers(req, resp):
     app = lim.app_writes.get(req.client_id, collections.deque())
     window_trim(app, LIMIT_APP_WINDOW / factor, now)
     window_trim(lim.writes, LIMIT_TENANT_WINDOW / factor, now)
+    units = lim.app_units.get(req.client_id, UnitWindow())
+    units.trim(UNIT_WINDOW / factor, now)
     used = max(len(app) / knobs["limit_app_writes"],
-               len(lim.writes) / knobs["limit_tenant_writes"])
+               len(lim.writes) / knobs["limit_tenant_writes"],
+               units.total / limits_unit_quota(req.cloud, req.tenant))
     if used > LIMIT_PERCENTAGE_FROM:
         resp.headers["x-ms-throttle-limit-percentage"] = \
             f"{min(used, 1.8):.2f}"
 
 
 def limits_stats(tenant):
-    """Per app (client id): writes accepted, 429s the limits sent, and the
-    most writes accepted within one second (1 s buckets)."""
+    """Per app (client id): writes accepted, 429s the limits sent (all
+    kinds), the most writes accepted within one second (1 s buckets),
+    resource units accepted and 429s the resource-unit limit sent."""
     return {client_id: {k: v for k, v in counters.items()
                         if k in ("writes", "throttled",
-                                 "peak_writes_per_second")}
+                                 "peak_writes_per_second", "units",
+                                 "units_throttled")}
             for client_id, counters in tenant.limits.stats.items()}
 
 
@@ -2933,12 +3097,13 @@ def batch_run(inner):
         resp = Response(500, {"error": {
             "code": "InternalServerError",
             "message": "fakecloud: unhandled exception"}})
+    limits_unit_header(inner, resp)
     batch_record(inner, resp)
     return resp
 
 
 def batch_answer(item_id, resp):
-    headers = {"Cache-Control": "no-cache", "x-ms-resource-unit": "1"}
+    headers = {"Cache-Control": "no-cache"}
     headers.update(resp.headers)
     answer = {"id": item_id, "status": resp.status, "headers": headers}
     if resp.body is not None:
@@ -4337,7 +4502,7 @@ def admin_set_knobs(req):
 #   requests that reached the foreign host.
 # --------------------------------------------------------------------------
 
-THROTTLE_GRACE = 0.1            # seconds, see above
+THROTTLE_GRACE_MS = 100         # default of the throttle_grace_ms knob
 STALL_DEFAULT_MS = 70000        # longer than galbridge's 60 s timeout
 OVERSIZE_DEFAULT = 64 * 1024 * 1024 + 64 * 1024   # over galbridge's cap
 LOGIN_DOWN_RETRY_AFTER = 1      # seconds (guess: Entra documents none)
@@ -4423,6 +4588,11 @@ KNOBS.update({
         "tenant, kind, count, ms, bytes}]: each fires count times "
         "(default 1); "
         "kinds: " + ", ".join(FAULT_KINDS_BEFORE + FAULT_KINDS_AFTER)),
+    "throttle_grace_ms": Knob(
+        THROTTLE_GRACE_MS, _int_at_least(0), None,
+        "a request arriving within this long after a throttled answer "
+        "left is not counted early (it may have been sent before the "
+        "client could read the answer), milliseconds"),
     "login_down_ms": Knob(
         0, _int_at_least(0), _on_login_down,
         "for this long from now the token endpoint answers 503 "
@@ -4469,8 +4639,8 @@ def throttle_windows_sent(cloud, req):
         req.new_windows = []
 
 
-def is_early(state, key, arrived):
-    return any(sent + THROTTLE_GRACE < arrived < until
+def is_early(state, key, arrived, grace):
+    return any(sent + grace < arrived < until
                for sent, until in state.windows.get(key, []))
 
 
@@ -4484,7 +4654,8 @@ def throttle_answer(req, method):
     arrived = getattr(req, "arrived", time.monotonic())
     counts = state.tenant_counts(req.tenant.id)
     counts["requests"] += 1
-    if is_early(state, key, arrived):
+    if is_early(state, key, arrived,
+                cloud.knobs["throttle_grace_ms"] / 1000.0):
         counts["early"] += 1
     if method in ("POST", "PATCH", "DELETE"):
         fraction, status = cloud.knobs["throttle_write_fraction"], 429
@@ -4793,7 +4964,7 @@ def admin_tenant_faults(req):
     Retry-After given to that client had elapsed, past the grace)."""
     tenant = admin_tenant(req)
     counts = dict(req.cloud.fault_state.tenant_counts(tenant.id))
-    counts["grace_ms"] = int(THROTTLE_GRACE * 1000)
+    counts["grace_ms"] = req.cloud.knobs["throttle_grace_ms"]
     return Response(200, counts)
 
 

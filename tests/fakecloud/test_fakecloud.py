@@ -1991,6 +1991,8 @@ def test_admin_knobs(fc):
                      "exo_max_concurrent": 0, "enforce_limits": False,
                      "time_factor": 1, "limit_app_writes": 3000,
                      "limit_tenant_writes": 18000, "limit_invitations": 150,
+                     "limit_app_units": None,
+                     "throttle_grace_ms": 100,
                      "batch_inner_429": 0, "batch_inner_retry_after": 1,
                      "throttle_write_fraction": 0,
                      "throttle_read_fraction": 0, "faults": [],

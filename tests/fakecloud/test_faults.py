@@ -199,6 +199,21 @@ def test_early_requests_are_counted_per_tenant_and_client(fc):
                      "grace_ms": 100}
 
 
+def test_a_longer_grace_counts_a_late_arrival_in_flight(fc):
+    auth = bearer(fc)
+    fc.set_knobs(throttle_read_fraction=1, throttle_grace_ms=5000)
+    reply = get(fc, auth, DELTA)
+    sent = time.monotonic()
+    assert reply.status == 503
+    fc.set_knobs(throttle_read_fraction=0)
+    wait_for(lambda: time.monotonic() > sent + 0.2, what="100 ms over")
+    assert get(fc, auth, DELTA).status == 200
+    stats = fc.throttle_stats(TENANT)
+    assert stats["grace_ms"] == 5000 and stats["early"] == 0
+    with pytest.raises(FakeCloudError):
+        fc.set_knobs(throttle_grace_ms=-1)
+
+
 def test_batch_inner_requests_are_throttled_one_by_one(fc):
     auth = bearer(fc)
     fc.set_knobs(throttle_write_fraction=1)

@@ -1,11 +1,12 @@
-"""Client-side write budget against fakecloud's enforced Graph limits.
+"""Client-side budget against fakecloud's enforced Graph limits.
 
 fakecloud enforces a small write limit (time_factor makes its windows
 short, limit_app_writes makes the count small) and galbridge is given the
 same limit in graph_write_limit: a first round of a few hundred guests
-must converge with 429s under 1 % of the writes. The figures (writes/s
-achieved against the rate allowed, 429s) are printed, not asserted on:
-run with -s to see them.
+must converge with 429s under 1 % of the writes. The same for resource
+units (limit_app_units, graph_resource_unit_limit), against the same
+round unpaced. The figures (writes/s achieved against the rate allowed,
+429s) are printed, not asserted on: run with -s to see them.
 """
 import datetime
 
@@ -54,3 +55,46 @@ def test_first_round_paced_under_enforced_limit(make_env):
           "(%.0f %%), 429s: %d, peak %d writes in one second"
           % (len(times), span, achieved, allowed, 100 * achieved / allowed,
              throttled, stats["peak_writes_per_second"]))
+
+
+UNITS_PER_SECOND = 60             # fakecloud: limit_app_units per 1 s
+
+
+def units_round(make_env, paced):
+    """A first round of 150 guests against fakecloud enforcing a small
+    resource-unit quota (60 per 10 s / time_factor 10), writes left
+    ample; galbridge paced to the same quota or not at all. Returns the
+    target's limit figures."""
+    env = make_env(users=150)
+    target = env.tenants["fabrikam"]
+    env.cloud.set_knobs(enforce_limits=True, time_factor=10,
+                        limit_app_writes=100000,
+                        limit_tenant_writes=100000,
+                        limit_app_units=UNITS_PER_SECOND)
+    units = "%d/1s" % UNITS_PER_SECOND if paced else "off"
+    for name in ("contoso", "fabrikam"):
+        env.limits[name] = ("off", "off", units)
+    env.write_config()
+    r = env.run("sync", timeout=600)
+    if r.returncode != 0:               # unpaced: ops left for a next round
+        r = env.run("sync", timeout=600)
+    assert r.returncode == 0, r.stderr
+    want = env.in_scope()
+    got = env.copies()
+    assert set(got) == set(want) and len(want) > 100
+    return env.cloud.stats(target["id"])["limits"][target["client_id"]]
+
+
+def test_reads_paced_under_resource_unit_quota(make_env):
+    """Paced at the quota, reads and writes alike stay under it; the same
+    round unpaced meets the quota's 429s (what the pacing saves)."""
+    paced = units_round(make_env, True)
+    # An invitation, a PATCH and two lookups per person at least.
+    assert paced["units"] >= 4 * 100
+    assert paced["units_throttled"] <= 0.01 * paced["units"], paced
+    unpaced = units_round(make_env, False)
+    assert unpaced["units_throttled"] > paced["units_throttled"], \
+        (paced, unpaced)
+    print("\nunits: paced %d units, %d 429s; unpaced %d units, %d 429s"
+          % (paced["units"], paced["units_throttled"], unpaced["units"],
+             unpaced["units_throttled"]))
