@@ -30,7 +30,7 @@
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 enum store_removed {
   STORE_PRESENT = 0,
