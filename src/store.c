@@ -56,6 +56,8 @@ enum stmt_id {
   ST_SET_VISIBLE,
   ST_NOT_VISIBLE,
   ST_PLAN_ROWS_SINCE,
+  ST_PLAN_CHANGED_CLEAR,
+  ST_PLAN_CHANGED_FILL,
   ST_SEQ_NOW,
   ST_PLAN_MARK_GET,
   ST_PLAN_MARK_SET,
@@ -114,26 +116,32 @@ static const char *const stmt_sql[ST__COUNT] = {
         " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
         " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
         " WHERE s.tenant = ?2 AND s.id > ?4 ORDER BY s.id LIMIT ?5",
-    /* The same, only for objects changed since seq ?6: the source object
-     * itself, its target object as the target tenant's delta saw it, or
-     * an outcome of the executor that asks for a new decision. */
+    /* The same, only for objects changed since seq ?6: the ids
+     * ST_PLAN_CHANGED_FILL listed when the first chunk was asked for.
+     * CROSS JOIN: from the changed ids to their rows, never a scan of the
+     * tenant. */
     [ST_PLAN_ROWS_SINCE] =
-        "WITH changed (id) AS ("
-        " SELECT id FROM source_object WHERE tenant = ?2 AND seq > ?6"
-        " UNION SELECT t2.source_id FROM source_object g2"
-        " JOIN target_object t2 ON t2.link = ?1 AND t2.target_id = g2.id"
-        " WHERE g2.tenant = ?3 AND g2.seq > ?6"
-        " UNION SELECT source_id FROM replan WHERE link = ?1)"
-        /* CROSS JOIN: from the changed ids to their rows, never a scan of
-         * the tenant. */
-        " SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
+        "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
         " t.state, o.id, o.kind, o.hash, o.state, g.removed"
-        " FROM changed c CROSS JOIN source_object s"
+        " FROM temp.plan_changed c CROSS JOIN source_object s"
         " ON s.tenant = ?2 AND s.id = c.id"
         " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
         " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
         " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
-        " WHERE c.id > ?4 ORDER BY c.id LIMIT ?5",
+        " WHERE c.link = ?1 AND c.id > ?4 ORDER BY c.id LIMIT ?5",
+    [ST_PLAN_CHANGED_CLEAR] = "DELETE FROM temp.plan_changed WHERE link = ?1",
+    /* Objects changed since seq ?6: the source object itself, its target
+     * object as the target tenant's delta saw it, or an outcome of the
+     * executor that asks for a new decision. Listed once per plan, not
+     * once per chunk (each chunk would otherwise gather them all again:
+     * a first round's plan grew with the square of the tenant). */
+    [ST_PLAN_CHANGED_FILL] =
+        "INSERT OR IGNORE INTO temp.plan_changed (link, id)"
+        " SELECT ?1, id FROM source_object WHERE tenant = ?2 AND seq > ?6"
+        " UNION SELECT ?1, t2.source_id FROM source_object g2"
+        " JOIN target_object t2 ON t2.link = ?1 AND t2.target_id = g2.id"
+        " WHERE g2.tenant = ?3 AND g2.seq > ?6"
+        " UNION SELECT ?1, source_id FROM replan WHERE link = ?1",
     [ST_SEQ_NOW] = "SELECT coalesce(max(seq), 0) FROM source_object",
     [ST_PLAN_MARK_GET] = "SELECT plan_key, planned_seq FROM link_state"
                          " WHERE link = ?1",
@@ -685,6 +693,18 @@ store_open(const char *state_dir, struct store **out, char *err, size_t errlen)
   }
   if (migrate(store, err, errlen) != 0)
     goto out;
+  /* The changed objects of the plan under way, per link (this connection
+   * only: see store_plan_rows). */
+  if (sqlite3_exec(store->db,
+                   "CREATE TEMP TABLE plan_changed (link TEXT NOT NULL,"
+                   " id TEXT NOT NULL, PRIMARY KEY (link, id))"
+                   " WITHOUT ROWID",
+                   NULL, NULL, &msg) != SQLITE_OK) {
+    set_err(err, errlen, "cannot set up %s: %s", path,
+            msg ? msg : sqlite3_errmsg(store->db));
+    sqlite3_free(msg);
+    goto out;
+  }
   result = 0;
 
 out:
@@ -1006,10 +1026,28 @@ store_plan_rows(struct store *store, const char *link,
                 long long since, const char *after_id, size_t limit,
                 store_plan_fn fn, void *ctx)
 {
-  sqlite3_stmt *st =
-      prep(store, since < 0 ? ST_PLAN_ROWS : ST_PLAN_ROWS_SINCE);
+  sqlite3_stmt *st;
   int rc, stop = 0;
 
+  /* Changed objects: listed when the first chunk is asked for, then read
+   * in chunks like the rest. */
+  if (since >= 0 && (after_id == NULL || after_id[0] == '\0')) {
+    sqlite3_stmt *clear = prep(store, ST_PLAN_CHANGED_CLEAR);
+    sqlite3_stmt *fill = prep(store, ST_PLAN_CHANGED_FILL);
+
+    if (clear == NULL || fill == NULL)
+      return -1;
+    bind_text(clear, 1, link);
+    if (exec_stmt(store, clear, "listing changed objects") != 0)
+      return -1;
+    bind_text(fill, 1, link);
+    bind_text(fill, 2, source_tenant);
+    bind_text(fill, 3, target_tenant);
+    sqlite3_bind_int64(fill, 6, since);
+    if (exec_stmt(store, fill, "listing changed objects") != 0)
+      return -1;
+  }
+  st = prep(store, since < 0 ? ST_PLAN_ROWS : ST_PLAN_ROWS_SINCE);
   if (st == NULL)
     return -1;
   bind_text(st, 1, link);

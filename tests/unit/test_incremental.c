@@ -192,6 +192,29 @@ round_weighs_only_changes(void **state)
   assert_int_equal(weighed(&st), 0);
 }
 
+/* More changes than one chunk: the changed ids are listed once and read
+ * chunk after chunk, each exactly once. */
+static void
+changes_over_several_chunks(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+
+  for (int i = 0; i < PEOPLE; i++)
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  execute_all(f);
+
+  for (int i = 0; i < PEOPLE; i += 2)
+    put_person(f, i, "Manager", 0);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), PEOPLE / 2);
+  assert_int_equal(st.updates, PEOPLE / 2);
+  assert_int_equal(execute_all(f), PEOPLE / 2);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 0);
+}
+
 static void
 target_side_change_is_weighed(void **state)
 {
@@ -342,6 +365,8 @@ main(void)
       cmocka_unit_test_setup_teardown(idle_round_weighs_nothing, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(round_weighs_only_changes, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(changes_over_several_chunks, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(target_side_change_is_weighed, setup,
                                       teardown),
