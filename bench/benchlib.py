@@ -46,3 +46,11 @@ def proc_figures(pid):
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
     return cpu, rss
+
+
+def units_limit(factor):
+    """galbridge's graph_resource_unit_limit for fakecloud's quota of the
+    smallest tenants (3,500 per 10 s) scaled by `factor`: the same rate
+    over a window of whole seconds."""
+    window = max(1, int(10.0 / factor))
+    return "%d/%ds" % (int(3500 * factor / 10.0 * window), window)

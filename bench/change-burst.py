@@ -13,7 +13,7 @@ import argparse
 import random
 import tempfile
 
-from benchlib import Env, measured_sync
+from benchlib import Env, measured_sync, units_limit
 
 APP_WRITES, APP_WINDOW = 3000, 150.0
 
@@ -33,7 +33,8 @@ def main():
                                 time_factor=args.time_factor)
             window = int(APP_WINDOW / args.time_factor)
             env.limits["fabrikam"] = ("%d/%ds" % (APP_WRITES, window),
-                                      "150/1s")
+                                      "150/1s",
+                                      units_limit(args.time_factor))
             env.write_config()
             people = sorted(env.in_scope())
             picked = random.Random(3).sample(people, args.changes)

@@ -15,7 +15,7 @@ pass/fail.
 import argparse
 import tempfile
 
-from benchlib import Env, measured_sync
+from benchlib import Env, measured_sync, units_limit
 from naive import naive_round
 
 APP_WRITES, APP_WINDOW = 3000, 150.0
@@ -28,8 +28,9 @@ def limited_env(tmp, users, factor):
     # fakecloud allows 150 per 5/factor s; galbridge's windows are whole
     # seconds, so it keeps to 150 per second, never more than fakecloud
     # allows (writes, the limit that binds here, are scaled exactly).
+    # Resource units: the smallest quota, 3,500 per 10/factor s.
     env.limits["fabrikam"] = ("%d/%ds" % (APP_WRITES, int(APP_WINDOW / factor)),
-                              "150/1s")
+                              "150/1s", units_limit(factor))
     env.write_config()
     return env
 
