@@ -95,6 +95,12 @@ struct graph_response {
 
 typedef void (*graph_done_fn)(void *ctx, const struct graph_response *resp);
 
+/* The http gate (and so the budget) of `tenant`'s Graph requests: one per
+ * tenant and application, as Microsoft counts its limits, whichever
+ * [tenant] sections name them. Writes at most len - 1 bytes. */
+void graph_gate_name(const struct config_tenant *tenant, char *buf,
+                     size_t len);
+
 /* A Graph client for `tenant` (borrowed, as are http and auth: they must
  * outlive it). Returns NULL on allocation failure. */
 struct graph *graph_new(struct http *http, struct auth *auth,

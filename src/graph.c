@@ -120,8 +120,14 @@ graph_new(struct http *http, struct auth *auth,
   graph->http = http;
   graph->auth = auth;
   graph->tenant = tenant;
-  snprintf(graph->gate, sizeof(graph->gate), "%s/graph", tenant->tenant_id);
+  graph_gate_name(tenant, graph->gate, sizeof(graph->gate));
   return graph;
+}
+
+void
+graph_gate_name(const struct config_tenant *tenant, char *buf, size_t len)
+{
+  snprintf(buf, len, "%s/%s/graph", tenant->tenant_id, tenant->client_id);
 }
 
 const char *

@@ -37,7 +37,8 @@
  * reopens. A 429 closes it for Retry-After (or the backoff when there is
  * none), a 503 or 504 only when it carries Retry-After; a gate is only ever
  * pushed later, never earlier. Gates live as long as the client: there is
- * one per distinct name the caller uses (tenant × service).
+ * one per distinct name the caller uses (tenant × service; for Graph,
+ * tenant × application).
  *
  * Plain http:// is refused except to a loopback host (127.0.0.1, [::1],
  * localhost), which unit tests and local fakes use; everything else must

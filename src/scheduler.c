@@ -201,7 +201,8 @@ tctx_for(struct scheduler *s, const struct config_tenant *t)
 }
 
 /* Pace requests to the tenant's Graph gate at its configured limits (one
- * gate per tenant id, so links that write there share it). Called on
+ * gate per tenant id and application, so links that write there with the
+ * same app share it). Called on
  * every scheduler_new(), hence on each reload too; unchanged limits keep
  * what the gate has learnt. */
 static int
@@ -217,7 +218,7 @@ set_budget(struct http *http, const struct config_tenant *t)
       .units_window = (double)t->graph_resource_unit_limit.window,
   };
 
-  snprintf(gate, sizeof(gate), "%s/graph", t->tenant_id);
+  graph_gate_name(t, gate, sizeof(gate));
   return http_gate_set_limits(http, gate, &lim);
 }
 
@@ -1017,8 +1018,11 @@ scheduler_write_metrics(const struct scheduler *s, const char *path)
       char gate[160];
       struct metrics_service *m = &svc[n_svc];
       struct metrics_status_count *st = stats + n_svc * 32;
-      snprintf(gate, sizeof(gate), "%s/%s", tc->tenant->tenant_id,
-               services[k]);
+      if (k == 1)
+        graph_gate_name(tc->tenant, gate, sizeof(gate));
+      else
+        snprintf(gate, sizeof(gate), "%s/%s", tc->tenant->tenant_id,
+                 services[k]);
       m->n_status = http_gate_stats(s->http, gate, gs, 32, &m->throttled);
       if (m->n_status == 0)
         continue;

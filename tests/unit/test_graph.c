@@ -638,6 +638,24 @@ batch_invitations_round_trip(void **state)
   json_decref(inv2);
 }
 
+/* One budget per tenant and application, as Microsoft counts them. */
+static void
+gate_per_tenant_and_app(void **state)
+{
+  struct config_tenant a = {.tenant_id = "t1", .client_id = "app1"};
+  struct config_tenant b = {.tenant_id = "t1", .client_id = "app2"};
+  struct config_tenant c = {.tenant_id = "t1", .client_id = "app1"};
+  char ga[160], gb[160], gc[160];
+
+  (void)state;
+  graph_gate_name(&a, ga, sizeof(ga));
+  graph_gate_name(&b, gb, sizeof(gb));
+  graph_gate_name(&c, gc, sizeof(gc));
+  assert_string_equal(ga, "t1/app1/graph");
+  assert_string_not_equal(ga, gb);
+  assert_string_equal(ga, gc);
+}
+
 /* Resource units as throttling-limits.md prices them. */
 static void
 request_units(void **state)
@@ -693,6 +711,7 @@ main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(request_units),
+      cmocka_unit_test(gate_per_tenant_and_app),
       cmocka_unit_test(merge_new_user),
       cmocka_unit_test(merge_changed_full_properties),
       cmocka_unit_test(merge_minimal_keeps_absent),
