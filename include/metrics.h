@@ -42,6 +42,8 @@ struct metrics_service {
   int has_budget;
   double write_rate;                /* writes per second allowed now */
   double write_rate_max;            /* ... and when not slowed */
+  double unit_rate;                 /* resource units per second now */
+  double unit_rate_max;             /* ... and when not slowed (0: off) */
   unsigned long long budget_waited; /* requests that waited for it */
 };
 

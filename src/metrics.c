@@ -406,7 +406,7 @@ link_families(struct text *t, const struct metrics_link *links, size_t n)
   }
 }
 
-/* The client-side write budget of the services that have one. */
+/* The client-side budget of the services that have one. */
 static void
 budget_families(struct text *t, const struct metrics_service *services,
                 size_t n)
@@ -419,29 +419,39 @@ budget_families(struct text *t, const struct metrics_service *services,
       {"galbridge_budget_write_rate_max", "gauge",
        "Directory writes per second the budget allows when not slowed."},
       {"galbridge_budget_waited_total", "counter",
-       "Requests that waited for the client-side write budget."},
+       "Requests that waited for the client-side budget."},
+      {"galbridge_budget_unit_rate", "gauge",
+       "Resource units per second the client-side budget allows now."},
+      {"galbridge_budget_unit_rate_max", "gauge",
+       "Resource units per second the budget allows when not slowed."},
   };
   struct labels l;
-  size_t with = 0;
 
-  for (size_t i = 0; i < n; i++)
-    with += services[i].has_budget != 0;
-  if (with == 0)
-    return;
   for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
-    family(t, fams[f].name, fams[f].type, fams[f].help);
+    int header = 0;
+
     for (size_t i = 0; i < n; i++) {
       const struct metrics_service *s = &services[i];
 
-      if (!s->has_budget)
+      /* Rates only of the limits that are set. */
+      if (!s->has_budget || (f < 2 && !(s->write_rate_max > 0)) ||
+          (f >= 3 && !(s->unit_rate_max > 0)))
         continue;
+      if (!header) {
+        family(t, fams[f].name, fams[f].type, fams[f].help);
+        header = 1;
+      }
       l = (struct labels){{"tenant", "service"}, {s->tenant, s->service}, 2};
       if (f == 0)
         sample_double(t, fams[f].name, &l, s->write_rate);
       else if (f == 1)
         sample_double(t, fams[f].name, &l, s->write_rate_max);
-      else
+      else if (f == 2)
         sample_ull(t, fams[f].name, &l, s->budget_waited);
+      else if (f == 3)
+        sample_double(t, fams[f].name, &l, s->unit_rate);
+      else
+        sample_double(t, fams[f].name, &l, s->unit_rate_max);
     }
   }
 }

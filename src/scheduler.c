@@ -1033,13 +1033,16 @@ scheduler_write_metrics(const struct scheduler *s, const char *path)
       m->by_status = st;
       m->tenant = tc->tenant->name;
       m->service = services[k];
-      if (k == 1) { /* graph: the write budget, when it has limits */
+      if (k == 1) { /* graph: the budget, when it has limits */
         struct http_gate_budget b;
-        if (http_gate_budget(s->http, gate, &b) == 0 && b.write_rate_max > 0) {
+        if (http_gate_budget(s->http, gate, &b) == 0 &&
+            (b.write_rate_max > 0 || b.unit_rate_max > 0)) {
           m->has_budget = 1;
           m->write_rate = b.write_rate;
           m->write_rate_max = b.write_rate_max;
           m->budget_waited = b.waited;
+          m->unit_rate = b.unit_rate;
+          m->unit_rate_max = b.unit_rate_max;
         }
       }
       n_svc++;

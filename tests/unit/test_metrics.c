@@ -613,7 +613,9 @@ budget_families(void **state)
        .has_budget = 1,
        .write_rate = 13.3,
        .write_rate_max = 19,
-       .budget_waited = 179},
+       .budget_waited = 179,
+       .unit_rate = 250.5,
+       .unit_rate_max = 341.25},
   };
   char err[512];
   char *text;
@@ -630,9 +632,14 @@ budget_families(void **state)
   assert_non_null(strstr(text, "# TYPE galbridge_budget_waited_total counter\n"
                                "galbridge_budget_waited_total{tenant="
                                "\"fabrikam\",service=\"graph\"} 179\n"));
+  assert_non_null(strstr(text, "# TYPE galbridge_budget_unit_rate gauge\n"
+                               "galbridge_budget_unit_rate{tenant="
+                               "\"fabrikam\",service=\"graph\"} 250.5\n"));
+  assert_non_null(strstr(text, "galbridge_budget_unit_rate_max{tenant="
+                               "\"fabrikam\",service=\"graph\"} 341.25\n"));
   assert_null(strstr(text, "galbridge_budget_write_rate{tenant=\"contoso\""));
-  /* Two throttled, three budget samples and the timestamp. */
-  assert_int_equal(check_exposition(text), 6);
+  /* Two throttled, five budget samples and the timestamp. */
+  assert_int_equal(check_exposition(text), 8);
   free(text);
 }
 
