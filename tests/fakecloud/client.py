@@ -327,7 +327,8 @@ class FakeCloud:
         return self.faults()["foreign_requests"]
 
     def throttle_stats(self, tenant):
-        """{"requests", "throttled", "early", "grace_ms"} of a tenant."""
+        """{"requests", "throttled", "early", "grace_ms",
+        "early_examples"} of a tenant."""
         return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
                                   f"faults")
 

@@ -3055,6 +3055,7 @@ def batch_inner_request(req, item):
     inner.batch_id = item["id"]
     # It arrived with its batch, not when its turn came under the lock.
     inner.arrived = req.arrived
+    inner.on_connection = getattr(req, "on_connection", 0)
     inner.new_windows = req.new_windows   # stamped when the batch's answer
     # has left
     # The batch's token names the tenant, even for an inner request that
@@ -4527,6 +4528,7 @@ class FaultState:
         self.foreign = []       # requests that reached the foreign host
         self.login_down_until = 0.0
         self.retry_after_turn = 0
+        self.early_examples = {}  # tenant id -> descriptions (see below)
 
     def tenant_counts(self, tid):
         return self.counts.setdefault(
@@ -4639,9 +4641,16 @@ def throttle_windows_sent(cloud, req):
         req.new_windows = []
 
 
-def is_early(state, key, arrived, grace):
-    return any(sent + grace < arrived < until
-               for sent, until in state.windows.get(key, []))
+def early_window(state, key, arrived, grace):
+    """The (sent, until) window `arrived` falls in past the grace, or
+    None."""
+    for sent, until in state.windows.get(key, []):
+        if sent + grace < arrived < until:
+            return sent, until
+    return None
+
+
+EARLY_EXAMPLES = 20             # early requests described, per tenant
 
 
 def throttle_answer(req, method):
@@ -4654,9 +4663,19 @@ def throttle_answer(req, method):
     arrived = getattr(req, "arrived", time.monotonic())
     counts = state.tenant_counts(req.tenant.id)
     counts["requests"] += 1
-    if is_early(state, key, arrived,
-                cloud.knobs["throttle_grace_ms"] / 1000.0):
+    window = early_window(state, key, arrived,
+                          cloud.knobs["throttle_grace_ms"] / 1000.0)
+    if window is not None:
         counts["early"] += 1
+        # What it was, for whoever has to find out why.
+        examples = state.early_examples.setdefault(req.tenant.id, [])
+        if len(examples) < EARLY_EXAMPLES:
+            examples.append({
+                "method": req.method, "path": req.path,
+                "batch_item": req.batch_id is not None,
+                "ms_after_answer": round((arrived - window[0]) * 1000),
+                "ms_before_end": round((window[1] - arrived) * 1000),
+                "request_on_connection": getattr(req, "on_connection", 0)})
     if method in ("POST", "PATCH", "DELETE"):
         fraction, status = cloud.knobs["throttle_write_fraction"], 429
     elif method == "GET":
@@ -4965,6 +4984,8 @@ def admin_tenant_faults(req):
     tenant = admin_tenant(req)
     counts = dict(req.cloud.fault_state.tenant_counts(tenant.id))
     counts["grace_ms"] = req.cloud.knobs["throttle_grace_ms"]
+    counts["early_examples"] = list(
+        req.cloud.fault_state.early_examples.get(tenant.id, []))
     return Response(200, counts)
 
 
@@ -5022,6 +5043,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             f"127.0.0.1:{server.server_address[1]}"
         req = Request(server.cloud, server.service, self.command, split.path,
                       split.query, self.headers, body, host)
+        # Which request of its connection this is (1: a new connection).
+        self.served = getattr(self, "served", 0) + 1
+        req.on_connection = self.served
         resp, payload = server.cloud.handle(req)
         throttle_windows_sent(server.cloud, req)
         self.send_answer(resp, payload)

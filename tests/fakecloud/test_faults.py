@@ -195,8 +195,17 @@ def test_early_requests_are_counted_per_tenant_and_client(fc):
              what="Retry-After elapsed")
     assert get(fc, auth, DELTA).status == 200
     stats = fc.throttle_stats(TENANT)
+    examples = stats.pop("early_examples")
     assert stats == {"requests": 3, "throttled": 1, "early": 1,
                      "grace_ms": 100}
+    # The early one, described: what, when, on which connection.
+    assert len(examples) == 1
+    ex = examples[0]
+    assert (ex["method"], ex["path"], ex["batch_item"]) == \
+        ("GET", DELTA.split("?")[0], False)
+    assert 100 < ex["ms_after_answer"] < wait * 1000
+    assert 0 < ex["ms_before_end"] < wait * 1000
+    assert ex["request_on_connection"] >= 1
 
 
 def test_a_longer_grace_counts_a_late_arrival_in_flight(fc):
