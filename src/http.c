@@ -144,6 +144,8 @@ struct req {
   unsigned invitations;
   unsigned units;
   int waited;          /* counted in budget_waited */
+  int paid;            /* this attempt's budget is taken */
+  int held;            /* the attempt was stopped unsent (prereq_hold) */
   uint64_t not_before; /* uv_hrtime() before which a retry waits */
   const char *(*authorization)(void *ctx); /* see http_request */
   http_done_fn done;
@@ -197,6 +199,19 @@ list_push(struct rlist *l, struct req *r)
   else
     l->head = r;
   l->tail = r;
+}
+
+static void
+list_push_front(struct rlist *l, struct req *r)
+{
+  r->list = l;
+  r->prev = NULL;
+  r->next = l->head;
+  if (l->head != NULL)
+    l->head->prev = r;
+  else
+    l->tail = r;
+  l->head = r;
 }
 
 static void
@@ -502,11 +517,14 @@ budget_delay(struct gate *g, const struct req *r, double now)
 }
 
 static void
-budget_take_all(struct gate *g, const struct req *r, double now)
+budget_take_all(struct gate *g, struct req *r, double now)
 {
+  if (r->paid)
+    return;
   budget_take(&g->writes, r->writes, now);
   budget_take(&g->invites, r->invitations, now);
   budget_take(&g->units, r->units, now);
+  r->paid = 1;
 }
 
 /* The bucket `b` names, or the write bucket when that one is unlimited
@@ -687,6 +705,29 @@ req_free(struct req *r)
 }
 
 /* Everything but the per-attempt state. Returns 0 or -1. */
+/* CURLOPT_PREREQFUNCTION: the connection is ready and the request about
+ * to be written. A request can be handed to curl and then wait for a
+ * connection (a TLS handshake, another request's ALPN) while an answer on
+ * its gate says to wait: it is stopped unsent then, and attempt_done puts
+ * it back to wait for the gate (DESIGN.md invariant 7 holds on the wire,
+ * not only when requests are handed to curl). */
+static int
+prereq_hold(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+            int local_port)
+{
+  struct req *r = clientp;
+
+  (void)primary_ip;
+  (void)local_ip;
+  (void)primary_port;
+  (void)local_port;
+  if (r->gate->name != NULL && r->gate->reopen_ns > uv_hrtime()) {
+    r->held = 1;
+    return CURL_PREREQFUNC_ABORT;
+  }
+  return CURL_PREREQFUNC_OK;
+}
+
 static int
 setup_easy(struct http *h, struct req *r, const struct http_request *req,
            int plain, int loopback)
@@ -700,6 +741,8 @@ setup_easy(struct http *h, struct req *r, const struct http_request *req,
                           plain ? "http" : "https") != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "https") != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
+  bad |= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_hold) != CURLE_OK;
+  bad |= curl_easy_setopt(e, CURLOPT_PREREQDATA, r) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
@@ -884,6 +927,16 @@ attempt_done(struct http *h, struct req *r, CURLcode code, long status)
   const char *errmsg = "";
   char toobig[64];
 
+  if (r->held) {
+    /* Stopped unsent by prereq_hold: not an attempt, and its budget is
+     * still paid; it waits for its gate again, first in line. */
+    r->held = 0;
+    r->attempt--;
+    log_debug("http held method=%s url=%s gate=%s (closed while connecting)",
+              r->method, r->log_url, gate_label(r->gate));
+    list_push_front(gate_queue(r), r); /* drain() schedules */
+    return;
+  }
   if (r->oom || code == CURLE_OUT_OF_MEMORY) {
     error = HTTP_ERR_INTERNAL;
     errmsg = "out of memory";
@@ -929,6 +982,7 @@ attempt_done(struct http *h, struct req *r, CURLcode code, long status)
             r->method, r->log_url, status, error_name(error), r->attempt,
             delay, gate_label(r->gate));
   r->not_before = uv_hrtime() + (uint64_t)ceil(delay * (double)NS_PER_MS);
+  r->paid = 0; /* a new attempt costs its budget again */
   delayed_insert(h, r);
 }
 
@@ -959,8 +1013,9 @@ schedule(struct http *h)
     for (int i = 0; i < 2; i++) {
       if (heads[i] == NULL)
         continue;
-      /* Measured from now (never refill a bucket into the future). */
-      double d = budget_delay(g, heads[i], seconds(now));
+      /* Measured from now (never refill a bucket into the future); a
+       * request whose budget is paid waits only for the gate. */
+      double d = heads[i]->paid ? 0 : budget_delay(g, heads[i], seconds(now));
       uint64_t at = now + (uint64_t)ceil(d * 1e9);
       if (at < g->reopen_ns)
         at = g->reopen_ns;
@@ -984,7 +1039,7 @@ schedule(struct http *h)
 static int
 budget_held(struct gate *g, struct req *r, double now)
 {
-  if (!(budget_delay(g, r, now) > 0))
+  if (r->paid || !(budget_delay(g, r, now) > 0))
     return 0;
   if (!r->waited) {
     r->waited = 1;
