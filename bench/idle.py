@@ -6,7 +6,9 @@ link (fakecloud without limits, galbridge without pacing), then run the
 daemon (interval 1 s, log_level debug) for --rounds idle rounds and print
 CPU milliseconds and SQLite statements per idle round (from the daemon's
 "link round cost" debug line) and its RSS. The point: both stay the same
-whatever the tenant's size. Figures, not pass/fail.
+whatever the tenant's size. Then one round of the naive approach
+(bench/naive.py: no delta, so both tenants listed in full). Figures, not
+pass/fail.
 """
 import argparse
 import re
@@ -18,6 +20,7 @@ import time
 
 from benchlib import GALBRIDGE, Env, measured_sync, proc_figures
 import client as fc  # noqa: E402  (benchlib puts it on the path)
+from naive import naive_update_round
 
 
 def converge(env):
@@ -82,6 +85,11 @@ def main():
                       % (size, took, n, ms, stmts, rss0 / 1024.0,
                          rss1 / 1024.0,
                          "" if busy == 0 else " (%d busy rounds!)" % busy))
+                fig = naive_update_round(env, set(env.in_scope()))
+                print("%7d users, naive: an idle round lists both tenants "
+                      "again: %.1f s wall, %d requests, %d writes"
+                      % (size, fig["seconds"], fig["requests"],
+                         fig["writes"]))
             finally:
                 env.close()
 
