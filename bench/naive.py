@@ -44,18 +44,23 @@ def _source_users(cloud, token, counts):
     return users
 
 
+def _counts():
+    return {"requests": 0, "throttled": 0, "writes": 0}
+
+
+def _tokens(env, counts):
+    """Tokens for contoso (read) and fabrikam (write): two requests."""
+    tokens = [env.cloud.access_token(t["id"], t["client_id"], t["secret"])
+              for t in (env.tenants["contoso"], env.tenants["fabrikam"])]
+    counts["requests"] += 2
+    return tokens
+
+
 def naive_round(env, in_scope):
     """Copy the people whose ids are in `in_scope` from contoso into
     fabrikam as guests. Returns a dict of figures."""
-    cloud = env.cloud
-    src, dst = env.tenants["contoso"], env.tenants["fabrikam"]
-    counts = {"requests": 0, "throttled": 0, "writes": 0}
-    t0 = time.monotonic()
-    token_src = cloud.access_token(src["id"], src["client_id"],
-                                   src["secret"])
-    token_dst = cloud.access_token(dst["id"], dst["client_id"],
-                                   dst["secret"])
-    counts["requests"] += 2
+    cloud, counts, t0 = env.cloud, _counts(), time.monotonic()
+    token_src, token_dst = _tokens(env, counts)
     people = [u for u in _source_users(cloud, token_src, counts)
               if u["id"] in in_scope]
     for person in people:
@@ -110,15 +115,9 @@ def naive_update_round(env, in_scope):
     """A later round of the naive script over a target galbridge filled:
     both tenants listed in full (no delta), then one PATCH after another
     for each person whose attributes differ. Returns a dict of figures."""
-    cloud = env.cloud
-    src, dst = env.tenants["contoso"], env.tenants["fabrikam"]
-    counts = {"requests": 0, "throttled": 0, "writes": 0}
-    t0 = time.monotonic()
-    token_src = cloud.access_token(src["id"], src["client_id"],
-                                   src["secret"])
-    token_dst = cloud.access_token(dst["id"], dst["client_id"],
-                                   dst["secret"])
-    counts["requests"] += 2
+    cloud, counts, t0 = env.cloud, _counts(), time.monotonic()
+    src = env.tenants["contoso"]
+    token_src, token_dst = _tokens(env, counts)
     people = [u for u in _source_users(cloud, token_src, counts)
               if u["id"] in in_scope]
     guests = _target_guests(cloud, token_dst, counts,
