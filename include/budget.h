@@ -84,7 +84,7 @@ void budget_throttled(struct budget *b, double now);
 
 /* The share of the limit sent through `b` in the window ending `now`
  * (what its mirror counts, over `limit`); 0 when unlimited. */
-double budget_share(struct budget *b, double now);
+double budget_share(const struct budget *b, double now);
 
 /* A response carried x-ms-throttle-limit-percentage `fraction` (0.8 to
  * 1.8: Graph sends the share of the limit used, once over 0.8). `own` is

@@ -220,12 +220,11 @@ budget_throttled(struct budget *b, double now)
 }
 
 double
-budget_share(struct budget *b, double now)
+budget_share(const struct budget *b, double now)
 {
   if (budget_unlimited(b))
     return 0;
-  budget_refill(b, now);
-  if (!(now > b->last))
+  if (!(now > b->last)) /* earlier (or NaN): the last time seen */
     now = b->last;
   return window_used(b, now, 0, NULL) / b->limit;
 }

@@ -136,6 +136,16 @@ graph_base_url(const struct graph *graph)
   return graph->tenant->graph_url;
 }
 
+/* Free a string that may hold a token, wiping it first. */
+static void
+wipe_free(char *s)
+{
+  if (s != NULL) {
+    explicit_bzero(s, strlen(s));
+    free(s);
+  }
+}
+
 static void
 req_free(struct graph_req *req)
 {
@@ -147,14 +157,8 @@ req_free(struct graph_req *req)
   free(req->path_for_log);
   for (int i = 0; req->headers[i] != NULL; i++)
     free(req->headers[i]);
-  if (req->token != NULL) {
-    explicit_bzero(req->token, strlen(req->token));
-    free(req->token);
-  }
-  if (req->auth_line != NULL) {
-    explicit_bzero(req->auth_line, strlen(req->auth_line));
-    free(req->auth_line);
-  }
+  wipe_free(req->token);
+  wipe_free(req->auth_line);
   free(req);
 }
 
@@ -543,14 +547,8 @@ authorize(void *ctx)
     return NULL;
   }
   snprintf(line, len, "Authorization: Bearer %s", token);
-  if (req->token != NULL) {
-    explicit_bzero(req->token, strlen(req->token));
-    free(req->token);
-  }
-  if (req->auth_line != NULL) {
-    explicit_bzero(req->auth_line, strlen(req->auth_line));
-    free(req->auth_line);
-  }
+  wipe_free(req->token);
+  wipe_free(req->auth_line);
   req->token = t;
   req->auth_line = line;
   return line;
@@ -567,15 +565,9 @@ send_with_token(struct graph_req *req, const char *token)
 
   /* The token and its header line go together: authorize() hands the
    * line out again while the token is still the current one. */
-  if (req->token != NULL) {
-    explicit_bzero(req->token, strlen(req->token));
-    free(req->token);
-  }
-  if (req->auth_line != NULL) {
-    explicit_bzero(req->auth_line, strlen(req->auth_line));
-    free(req->auth_line);
-    req->auth_line = NULL;
-  }
+  wipe_free(req->token);
+  wipe_free(req->auth_line);
+  req->auth_line = NULL;
   req->token = strdup(token);
   len = strlen(token) + sizeof("Authorization: Bearer ");
   auth_header = malloc(len);
@@ -1197,10 +1189,7 @@ send_plain(struct graph *graph, struct sub *sub)
 static void
 batch_free(struct batch *b)
 {
-  if (b->token != NULL) {
-    explicit_bzero(b->token, strlen(b->token));
-    free(b->token);
-  }
+  wipe_free(b->token);
   free(b);
 }
 
