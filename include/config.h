@@ -51,6 +51,12 @@ enum config_on_delete {
   CONFIG_ON_DELETE_KEEP,
 };
 
+/* Whether a link may take over a target object galbridge did not make. */
+enum config_adopt {
+  CONFIG_ADOPT_NO,   /* never: such an object is a conflict */
+  CONFIG_ADOPT_MAIL, /* one of the link's kind holding the address */
+};
+
 /* A rate limit as written "COUNT/WINDOWs": count requests per window
  * seconds; "off" (count 0) sets no limit on the client side. */
 struct config_rate {
@@ -116,6 +122,7 @@ struct config_link {
   const struct config_mapping *mapping; /* NULL: built-in defaults */
   char *anchor;                         /* "extensionAttribute1".."15" */
   enum config_on_delete on_delete;
+  enum config_adopt adopt;
   long max_deletes;
   long interval; /* seconds; [galbridge] interval when not set */
   int line;
@@ -127,6 +134,11 @@ struct config {
   enum log_level log_level;
   long interval;
   char *metrics_file; /* NULL if unset */
+  /* The key of the proof in anchors (anchor.h), checked like a client
+   * secret file (absolute once loaded); NULL: anchors carry no proof and
+   * only the state proves what galbridge made. Read by anchor_key_load,
+   * never by config. */
+  char *anchor_key_file;
   struct config_tenant *tenants;
   size_t n_tenants;
   struct config_link *links;
@@ -174,5 +186,6 @@ const struct config_link *config_link_find(const struct config *cfg,
 const char *config_cloud_name(enum config_cloud cloud);
 const char *config_object_name(enum config_object object);
 const char *config_on_delete_name(enum config_on_delete policy);
+const char *config_adopt_name(enum config_adopt adopt);
 
 #endif

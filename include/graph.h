@@ -307,6 +307,15 @@ const char *graph_delta_item_id(const json_t *item);
 json_t *graph_delta_merge(const json_t *stored, const json_t *item,
                           int replace, int *removed);
 
+/* The keys under which a stored user (attributes as graph_delta_merge
+ * makes them) can be found, for store_object_keys_put(): "addr:<address>"
+ * (lower case) for its mail, userPrincipalName, otherMails and SMTP
+ * proxyAddresses, each with a NULL value, and "anchor:<plain anchor>"
+ * for every extension attribute holding a galbridge anchor, with that
+ * attribute's whole value. New reference: an array of [key, value]
+ * pairs, or NULL on allocation failure. */
+json_t *graph_user_keys(const json_t *attrs);
+
 /* True when an error answer means "this delta token is no good: read
  * everything again": 400/404 syncStateNotFound, 410 Gone, resyncRequired
  * (any casing). */

@@ -43,4 +43,17 @@ int jwt_client_assertion(const struct jwt_key *key, enum jwt_alg alg,
 /* base64url without padding; new string or NULL on allocation failure. */
 char *jwt_base64url(const unsigned char *data, size_t len);
 
+/* HMAC-SHA-256 of `msg` under `key` into out (32 bytes). This module is
+ * galbridge's one door to OpenSSL, so the anchor's proof (anchor.h) is
+ * computed here. Returns 0, or -1 when OpenSSL fails. */
+int jwt_hmac_sha256(const unsigned char *key, size_t keylen,
+                    const unsigned char *msg, size_t msglen,
+                    unsigned char out[32]) __attribute__((warn_unused_result));
+
+/* Compare n bytes in constant time: 0 when equal. */
+int jwt_memcmp_ct(const void *a, const void *b, size_t n);
+
+/* Wipe n bytes so that the compiler cannot drop it. */
+void jwt_cleanse(void *p, size_t n);
+
 #endif

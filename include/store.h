@@ -30,7 +30,7 @@
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 enum store_removed {
   STORE_PRESENT = 0,
@@ -86,6 +86,24 @@ struct store_source_counts {
 };
 int store_source_count(struct store *store, const char *tenant_id,
                        struct store_source_counts *out)
+    __attribute__((warn_unused_result));
+
+/* --- what stored objects hold: addresses and anchors --- */
+
+/* Replace the keys of object (tenant, id) with `n` pairs: keys[i] (not
+ * NULL, such as graph_user_keys() gives) and values[i] (may be NULL).
+ * n = 0 removes them all (an object soft-deleted holds nothing). */
+int store_object_keys_put(struct store *store, const char *tenant_id,
+                          const char *id, const char *const *keys,
+                          const char *const *values, size_t n)
+    __attribute__((warn_unused_result));
+
+/* Call fn for each object of `tenant_id` stored under `key` exactly, with
+ * its id and the key's value (NULL if none), both borrowed for the call;
+ * fn returns 0 to go on, non-zero to stop (returned as is). */
+typedef int (*store_key_fn)(void *ctx, const char *id, const char *value);
+int store_object_lookup(struct store *store, const char *tenant_id,
+                        const char *key, store_key_fn fn, void *ctx)
     __attribute__((warn_unused_result));
 
 /* --- delta state per source tenant --- */

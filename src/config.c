@@ -176,6 +176,12 @@ static const struct enum_value yes_no[] = {
     {NULL, 0},
 };
 
+static const struct enum_value adopts[] = {
+    {"no", CONFIG_ADOPT_NO},
+    {"mail", CONFIG_ADOPT_MAIL},
+    {NULL, 0},
+};
+
 static const struct enum_value on_deletes[] = {
     {"delete", CONFIG_ON_DELETE_DELETE},
     {"disable", CONFIG_ON_DELETE_DISABLE},
@@ -281,6 +287,10 @@ static const struct key_def galbridge_keys[] = {
      .type = TYPE_PATH,
      .off = offsetof(struct config, metrics_file),
      .flags = KEY_RELOADABLE},
+    {.name = "anchor_key_file",
+     .type = TYPE_FILE,
+     .off = offsetof(struct config, anchor_key_file),
+     .flags = KEY_RELOADABLE | KEY_CREDENTIAL | KEY_SECRET},
 };
 
 static const struct key_def tenant_keys[] = {
@@ -406,6 +416,12 @@ static const struct key_def link_keys[] = {
      .off = L(on_delete),
      .def = "delete",
      .values = on_deletes,
+     .flags = KEY_RELOADABLE},
+    {.name = "adopt",
+     .type = TYPE_ENUM,
+     .off = L(adopt),
+     .def = "no",
+     .values = adopts,
      .flags = KEY_RELOADABLE},
     {.name = "max_deletes",
      .type = TYPE_INT,
@@ -1745,6 +1761,16 @@ load(const char *path, const char *dir, const char *text, size_t len,
   if (apply_defaults(&ld, galbridge_keys, N_KEYS(galbridge_keys), ld.cfg,
                      ld.global_lines, NULL) != 0)
     goto out;
+  for (size_t i = 0; i < N_KEYS(galbridge_keys); i++) {
+    const struct key_def *def = &galbridge_keys[i];
+    const char *file;
+    if (def->type != TYPE_FILE || ld.global_lines[i] == 0)
+      continue;
+    memcpy(&file, (char *)ld.cfg + def->off, sizeof(file));
+    if (check_file(&ld, def, file, (def->flags & KEY_SECRET) != 0,
+                   ld.global_lines[i]) != 0)
+      goto out;
+  }
   for (size_t i = 0; i < ld.n_order; i++) {
     const struct order *o = &ld.order[i];
     if (o->kind == KIND_TENANT &&
@@ -1846,7 +1872,9 @@ dump_keys(FILE *fp, const struct key_def *keys, size_t n, const void *base,
     /* The comment goes on a line of its own: a ';' after the value would
      * be part of the value (only a line starting with ';' or '#' is a
      * comment), and the dump must read back as the same config. */
-    if (def->type == TYPE_FILE && tenant != NULL && secret_key(def, tenant))
+    if (def->type == TYPE_FILE &&
+        (tenant != NULL ? secret_key(def, tenant)
+                        : (def->flags & KEY_SECRET) != 0))
       fprintf(fp, "# %s names a secret; its contents are never shown\n",
               def->name);
     fprintf(fp, "%s = %s\n", def->name, s);
@@ -1926,4 +1954,10 @@ const char *
 config_on_delete_name(enum config_on_delete policy)
 {
   return enum_name(on_deletes, (int)policy);
+}
+
+const char *
+config_adopt_name(enum config_adopt adopt)
+{
+  return enum_name(adopts, (int)adopt);
 }

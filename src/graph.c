@@ -40,6 +40,7 @@
  */
 #include "graph.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -49,6 +50,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "anchor.h"
 #include "log.h"
 
 #define GRAPH_MAX_HEADERS 8
@@ -787,6 +789,66 @@ graph_delta_merge(const json_t *stored, const json_t *item, int replace,
     }
   }
   return merged;
+}
+
+/* Append ["addr:<lower-case address>", null] unless it is empty or too
+ * long to be an address. */
+static int
+add_address_key(json_t *keys, const char *address)
+{
+  char key[300];
+  size_t n;
+
+  if (address == NULL)
+    return 0;
+  n = strlen(address);
+  if (n == 0 || n + 5 >= sizeof(key))
+    return 0;
+  snprintf(key, sizeof(key), "addr:%s", address);
+  for (char *c = key; *c != '\0'; c++)
+    *c = (char)tolower((unsigned char)*c);
+  return json_array_append_new(keys, json_pack("[s, n]", key));
+}
+
+json_t *
+graph_user_keys(const json_t *attrs)
+{
+  json_t *keys = json_array(), *v, *ext;
+  const char *name;
+  size_t i;
+  int rc = 0;
+
+  if (keys == NULL)
+    return NULL;
+  rc |=
+      add_address_key(keys, json_string_value(json_object_get(attrs, "mail")));
+  rc |= add_address_key(
+      keys, json_string_value(json_object_get(attrs, "userPrincipalName")));
+  json_array_foreach(json_object_get(attrs, "otherMails"), i, v) rc |=
+      add_address_key(keys, json_string_value(v));
+  json_array_foreach(json_object_get(attrs, "proxyAddresses"), i, v)
+  {
+    const char *a = json_string_value(v);
+    if (a != NULL && strncasecmp(a, "smtp:", 5) == 0)
+      rc |= add_address_key(keys, a + 5);
+  }
+  ext = json_object_get(attrs, "onPremisesExtensionAttributes");
+  json_object_foreach(ext, name, v)
+  {
+    char *plain = anchor_parse(json_string_value(v), NULL);
+    char key[ANCHOR_PLAIN_MAX + 8];
+    if (plain == NULL)
+      continue;
+    snprintf(key, sizeof(key), "anchor:%s", plain);
+    free(plain);
+    rc |= json_array_append_new(
+        keys, json_pack("[s, s]", key, json_string_value(v)));
+  }
+  if (rc != 0) {
+    json_decref(keys);
+    return NULL;
+  }
+  return keys;
 }
 
 int

@@ -31,6 +31,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
@@ -577,4 +578,30 @@ out:
   if (result != 0)
     ERR_clear_error();
   return result;
+}
+
+int
+jwt_hmac_sha256(const unsigned char *key, size_t keylen,
+                const unsigned char *msg, size_t msglen, unsigned char out[32])
+{
+  unsigned int len = 0;
+
+  if (HMAC(EVP_sha256(), key, (int)keylen, msg, msglen, out, &len) == NULL ||
+      len != 32) {
+    ERR_clear_error();
+    return -1;
+  }
+  return 0;
+}
+
+int
+jwt_memcmp_ct(const void *a, const void *b, size_t n)
+{
+  return CRYPTO_memcmp(a, b, n);
+}
+
+void
+jwt_cleanse(void *p, size_t n)
+{
+  OPENSSL_cleanse(p, n);
 }

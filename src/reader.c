@@ -128,6 +128,35 @@ start_full(struct reader *reader)
   return 0;
 }
 
+/* Index the keys of a stored object (none when `attrs` is NULL). */
+static int
+put_keys(struct store *store, const char *tenant_id, const char *id,
+         const json_t *attrs)
+{
+  json_t *keys = attrs != NULL ? graph_user_keys(attrs) : json_array(), *kv;
+  const char **k = NULL, **v = NULL;
+  size_t n = json_array_size(keys), i;
+  int rc = -1;
+
+  if (keys == NULL)
+    return -1;
+  k = calloc(n + 1, sizeof(*k));
+  v = calloc(n + 1, sizeof(*v));
+  if (k == NULL || v == NULL)
+    goto out;
+  json_array_foreach(keys, i, kv)
+  {
+    k[i] = json_string_value(json_array_get(kv, 0));
+    v[i] = json_string_value(json_array_get(kv, 1));
+  }
+  rc = store_object_keys_put(store, tenant_id, id, k, v, n);
+out:
+  free(k);
+  free(v);
+  json_decref(keys);
+  return rc;
+}
+
 /* Merge one page and, on the last one, commit the deltaLink with it. */
 static int
 store_page(struct reader *reader, const struct graph_delta_page *page,
@@ -164,6 +193,13 @@ store_page(struct reader *reader, const struct graph_delta_page *page,
       goto item_out;
     if (store_source_put(reader->store, tid, id, new_text, removed,
                          reader->gen) != 0)
+      goto item_out;
+    /* What it holds (addresses, anchors) for lookups before writes; an
+     * unchanged object keeps its keys. */
+    if ((old_text == NULL || strcmp(old_text, new_text) != 0 ||
+         old_removed != removed) &&
+        put_keys(reader->store, tid, id,
+                 removed == GRAPH_PRESENT ? merged : NULL) != 0)
       goto item_out;
     if (removed != GRAPH_PRESENT)
       reader->stats.removed++;

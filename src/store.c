@@ -65,6 +65,10 @@ enum stmt_id {
   ST_REPLAN_CLEAR,
   ST_RUN_START,
   ST_RUN_DONE,
+  ST_KEYS_CLEAR,
+  ST_KEY_ADD,
+  ST_KEY_LOOKUP,
+  ST_KEYS_UNSEEN,
   ST__COUNT
 };
 
@@ -218,6 +222,16 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " target_id = ?3",
     [ST_NOT_VISIBLE] = "SELECT count(*) FROM target_object WHERE link = ?1"
                        " AND state = 'active' AND exo_visible = 0",
+    [ST_KEYS_CLEAR] = "DELETE FROM object_key WHERE tenant = ?1 AND id = ?2",
+    [ST_KEY_ADD] = "INSERT OR IGNORE INTO object_key (tenant, key, id, value)"
+                   " VALUES (?1, ?2, ?3, ?4)",
+    [ST_KEY_LOOKUP] = "SELECT id, value FROM object_key"
+                      " WHERE tenant = ?1 AND key = ?2 ORDER BY id",
+    /* What a full read is about to mark deleted holds nothing any more. */
+    [ST_KEYS_UNSEEN] =
+        "DELETE FROM object_key WHERE tenant = ?1 AND id IN (SELECT id FROM"
+        " source_object WHERE tenant = ?1 AND removed <> 2 AND"
+        " seen_gen < ?2)",
     [ST_DELTA_RESET] = "UPDATE delta_state SET delta_link = NULL"
                        " WHERE tenant = ?1",
 };
@@ -329,6 +343,41 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
      * write of a source object scan the table (a first round quadratic
      * in the tenant's size). */
     [3] = "CREATE INDEX source_seq_all ON source_object (seq);",
+    /* Trust (ownership, conflicts, honest failures):
+     *  - op.sent_at: when a create's request may have left (written before
+     *    it goes): an object found later holding the op's address was made
+     *    by that request only if it was created after this time;
+     *  - op.next_try: when an op failed for good is tried again;
+     *  - delta_state.base_url: the Graph base URL its delta link came
+     *    from (another base URL means a fresh full read);
+     *  - source_object.bad: why the last item of an object was refused
+     *    (a value galbridge cannot accept), NULL when it was accepted;
+     *  - object_key: every stored object's addresses and anchors, so that
+     *    a round can see, before it writes, who in the target holds an
+     *    address or carries an anchor;
+     *  - claim: the target addresses and source objects each link's
+     *    objects stand for, so that two of them never write one object.
+     * Every tenant is read again in full once (the delta links are
+     * dropped): that fills object_key for what is stored already. */
+    [4] = "ALTER TABLE op ADD COLUMN sent_at INTEGER NOT NULL DEFAULT 0;"
+          "ALTER TABLE op ADD COLUMN next_try INTEGER NOT NULL DEFAULT 0;"
+          "ALTER TABLE delta_state ADD COLUMN base_url TEXT;"
+          "ALTER TABLE source_object ADD COLUMN bad TEXT;"
+          "CREATE TABLE object_key ("
+          " tenant TEXT NOT NULL,"
+          " key TEXT NOT NULL,"
+          " id TEXT NOT NULL,"
+          " value TEXT,"
+          " PRIMARY KEY (tenant, key, id)) WITHOUT ROWID;"
+          "CREATE INDEX object_key_by_id ON object_key (tenant, id);"
+          "CREATE TABLE claim ("
+          " target TEXT NOT NULL,"
+          " key TEXT NOT NULL,"
+          " link TEXT NOT NULL,"
+          " source_id TEXT NOT NULL,"
+          " PRIMARY KEY (target, key, link, source_id)) WITHOUT ROWID;"
+          "CREATE INDEX claim_by_object ON claim (link, source_id);"
+          "UPDATE delta_state SET delta_link = NULL;",
 };
 
 struct store {
@@ -438,6 +487,12 @@ bind_text(sqlite3_stmt *st, int i, const char *s)
   if (s == NULL)
     return sqlite3_bind_null(st, i);
   return sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+}
+
+static const char *
+col_text(sqlite3_stmt *st, int i)
+{
+  return (const char *)sqlite3_column_text(st, i);
 }
 
 static char *
@@ -845,6 +900,56 @@ store_source_count(struct store *store, const char *tenant_id,
 }
 
 int
+store_object_keys_put(struct store *store, const char *tenant_id,
+                      const char *id, const char *const *keys,
+                      const char *const *values, size_t n)
+{
+  sqlite3_stmt *st = prep(store, ST_KEYS_CLEAR);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, tenant_id);
+  bind_text(st, 2, id);
+  if (exec_stmt(store, st, "clearing an object's keys") != 0)
+    return -1;
+  for (size_t i = 0; i < n; i++) {
+    st = prep(store, ST_KEY_ADD);
+    if (st == NULL)
+      return -1;
+    bind_text(st, 1, tenant_id);
+    bind_text(st, 2, keys[i]);
+    bind_text(st, 3, id);
+    bind_text(st, 4, values[i]);
+    if (exec_stmt(store, st, "writing an object's keys") != 0)
+      return -1;
+  }
+  return 0;
+}
+
+int
+store_object_lookup(struct store *store, const char *tenant_id,
+                    const char *key, store_key_fn fn, void *ctx)
+{
+  sqlite3_stmt *st = prep(store, ST_KEY_LOOKUP);
+  int rc, stop = 0;
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, tenant_id);
+  bind_text(st, 2, key);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    stop = fn(ctx, col_text(st, 0), col_text(st, 1));
+    if (stop != 0)
+      break;
+  }
+  if (stop == 0 && rc != SQLITE_DONE)
+    return fail(store, st, "looking an object up");
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return stop;
+}
+
+int
 store_delta_get(struct store *store, const char *tenant_id,
                 struct store_delta_state *out)
 {
@@ -934,6 +1039,13 @@ store_delta_finish(struct store *store, const char *tenant_id,
   store_delta_state_clear(&state);
 
   if (was_full) {
+    st = prep(store, ST_KEYS_UNSEEN);
+    if (st == NULL)
+      return -1;
+    bind_text(st, 1, tenant_id);
+    sqlite3_bind_int64(st, 2, gen);
+    if (exec_stmt(store, st, "forgetting unseen objects' keys") != 0)
+      return -1;
     st = prep(store, ST_MARK_UNSEEN);
     if (st == NULL)
       return -1;
@@ -1013,12 +1125,6 @@ store_link_counts(struct store *store, const char *link,
 }
 
 /* --- the reconciler --- */
-
-static const char *
-col_text(sqlite3_stmt *st, int i)
-{
-  return (const char *)sqlite3_column_text(st, i);
-}
 
 int
 store_plan_rows(struct store *store, const char *link,

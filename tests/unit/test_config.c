@@ -279,6 +279,7 @@ static const char full_config[] =
     "mapping = contoso-people\n"
     "anchor = ExtensionAttribute7\n"
     "on_delete = hide\n"
+    "adopt = no\n"
     "max_deletes = 0\n"
     "interval = 300\n"
     "\n"
@@ -1080,6 +1081,7 @@ static const char full_dump[] =
     "log_level = debug\n"
     "interval = 120\n"
     "metrics_file = /run/galbridge/metrics.prom\n"
+    "# anchor_key_file is not set\n"
     "\n[tenant contoso]\n"
     "tenant_id = aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n"
     "client_id = 0123abcd-0000-4000-8000-0000000000ff\n"
@@ -1127,6 +1129,7 @@ static const char full_dump[] =
     "mapping = contoso-people\n"
     "anchor = extensionAttribute7\n"
     "on_delete = hide\n"
+    "adopt = no\n"
     "max_deletes = 0\n"
     "interval = 300\n"
     "\n[link fabrikam-to-contoso]\n"
@@ -1138,6 +1141,7 @@ static const char full_dump[] =
     "# mapping is not set\n"
     "anchor = extensionAttribute15\n"
     "on_delete = keep\n"
+    "adopt = no\n"
     "max_deletes = 1000000\n"
     "interval = 120\n";
 
