@@ -45,6 +45,18 @@ int store_open(const char *state_dir, struct store **out, char *err,
                size_t errlen) __attribute__((warn_unused_result));
 void store_close(struct store *store);
 
+/* Open state_dir/state.db for reading only: the file is never created,
+ * written, migrated or locked for writing, so a read-only command may run
+ * beside a daemon. When there is no state.db, *missing is set and the
+ * store is an empty private one. When `copy` is set, or the file's schema
+ * is older than this galbridge's, the store is a private copy (made with
+ * SQLite's backup API, migrated if need be) that may be written freely
+ * and vanishes on close; otherwise any write fails. Returns 0 and *out, or
+ * -1 with a message in `err`. */
+int store_open_readonly(const char *state_dir, int copy, struct store **out,
+                        int *missing, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* Whether any statement has failed since store_open() (a full or
  * read-only disk, a damaged file): a command that saw one did not record
  * all it did, and exits 1. */

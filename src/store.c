@@ -684,6 +684,8 @@ store_failed(const struct store *store)
   return store != NULL && store->failed;
 }
 
+static int session_setup(struct store *store, char *err, size_t errlen);
+
 int
 store_open(const char *state_dir, struct store **out, char *err, size_t errlen)
 {
@@ -718,7 +720,6 @@ store_open(const char *state_dir, struct store **out, char *err, size_t errlen)
     goto out;
   }
   sqlite3_busy_timeout(store->db, 5000);
-  sqlite3_trace_v2(store->db, SQLITE_TRACE_STMT, count_statement, store);
   sqlite3_extended_result_codes(store->db, 1);
   /* WAL: readers (status) never block the daemon's writes. synchronous
    * NORMAL in WAL mode keeps every commit atomic and consistent across a
@@ -746,20 +747,9 @@ store_open(const char *state_dir, struct store **out, char *err, size_t errlen)
     sqlite3_free(msg);
     goto out;
   }
-  if (migrate(store, err, errlen) != 0)
+  if (migrate(store, err, errlen) != 0 ||
+      session_setup(store, err, errlen) != 0)
     goto out;
-  /* The changed objects of the plan under way, per link (this connection
-   * only: see store_plan_rows). */
-  if (sqlite3_exec(store->db,
-                   "CREATE TEMP TABLE plan_changed (link TEXT NOT NULL,"
-                   " id TEXT NOT NULL, PRIMARY KEY (link, id))"
-                   " WITHOUT ROWID",
-                   NULL, NULL, &msg) != SQLITE_OK) {
-    set_err(err, errlen, "cannot set up %s: %s", path,
-            msg ? msg : sqlite3_errmsg(store->db));
-    sqlite3_free(msg);
-    goto out;
-  }
   result = 0;
 
 out:
@@ -769,6 +759,139 @@ out:
   }
   *out = store;
   return 0;
+}
+
+/* The connection's per-session set-up, shared by every way of opening. */
+static int
+session_setup(struct store *store, char *err, size_t errlen)
+{
+  char *msg = NULL;
+
+  sqlite3_busy_timeout(store->db, 5000);
+  sqlite3_trace_v2(store->db, SQLITE_TRACE_STMT, count_statement, store);
+  sqlite3_extended_result_codes(store->db, 1);
+  /* The changed objects of the plan under way, per link (this connection
+   * only: see store_plan_rows). A temporary table: a read-only
+   * connection may have one too. */
+  if (sqlite3_exec(store->db,
+                   "CREATE TEMP TABLE plan_changed (link TEXT NOT NULL,"
+                   " id TEXT NOT NULL, PRIMARY KEY (link, id))"
+                   " WITHOUT ROWID",
+                   NULL, NULL, &msg) != SQLITE_OK) {
+    set_err(err, errlen, "cannot set up the store: %s",
+            msg ? msg : sqlite3_errmsg(store->db));
+    sqlite3_free(msg);
+    return -1;
+  }
+  return 0;
+}
+
+/* A private database that no other process sees and that vanishes on
+ * close: SQLite keeps an anonymous one in memory and spills it to a
+ * deleted temporary file when it grows. */
+static int
+open_private(struct store *store, char *err, size_t errlen)
+{
+  if (sqlite3_open_v2("", &store->db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                          SQLITE_OPEN_NOMUTEX,
+                      NULL) != SQLITE_OK) {
+    set_err(err, errlen, "cannot open a private database: %s",
+            store->db ? sqlite3_errmsg(store->db) : "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+int
+store_open_readonly(const char *state_dir, int copy, struct store **out,
+                    int *missing, char *err, size_t errlen)
+{
+  struct store *store = NULL;
+  sqlite3 *disk = NULL;
+  sqlite3_backup *bk;
+  char path[4096], uri[4200], os[128];
+  struct stat sb;
+  int version = 0, result = -1;
+
+  *out = NULL;
+  *missing = 0;
+  if ((size_t)snprintf(path, sizeof(path), "%s/state.db", state_dir) >=
+      sizeof(path)) {
+    set_err(err, errlen, "state_dir path too long");
+    return -1;
+  }
+  store = calloc(1, sizeof(*store));
+  if (store == NULL) {
+    set_err(err, errlen, "out of memory");
+    return -1;
+  }
+  if (stat(path, &sb) != 0) {
+    if (errno != ENOENT) {
+      set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+      goto out;
+    }
+    /* Nothing on disk: an empty state, made nowhere but here. */
+    *missing = 1;
+    if (open_private(store, err, errlen) != 0 ||
+        migrate(store, err, errlen) != 0)
+      goto out;
+    goto ready;
+  }
+  /* mode=ro: SQLite never creates, writes or checkpoints the file (a
+   * running daemon's WAL is read as it stands). */
+  snprintf(uri, sizeof(uri), "file:%s?mode=ro", path);
+  if (sqlite3_open_v2(uri, &disk,
+                      SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
+                          SQLITE_OPEN_NOMUTEX,
+                      NULL) != SQLITE_OK) {
+    set_err(err, errlen, "cannot open %s: %s%s", path,
+            disk ? sqlite3_errmsg(disk) : "out of memory",
+            disk ? os_error(disk, os, sizeof(os)) : "");
+    goto out;
+  }
+  sqlite3_busy_timeout(disk, 5000);
+  store->db = disk;
+  if (read_version(store, &version, err, errlen) != 0)
+    goto out;
+  store->db = NULL;
+  if (version > STORE_SCHEMA_VERSION) {
+    set_err(err, errlen,
+            "state.db has schema version %d, newer than this galbridge "
+            "understands (%d)",
+            version, STORE_SCHEMA_VERSION);
+    goto out;
+  }
+  if (!copy && version == STORE_SCHEMA_VERSION) {
+    store->db = disk;
+    disk = NULL;
+    goto ready;
+  }
+  /* A copy to work on (or to bring to this schema) without touching the
+   * file. */
+  if (open_private(store, err, errlen) != 0)
+    goto out;
+  bk = sqlite3_backup_init(store->db, "main", disk, "main");
+  if (bk == NULL || sqlite3_backup_step(bk, -1) != SQLITE_DONE ||
+      sqlite3_backup_finish(bk) != SQLITE_OK) {
+    if (bk != NULL)
+      sqlite3_backup_finish(bk);
+    set_err(err, errlen, "cannot copy %s: %s", path,
+            sqlite3_errmsg(store->db));
+    goto out;
+  }
+  if (migrate(store, err, errlen) != 0)
+    goto out;
+ready:
+  if (session_setup(store, err, errlen) != 0)
+    goto out;
+  *out = store;
+  store = NULL;
+  result = 0;
+out:
+  sqlite3_close(disk);
+  store_close(store);
+  return result;
 }
 
 void

@@ -301,6 +301,66 @@ files_are_private(void **state)
   remove_dir(dir);
 }
 
+static long long
+file_size(const char *dir, const char *name)
+{
+  char path[128];
+  struct stat sb;
+
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
+/* Read-only opens never make, change or migrate the file: missing stays
+ * missing, a copy takes writes the file never sees, and a direct open
+ * refuses them. */
+static void
+readonly_never_writes(void **state)
+{
+  struct fixture *f = *state;
+  struct store *ro = NULL;
+  char dir[64], err[256], *attrs;
+  int missing = -1, removed;
+
+  (void)state;
+  snprintf(dir, sizeof(dir), "/tmp/galbridge-store-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  assert_int_equal(
+      store_open_readonly(dir, 0, &ro, &missing, err, sizeof(err)), 0);
+  assert_int_equal(missing, 1);
+  assert_int_equal(file_size(dir, "state.db"), -1);
+  /* An empty state, with the schema: a plan may write into it. */
+  assert_int_equal(store_source_put(ro, T1, "u1", "{}", STORE_PRESENT, 1), 0);
+  store_close(ro);
+  assert_int_equal(file_size(dir, "state.db"), -1);
+  rmdir(dir);
+
+  put(f->store, "u1", "{\"displayName\":\"A\"}", STORE_PRESENT, 1);
+  store_close(f->store);
+  f->store = NULL;
+
+  assert_int_equal(
+      store_open_readonly(f->dir, 0, &ro, &missing, err, sizeof(err)), 0);
+  assert_int_equal(missing, 0);
+  assert_int_equal(store_source_get(ro, T1, "u1", &attrs, &removed), 0);
+  assert_string_equal(attrs, "{\"displayName\":\"A\"}");
+  free(attrs);
+  assert_int_equal(store_source_put(ro, T1, "u2", "{}", STORE_PRESENT, 1), -1);
+  store_close(ro);
+
+  assert_int_equal(
+      store_open_readonly(f->dir, 1, &ro, &missing, err, sizeof(err)), 0);
+  assert_int_equal(store_source_put(ro, T1, "u2", "{}", STORE_PRESENT, 1), 0);
+  assert_int_equal(store_source_get(ro, T1, "u2", &attrs, &removed), 0);
+  assert_non_null(attrs);
+  free(attrs);
+  store_close(ro);
+
+  assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
+  assert_int_equal(store_source_get(f->store, T1, "u2", &attrs, &removed), 0);
+  assert_null(attrs);
+}
+
 int
 main(void)
 {
@@ -318,6 +378,7 @@ main(void)
       cmocka_unit_test(open_fails_cleanly_on_bad_dir),
       cmocka_unit_test_setup_teardown(lock_is_exclusive, setup, teardown),
       cmocka_unit_test_setup_teardown(files_are_private, setup, teardown),
+      cmocka_unit_test_setup_teardown(readonly_never_writes, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
