@@ -106,7 +106,7 @@ def _target_guests(cloud, token, counts, prefix):
             ext = u.get("onPremisesExtensionAttributes") or {}
             anchor = ext.get("extensionAttribute15") or ""
             if anchor.startswith(prefix):
-                guests[anchor[len(prefix):]] = u
+                guests[anchor[len(prefix):].split(":")[0]] = u
         url = body.get("@odata.nextLink")
     return guests
 

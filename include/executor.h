@@ -22,6 +22,7 @@
 
 #include <uv.h>
 
+#include "anchor.h"
 #include "config.h"
 #include "exo.h"
 #include "graph.h"
@@ -49,7 +50,7 @@ typedef void (*executor_done_fn)(void *ctx,
 struct executor *executor_new(uv_loop_t *loop, struct store *store,
                               struct graph *target, struct exo *exo,
                               const struct config_link *link,
-                              int max_in_flight);
+                              const struct anchor_key *key, int max_in_flight);
 /* Free it; must not be running (wait for the callback) or be told to
  * stop first with executor_stop. */
 void executor_free(struct executor *ex);

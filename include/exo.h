@@ -18,6 +18,7 @@
 #define GALBRIDGE_EXO_H
 
 #include <jansson.h>
+#include <time.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -100,6 +101,14 @@ int exo_decode_error(const char *body, size_t len, char *id, size_t idlen,
  * empty display name gives the 8 hex digits alone. New string, or NULL
  * (allocation, or fewer than 8 hex digits in source_id). */
 char *exo_unique_name(const char *display_name, const char *source_id);
+
+/* A recipient's object id in a cmdlet's answer: ExternalDirectoryObjectId
+ * (the directory object), else its Exchange Guid; borrowed, or NULL. */
+const char *exo_recipient_id(const json_t *recipient);
+
+/* When a recipient was made (WhenCreatedUTC, else WhenCreated, as ISO
+ * 8601 UTC), or 0 when it does not say. */
+time_t exo_recipient_created(const json_t *recipient);
 
 /* {"@odata.type":"#Exchange.GenericHashTable","Add":add,"Remove":remove}
  * for multi-valued parameters (either may be NULL). New reference. */

@@ -20,7 +20,8 @@
  *
  * Writes can go through JSON batching ($batch, at most 20 requests in one
  * HTTP request) once graph_batch_enable() has given the client a loop:
- * graph_user_find, graph_invite, graph_user_patch and graph_user_delete
+ * graph_address_holders, graph_invite, graph_user_patch and
+ * graph_user_delete
  * then queue a sub-request. Queued sub-requests go on the next loop tick
  * (a 0 ms timer), 20 to a batch, one POST /v1.0/$batch (or /beta/$batch
  * for beta URLs) each; a lone one goes as a plain request. A full batch
@@ -51,6 +52,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <time.h>
 #include <uv.h>
 
 #include "auth.h"
@@ -148,28 +150,34 @@ int graph_url_is_under(const char *base, const char *url);
 /* Quote `value` as an OData string literal: 'O''Brien'. New string. */
 char *graph_odata_quote(const char *value);
 
-/* A user found by graph_user_find(); strings borrowed for the callback. */
-struct graph_user_ref {
+/* A directory object holding an address, as graph_address_holders()
+ * found it; strings borrowed for the callback. */
+struct graph_holder {
+  const char *kind; /* "user", "contact" or "group" */
   const char *id;
-  const char *mail;
-  const char *user_type;
-  const char *creation_type;
   const char *display_name;
-  const char *anchor; /* value of the anchor attribute asked for, or NULL */
+  const char *creation_type; /* users: "Invitation" for invited ones */
+  const char *user_type;     /* users: "Member" or "Guest" */
+  const char *anchor;        /* users: the anchor attribute asked for */
+  time_t created;            /* users: createdDateTime, 0 if unknown */
 };
 
-/* `found` is NULL when nothing matched (resp->result is GRAPH_OK) or on
- * error (resp->result says which). */
-typedef void (*graph_find_fn)(void *ctx, const struct graph_response *resp,
-                              const struct graph_user_ref *found);
+/* At most this many holders of each kind are reported. */
+#define GRAPH_HOLDERS_MAX 5
 
-/* Look a user up by `attr` eq `value`: attr is "mail" or an anchor
- * attribute "extensionAttributeN" (an advanced query: ConsistencyLevel
- * eventual and $count=true). `anchor_attr` names the extension attribute
- * to report in found->anchor (may be NULL). */
-int graph_user_find(struct graph *graph, const char *attr, const char *value,
-                    const char *anchor_attr, graph_find_fn done, void *ctx)
-    __attribute__((warn_unused_result));
+/* `holders` (n of them) on success; on error resp->result says which. */
+typedef void (*graph_holders_fn)(void *ctx, const struct graph_response *resp,
+                                 const struct graph_holder *holders, size_t n);
+
+/* Every directory object of the tenant holding `address`: users by mail,
+ * otherMails or SMTP proxy address, org contacts and groups by mail or
+ * proxy address (three lookups, through $batch once batching is on; the
+ * latter two as advanced queries). `anchor_attr` names the extension
+ * attribute reported in each user's holder->anchor (may be NULL).
+ * Returns 0, or -1 (callback never called). */
+int graph_address_holders(struct graph *graph, const char *address,
+                          const char *anchor_attr, graph_holders_fn done,
+                          void *ctx) __attribute__((warn_unused_result));
 
 /* `user_id` is the new user's object id (invitedUser.id), or NULL. */
 typedef void (*graph_id_fn)(void *ctx, const struct graph_response *resp,
@@ -315,6 +323,10 @@ json_t *graph_delta_merge(const json_t *stored, const json_t *item,
  * attribute's whole value. New reference: an array of [key, value]
  * pairs, or NULL on allocation failure. */
 json_t *graph_user_keys(const json_t *attrs);
+
+/* The value of extension attribute `name` ("extensionAttributeN") of a
+ * stored user, borrowed, or NULL when it has none. */
+const char *graph_user_extension(const json_t *attrs, const char *name);
 
 /* True when an error answer means "this delta token is no good: read
  * everything again": 400/404 syncStateNotFound, 410 Gone, resyncRequired

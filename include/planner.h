@@ -13,10 +13,34 @@
  *   out of scope or removed, active     → per on_delete: delete, disable,
  *                                         hide, or nothing (keep)
  *
+ * and, before a create, what the target already holds (as its own delta
+ * read shows it, through store_object_lookup):
+ *
+ *   an object with this person's anchor
+ *     and a proof made with the key     → update it: galbridge's own copy
+ *                                         (a state lost, or a crash)
+ *     without one                       → fail: it proves nothing
+ *   an object holding the address       → adopt it (the link's `adopt =
+ *                                         mail`, the link's own kind), or
+ *                                         fail: galbridge did not make it
+ *
+ * Every object in scope claims its target address and its anchor in the
+ * target tenant (store_claims_put): two objects claiming one (two source
+ * users whose addresses differ only in case, or a person in scope of two
+ * links with the same source, target and kind) both fail, and neither
+ * copy is touched for the other. A failed object is an op of kind "fail"
+ * in state failed whose error is the reason (status, plan and the log
+ * show it); nothing of it is sent, and it is weighed again when it, or
+ * the other side of its conflict, changes, and at least hourly.
+ *
  * The desired attributes of an object are the mapping's result plus the
- * anchor ("galbridge:<source tenant>:<source id>" in the link's anchor
- * attribute); their hash (FNV-1a 64 over canonical JSON, sorted keys) is
- * what is compared. A round with no source change plans nothing.
+ * anchor in the link's anchor attribute; their hash (FNV-1a 64 over
+ * canonical JSON, sorted keys, with the plain anchor
+ * "galbridge:<source tenant>:<source id>") is what is compared. The
+ * anchor written is the stamp for the target object (anchor.h: with its
+ * proof when the link has a key), so a copy without it (made before the
+ * key, or edited by hand: its target's own delta shows the anchor it
+ * carries) gets it in an update. A round with no change plans nothing.
  *
  * An op already queued with the same kind and hash is left alone (a
  * pending one runs, a failed one waits for the source to change or for
@@ -30,6 +54,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "anchor.h"
 #include "config.h"
 #include "mapping.h"
 #include "scope.h"
@@ -43,6 +68,8 @@ enum planner_kind {
   PLANNER_DISABLE,
   PLANNER_HIDE,
   PLANNER_RESTORE,
+  PLANNER_ADOPT, /* take over an object galbridge did not make (adopt) */
+  PLANNER_FAIL,  /* this object fails: nothing is sent, reason shown */
 };
 
 /* A link as the planner needs it; everything borrowed. */
@@ -51,6 +78,8 @@ struct planner_link {
   const struct mapping *mapping;
   const struct scope_filter *filter; /* NULL: no scope_filter */
   const json_t *members; /* scope_group members as object keys, or NULL */
+  const struct anchor_key *key; /* proof in anchors, or NULL */
+  int quiet; /* no warnings about values refused (planner_plan's own) */
 };
 
 struct planner_decision {
@@ -59,6 +88,9 @@ struct planner_decision {
   json_t *payload; /* new reference or NULL: attributes to send */
   char hash[17];   /* of desired, or the kind's name for deletes */
   const char *why; /* for NONE on an out-of-scope object, and logs */
+  char *reason;    /* PLANNER_FAIL: why this object fails (owned) */
+  char *target_id; /* ADOPT, or an update of a copy found by its proven
+                      anchor: the target object (owned); else NULL */
 };
 
 const char *planner_kind_name(enum planner_kind kind);
@@ -77,10 +109,9 @@ const char *planner_anchor_attr(const struct config_link *link);
  * invited address) or ExternalEmailAddress. */
 const char *planner_address_attr(const struct config_link *link);
 
-/* The anchor value for a source object. New string. */
-char *planner_anchor(const char *source_tenant_id, const char *source_id);
-
-/* Decide for one row (pure: reads nothing else, writes nothing). Returns
+/* Decide for one row (pure: reads nothing else, writes nothing; what the
+ * target holds and the claims are weighed by planner_plan). For an object
+ * in scope left as it is (NONE without why), desired is set too. Returns
  * 0, or -1 with err set when the row cannot be planned (bad stored JSON,
  * a mapping that cannot be evaluated for it). */
 int planner_decide(const struct planner_link *pl, const char *source_tenant,
@@ -90,7 +121,8 @@ int planner_decide(const struct planner_link *pl, const char *source_tenant,
 void planner_decision_clear(struct planner_decision *d);
 
 struct planner_stats {
-  unsigned long creates, updates, deletes, restores;
+  unsigned long creates, updates, deletes, restores, adopts;
+  unsigned long fails; /* objects refused this round (PLANNER_FAIL) */
   unsigned long unchanged, out_of_scope, waiting, failed_kept, errors;
   unsigned long held;
 };
@@ -107,15 +139,18 @@ int planner_plan_key(const struct planner_link *pl, char out[17])
     __attribute__((warn_unused_result));
 
 /* Plan a round of `pl` against the store, reading the objects in chunks
- * so that memory does not grow with the tenant. A dry run weighs every
- * object and writes nothing. A round weighs only the objects changed
- * since the link's last round (store_plan_rows), or all of them when the
- * plan key changed; it writes each chunk's ops as it goes, then the
+ * so that memory does not grow with the tenant. A round weighs only the
+ * objects changed since the link's last round (store_plan_rows), or all
+ * of them when the plan key changed or `all` is set (galbridge plan,
+ * which gives a private copy of the store: planning writes ops and
+ * claims as a round does); it writes each chunk's ops as it goes, weighs
+ * again the objects a conflict found later involves, then writes the
  * deletes (held over max_deletes), the plan mark and the held-delete
- * count in one last transaction. Returns 0 or -1. */
-int planner_plan(struct store *store, const struct planner_link *pl,
-                 int dry_run, planner_emit_fn emit, void *ctx,
-                 struct planner_stats *stats)
+ * count in one last transaction. With `all`, every claim is written
+ * first, so that each object's decision (emitted once) already sees every
+ * conflict. Returns 0 or -1. */
+int planner_plan(struct store *store, const struct planner_link *pl, int all,
+                 planner_emit_fn emit, void *ctx, struct planner_stats *stats)
     __attribute__((warn_unused_result));
 
 #endif

@@ -29,6 +29,14 @@ enum scheduler_mode {
   SCHEDULER_RUN,  /* rounds on each link's interval until stopped */
 };
 
+/* What a link's first look at the target found when the store held
+ * nothing of it (a first round, or a lost state). */
+struct recovery {
+  int empty;              /* the store held nothing of the link */
+  unsigned long taken_up; /* copies with a proven anchor, taken up */
+  unsigned long unproven; /* objects with its anchors but no proof */
+};
+
 struct scheduler_opts {
   enum scheduler_mode mode;
   const char *only_link; /* NULL: every link */
@@ -36,7 +44,8 @@ struct scheduler_opts {
   void *emit_ctx;
   /* SCHEDULER_PLAN: a link's totals once planned. */
   void (*plan_done)(void *ctx, const struct config_link *link,
-                    const struct planner_stats *stats);
+                    const struct planner_stats *stats,
+                    const struct recovery *recovery);
   /* SCHEDULER_RUN: after each link round (metrics, STATUS), and every few
    * seconds while a round is long. */
   void (*progress)(void *ctx);

@@ -189,8 +189,10 @@ struct store_plan_row {
   const char *op_state; /* "pending", "held", "failed" */
   /* The target object as read from the target tenant's own delta: removed
    * (enum store_removed) there, or STORE_PRESENT when present or never
-   * read. */
+   * read; and its stored attributes (JSON), NULL when never read. */
   int target_removed;
+  const char *target_attrs;
+  const char *op_error; /* the op's last error, or NULL */
 };
 
 /* Call fn for the source objects of `source_tenant` with an id after
@@ -247,15 +249,18 @@ struct store_op {
   int attempts;
   char *last_error;
   char *target_id;
+  long long sent_at; /* a create's request may have left then (0: not) */
 };
 
 /* Insert or replace the op of (link, source_id) — one op per object at a
- * time; attempts and last_error start again. A create replacing a create
- * keeps the target id the first one learnt. */
+ * time; attempts start again, last_error and next_try are `error` (NULL
+ * for none) and `next_try` (0 for none). A create replacing a create
+ * keeps the target id the first one learnt and when it was sent. */
 int store_op_put(struct store *store, const char *link, const char *source_id,
                  const char *kind, const char *payload, const char *desired,
                  const char *hash, const char *state, const char *target_id,
-                 time_t now) __attribute__((warn_unused_result));
+                 const char *error, time_t next_try, time_t now)
+    __attribute__((warn_unused_result));
 int store_op_delete(struct store *store, long long op_id)
     __attribute__((warn_unused_result));
 
@@ -324,6 +329,75 @@ int store_set_exo_visible(struct store *store, const char *link,
     __attribute__((warn_unused_result));
 int store_count_not_visible(struct store *store, const char *link,
                             long long *count)
+    __attribute__((warn_unused_result));
+
+/* --- ownership, claims and recovery (DESIGN.md invariants 2, 3, 8) --- */
+
+/* Weigh (link, source_id) again in the link's next plan. */
+int store_replan_add(struct store *store, const char *link,
+                     const char *source_id)
+    __attribute__((warn_unused_result));
+
+/* Claims: the keys an object of a link stands for in its target tenant
+ * (such as "addr:<address>" and "obj:<kind>:<anchor>"); two objects
+ * claiming one key of one target are in conflict. fn gets every other
+ * (link, source id) claiming `key` in `target`, borrowed; it returns 0 to
+ * go on, non-zero to stop (returned as is). */
+typedef int (*store_claim_fn)(void *ctx, const char *link,
+                              const char *source_id);
+int store_claim_others(struct store *store, const char *target,
+                       const char *key, const char *link,
+                       const char *source_id, store_claim_fn fn, void *ctx)
+    __attribute__((warn_unused_result));
+/* Replace the claims of (link, source_id) in `target` with `keys` (n = 0
+ * drops them). Every other object holding a key it gives up or takes
+ * anew is queued to be weighed again (store_replan_add); *replanned (may
+ * be NULL) gets how many of those belong to the same link. */
+int store_claims_put(struct store *store, const char *target, const char *link,
+                     const char *source_id, const char *const *keys, size_t n,
+                     size_t *replanned) __attribute__((warn_unused_result));
+
+/* Who owns target object `target_id`: the link and source id whose row or
+ * op names it (*link and *source_id new strings), or NULLs when nobody
+ * does. */
+int store_target_owner(struct store *store, const char *target_id, char **link,
+                       char **source_id) __attribute__((warn_unused_result));
+
+/* A create's request is about to leave (outside any transaction: it is
+ * committed before the request goes). */
+int store_op_sent(struct store *store, long long op_id, time_t when)
+    __attribute__((warn_unused_result));
+
+/* Take up a copy found in the target with a proven anchor while the link
+ * has no row for it: a row in state "recovered" (weighed as a copy whose
+ * values are unknown: the next update sends them all and shows it), the
+ * source object recorded as deleted if the store does not know it, and
+ * the object queued to be weighed. `applied` is the JSON of what is known
+ * to be on it (its anchor). *taken is 0 when the link had a row already. */
+int store_take_up(struct store *store, const char *link,
+                  const char *source_tenant, const char *source_id,
+                  const char *target_id, const char *applied, time_t now,
+                  int *taken) __attribute__((warn_unused_result));
+
+/* Call fn for every object of `tenant_id` with a key starting with
+ * `prefix` (its id and the key's value, borrowed), in key order. */
+int store_anchor_keys(struct store *store, const char *tenant_id,
+                      const char *prefix, store_key_fn fn, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* Whether the store holds nothing of `link`: no target row, no op, never
+ * planned (a first round, or a state that was lost). */
+int store_link_empty(struct store *store, const char *link, int *empty)
+    __attribute__((warn_unused_result));
+
+/* Whether the store holds nothing at all: no tenant read, no target
+ * object, no op (a new state, or one that was lost). */
+int store_is_empty(struct store *store, int *empty)
+    __attribute__((warn_unused_result));
+
+/* Objects the planner refused (ops of kind "fail") whose next try has
+ * come are weighed again in the link's next plan. */
+int store_fails_due(struct store *store, const char *link, time_t now)
     __attribute__((warn_unused_result));
 
 /* Drop the tenant's delta link: the next round reads it in full. */

@@ -1,26 +1,40 @@
 /*
  * executor — see include/executor.h.
  *
- * Each op becomes a job, a small state machine driven by graph callbacks:
+ * Each op becomes a job, a small state machine driven by graph and exo
+ * callbacks:
  *
- *   create:  find by anchor ─▶ find by mail ─▶ invite ─▶ patch (all
- *            attributes, anchor, visible) ─▶ complete
- *            (a find that succeeds skips to the patch: adoption)
+ *   create:  (object known from the state) ─────────────────┐
+ *            who holds the address ─▶ invite (or New-*) ─▶ patch all
+ *            (attributes, the anchor stamped for the object, visible)
+ *            ─▶ complete
+ *   adopt:   who holds the address (still the one planned) ─▶ patch all
  *   update:  patch changed attributes ─▶ complete
  *   restore: restore from deleted items ─▶ patch all ─▶ complete
  *   delete / disable / hide: one request ─▶ complete
  *
- * The object id learnt from an invitation is recorded in the op at once,
- * so a replay after a crash goes straight to the patch.
+ * Before anything is made, the target is asked who holds the address
+ * (users, contacts and groups on Graph; any recipient on Exchange). The
+ * job goes on with a holder only when it can prove the holder is its own:
+ * the object its op names (the state), one carrying this person's anchor
+ * with its proof, or one this op's own earlier request made (made after
+ * the op's sent time, of the link's kind, without another anchor: a
+ * crash between the request and its record), or one the link adopts
+ * (adopt = mail, of its own kind). Anything else is a conflict: the op
+ * fails with the holder named and nothing is written. The time a create
+ * leaves is committed before it goes, and the object id it made as soon
+ * as it is known, so a replay takes up that object and no other.
  */
 #include "executor.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
+#include "anchor.h"
 #include "log.h"
 #include "exo.h"
 #include "planner.h"
@@ -29,11 +43,16 @@
 #define LAG_BASE_MS 500
 #define LAG_CAP_MS 4000
 
+/* A holder made by this op's own earlier request was made after its
+ * sent time; the clocks of galbridge and the service may differ by this
+ * much. */
+#define SENT_SKEW 300
+
 enum step {
   /* Exchange (mail contacts, mail users) */
-  STEP_X_FIND,
+  STEP_X_FIND,  /* its copies by anchor (a lost state, a crash) */
+  STEP_X_CHECK, /* every recipient holding the address */
   STEP_X_NEW,
-  STEP_X_FIND_OWN, /* New-* refused: is the clash our own earlier New? */
   STEP_X_SET_ALL,
   STEP_X_SET_MAIL_ALL,
   STEP_X_UPDATE,
@@ -41,8 +60,7 @@ enum step {
   STEP_X_REMOVE,
   STEP_X_HIDE,
   /* Graph (guests) */
-  STEP_FIND_ANCHOR,
-  STEP_FIND_MAIL,
+  STEP_CHECK, /* who holds the address */
   STEP_INVITE,
   STEP_PATCH_FULL,
   STEP_PATCH,
@@ -63,10 +81,7 @@ struct job {
   int lag_tries;
   uv_timer_t timer;
   int timer_live;
-  /* Exchange: New-* refused (own_try 1: looked up by Name, 2: by
-   * address); new_error is its message, reported if the clash is not ours */
-  int own_try;
-  char *new_error;
+  char *unproven; /* Exchange: an object with its anchor but no proof */
 };
 
 struct executor {
@@ -75,6 +90,7 @@ struct executor {
   struct graph *graph;
   struct exo *exo; /* mail contacts and mail users */
   const struct config_link *link;
+  const struct anchor_key *key;
   int max_in_flight;
   int running, stopping, pumping;
   /* The outbox is read OPS_CHUNK ops at a time (ids above last_id), so
@@ -101,7 +117,7 @@ static void pump(struct executor *ex);
 struct executor *
 executor_new(uv_loop_t *loop, struct store *store, struct graph *target,
              struct exo *exo, const struct config_link *link,
-             int max_in_flight)
+             const struct anchor_key *key, int max_in_flight)
 {
   struct executor *ex = calloc(1, sizeof(*ex));
 
@@ -112,6 +128,7 @@ executor_new(uv_loop_t *loop, struct store *store, struct graph *target,
   ex->graph = target;
   ex->exo = exo;
   ex->link = link;
+  ex->key = key;
   ex->max_in_flight = max_in_flight > 0 ? max_in_flight : 8;
   /* Guest ops read and write through Graph's $batch (finds, PATCHes and
    * DELETEs of a loop tick share batches of GRAPH_BATCH_MAX): run enough
@@ -211,7 +228,7 @@ job_free(struct job *job)
   json_decref(job->desired);
   json_decref(job->payload);
   free(job->target_id);
-  free(job->new_error);
+  free(job->unproven);
   uv_close((uv_handle_t *)&job->timer, on_job_timer_closed);
   ex->in_flight--;
   pump(ex);
@@ -402,32 +419,12 @@ on_restored(void *ctx, const struct graph_response *resp)
                job->ex->link->name, job->op.source_id);
     free(job->target_id);
     job->target_id = NULL;
-    job->step = STEP_FIND_ANCHOR;
+    job->kind = PLANNER_CREATE;
+    job->step = STEP_CHECK;
     job_step(job);
     return;
   }
   fail_resp(job, resp);
-}
-
-static void
-on_invited(void *ctx, const struct graph_response *resp, const char *user_id)
-{
-  struct job *job = ctx;
-
-  if (resp->result != GRAPH_OK) {
-    fail_resp(job, resp);
-    return;
-  }
-  job->target_id = strdup(user_id);
-  if (job->target_id == NULL ||
-      store_op_set_target(job->ex->store, job->op.id, user_id) != 0) {
-    fail(job, 0, "cannot record the invited user");
-    return;
-  }
-  job->ex->stats.created++;
-  job->fresh = 1;
-  job->step = STEP_PATCH_FULL;
-  job_step(job);
 }
 
 static const char *
@@ -436,65 +433,258 @@ desired_str(const struct job *job, const char *key)
   return json_string_value(json_object_get(job->desired, key));
 }
 
+static void conflict(struct job *job, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The object is somebody else's, or galbridge cannot prove it is its
+ * own: the op fails (retried much later, see store_op_fail) and nothing
+ * is written. */
 static void
-on_found(void *ctx, const struct graph_response *resp,
-         const struct graph_user_ref *found)
+conflict(struct job *job, const char *fmt, ...)
+{
+  char msg[768];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  fail(job, 1, msg);
+}
+
+/* Whether target object `id` is recorded for another object (of this
+ * link or another): then *who names it. */
+static int
+owned_elsewhere(struct job *job, const char *id, char *who, size_t len)
+{
+  char *link = NULL, *sid = NULL;
+  int other = 0;
+
+  if (store_target_owner(job->ex->store, id, &link, &sid) == 0 &&
+      link != NULL &&
+      (strcmp(link, job->ex->link->name) != 0 ||
+       strcmp(sid, job->op.source_id) != 0)) {
+    snprintf(who, len, "the copy of source object %s (link %s)", sid, link);
+    other = 1;
+  }
+  free(link);
+  free(sid);
+  return other;
+}
+
+/* The plain anchor this op stamps ("galbridge:<tenant>:<id>"). New
+ * string. */
+static char *
+own_plain(const struct job *job)
+{
+  return anchor_parse(desired_str(job, planner_anchor_attr(job->ex->link)),
+                      NULL);
+}
+
+/* Whether `value`, found on object `id`, is this op's anchor with its
+ * proof. */
+static int
+own_proven(const struct job *job, const char *plain, const char *value,
+           const char *id)
+{
+  char *p = anchor_parse(value, NULL);
+  int ours =
+      p != NULL && plain != NULL && strcmp(p, plain) == 0 &&
+      anchor_proven(job->ex->key, job->ex->link->target->tenant_id,
+                    config_object_name(job->ex->link->object), value, id);
+  free(p);
+  return ours;
+}
+
+/* Whether `value` is no anchor, or this op's plain one. */
+static int
+no_other_anchor(const char *plain, const char *value)
+{
+  char *p = anchor_parse(value, NULL);
+  int ok = p == NULL || (plain != NULL && strcmp(p, plain) == 0);
+
+  free(p);
+  return ok;
+}
+
+/* Go on with object `id`: record it in the op at once (a crash from here
+ * replays onto it, and only it). */
+static int
+take(struct job *job, const char *id, const char *how)
+{
+  if (job->target_id == NULL || strcmp(job->target_id, id) != 0) {
+    free(job->target_id);
+    job->target_id = strdup(id);
+    if (job->target_id == NULL ||
+        store_op_set_target(job->ex->store, job->op.id, id) != 0) {
+      fail(job, 0, "cannot record the target object");
+      return -1;
+    }
+  }
+  if (strcmp(how, "adopted") == 0) {
+    job->ex->stats.adopted++;
+    log_notice("adopting a target object galbridge did not make link=%s "
+               "source_id=%s target_id=%s (adopt = mail)",
+               job->ex->link->name, job->op.source_id, id);
+  } else if (strcmp(how, "its own") == 0) {
+    job->ex->stats.adopted++;
+    log_info("taking up galbridge's own copy link=%s source_id=%s "
+             "target_id=%s",
+             job->ex->link->name, job->op.source_id, id);
+  }
+  job->fresh = 1;
+  return 0;
+}
+
+/* The anchor stamped for the object now known, in what is sent and in
+ * what the op records as applied. */
+static int
+stamp(struct job *job)
+{
+  const char *attr = planner_anchor_attr(job->ex->link);
+  char *plain = own_plain(job), *value = NULL, *text = NULL;
+  int rc = -1;
+
+  if (plain == NULL)
+    return -1;
+  value = anchor_stamp(job->ex->key, job->ex->link->target->tenant_id,
+                       config_object_name(job->ex->link->object), plain,
+                       job->target_id);
+  if (value == NULL ||
+      json_object_set_new(job->desired, attr, json_string(value)) != 0)
+    goto out;
+  text = json_dumps(job->desired, JSON_COMPACT | JSON_SORT_KEYS);
+  if (text == NULL)
+    goto out;
+  free(job->op.desired);
+  job->op.desired = text;
+  rc = 0;
+out:
+  free(plain);
+  free(value);
+  return rc;
+}
+
+static void
+on_invited(void *ctx, const struct graph_response *resp, const char *user_id)
 {
   struct job *job = ctx;
-  const char *anchor = desired_str(job, job->ex->link->anchor);
-  char msg[512];
+  char who[300];
 
   if (resp->result != GRAPH_OK) {
     fail_resp(job, resp);
     return;
   }
-  if (found == NULL) {
-    if (job->step == STEP_FIND_ANCHOR) {
-      job->step = job->target_id != NULL ? STEP_PATCH_FULL : STEP_FIND_MAIL;
-      if (job->target_id != NULL)
-        job->fresh = 1;
-    } else {
-      job->step = STEP_INVITE;
-    }
-    job_step(job);
+  /* An invitation of an address someone holds answers with that user:
+   * never patched unless it is this op's. */
+  if (owned_elsewhere(job, user_id, who, sizeof(who))) {
+    conflict(job,
+             "conflict: the invitation of %s answered with %s (%s); not "
+             "written",
+             desired_str(job, "mail"), user_id, who);
     return;
   }
-  if (job->step == STEP_FIND_MAIL) {
-    if (found->anchor != NULL &&
-        strncasecmp(found->anchor, "galbridge:", 10) == 0 &&
-        (anchor == NULL || strcasecmp(found->anchor, anchor) != 0)) {
-      snprintf(msg, sizeof(msg),
-               "address %s is already used by another galbridge copy "
-               "(%s, anchor %s): not overwritten",
-               desired_str(job, "mail"), found->id, found->anchor);
-      fail(job, 1, msg);
-      return;
-    }
-    if (found->creation_type == NULL ||
-        strcasecmp(found->creation_type, "Invitation") != 0) {
-      snprintf(msg, sizeof(msg),
-               "address %s belongs to '%s' (%s), a %s of the target tenant "
-               "that galbridge did not make: not overwritten",
-               desired_str(job, "mail"),
-               found->display_name ? found->display_name : "?", found->id,
-               found->user_type ? found->user_type : "user");
-      fail(job, 1, msg);
-      return;
-    }
-  }
-  log_debug("adopting existing target object link=%s source_id=%s "
-            "target_id=%s by=%s",
-            job->ex->link->name, job->op.source_id, found->id,
-            job->step == STEP_FIND_ANCHOR ? "anchor" : "mail");
-  free(job->target_id);
-  job->target_id = strdup(found->id);
-  if (job->target_id == NULL) {
-    fail(job, 0, "out of memory");
+  if (take(job, user_id, "invited") != 0)
     return;
-  }
-  job->ex->stats.adopted++;
+  job->ex->stats.created++;
   job->step = STEP_PATCH_FULL;
   job_step(job);
+}
+
+/* Who holds the address a create (or an adoption) needs. */
+static void
+on_checked(void *ctx, const struct graph_response *resp,
+           const struct graph_holder *h, size_t n)
+{
+  struct job *job = ctx;
+  const struct config_link *link = job->ex->link;
+  const char *mail = desired_str(job, "mail");
+  char *plain, who[300];
+  size_t i;
+
+  if (resp->result != GRAPH_OK) {
+    fail_resp(job, resp);
+    return;
+  }
+  plain = own_plain(job);
+  /* Its own first: the object its op names, its proven anchor, or what
+   * its own earlier invitation made. */
+  for (i = 0; i < n; i++) {
+    int invited = h[i].creation_type != NULL &&
+                  strcasecmp(h[i].creation_type, "Invitation") == 0;
+    if (strcmp(h[i].kind, "user") != 0)
+      continue;
+    if (owned_elsewhere(job, h[i].id, who, sizeof(who))) {
+      conflict(job, "conflict: address %s is held by %s; not written", mail,
+               who);
+      goto out;
+    }
+    if (job->target_id != NULL && strcmp(h[i].id, job->target_id) == 0 &&
+        job->kind != PLANNER_ADOPT)
+      break;
+    if (own_proven(job, plain, h[i].anchor, h[i].id))
+      break;
+    if (job->op.sent_at != 0 && invited && h[i].created != 0 &&
+        h[i].created + SENT_SKEW >= (time_t)job->op.sent_at &&
+        no_other_anchor(plain, h[i].anchor))
+      break;
+  }
+  if (i < n) {
+    if (take(job, h[i].id, "its own") == 0) {
+      job->step = STEP_PATCH_FULL;
+      job_step(job);
+    }
+    goto out;
+  }
+  for (i = 0; i < n; i++) {
+    int invited = h[i].creation_type != NULL &&
+                  strcasecmp(h[i].creation_type, "Invitation") == 0;
+    if (strcmp(h[i].kind, "user") == 0 && link->adopt == CONFIG_ADOPT_MAIL &&
+        invited &&
+        (job->kind != PLANNER_ADOPT ||
+         (job->target_id != NULL && strcmp(job->target_id, h[i].id) == 0)) &&
+        (no_other_anchor(plain, h[i].anchor) ||
+         !anchor_proven(job->ex->key, link->target->tenant_id,
+                        config_object_name(link->object), h[i].anchor,
+                        h[i].id))) {
+      if (take(job, h[i].id, "adopted") == 0) {
+        job->step = STEP_PATCH_FULL;
+        job_step(job);
+      }
+      goto out;
+    }
+    conflict(job,
+             "conflict: address %s is held by %s '%s' (%s), which galbridge "
+             "did not make; not written%s",
+             mail,
+             strcmp(h[i].kind, "user") != 0 ? h[i].kind
+             : h[i].creation_type != NULL &&
+                     strcasecmp(h[i].creation_type, "Invitation") == 0
+                 ? "the invited user"
+                 : "the user",
+             h[i].display_name ? h[i].display_name : "?", h[i].id,
+             strcmp(h[i].kind, "user") == 0 && link->adopt == CONFIG_ADOPT_NO
+                 ? " (adopt = mail on the link takes invited users over)"
+                 : "");
+    goto out;
+  }
+  if (job->kind == PLANNER_ADOPT) {
+    conflict(job,
+             "conflict: the object to adopt (%s) no longer holds address "
+             "%s; not written",
+             job->target_id ? job->target_id : "?", mail);
+    goto out;
+  }
+  /* Nobody: invite. The time it leaves is committed first. */
+  job->op.sent_at = (long long)time(NULL);
+  if (store_op_sent(job->ex->store, job->op.id, (time_t)job->op.sent_at) !=
+      0) {
+    fail(job, 0, "cannot record the invitation before sending it");
+    goto out;
+  }
+  job->step = STEP_INVITE;
+  job_step(job);
+out:
+  free(plain);
 }
 
 static void
@@ -505,14 +695,9 @@ job_step(struct job *job)
   int rc = -1;
 
   switch (job->step) {
-  case STEP_FIND_ANCHOR:
-    rc = graph_user_find(ex->graph, ex->link->anchor,
-                         desired_str(job, ex->link->anchor), ex->link->anchor,
-                         on_found, job);
-    break;
-  case STEP_FIND_MAIL:
-    rc = graph_user_find(ex->graph, "mail", desired_str(job, "mail"),
-                         ex->link->anchor, on_found, job);
+  case STEP_CHECK:
+    rc = graph_address_holders(ex->graph, desired_str(job, "mail"),
+                               ex->link->anchor, on_checked, job);
     break;
   case STEP_INVITE:
     rc = graph_invite(ex->graph, desired_str(job, "mail"),
@@ -520,7 +705,7 @@ job_step(struct job *job)
                       ex->link->user_type_member, on_invited, job);
     break;
   case STEP_PATCH_FULL:
-    body = json_deep_copy(job->desired);
+    body = stamp(job) == 0 ? json_deep_copy(job->desired) : NULL;
     if (body == NULL)
       break;
     json_object_set_new(body, "showInAddressList", json_true());
@@ -629,39 +814,17 @@ not_found(const struct exo_response *resp)
          strstr(resp->exception, "ManagementObjectNotFound") != NULL;
 }
 
-/* The object id of a recipient in a cmdlet's answer. */
-static const char *
-recipient_id(const json_t *value)
-{
-  json_t *r = json_array_get(value, 0);
-  const char *id =
-      json_string_value(json_object_get(r, "ExternalDirectoryObjectId"));
-
-  if (id == NULL || id[0] == '\0')
-    id = json_string_value(json_object_get(r, "Guid"));
-  return id;
-}
-
-/* Whether recipient r, found by the Name or address a refused New-* asked
- * for, is the one an earlier New-* of this op made before a crash or a
- * store failure kept its id from the outbox: its Name ends in this source
- * object's suffix (exo_unique_name) and it carries no anchor, or ours.
- * Anything else is someone else's and is left alone. */
+/* The Name this op's New-* asks for ends in the source object's suffix
+ * (exo_unique_name). */
 static int
-own_recipient(const struct job *job, const json_t *r)
+own_name(const struct job *job, const json_t *r)
 {
-  const char *attr = planner_anchor_attr(job->ex->link);
-  const char *anchor = json_string_value(json_object_get(r, attr));
-  const char *mine = desired_str(job, attr);
   const char *name = json_string_value(json_object_get(r, "Name"));
   char *hex = exo_unique_name(NULL, job->op.source_id);
   size_t n, h;
   int own = 0;
 
   if (hex == NULL || name == NULL)
-    goto out;
-  if (anchor != NULL && anchor[0] != '\0' &&
-      (mine == NULL || strcasecmp(anchor, mine) != 0))
     goto out;
   n = strlen(name);
   h = strlen(hex);
@@ -673,95 +836,192 @@ out:
   return own;
 }
 
+/* RecipientTypeDetails of the link's own kind. */
+static const char *
+x_kind(const struct job *job)
+{
+  return job->ex->link->object == CONFIG_OBJECT_MAILCONTACT ? "MailContact"
+                                                            : "MailUser";
+}
+
+/* Whether recipient r carries this op's anchor with its proof (for its
+ * directory object id or its Exchange Guid). */
+static int
+x_own_proven(const struct job *job, const char *plain, const json_t *r)
+{
+  const char *value = json_string_value(
+      json_object_get(r, planner_anchor_attr(job->ex->link)));
+  const char *ids[] = {
+      json_string_value(json_object_get(r, "ExternalDirectoryObjectId")),
+      json_string_value(json_object_get(r, "Guid"))};
+
+  for (size_t i = 0; i < 2; i++) {
+    if (ids[i] != NULL && ids[i][0] != '\0' &&
+        own_proven(job, plain, value, ids[i]))
+      return 1;
+  }
+  return 0;
+}
+
+/* Its copies found by their anchor (Get-Mail* -Filter ... -like). */
+static void
+x_found(struct job *job, const struct exo_response *resp)
+{
+  char *plain = own_plain(job), who[300];
+  const json_t *r;
+  size_t i;
+
+  json_array_foreach(resp->value, i, r)
+  {
+    const char *id = exo_recipient_id(r);
+    if (id == NULL)
+      continue;
+    if (x_own_proven(job, plain, r) &&
+        !owned_elsewhere(job, id, who, sizeof(who))) {
+      if (take(job, id, "its own") == 0) {
+        job->step = STEP_X_SET_ALL;
+        x_step(job);
+      }
+      free(plain);
+      return;
+    }
+    if (job->unproven == NULL)
+      job->unproven = strdup(id);
+  }
+  free(plain);
+  job->step = STEP_X_CHECK;
+  x_step(job);
+}
+
+/* Every recipient holding the address (Get-Recipient -Filter
+ * EmailAddresses): its own, adoptable, or in the way. */
+static void
+x_checked(struct job *job, const struct exo_response *resp)
+{
+  const struct config_link *link = job->ex->link;
+  const char *address = desired_str(job, "ExternalEmailAddress");
+  const char *attr = planner_anchor_attr(link);
+  char *plain = own_plain(job), who[300];
+  const json_t *r;
+  size_t i;
+
+  json_array_foreach(resp->value, i, r)
+  {
+    const char *id = exo_recipient_id(r);
+    const char *type =
+        json_string_value(json_object_get(r, "RecipientTypeDetails"));
+    const char *anchor = json_string_value(json_object_get(r, attr));
+    time_t created = exo_recipient_created(r);
+    int same_kind = type != NULL && strcmp(type, x_kind(job)) == 0;
+
+    if (id == NULL)
+      continue;
+    if (owned_elsewhere(job, id, who, sizeof(who))) {
+      conflict(job, "conflict: address %s is held by %s; not written", address,
+               who);
+      goto out;
+    }
+    if (job->kind != PLANNER_ADOPT && same_kind &&
+        ((job->target_id != NULL && strcmp(job->target_id, id) == 0) ||
+         x_own_proven(job, plain, r) ||
+         (job->op.sent_at != 0 && created != 0 &&
+          created + SENT_SKEW >= (time_t)job->op.sent_at &&
+          no_other_anchor(plain, anchor) && own_name(job, r)))) {
+      if (take(job, id, "its own") == 0) {
+        job->step = STEP_X_SET_ALL;
+        x_step(job);
+      }
+      goto out;
+    }
+    if (link->adopt == CONFIG_ADOPT_MAIL && same_kind &&
+        (job->kind != PLANNER_ADOPT ||
+         (job->target_id != NULL && strcmp(job->target_id, id) == 0)) &&
+        (no_other_anchor(plain, anchor) || !x_own_proven(job, plain, r))) {
+      if (take(job, id, "adopted") == 0) {
+        job->step = STEP_X_SET_ALL;
+        x_step(job);
+      }
+      goto out;
+    }
+    conflict(job,
+             "conflict: address %s is held by the %s '%s' (%s), which "
+             "galbridge did not make; not written%s",
+             address, type ? type : "recipient",
+             json_string_value(json_object_get(r, "DisplayName"))
+                 ?: json_string_value(json_object_get(r, "Name")) ?: "?",
+             id,
+             same_kind && link->adopt == CONFIG_ADOPT_NO
+                 ? " (adopt = mail on the link would take it over)"
+                 : "");
+    goto out;
+  }
+  if (job->kind == PLANNER_ADOPT) {
+    conflict(job,
+             "conflict: the object to adopt (%s) no longer holds address "
+             "%s; not written",
+             job->target_id ? job->target_id : "?", address);
+    goto out;
+  }
+  if (job->unproven != NULL) {
+    conflict(job,
+             "conflict: target object %s carries this person's anchor but "
+             "nothing proves galbridge made it (edited by hand, or made "
+             "without this anchor_key_file); left alone",
+             job->unproven);
+    goto out;
+  }
+  /* Nobody: make it. The time New-* leaves is committed first. */
+  job->op.sent_at = (long long)time(NULL);
+  if (store_op_sent(job->ex->store, job->op.id, (time_t)job->op.sent_at) !=
+      0) {
+    fail(job, 0, "cannot record the new recipient before asking for it");
+    goto out;
+  }
+  job->step = STEP_X_NEW;
+  x_step(job);
+out:
+  free(plain);
+}
+
 static void
 on_x(void *ctx, const struct exo_response *resp)
 {
   struct job *job = ctx;
   const char *id;
+  char who[300];
 
   switch (job->step) {
   case STEP_X_FIND:
+  case STEP_X_CHECK:
     if (resp->result != EXO_OK) {
       x_fail(job, resp);
       return;
     }
-    id = recipient_id(resp->value);
-    if (id != NULL) {
-      free(job->target_id);
-      job->target_id = strdup(id);
-      job->ex->stats.adopted++;
-      job->fresh = 1;
-      job->step = STEP_X_SET_ALL;
-    } else {
-      job->step = job->target_id != NULL ? STEP_X_SET_ALL : STEP_X_NEW;
-    }
-    x_step(job);
+    if (job->step == STEP_X_FIND)
+      x_found(job, resp);
+    else
+      x_checked(job, resp);
     return;
   case STEP_X_NEW:
-    if (resp->result == EXO_ERR_CMDLET && !resp->transient &&
-        job->own_try == 0) {
-      /* Refused for good, most often because the Name or address is
-       * taken: perhaps by our own New- whose answer never reached the
-       * outbox (a crash, a full disk). Look before failing. */
-      job->new_error = strdup(resp->errmsg);
-      job->own_try = 1;
-      job->step = STEP_X_FIND_OWN;
-      x_step(job);
-      return;
-    }
     if (resp->result != EXO_OK) {
       x_fail(job, resp);
       return;
     }
-    id = recipient_id(resp->value);
+    id = exo_recipient_id(json_array_get(resp->value, 0));
     if (id == NULL) {
       fail(job, 0, "New- cmdlet answer has no recipient id");
       return;
     }
-    free(job->target_id);
-    job->target_id = strdup(id);
-    if (job->target_id == NULL ||
-        store_op_set_target(job->ex->store, job->op.id, id) != 0) {
-      fail(job, 0, "cannot record the new recipient");
+    if (owned_elsewhere(job, id, who, sizeof(who))) {
+      conflict(job, "conflict: New- answered with %s (%s); not written", id,
+               who);
       return;
     }
+    if (take(job, id, "new") != 0)
+      return;
     job->ex->stats.created++;
-    job->fresh = 1;
     job->step = STEP_X_SET_ALL;
     x_step(job);
-    return;
-  case STEP_X_FIND_OWN:
-    if (resp->result == EXO_OK && json_array_size(resp->value) == 1 &&
-        own_recipient(job, json_array_get(resp->value, 0)) &&
-        (id = recipient_id(resp->value)) != NULL) {
-      log_notice("adopting the recipient an interrupted create made "
-                 "link=%s source_id=%s target_id=%s",
-                 job->ex->link->name, job->op.source_id, id);
-      free(job->target_id);
-      job->target_id = strdup(id);
-      if (job->target_id == NULL ||
-          store_op_set_target(job->ex->store, job->op.id, id) != 0) {
-        fail(job, 0, "cannot record the adopted recipient");
-        return;
-      }
-      job->ex->stats.adopted++;
-      job->fresh = 1;
-      job->step = STEP_X_SET_ALL;
-      x_step(job);
-      return;
-    }
-    if (resp->result != EXO_OK && !not_found(resp)) {
-      x_fail(job, resp);
-      return;
-    }
-    if (job->own_try == 1 &&
-        desired_str(job, "ExternalEmailAddress") != NULL) {
-      job->own_try = 2; /* now by address */
-      x_step(job);
-      return;
-    }
-    fail(job, 1,
-         job->new_error != NULL ? job->new_error : "New- cmdlet refused");
     return;
   case STEP_X_SET_ALL:
   case STEP_X_UPDATE:
@@ -805,13 +1065,13 @@ on_x(void *ctx, const struct exo_response *resp)
                job->ex->link->name, job->op.source_id, job->target_id);
     free(job->target_id);
     job->target_id = NULL;
-    job->fresh = 1;
-    job->step = STEP_X_NEW;
+    job->kind = PLANNER_CREATE;
+    job->step = STEP_X_CHECK;
     x_step(job);
     return;
   }
   if (not_found(resp) && job->kind != PLANNER_CREATE &&
-      job->kind != PLANNER_RESTORE) {
+      job->kind != PLANNER_RESTORE && job->kind != PLANNER_ADOPT) {
     /* Removed by hand: forget it; the next round makes it again. */
     log_warning("target recipient gone, it will be made again link=%s "
                 "source_id=%s target_id=%s",
@@ -892,21 +1152,47 @@ x_step(struct job *job)
   const char *anchor_attr = planner_anchor_attr(ex->link);
   json_t *params = NULL, *src;
   const char *cmdlet = NULL;
-  char *name = NULL, *quoted = NULL, *filter = NULL;
+  char *name = NULL, *quoted = NULL, *filter = NULL, *plain = NULL;
   int rc = -1, skip = 0;
   size_t n;
 
   switch (job->step) {
   case STEP_X_FIND:
-    quoted = graph_odata_quote(desired_str(job, anchor_attr));
+    /* The plain anchor and anything after it (its proof). */
+    plain = own_plain(job);
+    if (plain != NULL) {
+      n = strlen(plain) + 2;
+      name = malloc(n);
+      if (name != NULL)
+        snprintf(name, n, "%s*", plain);
+    }
+    quoted = name ? graph_odata_quote(name) : NULL;
     n = quoted ? strlen(quoted) + 64 : 0;
     filter = quoted ? malloc(n) : NULL;
     if (filter == NULL)
       break;
     /* PowerShell's quoting doubles a quote too, like OData's. */
-    snprintf(filter, n, "%s -eq %s", anchor_attr, quoted);
-    params = json_pack("{s:s, s:i}", "Filter", filter, "ResultSize", 2);
+    snprintf(filter, n, "%s -like %s", anchor_attr, quoted);
+    params = json_pack("{s:s, s:i}", "Filter", filter, "ResultSize", 10);
     cmdlet = x_cmdlet(job, "Get", 0);
+    break;
+  case STEP_X_CHECK:
+    n = strlen(desired_str(job, "ExternalEmailAddress") ?: "") + 8;
+    name = malloc(n);
+    if (name != NULL)
+      snprintf(name, n, "smtp:%s",
+               desired_str(job, "ExternalEmailAddress") ?: "");
+    quoted = name != NULL && strncasecmp(name + 5, "smtp:", 5) == 0
+                 ? graph_odata_quote(name + 5)
+             : name != NULL ? graph_odata_quote(name)
+                            : NULL;
+    n = quoted ? strlen(quoted) + 64 : 0;
+    filter = quoted ? malloc(n) : NULL;
+    if (filter == NULL)
+      break;
+    snprintf(filter, n, "EmailAddresses -eq %s", quoted);
+    params = json_pack("{s:s, s:i}", "Filter", filter, "ResultSize", 10);
+    cmdlet = "Get-Recipient";
     break;
   case STEP_X_NEW:
     name = exo_unique_name(desired_str(job, "DisplayName"), job->op.source_id);
@@ -918,20 +1204,9 @@ x_step(struct job *job)
     }
     cmdlet = x_cmdlet(job, "New", 0);
     break;
-  case STEP_X_FIND_OWN:
-    if (job->own_try == 1) {
-      name =
-          exo_unique_name(desired_str(job, "DisplayName"), job->op.source_id);
-      params = name ? json_pack("{s:s}", "Identity", name) : NULL;
-    } else {
-      params = json_pack("{s:s}", "Identity",
-                         desired_str(job, "ExternalEmailAddress"));
-    }
-    cmdlet = x_cmdlet(job, "Get", 0);
-    break;
   case STEP_X_SET_ALL:
   case STEP_X_SET_MAIL_ALL:
-    src = json_deep_copy(job->desired);
+    src = stamp(job) == 0 ? json_deep_copy(job->desired) : NULL;
     if (src != NULL)
       json_object_set_new(src, "showInAddressList", json_true());
     params = src ? x_params(job, src, job->step == STEP_X_SET_MAIL_ALL) : NULL;
@@ -970,6 +1245,7 @@ x_step(struct job *job)
   free(name);
   free(quoted);
   free(filter);
+  free(plain);
   if (rc != 0)
     fail(job, 1, "cannot build the Exchange request");
 }
@@ -978,9 +1254,23 @@ static void
 x_start(struct job *job)
 {
   switch (job->kind) {
+  case PLANNER_RESTORE:
+    /* Exchange keeps no deleted recipients: made anew, unless this op's
+     * own New-* made one already (its id then follows its sent time). */
+    if (job->op.sent_at == 0) {
+      free(job->target_id);
+      job->target_id = NULL;
+    }
+    job->kind = PLANNER_CREATE;
+    /* fall through */
   case PLANNER_CREATE:
-  case PLANNER_RESTORE: /* Exchange keeps no deleted recipients */
-    job->step = STEP_X_FIND;
+    /* An object the op learnt (its New-* answered before a crash) is
+     * its own; else its copies by anchor, then the address. */
+    job->fresh = job->target_id != NULL;
+    job->step = job->target_id != NULL ? STEP_X_SET_ALL : STEP_X_FIND;
+    break;
+  case PLANNER_ADOPT:
+    job->step = STEP_X_CHECK;
     break;
   case PLANNER_UPDATE:
     job->step = STEP_X_UPDATE;
@@ -1032,7 +1322,13 @@ job_start(struct executor *ex, struct store_op *op)
   }
   switch (job->kind) {
   case PLANNER_CREATE:
-    job->step = STEP_FIND_ANCHOR;
+    /* An object the op learnt (its invitation answered before a crash)
+     * is its own: patched straight away. */
+    job->fresh = job->target_id != NULL;
+    job->step = job->target_id != NULL ? STEP_PATCH_FULL : STEP_CHECK;
+    break;
+  case PLANNER_ADOPT:
+    job->step = STEP_CHECK;
     break;
   case PLANNER_UPDATE:
   case PLANNER_DISABLE:

@@ -341,6 +341,36 @@ exo_unique_name(const char *display_name, const char *source_id)
   return out;
 }
 
+const char *
+exo_recipient_id(const json_t *recipient)
+{
+  const char *id = json_string_value(
+      json_object_get(recipient, "ExternalDirectoryObjectId"));
+
+  if (id == NULL || id[0] == '\0')
+    id = json_string_value(json_object_get(recipient, "Guid"));
+  return id != NULL && id[0] != '\0' ? id : NULL;
+}
+
+time_t
+exo_recipient_created(const json_t *recipient)
+{
+  static const char *const names[] = {"WhenCreatedUTC", "WhenCreated"};
+
+  for (size_t i = 0; i < 2; i++) {
+    const char *v = json_string_value(json_object_get(recipient, names[i]));
+    struct tm tm = {0};
+    const char *end = v != NULL ? strptime(v, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (end == NULL)
+      continue;
+    if (*end == '.')
+      end += 1 + strspn(end + 1, "0123456789");
+    if (strcmp(end, "Z") == 0 || strcmp(end, "+00:00") == 0)
+      return timegm(&tm);
+  }
+  return 0;
+}
+
 json_t *
 exo_multivalue(const json_t *add, const json_t *remove)
 {

@@ -102,6 +102,7 @@ struct graph {
   struct sub *queue, *queue_tail;
   struct sub *delayed; /* sorted by due */
   size_t queued[2];    /* subs in the queue, by version (1: beta) */
+  size_t writes[2];    /* of which writes (not GET) */
   int partials;        /* batches of fewer than GRAPH_BATCH_MAX in flight */
   int invites;         /* invitations in flight */
   int freeing;
@@ -851,6 +852,13 @@ graph_user_keys(const json_t *attrs)
   return keys;
 }
 
+const char *
+graph_user_extension(const json_t *attrs, const char *name)
+{
+  return json_string_value(json_object_get(
+      json_object_get(attrs, "onPremisesExtensionAttributes"), name));
+}
+
 int
 graph_delta_needs_resync(const struct graph_response *resp)
 {
@@ -1105,6 +1113,20 @@ on_tick(uv_timer_t *t)
   flush(t->data);
 }
 
+static int
+is_write(const struct sub *sub)
+{
+  return strcmp(sub->method, "GET") != 0;
+}
+
+/* A sub leaves the queue. */
+static void
+unqueued(struct graph *graph, const struct sub *sub)
+{
+  graph->queued[sub->beta]--;
+  graph->writes[sub->beta] -= (size_t)is_write(sub);
+}
+
 static void
 enqueue(struct graph *graph, struct sub *sub)
 {
@@ -1115,10 +1137,13 @@ enqueue(struct graph *graph, struct sub *sub)
     graph->queue = sub;
   graph->queue_tail = sub;
   graph->queued[sub->beta]++;
+  graph->writes[sub->beta] += (size_t)is_write(sub);
   sub->queued = uv_now(graph->loop);
   /* A full batch goes on the next tick even if a partial one lingers. */
-  if (!graph->freeing && (!uv_is_active((uv_handle_t *)graph->tick) ||
-                          graph->queued[sub->beta] >= GRAPH_BATCH_MAX))
+  if (!graph->freeing &&
+      (!uv_is_active((uv_handle_t *)graph->tick) ||
+       graph->writes[sub->beta] >= GRAPH_BATCH_MAX ||
+       graph->queued[sub->beta] - graph->writes[sub->beta] >= GRAPH_BATCH_MAX))
     uv_timer_start(graph->tick, on_tick, 0, 0);
 }
 
@@ -1386,8 +1411,10 @@ out:
 
 /* Send up to GRAPH_BATCH_MAX queued subs of version `beta`, oldest
  * first. */
+/* One batch of `beta` subs: writes first, then reads to fill up; only
+ * reads when `reads_only`. */
 static void
-send_batch(struct graph *graph, int beta)
+send_batch(struct graph *graph, int beta, int reads_only)
 {
   struct batch *b = calloc(1, sizeof(*b));
   struct graph_batch_item items[GRAPH_BATCH_MAX];
@@ -1402,7 +1429,7 @@ send_batch(struct graph *graph, int beta)
   if (b == NULL) {
     struct sub *s = graph->queue;
     graph->queue = s->next;
-    graph->queued[s->beta]--;
+    unqueued(graph, s);
     if (graph->queue == NULL)
       graph->queue_tail = NULL;
     send_plain(graph, s);
@@ -1410,19 +1437,26 @@ send_batch(struct graph *graph, int beta)
   }
   b->graph = graph;
   b->beta = beta;
-  while (*p != NULL && b->n < GRAPH_BATCH_MAX) {
-    struct sub *s = *p;
-    if (s->beta != b->beta) {
-      last = s;
-      p = &s->next;
-      continue;
+  /* Writes first, then reads to fill up: writes travel together, so the
+   * requests that carry them (what the write budget paces) stay few. */
+  for (int sweep = reads_only; sweep < 2 && b->n < GRAPH_BATCH_MAX; sweep++) {
+    p = &graph->queue;
+    last = NULL;
+    while (*p != NULL && b->n < GRAPH_BATCH_MAX) {
+      struct sub *s = *p;
+      int write = strcmp(s->method, "GET") != 0;
+      if (s->beta != b->beta || write != (sweep == 0)) {
+        last = s;
+        p = &s->next;
+        continue;
+      }
+      *p = s->next;
+      unqueued(graph, s);
+      b->subs[b->n++] = s;
     }
-    *p = s->next;
-    graph->queued[s->beta]--;
-    b->subs[b->n++] = s;
+    if (*p == NULL) /* taken up to the end: the last one left is the tail */
+      graph->queue_tail = last;
   }
-  if (*p == NULL) /* taken up to the end: the last one left is the tail */
-    graph->queue_tail = last;
 
   if (b->n == 1) {
     b->subs[0]->partial = 1;
@@ -1486,9 +1520,14 @@ flush(struct graph *graph)
 {
   uint64_t now = uv_now(graph->loop);
 
+  /* Full batches at once: of writes, then of reads (a few writes wait
+   * for more of their kind rather than ride with reads). */
   for (int beta = 0; beta < 2; beta++) {
-    while (graph->queued[beta] >= GRAPH_BATCH_MAX && !graph->freeing)
-      send_batch(graph, beta);
+    while (graph->writes[beta] >= GRAPH_BATCH_MAX && !graph->freeing)
+      send_batch(graph, beta, 0);
+    while (graph->queued[beta] - graph->writes[beta] >= GRAPH_BATCH_MAX &&
+           !graph->freeing)
+      send_batch(graph, beta, 1);
   }
   if (graph->queue == NULL || graph->freeing)
     return;
@@ -1502,7 +1541,7 @@ flush(struct graph *graph)
                    graph->queue->queued + BATCH_LINGER_MS - now, 0);
     return;
   }
-  send_batch(graph, graph->queue->beta);
+  send_batch(graph, graph->queue->beta, 0);
 }
 
 static void
@@ -1541,7 +1580,7 @@ batcher_cancel(struct graph *graph)
     if (graph->queue != NULL) {
       sub = graph->queue;
       graph->queue = sub->next;
-      graph->queued[sub->beta]--;
+      unqueued(graph, sub);
       if (graph->queue == NULL)
         graph->queue_tail = NULL;
     } else {
@@ -1571,10 +1610,16 @@ submit(struct graph *graph, const char *method, int beta, const char *url,
   struct sub *sub;
 
   if (graph->loop == NULL || graph->freeing) {
-    char full[1024];
     const char *headers[] = {header, NULL};
-    snprintf(full, sizeof(full), "/%s%s", beta ? "beta" : "v1.0", url);
-    return graph_request(graph, method, full, body, headers, done, ctx);
+    size_t n = strlen(url) + 8;
+    char *full = malloc(n);
+    int rc;
+    if (full == NULL)
+      return -1;
+    snprintf(full, n, "/%s%s", beta ? "beta" : "v1.0", url);
+    rc = graph_request(graph, method, full, body, headers, done, ctx);
+    free(full);
+    return rc;
   }
   sub = calloc(1, sizeof(*sub));
   if (sub == NULL)
@@ -1602,7 +1647,6 @@ submit(struct graph *graph, const char *method, int beta, const char *url,
 
 struct call {
   struct graph *graph;
-  graph_find_fn find;
   graph_id_fn id;
   graph_done_fn done;
   graph_members_fn members_done;
@@ -1653,98 +1697,236 @@ graph_odata_quote(const char *value)
   return out;
 }
 
-static int
-is_anchor_attr(const char *attr)
+/* ISO 8601 UTC ("2026-12-07T13:00:00Z", fractions allowed) to time_t;
+ * 0 when it is not one. */
+static time_t
+iso_time(const char *s)
 {
-  return strncmp(attr, "extensionAttribute", 18) == 0;
+  struct tm tm = {0};
+  const char *end;
+
+  if (s == NULL)
+    return 0;
+  end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (end == NULL)
+    return 0;
+  if (*end == '.')
+    end += 1 + strspn(end + 1, "0123456789");
+  if (strcmp(end, "Z") != 0 && strcmp(end, "+00:00") != 0)
+    return 0;
+  return timegm(&tm);
+}
+
+/* The three lookups of graph_address_holders, answered in any order. */
+struct holders {
+  struct graph *graph;
+  graph_holders_fn done;
+  void *ctx;
+  char *anchor_attr;
+  int waiting;
+  json_t *values[3]; /* users, contacts, groups */
+  long status;       /* of the first lookup that failed, if any */
+  int result;
+  int transient, auth_permanent;
+  char code[64];
+  char errmsg[512];
+};
+
+static const char *const holder_kinds[3] = {"user", "contact", "group"};
+
+static void
+holders_finish(struct holders *h)
+{
+  struct graph_holder list[3 * GRAPH_HOLDERS_MAX];
+  struct graph_response r = {.result = h->result,
+                             .status = h->status,
+                             .code = h->code,
+                             .errmsg = h->errmsg,
+                             .transient = h->transient,
+                             .auth_permanent = h->auth_permanent};
+  size_t n = 0;
+
+  if (h->result == GRAPH_OK) {
+    for (int k = 0; k < 3; k++) {
+      json_t *v;
+      size_t i;
+      json_array_foreach(h->values[k], i, v)
+      {
+        const char *id = json_string_value(json_object_get(v, "id"));
+        if (id == NULL || n == sizeof(list) / sizeof(list[0]))
+          continue;
+        list[n] = (struct graph_holder){
+            .kind = holder_kinds[k],
+            .id = id,
+            .display_name =
+                json_string_value(json_object_get(v, "displayName")),
+            .creation_type =
+                json_string_value(json_object_get(v, "creationType")),
+            .user_type = json_string_value(json_object_get(v, "userType")),
+            .anchor = h->anchor_attr != NULL
+                          ? graph_user_extension(v, h->anchor_attr)
+                          : NULL,
+            .created = iso_time(
+                json_string_value(json_object_get(v, "createdDateTime"))),
+        };
+        n++;
+      }
+    }
+  }
+  h->done(h->ctx, &r, list, n);
+  for (int k = 0; k < 3; k++)
+    json_decref(h->values[k]);
+  free(h->anchor_attr);
+  free(h);
 }
 
 static void
-on_find(void *ctx, const struct graph_response *resp)
+on_holders(struct holders *h, int k, const struct graph_response *resp)
 {
-  struct call *c = ctx;
-  struct graph_user_ref ref = {0};
-  json_t *value = json_object_get(resp->body, "value"), *u;
-  struct graph_response r = *resp;
+  json_t *value = json_object_get(resp->body, "value");
 
-  if (resp->result != GRAPH_OK) {
-    c->find(c->ctx, resp, NULL);
-    call_free(c);
-    return;
+  if (h->result == GRAPH_OK && resp->result == GRAPH_OK &&
+      !json_is_array(value)) {
+    h->result = GRAPH_ERR_PROTOCOL;
+    h->transient = 1;
+    snprintf(h->errmsg, sizeof(h->errmsg),
+             "%ss query answer has no \"value\" array", holder_kinds[k]);
+  } else if (h->result == GRAPH_OK && resp->result != GRAPH_OK) {
+    h->result = resp->result;
+    h->status = resp->status;
+    h->transient = graph_error_transient(resp);
+    h->auth_permanent = resp->auth_permanent;
+    snprintf(h->code, sizeof(h->code), "%s", resp->code ? resp->code : "");
+    snprintf(h->errmsg, sizeof(h->errmsg), "%s", resp->errmsg);
+  } else if (resp->result == GRAPH_OK) {
+    h->values[k] = json_incref(value);
   }
-  if (!json_is_array(value)) {
-    r.result = GRAPH_ERR_PROTOCOL;
-    r.transient = 1;
-    r.errmsg = "users query answer has no \"value\" array";
-    c->find(c->ctx, &r, NULL);
-    call_free(c);
-    return;
-  }
-  u = json_array_get(value, 0);
-  if (u == NULL || !json_is_string(json_object_get(u, "id"))) {
-    c->find(c->ctx, resp, NULL);
-    call_free(c);
-    return;
-  }
-  ref.id = json_string_value(json_object_get(u, "id"));
-  ref.mail = json_string_value(json_object_get(u, "mail"));
-  ref.user_type = json_string_value(json_object_get(u, "userType"));
-  ref.creation_type = json_string_value(json_object_get(u, "creationType"));
-  ref.display_name = json_string_value(json_object_get(u, "displayName"));
-  if (c->anchor_attr != NULL)
-    ref.anchor = json_string_value(json_object_get(
-        json_object_get(u, "onPremisesExtensionAttributes"), c->anchor_attr));
-  c->find(c->ctx, resp, &ref);
-  call_free(c);
+  if (--h->waiting == 0)
+    holders_finish(h);
+}
+
+static void
+on_holders_users(void *ctx, const struct graph_response *resp)
+{
+  on_holders(ctx, 0, resp);
+}
+
+static void
+on_holders_contacts(void *ctx, const struct graph_response *resp)
+{
+  on_holders(ctx, 1, resp);
+}
+
+static void
+on_holders_groups(void *ctx, const struct graph_response *resp)
+{
+  on_holders(ctx, 2, resp);
+}
+
+/* "/<what>?$filter=<filter>&<rest>" with the filter URL-encoded. New
+ * string. */
+static char *
+query_url(const char *what, const char *filter, const char *rest)
+{
+  char *encoded = http_urlencode(filter), *url;
+  size_t n;
+
+  if (encoded == NULL)
+    return NULL;
+  n = strlen(what) + strlen(encoded) + strlen(rest) + 16;
+  url = malloc(n);
+  if (url != NULL)
+    snprintf(url, n, "/%s?$filter=%s&%s", what, encoded, rest);
+  free(encoded);
+  return url;
 }
 
 int
-graph_user_find(struct graph *graph, const char *attr, const char *value,
-                const char *anchor_attr, graph_find_fn done, void *ctx)
+graph_address_holders(struct graph *graph, const char *address,
+                      const char *anchor_attr, graph_holders_fn done,
+                      void *ctx)
 {
-  struct call *c = call_new(graph, ctx);
-  char *quoted = NULL, *filter = NULL, *encoded = NULL, *url = NULL;
-  static const char *const eventual[] = {"ConsistencyLevel: eventual", NULL};
-  int advanced = is_anchor_attr(attr);
+  static const char eventual[] = "ConsistencyLevel: eventual";
+  static const graph_done_fn answers[3] = {
+      on_holders_users, on_holders_contacts, on_holders_groups};
+  struct holders *h = NULL;
+  char *quoted = NULL, *prefixed = NULL, *smtp = NULL, *filter = NULL;
+  char *url[3] = {0};
   size_t n;
-  int rc = -1;
+  int sent = 0, rc = -1;
 
-  if (c == NULL)
+  if (address == NULL || address[0] == '\0')
     return -1;
-  c->find = done;
-  if (anchor_attr != NULL && (c->anchor_attr = strdup(anchor_attr)) == NULL)
+  quoted = graph_odata_quote(address);
+  n = strlen(address) + 8;
+  prefixed = malloc(n);
+  if (quoted == NULL || prefixed == NULL)
     goto out;
-  quoted = graph_odata_quote(value);
-  if (quoted == NULL)
+  snprintf(prefixed, n, "smtp:%s", address);
+  smtp = graph_odata_quote(prefixed);
+  if (smtp == NULL)
     goto out;
-  n = strlen(attr) + strlen(quoted) + 64;
+  n = 3 * strlen(quoted) + strlen(smtp) + 128;
   filter = malloc(n);
   if (filter == NULL)
     goto out;
-  snprintf(filter, n, "%s%s eq %s",
-           advanced ? "onPremisesExtensionAttributes/" : "", attr, quoted);
-  encoded = http_urlencode(filter);
-  if (encoded == NULL)
+  /* Users hold an address as mail, as a proxy address, or (an invited
+   * user whose address another object had) in otherMails; contacts and
+   * groups as mail or proxy address. Every one stands in the way. */
+  snprintf(filter, n,
+           "mail eq %s or otherMails/any(x:x eq %s) or "
+           "proxyAddresses/any(x:x eq %s)",
+           quoted, quoted, smtp);
+  url[0] = query_url("users", filter,
+                     "$select=id,displayName,mail,userType,creationType,"
+                     "createdDateTime,onPremisesExtensionAttributes&$top=5");
+  snprintf(filter, n, "mail eq %s or proxyAddresses/any(x:x eq %s)", quoted,
+           smtp);
+  url[1] = query_url("contacts", filter,
+                     "$select=id,displayName,mail&$count=true&$top=5");
+  url[2] = query_url("groups", filter,
+                     "$select=id,displayName,mail&$count=true&$top=5");
+  h = calloc(1, sizeof(*h));
+  if (url[0] == NULL || url[1] == NULL || url[2] == NULL || h == NULL)
     goto out;
-  n = strlen(encoded) + 256;
-  url = malloc(n);
-  if (url == NULL)
+  h->graph = graph;
+  h->done = done;
+  h->ctx = ctx;
+  h->waiting = 3;
+  h->result = GRAPH_OK;
+  if (anchor_attr != NULL && (h->anchor_attr = strdup(anchor_attr)) == NULL)
     goto out;
-  snprintf(url, n,
-           "/users?$filter=%s%s&$select=id,mail,userType,creationType,"
-           "displayName,onPremisesExtensionAttributes",
-           encoded, advanced ? "&$count=true" : "");
-  /* A read: through $batch when batching, it saves round trips, not
-   * resource units (each inner request is counted on its own). */
-  rc = submit(graph, "GET", 0, url, NULL, advanced ? eventual[0] : NULL,
-              on_find, c);
+  /* Reads: through $batch when batching (round trips, not resource
+   * units: each inner request counts on its own). Contacts' and groups'
+   * address filters are advanced queries. */
+  for (int k = 0; k < 3; k++) {
+    if (submit(graph, "GET", 0, url[k], NULL, k == 0 ? NULL : eventual,
+               answers[k], h) != 0)
+      break;
+    sent++;
+  }
+  if (sent < 3) {
+    /* Those sent will answer: the ones that could not count as failed. */
+    h->result = GRAPH_ERR_PROTOCOL;
+    h->transient = 1;
+    snprintf(h->errmsg, sizeof(h->errmsg), "cannot ask who holds %s", address);
+    h->waiting -= 3 - sent;
+    if (sent == 0)
+      goto out;
+  }
+  h = NULL;
+  rc = 0;
 out:
+  if (h != NULL) {
+    free(h->anchor_attr);
+    free(h);
+  }
+  for (int k = 0; k < 3; k++)
+    free(url[k]);
   free(quoted);
+  free(prefixed);
+  free(smtp);
   free(filter);
-  free(encoded);
-  free(url);
-  if (rc != 0)
-    call_free(c);
   return rc;
 }
 
@@ -1835,6 +2017,12 @@ user_call(struct graph *graph, const char *method, const char *prefix,
   if (rc != 0)
     call_free(c);
   return rc;
+}
+
+static int
+is_anchor_attr(const char *attr)
+{
+  return strncmp(attr, "extensionAttribute", 18) == 0;
 }
 
 int

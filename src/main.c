@@ -40,11 +40,20 @@
 #define GALBRIDGE_VERSION "0.1.0"
 #endif
 
+/* How a command opens the state. */
+enum open_mode {
+  OPEN_LOCKED, /* run, sync: the lock, then the database for writing */
+  OPEN_WRITE,  /* approve-deletes, resync: one short transaction */
+  OPEN_READ,   /* status: never created, written or migrated on disk */
+};
+
 struct app {
   const char *path;
   struct config *cfg;
   struct store_lock *lock; /* run, sync: state_dir/lock, for life */
   struct store *store;
+  int borrowed; /* store is the caller's (plan's copy) */
+  int missing;  /* OPEN_READ: there is no state.db */
   uv_loop_t loop;
   struct http *http;
   struct scheduler *sched;
@@ -125,23 +134,32 @@ cmd_check_config(const char *path)
   return EXIT_OK;
 }
 
-/* Commands that run rounds (`lock`) take the state directory's lock
- * before anything touches the database: a second one is refused. status,
- * approve-deletes and resync do not: each is one short SQLite transaction,
- * which SQLite itself keeps apart from a running daemon's. */
+/* Commands that run rounds (OPEN_LOCKED) take the state directory's
+ * lock before anything touches the database: a second one is refused.
+ * approve-deletes and resync do not: each is one short SQLite
+ * transaction, which SQLite itself keeps apart from a running daemon's.
+ * status only reads (plan works on a private copy, opened by cmd_plan):
+ * neither ever makes or changes a state database. */
 static int
-app_open(struct app *app, const char *path, int lock)
+app_open(struct app *app, const char *path, enum open_mode mode)
 {
   char err[1024];
+  int rc;
 
   if (load_config(path, &app->cfg) != 0)
     return EXIT_CONFIG;
-  if (lock && store_lock(app->cfg->state_dir, &app->lock, NULL, err,
-                         sizeof(err)) != 0) {
+  if (app->store != NULL) /* borrowed */
+    return EXIT_OK;
+  if (mode == OPEN_LOCKED && store_lock(app->cfg->state_dir, &app->lock, NULL,
+                                        err, sizeof(err)) != 0) {
     log_error("cannot lock the state directory: %s", err);
     return EXIT_RUNTIME;
   }
-  if (store_open(app->cfg->state_dir, &app->store, err, sizeof(err)) != 0) {
+  rc = mode == OPEN_READ
+           ? store_open_readonly(app->cfg->state_dir, 0, &app->store,
+                                 &app->missing, err, sizeof(err))
+           : store_open(app->cfg->state_dir, &app->store, err, sizeof(err));
+  if (rc != 0) {
     log_error("cannot open the store state_dir=%s error=\"%s\"",
               app->cfg->state_dir, err);
     return EXIT_RUNTIME;
@@ -152,7 +170,8 @@ app_open(struct app *app, const char *path, int lock)
 static void
 app_close(struct app *app)
 {
-  store_close(app->store);
+  if (!app->borrowed)
+    store_close(app->store);
   store_unlock(app->lock);
   config_free(app->cfg);
 }
@@ -370,15 +389,17 @@ on_signal(uv_signal_t *sig, int signum)
     scheduler_stop(app->sched);
 }
 
+/* `store`: plan's private copy (borrowed), or NULL to open the state. */
 static int
-cmd_rounds(const char *path, const struct scheduler_opts *opts)
+cmd_rounds(const char *path, const struct scheduler_opts *opts,
+           struct store *store)
 {
-  struct app app = {.path = path, .opts = *opts};
+  struct app app = {
+      .path = path, .opts = *opts, .store = store, .borrowed = store != NULL};
   int rc, exit_code = EXIT_OK;
   int daemon = opts->mode == SCHEDULER_RUN;
 
-  /* plan holds the lock in cmd_plan(), across its links. */
-  rc = app_open(&app, path, opts->mode != SCHEDULER_PLAN);
+  rc = app_open(&app, path, OPEN_LOCKED);
   if (rc != EXIT_OK) {
     app_close(&app);
     return rc;
@@ -505,18 +526,28 @@ cmd_status(const char *path, int as_json)
 {
   struct app app = {0};
   json_t *root = NULL, *links, *sources;
-  int rc;
+  int rc, empty = 0;
 
-  rc = app_open(&app, path, 0);
+  rc = app_open(&app, path, OPEN_READ);
   if (rc != EXIT_OK) {
     app_close(&app);
     return rc;
+  }
+  if (store_is_empty(app.store, &empty) != 0) {
+    app_close(&app);
+    return EXIT_RUNTIME;
   }
   root = json_object();
   links = json_array();
   sources = json_array();
   json_object_set_new(root, "links", links);
   json_object_set_new(root, "sources", sources);
+  /* A state that is not there, or holds nothing, says so: it may have
+   * been lost (galbridge plan looks for copies in the targets). */
+  json_object_set_new(root, "state",
+                      json_string(app.missing ? "missing"
+                                  : empty     ? "empty"
+                                              : "present"));
   rc = EXIT_RUNTIME;
 
   for (size_t i = 0; i < app.cfg->n_links; i++) {
@@ -600,6 +631,12 @@ cmd_status(const char *path, int as_json)
   } else {
     json_t *v;
     size_t i;
+    if (app.missing || empty)
+      printf("%s %s/state.db: galbridge has not synced from here yet, or "
+             "its state was lost ('galbridge plan' shows what the targets "
+             "already hold)\n",
+             app.missing ? "no state database at" : "nothing recorded in",
+             app.cfg->state_dir);
     json_array_foreach(sources, i, v)
     {
       const char *last = json_string_value(json_object_get(v, "last_round"));
@@ -640,10 +677,15 @@ cmd_status(const char *path, int as_json)
       }
       json_array_foreach(json_object_get(v, "failures"), k, f)
       {
-        printf("  failed %s of source object %s: %s\n",
-               json_string_value(json_object_get(f, "op")),
-               json_string_value(json_object_get(f, "source_id")),
-               json_string_value(json_object_get(f, "error")));
+        const char *op = json_string_value(json_object_get(f, "op"));
+        if (strcmp(op, "fail") == 0)
+          printf("  not synced: source object %s: %s\n",
+                 json_string_value(json_object_get(f, "source_id")),
+                 json_string_value(json_object_get(f, "error")));
+        else
+          printf("  failed %s of source object %s: %s\n", op,
+                 json_string_value(json_object_get(f, "source_id")),
+                 json_string_value(json_object_get(f, "error")));
       }
       if (json_integer_value(json_object_get(v, "guests_not_visible")) > 0) {
         json_t *g;
@@ -704,6 +746,17 @@ label(const struct store_plan_row *row, const struct planner_decision *d)
   return name != NULL ? name : row->source_id;
 }
 
+/* The address an object is (to be) made with, for plan's lines. */
+static const char *
+address(const struct planner_decision *d)
+{
+  const char *a = json_string_value(json_object_get(d->desired, "mail"));
+
+  if (a == NULL)
+    a = json_string_value(json_object_get(d->desired, "ExternalEmailAddress"));
+  return a != NULL ? a : "";
+}
+
 static void
 plan_emit(void *ctx, const struct store_plan_row *row,
           const struct planner_decision *d, int held)
@@ -718,6 +771,8 @@ plan_emit(void *ctx, const struct store_plan_row *row,
     json_t *item =
         json_pack("{s:s, s:s, s:s?, s:b}", "op", kind, "source_id",
                   row->source_id, "target_id", row->target_id, "held", held);
+    if (d->kind == PLANNER_FAIL)
+      json_object_set_new(item, "reason", json_string(d->reason));
     if (d->kind == PLANNER_UPDATE) {
       json_t *changes = json_object();
       json_object_foreach(d->payload, key, v)
@@ -750,9 +805,15 @@ plan_emit(void *ctx, const struct store_plan_row *row,
       print_value(v);
       printf("\n");
     }
+  } else if (d->kind == PLANNER_FAIL) {
+    printf("  %-8s %s <%s> (source %s): %s\n", kind, label(row, d), address(d),
+           row->source_id, d->reason);
+  } else if (d->kind == PLANNER_ADOPT) {
+    printf("  %-8s %s <%s> (source %s): target object %s, which galbridge "
+           "did not make\n",
+           kind, label(row, d), address(d), row->source_id, row->target_id);
   } else {
-    printf("  %-8s %s <%s> (source %s)\n", kind, label(row, d),
-           json_string_value(json_object_get(d->desired, "mail")) ?: "",
+    printf("  %-8s %s <%s> (source %s)\n", kind, label(row, d), address(d),
            row->source_id);
   }
   json_decref(applied);
@@ -775,29 +836,50 @@ plan_link_start(struct plan_out *po, const struct config_link *link)
 
 static void
 plan_done(void *ctx, const struct config_link *link,
-          const struct planner_stats *st)
+          const struct planner_stats *st, const struct recovery *rec)
 {
   struct plan_out *po = ctx;
+  const char *state = !rec->empty                         ? "present"
+                      : rec->taken_up + rec->unproven > 0 ? "lost"
+                                                          : "empty";
 
-  (void)link;
   if (po->json) {
     json_object_set_new(
         po->current, "totals",
-        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "create",
-                  (json_int_t)st->creates, "update", (json_int_t)st->updates,
-                  "delete", (json_int_t)st->deletes, "restore",
-                  (json_int_t)st->restores, "held", (json_int_t)st->held,
-                  "unchanged", (json_int_t)st->unchanged, "out_of_scope",
-                  (json_int_t)st->out_of_scope, "waiting",
-                  (json_int_t)st->waiting, "failed",
-                  (json_int_t)st->failed_kept));
+        json_pack(
+            "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+            "create", (json_int_t)st->creates, "update",
+            (json_int_t)st->updates, "delete", (json_int_t)st->deletes,
+            "restore", (json_int_t)st->restores, "adopt",
+            (json_int_t)st->adopts, "refused", (json_int_t)st->fails, "held",
+            (json_int_t)st->held, "unchanged", (json_int_t)st->unchanged,
+            "out_of_scope", (json_int_t)st->out_of_scope, "waiting",
+            (json_int_t)st->waiting, "failed", (json_int_t)st->failed_kept));
+    json_object_set_new(po->current, "state",
+                        json_pack("{s:s, s:I, s:I}", "state", state,
+                                  "taken_up", (json_int_t)rec->taken_up,
+                                  "unproven", (json_int_t)rec->unproven));
     return;
   }
+  if (rec->empty && rec->taken_up + rec->unproven > 0)
+    printf("  the state holds nothing of this link, but %s already holds "
+           "%lu objects with its anchors: the state looks lost. A sync "
+           "takes up the %lu whose anchor proves galbridge made them "
+           "(their source objects still there are updated, the others "
+           "removed under max_deletes) and leaves the %lu without proof "
+           "alone.\n",
+           link->target->name, rec->taken_up + rec->unproven, rec->taken_up,
+           rec->unproven);
+  else if (rec->empty)
+    printf("  the state holds nothing of this link: planned as a first "
+           "sync\n");
   printf("  totals: %lu to create, %lu to update, %lu to delete "
-         "(%lu held), %lu to restore; %lu unchanged, %lu out of scope, "
-         "%lu already queued, %lu failed\n",
+         "(%lu held), %lu to restore, %lu to adopt; %lu refused, "
+         "%lu unchanged, %lu out of scope, %lu already queued, "
+         "%lu failed\n",
          st->creates, st->updates, st->deletes, st->held, st->restores,
-         st->unchanged, st->out_of_scope, st->waiting, st->failed_kept);
+         st->adopts, st->fails, st->unchanged, st->out_of_scope, st->waiting,
+         st->failed_kept);
 }
 
 static int
@@ -805,9 +887,9 @@ cmd_plan(const char *path, const char *only_link, int as_json)
 {
   struct plan_out po = {.json = as_json};
   struct config *cfg = NULL;
-  struct store_lock *lock = NULL;
+  struct store *store = NULL;
   char err[1024];
-  int rc;
+  int rc, missing = 0;
 
   /* Plan each link on its own so that its header comes before its
    * changes, whatever order sources answer in. */
@@ -818,12 +900,20 @@ cmd_plan(const char *path, const char *only_link, int as_json)
     config_free(cfg);
     return EXIT_USAGE;
   }
-  /* plan reads the tenants into the store as a round does. */
-  if (store_lock(cfg->state_dir, &lock, NULL, err, sizeof(err)) != 0) {
-    log_error("cannot lock the state directory: %s", err);
+  /* plan reads the tenants and plans as a round does, into a private
+   * copy of the state: the state on disk is never made or changed, and
+   * a daemon may run meanwhile. */
+  if (store_open_readonly(cfg->state_dir, 1, &store, &missing, err,
+                          sizeof(err)) != 0) {
+    log_error("cannot read the state state_dir=%s error=\"%s\"",
+              cfg->state_dir, err);
     config_free(cfg);
     return EXIT_RUNTIME;
   }
+  if (missing && !as_json)
+    printf("no state database at %s/state.db: planned as for a first "
+           "sync (or a lost state)\n",
+           cfg->state_dir);
   po.links = json_array();
   rc = EXIT_OK;
   for (size_t i = 0; i < cfg->n_links; i++) {
@@ -838,19 +928,20 @@ cmd_plan(const char *path, const char *only_link, int as_json)
       continue;
     plan_link_start(&po, link);
     fflush(stdout);
-    one = cmd_rounds(path, &opts);
+    one = cmd_rounds(path, &opts, store);
     if (one != EXIT_OK)
       rc = one;
   }
   if (as_json) {
-    json_t *root = json_pack("{s:O}", "links", po.links);
+    json_t *root = json_pack("{s:O, s:s}", "links", po.links, "state",
+                             missing ? "missing" : "present");
     char *text = json_dumps(root, JSON_INDENT(2));
     printf("%s\n", text ? text : "{}");
     free(text);
     json_decref(root);
   }
   json_decref(po.links);
-  store_unlock(lock);
+  store_close(store);
   config_free(cfg);
   return rc;
 }
@@ -867,7 +958,7 @@ cmd_link_admin(const char *path, const char *cmd, int argc, char **argv)
     fprintf(stderr, "usage: galbridge %s LINK\n", cmd);
     return EXIT_USAGE;
   }
-  rc = app_open(&app, path, 0);
+  rc = app_open(&app, path, OPEN_WRITE);
   if (rc != EXIT_OK) {
     app_close(&app);
     return rc;
@@ -994,13 +1085,13 @@ main(int argc, char **argv)
     if (command_args(argc, argv, &link, NULL) != 0)
       return EXIT_USAGE;
     opts.only_link = link;
-    return cmd_rounds(path, &opts);
+    return cmd_rounds(path, &opts, NULL);
   }
   if (strcmp(cmd, "run") == 0) {
     struct scheduler_opts opts = {.mode = SCHEDULER_RUN};
     if (command_args(argc, argv, NULL, NULL) != 0)
       return EXIT_USAGE;
-    return cmd_rounds(path, &opts);
+    return cmd_rounds(path, &opts, NULL);
   }
   if (strcmp(cmd, "plan") == 0) {
     if (command_args(argc, argv, &link, &json) != 0)

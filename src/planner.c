@@ -20,21 +20,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
+#include "graph.h"
 #include "log.h"
 
 static const char *const kind_names[] = {
     [PLANNER_NONE] = "none",       [PLANNER_CREATE] = "create",
     [PLANNER_UPDATE] = "update",   [PLANNER_DELETE] = "delete",
     [PLANNER_DISABLE] = "disable", [PLANNER_HIDE] = "hide",
-    [PLANNER_RESTORE] = "restore",
+    [PLANNER_RESTORE] = "restore", [PLANNER_ADOPT] = "adopt",
+    [PLANNER_FAIL] = "fail",
 };
 
 const char *
 planner_kind_name(enum planner_kind kind)
 {
-  if (kind > PLANNER_RESTORE)
+  if (kind > PLANNER_FAIL)
     return "unknown";
   return kind_names[kind];
 }
@@ -42,7 +45,7 @@ planner_kind_name(enum planner_kind kind)
 int
 planner_kind_parse(const char *name, enum planner_kind *kind)
 {
-  for (int k = PLANNER_NONE; k <= PLANNER_RESTORE; k++) {
+  for (int k = PLANNER_NONE; k <= PLANNER_FAIL; k++) {
     if (name != NULL && strcmp(name, kind_names[k]) == 0) {
       *kind = (enum planner_kind)k;
       return 0;
@@ -67,27 +70,13 @@ planner_hash(const json_t *value, char out[17])
   snprintf(out, 17, "%016" PRIx64, h);
 }
 
-char *
-planner_anchor(const char *source_tenant_id, const char *source_id)
-{
-  size_t n = strlen(source_tenant_id) + strlen(source_id) + 12;
-  char *anchor = malloc(n);
-
-  if (anchor == NULL)
-    return NULL;
-  snprintf(anchor, n, "galbridge:%s:%s", source_tenant_id, source_id);
-  for (char *c = anchor; *c != '\0'; c++) {
-    if (*c >= 'A' && *c <= 'Z')
-      *c = (char)(*c - 'A' + 'a');
-  }
-  return anchor;
-}
-
 void
 planner_decision_clear(struct planner_decision *d)
 {
   json_decref(d->desired);
   json_decref(d->payload);
+  free(d->reason);
+  free(d->target_id);
   memset(d, 0, sizeof(*d));
 }
 
@@ -371,15 +360,52 @@ diff(const json_t *applied, const json_t *desired)
   return out;
 }
 
+/* A copy galbridge keeps up: active, or taken up again after a state was
+ * lost (its values unknown). */
+static int
+is_live(const char *state)
+{
+  return state != NULL &&
+         (strcmp(state, "active") == 0 || strcmp(state, "recovered") == 0);
+}
+
+/* Whether the anchor on the copy must be written: the value last applied
+ * is not the stamp, or the target's own read shows another one (edited or
+ * cleared by hand). */
+static int
+anchor_needed(const struct planner_link *pl, const struct store_plan_row *row,
+              const json_t *applied, const char *stamp)
+{
+  const char *was = json_string_value(
+      json_object_get(applied, planner_anchor_attr(pl->link)));
+  json_t *target;
+  int differs;
+
+  if (was == NULL || strcmp(was, stamp) != 0)
+    return 1;
+  if (row->target_attrs == NULL)
+    return 0;
+  target = json_loads(row->target_attrs, 0, NULL);
+  if (!json_is_object(target)) {
+    json_decref(target);
+    return 0;
+  }
+  was = graph_user_extension(target, pl->link->anchor);
+  differs = was == NULL || strcmp(was, stamp) != 0;
+  json_decref(target);
+  return differs;
+}
+
 int
 planner_decide(const struct planner_link *pl, const char *source_tenant,
                const struct store_plan_row *row, struct planner_decision *out,
                char *err, size_t errlen)
 {
   const struct config_link *link = pl->link;
+  const char *anchor_attr = planner_anchor_attr(link);
   json_t *attrs = NULL, *applied = NULL, *desired = NULL, *refused = NULL;
   const char *why = NULL;
-  char *anchor = NULL;
+  char *plain = NULL, *stamp = NULL;
   int result = -1, gone = 0;
 
   memset(out, 0, sizeof(*out));
@@ -392,8 +418,7 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
 
   if (!in_scope(pl, row, attrs, &why)) {
     out->why = why;
-    if (row->state == NULL || strcmp(row->state, "active") != 0 ||
-        link->on_delete == CONFIG_ON_DELETE_KEEP) {
+    if (!is_live(row->state) || link->on_delete == CONFIG_ON_DELETE_KEEP) {
       out->kind = PLANNER_NONE;
     } else if (link->on_delete == CONFIG_ON_DELETE_DELETE) {
       out->kind = PLANNER_DELETE;
@@ -412,8 +437,7 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
     goto out;
   }
 
-  if (row->state != NULL && strcmp(row->state, "active") == 0 &&
-      row->target_removed != STORE_PRESENT) {
+  if (is_live(row->state) && row->target_removed != STORE_PRESENT) {
     /* Deleted by hand in the target (its own delta says so): make it
      * again, as if it had never been. */
     gone = 1;
@@ -421,9 +445,9 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
   desired = mapping_eval(pl->mapping, attrs, err, errlen);
   if (desired == NULL)
     goto out;
-  anchor = planner_anchor(source_tenant, row->source_id);
-  if (anchor == NULL || json_object_set_new(desired, planner_anchor_attr(link),
-                                            json_string(anchor)) != 0) {
+  plain = anchor_plain(source_tenant, row->source_id);
+  if (plain == NULL ||
+      json_object_set_new(desired, anchor_attr, json_string(plain)) != 0) {
     snprintf(err, errlen, "out of memory");
     goto out;
   }
@@ -433,9 +457,18 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
     result = 0;
     goto out;
   }
-  /* The hash covers the mapped values, refused ones included: a change
-   * to one is noticed (and logged) once, then the object is quiet. */
+  /* The hash covers the mapped values, refused ones included (a change
+   * to one is noticed and logged once, then the object is quiet), and
+   * the plain anchor: the stamp written depends on the target object. */
   planner_hash(desired, out->hash);
+  stamp = anchor_stamp(pl->key, link->target->tenant_id,
+                       config_object_name(link->object), plain,
+                       row->state != NULL && !gone ? row->target_id : NULL);
+  if (stamp == NULL ||
+      json_object_set_new(desired, anchor_attr, json_string(stamp)) != 0) {
+    snprintf(err, errlen, "out of memory");
+    goto out;
+  }
   applied = json_loads(row->applied ? row->applied : "{}", 0, NULL);
   refused = refuse_values(
       desired,
@@ -453,8 +486,13 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
     out->payload = json_incref(desired);
   } else {
     int revive = strcmp(row->state, "active") != 0;
-    if (!revive && row->hash != NULL && strcmp(row->hash, out->hash) == 0) {
+    int need_anchor = anchor_needed(pl, row, applied, stamp);
+    if (!revive && !need_anchor && row->hash != NULL &&
+        strcmp(row->hash, out->hash) == 0) {
+      /* Left as it is; what it stands for still counts (claims). */
       out->kind = PLANNER_NONE;
+      out->desired = desired;
+      desired = NULL;
       result = 0;
       goto out;
     }
@@ -464,7 +502,11 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
       snprintf(err, errlen, "out of memory");
       goto out;
     }
-    if (strcmp(row->state, "disabled") == 0)
+    if (need_anchor)
+      json_object_set_new(out->payload, anchor_attr, json_string(stamp));
+    if (strcmp(row->state, "disabled") == 0 ||
+        (strcmp(row->state, "recovered") == 0 &&
+         link->object == CONFIG_OBJECT_GUEST))
       json_object_set_new(out->payload, "accountEnabled", json_true());
     if (revive)
       json_object_set_new(out->payload, "showInAddressList", json_true());
@@ -477,11 +519,13 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
   out->desired = desired;
   desired = NULL;
   result = 0;
-  log_refused(link, row->source_id, refused);
+  if (!pl->quiet)
+    log_refused(link, row->source_id, refused);
 
 out:
   json_decref(refused);
-  free(anchor);
+  free(plain);
+  free(stamp);
   json_decref(attrs);
   json_decref(applied);
   json_decref(desired);
@@ -492,24 +536,41 @@ out:
 
 /* --- a round --- */
 
+#define MAX_KEYS 2      /* claims of one object: its address, its anchor */
+#define MAX_FOUND 8     /* target objects weighed for one lookup */
+#define FAIL_RETRY 3600 /* seconds before a refused object is weighed again   \
+                         */
+
 struct planned {
   char *source_id;
   char *target_id;
   char *applied;
   struct planner_decision d;
-  int keep_op;     /* the op already queued is the same: leave it */
   int drop_op;     /* an op is queued but nothing is to be done */
+  int no_op;       /* nothing to queue (only its claims to write) */
+  int show;        /* no_op, yet emitted: a refusal kept (galbridge plan) */
   long long op_id; /* existing op, for drop_op */
   int is_delete;
+  int claims; /* write `keys` as its claims (none: drop them) */
+  char *keys[MAX_KEYS];
+  size_t n_keys;
 };
 
 struct round {
+  struct store *store;
   const struct planner_link *pl;
   const char *source_tenant;
+  const char *target;    /* target tenant id */
+  const char *kind;      /* the link's object kind, as anchors name it */
+  int pass;              /* 0: claims only; 1: the round; 2: weighed again */
+  int all;               /* galbridge plan: refusals kept are shown too */
   struct planned *items; /* this chunk's decisions, deletes aside */
   size_t n, cap;
   struct planned *dels; /* every delete of the round */
   size_t n_dels, cap_dels;
+  json_t *chunk_keys; /* claim key → index in items, this chunk's */
+  json_t *counted;    /* source id → kind counted in this plan */
+  size_t replanned;   /* objects of this link a claim change woke */
   char *last_id;      /* the chunk's last source id */
   size_t rows;        /* rows of the chunk */
   long long held_met; /* rows whose op was a held delete */
@@ -541,14 +602,377 @@ push(struct planned **items, size_t *n, size_t *cap, const struct planned *p)
 }
 
 static void
+planned_clear(struct planned *p)
+{
+  free(p->source_id);
+  free(p->target_id);
+  free(p->applied);
+  for (size_t k = 0; k < p->n_keys; k++)
+    free(p->keys[k]);
+  planner_decision_clear(&p->d);
+  memset(p, 0, sizeof(*p));
+}
+
+static void
 planned_free(struct planned *items, size_t n)
 {
-  for (size_t i = 0; i < n; i++) {
-    free(items[i].source_id);
-    free(items[i].target_id);
-    free(items[i].applied);
-    planner_decision_clear(&items[i].d);
+  for (size_t i = 0; i < n; i++)
+    planned_clear(&items[i]);
+}
+
+static char *
+lower_dup(const char *prefix, const char *s)
+{
+  size_t n = strlen(prefix) + strlen(s) + 1;
+  char *out = malloc(n);
+
+  if (out == NULL)
+    return NULL;
+  snprintf(out, n, "%s%s", prefix, s);
+  for (char *c = out + strlen(prefix); *c != '\0'; c++) {
+    if (*c >= 'A' && *c <= 'Z')
+      *c = (char)(*c - 'A' + 'a');
   }
+  return out;
+}
+
+/* The address the object is made with, without an "SMTP:" prefix. */
+static const char *
+target_address(const struct round *r, const json_t *desired)
+{
+  const char *a = json_string_value(
+      json_object_get(desired, planner_address_attr(r->pl->link)));
+
+  if (a != NULL && strncasecmp(a, "smtp:", 5) == 0)
+    a += 5;
+  return a;
+}
+
+/* Claims of an object in scope: "addr:<address>" (any recipient of the
+ * tenant) and "obj:<kind>:<plain anchor>" (one copy of a kind per source
+ * object and target). */
+static int
+claim_keys(struct round *r, struct planned *p, const char *source_id)
+{
+  const char *address = target_address(r, p->d.desired);
+  char *plain = anchor_plain(r->source_tenant, source_id);
+  char prefix[64];
+
+  p->claims = 1;
+  if (plain == NULL)
+    return -1;
+  snprintf(prefix, sizeof(prefix), "obj:%s:", r->kind);
+  p->keys[p->n_keys] = lower_dup(prefix, plain);
+  free(plain);
+  if (p->keys[p->n_keys++] == NULL)
+    return -1;
+  if (address != NULL) {
+    p->keys[p->n_keys] = lower_dup("addr:", address);
+    if (p->keys[p->n_keys++] == NULL)
+      return -1;
+  }
+  return 0;
+}
+
+/* Turn a decision into a failure for `reason`; its hash follows the
+ * reason and the values, so that the same failure is kept as it is. */
+static int
+make_fail(struct planner_decision *d, const char *reason)
+{
+  json_t *h = json_pack("[s, s]", reason, d->hash);
+
+  if (h == NULL)
+    return -1;
+  free(d->reason);
+  d->reason = strdup(reason);
+  free(d->target_id);
+  d->target_id = NULL;
+  json_decref(d->payload);
+  d->payload = NULL;
+  d->kind = PLANNER_FAIL;
+  d->why = NULL;
+  planner_hash(h, d->hash);
+  json_decref(h);
+  return d->reason == NULL ? -1 : 0;
+}
+
+static void
+claim_reason(char *buf, size_t len, const char *key, const char *link,
+             const char *other_link, const char *other_id)
+{
+  if (strncmp(key, "addr:", 5) == 0 && strcmp(link, other_link) == 0)
+    snprintf(buf, len,
+             "conflict: address %s is also the address of source object "
+             "%s; neither is synced until one of them changes",
+             key + 5, other_id);
+  else if (strncmp(key, "addr:", 5) == 0)
+    snprintf(buf, len,
+             "conflict: address %s is also claimed by link %s (source "
+             "object %s); neither is synced until one of them changes",
+             key + 5, other_link, other_id);
+  else
+    snprintf(buf, len,
+             "conflict: this person is also in scope of link %s (same "
+             "source, target and kind); neither link writes them",
+             other_link);
+}
+
+struct other {
+  char *link, *source_id;
+};
+
+static int
+first_other(void *ctx, const char *link, const char *source_id)
+{
+  struct other *o = ctx;
+
+  o->link = strdup(link);
+  o->source_id = strdup(source_id);
+  return 1;
+}
+
+/* Whether another object claims one of p's keys: in the store (earlier
+ * chunks and rounds, other links) or in this chunk (whose claims are
+ * not written yet; that one fails too, now). */
+static int
+check_claims(struct round *r, struct planned *p, const char *source_id)
+{
+  const char *link = r->pl->link->name;
+  char reason[768];
+
+  for (size_t k = 0; k < p->n_keys; k++) {
+    struct other o = {0};
+    json_t *at = json_object_get(r->chunk_keys, p->keys[k]);
+    int rc;
+
+    if (at != NULL) {
+      struct planned *q = &r->items[json_integer_value(at)];
+      claim_reason(reason, sizeof(reason), p->keys[k], link, link,
+                   q->source_id);
+      if (q->d.kind != PLANNER_FAIL) {
+        char back[768];
+        claim_reason(back, sizeof(back), p->keys[k], link, link, source_id);
+        if (make_fail(&q->d, back) != 0)
+          return -1;
+        q->drop_op = q->no_op = 0;
+      }
+      return make_fail(&p->d, reason);
+    }
+    rc = store_claim_others(r->store, r->target, p->keys[k], link, source_id,
+                            first_other, &o);
+    if (rc < 0)
+      return -1;
+    if (rc > 0) {
+      if (o.link != NULL && o.source_id != NULL)
+        claim_reason(reason, sizeof(reason), p->keys[k], link, o.link,
+                     o.source_id);
+      free(o.link);
+      free(o.source_id);
+      return make_fail(&p->d, reason);
+    }
+  }
+  return 0;
+}
+
+struct found {
+  char *id[MAX_FOUND];
+  char *value[MAX_FOUND];
+  size_t n;
+};
+
+static int
+collect(void *ctx, const char *id, const char *value)
+{
+  struct found *f = ctx;
+
+  if (f->n == MAX_FOUND)
+    return 1;
+  f->id[f->n] = strdup(id);
+  f->value[f->n] = value != NULL ? strdup(value) : NULL;
+  f->n++;
+  return 0;
+}
+
+static void
+found_clear(struct found *f)
+{
+  for (size_t i = 0; i < f->n; i++) {
+    free(f->id[i]);
+    free(f->value[i]);
+  }
+  f->n = 0;
+}
+
+/* The decision takes over target object `id`: the values with the stamp
+ * for it, all sent, and shown in the address lists. */
+static int
+take_object(struct round *r, struct planner_decision *d, const char *id,
+            enum planner_kind kind)
+{
+  const char *attr = planner_anchor_attr(r->pl->link);
+  char *plain =
+      anchor_parse(json_string_value(json_object_get(d->desired, attr)), NULL);
+  char *stamp =
+      plain ? anchor_stamp(r->pl->key, r->target, r->kind, plain, id) : NULL;
+  int rc = -1;
+
+  if (stamp == NULL ||
+      json_object_set_new(d->desired, attr, json_string(stamp)) != 0)
+    goto out;
+  json_decref(d->payload);
+  d->payload = json_deep_copy(d->desired);
+  free(d->target_id);
+  d->target_id = strdup(id);
+  if (d->payload == NULL || d->target_id == NULL)
+    goto out;
+  json_object_set_new(d->payload, "showInAddressList", json_true());
+  if (r->pl->link->object == CONFIG_OBJECT_GUEST)
+    json_object_set_new(d->payload, "accountEnabled", json_true());
+  d->kind = kind;
+  rc = 0;
+out:
+  free(plain);
+  free(stamp);
+  return rc;
+}
+
+/* Who owns target object `id` besides (link, source_id): a text for the
+ * reason, or "" when nobody else does. */
+static int
+owned_elsewhere(struct round *r, const char *id, const char *source_id,
+                char *buf, size_t len)
+{
+  char *link = NULL, *sid = NULL;
+
+  buf[0] = '\0';
+  if (store_target_owner(r->store, id, &link, &sid) != 0)
+    return -1;
+  if (link != NULL &&
+      (strcmp(link, r->pl->link->name) != 0 || strcmp(sid, source_id) != 0))
+    snprintf(buf, len, "the copy of source object %s (link %s)", sid, link);
+  free(link);
+  free(sid);
+  return 0;
+}
+
+/* Whether a holder of the address may be adopted by this link: one of
+ * its own kind (guests: an invited user; mail users: a user, which the
+ * executor checks on Exchange's side; never for mail contacts, which
+ * Graph does not show). */
+static int
+adoptable(const struct config_link *link, const json_t *attrs)
+{
+  const char *ct = json_string_value(json_object_get(attrs, "creationType"));
+
+  if (link->adopt != CONFIG_ADOPT_MAIL)
+    return 0;
+  if (link->object == CONFIG_OBJECT_GUEST)
+    return ct != NULL && strcasecmp(ct, "Invitation") == 0;
+  return link->object == CONFIG_OBJECT_MAILUSER &&
+         (ct == NULL || strcasecmp(ct, "Invitation") != 0);
+}
+
+/* A create: what does the target hold already (as its own read shows)? */
+static int
+check_target(struct round *r, struct planned *p, const char *source_id)
+{
+  const struct config_link *link = r->pl->link;
+  struct planner_decision *d = &p->d;
+  const char *address = target_address(r, d->desired);
+  char *plain = NULL, *key = NULL, *attrs_text = NULL, reason[768];
+  char owner[300];
+  const char *unproven = NULL;
+  struct found anchors = {0}, holders = {0};
+  json_t *attrs = NULL;
+  int removed, rc = -1;
+
+  plain = anchor_plain(r->source_tenant, source_id);
+  key = plain ? lower_dup("anchor:", plain) : NULL;
+  if (key == NULL ||
+      store_object_lookup(r->store, r->target, key, collect, &anchors) < 0)
+    goto out;
+  for (size_t i = 0; i < anchors.n; i++) {
+    if (anchor_proven(r->pl->key, r->target, r->kind, anchors.value[i],
+                      anchors.id[i])) {
+      if (owned_elsewhere(r, anchors.id[i], source_id, owner, sizeof(owner)) !=
+          0)
+        goto out;
+      if (owner[0] == '\0') {
+        /* Its own copy, which the state had lost track of. */
+        rc = take_object(r, d, anchors.id[i], PLANNER_UPDATE);
+        goto out;
+      }
+    }
+    if (unproven == NULL)
+      unproven = anchors.id[i];
+  }
+  free(key);
+  key = address ? lower_dup("addr:", address) : NULL;
+  if (key == NULL ||
+      store_object_lookup(r->store, r->target, key, collect, &holders) < 0)
+    goto out;
+  for (size_t i = 0; i < holders.n; i++) {
+    const char *id = holders.id[i], *name, *ct;
+    char *other;
+
+    if (owned_elsewhere(r, id, source_id, owner, sizeof(owner)) != 0)
+      goto out;
+    if (owner[0] != '\0') {
+      snprintf(reason, sizeof(reason),
+               "conflict: address %s is held by %s; not written", address,
+               owner);
+      rc = make_fail(d, reason);
+      goto out;
+    }
+    free(attrs_text);
+    json_decref(attrs);
+    attrs = NULL;
+    if (store_source_get(r->store, r->target, id, &attrs_text, &removed) != 0)
+      goto out;
+    attrs = json_loads(attrs_text ? attrs_text : "{}", 0, NULL);
+    other = anchor_parse(graph_user_extension(attrs, link->anchor), NULL);
+    if (adoptable(link, attrs) &&
+        (other == NULL || strcmp(other, plain) == 0 ||
+         !anchor_proven(r->pl->key, r->target, r->kind,
+                        graph_user_extension(attrs, link->anchor), id))) {
+      free(other);
+      rc = take_object(r, d, id, PLANNER_ADOPT);
+      goto out;
+    }
+    free(other);
+    name = json_string_value(json_object_get(attrs, "displayName"));
+    ct = json_string_value(json_object_get(attrs, "creationType"));
+    snprintf(reason, sizeof(reason),
+             "conflict: address %s is held by '%s' (%s), %s of the target "
+             "that galbridge did not make; not written%s",
+             address, name ? name : "?", id,
+             ct && strcasecmp(ct, "Invitation") == 0 ? "an invited user"
+                                                     : "a user",
+             link->adopt == CONFIG_ADOPT_NO &&
+                     link->object != CONFIG_OBJECT_MAILCONTACT
+                 ? " (adopt = mail on the link would take it over)"
+                 : "");
+    rc = make_fail(d, reason);
+    goto out;
+  }
+  if (unproven != NULL) {
+    snprintf(reason, sizeof(reason),
+             "conflict: target object %s carries this person's anchor but "
+             "nothing proves galbridge made it (edited by hand, or made "
+             "without this anchor_key_file); left alone",
+             unproven);
+    rc = make_fail(d, reason);
+    goto out;
+  }
+  rc = 0;
+out:
+  found_clear(&anchors);
+  found_clear(&holders);
+  json_decref(attrs);
+  free(attrs_text);
+  free(plain);
+  free(key);
+  return rc;
 }
 
 static int
@@ -559,6 +983,7 @@ on_row(void *ctx, const struct store_plan_row *row)
   char err[512];
   enum planner_kind op_kind = PLANNER_NONE;
   char *last = strdup(row->source_id);
+  int in_scope = 0;
 
   if (last == NULL) {
     r->failed = 1;
@@ -567,110 +992,146 @@ on_row(void *ctx, const struct store_plan_row *row)
   free(r->last_id);
   r->last_id = last;
   r->rows++;
-  if (row->op_id != 0 && row->op_state != NULL &&
+  if (r->pass == 1 && row->op_id != 0 && row->op_state != NULL &&
       strcmp(row->op_state, "held") == 0)
     r->held_met++;
 
   if (planner_decide(r->pl, r->source_tenant, row, &p.d, err, sizeof(err)) !=
       0) {
-    log_error("cannot plan object link=%s source_id=%s error=\"%s\"",
-              r->pl->link->name, row->source_id, err);
-    r->stats->errors++;
+    if (r->pass != 0) {
+      log_error("cannot plan object link=%s source_id=%s error=\"%s\"",
+                r->pl->link->name, row->source_id, err);
+      r->stats->errors++;
+    }
     return 0;
   }
   if (row->op_id != 0)
     (void)planner_kind_parse(row->op_kind, &op_kind);
 
-  if (p.d.kind == PLANNER_NONE) {
+  /* What it stands for in the target, and what stands there already. */
+  in_scope = p.d.desired != NULL &&
+             (p.d.kind == PLANNER_CREATE || p.d.kind == PLANNER_UPDATE ||
+              p.d.kind == PLANNER_RESTORE || p.d.kind == PLANNER_NONE);
+  if (in_scope) {
+    if (claim_keys(r, &p, row->source_id) != 0 ||
+        check_claims(r, &p, row->source_id) != 0 ||
+        (p.d.kind == PLANNER_CREATE &&
+         check_target(r, &p, row->source_id) != 0))
+      goto oom;
+  } else if (p.d.why != NULL) {
+    p.claims = 1; /* out of scope: it claims nothing any more */
+  }
+
+  if (r->pass == 0) {
+    p.no_op = 1;
+  } else if (p.d.kind == PLANNER_NONE) {
     if (p.d.why != NULL)
       r->stats->out_of_scope++;
     else
       r->stats->unchanged++;
-    if (row->op_id == 0 || strcmp(row->op_state, "failed") == 0) {
-      planner_decision_clear(&p.d);
-      return 0;
+    if (row->op_id != 0 &&
+        (strcmp(row->op_state, "failed") != 0 || op_kind == PLANNER_FAIL)) {
+      /* Queued work (or a refusal) that no longer stands. */
+      p.drop_op = 1;
+      p.op_id = row->op_id;
+    } else {
+      p.no_op = 1;
     }
-    /* Queued work that is no longer wanted. */
-    p.drop_op = 1;
-    p.op_id = row->op_id;
   } else if (row->op_id != 0 && op_kind == p.d.kind && row->op_hash != NULL &&
              strcmp(row->op_hash, p.d.hash) == 0 &&
              strcmp(row->op_state, "held") != 0) {
     /* Queued already (held deletes are weighed again below: a higher
      * max_deletes lets them through). */
-    p.keep_op = 1;
+    p.no_op = 1;
     if (strcmp(row->op_state, "failed") == 0)
       r->stats->failed_kept++;
     else
       r->stats->waiting++;
-    planner_decision_clear(&p.d);
+    p.show = r->all && p.d.kind == PLANNER_FAIL;
+  }
+  if (p.no_op && !p.claims && !p.show) {
+    planned_clear(&p);
     return 0;
   }
 
   p.source_id = strdup(row->source_id);
   /* A create starts from nothing, even over a row whose object is gone:
    * the old id must not be patched. */
-  p.target_id = (row->target_id && p.d.kind != PLANNER_CREATE)
-                    ? strdup(row->target_id)
-                    : NULL;
+  if (p.d.target_id != NULL)
+    p.target_id = strdup(p.d.target_id);
+  else if (row->target_id != NULL && p.d.kind != PLANNER_CREATE)
+    p.target_id = strdup(row->target_id);
   p.applied = row->applied ? strdup(row->applied) : NULL;
-  p.is_delete = is_delete_kind(p.d.kind);
+  p.is_delete = !p.no_op && is_delete_kind(p.d.kind);
   if (p.source_id == NULL ||
-      (row->target_id && p.d.kind != PLANNER_CREATE && p.target_id == NULL) ||
+      ((p.d.target_id || (row->target_id && p.d.kind != PLANNER_CREATE)) &&
+       p.target_id == NULL) ||
       (row->applied && p.applied == NULL))
     goto oom;
   if (push(p.is_delete ? &r->dels : &r->items,
            p.is_delete ? &r->n_dels : &r->n,
            p.is_delete ? &r->cap_dels : &r->cap, &p) != 0)
     goto oom;
+  if (!p.is_delete) {
+    for (size_t k = 0; k < p.n_keys; k++) {
+      if (json_object_set_new(r->chunk_keys, p.keys[k],
+                              json_integer((json_int_t)r->n - 1)) != 0)
+        return r->failed = 1, -1;
+    }
+  }
   return 0;
 
 oom:
-  free(p.source_id);
-  free(p.target_id);
-  free(p.applied);
-  planner_decision_clear(&p.d);
+  planned_clear(&p);
   r->failed = 1;
   return -1;
 }
 
-static void
-count(struct planner_stats *st, enum planner_kind k)
+static unsigned long *
+counter(struct planner_stats *st, enum planner_kind k)
 {
   switch (k) {
   case PLANNER_CREATE:
-    st->creates++;
-    break;
+    return &st->creates;
   case PLANNER_UPDATE:
-    st->updates++;
-    break;
+    return &st->updates;
   case PLANNER_RESTORE:
-    st->restores++;
-    break;
+    return &st->restores;
+  case PLANNER_ADOPT:
+    return &st->adopts;
+  case PLANNER_FAIL:
+    return &st->fails;
   case PLANNER_DELETE:
   case PLANNER_DISABLE:
   case PLANNER_HIDE:
-    st->deletes++;
-    break;
+    return &st->deletes;
   default:
-    break;
+    return NULL;
   }
 }
 
-/* Write decisions (inside the caller's transaction). */
+/* Write decisions and claims (inside the caller's transaction). */
 static int
-write_ops(struct store *store, const char *link, struct planned *items,
-          size_t n, int hold)
+write_ops(struct round *r, struct planned *items, size_t n, int hold)
 {
+  const char *link = r->pl->link->name;
   time_t now = time(NULL);
 
   for (size_t i = 0; i < n; i++) {
     struct planned *p = &items[i];
     char *payload = NULL, *desired = NULL;
-    int rc;
+    size_t woke = 0;
+    int fail = p->d.kind == PLANNER_FAIL, rc;
 
+    if (p->claims &&
+        store_claims_put(r->store, r->target, link, p->source_id,
+                         (const char *const *)p->keys, p->n_keys, &woke) != 0)
+      return -1;
+    r->replanned += woke;
+    if (p->no_op)
+      continue;
     if (p->drop_op) {
-      if (store_op_delete(store, p->op_id) != 0)
+      if (store_op_delete(r->store, p->op_id) != 0)
         return -1;
       continue;
     }
@@ -682,11 +1143,14 @@ write_ops(struct store *store, const char *link, struct planned *items,
                   : strdup("{}");
     rc = (payload == NULL || desired == NULL)
              ? -1
-             : store_op_put(store, link, p->source_id,
+             : store_op_put(r->store, link, p->source_id,
                             planner_kind_name(p->d.kind), payload, desired,
                             p->d.hash,
-                            (p->is_delete && hold) ? "held" : "pending",
-                            p->target_id, now);
+                            fail                     ? "failed"
+                            : (p->is_delete && hold) ? "held"
+                                                     : "pending",
+                            p->target_id, fail ? p->d.reason : NULL,
+                            fail ? now + FAIL_RETRY : 0, now);
     free(payload);
     free(desired);
     if (rc != 0)
@@ -700,9 +1164,37 @@ emit_all(struct round *r, struct planned *items, size_t n, int hold)
 {
   for (size_t i = 0; i < n; i++) {
     struct planned *p = &items[i];
-    if (p->drop_op)
+    json_t *before;
+    unsigned long *c;
+
+    if (p->show && r->emit != NULL) {
+      struct store_plan_row row = {.source_id = p->source_id,
+                                   .target_id = p->target_id,
+                                   .applied = p->applied};
+      r->emit(r->ctx, &row, &p->d, 0);
+    }
+    if (p->drop_op || p->no_op)
       continue;
-    count(r->stats, p->d.kind);
+    if (p->d.kind == PLANNER_FAIL)
+      log_warning("object not synced link=%s source_id=%s reason=\"%s\"",
+                  r->pl->link->name, p->source_id, p->d.reason);
+    else if (p->d.kind == PLANNER_ADOPT)
+      log_notice("adopting a target object galbridge did not make link=%s "
+                 "source_id=%s target_id=%s (adopt = mail)",
+                 r->pl->link->name, p->source_id, p->target_id);
+    /* Weighed again in this plan (a conflict found later): it counts
+     * once, as it is now. */
+    before = json_object_get(r->counted, p->source_id);
+    if (before != NULL &&
+        (c = counter(r->stats,
+                     (enum planner_kind)json_integer_value(before))) != NULL &&
+        *c > 0)
+      (*c)--;
+    if ((c = counter(r->stats, p->d.kind)) != NULL) {
+      (*c)++;
+      json_object_set_new(r->counted, p->source_id,
+                          json_integer((json_int_t)p->d.kind));
+    }
     if (r->emit != NULL) {
       struct store_plan_row row = {.source_id = p->source_id,
                                    .target_id = p->target_id,
@@ -761,12 +1253,59 @@ out:
  * tenant's size. */
 #define CHUNK 500
 
+/* One pass over the rows `since` gives (every object when < 0), chunk
+ * by chunk: decide, emit (passes 1 and 2), write. */
+static int
+run_pass(struct round *r, int pass, long long since)
+{
+  const char *link = r->pl->link->name;
+  int result = -1;
+
+  r->pass = pass;
+  free(r->last_id);
+  r->last_id = NULL;
+  do {
+    r->rows = 0;
+    json_decref(r->chunk_keys);
+    r->chunk_keys = json_object();
+    if (r->chunk_keys == NULL ||
+        store_plan_rows(r->store, link, r->source_tenant, r->target, since,
+                        r->last_id ? r->last_id : "", CHUNK, on_row, r) != 0 ||
+        r->failed)
+      goto out;
+    if (pass != 0)
+      emit_all(r, r->items, r->n, 0);
+    if (r->n > 0) {
+      if (store_begin(r->store) != 0)
+        goto out;
+      if (write_ops(r, r->items, r->n, 0) != 0 ||
+          store_commit(r->store) != 0) {
+        store_rollback(r->store);
+        goto out;
+      }
+    }
+    planned_free(r->items, r->n);
+    r->n = 0;
+  } while (r->rows == CHUNK);
+  result = 0;
+out:
+  return result;
+}
+
+/* Passes of objects woken by a change of claims, at most this many. */
+#define AGAIN_MAX 3
+
 int
-planner_plan(struct store *store, const struct planner_link *pl, int dry_run,
+planner_plan(struct store *store, const struct planner_link *pl, int all,
              planner_emit_fn emit, void *ctx, struct planner_stats *stats)
 {
-  struct round r = {.pl = pl,
+  struct planner_link quiet = *pl;
+  struct round r = {.store = store,
+                    .pl = pl,
                     .source_tenant = pl->link->source->tenant_id,
+                    .target = pl->link->target->tenant_id,
+                    .kind = config_object_name(pl->link->object),
+                    .all = all,
                     .stats = stats,
                     .emit = emit,
                     .ctx = ctx};
@@ -777,41 +1316,49 @@ planner_plan(struct store *store, const struct planner_link *pl, int dry_run,
   int hold, in_tx = 0, result = -1;
 
   memset(stats, 0, sizeof(*stats));
-  if (planner_plan_key(pl, key) != 0 || store_seq_now(store, &now_seq) != 0)
+  r.counted = json_object();
+  if (r.counted == NULL || planner_plan_key(pl, key) != 0 ||
+      store_seq_now(store, &now_seq) != 0)
     goto out;
-  /* A dry run (galbridge plan) weighs every object; a round only those
-   * changed since the last one, unless what decides them changed. */
-  if (!dry_run) {
-    if (store_plan_mark_get(store, link, &old_key, &planned) != 0)
-      goto out;
-    if (old_key != NULL && strcmp(old_key, key) == 0)
-      since = planned;
-    else
-      log_info("plan link=%s weighs every object (%s)", link,
-               old_key == NULL ? "first round, or resync"
-                               : "configuration changed");
+  /* A round weighs the objects changed since the last one, unless what
+   * decides them changed; galbridge plan weighs every one. */
+  if (store_plan_mark_get(store, link, &old_key, &planned) != 0)
+    goto out;
+  if (!all && old_key != NULL && strcmp(old_key, key) == 0)
+    since = planned;
+  else if (!all)
+    log_info("plan link=%s weighs every object (%s)", link,
+             old_key == NULL ? "first round, or resync"
+                             : "configuration changed");
+  /* Refused objects whose time has come are weighed again. */
+  if (store_begin(store) != 0)
+    goto out;
+  if (store_fails_due(store, link, time(NULL)) != 0 ||
+      store_commit(store) != 0) {
+    store_rollback(store);
+    goto out;
   }
 
-  do {
-    r.rows = 0;
-    if (store_plan_rows(store, link, r.source_tenant,
-                        pl->link->target->tenant_id, since,
-                        r.last_id ? r.last_id : "", CHUNK, on_row, &r) != 0 ||
-        r.failed)
+  if (all) {
+    /* Every claim first, without a word: each decision then sees every
+     * conflict and is shown once. */
+    quiet.quiet = 1;
+    r.pl = &quiet;
+    if (run_pass(&r, 0, -1) != 0)
       goto out;
-    emit_all(&r, r.items, r.n, 0);
-    if (!dry_run && r.n > 0) {
-      if (store_begin(store) != 0)
-        goto out;
-      if (write_ops(store, link, r.items, r.n, 0) != 0 ||
-          store_commit(store) != 0) {
-        store_rollback(store);
-        goto out;
-      }
-    }
-    planned_free(r.items, r.n);
-    r.n = 0;
-  } while (r.rows == CHUNK);
+    r.pl = pl;
+    r.replanned = 0;
+  }
+  if (run_pass(&r, 1, since) != 0)
+    goto out;
+  /* Objects of this link a conflict found later involves (or ends) are
+   * weighed again now: only those (the queue to plan again), since
+   * nothing else changed while planning. */
+  for (int again = 0; r.replanned > 0 && again < AGAIN_MAX; again++) {
+    r.replanned = 0;
+    if (run_pass(&r, 2, now_seq) != 0)
+      goto out;
+  }
 
   /* This round's deletes, with those still held from earlier rounds that
    * it did not weigh again: over the limit they are all held; under it
@@ -821,13 +1368,11 @@ planner_plan(struct store *store, const struct planner_link *pl, int dry_run,
   new_deletes = 0;
   for (size_t i = 0; i < r.n_dels; i++)
     new_deletes += !r.dels[i].drop_op;
-  if (!dry_run) {
-    if (store_begin(store) != 0)
-      goto out;
-    in_tx = 1;
-    if (store_link_count_held(store, link, &held) != 0)
-      goto out;
-  }
+  if (store_begin(store) != 0)
+    goto out;
+  in_tx = 1;
+  if (store_link_count_held(store, link, &held) != 0)
+    goto out;
   held = held > r.held_met ? held - r.held_met : 0;
   hold =
       new_deletes + (unsigned long)held > (unsigned long)pl->link->max_deletes;
@@ -837,13 +1382,7 @@ planner_plan(struct store *store, const struct planner_link *pl, int dry_run,
               link, new_deletes + (unsigned long)held, pl->link->max_deletes,
               link);
   emit_all(&r, r.dels, r.n_dels, hold);
-  if (dry_run) {
-    if (hold)
-      stats->held = new_deletes;
-    result = 0;
-    goto out;
-  }
-  if (write_ops(store, link, r.dels, r.n_dels, hold) != 0 ||
+  if (write_ops(&r, r.dels, r.n_dels, hold) != 0 ||
       (!hold && held > 0 && store_link_approve(store, link, NULL) != 0) ||
       store_plan_mark_set(store, link, key, now_seq) != 0 ||
       store_link_count_held(store, link, &held) != 0 ||
@@ -861,6 +1400,8 @@ out:
   free(r.items);
   free(r.dels);
   free(r.last_id);
+  json_decref(r.chunk_keys);
+  json_decref(r.counted);
   free(old_key);
   return result;
 }

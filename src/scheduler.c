@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "anchor.h"
 #include "auth.h"
 #include "executor.h"
 #include "exo.h"
@@ -91,6 +92,7 @@ struct scheduler {
   struct http *http;
   struct store *store;
   const struct config *cfg;
+  struct anchor_key *key; /* anchor_key_file's, or NULL */
   struct scheduler_opts opts;
   struct tctx *tctx;
   size_t n_tctx;
@@ -301,6 +303,11 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
   s->cfg = cfg;
   s->opts = *opts;
   srandom((unsigned)(time(NULL) ^ (uv_hrtime() & 0xffffffff)));
+  if (cfg->anchor_key_file != NULL &&
+      anchor_key_load(cfg->anchor_key_file, &s->key, err, errlen) != 0) {
+    *config_error = 1;
+    goto fail;
+  }
   s->tctx = calloc(2 * n, sizeof(*s->tctx));
   s->sources = calloc(2 * n, sizeof(*s->sources));
   s->lruns = calloc(n, sizeof(*s->lruns));
@@ -342,8 +349,9 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
         goto fail;
       }
     }
-    lr->executor = executor_new(loop, store, lr->target->graph,
-                                lr->target->exo, link, EXECUTOR_IN_FLIGHT);
+    lr->executor =
+        executor_new(loop, store, lr->target->graph, lr->target->exo, link,
+                     s->key, EXECUTOR_IN_FLIGHT);
     if (lr->executor == NULL)
       goto fail;
   }
@@ -669,6 +677,108 @@ lrun_execute(struct lrun *lr)
   }
 }
 
+/* --- a lost state ---
+ *
+ * A link with nothing in the store (never planned, no row, no op) either
+ * starts for the first time or lost its state. Its copies in the target
+ * carry its anchors: those whose proof holds (made with this
+ * anchor_key_file, for that very object) are taken up again as the
+ * link's own, and planned like any copy (updated in full, or removed
+ * under max_deletes when their source object is gone); those without a
+ * proof are counted and left alone (the planner refuses to make a second
+ * copy beside them). Mail contacts are not in the target's users read:
+ * their executor looks each one up on Exchange's side instead. */
+
+struct recover_ctx {
+  struct lrun *lr;
+  struct recovery *rec;
+  const char *kind;
+  time_t now;
+  int failed;
+};
+
+static int
+on_anchor(void *ctx, const char *id, const char *value)
+{
+  struct recover_ctx *rc = ctx;
+  const struct config_link *link = rc->lr->link;
+  const char *attr = planner_anchor_attr(link);
+  char *plain = anchor_parse(value, NULL), *applied = NULL;
+  const char *source_id;
+  int taken = 0;
+
+  if (plain == NULL)
+    return 0;
+  if (!anchor_proven(rc->lr->s->key, link->target->tenant_id, rc->kind, value,
+                     id)) {
+    rc->rec->unproven++;
+    free(plain);
+    return 0;
+  }
+  source_id =
+      plain + strlen(ANCHOR_PREFIX) + strlen(link->source->tenant_id) + 1;
+  {
+    json_t *a = json_pack("{s:s}", attr, value);
+    applied = a != NULL ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+  }
+  if (applied == NULL ||
+      store_take_up(rc->lr->s->store, link->name, link->source->tenant_id,
+                    source_id, id, applied, rc->now, &taken) != 0) {
+    rc->failed = 1;
+    free(plain);
+    free(applied);
+    return 1;
+  }
+  rc->rec->taken_up += (unsigned long)taken;
+  free(plain);
+  free(applied);
+  return 0;
+}
+
+static int
+recover(struct lrun *lr, struct recovery *rec)
+{
+  const struct config_link *link = lr->link;
+  struct recover_ctx rc = {.lr = lr,
+                           .rec = rec,
+                           .kind = config_object_name(link->object),
+                           .now = time(NULL)};
+  char prefix[ANCHOR_PLAIN_MAX + 16];
+  int empty = 0;
+
+  memset(rec, 0, sizeof(*rec));
+  if (store_link_empty(lr->s->store, link->name, &empty) != 0)
+    return -1;
+  if (!empty)
+    return 0;
+  rec->empty = 1;
+  if (link->object == CONFIG_OBJECT_MAILCONTACT)
+    return 0;
+  snprintf(prefix, sizeof(prefix), "anchor:%s%s:", ANCHOR_PREFIX,
+           link->source->tenant_id);
+  for (char *c = prefix; *c != '\0'; c++) {
+    if (*c >= 'A' && *c <= 'Z')
+      *c = (char)(*c - 'A' + 'a');
+  }
+  if (store_begin(lr->s->store) != 0)
+    return -1;
+  if (store_anchor_keys(lr->s->store, link->target->tenant_id, prefix,
+                        on_anchor, &rc) < 0 ||
+      rc.failed || store_commit(lr->s->store) != 0) {
+    store_rollback(lr->s->store);
+    return -1;
+  }
+  if (rec->taken_up > 0 || rec->unproven > 0)
+    log_notice("the state held nothing of this link: copies taken up "
+               "again from the target link=%s target=%s taken_up=%lu "
+               "unproven=%lu (copies whose source object is gone are "
+               "removed under max_deletes; objects whose anchor has no "
+               "proof are left alone)",
+               link->name, link->target->name, rec->taken_up, rec->unproven);
+  return 0;
+}
+
 static void
 lrun_plan(struct lrun *lr)
 {
@@ -676,10 +786,19 @@ lrun_plan(struct lrun *lr)
   struct planner_link pl = {.link = lr->link,
                             .mapping = lr->mapping,
                             .filter = lr->filter,
-                            .members = lr->members};
+                            .members = lr->members,
+                            .key = s->key};
   struct planner_stats st;
+  struct recovery rec = {0};
   int dry = s->opts.mode == SCHEDULER_PLAN;
 
+  if (recover(lr, &rec) != 0) {
+    log_error("cannot look for copies of a lost state link=%s",
+              lr->link->name);
+    lr->failed = 1;
+    lrun_end(lr);
+    return;
+  }
   if (planner_plan(s->store, &pl, dry, s->opts.emit, s->opts.emit_ctx, &st) !=
       0) {
     log_error("cannot plan link=%s", lr->link->name);
@@ -688,12 +807,14 @@ lrun_plan(struct lrun *lr)
     return;
   }
   log_info("plan link=%s create=%lu update=%lu delete=%lu restore=%lu "
-           "unchanged=%lu out_of_scope=%lu waiting=%lu failed=%lu held=%lu",
+           "adopt=%lu refused=%lu unchanged=%lu out_of_scope=%lu "
+           "waiting=%lu failed=%lu held=%lu",
            lr->link->name, st.creates, st.updates, st.deletes, st.restores,
-           st.unchanged, st.out_of_scope, st.waiting, st.failed_kept, st.held);
+           st.adopts, st.fails, st.unchanged, st.out_of_scope, st.waiting,
+           st.failed_kept, st.held);
   if (dry) {
     if (s->opts.plan_done != NULL)
-      s->opts.plan_done(s->opts.emit_ctx, lr->link, &st);
+      s->opts.plan_done(s->opts.emit_ctx, lr->link, &st, &rec);
     lrun_end(lr);
     return;
   }
@@ -1128,6 +1249,8 @@ scheduler_free(struct scheduler *s)
     reader_free(s->sources[i].reader);
   for (size_t i = 0; i < s->n_tctx; i++)
     auth_free(s->tctx[i].auth);
+  anchor_key_free(s->key);
+  s->key = NULL;
   for (size_t i = 0; i < s->n_sources; i++) {
     if (s->sources[i].timer_live) {
       s->closing++;

@@ -69,6 +69,20 @@ enum stmt_id {
   ST_KEY_ADD,
   ST_KEY_LOOKUP,
   ST_KEYS_UNSEEN,
+  ST_CLAIMS_OF,
+  ST_CLAIMS_DROP,
+  ST_CLAIM_ADD,
+  ST_CLAIM_OTHERS,
+  ST_TARGET_OWNER,
+  ST_OP_SENT,
+  ST_TAKE_UP,
+  ST_SOURCE_STUB,
+  ST_ANCHOR_KEYS,
+  ST_LINK_EMPTY,
+  ST_FAILS_DUE_REPLAN,
+  ST_FAILS_DUE_DROP,
+  ST_CLEAR_DECIDED,
+  ST_STORE_EMPTY,
   ST__COUNT
 };
 
@@ -114,7 +128,8 @@ static const char *const stmt_sql[ST__COUNT] = {
                       " run_done FROM link_state WHERE link = ?1",
     [ST_PLAN_ROWS] =
         "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
-        " t.state, o.id, o.kind, o.hash, o.state, g.removed"
+        " t.state, o.id, o.kind, o.hash, o.state, g.removed, g.attrs,"
+        " o.last_error"
         " FROM source_object s"
         " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
         " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
@@ -126,7 +141,8 @@ static const char *const stmt_sql[ST__COUNT] = {
      * tenant. */
     [ST_PLAN_ROWS_SINCE] =
         "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
-        " t.state, o.id, o.kind, o.hash, o.state, g.removed"
+        " t.state, o.id, o.kind, o.hash, o.state, g.removed, g.attrs,"
+        " o.last_error"
         " FROM temp.plan_changed c CROSS JOIN source_object s"
         " ON s.tenant = ?2 AND s.id = c.id"
         " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
@@ -163,8 +179,9 @@ static const char *const stmt_sql[ST__COUNT] = {
                     " WHERE link = ?1",
     [ST_OP_PUT] =
         "INSERT INTO op (link, source_id, kind, payload, desired, hash,"
-        " state, target_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
-        " ?8, ?9) ON CONFLICT (link, source_id) DO UPDATE SET"
+        " state, target_id, created_at, last_error, next_try) VALUES (?1,"
+        " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (link,"
+        " source_id) DO UPDATE SET"
         " kind = excluded.kind, payload = excluded.payload,"
         " desired = excluded.desired, hash = excluded.hash,"
         " state = excluded.state,"
@@ -173,11 +190,15 @@ static const char *const stmt_sql[ST__COUNT] = {
         " target_id = CASE WHEN excluded.kind = 'create' AND op.kind ="
         " 'create' THEN coalesce(op.target_id, excluded.target_id)"
         " ELSE excluded.target_id END,"
-        " attempts = 0, last_error = NULL, created_at = excluded.created_at",
+        " sent_at = CASE WHEN excluded.kind = 'create' AND op.kind ="
+        " 'create' THEN op.sent_at ELSE 0 END,"
+        " attempts = 0, last_error = excluded.last_error,"
+        " next_try = excluded.next_try, created_at = excluded.created_at",
     [ST_OP_DELETE] = "DELETE FROM op WHERE id = ?1",
     [ST_OPS_LIST] =
         "SELECT id, source_id, kind, payload, desired, hash, state, attempts,"
-        " last_error, target_id FROM op WHERE link = ?1 AND state = ?2"
+        " last_error, target_id, sent_at FROM op WHERE link = ?1 AND"
+        " state = ?2"
         " AND id > ?4 ORDER BY id LIMIT ?3",
     [ST_OP_SET_TARGET] = "UPDATE op SET target_id = ?2 WHERE id = ?1",
     [ST_OP_FAIL] = "UPDATE op SET attempts = attempts + 1, last_error = ?2,"
@@ -212,7 +233,8 @@ static const char *const stmt_sql[ST__COUNT] = {
         " ON CONFLICT (link) DO UPDATE SET last_success = "
         "excluded.last_success",
     [ST_CLEAR_FAILED] = "UPDATE op SET state = 'pending', attempts = 0"
-                        " WHERE link = ?1 AND state = 'failed'",
+                        " WHERE link = ?1 AND state = 'failed' AND"
+                        " kind <> 'fail'",
     [ST_UNVERIFIED] = "SELECT source_id, target_id FROM target_object"
                       " WHERE link = ?1 AND state = 'active' AND"
                       " exo_visible = 0 AND target_id IS NOT NULL"
@@ -232,6 +254,52 @@ static const char *const stmt_sql[ST__COUNT] = {
         "DELETE FROM object_key WHERE tenant = ?1 AND id IN (SELECT id FROM"
         " source_object WHERE tenant = ?1 AND removed <> 2 AND"
         " seen_gen < ?2)",
+    [ST_CLAIMS_OF] = "SELECT key FROM claim WHERE link = ?1 AND"
+                     " source_id = ?2 AND target = ?3",
+    [ST_CLAIMS_DROP] = "DELETE FROM claim WHERE link = ?1 AND source_id = ?2",
+    [ST_CLAIM_ADD] = "INSERT OR IGNORE INTO claim (target, key, link,"
+                     " source_id) VALUES (?1, ?2, ?3, ?4)",
+    [ST_CLAIM_OTHERS] = "SELECT link, source_id FROM claim WHERE target = ?1"
+                        " AND key = ?2 AND NOT (link = ?3 AND"
+                        " source_id = ?4) ORDER BY link, source_id",
+    /* A target object is someone's when a link's row names it, or an op
+     * learnt it (an invitation whose result is not recorded yet). */
+    [ST_TARGET_OWNER] = "SELECT link, source_id FROM target_object"
+                        " WHERE target_id = ?1 UNION SELECT link, source_id"
+                        " FROM op WHERE target_id = ?1 LIMIT 2",
+    [ST_OP_SENT] = "UPDATE op SET sent_at = ?2 WHERE id = ?1",
+    [ST_TAKE_UP] =
+        "INSERT INTO target_object (link, source_id, target_id, hash,"
+        " applied, state, updated_at) VALUES (?1, ?2, ?3, '', ?4,"
+        " 'recovered', ?5) ON CONFLICT (link, source_id) DO NOTHING",
+    /* A copy taken up for a source object the store does not know: it is
+     * gone from the source (a full read would have seen it), so it is
+     * recorded as deleted there and the copy is planned like any other
+     * whose source object went. */
+    [ST_SOURCE_STUB] =
+        "INSERT INTO source_object (tenant, id, attrs, removed, seen_gen,"
+        " seq) VALUES (?1, ?2, '{}', 2, 0,"
+        " (SELECT coalesce(max(seq), 0) + 1 FROM source_object))"
+        " ON CONFLICT (tenant, id) DO NOTHING",
+    [ST_ANCHOR_KEYS] = "SELECT id, value FROM object_key WHERE tenant = ?1"
+                       " AND key >= ?2 AND key < ?3 ORDER BY key, id",
+    [ST_LINK_EMPTY] =
+        "SELECT (SELECT count(*) FROM target_object WHERE link = ?1) +"
+        " (SELECT count(*) FROM op WHERE link = ?1) +"
+        " (SELECT count(*) FROM link_state WHERE link = ?1 AND"
+        " plan_key IS NOT NULL)",
+    /* Objects the planner refused are weighed again once their time
+     * comes (a holder of their address may have gone meanwhile). */
+    [ST_FAILS_DUE_REPLAN] =
+        "INSERT OR IGNORE INTO replan (link, source_id) SELECT link,"
+        " source_id FROM op WHERE link = ?1 AND kind = 'fail' AND"
+        " state = 'failed' AND next_try <= ?2",
+    [ST_FAILS_DUE_DROP] = "DELETE FROM op WHERE link = ?1 AND kind = 'fail'"
+                          " AND state = 'failed' AND next_try <= ?2",
+    [ST_CLEAR_DECIDED] = "DELETE FROM op WHERE link = ?1 AND kind = 'fail'",
+    [ST_STORE_EMPTY] = "SELECT (SELECT count(*) FROM delta_state) +"
+                       " (SELECT count(*) FROM target_object) +"
+                       " (SELECT count(*) FROM op)",
     [ST_DELTA_RESET] = "UPDATE delta_state SET delta_link = NULL"
                        " WHERE tenant = ?1",
 };
@@ -377,6 +445,9 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " source_id TEXT NOT NULL,"
           " PRIMARY KEY (target, key, link, source_id)) WITHOUT ROWID;"
           "CREATE INDEX claim_by_object ON claim (link, source_id);"
+          /* Who owns a target object, by its id. */
+          "CREATE INDEX target_object_id ON target_object (target_id);"
+          "CREATE INDEX op_target_id ON op (target_id);"
           "UPDATE delta_state SET delta_link = NULL;",
 };
 
@@ -1300,6 +1371,8 @@ store_plan_rows(struct store *store, const char *link,
         .op_hash = col_text(st, 9),
         .op_state = col_text(st, 10),
         .target_removed = sqlite3_column_int(st, 11),
+        .target_attrs = col_text(st, 12),
+        .op_error = col_text(st, 13),
     };
     stop = fn(ctx, &row);
     if (stop != 0)
@@ -1391,7 +1464,7 @@ int
 store_op_put(struct store *store, const char *link, const char *source_id,
              const char *kind, const char *payload, const char *desired,
              const char *hash, const char *state, const char *target_id,
-             time_t now)
+             const char *error, time_t next_try, time_t now)
 {
   sqlite3_stmt *st = prep(store, ST_OP_PUT);
 
@@ -1406,6 +1479,8 @@ store_op_put(struct store *store, const char *link, const char *source_id,
   bind_text(st, 7, state);
   bind_text(st, 8, target_id);
   sqlite3_bind_int64(st, 9, (sqlite3_int64)now);
+  bind_text(st, 10, error);
+  sqlite3_bind_int64(st, 11, (sqlite3_int64)next_try);
   return exec_stmt(store, st, "writing an operation");
 }
 
@@ -1487,6 +1562,7 @@ store_ops_list_after(struct store *store, const char *link, const char *state,
     op->attempts = sqlite3_column_int(st, 7);
     op->last_error = col_strdup(st, 8);
     op->target_id = col_strdup(st, 9);
+    op->sent_at = sqlite3_column_int64(st, 10);
   }
   if (rc != SQLITE_DONE) {
     store_ops_free(list, count);
@@ -1656,6 +1732,16 @@ store_link_clear_failed(struct store *store, const char *link,
     return -1;
   if (cleared != NULL)
     *cleared = sqlite3_changes64(store->db);
+  /* What the planner refused is decided again by the full weighing that
+   * follows. */
+  st = prep(store, ST_CLEAR_DECIDED);
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  if (exec_stmt(store, st, "clearing refused objects") != 0)
+    return -1;
+  if (cleared != NULL)
+    *cleared += sqlite3_changes64(store->db);
   return 0;
 }
 
@@ -1743,5 +1829,320 @@ store_count_not_visible(struct store *store, const char *link,
   *count = sqlite3_column_int64(st, 0);
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
+  return 0;
+}
+
+/* --- ownership, claims, recovery --- */
+
+int
+store_replan_add(struct store *store, const char *link, const char *source_id)
+{
+  sqlite3_stmt *st = prep(store, ST_REPLAN_ADD);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  return exec_stmt(store, st, "queueing an object to plan again");
+}
+
+int
+store_claim_others(struct store *store, const char *target, const char *key,
+                   const char *link, const char *source_id, store_claim_fn fn,
+                   void *ctx)
+{
+  sqlite3_stmt *st = prep(store, ST_CLAIM_OTHERS);
+  int rc, stop = 0;
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, target);
+  bind_text(st, 2, key);
+  bind_text(st, 3, link);
+  bind_text(st, 4, source_id);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    stop = fn(ctx, col_text(st, 0), col_text(st, 1));
+    if (stop != 0)
+      break;
+  }
+  if (stop == 0 && rc != SQLITE_DONE)
+    return fail(store, st, "reading claims");
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return stop;
+}
+
+struct replan_ctx {
+  struct store *store;
+  const char *link; /* the claiming link: its partners are counted */
+  size_t same;
+  int failed;
+};
+
+static int
+replan_other(void *ctx, const char *link, const char *source_id)
+{
+  struct replan_ctx *rc = ctx;
+
+  if (store_replan_add(rc->store, link, source_id) != 0) {
+    rc->failed = 1;
+    return 1;
+  }
+  if (strcmp(link, rc->link) == 0)
+    rc->same++;
+  return 0;
+}
+
+static int
+key_in(const char *key, const char *const *keys, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(keys[i], key) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+int
+store_claims_put(struct store *store, const char *target, const char *link,
+                 const char *source_id, const char *const *keys, size_t n,
+                 size_t *replanned)
+{
+  struct replan_ctx rc = {.store = store, .link = link};
+  sqlite3_stmt *st;
+  char **old = NULL;
+  size_t n_old = 0, cap = 0;
+  int step, result = -1;
+
+  if (replanned != NULL)
+    *replanned = 0;
+  st = prep(store, ST_CLAIMS_OF);
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  bind_text(st, 3, target);
+  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    if (n_old == cap) {
+      size_t ncap = cap ? cap * 2 : 4;
+      char **grown = realloc(old, ncap * sizeof(*old));
+      if (grown == NULL) {
+        sqlite3_reset(st);
+        goto out;
+      }
+      old = grown;
+      cap = ncap;
+    }
+    old[n_old] = col_strdup(st, 0);
+    if (old[n_old++] == NULL) {
+      sqlite3_reset(st);
+      goto out;
+    }
+  }
+  if (step != SQLITE_DONE) {
+    fail(store, st, "reading claims");
+    goto out;
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+
+  /* Whoever else holds a key this object gives up or takes is weighed
+   * again: a conflict may have begun or ended. Unchanged keys wake no
+   * one (two objects in conflict must not wake each other forever). */
+  for (size_t i = 0; i < n_old; i++) {
+    if (!key_in(old[i], keys, n) &&
+        store_claim_others(store, target, old[i], link, source_id,
+                           replan_other, &rc) != 0)
+      goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!key_in(keys[i], (const char *const *)old, n_old) &&
+        store_claim_others(store, target, keys[i], link, source_id,
+                           replan_other, &rc) != 0)
+      goto out;
+  }
+  if (rc.failed)
+    goto out;
+  st = prep(store, ST_CLAIMS_DROP);
+  if (st == NULL)
+    goto out;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  if (exec_stmt(store, st, "dropping claims") != 0)
+    goto out;
+  for (size_t i = 0; i < n; i++) {
+    st = prep(store, ST_CLAIM_ADD);
+    if (st == NULL)
+      goto out;
+    bind_text(st, 1, target);
+    bind_text(st, 2, keys[i]);
+    bind_text(st, 3, link);
+    bind_text(st, 4, source_id);
+    if (exec_stmt(store, st, "writing a claim") != 0)
+      goto out;
+  }
+  if (replanned != NULL)
+    *replanned = rc.same;
+  result = 0;
+out:
+  for (size_t i = 0; i < n_old; i++)
+    free(old[i]);
+  free(old);
+  return result;
+}
+
+int
+store_target_owner(struct store *store, const char *target_id, char **link,
+                   char **source_id)
+{
+  sqlite3_stmt *st = prep(store, ST_TARGET_OWNER);
+  int rc;
+
+  *link = *source_id = NULL;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, target_id);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *link = col_strdup(st, 0);
+    *source_id = col_strdup(st, 1);
+    if (*link == NULL || *source_id == NULL) {
+      free(*link);
+      free(*source_id);
+      *link = *source_id = NULL;
+      sqlite3_reset(st);
+      return -1;
+    }
+  } else if (rc != SQLITE_DONE) {
+    return fail(store, st, "looking up a target object's owner");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+int
+store_op_sent(struct store *store, long long op_id, time_t when)
+{
+  sqlite3_stmt *st = prep(store, ST_OP_SENT);
+
+  if (st == NULL)
+    return -1;
+  sqlite3_bind_int64(st, 1, op_id);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)when);
+  return exec_stmt(store, st, "recording a create about to be sent");
+}
+
+int
+store_take_up(struct store *store, const char *link, const char *source_tenant,
+              const char *source_id, const char *target_id,
+              const char *applied, time_t now, int *taken)
+{
+  sqlite3_stmt *st = prep(store, ST_TAKE_UP);
+
+  *taken = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  bind_text(st, 3, target_id);
+  bind_text(st, 4, applied);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)now);
+  if (exec_stmt(store, st, "taking up a copy") != 0)
+    return -1;
+  *taken = sqlite3_changes64(store->db) > 0;
+  if (!*taken)
+    return 0;
+  st = prep(store, ST_SOURCE_STUB);
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, source_tenant);
+  bind_text(st, 2, source_id);
+  if (exec_stmt(store, st, "recording a source object gone") != 0)
+    return -1;
+  return store_replan_add(store, link, source_id);
+}
+
+int
+store_anchor_keys(struct store *store, const char *tenant_id,
+                  const char *prefix, store_key_fn fn, void *ctx)
+{
+  sqlite3_stmt *st = prep(store, ST_ANCHOR_KEYS);
+  size_t n = strlen(prefix);
+  char *end = malloc(n + 1);
+  int rc, stop = 0;
+
+  if (st == NULL || end == NULL || n == 0) {
+    free(end);
+    return -1;
+  }
+  /* Every key starting with prefix: [prefix, prefix with its last byte
+   * one higher). */
+  memcpy(end, prefix, n + 1);
+  end[n - 1] = (char)(end[n - 1] + 1);
+  bind_text(st, 1, tenant_id);
+  bind_text(st, 2, prefix);
+  bind_text(st, 3, end);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    stop = fn(ctx, col_text(st, 0), col_text(st, 1));
+    if (stop != 0)
+      break;
+  }
+  free(end);
+  if (stop == 0 && rc != SQLITE_DONE)
+    return fail(store, st, "listing anchors");
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return stop;
+}
+
+int
+store_link_empty(struct store *store, const char *link, int *empty)
+{
+  sqlite3_stmt *st = prep(store, ST_LINK_EMPTY);
+
+  *empty = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  if (sqlite3_step(st) != SQLITE_ROW)
+    return fail(store, st, "checking whether a link has any state");
+  *empty = sqlite3_column_int64(st, 0) == 0;
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+int
+store_fails_due(struct store *store, const char *link, time_t now)
+{
+  sqlite3_stmt *st = prep(store, ST_FAILS_DUE_REPLAN);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+  if (exec_stmt(store, st, "queueing refused objects") != 0)
+    return -1;
+  st = prep(store, ST_FAILS_DUE_DROP);
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+  return exec_stmt(store, st, "dropping refused objects due again");
+}
+
+int
+store_is_empty(struct store *store, int *empty)
+{
+  sqlite3_stmt *st = prep(store, ST_STORE_EMPTY);
+
+  *empty = 0;
+  if (st == NULL)
+    return -1;
+  if (sqlite3_step(st) != SQLITE_ROW)
+    return fail(store, st, "checking whether the state is empty");
+  *empty = sqlite3_column_int64(st, 0) == 0;
+  sqlite3_reset(st);
   return 0;
 }

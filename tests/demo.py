@@ -34,7 +34,10 @@ def write_private(path, text):
 def config_text(cloud, tenants):
     out = ["# galbridge demo config (made by tests/demo.py)",
            "[galbridge]", "state_dir = %s/state" % DEMO, "log_level = info",
-           "interval = 2", ""]
+           "interval = 2",
+           "; the key of the proof in every anchor: back it up with the"
+           " config",
+           "anchor_key_file = %s/anchor.key" % DEMO, ""]
     for t in tenants:
         out += ["[tenant %s]" % t["name"], "tenant_id = %s" % t["id"],
                 "client_id = %s" % t["apps"][0]["client_id"],
@@ -73,6 +76,9 @@ def main():
                                client_secrets=secrets_by_name)
     for name, value in secrets_by_name.items():
         write_private(os.path.join(DEMO, name + ".secret"), value + "\n")
+    if not os.path.exists(os.path.join(DEMO, "anchor.key")):
+        write_private(os.path.join(DEMO, "anchor.key"),
+                      secrets.token_urlsafe(32) + "\n")
 
     print("demo: starting fakecloud (contoso: 3,000 people, "
           "fabrikam: 2,000) ...")

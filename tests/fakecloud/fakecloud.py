@@ -678,6 +678,9 @@ class Tenant:
         props.setdefault("userType", "Member")
         props.setdefault("accountEnabled", True)
         props.setdefault("creationType", None)
+        # Every directory object has one (user.md: createdDateTime,
+        # read-only); Exchange shows it as WhenCreated.
+        props.setdefault("createdDateTime", iso_ms(time.time())[:-5] + "Z")
         if not props.get("userPrincipalName"):
             local = (props.get("mailNickname")
                      or (props.get("mail") or "").split("@")[0]
@@ -795,6 +798,7 @@ class Tenant:
         if mail and "proxyAddresses" not in props:
             props["proxyAddresses"] = [f"SMTP:{mail}"]
         props.setdefault("displayName", mail or cid)
+        props.setdefault("createdDateTime", iso_ms(time.time())[:-5] + "Z")
         contact = Contact(cid, props)
         self.contacts[cid] = contact
         return contact
@@ -2283,19 +2287,46 @@ def filter_match(node, user, current=None):
 INDEXED_FILTER_PROPS = ("mail", "userPrincipalName")
 
 
-def filter_candidates(tenant, tree):
-    """The users a filter can match: for `prop eq 'value'` on an indexed
-    property (or such a clause and-ed with others) only those the index
-    names, else every user. filter_match still decides."""
-    node = tree
-    while node is not None and node[0] == "and":
-        node = node[1] if node[1][0] == "cmp" else node[2]
-    if node is not None and node[0] == "cmp" and node[2] == "eq" and \
-            isinstance(node[3], str) and node[1] is not None and \
+def indexed_clause(tenant, node):
+    """Users an indexed clause can match (a set of ids), or None when the
+    clause is not one the index answers: `prop eq 'v'` on an indexed
+    property, an address in otherMails/proxyAddresses any(x: x eq 'v'),
+    an `or` of such clauses, an `and` with one."""
+    if node is None:
+        return None
+    if node[0] == "or":
+        left = indexed_clause(tenant, node[1])
+        right = indexed_clause(tenant, node[2])
+        return None if left is None or right is None else left | right
+    if node[0] == "and":
+        left = indexed_clause(tenant, node[1])
+        return left if left is not None else indexed_clause(tenant, node[2])
+    if node[0] == "cmp" and node[2] == "eq" and isinstance(node[3], str) \
+            and node[1] is not None and \
             (node[1] in INDEXED_FILTER_PROPS or
              node[1].startswith("onPremisesExtensionAttributes/")):
-        return tenant.indexed(node[1], node[3])
-    return list(tenant.users.values())
+        return {u.id for u in tenant.indexed(node[1], node[3])}
+    if node[0] == "any" and node[1] in ("otherMails", "proxyAddresses") and \
+            node[2][0] == "cmp" and node[2][2] == "eq" and \
+            isinstance(node[2][3], str):
+        value = node[2][3]
+        if node[1] == "proxyAddresses":
+            if value[:5].lower() != "smtp:":
+                return None
+            value = value[5:]
+        return {u.id for u in tenant.indexed("@", value)}
+    return None
+
+
+def filter_candidates(tenant, tree):
+    """The users a filter can match: those the index names when it can
+    answer the filter (see indexed_clause), else every user.
+    filter_match still decides."""
+    ids = indexed_clause(tenant, tree)
+    if ids is None:
+        return list(tenant.users.values())
+    return sorted((tenant.users[i] for i in ids if i in tenant.users),
+                  key=lambda u: u.created_seq)
 
 
 def advanced_params(req):
@@ -3393,6 +3424,11 @@ def recipient_view(tenant, oid, name, props, rtype, details, external,
         "RecipientTypeDetails": details,
         "HiddenFromAddressListsEnabled": hidden,
     }
+    # When the object was made, as Exchange lists it (guessed: ISO 8601
+    # UTC, the JSON output format's dates).
+    created = props.get("createdDateTime")
+    if created:
+        view["WhenCreated"] = view["WhenCreatedUTC"] = created
     for n in range(1, 16):
         view[f"CustomAttribute{n}"] = ext.get(f"extensionAttribute{n}") or ""
     return view
@@ -3858,10 +3894,13 @@ def recipient_matches(recipient, identity):
 @cmdlet("Get-Recipient")
 def cmd_get_recipient(req, tenant, params):
     exo_check_params(params, {"identity", "recipienttypedetails",
-                              "resultsize"})
+                              "resultsize", "filter"})
     lowered_params = lowered(params)
     recipients = [v for o, v in exo_objects(req, tenant)
                   if not isinstance(o, Group)]
+    if lowered_params.get("filter") not in (None, ""):
+        test = opath_parse(lowered_params["filter"])
+        recipients = [r for r in recipients if test(r)]
     identity = lowered_params.get("identity")
     if identity is not None:
         recipients = [r for r in recipients
@@ -4193,14 +4232,113 @@ def org_contact_view(contact, version):
     }
 
 
+class ObjectFilterParser(FilterParser):
+    """$filter on org contacts and groups: eq and startswith on their
+    string properties, any() on proxyAddresses, and/or/not. The address
+    clauses galbridge sends are also accepted as advanced queries
+    (orgcontact.md: "Specific usage of $filter ... is supported only when
+    you use the ConsistencyLevel header set to eventual and $count")."""
+
+    def __init__(self, text, resource, props):
+        super().__init__(text)
+        self.resource = resource
+        self.props = {p.lower(): p for p in props}
+
+    def property(self, name):
+        prop = self.props.get(name.lower())
+        if prop is None:
+            raise unsupported(f"Property '{name.split('/')[-1]}' does not "
+                              f"exist as a declared property or extension "
+                              f"property.")
+        return prop
+
+
+ORG_CONTACT_FILTER = ["id", "displayName", "mail", "mailNickname",
+                      "givenName", "surname", "companyName", "department",
+                      "jobTitle", "proxyAddresses"]
+GROUP_FILTER = ["id", "displayName", "mail", "mailNickname", "proxyAddresses"]
+
+
+class _Filtered:
+    """What a contact or group shows a filter: its addresses as the
+    service derives them (an object with mail has it as its primary SMTP
+    proxy address)."""
+
+    def __init__(self, obj):
+        self.id = obj.id
+        self.props = dict(obj.props)
+        mail = self.props.get("mail")
+        if mail and not self.props.get("proxyAddresses"):
+            self.props["proxyAddresses"] = [f"SMTP:{mail}"]
+
+
+def filtered_objects(req, objects, resource, props):
+    """The objects a $filter takes (all without one), as the users list
+    reads it: a bad filter is the service's 400."""
+    params = req.params
+    if "filter" not in params:
+        return list(objects)
+    try:
+        tree = ObjectFilterParser(params["filter"], resource, props).parse()
+    except FilterError as exc:
+        graph_fail(req, exc.status, exc.code, exc.message)
+    return [o for o in objects if filter_match(tree, _Filtered(o))]
+
+
+def object_list(req, kind, objects, view):
+    """A contacts or groups list: $filter, $select, $top, $count (with
+    ConsistencyLevel: eventual), one page."""
+    version = req.group(1)
+    check_params(req, {"select", "filter", "top", "count"})
+    eventual, count = advanced_params(req)
+    top = parse_top(req)
+    found = filtered_objects(
+        req, objects, "OrgContact" if kind == "contacts" else "Group",
+        ORG_CONTACT_FILTER if kind == "contacts" else GROUP_FILTER)
+    select = None
+    if "select" in req.params:
+        select = [p.strip() for p in req.params["select"].split(",")
+                  if p.strip()]
+    body = {"@odata.context": f"https://graph.microsoft.com/{version}/"
+                              f"$metadata#{kind}"}
+    if eventual and count:
+        body["@odata.count"] = len(found)
+    value = []
+    for obj in found[:top]:
+        full = view(obj, version)
+        if select is not None:
+            full = {k: v for k, v in full.items()
+                    if k == "id" or k in select}
+        value.append(full)
+    body["value"] = value
+    return graph_ok(req, body)
+
+
 @route("graph", "GET", r"^/(v1\.0|beta)/contacts/?$")
 def list_org_contacts(req):
-    version = req.group(1)
-    return graph_ok(req, {
-        "@odata.context": f"https://graph.microsoft.com/{version}/"
-                          f"$metadata#contacts",
-        "value": [org_contact_view(c, version)
-                  for c in req.tenant.contacts.values()]})
+    return object_list(req, "contacts", req.tenant.contacts.values(),
+                       org_contact_view)
+
+
+def group_view(group, version):
+    props = group.props
+    mail = props.get("mail")
+    return {
+        "id": group.id,
+        "displayName": props.get("displayName"),
+        "mail": mail,
+        "mailEnabled": bool(props.get("mailEnabled", bool(mail))),
+        "mailNickname": props.get("mailNickname"),
+        "securityEnabled": bool(props.get("securityEnabled", False)),
+        "groupTypes": list(props.get("groupTypes") or []),
+        "proxyAddresses": list(props.get("proxyAddresses")
+                               or ([f"SMTP:{mail}"] if mail else [])),
+    }
+
+
+@route("graph", "GET", r"^/(v1\.0|beta)/groups/?$")
+def list_groups(req):
+    return object_list(req, "groups", req.tenant.groups.values(), group_view)
 
 
 @route("graph", "GET", r"^/(v1\.0|beta)/contacts/([^/]+)$")

@@ -47,7 +47,8 @@ class Env:
     a config file for galbridge, and helpers to run it and read its store.
     """
 
-    def __init__(self, tmp, users=50, rng_seed=7, cert_pem=None):
+    def __init__(self, tmp, users=50, rng_seed=7, cert_pem=None,
+                 anchor_key=True):
         self.tmp = str(tmp)
         self.cloud = fc.FakeCloud().start(os.path.join(self.tmp, "cloud"))
         if THROTTLE_GRACE_MS:
@@ -74,6 +75,12 @@ class Env:
         self.limits = {}
         for name, t in self.tenants.items():
             self.write_secret(name, t["secret"])
+        # A key for the proof in anchors, as an admin sets one up
+        # (galbridge.conf(5)); Env(anchor_key=False) runs without.
+        self.anchor_key = None
+        if anchor_key:
+            self.anchor_key = self.write_secret(
+                "anchor-key", "%064x" % rng.getrandbits(256))
         self.write_config()
 
     @property
@@ -111,7 +118,10 @@ class Env:
         """contoso-to-fabrikam (guest) with `link_extra` lines; `reverse`
         adds fabrikam-to-contoso; `extra` is appended as is."""
         text = ("[galbridge]\nstate_dir = %s\nlog_level = info\n"
-                "interval = 1\n\n" % self.state_dir)
+                "interval = 1\n" % self.state_dir)
+        if self.anchor_key:
+            text += "anchor_key_file = %s\n" % self.anchor_key
+        text += "\n"
         text += self.tenant_section("contoso", contoso_credential)
         text += self.tenant_section("fabrikam")
         text += ("[link contoso-to-fabrikam]\nsource = contoso\n"
@@ -197,7 +207,9 @@ class Env:
             ext = u.get("onPremisesExtensionAttributes") or {}
             anchor = ext.get("extensionAttribute15") or ""
             if anchor.startswith(prefix):
-                out.setdefault(anchor[len(prefix):], []).append(u)
+                # galbridge:<tenant>:<id>, then its proof when signed.
+                out.setdefault(anchor[len(prefix):].split(":")[0],
+                               []).append(u)
         return out
 
     def writes(self, tenant="fabrikam"):

@@ -1,6 +1,6 @@
 """Guest writes through Graph's $batch: galbridge sync against fakecloud.
 
-A first round carries the finds, invitations, PATCHes and DELETEs 20 to
+A first round carries the lookups, invitations, PATCHes and DELETEs 20 to
 a $batch request, each invitation's new user still reaching its own op;
 an inner 429 is retried alone after its own Retry-After, and the round
 still converges, in a throttling storm too.
@@ -95,13 +95,17 @@ def test_first_round_500_users_batched(make_env):
                       if any(is_write(i) for i in (inner or [e]))]
     assert len(write_requests) <= math.ceil(2 * n / 20) + 10, \
         len(write_requests)
-    # The finds (by anchor, then by mail) are batched too.
-    finds = sum(1 for e, inner in reqs for i in (inner or [e])
-                if i["method"] == "GET" and i["path"] == "/v1.0/users")
-    assert finds == 2 * n
+    # The lookups before each invitation (who holds the address: users,
+    # org contacts, groups) are batched too.
+    lookups = 0
+    for path in ("/v1.0/users", "/v1.0/contacts", "/v1.0/groups"):
+        finds = sum(1 for e, inner in reqs for i in (inner or [e])
+                    if i["method"] == "GET" and i["path"] == path)
+        assert finds == n, path
+        lookups += finds
     read_requests = [e for e, inner in reqs
                      if not any(is_write(i) for i in (inner or [e]))]
-    assert len(read_requests) <= math.ceil(finds / 20) + 5
+    assert len(read_requests) <= math.ceil(lookups / 20) + 5
 
     # Nothing left: the next round writes nothing.
     r = env.run("sync")
@@ -233,13 +237,14 @@ def test_invitations_ride_in_batches(make_env):
     assert len(carriers) <= math.ceil(n / 20) + 5, len(carriers)
     assert all(e["path"] == "/v1.0/$batch" for e in carriers
                if e["path"] != "/v1.0/invitations")
-    # Every HTTP request against every inner request: about 0.2 requests
-    # per new guest (two finds, the invitation and the PATCH, 20 to a
-    # request), where one-by-one invitations alone cost 1.
+    # Every HTTP request against every inner request: about 0.25 requests
+    # per new guest (who holds the address: users, contacts, groups; the
+    # invitation and the PATCH, 20 to a request), where one-by-one
+    # invitations alone cost 1.
     reqs = [(e, i) for e, i in reqs
             if not e["path"].startswith("/v1.0/users/delta")]
     inner = sum(len(i) if i else 1 for _, i in reqs)
-    assert inner == 4 * n
+    assert inner == 5 * n
     print("invitations: %d guests, %d HTTP requests for %d requests "
           "(%.2f per guest), invitations in %d requests"
           % (n, len(reqs), inner, len(reqs) / n, len(carriers)))

@@ -21,7 +21,8 @@ def recipients(env, kind, source="contoso", target="fabrikam"):
             continue
         anchor = r.get("CustomAttribute15") or ""
         if anchor.startswith(prefix):
-            out.setdefault(anchor[len(prefix):], []).append(r)
+            out.setdefault(anchor[len(prefix):].split(":")[0],
+                           []).append(r)
     return out
 
 

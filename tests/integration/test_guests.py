@@ -329,10 +329,11 @@ def test_example_config_passes_check_config(tmp_path):
 
 
 def test_proxy_address_conflict_then_resync(make_env):
-    """A contact in the target holds one person's address: the invitation
-    gives a guest without it, the PATCH that sets mail answers 400
-    ObjectConflict, and that op fails for good while the others sync. Once
-    the contact is gone, resync retries it without inviting again."""
+    """A contact in the target holds one person's address: galbridge asks
+    who holds it before inviting, so that person fails with the contact
+    named and nothing is written for them (no invitation, no hidden guest
+    without mail left behind), while the others sync. Once the contact is
+    gone, resync makes the guest."""
     env = make_env(users=30)
     victim = sorted(env.in_scope().values(), key=lambda u: u["id"])[0]
     fab = env.tenants["fabrikam"]["id"]
@@ -344,19 +345,24 @@ def test_proxy_address_conflict_then_resync(make_env):
     assert st["failed"] == 1
     failure = st["failures"][0]
     assert failure["source_id"] == victim["id"]
-    assert "ObjectConflict" in failure["error"] or \
-        "same value for property proxyAddresses" in failure["error"]
+    assert contact["id"] in failure["error"], failure
+    assert "Old Contact" in failure["error"]
     assert set(env.copies()) == set(env.in_scope()) - {victim["id"]}
     invitations = env.writes()["invitations"]
+    assert invitations == len(env.in_scope()) - 1
+    held = [u for u in env.cloud.users(fab)
+            if victim["mail"].lower() in
+            [m.lower() for m in (u.get("otherMails") or [])]
+            or (u.get("mail") or "").lower() == victim["mail"].lower()]
+    assert held == [], "a guest was made for the address a contact holds"
 
     env.cloud.delete_contact(fab, contact["id"])
-    assert env.run("sync").returncode == 1          # not retried by itself
     r = env.run("resync", "contoso-to-fabrikam")
     assert r.returncode == 0, r.stderr
     r = env.run("sync")
     assert r.returncode == 0, r.stderr
     check_converged(env)
-    assert env.writes()["invitations"] == invitations
+    assert env.writes()["invitations"] == invitations + 1
 
 
 def test_forbidden_patch_fails_that_user_only(make_env):

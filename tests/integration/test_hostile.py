@@ -198,8 +198,8 @@ def test_guests(env):
     filters = [urllib.parse.parse_qs(e["query"]).get("$filter", [""])[0]
                for e in env.cloud.log(service="graph")
                if e["path"] == "/v1.0/users"]
-    assert "mail eq 'o''brien@contoso.example'" in filters
-    assert "mail eq 'x+y&z#1@contoso.example'" in filters
+    assert any("mail eq 'o''brien@contoso.example'" in f for f in filters)
+    assert any("mail eq 'x+y&z#1@contoso.example'" in f for f in filters)
 
     # A second round changes nothing and warns about nothing.
     before = env.writes()
@@ -250,7 +250,8 @@ def test_exchange(env, object_name, kind):
     for rec in env.cloud.recipients(env.tenants["fabrikam"]["id"]):
         anchor = rec.get("CustomAttribute15") or ""
         if rec["RecipientTypeDetails"] == kind and anchor.startswith(prefix):
-            got.setdefault(anchor[len(prefix):], []).append(rec)
+            got.setdefault(anchor[len(prefix):].split(":")[0],
+                           []).append(rec)
     right = all(len(got.get(sid, [])) == 1 and
                 all((got[sid][0].get(p) or None) == expected(k, a)
                     for p, a in EXO_FIELDS.items()

@@ -317,7 +317,8 @@ def test_daemon_not_dumpable():
         os.chmod(top, 0o755)
         env = Env(top, users=5)
         os.chown(env.tmp, nobody, nobody)
-        for name in ("contoso.secret", "fabrikam.secret", "galbridge.conf"):
+        for name in ("contoso.secret", "fabrikam.secret",
+                     "anchor-key.secret", "galbridge.conf"):
             os.chown(os.path.join(env.tmp, name), nobody, nobody)
         errlog = open(os.path.join(top, "daemon.log"), "w")
         daemon = subprocess.Popen([GALBRIDGE, "-c", env.conf, "run"],

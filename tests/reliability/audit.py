@@ -109,12 +109,14 @@ def audit(env, kind, before):
         if not anchor.lower().startswith("galbridge:"):
             strays += 1          # made, never anchored
             continue
-        by_anchor[anchor.lower()].append(obj)
+        # The plain anchor: a proof after it names the object it is on.
+        by_anchor[":".join(anchor.lower().split(":")[:3])].append(obj)
     counts = {"objects": len(objs), "dup_anchor": 0, "dup_mail": 0,
               "missing": 0, "wrong": 0, "strays": strays, "store": 0}
     for anchor, found in by_anchor.items():
         counts["dup_anchor"] += len(found) - 1
-        sid = anchor[len(prefix):] if anchor.startswith(prefix) else None
+        sid = anchor[len(prefix):].split(":")[0] \
+            if anchor.startswith(prefix) else None
         if sid not in want:
             counts["strays"] += len(found)
     for found in by_mail.values():

@@ -1235,7 +1235,7 @@ test_example(void **state)
 {
   char creds[PATH_MAX + 16], p[PATH_MAX + 64], err[1024];
   static const char *const secrets[] = {"contoso.secret", "fabrikam.crt",
-                                        "fabrikam.key"};
+                                        "fabrikam.key", "anchor.key"};
   struct config *cfg = NULL;
 
   (void)state;
@@ -1255,6 +1255,7 @@ test_example(void **state)
   assert_non_null(cfg->tenants[0].client_secret_file);
   assert_non_null(cfg->tenants[1].certificate_file);
   assert_non_null(cfg->tenants[1].key_file);
+  assert_non_null(cfg->anchor_key_file);
   /* Two links in opposite directions. */
   assert_ptr_equal(cfg->links[0].source, cfg->links[1].target);
   assert_ptr_equal(cfg->links[0].target, cfg->links[1].source);

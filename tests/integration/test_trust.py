@@ -1,0 +1,316 @@
+"""Trust: galbridge touches only what it can prove it made, and one bad
+object fails alone.
+
+Each test plays a hostile tenant or a careless admin against the real
+binary: a forged anchor, a hand-invited guest, two source users mapping to
+one address, an anchor edited by hand, a lost state. The rule under test:
+an object galbridge did not make is never renamed, unhidden, disabled or
+deleted (unless the link adopts it), and the reason shows in plan, status
+and the log.
+"""
+import json
+import os
+import shutil
+
+from test_guests import check_converged
+
+
+def src_user(env, **props):
+    base = {"displayName": "Person", "givenName": "P", "surname": "Q",
+            "userType": "Member", "accountEnabled": True}
+    base.update(props)
+    return env.cloud.create_user(env.source["id"], base)
+
+
+def target_user(env, uid):
+    return next(u for u in env.cloud.users(env.tenants["fabrikam"]["id"])
+                if u["id"] == uid)
+
+
+def failures(env):
+    return {f["source_id"]: f for f in env.status()["links"][0]["failures"]}
+
+
+def plan_ops(env):
+    r = env.run("plan", "--json")
+    assert r.returncode in (0, 1, 3), r.stderr
+    out = json.loads(r.stdout)
+    return {c["source_id"]: c for c in out["links"][0]["changes"]}, out
+
+
+def untouched(before, after):
+    """What an admin sees of an object: the same, field for field."""
+    keys = ("displayName", "mail", "proxyAddresses", "otherMails",
+            "onPremisesExtensionAttributes", "showInAddressList",
+            "accountEnabled", "jobTitle", "deleted")
+    return {k: before.get(k) for k in keys} == {k: after.get(k) for k in keys}
+
+
+def test_forged_anchor_is_not_adopted_renamed_or_deleted(make_env):
+    """A Member of the target whose extensionAttribute15 was set by hand
+    to a source user's anchor (plain, and with a made-up proof) is left
+    alone: plan and status say why, and when that source user leaves
+    scope nothing is deleted."""
+    env = make_env(users=20)
+    fab = env.tenants["fabrikam"]["id"]
+    victims = sorted(env.in_scope())[:2]
+    forged = {}
+    for n, sid in enumerate(victims):
+        anchor = "galbridge:%s:%s" % (env.source["id"], sid)
+        if n == 1:
+            anchor += ":1.AAAAAAAAAAAAAAAAAAAAAA"
+        forged[sid] = env.cloud.create_user(fab, {
+            "displayName": "CEO %d" % n, "mail": "ceo%d@fabrikam.example" % n,
+            "userType": "Member", "accountEnabled": True,
+            "onPremisesExtensionAttributes": {"extensionAttribute15": anchor}})
+    before = {sid: target_user(env, u["id"]) for sid, u in forged.items()}
+
+    ops, _ = plan_ops(env)
+    for sid in victims:
+        assert ops[sid]["op"] == "fail", ops[sid]
+        assert forged[sid]["id"] in ops[sid]["reason"]
+        assert "cannot" in ops[sid]["reason"] or "nothing proves" in \
+            ops[sid]["reason"]
+
+    r = env.run("sync")
+    assert r.returncode == 1
+    fails = failures(env)
+    for sid in victims:
+        assert sid in fails and forged[sid]["id"] in fails[sid]["error"]
+        assert untouched(before[sid], target_user(env, forged[sid]["id"]))
+    assert "object not synced" in r.stderr
+    # Everyone else is synced (the forged objects carry anchors too).
+    forged_ids = {u["id"] for u in forged.values()}
+    made = {sid for sid, c in env.copies().items()
+            if any(g["id"] not in forged_ids for g in c)}
+    assert made == set(env.in_scope()) - set(victims)
+
+    # The source users leave scope: still nothing touched.
+    for sid in victims:
+        env.cloud.patch_user(env.source["id"], sid, {"accountEnabled": False})
+    env.run("sync")
+    for sid in victims:
+        assert untouched(before[sid], target_user(env, forged[sid]["id"]))
+    assert env.writes()["deletes"] == 0
+
+
+def test_forged_anchor_without_a_key_is_not_taken_either(make_env):
+    env = make_env(users=10, anchor_key=False)
+    fab = env.tenants["fabrikam"]["id"]
+    sid = sorted(env.in_scope())[0]
+    member = env.cloud.create_user(fab, {
+        "displayName": "Boss", "mail": "boss@fabrikam.example",
+        "userType": "Member", "accountEnabled": True,
+        "onPremisesExtensionAttributes": {
+            "extensionAttribute15": "galbridge:%s:%s" % (env.source["id"],
+                                                         sid)}})
+    before = target_user(env, member["id"])
+    assert env.run("sync").returncode == 1
+    assert untouched(before, target_user(env, member["id"]))
+    assert member["id"] in failures(env)[sid]["error"]
+
+
+def test_hand_invited_guest_is_left_alone_unless_adopted(make_env):
+    """A guest an admin invited by hand holds a source user's address: it
+    is a conflict (never renamed, unhidden or deleted) until the link says
+    `adopt = mail`; then plan shows `adopt` and sync takes it over without
+    inviting anyone."""
+    env = make_env(users=20)
+    fab = env.tenants["fabrikam"]["id"]
+    victim = sorted(env.in_scope().values(), key=lambda u: u["id"])[0]
+    guest = env.cloud.create_user(fab, {
+        "displayName": "Invited By Hand", "mail": victim["mail"],
+        "otherMails": [victim["mail"]],
+        "proxyAddresses": ["SMTP:" + victim["mail"]],
+        "userType": "Guest", "creationType": "Invitation",
+        "externalUserState": "Accepted", "showInAddressList": False,
+        "accountEnabled": True})
+    before = target_user(env, guest["id"])
+    env.write_config(link_extra="on_delete = delete")
+
+    ops, _ = plan_ops(env)
+    assert ops[victim["id"]]["op"] == "fail"
+    assert guest["id"] in ops[victim["id"]]["reason"]
+    assert env.run("sync").returncode == 1
+    assert untouched(before, target_user(env, guest["id"]))
+    assert guest["id"] in failures(env)[victim["id"]]["error"]
+    invitations = env.writes()["invitations"]
+    assert invitations == len(env.in_scope()) - 1
+
+    # Leaving scope deletes nothing that galbridge did not make.
+    env.cloud.patch_user(env.source["id"], victim["id"],
+                         {"accountEnabled": False})
+    env.run("sync")
+    assert untouched(before, target_user(env, guest["id"]))
+    assert env.writes()["deletes"] == 0
+    env.cloud.patch_user(env.source["id"], victim["id"],
+                         {"accountEnabled": True})
+
+    # The admin opts in: adopted, shown as such, no invitation.
+    env.write_config(link_extra="on_delete = delete\nadopt = mail")
+    ops, _ = plan_ops(env)
+    assert ops[victim["id"]]["op"] == "adopt", ops[victim["id"]]
+    assert ops[victim["id"]]["target_id"] == guest["id"]
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert "adopting a target object galbridge did not make" in r.stderr
+    check_converged(env)
+    assert env.copies()[victim["id"]][0]["id"] == guest["id"]
+    assert env.writes()["invitations"] == invitations
+
+
+def test_addresses_differing_in_case_conflict_for_both(make_env):
+    """Two source users whose mail differs only in letter case map to one
+    target address: both fail, nothing is made for either, and neither
+    copy is ever deleted for the other."""
+    env = make_env(users=10)
+    a = src_user(env, displayName="Ann Lower", mail="ann.same@contoso.com")
+    b = src_user(env, displayName="Ann Upper", mail="Ann.Same@Contoso.com")
+    r = env.run("sync")
+    assert r.returncode == 1
+    fails = failures(env)
+    assert a["id"] in fails and b["id"] in fails
+    assert b["id"] in fails[a["id"]]["error"]
+    assert a["id"] in fails[b["id"]]["error"]
+    copies = env.copies()
+    assert a["id"] not in copies and b["id"] not in copies
+    fab = env.tenants["fabrikam"]["id"]
+    assert not [u for u in env.cloud.users(fab)
+                if "ann.same@contoso.com" in
+                [m.lower() for m in (u.get("otherMails") or [])]]
+    ops, _ = plan_ops(env)
+    assert ops[a["id"]]["op"] == ops[b["id"]]["op"] == "fail"
+
+    # One leaves: the other is synced.
+    env.cloud.patch_user(env.source["id"], b["id"], {"accountEnabled": False})
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert len(env.copies()[a["id"]]) == 1
+    guest = env.copies()[a["id"]][0]
+
+    # It comes back: both fail again, and A's copy stays as it is.
+    env.cloud.patch_user(env.source["id"], b["id"], {"accountEnabled": True})
+    env.cloud.patch_user(env.source["id"], a["id"], {"jobTitle": "Changed"})
+    r = env.run("sync")
+    assert r.returncode == 1
+    fails = failures(env)
+    assert a["id"] in fails and b["id"] in fails
+    now = target_user(env, guest["id"])
+    assert now.get("deleted") is None
+    assert now.get("jobTitle") != "Changed"
+    # Disabling B never deletes the guest A has.
+    env.cloud.patch_user(env.source["id"], b["id"], {"accountEnabled": False})
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert target_user(env, guest["id"]).get("deleted") is None
+    assert env.copies()[a["id"]][0]["jobTitle"] == "Changed"
+    assert env.writes()["deletes"] == 0
+
+
+def test_anchor_cleared_or_edited_by_hand_is_repaired(make_env):
+    env = make_env(users=20)
+    assert env.run("sync").returncode == 0
+    fab = env.tenants["fabrikam"]["id"]
+    sids = sorted(env.copies())[:2]
+    guests = [env.copies()[sid][0] for sid in sids]
+    stamps = [g["onPremisesExtensionAttributes"]["extensionAttribute15"]
+              for g in guests]
+    assert all(s.count(":") == 3 for s in stamps), stamps   # with proof
+    env.cloud.patch_user(fab, guests[0]["id"], {
+        "onPremisesExtensionAttributes": {"extensionAttribute15": None}})
+    env.cloud.patch_user(fab, guests[1]["id"], {
+        "onPremisesExtensionAttributes": {"extensionAttribute15": "edited"}})
+    writes = env.writes()
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    for g, stamp in zip(guests, stamps):
+        ext = target_user(env, g["id"])["onPremisesExtensionAttributes"]
+        assert ext["extensionAttribute15"] == stamp
+    after = env.writes()
+    assert after["invitations"] == writes["invitations"]
+    assert after["patches"] - writes["patches"] == 2
+    check_converged(env)
+    # Repaired once: the next round writes nothing.
+    assert env.run("sync").returncode == 0
+    assert env.writes() == after
+
+
+def test_copies_made_before_a_key_get_their_proof(make_env):
+    """Copies made without anchor_key_file carry the plain anchor; once a
+    key is set they are stamped with its proof in place (the state proves
+    them), each with one PATCH, nothing invited again."""
+    env = make_env(users=20, anchor_key=False)
+    assert env.run("sync").returncode == 0
+    plain = {sid: c[0]["onPremisesExtensionAttributes"]["extensionAttribute15"]
+             for sid, c in env.copies().items()}
+    assert all(v.count(":") == 2 for v in plain.values())
+    env.anchor_key = env.write_secret("anchor-key", "k" * 40)
+    env.write_config()
+    writes = env.writes()
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    after = env.writes()
+    assert after["invitations"] == writes["invitations"]
+    assert after["patches"] - writes["patches"] == len(plain)
+    for sid, c in env.copies().items():
+        value = c[0]["onPremisesExtensionAttributes"]["extensionAttribute15"]
+        assert value.startswith(plain[sid] + ":1.")
+
+
+def test_lost_state_is_loud_and_complete(make_env):
+    """The state directory is lost while a source user is deleted:
+    status and plan say so and write no state; sync takes up every proven
+    copy (no invitation), removes the one whose source user is gone, and
+    logs how many it took up."""
+    env = make_env(users=30)
+    assert env.run("sync").returncode == 0
+    n = len(env.copies())
+    shutil.rmtree(env.state_dir)
+    gone = sorted(env.in_scope())[0]
+    gone_guest = env.copies()[gone][0]["id"]
+    env.cloud.delete_user(env.source["id"], gone, hard=True)
+
+    st = env.run("status")
+    assert st.returncode == 0
+    assert "no state database" in st.stdout and "lost" in st.stdout
+    assert json.loads(env.run("status", "--json").stdout)["state"] == \
+        "missing"
+    assert not os.path.exists(os.path.join(env.state_dir, "state.db"))
+
+    r = env.run("plan")
+    assert r.returncode in (0, 1), r.stderr
+    assert "state looks lost" in r.stdout
+    assert not os.path.exists(os.path.join(env.state_dir, "state.db"))
+    ops, out = plan_ops(env)
+    assert out["links"][0]["state"]["state"] == "lost"
+    assert out["links"][0]["state"]["taken_up"] == n
+    assert ops[gone]["op"] == "delete"
+    assert "create" not in {c["op"] for c in ops.values()}
+
+    writes = env.writes()
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert "taken_up=%d" % n in r.stderr
+    after = env.writes()
+    assert after["invitations"] == writes["invitations"]
+    assert after["deletes"] - writes["deletes"] == 1
+    assert target_user(env, gone_guest)["deleted"] is not None
+    check_converged(env)
+    assert env.status()["links"][0]["objects"] == n - 1
+
+
+def test_lost_state_without_a_key_touches_nothing(make_env):
+    env = make_env(users=15, anchor_key=False)
+    assert env.run("sync").returncode == 0
+    fab = env.tenants["fabrikam"]["id"]
+    before = {u["id"]: u for u in env.cloud.users(fab)}
+    shutil.rmtree(env.state_dir)
+    r = env.run("plan")
+    assert "state looks lost" in r.stdout
+    writes = env.writes()
+    r = env.run("sync")
+    assert r.returncode == 1
+    assert env.writes() == writes
+    for u in env.cloud.users(fab):
+        assert untouched(before[u["id"]], u)
+    assert len(failures(env)) == len(env.in_scope())
