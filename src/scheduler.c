@@ -645,8 +645,12 @@ on_executed(void *ctx, const struct executor_stats *st)
   lr->total.failed += st->failed;
   lr->transient = (int)st->transient;
   lr->pass++;
+  /* Another pass for what is left, unless the store failed a write: then
+   * it would only send what cannot be recorded (a full or read-only
+   * disk; the outbox replays it in the next sync). */
   if (st->transient > 0 && st->done > 0 && lr->pass < SYNC_PASSES &&
-      lr->s->opts.mode == SCHEDULER_SYNC && !lr->s->stopping) {
+      lr->s->opts.mode == SCHEDULER_SYNC && !lr->s->stopping &&
+      !store_failed(lr->s->store)) {
     lrun_execute(lr);
     return;
   }
