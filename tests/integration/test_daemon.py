@@ -187,6 +187,46 @@ def test_sigterm_mid_round_then_restart_finishes(make_env):
     check_converged(env)
 
 
+def test_sigterm_mid_first_round_is_not_a_success(make_env):
+    """A first round stopped by SIGTERM is interrupted, not a success:
+    status shows no last success and the operations still pending, the
+    metrics file no last success, and the log says so."""
+    env = make_env(users=300)
+    metrics = os.path.join(env.tmp, "galbridge.prom")
+    # Invitations paced at 50 a second: the round takes seconds, so the
+    # signal lands in it with room to spare.
+    env.limits["fabrikam"] = ("off", "50/1s")
+    env.write_config(extra="")
+    with open(env.conf) as f:
+        text = f.read().replace("interval = 1\n", "interval = 1\n"
+                                "metrics_file = %s\n" % metrics, 1)
+    with open(env.conf, "w") as f:
+        f.write(text)
+    d = Daemon(env)
+    try:
+        fc.wait_for(lambda: env.writes()["invitations"] >= 20, timeout=60,
+                    interval=0.01)
+        d.signal(signal.SIGTERM)
+        assert d.stop(timeout=25) == 0
+    finally:
+        d.stop()
+    made = env.writes()["invitations"]
+    assert 0 < made < len(env.in_scope()), made
+    link = env.status()["links"][0]
+    assert link["last_success"] is None, link
+    assert link["pending"] > 0, link
+    m = re.search(r"notice: link round interrupted "
+                  r"link=contoso-to-fabrikam pending=(\d+) ", d.log())
+    assert m, d.log()
+    assert int(m.group(1)) == link["pending"]
+    assert "link round done" not in d.log()
+    series = parse_prometheus(open(metrics).read())
+    name = frozenset({("link", "contoso-to-fabrikam")})
+    assert series[("galbridge_link_last_success_timestamp_seconds",
+                   name)] == 0
+    assert series[("galbridge_link_pending_ops", name)] == link["pending"]
+
+
 def test_watchdog_pings(make_env):
     env = make_env(users=5)
     d = Daemon(env, watchdog_usec=200000)
