@@ -133,6 +133,36 @@ def test_broken_reload_keeps_running(make_env):
         assert d.stop() == 0
 
 
+def test_reload_to_no_links_is_refused(make_env):
+    """A reload to a config without links is a config error: the running
+    links go on."""
+    env = make_env(users=20)
+    d = Daemon(env)
+    try:
+        d.wait_key("READY=1")
+        fc.wait_for(lambda: set(env.copies()) == set(env.in_scope()),
+                    timeout=60)
+        good = open(env.conf).read()
+        with open(env.conf, "w") as f:
+            f.write(good[:good.index("[link ")])
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"error: reload failed, keeping the running "
+                   r"configuration: %s: no \[link\] sections: nothing to "
+                   r"sync" % re.escape(env.conf))
+        d.wait_key("READY=1", count=2)
+        assert d.proc.poll() is None
+        assert "configuration checked" not in d.log()
+        with open(env.conf, "w") as f:
+            f.write(good)
+        sid = sorted(env.in_scope())[0]
+        env.cloud.patch_user(env.source["id"], sid, {"city": "Bergen"})
+        d.signal(signal.SIGUSR1)
+        fc.wait_for(lambda: env.copies()[sid][0].get("city") == "Bergen",
+                    timeout=30, what="a round of the running link")
+    finally:
+        assert d.stop() == 0
+
+
 def test_reload_adds_a_link(make_env):
     env = make_env(users=20)
     d = Daemon(env)

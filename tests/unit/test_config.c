@@ -1307,6 +1307,106 @@ test_load_buffer(void **state)
   free(text);
 }
 
+/* ---------------------------------------------------------------------
+ * What the commands that sync check beyond loading: a link at all, and
+ * links that may take the same person.
+ */
+
+static void
+test_link_checks(void **state)
+{
+  /* Sections at lines 1 (g1), 5 (g2), 10 (mu), 15 (mc), 19 (back) and 23
+   * (mc2, through another app in tenant a: the same source). */
+  static const char text[] =
+      "[link g1]\nsource = a\ntarget = b\nobject = guest\n"
+      "[link g2]\nsource = a\ntarget = b\nobject = guest\n"
+      "anchor = extensionAttribute14\n"
+      "[link mu]\nsource = a\ntarget = b\nobject = mailuser\n"
+      "anchor = extensionAttribute13\n"
+      "[link mc]\nsource = a\ntarget = b\nobject = mailcontact\n"
+      "[link back]\nsource = b\ntarget = a\nobject = guest\n"
+      "[link mc2]\nsource = a2\ntarget = b\nobject = mailcontact\n"
+      "anchor = extensionAttribute12\n" TENANTS
+      "[tenant a2]\ntenant_id = " GUID_A "\nclient_id = " GUID_C "\n"
+      "client_secret_file = ok.secret\n";
+  struct config *cfg;
+  char err[1024], want[4096], *out = NULL;
+  size_t len = 0;
+  FILE *fp;
+
+  (void)state;
+  cfg = load_ok("");
+  assert_int_equal(config_require_links(cfg, err, sizeof(err)), -1);
+  snprintf(want, sizeof(want), "%s: no [link] sections: nothing to sync",
+           cfg->path);
+  assert_string_equal(err, want);
+  assert_int_equal(config_require_links(cfg, NULL, 0), -1);
+  assert_int_equal(config_warn_overlaps(cfg, NULL), 0);
+  config_free(cfg);
+  cfg = load_ok(TENANTS);
+  assert_int_equal(config_require_links(cfg, err, sizeof(err)), -1);
+  config_free(cfg);
+  assert_int_equal(config_require_links(NULL, err, sizeof(err)), -1);
+
+  cfg = load_ok(text);
+  assert_int_equal(config_require_links(cfg, err, sizeof(err)), 0);
+  /* Same kind, same tenants: a pair. */
+  assert_true(config_links_overlap(config_link_find(cfg, "g1"),
+                                   config_link_find(cfg, "g2")));
+  /* A guest and a mail user link, either way round. */
+  assert_true(config_links_overlap(config_link_find(cfg, "mu"),
+                                   config_link_find(cfg, "g1")));
+  assert_true(config_links_overlap(config_link_find(cfg, "g2"),
+                                   config_link_find(cfg, "mu")));
+  /* Tenants are compared by id, not by section name. */
+  assert_true(config_links_overlap(config_link_find(cfg, "mc"),
+                                   config_link_find(cfg, "mc2")));
+  /* Not a pair: other kinds, the opposite direction, itself, NULL. */
+  assert_false(config_links_overlap(config_link_find(cfg, "g1"),
+                                    config_link_find(cfg, "mc")));
+  assert_false(config_links_overlap(config_link_find(cfg, "mu"),
+                                    config_link_find(cfg, "mc")));
+  assert_false(config_links_overlap(config_link_find(cfg, "g1"),
+                                    config_link_find(cfg, "back")));
+  assert_false(config_links_overlap(config_link_find(cfg, "g1"),
+                                    config_link_find(cfg, "g1")));
+  assert_false(config_links_overlap(NULL, config_link_find(cfg, "g1")));
+
+  assert_int_equal(config_warn_overlaps(cfg, NULL), 4);
+  fp = open_memstream(&out, &len);
+  assert_non_null(fp);
+  assert_int_equal(config_warn_overlaps(cfg, fp), 4);
+  assert_int_equal(fclose(fp), 0);
+  snprintf(
+      want, sizeof(want),
+      "%1$s:5: warning: links 'g1' (line 1) and 'g2' (line 5) both make "
+      "guest objects in tenant 'b' for people of tenant 'a'; a person in "
+      "scope of both is a conflict for both links and nothing is written "
+      "for them (keep the scopes apart with scope_group or scope_filter)\n"
+      "%1$s:10: warning: links 'g1' (line 1) and 'mu' (line 10) both make "
+      "users in tenant 'b' for people of tenant 'a' (guests and mail users "
+      "are both Graph users there, and a mail user's CustomAttributeN is "
+      "the user's extensionAttributeN, where both keep their anchor); a "
+      "person in scope of both is a conflict for both links and nothing is "
+      "written for them (keep the scopes apart with scope_group or "
+      "scope_filter)\n"
+      "%1$s:10: warning: links 'g2' (line 5) and 'mu' (line 10) both make "
+      "users in tenant 'b' for people of tenant 'a' (guests and mail users "
+      "are both Graph users there, and a mail user's CustomAttributeN is "
+      "the user's extensionAttributeN, where both keep their anchor); a "
+      "person in scope of both is a conflict for both links and nothing is "
+      "written for them (keep the scopes apart with scope_group or "
+      "scope_filter)\n"
+      "%1$s:23: warning: links 'mc' (line 15) and 'mc2' (line 23) both make "
+      "mailcontact objects in tenant 'b' for people of tenant 'a'; a person "
+      "in scope of both is a conflict for both links and nothing is written "
+      "for them (keep the scopes apart with scope_group or scope_filter)\n",
+      cfg->path);
+  assert_string_equal(out, want);
+  free(out);
+  config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -1328,6 +1428,7 @@ main(void)
       cmocka_unit_test(test_dump_certificate_with_key),
       cmocka_unit_test(test_example),
       cmocka_unit_test(test_load_buffer),
+      cmocka_unit_test(test_link_checks),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
