@@ -1329,6 +1329,19 @@ test_link_checks(void **state)
       "anchor = extensionAttribute12\n" TENANTS
       "[tenant a2]\ntenant_id = " GUID_A "\nclient_id = " GUID_C "\n"
       "client_secret_file = ok.secret\n";
+  static const struct {
+    const char *a, *b;
+    int overlap;
+  } pairs[] = {
+      {"g1", "g2", 1},   /* same kind, same tenants */
+      {"mu", "g1", 1},   /* a mail user and a guest link */
+      {"g2", "mu", 1},   /* a guest and a mail user link */
+      {"mc", "mc2", 1},  /* tenants compared by id, not by section name */
+      {"g1", "mc", 0},   /* other kinds */
+      {"mu", "mc", 0},   /* a mail user and a mail contact link */
+      {"g1", "back", 0}, /* the opposite direction */
+      {"g1", "g1", 0},   /* itself */
+  };
   struct config *cfg;
   char err[1024], want[4096], *out = NULL;
   size_t len = 0;
@@ -1350,26 +1363,10 @@ test_link_checks(void **state)
 
   cfg = load_ok(text);
   assert_int_equal(config_require_links(cfg, err, sizeof(err)), 0);
-  /* Same kind, same tenants: a pair. */
-  assert_true(config_links_overlap(config_link_find(cfg, "g1"),
-                                   config_link_find(cfg, "g2")));
-  /* A guest and a mail user link, either way round. */
-  assert_true(config_links_overlap(config_link_find(cfg, "mu"),
-                                   config_link_find(cfg, "g1")));
-  assert_true(config_links_overlap(config_link_find(cfg, "g2"),
-                                   config_link_find(cfg, "mu")));
-  /* Tenants are compared by id, not by section name. */
-  assert_true(config_links_overlap(config_link_find(cfg, "mc"),
-                                   config_link_find(cfg, "mc2")));
-  /* Not a pair: other kinds, the opposite direction, itself, NULL. */
-  assert_false(config_links_overlap(config_link_find(cfg, "g1"),
-                                    config_link_find(cfg, "mc")));
-  assert_false(config_links_overlap(config_link_find(cfg, "mu"),
-                                    config_link_find(cfg, "mc")));
-  assert_false(config_links_overlap(config_link_find(cfg, "g1"),
-                                    config_link_find(cfg, "back")));
-  assert_false(config_links_overlap(config_link_find(cfg, "g1"),
-                                    config_link_find(cfg, "g1")));
+  for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
+    assert_int_equal(config_links_overlap(config_link_find(cfg, pairs[i].a),
+                                          config_link_find(cfg, pairs[i].b)),
+                     pairs[i].overlap);
   assert_false(config_links_overlap(NULL, config_link_find(cfg, "g1")));
 
   assert_int_equal(config_warn_overlaps(cfg, NULL), 4);
@@ -1377,31 +1374,27 @@ test_link_checks(void **state)
   assert_non_null(fp);
   assert_int_equal(config_warn_overlaps(cfg, fp), 4);
   assert_int_equal(fclose(fp), 0);
-  snprintf(
-      want, sizeof(want),
-      "%1$s:5: warning: links 'g1' (line 1) and 'g2' (line 5) both make "
-      "guest objects in tenant 'b' for people of tenant 'a'; a person in "
-      "scope of both is a conflict for both links and nothing is written "
-      "for them (keep the scopes apart with scope_group or scope_filter)\n"
-      "%1$s:10: warning: links 'g1' (line 1) and 'mu' (line 10) both make "
-      "users in tenant 'b' for people of tenant 'a' (guests and mail users "
-      "are both Graph users there, and a mail user's CustomAttributeN is "
-      "the user's extensionAttributeN, where both keep their anchor); a "
-      "person in scope of both is a conflict for both links and nothing is "
-      "written for them (keep the scopes apart with scope_group or "
-      "scope_filter)\n"
-      "%1$s:10: warning: links 'g2' (line 5) and 'mu' (line 10) both make "
-      "users in tenant 'b' for people of tenant 'a' (guests and mail users "
-      "are both Graph users there, and a mail user's CustomAttributeN is "
-      "the user's extensionAttributeN, where both keep their anchor); a "
-      "person in scope of both is a conflict for both links and nothing is "
-      "written for them (keep the scopes apart with scope_group or "
-      "scope_filter)\n"
-      "%1$s:23: warning: links 'mc' (line 15) and 'mc2' (line 23) both make "
-      "mailcontact objects in tenant 'b' for people of tenant 'a'; a person "
-      "in scope of both is a conflict for both links and nothing is written "
-      "for them (keep the scopes apart with scope_group or scope_filter)\n",
-      cfg->path);
+#define CONFLICT                                                              \
+  "; a person in scope of both is a conflict for both links and nothing is "  \
+  "written for them (keep the scopes apart with scope_group or "              \
+  "scope_filter)\n"
+#define USERS                                                                 \
+  "both make users in tenant 'b' for people of tenant 'a' (guests and mail "  \
+  "users are both Graph users there, and a mail user's CustomAttributeN "     \
+  "is the user's extensionAttributeN, where both keep their anchor)"
+  snprintf(want, sizeof(want),
+           "%1$s:5: warning: links 'g1' (line 1) and 'g2' (line 5) both make "
+           "guest objects in tenant 'b' for people of tenant 'a'" CONFLICT
+           "%1$s:10: warning: links 'g1' (line 1) and 'mu' (line 10) " USERS
+               CONFLICT
+           "%1$s:10: warning: links 'g2' (line 5) and 'mu' (line 10) " USERS
+               CONFLICT
+           "%1$s:23: warning: links 'mc' (line 15) and 'mc2' (line 23) both "
+           "make mailcontact objects in tenant 'b' for people of tenant "
+           "'a'" CONFLICT,
+           cfg->path);
+#undef CONFLICT
+#undef USERS
   assert_string_equal(out, want);
   free(out);
   config_free(cfg);
