@@ -181,10 +181,11 @@ const struct config_tenant *config_tenant_find(const struct config *cfg,
 const struct config_link *config_link_find(const struct config *cfg,
                                            const char *name);
 
-/* Commands that sync (check-config, sync, run, and a reload of run) need
- * at least one [link]: returns 0 when cfg has one, else -1 with "file: no
- * [link] sections: nothing to sync" in `err` (may be NULL or short). A
- * config without links is otherwise valid: doctor checks its tenants. */
+/* Commands that sync or plan to (check-config, sync, plan, run, and a
+ * reload of run) need at least one [link]: returns 0 when cfg has one,
+ * else -1 with "file: no [link] sections: nothing to sync" in `err` (may
+ * be NULL or short). A config without links is otherwise valid: doctor
+ * checks its tenants. */
 int config_require_links(const struct config *cfg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
