@@ -181,6 +181,30 @@ const struct config_tenant *config_tenant_find(const struct config *cfg,
 const struct config_link *config_link_find(const struct config *cfg,
                                            const char *name);
 
+/* Commands that sync or plan to (check-config, sync, plan, run, and a
+ * reload of run) need at least one [link]: returns 0 when cfg has one,
+ * else -1 with "file: no [link] sections: nothing to sync" in `err` (may
+ * be NULL or short). A config without links is otherwise valid: doctor
+ * checks its tenants. */
+int config_require_links(const struct config *cfg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Whether links a and b may both write one person's object: the same
+ * source and target tenants (by tenant id) and the same object kind, or
+ * a guest and a mail user link (both make Graph users in the target, and
+ * a mail user's CustomAttributeN is its extensionAttributeN, where both
+ * keep their anchor). Whatever their scopes: who is in scope is known
+ * only from the tenant's data. NULL-safe; a link never overlaps itself. */
+int config_links_overlap(const struct config_link *a,
+                         const struct config_link *b);
+
+/* Write one "file:line: warning: ..." line to `fp` (NULL: count only) for
+ * each pair of links of cfg that overlap (config_links_overlap), naming
+ * both and their lines; returns the number of pairs. check-config prints
+ * them to stderr: a person in scope of both is a conflict for both links,
+ * and nothing is written for them. */
+size_t config_warn_overlaps(const struct config *cfg, FILE *fp);
+
 /* The config file's spelling ("usgovhigh", "mailcontact", "hide"...);
  * "unknown" for a value outside the enum. Static strings. */
 const char *config_cloud_name(enum config_cloud cloud);

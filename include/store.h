@@ -160,6 +160,7 @@ int store_delta_finish(struct store *store, const char *tenant_id,
 struct store_link_counts {
   long long objects;      /* target objects the link manages */
   long long pending;      /* ops not yet done */
+  long long held;         /* of those, held for approval (not run) */
   long long failed;       /* ops failed for good */
   long long deletes_held; /* deletes waiting for approval */
   time_t last_success;    /* 0 if never */

@@ -1938,6 +1938,73 @@ config_link_find(const struct config *cfg, const char *name)
   return NULL;
 }
 
+int
+config_require_links(const struct config *cfg, char *err, size_t errlen)
+{
+  if (cfg == NULL)
+    return -1;
+  if (cfg->n_links > 0)
+    return 0;
+  if (err != NULL && errlen > 0)
+    snprintf(err, errlen, "%s: no [link] sections: nothing to sync",
+             cfg->path);
+  return -1;
+}
+
+int
+config_links_overlap(const struct config_link *a, const struct config_link *b)
+{
+  if (a == NULL || b == NULL || a == b ||
+      strcmp(a->source->tenant_id, b->source->tenant_id) != 0 ||
+      strcmp(a->target->tenant_id, b->target->tenant_id) != 0)
+    return 0;
+  if (a->object == b->object)
+    return 1;
+  return (a->object == CONFIG_OBJECT_GUEST &&
+          b->object == CONFIG_OBJECT_MAILUSER) ||
+         (a->object == CONFIG_OBJECT_MAILUSER &&
+          b->object == CONFIG_OBJECT_GUEST);
+}
+
+size_t
+config_warn_overlaps(const struct config *cfg, FILE *fp)
+{
+  size_t n = 0;
+
+  if (cfg == NULL)
+    return 0;
+  for (size_t j = 1; j < cfg->n_links; j++) {
+    const struct config_link *b = &cfg->links[j];
+    for (size_t i = 0; i < j; i++) {
+      const struct config_link *a = &cfg->links[i];
+      if (!config_links_overlap(a, b))
+        continue;
+      n++;
+      if (fp == NULL)
+        continue;
+      fprintf(fp, "%s:%d: warning: links '%s' (line %d) and '%s' (line %d) ",
+              cfg->path, b->line, a->name, a->line, b->name, b->line);
+      if (a->object == b->object)
+        fprintf(fp,
+                "both make %s objects in tenant '%s' for people of "
+                "tenant '%s'",
+                config_object_name(a->object), a->target->name,
+                a->source->name);
+      else
+        fprintf(fp,
+                "both make users in tenant '%s' for people of tenant '%s' "
+                "(guests and mail users are both Graph users there, and a "
+                "mail user's CustomAttributeN is the user's "
+                "extensionAttributeN, where both keep their anchor)",
+                a->target->name, a->source->name);
+      fprintf(fp, "; a person in scope of both is a conflict for both links "
+                  "and nothing is written for them (keep the scopes apart "
+                  "with scope_group or scope_filter)\n");
+    }
+  }
+  return n;
+}
+
 const char *
 config_cloud_name(enum config_cloud cloud)
 {

@@ -96,12 +96,15 @@ usage(FILE *fp)
       "  -V        version\n");
 }
 
+/* `sync`: the command syncs or plans to (check-config, sync, run, plan),
+ * so the config must have a link. */
 static int
-load_config(const char *path, struct config **cfg)
+load_config(const char *path, int sync, struct config **cfg)
 {
   char err[1024];
 
   if (config_load(path, cfg, err, sizeof(err)) != 0 ||
+      (sync && config_require_links(*cfg, err, sizeof(err)) != 0) ||
       scheduler_check_config(*cfg, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
     config_free(*cfg);
@@ -127,9 +130,11 @@ cmd_check_config(const char *path)
 {
   struct config *cfg;
 
-  if (load_config(path, &cfg) != 0)
+  if (load_config(path, 1, &cfg) != 0)
     return EXIT_CONFIG;
   config_dump(cfg, stdout);
+  fflush(stdout);
+  (void)config_warn_overlaps(cfg, stderr);
   config_free(cfg);
   return EXIT_OK;
 }
@@ -146,7 +151,8 @@ app_open(struct app *app, const char *path, enum open_mode mode)
   char err[1024];
   int rc;
 
-  if (load_config(path, &app->cfg) != 0)
+  /* The commands that take the lock are those that sync. */
+  if (load_config(path, mode == OPEN_LOCKED, &app->cfg) != 0)
     return EXIT_CONFIG;
   if (app->store != NULL) /* borrowed */
     return EXIT_OK;
@@ -300,6 +306,7 @@ reload(struct app *app)
   }
   notify_reloading(app->notify);
   if (config_load(app->path, &cfg, err, sizeof(err)) != 0 ||
+      config_require_links(cfg, err, sizeof(err)) != 0 ||
       scheduler_check_config(cfg, err, sizeof(err)) != 0) {
     log_error("reload failed, keeping the running configuration: %s", err);
     config_free(cfg);
@@ -439,8 +446,6 @@ cmd_rounds(const char *path, const struct scheduler_opts *opts,
   exit_code = start_scheduler(&app);
   if (exit_code != EXIT_OK)
     goto out;
-  if (app.cfg->n_links == 0)
-    log_notice("no links configured: nothing to do");
   if (daemon) {
     uint64_t wd = notify_watchdog_start(app.notify);
     log_notice("galbridge %s running config=%s links=%zu watchdog=%llums",
@@ -893,7 +898,7 @@ cmd_plan(const char *path, const char *only_link, int as_json)
 
   /* Plan each link on its own so that its header comes before its
    * changes, whatever order sources answer in. */
-  if (load_config(path, &cfg) != 0)
+  if (load_config(path, 1, &cfg) != 0)
     return EXIT_CONFIG;
   if (only_link != NULL && config_link_find(cfg, only_link) == NULL) {
     fprintf(stderr, "galbridge: no link named '%s' in %s\n", only_link, path);
@@ -1003,7 +1008,9 @@ cmd_doctor(const char *path)
   uv_loop_t loop;
   int rc;
 
-  if (load_config(path, &cfg) != 0)
+  /* A config with tenants and no link yet: their credentials can be
+   * checked before any link is written. */
+  if (load_config(path, 0, &cfg) != 0)
     return EXIT_CONFIG;
   if (uv_loop_init(&loop) != 0) {
     config_free(cfg);

@@ -459,10 +459,28 @@ on_page(void *ctx, const struct reader_stats *stats)
   }
 }
 
+/* Operations of the link waiting in the outbox to be run (held deletes
+ * left out), or -1 when they cannot be counted. */
+static long long
+ops_left(const struct lrun *lr)
+{
+  struct store_link_counts c;
+
+  if (store_link_counts(lr->s->store, lr->link->name, &c) != 0)
+    return -1;
+  return c.pending - c.held;
+}
+
+/* A round is a success only if it ran to its end: no stop came (SIGTERM,
+ * SIGINT, a reload) while it ran, it could be planned and run, no op
+ * failed, and none is left in the outbox. An executor told to stop
+ * starts no more ops, so a stopped round's unstarted ops count nowhere
+ * but in the outbox: that is what is checked. */
 static void
 lrun_end(struct lrun *lr)
 {
   struct scheduler *s = lr->s;
+  long long left;
 
   if (lr->partial) {
     lrun_end_partial(lr);
@@ -473,7 +491,16 @@ lrun_end(struct lrun *lr)
   json_decref(lr->members);
   lr->members = NULL;
   lr->last_round_seconds = (double)(uv_hrtime() - lr->started) / 1e9;
-  if (s->opts.mode != SCHEDULER_PLAN) {
+  if (s->opts.mode != SCHEDULER_PLAN && s->stopping) {
+    left = ops_left(lr);
+    log_notice("link round interrupted link=%s pending=%lld created=%lu "
+               "adopted=%lu updated=%lu deleted=%lu restored=%lu failed=%lu "
+               "duration=%.2fs (not a success; the next round goes on)",
+               lr->link->name, left, lr->total.created, lr->total.adopted,
+               lr->total.updated, lr->total.deleted, lr->total.restored,
+               lr->total.failed, lr->last_round_seconds);
+    lr->failed = 1;
+  } else if (s->opts.mode != SCHEDULER_PLAN) {
     log_info("link round done link=%s read=%lu created=%lu adopted=%lu "
              "updated=%lu deleted=%lu restored=%lu failed=%lu pending=%d "
              "duration=%.2fs",
@@ -489,9 +516,19 @@ lrun_end(struct lrun *lr)
                   "shows each one's error)",
                   lr->link->name, lr->transient,
                   executor_last_error(lr->executor));
-    if (!lr->failed && lr->transient == 0 && lr->total.failed == 0 &&
-        store_link_success(s->store, lr->link->name, time(NULL)) != 0)
-      lr->failed = 1;
+    if (!lr->failed && lr->transient == 0 && lr->total.failed == 0) {
+      left = ops_left(lr);
+      if (left != 0) {
+        /* Not run at all (no Exchange client, a store that stopped
+         * recording): no success either. */
+        log_warning("operations not run in this round link=%s pending=%lld",
+                    lr->link->name, left);
+        lr->failed = 1;
+      } else if (store_link_success(s->store, lr->link->name, time(NULL)) !=
+                 0) {
+        lr->failed = 1;
+      }
+    }
   }
   lr->sum.created += lr->total.created;
   lr->sum.adopted += lr->total.adopted;
@@ -653,8 +690,12 @@ on_executed(void *ctx, const struct executor_stats *st)
   lr->total.failed += st->failed;
   lr->transient = (int)st->transient;
   lr->pass++;
+  /* Another pass for what is left, unless the store failed a write: then
+   * it would only send what cannot be recorded (a full or read-only
+   * disk; the outbox replays it in the next sync). */
   if (st->transient > 0 && st->done > 0 && lr->pass < SYNC_PASSES &&
-      lr->s->opts.mode == SCHEDULER_SYNC && !lr->s->stopping) {
+      lr->s->opts.mode == SCHEDULER_SYNC && !lr->s->stopping &&
+      !store_failed(lr->s->store)) {
     lrun_execute(lr);
     return;
   }
@@ -667,6 +708,12 @@ static void
 lrun_execute(struct lrun *lr)
 {
   lr->state = LRUN_EXECUTING;
+  if (lr->s->stopping) {
+    /* A stop came while the round was planned or its scope read: the
+     * executor would run the whole outbox (executor_run starts afresh). */
+    lrun_end(lr);
+    return;
+  }
   if (lr->pass == 0 &&
       store_link_run_start(lr->s->store, lr->link->name, time(NULL)) != 0)
     log_warning("cannot record the start of a round link=%s", lr->link->name);
@@ -837,6 +884,10 @@ on_members(void *ctx, const struct graph_response *resp, const json_t *members)
   lr->members = json_incref((json_t *)members);
   log_debug("scope_group members link=%s count=%zu", lr->link->name,
             json_object_size(members));
+  if (lr->s->stopping) {
+    lrun_end(lr);
+    return;
+  }
   lrun_plan(lr);
 }
 

@@ -1296,6 +1296,8 @@ store_link_counts(struct store *store, const char *link,
       out->failed += sqlite3_column_int64(st, 1);
     else
       out->pending += sqlite3_column_int64(st, 1);
+    if (state != NULL && strcmp(state, "held") == 0)
+      out->held += sqlite3_column_int64(st, 1);
   }
   if (rc != SQLITE_DONE)
     return fail(store, st, "counting operations");

@@ -297,7 +297,37 @@ KNOBS = {
         "Exchange InvokeCommand requests in progress per tenant; one more "
         "answers the plain-text 'maximum number of concurrent requests per "
         "tenant' 429 (0 = off)"),
+    "touch_after": Knob(
+        None, lambda v: v is None or _check_touch(v), None,
+        "{stat, count, path}: when a tenant's stat (a key of its /stats: "
+        "invitations, patches, deletes, restores, reads, or an Exchange "
+        "cmdlet name) reaches count, create the file path before that "
+        "request is answered, once; for tests that switch on a fault of "
+        "the client's own machine (tests/reliability/fsfault.c) at an "
+        "exact point of a run. Answers are unchanged"),
 }
+
+
+def _check_touch(v):
+    return (isinstance(v, dict) and set(v) == {"stat", "count", "path"}
+            and isinstance(v["stat"], str) and v["stat"] != "exchange"
+            and _int_at_least(1)(v["count"])
+            and isinstance(v["path"], str) and os.path.isabs(v["path"]))
+
+
+def count_stat(cloud, tenant, kind, exchange=False):
+    """Count one request of `kind` in the tenant's stats (under the lock),
+    and create the touch_after file when its count is reached."""
+    counts = tenant.stats["exchange"] if exchange else tenant.stats
+    counts[kind] = counts.get(kind, 0) + 1
+    touch = cloud.knobs["touch_after"]
+    if touch is not None and touch["stat"] == kind and \
+            counts[kind] == touch["count"]:
+        try:
+            with open(touch["path"], "w"):
+                pass
+        except OSError as e:
+            print(f"fakecloud: touch_after: {e}", file=sys.stderr)
 
 
 def inject_fault(req, user=None):
@@ -1057,7 +1087,7 @@ class Cloud:
                 limits_headers(req, resp)
                 kind = graph_request_kind(req.method, req.path)
                 if kind is not None:
-                    req.tenant.stats[kind] += 1
+                    count_stat(self, req.tenant, kind)
             payload = resp.encode()
             self.log_seq += 1
             now = time.time()
@@ -3102,7 +3132,7 @@ def batch_record(inner, resp):
     if inner.tenant is not None:
         kind = graph_request_kind(inner.method, inner.path)
         if kind is not None:
-            inner.tenant.stats[kind] += 1
+            count_stat(cloud, inner.tenant, kind)
     cloud.log_seq += 1
     cloud.log.append({
         "seq": cloud.log_seq, "time": iso_ms(time.time()),
@@ -3302,9 +3332,8 @@ def exo_invoke(req, tenant):
                 "System.Management.Automation.CommandNotFoundException",
                 f"The term '{name}' is not recognized as a name of a cmdlet, "
                 f"function, script file, or executable program."))
-        counts = tenant.stats["exchange"]
-        canonical = CMDLET_NAMES[name.lower()]
-        counts[canonical] = counts.get(canonical, 0) + 1
+        count_stat(req.cloud, tenant, CMDLET_NAMES[name.lower()],
+                   exchange=True)
         results, warnings = fn(req, tenant, params)
 
     size = exo_page_size(req)

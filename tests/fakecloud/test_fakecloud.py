@@ -1453,6 +1453,37 @@ def test_stats_count_graph_requests_by_kind(fc):
     assert err.value.status == 404
 
 
+def test_touch_after_makes_its_file_once(fc, tmp_path):
+    """touch_after: the file exists once the counted request is answered
+    (it is made before the answer), only when the count is reached, and
+    only once; answers are unchanged."""
+    path = str(tmp_path / "fault-on")
+    tok = token(fc)
+    fc.set_knobs(touch_after={"stat": "invitations", "count": 2,
+                              "path": path})
+    assert invite(fc, tok, "a@partner.example").status == 201
+    assert not os.path.exists(path)
+    assert invite(fc, tok, "b@partner.example").status == 201
+    assert os.path.exists(path)
+    os.unlink(path)
+    assert invite(fc, tok, "c@partner.example").status == 201
+    assert not os.path.exists(path)
+    # Exchange cmdlets count by name.
+    fc.set_knobs(touch_after={"stat": "Get-Recipient", "count": 1,
+                              "path": path})
+    etok = token(fc, scope=EXCHANGE_SCOPE)
+    assert invoke(fc, etok, "Get-Recipient").status == 200
+    assert os.path.exists(path)
+    for bad in ({"stat": "invitations", "count": 0, "path": path},
+                {"stat": "invitations", "count": 1, "path": "relative"},
+                {"stat": "invitations", "count": 1},
+                {"stat": "exchange", "count": 1, "path": path}, "x"):
+        with pytest.raises(FakeCloudError) as err:
+            fc.set_knobs(touch_after=bad)
+        assert err.value.status == 400
+    fc.set_knobs(touch_after=None)
+
+
 def test_admin_contacts(fc):
     contact = fc.create_contact(TENANT, {"id": uid(70), "displayName": "PC",
                                          "mail": "pc@partner.example"})
@@ -1996,7 +2027,7 @@ def test_admin_knobs(fc):
                      "batch_inner_429": 0, "batch_inner_retry_after": 1,
                      "throttle_write_fraction": 0,
                      "throttle_read_fraction": 0, "faults": [],
-                     "login_down_ms": 0}
+                     "login_down_ms": 0, "touch_after": None}
     assert fc.set_knobs(delta_page_size=7)["delta_page_size"] == 7
     for bad in ({"no_such_knob": 1}, {"delta_page_size": 0},
                 {"expire_delta_tokens": "later"}, {"revoke_tokens": 1},

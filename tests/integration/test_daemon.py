@@ -12,6 +12,7 @@ import subprocess
 import threading
 
 import client as fc
+import pytest
 from conftest import GALBRIDGE
 from test_guests import check_converged
 
@@ -105,7 +106,10 @@ def test_ready_then_changes_flow_within_the_interval(make_env):
         assert d.stop() == 0
 
 
-def test_broken_reload_keeps_running(make_env):
+@pytest.mark.parametrize("broken", ["half_link", "no_links"])
+def test_broken_reload_keeps_running(make_env, broken):
+    """A reload to an invalid config, or to one without links, is refused:
+    the running links go on."""
     env = make_env(users=20)
     d = Daemon(env)
     try:
@@ -113,14 +117,21 @@ def test_broken_reload_keeps_running(make_env):
         fc.wait_for(lambda: set(env.copies()) == set(env.in_scope()),
                     timeout=60)
         good = open(env.conf).read()
-        with open(env.conf, "a") as f:
-            f.write("[link broken]\nsource = contoso\n")
+        if broken == "half_link":
+            with open(env.conf, "a") as f:
+                f.write("[link broken]\nsource = contoso\n")
+            where = r"(\S+):(\d+): "
+        else:
+            with open(env.conf, "w") as f:
+                f.write(good[:good.index("[link ")])
+            where = r"(\S+): no \[link\] sections: nothing to sync"
         d.signal(signal.SIGHUP)
-        m = d.wait_log(r"reload failed, keeping the running configuration: "
-                       r"(\S+):(\d+): ")
+        m = d.wait_log(r"error: reload failed, keeping the running "
+                       r"configuration: " + where)
         assert m.group(1) == env.conf
         d.wait_key("READY=1", count=2)
         assert d.proc.poll() is None
+        assert "configuration checked" not in d.log()
         # Still syncing with the old configuration.
         with open(env.conf, "w") as f:
             f.write(good)
@@ -185,6 +196,46 @@ def test_sigterm_mid_round_then_restart_finishes(make_env):
     r = env.run("sync")
     assert r.returncode == 0, r.stderr
     check_converged(env)
+
+
+def test_sigterm_mid_first_round_is_not_a_success(make_env):
+    """A first round stopped by SIGTERM is interrupted, not a success:
+    status shows no last success and the operations still pending, the
+    metrics file no last success, and the log says so."""
+    env = make_env(users=300)
+    metrics = os.path.join(env.tmp, "galbridge.prom")
+    # Invitations paced at 50 a second: the round takes seconds, so the
+    # signal lands in it with room to spare.
+    env.limits["fabrikam"] = ("off", "50/1s")
+    env.write_config(extra="")
+    with open(env.conf) as f:
+        text = f.read().replace("interval = 1\n", "interval = 1\n"
+                                "metrics_file = %s\n" % metrics, 1)
+    with open(env.conf, "w") as f:
+        f.write(text)
+    d = Daemon(env)
+    try:
+        fc.wait_for(lambda: env.writes()["invitations"] >= 20, timeout=60,
+                    interval=0.01)
+        d.signal(signal.SIGTERM)
+        assert d.stop(timeout=25) == 0
+    finally:
+        d.stop()
+    made = env.writes()["invitations"]
+    assert 0 < made < len(env.in_scope()), made
+    link = env.status()["links"][0]
+    assert link["last_success"] is None, link
+    assert link["pending"] > 0, link
+    m = re.search(r"notice: link round interrupted "
+                  r"link=contoso-to-fabrikam pending=(\d+) ", d.log())
+    assert m, d.log()
+    assert int(m.group(1)) == link["pending"]
+    assert "link round done" not in d.log()
+    series = parse_prometheus(open(metrics).read())
+    name = frozenset({("link", "contoso-to-fabrikam")})
+    assert series[("galbridge_link_last_success_timestamp_seconds",
+                   name)] == 0
+    assert series[("galbridge_link_pending_ops", name)] == link["pending"]
 
 
 def test_watchdog_pings(make_env):

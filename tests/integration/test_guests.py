@@ -328,6 +328,81 @@ def test_example_config_passes_check_config(tmp_path):
     assert "[link contoso-to-fabrikam]" in r.stdout
 
 
+def without_links(env):
+    """Rewrite env's config with its tenants and no [link] section."""
+    text = open(env.conf).read()
+    with open(env.conf, "w") as f:
+        f.write(text[:text.index("[link ")])
+
+
+def test_config_without_links_is_refused(make_env):
+    """check-config, sync, plan and run refuse a config with no link, as
+    any config error (exit 78, nothing sent); doctor still checks the
+    tenants."""
+    env = make_env(users=5)
+    without_links(env)
+    for args in (("check-config",), ("sync",), ("plan",), ("run",)):
+        r = env.run(*args, timeout=60)
+        assert r.returncode == 78, (args, r.stderr)
+        assert r.stderr == "%s: no [link] sections: nothing to sync\n" \
+            % env.conf, (args, r.stderr)
+        assert r.stdout == "", args
+    assert [e for e in env.cloud.log() if e["service"] != "admin"] == []
+    assert not os.path.exists(os.path.join(env.state_dir, "state.db"))
+    r = env.run("doctor")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ok    tenant contoso: a Microsoft Graph token" in \
+        r.stdout.splitlines()
+
+
+def test_check_config_warns_about_links_that_overlap(make_env):
+    """Two links from one source to one target making the same kind of
+    object, or a guest and a mail user link, may both take one person:
+    check-config names each such pair and its lines on stderr, and still
+    passes."""
+    env = make_env(users=5)
+    env.write_config(reverse=True, extra=(
+        "[link more-guests]\nsource = contoso\ntarget = fabrikam\n"
+        "object = guest\nscope_filter = department eq 'Sales'\n"
+        "anchor = extensionAttribute14\n\n"
+        "[link users]\nsource = contoso\ntarget = fabrikam\n"
+        "object = mailuser\nanchor = extensionAttribute13\n\n"
+        "[link contacts]\nsource = contoso\ntarget = fabrikam\n"
+        "object = mailcontact\nanchor = extensionAttribute12\n"))
+    lines = open(env.conf).read().splitlines()
+
+    def at(name):
+        return lines.index("[link %s]" % name) + 1
+
+    r = env.run("check-config")
+    assert r.returncode == 0, r.stderr
+    assert "[link more-guests]" in r.stdout
+    warnings = r.stderr.splitlines()
+    assert len(warnings) == 3, r.stderr
+    first, more, users = (at("contoso-to-fabrikam"), at("more-guests"),
+                          at("users"))
+    for (a, la), (b, lb) in ((("contoso-to-fabrikam", first),
+                              ("more-guests", more)),
+                             (("contoso-to-fabrikam", first),
+                              ("users", users)),
+                             (("more-guests", more), ("users", users))):
+        want = "%s:%d: warning: links '%s' (line %d) and '%s' (line %d) " \
+            % (env.conf, lb, a, la, b, lb)
+        found = [w for w in warnings if w.startswith(want)]
+        assert len(found) == 1, (want, r.stderr)
+        assert "a person in scope of both is a conflict for both links " \
+            "and nothing is written for them" in found[0]
+        if b == "users":
+            assert "guests and mail users are both Graph users there" in \
+                found[0]
+        else:
+            assert "both make guest objects in tenant 'fabrikam' for " \
+                "people of tenant 'contoso'" in found[0]
+    # The opposite link and the mail contacts overlap nothing.
+    assert "fabrikam-to-contoso" not in r.stderr
+    assert "'contacts'" not in r.stderr
+
+
 def test_proxy_address_conflict_then_resync(make_env):
     """A contact in the target holds one person's address: galbridge asks
     who holds it before inviting, so that person fails with the contact

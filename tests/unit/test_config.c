@@ -1308,6 +1308,99 @@ test_load_buffer(void **state)
   free(text);
 }
 
+/* ---------------------------------------------------------------------
+ * What the commands that sync check beyond loading: a link at all, and
+ * links that may take the same person.
+ */
+
+static void
+test_link_checks(void **state)
+{
+  /* Sections at lines 1 (g1), 5 (g2), 10 (mu), 15 (mc), 19 (back) and 23
+   * (mc2, through another app in tenant a: the same source). */
+  static const char text[] =
+      "[link g1]\nsource = a\ntarget = b\nobject = guest\n"
+      "[link g2]\nsource = a\ntarget = b\nobject = guest\n"
+      "anchor = extensionAttribute14\n"
+      "[link mu]\nsource = a\ntarget = b\nobject = mailuser\n"
+      "anchor = extensionAttribute13\n"
+      "[link mc]\nsource = a\ntarget = b\nobject = mailcontact\n"
+      "[link back]\nsource = b\ntarget = a\nobject = guest\n"
+      "[link mc2]\nsource = a2\ntarget = b\nobject = mailcontact\n"
+      "anchor = extensionAttribute12\n" TENANTS
+      "[tenant a2]\ntenant_id = " GUID_A "\nclient_id = " GUID_C "\n"
+      "client_secret_file = ok.secret\n";
+  static const struct {
+    const char *a, *b;
+    int overlap;
+  } pairs[] = {
+      {"g1", "g2", 1},   /* same kind, same tenants */
+      {"mu", "g1", 1},   /* a mail user and a guest link */
+      {"g2", "mu", 1},   /* a guest and a mail user link */
+      {"mc", "mc2", 1},  /* tenants compared by id, not by section name */
+      {"g1", "mc", 0},   /* other kinds */
+      {"mu", "mc", 0},   /* a mail user and a mail contact link */
+      {"g1", "back", 0}, /* the opposite direction */
+      {"g1", "g1", 0},   /* itself */
+  };
+  struct config *cfg;
+  char err[1024], want[4096], *out = NULL;
+  size_t len = 0;
+  FILE *fp;
+
+  (void)state;
+  cfg = load_ok("");
+  assert_int_equal(config_require_links(cfg, err, sizeof(err)), -1);
+  snprintf(want, sizeof(want), "%s: no [link] sections: nothing to sync",
+           cfg->path);
+  assert_string_equal(err, want);
+  assert_int_equal(config_require_links(cfg, NULL, 0), -1);
+  assert_int_equal(config_warn_overlaps(cfg, NULL), 0);
+  config_free(cfg);
+  cfg = load_ok(TENANTS);
+  assert_int_equal(config_require_links(cfg, err, sizeof(err)), -1);
+  config_free(cfg);
+  assert_int_equal(config_require_links(NULL, err, sizeof(err)), -1);
+
+  cfg = load_ok(text);
+  assert_int_equal(config_require_links(cfg, err, sizeof(err)), 0);
+  for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
+    assert_int_equal(config_links_overlap(config_link_find(cfg, pairs[i].a),
+                                          config_link_find(cfg, pairs[i].b)),
+                     pairs[i].overlap);
+  assert_false(config_links_overlap(NULL, config_link_find(cfg, "g1")));
+
+  assert_int_equal(config_warn_overlaps(cfg, NULL), 4);
+  fp = open_memstream(&out, &len);
+  assert_non_null(fp);
+  assert_int_equal(config_warn_overlaps(cfg, fp), 4);
+  assert_int_equal(fclose(fp), 0);
+#define CONFLICT                                                              \
+  "; a person in scope of both is a conflict for both links and nothing is "  \
+  "written for them (keep the scopes apart with scope_group or "              \
+  "scope_filter)\n"
+#define USERS                                                                 \
+  "both make users in tenant 'b' for people of tenant 'a' (guests and mail "  \
+  "users are both Graph users there, and a mail user's CustomAttributeN "     \
+  "is the user's extensionAttributeN, where both keep their anchor)"
+  snprintf(want, sizeof(want),
+           "%1$s:5: warning: links 'g1' (line 1) and 'g2' (line 5) both make "
+           "guest objects in tenant 'b' for people of tenant 'a'" CONFLICT
+           "%1$s:10: warning: links 'g1' (line 1) and 'mu' (line 10) " USERS
+               CONFLICT
+           "%1$s:10: warning: links 'g2' (line 5) and 'mu' (line 10) " USERS
+               CONFLICT
+           "%1$s:23: warning: links 'mc' (line 15) and 'mc2' (line 23) both "
+           "make mailcontact objects in tenant 'b' for people of tenant "
+           "'a'" CONFLICT,
+           cfg->path);
+#undef CONFLICT
+#undef USERS
+  assert_string_equal(out, want);
+  free(out);
+  config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -1329,6 +1422,7 @@ main(void)
       cmocka_unit_test(test_dump_certificate_with_key),
       cmocka_unit_test(test_example),
       cmocka_unit_test(test_load_buffer),
+      cmocka_unit_test(test_link_checks),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
