@@ -909,6 +909,16 @@ store_open_readonly(const char *state_dir, int copy, struct store **out,
       goto out;
     goto ready;
   }
+  /* A database readable by others is made private all the same (its
+   * mode, not its content). */
+  if ((sb.st_mode & 077) != 0) {
+    if (chmod(path, 0600) == 0)
+      log_notice("store: %s was readable by others, now mode 0600", path);
+    else
+      log_warning("store: %s is readable by others and cannot be made "
+                  "0600: %s",
+                  path, strerror(errno));
+  }
   /* mode=ro: SQLite never creates, writes or checkpoints the file (a
    * running daemon's WAL is read as it stands). */
   snprintf(uri, sizeof(uri), "file:%s?mode=ro", path);

@@ -314,7 +314,8 @@ def test_example_config_passes_check_config(tmp_path):
     from conftest import GALBRIDGE, ROOT
     conf = tmp_path / "galbridge.conf"
     shutil.copy(os.path.join(ROOT, "etc", "galbridge.conf.example"), conf)
-    for name in ("contoso.secret", "fabrikam.crt", "fabrikam.key"):
+    for name in ("contoso.secret", "fabrikam.crt", "fabrikam.key",
+                 "anchor.key"):
         path = tmp_path / name
         path.write_text("placeholder\n")
         path.chmod(0o600)

@@ -86,7 +86,11 @@ def test_lost_state_adopts_everything(make_env, kind):
     assert after.get("invitations", 0) == made.get("invitations", 0)
     assert after.get("New-MailContact", 0) == made.get("New-MailContact", 0)
     assert after.get("deletes", 0) == made.get("deletes", 0)
-    assert "adopted=%d" % len(env.in_scope()) in r.stderr
+    # Guests are taken up from the target's read (with their proven
+    # anchors) before the round; mail contacts, which that read does not
+    # hold, are looked up one by one on Exchange's side.
+    taken = "taken_up=%d" if kind == "guest" else "adopted=%d"
+    assert taken % len(env.in_scope()) in r.stderr
     converged(env, kind, before, "state dir lost", injected=1,
               crashes=crashes(lost_rc))
     # And the rebuilt store goes on as before.
@@ -237,14 +241,17 @@ def test_second_galbridge_refused(make_env):
     try:
         wait_ready(env, daemon)
         sent = target_writes(env)
-        for args in (["sync"], ["run"], ["plan"]):
+        for args in (["sync"], ["run"]):
             r = env.run(*args, timeout=30)
             record("state dir in use", injected=1,
                    crashes=crashes(r.returncode))
             assert r.returncode == 1, (args, r.stderr)
             assert "in use by another galbridge (pid %d)" % daemon.pid \
                 in r.stderr, r.stderr
-        # Read-only and admin commands work alongside the daemon.
+        # Read-only and admin commands work alongside the daemon: plan on
+        # a private copy of the state.
+        r = env.run("plan", timeout=30)
+        assert r.returncode == 0, r.stderr
         assert env.status()["links"][0]["objects"] == len(env.in_scope())
         r = env.run("approve-deletes", LINK)
         assert r.returncode == 0, r.stderr
