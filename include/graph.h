@@ -344,9 +344,10 @@ char *graph_json_mark_bad(const char *text, size_t len, size_t *out_len,
 
 /* The longest string galbridge takes from a source attribute, in bytes of
  * UTF-8. Graph's longest user properties hold 1024 UTF-16 code units
- * (streetAddress, extensionAttributeN), at most 3072 bytes; this is more
- * than twice that. */
-#define GRAPH_VALUE_MAX 8192
+ * (streetAddress, extensionAttributeN), at most 3072 bytes: this is five
+ * times that. A longer value is no user's data; shorter ones over what a
+ * target takes are the planner's to refuse, attribute by attribute. */
+#define GRAPH_VALUE_MAX 16384
 /* The most values galbridge takes in one multi-valued attribute
  * (otherMails holds up to 250, proxyAddresses a few hundred). */
 #define GRAPH_VALUES_MAX 4096

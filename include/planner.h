@@ -59,6 +59,8 @@ struct planner_decision {
   json_t *payload; /* new reference or NULL: attributes to send */
   char hash[17];   /* of desired, or the kind's name for deletes */
   const char *why; /* for NONE on an out-of-scope object, and logs */
+  char *why_text;  /* owned: the text `why` points to when it is made for
+                      this decision (freed by planner_decision_clear) */
 };
 
 const char *planner_kind_name(enum planner_kind kind);
@@ -80,7 +82,11 @@ const char *planner_address_attr(const struct config_link *link);
 /* The anchor value for a source object. New string. */
 char *planner_anchor(const char *source_tenant_id, const char *source_id);
 
-/* Decide for one row (pure: reads nothing else, writes nothing). Returns
+/* Decide for one row (pure: reads nothing else, writes nothing). A row
+ * whose source object was refused (row->bad) is left as it is, before
+ * any scope or delete rule: NONE, why "source value refused: <reason>"
+ * (its stored attributes are an older state; its copy must be neither
+ * changed nor deleted on their strength). Returns
  * 0, or -1 with err set when the row cannot be planned (bad stored JSON,
  * a mapping that cannot be evaluated for it). */
 int planner_decide(const struct planner_link *pl, const char *source_tenant,

@@ -28,7 +28,9 @@ struct reader_stats {
   unsigned long pages;
   unsigned long items; /* delta items received (duplicates included) */
   unsigned long removed;
-  unsigned long unseen; /* marked deleted at the end of a full read */
+  unsigned long unseen;  /* marked deleted at the end of a full read */
+  unsigned long refused; /* items refused for a value galbridge cannot take
+                            (their objects keep what they had) */
   double seconds;
 };
 

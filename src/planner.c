@@ -88,6 +88,7 @@ planner_decision_clear(struct planner_decision *d)
 {
   json_decref(d->desired);
   json_decref(d->payload);
+  free(d->why_text);
   memset(d, 0, sizeof(*d));
 }
 
@@ -383,6 +384,19 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
   int result = -1, gone = 0;
 
   memset(out, 0, sizeof(*out));
+  if (row->bad != NULL) {
+    static const char prefix[] = "source value refused: ";
+    size_t n = sizeof(prefix) + strlen(row->bad);
+    out->why_text = malloc(n);
+    if (out->why_text == NULL) {
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+    snprintf(out->why_text, n, "%s%s", prefix, row->bad);
+    out->kind = PLANNER_NONE;
+    out->why = out->why_text;
+    return 0;
+  }
   attrs = json_loads(row->attrs ? row->attrs : "{}", 0, NULL);
   if (!json_is_object(attrs)) {
     snprintf(err, errlen, "stored attributes of %s are not JSON",

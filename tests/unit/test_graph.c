@@ -874,7 +874,7 @@ item_check_bounds(void **state)
   assert_int_equal(graph_delta_item_check(item, attr, sizeof(attr), &reason),
                    -1);
   assert_string_equal(attr, "streetAddress");
-  assert_string_equal(reason, "longer than 8192 bytes");
+  assert_string_equal(reason, "longer than 16384 bytes");
   json_object_del(item, "streetAddress");
   for (int i = 0; i <= GRAPH_VALUES_MAX; i++)
     json_array_append_new(list, json_string("p"));
