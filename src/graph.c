@@ -740,38 +740,29 @@ graph_delta_get(struct graph *graph, const char *url, graph_done_fn done,
 
 /* --- values galbridge cannot take (graph_json_mark_bad) --- */
 
-/* Length of the valid UTF-8 sequence at p (n bytes left), by jansson's
- * rules (no overlong form, no surrogate, nothing above U+10FFFF), or 0. */
+/* Length of the valid UTF-8 sequence at p (n bytes left), or 0. Whether
+ * it is valid is jansson's own judgement (json_stringn checks UTF-8 as
+ * the parser does: no overlong form, no surrogate, nothing above
+ * U+10FFFF), so that what is marked is exactly what it refuses (out of
+ * memory, a good one is marked too: never the other way round); this
+ * runs only on bodies jansson has refused already. */
 static size_t
 utf8_valid(const unsigned char *p, size_t n)
 {
-  size_t len;
-  uint32_t cp;
+  size_t len = p[0] < 0x80   ? 1
+               : p[0] < 0xc2 ? 0 /* a continuation, or overlong */
+               : p[0] < 0xe0 ? 2
+               : p[0] < 0xf0 ? 3
+               : p[0] < 0xf5 ? 4
+                             : 0;
+  json_t *s;
 
-  if (p[0] < 0x80)
-    return 1;
-  if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-    len = 2;
-    cp = p[0] & 0x1f;
-  } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-    len = 3;
-    cp = p[0] & 0x0f;
-  } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-    len = 4;
-    cp = p[0] & 0x07;
-  } else {
+  if (len <= 1 || len > n)
+    return len > n ? 0 : len;
+  s = json_stringn((const char *)p, len);
+  if (s == NULL)
     return 0;
-  }
-  if (len > n)
-    return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((p[i] & 0xc0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-      (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-    return 0;
+  json_decref(s);
   return len;
 }
 
