@@ -3,7 +3,10 @@
  * that tokens can be had for Graph and (when a link writes through it)
  * Exchange; for every link, that the reads it needs are allowed, by
  * trying a harmless read of each kind. Writes are never tried: the
- * permissions they need are named, and exercised by the first sync.
+ * permissions they need are named, and exercised by the first sync. From
+ * the state (read-only; a missing one is fine), a note for each tenant
+ * whose stored delta link will not be followed because its graph_url
+ * changed.
  *
  * One line per check on stdout: "ok", "FAIL" or "note", the subject, and
  * for a failure what to do ("grant the application permission

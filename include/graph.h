@@ -145,6 +145,31 @@ int graph_request(struct graph *graph, const char *method, const char *url,
  * by '/'): the only URLs a token may be sent to. */
 int graph_url_is_under(const char *base, const char *url);
 
+/* The scheme://host[:port] of `url` (empty when it has none), for logs
+ * that must not show a link's token. Writes at most len - 1 bytes. */
+void graph_url_origin(const char *url, char *buf, size_t len);
+
+/* Whether a stored delta link may be followed by a tenant whose Graph
+ * base URL is now `graph_url`: the link was committed under the same base
+ * URL (`stored_base`, compared without trailing '/' and case), or, when
+ * no base was stored with it (NULL), it lies under graph_url. A link of
+ * another base URL is never sent (it would carry the token elsewhere, or
+ * be refused there): the tenant is read again in full. */
+int graph_delta_link_usable(const char *graph_url, const char *stored_base,
+                            const char *delta_link);
+
+/* `count` is the tenant's users (deleted ones not counted), or -1 on
+ * error (resp says which). */
+typedef void (*graph_count_fn)(void *ctx, const struct graph_response *resp,
+                               long long count);
+
+/* How many users the tenant has: GET /v1.0/users?$count=true&$top=1 with
+ * ConsistencyLevel: eventual (an advanced query; the answer's
+ * @odata.count). Returns 0, or -1 when the callback will never be
+ * called. */
+int graph_user_count(struct graph *graph, graph_count_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
 /* --- target-side user operations (guests) --- */
 
 /* Quote `value` as an OData string literal: 'O''Brien'. New string. */
@@ -297,8 +322,56 @@ int graph_delta_page_parse(json_t *body, struct graph_delta_page *page,
                            char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* The item's id, borrowed, or NULL when it has no usable one. */
+/* The item's id, borrowed, or NULL when it has no usable one (not a
+ * string of 1..128 bytes, or one holding a NUL). */
 const char *graph_delta_item_id(const json_t *item);
+
+/* GET one users/delta page, as graph_get() does, except for values that
+ * jansson cannot take. Graph is a .NET service: a user's attribute can
+ * hold a NUL (\u0000), an unpaired surrogate escape (\ud800) or, from a
+ * broken writer, bytes that are not UTF-8, and any one of them made
+ * jansson refuse the whole page, so that one user's bad value stopped
+ * every later round of the tenant. Here the answer is decoded with
+ * JSON_ALLOW_NUL and, when that fails, decoded again with each such value
+ * marked (graph_json_mark_bad): its bad part becomes U+0000, never a
+ * plausible character. The caller must judge every item with
+ * graph_delta_item_check() before it uses it. */
+int graph_delta_get(struct graph *graph, const char *url, graph_done_fn done,
+                    void *ctx) __attribute__((warn_unused_result));
+
+/* JSON text `text` (`len` bytes) with, inside string literals, each run
+ * of bytes that is not UTF-8 (jansson's rules: no overlong form, no
+ * surrogate, nothing above U+10FFFF), each run of raw control characters
+ * and each \u escape of an unpaired surrogate replaced by the escape
+ * \u0000; everything else is copied as it is (jansson still judges the
+ * syntax). A new NUL-terminated string (free()) whose length goes to
+ * *out_len and whose number of marks goes to *marks, or NULL on
+ * allocation failure. */
+char *graph_json_mark_bad(const char *text, size_t len, size_t *out_len,
+                          size_t *marks);
+
+/* The longest string galbridge takes from a source attribute, in bytes of
+ * UTF-8. Graph's longest user properties hold 1024 UTF-16 code units
+ * (streetAddress, extensionAttributeN), at most 3072 bytes: this is five
+ * times that. A longer value is no user's data; shorter ones over what a
+ * target takes are the planner's to refuse, attribute by attribute. */
+#define GRAPH_VALUE_MAX 16384
+/* The most values galbridge takes in one multi-valued attribute
+ * (otherMails holds up to 250, proxyAddresses a few hundred). */
+#define GRAPH_VALUES_MAX 4096
+#define GRAPH_STR_(x) #x
+#define GRAPH_STR(x) GRAPH_STR_(x)
+
+/* Judge a delta item before anything of it is used: every value under
+ * every attribute but "id" and "@odata.*" (nested ones too) must be a
+ * string without a NUL (a mark of graph_delta_get(), or a real one) and
+ * at most GRAPH_VALUE_MAX bytes long, in arrays of at most
+ * GRAPH_VALUES_MAX values. Returns 0, or -1 with the attribute's name
+ * (nested ones as "a.b" and "a[2]") in `attribute` (`attrlen` bytes) and
+ * a static text in *reason; the value itself is never copied out. */
+int graph_delta_item_check(const json_t *item, char *attribute, size_t attrlen,
+                           const char **reason)
+    __attribute__((warn_unused_result));
 
 /* Merge one delta item into the stored attributes of that object.
  * `stored` (borrowed, may be NULL) is what the store holds; `replace` is

@@ -111,7 +111,11 @@ const char *planner_address_attr(const struct config_link *link);
 
 /* Decide for one row (pure: reads nothing else, writes nothing; what the
  * target holds and the claims are weighed by planner_plan). For an object
- * in scope left as it is (NONE without why), desired is set too. Returns
+ * in scope left as it is (NONE without why), desired is set too. A row
+ * whose source object was refused (row->bad) fails, before any scope or
+ * delete rule: FAIL, reason "source value refused: <reason>" (its stored
+ * attributes are an older state; its copy is neither changed nor deleted
+ * on their strength). Returns
  * 0, or -1 with err set when the row cannot be planned (bad stored JSON,
  * a mapping that cannot be evaluated for it). */
 int planner_decide(const struct planner_link *pl, const char *source_tenant,

@@ -11,7 +11,16 @@
  * When the service says the delta token is no longer good
  * (syncStateNotFound, 410 Gone, resyncRequired) the round turns into a
  * full read: every object it sees is stamped with a new generation and
- * only at the end are the objects it did not see marked deleted.
+ * only at the end are the objects it did not see marked deleted. A
+ * stored deltaLink of another Graph base URL than the tenant's graph_url
+ * is never followed: the round is a full read.
+ *
+ * An item holding a value galbridge cannot take is refused alone
+ * (store_source_bad, a warning naming id and attribute); the round goes
+ * on. A round that loops (a nextLink already followed) or pages past its
+ * bound (N + 100 pages or 2N + 1000 items, N the tenant's size) fails,
+ * marks nothing deleted and drops the deltaLink: the next one reads in
+ * full (see reader.c).
  */
 #ifndef GALBRIDGE_READER_H
 #define GALBRIDGE_READER_H
@@ -28,7 +37,9 @@ struct reader_stats {
   unsigned long pages;
   unsigned long items; /* delta items received (duplicates included) */
   unsigned long removed;
-  unsigned long unseen; /* marked deleted at the end of a full read */
+  unsigned long unseen;  /* marked deleted at the end of a full read */
+  unsigned long refused; /* items refused for a value galbridge cannot take
+                            (their objects keep what they had) */
   double seconds;
 };
 

@@ -8,11 +8,13 @@
  *
  * What it keeps for now:
  *   source_object  one row per source user: merged attributes (JSON text),
- *                  removed state, and the generation of the round that last
- *                  saw it (full re-reads use it to find the unseen);
- *   delta_state    per source tenant: the deltaLink, the $select it was
- *                  made with, the current generation, whether a full read
- *                  is in progress, and when the last round finished;
+ *                  removed state, the generation of the round that last
+ *                  saw it (full re-reads use it to find the unseen), and
+ *                  why its last item was refused, if it was;
+ *   delta_state    per source tenant: the deltaLink and the Graph base URL
+ *                  it came from, the $select it was made with, the current
+ *                  generation, whether a full read is in progress, and
+ *                  when the last round finished;
  *   target_object, op, link_state
  *                  the reconciler's tables (counted by `status`).
  *
@@ -87,9 +89,22 @@ int store_source_get(struct store *store, const char *tenant_id,
                      const char *id, char **attrs, int *removed)
     __attribute__((warn_unused_result));
 
+/* Store an object's attributes as merged from an accepted item, seen in
+ * generation `gen`; it is no longer refused (bad is cleared). */
 int store_source_put(struct store *store, const char *tenant_id,
                      const char *id, const char *attrs, int removed,
                      long long gen) __attribute__((warn_unused_result));
+
+/* An item of the object was refused (`bad`: which attribute and what is
+ * wrong, never the value): its stored attributes and removed state stay
+ * as they are (an object not stored yet gets none, present), it counts
+ * as seen in generation `gen` (a full read must not take it for gone),
+ * and `bad` is kept until an accepted item clears it. A change of `bad`
+ * brings the object into the next incremental plan, as a change of its
+ * attributes does. */
+int store_source_bad(struct store *store, const char *tenant_id,
+                     const char *id, const char *bad, long long gen)
+    __attribute__((warn_unused_result));
 
 struct store_source_counts {
   long long present;
@@ -122,6 +137,8 @@ int store_object_lookup(struct store *store, const char *tenant_id,
 
 struct store_delta_state {
   char *delta_link;    /* NULL: no committed round yet (or reset) */
+  char *base_url;      /* the Graph base URL the link came from; NULL when
+                          unknown (committed before it was kept) */
   char *select;        /* the $select the delta link was made with */
   long long gen;       /* generation of the current or last round */
   int full;            /* a full read is in progress */
@@ -148,12 +165,14 @@ int store_delta_start(struct store *store, const char *tenant_id, time_t now)
     __attribute__((warn_unused_result));
 
 /* Inside the caller's transaction (with the last page): store the new
- * delta link, end the round at `now`, and when a full read was in progress
- * mark every present object not seen in generation `gen` as deleted.
- * *unseen (may be NULL) receives how many were so marked. */
+ * delta link with the Graph base URL it came from, end the round at
+ * `now`, and when a full read was in progress mark every present object
+ * not seen in generation `gen` as deleted. *unseen (may be NULL) receives
+ * how many were so marked. */
 int store_delta_finish(struct store *store, const char *tenant_id,
-                       const char *delta_link, long long gen, time_t now,
-                       long long *unseen) __attribute__((warn_unused_result));
+                       const char *delta_link, const char *base_url,
+                       long long gen, time_t now, long long *unseen)
+    __attribute__((warn_unused_result));
 
 /* --- per link figures for `status` --- */
 
@@ -194,6 +213,9 @@ struct store_plan_row {
   int target_removed;
   const char *target_attrs;
   const char *op_error; /* the op's last error, or NULL */
+  /* Why the source object's last item was refused (store_source_bad()),
+   * or NULL: its attributes are an older, accepted state. */
+  const char *bad;
 };
 
 /* Call fn for the source objects of `source_tenant` with an id after
@@ -402,6 +424,8 @@ int store_fails_due(struct store *store, const char *link, time_t now)
     __attribute__((warn_unused_result));
 
 /* Drop the tenant's delta link: the next round reads it in full. */
+/* Drop the tenant's delta link (and its base URL): the next round reads
+ * it in full. */
 int store_delta_reset(struct store *store, const char *tenant_id)
     __attribute__((warn_unused_result));
 

@@ -3,7 +3,10 @@
  *
  * The checks run one after another (a queue of steps), each a token
  * request, a Graph GET or an Exchange cmdlet, so that the output reads in
- * order and no tenant sees more than one request at a time.
+ * order and no tenant sees more than one request at a time. Before them,
+ * the state is read (read-only: never created, written or locked, so a
+ * running daemon is not disturbed) for stored delta links that a round
+ * would not follow.
  */
 #include "doctor.h"
 
@@ -14,6 +17,7 @@
 #include "exo.h"
 #include "graph.h"
 #include "log.h"
+#include "store.h"
 
 enum check_kind {
   CHECK_TOKEN_GRAPH,
@@ -190,6 +194,45 @@ add(struct doctor *d, enum check_kind kind, size_t tenant, const char *noun,
   return c;
 }
 
+/* A note for each tenant whose stored delta link the next round will not
+ * follow (its Graph base URL changed): that round reads it in full. */
+static void
+check_delta_links(const struct config *cfg, FILE *out)
+{
+  struct store *store = NULL;
+  char err[512];
+  int missing = 0;
+
+  if (store_open_readonly(cfg->state_dir, 0, &store, &missing, err,
+                          sizeof(err)) != 0) {
+    fprintf(out, "note  state %s: cannot be read: %s\n", cfg->state_dir, err);
+    return;
+  }
+  for (size_t i = 0; !missing && i < cfg->n_tenants; i++) {
+    const struct config_tenant *t = &cfg->tenants[i];
+    struct store_delta_state st;
+    char was[256];
+
+    if (store_delta_get(store, t->tenant_id, &st) != 0) {
+      fprintf(out, "note  tenant %s: cannot read its delta state\n", t->name);
+      continue;
+    }
+    if (st.delta_link != NULL &&
+        !graph_delta_link_usable(t->graph_url, st.base_url, st.delta_link)) {
+      graph_url_origin(st.base_url != NULL ? st.base_url : st.delta_link, was,
+                       sizeof(was));
+      fprintf(out,
+              "note  tenant %s: stored delta link of %s will not be "
+              "followed (graph_url is %s): its next round reads it in "
+              "full\n",
+              t->name, was, t->graph_url);
+    }
+    store_delta_state_clear(&st);
+  }
+  fflush(out);
+  store_close(store);
+}
+
 int
 doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
            FILE *out)
@@ -198,6 +241,7 @@ doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
   char err[512];
   int result = -1;
 
+  check_delta_links(cfg, out);
   d.tc = calloc(cfg->n_tenants + 1, sizeof(*d.tc));
   d.checks =
       calloc(2 * cfg->n_tenants + 4 * cfg->n_links + 1, sizeof(*d.checks));

@@ -82,6 +82,7 @@ struct graph_req {
   int stale_retries; /* 401s retried because of that */
   int *stale_out;    /* if set, gets `stale` at the end */
   int cost_set;      /* writes/invitations/units below, not guessed ($batch) */
+  int tolerant;      /* graph_delta_get(): refused values are marked */
   unsigned writes, invitations, units;
   char **token_out; /* if set, gets the token (ownership) at the end */
   graph_done_fn done;
@@ -319,6 +320,30 @@ decode_error(const struct graph_req *req, long status, json_t *body,
                  msglen);
 }
 
+/* A body jansson refused, decoded again with each value it cannot take
+ * marked (graph_json_mark_bad); NULL when it still does not decode (jerr
+ * then says why) or on allocation failure. */
+static json_t *
+load_marked(const struct graph_req *req, const struct http_response *hr,
+            json_error_t *jerr)
+{
+  size_t len, marks;
+  char *text = graph_json_mark_bad(hr->body, hr->body_len, &len, &marks);
+  json_t *body;
+
+  if (text == NULL || marks == 0) {
+    free(text);
+    return NULL;
+  }
+  body = json_loadb(text, len, JSON_ALLOW_NUL, jerr);
+  free(text);
+  if (body != NULL)
+    log_debug("graph: values refused in an answer, marked tenant=%s "
+              "path=%s marks=%zu",
+              req->graph->tenant->name, req->path_for_log, marks);
+  return body;
+}
+
 static void
 on_http(void *ctx, const struct http_response *hr)
 {
@@ -347,7 +372,10 @@ on_http(void *ctx, const struct http_response *hr)
   }
 
   if (hr->body_len > 0) {
-    body = json_loadb(hr->body, hr->body_len, 0, &jerr);
+    body = json_loadb(hr->body, hr->body_len,
+                      req->tolerant ? JSON_ALLOW_NUL : 0, &jerr);
+    if (body == NULL && req->tolerant && hr->status >= 200 && hr->status < 300)
+      body = load_marked(req, hr, &jerr);
     if (body == NULL && hr->status >= 200 && hr->status < 300) {
       resp.result = GRAPH_ERR_PROTOCOL;
       snprintf(msg, sizeof(msg), "%s %s: HTTP %ld with invalid JSON: %s",
@@ -697,13 +725,224 @@ graph_request(struct graph *graph, const char *method, const char *url,
   return 0;
 }
 
+int
+graph_delta_get(struct graph *graph, const char *url, graph_done_fn done,
+                void *ctx)
+{
+  struct graph_req *req =
+      req_prepare(graph, "GET", url, NULL, NULL, done, ctx);
+
+  if (req == NULL)
+    return -1;
+  req->tolerant = 1;
+  start(req);
+  return 0;
+}
+
+/* --- values galbridge cannot take (graph_json_mark_bad) --- */
+
+/* Length of the valid UTF-8 sequence at p (n bytes left), or 0. Whether
+ * it is valid is jansson's own judgement (json_stringn checks UTF-8 as
+ * the parser does: no overlong form, no surrogate, nothing above
+ * U+10FFFF), so that what is marked is exactly what it refuses (out of
+ * memory, a good one is marked too: never the other way round); this
+ * runs only on bodies jansson has refused already. */
+static size_t
+utf8_valid(const unsigned char *p, size_t n)
+{
+  size_t len = p[0] < 0x80   ? 1
+               : p[0] < 0xc2 ? 0 /* a continuation, or overlong */
+               : p[0] < 0xe0 ? 2
+               : p[0] < 0xf0 ? 3
+               : p[0] < 0xf5 ? 4
+                             : 0;
+  json_t *s;
+
+  if (len <= 1 || len > n)
+    return len > n ? 0 : len;
+  s = json_stringn((const char *)p, len);
+  if (s == NULL)
+    return 0;
+  json_decref(s);
+  return len;
+}
+
+/* The value of the \uXXXX escape at p (6 bytes left at least), or -1. */
+static long
+escape_value(const unsigned char *p, size_t n)
+{
+  long v = 0;
+
+  if (n < 6 || p[0] != '\\' || p[1] != 'u')
+    return -1;
+  for (int i = 2; i < 6; i++) {
+    int c = p[i], d;
+    if (c >= '0' && c <= '9')
+      d = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      d = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+      d = c - 'A' + 10;
+    else
+      return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+static void
+emit(char *out, size_t *o, const void *src, size_t k)
+{
+  if (out != NULL)
+    memcpy(out + *o, src, k);
+  *o += k;
+}
+
+/* One pass of graph_json_mark_bad(): the output's length; the output
+ * itself too when `out` is not NULL. */
+static size_t
+mark_scan(const unsigned char *p, size_t len, char *out, size_t *marks)
+{
+  static const char mark[] = "\\u0000";
+  size_t i = 0, o = 0;
+  int in_string = 0, bad_run = 0;
+
+  *marks = 0;
+  while (i < len) {
+    size_t k = 1;
+    long v;
+    int bad = 0;
+
+    if (!in_string) {
+      in_string = (p[i] == '"');
+    } else if (p[i] == '"') {
+      in_string = 0;
+    } else if (p[i] == '\\' && i + 1 < len && p[i + 1] != 'u') {
+      k = 2; /* \" \\ \n...: jansson judges the rest */
+    } else if (p[i] == '\\' && (v = escape_value(p + i, len - i)) >= 0) {
+      k = 6;
+      if (v >= 0xd800 && v <= 0xdbff) {
+        long lo = escape_value(p + i + 6, len - i - 6);
+        if (lo >= 0xdc00 && lo <= 0xdfff)
+          k = 12; /* a pair: one character */
+        else
+          bad = 1;
+      } else if (v >= 0xdc00 && v <= 0xdfff) {
+        bad = 1;
+      }
+    } else if (p[i] < 0x20) {
+      bad = 1; /* a raw control character */
+    } else if (p[i] >= 0x80) {
+      k = utf8_valid(p + i, len - i);
+      if (k == 0) {
+        k = 1;
+        bad = 1;
+      }
+    }
+    if (bad) {
+      /* A run of bad bytes is one mark; each bad escape is one. */
+      if (!bad_run || k > 1) {
+        emit(out, &o, mark, sizeof(mark) - 1);
+        (*marks)++;
+      }
+      bad_run = (k == 1);
+    } else {
+      emit(out, &o, p + i, k);
+      bad_run = 0;
+    }
+    i += k;
+  }
+  return o;
+}
+
+char *
+graph_json_mark_bad(const char *text, size_t len, size_t *out_len,
+                    size_t *marks)
+{
+  const unsigned char *p = (const unsigned char *)text;
+  size_t n = mark_scan(p, len, NULL, marks);
+  char *out = malloc(n + 1);
+
+  if (out == NULL)
+    return NULL;
+  (void)mark_scan(p, len, out, marks);
+  out[n] = '\0';
+  *out_len = n;
+  return out;
+}
+
+/* What is wrong with `v` (a value under attribute `name`), or NULL; a
+ * nested attribute's name goes to `name` (of `namelen` bytes). */
+static const char *
+value_refusal(const json_t *v, char *name, size_t namelen)
+{
+  size_t used = strlen(name), i;
+  const char *key, *why;
+  json_t *el;
+
+  if (json_is_string(v)) {
+    if (strlen(json_string_value(v)) != json_string_length(v))
+      return "holds a NUL, invalid UTF-8 or an unpaired surrogate";
+    if (json_string_length(v) > GRAPH_VALUE_MAX)
+      return "longer than " GRAPH_STR(GRAPH_VALUE_MAX) " bytes";
+    return NULL;
+  }
+  if (json_is_array(v)) {
+    if (json_array_size(v) > GRAPH_VALUES_MAX)
+      return "more than " GRAPH_STR(GRAPH_VALUES_MAX) " values";
+    json_array_foreach(v, i, el)
+    {
+      snprintf(name + used, namelen - used, "[%zu]", i);
+      if ((why = value_refusal(el, name, namelen)) != NULL)
+        return why;
+    }
+  } else if (json_is_object(v)) {
+    json_object_foreach((json_t *)v, key, el)
+    {
+      snprintf(name + used, namelen - used, ".%s", key);
+      if ((why = value_refusal(el, name, namelen)) != NULL)
+        return why;
+    }
+  }
+  name[used] = '\0';
+  return NULL;
+}
+
+int
+graph_delta_item_check(const json_t *item, char *attribute, size_t attrlen,
+                       const char **reason)
+{
+  const char *key;
+  json_t *v;
+
+  *reason = NULL;
+  if (attrlen > 0)
+    attribute[0] = '\0';
+  json_object_foreach((json_t *)item, key, v)
+  {
+    /* What graph_delta_merge() does not keep is not judged. */
+    if (strcmp(key, "id") == 0 || strncmp(key, "@odata.", 7) == 0)
+      continue;
+    snprintf(attribute, attrlen, "%s", key);
+    *reason = value_refusal(v, attribute, attrlen);
+    if (*reason != NULL)
+      return -1;
+  }
+  if (attrlen > 0)
+    attribute[0] = '\0';
+  return 0;
+}
+
 const char *
 graph_delta_item_id(const json_t *item)
 {
   json_t *id = json_object_get(item, "id");
 
+  /* An id with a NUL in it would be read as a shorter one: another
+   * object's, perhaps. */
   if (!json_is_object(item) || !json_is_string(id) ||
-      json_string_length(id) == 0 || json_string_length(id) > 128)
+      json_string_length(id) == 0 || json_string_length(id) > 128 ||
+      strlen(json_string_value(id)) != json_string_length(id))
     return NULL;
   return json_string_value(id);
 }
@@ -1650,6 +1889,7 @@ struct call {
   graph_id_fn id;
   graph_done_fn done;
   graph_members_fn members_done;
+  graph_count_fn count_done;
   void *ctx;
   char *anchor_attr;
   json_t *members;
@@ -2133,6 +2373,84 @@ graph_group_members(struct graph *graph, const char *group_id,
   if (rc != 0)
     call_free(c);
   return rc;
+}
+
+static void
+on_count(void *ctx, const struct graph_response *resp)
+{
+  struct call *c = ctx;
+  json_t *n = json_object_get(resp->body, "@odata.count");
+  struct graph_response r = *resp;
+  long long count = -1;
+
+  if (resp->result == GRAPH_OK) {
+    if (json_is_integer(n) && json_integer_value(n) >= 0) {
+      count = (long long)json_integer_value(n);
+    } else {
+      r.result = GRAPH_ERR_PROTOCOL;
+      r.transient = 1;
+      r.errmsg = "users count answer has no \"@odata.count\" number";
+    }
+  }
+  c->count_done(c->ctx, &r, count);
+  call_free(c);
+}
+
+int
+graph_user_count(struct graph *graph, graph_count_fn done, void *ctx)
+{
+  static const char *const eventual[] = {"ConsistencyLevel: eventual", NULL};
+  struct call *c = call_new(graph, ctx);
+  int rc;
+
+  if (c == NULL)
+    return -1;
+  c->count_done = done;
+  /* $count is an advanced query: ConsistencyLevel eventual; $top=1 and
+   * $select=id keep the answer (and its resource units) small. */
+  rc = graph_get(graph, "/v1.0/users?$count=true&$top=1&$select=id", eventual,
+                 on_count, c);
+  if (rc != 0)
+    call_free(c);
+  return rc;
+}
+
+/* The length of url's scheme://host[:port], or 0 when it has none. */
+static size_t
+origin_len(const char *url)
+{
+  const char *p = strstr(url, "://");
+
+  if (p == NULL || p == url)
+    return 0;
+  p += 3;
+  return (size_t)(p - url) + strcspn(p, "/?#");
+}
+
+int
+graph_delta_link_usable(const char *graph_url, const char *stored_base,
+                        const char *delta_link)
+{
+  size_t a, b;
+
+  if (delta_link == NULL)
+    return 0;
+  if (stored_base == NULL)
+    return graph_url_is_under(graph_url, delta_link);
+  a = strlen(graph_url);
+  b = strlen(stored_base);
+  while (a > 0 && graph_url[a - 1] == '/')
+    a--;
+  while (b > 0 && stored_base[b - 1] == '/')
+    b--;
+  return a == b && a > 0 && strncasecmp(graph_url, stored_base, a) == 0 &&
+         graph_url_is_under(graph_url, delta_link);
+}
+
+void
+graph_url_origin(const char *url, char *buf, size_t len)
+{
+  snprintf(buf, len, "%.*s", (int)origin_len(url), url);
 }
 
 int

@@ -87,8 +87,8 @@ usage(FILE *fp)
       "  check-config         validate and print the effective config\n"
       "  doctor               check credentials and permissions online\n"
       "  approve-deletes LINK release the deletes held for LINK\n"
-      "  resync LINK          read LINK's source again in full and retry\n"
-      "                       its failed operations\n"
+      "  resync LINK          read LINK's source and target again in full\n"
+      "                       and retry its failed operations\n"
       "\n"
       "options:\n"
       "  -c FILE   config file (default " CONFIG_DEFAULT_PATH ")\n"
@@ -623,7 +623,8 @@ cmd_status(const char *path, int as_json)
                   "soft_deleted", (json_int_t)c.soft_deleted, "deleted",
                   (json_int_t)c.deleted, "last_round",
                   time_or_null(st.last_round), "full_read_pending",
-                  st.delta_link == NULL));
+                  !graph_delta_link_usable(t->graph_url, st.base_url,
+                                           st.delta_link)));
     store_delta_state_clear(&st);
   }
 
@@ -985,16 +986,19 @@ cmd_link_admin(const char *path, const char *cmd, int argc, char **argv)
     if (rc == EXIT_OK)
       log_notice("deletes approved link=%s released=%lld", link->name, n);
   } else {
-    /* A NULL plan key: the next round weighs every object again. */
+    /* Both tenants the link reads (the source for its people, the target
+     * for its copies) are read again in full. A NULL plan key: the next
+     * round weighs every object again. */
     if (store_link_clear_failed(app.store, link->name, &n) != 0 ||
         store_delta_reset(app.store, link->source->tenant_id) != 0 ||
+        store_delta_reset(app.store, link->target->tenant_id) != 0 ||
         store_plan_mark_set(app.store, link->name, NULL, 0) != 0)
       rc = EXIT_RUNTIME;
     else
-      printf("link %s: %lld failed operations will be tried again; source "
-             "%s will be read and every object weighed in the next "
-             "round\n",
-             link->name, n, link->source->name);
+      printf("link %s: %lld failed operations will be tried again; tenants "
+             "%s (source) and %s (target) will be read in full and every "
+             "object weighed in the next round\n",
+             link->name, n, link->source->name, link->target->name);
   }
   app_close(&app);
   return rc;

@@ -409,6 +409,24 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
   int result = -1, gone = 0;
 
   memset(out, 0, sizeof(*out));
+  if (row->bad != NULL) {
+    /* Its stored attributes are an older state: the object fails as a
+     * whole, its copy neither changed nor deleted on their strength. */
+    static const char prefix[] = "source value refused: ";
+    size_t n = sizeof(prefix) + strlen(row->bad);
+    json_t *h;
+    out->reason = malloc(n);
+    if (out->reason == NULL) {
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+    snprintf(out->reason, n, "%s%s", prefix, row->bad);
+    out->kind = PLANNER_FAIL;
+    h = json_string(out->reason);
+    planner_hash(h, out->hash);
+    json_decref(h);
+    return 0;
+  }
   attrs = json_loads(row->attrs ? row->attrs : "{}", 0, NULL);
   if (!json_is_object(attrs)) {
     snprintf(err, errlen, "stored attributes of %s are not JSON",

@@ -9,9 +9,27 @@
  *
  * Each page is merged in its own transaction; nothing of a page that fails
  * to parse or to store is committed. Links from the service are followed
- * only inside the tenant's Graph base URL (graph_get refuses others), and
- * a page whose link points elsewhere is refused before anything of it is
- * stored: a foreign deltaLink committed would fail every later round.
+ * only inside the tenant's Graph base URL (graph_delta_get refuses others),
+ * and a page whose link points elsewhere is refused before anything of it is
+ * stored: a foreign deltaLink committed would fail every later round. A
+ * deltaLink is committed with the base URL it came from; one of another
+ * base URL (graph_url changed) is never followed: the round reads
+ * everything instead.
+ *
+ * One bad object is one failed object (DESIGN.md invariant 8): an item
+ * holding a value galbridge cannot take (graph_delta_item_check) is not
+ * merged; its object keeps what it had, is marked refused with the
+ * attribute and the reason, and counts as seen. The page and the round go
+ * on.
+ *
+ * Paging is bounded. A nextLink already followed in this round, or more
+ * pages or items than the tenant could fill (see READER_* below), fails
+ * the round before anything is marked deleted (a full read marks only at
+ * its end), and drops the delta link so the next round reads everything
+ * afresh. The bound is "far beyond the tenant's size": N = the larger of
+ * the objects stored for the tenant and its users as Graph counts them
+ * ($count, asked before a full read, and in a delta round only once the
+ * stored size is passed, so that a tenant that really grew is read on).
  */
 #include "reader.h"
 
@@ -24,6 +42,15 @@
 
 #define READER_PROGRESS_SECONDS 5
 #define READER_ERRMSG_MAX 768
+
+/* The paging bound for a tenant of N objects: 2N + READER_SLACK_ITEMS
+ * items (each object may come twice in a round, and a full read also
+ * lists recently removed ones; the slack covers new hires and
+ * tombstones of a small tenant) and N + READER_SLACK_PAGES pages (a page
+ * may be empty, but Graph fills its pages with up to some hundreds of
+ * users: N pages would already be one user a page). */
+#define READER_SLACK_ITEMS 1000
+#define READER_SLACK_PAGES 100
 
 struct reader {
   struct store *store;
@@ -40,6 +67,19 @@ struct reader {
   void *ctx;
   reader_page_fn on_page;
   void *page_ctx;
+  /* the paging bound of this round */
+  long long size;         /* N: the tenant's size it is measured from */
+  int counted;            /* N includes the users Graph counted */
+  unsigned long paged;    /* pages of this read (a full read after an
+                             expired token starts again at 0) */
+  unsigned long received; /* its items, refused and skipped ones too */
+  char *after_count;      /* the URL to fetch once the count is in */
+  /* The links followed in this round, as hashes (a repeat of one fails
+   * the round). Searched linearly: a round has at most the bound's pages,
+   * a few thousand for the largest tenants, and each page costs a round
+   * trip to Graph anyway. */
+  unsigned long long *links;
+  size_t n_links, cap_links;
 };
 
 void
@@ -50,6 +90,7 @@ reader_on_page(struct reader *reader, reader_page_fn fn, void *ctx)
 }
 
 static void fetch(struct reader *reader, const char *url);
+static void fail_past_bound(struct reader *reader);
 
 static double
 since(const struct timespec *t0)
@@ -77,7 +118,67 @@ reader_new(struct store *store, struct graph *graph,
 void
 reader_free(struct reader *reader)
 {
+  if (reader == NULL)
+    return;
+  free(reader->after_count);
+  free(reader->links);
   free(reader);
+}
+
+static unsigned long long
+link_hash(const char *base, const char *url)
+{
+  unsigned long long h = 0xcbf29ce484222325ULL;
+
+  /* A path is under the base: hash the absolute URL it stands for. */
+  for (const char *p = url[0] == '/' ? base : ""; *p != '\0'; p++)
+    h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+  for (const char *p = url; *p != '\0'; p++)
+    h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+  return h;
+}
+
+/* Remember a link followed in this round: 1 when it was followed before
+ * (a loop), 0 when new, -1 on allocation failure. */
+static int
+link_seen(struct reader *reader, const char *url)
+{
+  unsigned long long h = link_hash(graph_base_url(reader->graph), url);
+
+  for (size_t i = 0; i < reader->n_links; i++) {
+    if (reader->links[i] == h)
+      return 1;
+  }
+  if (reader->n_links == reader->cap_links) {
+    size_t cap = reader->cap_links ? reader->cap_links * 2 : 64;
+    unsigned long long *grown =
+        realloc(reader->links, cap * sizeof(*reader->links));
+    if (grown == NULL)
+      return -1;
+    reader->links = grown;
+    reader->cap_links = cap;
+  }
+  reader->links[reader->n_links++] = h;
+  return 0;
+}
+
+static unsigned long
+bound_items(const struct reader *reader)
+{
+  return 2 * (unsigned long)reader->size + READER_SLACK_ITEMS;
+}
+
+static unsigned long
+bound_pages(const struct reader *reader)
+{
+  return (unsigned long)reader->size + READER_SLACK_PAGES;
+}
+
+static int
+past_bound(const struct reader *reader)
+{
+  return reader->paged > bound_pages(reader) ||
+         reader->received > bound_items(reader);
 }
 
 static void
@@ -87,12 +188,15 @@ round_end(struct reader *reader, int result, int permanent, const char *errmsg)
 
   reader->running = 0;
   reader->stats.seconds = since(&reader->started);
+  free(reader->after_count);
+  reader->after_count = NULL;
   if (result == 0) {
     log_info("delta round done source=%s mode=%s pages=%lu items=%lu "
-             "removed=%lu unseen=%lu duration=%.2fs",
+             "removed=%lu unseen=%lu refused=%lu duration=%.2fs",
              reader->tenant->name, reader->full ? "full" : "delta",
              reader->stats.pages, reader->stats.items, reader->stats.removed,
-             reader->stats.unseen, reader->stats.seconds);
+             reader->stats.unseen, reader->stats.refused,
+             reader->stats.seconds);
   } else {
     log_error("delta round failed source=%s pages=%lu error=\"%s\"",
               reader->tenant->name, reader->stats.pages, errmsg);
@@ -115,16 +219,62 @@ fail(struct reader *reader, int permanent, const char *fmt, ...)
   round_end(reader, -1, permanent, msg);
 }
 
-/* Start (or restart) a full read: new generation, committed alone. */
+/* Paging went wrong (a loop, or past the bound): the round fails, and
+ * since the links of this round cannot be trusted, the next one starts
+ * afresh with a full read. Nothing was marked deleted: a full read marks
+ * the unseen only when its deltaLink comes. */
+static void fail_paging(struct reader *reader, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+fail_paging(struct reader *reader, const char *fmt, ...)
+{
+  char msg[READER_ERRMSG_MAX];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (store_delta_reset(reader->store, reader->tenant->tenant_id) != 0)
+    log_error("cannot drop the delta link source=%s", reader->tenant->name);
+  fail(reader, 0,
+       "source %s: %s; the round stops here (nothing is marked deleted "
+       "for not being read) and the next one reads the tenant in full",
+       reader->tenant->name, msg);
+}
+
+static void on_count(void *ctx, const struct graph_response *resp,
+                     long long count);
+
+/* Ask Graph how many users the tenant has, then fetch `url`. */
+static int
+count_then_fetch(struct reader *reader, const char *url)
+{
+  free(reader->after_count);
+  reader->after_count = strdup(url);
+  if (reader->after_count == NULL)
+    return -1;
+  return graph_user_count(reader->graph, on_count, reader);
+}
+
+/* Start (or restart) a full read: new generation, committed alone; the
+ * tenant's size is asked first (the paging bound). */
 static int
 start_full(struct reader *reader)
 {
+  static const char url[] = "/v1.0/users/delta?$select=" GRAPH_USER_SELECT;
+
   if (store_delta_start_full(reader->store, reader->tenant->tenant_id,
                              GRAPH_USER_SELECT, time(NULL), &reader->gen) != 0)
     return -1;
+
   reader->full = 1;
   reader->stats.full = 1;
-  fetch(reader, "/v1.0/users/delta?$select=" GRAPH_USER_SELECT);
+  reader->paged = 0;
+  reader->received = 0;
+  reader->n_links = 0;
+  if (link_seen(reader, url) < 0 || count_then_fetch(reader, url) != 0)
+    return -1;
   return 0;
 }
 
@@ -163,6 +313,8 @@ store_page(struct reader *reader, const struct graph_delta_page *page,
            char *err, size_t errlen)
 {
   const char *tid = reader->tenant->tenant_id;
+  char attr[160], bad[320];
+  const char *reason;
   json_t *item;
   size_t i;
   int result = -1;
@@ -180,6 +332,21 @@ store_page(struct reader *reader, const struct graph_delta_page *page,
 
     if (id == NULL)
       continue; /* counted in page->skipped, logged by the caller */
+    if (graph_delta_item_check(item, attr, sizeof(attr), &reason) != 0) {
+      /* One bad object is one failed object: nothing of the item is
+       * taken, the object keeps what it had and counts as seen. */
+      snprintf(bad, sizeof(bad), "%s: %s", attr, reason);
+      if (store_source_bad(reader->store, tid, id, bad, reader->gen) != 0) {
+        snprintf(err, errlen, "cannot store delta item %s", id);
+        goto out;
+      }
+      log_warning("source value refused, object kept as it was source=%s "
+                  "id=%s attribute=%s reason=\"%s\"",
+                  reader->tenant->name, id, attr, reason);
+      reader->stats.refused++;
+      reader->stats.items++;
+      continue;
+    }
 
     if (store_source_get(reader->store, tid, id, &old_text, &old_removed) != 0)
       goto item_out;
@@ -217,7 +384,8 @@ store_page(struct reader *reader, const struct graph_delta_page *page,
   }
   if (page->delta_link != NULL) {
     long long unseen = 0;
-    if (store_delta_finish(reader->store, tid, page->delta_link, reader->gen,
+    if (store_delta_finish(reader->store, tid, page->delta_link,
+                           graph_base_url(reader->graph), reader->gen,
                            time(NULL), &unseen) != 0) {
       snprintf(err, errlen, "cannot save the delta link");
       goto out;
@@ -292,6 +460,19 @@ on_page(void *ctx, const struct graph_response *resp)
          graph_base_url(reader->graph));
     return;
   }
+  if (page.next_link != NULL) {
+    int seen = link_seen(reader, page.next_link);
+    if (seen != 0) {
+      if (seen < 0)
+        fail(reader, 0, "source %s: out of memory", reader->tenant->name);
+      else
+        fail_paging(reader,
+                    "users/delta page %lu: its @odata.nextLink leads back "
+                    "to a page already read in this round",
+                    reader->stats.pages + 1);
+      return;
+    }
+  }
   if (page.skipped > 0)
     log_warning("delta items without an id skipped source=%s page=%lu "
                 "count=%zu",
@@ -301,21 +482,90 @@ on_page(void *ctx, const struct graph_response *resp)
     return;
   }
   reader->stats.pages++;
+  reader->paged++;
+  reader->received += json_array_size(page.items);
   if (page.delta_link != NULL) {
     round_end(reader, 0, 0, "");
     return;
   }
   progress(reader);
+  if (past_bound(reader)) {
+    if (!reader->counted) {
+      /* Past what the stored objects allow: the tenant may have grown
+       * since. Graph's count decides. */
+      if (count_then_fetch(reader, page.next_link) != 0)
+        fail(reader, 0, "source %s: cannot ask the tenant's size",
+             reader->tenant->name);
+      return;
+    }
+    fail_past_bound(reader);
+    return;
+  }
   if (reader->on_page != NULL)
     reader->on_page(reader->page_ctx, &reader->stats);
   fetch(reader, page.next_link);
 }
 
 static void
+fail_past_bound(struct reader *reader)
+{
+  fail_paging(reader,
+              "users/delta paging past its bound: %lu pages and %lu items "
+              "read, more than %lu pages or %lu items for a tenant of %lld "
+              "objects",
+              reader->paged, reader->received, bound_pages(reader),
+              bound_items(reader), reader->size);
+}
+
+static void
+on_count(void *ctx, const struct graph_response *resp, long long count)
+{
+  struct reader *reader = ctx;
+  char *url = reader->after_count;
+
+  reader->after_count = NULL;
+  if (resp->result == GRAPH_ERR_CANCELLED) {
+    free(url);
+    fail(reader, 0, "source %s: cancelled", reader->tenant->name);
+    return;
+  }
+  if (resp->result == GRAPH_ERR_AUTH) {
+    /* No token: the pages could not be read either. */
+    free(url);
+    fail(reader, resp->auth_permanent, "source %s: %s", reader->tenant->name,
+         resp->errmsg);
+    return;
+  }
+  reader->counted = (count >= 0);
+  if (count < 0) {
+    /* The stored size stays the measure. */
+    log_warning("cannot count the tenant's users, paging bound from the "
+                "stored objects source=%s objects=%lld error=\"%s\"",
+                reader->tenant->name, reader->size, resp->errmsg);
+  } else {
+    log_debug("tenant size source=%s users=%lld stored=%lld",
+              reader->tenant->name, count, reader->size);
+    if (count > reader->size)
+      reader->size = count;
+  }
+  if (past_bound(reader)) {
+    free(url);
+    fail_past_bound(reader);
+    return;
+  }
+  /* The first page of a full read, or the next of a round that was
+   * found still within its bound. */
+  if (reader->paged > 0 && reader->on_page != NULL)
+    reader->on_page(reader->page_ctx, &reader->stats);
+  fetch(reader, url);
+  free(url);
+}
+
+static void
 fetch(struct reader *reader, const char *url)
 {
-  if (graph_get(reader->graph, url, NULL, on_page, reader) != 0) {
-    /* graph_get refuses links outside the tenant's Graph base URL. */
+  if (graph_delta_get(reader->graph, url, on_page, reader) != 0) {
+    /* graph_delta_get refuses links outside the tenant's Graph base URL. */
     fail(reader, 0, "source %s: cannot follow link outside %s",
          reader->tenant->name, graph_base_url(reader->graph));
   }
@@ -325,12 +575,18 @@ int
 reader_round(struct reader *reader, reader_done_fn done, void *ctx)
 {
   struct store_delta_state state;
+  struct store_source_counts counts;
+  const char *base = graph_base_url(reader->graph);
+  const char *why_full = NULL;
   int result = -1;
 
   if (reader->running)
     return -1;
   if (store_delta_get(reader->store, reader->tenant->tenant_id, &state) != 0)
     return -1;
+  if (store_source_count(reader->store, reader->tenant->tenant_id, &counts) !=
+      0)
+    goto out;
 
   memset(&reader->stats, 0, sizeof(reader->stats));
   clock_gettime(CLOCK_MONOTONIC, &reader->started);
@@ -338,15 +594,35 @@ reader_round(struct reader *reader, reader_done_fn done, void *ctx)
   reader->done = done;
   reader->ctx = ctx;
   reader->resynced = 0;
-  reader->running = 1;
+  reader->size = counts.present + counts.soft_deleted + counts.deleted;
+  reader->counted = 0;
+  reader->paged = 0;
+  reader->received = 0;
+  reader->n_links = 0;
 
-  if (state.delta_link == NULL || state.full || state.select == NULL ||
-      strcmp(state.select, GRAPH_USER_SELECT) != 0) {
+  if (state.full)
+    why_full = "previous-full-read-unfinished";
+  else if (state.delta_link == NULL)
+    why_full = "no-delta-link";
+  else if (state.select == NULL ||
+           strcmp(state.select, GRAPH_USER_SELECT) != 0)
+    why_full = "select-changed";
+  else if (!graph_delta_link_usable(base, state.base_url, state.delta_link))
+    why_full = "graph-url-changed";
+
+  if (why_full != NULL && strcmp(why_full, "graph-url-changed") == 0) {
+    char was[256];
+    graph_url_origin(state.base_url != NULL ? state.base_url
+                                            : state.delta_link,
+                     was, sizeof(was));
+    log_notice("delta link of another Graph base URL not followed, reading "
+               "everything again source=%s link_base=%s graph_url=%s",
+               reader->tenant->name, was, base);
+  }
+  reader->running = 1;
+  if (why_full != NULL) {
     log_info("delta round start source=%s mode=full reason=%s",
-             reader->tenant->name,
-             state.full                 ? "previous-full-read-unfinished"
-             : state.delta_link == NULL ? "no-delta-link"
-                                        : "select-changed");
+             reader->tenant->name, why_full);
     reader->resynced = 1;
     if (start_full(reader) != 0) {
       reader->running = 0;
@@ -355,7 +631,8 @@ reader_round(struct reader *reader, reader_done_fn done, void *ctx)
   } else {
     log_debug("delta round start source=%s mode=delta", reader->tenant->name);
     if (store_delta_start(reader->store, reader->tenant->tenant_id,
-                          time(NULL)) != 0) {
+                          time(NULL)) != 0 ||
+        link_seen(reader, state.delta_link) < 0) {
       reader->running = 0;
       goto out;
     }

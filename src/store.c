@@ -28,6 +28,7 @@ enum stmt_id {
   ST_ROLLBACK,
   ST_SOURCE_GET,
   ST_SOURCE_PUT,
+  ST_SOURCE_BAD,
   ST_SOURCE_COUNT,
   ST_DELTA_GET,
   ST_DELTA_START_FULL,
@@ -98,14 +99,28 @@ static const char *const stmt_sql[ST__COUNT] = {
         " (SELECT coalesce(max(seq), 0) + 1 FROM source_object))"
         " ON CONFLICT (tenant, id) DO UPDATE SET attrs = excluded.attrs,"
         " removed = excluded.removed, seen_gen = excluded.seen_gen,"
-        /* Only a change moves the object into the next incremental plan. */
+        " bad = NULL,"
+        /* Only a change moves the object into the next incremental plan
+         * (an object no longer refused is one). */
         " seq = CASE WHEN source_object.attrs IS excluded.attrs AND"
-        " source_object.removed = excluded.removed THEN source_object.seq"
+        " source_object.removed = excluded.removed AND"
+        " source_object.bad IS NULL THEN source_object.seq"
         " ELSE excluded.seq END",
+    /* A refused item: what is stored stays, but the object was seen and
+     * why it was refused is kept (an object never stored gets no
+     * attributes). */
+    [ST_SOURCE_BAD] =
+        "INSERT INTO source_object (tenant, id, attrs, removed, seen_gen,"
+        " seq, bad) VALUES (?1, ?2, '{}', 0, ?3,"
+        " (SELECT coalesce(max(seq), 0) + 1 FROM source_object), ?4)"
+        " ON CONFLICT (tenant, id) DO UPDATE SET seen_gen = excluded.seen_gen,"
+        " bad = excluded.bad,"
+        " seq = CASE WHEN source_object.bad IS excluded.bad"
+        " THEN source_object.seq ELSE excluded.seq END",
     [ST_SOURCE_COUNT] = "SELECT removed, count(*) FROM source_object"
                         " WHERE tenant = ?1 GROUP BY removed",
     [ST_DELTA_GET] = "SELECT delta_link, select_list, gen, full,"
-                     " last_round, last_started FROM delta_state"
+                     " last_round, last_started, base_url FROM delta_state"
                      " WHERE tenant = ?1",
     [ST_DELTA_START_FULL] =
         "INSERT INTO delta_state (tenant, delta_link, select_list, gen,"
@@ -116,7 +131,7 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_DELTA_START] = "UPDATE delta_state SET last_started = ?2"
                        " WHERE tenant = ?1",
     [ST_DELTA_FINISH] = "UPDATE delta_state SET delta_link = ?2, full = 0,"
-                        " last_round = ?3 WHERE tenant = ?1",
+                        " last_round = ?3, base_url = ?4 WHERE tenant = ?1",
     [ST_MARK_UNSEEN] =
         "UPDATE source_object SET removed = 2,"
         " seq = (SELECT coalesce(max(seq), 0) + 1 FROM source_object)"
@@ -129,7 +144,7 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_PLAN_ROWS] =
         "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
         " t.state, o.id, o.kind, o.hash, o.state, g.removed, g.attrs,"
-        " o.last_error"
+        " o.last_error, s.bad"
         " FROM source_object s"
         " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
         " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
@@ -142,7 +157,7 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_PLAN_ROWS_SINCE] =
         "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
         " t.state, o.id, o.kind, o.hash, o.state, g.removed, g.attrs,"
-        " o.last_error"
+        " o.last_error, s.bad"
         " FROM temp.plan_changed c CROSS JOIN source_object s"
         " ON s.tenant = ?2 AND s.id = c.id"
         " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
@@ -300,8 +315,8 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_STORE_EMPTY] = "SELECT (SELECT count(*) FROM delta_state) +"
                        " (SELECT count(*) FROM target_object) +"
                        " (SELECT count(*) FROM op)",
-    [ST_DELTA_RESET] = "UPDATE delta_state SET delta_link = NULL"
-                       " WHERE tenant = ?1",
+    [ST_DELTA_RESET] = "UPDATE delta_state SET delta_link = NULL,"
+                       " base_url = NULL WHERE tenant = ?1",
 };
 
 /* migrations[v] leads from version v-1 to v. */
@@ -1072,6 +1087,21 @@ store_source_put(struct store *store, const char *tenant_id, const char *id,
 }
 
 int
+store_source_bad(struct store *store, const char *tenant_id, const char *id,
+                 const char *bad, long long gen)
+{
+  sqlite3_stmt *st = prep(store, ST_SOURCE_BAD);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, tenant_id);
+  bind_text(st, 2, id);
+  sqlite3_bind_int64(st, 3, gen);
+  bind_text(st, 4, bad);
+  return exec_stmt(store, st, "recording a refused source object");
+}
+
+int
 store_source_count(struct store *store, const char *tenant_id,
                    struct store_source_counts *out)
 {
@@ -1172,6 +1202,7 @@ store_delta_get(struct store *store, const char *tenant_id,
     out->full = sqlite3_column_int(st, 3);
     out->last_round = (time_t)sqlite3_column_int64(st, 4);
     out->last_started = (time_t)sqlite3_column_int64(st, 5);
+    out->base_url = col_strdup(st, 6);
   } else if (rc != SQLITE_DONE) {
     return fail(store, st, "reading delta state");
   }
@@ -1185,6 +1216,7 @@ store_delta_state_clear(struct store_delta_state *state)
 {
   free(state->delta_link);
   free(state->select);
+  free(state->base_url);
   memset(state, 0, sizeof(*state));
 }
 
@@ -1228,8 +1260,8 @@ store_delta_start(struct store *store, const char *tenant_id, time_t now)
 
 int
 store_delta_finish(struct store *store, const char *tenant_id,
-                   const char *delta_link, long long gen, time_t now,
-                   long long *unseen)
+                   const char *delta_link, const char *base_url, long long gen,
+                   time_t now, long long *unseen)
 {
   struct store_delta_state state;
   sqlite3_stmt *st;
@@ -1267,6 +1299,7 @@ store_delta_finish(struct store *store, const char *tenant_id,
   bind_text(st, 1, tenant_id);
   bind_text(st, 2, delta_link);
   sqlite3_bind_int64(st, 3, (sqlite3_int64)now);
+  bind_text(st, 4, base_url);
   if (exec_stmt(store, st, "saving the delta link") != 0)
     return -1;
   if (sqlite3_changes64(store->db) != 1) {
@@ -1385,6 +1418,7 @@ store_plan_rows(struct store *store, const char *link,
         .target_removed = sqlite3_column_int(st, 11),
         .target_attrs = col_text(st, 12),
         .op_error = col_text(st, 13),
+        .bad = col_text(st, 14),
     };
     stop = fn(ctx, &row);
     if (stop != 0)

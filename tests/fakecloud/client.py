@@ -302,12 +302,19 @@ class FakeCloud:
     def set_knobs(self, **knobs):
         return self._admin("POST", "/admin/knobs", knobs)
 
+    def move_graph(self):
+        """Graph moves to a new port (its base URL changes; the old port
+        closes).  Updates and returns graph_url."""
+        self.graph_url = self._admin("POST", "/admin/graph/move")[
+            "graph_url"]
+        return self.graph_url
+
     # -- fault injection (issue 6) --------------------------------------------
 
     def set_faults(self, *rules):
         """Replace the fault rules (knob "faults"); each rule a dict
         {"kind", "path"?, "method"?, "service"?, "count"?, "ms"?,
-        "bytes"?}.  No rule: clear them."""
+        "bytes"?, "tenant"?, "items"?, "text"?}.  No rule: clear them."""
         return self.set_knobs(faults=list(rules))
 
     def faults(self):

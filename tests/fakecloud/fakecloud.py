@@ -377,8 +377,16 @@ class Response:
             return b""
         if isinstance(self.body, bytes):
             return self.body
-        return json.dumps(self.body, ensure_ascii=False,
-                          separators=(",", ":")).encode("utf-8")
+        text = json.dumps(self.body, ensure_ascii=False,
+                          separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (a user's value can hold one: the directory
+            # stores UTF-16) cannot be UTF-8; Graph, a .NET service, sends
+            # it as a \ud800 escape, as ensure_ascii does.
+            return json.dumps(self.body, separators=(",", ":")).encode(
+                "ascii")
 
 
 class Reply(Exception):
@@ -1566,6 +1574,10 @@ def users_delta(req):
         if "select" in params or "filter" in params:
             graph_fail(req, 400, "Request_UnsupportedQuery",
                        "Unsupported query.")
+        endless = cloud.get_link(params["skiptoken"], "users-endless",
+                                 tenant.id)
+        if endless is not None:
+            return endless_page(req, endless)
         link = cloud.get_link(params["skiptoken"], "users-skip", tenant.id)
         if link is None:
             sync_state_not_found(req)
@@ -4682,9 +4694,11 @@ FAULT_KINDS_AFTER = (
     "reset_mid_body", "truncate", "oversize", "invalid_json",
     "wrong_shape:value_string", "wrong_shape:no_value",
     "next_link_not_url", "next_link_foreign_host",
-    "delta_link_foreign_host")
+    "delta_link_foreign_host", "next_link_self", "next_link_endless",
+    "invalid_utf8")
 FAULT_RULE_KEYS = {"service", "method", "path", "kind", "count", "ms",
-                   "bytes", "tenant"}
+                   "bytes", "tenant", "items", "text"}
+ENDLESS_ITEMS = 1               # default "items" of next_link_endless
 
 
 class FaultState:
@@ -4725,9 +4739,15 @@ def _check_fault_rules(value):
             re.compile(rule.get("path", ""))
         except re.error:
             return False
-        for key, low in (("count", 1), ("ms", 0), ("bytes", 1)):
+        for key, low in (("count", 1), ("ms", 0), ("bytes", 1),
+                         ("items", 0)):
             if key in rule and not _int_at_least(low)(rule[key]):
                 return False
+        if not isinstance(rule.get("text", "x"), str) or \
+                not rule.get("text", "x"):
+            return False
+        if rule["kind"] == "invalid_utf8" and "text" not in rule:
+            return False
     return True
 
 
@@ -4754,8 +4774,8 @@ KNOBS.update({
     "faults": Knob(
         [], _check_fault_rules, _on_faults,
         "rules [{service, method, path (regex searched in path?query), "
-        "tenant, kind, count, ms, bytes}]: each fires count times "
-        "(default 1); "
+        "tenant, kind, count, ms, bytes, items, text}]: each fires count "
+        "times (default 1); "
         "kinds: " + ", ".join(FAULT_KINDS_BEFORE + FAULT_KINDS_AFTER)),
     "throttle_grace_ms": Knob(
         THROTTLE_GRACE_MS, _int_at_least(0), None,
@@ -4994,7 +5014,61 @@ def reshape(rule, body):
         if not delta_link:
             return None
         body["@odata.deltaLink"] = foreign_link(rule["cloud"], delta_link)
+    elif kind == "next_link_self":
+        if not (next_link or delta_link):
+            return None
+        body.pop("@odata.deltaLink", None)
+        body["@odata.nextLink"] = rule["self_url"]
     return body
+
+
+# -- next_link_endless: a users/delta round that never ends ----------------
+#
+# The answer's link (nextLink or deltaLink) is put away behind a new
+# $skiptoken, given as the nextLink, and `items` (default 1) users that
+# exist nowhere are added to the page.  Asked for, that skiptoken answers
+# an empty page carrying the link it stands for, which the rule (while it
+# fires) turns into one more endless page; once the rule is spent or
+# cleared, the round goes on where it was.  Nothing Microsoft documents:
+# a service fault, as the issue describes one.
+
+def endless_applies(req, body):
+    return (re.match(r"^/v1\.0/users/(?:microsoft\.graph\.)?delta/?$",
+                     req.path) is not None
+            and isinstance(body, dict) and isinstance(body.get("value"), list)
+            and bool(body.get("@odata.nextLink")
+                     or body.get("@odata.deltaLink")))
+
+
+def endless_body(req, rule, body):
+    cloud, tenant = req.cloud, req.tenant
+    body = dict(body)
+    kept = {k: body.pop(k) for k in ("@odata.nextLink", "@odata.deltaLink")
+            if k in body}
+    token = cloud.new_link("users-endless", tenant.id, kept)
+    body["@odata.nextLink"] = (f"{cloud.graph_url}/v1.0/users/delta?"
+                               f"$skiptoken={token}")
+    value = list(body["value"])
+    for _ in range(rule.get("items", ENDLESS_ITEMS)):
+        uid = str(uuid.uuid4())
+        nick = "endless-" + uid[:8]
+        value.append({
+            "id": uid, "displayName": f"Endless {uid[:8]}",
+            "mail": f"{nick}@{tenant.domain}", "mailNickname": nick,
+            "userPrincipalName": f"{nick}@{tenant.domain}",
+            "userType": "Member", "accountEnabled": True})
+    body["value"] = value
+    return body
+
+
+def endless_page(req, link):
+    """The page behind an endless $skiptoken: no items, and the link the
+    fault put away (the fault, still firing, makes it endless again)."""
+    body = {"@odata.context":
+            f"{req.cloud.graph_url}/v1.0/$metadata#users",
+            "value": []}
+    body.update(link.data)
+    return graph_ok(req, body)
 
 
 def response_fault(req, resp):
@@ -5005,21 +5079,37 @@ def response_fault(req, resp):
         return resp
     body_kinds = ("wrong_shape:value_string", "wrong_shape:no_value",
                   "next_link_not_url", "next_link_foreign_host",
-                  "delta_link_foreign_host")
+                  "delta_link_foreign_host", "next_link_self")
+    self_url = (f"{req.cloud.graph_url}{req.path}"
+                + (f"?{req.query}" if req.query else ""))
 
     def applies(rule):
+        if rule["kind"] == "next_link_endless":
+            return endless_applies(req, resp.body)
+        if rule["kind"] == "invalid_utf8":
+            return rule["text"].encode("utf-8") in resp.encode()
         if rule["kind"] not in body_kinds:
             return True
-        return reshape(dict(rule, cloud=req.cloud), resp.body) is not None
+        return reshape(dict(rule, cloud=req.cloud, self_url=self_url),
+                       resp.body) is not None
 
     rule = take_rule(req, FAULT_KINDS_AFTER, applies)
     if rule is None:
         return resp
     if rule["kind"] in body_kinds:
-        new = Response(resp.status, reshape(dict(rule, cloud=req.cloud),
+        new = Response(resp.status, reshape(dict(rule, cloud=req.cloud,
+                                                 self_url=self_url),
                                             resp.body), resp.headers,
                        resp.content_type)
         return new
+    if rule["kind"] == "next_link_endless":
+        return Response(resp.status, endless_body(req, rule, resp.body),
+                        resp.headers, resp.content_type)
+    if rule["kind"] == "invalid_utf8":
+        text = rule["text"].encode("utf-8")
+        return Response(resp.status,
+                        resp.encode().replace(text, text + b"\xff"),
+                        resp.headers, resp.content_type)
     if rule["kind"] == "invalid_json":
         text = resp.encode()
         return Response(resp.status, text[:max(1, len(text) // 2)],
@@ -5140,6 +5230,19 @@ def admin_faults(req):
                                            "localhost:1"),
         "login_down_ms": max(0, int(1000 * (state.login_down_until
                                             - time.monotonic())))})
+
+
+@route("admin", "POST", r"^/admin/graph/move$")
+def admin_move_graph(req):
+    """Graph moves to a new port, as a service does when its base URL
+    changes: a new listener opens, the old one closes, and every link
+    issued from now on names the new URL (links issued before keep their
+    old URL, and still work on the new one: tokens and paging state are
+    the cloud's).  Answers {"graph_url"}."""
+    move = getattr(req.cloud, "move_graph", None)
+    if move is None:
+        admin_fail(409, "no listeners to move (not started by main())")
+    return Response(200, {"graph_url": move()})
 
 
 @route("admin", "GET", r"^/admin/tenants/([^/]+)/faults$")
@@ -5457,12 +5560,29 @@ def main(argv=None):
     cloud.admin_url = listeners["admin"].url
     cloud.foreign_netloc = \
         f"localhost:{listeners['foreign'].server_address[1]}"
-    threads = [threading.Thread(target=server.serve_forever,
-                                kwargs={"poll_interval": 0.1},
-                                name=f"fakecloud-{name}", daemon=True)
-               for name, server in listeners.items()]
-    for thread in threads:
+    def serve(name, server):
+        thread = threading.Thread(target=server.serve_forever,
+                                  kwargs={"poll_interval": 0.1},
+                                  name=f"fakecloud-{name}", daemon=True)
         thread.start()
+
+    def move_graph():
+        # Called with cloud.lock held (an admin request).
+        old = listeners["graph"]
+        new = Listener(0, "graph", cloud, old.tls)
+        listeners["graph"] = new
+        cloud.graph_url = new.url
+        serve("graph", new)
+
+        def close_old():
+            old.shutdown()
+            old.server_close()
+        threading.Thread(target=close_old, daemon=True).start()
+        return cloud.graph_url
+
+    cloud.move_graph = move_graph
+    for name, server in listeners.items():
+        serve(name, server)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

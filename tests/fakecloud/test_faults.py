@@ -390,6 +390,85 @@ def test_delta_link_foreign_host_waits_for_the_last_page(fc):
     assert rules(fc)[0]["fired"] == 1
 
 
+def test_next_link_self_points_at_the_request(fc):
+    auth = bearer(fc)
+    fc.set_faults({"path": "users/delta", "kind": "next_link_self",
+                   "count": 2})
+    page = get(fc, auth, DELTA).json()
+    assert page["@odata.nextLink"] == fc.graph_url + DELTA
+    assert "@odata.deltaLink" not in page
+    again = get(fc, auth, page["@odata.nextLink"]).json()
+    assert again["@odata.nextLink"] == page["@odata.nextLink"]
+    assert again["value"] == page["value"]
+    # Spent: the round ends as it would have.
+    assert "@odata.deltaLink" in get(fc, auth, DELTA).json()
+
+
+def test_next_link_endless_until_spent(fc):
+    auth = bearer(fc)
+    fc.set_faults({"path": "users/delta", "kind": "next_link_endless",
+                   "items": 3, "count": 4})
+    pages = read_pages(fc, auth)
+    # 4 endless pages (the real one + 3 fake ones), then the real link.
+    assert len(pages) == 5
+    assert len(pages[0]["value"]) == 5 + 3
+    fakes = [u for p in pages for u in p["value"]
+             if u["displayName"].startswith("Endless ")]
+    assert len(fakes) == 12 and len({u["id"] for u in fakes}) == 12
+    assert all(u["userType"] == "Member" and u["mail"] for u in fakes)
+    assert pages[-1]["value"] == [] and "@odata.deltaLink" in pages[-1]
+    # The fakes are nowhere in the tenant.
+    ids = {u["id"] for u in fc.users(TENANT)}
+    assert not ids & {u["id"] for u in fakes}
+    # The deltaLink works: nothing changed since.
+    delta = get(fc, auth, pages[-1]["@odata.deltaLink"]).json()
+    assert delta["value"] == []
+
+
+def test_invalid_utf8_puts_a_raw_byte_after_the_text(fc):
+    auth = bearer(fc)
+    fc.patch_user(TENANT, uid(2), {"displayName": "Marker-Two"})
+    fc.set_faults({"path": "users/delta", "kind": "invalid_utf8",
+                   "text": "Marker-Two"})
+    reply = get(fc, auth, DELTA)
+    assert reply.status == 200
+    assert b'"Marker-Two\xff"' in reply.body
+    with pytest.raises(UnicodeDecodeError):
+        reply.body.decode("utf-8")
+    with pytest.raises(FakeCloudError):
+        fc.set_faults({"kind": "invalid_utf8"})          # text required
+
+
+def test_nul_and_lone_surrogate_values_go_out_escaped(fc):
+    auth = bearer(fc)
+    fc.patch_user(TENANT, uid(1), {"displayName": "A\u0000B"})
+    fc.patch_user(TENANT, uid(2), {"displayName": "C\ud800D\u00e9"})
+    reply = get(fc, auth, DELTA)
+    assert reply.status == 200
+    assert b"A\\u0000B" in reply.body
+    assert b"C\\ud800D\\u00e9" in reply.body
+    reply.body.decode("ascii")                       # JSON, escaped
+
+
+def test_graph_moves_to_a_new_port(fc):
+    auth = bearer(fc)
+    old = fc.graph_url
+    link = get(fc, auth, DELTA).json()["@odata.deltaLink"]
+    new = fc.move_graph()
+    assert new != old and new.startswith("https://127.0.0.1:")
+
+    def old_closed():
+        try:
+            return raw_get(fc, old + DELTA, auth)[0] is None
+        except OSError:
+            return True
+    wait_for(old_closed, what="old Graph port closed")
+    # A link issued before works on the new port; new links name it.
+    moved = new + link[len(old):]
+    page = get(fc, auth, moved).json()
+    assert page["@odata.deltaLink"].startswith(new + "/")
+
+
 def test_faults_do_not_touch_error_answers(fc):
     fc.set_faults({"path": "users/delta", "kind": "invalid_json"})
     reply = get(fc, {"Authorization": "Bearer nope"}, DELTA)

@@ -1,6 +1,8 @@
 /*
  * fuzz_graph_delta — the users/delta page parser and merge (src/graph.c:
- * graph_delta_page_parse, graph_delta_item_id, graph_delta_merge).
+ * graph_delta_page_parse, graph_delta_item_id, graph_delta_merge), and
+ * what makes a hostile page readable (graph_json_mark_bad,
+ * graph_delta_item_check).
  *
  * Input: a response body. When it is JSON, the page is checked; for a
  * page that parses, each item is merged twice — into nothing, and into
@@ -12,7 +14,10 @@
  * Checks: no crash, leak or sanitizer report; a page either parses with
  * exactly one link set and value an array, or fails with a message;
  * skipped counts the items without a usable id; a merge gives an object
- * without "id" or "@odata.*" keys and a removed value in range.
+ * without "id" or "@odata.*" keys and a removed value in range. Marking:
+ * a body jansson takes (JSON_ALLOW_NUL) comes back unchanged with no mark;
+ * any body's marked text is as long as it says and every item check
+ * either passes (no reason, no attribute) or gives a reason.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +58,42 @@ merge(const json_t *stored, const json_t *item, int replace)
   return merged;
 }
 
+/* graph_json_mark_bad() and graph_delta_item_check(), as graph.c and
+ * the reader use them. */
+static void
+check_marking(const uint8_t *data, size_t size)
+{
+  json_t *plain = json_loadb((const char *)data, size,
+                             JSON_ALLOW_NUL | JSON_DECODE_ANY, NULL);
+  size_t len = 0, marks = 0, i;
+  char *text = graph_json_mark_bad((const char *)data, size, &len, &marks);
+  json_t *body, *item;
+  char attr[160];
+  const char *reason;
+
+  if (text == NULL)
+    abort(); /* only allocation failure, which ASan would report */
+  if (strlen(text) > len || text[len] != '\0')
+    abort();
+  if (plain != NULL && (marks != 0 || len != size || memcmp(text, data, size)))
+    abort();
+  body = json_loadb(text, len, JSON_ALLOW_NUL | JSON_DECODE_ANY, NULL);
+  json_array_foreach(json_object_get(body, "value"), i, item)
+  {
+    if (!json_is_object(item))
+      continue;
+    if (graph_delta_item_check(item, attr, sizeof(attr), &reason) == 0) {
+      if (reason != NULL || attr[0] != '\0')
+        abort();
+    } else if (reason == NULL) {
+      abort(); /* attr may be "": an item can have an empty key */
+    }
+  }
+  json_decref(body);
+  json_decref(plain);
+  free(text);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -62,6 +103,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   char err[256];
   size_t i, skipped = 0;
 
+  check_marking(data, size);
   if (body == NULL)
     return 0;
   memset(&page, 0, sizeof(page));

@@ -317,3 +317,78 @@ def test_run_stops_on_sigterm(env):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopping signal=TERM" in err
+
+
+# -- a Graph base URL that changes (Trust issue, point 8) ---------------------
+
+def base_urls(env):
+    """{tenant id: (delta link, base_url)} from the state."""
+    path = os.path.join(env.state_dir, "state.db")
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        rows = db.execute("SELECT tenant, delta_link, base_url"
+                          " FROM delta_state").fetchall()
+    finally:
+        db.close()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def test_graph_url_changes(env):
+    """Graph moves (another port: graph_url changes in the config): the
+    stored delta links are not followed; `doctor` says so, and the next
+    round reads each tenant in full and converges, deleting nothing."""
+    from test_guests import check_converged
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    old = env.cloud.graph_url
+    links = base_urls(env)
+    assert len(links) == 2
+    for link, base in links.values():
+        assert base == old and link.startswith(old + "/")
+
+    new = env.cloud.move_graph()
+    env.write_config()                  # graph_url = the new one
+    hire = env.cloud.create_user(env.source["id"], {
+        "displayName": "Moved Hire", "mail": "moved.hire@contoso.com",
+        "mailNickname": "movedhire"})["id"]
+    d = env.run("doctor")
+    for name in ("contoso", "fabrikam"):
+        assert ("note  tenant %s: stored delta link of %s will not be "
+                "followed (graph_url is %s)" % (name, old, new)) in d.stdout, \
+            d.stdout
+    assert "$deltatoken" not in d.stdout
+    sources = {s["name"]: s for s in env.status()["sources"]}
+    assert sources["contoso"]["full_read_pending"] is True
+
+    before = env.writes()
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "delta link of another Graph base URL not followed" in r.stderr
+    assert r.stderr.count("mode=full reason=graph-url-changed") == 2
+    assert env.writes()["deletes"] == before["deletes"] == 0
+    check_converged(env)
+    assert hire in env.copies()
+    for link, base in base_urls(env).values():
+        assert base == new and link.startswith(new + "/")
+    d = env.run("doctor")
+    assert "will not be followed" not in d.stdout, d.stdout
+    # And the round after is a delta round again.
+    r = env.run("sync")
+    assert r.returncode == 0
+    assert "mode=full" not in r.stderr
+
+
+def test_resync_reads_source_and_target_again(env):
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    r = env.run("resync", "contoso-to-fabrikam")
+    assert r.returncode == 0, r.stderr
+    assert "contoso (source) and fabrikam (target) will be read in full" \
+        in r.stdout
+    assert all(link is None and base is None
+               for link, base in base_urls(env).values())
+    before = env.writes()
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("mode=full reason=no-delta-link") == 2
+    assert env.writes() == before

@@ -163,6 +163,88 @@ def test_foreign_links_on_a_later_page_of_a_full_read(make_env):
     assert env.cloud.foreign_requests() == []
 
 
+# -- paging that never ends (Trust issue, point 7) ----------------------------
+
+def bounded_round(env, reason):
+    """A round that must fail on its paging bound: the reason on stderr,
+    no delete sent, the delta link dropped (the next round reads in
+    full)."""
+    before = env.writes()
+    r = env.run("sync", timeout=300)
+    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+    assert "delta round failed source=contoso" in r.stderr
+    assert reason in r.stderr, r.stderr[-3000:]
+    assert "the next one reads the tenant in full" in r.stderr
+    assert env.writes()["deletes"] == before["deletes"]
+    link, full, _ = env.delta_state()
+    assert link is None
+    return r, before
+
+
+def recovers_in_full(env):
+    env.cloud.set_faults()
+    r = env.run("sync", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "mode=full" in r.stderr
+    check_converged(env)
+    return r
+
+
+@pytest.mark.parametrize("path", [DELTA_ROUND, r"\$skiptoken="],
+                         ids=["first-page", "later-page"])
+def test_next_link_back_to_itself(env, path):
+    """A nextLink that leads back to its own page: the round fails at
+    once, before the page is stored again; nothing is deleted or made."""
+    first_round_then_changes(env)
+    env.cloud.set_knobs(delta_page_size=2)      # the round has 2 pages
+    hire = env.cloud.create_user(env.source["id"], {
+        "displayName": "Loop Hire", "mail": "loop.hire@contoso.com",
+        "mailNickname": "loophire"})["id"]
+    env.cloud.set_faults({"service": "graph", "method": "GET",
+                          "path": path, "kind": "next_link_self",
+                          "count": 1000, "tenant": env.source["id"]})
+    r, before = bounded_round(
+        env, "its @odata.nextLink leads back to a page already read")
+    # At most two requests of the loop: the page and its repeat is never
+    # asked for.
+    assert fired(env) <= 2
+    assert env.writes()["invitations"] == before["invitations"]
+    assert hire not in env.copies()
+    recovers_in_full(env)
+    assert hire in env.copies()
+    assert env.writes()["deletes"] == 0
+
+
+def test_endless_pages_are_bounded(env):
+    """An endless stream of new pages, each with a new user that exists
+    nowhere: the round stops at its bound (the tenant's 50 users: 150
+    pages or 1100 items), the streamed partial rounds stop with it, the
+    guests made are bounded by it, nothing is deleted in that round, and
+    once the fault is gone a full read converges (the made-up users' guests
+    go)."""
+    first_round_then_changes(env, n=0)
+    env.cloud.set_faults({"service": "graph", "method": "GET",
+                          "path": "users/delta", "kind": "next_link_endless",
+                          "items": 1, "count": 100000,
+                          "tenant": env.source["id"]})
+    r, before = bounded_round(env, "users/delta paging past its bound")
+    assert "more than 150 pages or 1100 items for a tenant of 50 " \
+        "objects" in r.stderr, r.stderr[-3000:]
+    # The tenant's size was asked before failing: it did not grow.
+    assert any(e["path"] == "/v1.0/users" and "count=true" in e["query"]
+               for e in env.cloud.log(service="graph"))
+    pages = fired(env)
+    assert 150 <= pages <= 152, pages
+    made = env.writes()["invitations"] - before["invitations"]
+    print("endless: %d pages, %d guests made" % (pages, made))
+    assert "link partial round done" in r.stderr
+    assert 0 < made <= pages, made
+    recovers_in_full(env)
+    after = env.writes()
+    assert after["deletes"] - before["deletes"] == made
+    assert env.delta_state()[0] is not None
+
+
 # -- connection-level faults --------------------------------------------------
 
 NETWORK = [

@@ -287,3 +287,94 @@ def test_exchange(env, object_name, kind):
               if not k.startswith("Get-")}
     assert not any(writes.values()), writes
     assert "attribute not synced" not in r.stderr
+
+
+# -- values galbridge cannot take (Trust issue, point 6) ----------------------
+
+def refusals(stderr, source_id):
+    return [line for line in stderr.splitlines()
+            if "source value refused" in line
+            and "id=%s " % source_id in line]
+
+
+def bad_of(env, source_id):
+    import sqlite3
+    db = sqlite3.connect("file:%s/state.db?mode=ro" % env.state_dir,
+                         uri=True)
+    try:
+        row = db.execute("SELECT bad FROM source_object WHERE tenant = ?"
+                         " AND id = ?", (env.source["id"], source_id)
+                         ).fetchone()
+    finally:
+        db.close()
+    return row[0] if row else None
+
+
+def test_bad_value_fails_one_object(env):
+    """A NUL, an unpaired surrogate and bytes that are not UTF-8, each in
+    one user's displayName, and a 20 kB city (over GRAPH_VALUE_MAX), on
+    the page of a new hire: the new hire is synced in that round and every
+    later one, the rounds succeed, the four keep their copies as they
+    were, and the log names each id and attribute (never the value)."""
+    src = env.source["id"]
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr[-3000:]
+    nul, surrogate, raw, big = sorted(env.in_scope())[:4]
+    bad = {nul: "displayName", surrogate: "displayName",
+           raw: "displayName", big: "city"}
+    before = {sid: env.copies()[sid][0] for sid in bad}
+    marker = "Raw-Marker-7f3a"
+    env.cloud.patch_user(src, nul, {"displayName": "Nul\u0000Name"})
+    env.cloud.patch_user(src, surrogate,
+                         {"displayName": "Lone\ud800Surrogate"})
+    env.cloud.patch_user(src, raw, {"displayName": marker,
+                                    "jobTitle": "Not taken either"})
+    env.cloud.patch_user(src, big, {"city": "Y" * 20000,
+                                    "jobTitle": "Nor this"})
+    # Every answer holding the marker gets a raw 0xFF byte after it.
+    env.cloud.set_faults({"service": "graph", "method": "GET",
+                          "path": "users/delta", "kind": "invalid_utf8",
+                          "text": marker, "count": 1000})
+    hire = env.cloud.create_user(src, {
+        "displayName": "New Hire One", "mail": "hire1@contoso.com",
+        "mailNickname": "hire1"})["id"]
+
+    r = env.run("sync")
+    assert "delta round failed" not in r.stderr, r.stderr[-3000:]
+    assert "delta round done source=contoso" in r.stderr
+    assert "refused=4" in r.stderr
+    copies = env.copies()
+    assert len(copies.get(hire, [])) == 1, "new hire not synced"
+    for sid, attr in bad.items():
+        assert len(copies[sid]) == 1
+        assert copies[sid][0] == before[sid], sid     # untouched
+        lines = refusals(r.stderr, sid)
+        assert len(lines) == 1, (sid, r.stderr[-3000:])
+        assert "attribute=%s " % attr in lines[0]
+        assert "source=contoso" in lines[0]
+        assert "Nul" not in lines[0] and "Lone" not in lines[0] \
+            and marker not in lines[0] and "YYYY" not in lines[0]
+        assert bad_of(env, sid).startswith(attr + ": ")
+    assert "longer than 16384 bytes" in refusals(r.stderr, big)[0]
+    assert env.writes()["deletes"] == 0
+
+    # Later rounds go on: another hire comes, the bad values stay put.
+    hire2 = env.cloud.create_user(src, {
+        "displayName": "New Hire Two", "mail": "hire2@contoso.com",
+        "mailNickname": "hire2"})["id"]
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "delta round failed" not in r.stderr
+    copies = env.copies()
+    assert len(copies.get(hire2, [])) == 1
+    assert len(copies.get(hire, [])) == 1
+    for sid in bad:
+        assert copies[sid][0] == before[sid]
+
+    # A good value again clears the refusal and syncs.
+    env.cloud.patch_user(src, nul, {"displayName": "Nul Fixed"})
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert env.copies()[nul][0]["displayName"] == "Nul Fixed"
+    assert bad_of(env, nul) is None
+    assert env.writes()["deletes"] == 0

@@ -1,7 +1,9 @@
 /*
  * Unit tests: users/delta page shapes and the merge rules
  * (graph_delta_page_parse, graph_delta_merge, graph_delta_needs_resync,
- * graph_url_is_under), and $batch bodies and answers (graph_batch_body,
+ * graph_url_is_under), values galbridge cannot take (graph_json_mark_bad,
+ * graph_delta_item_check), stored delta links of another base URL
+ * (graph_delta_link_usable), and $batch bodies and answers (graph_batch_body,
  * graph_batch_parse). Pages are Microsoft's documented bodies where one
  * exists (../shared/microsoft-fixtures when present) and inline JSON
  * otherwise.
@@ -706,6 +708,224 @@ request_units(void **state)
   }
 }
 
+/* --- values galbridge cannot take --- */
+
+struct mark_case {
+  const char *in; /* JSON text */
+  size_t len;     /* 0: strlen(in) */
+  const char *out;
+  size_t marks;
+};
+
+/* Each bad value inside a string becomes \u0000; nothing else changes. */
+static void
+mark_bad_table(void **state)
+{
+  static const struct mark_case cases[] = {
+      /* good text, escapes and pairs stay as they are */
+      {"{\"a\":\"x\\u00e9y\\ud83d\\ude00\\\"\\\\\"}", 0,
+       "{\"a\":\"x\\u00e9y\\ud83d\\ude00\\\"\\\\\"}", 0},
+      {"{\"a\":\"Zo\xc3\xab \xf0\x9f\x98\x80\"}", 0,
+       "{\"a\":\"Zo\xc3\xab \xf0\x9f\x98\x80\"}", 0},
+      /* unpaired surrogate escapes, high and low, any case */
+      {"{\"a\":\"x\\ud800y\"}", 0, "{\"a\":\"x\\u0000y\"}", 1},
+      {"{\"a\":\"x\\uDC00\"}", 0, "{\"a\":\"x\\u0000\"}", 1},
+      {"{\"a\":\"\\ud800\\ud800\\udc00\"}", 0,
+       "{\"a\":\"\\u0000\\ud800\\udc00\"}", 1},
+      {"{\"a\":\"\\ud800\\u0041\"}", 0, "{\"a\":\"\\u0000\\u0041\"}", 1},
+      /* an escaped backslash before "ud800" is no escape */
+      {"{\"a\":\"\\\\ud800\"}", 0, "{\"a\":\"\\\\ud800\"}", 0},
+      /* invalid UTF-8: a run of bad bytes is one mark */
+      {"{\"a\":\"x\xff\xfey\"}", 0, "{\"a\":\"x\\u0000y\"}", 1},
+      {"{\"a\":\"\xc3\x28\"}", 0, "{\"a\":\"\\u0000(\"}", 1},
+      {"{\"a\":\"\xc0\xaf\"}", 0, "{\"a\":\"\\u0000\"}", 1}, /* overlong */
+      {"{\"a\":\"\xed\xa0\x80\"}", 0, "{\"a\":\"\\u0000\"}",
+       1}, /* surrogate */
+      {"{\"a\":\"\xf4\x90\x80\x80\"}", 0, "{\"a\":\"\\u0000\"}", 1},
+      {"{\"a\":\"\xe2\x82\"}", 0, "{\"a\":\"\\u0000\"}", 1}, /* cut short */
+      /* raw control characters, a raw NUL too */
+      {"{\"a\":\"x\x01\x02y\"}", 0, "{\"a\":\"x\\u0000y\"}", 1},
+      {"{\"a\":\"x\0y\"}", 11, "{\"a\":\"x\\u0000y\"}", 1},
+      /* two values, two marks; keys are judged the same way */
+      {"{\"a\":\"\xff\",\"b\":[\"\\udfff\"]}", 0,
+       "{\"a\":\"\\u0000\",\"b\":[\"\\u0000\"]}", 2},
+      /* outside strings nothing is touched: jansson judges */
+      {"{\"a\":\xff}", 0, "{\"a\":\xff}", 0},
+  };
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    const struct mark_case *c = &cases[i];
+    size_t len = c->len ? c->len : strlen(c->in), out_len = 0, marks = 99;
+    char *out = graph_json_mark_bad(c->in, len, &out_len, &marks);
+
+    assert_non_null(out);
+    if (strcmp(out, c->out) != 0 || out_len != strlen(c->out) ||
+        marks != c->marks) {
+      print_error("case %zu: got %s (%zu marks), want %s (%zu)\n", i, out,
+                  marks, c->out, c->marks);
+      fail();
+    }
+    free(out);
+  }
+}
+
+/* Marked text decodes, and the mark is seen by the item check. */
+static void
+marked_page_decodes(void **state)
+{
+  static const char page[] =
+      "{\"@odata.deltaLink\":\"https://g/d\",\"value\":["
+      "{\"id\":\"a\",\"displayName\":\"Ann\\u0000e\"},"
+      "{\"id\":\"b\",\"displayName\":\"Bo\\ud800b\"},"
+      "{\"id\":\"c\",\"displayName\":\"C\xffy\"},"
+      "{\"id\":\"d\",\"displayName\":\"Dee\"}]}";
+  size_t len, marks;
+  char *text = graph_json_mark_bad(page, strlen(page), &len, &marks);
+  json_t *body, *item;
+  struct graph_delta_page p;
+  char err[128], attr[64];
+  const char *reason;
+  size_t i;
+
+  (void)state;
+  assert_null(json_loadb(page, strlen(page), JSON_ALLOW_NUL, NULL));
+  assert_non_null(text);
+  assert_int_equal(marks, 2);
+  body = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
+  assert_non_null(body);
+  assert_int_equal(graph_delta_page_parse(body, &p, err, sizeof(err)), 0);
+  json_array_foreach(p.items, i, item)
+  {
+    int rc = graph_delta_item_check(item, attr, sizeof(attr), &reason);
+    if (i < 3) {
+      assert_int_equal(rc, -1);
+      assert_string_equal(attr, "displayName");
+      assert_non_null(strstr(reason, "NUL"));
+    } else {
+      assert_int_equal(rc, 0);
+      assert_null(reason);
+    }
+  }
+  json_decref(body);
+  free(text);
+}
+
+static void
+item_check_table(void **state)
+{
+  static const struct {
+    const char *item;
+    const char *attr; /* NULL: accepted */
+    const char *reason_part;
+  } cases[] = {
+      {"{\"id\":\"a\",\"displayName\":\"A\",\"businessPhones\":[\"1\"],"
+       "\"accountEnabled\":true,\"x\":null,\"n\":1}",
+       NULL, NULL},
+      {"{\"id\":\"a\",\"otherMails\":[\"a@b\",\"c\\u0000@d\"]}",
+       "otherMails[1]", "NUL"},
+      {"{\"id\":\"a\",\"onPremisesExtensionAttributes\":"
+       "{\"extensionAttribute1\":null,\"extensionAttribute2\":\"\\u0000\"}}",
+       "onPremisesExtensionAttributes.extensionAttribute2", "NUL"},
+      {"{\"id\":\"a\",\"@removed\":{\"reason\":\"dele\\u0000ted\"}}",
+       "@removed.reason", "NUL"},
+      /* what merge does not keep is not judged */
+      {"{\"id\":\"a\",\"@odata.type\":\"\\u0000\"}", NULL, NULL},
+  };
+  char attr[96];
+  const char *reason;
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    json_t *item = json_loads(cases[i].item, JSON_ALLOW_NUL, NULL);
+    int rc;
+
+    assert_non_null(item);
+    rc = graph_delta_item_check(item, attr, sizeof(attr), &reason);
+    if (cases[i].attr == NULL) {
+      assert_int_equal(rc, 0);
+      assert_string_equal(attr, "");
+    } else {
+      assert_int_equal(rc, -1);
+      assert_string_equal(attr, cases[i].attr);
+      assert_non_null(strstr(reason, cases[i].reason_part));
+    }
+    json_decref(item);
+  }
+}
+
+/* The length bounds: GRAPH_VALUE_MAX bytes, GRAPH_VALUES_MAX values. */
+static void
+item_check_bounds(void **state)
+{
+  char *text = malloc(GRAPH_VALUE_MAX + 2), attr[64];
+  json_t *item = json_object(), *list = json_array();
+  const char *reason;
+
+  (void)state;
+  memset(text, 'x', GRAPH_VALUE_MAX + 1);
+  text[GRAPH_VALUE_MAX] = '\0';
+  json_object_set_new(item, "id", json_string("a"));
+  json_object_set_new(item, "streetAddress", json_string(text));
+  assert_int_equal(graph_delta_item_check(item, attr, sizeof(attr), &reason),
+                   0);
+  text[GRAPH_VALUE_MAX] = 'x';
+  text[GRAPH_VALUE_MAX + 1] = '\0';
+  json_object_set_new(item, "streetAddress", json_string(text));
+  assert_int_equal(graph_delta_item_check(item, attr, sizeof(attr), &reason),
+                   -1);
+  assert_string_equal(attr, "streetAddress");
+  assert_string_equal(reason, "longer than 16384 bytes");
+  json_object_del(item, "streetAddress");
+  for (int i = 0; i <= GRAPH_VALUES_MAX; i++)
+    json_array_append_new(list, json_string("p"));
+  json_object_set_new(item, "proxyAddresses", list);
+  assert_int_equal(graph_delta_item_check(item, attr, sizeof(attr), &reason),
+                   -1);
+  assert_string_equal(attr, "proxyAddresses");
+  assert_string_equal(reason, "more than 4096 values");
+  json_decref(item);
+  free(text);
+}
+
+/* An id with a NUL is no id: it would read as another, shorter one. */
+static void
+item_id_with_nul(void **state)
+{
+  json_t *item = json_loads("{\"id\":\"u1\\u0000x\"}", JSON_ALLOW_NUL, NULL);
+
+  (void)state;
+  assert_non_null(item);
+  assert_null(graph_delta_item_id(item));
+  json_decref(item);
+}
+
+static void
+delta_link_usable(void **state)
+{
+  char buf[64];
+
+  (void)state;
+  /* Same base (trailing '/' and case aside). */
+  assert_true(graph_delta_link_usable("https://g:1", "https://G:1/",
+                                      "https://g:1/v1.0/users/delta?t=1"));
+  /* Another base: never followed, even when the link is under the new
+   * one. */
+  assert_false(graph_delta_link_usable("https://localhost:1", "https://g:1",
+                                       "https://localhost:1/v1.0/d"));
+  assert_false(graph_delta_link_usable("https://g:2", "https://g:1",
+                                       "https://g:1/v1.0/d"));
+  /* No base stored: the link itself must lie under graph_url. */
+  assert_true(
+      graph_delta_link_usable("https://g:1", NULL, "https://g:1/v1.0/d"));
+  assert_false(
+      graph_delta_link_usable("https://g:2", NULL, "https://g:1/v1.0/d"));
+  assert_false(graph_delta_link_usable("https://g:1", "https://g:1", NULL));
+  graph_url_origin("https://g:1/v1.0/d?$deltatoken=secret", buf, sizeof(buf));
+  assert_string_equal(buf, "https://g:1");
+  graph_url_origin("not a url", buf, sizeof(buf));
+  assert_string_equal(buf, "");
+}
+
 int
 main(void)
 {
@@ -727,6 +947,12 @@ main(void)
       cmocka_unit_test(page_parse_fixtures),
       cmocka_unit_test(resync_detection),
       cmocka_unit_test(url_is_under),
+      cmocka_unit_test(mark_bad_table),
+      cmocka_unit_test(marked_page_decodes),
+      cmocka_unit_test(item_check_table),
+      cmocka_unit_test(item_check_bounds),
+      cmocka_unit_test(item_id_with_nul),
+      cmocka_unit_test(delta_link_usable),
       cmocka_unit_test(batch_body_shape),
       cmocka_unit_test(batch_body_twenty_at_most),
       cmocka_unit_test(batch_body_refusals),

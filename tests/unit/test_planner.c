@@ -73,7 +73,7 @@ decide(struct fixture *f, const struct store_plan_row *row,
 static void
 anchor_is_lower_case(void **state)
 {
-  char *a = planner_anchor(SRC_TENANT, SOURCE_ID);
+  char *a = anchor_plain(SRC_TENANT, SOURCE_ID);
   (void)state;
   assert_string_equal(a, "galbridge:aaaaaaaa-1111-1111-1111-111111111111:"
                          "0000aaaa-2222-2222-2222-222222222222");
@@ -322,6 +322,43 @@ group_and_filter_narrow_scope(void **state)
   json_decref(members);
 }
 
+/* A refused source object is left alone before any other rule: not
+ * created, not updated from its older attributes, and its copy not
+ * deleted even when those attributes (or a removal) say so. */
+static void
+refused_source_is_left_alone(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID,
+                               .attrs = person,
+                               .bad = "displayName: holds a NUL"};
+  struct planner_decision d;
+
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_FAIL);
+  assert_string_equal(d.reason,
+                      "source value refused: displayName: holds a NUL");
+  assert_null(d.payload);
+  planner_decision_clear(&d);
+
+  row.target_id = "target-1";
+  row.state = "active";
+  row.hash = "0000000000000000";
+  row.applied = "{}";
+  row.removed = STORE_DELETED;
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_FAIL);
+  assert_non_null(strstr(d.reason, "source value refused"));
+  assert_null(d.payload);
+  planner_decision_clear(&d);
+
+  row.removed = STORE_PRESENT;
+  row.attrs = "{}";
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_FAIL);
+  planner_decision_clear(&d);
+}
+
 static void
 hash_is_stable(void **state)
 {
@@ -381,6 +418,8 @@ main(void)
       cmocka_unit_test_setup_teardown(target_deleted_by_hand_is_created_again,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(group_and_filter_narrow_scope, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(refused_source_is_left_alone, setup,
                                       teardown),
       cmocka_unit_test(hash_is_stable),
       cmocka_unit_test(kind_names_roundtrip),

@@ -109,8 +109,9 @@ full_read_marks_only_unseen(void **state)
   put(f->store, "b", "{}", STORE_PRESENT, gen);
   put(f->store, "c", "{}", STORE_PRESENT, gen);
   assert_int_equal(store_begin(f->store), 0);
-  assert_int_equal(
-      store_delta_finish(f->store, T1, "https://g/d?1", gen, 101, &unseen), 0);
+  assert_int_equal(store_delta_finish(f->store, T1, "https://g/d?1",
+                                      "https://g", gen, 101, &unseen),
+                   0);
   assert_int_equal(store_commit(f->store), 0);
   assert_int_equal(unseen, 0);
 
@@ -129,8 +130,9 @@ full_read_marks_only_unseen(void **state)
   assert_int_equal(c.present, 3);
 
   assert_int_equal(store_begin(f->store), 0);
-  assert_int_equal(
-      store_delta_finish(f->store, T1, "https://g/d?2", gen, 201, &unseen), 0);
+  assert_int_equal(store_delta_finish(f->store, T1, "https://g/d?2",
+                                      "https://g", gen, 201, &unseen),
+                   0);
   assert_int_equal(store_commit(f->store), 0);
   assert_int_equal(unseen, 1);
   assert_int_equal(store_source_count(f->store, T1, &c), 0);
@@ -147,8 +149,9 @@ full_read_marks_only_unseen(void **state)
   /* A delta round never marks anything unseen. */
   assert_int_equal(store_delta_start(f->store, T1, 300), 0);
   assert_int_equal(store_begin(f->store), 0);
-  assert_int_equal(
-      store_delta_finish(f->store, T1, "https://g/d?3", gen, 301, &unseen), 0);
+  assert_int_equal(store_delta_finish(f->store, T1, "https://g/d?3",
+                                      "https://g", gen, 301, &unseen),
+                   0);
   assert_int_equal(store_commit(f->store), 0);
   assert_int_equal(unseen, 0);
 }
@@ -165,8 +168,9 @@ delta_link_rolls_back_with_page(void **state)
   assert_int_equal(store_delta_start_full(f->store, T1, "id", 1, &gen), 0);
   assert_int_equal(store_begin(f->store), 0);
   put(f->store, "x", "{\"v\":1}", STORE_PRESENT, gen);
-  assert_int_equal(
-      store_delta_finish(f->store, T1, "https://g/d", gen, 2, NULL), 0);
+  assert_int_equal(store_delta_finish(f->store, T1, "https://g/d", "https://g",
+                                      gen, 2, NULL),
+                   0);
   store_rollback(f->store);
 
   assert_int_equal(store_delta_get(f->store, T1, &st), 0);
@@ -182,9 +186,150 @@ finish_without_state_fails(void **state)
 {
   struct fixture *f = *state;
   assert_int_equal(store_begin(f->store), 0);
-  assert_int_equal(store_delta_finish(f->store, "nobody", "l", 1, 1, NULL),
-                   -1);
+  assert_int_equal(
+      store_delta_finish(f->store, "nobody", "l", "b", 1, 1, NULL), -1);
   store_rollback(f->store);
+}
+
+/* The Graph base URL goes and comes with the delta link. */
+static void
+delta_link_keeps_its_base_url(void **state)
+{
+  struct fixture *f = *state;
+  struct store_delta_state st;
+  long long gen;
+
+  assert_int_equal(store_delta_start_full(f->store, T1, "id", 1, &gen), 0);
+  assert_int_equal(store_begin(f->store), 0);
+  assert_int_equal(store_delta_finish(f->store, T1, "https://g:1/d?x",
+                                      "https://g:1", gen, 2, NULL),
+                   0);
+  assert_int_equal(store_commit(f->store), 0);
+  assert_int_equal(store_delta_get(f->store, T1, &st), 0);
+  assert_string_equal(st.delta_link, "https://g:1/d?x");
+  assert_string_equal(st.base_url, "https://g:1");
+  store_delta_state_clear(&st);
+
+  assert_int_equal(store_delta_reset(f->store, T1), 0);
+  assert_int_equal(store_delta_get(f->store, T1, &st), 0);
+  assert_null(st.delta_link);
+  assert_null(st.base_url);
+  store_delta_state_clear(&st);
+}
+
+/* The change sequence of one object (ST_SOURCE_PUT's seq), read with
+ * SQLite itself. */
+static long long
+seq_of(struct fixture *f, const char *id, char **bad)
+{
+  char path[128];
+  sqlite3 *db;
+  sqlite3_stmt *st;
+  long long seq = -1;
+
+  snprintf(path, sizeof(path), "%s/state.db", f->dir);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db,
+                                      "SELECT seq, bad FROM source_object"
+                                      " WHERE tenant = ?1 AND id = ?2",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_text(st, 1, T1, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    const unsigned char *b = sqlite3_column_text(st, 1);
+    seq = sqlite3_column_int64(st, 0);
+    *bad = b != NULL ? strdup((const char *)b) : NULL;
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return seq;
+}
+
+/* A refused item leaves the stored attributes and removed state as they
+ * were, counts as seen (a full read does not mark it gone), and keeps its
+ * reason until an accepted item clears it; each change of the reason
+ * brings the object into the next incremental plan. */
+static void
+refused_item_keeps_object(void **state)
+{
+  struct fixture *f = *state;
+  struct store_source_counts c;
+  char *attrs, *bad = NULL;
+  int removed;
+  long long gen, unseen, seq, seq2;
+
+  assert_int_equal(store_delta_start_full(f->store, T1, "id", 1, &gen), 0);
+  put(f->store, "u1", "{\"displayName\":\"A\"}", STORE_PRESENT, gen);
+  put(f->store, "u2", "{}", STORE_PRESENT, gen);
+  seq = seq_of(f, "u1", &bad);
+  assert_null(bad);
+
+  /* A second full read: u1's item is refused, u2 is not seen, u3 is new
+   * and refused. */
+  assert_int_equal(store_delta_start_full(f->store, T1, "id", 2, &gen), 0);
+  assert_int_equal(
+      store_source_bad(f->store, T1, "u1", "displayName: bad", gen), 0);
+  assert_int_equal(store_source_bad(f->store, T1, "u3", "mail: bad", gen), 0);
+  assert_int_equal(store_begin(f->store), 0);
+  assert_int_equal(store_delta_finish(f->store, T1, "https://g/d", "https://g",
+                                      gen, 3, &unseen),
+                   0);
+  assert_int_equal(store_commit(f->store), 0);
+  assert_int_equal(unseen, 1); /* u2 only */
+  assert_int_equal(store_source_get(f->store, T1, "u1", &attrs, &removed), 0);
+  assert_string_equal(attrs, "{\"displayName\":\"A\"}");
+  assert_int_equal(removed, STORE_PRESENT);
+  free(attrs);
+  seq2 = seq_of(f, "u1", &bad);
+  assert_string_equal(bad, "displayName: bad");
+  free(bad);
+  assert_true(seq2 > seq);
+  assert_int_equal(store_source_get(f->store, T1, "u3", &attrs, &removed), 0);
+  assert_string_equal(attrs, "{}");
+  free(attrs);
+  assert_int_equal(store_source_count(f->store, T1, &c), 0);
+  assert_int_equal(c.present, 2);
+
+  /* The same refusal again changes nothing; an accepted item clears it,
+   * even with the same attributes. */
+  assert_int_equal(
+      store_source_bad(f->store, T1, "u1", "displayName: bad", gen), 0);
+  assert_int_equal(seq_of(f, "u1", &bad), seq2);
+  free(bad);
+  put(f->store, "u1", "{\"displayName\":\"A\"}", STORE_PRESENT, gen);
+  assert_true(seq_of(f, "u1", &bad) > seq2);
+  assert_null(bad);
+}
+
+/* Plan rows carry the refusal. */
+static int
+on_plan_row(void *ctx, const struct store_plan_row *row)
+{
+  char **seen = ctx;
+  if (strcmp(row->source_id, "u1") == 0)
+    seen[0] = row->bad != NULL ? strdup(row->bad) : strdup("(null)");
+  else
+    seen[1] = row->bad != NULL ? strdup(row->bad) : strdup("(null)");
+  return 0;
+}
+
+static void
+plan_rows_carry_bad(void **state)
+{
+  struct fixture *f = *state;
+  char *seen[2] = {NULL, NULL};
+
+  put(f->store, "u1", "{}", STORE_PRESENT, 1);
+  put(f->store, "u2", "{}", STORE_PRESENT, 1);
+  assert_int_equal(store_source_bad(f->store, T1, "u1", "city: bad", 1), 0);
+  assert_int_equal(store_plan_rows(f->store, "l", T1, "other", -1, "", 0,
+                                   on_plan_row, seen),
+                   0);
+  assert_string_equal(seen[0], "city: bad");
+  assert_string_equal(seen[1], "(null)");
+  free(seen[0]);
+  free(seen[1]);
 }
 
 static void
@@ -372,6 +517,11 @@ main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(finish_without_state_fails, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(delta_link_keeps_its_base_url, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(refused_item_keeps_object, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(plan_rows_carry_bad, setup, teardown),
       cmocka_unit_test_setup_teardown(link_counts_empty, setup, teardown),
       cmocka_unit_test_setup_teardown(
           reopen_keeps_data_and_refuses_newer_schema, setup, teardown),
