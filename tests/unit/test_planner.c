@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -25,6 +27,7 @@ static const char *const person =
     "\"city\":\"Oslo\"}";
 
 struct fixture {
+  struct config_tenant source, target;
   struct config_link link;
   struct mapping *mapping;
   struct planner_link pl;
@@ -36,6 +39,12 @@ setup(void **state)
   struct fixture *f = calloc(1, sizeof(*f));
   char err[256];
 
+  f->source.name = "a";
+  f->source.tenant_id = SRC_TENANT;
+  f->target.name = "b";
+  f->target.tenant_id = "bbbbbbbb-3333-3333-3333-333333333333";
+  f->link.source = &f->source;
+  f->link.target = &f->target;
   f->link.name = "a-to-b";
   f->link.object = CONFIG_OBJECT_GUEST;
   f->link.anchor = "extensionAttribute15";
@@ -359,6 +368,125 @@ refused_source_is_left_alone(void **state)
   planner_decision_clear(&d);
 }
 
+/* The anchor written is the stamp for the target object: the plain one
+ * without a key. A copy whose anchor the target's own read shows cleared
+ * or edited gets it back in an update, even when nothing else changed. */
+static void
+anchor_drift_is_repaired(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID, .attrs = person};
+  struct planner_decision d;
+  char *applied, hash[17];
+
+  decide(f, &row, &d);
+  strcpy(hash, d.hash);
+  applied = json_dumps(d.desired, JSON_COMPACT);
+  planner_decision_clear(&d);
+
+  /* Same values, same anchor on the target: nothing. */
+  row.target_id = "target-1";
+  row.state = "active";
+  row.applied = applied;
+  row.hash = hash;
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  planner_decision_clear(&d);
+  row.target_attrs =
+      "{\"onPremisesExtensionAttributes\":{\"extensionAttribute15\":"
+      "\"galbridge:aaaaaaaa-1111-1111-1111-111111111111:"
+      "0000aaaa-2222-2222-2222-222222222222\"}}";
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  planner_decision_clear(&d);
+
+  /* Cleared by hand, then edited by hand: written again. */
+  row.target_attrs = "{\"onPremisesExtensionAttributes\":{}}";
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_UPDATE);
+  assert_int_equal(json_object_size(d.payload), 1);
+  assert_string_equal(
+      json_string_value(json_object_get(d.payload, "extensionAttribute15")),
+      "galbridge:aaaaaaaa-1111-1111-1111-111111111111:"
+      "0000aaaa-2222-2222-2222-222222222222");
+  planner_decision_clear(&d);
+  row.target_attrs = "{\"onPremisesExtensionAttributes\":"
+                     "{\"extensionAttribute15\":\"edited\"}}";
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_UPDATE);
+  assert_non_null(json_object_get(d.payload, "extensionAttribute15"));
+  planner_decision_clear(&d);
+  free(applied);
+}
+
+/* With a key, a known copy's anchor carries the proof for its object; a
+ * copy that carries the plain one gets the proof in place. A copy taken
+ * up after a lost state sends every value and is shown again. */
+static void
+stamp_upgrade_and_recovered_copy(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID, .attrs = person};
+  struct planner_decision d;
+  struct anchor_key *key = NULL;
+  char dir[] = "/tmp/galbridge-planner-XXXXXX", path[64], err[256];
+  char *applied, hash[17];
+  const char *stamp;
+  FILE *fp;
+
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof(path), "%s/key", dir);
+  fp = fopen(path, "w");
+  assert_non_null(fp);
+  fputs("0123456789abcdef0123456789abcdef\n", fp);
+  fclose(fp);
+  assert_int_equal(chmod(path, 0600), 0);
+  assert_int_equal(anchor_key_load(path, &key, err, sizeof(err)), 0);
+  unlink(path);
+  rmdir(dir);
+
+  decide(f, &row, &d); /* without a key: the plain anchor applied */
+  strcpy(hash, d.hash);
+  applied = json_dumps(d.desired, JSON_COMPACT);
+  planner_decision_clear(&d);
+  f->pl.key = key;
+  row.target_id = "target-1";
+  row.state = "active";
+  row.hash = hash;
+  row.applied = applied;
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_UPDATE);
+  assert_string_equal(d.hash, hash); /* the values did not change */
+  stamp =
+      json_string_value(json_object_get(d.payload, "extensionAttribute15"));
+  assert_non_null(stamp);
+  assert_int_equal(
+      anchor_proven(key, f->target.tenant_id, "guest", stamp, "target-1"), 1);
+  assert_int_equal(json_object_size(d.payload), 1);
+  planner_decision_clear(&d);
+
+  row.state = "recovered";
+  row.applied = "{}";
+  row.hash = "";
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_UPDATE);
+  assert_true(json_is_true(json_object_get(d.payload, "showInAddressList")));
+  assert_true(json_is_true(json_object_get(d.payload, "accountEnabled")));
+  assert_string_equal(
+      json_string_value(json_object_get(d.payload, "displayName")),
+      "Jane O'Brien");
+  planner_decision_clear(&d);
+  /* Out of scope, it is removed like any copy. */
+  row.removed = STORE_DELETED;
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_DELETE);
+  planner_decision_clear(&d);
+
+  f->pl.key = NULL;
+  anchor_key_free(key);
+  free(applied);
+}
+
 static void
 hash_is_stable(void **state)
 {
@@ -420,6 +548,10 @@ main(void)
       cmocka_unit_test_setup_teardown(group_and_filter_narrow_scope, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(refused_source_is_left_alone, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(anchor_drift_is_repaired, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(stamp_upgrade_and_recovered_copy, setup,
                                       teardown),
       cmocka_unit_test(hash_is_stable),
       cmocka_unit_test(kind_names_roundtrip),
