@@ -459,7 +459,7 @@ def test_no_request_on_a_connection_after_its_429(make_env):
     connection after a throttled answer was read there, before its
     Retry-After has passed (invariant 7; fakecloud counts it per
     connection, with no grace), and the link converges."""
-    env = make_env(users=60)
+    env = make_env(users=100)
     env.cloud.set_knobs(throttle_write_fraction=0.25,
                         throttle_read_fraction=0.1)
     fc.wait_for(lambda: env.run("sync", timeout=600).returncode == 0
