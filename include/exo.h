@@ -11,6 +11,8 @@
  * ("id|exception type|text"). Requests go through http's gate
  * "<tenant id>/exchange" (429 and Retry-After honoured), at most
  * `max_in_flight` at once per tenant (default 4); the rest wait in order.
+ * A token refusal (401) gets a fresh token and another try, a few times,
+ * then goes back as transient: never a permanent failure.
  *
  * Only this module (with graph and auth) knows Microsoft's shapes.
  */
@@ -46,9 +48,10 @@ struct exo_response {
   const char *errmsg;    /* one line for the log and the op ("" if ok) */
   json_t *value;         /* borrowed: every page's "value" items, or NULL */
   int auth_permanent;    /* EXO_ERR_AUTH: the credentials were refused */
-  int transient;         /* EXO_ERR_HTTP: 429, 5xx, or Exchange's "maximum
-                            number of concurrent requests per tenant"
-                            answer: worth retrying later */
+  int transient;         /* EXO_ERR_HTTP, EXO_ERR_CMDLET: worth retrying
+                            later (exo_error_class not permanent: a token
+                            refusal, 429, 5xx, Exchange's "maximum number
+                            of concurrent requests per tenant" answer) */
 };
 
 typedef void (*exo_done_fn)(void *ctx, const struct exo_response *resp);
@@ -73,6 +76,13 @@ int exo_invoke(struct exo *exo, const char *cmdlet, const json_t *parameters,
     __attribute__((warn_unused_result));
 
 /* --- pure helpers, exposed for unit tests --- */
+
+/* What an Exchange error answer means (http.h's classes), as graph's
+ * graph_error_class() does for Graph: by status (a 401 is a token
+ * refusal), except that Exchange's plain-text "maximum number of
+ * concurrent requests per tenant" (found in `text`, the decoded error
+ * text or the body; may be NULL) is throttling whatever the status. */
+enum http_class exo_error_class(long status, const char *text);
 
 /* The request body {"CmdletInput":{"CmdletName":..,"Parameters":{..}}}:
  * new reference, or NULL. */

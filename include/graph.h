@@ -8,11 +8,18 @@
  * {"error": {"code", "message", "innerError"}} turned into a code the
  * caller can branch on and a message it can log. The token goes on
  * each attempt as it actually leaves (http's authorization hook), however
- * long the request waited for its gate or budget. A 401 on a token that
- * was fresh then drops it, gets a fresh one and retries once; a 401 on a
- * token that was past its prime (the last quarter of its life, or expired
- * because no new one could be had) is retried a few times more, as a
- * timing accident rather than a refusal of the credentials.
+ * long the request waited for its gate or budget.
+ *
+ * Errors are classified by what they mean (graph_error_class: a token
+ * refusal, throttling, transient, permanent), the same way for a plain
+ * request, a $batch answer as a whole and each answer inside one. A token
+ * refusal (a 401, InvalidAuthenticationToken) drops the token, gets a
+ * fresh one and retries, a few times; a 401 on a token that was past its
+ * prime (the last quarter of its life, or expired because no new one
+ * could be had) is retried a few times more, as a timing accident. A
+ * token refusal that outlasts those retries goes back as a token problem:
+ * transient, never a permanent failure of the request (or of the ops
+ * inside a batch).
  *
  * Links the service hands back (@odata.nextLink, @odata.deltaLink) are
  * followed only when they point at this tenant's own Graph base URL: the
@@ -32,10 +39,14 @@
  * graph_response: the inner answer's status, decoded error and body. An
  * inner 429/503/504 is retried alone after its own Retry-After (bounded),
  * and tells http's budget to slow down and its gate to close until then;
- * an inner 401 refreshes the token once. A batch that fails as a whole
- * (network, 5xx, 429 after http's retries) fails each of its sub-requests
- * as a plain request would have; a 400 for the whole batch sends each
- * sub-request again on its own, so only a bad one fails.
+ * an inner token refusal gets a fresh token and goes again, as a plain
+ * request's would. The gate closes for an inner Retry-After as soon as
+ * the batch's answer is in, before its connection can carry another
+ * request (http_request.inner_wait, graph_batch_wait). A batch that
+ * fails as a whole (network, 5xx, 429 after http's retries, a token
+ * refusal after its retries) fails each of its sub-requests as a plain
+ * request would have, with the same class; a 400 for the whole batch
+ * sends each sub-request again on its own, so only a bad one fails.
  *
  * A batch costs http's budget one write per inner write and one
  * invitation per inner invitation (their own limit, 150 per 5 s, counts
@@ -241,8 +252,19 @@ int graph_group_members(struct graph *graph, const char *group_id,
                         graph_members_fn done, void *ctx)
     __attribute__((warn_unused_result));
 
-/* Whether a failed answer is worth retrying later (throttling, 5xx,
- * network, replication lag) rather than final (400, 403, 409...). */
+/* What an answer means (http.h's classes), the same for a plain
+ * request, a $batch answer as a whole and each answer inside one (build
+ * a graph_response of its status and decoded code): a 401, or the code
+ * InvalidAuthenticationToken whatever the status, is a token refusal
+ * (HTTP_CLASS_TOKEN), as is "no token could be had" unless the
+ * credentials were refused (then permanent); no answer, a cancelled
+ * request or a malformed answer are transient; otherwise by status
+ * (http_status_class). */
+enum http_class graph_error_class(const struct graph_response *resp);
+
+/* Whether a failed answer is worth retrying later: any class but OK and
+ * PERMANENT (a token refusal, throttling, 5xx, network), rather than
+ * final (400, 403, 409...). */
 int graph_error_transient(const struct graph_response *resp);
 
 /* --- request costs (pure, exposed for unit tests) --- */
@@ -297,6 +319,12 @@ struct graph_batch_answer {
 int graph_batch_parse(json_t *answer, const char *const *ids, size_t n,
                       struct graph_batch_answer *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* How long a $batch answer asks its gate to wait: the longest
+ * Retry-After (seconds) among its inner answers that are throttled (429,
+ * 503, 504); -1 when none gives one (or `answer`, borrowed, may be NULL
+ * or any JSON, is not a batch answer). */
+double graph_batch_wait(const json_t *answer);
 
 /* --- users/delta pages (pure) --- */
 

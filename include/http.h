@@ -7,8 +7,13 @@
  * are retried with exponential backoff and full jitter, honouring
  * Retry-After (seconds, possibly fractional, or an HTTP-date). A request
  * may name a "gate" (for example "<tenant id>/graph"): after a 429 or a
- * 503/504 with Retry-After on a gate, no request on that gate is started
+ * 503/504 with Retry-After on a gate, no request on that gate is sent
  * before the time has passed (DESIGN.md invariant 7); other gates go on.
+ * The gate closes as the answer's headers are read (for a throttled
+ * answer inside a 2xx one, such as Graph's $batch, as its body is
+ * complete: http_request.inner_wait), before libcurl can hand that
+ * connection, or any other, to a request that waits for one; a request
+ * libcurl was about to send on a closed gate is put back unsent.
  *
  * TLS verification is always on; a request's ca_file replaces the trust
  * store, it never disables checking. Plain http:// is accepted only to a
@@ -87,6 +92,16 @@ struct http_request {
    * and budget longer than a token lives: this way the credential it
    * carries is the one current when it leaves. */
   const char *(*authorization)(void *ctx);
+  /* Optional, for answers that carry answers (Graph's $batch). Called
+   * from inside the transfer, with the callback's ctx, as soon as the
+   * body of a 2xx answer is complete as a JSON object or array (`body`
+   * borrowed, NUL-terminated): it returns how many seconds the service
+   * asked this gate to wait in a throttled answer inside (at most
+   * max_retry_after is kept), or a negative value when it asked no wait.
+   * The gate is then closed at once, before libcurl can send another
+   * request on it (DESIGN.md invariant 7). It must not call into http:
+   * the done callback is where the answer is acted on. */
+  double (*inner_wait)(void *ctx, const char *body, size_t len);
 };
 
 /* When error != 0 the response carries no status (0), an empty body, no
@@ -102,6 +117,22 @@ struct http_response {
   int attempts;       /* how many times the request was sent */
   const void *priv;   /* for http_response_header() */
 };
+
+/* What an answer means for its sender, by status: the one classification
+ * of errors that graph and exo refine with the service's own codes and
+ * use alike for a plain request, a $batch answer as a whole and each
+ * answer inside one. */
+enum http_class {
+  HTTP_CLASS_OK = 0,    /* 2xx */
+  HTTP_CLASS_TOKEN,     /* 401: the token was refused (expired, revoked):
+                           a new token and a retry may well fix it */
+  HTTP_CLASS_THROTTLED, /* 429, 503, 504: come back later (Retry-After) */
+  HTTP_CLASS_TRANSIENT, /* no answer (status 0), 408, any other 5xx */
+  HTTP_CLASS_PERMANENT, /* any other status: this request is refused */
+};
+
+/* The class of an answer with HTTP status `status` (0: none came). */
+enum http_class http_status_class(long status);
 
 /* Called once per request when it is finished for good (success, a
  * non-retryable status, or retries exhausted). `resp` and everything it

@@ -273,6 +273,7 @@ struct store_op {
   char *last_error;
   char *target_id;
   long long sent_at; /* a create's request may have left then (0: not) */
+  time_t next_try; /* failed: when it is tried again (0: next round) */
 };
 
 /* Insert or replace the op of (link, source_id) — one op per object at a
@@ -305,9 +306,29 @@ int store_op_set_target(struct store *store, long long op_id,
                         const char *target_id)
     __attribute__((warn_unused_result));
 
-/* Record a failed attempt; `permanent` moves the op to state failed. */
+/* An op that failed for good is tried again after a long backoff, so
+ * that an error misjudged as permanent heals without the admin:
+ * STORE_RETRY_BASE seconds after its first failure for good (since it
+ * was queued, or since resync), then STORE_RETRY_BASE plus how long the
+ * op has been queued, which about doubles the wait each time (1, 2, 4, 8,
+ * 16 hours), never more than STORE_RETRY_CAP. */
+#define STORE_RETRY_BASE 3600
+#define STORE_RETRY_CAP 86400
+
+/* Record a failed attempt at `now`; `permanent` moves the op to state
+ * failed with its next try set (see above), given in *next_try (may be
+ * NULL; 0 unless permanent). */
 int store_op_fail(struct store *store, long long op_id, int permanent,
-                  const char *error) __attribute__((warn_unused_result));
+                  const char *error, time_t now, time_t *next_try)
+    __attribute__((warn_unused_result));
+
+/* The link's failed ops whose next try has come (next_try <= now) go
+ * back to pending, except those of kind "fail" and "conflict" (objects
+ * the planner itself refuses and decides again on its own). *requeued
+ * (may be NULL) gets how many. */
+int store_ops_retry_due(struct store *store, const char *link, time_t now,
+                        long long *requeued)
+    __attribute__((warn_unused_result));
 
 /* The op succeeded: in one transaction, write the link's target row
  * (state NULL removes it: the next round starts afresh; applied NULL only
@@ -329,7 +350,8 @@ int store_link_approve(struct store *store, const char *link,
 int store_link_success(struct store *store, const char *link, time_t now)
     __attribute__((warn_unused_result));
 /* Put the link's failed ops back to pending (keeping what they learnt,
- * such as an invited object's id) so the next round tries them again. */
+ * such as an invited object's id) so the next round tries them again,
+ * their backoff started afresh. */
 int store_link_clear_failed(struct store *store, const char *link,
                             long long *cleared)
     __attribute__((warn_unused_result));

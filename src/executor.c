@@ -287,16 +287,21 @@ static void
 fail(struct job *job, int permanent, const char *error)
 {
   struct executor *ex = job->ex;
+  time_t now = time(NULL), next_try = 0;
 
-  if (store_op_fail(ex->store, job->op.id, permanent, error) != 0) {
+  if (store_op_fail(ex->store, job->op.id, permanent, error, now, &next_try) !=
+      0) {
     log_error("cannot record a failed op link=%s source_id=%s", ex->link->name,
               job->op.source_id);
     unrecorded(ex);
   }
   if (permanent) {
     ex->stats.failed++;
-    log_error("op failed link=%s op=%s source_id=%s error=\"%s\"",
-              ex->link->name, job->op.kind, job->op.source_id, error);
+    /* Tried again after a long backoff (status shows when). */
+    log_error("op failed link=%s op=%s source_id=%s error=\"%s\" "
+              "retry_in=%llds",
+              ex->link->name, job->op.kind, job->op.source_id, error,
+              (long long)(next_try > now ? next_try - now : 0));
   } else {
     ex->stats.transient++;
     snprintf(ex->last_error, sizeof(ex->last_error), "%s", error);

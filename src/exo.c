@@ -6,12 +6,14 @@
  * FIFO queue to the active list while fewer than max_in_flight are
  * active. An active call asks a token (cached, or from auth), POSTs the
  * body, and on 200 appends the page's "value" and follows @odata.nextLink
- * (only under the tenant's exchange_url) with the same body; a 401 drops
- * the token and goes round once more. An active call always waits for
- * exactly one auth or http callback; exo_free() detaches it (call->exo =
- * NULL, callback with EXO_ERR_CANCELLED) and that late callback frees it.
- * The struct exo itself is freed in its timer's close callback, so a done
- * callback may call exo_free() and exo_invoke() safely.
+ * (only under the tenant's exchange_url) with the same body; a token
+ * refusal (a 401) drops the token and goes round again with a fresh one,
+ * up to EXO_TOKEN_RETRIES times, after which it is the answer: a token
+ * problem, transient (exo_error_class), never a permanent failure. An active
+ * call always waits for exactly one auth or http callback; exo_free() detaches
+ * it (call->exo = NULL, callback with EXO_ERR_CANCELLED) and that late
+ * callback frees it. The struct exo itself is freed in its timer's close
+ * callback, so a done callback may call exo_free() and exo_invoke() safely.
  *
  * Nothing here logs a token, a header or a body (bodies hold addresses):
  * only the tenant, cmdlet, status and page count, at debug level.
@@ -35,6 +37,9 @@
 #define EXO_ANCHOR "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
 #define EXO_PAGE_SIZE "odata.maxpagesize=1000"
 #define EXO_BUSY_TEXT "maximum number of concurrent requests"
+/* Fresh tokens a call gets after its token was refused (see graph.c's
+ * TOKEN_RETRIES). */
+#define EXO_TOKEN_RETRIES 3
 
 struct exo_call {
   struct exo *exo; /* NULL once detached by exo_free() */
@@ -44,7 +49,7 @@ struct exo_call {
   char *url;   /* the page being fetched */
   char *token; /* the token the request was sent with */
   json_t *value;
-  int refreshed;
+  int refreshed; /* fresh tokens it got after a refusal */
   int pages;
   exo_done_fn done;
   void *ctx;
@@ -678,13 +683,14 @@ on_http(void *ctx, const struct http_response *hr)
     on_page(call, hr);
     return;
   }
-  if (hr->status == 401 && !call->refreshed) {
-    /* The token was refused (expired early, revoked): one fresh token and
-     * one more try. */
-    log_info("exo: token refused, refreshing tenant=%s cmdlet=%s",
-             call->exo->tenant->name, call->cmdlet);
+  if (http_status_class(hr->status) == HTTP_CLASS_TOKEN &&
+      call->refreshed < EXO_TOKEN_RETRIES) {
+    /* The token was refused (expired early, revoked): a fresh token and
+     * another try. */
+    log_info("exo: token refused, refreshing tenant=%s cmdlet=%s try=%d",
+             call->exo->tenant->name, call->cmdlet, call->refreshed + 1);
     auth_invalidate(call->exo->auth, AUTH_RESOURCE_EXCHANGE, call->token);
-    call->refreshed = 1;
+    call->refreshed++;
     start(call);
     return;
   }
@@ -700,12 +706,19 @@ on_http(void *ctx, const struct http_response *hr)
     snprintf(msg, sizeof(msg), "%s: HTTP %ld%s%s", call->cmdlet, hr->status,
              text[0] ? ": " : "", text);
   }
-  /* Throttled or busy: Exchange's "maximum number of concurrent requests
-   * per tenant" comes as plain text, with whatever status. */
-  resp.transient = hr->status == 429 || hr->status >= 500 ||
-                   strcasestr(text, EXO_BUSY_TEXT) != NULL;
+  resp.transient = exo_error_class(hr->status, text) != HTTP_CLASS_PERMANENT;
   resp.errmsg = msg;
   finish(call, &resp);
+}
+
+enum http_class
+exo_error_class(long status, const char *text)
+{
+  /* Throttled or busy: Exchange's "maximum number of concurrent requests
+   * per tenant" comes as plain text, with whatever status. */
+  if (text != NULL && strcasestr(text, EXO_BUSY_TEXT) != NULL)
+    return HTTP_CLASS_THROTTLED;
+  return http_status_class(status);
 }
 
 /* Start waiting calls while there is room. */

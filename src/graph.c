@@ -2,11 +2,13 @@
  * graph — see include/graph.h.
  *
  * A request's life: graph_get() → token (cached, or asked of auth) →
- * http_send() → on_http(): decode, and on a 401 InvalidAuthenticationToken
- * with a token that has not been refreshed yet, invalidate it and go round
- * once more. Requests in flight sit on a list so graph_free() can cancel
- * them; a cancelled request is detached (req->graph = NULL) and freed when
- * the http or auth callback it waits for comes back.
+ * http_send() → on_http(): decode, and on a token refusal (a 401, or
+ * InvalidAuthenticationToken: graph_error_class()) invalidate the token
+ * and go round again with a fresh one, up to TOKEN_RETRIES times; past
+ * that the answer goes back as a token problem, which is never a
+ * permanent failure. Requests in flight sit on a list so graph_free() can
+ * cancel them; a cancelled request is detached (req->graph = NULL) and freed
+ * when the http or auth callback it waits for comes back.
  *
  * The batcher (graph_batch_enable): a sub-request ("sub") waits in
  * graph->queue until the tick timer fires, then goes out in a batch of up
@@ -66,6 +68,11 @@
 /* Retries of a request refused with 401 because the token it carried
  * was past its prime when it left (see authorize()). */
 #define STALE_RETRIES 3
+/* Fresh tokens a request (a $batch, an inner request of one) gets after
+ * its token was refused before the refusal goes back to the caller: as a
+ * token problem, transient, so its op is tried again later (tokens can be
+ * revoked again and again while a tenant's sessions are reset). */
+#define TOKEN_RETRIES 3
 
 struct graph_req {
   struct graph *graph; /* NULL once cancelled */
@@ -75,9 +82,10 @@ struct graph_req {
   char *body;         /* JSON text or NULL */
   char *path_for_log; /* url without its query string */
   char *headers[GRAPH_MAX_HEADERS + 1];
-  char *token;     /* the token the request was sent with */
-  char *auth_line; /* "Authorization: Bearer <token>" */
-  int refreshed;
+  char *token;       /* the token the request was sent with */
+  char *auth_line;   /* "Authorization: Bearer <token>" */
+  int refreshed;     /* fresh tokens it got after a refusal */
+  int batch;         /* a $batch: its answer carries answers (inner_wait) */
   int stale;         /* the last attempt left with a token not fresh */
   int stale_retries; /* 401s retried because of that */
   int *stale_out;    /* if set, gets `stale` at the end */
@@ -298,6 +306,34 @@ start(struct graph_req *req)
   }
 }
 
+/* A token refusal (graph_error_class() HTTP_CLASS_TOKEN) of a request,
+ * a $batch or an inner request that left with `token`: whether to go
+ * again with a fresh one, counting the try. A token that left in the last
+ * part of its life (or past it: no fresh one could be had then) says
+ * nothing about our credentials: it is retried up to STALE_RETRIES times
+ * without counting as a refresh; a fresh token refused (expired early,
+ * revoked) gets TOKEN_RETRIES fresh ones. */
+static int
+token_retry(struct graph *graph, const char *token, int stale,
+            int *stale_retries, int *refreshed, long status, const char *code)
+{
+  if (stale && *stale_retries < STALE_RETRIES) {
+    log_debug("graph: token expired on the way, retrying tenant=%s "
+              "status=%ld code=%s",
+              graph->tenant->name, status, code);
+    (*stale_retries)++;
+  } else if (*refreshed < TOKEN_RETRIES) {
+    log_info("graph: token refused, refreshing tenant=%s status=%ld "
+             "code=%s try=%d",
+             graph->tenant->name, status, code, *refreshed + 1);
+    (*refreshed)++;
+  } else {
+    return 0;
+  }
+  auth_invalidate(graph->auth, AUTH_RESOURCE_GRAPH, token);
+  return 1;
+}
+
 /* Fill code and errmsg from a Graph error body (or whatever came). */
 static void
 describe_error(const char *method, const char *path, long status, json_t *body,
@@ -395,32 +431,14 @@ on_http(void *ctx, const struct http_response *hr)
   }
 
   decode_error(req, hr->status, body, &resp.code, msg, sizeof(msg));
-  if (hr->status == 401 && req->stale && req->stale_retries < STALE_RETRIES) {
-    /* It left with a token in the last part of its life (or past it: no
-     * fresh one could be had then), so the refusal says nothing about
-     * our credentials: again, with whatever token is current then. */
-    log_debug("graph: token expired on the way, retrying tenant=%s "
-              "status=401 code=%s",
-              req->graph->tenant->name, resp.code);
-    auth_invalidate(req->graph->auth, AUTH_RESOURCE_GRAPH, req->token);
-    req->stale_retries++;
-    json_decref(body);
-    start(req);
-    return;
-  }
-  if (hr->status == 401 && !req->refreshed) {
-    /* The token was refused (expired early, revoked): one fresh token and
-     * one more try. */
-    log_info("graph: token refused, refreshing tenant=%s status=401 "
-             "code=%s",
-             req->graph->tenant->name, resp.code);
-    auth_invalidate(req->graph->auth, AUTH_RESOURCE_GRAPH, req->token);
-    req->refreshed = 1;
-    json_decref(body);
-    start(req);
-    return;
-  }
   resp.result = GRAPH_ERR_HTTP;
+  if (graph_error_class(&resp) == HTTP_CLASS_TOKEN &&
+      token_retry(req->graph, req->token, req->stale, &req->stale_retries,
+                  &req->refreshed, hr->status, resp.code)) {
+    json_decref(body);
+    start(req);
+    return;
+  }
   resp.errmsg = msg;
   resp.body = body;
   finish(req, &resp);
@@ -585,6 +603,26 @@ authorize(void *ctx)
   return line;
 }
 
+/* http's inner_wait hook of a $batch, called as its answer's body is
+ * complete, before the connection can carry another request: how long
+ * the throttled answers inside ask the gate to wait (graph_batch_wait),
+ * so that http closes the gate at once (DESIGN.md invariant 7). Only
+ * reads; sub_answer() acts on the answer later. */
+static double
+batch_inner_wait(void *ctx, const char *body, size_t len)
+{
+  struct graph_req *req = ctx;
+  json_t *answer;
+  double wait;
+
+  if (req->graph == NULL)
+    return -1;
+  answer = json_loadb(body, len, 0, NULL);
+  wait = graph_batch_wait(answer);
+  json_decref(answer);
+  return wait;
+}
+
 static void
 send_with_token(struct graph_req *req, const char *token)
 {
@@ -633,6 +671,7 @@ send_with_token(struct graph_req *req, const char *token)
       .units = req->cost_set ? req->units
                              : graph_request_units(req->method, req->url),
       .authorization = authorize,
+      .inner_wait = req->batch ? batch_inner_wait : NULL,
   };
   rc = http_send(graph->http, &hreq, on_http, req);
   if (rc != 0) {
@@ -1226,6 +1265,32 @@ fail:
   return NULL;
 }
 
+/* The Retry-After (any case) of an inner answer's headers, read as http
+ * does, in seconds; -1 when none (or unparsable). */
+static double
+inner_retry_after(const json_t *headers)
+{
+  const char *name;
+  json_t *v;
+
+  json_object_foreach((json_t *)headers, name, v)
+  {
+    double secs;
+    char num[64];
+    const char *text = json_string_value(v);
+
+    if (strcasecmp(name, "Retry-After") != 0)
+      continue;
+    if (text == NULL && json_is_number(v)) {
+      snprintf(num, sizeof(num), "%.3f", json_number_value(v));
+      text = num;
+    }
+    if (text != NULL && http_parse_retry_after(text, time(NULL), &secs) == 0)
+      return secs;
+  }
+  return -1;
+}
+
 int
 graph_batch_parse(json_t *answer, const char *const *ids, size_t n,
                   struct graph_batch_answer *out, char *err, size_t errlen)
@@ -1246,8 +1311,7 @@ graph_batch_parse(json_t *answer, const char *const *ids, size_t n,
   {
     const char *id = json_string_value(json_object_get(r, "id"));
     json_t *status = json_object_get(r, "status");
-    json_t *headers = json_object_get(r, "headers"), *v;
-    const char *name;
+    json_t *headers = json_object_get(r, "headers");
 
     if (id == NULL || !json_is_integer(status) ||
         json_integer_value(status) < 100 || json_integer_value(status) > 599)
@@ -1258,23 +1322,31 @@ graph_batch_parse(json_t *answer, const char *const *ids, size_t n,
       continue; /* not ours, or answered twice: the first one counts */
     out[k].status = (long)json_integer_value(status);
     out[k].body = json_object_get(r, "body");
-    json_object_foreach(headers, name, v)
-    {
-      double secs;
-      char num[64];
-      const char *text = json_string_value(v);
-
-      if (strcasecmp(name, "Retry-After") != 0)
-        continue;
-      if (text == NULL && json_is_number(v)) {
-        snprintf(num, sizeof(num), "%.3f", json_number_value(v));
-        text = num;
-      }
-      if (text != NULL && http_parse_retry_after(text, time(NULL), &secs) == 0)
-        out[k].retry_after = secs;
-    }
+    out[k].retry_after = inner_retry_after(headers);
   }
   return 0;
+}
+
+double
+graph_batch_wait(const json_t *answer)
+{
+  json_t *r;
+  size_t i;
+  double wait = -1;
+
+  json_array_foreach(json_object_get(answer, "responses"), i, r)
+  {
+    json_t *status = json_object_get(r, "status");
+    double secs;
+
+    if (!json_is_integer(status) || http_status_class((long)json_integer_value(
+                                        status)) != HTTP_CLASS_THROTTLED)
+      continue;
+    secs = inner_retry_after(json_object_get(r, "headers"));
+    if (secs > wait)
+      wait = secs;
+  }
+  return wait;
 }
 
 /* --- the batcher --- */
@@ -1289,7 +1361,7 @@ struct sub {
   char *url; /* relative to the version: "/users/…?…" */
   json_t *body;
   char *headers[3];
-  int refreshed;     /* an inner 401 has already refreshed the token */
+  int refreshed;     /* fresh tokens after inner token refusals */
   int stale_retries; /* inner 401s on a token past its prime */
   int retries;       /* inner 429/503/504 so far */
   int invitation;    /* POST /invitations */
@@ -1519,6 +1591,36 @@ batch_free(struct batch *b)
   free(b);
 }
 
+/* An inner answer said to wait (429, 503, 504): slow the budget, close
+ * the gate for its Retry-After (http has done so already as the batch's
+ * answer came in: see batch_inner_wait) and send the sub again, alone,
+ * after it. */
+static void
+sub_throttled(struct graph *graph, struct sub *sub,
+              const struct graph_batch_answer *a)
+{
+  double secs = a->retry_after;
+  double u = (double)random() / ((double)RAND_MAX + 1.0);
+
+  sub->retries++;
+  if (a->status == 429 || secs >= 0)
+    http_gate_note_throttle(graph->http, graph->gate, secs,
+                            sub->invitation ? HTTP_BUCKET_INVITATIONS
+                            : strcmp(sub->method, "GET") == 0
+                                ? HTTP_BUCKET_UNITS
+                                : HTTP_BUCKET_WRITES);
+  if (secs < 0)
+    secs = http_backoff_ms(sub->retries, SUB_BACKOFF_BASE_MS,
+                           SUB_BACKOFF_CAP_MS, u) /
+           1000.0;
+  if (secs > SUB_MAX_RETRY_AFTER)
+    secs = SUB_MAX_RETRY_AFTER;
+  log_debug("graph: inner request throttled, retrying alone tenant=%s "
+            "status=%ld retry_in=%.3fs try=%d",
+            graph->tenant->name, a->status, secs, sub->retries);
+  delay(graph, sub, (uint64_t)(secs * 1000.0 + 0.5));
+}
+
 /* One sub's inner answer: hand it over, or go again. */
 static void
 sub_answer(struct batch *b, struct sub *sub,
@@ -1550,47 +1652,29 @@ sub_answer(struct batch *b, struct sub *sub,
   }
   describe_error(sub->method, path, a->status, a->body, &resp.code, msg,
                  sizeof(msg));
-  if (a->status == 401 && b->stale && sub->stale_retries < STALE_RETRIES) {
-    /* As on_http: the batch left with a token past its prime. */
-    auth_invalidate(graph->auth, AUTH_RESOURCE_GRAPH, b->token);
-    sub->stale_retries++;
-    enqueue(graph, sub);
-    return;
-  }
-  if (a->status == 401 && !sub->refreshed) {
-    /* As graph_request: the token was refused, one fresh one. */
-    auth_invalidate(graph->auth, AUTH_RESOURCE_GRAPH, b->token);
-    sub->refreshed = 1;
-    enqueue(graph, sub);
-    return;
-  }
-  if ((a->status == 429 || a->status == 503 || a->status == 504) &&
-      sub->retries < SUB_MAX_RETRIES) {
-    double secs = a->retry_after;
-    double u = (double)random() / ((double)RAND_MAX + 1.0);
-
-    sub->retries++;
-    if (a->status == 429 || secs >= 0)
-      http_gate_note_throttle(graph->http, graph->gate, secs,
-                              sub->invitation ? HTTP_BUCKET_INVITATIONS
-                              : strcmp(sub->method, "GET") == 0
-                                  ? HTTP_BUCKET_UNITS
-                                  : HTTP_BUCKET_WRITES);
-    if (secs < 0)
-      secs = http_backoff_ms(sub->retries, SUB_BACKOFF_BASE_MS,
-                             SUB_BACKOFF_CAP_MS, u) /
-             1000.0;
-    if (secs > SUB_MAX_RETRY_AFTER)
-      secs = SUB_MAX_RETRY_AFTER;
-    log_debug("graph: inner request throttled, retrying alone tenant=%s "
-              "status=%ld retry_in=%.3fs try=%d",
-              graph->tenant->name, a->status, secs, sub->retries);
-    delay(graph, sub, (uint64_t)(secs * 1000.0 + 0.5));
-    return;
-  }
   resp.result = GRAPH_ERR_HTTP;
   resp.errmsg = msg;
   resp.body = a->body;
+  /* Classified as a plain answer is (graph_error_class), acted on alike:
+   * a token refusal gets a fresh token (the next batch asks for one),
+   * throttling waits its own Retry-After and goes again. */
+  switch (graph_error_class(&resp)) {
+  case HTTP_CLASS_TOKEN:
+    if (token_retry(graph, b->token, b->stale, &sub->stale_retries,
+                    &sub->refreshed, a->status, resp.code)) {
+      enqueue(graph, sub);
+      return;
+    }
+    break;
+  case HTTP_CLASS_THROTTLED:
+    if (sub->retries < SUB_MAX_RETRIES) {
+      sub_throttled(graph, sub, a);
+      return;
+    }
+    break;
+  default:
+    break;
+  }
   sub_finish(sub, &resp);
 }
 
@@ -1739,6 +1823,7 @@ send_batch(struct graph *graph, int beta, int reads_only)
   }
   /* Every inner write counts against the tenant's limits, invitations
    * against theirs too: the budget paces the batch by what it carries. */
+  req->batch = 1;
   req->cost_set = 1;
   req->writes = writes;
   req->invitations = invitations;
@@ -2453,20 +2538,32 @@ graph_url_origin(const char *url, char *buf, size_t len)
   snprintf(buf, len, "%.*s", (int)origin_len(url), url);
 }
 
-int
-graph_error_transient(const struct graph_response *resp)
+enum http_class
+graph_error_class(const struct graph_response *resp)
 {
   switch (resp->result) {
   case GRAPH_OK:
-    return 0;
+    return HTTP_CLASS_OK;
   case GRAPH_ERR_NETWORK:
   case GRAPH_ERR_CANCELLED:
-    return 1;
-  case GRAPH_ERR_AUTH:
-    return !resp->auth_permanent;
   case GRAPH_ERR_PROTOCOL:
-    return 1;
+    return HTTP_CLASS_TRANSIENT;
+  case GRAPH_ERR_AUTH:
+    /* No token could be had: the credentials refused are for the admin
+     * to fix; anything else (the token endpoint away) passes. */
+    return resp->auth_permanent ? HTTP_CLASS_PERMANENT : HTTP_CLASS_TOKEN;
   default:
-    return resp->status == 408 || resp->status == 429 || resp->status >= 500;
+    if (resp->code != NULL &&
+        strcasecmp(resp->code, "InvalidAuthenticationToken") == 0)
+      return HTTP_CLASS_TOKEN;
+    return http_status_class(resp->status);
   }
+}
+
+int
+graph_error_transient(const struct graph_response *resp)
+{
+  enum http_class c = graph_error_class(resp);
+
+  return c != HTTP_CLASS_OK && c != HTTP_CLASS_PERMANENT;
 }

@@ -40,6 +40,19 @@
  * one per distinct name the caller uses (tenant × service; for Graph,
  * tenant × application).
  *
+ * When a gate closes matters as much as how long: it closes from inside
+ * the transfer, as the throttled answer's headers are read (on_header),
+ * or, for a throttled answer inside a 2xx one (Graph's $batch), as soon
+ * as its body is complete JSON and the request's inner_wait hook has read
+ * it (on_body). Closing it later, when drain() gets the finished transfer
+ * from curl_multi_info_read(), was too late: requests handed to curl
+ * together (as when a gate reopens) do not all get a connection at once,
+ * and a transfer waiting inside libcurl for one is given the connection
+ * the throttled answer frees within the same curl_multi_socket_action()
+ * that read that answer, before drain() runs: it went out on the very
+ * connection that had just carried the 429. prereq_hold() stops any such
+ * request unsent once the gate is closed.
+ *
  * Plain http:// is refused except to a loopback host (127.0.0.1, [::1],
  * localhost), which unit tests and local fakes use; everything else must
  * be https with the peer and host name verified.
@@ -143,9 +156,11 @@ struct req {
   unsigned writes; /* budget cost of each attempt */
   unsigned invitations;
   unsigned units;
-  int waited;          /* counted in budget_waited */
-  int paid;            /* this attempt's budget is taken */
-  int held;            /* the attempt was stopped unsent (prereq_hold) */
+  int waited;        /* counted in budget_waited */
+  int paid;          /* this attempt's budget is taken */
+  int held;          /* the attempt was stopped unsent (prereq_hold) */
+  double backoff_ms; /* this attempt's backoff, drawn as it starts */
+  double (*inner_wait)(void *ctx, const char *body, size_t len);
   uint64_t not_before; /* uv_hrtime() before which a retry waits */
   const char *(*authorization)(void *ctx); /* see http_request */
   http_done_fn done;
@@ -155,6 +170,11 @@ struct req {
   size_t rlen, rcap;
   char *hdr[HDR_MAX]; /* each "name\0value\0" */
   size_t nhdr, hdr_bytes;
+  long status;     /* of the last status line read (0: none yet) */
+  int gate_closed; /* this answer has closed the gate (on_header) */
+  /* The body's JSON framing, followed for inner_wait: 0 before the
+   * value, 1 inside it, 2 done (or not an object or array). */
+  int json_state, json_depth, json_string, json_escape;
   int too_large;
   int oom;
   char errbuf[CURL_ERROR_SIZE];
@@ -390,9 +410,65 @@ response_reset(struct req *r)
   free(r->rbody);
   r->rbody = NULL;
   r->rlen = r->rcap = 0;
+  r->status = 0;
+  r->gate_closed = 0;
+  r->json_state = r->json_depth = r->json_string = r->json_escape = 0;
   r->too_large = 0;
   r->oom = 0;
   r->errbuf[0] = '\0';
+}
+
+/* Follows the JSON framing of the body as it comes in: returns 1 once,
+ * on the data that completes a top-level object or array. Strings are
+ * skipped with their escapes; nothing else of JSON matters to find the
+ * end. A body that is not an object or array is left alone (state 2). */
+static int
+json_complete(struct req *r, const char *p, size_t n)
+{
+  for (size_t i = 0; i < n && r->json_state != 2; i++) {
+    char c = p[i];
+
+    if (r->json_state == 0) {
+      if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+        continue;
+      r->json_state = c == '{' || c == '[' ? 1 : 2;
+      r->json_depth = 1;
+      continue;
+    }
+    if (r->json_string) {
+      if (r->json_escape)
+        r->json_escape = 0;
+      else if (c == '\\')
+        r->json_escape = 1;
+      else if (c == '"')
+        r->json_string = 0;
+      continue;
+    }
+    if (c == '"') {
+      r->json_string = 1;
+    } else if (c == '{' || c == '[') {
+      r->json_depth++;
+    } else if ((c == '}' || c == ']') && --r->json_depth == 0) {
+      r->json_state = 2;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* The body of a 2xx answer is complete: if the request's inner_wait
+ * finds a throttled answer inside, the gate closes now, from inside the
+ * transfer (see the top of this file). */
+static void
+inner_read(struct req *r)
+{
+  double s = r->inner_wait(r->ctx, r->rbody, r->rlen);
+
+  if (!(s >= 0))
+    return;
+  if (s > r->http->max_retry_after)
+    s = r->http->max_retry_after;
+  gate_close_for(r, s * 1000.0);
 }
 
 static size_t
@@ -431,6 +507,9 @@ on_body(char *data, size_t size, size_t nmemb, void *userp)
   memcpy(r->rbody + r->rlen, data, n);
   r->rlen += n;
   r->rbody[r->rlen] = '\0';
+  if (r->inner_wait != NULL && r->status >= 200 && r->status < 300 &&
+      json_complete(r, data, n))
+    inner_read(r);
   return n;
 }
 
@@ -438,6 +517,64 @@ static int
 is_ows(char c)
 {
   return c == ' ' || c == '\t';
+}
+
+/* The code of a status line "HTTP/1.1 429 Too Many Requests" (or
+ * "HTTP/2 429"), or 0. */
+static long
+status_line_code(const char *p, size_t n)
+{
+  const char *sp = memchr(p, ' ', n);
+  size_t left;
+
+  if (sp == NULL)
+    return 0;
+  left = n - (size_t)(sp + 1 - p);
+  sp++;
+  if (left < 3 || !isdigit((unsigned char)sp[0]) ||
+      !isdigit((unsigned char)sp[1]) || !isdigit((unsigned char)sp[2]) ||
+      (left > 3 && isdigit((unsigned char)sp[3])))
+    return 0;
+  return (sp[0] - '0') * 100 + (sp[1] - '0') * 10 + (sp[2] - '0');
+}
+
+/* The Retry-After of the answer being read (capped at max_retry_after),
+ * or -1 when it has none or an unparsable one. */
+static double
+answer_retry_after(const struct req *r)
+{
+  const char *v = header_find(r, "Retry-After");
+  double s;
+
+  if (v == NULL || http_parse_retry_after(v, time(NULL), &s) != 0)
+    return -1;
+  return s < r->http->max_retry_after ? s : r->http->max_retry_after;
+}
+
+/* Whether an answer closes its gate: a 429, or a 503 or 504 that says
+ * when to come back (DESIGN.md invariant 7). */
+static int
+closes_gate(long status, double retry_after)
+{
+  return status == 429 ||
+         ((status == 503 || status == 504) && retry_after >= 0);
+}
+
+/* The final answer's headers are read: a throttled one closes its gate
+ * now, before libcurl can send another request on it (see the top of
+ * this file). */
+static void
+headers_read(struct req *r)
+{
+  double ra;
+
+  if (r->status < 200 || r->gate_closed)
+    return;
+  ra = answer_retry_after(r);
+  if (!closes_gate(r->status, ra))
+    return;
+  r->gate_closed = 1;
+  gate_close_for(r, ra >= 0 ? ra * 1000.0 : r->backoff_ms);
 }
 
 /* Keeps the headers of the last response (a 1xx or proxy CONNECT reply
@@ -452,12 +589,17 @@ on_header(char *data, size_t size, size_t nmemb, void *userp)
 
   if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
     headers_clear(r);
+    r->status = status_line_code(data, n);
     return n;
   }
   while (len > 0 && (data[len - 1] == '\r' || data[len - 1] == '\n'))
     len--;
-  if (len == 0 || is_ows(data[0]))
-    return n; /* end of headers, or an obsolete folded line */
+  if (len == 0) {
+    headers_read(r);
+    return n;
+  }
+  if (is_ows(data[0]))
+    return n; /* an obsolete folded line */
   colon = memchr(data, ':', len);
   if (colon == NULL || colon == data)
     return n;
@@ -953,23 +1095,20 @@ attempt_done(struct http *h, struct req *r, CURLcode code, long status)
     errmsg = r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(code);
     retry = curl_error_retryable(code);
   } else {
-    const char *v = header_find(r, "Retry-After");
-    double s;
-
-    if (v != NULL && http_parse_retry_after(v, time(NULL), &s) == 0)
-      ra = s < h->max_retry_after ? s : h->max_retry_after;
+    ra = answer_retry_after(r);
     retry = status_retryable(status);
   }
 
   count_attempt(r->gate, error == HTTP_OK ? status : 0);
   if (error == HTTP_OK)
     budget_feedback(r, status);
-  backoff = http_backoff_ms(r->attempt, h->backoff_base_ms, h->backoff_cap_ms,
-                            random_unit());
-  if (error == HTTP_OK &&
-      (status == 429 || ((status == 503 || status == 504) && ra >= 0))) {
+  backoff = r->backoff_ms;
+  if (error == HTTP_OK && closes_gate(status, ra)) {
     r->gate->throttled++;
-    gate_close_for(r, ra >= 0 ? ra * 1000.0 : backoff);
+    /* Closed already as its headers were read, unless curl did not show
+     * them to on_header. */
+    if (!r->gate_closed)
+      gate_close_for(r, ra >= 0 ? ra * 1000.0 : backoff);
   }
 
   if (!retry || r->attempt >= r->max_attempts) {
@@ -1127,6 +1266,8 @@ start(struct http *h, struct req *r)
 
   r->attempt++;
   response_reset(r);
+  r->backoff_ms = http_backoff_ms(r->attempt, h->backoff_base_ms,
+                                  h->backoff_cap_ms, random_unit());
   /* The credential as of now, not as of http_send(): the request may
    * have waited for its gate and budget longer than a token lives. */
   line = r->authorization != NULL ? r->authorization(r->ctx) : NULL;
@@ -1502,6 +1643,7 @@ http_send(struct http *h, const struct http_request *req, http_done_fn done,
   r->invitations = req->invitations;
   r->units = req->units;
   r->authorization = req->authorization;
+  r->inner_wait = req->inner_wait;
   result = check_url(req->url, &r->log_url, &plain, &loopback, &why);
   if (result != 0)
     goto out;
@@ -1664,6 +1806,20 @@ http_gate_wait(const struct http *h, const char *gate)
   if (g->reopen_ns <= now)
     return 0;
   return (double)(g->reopen_ns - now) / 1e9;
+}
+
+enum http_class
+http_status_class(long status)
+{
+  if (status >= 200 && status < 300)
+    return HTTP_CLASS_OK;
+  if (status == 401)
+    return HTTP_CLASS_TOKEN;
+  if (status == 429 || status == 503 || status == 504)
+    return HTTP_CLASS_THROTTLED;
+  if (status == 0 || status == 408 || (status >= 500 && status < 600))
+    return HTTP_CLASS_TRANSIENT;
+  return HTTP_CLASS_PERMANENT;
 }
 
 char *

@@ -566,11 +566,13 @@ cmd_status(const char *path, int as_json)
             0)
       goto out;
     failures = json_array();
+    /* next_try: when a round tries it again (null: the next round). */
     for (size_t k = 0; k < n_ops; k++)
       json_array_append_new(
-          failures, json_pack("{s:s, s:s, s:s?, s:i}", "source_id",
+          failures, json_pack("{s:s, s:s, s:s?, s:i, s:o}", "source_id",
                               ops[k].source_id, "op", ops[k].kind, "error",
-                              ops[k].last_error, "attempts", ops[k].attempts));
+                              ops[k].last_error, "attempts", ops[k].attempts,
+                              "next_try", time_or_null(ops[k].next_try)));
     store_ops_free(ops, n_ops);
     entry = json_pack(
         "{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "name", link->name,
@@ -684,14 +686,17 @@ cmd_status(const char *path, int as_json)
       json_array_foreach(json_object_get(v, "failures"), k, f)
       {
         const char *op = json_string_value(json_object_get(f, "op"));
+        const char *next = json_string_value(json_object_get(f, "next_try"));
         if (strcmp(op, "fail") == 0)
           printf("  not synced: source object %s: %s\n",
                  json_string_value(json_object_get(f, "source_id")),
                  json_string_value(json_object_get(f, "error")));
         else
-          printf("  failed %s of source object %s: %s\n", op,
+          printf("  failed %s of source object %s: %s; next try %s%s\n", op,
                  json_string_value(json_object_get(f, "source_id")),
-                 json_string_value(json_object_get(f, "error")));
+                 json_string_value(json_object_get(f, "error")),
+                 next != NULL ? "at " : "in the next round",
+                 next != NULL ? next : "");
       }
       if (json_integer_value(json_object_get(v, "guests_not_visible")) > 0) {
         json_t *g;

@@ -891,11 +891,32 @@ on_members(void *ctx, const struct graph_response *resp, const json_t *members)
   lrun_plan(lr);
 }
 
+/* Ops that failed for good and whose next try has come go back to
+ * pending before the round plans and runs (DESIGN.md: an error misjudged
+ * as permanent heals without the admin). A dry run changes nothing. */
+static void
+lrun_retry_failed(struct lrun *lr)
+{
+  long long n = 0;
+
+  if (lr->s->opts.mode == SCHEDULER_PLAN)
+    return;
+  if (store_ops_retry_due(lr->s->store, lr->link->name, time(NULL), &n) != 0) {
+    log_warning("cannot put failed operations back link=%s", lr->link->name);
+    return;
+  }
+  if (n > 0)
+    log_notice("failed operations tried again after their backoff link=%s "
+               "count=%lld",
+               lr->link->name, n);
+}
+
 static void
 lrun_start(struct lrun *lr)
 {
   if (lr->state != LRUN_IDLE || lr->s->stopping)
     return;
+  lrun_retry_failed(lr);
   memset(&lr->total, 0, sizeof(lr->total));
   lr->started = uv_hrtime();
   lr->failed = 0;

@@ -52,6 +52,7 @@ enum stmt_id {
   ST_APPROVE,
   ST_SUCCESS,
   ST_CLEAR_FAILED,
+  ST_RETRY_DUE,
   ST_DELTA_RESET,
   ST_UNVERIFIED,
   ST_SET_VISIBLE,
@@ -212,13 +213,20 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_OP_DELETE] = "DELETE FROM op WHERE id = ?1",
     [ST_OPS_LIST] =
         "SELECT id, source_id, kind, payload, desired, hash, state, attempts,"
-        " last_error, target_id, sent_at FROM op WHERE link = ?1 AND"
+        " last_error, target_id, sent_at, next_try FROM op WHERE link = ?1 AND"
         " state = ?2"
         " AND id > ?4 ORDER BY id LIMIT ?3",
     [ST_OP_SET_TARGET] = "UPDATE op SET target_id = ?2 WHERE id = ?1",
+    /* A failure for good (?3) is tried again at ?4 (now) plus a backoff
+     * (?5 the first time since the op was queued or resync; then ?5 plus
+     * how long the op has been queued, so that the wait about doubles at
+     * each failure; ?6 at most). */
     [ST_OP_FAIL] = "UPDATE op SET attempts = attempts + 1, last_error = ?2,"
-                   " state = CASE WHEN ?3 THEN 'failed' ELSE state END"
-                   " WHERE id = ?1",
+                   " state = CASE WHEN ?3 THEN 'failed' ELSE state END,"
+                   " next_try = CASE WHEN NOT ?3 THEN next_try"
+                   " WHEN next_try = 0 THEN ?4 + ?5"
+                   " ELSE ?4 + min(?6, max(?5, ?4 - created_at + ?5)) END"
+                   " WHERE id = ?1 RETURNING next_try",
     [ST_TARGET_PUT] =
         "INSERT INTO target_object (link, source_id, target_id, hash,"
         " applied, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
@@ -247,9 +255,13 @@ static const char *const stmt_sql[ST__COUNT] = {
         "INSERT INTO link_state (link, last_success) VALUES (?1, ?2)"
         " ON CONFLICT (link) DO UPDATE SET last_success = "
         "excluded.last_success",
-    [ST_CLEAR_FAILED] = "UPDATE op SET state = 'pending', attempts = 0"
-                        " WHERE link = ?1 AND state = 'failed' AND"
-                        " kind <> 'fail'",
+    [ST_CLEAR_FAILED] = "UPDATE op SET state = 'pending', attempts = 0,"
+                        " next_try = 0 WHERE link = ?1 AND state = 'failed'"
+                        " AND kind <> 'fail'",
+    /* next_try stays: a further failure knows it is not the first. */
+    [ST_RETRY_DUE] = "UPDATE op SET state = 'pending' WHERE link = ?1 AND"
+                     " state = 'failed' AND next_try <= ?2 AND"
+                     " kind NOT IN ('fail', 'conflict')",
     [ST_UNVERIFIED] = "SELECT source_id, target_id FROM target_object"
                       " WHERE link = ?1 AND state = 'active' AND"
                       " exo_visible = 0 AND target_id IS NOT NULL"
@@ -1609,6 +1621,7 @@ store_ops_list_after(struct store *store, const char *link, const char *state,
     op->last_error = col_strdup(st, 8);
     op->target_id = col_strdup(st, 9);
     op->sent_at = sqlite3_column_int64(st, 10);
+    op->next_try = (time_t)sqlite3_column_int64(st, 11);
   }
   if (rc != SQLITE_DONE) {
     store_ops_free(list, count);
@@ -1636,16 +1649,51 @@ store_op_set_target(struct store *store, long long op_id,
 
 int
 store_op_fail(struct store *store, long long op_id, int permanent,
-              const char *error)
+              const char *error, time_t now, time_t *next_try)
 {
   sqlite3_stmt *st = prep(store, ST_OP_FAIL);
+  time_t next = 0;
+  int rc;
 
+  if (next_try != NULL)
+    *next_try = 0;
   if (st == NULL)
     return -1;
   sqlite3_bind_int64(st, 1, op_id);
   bind_text(st, 2, error);
   sqlite3_bind_int(st, 3, permanent != 0);
-  return exec_stmt(store, st, "recording a failed operation");
+  sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
+  sqlite3_bind_int64(st, 5, STORE_RETRY_BASE);
+  sqlite3_bind_int64(st, 6, STORE_RETRY_CAP);
+  /* RETURNING: step to completion so the write is done before reset. */
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    next = (time_t)sqlite3_column_int64(st, 0);
+  if (rc != SQLITE_DONE)
+    return fail(store, st, "recording a failed operation");
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (next_try != NULL && permanent)
+    *next_try = next;
+  return 0;
+}
+
+int
+store_ops_retry_due(struct store *store, const char *link, time_t now,
+                    long long *requeued)
+{
+  sqlite3_stmt *st = prep(store, ST_RETRY_DUE);
+
+  if (requeued != NULL)
+    *requeued = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+  if (exec_stmt(store, st, "retrying failed operations") != 0)
+    return -1;
+  if (requeued != NULL)
+    *requeued = sqlite3_changes64(store->db);
+  return 0;
 }
 
 int

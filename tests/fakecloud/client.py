@@ -334,8 +334,9 @@ class FakeCloud:
         return self.faults()["foreign_requests"]
 
     def throttle_stats(self, tenant):
-        """{"requests", "throttled", "early", "grace_ms",
-        "early_examples"} of a tenant."""
+        """{"requests", "throttled", "early", "connection_early",
+        "grace_ms", "early_examples", "connection_early_examples"} of a
+        tenant."""
         return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
                                   f"faults")
 

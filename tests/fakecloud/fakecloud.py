@@ -4677,7 +4677,8 @@ def admin_set_knobs(req):
 #   429/503 with Retry-After; a request arriving after sent + GRACE and
 #   before until is "early" (the grace covers requests already in flight
 #   when the answer left);
-#   per-tenant counters {"requests", "throttled", "early"};
+#   per-tenant counters {"requests", "throttled", "early",
+#   "connection_early"} (the last one: see "Throttling per connection");
 #   the fault rules with what each has left;
 #   requests that reached the foreign host.
 # --------------------------------------------------------------------------
@@ -4710,10 +4711,12 @@ class FaultState:
         self.login_down_until = 0.0
         self.retry_after_turn = 0
         self.early_examples = {}  # tenant id -> descriptions (see below)
+        self.connection_examples = {}   # the same, for connection_early
 
     def tenant_counts(self, tid):
         return self.counts.setdefault(
-            tid, {"requests": 0, "throttled": 0, "early": 0})
+            tid, {"requests": 0, "throttled": 0, "early": 0,
+                  "connection_early": 0})
 
 
 def _fraction(v):
@@ -5250,13 +5253,125 @@ def admin_tenant_faults(req):
     """Throttling counters of a tenant (all its clients and services):
     requests (Graph requests with a live token, $batch inner requests
     counted one by one), throttled (429/503 sent), early (sent before a
-    Retry-After given to that client had elapsed, past the grace)."""
+    Retry-After given to that client had elapsed, past the grace),
+    connection_early (requests of that client that came on a connection
+    after a throttled answer to it had been written there, before its
+    Retry-After had passed: no grace, see "Throttling per connection")."""
     tenant = admin_tenant(req)
-    counts = dict(req.cloud.fault_state.tenant_counts(tenant.id))
+    state = req.cloud.fault_state
+    counts = dict(state.tenant_counts(tenant.id))
     counts["grace_ms"] = req.cloud.knobs["throttle_grace_ms"]
-    counts["early_examples"] = list(
-        req.cloud.fault_state.early_examples.get(tenant.id, []))
+    counts["early_examples"] = list(state.early_examples.get(tenant.id, []))
+    counts["connection_early_examples"] = list(
+        state.connection_examples.get(tenant.id, []))
     return Response(200, counts)
+
+
+# --------------------------------------------------------------------------
+# Throttling per connection.  HTTP/1.1 keep-alive without pipelining (what
+# Handler serves, and what libcurl speaks): a client sends its next request
+# on a connection only once it has read the previous answer there.  So a
+# request that arrives on a connection after a throttled answer was written
+# on it (a 429, a 503/504 with Retry-After, or a 200 $batch answer whose
+# inner answers carry such a status), for the same tenant and client
+# (app), before that answer's Retry-After has passed, was sent after its
+# client read that answer: invariant 7 allows none, and no grace is
+# needed, unlike "early" (which must allow for requests already on their
+# way on other connections).  The window starts just before the answer is
+# written (the client cannot read it sooner), so a client that waits
+# Retry-After from reading it is never counted.  Counted for Graph and
+# Exchange; an answer without Retry-After (Exchange's "too many concurrent
+# requests" 429) opens no window, since it names no time.
+# --------------------------------------------------------------------------
+
+CONNECTION_SERVICES = ("graph", "exchange")
+THROTTLED_STATUSES = (429, 503, 504)
+
+
+def _retry_after_seconds(headers):
+    for name, value in (headers or {}).items():
+        if name.lower() != "retry-after":
+            continue
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            return None
+        return seconds if seconds >= 0 else None
+    return None
+
+
+def answer_retry_after(resp):
+    """The wait a throttled answer asks of its client, in seconds, or None:
+    the Retry-After of a 429 (503, 504), or the longest of the throttled
+    inner answers of a 200 $batch answer."""
+    if resp.status in THROTTLED_STATUSES:
+        return _retry_after_seconds(resp.headers)
+    body = resp.body
+    if resp.status != 200 or not isinstance(body, dict) or \
+            not isinstance(body.get("responses"), list):
+        return None
+    waits = [_retry_after_seconds(a.get("headers"))
+             for a in body["responses"]
+             if isinstance(a, dict) and a.get("status") in THROTTLED_STATUSES]
+    waits = [w for w in waits if w is not None]
+    return max(waits) if waits else None
+
+
+def connection_key(req):
+    """(tenant id, client id) of the token a request carries, live or not
+    (a request sent with a revoked token was sent all the same), or
+    None."""
+    token = req.cloud.tokens.get(bearer(req) or "")
+    return (token.tenant_id, token.client_id) if token is not None else None
+
+
+def connection_check(handler, req):
+    """Count req when it came on handler's connection inside a window an
+    earlier answer there opened for its tenant and client."""
+    cloud = req.cloud
+    if req.service not in CONNECTION_SERVICES:
+        return
+    key = connection_key(req)
+    waits = getattr(handler, "throttle_waits", None)
+    if key is None or not waits or waits[0] is not cloud.fault_state:
+        return
+    window = waits[1].get(key)
+    if window is None or not req.arrived < window[1]:
+        return
+    with cloud.lock:
+        state = cloud.fault_state
+        state.tenant_counts(key[0])["connection_early"] += 1
+        examples = state.connection_examples.setdefault(key[0], [])
+        if len(examples) < EARLY_EXAMPLES:
+            examples.append({
+                "service": req.service, "method": req.method,
+                "path": req.path, "client_id": key[1],
+                "ms_after_answer": round((req.arrived - window[0]) * 1000),
+                "ms_before_end": round((window[1] - req.arrived) * 1000),
+                "request_on_connection": getattr(req, "on_connection", 0),
+                "after": window[2]})
+
+
+def connection_throttled(handler, req, resp):
+    """Just before resp is written on handler's connection: when it asks
+    its client to wait, open (or extend) the window of req's tenant and
+    client on this connection."""
+    if req.service not in CONNECTION_SERVICES:
+        return
+    seconds = answer_retry_after(resp)
+    key = connection_key(req)
+    if seconds is None or key is None:
+        return
+    state = req.cloud.fault_state
+    waits = getattr(handler, "throttle_waits", None)
+    if waits is None or waits[0] is not state:
+        waits = handler.throttle_waits = (state, {})   # after a reset
+    now = time.monotonic()
+    old = waits[1].get(key)
+    if old is None or old[1] < now + seconds:
+        # What opened it, for whoever has to find out why.
+        waits[1][key] = (now, now + seconds,
+                         f"{req.method} {req.path} -> {resp.status}")
 
 
 # --------------------------------------------------------------------------
@@ -5317,7 +5432,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.served = getattr(self, "served", 0) + 1
         req.on_connection = self.served
         resp, payload = server.cloud.handle(req)
+        connection_check(self, req)
         throttle_windows_sent(server.cloud, req)
+        connection_throttled(self, req, resp)
         self.send_answer(resp, payload)
 
     def send_answer(self, resp, payload):

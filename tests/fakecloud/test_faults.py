@@ -196,8 +196,11 @@ def test_early_requests_are_counted_per_tenant_and_client(fc):
     assert get(fc, auth, DELTA).status == 200
     stats = fc.throttle_stats(TENANT)
     examples = stats.pop("early_examples")
+    # The early one came on the connection that carried the 503, after
+    # it: counted there too (see the tests of connection_early below).
+    assert len(stats.pop("connection_early_examples")) == 1
     assert stats == {"requests": 3, "throttled": 1, "early": 1,
-                     "grace_ms": 100}
+                     "connection_early": 1, "grace_ms": 100}
     # The early one, described: what, when, on which connection.
     assert len(examples) == 1
     ex = examples[0]
@@ -244,6 +247,111 @@ def test_batch_inner_requests_are_throttled_one_by_one(fc):
     assert answers["3"]["status"] == 200
     stats = fc.throttle_stats(TENANT)
     assert stats["throttled"] == 2 and stats["requests"] == 3
+
+
+# -- throttling per connection (connection_early) -----------------------------
+
+def write(fc, headers, n=1):
+    return fc.request("PATCH", f"{fc.graph_url}/v1.0/users/{uid(n)}",
+                      headers=headers, json_body={"jobTitle": "W"})
+
+
+def test_requests_after_a_429_on_its_connection_are_counted(fc):
+    """A 429 written on a kept-alive connection: the same client's next
+    request there before Retry-After counts, with no grace; another
+    tenant's on that connection, the same client's on another
+    connection, and any after Retry-After do not."""
+    auth, other = bearer(fc), bearer(fc, TENANT2, APP2)
+    fc.set_knobs(throttle_write_fraction=1)
+    reply = write(fc, auth)
+    sent = time.monotonic()
+    assert reply.status == 429
+    wait = float(reply.header("Retry-After"))
+    fc.set_knobs(throttle_write_fraction=0)
+    # At once, on the same connection (within the "early" grace).
+    assert get(fc, auth, DELTA).status == 200
+    stats = fc.throttle_stats(TENANT)
+    assert stats["connection_early"] == 1 and stats["early"] == 0
+    [ex] = stats["connection_early_examples"]
+    assert (ex["service"], ex["method"], ex["path"], ex["client_id"]) == \
+        ("graph", "GET", DELTA.split("?")[0], APP)
+    assert 0 <= ex["ms_after_answer"] < wait * 1000
+    assert 0 < ex["ms_before_end"] <= wait * 1000
+    assert ex["request_on_connection"] >= 2
+    assert ex["after"] == f"PATCH /v1.0/users/{uid(1)} -> 429"
+    # Another tenant's client on that connection: not held by it.
+    assert get(fc, other, "/v1.0/users/delta").status == 200
+    assert fc.throttle_stats(TENANT2)["connection_early"] == 0
+    # The same client on a new connection: not this count's business.
+    resp, _ = raw_get(fc, fc.graph_url + DELTA, auth)
+    assert resp.status == 200
+    assert fc.throttle_stats(TENANT)["connection_early"] == 1
+    # Once Retry-After has passed, the connection is free again.
+    wait_for(lambda: time.monotonic() > sent + wait + 0.05, timeout=5,
+             what="Retry-After elapsed")
+    assert write(fc, auth).status == 204
+    assert fc.throttle_stats(TENANT)["connection_early"] == 1
+
+
+def test_a_revoked_token_still_counts_on_the_connection(fc):
+    auth = bearer(fc)
+    fc.set_knobs(throttle_write_fraction=1)
+    assert write(fc, auth).status == 429
+    fc.set_knobs(throttle_write_fraction=0, revoke_tokens=True)
+    # Refused (401), but sent after the 429 all the same.
+    assert get(fc, auth, DELTA).status == 401
+    assert fc.throttle_stats(TENANT)["connection_early"] == 1
+
+
+def test_a_batch_with_inner_429s_holds_its_connection(fc):
+    auth = bearer(fc)
+    fc.set_knobs(batch_inner_429=1, batch_inner_retry_after=3)
+    body = {"requests": [
+        {"id": str(n), "method": "PATCH", "url": f"/users/{uid(n)}",
+         "headers": {"Content-Type": "application/json"},
+         "body": {"jobTitle": "B"}} for n in (1, 2)]}
+    reply = fc.request("POST", f"{fc.graph_url}/v1.0/$batch", headers=auth,
+                       json_body=body)
+    assert reply.status == 200
+    statuses = sorted(a["status"] for a in reply.json()["responses"])
+    assert statuses == [204, 429]
+    assert write(fc, auth, 3).status == 204
+    stats = fc.throttle_stats(TENANT)
+    assert stats["connection_early"] == 1
+    assert stats["connection_early_examples"][0]["method"] == "PATCH"
+
+
+def test_a_batch_without_throttled_answers_holds_nothing(fc):
+    auth = bearer(fc)
+    body = {"requests": [
+        {"id": "1", "method": "GET", "url": f"/users/{uid(1)}"},
+        {"id": "2", "method": "GET", "url": "/users/nobody"}]}
+    reply = fc.request("POST", f"{fc.graph_url}/v1.0/$batch", headers=auth,
+                       json_body=body)
+    assert reply.status == 200
+    assert get(fc, auth, DELTA).status == 200
+    assert fc.throttle_stats(TENANT)["connection_early"] == 0
+
+
+def test_exchange_429_with_retry_after_holds_its_connection(fc):
+    auth = {"Authorization": "Bearer " + fc.access_token(
+        TENANT, APP, SECRET, "https://outlook.office365.com/.default")}
+    url = f"{fc.exchange_url}/adminapi/beta/{TENANT}/InvokeCommand"
+    body = {"CmdletInput": {"CmdletName": "Get-MailContact",
+                            "Parameters": {}}}
+    fc.set_knobs(exo_rate_limit=1)
+    statuses = []
+    for _ in range(3):
+        reply = fc.request("POST", url, headers=auth, json_body=body)
+        statuses.append(reply.status)
+        if reply.status == 429:
+            break
+    assert statuses[-1] == 429 and reply.header("Retry-After")
+    fc.set_knobs(exo_rate_limit=0)
+    assert fc.request("POST", url, headers=auth,
+                      json_body=body).status == 200
+    [ex] = fc.throttle_stats(TENANT)["connection_early_examples"]
+    assert ex["service"] == "exchange"
 
 
 # -- connection-level and body faults -----------------------------------------

@@ -156,6 +156,17 @@ def when(entry):
                                       "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def rounds_converge(env, n):
+    """Rounds until one ends well with nothing left pending: then every
+    one of the n people has its guest and nothing failed for good."""
+    fc.wait_for(lambda: env.run("sync").returncode == 0
+                and env.status()["links"][0]["pending"] == 0,
+                timeout=120, interval=0.1, what="convergence")
+    converged(env)
+    st = env.status()["links"][0]
+    assert st["failed"] == 0 and st["objects"] == n, st
+
+
 def test_inner_429_retried_after_its_retry_after(make_env):
     env = make_env(users=60)
     n = len(env.in_scope())
@@ -196,12 +207,7 @@ def test_inner_429_storm_converges_over_rounds(make_env):
     r = env.run("sync", timeout=300)
     assert r.returncode in (0, 1), r.stderr
     env.cloud.set_knobs(batch_inner_429=0)
-    fc.wait_for(lambda: env.run("sync").returncode == 0
-                and env.status()["links"][0]["pending"] == 0,
-                timeout=120, interval=0.1, what="convergence")
-    converged(env)
-    st = env.status()["links"][0]
-    assert st["failed"] == 0 and st["objects"] == n
+    rounds_converge(env, n)
 
 
 def invitation_requests(reqs):
@@ -283,3 +289,57 @@ def test_invitations_in_a_throttling_storm_converge(make_env):
     print("storm invitations: %d guests, %d invitations sent (%d "
           "throttled) in %d HTTP requests"
           % (n, len(invitations), len(throttled), len(carriers)))
+
+
+def test_tokens_revoked_while_batches_fly(make_env):
+    """Tokens revoked again and again while $batch requests are in flight
+    (each fresh token refused soon after it is issued): a token refusal
+    means a fresh token and a retry, on a $batch as on a single request;
+    it never fails the ops inside for good, and the link converges once
+    the revoking stops."""
+    env = make_env(users=100)
+    n = len(env.in_scope())
+    env.cloud.set_knobs(latency_ms=60)
+    seq = last_seq(env)
+
+    def logins():
+        return len(env.cloud.log(service="login", since=seq))
+
+    proc = env.start("sync")
+    try:
+        fc.wait_for(lambda: any(e["path"].endswith("/$batch")
+                                for e in env.cloud.log(service="graph",
+                                                       since=seq)),
+                    timeout=60, interval=0.01, what="batches in flight")
+        for _ in range(12):
+            if proc.poll() is not None:
+                break
+            seen = logins()
+            env.cloud.set_knobs(revoke_tokens=True)
+            # The next revocation once a fresh token has been issued.
+            try:
+                fc.wait_for(lambda: proc.poll() is not None
+                            or logins() > seen, timeout=30, interval=0.01,
+                            what="a fresh token")
+            except TimeoutError:
+                break
+        env.cloud.set_knobs(revoke_tokens=False)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    refused = [e for e in env.cloud.log(service="graph", since=seq)
+               if e["status"] == 401]
+    assert any(e["path"].endswith("/$batch") for e in refused), \
+        "no $batch was refused: the storm missed the batches"
+    assert proc.returncode in (0, 1), err
+    st = env.status()["links"][0]
+    print("revoked: %d refused (%d $batch), rc %d, pending %d"
+          % (len(refused), sum(1 for e in refused
+                               if e["path"].endswith("/$batch")),
+             proc.returncode, st["pending"]))
+    assert st["failed"] == 0, st["failures"]
+    env.cloud.set_knobs(latency_ms=0)
+    rounds_converge(env, n)
+    assert env.writes()["invitations"] == n

@@ -213,7 +213,9 @@ def test_extra_addresses_added_and_removed(make_env):
 
 def test_exchange_throttling_is_retried(make_env):
     """Exchange answers 429 (rate) and its concurrent-requests answer;
-    galbridge backs off and converges."""
+    galbridge backs off and converges, and sends nothing on a connection
+    that carried a 429 before its Retry-After has passed (not even a
+    request that was about to leave: fakecloud counts per connection)."""
     env = make_env(users=15)
     text = open(env.conf).read().replace("object = guest",
                                          "object = mailcontact")
@@ -227,3 +229,5 @@ def test_exchange_throttling_is_retried(make_env):
     refused = [e for e in env.cloud.log(service="exchange")
                if e["status"] == 429]
     assert refused, "the knobs should have made Exchange refuse some calls"
+    stats = env.cloud.throttle_stats(env.tenants["fabrikam"]["id"])
+    assert stats["connection_early"] == 0, stats["connection_early_examples"]

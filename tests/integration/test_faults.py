@@ -530,4 +530,34 @@ def test_throttling_storm(make_env):
              throttled, early))
     assert throttled > 0
     assert early == 0, [s["early_examples"] for s in stats]
+    assert sum(s["connection_early"] for s in stats) == 0, \
+        [s["connection_early_examples"] for s in stats]
     assert extra <= 1.5 * throttled
+
+
+def test_no_request_on_a_connection_after_its_429(make_env):
+    """A quarter of writes answered 429 (inner requests of $batch answers
+    too) with Retry-After 1-3 s: no request of galbridge's comes on a
+    connection after a throttled answer was read there, before its
+    Retry-After has passed (invariant 7; fakecloud counts it per
+    connection, with no grace), and the link converges."""
+    env = make_env(users=100)
+    env.cloud.set_knobs(throttle_write_fraction=0.25,
+                        throttle_read_fraction=0.1)
+    fc.wait_for(lambda: env.run("sync", timeout=600).returncode == 0
+                and env.status()["links"][0]["pending"] == 0,
+                timeout=900, interval=0.1, what="convergence")
+    check_converged(env)
+    stats = [env.cloud.throttle_stats(t["id"])
+             for t in env.tenants.values()]
+    throttled = sum(s["throttled"] for s in stats)
+    inner = sum(1 for e in env.cloud.log(service="graph")
+                if e.get("batch") and e["status"] == 429)
+    print("per connection: %d throttled (%d inside batches), %d after a "
+          "429 on its connection" % (throttled, inner,
+                                     sum(s["connection_early"]
+                                         for s in stats)))
+    assert throttled > 0 and inner > 0
+    assert sum(s["connection_early"] for s in stats) == 0, \
+        [s["connection_early_examples"] for s in stats]
+    assert env.status()["links"][0]["failed"] == 0

@@ -1,8 +1,11 @@
 """Guest sync end to end: galbridge sync against fakecloud's target."""
+import datetime
 import json
 import os
 import random
 import signal
+import sqlite3
+import time
 
 import client as fc
 
@@ -460,6 +463,54 @@ def test_forbidden_patch_fails_that_user_only(make_env):
     for p in people[:3]:
         if p != sid:
             assert env.copies()[p][0]["jobTitle"] == "New " + p
+
+
+def iso_time(text):
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def test_failed_op_is_tried_again_after_its_backoff(make_env):
+    """An op failed for good waits an hour (status shows when), is left
+    alone by the rounds before that, and runs again in the first round
+    after: an error that was passing after all heals without the admin."""
+    env = make_env(users=20)
+    assert env.run("sync").returncode == 0
+    sid = sorted(env.copies())[0]
+    guest = env.copies()[sid][0]
+    env.cloud.set_knobs(fail_patch_for=[guest["id"]])
+    env.cloud.patch_user(env.source["id"], sid, {"jobTitle": "Refused"})
+    before = time.time()
+    r = env.run("sync")
+    assert r.returncode == 1
+    [failure] = env.status()["links"][0]["failures"]
+    assert failure["source_id"] == sid
+    assert "Authorization_RequestDenied" in failure["error"]
+    next_try = iso_time(failure["next_try"])
+    assert before + 3600 - 1 <= next_try <= time.time() + 3600 + 1
+    text = env.run("status")
+    assert text.returncode == 0
+    assert "next try at %s" % failure["next_try"] in text.stdout
+    # Not before its time: later rounds leave it failed, unsent.
+    patches = env.writes()["patches"]
+    assert env.run("sync").returncode == 1
+    assert env.writes()["patches"] == patches
+    assert env.status()["links"][0]["failed"] == 1
+    # Its time has come (the clock moved on): the next round tries it
+    # again, and since the refusal is over, it goes through.
+    env.cloud.set_knobs(fail_patch_for=[])
+    db = sqlite3.connect(os.path.join(env.state_dir, "state.db"))
+    with db:
+        db.execute("UPDATE op SET next_try = ? WHERE state = 'failed'",
+                   (int(time.time()) - 1,))
+    db.close()
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert "failed operations tried again after their backoff" in r.stderr
+    assert env.writes()["patches"] == patches + 1
+    assert env.copies()[sid][0]["jobTitle"] == "Refused"
+    st = env.status()["links"][0]
+    assert st["failed"] == 0 and st["pending"] == 0 and st["failures"] == []
 
 
 def test_higher_max_deletes_releases_held_deletes(make_env):

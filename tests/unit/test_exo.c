@@ -1108,7 +1108,9 @@ test_401_refresh(void **state)
   assert_exo_headers(exo_req(&f->srv, 1), "eyJ0.tok-3.sig");
   assert_non_null(strstr(log_buf, "token refused"));
 
-  /* Refused twice: one refresh only, then the 401 is the answer. */
+  /* Refused again and again (tokens revoked as fast as they come): three
+   * fresh tokens, then the 401 is the answer, as a token problem: worth
+   * trying later, never a permanent failure. */
   f->srv.n_replies = f->srv.next_reply = 0;
   add_reply(&f->srv, 401, "application/json",
             "{\"error\":{\"code\":\"InvalidAuthenticationToken\","
@@ -1117,10 +1119,46 @@ test_401_refresh(void **state)
   RUN_UNTIL(f, g.called);
   assert_int_equal(g.result, EXO_ERR_HTTP);
   assert_int_equal(g.status, 401);
+  assert_int_equal(g.transient, 1);
   assert_string_equal(g.errmsg, "Get-User: HTTP 401: Token expired");
-  assert_int_equal(auth_refresh_count(f->auth), 3);
-  assert_int_equal(f->srv.n_exo, 4);
+  assert_int_equal(auth_refresh_count(f->auth), 5);
+  assert_int_equal(f->srv.n_exo, 6);
   fx_free(f);
+}
+
+/* One classification (http.h): Exchange's answers by status, its
+ * plain-text "too many concurrent requests" as throttling whatever the
+ * status. */
+static void
+test_error_class(void **state)
+{
+  static const struct {
+    long status;
+    const char *text;
+    enum http_class want;
+  } cases[] = {
+      {401, "Token expired", HTTP_CLASS_TOKEN},
+      {401, NULL, HTTP_CLASS_TOKEN},
+      {429, "", HTTP_CLASS_THROTTLED},
+      {503, "", HTTP_CLASS_THROTTLED},
+      {200,
+       "The request was rejected: the maximum number of concurrent "
+       "requests per tenant has been reached.",
+       HTTP_CLASS_THROTTLED},
+      {400, "You have reached the Maximum Number Of Concurrent Requests",
+       HTTP_CLASS_THROTTLED},
+      {500, "oops", HTTP_CLASS_TRANSIENT},
+      {502, NULL, HTTP_CLASS_TRANSIENT},
+      {400, "Ex6F9304|...ManagementObjectNotFoundException|x",
+       HTTP_CLASS_PERMANENT},
+      {403, "Access denied", HTTP_CLASS_PERMANENT},
+      {404, "Not here", HTTP_CLASS_PERMANENT},
+  };
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+    assert_int_equal(exo_error_class(cases[i].status, cases[i].text),
+                     cases[i].want);
 }
 
 static void
@@ -1260,6 +1298,7 @@ main(void)
       cmocka_unit_test(test_round_trip_paging),
       cmocka_unit_test(test_answers),
       cmocka_unit_test(test_401_refresh),
+      cmocka_unit_test(test_error_class),
       cmocka_unit_test(test_concurrency),
       cmocka_unit_test(test_free_cancels),
       cmocka_unit_test(test_decode_error_blank_fields),

@@ -640,6 +640,149 @@ batch_invitations_round_trip(void **state)
   json_decref(inv2);
 }
 
+/* One classification of errors: a plain answer, a $batch answer as a
+ * whole (a plain answer to POST /$batch) and each answer inside one are
+ * the same struct graph_response, classified by graph_error_class(). */
+static void
+error_class_table(void **state)
+{
+  static const struct {
+    int result;
+    long status;
+    const char *code;
+    int auth_permanent;
+    enum http_class want;
+  } cases[] = {
+      {GRAPH_OK, 200, "", 0, HTTP_CLASS_OK},
+      {GRAPH_OK, 204, "", 0, HTTP_CLASS_OK},
+      /* A token refused, whatever the code says, and the code wherever
+       * it comes. */
+      {GRAPH_ERR_HTTP, 401, "InvalidAuthenticationToken", 0, HTTP_CLASS_TOKEN},
+      {GRAPH_ERR_HTTP, 401, "", 0, HTTP_CLASS_TOKEN},
+      {GRAPH_ERR_HTTP, 401, "Unauthorized", 0, HTTP_CLASS_TOKEN},
+      {GRAPH_ERR_HTTP, 403, "invalidauthenticationtoken", 0, HTTP_CLASS_TOKEN},
+      /* No token could be had: passing, unless the credentials were
+       * refused (for the admin to fix). */
+      {GRAPH_ERR_AUTH, 0, "", 0, HTTP_CLASS_TOKEN},
+      {GRAPH_ERR_AUTH, 0, "", 1, HTTP_CLASS_PERMANENT},
+      {GRAPH_ERR_HTTP, 429, "TooManyRequests", 0, HTTP_CLASS_THROTTLED},
+      {GRAPH_ERR_HTTP, 503, "serviceNotAvailable", 0, HTTP_CLASS_THROTTLED},
+      {GRAPH_ERR_HTTP, 504, "", 0, HTTP_CLASS_THROTTLED},
+      {GRAPH_ERR_HTTP, 500, "InternalServerError", 0, HTTP_CLASS_TRANSIENT},
+      {GRAPH_ERR_HTTP, 502, "", 0, HTTP_CLASS_TRANSIENT},
+      {GRAPH_ERR_HTTP, 408, "", 0, HTTP_CLASS_TRANSIENT},
+      {GRAPH_ERR_NETWORK, 0, "", 0, HTTP_CLASS_TRANSIENT},
+      {GRAPH_ERR_CANCELLED, 0, "", 0, HTTP_CLASS_TRANSIENT},
+      {GRAPH_ERR_PROTOCOL, 200, "", 0, HTTP_CLASS_TRANSIENT},
+      {GRAPH_ERR_HTTP, 400, "Request_BadRequest", 0, HTTP_CLASS_PERMANENT},
+      {GRAPH_ERR_HTTP, 403, "Authorization_RequestDenied", 0,
+       HTTP_CLASS_PERMANENT},
+      {GRAPH_ERR_HTTP, 404, "Request_ResourceNotFound", 0,
+       HTTP_CLASS_PERMANENT},
+      {GRAPH_ERR_HTTP, 409, "", 0, HTTP_CLASS_PERMANENT},
+  };
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct graph_response r = {.result = cases[i].result,
+                               .status = cases[i].status,
+                               .code = cases[i].code,
+                               .auth_permanent = cases[i].auth_permanent};
+    enum http_class c = graph_error_class(&r);
+
+    if (c != cases[i].want)
+      fail_msg("case %zu (%ld %s): class %d, want %d", i, cases[i].status,
+               cases[i].code, (int)c, (int)cases[i].want);
+    assert_int_equal(graph_error_transient(&r),
+                     c != HTTP_CLASS_OK && c != HTTP_CLASS_PERMANENT);
+  }
+}
+
+/* Each answer inside a $batch is classified as the same answer alone
+ * would be: a 401 InvalidAuthenticationToken inside a batch is a token
+ * problem (a fresh token and a retry), never a permanent failure of that
+ * op. */
+static void
+error_class_inner(void **state)
+{
+  const char *const ids[] = {"1", "2", "3", "4", "5"};
+  struct graph_batch_answer out[5];
+  static const enum http_class want[] = {
+      HTTP_CLASS_TOKEN, HTTP_CLASS_THROTTLED, HTTP_CLASS_OK,
+      HTTP_CLASS_PERMANENT, HTTP_CLASS_TRANSIENT};
+  char err[128];
+  json_t *answer =
+      parse("{\"responses\":["
+            "{\"id\":\"1\",\"status\":401,\"body\":{\"error\":{\"code\":"
+            "\"InvalidAuthenticationToken\",\"message\":\"Lifetime validation "
+            "failed, the token is expired.\"}}},"
+            "{\"id\":\"2\",\"status\":429,\"headers\":{\"Retry-After\":\"1\"},"
+            "\"body\":{\"error\":{\"code\":\"TooManyRequests\"}}},"
+            "{\"id\":\"3\",\"status\":204},"
+            "{\"id\":\"4\",\"status\":403,\"body\":{\"error\":{\"code\":"
+            "\"Authorization_RequestDenied\"}}},"
+            "{\"id\":\"5\",\"status\":500}]}");
+
+  (void)state;
+  assert_int_equal(graph_batch_parse(answer, ids, 5, out, err, sizeof(err)),
+                   0);
+  for (size_t i = 0; i < 5; i++) {
+    const char *code = json_string_value(
+        json_object_get(json_object_get(out[i].body, "error"), "code"));
+    struct graph_response r = {.result = out[i].status < 300 ? GRAPH_OK
+                                                             : GRAPH_ERR_HTTP,
+                               .status = out[i].status,
+                               .code = code != NULL ? code : ""};
+
+    assert_int_equal(graph_error_class(&r), want[i]);
+  }
+  json_decref(answer);
+}
+
+/* What a $batch answer asks its gate to wait: the longest Retry-After of
+ * its throttled answers inside. */
+static void
+batch_wait(void **state)
+{
+  static const struct {
+    const char *answer;
+    double want;
+  } cases[] = {
+      {"{\"responses\":[{\"id\":\"1\",\"status\":429,"
+       "\"headers\":{\"Retry-After\":\"2\"}},"
+       "{\"id\":\"2\",\"status\":503,\"headers\":{\"retry-after\":3.5}},"
+       "{\"id\":\"3\",\"status\":429},"
+       "{\"id\":\"4\",\"status\":200,\"headers\":{\"Retry-After\":\"9\"}}"
+       "]}",
+       3.5},
+      {"{\"responses\":[{\"id\":\"1\",\"status\":429,"
+       "\"headers\":{\"Retry-After\":\"1.25\"}}]}",
+       1.25},
+      /* Throttled without Retry-After, or not throttled: no wait. */
+      {"{\"responses\":[{\"id\":\"1\",\"status\":429}]}", -1},
+      {"{\"responses\":[{\"id\":\"1\",\"status\":500,"
+       "\"headers\":{\"Retry-After\":\"5\"}},{\"id\":\"2\",\"status\":204}]}",
+       -1},
+      {"{\"responses\":[{\"id\":\"1\",\"status\":\"429\","
+       "\"headers\":{\"Retry-After\":\"5\"}}]}",
+       -1},
+      {"{\"responses\":[]}", -1},
+      {"{\"value\":[]}", -1},
+      {"[1,2]", -1},
+  };
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    json_t *a = parse(cases[i].answer);
+    double got = graph_batch_wait(a);
+
+    if (got < cases[i].want - 0.001 || got > cases[i].want + 0.001)
+      fail_msg("case %zu: %.3f, want %.3f", i, got, cases[i].want);
+    json_decref(a);
+  }
+  assert_true(graph_batch_wait(NULL) < 0);
+}
+
 /* One budget per tenant and application, as Microsoft counts them. */
 static void
 gate_per_tenant_and_app(void **state)
@@ -932,6 +1075,9 @@ main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(request_units),
       cmocka_unit_test(gate_per_tenant_and_app),
+      cmocka_unit_test(error_class_table),
+      cmocka_unit_test(error_class_inner),
+      cmocka_unit_test(batch_wait),
       cmocka_unit_test(merge_new_user),
       cmocka_unit_test(merge_changed_full_properties),
       cmocka_unit_test(merge_minimal_keeps_absent),

@@ -259,6 +259,23 @@ route(struct conn *c, const struct hit *h)
       respond(c, "503 Service Unavailable", "Retry-After: 0.3\r\n", "", 0);
     else
       respond(c, "200 OK", "", "fine", 4);
+  } else if (strcmp(h->path, "/batch-429") == 0) {
+    /* Braces and quotes inside strings must not end the JSON early. */
+    static const char b[] =
+        "{\"responses\":[{\"id\":\"1\",\"status\":429,\"headers\":"
+        "{\"Retry-After\":\"0.4\"},\"body\":{\"error\":{\"code\":"
+        "\"TooManyRequests\",\"message\":\"a } a ] a \\\" a \\\\\"}}},"
+        "{\"id\":\"2\",\"status\":204}]}";
+    respond(c, "200 OK", "Content-Type: application/json\r\n", b,
+            sizeof b - 1);
+  } else if (strcmp(h->path, "/batch-ok") == 0) {
+    respond(c, "200 OK", "Content-Type: application/json\r\n",
+            " {\"responses\":[{\"id\":\"1\",\"status\":204}]}\n", 41);
+  } else if (strcmp(h->path, "/batch-text") == 0) {
+    respond(c, "200 OK", "Content-Type: text/plain\r\n", "not json {", 10);
+  } else if (strcmp(h->path, "/batch-400") == 0) {
+    respond(c, "400 Bad Request", "Content-Type: application/json\r\n",
+            "{\"error\":{\"code\":\"BadRequest\"}}", 31);
   } else if (strcmp(h->path, "/redirect") == 0) {
     respond(c, "302 Found", "Location: https://example.invalid/next\r\n", "",
             0);
@@ -868,6 +885,30 @@ test_urlencode(void **state)
   assert_null(http_urlencode(NULL));
 }
 
+/* The one classification of errors, by status. */
+static void
+test_status_class(void **state)
+{
+  static const struct {
+    long status;
+    enum http_class want;
+  } cases[] = {
+      {200, HTTP_CLASS_OK},        {201, HTTP_CLASS_OK},
+      {204, HTTP_CLASS_OK},        {401, HTTP_CLASS_TOKEN},
+      {429, HTTP_CLASS_THROTTLED}, {503, HTTP_CLASS_THROTTLED},
+      {504, HTTP_CLASS_THROTTLED}, {0, HTTP_CLASS_TRANSIENT},
+      {408, HTTP_CLASS_TRANSIENT}, {500, HTTP_CLASS_TRANSIENT},
+      {502, HTTP_CLASS_TRANSIENT}, {509, HTTP_CLASS_TRANSIENT},
+      {302, HTTP_CLASS_PERMANENT}, {400, HTTP_CLASS_PERMANENT},
+      {403, HTTP_CLASS_PERMANENT}, {404, HTTP_CLASS_PERMANENT},
+      {409, HTTP_CLASS_PERMANENT}, {422, HTTP_CLASS_PERMANENT},
+  };
+
+  (void)state;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    assert_int_equal(http_status_class(cases[i].status), cases[i].want);
+}
+
 /* ------------------------------------------------------------------ */
 /* transfers                                                           */
 
@@ -1082,6 +1123,96 @@ test_429_gate(void **state)
   assert_true(b->t_ns < a2->t_ns);
   assert_true(http_gate_wait(fx->http, "tenant-a/graph") == 0);
   assert_non_null(strstr(log_buf, "gate=tenant-a/graph"));
+}
+
+/* An answer that carries throttled answers inside (Graph's $batch): the
+ * request's inner_wait hook reads the body as soon as it is complete
+ * JSON, and the gate closes then, inside the transfer, before libcurl
+ * could hand the connection to another request, so before the done
+ * callback runs; a body that is not JSON, or an error answer, is not
+ * given to the hook. */
+struct inner_result {
+  struct result r; /* first: on_done's view */
+  struct fx *fx;
+  const char *gate;
+  int hook_calls;
+  char hook_body[512];
+  double wait_in_done;
+};
+
+static double
+inner_wait_hook(void *ctx, const char *body, size_t len)
+{
+  struct inner_result *ir = ctx;
+
+  ir->hook_calls++;
+  copy_field(ir->hook_body, sizeof ir->hook_body, body, len);
+  assert_int_equal(body[len], '\0');
+  return strstr(body, "\"status\":429") != NULL ? 0.4 : -1;
+}
+
+static void
+on_inner_done(void *ctx, const struct http_response *resp)
+{
+  struct inner_result *ir = ctx;
+
+  on_done(&ir->r, resp);
+  if (!results_gone)
+    ir->wait_in_done = http_gate_wait(ir->fx->http, ir->gate);
+}
+
+static void
+send_inner(struct fx *fx, const char *path, struct inner_result *ir)
+{
+  struct http_request req = {
+      .method = "POST", .gate = "t/app/graph", .inner_wait = inner_wait_hook};
+
+  memset(ir, 0, sizeof *ir);
+  ir->fx = fx;
+  ir->gate = req.gate;
+  req.url = fx_url(fx, path);
+  req.body = "{}";
+  req.body_len = 2;
+  assert_int_equal(http_send(fx->http, &req, on_inner_done, ir), 0);
+  wait_done(fx, &ir->r);
+}
+
+static void
+test_inner_wait_closes_the_gate(void **state)
+{
+  struct fx *fx = *state;
+  struct inner_result ir;
+  struct result after = {0};
+  const struct hit *batch, *next;
+
+  fx_http(fx, NULL);
+  send_inner(fx, "/batch-429", &ir);
+  assert_ok(&ir.r, 200, NULL);
+  assert_int_equal(ir.hook_calls, 1);
+  assert_string_equal(ir.hook_body, ir.r.body); /* all of it, at once */
+  assert_true(ir.wait_in_done > 0.3 && ir.wait_in_done <= 0.4);
+  get(fx, "/after", "t/app/graph", &after);
+  wait_done(fx, &after);
+  batch = server_hit(&fx->srv, "/batch-429", 1);
+  next = server_hit(&fx->srv, "/after", 1);
+  assert_non_null(batch);
+  assert_non_null(next);
+  assert_true(gap_ms(batch, next) >= 400.0 - 2.0);
+  assert_non_null(strstr(log_buf, "http gate closed gate=t/app/graph"));
+
+  /* Nothing throttled inside: the hook reads it, the gate stays open. */
+  send_inner(fx, "/batch-ok", &ir);
+  assert_int_equal(ir.hook_calls, 1);
+  assert_string_equal(ir.hook_body, ir.r.body);
+  assert_true(ir.wait_in_done == 0);
+  /* Not JSON, or not a 2xx: never given to the hook. */
+  send_inner(fx, "/batch-text", &ir);
+  assert_ok(&ir.r, 200, "not json {");
+  assert_int_equal(ir.hook_calls, 0);
+  send_inner(fx, "/batch-400", &ir);
+  assert_int_equal(ir.r.status, 400);
+  assert_int_equal(ir.hook_calls, 0);
+  assert_true(ir.wait_in_done == 0);
 }
 
 /* A 503 with Retry-After also shuts the gate; Retry-After longer than
@@ -1582,12 +1713,14 @@ main(void)
       cmocka_unit_test(test_parse_retry_after),
       cmocka_unit_test(test_backoff_bounds),
       cmocka_unit_test(test_urlencode),
+      cmocka_unit_test(test_status_class),
 #define T(name) cmocka_unit_test_setup_teardown(name, fx_setup, fx_teardown)
       T(test_get_ok),
       T(test_methods_and_body),
       T(test_redirect_not_followed),
       T(test_gzip_and_header_bounds),
       T(test_429_gate),
+      T(test_inner_wait_closes_the_gate),
       T(test_503_retry_after_and_cap),
       T(test_503_backoff),
       T(test_503_exhausted),

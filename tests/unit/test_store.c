@@ -345,6 +345,111 @@ link_counts_empty(void **state)
   assert_int_equal(c.last_success, 0);
 }
 
+/* The op of `source_id` in `state` (0 if none); *next_try its next try. */
+static long long
+op_of(struct store *s, const char *state, const char *source_id,
+      time_t *next_try)
+{
+  struct store_op *ops;
+  size_t n;
+  long long id = 0;
+
+  assert_int_equal(store_ops_list(s, "a-to-b", state, 100, &ops, &n), 0);
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(ops[i].source_id, source_id) == 0) {
+      id = ops[i].id;
+      if (next_try != NULL)
+        *next_try = ops[i].next_try;
+    }
+  }
+  store_ops_free(ops, n);
+  return id;
+}
+
+static void
+put_op(struct store *s, const char *source_id, const char *kind, time_t now)
+{
+  assert_int_equal(store_op_put(s, "a-to-b", source_id, kind, "{}", "{}", "h",
+                                "pending", NULL, now),
+                   0);
+}
+
+static long long
+requeue(struct store *s, time_t now)
+{
+  long long n = -1;
+
+  assert_int_equal(store_ops_retry_due(s, "a-to-b", now, &n), 0);
+  return n;
+}
+
+/* An op failed for good is tried again after 1 hour, then about twice as
+ * long each time, at most 24 hours; the planner's own refusals (kinds
+ * "fail" and "conflict") are not; a new op or resync starts afresh. */
+static void
+failed_ops_retried_after_growing_backoff(void **state)
+{
+  struct fixture *f = *state;
+  const time_t t0 = 1700000000;
+  time_t next = -1, t;
+  long long id;
+
+  put_op(f->store, "s1", "update", t0);
+  put_op(f->store, "s2", "fail", t0);
+  put_op(f->store, "s3", "conflict", t0);
+  id = op_of(f->store, "pending", "s1", NULL);
+  /* A passing failure stays pending, with no next try. */
+  assert_int_equal(store_op_fail(f->store, id, 0, "busy", t0 + 5, &next), 0);
+  assert_int_equal(next, 0);
+  assert_int_equal(op_of(f->store, "pending", "s1", &next), id);
+  assert_int_equal(next, 0);
+  /* For good: one hour. */
+  assert_int_equal(store_op_fail(f->store, id, 1, "refused", t0 + 10, &next),
+                   0);
+  assert_int_equal(next, t0 + 10 + 3600);
+  assert_int_equal(op_of(f->store, "failed", "s1", &next), id);
+  assert_int_equal(next, t0 + 10 + 3600);
+  for (int i = 2; i <= 3; i++) {
+    long long other = op_of(f->store, "pending", i == 2 ? "s2" : "s3", NULL);
+    assert_int_equal(store_op_fail(f->store, other, 1, "x", t0 + 10, NULL), 0);
+  }
+  /* Not before its time; then back to pending, keeping its next try. */
+  assert_int_equal(requeue(f->store, t0 + 10 + 3599), 0);
+  assert_int_equal(requeue(f->store, t0 + 10 + 3600), 1);
+  assert_int_equal(op_of(f->store, "pending", "s1", &next), id);
+  assert_int_equal(next, t0 + 10 + 3600);
+  assert_int_not_equal(op_of(f->store, "failed", "s2", NULL), 0);
+  assert_int_not_equal(op_of(f->store, "failed", "s3", NULL), 0);
+  /* Failing again: about two hours, then about four. */
+  t = t0 + 10 + 3600 + 5;
+  assert_int_equal(store_op_fail(f->store, id, 1, "refused", t, &next), 0);
+  assert_in_range(next - t, 2 * 3600, 2 * 3600 + 60);
+  assert_int_equal(requeue(f->store, next), 1);
+  t = next;
+  assert_int_equal(store_op_fail(f->store, id, 1, "refused", t, &next), 0);
+  assert_in_range(next - t, 4 * 3600, 4 * 3600 + 60);
+  /* Never more than a day. */
+  assert_int_equal(requeue(f->store, next), 1);
+  t = t0 + 40 * 86400;
+  assert_int_equal(store_op_fail(f->store, id, 1, "refused", t, &next), 0);
+  assert_int_equal(next, t + 86400);
+  /* A new op for the object (its source changed) starts afresh. */
+  put_op(f->store, "s1", "update", t);
+  id = op_of(f->store, "pending", "s1", &next);
+  assert_int_equal(next, 0);
+  assert_int_equal(store_op_fail(f->store, id, 1, "refused", t + 1, &next), 0);
+  assert_int_equal(next, t + 1 + 3600);
+  /* So does resync, which puts back every failed op, the planner's own
+   * refusals included. */
+  long long cleared = 0;
+  assert_int_equal(store_link_clear_failed(f->store, "a-to-b", &cleared), 0);
+  assert_int_equal(cleared, 3);
+  assert_int_equal(op_of(f->store, "pending", "s1", &next), id);
+  assert_int_equal(next, 0);
+  assert_int_equal(store_op_fail(f->store, id, 1, "refused", t + 9, &next), 0);
+  assert_int_equal(next, t + 9 + 3600);
+}
+
 static void
 reopen_keeps_data_and_refuses_newer_schema(void **state)
 {
@@ -523,6 +628,8 @@ main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(plan_rows_carry_bad, setup, teardown),
       cmocka_unit_test_setup_teardown(link_counts_empty, setup, teardown),
+      cmocka_unit_test_setup_teardown(failed_ops_retried_after_growing_backoff,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(
           reopen_keeps_data_and_refuses_newer_schema, setup, teardown),
       cmocka_unit_test(open_fails_cleanly_on_bad_dir),
