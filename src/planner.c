@@ -567,6 +567,7 @@ struct planned {
   int drop_op;     /* an op is queued but nothing is to be done */
   int no_op;       /* nothing to queue (only its claims to write) */
   int show;        /* no_op, yet emitted: a refusal kept (galbridge plan) */
+  int logged;      /* its refusal was logged already (by the reader) */
   long long op_id; /* existing op, for drop_op */
   int is_delete;
   int claims; /* write `keys` as its claims (none: drop them) */
@@ -1072,6 +1073,7 @@ on_row(void *ctx, const struct store_plan_row *row)
     return 0;
   }
 
+  p.logged = row->bad != NULL;
   p.source_id = strdup(row->source_id);
   /* A create starts from nothing, even over a row whose object is gone:
    * the old id must not be patched. */
@@ -1193,7 +1195,7 @@ emit_all(struct round *r, struct planned *items, size_t n, int hold)
     }
     if (p->drop_op || p->no_op)
       continue;
-    if (p->d.kind == PLANNER_FAIL)
+    if (p->d.kind == PLANNER_FAIL && !p->logged)
       log_warning("object not synced link=%s source_id=%s reason=\"%s\"",
                   r->pl->link->name, p->source_id, p->d.reason);
     else if (p->d.kind == PLANNER_ADOPT)

@@ -641,6 +641,9 @@ class Contact:
     def __init__(self, cid, props):
         self.id = cid
         self.props = dict(props)
+        # When it was made (orgContact has no createdDateTime; Exchange
+        # shows it as WhenCreated).
+        self.created = iso_ms(time.time())[:-5] + "Z"
 
     def admin_view(self):
         view = {"id": self.id}
@@ -836,7 +839,6 @@ class Tenant:
         if mail and "proxyAddresses" not in props:
             props["proxyAddresses"] = [f"SMTP:{mail}"]
         props.setdefault("displayName", mail or cid)
-        props.setdefault("createdDateTime", iso_ms(time.time())[:-5] + "Z")
         contact = Contact(cid, props)
         self.contacts[cid] = contact
         return contact
@@ -3428,7 +3430,7 @@ def primary_smtp(addresses):
 
 
 def recipient_view(tenant, oid, name, props, rtype, details, external,
-                   hidden):
+                   hidden, created=None):
     mail = props.get("mail")
     addresses = list(props.get("proxyAddresses") or []) or \
         ([f"SMTP:{mail}"] if mail else [])
@@ -3467,7 +3469,7 @@ def recipient_view(tenant, oid, name, props, rtype, details, external,
     }
     # When the object was made, as Exchange lists it (guessed: ISO 8601
     # UTC, the JSON output format's dates).
-    created = props.get("createdDateTime")
+    created = created or props.get("createdDateTime")
     if created:
         view["WhenCreated"] = view["WhenCreatedUTC"] = created
     for n in range(1, 16):
@@ -3522,7 +3524,8 @@ def contact_recipient(contact, tenant=None):
         props.get("name") or props.get("displayName") or contact.id, props,
         "MailContact", "MailContact",
         props.get("externalEmailAddress") or f"SMTP:{mail}",
-        props.get("hiddenFromAddressListsEnabled") is True)
+        props.get("hiddenFromAddressListsEnabled") is True,
+        created=getattr(contact, "created", None))
 
 
 def group_recipient(group, tenant):

@@ -363,7 +363,13 @@ def test_bad_value_fails_one_object(env):
         "displayName": "New Hire Two", "mail": "hire2@contoso.com",
         "mailNickname": "hire2"})["id"]
     r = env.run("sync")
-    assert r.returncode == 0, r.stderr[-3000:]
+    # Each refused object is a failed one (exit 1, in status with its
+    # reason); nothing else is.
+    assert r.returncode == 1, r.stderr[-3000:]
+    st = env.status()["links"][0]
+    assert {f["source_id"] for f in st["failures"]} == set(bad)
+    assert all(f["error"].startswith("source value refused: ")
+               for f in st["failures"])
     assert "delta round failed" not in r.stderr
     copies = env.copies()
     assert len(copies.get(hire2, [])) == 1
@@ -374,7 +380,9 @@ def test_bad_value_fails_one_object(env):
     # A good value again clears the refusal and syncs.
     env.cloud.patch_user(src, nul, {"displayName": "Nul Fixed"})
     r = env.run("sync")
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert nul not in {f["source_id"]
+                       for f in env.status()["links"][0]["failures"]}
     assert env.copies()[nul][0]["displayName"] == "Nul Fixed"
     assert bad_of(env, nul) is None
     assert env.writes()["deletes"] == 0
