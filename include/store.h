@@ -273,7 +273,7 @@ struct store_op {
   char *last_error;
   char *target_id;
   long long sent_at; /* a create's request may have left then (0: not) */
-  time_t next_try; /* failed: when it is tried again (0: next round) */
+  time_t next_try;   /* failed: when it is tried again (0: next round) */
 };
 
 /* Insert or replace the op of (link, source_id) — one op per object at a

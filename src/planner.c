@@ -554,10 +554,11 @@ out:
 
 /* --- a round --- */
 
-#define MAX_KEYS 2      /* claims of one object: its address, its anchor */
-#define MAX_FOUND 8     /* target objects weighed for one lookup */
-#define FAIL_RETRY 3600 /* seconds before a refused object is weighed again   \
-                         */
+#define MAX_KEYS 2  /* claims of one object: its address, its anchor */
+#define MAX_FOUND 8 /* target objects weighed for one lookup */
+#define FAIL_RETRY                                                            \
+  3600 /* seconds before a refused object is weighed again                    \
+        */
 
 struct planned {
   char *source_id;
