@@ -2,10 +2,16 @@
 import os
 import signal
 import sqlite3
+import sys
 import time
 
 import client as fc
 from conftest import Env
+
+# The reliability report's recorder (a no-op outside `make reliability`).
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "reliability"))
+from record import crashes, record, tally  # noqa: E402
 
 
 def last_seq(env):
@@ -362,6 +368,11 @@ def test_graph_url_changes(env):
 
     before = env.writes()
     r = env.run("sync")
+    counts = tally(env)
+    counts["losses"] += env.writes()["deletes"] - before["deletes"]
+    record("base-URL change", injected=1, rounds=1,
+           converged=int(r.returncode == 0 and not any(counts.values())),
+           crashes=crashes(r.returncode), **counts)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "delta link of another Graph base URL not followed" in r.stderr
     assert r.stderr.count("mode=full reason=graph-url-changed") == 2

@@ -171,6 +171,10 @@ def bounded_round(env, reason):
     full)."""
     before = env.writes()
     r = env.run("sync", timeout=300)
+    # A delete sent while the read was bounded would be a loss.
+    record("endless paging", injected=1, rounds=0,
+           losses=env.writes()["deletes"] - before["deletes"],
+           crashes=crashes(r.returncode))
     assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
     assert "delta round failed source=contoso" in r.stderr
     assert reason in r.stderr, r.stderr[-3000:]
@@ -184,6 +188,10 @@ def bounded_round(env, reason):
 def recovers_in_full(env):
     env.cloud.set_faults()
     r = env.run("sync", timeout=300)
+    counts = tally(env)
+    record("endless paging", rounds=1,
+           converged=int(r.returncode == 0 and not any(counts.values())),
+           crashes=crashes(r.returncode), **counts)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "mode=full" in r.stderr
     check_converged(env)

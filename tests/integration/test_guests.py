@@ -5,9 +5,15 @@ import os
 import random
 import signal
 import sqlite3
+import sys
 import time
 
 import client as fc
+
+# The reliability report's recorder (a no-op outside `make reliability`).
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "reliability"))
+from record import crashes, record, tally  # noqa: E402
 
 MAPPED = ("displayName", "givenName", "surname", "mail", "jobTitle",
           "department", "companyName", "officeLocation", "businessPhones",
@@ -419,6 +425,13 @@ def test_proxy_address_conflict_then_resync(make_env):
     contact = env.cloud.create_contact(fab, {"displayName": "Old Contact",
                                              "mail": victim["mail"]})
     r = env.run("sync")
+    counts = tally(env)
+    counts["losses"] -= 1                       # the victim, on purpose
+    after = {c["id"]: c for c in env.cloud.contacts(fab)}
+    record("hand-made objects", injected=1, rounds=1,
+           converged=int(r.returncode == 1 and not any(counts.values())),
+           touched=int(after.get(contact["id"]) != contact),
+           crashes=crashes(r.returncode), **counts)
     assert r.returncode == 1
     st = env.status()["links"][0]
     assert st["failed"] == 1

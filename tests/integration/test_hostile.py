@@ -340,6 +340,12 @@ def test_bad_value_fails_one_object(env):
         "mailNickname": "hire1"})["id"]
 
     r = env.run("sync")
+    copies = env.copies()
+    record("values galbridge cannot take", injected=len(bad), rounds=1,
+           converged=int("delta round failed" not in r.stderr and
+                         len(copies.get(hire, [])) == 1),
+           losses=int(len(copies.get(hire, [])) != 1),
+           crashes=crashes(r.returncode))
     assert "delta round failed" not in r.stderr, r.stderr[-3000:]
     assert "delta round done source=contoso" in r.stderr
     assert "refused=4" in r.stderr

@@ -11,8 +11,14 @@ and the log.
 import json
 import os
 import shutil
+import sys
 
 from test_guests import check_converged
+
+# The reliability report's recorder (a no-op outside `make reliability`).
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "reliability"))
+from record import crashes, record, tally  # noqa: E402
 
 
 def src_user(env, **props):
@@ -88,9 +94,16 @@ def test_forged_anchor_is_not_adopted_renamed_or_deleted(make_env):
     # The source users leave scope: still nothing touched.
     for sid in victims:
         env.cloud.patch_user(env.source["id"], sid, {"accountEnabled": False})
-    env.run("sync")
-    for sid in victims:
-        assert untouched(before[sid], target_user(env, forged[sid]["id"]))
+    r2 = env.run("sync")
+    touched = sum(not untouched(before[sid],
+                                target_user(env, forged[sid]["id"]))
+                  for sid in victims)
+    record("forged anchors", injected=len(victims), rounds=2,
+           converged=(made == set(env.in_scope()) - set(victims)) +
+           (r2.returncode == 0), touched=touched,
+           losses=len(set(env.in_scope()) - made),
+           crashes=crashes(r.returncode, r2.returncode))
+    assert touched == 0
     assert env.writes()["deletes"] == 0
 
 
@@ -105,7 +118,12 @@ def test_forged_anchor_without_a_key_is_not_taken_either(make_env):
             "extensionAttribute15": "galbridge:%s:%s" % (env.source["id"],
                                                          sid)}})
     before = target_user(env, member["id"])
-    assert env.run("sync").returncode == 1
+    r = env.run("sync")
+    record("forged anchors", injected=1, rounds=1,
+           converged=int(r.returncode == 1),
+           touched=int(not untouched(before, target_user(env, member["id"]))),
+           crashes=crashes(r.returncode))
+    assert r.returncode == 1
     assert untouched(before, target_user(env, member["id"]))
     assert member["id"] in failures(env)[sid]["error"]
 
@@ -140,7 +158,11 @@ def test_hand_invited_guest_is_left_alone_unless_adopted(make_env):
     # Leaving scope deletes nothing that galbridge did not make.
     env.cloud.patch_user(env.source["id"], victim["id"],
                          {"accountEnabled": False})
-    env.run("sync")
+    r = env.run("sync")
+    record("hand-made objects", injected=1, rounds=2,
+           converged=int(r.returncode == 0),
+           touched=int(not untouched(before, target_user(env, guest["id"]))),
+           crashes=crashes(r.returncode), **tally(env))
     assert untouched(before, target_user(env, guest["id"]))
     assert env.writes()["deletes"] == 0
     env.cloud.patch_user(env.source["id"], victim["id"],
@@ -201,6 +223,9 @@ def test_addresses_differing_in_case_conflict_for_both(make_env):
     # Disabling B never deletes the guest A has.
     env.cloud.patch_user(env.source["id"], b["id"], {"accountEnabled": False})
     r = env.run("sync")
+    record("conflicts", injected=2, rounds=3,
+           converged=int(r.returncode == 0), crashes=crashes(r.returncode),
+           **tally(env))
     assert r.returncode == 0, r.stderr
     assert target_user(env, guest["id"]).get("deleted") is None
     assert env.copies()[a["id"]][0]["jobTitle"] == "Changed"
@@ -222,6 +247,12 @@ def test_anchor_cleared_or_edited_by_hand_is_repaired(make_env):
         "onPremisesExtensionAttributes": {"extensionAttribute15": "edited"}})
     writes = env.writes()
     r = env.run("sync")
+    record("anchors edited by hand", injected=2, rounds=1,
+           converged=int(r.returncode == 0 and all(
+               target_user(env, g["id"])["onPremisesExtensionAttributes"]
+               .get("extensionAttribute15") == s
+               for g, s in zip(guests, stamps))),
+           crashes=crashes(r.returncode), **tally(env))
     assert r.returncode == 0, r.stderr
     for g, stamp in zip(guests, stamps):
         ext = target_user(env, g["id"])["onPremisesExtensionAttributes"]
@@ -289,6 +320,10 @@ def test_lost_state_is_loud_and_complete(make_env):
 
     writes = env.writes()
     r = env.run("sync")
+    counts = tally(env)
+    record("lost state", injected=1, rounds=1,
+           converged=int(r.returncode == 0 and not any(counts.values())),
+           crashes=crashes(r.returncode), **counts)
     assert r.returncode == 0, r.stderr
     assert "taken_up=%d" % n in r.stderr
     after = env.writes()
@@ -309,6 +344,11 @@ def test_lost_state_without_a_key_touches_nothing(make_env):
     assert "state looks lost" in r.stdout
     writes = env.writes()
     r = env.run("sync")
+    touched = sum(not untouched(before[u["id"]], u)
+                  for u in env.cloud.users(fab) if u["id"] in before)
+    record("lost state", injected=1, rounds=1,
+           converged=int(r.returncode == 1), touched=touched,
+           crashes=crashes(r.returncode))
     assert r.returncode == 1
     assert env.writes() == writes
     for u in env.cloud.users(fab):

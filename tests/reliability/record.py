@@ -13,6 +13,8 @@ Figures (each a count; a figure left out counts as 0):
   duplicates  objects beyond the first for one source user
   losses      in-scope source users with no object (missing)
   strays      objects for no in-scope source user
+  touched     objects galbridge did not make (or cannot prove it made)
+              that a round changed or deleted
   early       requests sent before a Retry-After had passed
   crashes     galbridge runs ended by a signal or a sanitizer report
   secrets     canary occurrences found, or requests carrying a secret or
@@ -26,7 +28,7 @@ import json
 import os
 
 FIGURES = ("injected", "rounds", "converged", "duplicates", "losses",
-           "strays", "early", "crashes", "secrets")
+           "strays", "touched", "early", "crashes", "secrets")
 
 
 def record(fault_class, **figures):
