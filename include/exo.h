@@ -120,6 +120,13 @@ const char *exo_recipient_id(const json_t *recipient);
  * 8601 UTC), or 0 when it does not say. */
 time_t exo_recipient_created(const json_t *recipient);
 
+/* A recipient as Graph would show a user (what the store keeps of the
+ * target's objects): displayName, mail (its primary SMTP address),
+ * proxyAddresses (EmailAddresses), and CustomAttribute1..15 as
+ * onPremisesExtensionAttributes.extensionAttribute1..15 (empty ones left
+ * out). New reference, or NULL on allocation failure. */
+json_t *exo_recipient_attrs(const json_t *recipient);
+
 /* {"@odata.type":"#Exchange.GenericHashTable","Add":add,"Remove":remove}
  * for multi-valued parameters (either may be NULL). New reference. */
 json_t *exo_multivalue(const json_t *add, const json_t *remove);

@@ -105,6 +105,14 @@ void planner_hash(const json_t *value, char out[17]);
  * for mail contacts and mail users. */
 const char *planner_anchor_attr(const struct config_link *link);
 
+/* Where the store keeps what the target shows of this link's objects:
+ * the target tenant id (its users read), or for mail contact links
+ * "<target tenant id>#contacts", listed on Exchange's side each round
+ * (Graph's users read does not hold contacts, nor orgContact their
+ * custom attributes). Writes at most len - 1 bytes. */
+void planner_observed_tenant(const struct config_link *link, char *buf,
+                             size_t len);
+
 /* The attribute an object cannot be made without: mail (the guest's
  * invited address) or ExternalEmailAddress. */
 const char *planner_address_attr(const struct config_link *link);

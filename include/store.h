@@ -440,6 +440,15 @@ int store_link_empty(struct store *store, const char *link, int *empty)
 int store_is_empty(struct store *store, int *empty)
     __attribute__((warn_unused_result));
 
+/* Call fn with the target id of every copy of `link` (not deleted) that
+ * the read of generation `gen` of `tenant_id` did not see (ids borrowed;
+ * fn returns non-zero to stop). Do not write to the store from fn. */
+typedef int (*store_id_fn)(void *ctx, const char *id);
+int store_targets_unseen(struct store *store, const char *link,
+                         const char *tenant_id, long long gen,
+                         store_id_fn fn, void *ctx)
+    __attribute__((warn_unused_result));
+
 /* Objects the planner refused (ops of kind "fail") whose next try has
  * come are weighed again in the link's next plan. */
 int store_fails_due(struct store *store, const char *link, time_t now)

@@ -377,6 +377,43 @@ exo_recipient_created(const json_t *recipient)
 }
 
 json_t *
+exo_recipient_attrs(const json_t *recipient)
+{
+  json_t *out = json_object(), *ext = json_object(), *v;
+  const char *s;
+  int rc = 0;
+
+  if (out == NULL || ext == NULL)
+    goto fail;
+  s = json_string_value(json_object_get(recipient, "DisplayName"));
+  if (s != NULL)
+    rc |= json_object_set_new(out, "displayName", json_string(s));
+  s = json_string_value(json_object_get(recipient, "PrimarySmtpAddress"));
+  if (s != NULL && s[0] != '\0')
+    rc |= json_object_set_new(out, "mail", json_string(s));
+  v = json_object_get(recipient, "EmailAddresses");
+  if (json_is_array(v))
+    rc |= json_object_set(out, "proxyAddresses", v);
+  for (int n = 1; n <= 15; n++) {
+    char from[32], to[32];
+    snprintf(from, sizeof(from), "CustomAttribute%d", n);
+    snprintf(to, sizeof(to), "extensionAttribute%d", n);
+    s = json_string_value(json_object_get(recipient, from));
+    if (s != NULL && s[0] != '\0')
+      rc |= json_object_set_new(ext, to, json_string(s));
+  }
+  rc |= json_object_set_new(out, "onPremisesExtensionAttributes", ext);
+  ext = NULL;
+  if (rc != 0)
+    goto fail;
+  return out;
+fail:
+  json_decref(out);
+  json_decref(ext);
+  return NULL;
+}
+
+json_t *
 exo_multivalue(const json_t *add, const json_t *remove)
 {
   json_t *mv = json_object();

@@ -136,6 +136,14 @@ planner_anchor_attr(const struct config_link *link)
   return custom[n - 1];
 }
 
+void
+planner_observed_tenant(const struct config_link *link, char *buf,
+                        size_t len)
+{
+  snprintf(buf, len, "%s%s", link->target->tenant_id,
+           link->object == CONFIG_OBJECT_MAILCONTACT ? "#contacts" : "");
+}
+
 const char *
 planner_address_attr(const struct config_link *link)
 {
@@ -581,6 +589,7 @@ struct round {
   const struct planner_link *pl;
   const char *source_tenant;
   const char *target;    /* target tenant id */
+  char observed[160];    /* where the store keeps the target's objects */
   const char *kind;      /* the link's object kind, as anchors name it */
   int pass;              /* 0: claims only; 1: the round; 2: weighed again */
   int all;               /* galbridge plan: refusals kept are shown too */
@@ -797,6 +806,7 @@ check_claims(struct round *r, struct planned *p, const char *source_id)
 struct found {
   char *id[MAX_FOUND];
   char *value[MAX_FOUND];
+  const char *tenant[MAX_FOUND]; /* where each was found */
   size_t n;
 };
 
@@ -810,6 +820,19 @@ collect(void *ctx, const char *id, const char *value)
   f->id[f->n] = strdup(id);
   f->value[f->n] = value != NULL ? strdup(value) : NULL;
   f->n++;
+  return 0;
+}
+
+/* Look `key` up in `tenant`, adding what is found to f. */
+static int
+lookup(struct round *r, const char *tenant, const char *key, struct found *f)
+{
+  size_t from = f->n;
+
+  if (store_object_lookup(r->store, tenant, key, collect, f) < 0)
+    return -1;
+  for (size_t i = from; i < f->n; i++)
+    f->tenant[i] = tenant;
   return 0;
 }
 
@@ -908,8 +931,7 @@ check_target(struct round *r, struct planned *p, const char *source_id)
 
   plain = anchor_plain(r->source_tenant, source_id);
   key = plain ? lower_dup("anchor:", plain) : NULL;
-  if (key == NULL ||
-      store_object_lookup(r->store, r->target, key, collect, &anchors) < 0)
+  if (key == NULL || lookup(r, r->observed, key, &anchors) != 0)
     goto out;
   for (size_t i = 0; i < anchors.n; i++) {
     if (anchor_proven(r->pl->key, r->target, r->kind, anchors.value[i],
@@ -928,8 +950,10 @@ check_target(struct round *r, struct planned *p, const char *source_id)
   }
   free(key);
   key = address ? lower_dup("addr:", address) : NULL;
-  if (key == NULL ||
-      store_object_lookup(r->store, r->target, key, collect, &holders) < 0)
+  /* Users of the target, and for mail contacts its anchored contacts. */
+  if (key == NULL || lookup(r, r->target, key, &holders) != 0 ||
+      (strcmp(r->observed, r->target) != 0 &&
+       lookup(r, r->observed, key, &holders) != 0))
     goto out;
   for (size_t i = 0; i < holders.n; i++) {
     const char *id = holders.id[i], *name, *ct;
@@ -947,7 +971,8 @@ check_target(struct round *r, struct planned *p, const char *source_id)
     free(attrs_text);
     json_decref(attrs);
     attrs = NULL;
-    if (store_source_get(r->store, r->target, id, &attrs_text, &removed) != 0)
+    if (store_source_get(r->store, holders.tenant[i], id, &attrs_text,
+                         &removed) != 0)
       goto out;
     attrs = json_loads(attrs_text ? attrs_text : "{}", 0, NULL);
     other = anchor_parse(graph_user_extension(attrs, link->anchor), NULL);
@@ -966,8 +991,9 @@ check_target(struct round *r, struct planned *p, const char *source_id)
              "conflict: address %s is held by '%s' (%s), %s of the target "
              "that galbridge did not make; not written%s",
              address, name ? name : "?", id,
-             ct && strcasecmp(ct, "Invitation") == 0 ? "an invited user"
-                                                     : "a user",
+             holders.tenant[i] != r->target ? "a mail contact"
+             : ct && strcasecmp(ct, "Invitation") == 0 ? "an invited user"
+                                                       : "a user",
              link->adopt == CONFIG_ADOPT_NO &&
                      link->object != CONFIG_OBJECT_MAILCONTACT
                  ? " (adopt = mail on the link would take it over)"
@@ -1050,8 +1076,10 @@ on_row(void *ctx, const struct store_plan_row *row)
     else
       r->stats->unchanged++;
     if (row->op_id != 0 &&
-        (strcmp(row->op_state, "failed") != 0 || op_kind == PLANNER_FAIL)) {
-      /* Queued work (or a refusal) that no longer stands. */
+        (strcmp(row->op_state, "failed") != 0 || op_kind == PLANNER_FAIL ||
+         p.d.why != NULL)) {
+      /* Queued work, a refusal, or a failure that no longer stands (its
+       * object left the scope: nothing is to be done for it now). */
       p.drop_op = 1;
       p.op_id = row->op_id;
     } else {
@@ -1290,7 +1318,7 @@ run_pass(struct round *r, int pass, long long since)
     json_decref(r->chunk_keys);
     r->chunk_keys = json_object();
     if (r->chunk_keys == NULL ||
-        store_plan_rows(r->store, link, r->source_tenant, r->target, since,
+        store_plan_rows(r->store, link, r->source_tenant, r->observed, since,
                         r->last_id ? r->last_id : "", CHUNK, on_row, r) != 0 ||
         r->failed)
       goto out;
@@ -1337,6 +1365,7 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
   int hold, in_tx = 0, result = -1;
 
   memset(stats, 0, sizeof(*stats));
+  planner_observed_tenant(pl->link, r.observed, sizeof(r.observed));
   r.counted = json_object();
   if (r.counted == NULL || planner_plan_key(pl, key) != 0 ||
       store_seq_now(store, &now_seq) != 0)

@@ -278,10 +278,9 @@ start_full(struct reader *reader)
   return 0;
 }
 
-/* Index the keys of a stored object (none when `attrs` is NULL). */
-static int
-put_keys(struct store *store, const char *tenant_id, const char *id,
-         const json_t *attrs)
+int
+reader_put_keys(struct store *store, const char *tenant_id, const char *id,
+                const json_t *attrs)
 {
   json_t *keys = attrs != NULL ? graph_user_keys(attrs) : json_array(), *kv;
   const char **k = NULL, **v = NULL;
@@ -365,7 +364,7 @@ store_page(struct reader *reader, const struct graph_delta_page *page,
      * unchanged object keeps its keys. */
     if ((old_text == NULL || strcmp(old_text, new_text) != 0 ||
          old_removed != removed) &&
-        put_keys(reader->store, tid, id,
+        reader_put_keys(reader->store, tid, id,
                  removed == GRAPH_PRESENT ? merged : NULL) != 0)
       goto item_out;
     if (removed != GRAPH_PRESENT)

@@ -791,7 +791,7 @@ recover(struct lrun *lr, struct recovery *rec)
                            .rec = rec,
                            .kind = config_object_name(link->object),
                            .now = time(NULL)};
-  char prefix[ANCHOR_PLAIN_MAX + 16];
+  char prefix[ANCHOR_PLAIN_MAX + 16], observed[160];
   int empty = 0;
 
   memset(rec, 0, sizeof(*rec));
@@ -800,8 +800,7 @@ recover(struct lrun *lr, struct recovery *rec)
   if (!empty)
     return 0;
   rec->empty = 1;
-  if (link->object == CONFIG_OBJECT_MAILCONTACT)
-    return 0;
+  planner_observed_tenant(link, observed, sizeof(observed));
   snprintf(prefix, sizeof(prefix), "anchor:%s%s:", ANCHOR_PREFIX,
            link->source->tenant_id);
   for (char *c = prefix; *c != '\0'; c++) {
@@ -810,8 +809,8 @@ recover(struct lrun *lr, struct recovery *rec)
   }
   if (store_begin(lr->s->store) != 0)
     return -1;
-  if (store_anchor_keys(lr->s->store, link->target->tenant_id, prefix,
-                        on_anchor, &rc) < 0 ||
+  if (store_anchor_keys(lr->s->store, observed, prefix, on_anchor, &rc) <
+          0 ||
       rc.failed || store_commit(lr->s->store) != 0) {
     store_rollback(lr->s->store);
     return -1;
@@ -868,6 +867,199 @@ lrun_plan(struct lrun *lr)
   lrun_execute(lr);
 }
 
+/* --- mail contacts as Exchange shows them ---
+ *
+ * Graph's users read holds no mail contacts (and orgContact no custom
+ * attributes), so before a mail contact link plans, its contacts are
+ * listed on Exchange's side: every contact whose anchor attribute starts
+ * with this source's anchors (Get-MailContact -Filter "CustomAttributeN
+ * -like 'galbridge:<source>:*'"), then each copy the state knows that the
+ * listing did not show (its anchor cleared or edited by hand, or the
+ * contact removed) by its id. What is seen is stored under
+ * planner_observed_tenant(), as a full read of that tenant: the planner
+ * repairs anchors that differ, makes again copies that are gone, and a
+ * lost state takes up the proven ones. A listing that fails leaves the
+ * last one in force. */
+
+struct observe {
+  struct lrun *lr;
+  char tenant[160];
+  long long gen;
+  int pending; /* lookups in flight, +1 while they are being started */
+  int failed;
+};
+
+static void
+observe_done(struct observe *o)
+{
+  struct lrun *lr = o->lr;
+  struct store *store = lr->s->store;
+  long long gone = 0;
+
+  if (!o->failed) {
+    if (store_begin(store) != 0 ||
+        store_delta_finish(store, o->tenant, "exchange listing", NULL, o->gen,
+                           time(NULL), &gone) != 0 ||
+        store_commit(store) != 0) {
+      store_rollback(store);
+      log_warning("cannot record the mail contacts seen link=%s",
+                  lr->link->name);
+    } else if (gone > 0) {
+      log_notice("copies gone from the target, made again link=%s "
+                 "count=%lld",
+                 lr->link->name, gone);
+    }
+  }
+  free(o);
+  if (lr->s->stopping) {
+    lrun_end(lr);
+    return;
+  }
+  lrun_plan(lr);
+}
+
+/* Store one recipient as seen in this listing. */
+static int
+observe_put(struct observe *o, const json_t *r)
+{
+  struct store *store = o->lr->s->store;
+  const char *id = exo_recipient_id(r);
+  json_t *attrs = exo_recipient_attrs(r);
+  char *text = attrs ? json_dumps(attrs, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+  int rc = -1;
+
+  if (id != NULL && text != NULL &&
+      store_source_put(store, o->tenant, id, text, STORE_PRESENT, o->gen) ==
+          0 &&
+      reader_put_keys(store, o->tenant, id, attrs) == 0)
+    rc = 0;
+  if (id == NULL)
+    rc = 0; /* nothing to key it by: left out */
+  json_decref(attrs);
+  free(text);
+  return rc;
+}
+
+static int
+observe_store(struct observe *o, const json_t *value)
+{
+  struct store *store = o->lr->s->store;
+  const json_t *r;
+  size_t i;
+
+  if (store_begin(store) != 0)
+    return -1;
+  json_array_foreach(value, i, r)
+  {
+    if (observe_put(o, r) != 0) {
+      store_rollback(store);
+      return -1;
+    }
+  }
+  return store_commit(store);
+}
+
+static void
+on_unseen(void *ctx, const struct exo_response *resp)
+{
+  struct observe *o = ctx;
+
+  if (resp->result == EXO_OK) {
+    if (observe_store(o, resp->value) != 0)
+      o->failed = 1;
+  } else if (!(resp->result == EXO_ERR_CMDLET &&
+               strstr(resp->exception, "NotFound") != NULL)) {
+    /* Not a removal: this round cannot tell, so it marks none. */
+    o->failed = 1;
+  }
+  if (--o->pending == 0)
+    observe_done(o);
+}
+
+static int
+check_unseen(void *ctx, const char *id)
+{
+  struct observe *o = ctx;
+  json_t *params = json_pack("{s:s}", "Identity", id);
+
+  if (params == NULL || exo_invoke(o->lr->target->exo, "Get-MailContact",
+                                   params, on_unseen, o) != 0) {
+    o->failed = 1;
+  } else {
+    o->pending++;
+  }
+  json_decref(params);
+  return 0;
+}
+
+static void
+on_contacts_listed(void *ctx, const struct exo_response *resp)
+{
+  struct observe *o = ctx;
+  struct lrun *lr = o->lr;
+
+  if (resp->result != EXO_OK) {
+    log_warning("cannot list the link's mail contacts on Exchange's side, "
+                "planned from the last listing link=%s error=\"%s\"",
+                lr->link->name, resp->errmsg);
+    o->failed = 1;
+    observe_done(o);
+    return;
+  }
+  if (observe_store(o, resp->value) != 0) {
+    o->failed = 1;
+    observe_done(o);
+    return;
+  }
+  o->pending = 1;
+  if (store_targets_unseen(lr->s->store, lr->link->name, o->tenant, o->gen,
+                           check_unseen, o) != 0)
+    o->failed = 1;
+  if (--o->pending == 0)
+    observe_done(o);
+}
+
+/* Before planning: list what the target shows of a mail contact link's
+ * objects; other links plan at once (their target's read holds it). */
+static void
+lrun_observe(struct lrun *lr)
+{
+  const struct config_link *link = lr->link;
+  struct observe *o;
+  json_t *params = NULL;
+  char filter[ANCHOR_PLAIN_MAX + 64];
+
+  if (link->object != CONFIG_OBJECT_MAILCONTACT || lr->target->exo == NULL) {
+    lrun_plan(lr);
+    return;
+  }
+  o = calloc(1, sizeof(*o));
+  if (o == NULL)
+    goto fail;
+  o->lr = lr;
+  planner_observed_tenant(link, o->tenant, sizeof(o->tenant));
+  snprintf(filter, sizeof(filter), "%s -like '%s%s:*'",
+           planner_anchor_attr(link), ANCHOR_PREFIX, link->source->tenant_id);
+  params = json_pack("{s:s, s:s}", "Filter", filter, "ResultSize",
+                     "Unlimited");
+  if (params == NULL ||
+      store_delta_start_full(lr->s->store, o->tenant, "exchange listing",
+                             time(NULL), &o->gen) != 0 ||
+      exo_invoke(lr->target->exo, "Get-MailContact", params,
+                 on_contacts_listed, o) != 0) {
+    json_decref(params);
+    free(o);
+    goto fail;
+  }
+  json_decref(params);
+  return;
+fail:
+  log_warning("cannot list the link's mail contacts, planned from the "
+              "last listing link=%s",
+              link->name);
+  lrun_plan(lr);
+}
+
 static void
 on_members(void *ctx, const struct graph_response *resp, const json_t *members)
 {
@@ -888,7 +1080,7 @@ on_members(void *ctx, const struct graph_response *resp, const json_t *members)
     lrun_end(lr);
     return;
   }
-  lrun_plan(lr);
+  lrun_observe(lr);
 }
 
 /* Ops that failed for good and whose next try has come go back to
@@ -933,7 +1125,7 @@ lrun_start(struct lrun *lr)
     return;
   }
   lr->state = LRUN_EXECUTING;
-  lrun_plan(lr);
+  lrun_observe(lr);
 }
 
 static void

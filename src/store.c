@@ -85,6 +85,7 @@ enum stmt_id {
   ST_FAILS_DUE_DROP,
   ST_CLEAR_DECIDED,
   ST_STORE_EMPTY,
+  ST_TARGETS_UNSEEN,
   ST__COUNT
 };
 
@@ -324,6 +325,11 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_FAILS_DUE_DROP] = "DELETE FROM op WHERE link = ?1 AND kind = 'fail'"
                           " AND state = 'failed' AND next_try <= ?2",
     [ST_CLEAR_DECIDED] = "DELETE FROM op WHERE link = ?1 AND kind = 'fail'",
+    [ST_TARGETS_UNSEEN] =
+        "SELECT t.target_id FROM target_object t WHERE t.link = ?1 AND"
+        " t.state <> 'deleted' AND t.target_id IS NOT NULL AND NOT EXISTS"
+        " (SELECT 1 FROM source_object g WHERE g.tenant = ?2 AND"
+        " g.id = t.target_id AND g.seen_gen = ?3) ORDER BY t.target_id",
     [ST_STORE_EMPTY] = "SELECT (SELECT count(*) FROM delta_state) +"
                        " (SELECT count(*) FROM target_object) +"
                        " (SELECT count(*) FROM op)",
@@ -2239,4 +2245,29 @@ store_is_empty(struct store *store, int *empty)
   *empty = sqlite3_column_int64(st, 0) == 0;
   sqlite3_reset(st);
   return 0;
+}
+
+int
+store_targets_unseen(struct store *store, const char *link,
+                     const char *tenant_id, long long gen, store_id_fn fn,
+                     void *ctx)
+{
+  sqlite3_stmt *st = prep(store, ST_TARGETS_UNSEEN);
+  int rc, stop = 0;
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, tenant_id);
+  sqlite3_bind_int64(st, 3, gen);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    stop = fn(ctx, col_text(st, 0));
+    if (stop != 0)
+      break;
+  }
+  if (stop == 0 && rc != SQLITE_DONE)
+    return fail(store, st, "listing copies not seen");
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return stop;
 }

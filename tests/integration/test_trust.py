@@ -354,3 +354,110 @@ def test_lost_state_without_a_key_touches_nothing(make_env):
     for u in env.cloud.users(fab):
         assert untouched(before[u["id"]], u)
     assert len(failures(env)) == len(env.in_scope())
+
+
+# -- mail contacts (Exchange) ---------------------------------------------
+
+def contact_link(env):
+    text = open(env.conf).read().replace("object = guest",
+                                         "object = mailcontact")
+    with open(env.conf, "w") as f:
+        f.write(text)
+
+
+def exo_cmd(env, tenant, cmdlet, params):
+    """Run a cmdlet as an administrator would (the app's own rights)."""
+    import client as fc
+    t = env.tenants[tenant]
+    token = env.cloud.access_token(t["id"], t["client_id"], t["secret"],
+                                   scope=fc.EXCHANGE_SCOPE)
+    r = env.cloud.request(
+        "POST", "%s/adminapi/beta/%s/InvokeCommand" % (env.cloud.exchange_url,
+                                                       t["id"]),
+        headers={"Authorization": "Bearer " + token},
+        json_body={"CmdletInput": {"CmdletName": cmdlet,
+                                   "Parameters": params}})
+    assert r.status == 200, r.body
+    return r.json()["value"]
+
+
+def contacts(env):
+    """Recipients of fabrikam that are mail contacts, by id."""
+    return {r["ExternalDirectoryObjectId"]: r
+            for r in env.cloud.recipients(env.tenants["fabrikam"]["id"])
+            if r["RecipientTypeDetails"] == "MailContact"}
+
+
+def new_contacts(env):
+    ex = env.cloud.stats(env.tenants["fabrikam"]["id"]).get("exchange", {})
+    return ex.get("New-MailContact", 0)
+
+
+def test_contact_anchor_cleared_or_edited_is_repaired(make_env):
+    env = make_env(users=20)
+    contact_link(env)
+    assert env.run("sync").returncode == 0
+    made = new_contacts(env)
+    prefix = "galbridge:%s:" % env.source["id"]
+    mine = [c for c in contacts(env).values()
+            if c["CustomAttribute15"].startswith(prefix)]
+    a, b = mine[0], mine[1]
+    exo_cmd(env, "fabrikam", "Set-MailContact",
+            {"Identity": a["ExternalDirectoryObjectId"],
+             "CustomAttribute15": ""})
+    exo_cmd(env, "fabrikam", "Set-MailContact",
+            {"Identity": b["ExternalDirectoryObjectId"],
+             "CustomAttribute15": "edited by hand"})
+    r = env.run("sync")
+    now = contacts(env)
+    record("anchors edited by hand", injected=2, rounds=1,
+           converged=int(r.returncode == 0 and all(
+               now[c["ExternalDirectoryObjectId"]]["CustomAttribute15"] ==
+               c["CustomAttribute15"] for c in (a, b))),
+           duplicates=new_contacts(env) - made,
+           crashes=crashes(r.returncode))
+    assert r.returncode == 0, r.stderr
+    for c in (a, b):
+        assert now[c["ExternalDirectoryObjectId"]]["CustomAttribute15"] == \
+            c["CustomAttribute15"]
+    assert new_contacts(env) == made
+    assert len(now) == len(mine)
+
+
+def test_contacts_made_by_hand_are_left_alone(make_env):
+    """A contact an admin made holds one person's address; another carries
+    a second person's anchor by hand: both people fail, nothing is made
+    for them, neither contact is changed or removed, even when the people
+    leave scope."""
+    env = make_env(users=20)
+    contact_link(env)
+    env.write_config(link_extra="on_delete = delete")
+    contact_link(env)
+    fab = env.tenants["fabrikam"]["id"]
+    p1, p2 = sorted(env.in_scope().values(), key=lambda u: u["id"])[:2]
+    holder = env.cloud.create_contact(fab, {"displayName": "Old Partner",
+                                            "mail": p1["mail"]})
+    forged = env.cloud.create_contact(fab, {
+        "displayName": "Forged", "mail": "forged@elsewhere.example",
+        "onPremisesExtensionAttributes": {
+            "extensionAttribute15": "galbridge:%s:%s" % (env.source["id"],
+                                                         p2["id"])}})
+    before = contacts(env)
+    r = env.run("sync")
+    assert r.returncode == 1
+    fails = failures(env)
+    assert holder["id"] in fails[p1["id"]]["error"]
+    assert forged["id"] in fails[p2["id"]]["error"]
+    made = new_contacts(env)
+    assert made == len(env.in_scope()) - 2
+    for sid in (p1["id"], p2["id"]):
+        env.cloud.patch_user(env.source["id"], sid, {"accountEnabled": False})
+    r2 = env.run("sync")
+    after = contacts(env)
+    touched = sum(after.get(c["id"]) != before[c["id"]]
+                  for c in (holder, forged))
+    record("hand-made objects", injected=2, rounds=2,
+           converged=int(r2.returncode == 0), touched=touched,
+           crashes=crashes(r.returncode, r2.returncode))
+    assert touched == 0
+    assert r2.returncode == 0, r2.stderr
