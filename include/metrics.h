@@ -17,6 +17,7 @@ struct metrics_link {
   long long objects;      /* target objects managed */
   long long pending;      /* ops not yet done */
   long long failed;       /* ops failed for good, now */
+  long long refused;      /* of those, objects refused (conflicts...) */
   long long deletes_held; /* deletes waiting for approval */
   time_t last_success;    /* 0: never */
   double last_round_seconds;

@@ -105,6 +105,15 @@ void planner_hash(const json_t *value, char out[17]);
  * for mail contacts and mail users. */
 const char *planner_anchor_attr(const struct config_link *link);
 
+/* The claims of an object of `link` whose desired attributes are
+ * `desired`: "obj:<kind>:<plain anchor>" and "addr:<address>" (lower
+ * case), new strings in keys[0..*n). Returns 0, or -1 on allocation
+ * failure (what was made is in keys[0..*n) all the same). */
+#define PLANNER_CLAIMS_MAX 2
+int planner_claim_keys(const struct config_link *link, const char *source_id,
+                       const json_t *desired, char *keys[PLANNER_CLAIMS_MAX],
+                       size_t *n) __attribute__((warn_unused_result));
+
 /* Where the store keeps what the target shows of this link's objects:
  * the target tenant id (its users read), or for mail contact links
  * "<target tenant id>#contacts", listed on Exchange's side each round

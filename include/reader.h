@@ -63,9 +63,8 @@ void reader_on_page(struct reader *reader, reader_page_fn fn, void *ctx);
 /* Index what a stored object holds (graph_user_keys: its addresses and
  * anchors) for lookups before writes; none when `attrs` is NULL (an
  * object removed holds nothing). Inside the caller's transaction. */
-int reader_put_keys(struct store *store, const char *tenant_id,
-                    const char *id, const json_t *attrs)
-    __attribute__((warn_unused_result));
+int reader_put_keys(struct store *store, const char *tenant_id, const char *id,
+                    const json_t *attrs) __attribute__((warn_unused_result));
 
 /* Start a round. Returns 0, or -1 (a round is already running, or it
  * could not start) when the callback will never be called. */

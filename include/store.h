@@ -181,6 +181,8 @@ struct store_link_counts {
   long long pending;      /* ops not yet done */
   long long held;         /* of those, held for approval (not run) */
   long long failed;       /* ops failed for good */
+  long long refused;      /* of those, objects the planner refused
+                             (conflicts, values it cannot take) */
   long long deletes_held; /* deletes waiting for approval */
   time_t last_success;    /* 0 if never */
   time_t run_started;     /* the current (or last) round's start, or 0 */
@@ -402,6 +404,14 @@ int store_claims_put(struct store *store, const char *target, const char *link,
                      const char *source_id, const char *const *keys, size_t n,
                      size_t *replanned) __attribute__((warn_unused_result));
 
+/* Forget the claims of every link for which keep(ctx, link) is 0 (links
+ * no longer in the configuration): the objects in conflict with them are
+ * queued to be weighed again. *forgotten gets how many links. */
+int store_claims_forget_links(struct store *store,
+                              int (*keep)(void *ctx, const char *link),
+                              void *ctx, size_t *forgotten)
+    __attribute__((warn_unused_result));
+
 /* Who owns target object `target_id`: the link and source id whose row or
  * op names it (*link and *source_id new strings), or NULLs when nobody
  * does. */
@@ -445,9 +455,8 @@ int store_is_empty(struct store *store, int *empty)
  * fn returns non-zero to stop). Do not write to the store from fn. */
 typedef int (*store_id_fn)(void *ctx, const char *id);
 int store_targets_unseen(struct store *store, const char *link,
-                         const char *tenant_id, long long gen,
-                         store_id_fn fn, void *ctx)
-    __attribute__((warn_unused_result));
+                         const char *tenant_id, long long gen, store_id_fn fn,
+                         void *ctx) __attribute__((warn_unused_result));
 
 /* Objects the planner refused (ops of kind "fail") whose next try has
  * come are weighed again in the link's next plan. */

@@ -511,6 +511,58 @@ no_other_anchor(const char *plain, const char *value)
   return ok;
 }
 
+struct claimant {
+  char *link, *source_id;
+};
+
+static int
+first_claimant(void *ctx, const char *link, const char *source_id)
+{
+  struct claimant *c = ctx;
+
+  c->link = strdup(link);
+  c->source_id = strdup(source_id);
+  return 1;
+}
+
+/* Before anything is made: does another object (of this link or of
+ * another with the same target) claim what this one stands for? The
+ * planner refuses such objects, but another link may have planned its
+ * claim after this op was queued; then neither is written. Returns 1
+ * (and fails the job) when one does. */
+static int
+claimed_elsewhere(struct job *job)
+{
+  const struct config_link *link = job->ex->link;
+  char *keys[PLANNER_CLAIMS_MAX];
+  size_t n = 0;
+  int found = 0;
+
+  if (planner_claim_keys(link, job->op.source_id, job->desired, keys, &n) != 0)
+    goto out;
+  for (size_t i = 0; i < n && !found; i++) {
+    struct claimant c = {0};
+    if (store_claim_others(job->ex->store, link->target->tenant_id, keys[i],
+                           link->name, job->op.source_id, first_claimant,
+                           &c) > 0) {
+      found = 1;
+      conflict(job,
+               strcmp(c.link ? c.link : "", link->name) == 0
+                   ? "conflict: source object %s of this link stands for "
+                     "the same target object (%s); not written"
+                   : "conflict: source object %s of link %s stands for the "
+                     "same target object; not written",
+               c.source_id ? c.source_id : "?", c.link ? c.link : "?");
+    }
+    free(c.link);
+    free(c.source_id);
+  }
+out:
+  for (size_t i = 0; i < n; i++)
+    free(keys[i]);
+  return found;
+}
+
 /* Go on with object `id`: record it in the op at once (a crash from here
  * replays onto it, and only it). */
 static int
@@ -1321,6 +1373,11 @@ job_start(struct executor *ex, struct store_op *op)
     fail(job, 1, "op has no target object id");
     return;
   }
+  /* Nothing is made, nor adopted, for an object another one claims. */
+  if (((job->kind == PLANNER_CREATE && job->target_id == NULL) ||
+       job->kind == PLANNER_ADOPT) &&
+      claimed_elsewhere(job))
+    return;
   if (ex->link->object != CONFIG_OBJECT_GUEST) {
     x_start(job);
     return;

@@ -582,6 +582,8 @@ cmd_status(const char *path, int as_json)
         "deletes_held", (json_int_t)c.deletes_held, "last_success",
         time_or_null(c.last_success));
     json_object_set_new(entry, "failures", failures);
+    /* Of the failed: people not synced for a conflict or a value. */
+    json_object_set_new(entry, "refused", json_integer(c.refused));
     json_object_set_new(entry, "progress", progress_json(&c, time(NULL)));
     if (link->object == CONFIG_OBJECT_GUEST && link->target->exchange) {
       struct store_pair *pairs;

@@ -334,6 +334,11 @@ static const struct link_gauge link_gauges[] = {
      offsetof(struct metrics_link, pending)},
     {"galbridge_link_failed_ops", "Operations failed for good, now.",
      offsetof(struct metrics_link, failed)},
+    {"galbridge_link_refused_objects",
+     "Objects not synced: conflicts (an address or anchor held by an object "
+     "galbridge cannot prove it made, two objects claiming one) and values "
+     "it cannot take.",
+     offsetof(struct metrics_link, refused)},
     {"galbridge_link_deletes_held", "Deletes waiting for approval.",
      offsetof(struct metrics_link, deletes_held)},
 };

@@ -137,8 +137,7 @@ planner_anchor_attr(const struct config_link *link)
 }
 
 void
-planner_observed_tenant(const struct config_link *link, char *buf,
-                        size_t len)
+planner_observed_tenant(const struct config_link *link, char *buf, size_t len)
 {
   snprintf(buf, len, "%s%s", link->target->tenant_id,
            link->object == CONFIG_OBJECT_MAILCONTACT ? "#contacts" : "");
@@ -580,7 +579,7 @@ struct planned {
   long long op_id; /* existing op, for drop_op */
   int is_delete;
   int claims; /* write `keys` as its claims (none: drop them) */
-  char *keys[MAX_KEYS];
+  char *keys[PLANNER_CLAIMS_MAX];
   size_t n_keys;
 };
 
@@ -680,27 +679,41 @@ target_address(const struct round *r, const json_t *desired)
 /* Claims of an object in scope: "addr:<address>" (any recipient of the
  * tenant) and "obj:<kind>:<plain anchor>" (one copy of a kind per source
  * object and target). */
-static int
-claim_keys(struct round *r, struct planned *p, const char *source_id)
+int
+planner_claim_keys(const struct config_link *link, const char *source_id,
+                   const json_t *desired, char *keys[PLANNER_CLAIMS_MAX],
+                   size_t *n)
 {
-  const char *address = target_address(r, p->d.desired);
-  char *plain = anchor_plain(r->source_tenant, source_id);
+  const char *address =
+      json_string_value(json_object_get(desired, planner_address_attr(link)));
+  char *plain = anchor_plain(link->source->tenant_id, source_id);
   char prefix[64];
 
-  p->claims = 1;
+  *n = 0;
   if (plain == NULL)
     return -1;
-  snprintf(prefix, sizeof(prefix), "obj:%s:", r->kind);
-  p->keys[p->n_keys] = lower_dup(prefix, plain);
+  snprintf(prefix, sizeof(prefix),
+           "obj:%s:", config_object_name(link->object));
+  keys[*n] = lower_dup(prefix, plain);
   free(plain);
-  if (p->keys[p->n_keys++] == NULL)
+  if (keys[(*n)++] == NULL)
     return -1;
+  if (address != NULL && strncasecmp(address, "smtp:", 5) == 0)
+    address += 5;
   if (address != NULL) {
-    p->keys[p->n_keys] = lower_dup("addr:", address);
-    if (p->keys[p->n_keys++] == NULL)
+    keys[*n] = lower_dup("addr:", address);
+    if (keys[(*n)++] == NULL)
       return -1;
   }
   return 0;
+}
+
+static int
+claim_keys(struct round *r, struct planned *p, const char *source_id)
+{
+  p->claims = 1;
+  return planner_claim_keys(r->pl->link, source_id, p->d.desired, p->keys,
+                            &p->n_keys);
 }
 
 /* Turn a decision into a failure for `reason`; its hash follows the
@@ -991,7 +1004,7 @@ check_target(struct round *r, struct planned *p, const char *source_id)
              "conflict: address %s is held by '%s' (%s), %s of the target "
              "that galbridge did not make; not written%s",
              address, name ? name : "?", id,
-             holders.tenant[i] != r->target ? "a mail contact"
+             holders.tenant[i] != r->target            ? "a mail contact"
              : ct && strcasecmp(ct, "Invitation") == 0 ? "an invited user"
                                                        : "a user",
              link->adopt == CONFIG_ADOPT_NO &&
@@ -1075,9 +1088,8 @@ on_row(void *ctx, const struct store_plan_row *row)
       r->stats->out_of_scope++;
     else
       r->stats->unchanged++;
-    if (row->op_id != 0 &&
-        (strcmp(row->op_state, "failed") != 0 || op_kind == PLANNER_FAIL ||
-         p.d.why != NULL)) {
+    if (row->op_id != 0 && (strcmp(row->op_state, "failed") != 0 ||
+                            op_kind == PLANNER_FAIL || p.d.why != NULL)) {
       /* Queued work, a refusal, or a failure that no longer stands (its
        * object left the scope: nothing is to be done for it now). */
       p.drop_op = 1;

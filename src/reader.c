@@ -365,7 +365,7 @@ store_page(struct reader *reader, const struct graph_delta_page *page,
     if ((old_text == NULL || strcmp(old_text, new_text) != 0 ||
          old_removed != removed) &&
         reader_put_keys(reader->store, tid, id,
-                 removed == GRAPH_PRESENT ? merged : NULL) != 0)
+                        removed == GRAPH_PRESENT ? merged : NULL) != 0)
       goto item_out;
     if (removed != GRAPH_PRESENT)
       reader->stats.removed++;

@@ -284,6 +284,13 @@ source_for(struct scheduler *s, const struct config_tenant *tenant,
   return src;
 }
 
+/* A link of the configuration (the others' claims are forgotten). */
+static int
+configured(void *ctx, const char *link)
+{
+  return config_link_find(ctx, link) != NULL;
+}
+
 int
 scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
               const struct config *cfg, const struct scheduler_opts *opts,
@@ -307,6 +314,16 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
       anchor_key_load(cfg->anchor_key_file, &s->key, err, errlen) != 0) {
     *config_error = 1;
     goto fail;
+  }
+  {
+    /* A link removed from the configuration claims nothing any more:
+     * whoever was in conflict with it is weighed again. */
+    size_t gone = 0;
+    if (store_claims_forget_links(store, configured, (void *)cfg, &gone) != 0)
+      log_warning("cannot forget the claims of links no longer configured");
+    else if (gone > 0)
+      log_notice("links no longer configured claim nothing now count=%zu",
+                 gone);
   }
   s->tctx = calloc(2 * n, sizeof(*s->tctx));
   s->sources = calloc(2 * n, sizeof(*s->sources));
@@ -809,8 +826,7 @@ recover(struct lrun *lr, struct recovery *rec)
   }
   if (store_begin(lr->s->store) != 0)
     return -1;
-  if (store_anchor_keys(lr->s->store, observed, prefix, on_anchor, &rc) <
-          0 ||
+  if (store_anchor_keys(lr->s->store, observed, prefix, on_anchor, &rc) < 0 ||
       rc.failed || store_commit(lr->s->store) != 0) {
     store_rollback(lr->s->store);
     return -1;
@@ -1040,8 +1056,8 @@ lrun_observe(struct lrun *lr)
   planner_observed_tenant(link, o->tenant, sizeof(o->tenant));
   snprintf(filter, sizeof(filter), "%s -like '%s%s:*'",
            planner_anchor_attr(link), ANCHOR_PREFIX, link->source->tenant_id);
-  params = json_pack("{s:s, s:s}", "Filter", filter, "ResultSize",
-                     "Unlimited");
+  params =
+      json_pack("{s:s, s:s}", "Filter", filter, "ResultSize", "Unlimited");
   if (params == NULL ||
       store_delta_start_full(lr->s->store, o->tenant, "exchange listing",
                              time(NULL), &o->gen) != 0 ||
@@ -1383,6 +1399,7 @@ scheduler_write_metrics(const struct scheduler *s, const char *path)
     m->objects = c.objects;
     m->pending = c.pending;
     m->failed = c.failed;
+    m->refused = c.refused;
     m->deletes_held = c.deletes_held;
     m->last_success = c.last_success;
     m->last_round_seconds = lr->last_round_seconds;

@@ -86,6 +86,9 @@ enum stmt_id {
   ST_CLEAR_DECIDED,
   ST_STORE_EMPTY,
   ST_TARGETS_UNSEEN,
+  ST_CLAIM_LINKS,
+  ST_CLAIM_LINK_PARTNERS,
+  ST_CLAIMS_DROP_LINK,
   ST__COUNT
 };
 
@@ -139,8 +142,11 @@ static const char *const stmt_sql[ST__COUNT] = {
         " seq = (SELECT coalesce(max(seq), 0) + 1 FROM source_object)"
         " WHERE tenant = ?1 AND removed <> 2 AND seen_gen < ?2",
     [ST_LINK_OBJECTS] = "SELECT objects FROM link_state WHERE link = ?1",
-    [ST_LINK_OPS] = "SELECT state, count(*) FROM op WHERE link = ?1"
-                    " GROUP BY state",
+    /* Refused: what the planner refused (kind fail), and conflicts the
+     * executor found before writing (their errors say so). */
+    [ST_LINK_OPS] = "SELECT state, state = 'failed' AND (kind = 'fail' OR"
+                    " last_error LIKE 'conflict:%'), count(*) FROM op"
+                    " WHERE link = ?1 GROUP BY 1, 2",
     [ST_LINK_STATE] = "SELECT deletes_held, last_success, run_started,"
                       " run_done FROM link_state WHERE link = ?1",
     [ST_PLAN_ROWS] =
@@ -330,6 +336,12 @@ static const char *const stmt_sql[ST__COUNT] = {
         " t.state <> 'deleted' AND t.target_id IS NOT NULL AND NOT EXISTS"
         " (SELECT 1 FROM source_object g WHERE g.tenant = ?2 AND"
         " g.id = t.target_id AND g.seen_gen = ?3) ORDER BY t.target_id",
+    [ST_CLAIM_LINKS] = "SELECT DISTINCT link FROM claim ORDER BY link",
+    [ST_CLAIM_LINK_PARTNERS] =
+        "INSERT OR IGNORE INTO replan (link, source_id) SELECT DISTINCT"
+        " o.link, o.source_id FROM claim c JOIN claim o ON o.target ="
+        " c.target AND o.key = c.key AND o.link <> c.link WHERE c.link = ?1",
+    [ST_CLAIMS_DROP_LINK] = "DELETE FROM claim WHERE link = ?1",
     [ST_STORE_EMPTY] = "SELECT (SELECT count(*) FROM delta_state) +"
                        " (SELECT count(*) FROM target_object) +"
                        " (SELECT count(*) FROM op)",
@@ -1353,12 +1365,15 @@ store_link_counts(struct store *store, const char *link,
   bind_text(st, 1, link);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     const char *state = (const char *)sqlite3_column_text(st, 0);
+    long long n = sqlite3_column_int64(st, 2);
     if (state != NULL && strcmp(state, "failed") == 0)
-      out->failed += sqlite3_column_int64(st, 1);
+      out->failed += n;
     else
-      out->pending += sqlite3_column_int64(st, 1);
+      out->pending += n;
     if (state != NULL && strcmp(state, "held") == 0)
-      out->held += sqlite3_column_int64(st, 1);
+      out->held += n;
+    if (sqlite3_column_int(st, 1))
+      out->refused += n;
   }
   if (rc != SQLITE_DONE)
     return fail(store, st, "counting operations");
@@ -2270,4 +2285,74 @@ store_targets_unseen(struct store *store, const char *link,
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   return stop;
+}
+
+int
+store_claims_forget_links(struct store *store,
+                          int (*keep)(void *ctx, const char *link), void *ctx,
+                          size_t *forgotten)
+{
+  sqlite3_stmt *st = prep(store, ST_CLAIM_LINKS);
+  char **gone = NULL;
+  size_t n = 0, cap = 0;
+  int rc, result = -1;
+
+  *forgotten = 0;
+  if (st == NULL)
+    return -1;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *link = col_text(st, 0);
+    if (link == NULL || keep(ctx, link))
+      continue;
+    if (n == cap) {
+      size_t ncap = cap ? cap * 2 : 4;
+      char **grown = realloc(gone, ncap * sizeof(*gone));
+      if (grown == NULL)
+        break;
+      gone = grown;
+      cap = ncap;
+    }
+    if ((gone[n] = strdup(link)) == NULL)
+      break;
+    n++;
+  }
+  if (rc != SQLITE_DONE) {
+    if (rc != SQLITE_ROW)
+      fail(store, st, "listing the links that claim");
+    sqlite3_reset(st);
+    goto out;
+  }
+  sqlite3_reset(st);
+  if (n == 0) {
+    result = 0;
+    goto out;
+  }
+  if (store_begin(store) != 0)
+    goto out;
+  for (size_t i = 0; i < n; i++) {
+    st = prep(store, ST_CLAIM_LINK_PARTNERS);
+    if (st == NULL)
+      goto rollback;
+    bind_text(st, 1, gone[i]);
+    if (exec_stmt(store, st, "queueing the partners of a link gone") != 0)
+      goto rollback;
+    st = prep(store, ST_CLAIMS_DROP_LINK);
+    if (st == NULL)
+      goto rollback;
+    bind_text(st, 1, gone[i]);
+    if (exec_stmt(store, st, "forgetting a link's claims") != 0)
+      goto rollback;
+  }
+  if (store_commit(store) != 0)
+    goto rollback;
+  *forgotten = n;
+  result = 0;
+  goto out;
+rollback:
+  store_rollback(store);
+out:
+  for (size_t i = 0; i < n; i++)
+    free(gone[i]);
+  free(gone);
+  return result;
 }

@@ -66,6 +66,11 @@ def canaries(env, key):
     # Any 64-character line of the PEM body but the last (short) one.
     for i, line in enumerate(body_lines[:-1]):
         found["PEM line %d" % (i + 1)] = line
+    # The key of the anchors' proof goes nowhere at all (it signs what
+    # is sent; it is never sent).
+    if env.anchor_key:
+        with open(env.anchor_key) as f:
+            found["anchor key"] = f.read().strip()
     return {label: text.encode() for label, text in found.items()}
 
 

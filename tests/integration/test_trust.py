@@ -461,3 +461,65 @@ def test_contacts_made_by_hand_are_left_alone(make_env):
            crashes=crashes(r.returncode, r2.returncode))
     assert touched == 0
     assert r2.returncode == 0, r2.stderr
+
+
+def test_two_links_on_one_person_conflict_for_both(make_env):
+    """Two guest links from contoso to fabrikam whose scopes overlap:
+    check-config warns; a person in scope of both is a conflict for both,
+    nothing is written for them, and the metric and status count them.
+    Removing one link ends the conflict."""
+    env = make_env(users=30)
+    second = ("[link sales-to-fabrikam]\nsource = contoso\n"
+              "target = fabrikam\nobject = guest\n"
+              "scope_filter = department eq 'Sales'\n\n")
+    env.write_config(extra=second)
+    r = env.run("check-config")
+    assert r.returncode == 0 and "warning" in r.stderr, r.stderr
+    sales = {sid for sid, u in env.in_scope().items()
+             if u.get("department") == "Sales"}
+    assert sales, "the seed has no Sales people"
+    metrics = os.path.join(env.tmp, "galbridge.prom")
+    text = open(env.conf).read().replace(
+        "interval = 1\n", "interval = 1\nmetrics_file = %s\n" % metrics)
+    with open(env.conf, "w") as f:
+        f.write(text)
+    r = env.run("sync")
+    assert r.returncode == 1
+    status = {link["name"]: link for link in env.status()["links"]}
+    for name, other in (("contoso-to-fabrikam", "sales-to-fabrikam"),
+                        ("sales-to-fabrikam", "contoso-to-fabrikam")):
+        refused = {f["source_id"] for f in status[name]["failures"]}
+        assert refused == sales, name
+        assert status[name]["refused"] == len(sales)
+        assert all(f["error"].startswith("conflict: ") and
+                   "link %s" % other in f["error"]
+                   for f in status[name]["failures"]), status[name]
+    copies = env.copies()
+    record("conflicts", injected=len(sales), rounds=1,
+           converged=int(not (set(copies) & sales)),
+           duplicates=sum(len(c) - 1 for c in copies.values()),
+           crashes=crashes(r.returncode))
+    assert not set(copies) & sales
+    assert set(copies) == set(env.in_scope()) - sales
+    assert status["sales-to-fabrikam"]["objects"] == 0
+
+    # The daemon's metrics count them too.
+    d = env.start("run")
+    try:
+        import client as fc
+        fc.wait_for(lambda: os.path.exists(metrics) and
+                    "galbridge_link_refused_objects" in open(metrics).read(),
+                    timeout=60, what="the metrics file")
+        want = 'galbridge_link_refused_objects{link="sales-to-fabrikam"} %d' \
+            % len(sales)
+        assert want in open(metrics).read()
+    finally:
+        d.terminate()
+        d.communicate(timeout=30)
+
+    # One link goes: the other takes them.
+    env.write_config()
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert "claim nothing now" in r.stderr
+    check_converged(env)
