@@ -413,6 +413,7 @@ static const struct metrics_link LINKS[] = {
      .objects = 1200,
      .pending = 3,
      .failed = 1,
+     .refused = 1,
      .deletes_held = 0,
      .last_success = 1700000000,
      .last_round_seconds = 2.5,
@@ -464,6 +465,12 @@ static const char GOLDEN[] =
     "# TYPE galbridge_link_failed_ops gauge\n"
     "galbridge_link_failed_ops{link=\"contoso-fabrikam\"} 1\n"
     "galbridge_link_failed_ops{link=\"fabrikam-contoso\"} 0\n"
+    "# HELP galbridge_link_refused_objects Objects not synced: conflicts (an "
+    "address or anchor held by an object galbridge cannot prove it made, two "
+    "objects claiming one) and values it cannot take.\n"
+    "# TYPE galbridge_link_refused_objects gauge\n"
+    "galbridge_link_refused_objects{link=\"contoso-fabrikam\"} 1\n"
+    "galbridge_link_refused_objects{link=\"fabrikam-contoso\"} 0\n"
     "# HELP galbridge_link_deletes_held Deletes waiting for approval.\n"
     "# TYPE galbridge_link_deletes_held gauge\n"
     "galbridge_link_deletes_held{link=\"contoso-fabrikam\"} 0\n"
@@ -566,8 +573,8 @@ writes_the_exact_text(void **state)
   assert_string_equal(err, "");
   text = slurp(d->file);
   assert_string_equal(text, GOLDEN);
-  /* 2 links × 14 series, 4 + 2 HTTP series, 2 tenants, 1 timestamp. */
-  assert_int_equal(check_exposition(text), 2 * 14 + 6 + 2 + 1);
+  /* 2 links × 15 series, 4 + 2 HTTP series, 2 tenants, 1 timestamp. */
+  assert_int_equal(check_exposition(text), 2 * 15 + 6 + 2 + 1);
   assert_false(exists(d->tmp));
   free(text);
 }

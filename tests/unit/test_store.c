@@ -370,7 +370,7 @@ static void
 put_op(struct store *s, const char *source_id, const char *kind, time_t now)
 {
   assert_int_equal(store_op_put(s, "a-to-b", source_id, kind, "{}", "{}", "h",
-                                "pending", NULL, now),
+                                "pending", NULL, NULL, 0, now),
                    0);
 }
 
