@@ -387,14 +387,12 @@ int store_replan_add(struct store *store, const char *link,
 
 /* Claims: the keys an object of a link stands for in its target tenant
  * (such as "addr:<address>" and "obj:<kind>:<anchor>"); two objects
- * claiming one key of one target are in conflict. fn gets every other
- * (link, source id) claiming `key` in `target`, borrowed; it returns 0 to
- * go on, non-zero to stop (returned as is). */
-typedef int (*store_claim_fn)(void *ctx, const char *link,
-                              const char *source_id);
-int store_claim_others(struct store *store, const char *target,
-                       const char *key, const char *link,
-                       const char *source_id, store_claim_fn fn, void *ctx)
+ * claiming one key of one target are in conflict. Returns 1 with the
+ * first other (link, source id) claiming `key` in `target` (*other_link,
+ * *other_id: new strings), 0 when nobody else does, -1 on error. */
+int store_claim_first(struct store *store, const char *target, const char *key,
+                      const char *link, const char *source_id,
+                      char **other_link, char **other_id)
     __attribute__((warn_unused_result));
 /* Replace the claims of (link, source_id) in `target` with `keys` (n = 0
  * drops them). Every other object holding a key it gives up or takes

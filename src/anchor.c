@@ -162,6 +162,18 @@ anchor_parse(const char *value, const char **proof)
   return plain;
 }
 
+/* a + b + c, a new string (NULL on allocation failure). */
+static char *
+concat(const char *a, const char *b, const char *c)
+{
+  size_t n = strlen(a) + strlen(b) + strlen(c) + 1;
+  char *out = malloc(n);
+
+  if (out != NULL)
+    snprintf(out, n, "%s%s%s", a, b, c);
+  return out;
+}
+
 /* The proof's text ("1." + base64url of PROOF_BYTES) into a new string. */
 static char *
 proof_text(const struct anchor_key *key, const char *target_tenant,
@@ -190,10 +202,7 @@ proof_text(const struct anchor_key *key, const char *target_tenant,
   jwt_cleanse(mac, sizeof(mac));
   if (b64 == NULL)
     return NULL;
-  n = strlen(PROOF_VERSION) + strlen(b64) + 1;
-  out = malloc(n);
-  if (out != NULL)
-    snprintf(out, n, "%s%s", PROOF_VERSION, b64);
+  out = concat(PROOF_VERSION, b64, "");
   free(b64);
   return out;
 }
@@ -203,17 +212,13 @@ anchor_stamp(const struct anchor_key *key, const char *target_tenant,
              const char *kind, const char *plain, const char *target_id)
 {
   char *proof, *out;
-  size_t n;
 
   if (key == NULL || target_id == NULL)
     return strdup(plain);
   proof = proof_text(key, target_tenant, kind, plain, target_id);
   if (proof == NULL)
     return NULL;
-  n = strlen(plain) + strlen(proof) + 2;
-  out = malloc(n);
-  if (out != NULL)
-    snprintf(out, n, "%s:%s", plain, proof);
+  out = concat(plain, ":", proof);
   free(proof);
   return out;
 }

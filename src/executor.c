@@ -511,20 +511,6 @@ no_other_anchor(const char *plain, const char *value)
   return ok;
 }
 
-struct claimant {
-  char *link, *source_id;
-};
-
-static int
-first_claimant(void *ctx, const char *link, const char *source_id)
-{
-  struct claimant *c = ctx;
-
-  c->link = strdup(link);
-  c->source_id = strdup(source_id);
-  return 1;
-}
-
 /* Before anything is made: does another object (of this link or of
  * another with the same target) claim what this one stands for? The
  * planner refuses such objects, but another link may have planned its
@@ -541,21 +527,20 @@ claimed_elsewhere(struct job *job)
   if (planner_claim_keys(link, job->op.source_id, job->desired, keys, &n) != 0)
     goto out;
   for (size_t i = 0; i < n && !found; i++) {
-    struct claimant c = {0};
-    if (store_claim_others(job->ex->store, link->target->tenant_id, keys[i],
-                           link->name, job->op.source_id, first_claimant,
-                           &c) > 0) {
+    char *olink = NULL, *oid = NULL;
+    if (store_claim_first(job->ex->store, link->target->tenant_id, keys[i],
+                          link->name, job->op.source_id, &olink, &oid) > 0) {
       found = 1;
       conflict(job,
-               strcmp(c.link ? c.link : "", link->name) == 0
+               strcmp(olink, link->name) == 0
                    ? "conflict: source object %s of this link stands for "
                      "the same target object (%s); not written"
                    : "conflict: source object %s of link %s stands for the "
                      "same target object; not written",
-               c.source_id ? c.source_id : "?", c.link ? c.link : "?");
+               oid, olink);
     }
-    free(c.link);
-    free(c.source_id);
+    free(olink);
+    free(oid);
   }
 out:
   for (size_t i = 0; i < n; i++)
@@ -619,6 +604,38 @@ out:
   free(plain);
   free(value);
   return rc;
+}
+
+/* Nobody holds the address: an adoption has lost its object, and an
+ * object with this person's anchor but no proof stands in the way;
+ * otherwise the create may go, the time it leaves committed first (the
+ * proof for a replay that finds what it made). Returns 0 when it may go
+ * on; otherwise the job has ended. */
+static int
+may_make(struct job *job, const char *address)
+{
+  if (job->kind == PLANNER_ADOPT) {
+    conflict(job,
+             "conflict: the object to adopt (%s) no longer holds address "
+             "%s; not written",
+             job->target_id ? job->target_id : "?", address);
+    return -1;
+  }
+  if (job->unproven != NULL) {
+    conflict(job,
+             "conflict: target object %s carries this person's anchor but "
+             "nothing proves galbridge made it (edited by hand, or made "
+             "without this anchor_key_file); left alone",
+             job->unproven);
+    return -1;
+  }
+  job->op.sent_at = (long long)time(NULL);
+  if (store_op_sent(job->ex->store, job->op.id, (time_t)job->op.sent_at) !=
+      0) {
+    fail(job, 0, "cannot record the create before sending it");
+    return -1;
+  }
+  return 0;
 }
 
 static void
@@ -724,22 +741,11 @@ on_checked(void *ctx, const struct graph_response *resp,
                  : "");
     goto out;
   }
-  if (job->kind == PLANNER_ADOPT) {
-    conflict(job,
-             "conflict: the object to adopt (%s) no longer holds address "
-             "%s; not written",
-             job->target_id ? job->target_id : "?", mail);
-    goto out;
+  /* Nobody: invite (its sent time committed first). */
+  if (may_make(job, mail) == 0) {
+    job->step = STEP_INVITE;
+    job_step(job);
   }
-  /* Nobody: invite. The time it leaves is committed first. */
-  job->op.sent_at = (long long)time(NULL);
-  if (store_op_sent(job->ex->store, job->op.id, (time_t)job->op.sent_at) !=
-      0) {
-    fail(job, 0, "cannot record the invitation before sending it");
-    goto out;
-  }
-  job->step = STEP_INVITE;
-  job_step(job);
 out:
   free(plain);
 }
@@ -1012,30 +1018,11 @@ x_checked(struct job *job, const struct exo_response *resp)
                  : "");
     goto out;
   }
-  if (job->kind == PLANNER_ADOPT) {
-    conflict(job,
-             "conflict: the object to adopt (%s) no longer holds address "
-             "%s; not written",
-             job->target_id ? job->target_id : "?", address);
-    goto out;
+  /* Nobody: make it (its sent time committed first). */
+  if (may_make(job, address) == 0) {
+    job->step = STEP_X_NEW;
+    x_step(job);
   }
-  if (job->unproven != NULL) {
-    conflict(job,
-             "conflict: target object %s carries this person's anchor but "
-             "nothing proves galbridge made it (edited by hand, or made "
-             "without this anchor_key_file); left alone",
-             job->unproven);
-    goto out;
-  }
-  /* Nobody: make it. The time New-* leaves is committed first. */
-  job->op.sent_at = (long long)time(NULL);
-  if (store_op_sent(job->ex->store, job->op.id, (time_t)job->op.sent_at) !=
-      0) {
-    fail(job, 0, "cannot record the new recipient before asking for it");
-    goto out;
-  }
-  job->step = STEP_X_NEW;
-  x_step(job);
 out:
   free(plain);
 }

@@ -759,20 +759,6 @@ claim_reason(char *buf, size_t len, const char *key, const char *link,
              other_link);
 }
 
-struct other {
-  char *link, *source_id;
-};
-
-static int
-first_other(void *ctx, const char *link, const char *source_id)
-{
-  struct other *o = ctx;
-
-  o->link = strdup(link);
-  o->source_id = strdup(source_id);
-  return 1;
-}
-
 /* Whether another object claims one of p's keys: in the store (earlier
  * chunks and rounds, other links) or in this chunk (whose claims are
  * not written yet; that one fails too, now). */
@@ -783,8 +769,8 @@ check_claims(struct round *r, struct planned *p, const char *source_id)
   char reason[768];
 
   for (size_t k = 0; k < p->n_keys; k++) {
-    struct other o = {0};
     json_t *at = json_object_get(r->chunk_keys, p->keys[k]);
+    char *olink = NULL, *oid = NULL;
     int rc;
 
     if (at != NULL) {
@@ -800,16 +786,14 @@ check_claims(struct round *r, struct planned *p, const char *source_id)
       }
       return make_fail(&p->d, reason);
     }
-    rc = store_claim_others(r->store, r->target, p->keys[k], link, source_id,
-                            first_other, &o);
+    rc = store_claim_first(r->store, r->target, p->keys[k], link, source_id,
+                           &olink, &oid);
     if (rc < 0)
       return -1;
     if (rc > 0) {
-      if (o.link != NULL && o.source_id != NULL)
-        claim_reason(reason, sizeof(reason), p->keys[k], link, o.link,
-                     o.source_id);
-      free(o.link);
-      free(o.source_id);
+      claim_reason(reason, sizeof(reason), p->keys[k], link, olink, oid);
+      free(olink);
+      free(oid);
       return make_fail(&p->d, reason);
     }
   }

@@ -1961,7 +1961,12 @@ store_replan_add(struct store *store, const char *link, const char *source_id)
   return exec_stmt(store, st, "queueing an object to plan again");
 }
 
-int
+typedef int (*store_claim_fn)(void *ctx, const char *link,
+                              const char *source_id);
+
+/* fn gets every other (link, source id) claiming `key` in `target`,
+ * borrowed; it returns 0 to go on, non-zero to stop (returned as is). */
+static int
 store_claim_others(struct store *store, const char *target, const char *key,
                    const char *link, const char *source_id, store_claim_fn fn,
                    void *ctx)
@@ -1985,6 +1990,42 @@ store_claim_others(struct store *store, const char *target, const char *key,
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   return stop;
+}
+
+struct first_claim {
+  char *link, *source_id;
+  int failed;
+};
+
+static int
+first_claim(void *ctx, const char *link, const char *source_id)
+{
+  struct first_claim *f = ctx;
+
+  f->link = strdup(link);
+  f->source_id = strdup(source_id);
+  f->failed = f->link == NULL || f->source_id == NULL;
+  return 1;
+}
+
+int
+store_claim_first(struct store *store, const char *target, const char *key,
+                  const char *link, const char *source_id, char **other_link,
+                  char **other_id)
+{
+  struct first_claim f = {0};
+  int rc =
+      store_claim_others(store, target, key, link, source_id, first_claim, &f);
+
+  *other_link = *other_id = NULL;
+  if (rc < 0 || f.failed) {
+    free(f.link);
+    free(f.source_id);
+    return -1;
+  }
+  *other_link = f.link;
+  *other_id = f.source_id;
+  return rc > 0;
 }
 
 struct replan_ctx {
