@@ -196,6 +196,7 @@ struct graph_holder {
   const char *user_type;     /* users: "Member" or "Guest" */
   const char *anchor;        /* users: the anchor attribute asked for */
   time_t created;            /* users: createdDateTime, 0 if unknown */
+  int other_only;            /* a user with it among its other mails only */
 };
 
 /* At most this many holders of each kind are reported. */
@@ -206,7 +207,8 @@ typedef void (*graph_holders_fn)(void *ctx, const struct graph_response *resp,
                                  const struct graph_holder *holders, size_t n);
 
 /* Every directory object of the tenant holding `address`: users by mail,
- * otherMails or SMTP proxy address, org contacts and groups by mail or
+ * userPrincipalName, otherMails or SMTP proxy address, org contacts and
+ * groups by mail or
  * proxy address (three lookups, through $batch once batching is on; the
  * latter two as advanced queries). `anchor_attr` names the extension
  * attribute reported in each user's holder->anchor (may be NULL).
@@ -418,8 +420,9 @@ json_t *graph_delta_merge(const json_t *stored, const json_t *item,
 
 /* The keys under which a stored user (attributes as graph_delta_merge
  * makes them) can be found, for store_object_keys_put(): "addr:<address>"
- * (lower case) for its mail, userPrincipalName, otherMails and SMTP
- * proxyAddresses, each with a NULL value, and "anchor:<plain anchor>"
+ * (lower case) for its mail, userPrincipalName and SMTP proxyAddresses,
+ * "other:<address>" for its otherMails, each with a NULL value, and
+ * "anchor:<plain anchor>"
  * for every extension attribute holding a galbridge anchor, with that
  * attribute's whole value. New reference: an array of [key, value]
  * pairs, or NULL on allocation failure. */

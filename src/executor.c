@@ -685,7 +685,7 @@ on_checked(void *ctx, const struct graph_response *resp,
   for (i = 0; i < n; i++) {
     int invited = h[i].creation_type != NULL &&
                   strcasecmp(h[i].creation_type, "Invitation") == 0;
-    if (strcmp(h[i].kind, "user") != 0)
+    if (strcmp(h[i].kind, "user") != 0 || (h[i].other_only && !invited))
       continue;
     if (owned_elsewhere(job, h[i].id, who, sizeof(who))) {
       conflict(job, "conflict: address %s is held by %s; not written", mail,
@@ -712,6 +712,10 @@ on_checked(void *ctx, const struct graph_response *resp,
   for (i = 0; i < n; i++) {
     int invited = h[i].creation_type != NULL &&
                   strcasecmp(h[i].creation_type, "Invitation") == 0;
+    /* An other mail is no unique address: it stands in the way only on
+     * an invited user (whom an invitation of it answers with). */
+    if (h[i].other_only && !invited)
+      continue;
     if (strcmp(h[i].kind, "user") == 0 && link->adopt == CONFIG_ADOPT_MAIL &&
         invited &&
         (job->kind != PLANNER_ADOPT ||

@@ -1072,8 +1072,10 @@ graph_delta_merge(const json_t *stored, const json_t *item, int replace,
 
 /* Append ["addr:<lower-case address>", null] unless it is empty or too
  * long to be an address. */
+/* Append ["<prefix><lower-case address>", null] unless the address is
+ * empty or too long to be one. */
 static int
-add_address_key(json_t *keys, const char *address)
+add_address_key(json_t *keys, const char *prefix, const char *address)
 {
   char key[300];
   size_t n;
@@ -1081,10 +1083,10 @@ add_address_key(json_t *keys, const char *address)
   if (address == NULL)
     return 0;
   n = strlen(address);
-  if (n == 0 || n + 5 >= sizeof(key))
+  if (n == 0 || n + strlen(prefix) >= sizeof(key))
     return 0;
-  snprintf(key, sizeof(key), "addr:%s", address);
-  for (char *c = key; *c != '\0'; c++)
+  snprintf(key, sizeof(key), "%s%s", prefix, address);
+  for (char *c = key + strlen(prefix); *c != '\0'; c++)
     *c = (char)tolower((unsigned char)*c);
   return json_array_append_new(keys, json_pack("[s, n]", key));
 }
@@ -1099,18 +1101,21 @@ graph_user_keys(const json_t *attrs)
 
   if (keys == NULL)
     return NULL;
-  rc |=
-      add_address_key(keys, json_string_value(json_object_get(attrs, "mail")));
   rc |= add_address_key(
-      keys, json_string_value(json_object_get(attrs, "userPrincipalName")));
-  json_array_foreach(json_object_get(attrs, "otherMails"), i, v) rc |=
-      add_address_key(keys, json_string_value(v));
+      keys, "addr:", json_string_value(json_object_get(attrs, "mail")));
+  rc |= add_address_key(
+      keys,
+      "addr:", json_string_value(json_object_get(attrs, "userPrincipalName")));
   json_array_foreach(json_object_get(attrs, "proxyAddresses"), i, v)
   {
     const char *a = json_string_value(v);
     if (a != NULL && strncasecmp(a, "smtp:", 5) == 0)
-      rc |= add_address_key(keys, a + 5);
+      rc |= add_address_key(keys, "addr:", a + 5);
   }
+  /* Other mails are no unique address: they stand in the way only on an
+   * invited user (the planner's rule, see planner.c). */
+  json_array_foreach(json_object_get(attrs, "otherMails"), i, v) rc |=
+      add_address_key(keys, "other:", json_string_value(v));
   ext = json_object_get(attrs, "onPremisesExtensionAttributes");
   json_object_foreach(ext, name, v)
   {
@@ -2042,12 +2047,37 @@ iso_time(const char *s)
   return timegm(&tm);
 }
 
+/* Whether user u holds `address` as a unique address (mail, UPN, an SMTP
+ * proxy address), not only among its other mails. */
+static int
+holds_address(const json_t *u, const char *address)
+{
+  static const char *const names[] = {"mail", "userPrincipalName"};
+  const json_t *v;
+  size_t i;
+
+  for (i = 0; i < 2; i++) {
+    const char *a = json_string_value(json_object_get(u, names[i]));
+    if (a != NULL && strcasecmp(a, address) == 0)
+      return 1;
+  }
+  json_array_foreach(json_object_get(u, "proxyAddresses"), i, v)
+  {
+    const char *a = json_string_value(v);
+    if (a != NULL && strncasecmp(a, "smtp:", 5) == 0 &&
+        strcasecmp(a + 5, address) == 0)
+      return 1;
+  }
+  return 0;
+}
+
 /* The three lookups of graph_address_holders, answered in any order. */
 struct holders {
   struct graph *graph;
   graph_holders_fn done;
   void *ctx;
   char *anchor_attr;
+  char *address;
   int waiting;
   json_t *values[3]; /* users, contacts, groups */
   long status;       /* of the first lookup that failed, if any */
@@ -2093,6 +2123,7 @@ holders_finish(struct holders *h)
                           : NULL,
             .created = iso_time(
                 json_string_value(json_object_get(v, "createdDateTime"))),
+            .other_only = k == 0 && !holds_address(v, h->address),
         };
         n++;
       }
@@ -2102,6 +2133,7 @@ holders_finish(struct holders *h)
   for (int k = 0; k < 3; k++)
     json_decref(h->values[k]);
   free(h->anchor_attr);
+  free(h->address);
   free(h);
 }
 
@@ -2191,7 +2223,7 @@ graph_address_holders(struct graph *graph, const char *address,
   smtp = graph_odata_quote(prefixed);
   if (smtp == NULL)
     goto out;
-  n = 3 * strlen(quoted) + strlen(smtp) + 128;
+  n = 4 * strlen(quoted) + strlen(smtp) + 128;
   filter = malloc(n);
   if (filter == NULL)
     goto out;
@@ -2199,12 +2231,13 @@ graph_address_holders(struct graph *graph, const char *address,
    * user whose address another object had) in otherMails; contacts and
    * groups as mail or proxy address. Every one stands in the way. */
   snprintf(filter, n,
-           "mail eq %s or otherMails/any(x:x eq %s) or "
-           "proxyAddresses/any(x:x eq %s)",
-           quoted, quoted, smtp);
+           "mail eq %s or userPrincipalName eq %s or "
+           "otherMails/any(x:x eq %s) or proxyAddresses/any(x:x eq %s)",
+           quoted, quoted, quoted, smtp);
   url[0] = query_url("users", filter,
-                     "$select=id,displayName,mail,userType,creationType,"
-                     "createdDateTime,onPremisesExtensionAttributes&$top=5");
+                     "$select=id,displayName,mail,userPrincipalName,"
+                     "proxyAddresses,userType,creationType,createdDateTime,"
+                     "onPremisesExtensionAttributes&$top=5");
   snprintf(filter, n, "mail eq %s or proxyAddresses/any(x:x eq %s)", quoted,
            smtp);
   url[1] = query_url("contacts", filter,
@@ -2219,7 +2252,9 @@ graph_address_holders(struct graph *graph, const char *address,
   h->ctx = ctx;
   h->waiting = 3;
   h->result = GRAPH_OK;
-  if (anchor_attr != NULL && (h->anchor_attr = strdup(anchor_attr)) == NULL)
+  if ((anchor_attr != NULL &&
+       (h->anchor_attr = strdup(anchor_attr)) == NULL) ||
+      (h->address = strdup(address)) == NULL)
     goto out;
   /* Reads: through $batch when batching (round trips, not resource
    * units: each inner request counts on its own). Contacts' and groups'
@@ -2244,6 +2279,7 @@ graph_address_holders(struct graph *graph, const char *address,
 out:
   if (h != NULL) {
     free(h->anchor_attr);
+    free(h->address);
     free(h);
   }
   for (int k = 0; k < 3; k++)

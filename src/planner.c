@@ -804,6 +804,7 @@ struct found {
   char *id[MAX_FOUND];
   char *value[MAX_FOUND];
   const char *tenant[MAX_FOUND]; /* where each was found */
+  int other[MAX_FOUND];          /* found by an other mail only */
   size_t n;
 };
 
@@ -828,8 +829,10 @@ lookup(struct round *r, const char *tenant, const char *key, struct found *f)
 
   if (store_object_lookup(r->store, tenant, key, collect, f) < 0)
     return -1;
-  for (size_t i = from; i < f->n; i++)
+  for (size_t i = from; i < f->n; i++) {
     f->tenant[i] = tenant;
+    f->other[i] = strncmp(key, "other:", 6) == 0;
+  }
   return 0;
 }
 
@@ -947,10 +950,15 @@ check_target(struct round *r, struct planned *p, const char *source_id)
   }
   free(key);
   key = address ? lower_dup("addr:", address) : NULL;
-  /* Users of the target, and for mail contacts its anchored contacts. */
+  /* Users of the target, and for mail contacts its anchored contacts;
+   * then users with it among their other mails. */
   if (key == NULL || lookup(r, r->target, key, &holders) != 0 ||
       (strcmp(r->observed, r->target) != 0 &&
        lookup(r, r->observed, key, &holders) != 0))
+    goto out;
+  free(key);
+  key = lower_dup("other:", address);
+  if (key == NULL || lookup(r, r->target, key, &holders) != 0)
     goto out;
   for (size_t i = 0; i < holders.n; i++) {
     const char *id = holders.id[i], *name, *ct;
@@ -972,6 +980,11 @@ check_target(struct round *r, struct planned *p, const char *source_id)
                          &removed) != 0)
       goto out;
     attrs = json_loads(attrs_text ? attrs_text : "{}", 0, NULL);
+    ct = json_string_value(json_object_get(attrs, "creationType"));
+    /* An other mail is no unique address: it stands in the way only on
+     * an invited user (whom an invitation of it would answer with). */
+    if (holders.other[i] && (ct == NULL || strcasecmp(ct, "Invitation") != 0))
+      continue;
     other = anchor_parse(graph_user_extension(attrs, link->anchor), NULL);
     if (adoptable(link, attrs) &&
         (other == NULL || strcmp(other, plain) == 0 ||
@@ -983,7 +996,6 @@ check_target(struct round *r, struct planned *p, const char *source_id)
     }
     free(other);
     name = json_string_value(json_object_get(attrs, "displayName"));
-    ct = json_string_value(json_object_get(attrs, "creationType"));
     snprintf(reason, sizeof(reason),
              "conflict: address %s is held by '%s' (%s), %s of the target "
              "that galbridge did not make; not written%s",
@@ -1270,7 +1282,9 @@ planner_plan_key(const struct planner_link *pl, char out[17])
     planner_hash(pl->members, members);
   /* Everything a decision depends on besides the objects themselves;
    * "v" changes when the planner's own rules do. */
-  if (json_object_set_new(key, "v", json_integer(1)) != 0 ||
+  /* v2: claims (every object weighed once after the upgrade files its
+   * claims). */
+  if (json_object_set_new(key, "v", json_integer(2)) != 0 ||
       json_object_set_new(key, "source", json_string(l->source->tenant_id)) ||
       json_object_set_new(key, "target", json_string(l->target->tenant_id)) ||
       json_object_set_new(key, "object", json_integer(l->object)) ||

@@ -523,3 +523,29 @@ def test_two_links_on_one_person_conflict_for_both(make_env):
     assert r.returncode == 0, r.stderr
     assert "claim nothing now" in r.stderr
     check_converged(env)
+
+
+def test_other_mails_of_a_member_stand_in_no_way(make_env):
+    """otherMails are no unique address: a member of the target who lists
+    a partner's address among them does not stop that partner's guest
+    (only an invited user holding it there does: an invitation would
+    answer with that user)."""
+    env = make_env(users=10)
+    fab = env.tenants["fabrikam"]["id"]
+    p1, p2 = sorted(env.in_scope().values(), key=lambda u: u["id"])[:2]
+    member = env.cloud.create_user(fab, {
+        "displayName": "Colleague", "mail": "colleague@fabrikam.example",
+        "otherMails": [p1["mail"]], "userType": "Member",
+        "accountEnabled": True})
+    leftover = env.cloud.create_user(fab, {
+        "displayName": "Hidden Guest", "mail": None, "proxyAddresses": [],
+        "otherMails": [p2["mail"]], "userType": "Guest",
+        "creationType": "Invitation", "showInAddressList": False,
+        "accountEnabled": True})
+    before = target_user(env, leftover["id"])
+    r = env.run("sync")
+    assert r.returncode == 1
+    assert p1["id"] in env.copies()
+    assert untouched(before, target_user(env, leftover["id"]))
+    assert leftover["id"] in failures(env)[p2["id"]]["error"]
+    assert target_user(env, member["id"])["otherMails"] == [p1["mail"]]

@@ -1069,6 +1069,45 @@ delta_link_usable(void **state)
   assert_string_equal(buf, "");
 }
 
+/* What a stored user holds: unique addresses (mail, UPN, SMTP proxy
+ * addresses, lower-cased), other mails apart, and galbridge anchors by
+ * their plain part with the whole value. */
+static void
+user_keys_table(void **state)
+{
+  json_t *attrs = json_loads(
+      "{\"mail\":\"Ann@Contoso.com\","
+      "\"userPrincipalName\":\"ann_contoso.com#EXT#@f.onmicrosoft.com\","
+      "\"proxyAddresses\":[\"SMTP:Ann@Contoso.com\",\"smtp:a2@c.com\","
+      "\"X500:/o=x\"],\"otherMails\":[\"Private@Home.example\"],"
+      "\"onPremisesExtensionAttributes\":{\"extensionAttribute15\":"
+      "\"GalBridge:T:ID:1.Proof\",\"extensionAttribute1\":\"blue\","
+      "\"extensionAttribute2\":null}}",
+      0, NULL);
+  json_t *keys = graph_user_keys(attrs);
+  char *text;
+
+  (void)state;
+  assert_non_null(keys);
+  /* Every key once per kind of holding; an address held twice twice. */
+  text = json_dumps(keys, JSON_COMPACT);
+  assert_string_equal(
+      text, "[[\"addr:ann@contoso.com\",null],"
+            "[\"addr:ann_contoso.com#ext#@f.onmicrosoft.com\",null],"
+            "[\"addr:ann@contoso.com\",null],[\"addr:a2@c.com\",null],"
+            "[\"other:private@home.example\",null],"
+            "[\"anchor:galbridge:t:id\",\"GalBridge:T:ID:1.Proof\"]]");
+  free(text);
+  json_decref(keys);
+  json_decref(attrs);
+  /* Nothing to hold: no keys. */
+  attrs = json_object();
+  keys = graph_user_keys(attrs);
+  assert_int_equal(json_array_size(keys), 0);
+  json_decref(keys);
+  json_decref(attrs);
+}
+
 int
 main(void)
 {
@@ -1106,6 +1145,7 @@ main(void)
       cmocka_unit_test(batch_parse_refusals),
       cmocka_unit_test(batch_parse_fixture),
       cmocka_unit_test(batch_invitations_round_trip),
+      cmocka_unit_test(user_keys_table),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
