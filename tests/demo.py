@@ -147,7 +147,10 @@ def main():
             for u in cloud.users(fabrikam["id"]):
                 ext = u.get("onPremisesExtensionAttributes") or {}
                 anchor = str(ext.get("extensionAttribute15") or "")
-                titles[anchor.rsplit(":", 1)[-1]] = u.get("jobTitle")
+                # galbridge:<tenant>:<id>, then its proof
+                parts = anchor.split(":")
+                if len(parts) >= 3:
+                    titles[parts[2]] = u.get("jobTitle")
             return all(titles.get(u["id"]) == "Demo Title %d" % (i + 1)
                        for i, u in enumerate(people))
         fc.wait_for(carried, timeout=60, what="the change in fabrikam")
