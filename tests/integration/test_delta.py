@@ -297,7 +297,7 @@ def test_status_json(env):
                     "target": "fabrikam", "object": "guest",
                     "objects": len(env.in_scope()), "pending": 0,
                     "failed": 0, "deletes_held": 0, "failures": [],
-                    "progress": None}
+                    "refused": 0, "progress": None}
     src = st["sources"][0]
     assert src["name"] == "contoso" and src["objects"] == 50
     assert src["last_round"].endswith("Z")
