@@ -1044,8 +1044,14 @@ lrun_observe(struct lrun *lr)
   struct observe *o;
   json_t *params = NULL;
   char filter[ANCHOR_PLAIN_MAX + 64];
+  int empty = 0;
 
-  if (link->object != CONFIG_OBJECT_MAILCONTACT || lr->target->exo == NULL) {
+  /* A partial round (its source still being read) plans from the last
+   * listing, unless the link has no state yet: a lost one is taken up
+   * before anything else is planned. */
+  if (link->object != CONFIG_OBJECT_MAILCONTACT || lr->target->exo == NULL ||
+      (lr->partial &&
+       (store_link_empty(lr->s->store, link->name, &empty) != 0 || !empty))) {
     lrun_plan(lr);
     return;
   }
