@@ -941,8 +941,14 @@ x_found(struct job *job, const struct exo_response *resp)
   json_array_foreach(resp->value, i, r)
   {
     const char *id = exo_recipient_id(r);
-    if (id == NULL)
-      continue;
+    const char *value = json_string_value(
+        json_object_get(r, planner_anchor_attr(job->ex->link)));
+    char *theirs = anchor_parse(value, NULL);
+    int same = theirs != NULL && plain != NULL && strcmp(theirs, plain) == 0;
+
+    free(theirs);
+    if (id == NULL || !same)
+      continue; /* -like matched a longer id: another person's */
     if (x_own_proven(job, plain, r) &&
         !owned_elsewhere(job, id, who, sizeof(who))) {
       if (take(job, id, "its own") == 0) {
