@@ -1309,14 +1309,12 @@ x_start(struct job *job)
 {
   switch (job->kind) {
   case PLANNER_RESTORE:
-    /* Exchange keeps no deleted recipients: made anew, unless this op's
-     * own New-* made one already (its id then follows its sent time). */
-    if (job->op.sent_at == 0) {
-      free(job->target_id);
-      job->target_id = NULL;
-    }
+    /* Exchange keeps no deleted recipients: made anew. The id the op
+     * names is the deleted one, or the one its own New-* made before a
+     * crash: the lookups tell, as for any create. */
     job->kind = PLANNER_CREATE;
-    /* fall through */
+    job->step = STEP_X_FIND;
+    break;
   case PLANNER_CREATE:
     /* An object the op learnt (its New-* answered before a crash) is
      * its own; else its copies by anchor, then the address. */

@@ -213,8 +213,10 @@ static const char *const stmt_sql[ST__COUNT] = {
         " target_id = CASE WHEN excluded.kind = 'create' AND op.kind ="
         " 'create' THEN coalesce(op.target_id, excluded.target_id)"
         " ELSE excluded.target_id END,"
-        " sent_at = CASE WHEN excluded.kind = 'create' AND op.kind ="
-        " 'create' THEN op.sent_at ELSE 0 END,"
+        /* A make replacing a make keeps when its request may have left
+         * (a restore of a mail contact makes one anew too). */
+        " sent_at = CASE WHEN excluded.kind IN ('create', 'restore') AND"
+        " op.kind IN ('create', 'restore') THEN op.sent_at ELSE 0 END,"
         " attempts = 0, last_error = excluded.last_error,"
         " next_try = excluded.next_try, created_at = excluded.created_at",
     [ST_OP_DELETE] = "DELETE FROM op WHERE id = ?1",
