@@ -260,4 +260,9 @@ double http_backoff_ms(int attempt, long base_ms, long cap_ms, double u);
  * one of those (signs, exponents, obsolete date forms, garbage). */
 int http_parse_retry_after(const char *value, time_t now, double *seconds);
 
+/* An ISO 8601 time in UTC as Microsoft's services write them
+ * ("2026-12-07T13:00:00Z", with or without fractions, or "+00:00"), or 0
+ * when `value` is NULL or not one. */
+time_t http_parse_iso8601(const char *value);
+
 #endif

@@ -360,20 +360,12 @@ exo_recipient_id(const json_t *recipient)
 time_t
 exo_recipient_created(const json_t *recipient)
 {
-  static const char *const names[] = {"WhenCreatedUTC", "WhenCreated"};
+  time_t t = http_parse_iso8601(
+      json_string_value(json_object_get(recipient, "WhenCreatedUTC")));
 
-  for (size_t i = 0; i < 2; i++) {
-    const char *v = json_string_value(json_object_get(recipient, names[i]));
-    struct tm tm = {0};
-    const char *end = v != NULL ? strptime(v, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
-    if (end == NULL)
-      continue;
-    if (*end == '.')
-      end += 1 + strspn(end + 1, "0123456789");
-    if (strcmp(end, "Z") == 0 || strcmp(end, "+00:00") == 0)
-      return timegm(&tm);
-  }
-  return 0;
+  return t != 0 ? t
+                : http_parse_iso8601(json_string_value(
+                      json_object_get(recipient, "WhenCreated")));
 }
 
 json_t *

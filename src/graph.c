@@ -2027,26 +2027,6 @@ graph_odata_quote(const char *value)
   return out;
 }
 
-/* ISO 8601 UTC ("2026-12-07T13:00:00Z", fractions allowed) to time_t;
- * 0 when it is not one. */
-static time_t
-iso_time(const char *s)
-{
-  struct tm tm = {0};
-  const char *end;
-
-  if (s == NULL)
-    return 0;
-  end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-  if (end == NULL)
-    return 0;
-  if (*end == '.')
-    end += 1 + strspn(end + 1, "0123456789");
-  if (strcmp(end, "Z") != 0 && strcmp(end, "+00:00") != 0)
-    return 0;
-  return timegm(&tm);
-}
-
 /* Whether user u holds `address` as a unique address (mail, UPN, an SMTP
  * proxy address), not only among its other mails. */
 static int
@@ -2121,7 +2101,7 @@ holders_finish(struct holders *h)
             .anchor = h->anchor_attr != NULL
                           ? graph_user_extension(v, h->anchor_attr)
                           : NULL,
-            .created = iso_time(
+            .created = http_parse_iso8601(
                 json_string_value(json_object_get(v, "createdDateTime"))),
             .other_only = k == 0 && !holds_address(v, h->address),
         };

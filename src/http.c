@@ -2009,3 +2009,21 @@ http_parse_retry_after(const char *value, time_t now, double *seconds)
   *seconds = t > now ? (double)(t - now) : 0.0;
   return 0;
 }
+
+time_t
+http_parse_iso8601(const char *value)
+{
+  struct tm tm = {0};
+  const char *end;
+
+  if (value == NULL)
+    return 0;
+  end = strptime(value, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (end == NULL)
+    return 0;
+  if (*end == '.')
+    end += 1 + strspn(end + 1, "0123456789");
+  if (strcmp(end, "Z") != 0 && strcmp(end, "+00:00") != 0)
+    return 0;
+  return timegm(&tm);
+}

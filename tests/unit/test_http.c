@@ -1706,10 +1706,29 @@ test_tls(void **state)
   unlink(bad_ca);
 }
 
+/* Microsoft's ISO 8601 times: UTC only, fractions allowed. */
+static void
+iso8601_table(void **state)
+{
+  (void)state;
+  assert_int_equal(http_parse_iso8601("1970-01-01T00:00:00Z"), 0);
+  assert_int_equal(http_parse_iso8601("2026-12-07T13:00:00Z"), 1796648400);
+  assert_int_equal(http_parse_iso8601("2026-12-07T13:00:00.1234567Z"),
+                   1796648400);
+  assert_int_equal(http_parse_iso8601("2026-12-07T13:00:00+00:00"),
+                   1796648400);
+  assert_int_equal(http_parse_iso8601("2026-12-07T13:00:00+01:00"), 0);
+  assert_int_equal(http_parse_iso8601("2026-12-07T13:00:00"), 0);
+  assert_int_equal(http_parse_iso8601("2026-12-07"), 0);
+  assert_int_equal(http_parse_iso8601(""), 0);
+  assert_int_equal(http_parse_iso8601(NULL), 0);
+}
+
 int
 main(void)
 {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(iso8601_table),
       cmocka_unit_test(test_parse_retry_after),
       cmocka_unit_test(test_backoff_bounds),
       cmocka_unit_test(test_urlencode),
