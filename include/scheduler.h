@@ -33,7 +33,8 @@ enum scheduler_mode {
  * nothing of it (a first round, or a lost state). */
 struct recovery {
   int empty;              /* the store held nothing of the link */
-  unsigned long taken_up; /* copies with a proven anchor, taken up */
+  unsigned long proven;   /* copies with a proven anchor no link owns */
+  unsigned long taken_up; /* of those, the ones whose source is gone */
   unsigned long unproven; /* objects with its anchors but no proof */
 };
 

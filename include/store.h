@@ -274,8 +274,9 @@ struct store_op {
   int attempts;
   char *last_error;
   char *target_id;
-  long long sent_at; /* a create's request may have left then (0: not) */
-  time_t next_try;   /* failed: when it is tried again (0: next round) */
+  long long sent_at;  /* a create's request may have left then (0: not) */
+  long long sent_end; /* and its answer came then (0: none came) */
+  time_t next_try;    /* failed: when it is tried again (0: next round) */
 };
 
 /* Insert or replace the op of (link, source_id) — one op per object at a
@@ -410,16 +411,19 @@ int store_claims_forget_links(struct store *store,
                               void *ctx, size_t *forgotten)
     __attribute__((warn_unused_result));
 
-/* Who owns target object `target_id`: the link and source id whose row or
- * op names it (*link and *source_id new strings), or NULLs when nobody
- * does. */
-int store_target_owner(struct store *store, const char *target_id, char **link,
-                       char **source_id) __attribute__((warn_unused_result));
-
-/* A create's request is about to leave (outside any transaction: it is
- * committed before the request goes). */
-int store_op_sent(struct store *store, long long op_id, time_t when)
+/* Who owns target object `target_id` besides (but_link, but_source_id)
+ * (NULLs: besides nobody): a link and source id whose row or op names it
+ * (*link and *source_id new strings), or NULLs when nobody else does. */
+int store_target_owner(struct store *store, const char *target_id,
+                       const char *but_link, const char *but_source_id,
+                       char **link, char **source_id)
     __attribute__((warn_unused_result));
+
+/* A create's request is about to leave (`answered` 0, outside any
+ * transaction: it is committed before the request goes), or the answer
+ * of the one that left at `sent` came at `answered` without an object. */
+int store_op_sent(struct store *store, long long op_id, time_t sent,
+                  time_t answered) __attribute__((warn_unused_result));
 
 /* Take up a copy found in the target with a proven anchor while the link
  * has no row for it: a row in state "recovered" (weighed as a copy whose

@@ -44,9 +44,12 @@
 #define LAG_CAP_MS 4000
 
 /* A holder made by this op's own earlier request was made after its
- * sent time; the clocks of galbridge and the service may differ by this
- * much. */
+ * sent time and before its answer came; the clocks of galbridge and the
+ * service may differ by this much. */
 #define SENT_SKEW 300
+/* A request whose answer never came (a crash, a stop) lived at most
+ * this long (every retry and Retry-After of the http layer included). */
+#define SENT_LIFE 3600
 
 enum step {
   /* Exchange (mail contacts, mail users) */
@@ -457,17 +460,21 @@ conflict(struct job *job, const char *fmt, ...)
 }
 
 /* Whether target object `id` is recorded for another object (of this
- * link or another): then *who names it. */
+ * link or another): then `who` names it. When the state cannot tell, the
+ * job fails (transient) and 1 is returned too: nothing is written on a
+ * check that could not be made. */
 static int
 owned_elsewhere(struct job *job, const char *id, char *who, size_t len)
 {
   char *link = NULL, *sid = NULL;
   int other = 0;
 
-  if (store_target_owner(job->ex->store, id, &link, &sid) == 0 &&
-      link != NULL &&
-      (strcmp(link, job->ex->link->name) != 0 ||
-       strcmp(sid, job->op.source_id) != 0)) {
+  if (store_target_owner(job->ex->store, id, job->ex->link->name,
+                         job->op.source_id, &link, &sid) != 0) {
+    fail(job, 0, "cannot look up who owns a target object");
+    return -1;
+  }
+  if (link != NULL) {
     snprintf(who, len, "the copy of source object %s (link %s)", sid, link);
     other = 1;
   }
@@ -515,7 +522,7 @@ no_other_anchor(const char *plain, const char *value)
  * another with the same target) claim what this one stands for? The
  * planner refuses such objects, but another link may have planned its
  * claim after this op was queued; then neither is written. Returns 1
- * (and fails the job) when one does. */
+ * (and fails the job) when one does, or when the state cannot tell. */
 static int
 claimed_elsewhere(struct job *job)
 {
@@ -524,12 +531,21 @@ claimed_elsewhere(struct job *job)
   size_t n = 0;
   int found = 0;
 
-  if (planner_claim_keys(link, job->op.source_id, job->desired, keys, &n) != 0)
-    goto out;
+  /* A check that cannot be made stops the write (transient). */
+  if (planner_claim_keys(link, job->op.source_id, job->desired, keys, &n) !=
+      0) {
+    found = 1;
+    fail(job, 0, "cannot list what the object stands for");
+  }
   for (size_t i = 0; i < n && !found; i++) {
     char *olink = NULL, *oid = NULL;
-    if (store_claim_first(job->ex->store, link->target->tenant_id, keys[i],
-                          link->name, job->op.source_id, &olink, &oid) > 0) {
+    int rc =
+        store_claim_first(job->ex->store, link->target->tenant_id, keys[i],
+                          link->name, job->op.source_id, &olink, &oid);
+    if (rc < 0) {
+      found = 1;
+      fail(job, 0, "cannot look up the claims of other objects");
+    } else if (rc > 0) {
       found = 1;
       conflict(job,
                strcmp(olink, link->name) == 0
@@ -542,7 +558,6 @@ claimed_elsewhere(struct job *job)
     free(olink);
     free(oid);
   }
-out:
   for (size_t i = 0; i < n; i++)
     free(keys[i]);
   return found;
@@ -606,6 +621,35 @@ out:
   return rc;
 }
 
+/* Whether an object created at `created` (the service's clock) can be
+ * what this op's last create request made: created after it left and
+ * before its answer came (or, when none came, within SENT_LIFE). A user
+ * invited by hand after a failed invitation is not. */
+static int
+made_by_request(const struct job *job, time_t created)
+{
+  time_t sent = (time_t)job->op.sent_at, end;
+
+  if (sent == 0 || created == 0 || created + SENT_SKEW < sent)
+    return 0;
+  end = job->op.sent_end != 0 ? (time_t)job->op.sent_end : sent + SENT_LIFE;
+  return created <= end + SENT_SKEW;
+}
+
+/* The answer of a create request came without an object: what it may
+ * have made was made before now. */
+static void
+answered(struct job *job)
+{
+  if (job->op.sent_at == 0)
+    return;
+  job->op.sent_end = (long long)time(NULL);
+  if (store_op_sent(job->ex->store, job->op.id, (time_t)job->op.sent_at,
+                    (time_t)job->op.sent_end) != 0)
+    log_warning("cannot record the answer of a create link=%s source_id=%s",
+                job->ex->link->name, job->op.source_id);
+}
+
 /* Nobody holds the address: an adoption has lost its object, and an
  * object with this person's anchor but no proof stands in the way;
  * otherwise the create may go, the time it leaves committed first (the
@@ -630,7 +674,8 @@ may_make(struct job *job, const char *address)
     return -1;
   }
   job->op.sent_at = (long long)time(NULL);
-  if (store_op_sent(job->ex->store, job->op.id, (time_t)job->op.sent_at) !=
+  job->op.sent_end = 0;
+  if (store_op_sent(job->ex->store, job->op.id, (time_t)job->op.sent_at, 0) !=
       0) {
     fail(job, 0, "cannot record the create before sending it");
     return -1;
@@ -643,14 +688,19 @@ on_invited(void *ctx, const struct graph_response *resp, const char *user_id)
 {
   struct job *job = ctx;
   char who[300];
+  int other;
 
   if (resp->result != GRAPH_OK) {
+    answered(job);
     fail_resp(job, resp);
     return;
   }
   /* An invitation of an address someone holds answers with that user:
    * never patched unless it is this op's. */
-  if (owned_elsewhere(job, user_id, who, sizeof(who))) {
+  if ((other = owned_elsewhere(job, user_id, who, sizeof(who))) < 0)
+    return;
+  if (other) {
+    answered(job);
     conflict(job,
              "conflict: the invitation of %s answered with %s (%s); not "
              "written",
@@ -674,6 +724,7 @@ on_checked(void *ctx, const struct graph_response *resp,
   const char *mail = desired_str(job, "mail");
   char *plain, who[300];
   size_t i;
+  int other;
 
   if (resp->result != GRAPH_OK) {
     fail_resp(job, resp);
@@ -687,9 +738,10 @@ on_checked(void *ctx, const struct graph_response *resp,
                   strcasecmp(h[i].creation_type, "Invitation") == 0;
     if (strcmp(h[i].kind, "user") != 0 || (h[i].other_only && !invited))
       continue;
-    if (owned_elsewhere(job, h[i].id, who, sizeof(who))) {
-      conflict(job, "conflict: address %s is held by %s; not written", mail,
-               who);
+    if ((other = owned_elsewhere(job, h[i].id, who, sizeof(who))) != 0) {
+      if (other > 0)
+        conflict(job, "conflict: address %s is held by %s; not written", mail,
+                 who);
       goto out;
     }
     if (job->target_id != NULL && strcmp(h[i].id, job->target_id) == 0 &&
@@ -697,8 +749,7 @@ on_checked(void *ctx, const struct graph_response *resp,
       break;
     if (own_proven(job, plain, h[i].anchor, h[i].id))
       break;
-    if (job->op.sent_at != 0 && invited && h[i].created != 0 &&
-        h[i].created + SENT_SKEW >= (time_t)job->op.sent_at &&
+    if (invited && made_by_request(job, h[i].created) &&
         no_other_anchor(plain, h[i].anchor))
       break;
   }
@@ -720,10 +771,7 @@ on_checked(void *ctx, const struct graph_response *resp,
         invited &&
         (job->kind != PLANNER_ADOPT ||
          (job->target_id != NULL && strcmp(job->target_id, h[i].id) == 0)) &&
-        (no_other_anchor(plain, h[i].anchor) ||
-         !anchor_proven(job->ex->key, link->target->tenant_id,
-                        config_object_name(link->object), h[i].anchor,
-                        h[i].id))) {
+        no_other_anchor(plain, h[i].anchor)) {
       if (take(job, h[i].id, "adopted") == 0) {
         job->step = STEP_PATCH_FULL;
         job_step(job);
@@ -937,6 +985,7 @@ x_found(struct job *job, const struct exo_response *resp)
   char *plain = own_plain(job), who[300];
   const json_t *r;
   size_t i;
+  int other;
 
   json_array_foreach(resp->value, i, r)
   {
@@ -950,8 +999,8 @@ x_found(struct job *job, const struct exo_response *resp)
     if (id == NULL || !same)
       continue; /* -like matched a longer id: another person's */
     if (x_own_proven(job, plain, r) &&
-        !owned_elsewhere(job, id, who, sizeof(who))) {
-      if (take(job, id, "its own") == 0) {
+        (other = owned_elsewhere(job, id, who, sizeof(who))) <= 0) {
+      if (other == 0 && take(job, id, "its own") == 0) {
         job->step = STEP_X_SET_ALL;
         x_step(job);
       }
@@ -977,6 +1026,7 @@ x_checked(struct job *job, const struct exo_response *resp)
   char *plain = own_plain(job), who[300];
   const json_t *r;
   size_t i;
+  int other;
 
   json_array_foreach(resp->value, i, r)
   {
@@ -989,17 +1039,17 @@ x_checked(struct job *job, const struct exo_response *resp)
 
     if (id == NULL)
       continue;
-    if (owned_elsewhere(job, id, who, sizeof(who))) {
-      conflict(job, "conflict: address %s is held by %s; not written", address,
-               who);
+    if ((other = owned_elsewhere(job, id, who, sizeof(who))) != 0) {
+      if (other > 0)
+        conflict(job, "conflict: address %s is held by %s; not written",
+                 address, who);
       goto out;
     }
     if (job->kind != PLANNER_ADOPT && same_kind &&
         ((job->target_id != NULL && strcmp(job->target_id, id) == 0) ||
          x_own_proven(job, plain, r) ||
-         (job->op.sent_at != 0 && created != 0 &&
-          created + SENT_SKEW >= (time_t)job->op.sent_at &&
-          no_other_anchor(plain, anchor) && own_name(job, r)))) {
+         (made_by_request(job, created) && no_other_anchor(plain, anchor) &&
+          own_name(job, r)))) {
       if (take(job, id, "its own") == 0) {
         job->step = STEP_X_SET_ALL;
         x_step(job);
@@ -1009,7 +1059,7 @@ x_checked(struct job *job, const struct exo_response *resp)
     if (link->adopt == CONFIG_ADOPT_MAIL && same_kind &&
         (job->kind != PLANNER_ADOPT ||
          (job->target_id != NULL && strcmp(job->target_id, id) == 0)) &&
-        (no_other_anchor(plain, anchor) || !x_own_proven(job, plain, r))) {
+        no_other_anchor(plain, anchor)) {
       if (take(job, id, "adopted") == 0) {
         job->step = STEP_X_SET_ALL;
         x_step(job);
@@ -1043,6 +1093,7 @@ on_x(void *ctx, const struct exo_response *resp)
   struct job *job = ctx;
   const char *id;
   char who[300];
+  int other;
 
   switch (job->step) {
   case STEP_X_FIND:
@@ -1058,17 +1109,21 @@ on_x(void *ctx, const struct exo_response *resp)
     return;
   case STEP_X_NEW:
     if (resp->result != EXO_OK) {
+      answered(job);
       x_fail(job, resp);
       return;
     }
     id = exo_recipient_id(json_array_get(resp->value, 0));
     if (id == NULL) {
+      answered(job);
       fail(job, 0, "New- cmdlet answer has no recipient id");
       return;
     }
-    if (owned_elsewhere(job, id, who, sizeof(who))) {
-      conflict(job, "conflict: New- answered with %s (%s); not written", id,
-               who);
+    if ((other = owned_elsewhere(job, id, who, sizeof(who))) != 0) {
+      answered(job);
+      if (other > 0)
+        conflict(job, "conflict: New- answered with %s (%s); not written", id,
+                 who);
       return;
     }
     if (take(job, id, "new") != 0)

@@ -852,9 +852,9 @@ plan_done(void *ctx, const struct config_link *link,
           const struct planner_stats *st, const struct recovery *rec)
 {
   struct plan_out *po = ctx;
-  const char *state = !rec->empty                         ? "present"
-                      : rec->taken_up + rec->unproven > 0 ? "lost"
-                                                          : "empty";
+  const char *state = !rec->empty                       ? "present"
+                      : rec->proven + rec->unproven > 0 ? "lost"
+                                                        : "empty";
 
   if (po->json) {
     json_object_set_new(
@@ -869,20 +869,21 @@ plan_done(void *ctx, const struct config_link *link,
             "out_of_scope", (json_int_t)st->out_of_scope, "waiting",
             (json_int_t)st->waiting, "failed", (json_int_t)st->failed_kept));
     json_object_set_new(po->current, "state",
-                        json_pack("{s:s, s:I, s:I}", "state", state,
-                                  "taken_up", (json_int_t)rec->taken_up,
-                                  "unproven", (json_int_t)rec->unproven));
+                        json_pack("{s:s, s:I, s:I, s:I}", "state", state,
+                                  "proven", (json_int_t)rec->proven, "gone",
+                                  (json_int_t)rec->taken_up, "unproven",
+                                  (json_int_t)rec->unproven));
     return;
   }
-  if (rec->empty && rec->taken_up + rec->unproven > 0)
+  if (rec->empty && rec->proven + rec->unproven > 0)
     printf("  the state holds nothing of this link, but %s already holds "
-           "%lu objects with its anchors: the state looks lost. A sync "
-           "takes up the %lu whose anchor proves galbridge made them "
-           "(their source objects still there are updated, the others "
-           "removed under max_deletes) and leaves the %lu without proof "
-           "alone.\n",
-           link->target->name, rec->taken_up + rec->unproven, rec->taken_up,
-           rec->unproven);
+           "%lu objects with its anchors: the state looks lost. Of the %lu "
+           "whose anchor proves galbridge made them, a sync takes up those "
+           "of people in scope and updates them, takes up the %lu whose "
+           "source object is gone and removes them under max_deletes, and "
+           "leaves the rest alone, as it leaves the %lu without proof.\n",
+           link->target->name, rec->proven + rec->unproven, rec->proven,
+           rec->taken_up, rec->unproven);
   else if (rec->empty)
     printf("  the state holds nothing of this link: planned as a first "
            "sync\n");

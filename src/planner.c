@@ -888,10 +888,10 @@ owned_elsewhere(struct round *r, const char *id, const char *source_id,
   char *link = NULL, *sid = NULL;
 
   buf[0] = '\0';
-  if (store_target_owner(r->store, id, &link, &sid) != 0)
+  if (store_target_owner(r->store, id, r->pl->link->name, source_id, &link,
+                         &sid) != 0)
     return -1;
-  if (link != NULL &&
-      (strcmp(link, r->pl->link->name) != 0 || strcmp(sid, source_id) != 0))
+  if (link != NULL)
     snprintf(buf, len, "the copy of source object %s (link %s)", sid, link);
   free(link);
   free(sid);
@@ -986,10 +986,10 @@ check_target(struct round *r, struct planned *p, const char *source_id)
     if (holders.other[i] && (ct == NULL || strcasecmp(ct, "Invitation") != 0))
       continue;
     other = anchor_parse(graph_user_extension(attrs, link->anchor), NULL);
+    /* Never one with another person's anchor, proven or not: another
+     * galbridge's copy, or a forgery, is left alone. */
     if (adoptable(link, attrs) &&
-        (other == NULL || strcmp(other, plain) == 0 ||
-         !anchor_proven(r->pl->key, r->target, r->kind,
-                        graph_user_extension(attrs, link->anchor), id))) {
+        (other == NULL || strcmp(other, plain) == 0)) {
       free(other);
       rc = take_object(r, d, id, PLANNER_ADOPT);
       goto out;

@@ -361,8 +361,9 @@ store_page(struct reader *reader, const struct graph_delta_page *page,
                          reader->gen) != 0)
       goto item_out;
     /* What it holds (addresses, anchors) for lookups before writes; an
-     * unchanged object keeps its keys. */
-    if ((old_text == NULL || strcmp(old_text, new_text) != 0 ||
+     * unchanged object keeps its keys, but a full read writes them all
+     * (a store from before schema 4 has none). */
+    if ((reader->full || old_text == NULL || strcmp(old_text, new_text) != 0 ||
          old_removed != removed) &&
         reader_put_keys(reader->store, tid, id,
                         removed == GRAPH_PRESENT ? merged : NULL) != 0)

@@ -83,6 +83,8 @@ struct lrun {
   uint64_t next_due; /* RUN: uv_now() from which its next round may run */
   int wanted;        /* its source was read: a round is to run */
   int partial;       /* this round runs while its source is still read */
+  int recovering;    /* found with no state: its copies whose source
+                        object is gone are taken up after a whole read */
   int vis_pending;   /* Exchange visibility checks in flight */
   unsigned long vis_fixed;
 };
@@ -745,13 +747,22 @@ lrun_execute(struct lrun *lr)
  *
  * A link with nothing in the store (never planned, no row, no op) either
  * starts for the first time or lost its state. Its copies in the target
- * carry its anchors: those whose proof holds (made with this
- * anchor_key_file, for that very object) are taken up again as the
- * link's own, and planned like any copy (updated in full, or removed
- * under max_deletes when their source object is gone); those without a
- * proof are counted and left alone (the planner refuses to make a second
- * copy beside them). Mail contacts are not in the target's users read:
- * their executor looks each one up on Exchange's side instead. */
+ * carry its anchors, and those whose proof holds (made with this
+ * anchor_key_file, for that very object) are galbridge's:
+ *  - the copy of a person in the link's scope is taken up by the planner
+ *    when it plans that person (a create finds its proven copy), while
+ *    the source is still being read too;
+ *  - the copy of a source object that is gone is taken up once the
+ *    source has been read to its end (never before: a person not read
+ *    yet is not gone), and removed like any copy whose source went,
+ *    under max_deletes;
+ *  - a copy another link's state names, or whose source object is there
+ *    but out of this link's scope (another link's, with the same source
+ *    and target), is left alone.
+ * Objects whose anchor has no proof are counted and left alone (the
+ * planner refuses to make a second copy beside them). Mail contacts are
+ * not in the target's users read: their link lists them on Exchange's
+ * side first (lrun_observe). */
 
 struct recover_ctx {
   struct lrun *lr;
@@ -766,10 +777,12 @@ on_anchor(void *ctx, const char *id, const char *value)
 {
   struct recover_ctx *rc = ctx;
   const struct config_link *link = rc->lr->link;
+  struct store *store = rc->lr->s->store;
   const char *attr = planner_anchor_attr(link);
-  char *plain = anchor_parse(value, NULL), *applied = NULL;
+  char *plain = anchor_parse(value, NULL), *applied = NULL, *text = NULL;
+  char *olink = NULL, *osid = NULL;
   const char *source_id;
-  int taken = 0;
+  int taken = 0, removed = 0, result = -1;
 
   if (plain == NULL)
     return 0;
@@ -781,23 +794,37 @@ on_anchor(void *ctx, const char *id, const char *value)
   }
   source_id =
       plain + strlen(ANCHOR_PREFIX) + strlen(link->source->tenant_id) + 1;
+  if (store_target_owner(store, id, NULL, NULL, &olink, &osid) != 0 ||
+      store_source_get(store, link->source->tenant_id, source_id, &text,
+                       &removed) != 0)
+    goto out;
+  result = 0;
+  if (olink != NULL)
+    goto out; /* another link's (or already this one's) */
+  rc->rec->proven++;
+  if (text != NULL && removed == STORE_PRESENT)
+    goto out; /* its source is there: the planner's, if in scope */
+  result = -1;
   {
     json_t *a = json_pack("{s:s}", attr, value);
     applied = a != NULL ? json_dumps(a, JSON_COMPACT) : NULL;
     json_decref(a);
   }
   if (applied == NULL ||
-      store_take_up(rc->lr->s->store, link->name, link->source->tenant_id,
-                    source_id, id, applied, rc->now, &taken) != 0) {
-    rc->failed = 1;
-    free(plain);
-    free(applied);
-    return 1;
-  }
+      store_take_up(store, link->name, link->source->tenant_id, source_id, id,
+                    applied, rc->now, &taken) != 0)
+    goto out;
   rc->rec->taken_up += (unsigned long)taken;
+  result = 0;
+out:
+  if (result != 0)
+    rc->failed = 1;
   free(plain);
   free(applied);
-  return 0;
+  free(text);
+  free(olink);
+  free(osid);
+  return result != 0;
 }
 
 static int
@@ -814,9 +841,13 @@ recover(struct lrun *lr, struct recovery *rec)
   memset(rec, 0, sizeof(*rec));
   if (store_link_empty(lr->s->store, link->name, &empty) != 0)
     return -1;
-  if (!empty)
+  if (empty) {
+    rec->empty = 1;
+    lr->recovering = 1;
+  }
+  /* Copies of gone source objects wait for a read to its end. */
+  if (!lr->recovering || lr->partial || lr->source->failed)
     return 0;
-  rec->empty = 1;
   planner_observed_tenant(link, observed, sizeof(observed));
   snprintf(prefix, sizeof(prefix), "anchor:%s%s:", ANCHOR_PREFIX,
            link->source->tenant_id);
@@ -831,13 +862,16 @@ recover(struct lrun *lr, struct recovery *rec)
     store_rollback(lr->s->store);
     return -1;
   }
-  if (rec->taken_up > 0 || rec->unproven > 0)
-    log_notice("the state held nothing of this link: copies taken up "
-               "again from the target link=%s target=%s taken_up=%lu "
-               "unproven=%lu (copies whose source object is gone are "
-               "removed under max_deletes; objects whose anchor has no "
-               "proof are left alone)",
-               link->name, link->target->name, rec->taken_up, rec->unproven);
+  lr->recovering = 0;
+  if (rec->proven > 0 || rec->unproven > 0)
+    log_notice("the state held nothing of this link: its copies found in "
+               "the target link=%s target=%s proven=%lu gone=%lu "
+               "unproven=%lu (proven copies of people in scope are taken "
+               "up and updated; those whose source object is gone are "
+               "removed under max_deletes; the rest, and objects whose "
+               "anchor has no proof, are left alone)",
+               link->name, link->target->name, rec->proven, rec->taken_up,
+               rec->unproven);
   return 0;
 }
 

@@ -217,12 +217,15 @@ static const char *const stmt_sql[ST__COUNT] = {
          * (a restore of a mail contact makes one anew too). */
         " sent_at = CASE WHEN excluded.kind IN ('create', 'restore') AND"
         " op.kind IN ('create', 'restore') THEN op.sent_at ELSE 0 END,"
+        " sent_end = CASE WHEN excluded.kind IN ('create', 'restore') AND"
+        " op.kind IN ('create', 'restore') THEN op.sent_end ELSE 0 END,"
         " attempts = 0, last_error = excluded.last_error,"
         " next_try = excluded.next_try, created_at = excluded.created_at",
     [ST_OP_DELETE] = "DELETE FROM op WHERE id = ?1",
     [ST_OPS_LIST] =
         "SELECT id, source_id, kind, payload, desired, hash, state, attempts,"
-        " last_error, target_id, sent_at, next_try FROM op WHERE link = ?1 AND"
+        " last_error, target_id, sent_at, next_try, sent_end FROM op"
+        " WHERE link = ?1 AND"
         " state = ?2"
         " AND id > ?4 ORDER BY id LIMIT ?3",
     [ST_OP_SET_TARGET] = "UPDATE op SET target_id = ?2 WHERE id = ?1",
@@ -301,9 +304,11 @@ static const char *const stmt_sql[ST__COUNT] = {
     /* A target object is someone's when a link's row names it, or an op
      * learnt it (an invitation whose result is not recorded yet). */
     [ST_TARGET_OWNER] = "SELECT link, source_id FROM target_object"
-                        " WHERE target_id = ?1 UNION SELECT link, source_id"
-                        " FROM op WHERE target_id = ?1 LIMIT 2",
-    [ST_OP_SENT] = "UPDATE op SET sent_at = ?2 WHERE id = ?1",
+                        " WHERE target_id = ?1 AND NOT (link IS ?2 AND"
+                        " source_id IS ?3) UNION SELECT link, source_id"
+                        " FROM op WHERE target_id = ?1 AND NOT (link IS ?2"
+                        " AND source_id IS ?3) LIMIT 1",
+    [ST_OP_SENT] = "UPDATE op SET sent_at = ?2, sent_end = ?3 WHERE id = ?1",
     [ST_TAKE_UP] =
         "INSERT INTO target_object (link, source_id, target_id, hash,"
         " applied, state, updated_at) VALUES (?1, ?2, ?3, '', ?4,"
@@ -460,8 +465,9 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
     [3] = "CREATE INDEX source_seq_all ON source_object (seq);",
     /* Trust (ownership, conflicts, honest failures):
      *  - op.sent_at: when a create's request may have left (written before
-     *    it goes): an object found later holding the op's address was made
-     *    by that request only if it was created after this time;
+     *    it goes), and op.sent_end when its answer came (0: none came): an
+     *    object found later holding the op's address was made by that
+     *    request only if it was created between the two;
      *  - op.next_try: when an op failed for good is tried again;
      *  - delta_state.base_url: the Graph base URL its delta link came
      *    from (another base URL means a fresh full read);
@@ -475,6 +481,7 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
      * Every tenant is read again in full once (the delta links are
      * dropped): that fills object_key for what is stored already. */
     [4] = "ALTER TABLE op ADD COLUMN sent_at INTEGER NOT NULL DEFAULT 0;"
+          "ALTER TABLE op ADD COLUMN sent_end INTEGER NOT NULL DEFAULT 0;"
           "ALTER TABLE op ADD COLUMN next_try INTEGER NOT NULL DEFAULT 0;"
           "ALTER TABLE delta_state ADD COLUMN base_url TEXT;"
           "ALTER TABLE source_object ADD COLUMN bad TEXT;"
@@ -930,7 +937,7 @@ store_open_readonly(const char *state_dir, int copy, struct store **out,
   sqlite3_backup *bk;
   char path[4096], uri[4200], os[128];
   struct stat sb;
-  int version = 0, result = -1;
+  int version = 0, result = -1, copied = 0;
 
   *out = NULL;
   *missing = 0;
@@ -1000,10 +1007,14 @@ store_open_readonly(const char *state_dir, int copy, struct store **out,
   if (open_private(store, err, errlen) != 0)
     goto out;
   bk = sqlite3_backup_init(store->db, "main", disk, "main");
-  if (bk == NULL || sqlite3_backup_step(bk, -1) != SQLITE_DONE ||
-      sqlite3_backup_finish(bk) != SQLITE_OK) {
-    if (bk != NULL)
-      sqlite3_backup_finish(bk);
+  if (bk != NULL) {
+    /* finish() frees the handle whatever it returns: called once. */
+    int step = sqlite3_backup_step(bk, -1);
+    int fin = sqlite3_backup_finish(bk);
+    bk = NULL;
+    copied = step == SQLITE_DONE && fin == SQLITE_OK;
+  }
+  if (!copied) {
     set_err(err, errlen, "cannot copy %s: %s", path,
             sqlite3_errmsg(store->db));
     goto out;
@@ -1644,6 +1655,7 @@ store_ops_list_after(struct store *store, const char *link, const char *state,
     op->last_error = col_strdup(st, 8);
     op->target_id = col_strdup(st, 9);
     op->sent_at = sqlite3_column_int64(st, 10);
+    op->sent_end = sqlite3_column_int64(st, 12);
     op->next_try = (time_t)sqlite3_column_int64(st, 11);
   }
   if (rc != SQLITE_DONE) {
@@ -2150,8 +2162,9 @@ out:
 }
 
 int
-store_target_owner(struct store *store, const char *target_id, char **link,
-                   char **source_id)
+store_target_owner(struct store *store, const char *target_id,
+                   const char *but_link, const char *but_source_id,
+                   char **link, char **source_id)
 {
   sqlite3_stmt *st = prep(store, ST_TARGET_OWNER);
   int rc;
@@ -2160,6 +2173,8 @@ store_target_owner(struct store *store, const char *target_id, char **link,
   if (st == NULL)
     return -1;
   bind_text(st, 1, target_id);
+  bind_text(st, 2, but_link);
+  bind_text(st, 3, but_source_id);
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) {
     *link = col_strdup(st, 0);
@@ -2180,15 +2195,17 @@ store_target_owner(struct store *store, const char *target_id, char **link,
 }
 
 int
-store_op_sent(struct store *store, long long op_id, time_t when)
+store_op_sent(struct store *store, long long op_id, time_t sent,
+              time_t answered)
 {
   sqlite3_stmt *st = prep(store, ST_OP_SENT);
 
   if (st == NULL)
     return -1;
   sqlite3_bind_int64(st, 1, op_id);
-  sqlite3_bind_int64(st, 2, (sqlite3_int64)when);
-  return exec_stmt(store, st, "recording a create about to be sent");
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)sent);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)answered);
+  return exec_stmt(store, st, "recording when a create was sent");
 }
 
 int

@@ -450,6 +450,83 @@ failed_ops_retried_after_growing_backoff(void **state)
   assert_int_equal(next, t + 9 + 3600);
 }
 
+static struct store_op *
+the_op(struct store *s, const char *link, struct store_op **ops, size_t *n)
+{
+  assert_int_equal(store_ops_list(s, link, "pending", 10, ops, n), 0);
+  assert_int_equal(*n, 1);
+  return &(*ops)[0];
+}
+
+/* Who owns a target object: any link or source object but the one
+ * asking, however many name it (two links' lost states both took one
+ * up); and a create's sent window survives a create replacing it. */
+static void
+target_owner_is_anyone_but_the_asker(void **state)
+{
+  struct fixture *f = *state;
+  struct store_op *ops;
+  size_t n;
+  char *link, *sid;
+  long long id;
+
+  assert_int_equal(store_target_owner(f->store, "t1", NULL, NULL, &link, &sid),
+                   0);
+  assert_null(link);
+  assert_null(sid);
+  assert_int_equal(store_op_put(f->store, "a-to-b", "s1", "update", "{}", "{}",
+                                "h", "pending", "t1", NULL, 0, 100),
+                   0);
+  assert_int_equal(store_op_put(f->store, "b-to-b", "s9", "update", "{}", "{}",
+                                "h", "pending", "t1", NULL, 0, 100),
+                   0);
+  for (int round = 0; round < 2; round++) {
+    const char *me = round == 0 ? "a-to-b" : "b-to-b";
+    const char *other = round == 0 ? "b-to-b" : "a-to-b";
+    assert_int_equal(store_target_owner(f->store, "t1", me,
+                                        round == 0 ? "s1" : "s9", &link, &sid),
+                     0);
+    assert_non_null(link);
+    assert_string_equal(link, other);
+    assert_string_equal(sid, round == 0 ? "s9" : "s1");
+    free(link);
+    free(sid);
+  }
+  /* The same link, another source object: someone else too. */
+  assert_int_equal(
+      store_target_owner(f->store, "t1", "a-to-b", "s2", &link, &sid), 0);
+  assert_non_null(link);
+  free(link);
+  free(sid);
+
+  /* Sent and answered: kept by a create replacing a create, dropped by
+   * any other op. */
+  assert_int_equal(store_op_put(f->store, "c-to-b", "s1", "create", "{}", "{}",
+                                "h", "pending", NULL, NULL, 0, 100),
+                   0);
+  id = the_op(f->store, "c-to-b", &ops, &n)->id;
+  assert_int_equal(ops[0].sent_at, 0);
+  assert_int_equal(ops[0].sent_end, 0);
+  store_ops_free(ops, n);
+  assert_int_equal(store_op_sent(f->store, id, 1000, 0), 0);
+  assert_int_equal(store_op_sent(f->store, id, 1000, 1042), 0);
+  assert_int_equal(store_op_put(f->store, "c-to-b", "s1", "create", "{}",
+                                "{\"x\":1}", "h2", "pending", NULL, NULL, 0,
+                                200),
+                   0);
+  the_op(f->store, "c-to-b", &ops, &n);
+  assert_int_equal(ops[0].sent_at, 1000);
+  assert_int_equal(ops[0].sent_end, 1042);
+  store_ops_free(ops, n);
+  assert_int_equal(store_op_put(f->store, "c-to-b", "s1", "update", "{}", "{}",
+                                "h3", "pending", "t5", NULL, 0, 300),
+                   0);
+  the_op(f->store, "c-to-b", &ops, &n);
+  assert_int_equal(ops[0].sent_at, 0);
+  assert_int_equal(ops[0].sent_end, 0);
+  store_ops_free(ops, n);
+}
+
 static void
 reopen_keeps_data_and_refuses_newer_schema(void **state)
 {
@@ -628,6 +705,8 @@ main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(plan_rows_carry_bad, setup, teardown),
       cmocka_unit_test_setup_teardown(link_counts_empty, setup, teardown),
+      cmocka_unit_test_setup_teardown(target_owner_is_anyone_but_the_asker,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(failed_ops_retried_after_growing_backoff,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(
