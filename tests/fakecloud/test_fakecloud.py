@@ -4,8 +4,8 @@ Run:  /usr/bin/python3 -m pytest tests/fakecloud -q
 
 Starts the real server (one per module, reset before each test) and talks
 to it over TLS with the CA it generated.  Response key sets are compared
-with the documented bodies in shared/microsoft-fixtures/ (found beside the
-repository, or at $FAKECLOUD_FIXTURES).  No fixed sleeps: time-dependent
+with Microsoft's documented bodies in tests/fakecloud/fixtures/ (or at
+$FAKECLOUD_FIXTURES).  No fixed sleeps: time-dependent
 checks poll with a timeout.
 """
 
@@ -34,7 +34,7 @@ from client import (EXCHANGE_SCOPE, GRAPH_SCOPE, FakeCloud,  # noqa: E402
                     wait_for)
 
 FIXTURES = Path(os.environ.get("FAKECLOUD_FIXTURES")
-                or HERE.parents[1].parent / "shared" / "microsoft-fixtures")
+                or HERE / "fixtures")
 
 TENANT = "aaaaaaaa-0000-4000-8000-00000000c001"
 DOMAIN = "contoso.onmicrosoft.com"
@@ -57,7 +57,7 @@ AAD_DESCRIPTION = re.compile(
 def fixture(name):
     path = FIXTURES / name
     if not path.exists():
-        pytest.skip(f"Microsoft fixture {path} not found")
+        pytest.fail(f"Microsoft fixture {path} not found")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -23,7 +23,7 @@ import fakecloud  # noqa: E402
 from client import FakeCloud, FakeCloudError, wait_for  # noqa: E402
 
 FIXTURES = Path(os.environ.get("FAKECLOUD_FIXTURES")
-                or HERE.parents[1].parent / "shared" / "microsoft-fixtures")
+                or HERE / "fixtures")
 
 TENANT = "aaaaaaaa-0000-4000-8000-0000000b1001"
 APP = "bbbbbbbb-0000-4000-8000-0000000b1001"
@@ -70,7 +70,7 @@ def fc(cloud):
 def fixture(name):
     path = FIXTURES / name
     if not path.exists():
-        pytest.skip(f"Microsoft fixture {path} not found")
+        pytest.fail(f"Microsoft fixture {path} not found")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
