@@ -42,10 +42,12 @@ LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
 TEST_SRCS := $(wildcard tests/unit/test_*.c)
 TESTS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-# Debian 12 packages: build, unit tests, fakecloud and its tests.
+# Debian 12 packages: build, unit tests, fakecloud and its tests, and
+# mandoc for the man page checks of the install tests.
 DEB_PKGS := gcc make pkg-config libcurl4-openssl-dev libjansson-dev \
 	libuv1-dev libsqlite3-dev libssl-dev libinih-dev libcmocka-dev \
-	python3 python3-cryptography python3-pytest clang libclang-rt-14-dev
+	python3 python3-cryptography python3-pytest clang libclang-rt-14-dev \
+	mandoc
 LINT_PKGS := clang-format cppcheck
 
 .PHONY: all deps deps-lint check unit-check fakecloud-check \
