@@ -2253,6 +2253,8 @@ graph_address_holders(struct graph *graph, const char *address,
     h->waiting -= 3 - sent;
     if (sent == 0)
       goto out;
+    if (h->waiting == 0)
+      holders_finish(h); /* those sent have answered already */
   }
   h = NULL;
   rc = 0;
