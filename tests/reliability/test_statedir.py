@@ -86,10 +86,10 @@ def test_lost_state_adopts_everything(make_env, kind):
     assert after.get("invitations", 0) == made.get("invitations", 0)
     assert after.get("New-MailContact", 0) == made.get("New-MailContact", 0)
     assert after.get("deletes", 0) == made.get("deletes", 0)
-    # Copies are taken up (by their proven anchors) before the round:
-    # guests from the target's users read, mail contacts from the
-    # listing of the link's contacts on Exchange's side.
-    assert "taken_up=%d" % len(env.in_scope()) in r.stderr
+    # Every copy is found with its proven anchor (guests in the target's
+    # users read, mail contacts in the listing of the link's contacts on
+    # Exchange's side), none of them gone.
+    assert "proven=%d gone=0 unproven=0" % len(env.in_scope()) in r.stderr
     converged(env, kind, before, "state dir lost", injected=1,
               crashes=crashes(lost_rc))
     # And the rebuilt store goes on as before.
