@@ -29,6 +29,18 @@ def src_user(env, **props):
     return env.cloud.create_user(env.source["id"], base)
 
 
+def invited_by_hand(env, mail, **props):
+    """A guest an admin invited (and who accepted) in fabrikam, holding
+    `mail`."""
+    user = {"displayName": "Invited By Hand", "mail": mail,
+            "otherMails": [mail], "proxyAddresses": ["SMTP:" + mail],
+            "userType": "Guest", "creationType": "Invitation",
+            "externalUserState": "Accepted", "showInAddressList": False,
+            "accountEnabled": True}
+    user.update(props)
+    return env.cloud.create_user(env.tenants["fabrikam"]["id"], user)
+
+
 def target_user(env, uid):
     return next(u for u in env.cloud.users(env.tenants["fabrikam"]["id"])
                 if u["id"] == uid)
@@ -135,15 +147,8 @@ def test_hand_invited_guest_is_left_alone_unless_adopted(make_env):
     `adopt = mail`; then plan shows `adopt` and sync takes it over without
     inviting anyone."""
     env = make_env(users=20)
-    fab = env.tenants["fabrikam"]["id"]
     victim = sorted(env.in_scope().values(), key=lambda u: u["id"])[0]
-    guest = env.cloud.create_user(fab, {
-        "displayName": "Invited By Hand", "mail": victim["mail"],
-        "otherMails": [victim["mail"]],
-        "proxyAddresses": ["SMTP:" + victim["mail"]],
-        "userType": "Guest", "creationType": "Invitation",
-        "externalUserState": "Accepted", "showInAddressList": False,
-        "accountEnabled": True})
+    guest = invited_by_hand(env, victim["mail"])
     before = target_user(env, guest["id"])
     env.write_config(link_extra="on_delete = delete")
 
@@ -588,13 +593,7 @@ def test_guest_invited_by_hand_after_a_failed_invitation_is_not_taken(
         db.commit()
     finally:
         db.close()
-    guest = env.cloud.create_user(fab, {
-        "displayName": "Invited By Hand", "mail": victim["mail"],
-        "otherMails": [victim["mail"]],
-        "proxyAddresses": ["SMTP:" + victim["mail"]],
-        "userType": "Guest", "creationType": "Invitation",
-        "externalUserState": "Accepted", "showInAddressList": False,
-        "accountEnabled": True})
+    guest = invited_by_hand(env, victim["mail"])
     before = target_user(env, guest["id"])
     r = env.run("sync")
     touched = int(not untouched(before, target_user(env, guest["id"])))
@@ -612,17 +611,10 @@ def test_adopt_never_takes_another_persons_anchor(make_env):
     carrying another person's anchor (written by hand, or another
     galbridge's) is reported and left alone, not adopted."""
     env = make_env(users=10)
-    fab = env.tenants["fabrikam"]["id"]
     p1, p2 = sorted(env.in_scope().values(), key=lambda u: u["id"])[:2]
-    guest = env.cloud.create_user(fab, {
-        "displayName": "Somebody", "mail": p1["mail"],
-        "otherMails": [p1["mail"]], "proxyAddresses": ["SMTP:" + p1["mail"]],
-        "userType": "Guest", "creationType": "Invitation",
-        "externalUserState": "Accepted", "showInAddressList": False,
-        "accountEnabled": True,
-        "onPremisesExtensionAttributes": {
-            "extensionAttribute15": "galbridge:%s:%s" % (env.source["id"],
-                                                         p2["id"])}})
+    guest = invited_by_hand(env, p1["mail"], onPremisesExtensionAttributes={
+        "extensionAttribute15": "galbridge:%s:%s" % (env.source["id"],
+                                                     p2["id"])})
     before = target_user(env, guest["id"])
     env.write_config(link_extra="adopt = mail")
     ops, _ = plan_ops(env)
