@@ -42,6 +42,7 @@
 
 #include "jwt.h"
 #include "log.h"
+#include "text.h"
 
 #define SECRET_FILE_MAX 8192       /* bytes in a client secret file */
 #define TOKEN_MAX (64 * 1024)      /* bytes in an access token */
@@ -141,15 +142,6 @@ now_ms(void)
 }
 
 static void
-wipe_free(char *s)
-{
-  if (s != NULL) {
-    explicit_bzero(s, strlen(s));
-    free(s);
-  }
-}
-
-static void
 waitq_init(struct waitq *q)
 {
   q->head = NULL;
@@ -244,7 +236,7 @@ on_refresh(uv_timer_t *t)
 static void
 drop_token(struct slot *slot)
 {
-  wipe_free(slot->token);
+  text_wipe_free(slot->token);
   slot->token = NULL;
   slot->expiry_ms = 0;
   slot->margin_ms = 0;
@@ -294,7 +286,7 @@ finish_slot(struct auth *auth, enum auth_resource resource, int result,
   waitq_take(&q, &auth->slots[resource].waiters);
   for (w = waitq_pop(&q); w != NULL; w = waitq_pop(&q))
     answer(auth, w, result, copy, errmsg);
-  wipe_free(copy);
+  text_wipe_free(copy);
 }
 
 /* Copy `s` into `out` as one bounded, printable line: cut at the first CR
@@ -412,7 +404,7 @@ echoes(const char *text, const char *credential)
     return 1;
   enc = http_urlencode(credential);
   hit = enc != NULL && strstr(text, enc) != NULL;
-  wipe_free(enc);
+  text_wipe_free(enc);
   return hit;
 }
 
@@ -503,7 +495,7 @@ request_free(struct request *req)
 {
   if (req == NULL)
     return;
-  wipe_free(req->credential);
+  text_wipe_free(req->credential);
   free(req);
 }
 
@@ -688,7 +680,7 @@ form_body(const char *const *pairs, size_t n_pairs, size_t *len_out)
   *len_out = at;
 out:
   for (size_t i = 0; i < n_pairs; i++)
-    wipe_free(enc[i]);
+    text_wipe_free(enc[i]);
   return body;
 }
 

@@ -27,6 +27,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "text.h"
 
 #define EXO_DEFAULT_IN_FLIGHT 4
 #define EXO_ERRMSG_MAX 1024
@@ -78,42 +79,6 @@ static void pump(struct exo *exo);
 /* ------------------------------------------------------------------ */
 /* Bounded, one-line, UTF-8-safe copies                                */
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
-static size_t
-utf8_seq(const unsigned char *s, size_t n)
-{
-  size_t len;
-  uint32_t cp;
-
-  if (n == 0)
-    return 0;
-  if (s[0] < 0x80)
-    return 1;
-  if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-    len = 2;
-    cp = s[0] & 0x1f;
-  } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-    len = 3;
-    cp = s[0] & 0x0f;
-  } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-    len = 4;
-    cp = s[0] & 0x07;
-  } else {
-    return 0;
-  }
-  if (len > n)
-    return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xc0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (s[i] & 0x3f);
-  }
-  if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-      (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-    return 0;
-  return len;
-}
-
 /* Copy src[0..n) into dst (dstlen > 0): control characters become spaces
  * (or end the copy at the first line break when first_line), invalid
  * UTF-8 becomes '?', and a multi-byte character is never cut. Leading and
@@ -130,7 +95,7 @@ copy_line(char *dst, size_t dstlen, const char *src, size_t n, int first_line)
          (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
     i++;
   while (i < n) {
-    size_t len = utf8_seq(s + i, n - i);
+    size_t len = text_utf8_seq(s + i, n - i);
 
     if (first_line && (s[i] == '\n' || s[i] == '\r'))
       break;
@@ -264,18 +229,6 @@ out:
   return result;
 }
 
-/* The code point at s (len bytes, valid UTF-8). */
-static uint32_t
-utf8_cp(const unsigned char *s, size_t len)
-{
-  static const unsigned char mask[] = {0, 0x7f, 0x1f, 0x0f, 0x07};
-  uint32_t cp = s[0] & mask[len];
-
-  for (size_t i = 1; i < len; i++)
-    cp = (cp << 6) | (s[i] & 0x3f);
-  return cp;
-}
-
 char *
 exo_unique_name(const char *display_name, const char *source_id)
 {
@@ -310,7 +263,7 @@ exo_unique_name(const char *display_name, const char *source_id)
   while (i < n && (s[i] == ' ' || s[i] < 0x20 || s[i] == 0x7f))
     i++;
   while (i < n) {
-    size_t len = utf8_seq(s + i, n - i);
+    size_t len = text_utf8_seq(s + i, n - i);
     size_t u = 1;
     uint32_t cp;
 
@@ -322,7 +275,7 @@ exo_unique_name(const char *display_name, const char *source_id)
       i++;
       continue;
     }
-    cp = utf8_cp(s + i, len);
+    cp = text_utf8_decode(s + i, len, &len);
     if (cp >= 0x10000)
       u = 2; /* a surrogate pair in UTF-16 */
     if (units + u > max_units)
@@ -452,15 +405,9 @@ call_free(struct exo_call *call)
   if (call == NULL)
     return;
   free(call->cmdlet);
-  if (call->body != NULL) {
-    explicit_bzero(call->body, strlen(call->body));
-    free(call->body);
-  }
+  text_wipe_free(call->body);
   free(call->url);
-  if (call->token != NULL) {
-    explicit_bzero(call->token, strlen(call->token));
-    free(call->token);
-  }
+  text_wipe_free(call->token);
   json_decref(call->value);
   free(call);
 }
@@ -533,10 +480,7 @@ send_with_token(struct exo_call *call, const char *token)
   size_t len;
   int rc;
 
-  if (call->token != NULL) {
-    explicit_bzero(call->token, strlen(call->token));
-    free(call->token);
-  }
+  text_wipe_free(call->token);
   call->token = strdup(token);
   len = strlen(token) + sizeof("Authorization: Bearer ");
   auth_header = malloc(len);

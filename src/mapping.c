@@ -40,6 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text.h"
+
 #define MAPPING_EXPR_MAX 4096   /* bytes of one expression */
 #define MAPPING_DEPTH_MAX 32    /* nested function calls */
 #define MAPPING_VALUE_MAX 65536 /* bytes of any value built or returned */
@@ -279,18 +281,6 @@ lower_ascii(int c)
 }
 
 static int
-ci_equal(const char *a, size_t alen, const char *b, size_t blen)
-{
-  if (alen != blen)
-    return 0;
-  for (size_t i = 0; i < alen; i++) {
-    if (lower_ascii((unsigned char)a[i]) != lower_ascii((unsigned char)b[i]))
-      return 0;
-  }
-  return 1;
-}
-
-static int
 ci_cmp(const char *a, const char *b)
 {
   for (;; a++, b++) {
@@ -311,86 +301,6 @@ static int
 is_ident(int c)
 {
   return is_ident_start(c) || (c >= '0' && c <= '9');
-}
-
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 if there is none. */
-static size_t
-utf8_seq(const unsigned char *s, size_t n)
-{
-  static const uint32_t mins[] = {0, 0, 0x80, 0x800, 0x10000};
-  size_t len;
-  uint32_t cp, min;
-
-  if (n == 0)
-    return 0;
-  if (s[0] < 0x80)
-    return 1;
-  if ((s[0] & 0xE0) == 0xC0)
-    len = 2;
-  else if ((s[0] & 0xF0) == 0xE0)
-    len = 3;
-  else if ((s[0] & 0xF8) == 0xF0)
-    len = 4;
-  else
-    return 0;
-  min = mins[len]; /* shortest form only: no overlong encodings */
-  cp = s[0] & (0xFF >> (len + 1));
-  if (len > n)
-    return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xC0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (s[i] & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return len;
-}
-
-static int
-utf8_valid(const char *s, size_t n)
-{
-  const unsigned char *u = (const unsigned char *)s;
-  for (size_t i = 0; i < n;) {
-    size_t len = utf8_seq(u + i, n - i);
-    if (len == 0)
-      return 0;
-    i += len;
-  }
-  return 1;
-}
-
-/* Code point of the (valid) sequence at s, its length in *len. */
-static uint32_t
-utf8_decode(const unsigned char *s, size_t n, size_t *len)
-{
-  size_t l = utf8_seq(s, n);
-  uint32_t cp;
-
-  if (l <= 1) {
-    *len = 1;
-    return s[0];
-  }
-  cp = s[0] & (0xFF >> (l + 1));
-  for (size_t i = 1; i < l; i++)
-    cp = (cp << 6) | (s[i] & 0x3F);
-  *len = l;
-  return cp;
-}
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  va_list ap;
-
-  if (err == NULL || errlen == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
 }
 
 /* ---------------------------------------------------------------------
@@ -444,8 +354,8 @@ parse_fail(struct parser *p, size_t pos, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  set_err(p->err, p->errlen, "%s:%d: column %zu: %s", p->file, p->line, col,
-          msg);
+  text_set_err(p->err, p->errlen, "%s:%d: column %zu: %s", p->file, p->line,
+               col, msg);
   return -1;
 }
 
@@ -530,7 +440,7 @@ lex(struct parser *p)
     }
     p->tok.kind = T_IDENT;
   } else {
-    size_t len = utf8_seq((const unsigned char *)s + i, p->len - i);
+    size_t len = text_utf8_seq((const unsigned char *)s + i, p->len - i);
     if (len == 0)
       return parse_fail(p, start, "unexpected byte 0x%02X (not UTF-8 text)",
                         c);
@@ -558,7 +468,7 @@ node_new(enum node_kind kind, size_t pos)
 static int
 oom(struct parser *p)
 {
-  set_err(p->err, p->errlen, "%s:%d: out of memory", p->file, p->line);
+  text_set_err(p->err, p->errlen, "%s:%d: out of memory", p->file, p->line);
   return -1;
 }
 
@@ -571,7 +481,7 @@ make_string(struct parser *p, const struct tok *t, struct node **out)
   size_t n = 0;
   struct node *node;
 
-  if (!utf8_valid(s + 1, t->len - 2))
+  if (!text_utf8_valid(s + 1, t->len - 2))
     return parse_fail(p, t->pos, "text constant is not valid UTF-8");
   node = node_new(N_STR, t->pos);
   if (node == NULL)
@@ -702,8 +612,8 @@ parse_call(struct parser *p, const struct tok *name, struct node **out)
   int result = -1;
 
   for (fn = 0; fn < N_OF(fns); fn++) {
-    if (ci_equal(fns[fn].name, strlen(fns[fn].name), p->s + name->pos,
-                 name->len))
+    if (text_ci_equal(fns[fn].name, strlen(fns[fn].name), p->s + name->pos,
+                      name->len))
       break;
   }
   if (fn == N_OF(fns))
@@ -810,10 +720,10 @@ parse_expr(struct parser *p, int allow, struct node **out)
     if (p->tok.kind == T_LPAREN) {
       if (parse_call(p, &t, &n) != 0)
         return -1;
-    } else if (ci_equal(p->s + t.pos, t.len, "null", 4)) {
+    } else if (text_ci_equal(p->s + t.pos, t.len, "null", 4)) {
       n = node_new(N_NULL, t.pos);
-    } else if (ci_equal(p->s + t.pos, t.len, "true", 4) ||
-               ci_equal(p->s + t.pos, t.len, "false", 5)) {
+    } else if (text_ci_equal(p->s + t.pos, t.len, "true", 4) ||
+               text_ci_equal(p->s + t.pos, t.len, "false", 5)) {
       n = node_new(N_BOOL, t.pos);
       if (n != NULL)
         n->u.b = t.len == 4;
@@ -869,14 +779,14 @@ parse(const char *text, const char *file, int line, struct node **out,
   *out = NULL;
   p.len = text != NULL ? strlen(text) : 0;
   if (p.len > MAPPING_EXPR_MAX) {
-    set_err(err, errlen, "%s:%d: expression longer than %d bytes (%zu)", file,
-            line, MAPPING_EXPR_MAX, p.len);
+    text_set_err(err, errlen, "%s:%d: expression longer than %d bytes (%zu)",
+                 file, line, MAPPING_EXPR_MAX, p.len);
     return -1;
   }
   if (lex(&p) != 0)
     return -1;
   if (p.tok.kind == T_EOF) {
-    set_err(err, errlen, "%s:%d: empty expression", file, line);
+    text_set_err(err, errlen, "%s:%d: empty expression", file, line);
     return -1;
   }
   if (parse_expr(&p, 0, &n) != 0)
@@ -905,34 +815,6 @@ kind_find(enum config_object object)
   return NULL;
 }
 
-/* Levenshtein distance ignoring ASCII case, capped at 3 ("far"). */
-static size_t
-distance(const char *a, const char *b)
-{
-  size_t la = strlen(a), lb = strlen(b), row[64], prev, cur;
-
-  if (la >= N_OF(row) || lb >= N_OF(row))
-    return 3;
-  for (size_t j = 0; j <= lb; j++)
-    row[j] = j;
-  for (size_t i = 1; i <= la; i++) {
-    prev = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= lb; j++) {
-      size_t sub = prev + (lower_ascii((unsigned char)a[i - 1]) !=
-                           lower_ascii((unsigned char)b[j - 1]));
-      cur = row[j];
-      row[j] = sub;
-      if (row[j - 1] + 1 < row[j])
-        row[j] = row[j - 1] + 1;
-      if (cur + 1 < row[j])
-        row[j] = cur + 1;
-      prev = cur;
-    }
-  }
-  return row[lb] < 3 ? row[lb] : 3;
-}
-
 static int
 rule_cmp(const void *a, const void *b)
 {
@@ -954,8 +836,9 @@ mapping_compile(const struct config_mapping *section,
   if (out != NULL)
     *out = NULL;
   if (out == NULL || kind == NULL) {
-    set_err(err, errlen, "mapping: %s",
-            out == NULL ? "no place for the result" : "unknown object kind");
+    text_set_err(err, errlen, "mapping: %s",
+                 out == NULL ? "no place for the result"
+                             : "unknown object kind");
     return -1;
   }
   if (file == NULL)
@@ -976,7 +859,7 @@ mapping_compile(const struct config_mapping *section,
     size_t t, best = 0, best_d = 3;
 
     for (t = 0; t < kind->n_targets; t++) {
-      size_t d = distance(target, kind->targets[t].name);
+      size_t d = text_distance(target, kind->targets[t].name);
       if (d == 0)
         break;
       if (d < best_d) {
@@ -986,23 +869,23 @@ mapping_compile(const struct config_mapping *section,
     }
     if (t == kind->n_targets) {
       if (best_d <= 2 && strlen(target) > 2)
-        set_err(err, errlen,
-                "%s:%d: unknown target attribute '%s' for %s links; did "
-                "you mean '%s'?",
-                file, entry->line, target, kind->label,
-                kind->targets[best].name);
+        text_set_err(err, errlen,
+                     "%s:%d: unknown target attribute '%s' for %s links; did "
+                     "you mean '%s'?",
+                     file, entry->line, target, kind->label,
+                     kind->targets[best].name);
       else
-        set_err(err, errlen,
-                "%s:%d: unknown target attribute '%s' for %s links", file,
-                entry->line, target, kind->label);
+        text_set_err(err, errlen,
+                     "%s:%d: unknown target attribute '%s' for %s links", file,
+                     entry->line, target, kind->label);
       goto out;
     }
     if (parse(entry->expr, file, entry->line, &n, err, errlen) != 0)
       goto out;
     if (n->kind == N_NULL &&
         strcmp(kind->targets[t].name, kind->required) == 0) {
-      set_err(err, errlen, "%s:%d: %s is required for %s links: %s", file,
-              entry->line, kind->required, kind->label, kind->why);
+      text_set_err(err, errlen, "%s:%d: %s is required for %s links: %s", file,
+                   entry->line, kind->required, kind->label, kind->why);
       goto out;
     }
     node_free(slot[t]);
@@ -1035,7 +918,7 @@ mapping_compile(const struct config_mapping *section,
   result = 0;
   goto out;
 nomem:
-  set_err(err, errlen, "%s: out of memory compiling mappings", file);
+  text_set_err(err, errlen, "%s: out of memory compiling mappings", file);
 out:
   node_free(n);
   for (size_t i = 0; slot != NULL && i < kind->n_targets; i++)
@@ -1082,8 +965,8 @@ collect_sources(const struct node *n, json_t *names)
   case N_ATTR:
     json_array_foreach(names, i, v)
     {
-      if (ci_equal(json_string_value(v), json_string_length(v),
-                   n->u.attr.segs[0].name, n->u.attr.segs[0].len))
+      if (text_ci_equal(json_string_value(v), json_string_length(v),
+                        n->u.attr.segs[0].name, n->u.attr.segs[0].len))
         return 0;
     }
     return json_array_append_new(
@@ -1299,7 +1182,7 @@ eval_fail(struct eval *e, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  set_err(e->err, e->errlen, "cannot map '%s': %s", e->target, msg);
+  text_set_err(e->err, e->errlen, "cannot map '%s': %s", e->target, msg);
   return -1;
 }
 
@@ -1331,8 +1214,8 @@ get_ci(const json_t *obj, const char *name, size_t len)
     return v;
   for (void *it = json_object_iter(o); it != NULL;
        it = json_object_iter_next(o, it)) {
-    if (ci_equal(json_object_iter_key(it), json_object_iter_key_len(it), name,
-                 len))
+    if (text_ci_equal(json_object_iter_key(it), json_object_iter_key_len(it),
+                      name, len))
       return json_object_iter_value(it);
   }
   return NULL;
@@ -1576,7 +1459,7 @@ trim(const char *s, size_t n)
   const unsigned char *u = (const unsigned char *)s;
   size_t len;
 
-  while (n > 0 && is_space_cp(utf8_decode(u, n, &len))) {
+  while (n > 0 && is_space_cp(text_utf8_decode(u, n, &len))) {
     u += len;
     n -= len;
   }
@@ -1584,7 +1467,7 @@ trim(const char *s, size_t n)
     size_t start = n - 1;
     while (start > 0 && (u[start] & 0xC0) == 0x80)
       start--;
-    if (!is_space_cp(utf8_decode(u + start, n - start, &len)))
+    if (!is_space_cp(text_utf8_decode(u + start, n - start, &len)))
       break;
     n = start;
   }
@@ -1657,7 +1540,7 @@ truthy(const struct val *v)
 
   if (!text(v, &s, &n))
     return 0;
-  return !ci_equal(s, n, "false", 5);
+  return !text_ci_equal(s, n, "false", 5);
 }
 
 static int
@@ -1841,8 +1724,9 @@ mapping_eval(const struct mapping *mapping, const json_t *source, char *err,
   json_t *result = NULL, *obj;
 
   if (mapping == NULL || !json_is_object(source)) {
-    set_err(err, errlen, "mapping_eval: %s",
-            mapping == NULL ? "no mapping" : "source is not a JSON object");
+    text_set_err(err, errlen, "mapping_eval: %s",
+                 mapping == NULL ? "no mapping"
+                                 : "source is not a JSON object");
     return NULL;
   }
   e.src = source;
@@ -1852,7 +1736,7 @@ mapping_eval(const struct mapping *mapping, const json_t *source, char *err,
   arena_init(&e.arena, &first);
   obj = json_object();
   if (obj == NULL) {
-    set_err(err, errlen, "mapping_eval: out of memory");
+    text_set_err(err, errlen, "mapping_eval: out of memory");
     return NULL;
   }
   for (size_t i = 0; i < mapping->n; i++) {

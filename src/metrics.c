@@ -28,26 +28,29 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "text.h"
+
 /* Longest label value accepted, in bytes before escaping. */
 #define LABEL_VALUE_MAX 1024
 /* Ceiling on the whole text: about 2 KiB per link, so far more than any
  * plausible configuration needs. */
-#define TEXT_MAX (16u * 1024 * 1024)
+#define PAGE_MAX (16u * 1024 * 1024)
 
-/* A growable text buffer that refuses to pass TEXT_MAX. `err` holds the
- * first failure; later appends are no-ops, so callers check once. */
-struct text {
+/* The page being written: a growable buffer that refuses to pass PAGE_MAX.
+ * `err` holds the first failure; later appends are no-ops, so callers check
+ * once. */
+struct page {
   char *data;
   size_t len, cap;
   int failed;
   char err[512];
 };
 
-static void text_fail(struct text *t, const char *fmt, ...)
+static void page_fail(struct page *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void
-text_fail(struct text *t, const char *fmt, ...)
+page_fail(struct page *t, const char *fmt, ...)
 {
   va_list ap;
 
@@ -61,15 +64,15 @@ text_fail(struct text *t, const char *fmt, ...)
 
 /* Room for `more` bytes plus a NUL. */
 static int
-text_reserve(struct text *t, size_t more)
+page_reserve(struct page *t, size_t more)
 {
   size_t want, cap;
   char *data;
 
   if (t->failed)
     return -1;
-  if (more > TEXT_MAX - t->len) {
-    text_fail(t, "text longer than %u bytes", TEXT_MAX);
+  if (more > PAGE_MAX - t->len) {
+    page_fail(t, "text longer than %u bytes", PAGE_MAX);
     return -1;
   }
   want = t->len + more + 1;
@@ -80,7 +83,7 @@ text_reserve(struct text *t, size_t more)
     cap *= 2;
   data = realloc(t->data, cap);
   if (data == NULL) {
-    text_fail(t, "out of memory");
+    page_fail(t, "out of memory");
     return -1;
   }
   t->data = data;
@@ -89,9 +92,9 @@ text_reserve(struct text *t, size_t more)
 }
 
 static void
-text_append(struct text *t, const char *s, size_t len)
+page_append(struct page *t, const char *s, size_t len)
 {
-  if (text_reserve(t, len) != 0)
+  if (page_reserve(t, len) != 0)
     return;
   memcpy(t->data + t->len, s, len);
   t->len += len;
@@ -99,16 +102,16 @@ text_append(struct text *t, const char *s, size_t len)
 }
 
 static void
-text_puts(struct text *t, const char *s)
+page_puts(struct page *t, const char *s)
 {
-  text_append(t, s, strlen(s));
+  page_append(t, s, strlen(s));
 }
 
-static void text_printf(struct text *t, const char *fmt, ...)
+static void page_printf(struct page *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void
-text_printf(struct text *t, const char *fmt, ...)
+page_printf(struct page *t, const char *fmt, ...)
 {
   char buf[128]; /* numbers and names: always enough */
   va_list ap;
@@ -118,96 +121,53 @@ text_printf(struct text *t, const char *fmt, ...)
   n = vsnprintf(buf, sizeof(buf), fmt, ap);
   va_end(ap);
   if (n < 0 || (size_t)n >= sizeof(buf)) {
-    text_fail(t, "formatting failed");
+    page_fail(t, "formatting failed");
     return;
   }
-  text_append(t, buf, (size_t)n);
-}
-
-/* Whether s[0..len) is well-formed UTF-8 (no overlong forms, surrogates or
- * code points past U+10FFFF), as Prometheus requires of label values. */
-static int
-utf8_valid(const unsigned char *s, size_t len)
-{
-  size_t i = 0;
-
-  while (i < len) {
-    unsigned char c = s[i];
-    size_t n;
-    unsigned long cp;
-
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-      n = 1;
-      cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      n = 2;
-      cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return 0;
-    }
-    if (len - i - 1 < n)
-      return 0;
-    for (size_t k = 1; k <= n; k++) {
-      if ((s[i + k] & 0xc0) != 0x80)
-        return 0;
-      cp = (cp << 6) | (s[i + k] & 0x3f);
-    }
-    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-      return 0;
-    i += n + 1;
-  }
-  return 1;
+  page_append(t, buf, (size_t)n);
 }
 
 /* Append `name="value"`, escaped; refuse NULL, over-long or non-UTF-8. */
 static void
-text_label(struct text *t, const char *name, const char *value)
+page_label(struct page *t, const char *name, const char *value)
 {
   size_t len;
 
   if (t->failed)
     return;
   if (value == NULL) {
-    text_fail(t, "label %s: no value", name);
+    page_fail(t, "label %s: no value", name);
     return;
   }
   len = strlen(value);
   if (len > LABEL_VALUE_MAX) {
-    text_fail(t, "label %s: value longer than %d bytes", name,
+    page_fail(t, "label %s: value longer than %d bytes", name,
               LABEL_VALUE_MAX);
     return;
   }
-  if (!utf8_valid((const unsigned char *)value, len)) {
-    text_fail(t, "label %s: value is not UTF-8", name);
+  if (!text_utf8_valid(value, len)) {
+    page_fail(t, "label %s: value is not UTF-8", name);
     return;
   }
-  text_puts(t, name);
-  text_puts(t, "=\"");
+  page_puts(t, name);
+  page_puts(t, "=\"");
   for (size_t i = 0; i < len; i++) {
     switch (value[i]) {
     case '\\':
-      text_puts(t, "\\\\");
+      page_puts(t, "\\\\");
       break;
     case '"':
-      text_puts(t, "\\\"");
+      page_puts(t, "\\\"");
       break;
     case '\n':
-      text_puts(t, "\\n");
+      page_puts(t, "\\n");
       break;
     default:
-      text_append(t, value + i, 1);
+      page_append(t, value + i, 1);
       break;
     }
   }
-  text_puts(t, "\"");
+  page_puts(t, "\"");
 }
 
 /* A sample's labels: up to four (name, value) pairs. */
@@ -219,51 +179,51 @@ struct labels {
 
 /* Append `family{labels} ` — the value follows. */
 static void
-text_series(struct text *t, const char *family, const struct labels *l)
+page_series(struct page *t, const char *family, const struct labels *l)
 {
-  text_puts(t, family);
+  page_puts(t, family);
   if (l->n == 0) {
-    text_puts(t, " ");
+    page_puts(t, " ");
     return;
   }
-  text_puts(t, "{");
+  page_puts(t, "{");
   for (size_t i = 0; i < l->n; i++) {
     if (i > 0)
-      text_puts(t, ",");
-    text_label(t, l->name[i], l->value[i]);
+      page_puts(t, ",");
+    page_label(t, l->name[i], l->value[i]);
   }
-  text_puts(t, "} ");
+  page_puts(t, "} ");
 }
 
 static void
-sample_ll(struct text *t, const char *family, const struct labels *l,
+sample_ll(struct page *t, const char *family, const struct labels *l,
           long long v)
 {
-  text_series(t, family, l);
-  text_printf(t, "%lld\n", v);
+  page_series(t, family, l);
+  page_printf(t, "%lld\n", v);
 }
 
 static void
-sample_ull(struct text *t, const char *family, const struct labels *l,
+sample_ull(struct page *t, const char *family, const struct labels *l,
            unsigned long long v)
 {
-  text_series(t, family, l);
-  text_printf(t, "%llu\n", v);
+  page_series(t, family, l);
+  page_printf(t, "%llu\n", v);
 }
 
 static void
-sample_double(struct text *t, const char *family, const struct labels *l,
+sample_double(struct page *t, const char *family, const struct labels *l,
               double v)
 {
   char buf[64];
 
-  text_series(t, family, l);
+  page_series(t, family, l);
   if (isnan(v)) {
-    text_puts(t, "NaN\n");
+    page_puts(t, "NaN\n");
     return;
   }
   if (isinf(v)) {
-    text_puts(t, v > 0 ? "+Inf\n" : "-Inf\n");
+    page_puts(t, v > 0 ? "+Inf\n" : "-Inf\n");
     return;
   }
   /* The shortest of %.15g..%.17g that reads back as the same double. */
@@ -272,16 +232,16 @@ sample_double(struct text *t, const char *family, const struct labels *l,
     if (strtod(buf, NULL) == v)
       break;
   }
-  text_puts(t, buf);
-  text_puts(t, "\n");
+  page_puts(t, buf);
+  page_puts(t, "\n");
 }
 
 static void
-family(struct text *t, const char *name, const char *type, const char *help)
+family(struct page *t, const char *name, const char *type, const char *help)
 {
-  text_printf(t, "# HELP %s ", name);
-  text_puts(t, help);
-  text_printf(t, "\n# TYPE %s %s\n", name, type);
+  page_printf(t, "# HELP %s ", name);
+  page_puts(t, help);
+  page_printf(t, "\n# TYPE %s %s\n", name, type);
 }
 
 /* Null-safe equality for duplicate checks (NULL is refused later). */
@@ -294,7 +254,7 @@ same(const char *a, const char *b)
 /* Refuse input that would give one series twice: Prometheus rejects the
  * whole file then. */
 static void
-check_duplicates(struct text *t, const struct metrics_link *links,
+check_duplicates(struct page *t, const struct metrics_link *links,
                  size_t n_links, const struct metrics_service *services,
                  size_t n_services, const struct metrics_tenant *tenants,
                  size_t n_tenants)
@@ -302,25 +262,25 @@ check_duplicates(struct text *t, const struct metrics_link *links,
   for (size_t i = 0; i < n_links; i++)
     for (size_t j = 0; j < i; j++)
       if (same(links[i].name, links[j].name))
-        text_fail(t, "link %.64s given twice", links[i].name);
+        page_fail(t, "link %.64s given twice", links[i].name);
   for (size_t i = 0; i < n_services; i++) {
     const struct metrics_service *s = &services[i];
 
     for (size_t j = 0; j < i; j++)
       if (same(s->tenant, services[j].tenant) &&
           same(s->service, services[j].service))
-        text_fail(t, "service %.64s/%.64s given twice", s->tenant, s->service);
+        page_fail(t, "service %.64s/%.64s given twice", s->tenant, s->service);
     for (size_t k = 0; k < s->n_status; k++)
       for (size_t j = 0; j < k; j++)
         if (s->by_status[k].status == s->by_status[j].status)
-          text_fail(t, "service %.64s/%.64s: status %ld given twice",
+          page_fail(t, "service %.64s/%.64s: status %ld given twice",
                     s->tenant ? s->tenant : "?", s->service ? s->service : "?",
                     s->by_status[k].status);
   }
   for (size_t i = 0; i < n_tenants; i++)
     for (size_t j = 0; j < i; j++)
       if (same(tenants[i].name, tenants[j].name))
-        text_fail(t, "tenant %.64s given twice", tenants[i].name);
+        page_fail(t, "tenant %.64s given twice", tenants[i].name);
 }
 
 /* The per-link gauges that take only the link label. */
@@ -344,7 +304,7 @@ static const struct link_gauge link_gauges[] = {
 };
 
 static void
-link_families(struct text *t, const struct metrics_link *links, size_t n)
+link_families(struct page *t, const struct metrics_link *links, size_t n)
 {
   static const char *const kinds[] = {"create", "adopt", "update", "delete",
                                       "restore"};
@@ -413,7 +373,7 @@ link_families(struct text *t, const struct metrics_link *links, size_t n)
 
 /* The client-side budget of the services that have one. */
 static void
-budget_families(struct text *t, const struct metrics_service *services,
+budget_families(struct page *t, const struct metrics_service *services,
                 size_t n)
 {
   static const struct {
@@ -462,7 +422,7 @@ budget_families(struct text *t, const struct metrics_service *services,
 }
 
 static void
-service_families(struct text *t, const struct metrics_service *services,
+service_families(struct page *t, const struct metrics_service *services,
                  size_t n)
 {
   size_t samples = 0;
@@ -527,7 +487,7 @@ metrics_write(const char *path, const struct metrics_link *links,
               size_t n_tenants, time_t now, char *err, size_t errlen)
 {
   int result = -1;
-  struct text t = {0};
+  struct page t = {0};
   char tmp[PATH_MAX];
   const char *what = NULL; /* the step that failed, for the message */
   int fd = -1, saved;

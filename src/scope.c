@@ -37,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text.h"
+
 #define SCOPE_FILTER_MAX 8192
 #define SCOPE_DEPTH_MAX 64
 #define SCOPE_NAME_SHOWN 64 /* longest name quoted back in a message */
@@ -73,24 +75,6 @@ struct scope_filter {
  */
 
 static int
-fold(unsigned char c)
-{
-  return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
-}
-
-/* ASCII case-insensitive equality of two counted strings. */
-static int
-fold_eq(const char *a, size_t alen, const char *b, size_t blen)
-{
-  if (alen != blen)
-    return 0;
-  for (size_t i = 0; i < alen; i++)
-    if (fold((unsigned char)a[i]) != fold((unsigned char)b[i]))
-      return 0;
-  return 1;
-}
-
-static int
 is_name_start(char c)
 {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
@@ -107,40 +91,6 @@ is_space(char c)
 {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
          c == '\v';
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one
- * (overlong forms, surrogates and code points past U+10FFFF included). */
-static size_t
-utf8_len(const unsigned char *s)
-{
-  unsigned c = s[0];
-  size_t n;
-  unsigned long cp;
-
-  if (c < 0x80)
-    return 1;
-  if (c >= 0xc2 && c <= 0xdf) {
-    n = 2;
-    cp = c & 0x1f;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    n = 3;
-    cp = c & 0x0f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    n = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  for (size_t i = 1; i < n; i++) {
-    if ((s[i] & 0xc0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (s[i] & 0x3f);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-      (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return n;
 }
 
 /* ---------------------------------------------------------------------
@@ -397,7 +347,8 @@ advance(struct parser *p)
       fail(p, i, "unexpected character '%c'%s", c, hint(t + i));
     else if (c >= 0x80)
       fail(p, i, "unexpected character '%.*s'",
-           (int)utf8_len((const unsigned char *)t + i), t + i);
+           (int)text_utf8_seq((const unsigned char *)t + i, strlen(t + i)),
+           t + i);
     else
       fail(p, i, "unexpected character 0x%02x", c);
     return -1;
@@ -414,7 +365,7 @@ static int
 is_word(const struct parser *p, const char *word)
 {
   return p->tok.kind == T_NAME &&
-         fold_eq(p->text + p->tok.start, p->tok.len, word, strlen(word));
+         text_ci_equal(p->text + p->tok.start, p->tok.len, word, strlen(word));
 }
 
 static int
@@ -760,7 +711,7 @@ scope_filter_parse(const char *text, struct scope_filter **out, char *err,
     return -1;
   }
   for (size_t i = 0; i < len;) {
-    size_t n = utf8_len((const unsigned char *)text + i);
+    size_t n = text_utf8_seq((const unsigned char *)text + i, len - i);
     if (n == 0) {
       fail(&p, i, "invalid UTF-8");
       return -1;
@@ -829,7 +780,7 @@ lookup(const json_t *obj, const char *name)
   /* json_object_foreach wants a non-const object; it does not modify it. */
   json_object_foreach((json_t *)obj, key, value)
   {
-    if (fold_eq(key, strlen(key), name, len))
+    if (text_ci_equal(key, strlen(key), name, len))
       return value;
   }
   return NULL;
@@ -840,8 +791,8 @@ is_bool_text(const json_t *s, int truth)
 {
   const char *want = truth ? "true" : "false";
 
-  return fold_eq(json_string_value(s), json_string_length(s), want,
-                 strlen(want));
+  return text_ci_equal(json_string_value(s), json_string_length(s), want,
+                       strlen(want));
 }
 
 /* One non-array value (never NULL) against a literal. */
@@ -853,11 +804,12 @@ scalar_eq(const json_t *v, const struct literal *lit)
     return json_is_null(v);
   case L_STRING:
     if (json_is_string(v))
-      return fold_eq(json_string_value(v), json_string_length(v), lit->str,
-                     lit->len);
+      return text_ci_equal(json_string_value(v), json_string_length(v),
+                           lit->str, lit->len);
     if (json_is_boolean(v))
-      return fold_eq(lit->str, lit->len, json_is_true(v) ? "true" : "false",
-                     json_is_true(v) ? 4 : 5);
+      return text_ci_equal(lit->str, lit->len,
+                           json_is_true(v) ? "true" : "false",
+                           json_is_true(v) ? 4 : 5);
     return 0;
   case L_INT:
     return json_is_integer(v) && json_integer_value(v) == lit->num;
@@ -902,8 +854,8 @@ affix(const json_t *v, const struct literal *lit, int at_end)
 
   if (s == NULL || len < lit->len)
     return 0;
-  return fold_eq(at_end ? s + len - lit->len : s, lit->len, lit->str,
-                 lit->len);
+  return text_ci_equal(at_end ? s + len - lit->len : s, lit->len, lit->str,
+                       lit->len);
 }
 
 static int
@@ -1000,8 +952,8 @@ add_sources(const struct node *node, json_t *names)
   seg = node->seg[0];
   json_array_foreach(names, i, name)
   {
-    if (fold_eq(json_string_value(name), json_string_length(name), seg,
-                strlen(seg)))
+    if (text_ci_equal(json_string_value(name), json_string_length(name), seg,
+                      strlen(seg)))
       return 0;
   }
   return json_array_append_new(names, json_string(seg));
@@ -1029,8 +981,8 @@ static int
 string_is(const json_t *v, const char *want)
 {
   return json_is_string(v) &&
-         fold_eq(json_string_value(v), json_string_length(v), want,
-                 strlen(want));
+         text_ci_equal(json_string_value(v), json_string_length(v), want,
+                       strlen(want));
 }
 
 static int
@@ -1045,8 +997,8 @@ has_anchor(const json_t *attrs)
     snprintf(name, sizeof(name), "extensionAttribute%d", i);
     v = lookup(ext, name);
     if (json_is_string(v) && json_string_length(v) >= sizeof(prefix) - 1 &&
-        fold_eq(json_string_value(v), sizeof(prefix) - 1, prefix,
-                sizeof(prefix) - 1))
+        text_ci_equal(json_string_value(v), sizeof(prefix) - 1, prefix,
+                      sizeof(prefix) - 1))
       return 1;
   }
   return 0;

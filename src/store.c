@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "text.h"
 
 enum stmt_id {
   ST_BEGIN,
@@ -534,20 +535,6 @@ struct store_lock {
   int fd;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  va_list ap;
-  if (err == NULL || errlen == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 static sqlite3_stmt *
 prep(struct store *store, enum stmt_id id)
 {
@@ -635,8 +622,8 @@ read_version(struct store *store, int *version, char *err, size_t errlen)
   if (sqlite3_prepare_v2(store->db, "PRAGMA user_version", -1, &st, NULL) !=
           SQLITE_OK ||
       sqlite3_step(st) != SQLITE_ROW) {
-    set_err(err, errlen, "cannot read schema version: %s",
-            sqlite3_errmsg(store->db));
+    text_set_err(err, errlen, "cannot read schema version: %s",
+                 sqlite3_errmsg(store->db));
     sqlite3_finalize(st);
     return -1;
   }
@@ -660,8 +647,8 @@ migrate(struct store *store, char *err, size_t errlen)
      * first start): read the version again under the write lock. */
     if (sqlite3_exec(store->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) !=
         SQLITE_OK) {
-      set_err(err, errlen, "cannot begin a migration: %s",
-              msg != NULL ? msg : sqlite3_errmsg(store->db));
+      text_set_err(err, errlen, "cannot begin a migration: %s",
+                   msg != NULL ? msg : sqlite3_errmsg(store->db));
       sqlite3_free(msg);
       return -1;
     }
@@ -679,8 +666,8 @@ migrate(struct store *store, char *err, size_t errlen)
             SQLITE_OK ||
         sqlite3_exec(store->db, pragma, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(store->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
-      set_err(err, errlen, "migration to schema version %d failed: %s", v,
-              msg != NULL ? msg : sqlite3_errmsg(store->db));
+      text_set_err(err, errlen, "migration to schema version %d failed: %s", v,
+                   msg != NULL ? msg : sqlite3_errmsg(store->db));
       sqlite3_free(msg);
       sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
       return -1;
@@ -689,10 +676,11 @@ migrate(struct store *store, char *err, size_t errlen)
     version = v;
   }
   if (version > STORE_SCHEMA_VERSION) {
-    set_err(err, errlen,
-            "state.db has schema version %d, newer than this galbridge "
-            "understands (%d); use a newer galbridge or a fresh state_dir",
-            version, STORE_SCHEMA_VERSION);
+    text_set_err(
+        err, errlen,
+        "state.db has schema version %d, newer than this galbridge "
+        "understands (%d); use a newer galbridge or a fresh state_dir",
+        version, STORE_SCHEMA_VERSION);
     return -1;
   }
   return 0;
@@ -703,8 +691,8 @@ make_state_dir(const char *state_dir, char *err, size_t errlen)
 {
   /* Owner only: the database names every person synced. */
   if (mkdir(state_dir, 0700) != 0 && errno != EEXIST) {
-    set_err(err, errlen, "cannot create state_dir %s: %s", state_dir,
-            strerror(errno));
+    text_set_err(err, errlen, "cannot create state_dir %s: %s", state_dir,
+                 strerror(errno));
     return -1;
   }
   return 0;
@@ -721,7 +709,7 @@ private_file(const char *path, char *err, size_t errlen)
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 
   if (fd < 0) {
-    set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    text_set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
     return -1;
   }
   if (fstat(fd, &sb) == 0 && (sb.st_mode & 077) != 0) {
@@ -751,12 +739,12 @@ store_lock(const char *state_dir, struct store_lock **out, int *busy,
     return -1;
   if ((size_t)snprintf(path, sizeof(path), "%s/lock", state_dir) >=
       sizeof(path)) {
-    set_err(err, errlen, "state_dir path too long");
+    text_set_err(err, errlen, "state_dir path too long");
     return -1;
   }
   fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
-    set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    text_set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
     return -1;
   }
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
@@ -764,15 +752,16 @@ store_lock(const char *state_dir, struct store_lock **out, int *busy,
       ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
       pid[n > 0 ? n : 0] = '\0';
       pid[strspn(pid, "0123456789")] = '\0';
-      set_err(err, errlen,
-              "state_dir %s is in use by another galbridge (pid %s): only "
-              "one run, sync or plan at a time may use it ('galbridge "
-              "status' works meanwhile)",
-              state_dir, pid[0] != '\0' ? pid : "unknown");
+      text_set_err(
+          err, errlen,
+          "state_dir %s is in use by another galbridge (pid %s): only "
+          "one run, sync or plan at a time may use it ('galbridge "
+          "status' works meanwhile)",
+          state_dir, pid[0] != '\0' ? pid : "unknown");
       if (busy != NULL)
         *busy = 1;
     } else {
-      set_err(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+      text_set_err(err, errlen, "cannot lock %s: %s", path, strerror(errno));
     }
     close(fd);
     return -1;
@@ -786,7 +775,7 @@ store_lock(const char *state_dir, struct store_lock **out, int *busy,
   lock = malloc(sizeof(*lock));
   if (lock == NULL) {
     close(fd);
-    set_err(err, errlen, "out of memory");
+    text_set_err(err, errlen, "out of memory");
     return -1;
   }
   lock->fd = fd;
@@ -824,7 +813,7 @@ store_open(const char *state_dir, struct store **out, char *err, size_t errlen)
     return -1;
   if ((size_t)snprintf(path, sizeof(path), "%s/state.db", state_dir) >=
       sizeof(path)) {
-    set_err(err, errlen, "state_dir path too long");
+    text_set_err(err, errlen, "state_dir path too long");
     return -1;
   }
   if (private_file(path, err, errlen) != 0)
@@ -832,16 +821,16 @@ store_open(const char *state_dir, struct store **out, char *err, size_t errlen)
 
   store = calloc(1, sizeof(*store));
   if (store == NULL) {
-    set_err(err, errlen, "out of memory");
+    text_set_err(err, errlen, "out of memory");
     return -1;
   }
   if (sqlite3_open_v2(path, &store->db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                           SQLITE_OPEN_NOMUTEX,
                       NULL) != SQLITE_OK) {
-    set_err(err, errlen, "cannot open %s: %s%s", path,
-            store->db ? sqlite3_errmsg(store->db) : "out of memory",
-            store->db ? os_error(store->db, os, sizeof(os)) : "");
+    text_set_err(err, errlen, "cannot open %s: %s%s", path,
+                 store->db ? sqlite3_errmsg(store->db) : "out of memory",
+                 store->db ? os_error(store->db, os, sizeof(os)) : "");
     goto out;
   }
   sqlite3_busy_timeout(store->db, 5000);
@@ -866,9 +855,9 @@ store_open(const char *state_dir, struct store **out, char *err, size_t errlen)
     sqlite3_sleep(100);
   }
   if (rc != SQLITE_OK) {
-    set_err(err, errlen, "cannot set up %s: %s%s", path,
-            msg ? msg : sqlite3_errmsg(store->db),
-            os_error(store->db, os, sizeof(os)));
+    text_set_err(err, errlen, "cannot set up %s: %s%s", path,
+                 msg ? msg : sqlite3_errmsg(store->db),
+                 os_error(store->db, os, sizeof(os)));
     sqlite3_free(msg);
     goto out;
   }
@@ -903,8 +892,8 @@ session_setup(struct store *store, char *err, size_t errlen)
                    " id TEXT NOT NULL, PRIMARY KEY (link, id))"
                    " WITHOUT ROWID",
                    NULL, NULL, &msg) != SQLITE_OK) {
-    set_err(err, errlen, "cannot set up the store: %s",
-            msg ? msg : sqlite3_errmsg(store->db));
+    text_set_err(err, errlen, "cannot set up the store: %s",
+                 msg ? msg : sqlite3_errmsg(store->db));
     sqlite3_free(msg);
     return -1;
   }
@@ -921,8 +910,8 @@ open_private(struct store *store, char *err, size_t errlen)
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                           SQLITE_OPEN_NOMUTEX,
                       NULL) != SQLITE_OK) {
-    set_err(err, errlen, "cannot open a private database: %s",
-            store->db ? sqlite3_errmsg(store->db) : "out of memory");
+    text_set_err(err, errlen, "cannot open a private database: %s",
+                 store->db ? sqlite3_errmsg(store->db) : "out of memory");
     return -1;
   }
   return 0;
@@ -943,17 +932,17 @@ store_open_readonly(const char *state_dir, int copy, struct store **out,
   *missing = 0;
   if ((size_t)snprintf(path, sizeof(path), "%s/state.db", state_dir) >=
       sizeof(path)) {
-    set_err(err, errlen, "state_dir path too long");
+    text_set_err(err, errlen, "state_dir path too long");
     return -1;
   }
   store = calloc(1, sizeof(*store));
   if (store == NULL) {
-    set_err(err, errlen, "out of memory");
+    text_set_err(err, errlen, "out of memory");
     return -1;
   }
   if (stat(path, &sb) != 0) {
     if (errno != ENOENT) {
-      set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+      text_set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
       goto out;
     }
     /* Nothing on disk: an empty state, made nowhere but here. */
@@ -980,9 +969,9 @@ store_open_readonly(const char *state_dir, int copy, struct store **out,
                       SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
                           SQLITE_OPEN_NOMUTEX,
                       NULL) != SQLITE_OK) {
-    set_err(err, errlen, "cannot open %s: %s%s", path,
-            disk ? sqlite3_errmsg(disk) : "out of memory",
-            disk ? os_error(disk, os, sizeof(os)) : "");
+    text_set_err(err, errlen, "cannot open %s: %s%s", path,
+                 disk ? sqlite3_errmsg(disk) : "out of memory",
+                 disk ? os_error(disk, os, sizeof(os)) : "");
     goto out;
   }
   sqlite3_busy_timeout(disk, 5000);
@@ -991,10 +980,10 @@ store_open_readonly(const char *state_dir, int copy, struct store **out,
     goto out;
   store->db = NULL;
   if (version > STORE_SCHEMA_VERSION) {
-    set_err(err, errlen,
-            "state.db has schema version %d, newer than this galbridge "
-            "understands (%d)",
-            version, STORE_SCHEMA_VERSION);
+    text_set_err(err, errlen,
+                 "state.db has schema version %d, newer than this galbridge "
+                 "understands (%d)",
+                 version, STORE_SCHEMA_VERSION);
     goto out;
   }
   if (!copy && version == STORE_SCHEMA_VERSION) {
@@ -1015,8 +1004,8 @@ store_open_readonly(const char *state_dir, int copy, struct store **out,
     copied = step == SQLITE_DONE && fin == SQLITE_OK;
   }
   if (!copied) {
-    set_err(err, errlen, "cannot copy %s: %s", path,
-            sqlite3_errmsg(store->db));
+    text_set_err(err, errlen, "cannot copy %s: %s", path,
+                 sqlite3_errmsg(store->db));
     goto out;
   }
   if (migrate(store, err, errlen) != 0)

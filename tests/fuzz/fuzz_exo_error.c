@@ -19,7 +19,9 @@
 #include "exo.h"
 #include "fuzz.h"
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
+/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid.
+ * Written apart from src/text.c on purpose: the oracle must not share the
+ * code it checks. */
 static size_t
 utf8_len(const unsigned char *s, size_t n)
 {
