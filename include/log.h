@@ -30,11 +30,8 @@ void log_init(void);
 
 /* Events above `level` are dropped. Default LOG_LEVEL_INFO. */
 void log_set_level(enum log_level level);
-enum log_level log_get_level(void);
-
-/* "error", "warning", "notice", "info", "debug" → level. Returns 0, or -1
- * for an unknown name (out untouched). */
-int log_level_parse(const char *name, enum log_level *out);
+/* "error", "warning", "notice", "info" or "debug"; "unknown" for a value
+ * outside the enum. (Config files name levels through config.c's table.) */
 const char *log_level_name(enum log_level level);
 
 void log_msg(enum log_level level, const char *fmt, ...)

@@ -56,24 +56,6 @@ log_set_level(enum log_level level)
   current_level = level;
 }
 
-enum log_level
-log_get_level(void)
-{
-  return current_level;
-}
-
-int
-log_level_parse(const char *name, enum log_level *out)
-{
-  for (int l = LOG_LEVEL_ERROR; l <= LOG_LEVEL_DEBUG; l++) {
-    if (strcmp(name, level_names[l]) == 0) {
-      *out = (enum log_level)l;
-      return 0;
-    }
-  }
-  return -1;
-}
-
 const char *
 log_level_name(enum log_level level)
 {

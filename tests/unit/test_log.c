@@ -32,21 +32,20 @@ sink(void *ctx, enum log_level level, const char *line)
 }
 
 static void
-level_names_roundtrip(void **state)
+level_names(void **state)
 {
-  static const char *const names[] = {"error", "warning", "notice", "info",
-                                      "debug"};
-  enum log_level l;
+  static const struct {
+    enum log_level level;
+    const char *name;
+  } cases[] = {
+      {LOG_LEVEL_ERROR, "error"},   {LOG_LEVEL_WARNING, "warning"},
+      {LOG_LEVEL_NOTICE, "notice"}, {LOG_LEVEL_INFO, "info"},
+      {LOG_LEVEL_DEBUG, "debug"},
+  };
 
   (void)state;
-  for (size_t i = 0; i < 5; i++) {
-    assert_int_equal(log_level_parse(names[i], &l), 0);
-    assert_string_equal(log_level_name(l), names[i]);
-  }
-  l = LOG_LEVEL_INFO;
-  assert_int_equal(log_level_parse("verbose", &l), -1);
-  assert_int_equal(log_level_parse("INFO", &l), -1);
-  assert_int_equal(l, LOG_LEVEL_INFO);
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+    assert_string_equal(log_level_name(cases[i].level), cases[i].name);
   assert_string_equal(log_level_name((enum log_level)42), "unknown");
 }
 
@@ -130,7 +129,7 @@ int
 main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(level_names_roundtrip),
+      cmocka_unit_test(level_names),
       cmocka_unit_test(filtering_and_one_line),
       cmocka_unit_test(journald_prefix_only_for_the_journal),
   };
