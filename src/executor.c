@@ -74,7 +74,7 @@ enum step {
 struct job {
   struct executor *ex;
   struct store_op op;
-  enum planner_kind kind;
+  enum store_op_kind kind; /* the op's, as the job goes on */
   enum step step;
   json_t *desired;
   json_t *payload;
@@ -221,11 +221,9 @@ job_free(struct job *job)
   struct executor *ex = job->ex;
 
   free(job->op.source_id);
-  free(job->op.kind);
   free(job->op.payload);
   free(job->op.desired);
   free(job->op.hash);
-  free(job->op.state);
   free(job->op.last_error);
   free(job->op.target_id);
   json_decref(job->desired);
@@ -280,8 +278,8 @@ complete(struct job *job, const char *state, int with_values)
   } else {
     ex->stats.done++;
     log_debug("op done link=%s op=%s source_id=%s target_id=%s",
-              ex->link->name, job->op.kind, job->op.source_id,
-              job->target_id ? job->target_id : "-");
+              ex->link->name, store_op_kind_name(job->op.kind),
+              job->op.source_id, job->target_id ? job->target_id : "-");
   }
   job_free(job);
 }
@@ -303,7 +301,8 @@ fail(struct job *job, int permanent, const char *error)
     /* Tried again after a long backoff (status shows when). */
     log_error("op failed link=%s op=%s source_id=%s error=\"%s\" "
               "retry_in=%llds",
-              ex->link->name, job->op.kind, job->op.source_id, error,
+              ex->link->name, store_op_kind_name(job->op.kind),
+              job->op.source_id, error,
               (long long)(next_try > now ? next_try - now : 0));
   } else {
     ex->stats.transient++;
@@ -312,7 +311,8 @@ fail(struct job *job, int permanent, const char *error)
      * error; one line per op here would flood the log in a throttling
      * storm. */
     log_debug("op will be retried link=%s op=%s source_id=%s error=\"%s\"",
-              ex->link->name, job->op.kind, job->op.source_id, error);
+              ex->link->name, store_op_kind_name(job->op.kind),
+              job->op.source_id, error);
   }
   job_free(job);
 }
@@ -360,16 +360,16 @@ on_patched(void *ctx, const struct graph_response *resp)
 
   if (resp->result == GRAPH_OK) {
     if (job->step == STEP_PATCH_FULL) {
-      if (job->kind == PLANNER_RESTORE)
+      if (job->kind == STORE_OP_RESTORE)
         job->ex->stats.restored++;
-    } else if (job->kind == PLANNER_UPDATE) {
+    } else if (job->kind == STORE_OP_UPDATE) {
       job->ex->stats.updated++;
     } else {
       job->ex->stats.deleted++;
     }
-    if (job->kind == PLANNER_DISABLE)
+    if (job->kind == STORE_OP_DISABLE)
       complete(job, "disabled", 0);
-    else if (job->kind == PLANNER_HIDE)
+    else if (job->kind == STORE_OP_HIDE)
       complete(job, "hidden", 0);
     else
       complete(job, "active", 1);
@@ -427,7 +427,7 @@ on_restored(void *ctx, const struct graph_response *resp)
                job->ex->link->name, job->op.source_id);
     free(job->target_id);
     job->target_id = NULL;
-    job->kind = PLANNER_CREATE;
+    job->kind = STORE_OP_CREATE;
     job->step = STEP_CHECK;
     job_step(job);
     return;
@@ -658,7 +658,7 @@ answered(struct job *job)
 static int
 may_make(struct job *job, const char *address)
 {
-  if (job->kind == PLANNER_ADOPT) {
+  if (job->kind == STORE_OP_ADOPT) {
     conflict(job,
              "conflict: the object to adopt (%s) no longer holds address "
              "%s; not written",
@@ -745,7 +745,7 @@ on_checked(void *ctx, const struct graph_response *resp,
       goto out;
     }
     if (job->target_id != NULL && strcmp(h[i].id, job->target_id) == 0 &&
-        job->kind != PLANNER_ADOPT)
+        job->kind != STORE_OP_ADOPT)
       break;
     if (own_proven(job, plain, h[i].anchor, h[i].id))
       break;
@@ -769,7 +769,7 @@ on_checked(void *ctx, const struct graph_response *resp,
       continue;
     if (strcmp(h[i].kind, "user") == 0 && link->adopt == CONFIG_ADOPT_MAIL &&
         invited &&
-        (job->kind != PLANNER_ADOPT ||
+        (job->kind != STORE_OP_ADOPT ||
          (job->target_id != NULL && strcmp(job->target_id, h[i].id) == 0)) &&
         no_other_anchor(plain, h[i].anchor)) {
       if (take(job, h[i].id, "adopted") == 0) {
@@ -1045,7 +1045,7 @@ x_checked(struct job *job, const struct exo_response *resp)
                  address, who);
       goto out;
     }
-    if (job->kind != PLANNER_ADOPT && same_kind &&
+    if (job->kind != STORE_OP_ADOPT && same_kind &&
         ((job->target_id != NULL && strcmp(job->target_id, id) == 0) ||
          x_own_proven(job, plain, r) ||
          (made_by_request(job, created) && no_other_anchor(plain, anchor) &&
@@ -1057,7 +1057,7 @@ x_checked(struct job *job, const struct exo_response *resp)
       goto out;
     }
     if (link->adopt == CONFIG_ADOPT_MAIL && same_kind &&
-        (job->kind != PLANNER_ADOPT ||
+        (job->kind != STORE_OP_ADOPT ||
          (job->target_id != NULL && strcmp(job->target_id, id) == 0)) &&
         no_other_anchor(plain, anchor)) {
       if (take(job, id, "adopted") == 0) {
@@ -1144,9 +1144,9 @@ on_x(void *ctx, const struct exo_response *resp)
   case STEP_X_UPDATE_MAIL:
     if (resp->result != EXO_OK)
       break;
-    if (job->kind == PLANNER_UPDATE)
+    if (job->kind == STORE_OP_UPDATE)
       job->ex->stats.updated++;
-    else if (job->kind == PLANNER_RESTORE)
+    else if (job->kind == STORE_OP_RESTORE)
       job->ex->stats.restored++;
     complete(job, "active", 1);
     return;
@@ -1161,7 +1161,7 @@ on_x(void *ctx, const struct exo_response *resp)
     if (resp->result != EXO_OK)
       break;
     job->ex->stats.deleted++;
-    complete(job, job->kind == PLANNER_DISABLE ? "disabled" : "hidden", 0);
+    complete(job, job->kind == STORE_OP_DISABLE ? "disabled" : "hidden", 0);
     return;
   default:
     break;
@@ -1174,13 +1174,13 @@ on_x(void *ctx, const struct exo_response *resp)
                job->ex->link->name, job->op.source_id, job->target_id);
     free(job->target_id);
     job->target_id = NULL;
-    job->kind = PLANNER_CREATE;
+    job->kind = STORE_OP_CREATE;
     job->step = STEP_X_CHECK;
     x_step(job);
     return;
   }
-  if (not_found(resp) && job->kind != PLANNER_CREATE &&
-      job->kind != PLANNER_RESTORE && job->kind != PLANNER_ADOPT) {
+  if (not_found(resp) && job->kind != STORE_OP_CREATE &&
+      job->kind != STORE_OP_RESTORE && job->kind != STORE_OP_ADOPT) {
     /* Removed by hand: forget it; the next round makes it again. */
     log_warning("target recipient gone, it will be made again link=%s "
                 "source_id=%s target_id=%s",
@@ -1363,30 +1363,30 @@ static void
 x_start(struct job *job)
 {
   switch (job->kind) {
-  case PLANNER_RESTORE:
+  case STORE_OP_RESTORE:
     /* Exchange keeps no deleted recipients: made anew. The id the op
      * names is the deleted one, or the one its own New-* made before a
      * crash: the lookups tell, as for any create. */
-    job->kind = PLANNER_CREATE;
+    job->kind = STORE_OP_CREATE;
     job->step = STEP_X_FIND;
     break;
-  case PLANNER_CREATE:
+  case STORE_OP_CREATE:
     /* An object the op learnt (its New-* answered before a crash) is
      * its own; else its copies by anchor, then the address. */
     job->fresh = job->target_id != NULL;
     job->step = job->target_id != NULL ? STEP_X_SET_ALL : STEP_X_FIND;
     break;
-  case PLANNER_ADOPT:
+  case STORE_OP_ADOPT:
     job->step = STEP_X_CHECK;
     break;
-  case PLANNER_UPDATE:
+  case STORE_OP_UPDATE:
     job->step = STEP_X_UPDATE;
     break;
-  case PLANNER_DELETE:
+  case STORE_OP_DELETE:
     job->step = STEP_X_REMOVE;
     break;
-  case PLANNER_DISABLE:
-  case PLANNER_HIDE:
+  case STORE_OP_DISABLE:
+  case STORE_OP_HIDE:
     job->step = STEP_X_HIDE;
     break;
   default:
@@ -1414,18 +1414,18 @@ job_start(struct executor *ex, struct store_op *op)
   job->payload = json_loads(job->op.payload, 0, NULL);
   if (job->op.target_id != NULL)
     job->target_id = strdup(job->op.target_id);
-  if (!json_is_object(job->desired) || !json_is_object(job->payload) ||
-      planner_kind_parse(job->op.kind, &job->kind) != 0) {
+  job->kind = job->op.kind;
+  if (!json_is_object(job->desired) || !json_is_object(job->payload)) {
     fail(job, 1, "op in the outbox is not readable");
     return;
   }
-  if (job->kind != PLANNER_CREATE && job->target_id == NULL) {
+  if (job->kind != STORE_OP_CREATE && job->target_id == NULL) {
     fail(job, 1, "op has no target object id");
     return;
   }
   /* Nothing is made, nor adopted, for an object another one claims. */
-  if (((job->kind == PLANNER_CREATE && job->target_id == NULL) ||
-       job->kind == PLANNER_ADOPT) &&
+  if (((job->kind == STORE_OP_CREATE && job->target_id == NULL) ||
+       job->kind == STORE_OP_ADOPT) &&
       claimed_elsewhere(job))
     return;
   if (ex->link->object != CONFIG_OBJECT_GUEST) {
@@ -1433,28 +1433,28 @@ job_start(struct executor *ex, struct store_op *op)
     return;
   }
   switch (job->kind) {
-  case PLANNER_CREATE:
+  case STORE_OP_CREATE:
     /* An object the op learnt (its invitation answered before a crash)
      * is its own: patched straight away. */
     job->fresh = job->target_id != NULL;
     job->step = job->target_id != NULL ? STEP_PATCH_FULL : STEP_CHECK;
     break;
-  case PLANNER_ADOPT:
+  case STORE_OP_ADOPT:
     job->step = STEP_CHECK;
     break;
-  case PLANNER_UPDATE:
-  case PLANNER_DISABLE:
-  case PLANNER_HIDE:
+  case STORE_OP_UPDATE:
+  case STORE_OP_DISABLE:
+  case STORE_OP_HIDE:
     if (json_object_size(job->payload) == 0) {
       complete(job, "active", 1);
       return;
     }
     job->step = STEP_PATCH;
     break;
-  case PLANNER_DELETE:
+  case STORE_OP_DELETE:
     job->step = STEP_DELETE;
     break;
-  case PLANNER_RESTORE:
+  case STORE_OP_RESTORE:
     job->step = STEP_RESTORE;
     break;
   default:
@@ -1476,8 +1476,9 @@ refill(struct executor *ex)
   store_ops_free(ex->ops, ex->n_ops); /* every one handed to a job */
   ex->ops = NULL;
   ex->n_ops = ex->next = 0;
-  if (store_ops_list_after(ex->store, ex->link->name, "pending", ex->last_id,
-                           OPS_CHUNK, &ex->ops, &ex->n_ops) != 0) {
+  if (store_ops_list_after(ex->store, ex->link->name, STORE_OP_PENDING,
+                           ex->last_id, OPS_CHUNK, &ex->ops,
+                           &ex->n_ops) != 0) {
     log_error("cannot read the outbox link=%s", ex->link->name);
     ex->exhausted = 1;
     return 0;

@@ -26,32 +26,23 @@
 #include "graph.h"
 #include "log.h"
 
-static const char *const kind_names[] = {
-    [PLANNER_NONE] = "none",       [PLANNER_CREATE] = "create",
-    [PLANNER_UPDATE] = "update",   [PLANNER_DELETE] = "delete",
-    [PLANNER_DISABLE] = "disable", [PLANNER_HIDE] = "hide",
-    [PLANNER_RESTORE] = "restore", [PLANNER_ADOPT] = "adopt",
-    [PLANNER_FAIL] = "fail",
-};
-
 const char *
 planner_kind_name(enum planner_kind kind)
 {
   if (kind > PLANNER_FAIL)
     return "unknown";
-  return kind_names[kind];
+  return store_op_kind_name((enum store_op_kind)kind);
 }
 
 int
 planner_kind_parse(const char *name, enum planner_kind *kind)
 {
-  for (int k = PLANNER_NONE; k <= PLANNER_FAIL; k++) {
-    if (name != NULL && strcmp(name, kind_names[k]) == 0) {
-      *kind = (enum planner_kind)k;
-      return 0;
-    }
-  }
-  return -1;
+  enum store_op_kind k;
+
+  if (store_op_kind_parse(name, &k) != 0 || k > STORE_OP_FAIL)
+    return -1;
+  *kind = (enum planner_kind)k;
+  return 0;
 }
 
 void
@@ -1047,8 +1038,7 @@ on_row(void *ctx, const struct store_plan_row *row)
   free(r->last_id);
   r->last_id = last;
   r->rows++;
-  if (r->pass == 1 && row->op_id != 0 && row->op_state != NULL &&
-      strcmp(row->op_state, "held") == 0)
+  if (r->pass == 1 && row->op_id != 0 && row->op_state == STORE_OP_HELD)
     r->held_met++;
 
   if (planner_decide(r->pl, r->source_tenant, row, &p.d, err, sizeof(err)) !=
@@ -1060,8 +1050,9 @@ on_row(void *ctx, const struct store_plan_row *row)
     }
     return 0;
   }
-  if (row->op_id != 0)
-    (void)planner_kind_parse(row->op_kind, &op_kind);
+  /* An op the planner never queues (conflict) matches no decision. */
+  if (row->op_id != 0 && row->op_kind <= STORE_OP_FAIL)
+    op_kind = (enum planner_kind)row->op_kind;
 
   /* What it stands for in the target, and what stands there already. */
   in_scope = p.d.desired != NULL &&
@@ -1084,7 +1075,7 @@ on_row(void *ctx, const struct store_plan_row *row)
       r->stats->out_of_scope++;
     else
       r->stats->unchanged++;
-    if (row->op_id != 0 && (strcmp(row->op_state, "failed") != 0 ||
+    if (row->op_id != 0 && (row->op_state != STORE_OP_FAILED ||
                             op_kind == PLANNER_FAIL || p.d.why != NULL)) {
       /* Queued work, a refusal, or a failure that no longer stands (its
        * object left the scope: nothing is to be done for it now). */
@@ -1095,11 +1086,11 @@ on_row(void *ctx, const struct store_plan_row *row)
     }
   } else if (row->op_id != 0 && op_kind == p.d.kind && row->op_hash != NULL &&
              strcmp(row->op_hash, p.d.hash) == 0 &&
-             strcmp(row->op_state, "held") != 0) {
+             row->op_state != STORE_OP_HELD) {
     /* Queued already (held deletes are weighed again below: a higher
      * max_deletes lets them through). */
     p.no_op = 1;
-    if (strcmp(row->op_state, "failed") == 0)
+    if (row->op_state == STORE_OP_FAILED)
       r->stats->failed_kept++;
     else
       r->stats->waiting++;
@@ -1201,11 +1192,11 @@ write_ops(struct round *r, struct planned *items, size_t n, int hold)
     rc = (payload == NULL || desired == NULL)
              ? -1
              : store_op_put(r->store, link, p->source_id,
-                            planner_kind_name(p->d.kind), payload, desired,
+                            (enum store_op_kind)p->d.kind, payload, desired,
                             p->d.hash,
-                            fail                     ? "failed"
-                            : (p->is_delete && hold) ? "held"
-                                                     : "pending",
+                            fail                     ? STORE_OP_FAILED
+                            : (p->is_delete && hold) ? STORE_OP_HELD
+                                                     : STORE_OP_PENDING,
                             p->target_id, fail ? p->d.reason : NULL,
                             fail ? now + FAIL_RETRY : 0, now);
     free(payload);

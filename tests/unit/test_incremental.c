@@ -125,11 +125,11 @@ execute_all(struct fixture *f)
   struct store_op *ops = NULL;
   size_t n = 0;
 
-  assert_int_equal(store_ops_list(f->store, LINK, "pending", 100000, &ops, &n),
-                   0);
+  assert_int_equal(
+      store_ops_list(f->store, LINK, STORE_OP_PENDING, 100000, &ops, &n), 0);
   for (size_t i = 0; i < n; i++) {
     char target[64];
-    int del = strcmp(ops[i].kind, "delete") == 0;
+    int del = ops[i].kind == STORE_OP_DELETE;
     snprintf(target, sizeof(target), "t-%s", ops[i].source_id);
     assert_int_equal(store_op_complete(f->store, ops[i].id, LINK,
                                        ops[i].source_id, target, ops[i].hash,
@@ -236,7 +236,8 @@ target_side_change_is_weighed(void **state)
   plan(f, 0, &st);
   assert_int_equal(weighed(&st), 1);
   assert_int_equal(st.creates, 1);
-  assert_int_equal(store_ops_list(f->store, LINK, "pending", 10, &ops, &n), 0);
+  assert_int_equal(
+      store_ops_list(f->store, LINK, STORE_OP_PENDING, 10, &ops, &n), 0);
   assert_int_equal(n, 1);
   assert_string_equal(ops[0].source_id,
                       "00000004-0000-0000-0000-000000000000");
@@ -254,7 +255,8 @@ removed_target_row_is_weighed(void **state)
   for (int i = 0; i < 5; i++)
     put_person(f, i, "Engineer", 0);
   plan(f, 0, &st);
-  assert_int_equal(store_ops_list(f->store, LINK, "pending", 10, &ops, &n), 0);
+  assert_int_equal(
+      store_ops_list(f->store, LINK, STORE_OP_PENDING, 10, &ops, &n), 0);
   assert_int_equal(n, 5);
   /* The executor found the object gone and dropped the target row: the
    * object must be decided again although its source did not change. */
