@@ -1191,37 +1191,16 @@ on_x(void *ctx, const struct exo_response *resp)
   x_fail(job, resp);
 }
 
-/* "smtp:a@b" for each address (secondary; any prefix the source had is
- * dropped). New reference. */
+/* Set-* parameters from `from`: those `pick` accepts; Identity first.
+ * NULL when they cannot be made, with *why a static reason (NULL when
+ * there is none to give). */
 static json_t *
-smtp_list(const json_t *addresses)
-{
-  json_t *out = json_array(), *v;
-  size_t i;
-  char buf[512];
-
-  json_array_foreach((json_t *)addresses, i, v)
-  {
-    const char *a = json_string_value(v);
-    if (a == NULL)
-      continue;
-    if (strncasecmp(a, "smtp:", 5) == 0)
-      a += 5;
-    if (strchr(a, ':') != NULL || strchr(a, '@') == NULL)
-      continue; /* X500:, SIP: and the like are not extra mail */
-    snprintf(buf, sizeof(buf), "smtp:%s", a);
-    json_array_append_new(out, json_string(buf));
-  }
-  return out;
-}
-
-/* Set-* parameters from `from`: those `pick` accepts; Identity first. */
-static json_t *
-x_params(const struct job *job, const json_t *from, int mail)
+x_params(const struct job *job, const json_t *from, int mail, const char **why)
 {
   json_t *p = json_pack("{s:s}", "Identity", job->target_id), *v;
   const char *key;
 
+  *why = NULL;
   if (p == NULL)
     return NULL;
   json_object_foreach((json_t *)from, key, v)
@@ -1231,9 +1210,14 @@ x_params(const struct job *job, const json_t *from, int mail)
       continue;
     if (strcmp(key, "EmailAddresses") == 0) {
       if (mail) {
-        json_t *add = smtp_list(v);
-        json_t *rm =
-            smtp_list(json_object_get(from, "EmailAddresses@removed"));
+        json_t *add = NULL, *rm = NULL;
+        if (exo_smtp_addresses(v, &add, why) != 0 ||
+            exo_smtp_addresses(json_object_get(from, "EmailAddresses@removed"),
+                               &rm, why) != 0) {
+          json_decref(add);
+          json_decref(p);
+          return NULL;
+        }
         json_object_set_new(p, key,
                             exo_multivalue(json_array_size(add) ? add : NULL,
                                            json_array_size(rm) ? rm : NULL));
@@ -1262,6 +1246,7 @@ x_step(struct job *job)
   json_t *params = NULL, *src;
   const char *cmdlet = NULL;
   char *name = NULL, *quoted = NULL, *filter = NULL, *plain = NULL;
+  const char *why = NULL; /* why the parameters cannot be made */
   int rc = -1, skip = 0;
   size_t n;
 
@@ -1318,13 +1303,15 @@ x_step(struct job *job)
     src = stamp(job) == 0 ? json_deep_copy(job->desired) : NULL;
     if (src != NULL)
       json_object_set_new(src, "showInAddressList", json_true());
-    params = src ? x_params(job, src, job->step == STEP_X_SET_MAIL_ALL) : NULL;
+    params = src ? x_params(job, src, job->step == STEP_X_SET_MAIL_ALL, &why)
+                 : NULL;
     json_decref(src);
     cmdlet = x_cmdlet(job, "Set", job->step == STEP_X_SET_MAIL_ALL);
     break;
   case STEP_X_UPDATE:
   case STEP_X_UPDATE_MAIL:
-    params = x_params(job, job->payload, job->step == STEP_X_UPDATE_MAIL);
+    params =
+        x_params(job, job->payload, job->step == STEP_X_UPDATE_MAIL, &why);
     cmdlet = x_cmdlet(job, "Set", job->step == STEP_X_UPDATE_MAIL);
     /* Nothing of that kind changed: skip the call. */
     skip = params != NULL && json_object_size(params) <= 1;
@@ -1356,7 +1343,7 @@ x_step(struct job *job)
   free(filter);
   free(plain);
   if (rc != 0)
-    fail(job, 1, "cannot build the Exchange request");
+    fail(job, 1, why != NULL ? why : "cannot build the Exchange request");
 }
 
 static void
