@@ -101,10 +101,10 @@ struct executor {
   struct store_op *ops;
   size_t n_ops, next;
   long long last_id;
-  int exhausted;        /* no pending op left after last_id */
-  size_t total;         /* pending when the run started */
-  size_t started_ops;   /* jobs started in this run */
-  char last_error[256]; /* of the last op left pending */
+  int exhausted;      /* no pending op left after last_id */
+  size_t total;       /* pending when the run started */
+  size_t started_ops; /* jobs started in this run */
+  char *last_error;   /* of the last op left pending, or NULL */
   int in_flight;
   struct executor_stats stats;
   executor_done_fn done;
@@ -164,6 +164,8 @@ executor_free(struct executor *ex)
   store_ops_free(ex->ops, ex->n_ops);
   ex->ops = NULL;
   ex->n_ops = 0;
+  free(ex->last_error);
+  ex->last_error = NULL;
   uv_close((uv_handle_t *)&ex->kick, on_kick_closed);
 }
 
@@ -191,7 +193,7 @@ executor_stop(struct executor *ex)
 const char *
 executor_last_error(const struct executor *ex)
 {
-  return ex->last_error;
+  return ex->last_error != NULL ? ex->last_error : "";
 }
 
 static void
@@ -306,7 +308,9 @@ fail(struct job *job, int permanent, const char *error)
               (long long)(next_try > now ? next_try - now : 0));
   } else {
     ex->stats.transient++;
-    snprintf(ex->last_error, sizeof(ex->last_error), "%s", error);
+    /* A copy of the whole text (none when memory is short). */
+    free(ex->last_error);
+    ex->last_error = strdup(error);
     /* Counted in the round's line (pending=N), which names the last
      * error; one line per op here would flood the log in a throttling
      * storm. */
@@ -450,33 +454,48 @@ static void conflict(struct job *job, const char *fmt, ...)
 static void
 conflict(struct job *job, const char *fmt, ...)
 {
-  char msg[768];
+  char *msg = NULL;
   va_list ap;
+  int n;
 
+  /* Sized from what it names (addresses, names and ids, each bounded
+   * where it was read): never cut. */
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
+  n = vasprintf(&msg, fmt, ap);
   va_end(ap);
+  if (n < 0) {
+    fail(job, 0, "out of memory");
+    return;
+  }
   fail(job, 1, msg);
+  free(msg);
 }
 
 /* Whether target object `id` is recorded for another object (of this
- * link or another): then `who` names it. When the state cannot tell, the
- * job fails (transient) and 1 is returned too: nothing is written on a
- * check that could not be made. */
+ * link or another): 1, and *who (a new string) names it; else 0 and
+ * *who NULL. When the state cannot tell, or memory is short, the job
+ * fails (transient) and -1 is returned: nothing is written on a check
+ * that could not be made. */
 static int
-owned_elsewhere(struct job *job, const char *id, char *who, size_t len)
+owned_elsewhere(struct job *job, const char *id, char **who)
 {
   char *link = NULL, *sid = NULL;
   int other = 0;
 
+  *who = NULL;
   if (store_target_owner(job->ex->store, id, job->ex->link->name,
                          job->op.source_id, &link, &sid) != 0) {
     fail(job, 0, "cannot look up who owns a target object");
     return -1;
   }
   if (link != NULL) {
-    snprintf(who, len, "the copy of source object %s (link %s)", sid, link);
     other = 1;
+    if (asprintf(who, "the copy of source object %s (link %s)", sid, link) <
+        0) {
+      *who = NULL;
+      fail(job, 0, "out of memory");
+      other = -1;
+    }
   }
   free(link);
   free(sid);
@@ -687,7 +706,7 @@ static void
 on_invited(void *ctx, const struct graph_response *resp, const char *user_id)
 {
   struct job *job = ctx;
-  char who[300];
+  char *who;
   int other;
 
   if (resp->result != GRAPH_OK) {
@@ -697,7 +716,7 @@ on_invited(void *ctx, const struct graph_response *resp, const char *user_id)
   }
   /* An invitation of an address someone holds answers with that user:
    * never patched unless it is this op's. */
-  if ((other = owned_elsewhere(job, user_id, who, sizeof(who))) < 0)
+  if ((other = owned_elsewhere(job, user_id, &who)) < 0)
     return;
   if (other) {
     answered(job);
@@ -705,6 +724,7 @@ on_invited(void *ctx, const struct graph_response *resp, const char *user_id)
              "conflict: the invitation of %s answered with %s (%s); not "
              "written",
              desired_str(job, "mail"), user_id, who);
+    free(who);
     return;
   }
   if (take(job, user_id, "invited") != 0)
@@ -722,7 +742,7 @@ on_checked(void *ctx, const struct graph_response *resp,
   struct job *job = ctx;
   const struct config_link *link = job->ex->link;
   const char *mail = desired_str(job, "mail");
-  char *plain, who[300];
+  char *plain, *who = NULL;
   size_t i;
   int other;
 
@@ -738,7 +758,7 @@ on_checked(void *ctx, const struct graph_response *resp,
                   strcasecmp(h[i].creation_type, "Invitation") == 0;
     if (strcmp(h[i].kind, "user") != 0 || (h[i].other_only && !invited))
       continue;
-    if ((other = owned_elsewhere(job, h[i].id, who, sizeof(who))) != 0) {
+    if ((other = owned_elsewhere(job, h[i].id, &who)) != 0) {
       if (other > 0)
         conflict(job, "conflict: address %s is held by %s; not written", mail,
                  who);
@@ -800,6 +820,7 @@ on_checked(void *ctx, const struct graph_response *resp,
   }
 out:
   free(plain);
+  free(who);
 }
 
 static void
@@ -982,7 +1003,7 @@ x_own_proven(const struct job *job, const char *plain, const json_t *r)
 static void
 x_found(struct job *job, const struct exo_response *resp)
 {
-  char *plain = own_plain(job), who[300];
+  char *plain = own_plain(job);
   const json_t *r;
   size_t i;
   int other;
@@ -992,14 +1013,14 @@ x_found(struct job *job, const struct exo_response *resp)
     const char *id = exo_recipient_id(r);
     const char *value = json_string_value(
         json_object_get(r, planner_anchor_attr(job->ex->link)));
-    char *theirs = anchor_parse(value, NULL);
+    char *theirs = anchor_parse(value, NULL), *who = NULL;
     int same = theirs != NULL && plain != NULL && strcmp(theirs, plain) == 0;
 
     free(theirs);
     if (id == NULL || !same)
       continue; /* -like matched a longer id: another person's */
     if (x_own_proven(job, plain, r) &&
-        (other = owned_elsewhere(job, id, who, sizeof(who))) <= 0) {
+        (other = owned_elsewhere(job, id, &who)) <= 0) {
       if (other == 0 && take(job, id, "its own") == 0) {
         job->step = STEP_X_SET_ALL;
         x_step(job);
@@ -1007,6 +1028,7 @@ x_found(struct job *job, const struct exo_response *resp)
       free(plain);
       return;
     }
+    free(who); /* another object's: not taken up */
     if (job->unproven == NULL)
       job->unproven = strdup(id);
   }
@@ -1023,7 +1045,7 @@ x_checked(struct job *job, const struct exo_response *resp)
   const struct config_link *link = job->ex->link;
   const char *address = desired_str(job, "ExternalEmailAddress");
   const char *attr = planner_anchor_attr(link);
-  char *plain = own_plain(job), who[300];
+  char *plain = own_plain(job), *who = NULL;
   const json_t *r;
   size_t i;
   int other;
@@ -1039,7 +1061,7 @@ x_checked(struct job *job, const struct exo_response *resp)
 
     if (id == NULL)
       continue;
-    if ((other = owned_elsewhere(job, id, who, sizeof(who))) != 0) {
+    if ((other = owned_elsewhere(job, id, &who)) != 0) {
       if (other > 0)
         conflict(job, "conflict: address %s is held by %s; not written",
                  address, who);
@@ -1085,6 +1107,7 @@ x_checked(struct job *job, const struct exo_response *resp)
   }
 out:
   free(plain);
+  free(who);
 }
 
 static void
@@ -1092,7 +1115,7 @@ on_x(void *ctx, const struct exo_response *resp)
 {
   struct job *job = ctx;
   const char *id;
-  char who[300];
+  char *who;
   int other;
 
   switch (job->step) {
@@ -1119,11 +1142,12 @@ on_x(void *ctx, const struct exo_response *resp)
       fail(job, 0, "New- cmdlet answer has no recipient id");
       return;
     }
-    if ((other = owned_elsewhere(job, id, who, sizeof(who))) != 0) {
+    if ((other = owned_elsewhere(job, id, &who)) != 0) {
       answered(job);
       if (other > 0)
         conflict(job, "conflict: New- answered with %s (%s); not written", id,
                  who);
+      free(who);
       return;
     }
     if (take(job, id, "new") != 0)
@@ -1519,7 +1543,8 @@ executor_run(struct executor *ex, executor_done_fn done, void *ctx)
   ex->total = c.pending > 0 ? (size_t)c.pending : 0;
   ex->started_ops = 0;
   memset(&ex->stats, 0, sizeof(ex->stats));
-  ex->last_error[0] = '\0';
+  free(ex->last_error);
+  ex->last_error = NULL;
   ex->started = ex->last_progress = time(NULL);
   ex->done = done;
   ex->ctx = ctx;

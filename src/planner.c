@@ -17,6 +17,7 @@
 #include "planner.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -729,25 +730,51 @@ make_fail(struct planner_decision *d, const char *reason)
   return d->reason == NULL ? -1 : 0;
 }
 
-static void
-claim_reason(char *buf, size_t len, const char *key, const char *link,
-             const char *other_link, const char *other_id)
+static int make_failf(struct planner_decision *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* make_fail() for a reason formatted as printf does, sized from what it
+ * names (addresses and ids, each bounded where it was read): never cut.
+ * -1 when memory is short. */
+static int
+make_failf(struct planner_decision *d, const char *fmt, ...)
+{
+  char *reason = NULL;
+  va_list ap;
+  int n;
+
+  va_start(ap, fmt);
+  n = vasprintf(&reason, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return -1;
+  n = make_fail(d, reason);
+  free(reason);
+  return n;
+}
+
+/* The decision fails: its claim `key` is also (other_link, other_id)'s. */
+static int
+claim_fail(struct planner_decision *d, const char *key, const char *link,
+           const char *other_link, const char *other_id)
 {
   if (strncmp(key, "addr:", 5) == 0 && strcmp(link, other_link) == 0)
-    snprintf(buf, len,
-             "conflict: address %s is also the address of source object "
-             "%s; neither is synced until one of them changes",
-             key + 5, other_id);
-  else if (strncmp(key, "addr:", 5) == 0)
-    snprintf(buf, len,
-             "conflict: address %s is also claimed by link %s (source "
-             "object %s); neither is synced until one of them changes",
-             key + 5, other_link, other_id);
-  else
-    snprintf(buf, len,
-             "conflict: this person is also in scope of link %s (same "
-             "source, target and kind); neither link writes them",
-             other_link);
+    return make_failf(d,
+                      "conflict: address %s is also the address of source "
+                      "object %s; neither is synced until one of them "
+                      "changes",
+                      key + 5, other_id);
+  if (strncmp(key, "addr:", 5) == 0)
+    return make_failf(d,
+                      "conflict: address %s is also claimed by link %s "
+                      "(source object %s); neither is synced until one of "
+                      "them changes",
+                      key + 5, other_link, other_id);
+  return make_failf(d,
+                    "conflict: this person is also in scope of link %s "
+                    "(same source, target and kind); neither link writes "
+                    "them",
+                    other_link);
 }
 
 /* Whether another object claims one of p's keys: in the store (earlier
@@ -757,7 +784,6 @@ static int
 check_claims(struct round *r, struct planned *p, const char *source_id)
 {
   const char *link = r->pl->link->name;
-  char reason[768];
 
   for (size_t k = 0; k < p->n_keys; k++) {
     json_t *at = json_object_get(r->chunk_keys, p->keys[k]);
@@ -766,26 +792,22 @@ check_claims(struct round *r, struct planned *p, const char *source_id)
 
     if (at != NULL) {
       struct planned *q = &r->items[json_integer_value(at)];
-      claim_reason(reason, sizeof(reason), p->keys[k], link, link,
-                   q->source_id);
       if (q->d.kind != PLANNER_FAIL) {
-        char back[768];
-        claim_reason(back, sizeof(back), p->keys[k], link, link, source_id);
-        if (make_fail(&q->d, back) != 0)
+        if (claim_fail(&q->d, p->keys[k], link, link, source_id) != 0)
           return -1;
         q->drop_op = q->no_op = 0;
       }
-      return make_fail(&p->d, reason);
+      return claim_fail(&p->d, p->keys[k], link, link, q->source_id);
     }
     rc = store_claim_first(r->store, r->target, p->keys[k], link, source_id,
                            &olink, &oid);
     if (rc < 0)
       return -1;
     if (rc > 0) {
-      claim_reason(reason, sizeof(reason), p->keys[k], link, olink, oid);
+      rc = claim_fail(&p->d, p->keys[k], link, olink, oid);
       free(olink);
       free(oid);
-      return make_fail(&p->d, reason);
+      return rc;
     }
   }
   return 0;
@@ -870,23 +892,28 @@ out:
   return rc;
 }
 
-/* Who owns target object `id` besides (link, source_id): a text for the
- * reason, or "" when nobody else does. */
+/* Who owns target object `id` besides (link, source_id): *owner a new
+ * string for the reason, or NULL when nobody else does. -1 when the
+ * store cannot tell or memory is short. */
 static int
 owned_elsewhere(struct round *r, const char *id, const char *source_id,
-                char *buf, size_t len)
+                char **owner)
 {
   char *link = NULL, *sid = NULL;
+  int rc = 0;
 
-  buf[0] = '\0';
+  *owner = NULL;
   if (store_target_owner(r->store, id, r->pl->link->name, source_id, &link,
                          &sid) != 0)
     return -1;
-  if (link != NULL)
-    snprintf(buf, len, "the copy of source object %s (link %s)", sid, link);
+  if (link != NULL && asprintf(owner, "the copy of source object %s (link %s)",
+                               sid, link) < 0) {
+    *owner = NULL;
+    rc = -1;
+  }
   free(link);
   free(sid);
-  return 0;
+  return rc;
 }
 
 /* Whether a holder of the address may be adopted by this link: one of
@@ -913,8 +940,7 @@ check_target(struct round *r, struct planned *p, const char *source_id)
   const struct config_link *link = r->pl->link;
   struct planner_decision *d = &p->d;
   const char *address = target_address(r, d->desired);
-  char *plain = NULL, *key = NULL, *attrs_text = NULL, reason[768];
-  char owner[300];
+  char *plain = NULL, *key = NULL, *attrs_text = NULL, *owner = NULL;
   const char *unproven = NULL;
   struct found anchors = {0}, holders = {0};
   json_t *attrs = NULL;
@@ -927,14 +953,15 @@ check_target(struct round *r, struct planned *p, const char *source_id)
   for (size_t i = 0; i < anchors.n; i++) {
     if (anchor_proven(r->pl->key, r->target, r->kind, anchors.value[i],
                       anchors.id[i])) {
-      if (owned_elsewhere(r, anchors.id[i], source_id, owner, sizeof(owner)) !=
-          0)
+      if (owned_elsewhere(r, anchors.id[i], source_id, &owner) != 0)
         goto out;
-      if (owner[0] == '\0') {
+      if (owner == NULL) {
         /* Its own copy, which the state had lost track of. */
         rc = take_object(r, d, anchors.id[i], PLANNER_UPDATE);
         goto out;
       }
+      free(owner);
+      owner = NULL;
     }
     if (unproven == NULL)
       unproven = anchors.id[i];
@@ -955,13 +982,11 @@ check_target(struct round *r, struct planned *p, const char *source_id)
     const char *id = holders.id[i], *name, *ct;
     char *other;
 
-    if (owned_elsewhere(r, id, source_id, owner, sizeof(owner)) != 0)
+    if (owned_elsewhere(r, id, source_id, &owner) != 0)
       goto out;
-    if (owner[0] != '\0') {
-      snprintf(reason, sizeof(reason),
-               "conflict: address %s is held by %s; not written", address,
-               owner);
-      rc = make_fail(d, reason);
+    if (owner != NULL) {
+      rc = make_failf(d, "conflict: address %s is held by %s; not written",
+                      address, owner);
       goto out;
     }
     free(attrs_text);
@@ -987,27 +1012,26 @@ check_target(struct round *r, struct planned *p, const char *source_id)
     }
     free(other);
     name = json_string_value(json_object_get(attrs, "displayName"));
-    snprintf(reason, sizeof(reason),
-             "conflict: address %s is held by '%s' (%s), %s of the target "
-             "that galbridge did not make; not written%s",
-             address, name ? name : "?", id,
-             holders.tenant[i] != r->target            ? "a mail contact"
-             : ct && strcasecmp(ct, "Invitation") == 0 ? "an invited user"
-                                                       : "a user",
-             link->adopt == CONFIG_ADOPT_NO &&
-                     link->object != CONFIG_OBJECT_MAILCONTACT
-                 ? " (adopt = mail on the link would take it over)"
-                 : "");
-    rc = make_fail(d, reason);
+    rc = make_failf(
+        d,
+        "conflict: address %s is held by '%s' (%s), %s of the target "
+        "that galbridge did not make; not written%s",
+        address, name ? name : "?", id,
+        holders.tenant[i] != r->target            ? "a mail contact"
+        : ct && strcasecmp(ct, "Invitation") == 0 ? "an invited user"
+                                                  : "a user",
+        link->adopt == CONFIG_ADOPT_NO &&
+                link->object != CONFIG_OBJECT_MAILCONTACT
+            ? " (adopt = mail on the link would take it over)"
+            : "");
     goto out;
   }
   if (unproven != NULL) {
-    snprintf(reason, sizeof(reason),
-             "conflict: target object %s carries this person's anchor but "
-             "nothing proves galbridge made it (edited by hand, or made "
-             "without this anchor_key_file); left alone",
-             unproven);
-    rc = make_fail(d, reason);
+    rc = make_failf(d,
+                    "conflict: target object %s carries this person's "
+                    "anchor but nothing proves galbridge made it (edited by "
+                    "hand, or made without this anchor_key_file); left alone",
+                    unproven);
     goto out;
   }
   rc = 0;
@@ -1016,6 +1040,7 @@ out:
   found_clear(&holders);
   json_decref(attrs);
   free(attrs_text);
+  free(owner);
   free(plain);
   free(key);
   return rc;
