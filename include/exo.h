@@ -131,4 +131,19 @@ json_t *exo_recipient_attrs(const json_t *recipient);
  * for multi-valued parameters (either may be NULL). New reference. */
 json_t *exo_multivalue(const json_t *add, const json_t *remove);
 
+/* The longest mail address exo_smtp_addresses() takes, in bytes: the
+ * longest value galbridge takes from a source (graph.h's
+ * GRAPH_VALUE_MAX), so only a mapping that builds a longer one meets it. */
+#define EXO_ADDRESS_MAX 16384
+
+/* Exchange's secondary proxy address "smtp:<address>" for each mail
+ * address among `addresses` (borrowed; strings, any "smtp:" prefix
+ * dropped first; non-strings, values without '@' and other proxy types
+ * such as X500: or SIP: are skipped). Each is sized from its address,
+ * never cut. Returns 0 and *out (a new reference), or -1 with *out NULL
+ * and *why a static reason: an address longer than EXO_ADDRESS_MAX, or
+ * out of memory. */
+int exo_smtp_addresses(const json_t *addresses, json_t **out, const char **why)
+    __attribute__((warn_unused_result));
+
 #endif

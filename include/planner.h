@@ -60,16 +60,20 @@
 #include "scope.h"
 #include "store.h"
 
+/* What a decision does: the kind of the op it queues, with the store's
+ * values (a cast between the two is exact); NONE queues nothing. */
 enum planner_kind {
-  PLANNER_NONE,
-  PLANNER_CREATE,
-  PLANNER_UPDATE,
-  PLANNER_DELETE,
-  PLANNER_DISABLE,
-  PLANNER_HIDE,
-  PLANNER_RESTORE,
-  PLANNER_ADOPT, /* take over an object galbridge did not make (adopt) */
-  PLANNER_FAIL,  /* this object fails: nothing is sent, reason shown */
+  PLANNER_NONE = STORE_OP_NONE,
+  PLANNER_CREATE = STORE_OP_CREATE,
+  PLANNER_UPDATE = STORE_OP_UPDATE,
+  PLANNER_DELETE = STORE_OP_DELETE,
+  PLANNER_DISABLE = STORE_OP_DISABLE,
+  PLANNER_HIDE = STORE_OP_HIDE,
+  PLANNER_RESTORE = STORE_OP_RESTORE,
+  /* take over an object galbridge did not make (adopt) */
+  PLANNER_ADOPT = STORE_OP_ADOPT,
+  /* this object fails: nothing is sent, reason shown */
+  PLANNER_FAIL = STORE_OP_FAIL,
 };
 
 /* A link as the planner needs it; everything borrowed. */
@@ -93,6 +97,8 @@ struct planner_decision {
                       anchor: the target object (owned); else NULL */
 };
 
+/* The op kind's name (store_op_kind_name()), "unknown" beyond
+ * PLANNER_FAIL; and back (0, or -1 for any other text). */
 const char *planner_kind_name(enum planner_kind kind);
 int planner_kind_parse(const char *name, enum planner_kind *kind);
 

@@ -23,6 +23,12 @@
  *
  * Every function returns 0 on success or -1 after logging the SQLite error
  * with context; a `struct store` is used from the loop thread only.
+ *
+ * An op's kind and state are enums here and their names in the database
+ * (the text a state directory has always held). A name read back that
+ * this galbridge does not know (a damaged file, or one a later version
+ * wrote) is an error like a failed statement: logged with the link, the
+ * op's id and the text, and -1, never a guess.
  */
 #ifndef GALBRIDGE_STORE_H
 #define GALBRIDGE_STORE_H
@@ -194,9 +200,45 @@ int store_link_counts(struct store *store, const char *link,
 
 /* --- the reconciler: target objects and the outbox (op) --- */
 
+/* What an op does. The database holds each as its name (the table below,
+ * store_op_kind_name()); only the store converts, when it writes and
+ * reads an op. The planner's decisions (planner.h) take these values. */
+enum store_op_kind {
+  STORE_OP_NONE, /* no op: a plan row's kind when it has none */
+  STORE_OP_CREATE,
+  STORE_OP_UPDATE,
+  STORE_OP_DELETE,
+  STORE_OP_DISABLE,
+  STORE_OP_HIDE,
+  STORE_OP_RESTORE,
+  STORE_OP_ADOPT,    /* take over an object galbridge did not make */
+  STORE_OP_FAIL,     /* the planner refuses the object: nothing is sent */
+  STORE_OP_CONFLICT, /* a refusal too: never tried again by the store
+                        (store_ops_retry_due); no planner writes it */
+};
+
+/* Where an op stands, kept as its name like the kind. */
+enum store_op_state {
+  STORE_OP_PENDING, /* to be run */
+  STORE_OP_HELD,    /* a delete waiting for approval (not run) */
+  STORE_OP_FAILED,  /* failed for good (tried again after a backoff) */
+};
+
+/* The name kept in the database ("create", "pending", ...): static text,
+ * "unknown" for a value outside the enum. */
+const char *store_op_kind_name(enum store_op_kind kind);
+const char *store_op_state_name(enum store_op_state state);
+/* The value of a name (exactly as the name functions give it). Returns
+ * 0 and *out, or -1 (out untouched) for NULL or any other text. */
+int store_op_kind_parse(const char *name, enum store_op_kind *out)
+    __attribute__((warn_unused_result));
+int store_op_state_parse(const char *name, enum store_op_state *out)
+    __attribute__((warn_unused_result));
+
 /* One source object of a link's source tenant, with the link's target row
  * and op for it, if any. Strings are borrowed for the callback's duration;
- * absent parts are NULL (op_id 0). */
+ * absent parts are NULL (op_id 0: op_kind STORE_OP_NONE, op_state
+ * meaningless). */
 struct store_plan_row {
   const char *source_id;
   const char *attrs;
@@ -206,9 +248,9 @@ struct store_plan_row {
   const char *applied;
   const char *state; /* "active", "deleted", "disabled", "hidden" */
   long long op_id;
-  const char *op_kind;
+  enum store_op_kind op_kind;
   const char *op_hash;
-  const char *op_state; /* "pending", "held", "failed" */
+  enum store_op_state op_state;
   /* The target object as read from the target tenant's own delta: removed
    * (enum store_removed) there, or STORE_PRESENT when present or never
    * read; and its stored attributes (JSON), NULL when never read. */
@@ -266,11 +308,11 @@ int store_plan_mark_set(struct store *store, const char *link, const char *key,
 struct store_op {
   long long id;
   char *source_id;
-  char *kind;
+  enum store_op_kind kind;
   char *payload; /* JSON: what to send */
   char *desired; /* JSON: the attributes applied once done */
   char *hash;    /* hash of desired */
-  char *state;
+  enum store_op_state state;
   int attempts;
   char *last_error;
   char *target_id;
@@ -284,8 +326,9 @@ struct store_op {
  * for none) and `next_try` (0 for none). A create replacing a create
  * keeps the target id the first one learnt and when it was sent. */
 int store_op_put(struct store *store, const char *link, const char *source_id,
-                 const char *kind, const char *payload, const char *desired,
-                 const char *hash, const char *state, const char *target_id,
+                 enum store_op_kind kind, const char *payload,
+                 const char *desired, const char *hash,
+                 enum store_op_state state, const char *target_id,
                  const char *error, time_t next_try, time_t now)
     __attribute__((warn_unused_result));
 int store_op_delete(struct store *store, long long op_id)
@@ -293,14 +336,15 @@ int store_op_delete(struct store *store, long long op_id)
 
 /* Up to `max` ops of `link` in `state`, oldest first; free with
  * store_ops_free(). */
-int store_ops_list(struct store *store, const char *link, const char *state,
-                   size_t max, struct store_op **ops, size_t *n)
+int store_ops_list(struct store *store, const char *link,
+                   enum store_op_state state, size_t max,
+                   struct store_op **ops, size_t *n)
     __attribute__((warn_unused_result));
 /* The same, only ops with an id above `after_id`: a caller reads the
  * outbox a chunk at a time. */
 int store_ops_list_after(struct store *store, const char *link,
-                         const char *state, long long after_id, size_t max,
-                         struct store_op **ops, size_t *n)
+                         enum store_op_state state, long long after_id,
+                         size_t max, struct store_op **ops, size_t *n)
     __attribute__((warn_unused_result));
 void store_ops_free(struct store_op *ops, size_t n);
 

@@ -74,7 +74,7 @@ enum step {
 struct job {
   struct executor *ex;
   struct store_op op;
-  enum planner_kind kind;
+  enum store_op_kind kind; /* the op's, as the job goes on */
   enum step step;
   json_t *desired;
   json_t *payload;
@@ -101,10 +101,10 @@ struct executor {
   struct store_op *ops;
   size_t n_ops, next;
   long long last_id;
-  int exhausted;        /* no pending op left after last_id */
-  size_t total;         /* pending when the run started */
-  size_t started_ops;   /* jobs started in this run */
-  char last_error[256]; /* of the last op left pending */
+  int exhausted;      /* no pending op left after last_id */
+  size_t total;       /* pending when the run started */
+  size_t started_ops; /* jobs started in this run */
+  char *last_error;   /* of the last op left pending, or NULL */
   int in_flight;
   struct executor_stats stats;
   executor_done_fn done;
@@ -164,6 +164,8 @@ executor_free(struct executor *ex)
   store_ops_free(ex->ops, ex->n_ops);
   ex->ops = NULL;
   ex->n_ops = 0;
+  free(ex->last_error);
+  ex->last_error = NULL;
   uv_close((uv_handle_t *)&ex->kick, on_kick_closed);
 }
 
@@ -191,7 +193,7 @@ executor_stop(struct executor *ex)
 const char *
 executor_last_error(const struct executor *ex)
 {
-  return ex->last_error;
+  return ex->last_error != NULL ? ex->last_error : "";
 }
 
 static void
@@ -221,11 +223,9 @@ job_free(struct job *job)
   struct executor *ex = job->ex;
 
   free(job->op.source_id);
-  free(job->op.kind);
   free(job->op.payload);
   free(job->op.desired);
   free(job->op.hash);
-  free(job->op.state);
   free(job->op.last_error);
   free(job->op.target_id);
   json_decref(job->desired);
@@ -280,8 +280,8 @@ complete(struct job *job, const char *state, int with_values)
   } else {
     ex->stats.done++;
     log_debug("op done link=%s op=%s source_id=%s target_id=%s",
-              ex->link->name, job->op.kind, job->op.source_id,
-              job->target_id ? job->target_id : "-");
+              ex->link->name, store_op_kind_name(job->op.kind),
+              job->op.source_id, job->target_id ? job->target_id : "-");
   }
   job_free(job);
 }
@@ -303,16 +303,20 @@ fail(struct job *job, int permanent, const char *error)
     /* Tried again after a long backoff (status shows when). */
     log_error("op failed link=%s op=%s source_id=%s error=\"%s\" "
               "retry_in=%llds",
-              ex->link->name, job->op.kind, job->op.source_id, error,
+              ex->link->name, store_op_kind_name(job->op.kind),
+              job->op.source_id, error,
               (long long)(next_try > now ? next_try - now : 0));
   } else {
     ex->stats.transient++;
-    snprintf(ex->last_error, sizeof(ex->last_error), "%s", error);
+    /* A copy of the whole text (none when memory is short). */
+    free(ex->last_error);
+    ex->last_error = strdup(error);
     /* Counted in the round's line (pending=N), which names the last
      * error; one line per op here would flood the log in a throttling
      * storm. */
     log_debug("op will be retried link=%s op=%s source_id=%s error=\"%s\"",
-              ex->link->name, job->op.kind, job->op.source_id, error);
+              ex->link->name, store_op_kind_name(job->op.kind),
+              job->op.source_id, error);
   }
   job_free(job);
 }
@@ -360,16 +364,16 @@ on_patched(void *ctx, const struct graph_response *resp)
 
   if (resp->result == GRAPH_OK) {
     if (job->step == STEP_PATCH_FULL) {
-      if (job->kind == PLANNER_RESTORE)
+      if (job->kind == STORE_OP_RESTORE)
         job->ex->stats.restored++;
-    } else if (job->kind == PLANNER_UPDATE) {
+    } else if (job->kind == STORE_OP_UPDATE) {
       job->ex->stats.updated++;
     } else {
       job->ex->stats.deleted++;
     }
-    if (job->kind == PLANNER_DISABLE)
+    if (job->kind == STORE_OP_DISABLE)
       complete(job, "disabled", 0);
-    else if (job->kind == PLANNER_HIDE)
+    else if (job->kind == STORE_OP_HIDE)
       complete(job, "hidden", 0);
     else
       complete(job, "active", 1);
@@ -427,7 +431,7 @@ on_restored(void *ctx, const struct graph_response *resp)
                job->ex->link->name, job->op.source_id);
     free(job->target_id);
     job->target_id = NULL;
-    job->kind = PLANNER_CREATE;
+    job->kind = STORE_OP_CREATE;
     job->step = STEP_CHECK;
     job_step(job);
     return;
@@ -450,33 +454,48 @@ static void conflict(struct job *job, const char *fmt, ...)
 static void
 conflict(struct job *job, const char *fmt, ...)
 {
-  char msg[768];
+  char *msg = NULL;
   va_list ap;
+  int n;
 
+  /* Sized from what it names (addresses, names and ids, each bounded
+   * where it was read): never cut. */
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
+  n = vasprintf(&msg, fmt, ap);
   va_end(ap);
+  if (n < 0) {
+    fail(job, 0, "out of memory");
+    return;
+  }
   fail(job, 1, msg);
+  free(msg);
 }
 
 /* Whether target object `id` is recorded for another object (of this
- * link or another): then `who` names it. When the state cannot tell, the
- * job fails (transient) and 1 is returned too: nothing is written on a
- * check that could not be made. */
+ * link or another): 1, and *who (a new string) names it; else 0 and
+ * *who NULL. When the state cannot tell, or memory is short, the job
+ * fails (transient) and -1 is returned: nothing is written on a check
+ * that could not be made. */
 static int
-owned_elsewhere(struct job *job, const char *id, char *who, size_t len)
+owned_elsewhere(struct job *job, const char *id, char **who)
 {
   char *link = NULL, *sid = NULL;
   int other = 0;
 
+  *who = NULL;
   if (store_target_owner(job->ex->store, id, job->ex->link->name,
                          job->op.source_id, &link, &sid) != 0) {
     fail(job, 0, "cannot look up who owns a target object");
     return -1;
   }
   if (link != NULL) {
-    snprintf(who, len, "the copy of source object %s (link %s)", sid, link);
     other = 1;
+    if (asprintf(who, "the copy of source object %s (link %s)", sid, link) <
+        0) {
+      *who = NULL;
+      fail(job, 0, "out of memory");
+      other = -1;
+    }
   }
   free(link);
   free(sid);
@@ -658,7 +677,7 @@ answered(struct job *job)
 static int
 may_make(struct job *job, const char *address)
 {
-  if (job->kind == PLANNER_ADOPT) {
+  if (job->kind == STORE_OP_ADOPT) {
     conflict(job,
              "conflict: the object to adopt (%s) no longer holds address "
              "%s; not written",
@@ -687,7 +706,7 @@ static void
 on_invited(void *ctx, const struct graph_response *resp, const char *user_id)
 {
   struct job *job = ctx;
-  char who[300];
+  char *who;
   int other;
 
   if (resp->result != GRAPH_OK) {
@@ -697,7 +716,7 @@ on_invited(void *ctx, const struct graph_response *resp, const char *user_id)
   }
   /* An invitation of an address someone holds answers with that user:
    * never patched unless it is this op's. */
-  if ((other = owned_elsewhere(job, user_id, who, sizeof(who))) < 0)
+  if ((other = owned_elsewhere(job, user_id, &who)) < 0)
     return;
   if (other) {
     answered(job);
@@ -705,6 +724,7 @@ on_invited(void *ctx, const struct graph_response *resp, const char *user_id)
              "conflict: the invitation of %s answered with %s (%s); not "
              "written",
              desired_str(job, "mail"), user_id, who);
+    free(who);
     return;
   }
   if (take(job, user_id, "invited") != 0)
@@ -722,7 +742,7 @@ on_checked(void *ctx, const struct graph_response *resp,
   struct job *job = ctx;
   const struct config_link *link = job->ex->link;
   const char *mail = desired_str(job, "mail");
-  char *plain, who[300];
+  char *plain, *who = NULL;
   size_t i;
   int other;
 
@@ -738,14 +758,14 @@ on_checked(void *ctx, const struct graph_response *resp,
                   strcasecmp(h[i].creation_type, "Invitation") == 0;
     if (strcmp(h[i].kind, "user") != 0 || (h[i].other_only && !invited))
       continue;
-    if ((other = owned_elsewhere(job, h[i].id, who, sizeof(who))) != 0) {
+    if ((other = owned_elsewhere(job, h[i].id, &who)) != 0) {
       if (other > 0)
         conflict(job, "conflict: address %s is held by %s; not written", mail,
                  who);
       goto out;
     }
     if (job->target_id != NULL && strcmp(h[i].id, job->target_id) == 0 &&
-        job->kind != PLANNER_ADOPT)
+        job->kind != STORE_OP_ADOPT)
       break;
     if (own_proven(job, plain, h[i].anchor, h[i].id))
       break;
@@ -769,7 +789,7 @@ on_checked(void *ctx, const struct graph_response *resp,
       continue;
     if (strcmp(h[i].kind, "user") == 0 && link->adopt == CONFIG_ADOPT_MAIL &&
         invited &&
-        (job->kind != PLANNER_ADOPT ||
+        (job->kind != STORE_OP_ADOPT ||
          (job->target_id != NULL && strcmp(job->target_id, h[i].id) == 0)) &&
         no_other_anchor(plain, h[i].anchor)) {
       if (take(job, h[i].id, "adopted") == 0) {
@@ -800,6 +820,7 @@ on_checked(void *ctx, const struct graph_response *resp,
   }
 out:
   free(plain);
+  free(who);
 }
 
 static void
@@ -982,7 +1003,7 @@ x_own_proven(const struct job *job, const char *plain, const json_t *r)
 static void
 x_found(struct job *job, const struct exo_response *resp)
 {
-  char *plain = own_plain(job), who[300];
+  char *plain = own_plain(job);
   const json_t *r;
   size_t i;
   int other;
@@ -992,14 +1013,14 @@ x_found(struct job *job, const struct exo_response *resp)
     const char *id = exo_recipient_id(r);
     const char *value = json_string_value(
         json_object_get(r, planner_anchor_attr(job->ex->link)));
-    char *theirs = anchor_parse(value, NULL);
+    char *theirs = anchor_parse(value, NULL), *who = NULL;
     int same = theirs != NULL && plain != NULL && strcmp(theirs, plain) == 0;
 
     free(theirs);
     if (id == NULL || !same)
       continue; /* -like matched a longer id: another person's */
     if (x_own_proven(job, plain, r) &&
-        (other = owned_elsewhere(job, id, who, sizeof(who))) <= 0) {
+        (other = owned_elsewhere(job, id, &who)) <= 0) {
       if (other == 0 && take(job, id, "its own") == 0) {
         job->step = STEP_X_SET_ALL;
         x_step(job);
@@ -1007,6 +1028,7 @@ x_found(struct job *job, const struct exo_response *resp)
       free(plain);
       return;
     }
+    free(who); /* another object's: not taken up */
     if (job->unproven == NULL)
       job->unproven = strdup(id);
   }
@@ -1023,7 +1045,7 @@ x_checked(struct job *job, const struct exo_response *resp)
   const struct config_link *link = job->ex->link;
   const char *address = desired_str(job, "ExternalEmailAddress");
   const char *attr = planner_anchor_attr(link);
-  char *plain = own_plain(job), who[300];
+  char *plain = own_plain(job), *who = NULL;
   const json_t *r;
   size_t i;
   int other;
@@ -1039,13 +1061,13 @@ x_checked(struct job *job, const struct exo_response *resp)
 
     if (id == NULL)
       continue;
-    if ((other = owned_elsewhere(job, id, who, sizeof(who))) != 0) {
+    if ((other = owned_elsewhere(job, id, &who)) != 0) {
       if (other > 0)
         conflict(job, "conflict: address %s is held by %s; not written",
                  address, who);
       goto out;
     }
-    if (job->kind != PLANNER_ADOPT && same_kind &&
+    if (job->kind != STORE_OP_ADOPT && same_kind &&
         ((job->target_id != NULL && strcmp(job->target_id, id) == 0) ||
          x_own_proven(job, plain, r) ||
          (made_by_request(job, created) && no_other_anchor(plain, anchor) &&
@@ -1057,7 +1079,7 @@ x_checked(struct job *job, const struct exo_response *resp)
       goto out;
     }
     if (link->adopt == CONFIG_ADOPT_MAIL && same_kind &&
-        (job->kind != PLANNER_ADOPT ||
+        (job->kind != STORE_OP_ADOPT ||
          (job->target_id != NULL && strcmp(job->target_id, id) == 0)) &&
         no_other_anchor(plain, anchor)) {
       if (take(job, id, "adopted") == 0) {
@@ -1085,6 +1107,7 @@ x_checked(struct job *job, const struct exo_response *resp)
   }
 out:
   free(plain);
+  free(who);
 }
 
 static void
@@ -1092,7 +1115,7 @@ on_x(void *ctx, const struct exo_response *resp)
 {
   struct job *job = ctx;
   const char *id;
-  char who[300];
+  char *who;
   int other;
 
   switch (job->step) {
@@ -1119,11 +1142,12 @@ on_x(void *ctx, const struct exo_response *resp)
       fail(job, 0, "New- cmdlet answer has no recipient id");
       return;
     }
-    if ((other = owned_elsewhere(job, id, who, sizeof(who))) != 0) {
+    if ((other = owned_elsewhere(job, id, &who)) != 0) {
       answered(job);
       if (other > 0)
         conflict(job, "conflict: New- answered with %s (%s); not written", id,
                  who);
+      free(who);
       return;
     }
     if (take(job, id, "new") != 0)
@@ -1144,9 +1168,9 @@ on_x(void *ctx, const struct exo_response *resp)
   case STEP_X_UPDATE_MAIL:
     if (resp->result != EXO_OK)
       break;
-    if (job->kind == PLANNER_UPDATE)
+    if (job->kind == STORE_OP_UPDATE)
       job->ex->stats.updated++;
-    else if (job->kind == PLANNER_RESTORE)
+    else if (job->kind == STORE_OP_RESTORE)
       job->ex->stats.restored++;
     complete(job, "active", 1);
     return;
@@ -1161,7 +1185,7 @@ on_x(void *ctx, const struct exo_response *resp)
     if (resp->result != EXO_OK)
       break;
     job->ex->stats.deleted++;
-    complete(job, job->kind == PLANNER_DISABLE ? "disabled" : "hidden", 0);
+    complete(job, job->kind == STORE_OP_DISABLE ? "disabled" : "hidden", 0);
     return;
   default:
     break;
@@ -1174,13 +1198,13 @@ on_x(void *ctx, const struct exo_response *resp)
                job->ex->link->name, job->op.source_id, job->target_id);
     free(job->target_id);
     job->target_id = NULL;
-    job->kind = PLANNER_CREATE;
+    job->kind = STORE_OP_CREATE;
     job->step = STEP_X_CHECK;
     x_step(job);
     return;
   }
-  if (not_found(resp) && job->kind != PLANNER_CREATE &&
-      job->kind != PLANNER_RESTORE && job->kind != PLANNER_ADOPT) {
+  if (not_found(resp) && job->kind != STORE_OP_CREATE &&
+      job->kind != STORE_OP_RESTORE && job->kind != STORE_OP_ADOPT) {
     /* Removed by hand: forget it; the next round makes it again. */
     log_warning("target recipient gone, it will be made again link=%s "
                 "source_id=%s target_id=%s",
@@ -1191,37 +1215,16 @@ on_x(void *ctx, const struct exo_response *resp)
   x_fail(job, resp);
 }
 
-/* "smtp:a@b" for each address (secondary; any prefix the source had is
- * dropped). New reference. */
+/* Set-* parameters from `from`: those `pick` accepts; Identity first.
+ * NULL when they cannot be made, with *why a static reason (NULL when
+ * there is none to give). */
 static json_t *
-smtp_list(const json_t *addresses)
-{
-  json_t *out = json_array(), *v;
-  size_t i;
-  char buf[512];
-
-  json_array_foreach((json_t *)addresses, i, v)
-  {
-    const char *a = json_string_value(v);
-    if (a == NULL)
-      continue;
-    if (strncasecmp(a, "smtp:", 5) == 0)
-      a += 5;
-    if (strchr(a, ':') != NULL || strchr(a, '@') == NULL)
-      continue; /* X500:, SIP: and the like are not extra mail */
-    snprintf(buf, sizeof(buf), "smtp:%s", a);
-    json_array_append_new(out, json_string(buf));
-  }
-  return out;
-}
-
-/* Set-* parameters from `from`: those `pick` accepts; Identity first. */
-static json_t *
-x_params(const struct job *job, const json_t *from, int mail)
+x_params(const struct job *job, const json_t *from, int mail, const char **why)
 {
   json_t *p = json_pack("{s:s}", "Identity", job->target_id), *v;
   const char *key;
 
+  *why = NULL;
   if (p == NULL)
     return NULL;
   json_object_foreach((json_t *)from, key, v)
@@ -1231,9 +1234,14 @@ x_params(const struct job *job, const json_t *from, int mail)
       continue;
     if (strcmp(key, "EmailAddresses") == 0) {
       if (mail) {
-        json_t *add = smtp_list(v);
-        json_t *rm =
-            smtp_list(json_object_get(from, "EmailAddresses@removed"));
+        json_t *add = NULL, *rm = NULL;
+        if (exo_smtp_addresses(v, &add, why) != 0 ||
+            exo_smtp_addresses(json_object_get(from, "EmailAddresses@removed"),
+                               &rm, why) != 0) {
+          json_decref(add);
+          json_decref(p);
+          return NULL;
+        }
         json_object_set_new(p, key,
                             exo_multivalue(json_array_size(add) ? add : NULL,
                                            json_array_size(rm) ? rm : NULL));
@@ -1262,6 +1270,7 @@ x_step(struct job *job)
   json_t *params = NULL, *src;
   const char *cmdlet = NULL;
   char *name = NULL, *quoted = NULL, *filter = NULL, *plain = NULL;
+  const char *why = NULL; /* why the parameters cannot be made */
   int rc = -1, skip = 0;
   size_t n;
 
@@ -1318,13 +1327,15 @@ x_step(struct job *job)
     src = stamp(job) == 0 ? json_deep_copy(job->desired) : NULL;
     if (src != NULL)
       json_object_set_new(src, "showInAddressList", json_true());
-    params = src ? x_params(job, src, job->step == STEP_X_SET_MAIL_ALL) : NULL;
+    params = src ? x_params(job, src, job->step == STEP_X_SET_MAIL_ALL, &why)
+                 : NULL;
     json_decref(src);
     cmdlet = x_cmdlet(job, "Set", job->step == STEP_X_SET_MAIL_ALL);
     break;
   case STEP_X_UPDATE:
   case STEP_X_UPDATE_MAIL:
-    params = x_params(job, job->payload, job->step == STEP_X_UPDATE_MAIL);
+    params =
+        x_params(job, job->payload, job->step == STEP_X_UPDATE_MAIL, &why);
     cmdlet = x_cmdlet(job, "Set", job->step == STEP_X_UPDATE_MAIL);
     /* Nothing of that kind changed: skip the call. */
     skip = params != NULL && json_object_size(params) <= 1;
@@ -1356,37 +1367,37 @@ x_step(struct job *job)
   free(filter);
   free(plain);
   if (rc != 0)
-    fail(job, 1, "cannot build the Exchange request");
+    fail(job, 1, why != NULL ? why : "cannot build the Exchange request");
 }
 
 static void
 x_start(struct job *job)
 {
   switch (job->kind) {
-  case PLANNER_RESTORE:
+  case STORE_OP_RESTORE:
     /* Exchange keeps no deleted recipients: made anew. The id the op
      * names is the deleted one, or the one its own New-* made before a
      * crash: the lookups tell, as for any create. */
-    job->kind = PLANNER_CREATE;
+    job->kind = STORE_OP_CREATE;
     job->step = STEP_X_FIND;
     break;
-  case PLANNER_CREATE:
+  case STORE_OP_CREATE:
     /* An object the op learnt (its New-* answered before a crash) is
      * its own; else its copies by anchor, then the address. */
     job->fresh = job->target_id != NULL;
     job->step = job->target_id != NULL ? STEP_X_SET_ALL : STEP_X_FIND;
     break;
-  case PLANNER_ADOPT:
+  case STORE_OP_ADOPT:
     job->step = STEP_X_CHECK;
     break;
-  case PLANNER_UPDATE:
+  case STORE_OP_UPDATE:
     job->step = STEP_X_UPDATE;
     break;
-  case PLANNER_DELETE:
+  case STORE_OP_DELETE:
     job->step = STEP_X_REMOVE;
     break;
-  case PLANNER_DISABLE:
-  case PLANNER_HIDE:
+  case STORE_OP_DISABLE:
+  case STORE_OP_HIDE:
     job->step = STEP_X_HIDE;
     break;
   default:
@@ -1414,18 +1425,18 @@ job_start(struct executor *ex, struct store_op *op)
   job->payload = json_loads(job->op.payload, 0, NULL);
   if (job->op.target_id != NULL)
     job->target_id = strdup(job->op.target_id);
-  if (!json_is_object(job->desired) || !json_is_object(job->payload) ||
-      planner_kind_parse(job->op.kind, &job->kind) != 0) {
+  job->kind = job->op.kind;
+  if (!json_is_object(job->desired) || !json_is_object(job->payload)) {
     fail(job, 1, "op in the outbox is not readable");
     return;
   }
-  if (job->kind != PLANNER_CREATE && job->target_id == NULL) {
+  if (job->kind != STORE_OP_CREATE && job->target_id == NULL) {
     fail(job, 1, "op has no target object id");
     return;
   }
   /* Nothing is made, nor adopted, for an object another one claims. */
-  if (((job->kind == PLANNER_CREATE && job->target_id == NULL) ||
-       job->kind == PLANNER_ADOPT) &&
+  if (((job->kind == STORE_OP_CREATE && job->target_id == NULL) ||
+       job->kind == STORE_OP_ADOPT) &&
       claimed_elsewhere(job))
     return;
   if (ex->link->object != CONFIG_OBJECT_GUEST) {
@@ -1433,28 +1444,28 @@ job_start(struct executor *ex, struct store_op *op)
     return;
   }
   switch (job->kind) {
-  case PLANNER_CREATE:
+  case STORE_OP_CREATE:
     /* An object the op learnt (its invitation answered before a crash)
      * is its own: patched straight away. */
     job->fresh = job->target_id != NULL;
     job->step = job->target_id != NULL ? STEP_PATCH_FULL : STEP_CHECK;
     break;
-  case PLANNER_ADOPT:
+  case STORE_OP_ADOPT:
     job->step = STEP_CHECK;
     break;
-  case PLANNER_UPDATE:
-  case PLANNER_DISABLE:
-  case PLANNER_HIDE:
+  case STORE_OP_UPDATE:
+  case STORE_OP_DISABLE:
+  case STORE_OP_HIDE:
     if (json_object_size(job->payload) == 0) {
       complete(job, "active", 1);
       return;
     }
     job->step = STEP_PATCH;
     break;
-  case PLANNER_DELETE:
+  case STORE_OP_DELETE:
     job->step = STEP_DELETE;
     break;
-  case PLANNER_RESTORE:
+  case STORE_OP_RESTORE:
     job->step = STEP_RESTORE;
     break;
   default:
@@ -1476,8 +1487,9 @@ refill(struct executor *ex)
   store_ops_free(ex->ops, ex->n_ops); /* every one handed to a job */
   ex->ops = NULL;
   ex->n_ops = ex->next = 0;
-  if (store_ops_list_after(ex->store, ex->link->name, "pending", ex->last_id,
-                           OPS_CHUNK, &ex->ops, &ex->n_ops) != 0) {
+  if (store_ops_list_after(ex->store, ex->link->name, STORE_OP_PENDING,
+                           ex->last_id, OPS_CHUNK, &ex->ops,
+                           &ex->n_ops) != 0) {
     log_error("cannot read the outbox link=%s", ex->link->name);
     ex->exhausted = 1;
     return 0;
@@ -1531,7 +1543,8 @@ executor_run(struct executor *ex, executor_done_fn done, void *ctx)
   ex->total = c.pending > 0 ? (size_t)c.pending : 0;
   ex->started_ops = 0;
   memset(&ex->stats, 0, sizeof(ex->stats));
-  ex->last_error[0] = '\0';
+  free(ex->last_error);
+  ex->last_error = NULL;
   ex->started = ex->last_progress = time(NULL);
   ex->done = done;
   ex->ctx = ctx;

@@ -386,6 +386,48 @@ fail:
   return NULL;
 }
 
+#define EXO_STR_(x) #x
+#define EXO_STR(x) EXO_STR_(x)
+static const char address_too_long[] =
+    "an extra mail address is longer than " EXO_STR(EXO_ADDRESS_MAX) " bytes";
+
+int
+exo_smtp_addresses(const json_t *addresses, json_t **out, const char **why)
+{
+  json_t *list = json_array(), *v;
+  size_t i;
+
+  *out = NULL;
+  *why = "out of memory";
+  if (list == NULL)
+    return -1;
+  json_array_foreach((json_t *)addresses, i, v)
+  {
+    const char *a = json_string_value(v);
+
+    if (a == NULL)
+      continue;
+    if (strncasecmp(a, "smtp:", 5) == 0)
+      a += 5;
+    if (strchr(a, ':') != NULL || strchr(a, '@') == NULL)
+      continue; /* X500:, SIP: and the like are not extra mail */
+    if (strlen(a) > EXO_ADDRESS_MAX) {
+      *why = address_too_long;
+      goto fail;
+    }
+    /* json_sprintf() sizes its text from what it formats. */
+    if (json_array_append_new(list, json_sprintf("smtp:%s", a)) != 0)
+      goto fail;
+  }
+  *out = list;
+  *why = NULL;
+  return 0;
+
+fail:
+  json_decref(list);
+  return -1;
+}
+
 /* ------------------------------------------------------------------ */
 /* Calls                                                               */
 

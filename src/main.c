@@ -562,17 +562,18 @@ cmd_status(const char *path, int as_json)
     size_t n_ops;
     json_t *entry, *failures;
     if (store_link_counts(app.store, link->name, &c) != 0 ||
-        store_ops_list(app.store, link->name, "failed", 100, &ops, &n_ops) !=
-            0)
+        store_ops_list(app.store, link->name, STORE_OP_FAILED, 100, &ops,
+                       &n_ops) != 0)
       goto out;
     failures = json_array();
     /* next_try: when a round tries it again (null: the next round). */
     for (size_t k = 0; k < n_ops; k++)
       json_array_append_new(
-          failures, json_pack("{s:s, s:s, s:s?, s:i, s:o}", "source_id",
-                              ops[k].source_id, "op", ops[k].kind, "error",
-                              ops[k].last_error, "attempts", ops[k].attempts,
-                              "next_try", time_or_null(ops[k].next_try)));
+          failures,
+          json_pack("{s:s, s:s, s:s?, s:i, s:o}", "source_id",
+                    ops[k].source_id, "op", store_op_kind_name(ops[k].kind),
+                    "error", ops[k].last_error, "attempts", ops[k].attempts,
+                    "next_try", time_or_null(ops[k].next_try)));
     store_ops_free(ops, n_ops);
     entry = json_pack(
         "{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "name", link->name,

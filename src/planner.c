@@ -17,6 +17,7 @@
 #include "planner.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,32 +27,23 @@
 #include "graph.h"
 #include "log.h"
 
-static const char *const kind_names[] = {
-    [PLANNER_NONE] = "none",       [PLANNER_CREATE] = "create",
-    [PLANNER_UPDATE] = "update",   [PLANNER_DELETE] = "delete",
-    [PLANNER_DISABLE] = "disable", [PLANNER_HIDE] = "hide",
-    [PLANNER_RESTORE] = "restore", [PLANNER_ADOPT] = "adopt",
-    [PLANNER_FAIL] = "fail",
-};
-
 const char *
 planner_kind_name(enum planner_kind kind)
 {
   if (kind > PLANNER_FAIL)
     return "unknown";
-  return kind_names[kind];
+  return store_op_kind_name((enum store_op_kind)kind);
 }
 
 int
 planner_kind_parse(const char *name, enum planner_kind *kind)
 {
-  for (int k = PLANNER_NONE; k <= PLANNER_FAIL; k++) {
-    if (name != NULL && strcmp(name, kind_names[k]) == 0) {
-      *kind = (enum planner_kind)k;
-      return 0;
-    }
-  }
-  return -1;
+  enum store_op_kind k;
+
+  if (store_op_kind_parse(name, &k) != 0 || k > STORE_OP_FAIL)
+    return -1;
+  *kind = (enum planner_kind)k;
+  return 0;
 }
 
 void
@@ -738,25 +730,51 @@ make_fail(struct planner_decision *d, const char *reason)
   return d->reason == NULL ? -1 : 0;
 }
 
-static void
-claim_reason(char *buf, size_t len, const char *key, const char *link,
-             const char *other_link, const char *other_id)
+static int make_failf(struct planner_decision *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* make_fail() for a reason formatted as printf does, sized from what it
+ * names (addresses and ids, each bounded where it was read): never cut.
+ * -1 when memory is short. */
+static int
+make_failf(struct planner_decision *d, const char *fmt, ...)
+{
+  char *reason = NULL;
+  va_list ap;
+  int n;
+
+  va_start(ap, fmt);
+  n = vasprintf(&reason, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return -1;
+  n = make_fail(d, reason);
+  free(reason);
+  return n;
+}
+
+/* The decision fails: its claim `key` is also (other_link, other_id)'s. */
+static int
+claim_fail(struct planner_decision *d, const char *key, const char *link,
+           const char *other_link, const char *other_id)
 {
   if (strncmp(key, "addr:", 5) == 0 && strcmp(link, other_link) == 0)
-    snprintf(buf, len,
-             "conflict: address %s is also the address of source object "
-             "%s; neither is synced until one of them changes",
-             key + 5, other_id);
-  else if (strncmp(key, "addr:", 5) == 0)
-    snprintf(buf, len,
-             "conflict: address %s is also claimed by link %s (source "
-             "object %s); neither is synced until one of them changes",
-             key + 5, other_link, other_id);
-  else
-    snprintf(buf, len,
-             "conflict: this person is also in scope of link %s (same "
-             "source, target and kind); neither link writes them",
-             other_link);
+    return make_failf(d,
+                      "conflict: address %s is also the address of source "
+                      "object %s; neither is synced until one of them "
+                      "changes",
+                      key + 5, other_id);
+  if (strncmp(key, "addr:", 5) == 0)
+    return make_failf(d,
+                      "conflict: address %s is also claimed by link %s "
+                      "(source object %s); neither is synced until one of "
+                      "them changes",
+                      key + 5, other_link, other_id);
+  return make_failf(d,
+                    "conflict: this person is also in scope of link %s "
+                    "(same source, target and kind); neither link writes "
+                    "them",
+                    other_link);
 }
 
 /* Whether another object claims one of p's keys: in the store (earlier
@@ -766,7 +784,6 @@ static int
 check_claims(struct round *r, struct planned *p, const char *source_id)
 {
   const char *link = r->pl->link->name;
-  char reason[768];
 
   for (size_t k = 0; k < p->n_keys; k++) {
     json_t *at = json_object_get(r->chunk_keys, p->keys[k]);
@@ -775,26 +792,22 @@ check_claims(struct round *r, struct planned *p, const char *source_id)
 
     if (at != NULL) {
       struct planned *q = &r->items[json_integer_value(at)];
-      claim_reason(reason, sizeof(reason), p->keys[k], link, link,
-                   q->source_id);
       if (q->d.kind != PLANNER_FAIL) {
-        char back[768];
-        claim_reason(back, sizeof(back), p->keys[k], link, link, source_id);
-        if (make_fail(&q->d, back) != 0)
+        if (claim_fail(&q->d, p->keys[k], link, link, source_id) != 0)
           return -1;
         q->drop_op = q->no_op = 0;
       }
-      return make_fail(&p->d, reason);
+      return claim_fail(&p->d, p->keys[k], link, link, q->source_id);
     }
     rc = store_claim_first(r->store, r->target, p->keys[k], link, source_id,
                            &olink, &oid);
     if (rc < 0)
       return -1;
     if (rc > 0) {
-      claim_reason(reason, sizeof(reason), p->keys[k], link, olink, oid);
+      rc = claim_fail(&p->d, p->keys[k], link, olink, oid);
       free(olink);
       free(oid);
-      return make_fail(&p->d, reason);
+      return rc;
     }
   }
   return 0;
@@ -879,23 +892,28 @@ out:
   return rc;
 }
 
-/* Who owns target object `id` besides (link, source_id): a text for the
- * reason, or "" when nobody else does. */
+/* Who owns target object `id` besides (link, source_id): *owner a new
+ * string for the reason, or NULL when nobody else does. -1 when the
+ * store cannot tell or memory is short. */
 static int
 owned_elsewhere(struct round *r, const char *id, const char *source_id,
-                char *buf, size_t len)
+                char **owner)
 {
   char *link = NULL, *sid = NULL;
+  int rc = 0;
 
-  buf[0] = '\0';
+  *owner = NULL;
   if (store_target_owner(r->store, id, r->pl->link->name, source_id, &link,
                          &sid) != 0)
     return -1;
-  if (link != NULL)
-    snprintf(buf, len, "the copy of source object %s (link %s)", sid, link);
+  if (link != NULL && asprintf(owner, "the copy of source object %s (link %s)",
+                               sid, link) < 0) {
+    *owner = NULL;
+    rc = -1;
+  }
   free(link);
   free(sid);
-  return 0;
+  return rc;
 }
 
 /* Whether a holder of the address may be adopted by this link: one of
@@ -922,8 +940,7 @@ check_target(struct round *r, struct planned *p, const char *source_id)
   const struct config_link *link = r->pl->link;
   struct planner_decision *d = &p->d;
   const char *address = target_address(r, d->desired);
-  char *plain = NULL, *key = NULL, *attrs_text = NULL, reason[768];
-  char owner[300];
+  char *plain = NULL, *key = NULL, *attrs_text = NULL, *owner = NULL;
   const char *unproven = NULL;
   struct found anchors = {0}, holders = {0};
   json_t *attrs = NULL;
@@ -936,14 +953,15 @@ check_target(struct round *r, struct planned *p, const char *source_id)
   for (size_t i = 0; i < anchors.n; i++) {
     if (anchor_proven(r->pl->key, r->target, r->kind, anchors.value[i],
                       anchors.id[i])) {
-      if (owned_elsewhere(r, anchors.id[i], source_id, owner, sizeof(owner)) !=
-          0)
+      if (owned_elsewhere(r, anchors.id[i], source_id, &owner) != 0)
         goto out;
-      if (owner[0] == '\0') {
+      if (owner == NULL) {
         /* Its own copy, which the state had lost track of. */
         rc = take_object(r, d, anchors.id[i], PLANNER_UPDATE);
         goto out;
       }
+      free(owner);
+      owner = NULL;
     }
     if (unproven == NULL)
       unproven = anchors.id[i];
@@ -964,13 +982,11 @@ check_target(struct round *r, struct planned *p, const char *source_id)
     const char *id = holders.id[i], *name, *ct;
     char *other;
 
-    if (owned_elsewhere(r, id, source_id, owner, sizeof(owner)) != 0)
+    if (owned_elsewhere(r, id, source_id, &owner) != 0)
       goto out;
-    if (owner[0] != '\0') {
-      snprintf(reason, sizeof(reason),
-               "conflict: address %s is held by %s; not written", address,
-               owner);
-      rc = make_fail(d, reason);
+    if (owner != NULL) {
+      rc = make_failf(d, "conflict: address %s is held by %s; not written",
+                      address, owner);
       goto out;
     }
     free(attrs_text);
@@ -996,27 +1012,26 @@ check_target(struct round *r, struct planned *p, const char *source_id)
     }
     free(other);
     name = json_string_value(json_object_get(attrs, "displayName"));
-    snprintf(reason, sizeof(reason),
-             "conflict: address %s is held by '%s' (%s), %s of the target "
-             "that galbridge did not make; not written%s",
-             address, name ? name : "?", id,
-             holders.tenant[i] != r->target            ? "a mail contact"
-             : ct && strcasecmp(ct, "Invitation") == 0 ? "an invited user"
-                                                       : "a user",
-             link->adopt == CONFIG_ADOPT_NO &&
-                     link->object != CONFIG_OBJECT_MAILCONTACT
-                 ? " (adopt = mail on the link would take it over)"
-                 : "");
-    rc = make_fail(d, reason);
+    rc = make_failf(
+        d,
+        "conflict: address %s is held by '%s' (%s), %s of the target "
+        "that galbridge did not make; not written%s",
+        address, name ? name : "?", id,
+        holders.tenant[i] != r->target            ? "a mail contact"
+        : ct && strcasecmp(ct, "Invitation") == 0 ? "an invited user"
+                                                  : "a user",
+        link->adopt == CONFIG_ADOPT_NO &&
+                link->object != CONFIG_OBJECT_MAILCONTACT
+            ? " (adopt = mail on the link would take it over)"
+            : "");
     goto out;
   }
   if (unproven != NULL) {
-    snprintf(reason, sizeof(reason),
-             "conflict: target object %s carries this person's anchor but "
-             "nothing proves galbridge made it (edited by hand, or made "
-             "without this anchor_key_file); left alone",
-             unproven);
-    rc = make_fail(d, reason);
+    rc = make_failf(d,
+                    "conflict: target object %s carries this person's "
+                    "anchor but nothing proves galbridge made it (edited by "
+                    "hand, or made without this anchor_key_file); left alone",
+                    unproven);
     goto out;
   }
   rc = 0;
@@ -1025,6 +1040,7 @@ out:
   found_clear(&holders);
   json_decref(attrs);
   free(attrs_text);
+  free(owner);
   free(plain);
   free(key);
   return rc;
@@ -1047,8 +1063,7 @@ on_row(void *ctx, const struct store_plan_row *row)
   free(r->last_id);
   r->last_id = last;
   r->rows++;
-  if (r->pass == 1 && row->op_id != 0 && row->op_state != NULL &&
-      strcmp(row->op_state, "held") == 0)
+  if (r->pass == 1 && row->op_id != 0 && row->op_state == STORE_OP_HELD)
     r->held_met++;
 
   if (planner_decide(r->pl, r->source_tenant, row, &p.d, err, sizeof(err)) !=
@@ -1060,8 +1075,9 @@ on_row(void *ctx, const struct store_plan_row *row)
     }
     return 0;
   }
-  if (row->op_id != 0)
-    (void)planner_kind_parse(row->op_kind, &op_kind);
+  /* An op the planner never queues (conflict) matches no decision. */
+  if (row->op_id != 0 && row->op_kind <= STORE_OP_FAIL)
+    op_kind = (enum planner_kind)row->op_kind;
 
   /* What it stands for in the target, and what stands there already. */
   in_scope = p.d.desired != NULL &&
@@ -1084,7 +1100,7 @@ on_row(void *ctx, const struct store_plan_row *row)
       r->stats->out_of_scope++;
     else
       r->stats->unchanged++;
-    if (row->op_id != 0 && (strcmp(row->op_state, "failed") != 0 ||
+    if (row->op_id != 0 && (row->op_state != STORE_OP_FAILED ||
                             op_kind == PLANNER_FAIL || p.d.why != NULL)) {
       /* Queued work, a refusal, or a failure that no longer stands (its
        * object left the scope: nothing is to be done for it now). */
@@ -1095,11 +1111,11 @@ on_row(void *ctx, const struct store_plan_row *row)
     }
   } else if (row->op_id != 0 && op_kind == p.d.kind && row->op_hash != NULL &&
              strcmp(row->op_hash, p.d.hash) == 0 &&
-             strcmp(row->op_state, "held") != 0) {
+             row->op_state != STORE_OP_HELD) {
     /* Queued already (held deletes are weighed again below: a higher
      * max_deletes lets them through). */
     p.no_op = 1;
-    if (strcmp(row->op_state, "failed") == 0)
+    if (row->op_state == STORE_OP_FAILED)
       r->stats->failed_kept++;
     else
       r->stats->waiting++;
@@ -1201,11 +1217,11 @@ write_ops(struct round *r, struct planned *items, size_t n, int hold)
     rc = (payload == NULL || desired == NULL)
              ? -1
              : store_op_put(r->store, link, p->source_id,
-                            planner_kind_name(p->d.kind), payload, desired,
+                            (enum store_op_kind)p->d.kind, payload, desired,
                             p->d.hash,
-                            fail                     ? "failed"
-                            : (p->is_delete && hold) ? "held"
-                                                     : "pending",
+                            fail                     ? STORE_OP_FAILED
+                            : (p->is_delete && hold) ? STORE_OP_HELD
+                                                     : STORE_OP_PENDING,
                             p->target_id, fail ? p->d.reason : NULL,
                             fail ? now + FAIL_RETRY : 0, now);
     free(payload);

@@ -1400,6 +1400,93 @@ store_link_counts(struct store *store, const char *link,
 
 /* --- the reconciler --- */
 
+/* The names the database holds, by value. */
+static const char *const op_kind_names[] = {
+    [STORE_OP_NONE] = "none",       [STORE_OP_CREATE] = "create",
+    [STORE_OP_UPDATE] = "update",   [STORE_OP_DELETE] = "delete",
+    [STORE_OP_DISABLE] = "disable", [STORE_OP_HIDE] = "hide",
+    [STORE_OP_RESTORE] = "restore", [STORE_OP_ADOPT] = "adopt",
+    [STORE_OP_FAIL] = "fail",       [STORE_OP_CONFLICT] = "conflict",
+};
+static const char *const op_state_names[] = {
+    [STORE_OP_PENDING] = "pending",
+    [STORE_OP_HELD] = "held",
+    [STORE_OP_FAILED] = "failed",
+};
+#define N_NAMES(a) (sizeof(a) / sizeof((a)[0]))
+
+const char *
+store_op_kind_name(enum store_op_kind kind)
+{
+  if ((size_t)kind >= N_NAMES(op_kind_names))
+    return "unknown";
+  return op_kind_names[kind];
+}
+
+const char *
+store_op_state_name(enum store_op_state state)
+{
+  if ((size_t)state >= N_NAMES(op_state_names))
+    return "unknown";
+  return op_state_names[state];
+}
+
+/* The index of `name` in names[0..n), or -1. */
+static int
+name_index(const char *const *names, size_t n, const char *name)
+{
+  for (size_t i = 0; name != NULL && i < n; i++) {
+    if (strcmp(name, names[i]) == 0)
+      return (int)i;
+  }
+  return -1;
+}
+
+int
+store_op_kind_parse(const char *name, enum store_op_kind *out)
+{
+  int i = name_index(op_kind_names, N_NAMES(op_kind_names), name);
+
+  if (i < 0)
+    return -1;
+  *out = (enum store_op_kind)i;
+  return 0;
+}
+
+int
+store_op_state_parse(const char *name, enum store_op_state *out)
+{
+  int i = name_index(op_state_names, N_NAMES(op_state_names), name);
+
+  if (i < 0)
+    return -1;
+  *out = (enum store_op_state)i;
+  return 0;
+}
+
+/* The kind and state of op `id` of `link` from columns kind_col and
+ * state_col of the row `st` is on. A name this galbridge does not know
+ * is logged with the op it belongs to; the caller resets `st`. */
+static int
+op_columns(sqlite3_stmt *st, int kind_col, int state_col, const char *link,
+           long long id, enum store_op_kind *kind, enum store_op_state *state)
+{
+  const char *k = col_text(st, kind_col);
+
+  if (store_op_kind_parse(k, kind) != 0) {
+    log_error("store: op of unknown kind link=%s op_id=%lld kind=\"%s\"", link,
+              id, k != NULL ? k : "(null)");
+    return -1;
+  }
+  k = col_text(st, state_col);
+  if (store_op_state_parse(k, state) != 0) {
+    log_error("store: op in unknown state link=%s op_id=%lld state=\"%s\"",
+              link, id, k != NULL ? k : "(null)");
+    return -1;
+  }
+  return 0;
+}
+
 int
 store_plan_rows(struct store *store, const char *link,
                 const char *source_tenant, const char *target_tenant,
@@ -1447,14 +1534,17 @@ store_plan_rows(struct store *store, const char *link,
         .applied = col_text(st, 5),
         .state = col_text(st, 6),
         .op_id = sqlite3_column_int64(st, 7),
-        .op_kind = col_text(st, 8),
         .op_hash = col_text(st, 9),
-        .op_state = col_text(st, 10),
         .target_removed = sqlite3_column_int(st, 11),
         .target_attrs = col_text(st, 12),
         .op_error = col_text(st, 13),
         .bad = col_text(st, 14),
     };
+    if (row.op_id != 0 && op_columns(st, 8, 10, link, row.op_id, &row.op_kind,
+                                     &row.op_state) != 0) {
+      stop = -1;
+      break;
+    }
     stop = fn(ctx, &row);
     if (stop != 0)
       break;
@@ -1543,9 +1633,10 @@ store_plan_mark_set(struct store *store, const char *link, const char *key,
 
 int
 store_op_put(struct store *store, const char *link, const char *source_id,
-             const char *kind, const char *payload, const char *desired,
-             const char *hash, const char *state, const char *target_id,
-             const char *error, time_t next_try, time_t now)
+             enum store_op_kind kind, const char *payload, const char *desired,
+             const char *hash, enum store_op_state state,
+             const char *target_id, const char *error, time_t next_try,
+             time_t now)
 {
   sqlite3_stmt *st = prep(store, ST_OP_PUT);
 
@@ -1553,11 +1644,11 @@ store_op_put(struct store *store, const char *link, const char *source_id,
     return -1;
   bind_text(st, 1, link);
   bind_text(st, 2, source_id);
-  bind_text(st, 3, kind);
+  bind_text(st, 3, store_op_kind_name(kind));
   bind_text(st, 4, payload);
   bind_text(st, 5, desired);
   bind_text(st, 6, hash);
-  bind_text(st, 7, state);
+  bind_text(st, 7, store_op_state_name(state));
   bind_text(st, 8, target_id);
   sqlite3_bind_int64(st, 9, (sqlite3_int64)now);
   bind_text(st, 10, error);
@@ -1581,11 +1672,9 @@ store_ops_free(struct store_op *ops, size_t n)
 {
   for (size_t i = 0; ops != NULL && i < n; i++) {
     free(ops[i].source_id);
-    free(ops[i].kind);
     free(ops[i].payload);
     free(ops[i].desired);
     free(ops[i].hash);
-    free(ops[i].state);
     free(ops[i].last_error);
     free(ops[i].target_id);
   }
@@ -1593,16 +1682,17 @@ store_ops_free(struct store_op *ops, size_t n)
 }
 
 int
-store_ops_list(struct store *store, const char *link, const char *state,
-               size_t max, struct store_op **ops, size_t *n)
+store_ops_list(struct store *store, const char *link,
+               enum store_op_state state, size_t max, struct store_op **ops,
+               size_t *n)
 {
   return store_ops_list_after(store, link, state, 0, max, ops, n);
 }
 
 int
-store_ops_list_after(struct store *store, const char *link, const char *state,
-                     long long after_id, size_t max, struct store_op **ops,
-                     size_t *n)
+store_ops_list_after(struct store *store, const char *link,
+                     enum store_op_state state, long long after_id, size_t max,
+                     struct store_op **ops, size_t *n)
 {
   sqlite3_stmt *st = prep(store, ST_OPS_LIST);
   struct store_op *list = NULL;
@@ -1614,7 +1704,7 @@ store_ops_list_after(struct store *store, const char *link, const char *state,
   if (st == NULL)
     return -1;
   bind_text(st, 1, link);
-  bind_text(st, 2, state);
+  bind_text(st, 2, store_op_state_name(state));
   sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
   sqlite3_bind_int64(st, 4, after_id);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1634,12 +1724,16 @@ store_ops_list_after(struct store *store, const char *link, const char *state,
     op = &list[count++];
     memset(op, 0, sizeof(*op));
     op->id = sqlite3_column_int64(st, 0);
+    if (op_columns(st, 2, 6, link, op->id, &op->kind, &op->state) != 0) {
+      store_ops_free(list, count);
+      sqlite3_reset(st);
+      sqlite3_clear_bindings(st);
+      return -1;
+    }
     op->source_id = col_strdup(st, 1);
-    op->kind = col_strdup(st, 2);
     op->payload = col_strdup(st, 3);
     op->desired = col_strdup(st, 4);
     op->hash = col_strdup(st, 5);
-    op->state = col_strdup(st, 6);
     op->attempts = sqlite3_column_int(st, 7);
     op->last_error = col_strdup(st, 8);
     op->target_id = col_strdup(st, 9);

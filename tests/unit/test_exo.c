@@ -890,6 +890,72 @@ test_multivalue(void **state)
   json_decref(rm);
 }
 
+/* An address of `n` bytes: a local part of 'a's, then "@x.example".
+ * New string. */
+static char *
+long_address(size_t n)
+{
+  static const char domain[] = "@x.example";
+  char *a = malloc(n + 1);
+
+  assert_non_null(a);
+  assert_true(n > sizeof(domain));
+  memset(a, 'a', n - (sizeof(domain) - 1));
+  memcpy(a + n - (sizeof(domain) - 1), domain, sizeof(domain));
+  return a;
+}
+
+/* Extra addresses become Exchange's secondary "smtp:" proxies, each
+ * sized from its address: a long one is sent whole (a 600-byte one was
+ * cut at 511 bytes once), one beyond EXO_ADDRESS_MAX is refused. */
+static void
+test_smtp_addresses(void **state)
+{
+  json_t *in, *out = NULL;
+  const char *why = NULL;
+  char *a, *want;
+
+  (void)state;
+  in = json_pack("[s, s, s, s, s, s, i]", "a@x.example", "SMTP:B@x.example",
+                 "smtp:c@x", "X500:/o=x/cn=y", "SIP:d@x.example", "no mail",
+                 42);
+  assert_int_equal(exo_smtp_addresses(in, &out, &why), 0);
+  assert_null(why);
+  assert_dump(out, "[\"smtp:a@x.example\",\"smtp:B@x.example\","
+                   "\"smtp:c@x\"]");
+  json_decref(in);
+  assert_int_equal(exo_smtp_addresses(NULL, &out, &why), 0);
+  assert_dump(out, "[]");
+
+  /* Long, and as long as may be: whole. */
+  for (size_t n = 600; n <= EXO_ADDRESS_MAX; n += EXO_ADDRESS_MAX - 600) {
+    a = long_address(n);
+    in = json_pack("[s]", a);
+    assert_int_equal(exo_smtp_addresses(in, &out, &why), 0);
+    assert_int_equal(json_array_size(out), 1);
+    assert_int_equal(json_string_length(json_array_get(out, 0)), 5 + n);
+    want = malloc(n + 6);
+    assert_non_null(want);
+    snprintf(want, n + 6, "smtp:%s", a);
+    assert_string_equal(json_string_value(json_array_get(out, 0)), want);
+    free(want);
+    json_decref(out);
+    json_decref(in);
+    free(a);
+  }
+
+  /* One byte more: refused, never cut. */
+  a = long_address(EXO_ADDRESS_MAX + 1);
+  in = json_pack("[s, s]", "a@x.example", a);
+  out = json_array();
+  assert_int_equal(exo_smtp_addresses(in, &out, &why), -1);
+  assert_null(out);
+  assert_non_null(why);
+  assert_non_null(strstr(why, "longer than 16384 bytes"));
+  json_decref(in);
+  free(a);
+}
+
 /* ------------------------------------------------------------------ */
 /* On the loop                                                         */
 
@@ -1295,6 +1361,7 @@ main(void)
       cmocka_unit_test(test_decode_error),
       cmocka_unit_test(test_unique_name),
       cmocka_unit_test(test_multivalue),
+      cmocka_unit_test(test_smtp_addresses),
       cmocka_unit_test(test_round_trip_paging),
       cmocka_unit_test(test_answers),
       cmocka_unit_test(test_401_refresh),

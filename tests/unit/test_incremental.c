@@ -125,11 +125,11 @@ execute_all(struct fixture *f)
   struct store_op *ops = NULL;
   size_t n = 0;
 
-  assert_int_equal(store_ops_list(f->store, LINK, "pending", 100000, &ops, &n),
-                   0);
+  assert_int_equal(
+      store_ops_list(f->store, LINK, STORE_OP_PENDING, 100000, &ops, &n), 0);
   for (size_t i = 0; i < n; i++) {
     char target[64];
-    int del = strcmp(ops[i].kind, "delete") == 0;
+    int del = ops[i].kind == STORE_OP_DELETE;
     snprintf(target, sizeof(target), "t-%s", ops[i].source_id);
     assert_int_equal(store_op_complete(f->store, ops[i].id, LINK,
                                        ops[i].source_id, target, ops[i].hash,
@@ -236,7 +236,8 @@ target_side_change_is_weighed(void **state)
   plan(f, 0, &st);
   assert_int_equal(weighed(&st), 1);
   assert_int_equal(st.creates, 1);
-  assert_int_equal(store_ops_list(f->store, LINK, "pending", 10, &ops, &n), 0);
+  assert_int_equal(
+      store_ops_list(f->store, LINK, STORE_OP_PENDING, 10, &ops, &n), 0);
   assert_int_equal(n, 1);
   assert_string_equal(ops[0].source_id,
                       "00000004-0000-0000-0000-000000000000");
@@ -254,7 +255,8 @@ removed_target_row_is_weighed(void **state)
   for (int i = 0; i < 5; i++)
     put_person(f, i, "Engineer", 0);
   plan(f, 0, &st);
-  assert_int_equal(store_ops_list(f->store, LINK, "pending", 10, &ops, &n), 0);
+  assert_int_equal(
+      store_ops_list(f->store, LINK, STORE_OP_PENDING, 10, &ops, &n), 0);
   assert_int_equal(n, 5);
   /* The executor found the object gone and dropped the target row: the
    * object must be decided again although its source did not change. */
@@ -358,6 +360,54 @@ incremental_matches_full(void **state)
   }
 }
 
+/* Two people with one long address (900 bytes) both fail, each op's
+ * reason naming the address and the other person whole: reasons are
+ * sized from what they name (they were cut at 767 bytes once). */
+static void
+long_address_conflict_is_named_whole(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+  struct store_op *ops = NULL;
+  size_t n = 0, len = 900;
+  char *addr = malloc(len + 1), *attrs, *want;
+  const char *ids[2] = {"00000001-0000-0000-0000-000000000000",
+                        "00000002-0000-0000-0000-000000000000"};
+
+  assert_non_null(addr);
+  memset(addr, 'x', len);
+  memcpy(addr + len - 12, "@contoso.com", 13);
+  attrs = malloc(len + 128);
+  want = malloc(len + 256);
+  assert_non_null(attrs);
+  assert_non_null(want);
+  snprintf(attrs, len + 128,
+           "{\"displayName\":\"Twin\",\"mail\":\"%s\","
+           "\"userType\":\"Member\",\"accountEnabled\":true}",
+           addr);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(store_source_put(f->store, SRC, ids[i], attrs, 0, 1), 0);
+  plan(f, 0, &st);
+  assert_int_equal(
+      store_ops_list(f->store, LINK, STORE_OP_FAILED, 10, &ops, &n), 0);
+  assert_int_equal(n, 2);
+  for (size_t i = 0; i < n; i++) {
+    const char *other =
+        strcmp(ops[i].source_id, ids[0]) == 0 ? ids[1] : ids[0];
+    snprintf(want, len + 256,
+             "conflict: address %s is also the address of source object "
+             "%s; neither is synced until one of them changes",
+             addr, other);
+    assert_int_equal(ops[i].kind, STORE_OP_FAIL);
+    assert_non_null(ops[i].last_error);
+    assert_string_equal(ops[i].last_error, want);
+  }
+  store_ops_free(ops, n);
+  free(addr);
+  free(attrs);
+  free(want);
+}
+
 int
 main(void)
 {
@@ -378,6 +428,8 @@ main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(incremental_matches_full, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(long_address_conflict_is_named_whole,
+                                      setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

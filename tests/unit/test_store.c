@@ -17,6 +17,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "log.h"
 #include "store.h"
 
 #define T1 "11111111-1111-1111-1111-111111111111"
@@ -347,7 +348,7 @@ link_counts_empty(void **state)
 
 /* The op of `source_id` in `state` (0 if none); *next_try its next try. */
 static long long
-op_of(struct store *s, const char *state, const char *source_id,
+op_of(struct store *s, enum store_op_state state, const char *source_id,
       time_t *next_try)
 {
   struct store_op *ops;
@@ -367,10 +368,11 @@ op_of(struct store *s, const char *state, const char *source_id,
 }
 
 static void
-put_op(struct store *s, const char *source_id, const char *kind, time_t now)
+put_op(struct store *s, const char *source_id, enum store_op_kind kind,
+       time_t now)
 {
   assert_int_equal(store_op_put(s, "a-to-b", source_id, kind, "{}", "{}", "h",
-                                "pending", NULL, NULL, 0, now),
+                                STORE_OP_PENDING, NULL, NULL, 0, now),
                    0);
 }
 
@@ -394,32 +396,33 @@ failed_ops_retried_after_growing_backoff(void **state)
   time_t next = -1, t;
   long long id;
 
-  put_op(f->store, "s1", "update", t0);
-  put_op(f->store, "s2", "fail", t0);
-  put_op(f->store, "s3", "conflict", t0);
-  id = op_of(f->store, "pending", "s1", NULL);
+  put_op(f->store, "s1", STORE_OP_UPDATE, t0);
+  put_op(f->store, "s2", STORE_OP_FAIL, t0);
+  put_op(f->store, "s3", STORE_OP_CONFLICT, t0);
+  id = op_of(f->store, STORE_OP_PENDING, "s1", NULL);
   /* A passing failure stays pending, with no next try. */
   assert_int_equal(store_op_fail(f->store, id, 0, "busy", t0 + 5, &next), 0);
   assert_int_equal(next, 0);
-  assert_int_equal(op_of(f->store, "pending", "s1", &next), id);
+  assert_int_equal(op_of(f->store, STORE_OP_PENDING, "s1", &next), id);
   assert_int_equal(next, 0);
   /* For good: one hour. */
   assert_int_equal(store_op_fail(f->store, id, 1, "refused", t0 + 10, &next),
                    0);
   assert_int_equal(next, t0 + 10 + 3600);
-  assert_int_equal(op_of(f->store, "failed", "s1", &next), id);
+  assert_int_equal(op_of(f->store, STORE_OP_FAILED, "s1", &next), id);
   assert_int_equal(next, t0 + 10 + 3600);
   for (int i = 2; i <= 3; i++) {
-    long long other = op_of(f->store, "pending", i == 2 ? "s2" : "s3", NULL);
+    long long other =
+        op_of(f->store, STORE_OP_PENDING, i == 2 ? "s2" : "s3", NULL);
     assert_int_equal(store_op_fail(f->store, other, 1, "x", t0 + 10, NULL), 0);
   }
   /* Not before its time; then back to pending, keeping its next try. */
   assert_int_equal(requeue(f->store, t0 + 10 + 3599), 0);
   assert_int_equal(requeue(f->store, t0 + 10 + 3600), 1);
-  assert_int_equal(op_of(f->store, "pending", "s1", &next), id);
+  assert_int_equal(op_of(f->store, STORE_OP_PENDING, "s1", &next), id);
   assert_int_equal(next, t0 + 10 + 3600);
-  assert_int_not_equal(op_of(f->store, "failed", "s2", NULL), 0);
-  assert_int_not_equal(op_of(f->store, "failed", "s3", NULL), 0);
+  assert_int_not_equal(op_of(f->store, STORE_OP_FAILED, "s2", NULL), 0);
+  assert_int_not_equal(op_of(f->store, STORE_OP_FAILED, "s3", NULL), 0);
   /* Failing again: about two hours, then about four. */
   t = t0 + 10 + 3600 + 5;
   assert_int_equal(store_op_fail(f->store, id, 1, "refused", t, &next), 0);
@@ -434,8 +437,8 @@ failed_ops_retried_after_growing_backoff(void **state)
   assert_int_equal(store_op_fail(f->store, id, 1, "refused", t, &next), 0);
   assert_int_equal(next, t + 86400);
   /* A new op for the object (its source changed) starts afresh. */
-  put_op(f->store, "s1", "update", t);
-  id = op_of(f->store, "pending", "s1", &next);
+  put_op(f->store, "s1", STORE_OP_UPDATE, t);
+  id = op_of(f->store, STORE_OP_PENDING, "s1", &next);
   assert_int_equal(next, 0);
   assert_int_equal(store_op_fail(f->store, id, 1, "refused", t + 1, &next), 0);
   assert_int_equal(next, t + 1 + 3600);
@@ -444,16 +447,243 @@ failed_ops_retried_after_growing_backoff(void **state)
   long long cleared = 0;
   assert_int_equal(store_link_clear_failed(f->store, "a-to-b", &cleared), 0);
   assert_int_equal(cleared, 3);
-  assert_int_equal(op_of(f->store, "pending", "s1", &next), id);
+  assert_int_equal(op_of(f->store, STORE_OP_PENDING, "s1", &next), id);
   assert_int_equal(next, 0);
   assert_int_equal(store_op_fail(f->store, id, 1, "refused", t + 9, &next), 0);
   assert_int_equal(next, t + 9 + 3600);
 }
 
+/* Kinds and states are enums in the code and their names in the
+ * database: the names are the text state directories have always held,
+ * and each comes back as what it was. */
+static void
+op_names_round_trip(void **state)
+{
+  static const char *const kinds[] = {
+      [STORE_OP_NONE] = "none",       [STORE_OP_CREATE] = "create",
+      [STORE_OP_UPDATE] = "update",   [STORE_OP_DELETE] = "delete",
+      [STORE_OP_DISABLE] = "disable", [STORE_OP_HIDE] = "hide",
+      [STORE_OP_RESTORE] = "restore", [STORE_OP_ADOPT] = "adopt",
+      [STORE_OP_FAIL] = "fail",       [STORE_OP_CONFLICT] = "conflict",
+  };
+  static const char *const states[] = {
+      [STORE_OP_PENDING] = "pending",
+      [STORE_OP_HELD] = "held",
+      [STORE_OP_FAILED] = "failed",
+  };
+  enum store_op_kind k = STORE_OP_NONE;
+  enum store_op_state st = STORE_OP_PENDING;
+
+  (void)state;
+  for (int i = STORE_OP_NONE; i <= STORE_OP_CONFLICT; i++) {
+    assert_string_equal(store_op_kind_name((enum store_op_kind)i), kinds[i]);
+    assert_int_equal(store_op_kind_parse(kinds[i], &k), 0);
+    assert_int_equal(k, i);
+  }
+  for (int i = STORE_OP_PENDING; i <= STORE_OP_FAILED; i++) {
+    assert_string_equal(store_op_state_name((enum store_op_state)i),
+                        states[i]);
+    assert_int_equal(store_op_state_parse(states[i], &st), 0);
+    assert_int_equal(st, i);
+  }
+  /* Anything else is refused, and the value is left as it was. */
+  k = STORE_OP_HIDE;
+  assert_int_equal(store_op_kind_parse("explode", &k), -1);
+  assert_int_equal(store_op_kind_parse("Create", &k), -1);
+  assert_int_equal(store_op_kind_parse("", &k), -1);
+  assert_int_equal(store_op_kind_parse(NULL, &k), -1);
+  assert_int_equal(k, STORE_OP_HIDE);
+  assert_int_equal(store_op_state_parse("pending ", &st), -1);
+  assert_int_equal(store_op_state_parse(NULL, &st), -1);
+  assert_string_equal(store_op_kind_name((enum store_op_kind)99), "unknown");
+  assert_string_equal(store_op_state_name((enum store_op_state)99), "unknown");
+}
+
+/* Run `sql` on the fixture's database with SQLite itself, beside the
+ * store (what another version, or a damaged file, would hold). */
+static void
+raw_sql(struct fixture *f, const char *sql)
+{
+  char path[128];
+  sqlite3 *db;
+
+  snprintf(path, sizeof(path), "%s/state.db", f->dir);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+}
+
+/* The kind and state text of the op of (a-to-b, source_id), read with
+ * SQLite itself. */
+static void
+raw_op(struct fixture *f, const char *source_id, char kind[16], char state[16])
+{
+  char path[128];
+  sqlite3 *db;
+  sqlite3_stmt *st;
+
+  snprintf(path, sizeof(path), "%s/state.db", f->dir);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db,
+                                      "SELECT kind, state FROM op"
+                                      " WHERE link = 'a-to-b' AND"
+                                      " source_id = ?1",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_text(st, 1, source_id, -1, SQLITE_STATIC);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  snprintf(kind, 16, "%s", (const char *)sqlite3_column_text(st, 0));
+  snprintf(state, 16, "%s", (const char *)sqlite3_column_text(st, 1));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+struct op_seen {
+  enum store_op_kind kind[16];
+  enum store_op_state state[16];
+  int rows, with_op;
+};
+
+/* Plan rows of sources "k<kind>" (and "none", without an op). */
+static int
+on_op_row(void *ctx, const struct store_plan_row *row)
+{
+  struct op_seen *seen = ctx;
+
+  seen->rows++;
+  if (row->op_id == 0) {
+    assert_string_equal(row->source_id, "none");
+    assert_int_equal(row->op_kind, STORE_OP_NONE);
+    return 0;
+  }
+  seen->with_op++;
+  seen->kind[row->source_id[1] - 'a'] = row->op_kind;
+  seen->state[row->source_id[1] - 'a'] = row->op_state;
+  return 0;
+}
+
+/* Every kind an op is put with, in every state, is written as its name
+ * and read back as itself, by the outbox and by the planner's rows. */
+static void
+op_kind_and_state_round_trip(void **state)
+{
+  struct fixture *f = *state;
+  struct op_seen seen = {0};
+
+  put(f->store, "none", "{}", STORE_PRESENT, 1);
+  for (int k = STORE_OP_CREATE; k <= STORE_OP_CONFLICT; k++) {
+    char id[3] = {'k', (char)('a' + k), '\0'}, kind[16], st[16];
+    enum store_op_state s = (enum store_op_state)(k % 3);
+
+    put(f->store, id, "{}", STORE_PRESENT, 1);
+    assert_int_equal(store_op_put(f->store, "a-to-b", id,
+                                  (enum store_op_kind)k, "{}", "{}", "h", s,
+                                  "t1", NULL, 0, 100),
+                     0);
+    raw_op(f, id, kind, st);
+    assert_string_equal(kind, store_op_kind_name((enum store_op_kind)k));
+    assert_string_equal(st, store_op_state_name(s));
+  }
+  for (int s = STORE_OP_PENDING; s <= STORE_OP_FAILED; s++) {
+    struct store_op *ops;
+    size_t n;
+
+    assert_int_equal(store_ops_list(f->store, "a-to-b", (enum store_op_state)s,
+                                    100, &ops, &n),
+                     0);
+    assert_true(n >= 2);
+    for (size_t i = 0; i < n; i++) {
+      int k = ops[i].source_id[1] - 'a';
+      assert_int_equal(ops[i].kind, k);
+      assert_int_equal(ops[i].state, s);
+      assert_int_equal(k % 3, s);
+    }
+    store_ops_free(ops, n);
+  }
+  assert_int_equal(store_plan_rows(f->store, "a-to-b", T1, "other", -1, "", 0,
+                                   on_op_row, &seen),
+                   0);
+  assert_int_equal(seen.rows, 1 + STORE_OP_CONFLICT);
+  assert_int_equal(seen.with_op, STORE_OP_CONFLICT);
+  for (int k = STORE_OP_CREATE; k <= STORE_OP_CONFLICT; k++) {
+    assert_int_equal(seen.kind[k], k);
+    assert_int_equal(seen.state[k], k % 3);
+  }
+}
+
+static char sink_buf[4096];
+
+static void
+sink(void *ctx, enum log_level level, const char *line)
+{
+  size_t len = strlen(sink_buf);
+
+  (void)ctx;
+  if (level == LOG_LEVEL_ERROR)
+    snprintf(sink_buf + len, sizeof(sink_buf) - len, "%s\n", line);
+}
+
+static int
+row_never(void *ctx, const struct store_plan_row *row)
+{
+  (void)ctx;
+  (void)row;
+  fail_msg("a row of an op that cannot be read reached the planner");
+  return 0;
+}
+
+/* A kind or state the database holds that this galbridge does not know
+ * (a later version's, a damaged file) is an error naming the op, never a
+ * guess: the outbox and the plan rows refuse to read it. */
+static void
+unknown_stored_kind_is_an_error(void **state)
+{
+  struct fixture *f = *state;
+  struct store_op *ops = (struct store_op *)&ops;
+  size_t n = 99;
+  long long id;
+  char want[128];
+
+  put(f->store, "s1", "{}", STORE_PRESENT, 1);
+  put_op(f->store, "s1", STORE_OP_UPDATE, 100);
+  id = op_of(f->store, STORE_OP_PENDING, "s1", NULL);
+  raw_sql(f, "UPDATE op SET kind = 'explode'");
+
+  sink_buf[0] = '\0';
+  log_set_sink(sink, NULL);
+  assert_int_equal(
+      store_ops_list(f->store, "a-to-b", STORE_OP_PENDING, 10, &ops, &n), -1);
+  assert_null(ops);
+  assert_int_equal(n, 0);
+  snprintf(want, sizeof(want),
+           "op of unknown kind link=a-to-b op_id=%lld kind=\"explode\"", id);
+  assert_non_null(strstr(sink_buf, want));
+  sink_buf[0] = '\0';
+  assert_int_equal(store_plan_rows(f->store, "a-to-b", T1, "other", -1, "", 0,
+                                   row_never, NULL),
+                   -1);
+  assert_non_null(strstr(sink_buf, want));
+
+  /* The same for a state. */
+  raw_sql(f, "UPDATE op SET kind = 'update', state = 'limbo'");
+  sink_buf[0] = '\0';
+  assert_int_equal(store_plan_rows(f->store, "a-to-b", T1, "other", -1, "", 0,
+                                   row_never, NULL),
+                   -1);
+  snprintf(want, sizeof(want),
+           "op in unknown state link=a-to-b op_id=%lld state=\"limbo\"", id);
+  assert_non_null(strstr(sink_buf, want));
+  log_set_sink(NULL, NULL);
+
+  /* Put right, it reads again: the store itself was not harmed. */
+  raw_sql(f, "UPDATE op SET state = 'pending'");
+  assert_int_equal(op_of(f->store, STORE_OP_PENDING, "s1", NULL), id);
+}
+
 static struct store_op *
 the_op(struct store *s, const char *link, struct store_op **ops, size_t *n)
 {
-  assert_int_equal(store_ops_list(s, link, "pending", 10, ops, n), 0);
+  assert_int_equal(store_ops_list(s, link, STORE_OP_PENDING, 10, ops, n), 0);
   assert_int_equal(*n, 1);
   return &(*ops)[0];
 }
@@ -474,11 +704,13 @@ target_owner_is_anyone_but_the_asker(void **state)
                    0);
   assert_null(link);
   assert_null(sid);
-  assert_int_equal(store_op_put(f->store, "a-to-b", "s1", "update", "{}", "{}",
-                                "h", "pending", "t1", NULL, 0, 100),
+  assert_int_equal(store_op_put(f->store, "a-to-b", "s1", STORE_OP_UPDATE,
+                                "{}", "{}", "h", STORE_OP_PENDING, "t1", NULL,
+                                0, 100),
                    0);
-  assert_int_equal(store_op_put(f->store, "b-to-b", "s9", "update", "{}", "{}",
-                                "h", "pending", "t1", NULL, 0, 100),
+  assert_int_equal(store_op_put(f->store, "b-to-b", "s9", STORE_OP_UPDATE,
+                                "{}", "{}", "h", STORE_OP_PENDING, "t1", NULL,
+                                0, 100),
                    0);
   for (int round = 0; round < 2; round++) {
     const char *me = round == 0 ? "a-to-b" : "b-to-b";
@@ -501,8 +733,9 @@ target_owner_is_anyone_but_the_asker(void **state)
 
   /* Sent and answered: kept by a create replacing a create, dropped by
    * any other op. */
-  assert_int_equal(store_op_put(f->store, "c-to-b", "s1", "create", "{}", "{}",
-                                "h", "pending", NULL, NULL, 0, 100),
+  assert_int_equal(store_op_put(f->store, "c-to-b", "s1", STORE_OP_CREATE,
+                                "{}", "{}", "h", STORE_OP_PENDING, NULL, NULL,
+                                0, 100),
                    0);
   id = the_op(f->store, "c-to-b", &ops, &n)->id;
   assert_int_equal(ops[0].sent_at, 0);
@@ -510,16 +743,17 @@ target_owner_is_anyone_but_the_asker(void **state)
   store_ops_free(ops, n);
   assert_int_equal(store_op_sent(f->store, id, 1000, 0), 0);
   assert_int_equal(store_op_sent(f->store, id, 1000, 1042), 0);
-  assert_int_equal(store_op_put(f->store, "c-to-b", "s1", "create", "{}",
-                                "{\"x\":1}", "h2", "pending", NULL, NULL, 0,
-                                200),
+  assert_int_equal(store_op_put(f->store, "c-to-b", "s1", STORE_OP_CREATE,
+                                "{}", "{\"x\":1}", "h2", STORE_OP_PENDING,
+                                NULL, NULL, 0, 200),
                    0);
   the_op(f->store, "c-to-b", &ops, &n);
   assert_int_equal(ops[0].sent_at, 1000);
   assert_int_equal(ops[0].sent_end, 1042);
   store_ops_free(ops, n);
-  assert_int_equal(store_op_put(f->store, "c-to-b", "s1", "update", "{}", "{}",
-                                "h3", "pending", "t5", NULL, 0, 300),
+  assert_int_equal(store_op_put(f->store, "c-to-b", "s1", STORE_OP_UPDATE,
+                                "{}", "{}", "h3", STORE_OP_PENDING, "t5", NULL,
+                                0, 300),
                    0);
   the_op(f->store, "c-to-b", &ops, &n);
   assert_int_equal(ops[0].sent_at, 0);
@@ -709,6 +943,11 @@ main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(failed_ops_retried_after_growing_backoff,
                                       setup, teardown),
+      cmocka_unit_test(op_names_round_trip),
+      cmocka_unit_test_setup_teardown(op_kind_and_state_round_trip, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(unknown_stored_kind_is_an_error, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(
           reopen_keeps_data_and_refuses_newer_schema, setup, teardown),
       cmocka_unit_test(open_fails_cleanly_on_bad_dir),
