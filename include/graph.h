@@ -212,7 +212,9 @@ typedef void (*graph_holders_fn)(void *ctx, const struct graph_response *resp,
  * proxy address (three lookups, through $batch once batching is on; the
  * latter two as advanced queries). `anchor_attr` names the extension
  * attribute reported in each user's holder->anchor (may be NULL).
- * Returns 0, or -1 (callback never called). */
+ * Returns 0, or -1 (callback never called): no address, one so long
+ * that its lookups' URLs would pass 32 KiB (refused, never cut),
+ * allocation failure. */
 int graph_address_holders(struct graph *graph, const char *address,
                           const char *anchor_attr, graph_holders_fn done,
                           void *ctx) __attribute__((warn_unused_result));
@@ -249,7 +251,9 @@ int graph_user_restore(struct graph *graph, const char *user_id,
 typedef void (*graph_members_fn)(void *ctx, const struct graph_response *resp,
                                  const json_t *members);
 
-/* Every transitive member of a group, following nextLinks. */
+/* Every transitive member of a group, following nextLinks. Returns 0, or
+ * -1 (callback never called) when `group_id` is no object id (lower-case
+ * hex and '-', at most 64 characters) or on allocation failure. */
 int graph_group_members(struct graph *graph, const char *group_id,
                         graph_members_fn done, void *ctx)
     __attribute__((warn_unused_result));

@@ -57,6 +57,12 @@
 
 #define GRAPH_MAX_HEADERS 8
 #define GRAPH_ERRMSG_MAX 512
+/* The longest URL (or part of one) galbridge builds. URLs are built from
+ * ids, addresses and links that come from a tenant or the network; one
+ * cut short would ask another question, so a longer one is refused with
+ * an error instead. Twice what HTTP.sys, for one, takes by default for a
+ * request line and its headers (16 KiB). */
+#define GRAPH_URL_MAX 32768
 /* Inner 429/503/504 retries of one sub-request, and their bounds. */
 #define SUB_MAX_RETRIES 5
 #define SUB_BACKOFF_BASE_MS 500
@@ -118,6 +124,8 @@ struct graph {
 };
 
 static void send_with_token(struct graph_req *req, const char *token);
+static char *url_build(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 static void batcher_cancel(struct graph *graph);
 static void batcher_close(struct graph *graph);
 
@@ -265,6 +273,35 @@ graph_url_is_under(const char *base, const char *url)
   while (n > 0 && base[n - 1] == '/')
     n--;
   return n > 0 && strncasecmp(base, url, n) == 0 && url[n] == '/';
+}
+
+/* A new string of printf-style `fmt`, as long as what it holds, or NULL
+ * on allocation failure or when it would be longer than GRAPH_URL_MAX
+ * bytes (logged, without the text: it may hold an address). */
+static char *
+url_build(const char *fmt, ...)
+{
+  va_list ap;
+  char *s;
+  int n;
+
+  va_start(ap, fmt);
+  n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return NULL;
+  if (n > GRAPH_URL_MAX) {
+    log_warning("graph: refusing to build a URL over %d bytes length=%d",
+                GRAPH_URL_MAX, n);
+    return NULL;
+  }
+  s = malloc((size_t)n + 1);
+  if (s == NULL)
+    return NULL;
+  va_start(ap, fmt);
+  (void)vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
 }
 
 static void
@@ -715,14 +752,7 @@ req_prepare(struct graph *graph, const char *method, const char *url,
     if (req->body == NULL)
       goto fail;
   }
-  if (url[0] == '/') {
-    n = strlen(base) + strlen(url) + 1;
-    req->url = malloc(n);
-    if (req->url != NULL)
-      snprintf(req->url, n, "%s%s", base, url);
-  } else {
-    req->url = strdup(url);
-  }
+  req->url = url[0] == '/' ? url_build("%s%s", base, url) : strdup(url);
   if (req->url == NULL)
     goto fail;
   n = strcspn(req->url, "?");
@@ -1565,17 +1595,19 @@ on_sub_plain(void *ctx, const struct graph_response *resp)
 static void
 send_plain(struct graph *graph, struct sub *sub)
 {
-  char url[1024];
   const char *headers[4];
-  struct graph_req *req;
+  struct graph_req *req = NULL;
+  char *url;
   int i;
 
   for (i = 0; sub->headers[i] != NULL; i++)
     headers[i] = sub->headers[i];
   headers[i] = NULL;
-  snprintf(url, sizeof(url), "/%s%s", sub->beta ? "beta" : "v1.0", sub->url);
-  req = req_prepare(graph, sub->method, url, sub->body, headers, on_sub_plain,
-                    sub);
+  url = url_build("/%s%s", sub->beta ? "beta" : "v1.0", sub->url);
+  if (url != NULL)
+    req = req_prepare(graph, sub->method, url, sub->body, headers,
+                      on_sub_plain, sub);
+  free(url);
   if (req == NULL) {
     struct graph_response resp = {.result = GRAPH_ERR_PROTOCOL,
                                   .errmsg = "cannot build the request"};
@@ -1940,12 +1972,10 @@ submit(struct graph *graph, const char *method, int beta, const char *url,
 
   if (graph->loop == NULL || graph->freeing) {
     const char *headers[] = {header, NULL};
-    size_t n = strlen(url) + 8;
-    char *full = malloc(n);
+    char *full = url_build("/%s%s", beta ? "beta" : "v1.0", url);
     int rc;
     if (full == NULL)
       return -1;
-    snprintf(full, n, "/%s%s", beta ? "beta" : "v1.0", url);
     rc = graph_request(graph, method, full, body, headers, done, ctx);
     free(full);
     return rc;
@@ -2166,14 +2196,10 @@ static char *
 query_url(const char *what, const char *filter, const char *rest)
 {
   char *encoded = http_urlencode(filter), *url;
-  size_t n;
 
   if (encoded == NULL)
     return NULL;
-  n = strlen(what) + strlen(encoded) + strlen(rest) + 16;
-  url = malloc(n);
-  if (url != NULL)
-    snprintf(url, n, "/%s?$filter=%s&%s", what, encoded, rest);
+  url = url_build("/%s?$filter=%s&%s", what, encoded, rest);
   free(encoded);
   return url;
 }
@@ -2187,42 +2213,37 @@ graph_address_holders(struct graph *graph, const char *address,
   static const graph_done_fn answers[3] = {
       on_holders_users, on_holders_contacts, on_holders_groups};
   struct holders *h = NULL;
-  char *quoted = NULL, *prefixed = NULL, *smtp = NULL, *filter = NULL;
-  char *url[3] = {0};
-  size_t n;
+  char *quoted = NULL, *prefixed = NULL, *smtp = NULL;
+  char *filter[2] = {0}, *url[3] = {0};
   int sent = 0, rc = -1;
 
   if (address == NULL || address[0] == '\0')
     return -1;
   quoted = graph_odata_quote(address);
-  n = strlen(address) + 8;
-  prefixed = malloc(n);
+  prefixed = url_build("smtp:%s", address);
   if (quoted == NULL || prefixed == NULL)
     goto out;
-  snprintf(prefixed, n, "smtp:%s", address);
   smtp = graph_odata_quote(prefixed);
   if (smtp == NULL)
-    goto out;
-  n = 4 * strlen(quoted) + strlen(smtp) + 128;
-  filter = malloc(n);
-  if (filter == NULL)
     goto out;
   /* Users hold an address as mail, as a proxy address, or (an invited
    * user whose address another object had) in otherMails; contacts and
    * groups as mail or proxy address. Every one stands in the way. */
-  snprintf(filter, n,
-           "mail eq %s or userPrincipalName eq %s or "
-           "otherMails/any(x:x eq %s) or proxyAddresses/any(x:x eq %s)",
-           quoted, quoted, quoted, smtp);
-  url[0] = query_url("users", filter,
+  filter[0] = url_build("mail eq %s or userPrincipalName eq %s or "
+                        "otherMails/any(x:x eq %s) or "
+                        "proxyAddresses/any(x:x eq %s)",
+                        quoted, quoted, quoted, smtp);
+  filter[1] =
+      url_build("mail eq %s or proxyAddresses/any(x:x eq %s)", quoted, smtp);
+  if (filter[0] == NULL || filter[1] == NULL)
+    goto out;
+  url[0] = query_url("users", filter[0],
                      "$select=id,displayName,mail,userPrincipalName,"
                      "proxyAddresses,userType,creationType,createdDateTime,"
                      "onPremisesExtensionAttributes&$top=5");
-  snprintf(filter, n, "mail eq %s or proxyAddresses/any(x:x eq %s)", quoted,
-           smtp);
-  url[1] = query_url("contacts", filter,
+  url[1] = query_url("contacts", filter[1],
                      "$select=id,displayName,mail&$count=true&$top=5");
-  url[2] = query_url("groups", filter,
+  url[2] = query_url("groups", filter[1],
                      "$select=id,displayName,mail&$count=true&$top=5");
   h = calloc(1, sizeof(*h));
   if (url[0] == NULL || url[1] == NULL || url[2] == NULL || h == NULL)
@@ -2269,7 +2290,8 @@ out:
   free(quoted);
   free(prefixed);
   free(smtp);
-  free(filter);
+  free(filter[0]);
+  free(filter[1]);
   return rc;
 }
 
@@ -2334,7 +2356,7 @@ user_call(struct graph *graph, const char *method, const char *prefix,
           graph_done_fn done, void *ctx)
 {
   struct call *c;
-  char url[512];
+  char *url;
   int rc;
 
   /* Object ids are GUIDs; anything else must not reach a URL. */
@@ -2349,14 +2371,17 @@ user_call(struct graph *graph, const char *method, const char *prefix,
   if (c == NULL)
     return -1;
   c->done = done;
-  snprintf(url, sizeof(url), "%s%s%s", prefix, id, suffix);
+  url = url_build("%s%s%s", prefix, id, suffix);
   /* PATCH and DELETE may go through $batch; a restore goes alone. */
-  if (strcmp(method, "POST") != 0 && strncmp(url, "/beta/", 6) == 0)
+  if (url == NULL)
+    rc = -1;
+  else if (strcmp(method, "POST") != 0 && strncmp(url, "/beta/", 6) == 0)
     rc = submit(graph, method, 1, url + 5, body, NULL, on_plain, c);
   else if (strcmp(method, "POST") != 0 && strncmp(url, "/v1.0/", 6) == 0)
     rc = submit(graph, method, 0, url + 5, body, NULL, on_plain, c);
   else
     rc = graph_request(graph, method, url, body, NULL, on_plain, c);
+  free(url);
   if (rc != 0)
     call_free(c);
   return rc;
@@ -2453,26 +2478,29 @@ int
 graph_group_members(struct graph *graph, const char *group_id,
                     graph_members_fn done, void *ctx)
 {
-  struct call *c = call_new(graph, ctx);
-  char url[256];
+  struct call *c;
+  char *url;
   int rc;
 
+  /* Object ids are GUIDs: anything else, or longer than any id, must not
+   * reach a URL (it was once cut to its first 64 characters). */
+  for (const char *p = group_id; *p != '\0'; p++) {
+    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == '-'))
+      return -1;
+  }
+  if (strlen(group_id) > 64)
+    return -1;
+  c = call_new(graph, ctx);
   if (c == NULL)
     return -1;
   c->members_done = done;
   c->members = json_object();
-  for (const char *p = group_id; *p != '\0'; p++) {
-    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == '-')) {
-      call_free(c);
-      return -1;
-    }
-  }
-  snprintf(url, sizeof(url),
-           "/v1.0/groups/%.64s/transitiveMembers?$select=id&$top=999",
-           group_id);
-  rc = c->members == NULL
+  url = url_build("/v1.0/groups/%s/transitiveMembers?$select=id&$top=999",
+                  group_id);
+  rc = c->members == NULL || url == NULL
            ? -1
            : graph_request(graph, "GET", url, NULL, NULL, on_members, c);
+  free(url);
   if (rc != 0)
     call_free(c);
   return rc;
