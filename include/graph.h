@@ -56,7 +56,9 @@
  * gets most of its invitations through where invitations sent one by one
  * would each risk a 429 that holds the whole tenant back.
  *
- * Only this module (with exo and auth) knows Microsoft's JSON shapes.
+ * Only this module (with exo and auth) knows Microsoft's JSON shapes. Its
+ * code is src/graph.c (the client, errors), graph_delta.c, graph_batch.c
+ * and graph_users.c, which share src/graph_int.h.
  */
 #ifndef GALBRIDGE_GRAPH_H
 #define GALBRIDGE_GRAPH_H
