@@ -1129,7 +1129,7 @@ user_keys_table(void **state)
 /*
  * A blocking HTTP/1.1 server on a thread, on 127.0.0.1 (which http allows
  * in plain http), one connection at a time: it answers the token endpoint
- * with a token, POST .../$batch with `batch_status` and a Graph error,
+ * with a token, POST .../$batch with a 400 and a Graph error,
  * anything else with 200 {"value": []}, and records each request line
  * whole before it answers. The client runs on the test's loop until its
  * callback has come, under a guard timer; nothing sleeps.
@@ -1143,7 +1143,7 @@ user_keys_table(void **state)
 
 struct srv {
   int fd, port;
-  int batch_status;
+  int short_writes; /* answers the client did not take whole */
   pthread_t thread;
   pthread_mutex_t lock;
   char *lines[SRV_LINES];
@@ -1203,7 +1203,7 @@ srv_main(void *arg)
       body = "{\"token_type\":\"Bearer\",\"expires_in\":3599,"
              "\"access_token\":\"eyJ0.tok.sig\"}";
     } else if (line != NULL && strstr(line, "/$batch ") != NULL) {
-      status = s->batch_status;
+      status = 400;
       body = "{\"error\":{\"code\":\"BadRequest\",\"message\":\"no\"}}";
     }
     pthread_mutex_lock(&s->lock);
@@ -1216,8 +1216,8 @@ srv_main(void *arg)
                  "HTTP/1.1 %d Canned\r\nContent-Type: application/json\r\n"
                  "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
                  status, strlen(body), body);
-    if (write(c, out, (size_t)n) != n)
-      s->batch_status = -1; /* seen as a failure by the test */
+    if (send(c, out, (size_t)n, MSG_NOSIGNAL) != n)
+      s->short_writes++; /* read once the thread has ended */
     close(c);
   }
 }
@@ -1229,7 +1229,6 @@ srv_start(struct srv *s)
   socklen_t len = sizeof(addr);
 
   memset(s, 0, sizeof(*s));
-  s->batch_status = 400;
   s->fd = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(s->fd >= 0);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -1246,6 +1245,7 @@ srv_stop(struct srv *s)
 {
   shutdown(s->fd, SHUT_RDWR); /* accept() returns: the thread ends */
   assert_int_equal(pthread_join(s->thread, NULL), 0);
+  assert_int_equal(s->short_writes, 0);
   close(s->fd);
   for (int i = 0; i < s->n; i++)
     free(s->lines[i]);
@@ -1434,7 +1434,6 @@ long_address_not_cut(void **state)
   snprintf(tail, sizeof(tail), "$top=5 HTTP/1.1");
   assert_string_equal(users + strlen(users) - strlen(tail), tail);
   assert_string_equal(groups + strlen(groups) - strlen(tail), tail);
-  assert_int_equal(f->srv.batch_status, 400);
   fx_free(f);
 }
 
