@@ -56,7 +56,9 @@
  * gets most of its invitations through where invitations sent one by one
  * would each risk a 429 that holds the whole tenant back.
  *
- * Only this module (with exo and auth) knows Microsoft's JSON shapes.
+ * Only this module (with exo and auth) knows Microsoft's JSON shapes. Its
+ * code is src/graph.c (the client, errors), graph_delta.c, graph_batch.c
+ * and graph_users.c, which share src/graph_int.h.
  */
 #ifndef GALBRIDGE_GRAPH_H
 #define GALBRIDGE_GRAPH_H
@@ -212,7 +214,9 @@ typedef void (*graph_holders_fn)(void *ctx, const struct graph_response *resp,
  * proxy address (three lookups, through $batch once batching is on; the
  * latter two as advanced queries). `anchor_attr` names the extension
  * attribute reported in each user's holder->anchor (may be NULL).
- * Returns 0, or -1 (callback never called). */
+ * Returns 0, or -1 (callback never called): no address, one so long
+ * that its lookups' URLs would pass 32 KiB (refused, never cut),
+ * allocation failure. */
 int graph_address_holders(struct graph *graph, const char *address,
                           const char *anchor_attr, graph_holders_fn done,
                           void *ctx) __attribute__((warn_unused_result));
@@ -249,7 +253,9 @@ int graph_user_restore(struct graph *graph, const char *user_id,
 typedef void (*graph_members_fn)(void *ctx, const struct graph_response *resp,
                                  const json_t *members);
 
-/* Every transitive member of a group, following nextLinks. */
+/* Every transitive member of a group, following nextLinks. Returns 0, or
+ * -1 (callback never called) when `group_id` is no object id (lower-case
+ * hex and '-', at most 64 characters) or on allocation failure. */
 int graph_group_members(struct graph *graph, const char *group_id,
                         graph_members_fn done, void *ctx)
     __attribute__((warn_unused_result));

@@ -1,8 +1,8 @@
 /*
- * fuzz_graph_delta — the users/delta page parser and merge (src/graph.c:
- * graph_delta_page_parse, graph_delta_item_id, graph_delta_merge), and
- * what makes a hostile page readable (graph_json_mark_bad,
- * graph_delta_item_check).
+ * fuzz_graph_delta — the users/delta page parser and merge
+ * (src/graph_delta.c: graph_delta_page_parse, graph_delta_item_id,
+ * graph_delta_merge), and what makes a hostile page readable
+ * (graph_json_mark_bad, graph_delta_item_check).
  *
  * Input: a response body. When it is JSON, the page is checked; for a
  * page that parses, each item is merged twice — into nothing, and into
@@ -58,8 +58,8 @@ merge(const json_t *stored, const json_t *item, int replace)
   return merged;
 }
 
-/* graph_json_mark_bad() and graph_delta_item_check(), as graph.c and
- * the reader use them. */
+/* graph_json_mark_bad() and graph_delta_item_check(), as graph.c's
+ * on_http() and the reader use them. */
 static void
 check_marking(const uint8_t *data, size_t size)
 {

@@ -7,6 +7,10 @@
  * graph_batch_parse). Pages are Microsoft's documented bodies where one
  * exists (../shared/microsoft-fixtures when present) and inline JSON
  * otherwise.
+ *
+ * A few whole calls run against a server of our own (see "Whole calls"
+ * below) to prove that URLs built from long ids and addresses reach the
+ * wire whole, or are refused, never cut.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,7 +22,18 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "auth.h"
 #include "graph.h"
+#include "http.h"
 
 static json_t *
 parse(const char *text)
@@ -1108,6 +1123,367 @@ user_keys_table(void **state)
   json_decref(attrs);
 }
 
+/* ------------------------------------------------------------------ */
+/* Whole calls against a server of our own                             */
+
+/*
+ * A blocking HTTP/1.1 server on a thread, on 127.0.0.1 (which http allows
+ * in plain http), one connection at a time: it answers the token endpoint
+ * with a token, POST .../$batch with a 400 and a Graph error,
+ * anything else with 200 {"value": []}, and records each request line
+ * whole before it answers. The client runs on the test's loop until its
+ * callback has come, under a guard timer; nothing sleeps.
+ */
+
+#define TENANT_ID "4a6f1a2b-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
+#define CLIENT_ID "535fb089-9ff3-47b6-9bfb-4f1264799865"
+#define SRV_LINES 16
+#define SRV_BUF (256 * 1024)
+#define GUARD_MS 10000
+
+struct srv {
+  int fd, port;
+  int short_writes; /* answers the client did not take whole */
+  pthread_t thread;
+  pthread_mutex_t lock;
+  char *lines[SRV_LINES];
+  int n;
+};
+
+/* Read one request (its head, then Content-Length bytes of body) from
+ * connection c; its request line as a new string, or NULL. No cmocka
+ * assertion here: this runs on the server's thread. */
+static char *
+srv_read(int c)
+{
+  char *buf = malloc(SRV_BUF + 1), *end = NULL, *line = NULL;
+  size_t len = 0, want = 0;
+
+  if (buf == NULL)
+    return NULL;
+  while ((end == NULL || len < want) && len < SRV_BUF) {
+    ssize_t n = read(c, buf + len, SRV_BUF - len);
+    const char *cl;
+
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+    buf[len] = '\0';
+    if (end != NULL)
+      continue;
+    end = strstr(buf, "\r\n\r\n");
+    if (end == NULL)
+      continue;
+    cl = strcasestr(buf, "\r\nContent-Length:");
+    want = (size_t)(end - buf) + 4;
+    if (cl != NULL && cl < end)
+      want += strtoul(cl + 17, NULL, 10);
+  }
+  if (end != NULL && len >= want)
+    line = strndup(buf, strcspn(buf, "\r\n"));
+  free(buf);
+  return line;
+}
+
+static void *
+srv_main(void *arg)
+{
+  struct srv *s = arg;
+
+  for (;;) {
+    int c = accept(s->fd, NULL, NULL);
+    char *line, out[512];
+    const char *body = "{\"value\":[]}";
+    int status = 200, n;
+
+    if (c < 0)
+      return NULL; /* srv_stop() shut the socket down */
+    line = srv_read(c);
+    if (line != NULL && strstr(line, "/oauth2/v2.0/token") != NULL) {
+      body = "{\"token_type\":\"Bearer\",\"expires_in\":3599,"
+             "\"access_token\":\"eyJ0.tok.sig\"}";
+    } else if (line != NULL && strstr(line, "/$batch ") != NULL) {
+      status = 400;
+      body = "{\"error\":{\"code\":\"BadRequest\",\"message\":\"no\"}}";
+    }
+    pthread_mutex_lock(&s->lock);
+    if (line != NULL && s->n < SRV_LINES)
+      s->lines[s->n++] = line;
+    else
+      free(line);
+    pthread_mutex_unlock(&s->lock);
+    n = snprintf(out, sizeof(out),
+                 "HTTP/1.1 %d Canned\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                 status, strlen(body), body);
+    if (send(c, out, (size_t)n, MSG_NOSIGNAL) != n)
+      s->short_writes++; /* read once the thread has ended */
+    close(c);
+  }
+}
+
+static void
+srv_start(struct srv *s)
+{
+  struct sockaddr_in addr = {.sin_family = AF_INET};
+  socklen_t len = sizeof(addr);
+
+  memset(s, 0, sizeof(*s));
+  s->fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(s->fd >= 0);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(s->fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+  assert_int_equal(listen(s->fd, 16), 0);
+  assert_int_equal(getsockname(s->fd, (struct sockaddr *)&addr, &len), 0);
+  s->port = ntohs(addr.sin_port);
+  assert_int_equal(pthread_mutex_init(&s->lock, NULL), 0);
+  assert_int_equal(pthread_create(&s->thread, NULL, srv_main, s), 0);
+}
+
+static void
+srv_stop(struct srv *s)
+{
+  shutdown(s->fd, SHUT_RDWR); /* accept() returns: the thread ends */
+  assert_int_equal(pthread_join(s->thread, NULL), 0);
+  assert_int_equal(s->short_writes, 0);
+  close(s->fd);
+  for (int i = 0; i < s->n; i++)
+    free(s->lines[i]);
+  pthread_mutex_destroy(&s->lock);
+}
+
+/* The request line the server saw that starts with `prefix`, or NULL. */
+static const char *
+srv_line(struct srv *s, const char *prefix)
+{
+  const char *found = NULL;
+
+  pthread_mutex_lock(&s->lock);
+  for (int i = 0; i < s->n && found == NULL; i++) {
+    if (strncmp(s->lines[i], prefix, strlen(prefix)) == 0)
+      found = s->lines[i];
+  }
+  pthread_mutex_unlock(&s->lock);
+  return found;
+}
+
+struct fx {
+  uv_loop_t loop;
+  uv_timer_t guard;
+  int timed_out;
+  struct srv srv;
+  struct http *http;
+  struct auth *auth;
+  struct graph *graph;
+  struct config_tenant tenant;
+  char base_url[64], dir[64], secret_path[128];
+};
+
+static void
+on_guard(uv_timer_t *t)
+{
+  struct fx *f = t->data;
+
+  f->timed_out = 1;
+}
+
+#define RUN_UNTIL(f, cond)                                                    \
+  do {                                                                        \
+    (f)->timed_out = 0;                                                       \
+    uv_timer_start(&(f)->guard, on_guard, GUARD_MS, 0);                       \
+    while (!(cond) && !(f)->timed_out)                                        \
+      uv_run(&(f)->loop, UV_RUN_ONCE);                                        \
+    uv_timer_stop(&(f)->guard);                                               \
+    if (!(cond))                                                              \
+      fail_msg("timed out waiting for %s", #cond);                            \
+  } while (0)
+
+/* A Graph client of a tenant whose login and Graph hosts are the server,
+ * with $batch on. */
+static struct fx *
+fx_new(void)
+{
+  struct fx *f = calloc(1, sizeof(*f));
+  struct http_options opts = {.max_attempts = 1};
+  char err[256];
+  FILE *fp;
+
+  assert_non_null(f);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  assert_int_equal(uv_timer_init(&f->loop, &f->guard), 0);
+  f->guard.data = f;
+  srv_start(&f->srv);
+  f->http = http_new(&f->loop, &opts);
+  assert_non_null(f->http);
+  snprintf(f->base_url, sizeof(f->base_url), "http://127.0.0.1:%d",
+           f->srv.port);
+  snprintf(f->dir, sizeof(f->dir), "/tmp/test_graph.XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
+  snprintf(f->secret_path, sizeof(f->secret_path), "%s/secret", f->dir);
+  fp = fopen(f->secret_path, "w");
+  assert_non_null(fp);
+  fputs("s3cr3t\n", fp);
+  assert_int_equal(fclose(fp), 0);
+  assert_int_equal(chmod(f->secret_path, 0600), 0);
+  f->tenant.name = (char *)"contoso";
+  f->tenant.tenant_id = (char *)TENANT_ID;
+  f->tenant.client_id = (char *)CLIENT_ID;
+  f->tenant.client_secret_file = f->secret_path;
+  f->tenant.cloud = CONFIG_CLOUD_GLOBAL;
+  f->tenant.login_url = f->base_url;
+  f->tenant.graph_url = f->base_url;
+  f->tenant.exchange_url = f->base_url;
+  assert_int_equal(
+      auth_new(&f->loop, f->http, &f->tenant, &f->auth, err, sizeof(err)), 0);
+  f->graph = graph_new(f->http, f->auth, &f->tenant);
+  assert_non_null(f->graph);
+  assert_int_equal(graph_batch_enable(f->graph, &f->loop), 0);
+  return f;
+}
+
+static void
+fx_free(struct fx *f)
+{
+  graph_free(f->graph);
+  auth_free(f->auth);
+  http_close(f->http);
+  uv_close((uv_handle_t *)&f->guard, NULL);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  srv_stop(&f->srv);
+  unlink(f->secret_path);
+  rmdir(f->dir);
+  free(f);
+}
+
+struct got {
+  int called;
+  int result;
+  char errmsg[600];
+};
+
+static void
+on_holders(void *ctx, const struct graph_response *resp,
+           const struct graph_holder *holders, size_t n)
+{
+  struct got *g = ctx;
+
+  (void)holders;
+  (void)n;
+  g->called++;
+  g->result = resp->result;
+  snprintf(g->errmsg, sizeof(g->errmsg), "%s", resp->errmsg);
+}
+
+static void
+on_members(void *ctx, const struct graph_response *resp, const json_t *members)
+{
+  struct got *g = ctx;
+
+  g->called++;
+  g->result = resp->result;
+  snprintf(g->errmsg, sizeof(g->errmsg), "%s", resp->errmsg);
+  if (resp->result == GRAPH_OK)
+    assert_int_equal(json_object_size(members), 0);
+}
+
+/* How many times `run` stands in `s`, apart. */
+static int
+count_runs(const char *s, const char *run)
+{
+  int n = 0;
+
+  for (const char *p = strstr(s, run); p != NULL;
+       p = strstr(p + strlen(run), run))
+    n++;
+  return n;
+}
+
+/* A 600-character address: the three lookups' URLs run to kilobytes. The
+ * $batch carrying them is refused (400), so each goes again alone as a
+ * plain request, whose URL is built anew from the queued one: it must
+ * reach the server whole (it was once cut at 1023 bytes). */
+static void
+long_address_not_cut(void **state)
+{
+  struct fx *f = fx_new();
+  struct got got = {0};
+  char local[601], address[640], tail[64];
+  const char *users, *contacts, *groups;
+
+  (void)state;
+  memset(local, 'a', 600);
+  local[600] = '\0';
+  snprintf(address, sizeof(address), "%s@contoso.example", local);
+  assert_int_equal(
+      graph_address_holders(f->graph, address, NULL, on_holders, &got), 0);
+  RUN_UNTIL(f, got.called > 0);
+  assert_int_equal(got.called, 1);
+  assert_int_equal(got.result, GRAPH_OK);
+  assert_non_null(srv_line(&f->srv, "POST /v1.0/$batch "));
+  users = srv_line(&f->srv, "GET /v1.0/users?");
+  contacts = srv_line(&f->srv, "GET /v1.0/contacts?");
+  groups = srv_line(&f->srv, "GET /v1.0/groups?");
+  assert_non_null(users);
+  assert_non_null(contacts);
+  assert_non_null(groups);
+  /* mail, userPrincipalName, otherMails and the SMTP proxy address. */
+  assert_int_equal(count_runs(users, local), 4);
+  assert_int_equal(count_runs(contacts, local), 2);
+  assert_int_equal(count_runs(groups, local), 2);
+  snprintf(tail, sizeof(tail), "$top=5 HTTP/1.1");
+  assert_string_equal(users + strlen(users) - strlen(tail), tail);
+  assert_string_equal(groups + strlen(groups) - strlen(tail), tail);
+  fx_free(f);
+}
+
+/* An address so long its lookup would be no URL a server takes is
+ * refused at once, with nothing sent. */
+static void
+huge_address_refused(void **state)
+{
+  struct fx *f = fx_new();
+  struct got got = {0};
+  size_t len = 40000;
+  char *address = malloc(len + 20);
+
+  (void)state;
+  assert_non_null(address);
+  memset(address, 'b', len);
+  snprintf(address + len, 20, "@contoso.example");
+  assert_int_equal(
+      graph_address_holders(f->graph, address, NULL, on_holders, &got), -1);
+  assert_int_equal(got.called, 0);
+  free(address);
+  fx_free(f);
+  assert_int_equal(got.called, 0);
+}
+
+/* A group id is sent whole; one longer than any object id is refused,
+ * never cut to its first 64 characters. */
+static void
+group_id_not_cut(void **state)
+{
+  struct fx *f = fx_new();
+  struct got got = {0};
+  char id[601];
+
+  (void)state;
+  assert_int_equal(graph_group_members(f->graph, TENANT_ID, on_members, &got),
+                   0);
+  RUN_UNTIL(f, got.called > 0);
+  assert_int_equal(got.result, GRAPH_OK);
+  assert_non_null(srv_line(&f->srv,
+                           "GET /v1.0/groups/" TENANT_ID
+                           "/transitiveMembers?$select=id&$top=999 "));
+  memset(id, 'a', 600);
+  id[600] = '\0';
+  memset(&got, 0, sizeof(got));
+  assert_int_equal(graph_group_members(f->graph, id, on_members, &got), -1);
+  fx_free(f);
+  assert_int_equal(got.called, 0);
+}
+
 int
 main(void)
 {
@@ -1146,6 +1522,9 @@ main(void)
       cmocka_unit_test(batch_parse_fixture),
       cmocka_unit_test(batch_invitations_round_trip),
       cmocka_unit_test(user_keys_table),
+      cmocka_unit_test(long_address_not_cut),
+      cmocka_unit_test(huge_address_refused),
+      cmocka_unit_test(group_id_not_cut),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
