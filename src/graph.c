@@ -36,6 +36,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "text.h"
 
 /* Retries of a request refused with 401 because the token it carried
  * was past its prime when it left (see authorize()). */
@@ -75,16 +76,6 @@ graph_base_url(const struct graph *graph)
   return graph->tenant->graph_url;
 }
 
-/* Free a string that may hold a token, wiping it first. */
-void
-graph_wipe_free(char *s)
-{
-  if (s != NULL) {
-    explicit_bzero(s, strlen(s));
-    free(s);
-  }
-}
-
 static void
 req_free(struct graph_req *req)
 {
@@ -96,8 +87,8 @@ req_free(struct graph_req *req)
   free(req->path_for_log);
   for (int i = 0; req->headers[i] != NULL; i++)
     free(req->headers[i]);
-  graph_wipe_free(req->token);
-  graph_wipe_free(req->auth_line);
+  text_wipe_free(req->token);
+  text_wipe_free(req->auth_line);
   free(req);
 }
 
@@ -543,8 +534,8 @@ authorize(void *ctx)
     return NULL;
   }
   snprintf(line, len, "Authorization: Bearer %s", token);
-  graph_wipe_free(req->token);
-  graph_wipe_free(req->auth_line);
+  text_wipe_free(req->token);
+  text_wipe_free(req->auth_line);
   req->token = t;
   req->auth_line = line;
   return line;
@@ -581,8 +572,8 @@ send_with_token(struct graph_req *req, const char *token)
 
   /* The token and its header line go together: authorize() hands the
    * line out again while the token is still the current one. */
-  graph_wipe_free(req->token);
-  graph_wipe_free(req->auth_line);
+  text_wipe_free(req->token);
+  text_wipe_free(req->auth_line);
   req->auth_line = NULL;
   req->token = strdup(token);
   len = strlen(token) + sizeof("Authorization: Bearer ");

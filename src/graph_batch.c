@@ -36,6 +36,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "text.h"
 
 /* Inner 429/503/504 retries of one sub-request, and their bounds. */
 #define SUB_MAX_RETRIES 5
@@ -482,7 +483,7 @@ send_plain(struct graph *graph, struct sub *sub)
 static void
 batch_free(struct batch *b)
 {
-  graph_wipe_free(b->token);
+  text_wipe_free(b->token);
   free(b);
 }
 

@@ -121,9 +121,6 @@ unsigned graph_budget_invitations(const char *method, const char *url);
 char *graph_url_build(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
-/* Free a string that may hold a token, wiping it first. NULL is fine. */
-void graph_wipe_free(char *s);
-
 /* --- graph_batch.c --- */
 
 /* Queue METHOD /{v1.0|beta}`url` when batching, else send it now.
