@@ -105,7 +105,7 @@ load_config(const char *path, int sync, struct config **cfg)
 
   if (config_load(path, cfg, err, sizeof(err)) != 0 ||
       (sync && config_require_links(*cfg, err, sizeof(err)) != 0) ||
-      scheduler_check_config(*cfg, err, sizeof(err)) != 0) {
+      config_check(*cfg, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
     config_free(*cfg);
     *cfg = NULL;
@@ -132,7 +132,7 @@ cmd_check_config(const char *path)
 
   if (load_config(path, 1, &cfg) != 0)
     return EXIT_CONFIG;
-  config_dump(cfg, stdout);
+  config_dump_marked(cfg, stdout);
   fflush(stdout);
   (void)config_warn_overlaps(cfg, stderr);
   config_free(cfg);
@@ -248,49 +248,6 @@ start_scheduler(struct app *app)
   return EXIT_OK;
 }
 
-/* What names an object galbridge made cannot change under a running
- * daemon: a tenant's id, a link's source, target, object kind and anchor.
- * Such a change is a new link (or a restart). */
-static int
-identity_changed(const struct config *old, const struct config *cfg, char *err,
-                 size_t errlen)
-{
-  for (size_t i = 0; i < cfg->n_tenants; i++) {
-    const struct config_tenant *t = &cfg->tenants[i];
-    const struct config_tenant *o = config_tenant_find(old, t->name);
-    if (o != NULL && strcmp(o->tenant_id, t->tenant_id) != 0) {
-      snprintf(err, errlen,
-               "%s:%d: tenant '%s': tenant_id cannot change on reload "
-               "(restart galbridge)",
-               cfg->path, t->line, t->name);
-      return 1;
-    }
-  }
-  for (size_t i = 0; i < cfg->n_links; i++) {
-    const struct config_link *l = &cfg->links[i];
-    const struct config_link *o = config_link_find(old, l->name);
-    const char *what = NULL;
-    if (o == NULL)
-      continue;
-    if (strcmp(o->source->tenant_id, l->source->tenant_id) != 0)
-      what = "source";
-    else if (strcmp(o->target->tenant_id, l->target->tenant_id) != 0)
-      what = "target";
-    else if (o->object != l->object)
-      what = "object";
-    else if (strcmp(o->anchor, l->anchor) != 0)
-      what = "anchor";
-    if (what != NULL) {
-      snprintf(err, errlen,
-               "%s:%d: link '%s': %s cannot change on reload (make a new "
-               "link, or restart galbridge)",
-               cfg->path, l->line, l->name, what);
-      return 1;
-    }
-  }
-  return 0;
-}
-
 /* SIGHUP: parse and check the whole file into a new config; on any error
  * keep the old one (invariant 5). On success let the running rounds end,
  * then start again from the new config (on_sched_done). */
@@ -307,23 +264,18 @@ reload(struct app *app)
   notify_reloading(app->notify);
   if (config_load(app->path, &cfg, err, sizeof(err)) != 0 ||
       config_require_links(cfg, err, sizeof(err)) != 0 ||
-      scheduler_check_config(cfg, err, sizeof(err)) != 0) {
+      config_check(cfg, err, sizeof(err)) != 0) {
     log_error("reload failed, keeping the running configuration: %s", err);
     config_free(cfg);
     notify_ready(app->notify);
     update_status(app);
     return;
   }
-  if (identity_changed(app->cfg, cfg, err, sizeof(err))) {
+  /* What names an object galbridge made (a tenant's id, a link's source,
+   * target, object kind and anchor) and state_dir cannot change under a
+   * running daemon: the key tables say which keys. */
+  if (config_reload_check(app->cfg, cfg, err, sizeof(err)) != 0) {
     log_error("reload failed, keeping the running configuration: %s", err);
-    config_free(cfg);
-    notify_ready(app->notify);
-    return;
-  }
-  if (strcmp(cfg->state_dir, app->cfg->state_dir) != 0) {
-    log_error("reload failed, keeping the running configuration: "
-              "%s: state_dir cannot change without a restart (%s -> %s)",
-              app->path, app->cfg->state_dir, cfg->state_dir);
     config_free(cfg);
     notify_ready(app->notify);
     return;
