@@ -3,9 +3,12 @@
  *
  * libinih lexes the file; each section kind has one table of keys (type,
  * default, bounds, whether SIGHUP may change it) from which parsing,
- * validation and `check-config`'s dump all come. Every error carries
- * `file:line: message`. A config is immutable once loaded: a reload builds
- * a new one and swaps it in only if it is valid (DESIGN.md invariant 5).
+ * validation, `check-config`'s dump and the reload check all come.
+ * config_check() then compiles every link's mapping and scope filter.
+ * Every error carries `file:line: message`. A config is immutable once
+ * loaded: a reload builds a new one and swaps it in only if it loads,
+ * passes config_check() and config_reload_check() accepts it (DESIGN.md
+ * invariant 5).
  *
  * The structs below are plain data, read freely by every module; only
  * config.c writes them.
@@ -174,6 +177,53 @@ int config_load_buffer(const char *path, const char *dir, const char *text,
  * lines of their own, so the output loads back as the same config. Does
  * nothing when either argument is NULL. */
 void config_dump(const struct config *cfg, FILE *fp);
+
+/* config_dump() with the keys a reload cannot change marked: after each
+ * [galbridge], [tenant] and [link] header, one comment line names them
+ * and what a change takes instead, e.g. "# a reload cannot change source,
+ * target, object, anchor (make a new link, or restart galbridge)". What
+ * check-config prints; it loads back as the same config too. */
+void config_dump_marked(const struct config *cfg, FILE *fp);
+
+/* Whether `next` may replace `old` in a running daemon (SIGHUP). The key
+ * tables decide: every key not marked reloadable must keep its value in
+ * [galbridge] and in each [tenant] and [link] both configs have (by
+ * name); sections may come and go. A [link]'s source and target compare
+ * by their tenants' tenant_id. Returns 0 when nothing such changed, else
+ * -1 with the first change (tenants, then links, then [galbridge]) in
+ * `err` (may be NULL or short), "file" being next's path:
+ *   "file:line: tenant 'NAME': tenant_id cannot change on reload (restart
+ *   galbridge)", "file:line: link 'NAME': anchor cannot change on reload
+ *   (make a new link, or restart galbridge)" (line: the section header's),
+ *   "file: state_dir cannot change without a restart (OLD -> NEW)".
+ * A NULL config returns -1. */
+int config_reload_check(const struct config *old, const struct config *next,
+                        char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* The last check of a loaded config, made by every command and reload
+ * before it uses one: each link compiles (config_link_compile). Returns
+ * 0, or -1 with the first link's "file:line: message" in err (errlen
+ * bytes, not NULL), e.g. "galbridge.conf:14: column 9: Left() takes 2
+ * arguments, got 1". */
+int config_check(const struct config *cfg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+struct mapping;
+struct scope_filter;
+
+/* Compile a link of cfg (borrowed) as config_check() checks it: its
+ * mapping (mapping_compile: its [mapping], or the built-in one), which
+ * may not set the link's anchor attribute, and its scope filter; both
+ * may read only source attributes galbridge reads (GRAPH_USER_SELECT).
+ * Returns 0 with *mapping new (mapping_free) and *filter new or NULL
+ * without a scope_filter (scope_filter_free), or -1 with both NULL and
+ * "file:line: message" in err. */
+int config_link_compile(const struct config *cfg,
+                        const struct config_link *link,
+                        struct mapping **mapping, struct scope_filter **filter,
+                        char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* The section of that name (borrowed from cfg), or NULL; NULL-safe. */
 const struct config_tenant *config_tenant_find(const struct config *cfg,

@@ -53,11 +53,6 @@ struct scheduler_opts {
   void *progress_ctx;
 };
 
-/* Compile every link's mapping and scope filter as a config check.
- * Returns 0, or -1 with "file:line: message" in err. */
-int scheduler_check_config(const struct config *cfg, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
-
 /* Returns 0 and a scheduler, or -1 with err set (a config error when
  * *config_error is set, else a runtime one). Nothing starts yet. */
 int scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,

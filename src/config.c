@@ -2,9 +2,10 @@
  * config — see include/config.h.
  *
  * Each section kind has one table of keys (name, type, default, bounds,
- * flags such as "SIGHUP may change it"); parsing, defaults, validation and
- * config_dump() are all driven by those tables, Redis-style, so adding a
- * key is one line in a table plus a field in config.h.
+ * flags such as "SIGHUP may change it"); parsing, defaults, validation,
+ * config_dump() and config_reload_check() are all driven by those tables,
+ * Redis-style, so adding a key is one line in a table plus a field in
+ * config.h.
  *
  * Loading is three passes, each stopping at the first error so that the
  * message always names the line at fault:
@@ -16,6 +17,11 @@
  *      keys, defaults, cross-references (links may name tenants defined
  *      further down) and the file checks (secret files must exist and be
  *      closed to group and others, as ssh demands of a private key).
+ * config_check() is a fourth, asked for by the caller on a loaded config:
+ * each link's mapping and scope filter must compile, as the scheduler
+ * will compile them. config_load() itself holds expressions as text, so
+ * that the file's syntax is checked (and tested, and fuzzed) apart from
+ * the expression languages.
  *
  * libinih, as Debian 12 builds it (libinih 55), does not honour our file
  * contract by itself, so the reader (read_line) hands it pre-digested
@@ -66,6 +72,11 @@
 #include <unistd.h>
 
 #include <ini.h>
+
+#include "graph.h"
+#include "mapping.h"
+#include "planner.h"
+#include "scope.h"
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -224,7 +235,10 @@ enum key_type {
   TYPE_RATE,    /* "COUNT/WINDOWs" or "off": struct config_rate */
 };
 
-/* Flags */
+/* Flags. KEY_RELOADABLE alone decides what a reload may change:
+ * config_reload_check() refuses a new value of any other key in a
+ * [galbridge], [tenant] or [link] already running, and
+ * config_dump_marked() names those keys for check-config. */
 #define KEY_REQUIRED 0x01u   /* missing: error at the section header */
 #define KEY_RELOADABLE 0x02u /* SIGHUP may change it (else: restart) */
 #define KEY_CREDENTIAL 0x04u /* relative path: $CREDENTIALS_DIRECTORY */
@@ -455,14 +469,19 @@ struct section_def {
   int named; /* [kind NAME] rather than [kind] */
   const struct key_def *keys;
   size_t n_keys;
+  const char *restart; /* what changing a key not KEY_RELOADABLE takes */
 };
 
+#define RESTART "restart galbridge"
 static const struct section_def sections[] = {
-    {"galbridge", KIND_GALBRIDGE, 0, galbridge_keys, N_KEYS(galbridge_keys)},
-    {"tenant", KIND_TENANT, 1, tenant_keys, N_KEYS(tenant_keys)},
-    {"link", KIND_LINK, 1, link_keys, N_KEYS(link_keys)},
-    {"mapping", KIND_MAPPING, 1, NULL, 0},
+    {"galbridge", KIND_GALBRIDGE, 0, galbridge_keys, N_KEYS(galbridge_keys),
+     RESTART},
+    {"tenant", KIND_TENANT, 1, tenant_keys, N_KEYS(tenant_keys), RESTART},
+    {"link", KIND_LINK, 1, link_keys, N_KEYS(link_keys),
+     "make a new link, or " RESTART},
+    {"mapping", KIND_MAPPING, 1, NULL, 0, NULL},
 };
+#undef RESTART
 
 /* ---------------------------------------------------------------------
  * The loader.
@@ -1563,6 +1582,93 @@ publish(struct loader *ld)
 }
 
 /* ---------------------------------------------------------------------
+ * config_check: each link's mapping and scope filter, compiled once the
+ * config is whole, so that an expression galbridge cannot run is a config
+ * error like any other (the scheduler compiles them again for its rounds).
+ */
+
+/* Consumes `names` (a new JSON array); puts the first name galbridge does
+ * not read into msg and returns -1. */
+static int
+unknown_source(json_t *names, char *msg, size_t msglen)
+{
+  json_t *v;
+  size_t i;
+  int result = 0;
+
+  json_array_foreach(names, i, v)
+  {
+    const char *name = json_string_value(v);
+    if (name != NULL && !graph_user_property_known(name)) {
+      snprintf(msg, msglen, "%s", name);
+      result = -1;
+      break;
+    }
+  }
+  json_decref(names);
+  return result;
+}
+
+int
+config_link_compile(const struct config *cfg, const struct config_link *link,
+                    struct mapping **mapping, struct scope_filter **filter,
+                    char *err, size_t errlen)
+{
+  char msg[512];
+
+  *mapping = NULL;
+  *filter = NULL;
+  if (mapping_compile(link->mapping, link->object, cfg->path, mapping, err,
+                      errlen) != 0)
+    return -1;
+  for (size_t i = 0; i < mapping_count(*mapping); i++) {
+    if (strcasecmp(mapping_target(*mapping, i), planner_anchor_attr(link)) ==
+        0) {
+      snprintf(err, errlen,
+               "%s:%d: link '%s' maps %s, which it uses as its anchor",
+               cfg->path, link->line, link->name, planner_anchor_attr(link));
+      goto fail;
+    }
+  }
+  if (link->scope_filter != NULL &&
+      scope_filter_parse(link->scope_filter, filter, msg, sizeof(msg)) != 0) {
+    snprintf(err, errlen, "%s:%d: link '%s': scope_filter: %s", cfg->path,
+             link->line, link->name, msg);
+    goto fail;
+  }
+  if (unknown_source(mapping_sources(*mapping), msg, sizeof(msg)) != 0 ||
+      (*filter != NULL &&
+       unknown_source(scope_filter_sources(*filter), msg, sizeof(msg)) != 0)) {
+    snprintf(err, errlen,
+             "%s:%d: link '%s' reads source attribute '%s', which galbridge "
+             "does not read from a tenant (it reads: %s)",
+             cfg->path, link->line, link->name, msg, GRAPH_USER_SELECT);
+    goto fail;
+  }
+  return 0;
+fail:
+  mapping_free(*mapping);
+  *mapping = NULL;
+  scope_filter_free(*filter);
+  *filter = NULL;
+  return -1;
+}
+
+int
+config_check(const struct config *cfg, char *err, size_t errlen)
+{
+  for (size_t i = 0; i < cfg->n_links; i++) {
+    struct mapping *m;
+    struct scope_filter *f;
+    if (config_link_compile(cfg, &cfg->links[i], &m, &f, err, errlen) != 0)
+      return -1;
+    mapping_free(m);
+    scope_filter_free(f);
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------
  * Freeing.
  */
 
@@ -1810,61 +1916,75 @@ config_load_buffer(const char *path, const char *dir, const char *text,
  * config_dump
  */
 
+/* The value of def's key in a public struct `base` as the file spells it
+ * (in buf when it has to be made), or NULL when unset. TYPE_TENANT and
+ * TYPE_MAPPING names live outside the public struct: those two read
+ * def->pub_off, every other type def->off. */
+static const char *
+value_text(const struct key_def *def, const void *base, char *buf, size_t size)
+{
+  const char *field = (const char *)base;
+  const char *s = NULL;
+  int v;
+  long l;
+
+  switch (def->type) {
+  case TYPE_ENUM:
+    memcpy(&v, field + def->off, sizeof(v));
+    return enum_name(def->values, v);
+  case TYPE_INT:
+    memcpy(&l, field + def->off, sizeof(l));
+    snprintf(buf, size, "%ld", l);
+    return buf;
+  case TYPE_RATE: {
+    struct config_rate r;
+    memcpy(&r, field + def->off, sizeof(r));
+    if (r.count == 0)
+      return "off";
+    snprintf(buf, size, "%ld/%lds", r.count, r.window);
+    return buf;
+  }
+  case TYPE_TENANT: {
+    const struct config_tenant *t;
+    memcpy(&t, field + def->pub_off, sizeof(t));
+    return t != NULL ? t->name : NULL;
+  }
+  case TYPE_MAPPING: {
+    const struct config_mapping *m;
+    memcpy(&m, field + def->pub_off, sizeof(m));
+    return m != NULL ? m->name : NULL;
+  }
+  case TYPE_STRING:
+  case TYPE_GUID:
+  case TYPE_PATH:
+  case TYPE_FILE:
+  case TYPE_URL:
+  case TYPE_ANCHOR:
+    memcpy(&s, field + def->off, sizeof(s));
+    break;
+  }
+  return s;
+}
+
+static int
+shown(const struct key_def *def, const struct config_link *link)
+{
+  return !((def->flags & KEY_GUEST_ONLY) && link != NULL &&
+           link->object != CONFIG_OBJECT_GUEST);
+}
+
 static void
 dump_keys(FILE *fp, const struct key_def *keys, size_t n, const void *base,
           const struct config_tenant *tenant, const struct config_link *link)
 {
   for (size_t i = 0; i < n; i++) {
     const struct key_def *def = &keys[i];
-    /* TYPE_TENANT/MAPPING names live outside the public struct: those
-     * two read def->pub_off, every other type def->off. */
-    const char *field = (const char *)base;
-    const char *s = NULL;
-    int v;
-    long l;
+    char buf[64];
+    const char *s;
 
-    if ((def->flags & KEY_GUEST_ONLY) && link != NULL &&
-        link->object != CONFIG_OBJECT_GUEST)
+    if (!shown(def, link))
       continue;
-    switch (def->type) {
-    case TYPE_ENUM:
-      memcpy(&v, field + def->off, sizeof(v));
-      fprintf(fp, "%s = %s\n", def->name, enum_name(def->values, v));
-      continue;
-    case TYPE_INT:
-      memcpy(&l, field + def->off, sizeof(l));
-      fprintf(fp, "%s = %ld\n", def->name, l);
-      continue;
-    case TYPE_RATE: {
-      struct config_rate r;
-      memcpy(&r, field + def->off, sizeof(r));
-      if (r.count == 0)
-        fprintf(fp, "%s = off\n", def->name);
-      else
-        fprintf(fp, "%s = %ld/%lds\n", def->name, r.count, r.window);
-      continue;
-    }
-    case TYPE_TENANT: {
-      const struct config_tenant *t;
-      memcpy(&t, field + def->pub_off, sizeof(t));
-      s = t != NULL ? t->name : NULL;
-      break;
-    }
-    case TYPE_MAPPING: {
-      const struct config_mapping *m;
-      memcpy(&m, field + def->pub_off, sizeof(m));
-      s = m != NULL ? m->name : NULL;
-      break;
-    }
-    case TYPE_STRING:
-    case TYPE_GUID:
-    case TYPE_PATH:
-    case TYPE_FILE:
-    case TYPE_URL:
-    case TYPE_ANCHOR:
-      memcpy(&s, field + def->off, sizeof(s));
-      break;
-    }
+    s = value_text(def, base, buf, sizeof(buf));
     if (s == NULL) {
       fprintf(fp, "# %s is not set\n", def->name);
       continue;
@@ -1881,8 +2001,26 @@ dump_keys(FILE *fp, const struct key_def *keys, size_t n, const void *base,
   }
 }
 
-void
-config_dump(const struct config *cfg, FILE *fp)
+/* check-config's mark: one comment line naming the section's keys a
+ * reload cannot change. */
+static void
+mark_restart(FILE *fp, enum kind kind, const struct config_link *link)
+{
+  const struct section_def *sd = section_def(kind);
+  size_t n = 0;
+
+  for (size_t i = 0; i < sd->n_keys; i++) {
+    if ((sd->keys[i].flags & KEY_RELOADABLE) || !shown(&sd->keys[i], link))
+      continue;
+    fprintf(fp, "%s%s", n++ == 0 ? "# a reload cannot change " : ", ",
+            sd->keys[i].name);
+  }
+  if (n > 0)
+    fprintf(fp, " (%s)\n", sd->restart);
+}
+
+static void
+dump(const struct config *cfg, FILE *fp, int marked)
 {
   if (cfg == NULL || fp == NULL)
     return;
@@ -1891,10 +2029,14 @@ config_dump(const struct config *cfg, FILE *fp)
           "# with defaults filled in and relative file names resolved.\n",
           cfg->path);
   fprintf(fp, "\n[galbridge]\n");
+  if (marked)
+    mark_restart(fp, KIND_GALBRIDGE, NULL);
   dump_keys(fp, galbridge_keys, N_KEYS(galbridge_keys), cfg, NULL, NULL);
   for (size_t i = 0; i < cfg->n_tenants; i++) {
     const struct config_tenant *t = &cfg->tenants[i];
     fprintf(fp, "\n[tenant %s]\n", t->name);
+    if (marked)
+      mark_restart(fp, KIND_TENANT, NULL);
     dump_keys(fp, tenant_keys, N_KEYS(tenant_keys), t, t, NULL);
   }
   for (size_t i = 0; i < cfg->n_mappings; i++) {
@@ -1906,8 +2048,152 @@ config_dump(const struct config *cfg, FILE *fp)
   for (size_t i = 0; i < cfg->n_links; i++) {
     const struct config_link *l = &cfg->links[i];
     fprintf(fp, "\n[link %s]\n", l->name);
+    if (marked)
+      mark_restart(fp, KIND_LINK, l);
     dump_keys(fp, link_keys, N_KEYS(link_keys), l, NULL, l);
   }
+}
+
+void
+config_dump(const struct config *cfg, FILE *fp)
+{
+  dump(cfg, fp, 0);
+}
+
+void
+config_dump_marked(const struct config *cfg, FILE *fp)
+{
+  dump(cfg, fp, 1);
+}
+
+/* ---------------------------------------------------------------------
+ * config_reload_check
+ */
+
+static int
+same_string(const char *a, const char *b)
+{
+  if (a == NULL || b == NULL)
+    return a == b;
+  return strcmp(a, b) == 0;
+}
+
+/* Whether def's key holds the same value in the public structs a and b.
+ * A tenant reference is the same when it names a tenant of the same
+ * tenant_id, whatever its section is called. */
+static int
+same_value(const struct key_def *def, const void *a, const void *b)
+{
+  const char *fa = (const char *)a, *fb = (const char *)b;
+  char ba[64], bb[64];
+
+  switch (def->type) {
+  case TYPE_ENUM:
+    return memcmp(fa + def->off, fb + def->off, sizeof(int)) == 0;
+  case TYPE_INT:
+    return memcmp(fa + def->off, fb + def->off, sizeof(long)) == 0;
+  case TYPE_RATE: {
+    struct config_rate ra, rb;
+    memcpy(&ra, fa + def->off, sizeof(ra));
+    memcpy(&rb, fb + def->off, sizeof(rb));
+    return ra.count == rb.count && ra.window == rb.window;
+  }
+  case TYPE_TENANT: {
+    const struct config_tenant *ta, *tb;
+    memcpy(&ta, fa + def->pub_off, sizeof(ta));
+    memcpy(&tb, fb + def->pub_off, sizeof(tb));
+    if (ta == NULL || tb == NULL)
+      return ta == tb;
+    return same_string(ta->tenant_id, tb->tenant_id);
+  }
+  case TYPE_MAPPING:
+  case TYPE_STRING:
+  case TYPE_GUID:
+  case TYPE_PATH:
+  case TYPE_FILE:
+  case TYPE_URL:
+  case TYPE_ANCHOR:
+    break;
+  }
+  return same_string(value_text(def, a, ba, sizeof(ba)),
+                     value_text(def, b, bb, sizeof(bb)));
+}
+
+/* The first key of the table, not reloadable, whose value differs between
+ * the public structs old and next; NULL if none. */
+static const struct key_def *
+restart_change(const struct section_def *sd, const void *old, const void *next)
+{
+  for (size_t i = 0; i < sd->n_keys; i++) {
+    const struct key_def *def = &sd->keys[i];
+    if (!(def->flags & KEY_RELOADABLE) && !same_value(def, old, next))
+      return def;
+  }
+  return NULL;
+}
+
+static int refuse(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+refuse(char *err, size_t errlen, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (err == NULL || errlen == 0)
+    return -1;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+/* A named section's refusal: its header's line, its name and the key. */
+static int
+refuse_key(char *err, size_t errlen, const struct config *next,
+           const struct section_def *sd, const char *name, int line,
+           const struct key_def *def)
+{
+  return refuse(err, errlen, "%s:%d: %s '%s': %s cannot change on reload (%s)",
+                next->path, line, sd->name, name, def->name, sd->restart);
+}
+
+int
+config_reload_check(const struct config *old, const struct config *next,
+                    char *err, size_t errlen)
+{
+  const struct section_def *sd;
+  const struct key_def *def;
+
+  if (old == NULL || next == NULL)
+    return refuse(err, errlen, "config_reload_check: no config");
+  sd = section_def(KIND_TENANT);
+  for (size_t i = 0; i < next->n_tenants; i++) {
+    const struct config_tenant *t = &next->tenants[i];
+    const struct config_tenant *o = config_tenant_find(old, t->name);
+    def = o != NULL ? restart_change(sd, o, t) : NULL;
+    if (def != NULL)
+      return refuse_key(err, errlen, next, sd, t->name, t->line, def);
+  }
+  sd = section_def(KIND_LINK);
+  for (size_t i = 0; i < next->n_links; i++) {
+    const struct config_link *l = &next->links[i];
+    const struct config_link *o = config_link_find(old, l->name);
+    def = o != NULL ? restart_change(sd, o, l) : NULL;
+    if (def != NULL)
+      return refuse_key(err, errlen, next, sd, l->name, l->line, def);
+  }
+  def = restart_change(section_def(KIND_GALBRIDGE), old, next);
+  if (def != NULL) {
+    char ba[64], bb[64];
+    const char *a = value_text(def, old, ba, sizeof(ba));
+    const char *b = value_text(def, next, bb, sizeof(bb));
+    return refuse(err, errlen,
+                  "%s: %s cannot change without a restart (%s -> %s)",
+                  next->path, def->name, a != NULL ? a : "not set",
+                  b != NULL ? b : "not set");
+  }
+  return 0;
 }
 
 /* ---------------------------------------------------------------------

@@ -4,29 +4,27 @@
  * The only file that knows every module. Start-up: log → config → store →
  * loop → http → per source tenant (auth, graph, reader). Shutdown runs the
  * same list backwards, and the loop is run until every handle is closed so
- * that uv_loop_close() succeeds and nothing leaks.
+ * that uv_loop_close() succeeds and nothing leaks. What `status` and `plan`
+ * print is report.c's; the commands here open what it reads.
  *
  * Exit codes (DESIGN.md): 0 ok; 1 runtime failure; 2 usage; 3 deletes held
  * for approval; 78 config error (file:line on stderr, nothing sent).
  */
 #include <getopt.h>
-#include <jansson.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <uv.h>
 
 #include "auth.h"
 #include "config.h"
 #include "doctor.h"
-#include "graph.h"
 #include "http.h"
 #include "log.h"
 #include "notify.h"
-#include "planner.h"
+#include "report.h"
 #include "scheduler.h"
 #include "store.h"
 
@@ -105,7 +103,7 @@ load_config(const char *path, int sync, struct config **cfg)
 
   if (config_load(path, cfg, err, sizeof(err)) != 0 ||
       (sync && config_require_links(*cfg, err, sizeof(err)) != 0) ||
-      scheduler_check_config(*cfg, err, sizeof(err)) != 0) {
+      config_check(*cfg, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
     config_free(*cfg);
     *cfg = NULL;
@@ -113,14 +111,6 @@ load_config(const char *path, int sync, struct config **cfg)
   }
   log_set_level((*cfg)->log_level);
   return 0;
-}
-
-static void
-iso_time(time_t t, char *buf, size_t len)
-{
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 /* --- commands --- */
@@ -132,7 +122,7 @@ cmd_check_config(const char *path)
 
   if (load_config(path, 1, &cfg) != 0)
     return EXIT_CONFIG;
-  config_dump(cfg, stdout);
+  config_dump_marked(cfg, stdout);
   fflush(stdout);
   (void)config_warn_overlaps(cfg, stderr);
   config_free(cfg);
@@ -248,49 +238,6 @@ start_scheduler(struct app *app)
   return EXIT_OK;
 }
 
-/* What names an object galbridge made cannot change under a running
- * daemon: a tenant's id, a link's source, target, object kind and anchor.
- * Such a change is a new link (or a restart). */
-static int
-identity_changed(const struct config *old, const struct config *cfg, char *err,
-                 size_t errlen)
-{
-  for (size_t i = 0; i < cfg->n_tenants; i++) {
-    const struct config_tenant *t = &cfg->tenants[i];
-    const struct config_tenant *o = config_tenant_find(old, t->name);
-    if (o != NULL && strcmp(o->tenant_id, t->tenant_id) != 0) {
-      snprintf(err, errlen,
-               "%s:%d: tenant '%s': tenant_id cannot change on reload "
-               "(restart galbridge)",
-               cfg->path, t->line, t->name);
-      return 1;
-    }
-  }
-  for (size_t i = 0; i < cfg->n_links; i++) {
-    const struct config_link *l = &cfg->links[i];
-    const struct config_link *o = config_link_find(old, l->name);
-    const char *what = NULL;
-    if (o == NULL)
-      continue;
-    if (strcmp(o->source->tenant_id, l->source->tenant_id) != 0)
-      what = "source";
-    else if (strcmp(o->target->tenant_id, l->target->tenant_id) != 0)
-      what = "target";
-    else if (o->object != l->object)
-      what = "object";
-    else if (strcmp(o->anchor, l->anchor) != 0)
-      what = "anchor";
-    if (what != NULL) {
-      snprintf(err, errlen,
-               "%s:%d: link '%s': %s cannot change on reload (make a new "
-               "link, or restart galbridge)",
-               cfg->path, l->line, l->name, what);
-      return 1;
-    }
-  }
-  return 0;
-}
-
 /* SIGHUP: parse and check the whole file into a new config; on any error
  * keep the old one (invariant 5). On success let the running rounds end,
  * then start again from the new config (on_sched_done). */
@@ -307,23 +254,18 @@ reload(struct app *app)
   notify_reloading(app->notify);
   if (config_load(app->path, &cfg, err, sizeof(err)) != 0 ||
       config_require_links(cfg, err, sizeof(err)) != 0 ||
-      scheduler_check_config(cfg, err, sizeof(err)) != 0) {
+      config_check(cfg, err, sizeof(err)) != 0) {
     log_error("reload failed, keeping the running configuration: %s", err);
     config_free(cfg);
     notify_ready(app->notify);
     update_status(app);
     return;
   }
-  if (identity_changed(app->cfg, cfg, err, sizeof(err))) {
+  /* What names an object galbridge made (a tenant's id, a link's source,
+   * target, object kind and anchor) and state_dir cannot change under a
+   * running daemon: the key tables say which keys. */
+  if (config_reload_check(app->cfg, cfg, err, sizeof(err)) != 0) {
     log_error("reload failed, keeping the running configuration: %s", err);
-    config_free(cfg);
-    notify_ready(app->notify);
-    return;
-  }
-  if (strcmp(cfg->state_dir, app->cfg->state_dir) != 0) {
-    log_error("reload failed, keeping the running configuration: "
-              "%s: state_dir cannot change without a restart (%s -> %s)",
-              app->path, app->cfg->state_dir, cfg->state_dir);
     config_free(cfg);
     notify_ready(app->notify);
     return;
@@ -491,416 +433,24 @@ out:
   return exit_code;
 }
 
-static json_t *
-time_or_null(time_t t)
-{
-  char buf[32];
-
-  if (t == 0)
-    return json_null();
-  iso_time(t, buf, sizeof(buf));
-  return json_string(buf);
-}
-
-/* The current round's progress and, from its rate so far, when the
- * outbox should be empty; null when nothing is pending. */
-static json_t *
-progress_json(const struct store_link_counts *c, time_t now)
-{
-  double elapsed, rate = 0;
-  json_t *p;
-
-  if (c->pending <= 0 || c->run_started == 0)
-    return json_null();
-  elapsed = difftime(now, c->run_started);
-  if (elapsed >= 1 && c->run_done > 0)
-    rate = (double)c->run_done / elapsed;
-  p = json_pack("{s:o, s:I, s:I, s:f}", "started",
-                time_or_null(c->run_started), "done", (json_int_t)c->run_done,
-                "pending", (json_int_t)c->pending, "per_second", rate);
-  if (p != NULL)
-    json_object_set_new(
-        p, "finish_estimate",
-        rate > 0 ? time_or_null(now + (time_t)((double)c->pending / rate + 1))
-                 : json_null());
-  return p;
-}
-
 static int
 cmd_status(const char *path, int as_json)
 {
   struct app app = {0};
-  json_t *root = NULL, *links, *sources;
-  int rc, empty = 0;
+  int rc;
 
   rc = app_open(&app, path, OPEN_READ);
-  if (rc != EXIT_OK) {
-    app_close(&app);
-    return rc;
-  }
-  if (store_is_empty(app.store, &empty) != 0) {
-    app_close(&app);
-    return EXIT_RUNTIME;
-  }
-  root = json_object();
-  links = json_array();
-  sources = json_array();
-  json_object_set_new(root, "links", links);
-  json_object_set_new(root, "sources", sources);
-  /* A state that is not there, or holds nothing, says so: it may have
-   * been lost (galbridge plan looks for copies in the targets). */
-  json_object_set_new(root, "state",
-                      json_string(app.missing ? "missing"
-                                  : empty     ? "empty"
-                                              : "present"));
-  rc = EXIT_RUNTIME;
-
-  for (size_t i = 0; i < app.cfg->n_links; i++) {
-    const struct config_link *link = &app.cfg->links[i];
-    struct store_link_counts c;
-    struct store_op *ops;
-    size_t n_ops;
-    json_t *entry, *failures;
-    if (store_link_counts(app.store, link->name, &c) != 0 ||
-        store_ops_list(app.store, link->name, STORE_OP_FAILED, 100, &ops,
-                       &n_ops) != 0)
-      goto out;
-    failures = json_array();
-    /* next_try: when a round tries it again (null: the next round). */
-    for (size_t k = 0; k < n_ops; k++)
-      json_array_append_new(
-          failures,
-          json_pack("{s:s, s:s, s:s?, s:i, s:o}", "source_id",
-                    ops[k].source_id, "op", store_op_kind_name(ops[k].kind),
-                    "error", ops[k].last_error, "attempts", ops[k].attempts,
-                    "next_try", time_or_null(ops[k].next_try)));
-    store_ops_free(ops, n_ops);
-    entry = json_pack(
-        "{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "name", link->name,
-        "source", link->source->name, "target", link->target->name, "object",
-        config_object_name(link->object), "objects", (json_int_t)c.objects,
-        "pending", (json_int_t)c.pending, "failed", (json_int_t)c.failed,
-        "deletes_held", (json_int_t)c.deletes_held, "last_success",
-        time_or_null(c.last_success));
-    json_object_set_new(entry, "failures", failures);
-    /* Of the failed: people not synced for a conflict or a value. */
-    json_object_set_new(entry, "refused", json_integer(c.refused));
-    json_object_set_new(entry, "progress", progress_json(&c, time(NULL)));
-    if (link->object == CONFIG_OBJECT_GUEST && link->target->exchange) {
-      struct store_pair *pairs;
-      size_t n_pairs;
-      json_t *list = json_array();
-      long long nv;
-      if (store_count_not_visible(app.store, link->name, &nv) != 0 ||
-          store_unverified(app.store, link->name, 20, &pairs, &n_pairs) != 0) {
-        json_decref(list);
-        goto out;
-      }
-      for (size_t k = 0; k < n_pairs; k++)
-        json_array_append_new(list,
-                              json_pack("{s:s, s:s}", "source_id", pairs[k].a,
-                                        "target_id", pairs[k].b));
-      store_pairs_free(pairs, n_pairs);
-      json_object_set_new(entry, "guests_not_visible", json_integer(nv));
-      /* The first 20, for an admin to look at. */
-      json_object_set_new(entry, "guests_not_visible_first", list);
-    }
-    json_array_append_new(links, entry);
-  }
-  for (size_t i = 0; i < app.cfg->n_tenants; i++) {
-    const struct config_tenant *t = &app.cfg->tenants[i];
-    struct store_source_counts c;
-    struct store_delta_state st;
-    int is_source = 0;
-
-    for (size_t j = 0; j < app.cfg->n_links; j++)
-      is_source |=
-          (app.cfg->links[j].source == t || app.cfg->links[j].target == t);
-    if (!is_source)
-      continue;
-    if (store_source_count(app.store, t->tenant_id, &c) != 0 ||
-        store_delta_get(app.store, t->tenant_id, &st) != 0)
-      goto out;
-    json_array_append_new(
-        sources,
-        json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:b}", "name", t->name,
-                  "tenant_id", t->tenant_id, "objects", (json_int_t)c.present,
-                  "soft_deleted", (json_int_t)c.soft_deleted, "deleted",
-                  (json_int_t)c.deleted, "last_round",
-                  time_or_null(st.last_round), "full_read_pending",
-                  !graph_delta_link_usable(t->graph_url, st.base_url,
-                                           st.delta_link)));
-    store_delta_state_clear(&st);
-  }
-
-  if (as_json) {
-    char *text = json_dumps(root, JSON_INDENT(2));
-    if (text == NULL)
-      goto out;
-    printf("%s\n", text);
-    free(text);
-  } else {
-    json_t *v;
-    size_t i;
-    if (app.missing || empty)
-      printf("%s %s/state.db: galbridge has not synced from here yet, or "
-             "its state was lost ('galbridge plan' shows what the targets "
-             "already hold)\n",
-             app.missing ? "no state database at" : "nothing recorded in",
-             app.cfg->state_dir);
-    json_array_foreach(sources, i, v)
-    {
-      const char *last = json_string_value(json_object_get(v, "last_round"));
-      printf("source %s: %lld users, %lld soft-deleted, %lld deleted; "
-             "last round %s\n",
-             json_string_value(json_object_get(v, "name")),
-             json_integer_value(json_object_get(v, "objects")),
-             json_integer_value(json_object_get(v, "soft_deleted")),
-             json_integer_value(json_object_get(v, "deleted")),
-             last ? last : "never");
-    }
-    json_array_foreach(links, i, v)
-    {
-      const char *last = json_string_value(json_object_get(v, "last_success"));
-      printf("link %s (%s -> %s, %s): %lld objects, %lld pending, "
-             "%lld failed, %lld deletes held; last success %s\n",
-             json_string_value(json_object_get(v, "name")),
-             json_string_value(json_object_get(v, "source")),
-             json_string_value(json_object_get(v, "target")),
-             json_string_value(json_object_get(v, "object")),
-             json_integer_value(json_object_get(v, "objects")),
-             json_integer_value(json_object_get(v, "pending")),
-             json_integer_value(json_object_get(v, "failed")),
-             json_integer_value(json_object_get(v, "deletes_held")),
-             last ? last : "never");
-      json_t *f, *p = json_object_get(v, "progress");
-      size_t k;
-      if (json_is_object(p)) {
-        const char *eta =
-            json_string_value(json_object_get(p, "finish_estimate"));
-        printf("  this round: %lld done since %s, %.1f/s; %lld pending, "
-               "estimated finish %s\n",
-               json_integer_value(json_object_get(p, "done")),
-               json_string_value(json_object_get(p, "started")),
-               json_real_value(json_object_get(p, "per_second")),
-               json_integer_value(json_object_get(p, "pending")),
-               eta ? eta : "unknown yet");
-      }
-      json_array_foreach(json_object_get(v, "failures"), k, f)
-      {
-        const char *op = json_string_value(json_object_get(f, "op"));
-        const char *next = json_string_value(json_object_get(f, "next_try"));
-        if (strcmp(op, "fail") == 0)
-          printf("  not synced: source object %s: %s\n",
-                 json_string_value(json_object_get(f, "source_id")),
-                 json_string_value(json_object_get(f, "error")));
-        else
-          printf("  failed %s of source object %s: %s; next try %s%s\n", op,
-                 json_string_value(json_object_get(f, "source_id")),
-                 json_string_value(json_object_get(f, "error")),
-                 next != NULL ? "at " : "in the next round",
-                 next != NULL ? next : "");
-      }
-      if (json_integer_value(json_object_get(v, "guests_not_visible")) > 0) {
-        json_t *g;
-        size_t gi;
-        printf("  %lld guests not yet seen visible on the Exchange side "
-               "(provisioning can take a while; checked every round):\n",
-               json_integer_value(json_object_get(v, "guests_not_visible")));
-        json_array_foreach(json_object_get(v, "guests_not_visible_first"), gi,
-                           g)
-        {
-          printf("    guest %s (source object %s)\n",
-                 json_string_value(json_object_get(g, "target_id")),
-                 json_string_value(json_object_get(g, "source_id")));
-        }
-      }
-      if (json_integer_value(json_object_get(v, "deletes_held")) > 0)
-        printf("  deletes held: run 'galbridge approve-deletes %s' to let "
-               "them through\n",
-               json_string_value(json_object_get(v, "name")));
-    }
-  }
-  rc = EXIT_OK;
-
-out:
-  json_decref(root);
+  if (rc == EXIT_OK &&
+      report_status(app.cfg, app.store, app.missing, as_json, stdout) != 0)
+    rc = EXIT_RUNTIME;
   app_close(&app);
   return rc;
-}
-
-/* --- plan --- */
-
-struct plan_out {
-  int json;
-  json_t *links;   /* --json: the links planned so far */
-  json_t *current; /* --json: the link being planned */
-  const char *link;
-};
-
-static void
-print_value(const json_t *v)
-{
-  char *text;
-
-  if (v == NULL || json_is_null(v)) {
-    printf("(none)");
-    return;
-  }
-  text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-  printf("%s", text ? text : "?");
-  free(text);
-}
-
-static const char *
-label(const struct store_plan_row *row, const struct planner_decision *d)
-{
-  const char *name =
-      json_string_value(json_object_get(d->desired, "displayName"));
-  return name != NULL ? name : row->source_id;
-}
-
-/* The address an object is (to be) made with, for plan's lines. */
-static const char *
-address(const struct planner_decision *d)
-{
-  const char *a = json_string_value(json_object_get(d->desired, "mail"));
-
-  if (a == NULL)
-    a = json_string_value(json_object_get(d->desired, "ExternalEmailAddress"));
-  return a != NULL ? a : "";
-}
-
-static void
-plan_emit(void *ctx, const struct store_plan_row *row,
-          const struct planner_decision *d, int held)
-{
-  struct plan_out *po = ctx;
-  json_t *applied = NULL, *v;
-  const char *key, *kind = planner_kind_name(d->kind);
-
-  if (row->applied != NULL)
-    applied = json_loads(row->applied, 0, NULL);
-  if (po->json) {
-    json_t *item =
-        json_pack("{s:s, s:s, s:s?, s:b}", "op", kind, "source_id",
-                  row->source_id, "target_id", row->target_id, "held", held);
-    if (d->kind == PLANNER_FAIL)
-      json_object_set_new(item, "reason", json_string(d->reason));
-    if (d->kind == PLANNER_UPDATE) {
-      json_t *changes = json_object();
-      json_object_foreach(d->payload, key, v)
-      {
-        json_t *old = json_object_get(applied, key);
-        json_object_set_new(
-            changes, key,
-            json_pack("{s:O, s:O}", "old", old ? old : json_null(), "new", v));
-      }
-      json_object_set_new(item, "changes", changes);
-    } else if (d->desired != NULL) {
-      json_object_set(item, "attributes", d->desired);
-    }
-    json_array_append_new(json_object_get(po->current, "changes"), item);
-    json_decref(applied);
-    return;
-  }
-  if (applied != NULL && d->desired == NULL) {
-    const char *name =
-        json_string_value(json_object_get(applied, "displayName"));
-    printf("  %-8s %s (target %s)%s\n", kind, name ? name : row->source_id,
-           row->target_id, held ? "  [held: over max_deletes]" : "");
-  } else if (d->kind == PLANNER_UPDATE) {
-    printf("  %-8s %s (target %s)\n", kind, label(row, d), row->target_id);
-    json_object_foreach(d->payload, key, v)
-    {
-      printf("             %s: ", key);
-      print_value(json_object_get(applied, key));
-      printf(" -> ");
-      print_value(v);
-      printf("\n");
-    }
-  } else if (d->kind == PLANNER_FAIL) {
-    printf("  %-8s %s <%s> (source %s): %s\n", kind, label(row, d), address(d),
-           row->source_id, d->reason);
-  } else if (d->kind == PLANNER_ADOPT) {
-    printf("  %-8s %s <%s> (source %s): target object %s, which galbridge "
-           "did not make\n",
-           kind, label(row, d), address(d), row->source_id, row->target_id);
-  } else {
-    printf("  %-8s %s <%s> (source %s)\n", kind, label(row, d), address(d),
-           row->source_id);
-  }
-  json_decref(applied);
-}
-
-static void
-plan_link_start(struct plan_out *po, const struct config_link *link)
-{
-  if (po->json) {
-    po->current =
-        json_pack("{s:s, s:s, s:s, s:s, s:[]}", "name", link->name, "source",
-                  link->source->name, "target", link->target->name, "object",
-                  config_object_name(link->object), "changes");
-    json_array_append_new(po->links, po->current);
-  } else {
-    printf("link %s (%s -> %s, %s):\n", link->name, link->source->name,
-           link->target->name, config_object_name(link->object));
-  }
-}
-
-static void
-plan_done(void *ctx, const struct config_link *link,
-          const struct planner_stats *st, const struct recovery *rec)
-{
-  struct plan_out *po = ctx;
-  const char *state = !rec->empty                       ? "present"
-                      : rec->proven + rec->unproven > 0 ? "lost"
-                                                        : "empty";
-
-  if (po->json) {
-    json_object_set_new(
-        po->current, "totals",
-        json_pack(
-            "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-            "create", (json_int_t)st->creates, "update",
-            (json_int_t)st->updates, "delete", (json_int_t)st->deletes,
-            "restore", (json_int_t)st->restores, "adopt",
-            (json_int_t)st->adopts, "refused", (json_int_t)st->fails, "held",
-            (json_int_t)st->held, "unchanged", (json_int_t)st->unchanged,
-            "out_of_scope", (json_int_t)st->out_of_scope, "waiting",
-            (json_int_t)st->waiting, "failed", (json_int_t)st->failed_kept));
-    json_object_set_new(po->current, "state",
-                        json_pack("{s:s, s:I, s:I, s:I}", "state", state,
-                                  "proven", (json_int_t)rec->proven, "gone",
-                                  (json_int_t)rec->taken_up, "unproven",
-                                  (json_int_t)rec->unproven));
-    return;
-  }
-  if (rec->empty && rec->proven + rec->unproven > 0)
-    printf("  the state holds nothing of this link, but %s already holds "
-           "%lu objects with its anchors: the state looks lost. Of the %lu "
-           "whose anchor proves galbridge made them, a sync takes up those "
-           "of people in scope and updates them, takes up the %lu whose "
-           "source object is gone and removes them under max_deletes, and "
-           "leaves the rest alone, as it leaves the %lu without proof.\n",
-           link->target->name, rec->proven + rec->unproven, rec->proven,
-           rec->taken_up, rec->unproven);
-  else if (rec->empty)
-    printf("  the state holds nothing of this link: planned as a first "
-           "sync\n");
-  printf("  totals: %lu to create, %lu to update, %lu to delete "
-         "(%lu held), %lu to restore, %lu to adopt; %lu refused, "
-         "%lu unchanged, %lu out of scope, %lu already queued, "
-         "%lu failed\n",
-         st->creates, st->updates, st->deletes, st->held, st->restores,
-         st->adopts, st->fails, st->unchanged, st->out_of_scope, st->waiting,
-         st->failed_kept);
 }
 
 static int
 cmd_plan(const char *path, const char *only_link, int as_json)
 {
-  struct plan_out po = {.json = as_json};
+  struct report_plan *rp;
   struct config *cfg = NULL;
   struct store *store = NULL;
   char err[1024];
@@ -925,37 +475,24 @@ cmd_plan(const char *path, const char *only_link, int as_json)
     config_free(cfg);
     return EXIT_RUNTIME;
   }
-  if (missing && !as_json)
-    printf("no state database at %s/state.db: planned as for a first "
-           "sync (or a lost state)\n",
-           cfg->state_dir);
-  po.links = json_array();
-  rc = EXIT_OK;
-  for (size_t i = 0; i < cfg->n_links; i++) {
+  rp = report_plan_begin(stdout, as_json, cfg->state_dir, missing);
+  rc = rp != NULL ? EXIT_OK : EXIT_RUNTIME;
+  for (size_t i = 0; rp != NULL && i < cfg->n_links; i++) {
     const struct config_link *link = &cfg->links[i];
     struct scheduler_opts opts = {.mode = SCHEDULER_PLAN,
                                   .only_link = link->name,
-                                  .emit = plan_emit,
-                                  .emit_ctx = &po,
-                                  .plan_done = plan_done};
+                                  .emit = report_plan_emit,
+                                  .emit_ctx = rp,
+                                  .plan_done = report_plan_done};
     int one;
     if (only_link != NULL && strcmp(only_link, link->name) != 0)
       continue;
-    plan_link_start(&po, link);
-    fflush(stdout);
+    report_plan_link(rp, link);
     one = cmd_rounds(path, &opts, store);
     if (one != EXIT_OK)
       rc = one;
   }
-  if (as_json) {
-    json_t *root = json_pack("{s:O, s:s}", "links", po.links, "state",
-                             missing ? "missing" : "present");
-    char *text = json_dumps(root, JSON_INDENT(2));
-    printf("%s\n", text ? text : "{}");
-    free(text);
-    json_decref(root);
-  }
-  json_decref(po.links);
+  report_plan_end(rp);
   store_close(store);
   config_free(cfg);
   return rc;

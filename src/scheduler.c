@@ -109,89 +109,6 @@ struct scheduler {
   void *done_ctx;
 };
 
-/* --- config checks --- */
-
-/* Consumes `names` (a new JSON array); puts the first name galbridge does
- * not read into msg and returns -1. */
-static int
-unknown_source(json_t *names, char *msg, size_t msglen)
-{
-  json_t *v;
-  size_t i;
-  int result = 0;
-
-  json_array_foreach(names, i, v)
-  {
-    const char *name = json_string_value(v);
-    if (name != NULL && !graph_user_property_known(name)) {
-      snprintf(msg, msglen, "%s", name);
-      result = -1;
-      break;
-    }
-  }
-  json_decref(names);
-  return result;
-}
-
-static int
-compile_link(const struct config *cfg, const struct config_link *link,
-             struct mapping **mapping, struct scope_filter **filter, char *err,
-             size_t errlen)
-{
-  char msg[512];
-
-  *mapping = NULL;
-  *filter = NULL;
-  if (mapping_compile(link->mapping, link->object, cfg->path, mapping, err,
-                      errlen) != 0)
-    return -1;
-  for (size_t i = 0; i < mapping_count(*mapping); i++) {
-    if (strcasecmp(mapping_target(*mapping, i), planner_anchor_attr(link)) ==
-        0) {
-      snprintf(err, errlen,
-               "%s:%d: link '%s' maps %s, which it uses as its anchor",
-               cfg->path, link->line, link->name, planner_anchor_attr(link));
-      goto fail;
-    }
-  }
-  if (link->scope_filter != NULL &&
-      scope_filter_parse(link->scope_filter, filter, msg, sizeof(msg)) != 0) {
-    snprintf(err, errlen, "%s:%d: link '%s': scope_filter: %s", cfg->path,
-             link->line, link->name, msg);
-    goto fail;
-  }
-  if (unknown_source(mapping_sources(*mapping), msg, sizeof(msg)) != 0 ||
-      (*filter != NULL &&
-       unknown_source(scope_filter_sources(*filter), msg, sizeof(msg)) != 0)) {
-    snprintf(err, errlen,
-             "%s:%d: link '%s' reads source attribute '%s', which galbridge "
-             "does not read from a tenant (it reads: %s)",
-             cfg->path, link->line, link->name, msg, GRAPH_USER_SELECT);
-    goto fail;
-  }
-  return 0;
-fail:
-  mapping_free(*mapping);
-  *mapping = NULL;
-  scope_filter_free(*filter);
-  *filter = NULL;
-  return -1;
-}
-
-int
-scheduler_check_config(const struct config *cfg, char *err, size_t errlen)
-{
-  for (size_t i = 0; i < cfg->n_links; i++) {
-    struct mapping *m;
-    struct scope_filter *f;
-    if (compile_link(cfg, &cfg->links[i], &m, &f, err, errlen) != 0)
-      return -1;
-    mapping_free(m);
-    scope_filter_free(f);
-  }
-  return 0;
-}
-
 /* --- set-up --- */
 
 static struct tctx *
@@ -345,7 +262,8 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
     lr = &s->lruns[s->n_lruns++];
     lr->s = s;
     lr->link = link;
-    if (compile_link(cfg, link, &lr->mapping, &lr->filter, err, errlen) != 0) {
+    if (config_link_compile(cfg, link, &lr->mapping, &lr->filter, err,
+                            errlen) != 0) {
       *config_error = 1;
       goto fail;
     }

@@ -1401,6 +1401,269 @@ test_link_checks(void **state)
   config_free(cfg);
 }
 
+/* ---------------------------------------------------------------------
+ * config_check: each link's mapping and scope filter compile, with the
+ * messages the scheduler gave when it made this check.
+ */
+
+static void
+test_config_check(void **state)
+{
+  /* The link's header is line 9 (after TENANTS), its mapping line 14. */
+  static const struct {
+    const char *link, *mapping;
+    int line;
+    const char *message;
+  } cases[] = {
+      {"mapping = m\n", "[mapping m]\ndisplayName = Left(surname)\n", 15,
+       "column 1: Left() takes 2 arguments, got 1"},
+      {"mapping = m\n", "[mapping m]\nextensionAttribute15 = mail\n", 9,
+       "link 'l' maps extensionAttribute15, which it uses as its anchor"},
+      {"scope_filter = department eq\n", "", 9,
+       "link 'l': scope_filter: column 14: unexpected end of filter, "
+       "expected a value"},
+      {"mapping = m\n", "[mapping m]\njobTitle = favouriteColour\n", 9,
+       "link 'l' reads source attribute 'favouriteColour', which galbridge "
+       "does not read from a tenant (it reads: "},
+  };
+  char text[1024], err[2048], want[1024];
+  struct config *cfg;
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    snprintf(text, sizeof(text), "%s%s%s%s", TENANTS, LINK_AB, cases[i].link,
+             cases[i].mapping);
+    cfg = load_ok(text);
+    assert_int_equal(config_check(cfg, err, sizeof(err)), -1);
+    snprintf(want, sizeof(want), "%s:%d: %s", cfg->path, cases[i].line,
+             cases[i].message);
+    if (strncmp(err, want, strlen(want)) != 0)
+      fail_msg("case %zu: got \"%s\", want \"%s...\"", i, err, want);
+    config_free(cfg);
+  }
+  cfg = load_ok(TENANTS LINK_AB "mapping = m\nscope_filter = mail ne ''\n"
+                                "[mapping m]\njobTitle = department\n");
+  assert_int_equal(config_check(cfg, err, sizeof(err)), 0);
+  config_free(cfg);
+}
+
+/* ---------------------------------------------------------------------
+ * config_reload_check: the key tables decide what a reload may change.
+ */
+
+/* The running config of the reload cases: [galbridge] at line 1, tenants
+ * a (line 3 with one [galbridge] key) and b (7), link l (11), through
+ * RELOAD_BASE(...) with a changed line where a case needs one. */
+#define RELOAD_BASE(GALBRIDGE, TENANT_A_ID, LINK_KEYS)                        \
+  "[galbridge]\n" GALBRIDGE "[tenant a]\n"                                    \
+  "tenant_id = " TENANT_A_ID "\n"                                             \
+  "client_id = " GUID_B "\n"                                                  \
+  "client_secret_file = ok.secret\n" TENANT_B "[link l]\n" LINK_KEYS
+#define RELOAD_STATE "state_dir = /var/lib/galbridge-one\n"
+#define RELOAD_GLOBAL "[galbridge]\n" RELOAD_STATE
+#define RELOAD_LINK "source = a\ntarget = b\nobject = guest\n"
+#define RELOAD_ALL RELOAD_BASE(RELOAD_STATE, GUID_A, RELOAD_LINK)
+
+static void
+test_reload_check(void **state)
+{
+  /* For each: the new config, the line (0: none) and message of the
+   * refusal, or NULL for a reload that may go ahead. */
+  static const struct {
+    const char *text;
+    int line;
+    const char *message;
+  } cases[] = {
+      /* Every key that needs a restart. */
+      {RELOAD_BASE("state_dir = /var/lib/galbridge-two\n", GUID_A,
+                   RELOAD_LINK),
+       0,
+       "state_dir cannot change without a restart (/var/lib/galbridge-one "
+       "-> /var/lib/galbridge-two)"},
+      {RELOAD_BASE("", GUID_A, RELOAD_LINK), 0,
+       "state_dir cannot change without a restart (/var/lib/galbridge-one "
+       "-> /var/lib/galbridge)"},
+      {RELOAD_BASE(RELOAD_STATE, GUID_C, RELOAD_LINK), 3,
+       "tenant 'a': tenant_id cannot change on reload (restart galbridge)"},
+      {RELOAD_BASE(RELOAD_STATE, GUID_A,
+                   "source = b\ntarget = a\nobject = guest\n"),
+       11,
+       "link 'l': source cannot change on reload (make a new link, or "
+       "restart galbridge)"},
+      {RELOAD_BASE(RELOAD_STATE, GUID_A,
+                   "source = a\ntarget = c\nobject = guest\n"
+                   "[tenant c]\ntenant_id = " GUID_C "\nclient_id = " GUID_A
+                   "\nclient_secret_file = ok.secret\n"),
+       11,
+       "link 'l': target cannot change on reload (make a new link, or "
+       "restart galbridge)"},
+      {RELOAD_BASE(RELOAD_STATE, GUID_A,
+                   "source = a\ntarget = b\nobject = mailuser\n"),
+       11,
+       "link 'l': object cannot change on reload (make a new link, or "
+       "restart galbridge)"},
+      {RELOAD_BASE(RELOAD_STATE, GUID_A,
+                   RELOAD_LINK "anchor = extensionAttribute3\n"),
+       11,
+       "link 'l': anchor cannot change on reload (make a new link, or "
+       "restart galbridge)"},
+      /* Tenants before links, links before [galbridge]. */
+      {RELOAD_BASE("state_dir = /srv\n", GUID_C,
+                   "source = b\ntarget = a\nobject = guest\n"),
+       3, "tenant 'a': tenant_id cannot change on reload (restart galbridge)"},
+      {RELOAD_BASE("state_dir = /srv\n", GUID_A,
+                   "source = b\ntarget = a\nobject = guest\n"),
+       11,
+       "link 'l': source cannot change on reload (make a new link, or "
+       "restart galbridge)"},
+      /* Reloadable keys, and sections that come and go. */
+      {RELOAD_ALL, 0, NULL},
+      {RELOAD_BASE(RELOAD_STATE "log_level = debug\ninterval = 5\n"
+                                "metrics_file = /run/m.prom\n"
+                                "anchor_key_file = ok.secret\n",
+                   GUID_A,
+                   RELOAD_LINK "user_type = member\nscope_group = " GUID_C
+                               "\nscope_filter = mail ne ''\nmapping = m\n"
+                               "anchor = extensionAttribute15\n"
+                               "on_delete = keep\nadopt = mail\n"
+                               "max_deletes = 3\ninterval = 7\n"
+                               "[mapping m]\njobTitle = department\n"),
+       0, NULL},
+      {RELOAD_GLOBAL TENANT_B "[tenant a]\ntenant_id = " GUID_A
+                              "\nclient_id = " GUID_C
+                              "\ncertificate_file = certkey.pem\n"
+                              "cloud = china\nca_file = ca.pem\n"
+                              "exchange = yes\nexchange_max_in_flight = 9\n"
+                              "graph_write_limit = off\n"
+                              "invitation_limit = 10/1s\n"
+                              "graph_resource_unit_limit = 9/9s\n"
+                              "[link l]\n" RELOAD_LINK,
+       0, NULL},
+      /* The source renamed, the same tenant: the same identity. */
+      {RELOAD_BASE(RELOAD_STATE, GUID_A,
+                   "source = a2\ntarget = b\nobject = guest\n"
+                   "[tenant a2]\ntenant_id = " GUID_A "\nclient_id = " GUID_C
+                   "\nclient_secret_file = ok.secret\n"),
+       0, NULL},
+      {RELOAD_GLOBAL TENANTS "[link other]\n" RELOAD_LINK
+                             "anchor = extensionAttribute3\n",
+       0, NULL},
+      {RELOAD_GLOBAL "[tenant c]\ntenant_id = " GUID_C "\nclient_id = " GUID_A
+                     "\nclient_secret_file = ok.secret\n",
+       0, NULL},
+  };
+  struct config *old = load_ok(RELOAD_ALL), *next;
+  char err[1024], want[2048];
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    next = load_ok(cases[i].text);
+    snprintf(err, sizeof(err), "untouched");
+    if (cases[i].message == NULL) {
+      if (config_reload_check(old, next, err, sizeof(err)) != 0)
+        fail_msg("case %zu refused: %s", i, err);
+      assert_string_equal(err, "untouched");
+    } else {
+      if (cases[i].line > 0)
+        snprintf(want, sizeof(want), "%s:%d: %s", next->path, cases[i].line,
+                 cases[i].message);
+      else
+        snprintf(want, sizeof(want), "%s: %s", next->path, cases[i].message);
+      assert_int_equal(config_reload_check(old, next, err, sizeof(err)), -1);
+      assert_string_equal(err, want);
+      /* A NULL or short err is cut, never overrun. */
+      assert_int_equal(config_reload_check(old, next, NULL, 0), -1);
+      assert_int_equal(config_reload_check(old, next, err, 5), -1);
+      assert_int_equal(strlen(err), 4);
+    }
+    config_free(next);
+  }
+  assert_int_equal(config_reload_check(old, NULL, err, sizeof(err)), -1);
+  assert_int_equal(config_reload_check(NULL, old, NULL, 0), -1);
+  config_free(old);
+}
+
+/* A copy of text (to free) without its "# a reload cannot change" lines. */
+static char *
+without_marks(const char *text)
+{
+  static const char mark[] = "# a reload cannot change ";
+  char *out = malloc(strlen(text) + 1), *o = out;
+
+  assert_non_null(out);
+  while (*text != '\0') {
+    const char *eol = strchr(text, '\n');
+    size_t n = eol != NULL ? (size_t)(eol - text) + 1 : strlen(text);
+    if (strncmp(text, mark, sizeof(mark) - 1) != 0) {
+      memcpy(o, text, n);
+      o += n;
+    }
+    text += n;
+  }
+  *o = '\0';
+  return out;
+}
+
+/* check-config's dump marks the keys a reload cannot change, one comment
+ * line after each section's header, and still loads back. */
+static void
+test_dump_marked(void **state)
+{
+  struct config *cfg = load_ok(full_config), *again;
+  char *plain = dump_string(cfg), *marked = NULL, *text2 = NULL, *stripped;
+  char *want = expand(full_dump);
+  size_t len = 0, len2 = 0;
+  const char *body;
+  FILE *fp;
+  static const char *const marks[] = {
+      "\n[galbridge]\n# a reload cannot change state_dir (restart "
+      "galbridge)\nstate_dir = ",
+      "\n[tenant contoso]\n# a reload cannot change tenant_id (restart "
+      "galbridge)\ntenant_id = ",
+      "\n[tenant fabrikam]\n# a reload cannot change tenant_id (restart "
+      "galbridge)\ntenant_id = ",
+      "\n[mapping contoso-people]\ndisplayName = ",
+      "\n[link contoso-to-fabrikam]\n# a reload cannot change source, "
+      "target, object, anchor (make a new link, or restart galbridge)\n"
+      "source = ",
+      "\n[link fabrikam-to-contoso]\n# a reload cannot change source, "
+      "target, object, anchor (make a new link, or restart galbridge)\n"
+      "source = ",
+  };
+
+  (void)state;
+  fp = open_memstream(&marked, &len);
+  assert_non_null(fp);
+  config_dump_marked(cfg, fp);
+  config_dump_marked(NULL, fp);
+  config_dump_marked(cfg, NULL);
+  assert_int_equal(fclose(fp), 0);
+  for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++)
+    if (strstr(marked, marks[i]) == NULL)
+      fail_msg("no \"%s\" in:\n%s", marks[i], marked);
+  /* Only those lines differ from the plain dump. */
+  stripped = without_marks(marked);
+  assert_string_equal(stripped, plain);
+
+  /* It loads back as the same configuration. */
+  body = strstr(marked, "\n[galbridge]");
+  assert_non_null(body);
+  again = load_ok(body);
+  fp = open_memstream(&text2, &len2);
+  assert_non_null(fp);
+  config_dump(again, fp);
+  assert_int_equal(fclose(fp), 0);
+  assert_non_null(strstr(text2, want));
+
+  free(plain);
+  free(marked);
+  free(stripped);
+  free(text2);
+  free(want);
+  config_free(cfg);
+  config_free(again);
+}
+
 int
 main(void)
 {
@@ -1423,6 +1686,9 @@ main(void)
       cmocka_unit_test(test_example),
       cmocka_unit_test(test_load_buffer),
       cmocka_unit_test(test_link_checks),
+      cmocka_unit_test(test_config_check),
+      cmocka_unit_test(test_reload_check),
+      cmocka_unit_test(test_dump_marked),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
