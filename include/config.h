@@ -4,11 +4,10 @@
  * libinih lexes the file; each section kind has one table of keys (type,
  * default, bounds, whether SIGHUP may change it) from which parsing,
  * validation, `check-config`'s dump and the reload check all come.
- * config_check() then compiles every link's mapping and scope filter.
  * Every error carries `file:line: message`. A config is immutable once
  * loaded: a reload builds a new one and swaps it in only if it loads,
- * passes config_check() and config_reload_check() accepts it (DESIGN.md
- * invariant 5).
+ * passes planner_check_config() and config_reload_check() accepts it
+ * (DESIGN.md invariant 5).
  *
  * The structs below are plain data, read freely by every module; only
  * config.c writes them.
@@ -198,30 +197,6 @@ void config_dump_marked(const struct config *cfg, FILE *fp);
  *   "file: state_dir cannot change without a restart (OLD -> NEW)".
  * A NULL config returns -1. */
 int config_reload_check(const struct config *old, const struct config *next,
-                        char *err, size_t errlen)
-    __attribute__((warn_unused_result));
-
-/* The last check of a loaded config, made by every command and reload
- * before it uses one: each link compiles (config_link_compile). Returns
- * 0, or -1 with the first link's "file:line: message" in err (errlen
- * bytes, not NULL), e.g. "galbridge.conf:14: column 9: Left() takes 2
- * arguments, got 1". */
-int config_check(const struct config *cfg, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
-
-struct mapping;
-struct scope_filter;
-
-/* Compile a link of cfg (borrowed) as config_check() checks it: its
- * mapping (mapping_compile: its [mapping], or the built-in one), which
- * may not set the link's anchor attribute, and its scope filter; both
- * may read only source attributes galbridge reads (GRAPH_USER_SELECT).
- * Returns 0 with *mapping new (mapping_free) and *filter new or NULL
- * without a scope_filter (scope_filter_free), or -1 with both NULL and
- * "file:line: message" in err. */
-int config_link_compile(const struct config *cfg,
-                        const struct config_link *link,
-                        struct mapping **mapping, struct scope_filter **filter,
                         char *err, size_t errlen)
     __attribute__((warn_unused_result));
 

@@ -106,6 +106,27 @@ int planner_kind_parse(const char *name, enum planner_kind *kind);
  * lower-case hex digits. */
 void planner_hash(const json_t *value, char out[17]);
 
+/* The last check of a loaded config, made by every command and reload
+ * before it uses one: each link compiles (planner_link_compile). Returns
+ * 0, or -1 with the first link's "file:line: message" in err (errlen
+ * bytes, not NULL), e.g. "galbridge.conf:14: column 9: Left() takes 2
+ * arguments, got 1". */
+int planner_check_config(const struct config *cfg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Compile a link of cfg (borrowed) as planner_check_config() checks it: its
+ * mapping (mapping_compile: its [mapping], or the built-in one), which
+ * may not set the link's anchor attribute, and its scope filter; both
+ * may read only source attributes galbridge reads (GRAPH_USER_SELECT).
+ * Returns 0 with *mapping new (mapping_free) and *filter new or NULL
+ * without a scope_filter (scope_filter_free), or -1 with both NULL and
+ * "file:line: message" in err. */
+int planner_link_compile(const struct config *cfg,
+                         const struct config_link *link,
+                         struct mapping **mapping,
+                         struct scope_filter **filter, char *err,
+                         size_t errlen) __attribute__((warn_unused_result));
+
 /* The attribute that carries the anchor on the link's objects: its
  * `anchor` (extensionAttributeN) for guests, the matching CustomAttributeN
  * for mail contacts and mail users. */

@@ -17,11 +17,13 @@
  *      keys, defaults, cross-references (links may name tenants defined
  *      further down) and the file checks (secret files must exist and be
  *      closed to group and others, as ssh demands of a private key).
- * config_check() is a fourth, asked for by the caller on a loaded config:
- * each link's mapping and scope filter must compile, as the scheduler
- * will compile them. config_load() itself holds expressions as text, so
- * that the file's syntax is checked (and tested, and fuzzed) apart from
- * the expression languages.
+ * planner_check_config() is a fourth, asked for by the caller on a loaded
+ * config: each link's mapping and scope filter must compile, as the
+ * scheduler will compile them. It lives in the planner because mapping
+ * and scope are built on this module's structs (calling them from here
+ * would make a cycle); config_load() holds expressions as text, so that
+ * the file's syntax is checked (and tested, and fuzzed) apart from the
+ * expression languages.
  *
  * libinih, as Debian 12 builds it (libinih 55), does not honour our file
  * contract by itself, so the reader (read_line) hands it pre-digested
@@ -73,10 +75,7 @@
 
 #include <ini.h>
 
-#include "graph.h"
-#include "mapping.h"
-#include "planner.h"
-#include "scope.h"
+#include "text.h"
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -549,41 +548,10 @@ fail(struct loader *ld, int line, const char *fmt, ...)
   return -1;
 }
 
-/* Case-insensitive Levenshtein distance, for "did you mean". Words longer
- * than 63 bytes are never close to anything. */
-static size_t
-distance(const char *a, const char *b)
-{
-  size_t la = strlen(a), lb = strlen(b);
-  size_t row[64];
-
-  if (la >= 64 || lb >= 64)
-    return SIZE_MAX;
-  for (size_t j = 0; j <= lb; j++)
-    row[j] = j;
-  for (size_t i = 1; i <= la; i++) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= lb; j++) {
-      size_t up = row[j];
-      size_t cost =
-          tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
-      size_t best = diag + cost;
-      if (up + 1 < best)
-        best = up + 1;
-      if (row[j - 1] + 1 < best)
-        best = row[j - 1] + 1;
-      row[j] = best;
-      diag = up;
-    }
-  }
-  return row[lb];
-}
-
 static int
 close_to(const char *word, const char *candidate)
 {
-  return distance(word, candidate) <= (strlen(candidate) >= 6 ? 2u : 1u);
+  return text_distance(word, candidate) <= (strlen(candidate) >= 6 ? 2u : 1u);
 }
 
 /* "a, b, c or d" into buf. */
@@ -715,18 +683,6 @@ parse_int(struct loader *ld, const struct key_def *def, const char *text,
  * only for a loopback host (127.0.0.1, localhost, [::1]): a local proxy or
  * test server, where a token never crosses a network. */
 static int
-is_loopback(const char *host, size_t len)
-{
-  static const char *const names[] = {"127.0.0.1", "localhost", "[::1]"};
-
-  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-    if (strlen(names[i]) == len && strncasecmp(host, names[i], len) == 0)
-      return 1;
-  }
-  return 0;
-}
-
-static int
 parse_url(struct loader *ld, const struct key_def *def, const char *text,
           int line, char **out)
 {
@@ -756,7 +712,7 @@ parse_url(struct loader *ld, const struct key_def *def, const char *text,
     if (p == host || *host == '-' || *host == '.')
       goto bad;
   }
-  if (plain && !is_loopback(host, (size_t)(p - host)))
+  if (plain && !text_is_loopback(host, (size_t)(p - host)))
     return fail(ld, line,
                 "%s '%s' must use https: plain http would carry tokens "
                 "in clear (it is taken only for 127.0.0.1, localhost and "
@@ -1579,93 +1535,6 @@ publish(struct loader *ld)
     memset(&ld->links[i].pub, 0, sizeof(ld->links[i].pub));
   ld->mappings = NULL;
   ld->n_mappings = 0;
-}
-
-/* ---------------------------------------------------------------------
- * config_check: each link's mapping and scope filter, compiled once the
- * config is whole, so that an expression galbridge cannot run is a config
- * error like any other (the scheduler compiles them again for its rounds).
- */
-
-/* Consumes `names` (a new JSON array); puts the first name galbridge does
- * not read into msg and returns -1. */
-static int
-unknown_source(json_t *names, char *msg, size_t msglen)
-{
-  json_t *v;
-  size_t i;
-  int result = 0;
-
-  json_array_foreach(names, i, v)
-  {
-    const char *name = json_string_value(v);
-    if (name != NULL && !graph_user_property_known(name)) {
-      snprintf(msg, msglen, "%s", name);
-      result = -1;
-      break;
-    }
-  }
-  json_decref(names);
-  return result;
-}
-
-int
-config_link_compile(const struct config *cfg, const struct config_link *link,
-                    struct mapping **mapping, struct scope_filter **filter,
-                    char *err, size_t errlen)
-{
-  char msg[512];
-
-  *mapping = NULL;
-  *filter = NULL;
-  if (mapping_compile(link->mapping, link->object, cfg->path, mapping, err,
-                      errlen) != 0)
-    return -1;
-  for (size_t i = 0; i < mapping_count(*mapping); i++) {
-    if (strcasecmp(mapping_target(*mapping, i), planner_anchor_attr(link)) ==
-        0) {
-      snprintf(err, errlen,
-               "%s:%d: link '%s' maps %s, which it uses as its anchor",
-               cfg->path, link->line, link->name, planner_anchor_attr(link));
-      goto fail;
-    }
-  }
-  if (link->scope_filter != NULL &&
-      scope_filter_parse(link->scope_filter, filter, msg, sizeof(msg)) != 0) {
-    snprintf(err, errlen, "%s:%d: link '%s': scope_filter: %s", cfg->path,
-             link->line, link->name, msg);
-    goto fail;
-  }
-  if (unknown_source(mapping_sources(*mapping), msg, sizeof(msg)) != 0 ||
-      (*filter != NULL &&
-       unknown_source(scope_filter_sources(*filter), msg, sizeof(msg)) != 0)) {
-    snprintf(err, errlen,
-             "%s:%d: link '%s' reads source attribute '%s', which galbridge "
-             "does not read from a tenant (it reads: %s)",
-             cfg->path, link->line, link->name, msg, GRAPH_USER_SELECT);
-    goto fail;
-  }
-  return 0;
-fail:
-  mapping_free(*mapping);
-  *mapping = NULL;
-  scope_filter_free(*filter);
-  *filter = NULL;
-  return -1;
-}
-
-int
-config_check(const struct config *cfg, char *err, size_t errlen)
-{
-  for (size_t i = 0; i < cfg->n_links; i++) {
-    struct mapping *m;
-    struct scope_filter *f;
-    if (config_link_compile(cfg, &cfg->links[i], &m, &f, err, errlen) != 0)
-      return -1;
-    mapping_free(m);
-    scope_filter_free(f);
-  }
-  return 0;
 }
 
 /* ---------------------------------------------------------------------

@@ -24,6 +24,7 @@
 #include "http.h"
 #include "log.h"
 #include "notify.h"
+#include "planner.h"
 #include "report.h"
 #include "scheduler.h"
 #include "store.h"
@@ -103,7 +104,7 @@ load_config(const char *path, int sync, struct config **cfg)
 
   if (config_load(path, cfg, err, sizeof(err)) != 0 ||
       (sync && config_require_links(*cfg, err, sizeof(err)) != 0) ||
-      config_check(*cfg, err, sizeof(err)) != 0) {
+      planner_check_config(*cfg, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
     config_free(*cfg);
     *cfg = NULL;
@@ -254,7 +255,7 @@ reload(struct app *app)
   notify_reloading(app->notify);
   if (config_load(app->path, &cfg, err, sizeof(err)) != 0 ||
       config_require_links(cfg, err, sizeof(err)) != 0 ||
-      config_check(cfg, err, sizeof(err)) != 0) {
+      planner_check_config(cfg, err, sizeof(err)) != 0) {
     log_error("reload failed, keeping the running configuration: %s", err);
     config_free(cfg);
     notify_ready(app->notify);

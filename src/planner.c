@@ -1481,3 +1481,90 @@ out:
   free(old_key);
   return result;
 }
+
+/* ---------------------------------------------------------------------
+ * planner_check_config: each link's mapping and scope filter, compiled once
+ * the config is whole, so that an expression galbridge cannot run is a config
+ * error like any other (the scheduler compiles them again for its rounds).
+ */
+
+/* Consumes `names` (a new JSON array); puts the first name galbridge does
+ * not read into msg and returns -1. */
+static int
+unknown_source(json_t *names, char *msg, size_t msglen)
+{
+  json_t *v;
+  size_t i;
+  int result = 0;
+
+  json_array_foreach(names, i, v)
+  {
+    const char *name = json_string_value(v);
+    if (name != NULL && !graph_user_property_known(name)) {
+      snprintf(msg, msglen, "%s", name);
+      result = -1;
+      break;
+    }
+  }
+  json_decref(names);
+  return result;
+}
+
+int
+planner_link_compile(const struct config *cfg, const struct config_link *link,
+                     struct mapping **mapping, struct scope_filter **filter,
+                     char *err, size_t errlen)
+{
+  char msg[512];
+
+  *mapping = NULL;
+  *filter = NULL;
+  if (mapping_compile(link->mapping, link->object, cfg->path, mapping, err,
+                      errlen) != 0)
+    return -1;
+  for (size_t i = 0; i < mapping_count(*mapping); i++) {
+    if (strcasecmp(mapping_target(*mapping, i), planner_anchor_attr(link)) ==
+        0) {
+      snprintf(err, errlen,
+               "%s:%d: link '%s' maps %s, which it uses as its anchor",
+               cfg->path, link->line, link->name, planner_anchor_attr(link));
+      goto fail;
+    }
+  }
+  if (link->scope_filter != NULL &&
+      scope_filter_parse(link->scope_filter, filter, msg, sizeof(msg)) != 0) {
+    snprintf(err, errlen, "%s:%d: link '%s': scope_filter: %s", cfg->path,
+             link->line, link->name, msg);
+    goto fail;
+  }
+  if (unknown_source(mapping_sources(*mapping), msg, sizeof(msg)) != 0 ||
+      (*filter != NULL &&
+       unknown_source(scope_filter_sources(*filter), msg, sizeof(msg)) != 0)) {
+    snprintf(err, errlen,
+             "%s:%d: link '%s' reads source attribute '%s', which galbridge "
+             "does not read from a tenant (it reads: %s)",
+             cfg->path, link->line, link->name, msg, GRAPH_USER_SELECT);
+    goto fail;
+  }
+  return 0;
+fail:
+  mapping_free(*mapping);
+  *mapping = NULL;
+  scope_filter_free(*filter);
+  *filter = NULL;
+  return -1;
+}
+
+int
+planner_check_config(const struct config *cfg, char *err, size_t errlen)
+{
+  for (size_t i = 0; i < cfg->n_links; i++) {
+    struct mapping *m;
+    struct scope_filter *f;
+    if (planner_link_compile(cfg, &cfg->links[i], &m, &f, err, errlen) != 0)
+      return -1;
+    mapping_free(m);
+    scope_filter_free(f);
+  }
+  return 0;
+}

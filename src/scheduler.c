@@ -262,8 +262,8 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
     lr = &s->lruns[s->n_lruns++];
     lr->s = s;
     lr->link = link;
-    if (config_link_compile(cfg, link, &lr->mapping, &lr->filter, err,
-                            errlen) != 0) {
+    if (planner_link_compile(cfg, link, &lr->mapping, &lr->filter, err,
+                             errlen) != 0) {
       *config_error = 1;
       goto fail;
     }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "planner.h"
 
 #define EXAMPLE_PATH "../../etc/galbridge.conf.example"
 
@@ -1402,7 +1403,7 @@ test_link_checks(void **state)
 }
 
 /* ---------------------------------------------------------------------
- * config_check: each link's mapping and scope filter compile, with the
+ * planner_check_config: each link's mapping and scope filter compile, with the
  * messages the scheduler gave when it made this check.
  */
 
@@ -1434,7 +1435,7 @@ test_config_check(void **state)
     snprintf(text, sizeof(text), "%s%s%s%s", TENANTS, LINK_AB, cases[i].link,
              cases[i].mapping);
     cfg = load_ok(text);
-    assert_int_equal(config_check(cfg, err, sizeof(err)), -1);
+    assert_int_equal(planner_check_config(cfg, err, sizeof(err)), -1);
     snprintf(want, sizeof(want), "%s:%d: %s", cfg->path, cases[i].line,
              cases[i].message);
     if (strncmp(err, want, strlen(want)) != 0)
@@ -1443,7 +1444,7 @@ test_config_check(void **state)
   }
   cfg = load_ok(TENANTS LINK_AB "mapping = m\nscope_filter = mail ne ''\n"
                                 "[mapping m]\njobTitle = department\n");
-  assert_int_equal(config_check(cfg, err, sizeof(err)), 0);
+  assert_int_equal(planner_check_config(cfg, err, sizeof(err)), 0);
   config_free(cfg);
 }
 
