@@ -15,7 +15,7 @@ then writes DIR/ready.json atomically:
 
 (A fourth TLS listener stands for "some other host" and records every
 request that reaches it: GET /admin/faults names it; see "Faults from the
-cloud".)
+cloud" in cloud/faults.py.)
 
 SIGTERM / SIGINT stop it cleanly (exit 0, ready.json removed).
 

@@ -35,11 +35,36 @@ def admin_user(req, tenant):
     return user
 
 
+def admin_group(req, tenant):
+    group = tenant.groups.get(req.group(2).lower())
+    if group is None:
+        admin_fail(404, f"no group {req.group(2)}")
+    return group
+
+
 def admin_object(req):
     body = req.json_body()
     if not isinstance(body, dict):
         admin_fail(400, "body must be a JSON object")
     return body
+
+
+def admin_views(objects):
+    """200 {"value": [...]}: the admin view of each object."""
+    return Response(200, {"value": [o.admin_view() for o in objects]})
+
+
+def admin_create(req, add):
+    """201 with the admin view of what add(body) made of the request's
+    body: 409 when add raises KeyError (the id is taken), 400 when it
+    raises ValueError."""
+    try:
+        made = add(admin_object(req))
+    except KeyError as exc:
+        admin_fail(409, str(exc.args[0]))
+    except ValueError as exc:
+        admin_fail(400, str(exc))
+    return Response(201, made.admin_view())
 
 
 @route("admin", "GET", r"^/admin/health$")
@@ -83,21 +108,12 @@ def admin_tenants(req):
 
 @route("admin", "GET", r"^/admin/tenants/([^/]+)/users$")
 def admin_list_users(req):
-    tenant = admin_tenant(req)
-    return Response(200, {"value": [u.admin_view()
-                                    for u in tenant.users.values()]})
+    return admin_views(admin_tenant(req).users.values())
 
 
 @route("admin", "POST", r"^/admin/tenants/([^/]+)/users$")
 def admin_create_user(req):
-    tenant = admin_tenant(req)
-    try:
-        user = tenant.add_user(admin_object(req))
-    except KeyError as exc:
-        admin_fail(409, str(exc.args[0]))
-    except ValueError as exc:
-        admin_fail(400, str(exc))
-    return Response(201, user.admin_view())
+    return admin_create(req, admin_tenant(req).add_user)
 
 
 @route("admin", "GET", r"^/admin/tenants/([^/]+)/users/([^/]+)$")
@@ -141,9 +157,7 @@ def admin_restore_user(req):
 
 @route("admin", "GET", r"^/admin/tenants/([^/]+)/groups$")
 def admin_list_groups(req):
-    tenant = admin_tenant(req)
-    return Response(200, {"value": [g.admin_view()
-                                    for g in tenant.groups.values()]})
+    return admin_views(admin_tenant(req).groups.values())
 
 
 @route("admin", "POST", r"^/admin/tenants/([^/]+)/groups$")
@@ -161,19 +175,13 @@ def admin_create_group(req):
 
 @route("admin", "GET", r"^/admin/tenants/([^/]+)/groups/([^/]+)$")
 def admin_get_group(req):
-    tenant = admin_tenant(req)
-    group = tenant.groups.get(req.group(2).lower())
-    if group is None:
-        admin_fail(404, f"no group {req.group(2)}")
-    return Response(200, group.admin_view())
+    return Response(200, admin_group(req, admin_tenant(req)).admin_view())
 
 
 @route("admin", "PATCH", r"^/admin/tenants/([^/]+)/groups/([^/]+)$")
 def admin_patch_group(req):
     tenant = admin_tenant(req)
-    group = tenant.groups.get(req.group(2).lower())
-    if group is None:
-        admin_fail(404, f"no group {req.group(2)}")
+    group = admin_group(req, tenant)
     body = admin_object(req)
     lists = {}
     for name in ("members", "add", "remove"):
@@ -198,21 +206,12 @@ def admin_patch_group(req):
 
 @route("admin", "GET", r"^/admin/tenants/([^/]+)/contacts$")
 def admin_list_contacts(req):
-    tenant = admin_tenant(req)
-    return Response(200, {"value": [c.admin_view()
-                                    for c in tenant.contacts.values()]})
+    return admin_views(admin_tenant(req).contacts.values())
 
 
 @route("admin", "POST", r"^/admin/tenants/([^/]+)/contacts$")
 def admin_create_contact(req):
-    tenant = admin_tenant(req)
-    try:
-        contact = tenant.add_contact(admin_object(req))
-    except KeyError as exc:
-        admin_fail(409, str(exc.args[0]))
-    except ValueError as exc:
-        admin_fail(400, str(exc))
-    return Response(201, contact.admin_view())
+    return admin_create(req, admin_tenant(req).add_contact)
 
 
 @route("admin", "DELETE", r"^/admin/tenants/([^/]+)/contacts/([^/]+)$")
@@ -309,7 +308,8 @@ def admin_tenant_faults(req):
     Retry-After given to that client had elapsed, past the grace),
     connection_early (requests of that client that came on a connection
     after a throttled answer to it had been written there, before its
-    Retry-After had passed: no grace, see "Throttling per connection")."""
+    Retry-After had passed: no grace, see "Throttling per connection" in
+    limits.py)."""
     tenant = admin_tenant(req)
     state = req.cloud.fault_state
     counts = dict(state.tenant_counts(tenant.id))

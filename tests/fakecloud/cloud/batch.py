@@ -4,8 +4,6 @@ import http.client
 import json
 import re
 import sys
-import time
-import traceback
 import urllib.parse
 
 from .graph import check_params, graph_ok
@@ -13,8 +11,8 @@ from .knobs import count_stat
 from .limits import limits_unit_header
 from .server import dispatch
 from .users import graph_request_kind
-from .wire import (Reply, Request, Response, b64url_decode, graph_error,
-                   graph_fail, iso_ms, route)
+from .wire import (Reply, Request, b64url_decode, graph_error, graph_fail,
+                   internal_error, route)
 
 
 # Each inner request goes through dispatch() like a top-level one: the
@@ -146,13 +144,7 @@ def batch_record(inner, resp):
         kind = graph_request_kind(inner.method, inner.path)
         if kind is not None:
             count_stat(cloud, inner.tenant, kind)
-    cloud.log_seq += 1
-    cloud.log.append({
-        "seq": cloud.log_seq, "time": iso_ms(time.time()),
-        "service": "graph", "method": inner.method, "path": inner.path,
-        "query": inner.query, "status": resp.status,
-        "tenant": inner.tenant.id if inner.tenant is not None else None,
-        "client_id": inner.client_id, "batch": inner.batch_id})
+    cloud.log_request(inner, resp)
     if cloud.verbose:
         query = "?" + inner.query if inner.query else ""
         print(f"fakecloud: graph {inner.method} {inner.path}{query} "
@@ -168,10 +160,7 @@ def batch_run(inner):
     except Reply as reply:
         resp = reply.response
     except Exception:          # a bug here must not kill the listener
-        traceback.print_exc(file=sys.stderr)
-        resp = Response(500, {"error": {
-            "code": "InternalServerError",
-            "message": "fakecloud: unhandled exception"}})
+        resp = internal_error()
     limits_unit_header(inner, resp)
     batch_record(inner, resp)
     return resp

@@ -98,6 +98,18 @@ def sync_state_not_found(req):
                "expired and data must be synchronized again.")
 
 
+def delta_link(req, token, kind):
+    """The live link of `kind` ("users-skip" or "users-delta") behind a
+    $skiptoken or $deltatoken of req's tenant; an unknown or expired one
+    answers as the service does."""
+    link = req.cloud.get_link(token, kind, req.tenant.id)
+    if link is None:
+        sync_state_not_found(req)
+    if req.cloud.link_expired(link):
+        delta_token_expired(req, link)
+    return link
+
+
 def delta_round_ids(tenant, select, filter_ids, since):
     """Ids in a round: everything (tombstones too) for an initial round;
     since a deltaLink, users created, deleted or restored after it or with
@@ -200,11 +212,7 @@ def users_delta(req):
                                  tenant.id)
         if endless is not None:
             return endless_page(req, endless)
-        link = cloud.get_link(params["skiptoken"], "users-skip", tenant.id)
-        if link is None:
-            sync_state_not_found(req)
-        if cloud.link_expired(link):
-            delta_token_expired(req, link)
+        link = delta_link(req, params["skiptoken"], "users-skip")
         rnd, index = link.data
         return delta_page(req, rnd, index)
 
@@ -228,11 +236,7 @@ def users_delta(req):
                                  f"$deltatoken={link_token}"),
             "value": []})
     if token:
-        link = cloud.get_link(token, "users-delta", tenant.id)
-        if link is None:
-            sync_state_not_found(req)
-        if cloud.link_expired(link):
-            delta_token_expired(req, link)
+        link = delta_link(req, token, "users-delta")
         since = link.data["seq"]
         # A $select on a deltaLink changes what is tracked from now on.
         if select is None:

@@ -92,6 +92,15 @@ class Contact:
         return view
 
 
+def object_id(data, kind):
+    """The id (lower case) of the `kind` that data, a seed's or the admin
+    API's JSON, describes; a new one when it names none.  Raises
+    ValueError when data is not a JSON object."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a {kind} must be a JSON object")
+    return str(data.get("id") or uuid.uuid4()).lower()
+
+
 def smtp_addresses(values):
     """Lower-case SMTP addresses of a proxyAddresses list."""
     out = set()
@@ -173,9 +182,7 @@ class Tenant:
         return props
 
     def add_user(self, data):
-        if not isinstance(data, dict):
-            raise ValueError("a user must be a JSON object")
-        uid = str(data.get("id") or uuid.uuid4()).lower()
+        uid = object_id(data, "user")
         if uid in self.users:
             raise KeyError(f"user {uid} already exists")
         props = self.user_defaults(data)
@@ -268,9 +275,7 @@ class Tenant:
         return None
 
     def add_contact(self, data):
-        if not isinstance(data, dict):
-            raise ValueError("a contact must be a JSON object")
-        cid = str(data.get("id") or uuid.uuid4()).lower()
+        cid = object_id(data, "contact")
         if cid in self.contacts:
             raise KeyError(f"contact {cid} already exists")
         props = {k: v for k, v in data.items() if k != "id"}

@@ -25,8 +25,8 @@ EXO_WWW_AUTH = ('Bearer client_id="00000002-0000-0ff1-ce00-000000000000", '
                 'oauth2/authorize", error="invalid_token"')
 EXO_SERVER = "FAKEPR01A001DC001.FAKEPR01A001.PROD.OUTLOOK.COM"
 
-
-CMDLETS = {}
+CMDLETS = {}        # lower-case name -> fn, filled by cmdlets.py
+CMDLET_NAMES = {}   # lower-case name -> its spelling (stats count by it)
 
 
 def cmdlet(name):
@@ -37,9 +37,6 @@ def cmdlet(name):
         CMDLET_NAMES[name.lower()] = name
         return fn
     return register
-
-
-CMDLET_NAMES = {}
 
 
 def exo_page_size(req):

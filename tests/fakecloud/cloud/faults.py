@@ -40,7 +40,8 @@ from .wire import (ROUTES, Response, aad_error_response, bearer, graph_error,
 #   before until is "early" (the grace covers requests already in flight
 #   when the answer left);
 #   per-tenant counters {"requests", "throttled", "early",
-#   "connection_early"} (the last one: see "Throttling per connection");
+#   "connection_early"} (the last one: see "Throttling per connection" in
+#   limits.py);
 #   the fault rules with what each has left;
 #   requests that reached the foreign host.
 # --------------------------------------------------------------------------
@@ -72,7 +73,7 @@ class FaultState:
         self.foreign = []       # requests that reached the foreign host
         self.login_down_until = 0.0
         self.retry_after_turn = 0
-        self.early_examples = {}  # tenant id -> descriptions (see below)
+        self.early_examples = {}  # tenant id -> descriptions (limits.py)
         self.connection_examples = {}   # the same, for connection_early
 
     def tenant_counts(self, tid):

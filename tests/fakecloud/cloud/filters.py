@@ -20,7 +20,6 @@ ADVANCED_HINT = (" is not supported because the required parameters might "
                  "https://aka.ms/graph-docs/advanced-queries for more "
                  "information")
 
-
 # $filter support on user properties (includes/filter-directory-objects.md):
 # "default" works without advanced query parameters, "advanced" needs
 # ConsistencyLevel: eventual and $count=true.

@@ -51,11 +51,9 @@ USER_PROPERTIES = [
     "userPrincipalName", "userType",
 ]
 
-
 GRAPH_WWW_AUTH = ('Bearer realm="", authorization_uri="https://login.'
                   'microsoftonline.com/common/oauth2/authorize", '
                   'client_id="00000003-0000-0000-c000-000000000000"')
-
 
 EXTENSION_NAMES = [f"extensionAttribute{n}" for n in range(1, 16)]
 

@@ -17,7 +17,7 @@ import re
 import time
 import urllib.parse
 
-from .wire import bearer, graph_date, graph_throttled
+from .wire import bearer, graph_error, graph_throttled
 
 
 # Directory writes (POST, PATCH, PUT, DELETE; each inner request of a
@@ -394,25 +394,16 @@ def throttle_answer(req, method):
     seconds, text = next_retry_after(state, cloud.rng)
     throttle_window(state, key, time.monotonic(), seconds, req)
     counts["throttled"] += 1
-    inner = {"date": graph_date(), "request-id": req.request_id,
-             "client-request-id": req.client_request_id}
     if status == 429:
         # error-429-throttled.json: code, innerError, message, in order.
-        body = {"error": {
-            "code": "TooManyRequests",
-            "innerError": {"code": "429", "date": inner["date"],
-                           "message": "Please retry after",
-                           "request-id": req.request_id, "status": "429"},
-            "message": "Please retry again later."}}
+        body = graph_throttled(req, text).body
     else:
         # errors.md: serviceNotAvailable, "may repeat the request after a
         # delay, the length of which may be specified in a Retry-After
         # header".
-        body = {"error": {
-            "code": "serviceNotAvailable",
-            "message": "The service is temporarily unavailable. Please "
-                       "retry after the time given in Retry-After.",
-            "innerError": inner}}
+        body = graph_error(req, 503, "serviceNotAvailable",
+                           "The service is temporarily unavailable. Please "
+                           "retry after the time given in Retry-After.").body
     return status, body, {"Retry-After": text}
 
 

@@ -39,19 +39,13 @@ def group_transitive_members(req):
     else:
         if gid not in tenant.groups:
             graph_fail(req, 404, "Request_ResourceNotFound",
-                       f"Resource '{req.group(1)}' does not exist or one of "
-                       f"its queried reference-property objects are not "
-                       f"present.")
-        top = params.get("top", "100")
-        if not top.isdigit() or not 1 <= int(top) <= 999:
-            graph_fail(req, 400, "Request_BadRequest",
-                       f"Invalid page size specified: '{top}'. Must be "
-                       f"between 1 and 999 inclusive.")
+                       not_found_text(req.group(1)))
+        top = parse_top(req)
         select = None
         if "select" in params:
             select = [s.strip() for s in params["select"].split(",")
                       if s.strip() and s.strip().lower() != "id"]
-        state = {"group": gid, "select": select, "top": int(top),
+        state = {"group": gid, "select": select, "top": top,
                  "offset": 0, "members": tenant.transitive_members(gid)}
     members = state["members"][state["offset"]:
                                state["offset"] + state["top"]]

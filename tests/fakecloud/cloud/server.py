@@ -18,9 +18,8 @@ import threading
 import time
 import traceback
 import urllib.parse
-import uuid
 
-from .directory import App, Group, Link, Tenant, Token
+from .directory import App, Group, Link, Tenant, Token, object_id
 from .exchange import exo_enter
 from .faults import FaultState, inject_fault, response_fault, send_fault
 from .graph import graph_authenticate
@@ -29,7 +28,7 @@ from .limits import (connection_check, connection_throttled, limits_admit,
                      limits_headers, throttle_windows_sent)
 from .users import graph_request_kind
 from .wire import (ROUTES, Reply, Request, Response, aad_error_response,
-                   admin_error, graph_error, iso_ms)
+                   admin_error, graph_error, internal_error, iso_ms)
 
 
 LOG_MAX = 200000          # request log entries kept (oldest dropped)
@@ -165,9 +164,7 @@ class Cloud:
 
     @staticmethod
     def add_group(tenant, data):
-        if not isinstance(data, dict):
-            raise ValueError("a group must be a JSON object")
-        gid = str(data.get("id") or uuid.uuid4()).lower()
+        gid = object_id(data, "group")
         if gid in tenant.groups:
             raise ValueError(f"group {gid} already exists")
         props = {k: v for k, v in data.items() if k not in ("id", "members")}
@@ -241,6 +238,25 @@ class Cloud:
                 with self.lock:
                     slot.exo_in_progress -= 1
 
+    def log_request(self, req, resp):
+        """Append req and its answer to the request log (under the lock).
+        An inner request of a $batch names its batch id ("batch") and is
+        never recorded raw."""
+        self.log_seq += 1
+        now = time.time()
+        tenant = req.tenant.id if req.tenant is not None else None
+        entry = {
+            "seq": self.log_seq, "time": iso_ms(now),
+            "service": req.service, "method": req.method,
+            "path": req.path, "query": req.query, "status": resp.status,
+            "tenant": tenant, "client_id": req.client_id}
+        if req.batch_id is not None:
+            entry["batch"] = req.batch_id
+        elif self.record_raw and req.service != "admin":
+            entry["headers"] = [[k, v] for k, v in req.headers.items()]
+            entry["body"] = req.body.decode("utf-8", "replace")
+        self.log.append(entry)
+
     def answer(self, req, early=None):
         with self.lock:
             try:
@@ -249,10 +265,7 @@ class Cloud:
             except Reply as reply:
                 resp = reply.response
             except Exception:      # a bug here must not kill the listener
-                traceback.print_exc(file=sys.stderr)
-                resp = Response(500, {"error": {
-                    "code": "InternalServerError",
-                    "message": "fakecloud: unhandled exception"}})
+                resp = internal_error()
             if req.service == "graph":
                 resp.headers.setdefault("request-id", req.request_id)
                 resp.headers.setdefault("client-request-id",
@@ -263,18 +276,7 @@ class Cloud:
                 if kind is not None:
                     count_stat(self, req.tenant, kind)
             payload = resp.encode()
-            self.log_seq += 1
-            now = time.time()
-            tenant = req.tenant.id if req.tenant is not None else None
-            entry = {
-                "seq": self.log_seq, "time": iso_ms(now),
-                "service": req.service, "method": req.method,
-                "path": req.path, "query": req.query, "status": resp.status,
-                "tenant": tenant, "client_id": req.client_id}
-            if self.record_raw and req.service != "admin":
-                entry["headers"] = [[k, v] for k, v in req.headers.items()]
-                entry["body"] = req.body.decode("utf-8", "replace")
-            self.log.append(entry)
+            self.log_request(req, resp)
         if self.verbose:
             query = "?" + req.query if req.query else ""
             print(f"fakecloud: {req.service} {req.method} {req.path}{query}"

@@ -14,7 +14,9 @@ import base64
 import datetime
 import json
 import re
+import sys
 import time
+import traceback
 import urllib.parse
 import uuid
 
@@ -227,6 +229,16 @@ def exo_error(status, code, err_id, exc_type, text):
         },
     }}
     return Response(status, body)
+
+
+def internal_error():
+    """The answer to a request whose handler raised an unexpected
+    exception (a bug here must not kill the listener): its traceback on
+    stderr, and a 500.  Call it from the except block."""
+    traceback.print_exc(file=sys.stderr)
+    return Response(500, {"error": {
+        "code": "InternalServerError",
+        "message": "fakecloud: unhandled exception"}})
 
 
 def admin_error(status, message):
