@@ -368,20 +368,20 @@ exo_multivalue(const json_t *add, const json_t *remove)
     return NULL;
   if (json_object_set_new(mv, "@odata.type",
                           json_string("#Exchange.GenericHashTable")) != 0)
-    goto fail;
+    goto out;
   if (add != NULL) {
     copy = json_deep_copy(add);
     if (copy == NULL || json_object_set_new(mv, "Add", copy) != 0)
-      goto fail;
+      goto out;
   }
   if (remove != NULL) {
     copy = json_deep_copy(remove);
     if (copy == NULL || json_object_set_new(mv, "Remove", copy) != 0)
-      goto fail;
+      goto out;
   }
   return mv;
 
-fail:
+out:
   json_decref(mv);
   return NULL;
 }
@@ -866,16 +866,16 @@ exo_invoke(struct exo *exo, const char *cmdlet, const json_t *parameters,
     return -1;
   call = calloc(1, sizeof(*call));
   if (call == NULL)
-    goto fail;
+    goto out;
   call->cmdlet = strdup(cmdlet);
   call->body = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
   call->url = strdup(exo->invoke_url);
   call->value = json_array();
   if (call->cmdlet == NULL || call->body == NULL || call->url == NULL ||
       call->value == NULL)
-    goto fail;
+    goto out;
   if (uv_timer_start(&exo->kick, on_kick, 0, 0) != 0)
-    goto fail;
+    goto out;
   json_decref(body);
   call->done = done;
   call->ctx = ctx;
@@ -887,7 +887,7 @@ exo_invoke(struct exo *exo, const char *cmdlet, const json_t *parameters,
   exo->queue_tail = call;
   return 0;
 
-fail:
+out:
   json_decref(body);
   call_free(call);
   return -1;

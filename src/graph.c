@@ -648,25 +648,25 @@ graph_req_prepare(struct graph *graph, const char *method, const char *url,
     return NULL;
   req->method = strdup(method);
   if (req->method == NULL)
-    goto fail;
+    goto out;
   if (body != NULL) {
     req->body = json_dumps(body, JSON_COMPACT);
     if (req->body == NULL)
-      goto fail;
+      goto out;
   }
   req->url = url[0] == '/' ? graph_url_build("%s%s", base, url) : strdup(url);
   if (req->url == NULL)
-    goto fail;
+    goto out;
   n = strcspn(req->url, "?");
   req->path_for_log = strndup(req->url + strlen(base), n - strlen(base));
   if (req->path_for_log == NULL)
-    goto fail;
+    goto out;
   for (int i = 0; headers != NULL && headers[i] != NULL; i++) {
     if (i == GRAPH_MAX_HEADERS)
-      goto fail;
+      goto out;
     req->headers[i] = strdup(headers[i]);
     if (req->headers[i] == NULL)
-      goto fail;
+      goto out;
   }
   req->done = done;
   req->ctx = ctx;
@@ -677,7 +677,7 @@ graph_req_prepare(struct graph *graph, const char *method, const char *url,
   graph->reqs = req;
   return req;
 
-fail:
+out:
   req_free(req);
   return NULL;
 }

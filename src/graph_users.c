@@ -463,12 +463,12 @@ on_members(void *ctx, const struct graph_response *resp)
   struct graph_response r = *resp;
 
   if (resp->result != GRAPH_OK)
-    goto done;
+    goto out;
   if (!json_is_array(value)) {
     r.result = GRAPH_ERR_PROTOCOL;
     r.transient = 1;
     r.errmsg = "transitiveMembers answer has no \"value\" array";
-    goto done;
+    goto out;
   }
   json_array_foreach(value, i, item)
   {
@@ -484,7 +484,7 @@ on_members(void *ctx, const struct graph_response *resp)
     r.transient = 1;
     r.errmsg = "transitiveMembers nextLink outside the tenant's Graph host";
   }
-done:
+out:
   c->members_done(c->ctx, &r, r.result == GRAPH_OK ? c->members : NULL);
   call_free(c);
 }

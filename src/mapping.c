@@ -1004,7 +1004,7 @@ mapping_sources(const struct mapping *mapping)
     return NULL;
   for (size_t i = 0; mapping != NULL && i < mapping->n; i++) {
     if (collect_sources(mapping->rules[i].expr, names) != 0)
-      goto fail;
+      goto out;
   }
   /* Sorted (ignoring case) so that $select strings are stable. */
   n = json_array_size(names);
@@ -1013,18 +1013,18 @@ mapping_sources(const struct mapping *mapping)
   items = malloc(n * sizeof(*items));
   sorted = json_array();
   if (items == NULL || sorted == NULL)
-    goto fail;
+    goto out;
   for (size_t i = 0; i < n; i++)
     items[i] = json_array_get(names, i);
   qsort(items, n, sizeof(*items), name_cmp);
   for (size_t i = 0; i < n; i++) {
     if (json_array_append(sorted, items[i]) != 0)
-      goto fail;
+      goto out;
   }
   free(items);
   json_decref(names);
   return sorted;
-fail:
+out:
   free(items);
   json_decref(sorted);
   json_decref(names);

@@ -1528,14 +1528,14 @@ planner_link_compile(const struct config *cfg, const struct config_link *link,
       snprintf(err, errlen,
                "%s:%d: link '%s' maps %s, which it uses as its anchor",
                cfg->path, link->line, link->name, planner_anchor_attr(link));
-      goto fail;
+      goto out;
     }
   }
   if (link->scope_filter != NULL &&
       scope_filter_parse(link->scope_filter, filter, msg, sizeof(msg)) != 0) {
     snprintf(err, errlen, "%s:%d: link '%s': scope_filter: %s", cfg->path,
              link->line, link->name, msg);
-    goto fail;
+    goto out;
   }
   if (unknown_source(mapping_sources(*mapping), msg, sizeof(msg)) != 0 ||
       (*filter != NULL &&
@@ -1544,10 +1544,10 @@ planner_link_compile(const struct config *cfg, const struct config_link *link,
              "%s:%d: link '%s' reads source attribute '%s', which galbridge "
              "does not read from a tenant (it reads: %s)",
              cfg->path, link->line, link->name, msg, GRAPH_USER_SELECT);
-    goto fail;
+    goto out;
   }
   return 0;
-fail:
+out:
   mapping_free(*mapping);
   *mapping = NULL;
   scope_filter_free(*filter);

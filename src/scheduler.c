@@ -1009,7 +1009,7 @@ lrun_observe(struct lrun *lr)
   }
   o = calloc(1, sizeof(*o));
   if (o == NULL)
-    goto fail;
+    goto out;
   o->lr = lr;
   planner_observed_tenant(link, o->tenant, sizeof(o->tenant));
   snprintf(filter, sizeof(filter), "%s -like '%s%s:*'",
@@ -1023,11 +1023,11 @@ lrun_observe(struct lrun *lr)
                  on_contacts_listed, o) != 0) {
     json_decref(params);
     free(o);
-    goto fail;
+    goto out;
   }
   json_decref(params);
   return;
-fail:
+out:
   log_warning("cannot list the link's mail contacts, planned from the "
               "last listing link=%s",
               link->name);

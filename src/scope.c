@@ -416,20 +416,20 @@ take_path(struct parser *p, struct node *node)
       n++;
   node->seg = calloc(n, sizeof(*node->seg));
   if (node->seg == NULL)
-    goto oom;
+    goto out;
   while (node->nseg < n) {
     const char *slash = memchr(s, '/', (size_t)(end - s));
     size_t len = (size_t)((slash != NULL ? slash : end) - s);
     char *seg = malloc(len + 1);
     if (seg == NULL)
-      goto oom;
+      goto out;
     memcpy(seg, s, len);
     seg[len] = '\0';
     node->seg[node->nseg++] = seg;
     s += len + 1;
   }
   return 0;
-oom:
+out:
   fail_oom(p);
   return -1;
 }
@@ -458,42 +458,42 @@ parse_function(struct parser *p, enum node_kind kind)
     return NULL;
   }
   if (advance(p) < 0)
-    goto err;
+    goto out;
   open = p->tok.start; /* the '(' the caller saw */
   if (advance(p) < 0)
-    goto err;
+    goto out;
   if (p->tok.kind != T_NAME || is_keyword(p)) {
     snprintf(what, sizeof(what), "an attribute as the first argument of %s",
              name);
     expected(p, what);
-    goto err;
+    goto out;
   }
   if (take_path(p, node) < 0 || advance(p) < 0)
-    goto err;
+    goto out;
   if (p->tok.kind != T_COMMA) {
     snprintf(what, sizeof(what), "',' after the attribute in %s", name);
     expected(p, what);
-    goto err;
+    goto out;
   }
   if (advance(p) < 0)
-    goto err;
+    goto out;
   if (p->tok.kind != T_STRING) {
     snprintf(what, sizeof(what), "a string as the second argument of %s",
              name);
     expected(p, what);
-    goto err;
+    goto out;
   }
   node->lit.kind = L_STRING;
   node->lit.str = p->tok.str;
   node->lit.len = p->tok.slen;
   p->tok.str = NULL;
   if (advance(p) < 0)
-    goto err;
+    goto out;
   snprintf(what, sizeof(what), "')' after the arguments of %s", name);
   if (close_paren(p, open, what) < 0)
-    goto err;
+    goto out;
   return node;
-err:
+out:
   node_free(node);
   return NULL;
 }
@@ -511,11 +511,11 @@ parse_comparison(struct parser *p)
     return NULL;
   }
   if (take_path(p, node) < 0)
-    goto err;
+    goto out;
   snprintf(what, sizeof(what), "'eq' or 'ne' after '%.*s'", shown_len(p),
            p->text + p->tok.start);
   if (advance(p) < 0)
-    goto err;
+    goto out;
   if (is_word(p, "eq")) {
     op = "eq";
   } else if (is_word(p, "ne")) {
@@ -523,10 +523,10 @@ parse_comparison(struct parser *p)
     op = "ne";
   } else {
     expected(p, what);
-    goto err;
+    goto out;
   }
   if (advance(p) < 0)
-    goto err;
+    goto out;
   if (p->tok.kind == T_STRING) {
     node->lit.kind = L_STRING;
     node->lit.str = p->tok.str;
@@ -545,12 +545,12 @@ parse_comparison(struct parser *p)
     snprintf(what, sizeof(what),
              "a value ('text', a number, true, false or null) after '%s'", op);
     expected(p, what);
-    goto err;
+    goto out;
   }
   if (advance(p) < 0)
-    goto err;
+    goto out;
   return node;
-err:
+out:
   node_free(node);
   return NULL;
 }
@@ -658,17 +658,17 @@ parse_chain(struct parser *p, enum node_kind kind, const char *word,
   }
   while (is_word(p, word)) {
     if (advance(p) < 0)
-      goto err;
+      goto out;
     kid = sub(p);
     if (kid == NULL)
-      goto err;
+      goto out;
     if (node_add(chain, kid) < 0) {
       fail_oom(p);
-      goto err;
+      goto out;
     }
   }
   return chain;
-err:
+out:
   node_free(chain);
   return NULL;
 }

@@ -1828,20 +1828,20 @@ store_op_complete(struct store *store, long long op_id, const char *link,
     /* The object is to be decided again from scratch, changed or not. */
     st = prep(store, ST_REPLAN_ADD);
     if (st == NULL)
-      goto fail;
+      goto out;
     bind_text(st, 1, link);
     bind_text(st, 2, source_id);
     if (exec_stmt(store, st, "queueing an object to plan again") != 0)
-      goto fail;
+      goto out;
     st = prep(store, ST_TARGET_DELETE);
     if (st == NULL)
-      goto fail;
+      goto out;
     bind_text(st, 1, link);
     bind_text(st, 2, source_id);
   } else if (applied == NULL) {
     st = prep(store, ST_TARGET_STATE);
     if (st == NULL)
-      goto fail;
+      goto out;
     bind_text(st, 1, link);
     bind_text(st, 2, source_id);
     bind_text(st, 3, state);
@@ -1849,7 +1849,7 @@ store_op_complete(struct store *store, long long op_id, const char *link,
   } else {
     st = prep(store, ST_TARGET_PUT);
     if (st == NULL)
-      goto fail;
+      goto out;
     bind_text(st, 1, link);
     bind_text(st, 2, source_id);
     bind_text(st, 3, target_id);
@@ -1860,16 +1860,16 @@ store_op_complete(struct store *store, long long op_id, const char *link,
   }
   if (exec_stmt(store, st, "writing a target object") != 0 ||
       store_op_delete(store, op_id) != 0)
-    goto fail;
+    goto out;
   st = prep(store, ST_RUN_DONE);
   if (st == NULL)
-    goto fail;
+    goto out;
   bind_text(st, 1, link);
   if (exec_stmt(store, st, "counting progress") != 0 ||
       store_commit(store) != 0)
-    goto fail;
+    goto out;
   return 0;
-fail:
+out:
   store_rollback(store);
   return -1;
 }
@@ -1906,14 +1906,14 @@ store_link_approve(struct store *store, const char *link, long long *released)
     return -1;
   bind_text(st, 1, link);
   if (exec_stmt(store, st, "releasing held deletes") != 0)
-    goto fail;
+    goto out;
   if (released != NULL)
     *released = sqlite3_changes64(store->db);
   if (store_link_count_held(store, link, &held) != 0 ||
       (own_tx && store_commit(store) != 0))
-    goto fail;
+    goto out;
   return 0;
-fail:
+out:
   if (own_tx)
     store_rollback(store);
   return -1;
