@@ -31,8 +31,7 @@ CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka)
 CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka)
 
 CFLAGS ?= -O2 -g
-VERSION := 0.1.0
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DGALBRIDGE_VERSION='"$(VERSION)"' $(WARN) -Iinclude $(PKG_CFLAGS) \
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude $(PKG_CFLAGS) \
 	$(CFLAGS) $(EXTRA_CFLAGS)
 ALL_LDFLAGS = $(LDFLAGS) $(EXTRA_LDFLAGS)
 

@@ -28,16 +28,13 @@
 #include "report.h"
 #include "scheduler.h"
 #include "store.h"
+#include "version.h"
 
 #define EXIT_OK 0
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
 #define EXIT_HELD 3
 #define EXIT_CONFIG 78
-
-#ifndef GALBRIDGE_VERSION
-#define GALBRIDGE_VERSION "0.1.0"
-#endif
 
 /* How a command opens the state. */
 enum open_mode {

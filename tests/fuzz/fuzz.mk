@@ -23,7 +23,6 @@ FUZZ_TARGETS := config mapping scope graph_delta exo_error retry_after \
 
 PKG_CONFIG ?= pkg-config
 FUZZ_PKGS := libcurl jansson libuv sqlite3 openssl inih
-FUZZ_VERSION := $(if $(VERSION),$(VERSION),0.1.0)
 # src/ is built warning-clean by gcc (the Makefile's -Werror); clang has
 # a few warnings of its own, shown here but not fatal, so that a clang-only
 # nit never stops the fuzzers. The fuzz targets themselves get -Werror.
@@ -31,8 +30,7 @@ FUZZ_WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes \
 	-Wmissing-prototypes
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE \
-	-DGALBRIDGE_VERSION='"$(FUZZ_VERSION)"' $(FUZZ_WARN) -Iinclude \
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE $(FUZZ_WARN) -Iinclude \
 	$(shell $(PKG_CONFIG) --cflags $(FUZZ_PKGS)) -O1 -g $(FUZZ_SAN)
 FUZZ_LIBS := $(shell $(PKG_CONFIG) --libs $(FUZZ_PKGS)) -lm
 FUZZ_LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
