@@ -230,11 +230,8 @@ int config_links_overlap(const struct config_link *a,
  * and nothing is written for them. */
 size_t config_warn_overlaps(const struct config *cfg, FILE *fp);
 
-/* The config file's spelling ("usgovhigh", "mailcontact", "hide"...);
- * "unknown" for a value outside the enum. Static strings. */
-const char *config_cloud_name(enum config_cloud cloud);
+/* The config file's spelling of an object kind ("guest", "mailcontact",
+ * "mailuser"); "unknown" for a value outside the enum. Static string. */
 const char *config_object_name(enum config_object object);
-const char *config_on_delete_name(enum config_on_delete policy);
-const char *config_adopt_name(enum config_adopt adopt);
 
 #endif

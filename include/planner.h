@@ -98,9 +98,8 @@ struct planner_decision {
 };
 
 /* The op kind's name (store_op_kind_name()), "unknown" beyond
- * PLANNER_FAIL; and back (0, or -1 for any other text). */
+ * PLANNER_FAIL. */
 const char *planner_kind_name(enum planner_kind kind);
-int planner_kind_parse(const char *name, enum planner_kind *kind);
 
 /* FNV-1a 64 of the canonical JSON text (sorted keys, compact), as 16
  * lower-case hex digits. */

@@ -2161,25 +2161,7 @@ config_warn_overlaps(const struct config *cfg, FILE *fp)
 }
 
 const char *
-config_cloud_name(enum config_cloud cloud)
-{
-  return enum_name(clouds, (int)cloud);
-}
-
-const char *
 config_object_name(enum config_object object)
 {
   return enum_name(objects, (int)object);
-}
-
-const char *
-config_on_delete_name(enum config_on_delete policy)
-{
-  return enum_name(on_deletes, (int)policy);
-}
-
-const char *
-config_adopt_name(enum config_adopt adopt)
-{
-  return enum_name(adopts, (int)adopt);
 }

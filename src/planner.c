@@ -35,17 +35,6 @@ planner_kind_name(enum planner_kind kind)
   return store_op_kind_name((enum store_op_kind)kind);
 }
 
-int
-planner_kind_parse(const char *name, enum planner_kind *kind)
-{
-  enum store_op_kind k;
-
-  if (store_op_kind_parse(name, &k) != 0 || k > STORE_OP_FAIL)
-    return -1;
-  *kind = (enum planner_kind)k;
-  return 0;
-}
-
 void
 planner_hash(const json_t *value, char out[17])
 {
