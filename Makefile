@@ -2,7 +2,8 @@
 #
 #   make            build ./galbridge
 #   make deps       install the Debian 12 packages the build and tests need
-#   make check      every test: unit (cmocka), fakecloud's own, integration
+#   make check      lint, then every test: unit (cmocka), fakecloud's own,
+#                   integration, reliability (small), fuzz (short)
 #   make asan       the same suite with AddressSanitizer + UBSan
 #   make lint       clang-format check, cppcheck, banned calls
 #   make demo       fakecloud with two demo tenants + galbridge against it
@@ -82,7 +83,7 @@ $(BUILD) $(BUILD)/tests:
 -include $(LIB_OBJS:.o=.d) $(BUILD)/main.d
 
 deps:
-	@sh tests/deps.sh $(DEB_PKGS)
+	@sh tests/deps.sh $(DEB_PKGS) $(LINT_PKGS)
 
 deps-lint:
 	@sh tests/deps.sh $(LINT_PKGS)
@@ -107,6 +108,7 @@ reliability-check: $(BUILD)/galbridge
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/reliability
 
 check: deps
+	$(MAKE) lint
 	$(MAKE) all
 	$(MAKE) unit-check
 	$(MAKE) fakecloud-check
