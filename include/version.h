@@ -1,7 +1,6 @@
 /*
- * version — galbridge's version, defined here and nowhere else: the
- * command line (`galbridge --version`, `check-config`) and the HTTP
- * User-Agent read it.
+ * version — galbridge's version, defined here and nowhere else: `galbridge
+ * -V`, the start-up log line and the HTTP User-Agent read it.
  */
 #ifndef GALBRIDGE_VERSION_H
 #define GALBRIDGE_VERSION_H
