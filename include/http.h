@@ -5,10 +5,11 @@
  *
  * Requests carry their own retry policy: network errors, 429, 503 and 504
  * are retried with exponential backoff and full jitter, honouring
- * Retry-After (seconds, possibly fractional, or an HTTP-date). A request
- * may name a "gate" (for example "<tenant id>/graph"): after a 429 or a
- * 503/504 with Retry-After on a gate, no request on that gate is sent
- * before the time has passed (DESIGN.md invariant 7); other gates go on.
+ * Retry-After (seconds, possibly fractional, or an HTTP-date); retry.h
+ * holds those decisions. A request may name a "gate" (for example
+ * "<tenant id>/graph"): after a 429 or a 503/504 with Retry-After on a
+ * gate, no request on that gate is sent before the time has passed
+ * (DESIGN.md invariant 7); other gates go on.
  * The gate closes as the answer's headers are read (for a throttled
  * answer inside a 2xx one, such as Graph's $batch, as its body is
  * complete: http_request.inner_wait), before libcurl can hand that
@@ -243,22 +244,6 @@ int http_gate_budget(const struct http *http, const char *gate,
  * ALPHA, DIGIT and "-._~"). New string, or NULL when `s` is NULL or on
  * allocation failure. */
 char *http_urlencode(const char *s);
-
-/* --- pure helpers, exposed for unit tests --- */
-
-/* Full-jitter backoff before retry number `attempt` (1 = first retry):
- * u * min(cap_ms, base_ms * 2^(attempt-1)), u in [0, 1). The result is
- * always >= 0 and below that ceiling; attempt < 1 counts as 1, u outside
- * [0, 1) is clamped, base_ms or cap_ms <= 0 gives 0. */
-double http_backoff_ms(int attempt, long base_ms, long cap_ms, double u);
-
-/* Parse a Retry-After value: delta-seconds (integer or fractional, as
- * Graph sends "2.128"; at most 2^31-1) or an IMF-fixdate HTTP-date
- * ("Sun, 06 Nov 1994 08:49:37 GMT") relative to `now` (a past date is 0).
- * Surrounding spaces and tabs are ignored. Returns 0 and sets *seconds
- * (>= 0, rounded up to whole milliseconds), or -1 when the value is not
- * one of those (signs, exponents, obsolete date forms, garbage). */
-int http_parse_retry_after(const char *value, time_t now, double *seconds);
 
 /* An ISO 8601 time in UTC as Microsoft's services write them
  * ("2026-12-07T13:00:00Z", with or without fractions, or "+00:00"), or 0

@@ -54,6 +54,7 @@
 
 #include "anchor.h"
 #include "log.h"
+#include "retry.h"
 
 #define GRAPH_MAX_HEADERS 8
 #define GRAPH_ERRMSG_MAX 512
@@ -1290,7 +1291,7 @@ inner_retry_after(const json_t *headers)
       snprintf(num, sizeof(num), "%.3f", json_number_value(v));
       text = num;
     }
-    if (text != NULL && http_parse_retry_after(text, time(NULL), &secs) == 0)
+    if (text != NULL && retry_parse_after(text, time(NULL), &secs) == 0)
       return secs;
   }
   return -1;
@@ -1615,8 +1616,8 @@ sub_throttled(struct graph *graph, struct sub *sub,
                                 ? HTTP_BUCKET_UNITS
                                 : HTTP_BUCKET_WRITES);
   if (secs < 0)
-    secs = http_backoff_ms(sub->retries, SUB_BACKOFF_BASE_MS,
-                           SUB_BACKOFF_CAP_MS, u) /
+    secs = retry_backoff_ms(sub->retries, SUB_BACKOFF_BASE_MS,
+                            SUB_BACKOFF_CAP_MS, u) /
            1000.0;
   if (secs > SUB_MAX_RETRY_AFTER)
     secs = SUB_MAX_RETRY_AFTER;

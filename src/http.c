@@ -81,6 +81,7 @@
 
 #include "budget.h"
 #include "log.h"
+#include "retry.h"
 
 #ifndef GALBRIDGE_VERSION
 #define GALBRIDGE_VERSION "0.1.0"
@@ -97,9 +98,6 @@
 /* Response headers kept per response; more, or longer, are dropped. */
 #define HDR_MAX 100
 #define HDR_BYTES_MAX (64 * 1024)
-
-/* Largest delta-seconds accepted in Retry-After (2^31 - 1). */
-#define DELTA_SECONDS_MAX 2147483647ULL
 
 #define NS_PER_MS 1000000ULL
 
@@ -546,7 +544,7 @@ answer_retry_after(const struct req *r)
   const char *v = header_find(r, "Retry-After");
   double s;
 
-  if (v == NULL || http_parse_retry_after(v, time(NULL), &s) != 0)
+  if (v == NULL || retry_parse_after(v, time(NULL), &s) != 0)
     return -1;
   return s < r->http->max_retry_after ? s : r->http->max_retry_after;
 }
@@ -1003,12 +1001,6 @@ curl_error_retryable(CURLcode c)
   }
 }
 
-static int
-status_retryable(long status)
-{
-  return status == 429 || status == 503 || status == 504;
-}
-
 static const char *
 error_name(int error)
 {
@@ -1096,7 +1088,7 @@ attempt_done(struct http *h, struct req *r, CURLcode code, long status)
     retry = curl_error_retryable(code);
   } else {
     ra = answer_retry_after(r);
-    retry = status_retryable(status);
+    retry = retry_on_status(status);
   }
 
   count_attempt(r->gate, error == HTTP_OK ? status : 0);
@@ -1266,8 +1258,8 @@ start(struct http *h, struct req *r)
 
   r->attempt++;
   response_reset(r);
-  r->backoff_ms = http_backoff_ms(r->attempt, h->backoff_base_ms,
-                                  h->backoff_cap_ms, random_unit());
+  r->backoff_ms = retry_backoff_ms(r->attempt, h->backoff_base_ms,
+                                   h->backoff_cap_ms, random_unit());
   /* The credential as of now, not as of http_send(): the request may
    * have waited for its gate and budget longer than a token lives. */
   line = r->authorization != NULL ? r->authorization(r->ctx) : NULL;
@@ -1843,132 +1835,6 @@ http_urlencode(const char *s)
   return copy;
 }
 
-double
-http_backoff_ms(int attempt, long base_ms, long cap_ms, double u)
-{
-  double ceiling, d;
-
-  if (base_ms <= 0 || cap_ms <= 0)
-    return 0;
-  if (attempt < 1)
-    attempt = 1;
-  if (!(u >= 0)) /* negative or NaN */
-    u = 0;
-  if (u >= 1)
-    u = nextafter(1.0, 0.0);
-  ceiling = (double)base_ms;
-  for (int i = 1; i < attempt && ceiling < (double)cap_ms; i++)
-    ceiling *= 2;
-  if (ceiling > (double)cap_ms)
-    ceiling = (double)cap_ms;
-  d = u * ceiling;
-  if (d >= ceiling) /* rounding must not reach the ceiling */
-    d = nextafter(ceiling, 0.0);
-  return d;
-}
-
-/* --- Retry-After --- */
-
-static int
-digit(char c)
-{
-  return c >= '0' && c <= '9';
-}
-
-/* delta-seconds, optionally with a fraction; rounded up to whole ms. */
-static int
-parse_delta(const char *p, const char *end, double *seconds)
-{
-  uint64_t whole = 0, frac_ms = 0;
-  int ndigits = 0, round_up = 0;
-
-  if (p == end || !digit(*p))
-    return -1;
-  for (; p < end && digit(*p); p++) {
-    whole = whole * 10 + (uint64_t)(*p - '0');
-    if (whole > DELTA_SECONDS_MAX)
-      return -1;
-  }
-  if (p < end && *p == '.') {
-    p++;
-    if (p == end || !digit(*p))
-      return -1;
-    for (; p < end && digit(*p); p++) {
-      if (ndigits < 3)
-        frac_ms = frac_ms * 10 + (uint64_t)(*p - '0');
-      else if (*p != '0')
-        round_up = 1;
-      ndigits++;
-    }
-    for (int i = ndigits; i < 3; i++)
-      frac_ms *= 10;
-    frac_ms += (uint64_t)round_up;
-  }
-  if (p != end)
-    return -1;
-  *seconds = (double)(whole * 1000 + frac_ms) / 1000.0;
-  return 0;
-}
-
-static int
-two_digits(const char *p, int *out)
-{
-  if (!digit(p[0]) || !digit(p[1]))
-    return -1;
-  *out = (p[0] - '0') * 10 + (p[1] - '0');
-  return 0;
-}
-
-/* IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", parsed by hand so that the
- * locale never matters. */
-static int
-parse_imf_fixdate(const char *p, const char *end, time_t *out)
-{
-  static const char days[] = "SunMonTueWedThuFriSat";
-  static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  struct tm tm;
-  int day, mon = -1, year, hh, mm, ss, dname = -1, y1, y2;
-  time_t t;
-
-  if (end - p != 29 || memcmp(p + 3, ", ", 2) != 0 || p[7] != ' ' ||
-      p[11] != ' ' || p[16] != ' ' || p[19] != ':' || p[22] != ':' ||
-      memcmp(p + 25, " GMT", 4) != 0)
-    return -1;
-  for (int i = 0; i < 7; i++) {
-    if (memcmp(p, days + 3 * i, 3) == 0)
-      dname = i;
-  }
-  for (int i = 0; i < 12; i++) {
-    if (memcmp(p + 8, months + 3 * i, 3) == 0)
-      mon = i;
-  }
-  if (dname < 0 || mon < 0 || two_digits(p + 5, &day) != 0 ||
-      two_digits(p + 12, &y1) != 0 || two_digits(p + 14, &y2) != 0 ||
-      two_digits(p + 17, &hh) != 0 || two_digits(p + 20, &mm) != 0 ||
-      two_digits(p + 23, &ss) != 0)
-    return -1;
-  year = y1 * 100 + y2;
-  if (day < 1 || day > mdays[mon] || hh > 23 || mm > 59 || ss > 60)
-    return -1;
-  if (mon == 1 && day == 29 &&
-      !(year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)))
-    return -1;
-  memset(&tm, 0, sizeof tm);
-  tm.tm_year = year - 1900;
-  tm.tm_mon = mon;
-  tm.tm_mday = day;
-  tm.tm_hour = hh;
-  tm.tm_min = mm;
-  tm.tm_sec = ss;
-  errno = 0;
-  t = timegm(&tm);
-  if (t == (time_t)-1 && errno != 0)
-    return -1;
-  *out = t;
-  return 0;
-}
-
 size_t
 http_gate_stats(const struct http *http, const char *gate,
                 struct http_gate_stat *out, size_t max,
@@ -1984,30 +1850,6 @@ http_gate_stats(const struct http *http, const char *gate,
     out[n++] = g->by_status[i];
   *throttled = g->throttled;
   return n;
-}
-
-int
-http_parse_retry_after(const char *value, time_t now, double *seconds)
-{
-  const char *p, *end;
-  time_t t;
-
-  if (value == NULL || seconds == NULL)
-    return -1;
-  p = value;
-  end = value + strlen(value);
-  while (p < end && is_ows(*p))
-    p++;
-  while (end > p && is_ows(end[-1]))
-    end--;
-  if (p == end)
-    return -1;
-  if (digit(*p))
-    return parse_delta(p, end, seconds);
-  if (!isalpha((unsigned char)*p) || parse_imf_fixdate(p, end, &t) != 0)
-    return -1;
-  *seconds = t > now ? (double)(t - now) : 0.0;
-  return 0;
 }
 
 time_t
