@@ -1611,10 +1611,10 @@ sub_throttled(struct graph *graph, struct sub *sub,
   sub->retries++;
   if (a->status == 429 || secs >= 0)
     http_gate_note_throttle(graph->http, graph->gate, secs,
-                            sub->invitation ? HTTP_BUCKET_INVITATIONS
+                            sub->invitation ? GATE_BUCKET_INVITATIONS
                             : strcmp(sub->method, "GET") == 0
-                                ? HTTP_BUCKET_UNITS
-                                : HTTP_BUCKET_WRITES);
+                                ? GATE_BUCKET_UNITS
+                                : GATE_BUCKET_WRITES);
   if (secs < 0)
     secs = retry_backoff_ms(sub->retries, SUB_BACKOFF_BASE_MS,
                             SUB_BACKOFF_CAP_MS, u) /
