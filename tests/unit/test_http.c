@@ -1,7 +1,7 @@
 /*
  * test_http — the http module: its pure helpers from tables, and real
  * transfers over a libuv loop against servers inside this process (the
- * retry decisions alone are test_retry's).
+ * retry decisions and the gates alone are test_retry's and test_gate's).
  *
  * The plain-HTTP server runs on the same loop as the client (127.0.0.1,
  * an ephemeral port) and answers by path; it records when each request

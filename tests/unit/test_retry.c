@@ -1,7 +1,8 @@
 /*
- * test_retry — the retry decisions, from tables: Retry-After parsing and
- * the full-jitter backoff and its bounds. No loop, no network: retry.c
- * needs neither.
+ * test_retry — the retry decisions, from tables: Retry-After parsing
+ * (delta-seconds, HTTP-dates, garbage, huge values), the full-jitter
+ * backoff and its bounds, and which statuses are retried. No loop, no
+ * network: retry.c needs neither.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,21 +11,46 @@
 
 #include <cmocka.h>
 
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "retry.h"
 
+/* A Retry-After value, the clock it is read at, and what must come of
+ * it: rc 0 with `want` seconds, or -1 with the output untouched. */
+struct ra_case {
+  const char *in;
+  time_t now;
+  int rc;
+  double want;
+};
+
+static void
+check_retry_after(const struct ra_case *cases, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    double s = -42;
+    int rc = retry_parse_after(cases[i].in, cases[i].now, &s);
+
+    if (rc != cases[i].rc)
+      fail_msg("case %zu \"%s\": rc %d, want %d", i, cases[i].in, rc,
+               cases[i].rc);
+    if (rc == 0 && fabs(s - cases[i].want) > 1e-9)
+      fail_msg("case %zu \"%s\": %.6f, want %.6f", i, cases[i].in, s,
+               cases[i].want);
+    if (rc != 0 && s != -42)
+      fail_msg("case %zu \"%s\": output written on error", i, cases[i].in);
+  }
+}
+
 static void
 test_parse_retry_after(void **state)
 {
-  static const struct {
-    const char *in;
-    time_t now;
-    int rc;
-    double want;
-  } cases[] = {
+  static const struct ra_case cases[] = {
       {"0", 0, 0, 0},
       {"5", 0, 0, 5},
       {"120", 0, 0, 120},
@@ -76,20 +102,7 @@ test_parse_retry_after(void **state)
   double s;
 
   (void)state;
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    int rc;
-
-    s = -42;
-    rc = retry_parse_after(cases[i].in, cases[i].now, &s);
-    if (rc != cases[i].rc)
-      fail_msg("case %zu \"%s\": rc %d, want %d", i, cases[i].in, rc,
-               cases[i].rc);
-    if (rc == 0 && fabs(s - cases[i].want) > 1e-9)
-      fail_msg("case %zu \"%s\": %.6f, want %.6f", i, cases[i].in, s,
-               cases[i].want);
-    if (rc != 0 && s != -42)
-      fail_msg("case %zu \"%s\": output written on error", i, cases[i].in);
-  }
+  check_retry_after(cases, sizeof cases / sizeof cases[0]);
   assert_int_equal(retry_parse_after(NULL, 0, &s), -1);
 }
 
@@ -143,12 +156,136 @@ test_backoff_bounds(void **state)
   assert_true(retry_backoff_ms(1, 1000, 300, 0.5) == 150.0); /* cap < base */
 }
 
+/* More Retry-After values, by kind: what a service may well send, and
+ * what it must not be able to make us do (wait forever, or not at all). */
+static void
+test_parse_retry_after_kinds(void **state)
+{
+  static const struct ra_case cases[] = {
+      /* delta-seconds */
+      {"1", 0, 0, 1},
+      {"86400", 0, 0, 86400},
+      {"0.5", 0, 0, 0.5},
+      {"0.999", 0, 0, 0.999},
+      {"0.9991", 0, 0, 1},    /* rounded up to whole ms */
+      {"1.5\t", 0, 0, 1.5},   /* trailing tab */
+      {"5", 784111777, 0, 5}, /* the clock does not matter */
+      {"0000000000000000000000000000001", 0, 0, 1}, /* zeros: no overflow */
+      /* HTTP-date (IMF-fixdate) */
+      {"Thu, 01 Jan 1970 00:00:00 GMT", 0, 0, 0},
+      {"Sat, 01 Jan 2000 00:00:00 GMT", 946684800 - 30, 0, 30},
+      {"Tue, 29 Feb 2000 00:00:00 GMT", 951782400 - 1, 0,
+       1}, /* leap: by 400 */
+      {"Sat, 31 Dec 2016 23:59:60 GMT", 1483228800 - 1, 0,
+       1},                                                 /* leap second */
+      {"Sun, 06 Nov 1994 08:49:37 GMT", 4102444800, 0, 0}, /* long past */
+      {"Thu, 29 Feb 1900 00:00:00 GMT", 0, -1, 0}, /* by 100, not 400 */
+      {"Sun, 00 Nov 1994 08:49:37 GMT", 0, -1, 0},
+      {"Xyz, 06 Nov 1994 08:49:37 GMT", 0, -1, 0},
+      {"Sun, 06 Foo 1994 08:49:37 GMT", 0, -1, 0},
+      {"Sun, 06 Nov 1994 8:49:37 GMT", 0, -1, 0},
+      {"Sun, 06 Nov 1994 08:49:37 gmt", 0, -1, 0},
+      {"Sun, 06 Nov 94 08:49:37 GMT", 0, -1, 0},
+      /* garbage */
+      {"Retry-After: 5", 0, -1, 0},
+      {"5s", 0, -1, 0},
+      {"five", 0, -1, 0},
+      {"-0", 0, -1, 0},
+      {"0x", 0, -1, 0},
+      {"5\r", 0, -1, 0}, /* only spaces and tabs are trimmed */
+      {"\x01", 0, -1, 0},
+      {"\xef\xbc\x95", 0, -1, 0}, /* FULLWIDTH DIGIT FIVE */
+      {"5 5", 0, -1, 0},
+      /* huge */
+      {"2147483647.000", 0, 0, 2147483647.0},
+      {"2147483647.0001", 0, 0, 2147483647.001},
+      {"4294967296", 0, -1, 0},
+      {"18446744073709551616", 0, -1, 0}, /* 2^64 */
+      {"Fri, 31 Dec 9999 23:59:59 GMT", 0, 0, 253402300799.0},
+  };
+  char longfrac[10005];
+  double s;
+
+  (void)state;
+  check_retry_after(cases, sizeof cases / sizeof cases[0]);
+  /* A fraction of any length is read to its end, not cut short. */
+  memcpy(longfrac, "0.", 2);
+  memset(longfrac + 2, '0', 10000);
+  memcpy(longfrac + 10002, "1", 2);
+  assert_int_equal(retry_parse_after(longfrac, 0, &s), 0);
+  assert_true(fabs(s - 0.001) < 1e-12);
+  longfrac[10002] = 'x';
+  s = -42;
+  assert_int_equal(retry_parse_after(longfrac, 0, &s), -1);
+  assert_true(s == -42);
+  assert_int_equal(retry_parse_after("5", 0, NULL), -1);
+}
+
+/* Exact backoffs: the ceiling doubles from base_ms per retry up to
+ * cap_ms, and u picks a point below it; a huge cap never overflows. */
+static void
+test_backoff_table(void **state)
+{
+  static const struct {
+    int attempt;
+    long base_ms, cap_ms;
+    double u, want;
+  } cases[] = {
+      {1, 500, 60000, 0.5, 250},
+      {2, 500, 60000, 0.5, 500},
+      {3, 500, 60000, 0.5, 1000},
+      {7, 500, 60000, 0.5, 16000},
+      {8, 500, 60000, 0.5, 30000}, /* 64000 capped */
+      {100, 500, 60000, 0.5, 30000},
+      {INT_MAX, 500, 60000, 0.25, 15000},
+      {5, 500, 60000, 0, 0},
+      {1, 500, 60000, 0.999999, 499.9995},
+      {1, 500, 500, 0.5, 250},                       /* cap == base */
+      {64, 1, LONG_MAX, 0.5, 4611686018427387904.0}, /* 2^63 / 2 */
+      {INT_MAX, 1, LONG_MAX, 0.5, 4611686018427387904.0},
+      {1, -1, 60000, 0.5, 0},
+      {1, 500, -1, 0.5, 0},
+  };
+
+  (void)state;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    double d = retry_backoff_ms(cases[i].attempt, cases[i].base_ms,
+                                cases[i].cap_ms, cases[i].u);
+
+    if (!(isfinite(d) && fabs(d - cases[i].want) <= 1e-9 * cases[i].want))
+      fail_msg("case %zu: %.17g, want %.17g", i, d, cases[i].want);
+  }
+}
+
+/* Which answers are retried: those that ask to come back later. */
+static void
+test_on_status(void **state)
+{
+  static const struct {
+    long status;
+    int want;
+  } cases[] = {
+      {429, 1}, {503, 1}, {504, 1}, {0, 0},   {200, 0},
+      {204, 0}, {301, 0}, {400, 0}, {401, 0}, {404, 0},
+      {408, 0}, {500, 0}, {502, 0}, {505, 0}, {-1, 0},
+  };
+
+  (void)state;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    if (retry_on_status(cases[i].status) != cases[i].want)
+      fail_msg("status %ld: want %d", cases[i].status, cases[i].want);
+  }
+}
+
 int
 main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_retry_after),
+      cmocka_unit_test(test_parse_retry_after_kinds),
       cmocka_unit_test(test_backoff_bounds),
+      cmocka_unit_test(test_backoff_table),
+      cmocka_unit_test(test_on_status),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
