@@ -5,10 +5,11 @@
  *
  * Requests carry their own retry policy: network errors, 429, 503 and 504
  * are retried with exponential backoff and full jitter, honouring
- * Retry-After (seconds, possibly fractional, or an HTTP-date). A request
- * may name a "gate" (for example "<tenant id>/graph"): after a 429 or a
- * 503/504 with Retry-After on a gate, no request on that gate is sent
- * before the time has passed (DESIGN.md invariant 7); other gates go on.
+ * Retry-After (seconds, possibly fractional, or an HTTP-date); retry.h
+ * holds those decisions. A request may name a "gate" (for example
+ * "<tenant id>/graph", see gate.h): after a 429 or a 503/504 with
+ * Retry-After on a gate, no request on that gate is sent before the time
+ * has passed (DESIGN.md invariant 7); other gates go on.
  * The gate closes as the answer's headers are read (for a throttled
  * answer inside a 2xx one, such as Graph's $batch, as its body is
  * complete: http_request.inner_wait), before libcurl can hand that
@@ -39,6 +40,8 @@
 #include <stddef.h>
 #include <time.h>
 #include <uv.h>
+
+#include "gate.h"
 
 struct http;
 
@@ -75,8 +78,8 @@ struct http_request {
   const char *gate;    /* backpressure key, or NULL ("" = NULL) */
   int max_attempts;    /* 0: the client's default; 1: no retry */
   /* What the request costs against its gate's budget (see
-   * http_gate_set_limits): directory writes it carries (1 for a PATCH,
-   * POST or DELETE, n for a $batch of n writes, 0 for a read),
+   * http_gate_set_limits and gate.h): directory writes it carries (1 for a
+   * PATCH, POST or DELETE, n for a $batch of n writes, 0 for a read),
    * invitations among them, and resource units (every request's, reads
    * included). A request is not started before its gate's buckets hold
    * that much; one that costs only units is not held behind writes
@@ -165,100 +168,44 @@ int http_send(struct http *http, const struct http_request *req,
 const char *http_response_header(const struct http_response *resp,
                                  const char *name);
 
-/* Requests sent on a gate, by HTTP status (0: no answer came). */
-struct http_gate_stat {
-  long status;
-  unsigned long long count;
-};
-
 /* Copy up to `max` counters of `gate` (every attempt counts, retries
  * included) into out; *throttled gets how many answers closed the gate
  * (429, or 503/504 with Retry-After). Returns how many were copied. */
 size_t http_gate_stats(const struct http *http, const char *gate,
-                       struct http_gate_stat *out, size_t max,
+                       struct gate_stat *out, size_t max,
                        unsigned long long *throttled);
 
 /* Seconds until `gate` opens again (0 when open). */
 double http_gate_wait(const struct http *http, const char *gate);
 
-/* A gate's client-side budget, mirroring the server's documented limits
- * so that it rarely has to answer 429: `writes` per `writes_window`
- * seconds, `invitations` per `invitations_window` seconds and `units`
- * resource units per `units_window` seconds (a zero count means
- * unlimited). Requests are paced by token buckets filled at a little
- * under the limit; the rate drops after a 429 (or a throttled inner
- * request, http_gate_note_throttle) and while responses carry an
- * x-ms-throttle-limit-percentage that our own sending does not explain,
- * and climbs back slowly. Returns 0, or -1 on a bad value or allocation
- * failure. */
-struct http_gate_limits {
-  double writes;
-  double writes_window;
-  double invitations;
-  double invitations_window;
-  double units;
-  double units_window;
-};
-
+/* Give `gate` the client-side budget `limits` (struct gate_limits: the
+ * server's documented limits, so that it rarely has to answer 429).
+ * Requests on it are then paced; waiting ones are looked at again at
+ * once. Returns 0, or -1 on a bad value or allocation failure, or once
+ * http_close() has been called. */
 int http_gate_set_limits(struct http *http, const char *gate,
-                         const struct http_gate_limits *limits);
-
-/* The budget a throttled request most likely ran out of. */
-enum http_bucket {
-  HTTP_BUCKET_WRITES,
-  HTTP_BUCKET_INVITATIONS,
-  HTTP_BUCKET_UNITS,
-};
+                         const struct gate_limits *limits);
 
 /* An inner request of a $batch sent on `gate` was throttled with
  * `retry_after` seconds (-1: none given): slow the gate's `bucket` as
  * after a 429 (the write budget when that bucket is unlimited) and, when
  * a Retry-After is given, close the gate until it has passed, as a 429 of
  * a request of its own would (DESIGN.md invariant 7). The caller retries
- * that inner request itself, alone, after its own Retry-After. */
+ * that inner request itself, alone, after its own Retry-After. Nothing
+ * when the gate has not been used or given limits. */
 void http_gate_note_throttle(struct http *http, const char *gate,
-                             double retry_after, enum http_bucket bucket);
+                             double retry_after, enum gate_bucket bucket);
 
-/* A gate's budget as it stands: the writes, invitations and resource
- * units per second it lets through now and when not slowed (0:
- * unlimited), how many requests
- * had to wait for budget, and how many times a rate was lowered. */
-struct http_gate_budget {
-  double write_rate;
-  double write_rate_max;
-  double invitation_rate;
-  double invitation_rate_max;
-  double unit_rate;
-  double unit_rate_max;
-  unsigned long long waited;
-  unsigned long long decreases;
-};
-
-/* Fill `out` for `gate`. Returns 0, or -1 (out zeroed when not NULL) when
- * the gate has not been used or given limits. */
+/* Fill `out` with `gate`'s budget as it stands (struct gate_budget).
+ * Returns 0, or -1 (out zeroed when not NULL) when the gate has not been
+ * used or given limits. */
 int http_gate_budget(const struct http *http, const char *gate,
-                     struct http_gate_budget *out);
+                     struct gate_budget *out);
 
 /* Percent-encode `s` for a URL query or form value (everything but
  * ALPHA, DIGIT and "-._~"). New string, or NULL when `s` is NULL or on
  * allocation failure. */
 char *http_urlencode(const char *s);
-
-/* --- pure helpers, exposed for unit tests --- */
-
-/* Full-jitter backoff before retry number `attempt` (1 = first retry):
- * u * min(cap_ms, base_ms * 2^(attempt-1)), u in [0, 1). The result is
- * always >= 0 and below that ceiling; attempt < 1 counts as 1, u outside
- * [0, 1) is clamped, base_ms or cap_ms <= 0 gives 0. */
-double http_backoff_ms(int attempt, long base_ms, long cap_ms, double u);
-
-/* Parse a Retry-After value: delta-seconds (integer or fractional, as
- * Graph sends "2.128"; at most 2^31-1) or an IMF-fixdate HTTP-date
- * ("Sun, 06 Nov 1994 08:49:37 GMT") relative to `now` (a past date is 0).
- * Surrounding spaces and tabs are ignored. Returns 0 and sets *seconds
- * (>= 0, rounded up to whole milliseconds), or -1 when the value is not
- * one of those (signs, exponents, obsolete date forms, garbage). */
-int http_parse_retry_after(const char *value, time_t now, double *seconds);
 
 /* An ISO 8601 time in UTC as Microsoft's services write them
  * ("2026-12-07T13:00:00Z", with or without fractions, or "+00:00"), or 0

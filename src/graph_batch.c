@@ -36,6 +36,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "retry.h"
 #include "text.h"
 
 /* Inner 429/503/504 retries of one sub-request, and their bounds. */
@@ -184,7 +185,7 @@ inner_retry_after(const json_t *headers)
       snprintf(num, sizeof(num), "%.3f", json_number_value(v));
       text = num;
     }
-    if (text != NULL && http_parse_retry_after(text, time(NULL), &secs) == 0)
+    if (text != NULL && retry_parse_after(text, time(NULL), &secs) == 0)
       return secs;
   }
   return -1;
@@ -501,13 +502,13 @@ sub_throttled(struct graph *graph, struct sub *sub,
   sub->retries++;
   if (a->status == 429 || secs >= 0)
     http_gate_note_throttle(graph->http, graph->gate, secs,
-                            sub->invitation ? HTTP_BUCKET_INVITATIONS
+                            sub->invitation ? GATE_BUCKET_INVITATIONS
                             : strcmp(sub->method, "GET") == 0
-                                ? HTTP_BUCKET_UNITS
-                                : HTTP_BUCKET_WRITES);
+                                ? GATE_BUCKET_UNITS
+                                : GATE_BUCKET_WRITES);
   if (secs < 0)
-    secs = http_backoff_ms(sub->retries, SUB_BACKOFF_BASE_MS,
-                           SUB_BACKOFF_CAP_MS, u) /
+    secs = retry_backoff_ms(sub->retries, SUB_BACKOFF_BASE_MS,
+                            SUB_BACKOFF_CAP_MS, u) /
            1000.0;
   if (secs > SUB_MAX_RETRY_AFTER)
     secs = SUB_MAX_RETRY_AFTER;

@@ -14,31 +14,20 @@
  * Request life: http_send() copies the request into a `struct req`, builds
  * its easy handle and queues it on its gate; a zero-delay "wake" timer then
  * starts it from the loop. So a callback never runs inside http_send(). A
- * request is always on exactly one list: its gate's FIFO queue (waiting to
- * start), the delayed list (sorted by the time its retry may start) or the
- * running list (attached to the multi handle). A retry goes to the delayed
- * list, then to the tail of its gate's queue. The wake timer is armed for
- * the earliest moment anything can move. Waiting requests are bounded only
- * by what the caller sends: this module adds no limit of its own. Each
- * attempt asks the request's authorization hook, if any, for the
- * credential to send as it starts (a wait can outlast a token).
+ * request is always in exactly one place: waiting on its gate (gate.h:
+ * the gate's FIFOs, which pace it by the gate's budget), the delayed list
+ * (sorted by the time its retry may start) or the running list (attached
+ * to the multi handle). A retry goes to the delayed list, then to the tail
+ * of its gate's queue. The wake timer is armed for the earliest moment
+ * anything can move (gate_next_at() on the monotonic clock, uv_hrtime).
+ * Waiting requests are bounded only by what the caller sends: this module
+ * adds no limit of its own. Each attempt asks the request's authorization
+ * hook, if any, for the credential to send as it starts (a wait can
+ * outlast a token). Answers are fed back to the gate (gate_answer,
+ * gate_count), and a throttled one closes it.
  *
- * A request that costs writes or invitations (http_request.writes /
- * .invitations) waits on its gate's "paced" FIFO instead of its queue;
- * it starts once the gate is open and the gate's token buckets
- * (budget.h) hold its cost, and the wake timer is armed for the moment
- * they will. A request that costs only resource units (a read) stays on
- * the queue, never held behind paced ones, and starts once the units
- * bucket holds its cost. Answers feed the buckets back: a 429 lowers the
- * rate of the bucket it hit, as does an x-ms-throttle-limit-percentage
- * over 0.9 that our own sending does not explain.
- *
- * A gate is a name and the monotonic time (uv_hrtime) at which it
- * reopens. A 429 closes it for Retry-After (or the backoff when there is
- * none), a 503 or 504 only when it carries Retry-After; a gate is only ever
- * pushed later, never earlier. Gates live as long as the client: there is
- * one per distinct name the caller uses (tenant × service; for Graph,
- * tenant × application).
+ * There is one gate per distinct name the caller uses (tenant × service;
+ * for Graph, tenant × application), living as long as the client.
  *
  * When a gate closes matters as much as how long: it closes from inside
  * the transfer, as the throttled answer's headers are read (on_header),
@@ -69,7 +58,6 @@
 #include "http.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -79,12 +67,11 @@
 
 #include <curl/curl.h>
 
-#include "budget.h"
+#include "gate.h"
 #include "log.h"
-
-#ifndef GALBRIDGE_VERSION
-#define GALBRIDGE_VERSION "0.1.0"
-#endif
+#include "retry.h"
+#include "text.h"
+#include "version.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000L
 #define DEFAULT_TIMEOUT_MS 60000L
@@ -98,38 +85,12 @@
 #define HDR_MAX 100
 #define HDR_BYTES_MAX (64 * 1024)
 
-/* Largest delta-seconds accepted in Retry-After (2^31 - 1). */
-#define DELTA_SECONDS_MAX 2147483647ULL
-
 #define NS_PER_MS 1000000ULL
 
 struct req;
 
 struct rlist {
   struct req *head, *tail;
-};
-
-#define GATE_STATUSES 32
-
-struct gate {
-  struct gate *next;
-  char *name;         /* NULL for the anonymous gate (never closes) */
-  uint64_t reopen_ns; /* uv_hrtime() at which it opens again */
-  struct rlist queue; /* FIFO of requests waiting to start */
-  /* Requests that cost writes or invitations wait here, FIFO, until the
-   * gate is open and every bucket holds their cost; requests that cost
-   * only units (or nothing) are not held behind them. Unlimited buckets
-   * (the default) never hold anything. */
-  struct rlist paced;
-  struct budget writes;
-  struct budget invites;
-  struct budget units;              /* resource units, reads included */
-  unsigned long long budget_waited; /* requests that waited for budget */
-  /* Attempts by status (0: no answer); the last slot takes what does not
-   * fit, so the counts stay bounded. */
-  struct http_gate_stat by_status[GATE_STATUSES];
-  size_t n_status;
-  unsigned long long throttled;
 };
 
 /* One watched socket; freed in its close callback. */
@@ -142,9 +103,9 @@ struct sock {
 
 struct req {
   struct req *prev, *next;
-  struct rlist *list; /* the list it is on, or NULL */
+  struct rlist *list; /* the list it is on (delayed, running), or NULL */
   struct http *http;
-  struct gate *gate;
+  struct gate_waiter waiter; /* its gate, its cost; waiting on the gate */
   CURL *easy;
   struct curl_slist *headers;
   char *method;
@@ -152,12 +113,7 @@ struct req {
   char *body;    /* may hold a secret (a token request): wiped when freed */
   size_t body_len;
   int max_attempts;
-  int attempt;     /* sends so far */
-  unsigned writes; /* budget cost of each attempt */
-  unsigned invitations;
-  unsigned units;
-  int waited;        /* counted in budget_waited */
-  int paid;          /* this attempt's budget is taken */
+  int attempt;       /* sends so far */
   int held;          /* the attempt was stopped unsent (prereq_hold) */
   double backoff_ms; /* this attempt's backoff, drawn as it starts */
   double (*inner_wait)(void *ctx, const char *body, size_t len);
@@ -197,8 +153,7 @@ struct http {
   long backoff_cap_ms;
   double max_retry_after;
   char *user_agent;
-  struct gate anon;   /* requests without a gate */
-  struct gate *gates; /* named gates */
+  struct gate_set *gates;
   struct rlist delayed;
   struct rlist running;
   struct sock *socks;
@@ -219,19 +174,6 @@ list_push(struct rlist *l, struct req *r)
   else
     l->head = r;
   l->tail = r;
-}
-
-static void
-list_push_front(struct rlist *l, struct req *r)
-{
-  r->list = l;
-  r->prev = NULL;
-  r->next = l->head;
-  if (l->head != NULL)
-    l->head->prev = r;
-  else
-    l->tail = r;
-  l->head = r;
 }
 
 static void
@@ -305,79 +247,6 @@ random_unit(void)
     x ^= x >> 29;
   }
   return (double)(x >> 11) * 0x1.0p-53;
-}
-
-static const char *
-gate_label(const struct gate *g)
-{
-  return g->name != NULL ? g->name : "-";
-}
-
-static struct gate *
-gate_find(const struct http *h, const char *name)
-{
-  for (struct gate *g = h->gates; g != NULL; g = g->next) {
-    if (strcmp(g->name, name) == 0)
-      return g;
-  }
-  return NULL;
-}
-
-static struct gate *
-gate_get(struct http *h, const char *name)
-{
-  struct gate *g;
-
-  if (name == NULL || name[0] == '\0')
-    return &h->anon;
-  g = gate_find(h, name);
-  if (g != NULL)
-    return g;
-  g = calloc(1, sizeof *g);
-  if (g == NULL)
-    return NULL;
-  g->name = strdup(name);
-  if (g->name == NULL) {
-    free(g);
-    return NULL;
-  }
-  g->next = h->gates;
-  h->gates = g;
-  return g;
-}
-
-static void
-gate_close_for(struct req *r, double ms)
-{
-  struct gate *g = r->gate;
-  uint64_t until;
-
-  if (g->name == NULL)
-    return;
-  until = uv_hrtime() + (uint64_t)ceil(ms * (double)NS_PER_MS);
-  if (until > g->reopen_ns)
-    g->reopen_ns = until;
-  log_debug("http gate closed gate=%s for_ms=%.0f", g->name, ms);
-}
-
-static void
-count_attempt(struct gate *g, long status)
-{
-  size_t i;
-
-  for (i = 0; i < g->n_status; i++) {
-    if (g->by_status[i].status == status) {
-      g->by_status[i].count++;
-      return;
-    }
-  }
-  if (g->n_status < GATE_STATUSES) {
-    g->by_status[g->n_status].status = status;
-    g->by_status[g->n_status].count = 1;
-    g->n_status++;
-    return;
-  }
-  g->by_status[GATE_STATUSES - 1].count++;
 }
 
 /* --- responses --- */
@@ -468,7 +337,7 @@ inner_read(struct req *r)
     return;
   if (s > r->http->max_retry_after)
     s = r->http->max_retry_after;
-  gate_close_for(r, s * 1000.0);
+  gate_close(r->waiter.gate, uv_hrtime(), s * 1000.0);
 }
 
 static size_t
@@ -546,18 +415,9 @@ answer_retry_after(const struct req *r)
   const char *v = header_find(r, "Retry-After");
   double s;
 
-  if (v == NULL || http_parse_retry_after(v, time(NULL), &s) != 0)
+  if (v == NULL || retry_parse_after(v, time(NULL), &s) != 0)
     return -1;
   return s < r->http->max_retry_after ? s : r->http->max_retry_after;
-}
-
-/* Whether an answer closes its gate: a 429, or a 503 or 504 that says
- * when to come back (DESIGN.md invariant 7). */
-static int
-closes_gate(long status, double retry_after)
-{
-  return status == 429 ||
-         ((status == 503 || status == 504) && retry_after >= 0);
 }
 
 /* The final answer's headers are read: a throttled one closes its gate
@@ -571,10 +431,11 @@ headers_read(struct req *r)
   if (r->status < 200 || r->gate_closed)
     return;
   ra = answer_retry_after(r);
-  if (!closes_gate(r->status, ra))
+  if (!gate_closes_on(r->status, ra))
     return;
   r->gate_closed = 1;
-  gate_close_for(r, ra >= 0 ? ra * 1000.0 : r->backoff_ms);
+  gate_close(r->waiter.gate, uv_hrtime(),
+             ra >= 0 ? ra * 1000.0 : r->backoff_ms);
 }
 
 /* Keeps the headers of the last response (a 1xx or proxy CONNECT reply
@@ -628,133 +489,7 @@ on_header(char *data, size_t size, size_t nmemb, void *userp)
   return n;
 }
 
-/* --- budget (token buckets per gate, see budget.h) --- */
-
-static double
-seconds(uint64_t ns)
-{
-  return (double)ns / 1e9;
-}
-
-/* The queue `r` waits on in its gate: paced when it costs budget. */
-static struct rlist *
-gate_queue(struct req *r)
-{
-  if (r->gate->name != NULL && (r->writes > 0 || r->invitations > 0))
-    return &r->gate->paced;
-  return &r->gate->queue;
-}
-
-/* Seconds from `now` until every bucket holds what `r` costs (0: now). */
-static double
-budget_delay(struct gate *g, const struct req *r, double now)
-{
-  double w = budget_wait(&g->writes, r->writes, now);
-  double i = budget_wait(&g->invites, r->invitations, now);
-  double u = budget_wait(&g->units, r->units, now);
-
-  if (i > w)
-    w = i;
-  return u > w ? u : w;
-}
-
-static void
-budget_take_all(struct gate *g, struct req *r, double now)
-{
-  if (r->paid)
-    return;
-  budget_take(&g->writes, r->writes, now);
-  budget_take(&g->invites, r->invitations, now);
-  budget_take(&g->units, r->units, now);
-  r->paid = 1;
-}
-
-/* The bucket `b` names, or the write bucket when that one is unlimited
- * (a throttled read then still slows the tenant down). */
-static struct budget *
-bucket_of(struct gate *g, enum http_bucket b)
-{
-  struct budget *p = b == HTTP_BUCKET_INVITATIONS ? &g->invites
-                     : b == HTTP_BUCKET_UNITS     ? &g->units
-                                                  : &g->writes;
-
-  return p->limit > 0 ? p : &g->writes;
-}
-
-static const char *
-bucket_name(const struct gate *g, const struct budget *b)
-{
-  return b == &g->invites ? "invitations"
-         : b == &g->units ? "units"
-                          : "writes";
-}
-
-/* The bucket a 429 for `r` most likely hit: the one the answer names
- * (x-ms-throttle-information, Graph's diagnostic), else invitations for
- * an invitation, writes for a write, resource units for a read. */
-static enum http_bucket
-throttled_bucket(struct req *r)
-{
-  const char *why = header_find(r, "x-ms-throttle-information");
-
-  if (why != NULL && strcasecmp(why, "ResourceUnitLimitExceeded") == 0)
-    return HTTP_BUCKET_UNITS;
-  if (r->invitations > 0)
-    return HTTP_BUCKET_INVITATIONS;
-  if (why != NULL && strcasecmp(why, "WriteLimitExceeded") == 0)
-    return HTTP_BUCKET_WRITES;
-  return r->writes > 0 ? HTTP_BUCKET_WRITES : HTTP_BUCKET_UNITS;
-}
-
-/* What an answer says about the budget: a 429 lowers the rate (x0.7) of
- * the bucket it most likely hit (throttled_bucket; the write bucket when
- * that one is unlimited: a throttled read still means the tenant is
- * loaded); an x-ms-throttle-limit-percentage over 0.9 that is more than
- * our own share of the writes or units limits (the server counts both)
- * slows writes a little. */
-static void
-budget_feedback(struct req *r, long status)
-{
-  struct gate *g = r->gate;
-  struct budget *b;
-  double now = seconds(uv_hrtime()), fraction, own, units;
-  unsigned long long before;
-  const char *v;
-  char *end;
-
-  if (g->name == NULL)
-    return;
-  if (status == 429) {
-    b = bucket_of(g, throttled_bucket(r));
-    before = b->decreases;
-    budget_throttled(b, now);
-  } else {
-    v = header_find(r, "x-ms-throttle-limit-percentage");
-    if (v == NULL)
-      return;
-    errno = 0;
-    fraction = strtod(v, &end);
-    if (end == v || *end != '\0' || errno != 0)
-      return;
-    b = &g->writes;
-    before = b->decreases;
-    own = budget_share(&g->writes, now);
-    units = budget_share(&g->units, now);
-    budget_pressure(b, fraction, units > own ? units : own, now);
-  }
-  if (b->decreases != before)
-    log_debug("http budget slowed gate=%s bucket=%s rate=%.3f status=%ld",
-              g->name, bucket_name(g, b), b->rate, status);
-}
-
 /* --- request set-up --- */
-
-static int
-is_loopback(const char *host)
-{
-  return strcmp(host, "127.0.0.1") == 0 || strcmp(host, "[::1]") == 0 ||
-         strcasecmp(host, "localhost") == 0;
-}
 
 /* Checks the scheme (https, or http to a loopback host) and makes the URL
  * used in logs. Returns 0, or HTTP_ERR_INVALID / HTTP_ERR_INTERNAL with
@@ -776,7 +511,7 @@ check_url(const char *url, char **log_url, int *plain, int *loopback,
       curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
       curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
     goto out;
-  *loopback = is_loopback(host);
+  *loopback = text_is_loopback(host, strlen(host));
   *plain = strcasecmp(scheme, "http") == 0;
   *why = "scheme not allowed (https only; http only to loopback)";
   if (strcasecmp(scheme, "https") != 0 && !(*plain && *loopback))
@@ -863,7 +598,7 @@ prereq_hold(void *clientp, char *primary_ip, char *local_ip, int primary_port,
   (void)local_ip;
   (void)primary_port;
   (void)local_port;
-  if (r->gate->name != NULL && r->gate->reopen_ns > uv_hrtime()) {
+  if (gate_closed(r->waiter.gate, uv_hrtime())) {
     r->held = 1;
     return CURL_PREREQFUNC_ABORT;
   }
@@ -1003,12 +738,6 @@ curl_error_retryable(CURLcode c)
   }
 }
 
-static int
-status_retryable(long status)
-{
-  return status == 429 || status == 503 || status == 504;
-}
-
 static const char *
 error_name(int error)
 {
@@ -1054,7 +783,7 @@ finish(struct req *r, long status, int error, const char *errmsg,
   log_debug("http done method=%s url=%s status=%ld error=%s attempts=%d "
             "gate=%s",
             r->method, r->log_url, status, error_name(error), r->attempt,
-            gate_label(r->gate));
+            gate_name(r->waiter.gate));
   r->done(r->ctx, &resp);
   req_free(r);
 }
@@ -1064,7 +793,7 @@ finish(struct req *r, long status, int error, const char *errmsg,
 static void
 attempt_done(struct http *h, struct req *r, CURLcode code, long status)
 {
-  int error = HTTP_OK, retry = 0;
+  int error = HTTP_OK, retry = 0, throttled;
   double ra = -1, backoff, delay;
   const char *errmsg = "";
   char toobig[64];
@@ -1075,8 +804,8 @@ attempt_done(struct http *h, struct req *r, CURLcode code, long status)
     r->held = 0;
     r->attempt--;
     log_debug("http held method=%s url=%s gate=%s (closed while connecting)",
-              r->method, r->log_url, gate_label(r->gate));
-    list_push_front(gate_queue(r), r); /* drain() schedules */
+              r->method, r->log_url, gate_name(r->waiter.gate));
+    gate_push_front(&r->waiter); /* drain() schedules */
     return;
   }
   if (r->oom || code == CURLE_OUT_OF_MEMORY) {
@@ -1096,20 +825,20 @@ attempt_done(struct http *h, struct req *r, CURLcode code, long status)
     retry = curl_error_retryable(code);
   } else {
     ra = answer_retry_after(r);
-    retry = status_retryable(status);
+    retry = retry_on_status(status);
   }
 
-  count_attempt(r->gate, error == HTTP_OK ? status : 0);
+  throttled = error == HTTP_OK && gate_closes_on(status, ra);
+  gate_count(r->waiter.gate, error == HTTP_OK ? status : 0, throttled);
   if (error == HTTP_OK)
-    budget_feedback(r, status);
+    gate_answer(&r->waiter, status,
+                header_find(r, "x-ms-throttle-information"),
+                header_find(r, "x-ms-throttle-limit-percentage"), uv_hrtime());
   backoff = r->backoff_ms;
-  if (error == HTTP_OK && closes_gate(status, ra)) {
-    r->gate->throttled++;
-    /* Closed already as its headers were read, unless curl did not show
-     * them to on_header. */
-    if (!r->gate_closed)
-      gate_close_for(r, ra >= 0 ? ra * 1000.0 : backoff);
-  }
+  /* Closed already as its headers were read, unless curl did not show
+   * them to on_header. */
+  if (throttled && !r->gate_closed)
+    gate_close(r->waiter.gate, uv_hrtime(), ra >= 0 ? ra * 1000.0 : backoff);
 
   if (!retry || r->attempt >= r->max_attempts) {
     finish(r, status, error, errmsg, ra);
@@ -1119,9 +848,9 @@ attempt_done(struct http *h, struct req *r, CURLcode code, long status)
   log_debug("http retry method=%s url=%s status=%ld error=%s attempt=%d "
             "delay_ms=%.0f gate=%s",
             r->method, r->log_url, status, error_name(error), r->attempt,
-            delay, gate_label(r->gate));
+            delay, gate_name(r->waiter.gate));
   r->not_before = uv_hrtime() + (uint64_t)ceil(delay * (double)NS_PER_MS);
-  r->paid = 0; /* a new attempt costs its budget again */
+  r->waiter.paid = 0; /* a new attempt costs its budget again */
   delayed_insert(h, r);
 }
 
@@ -1138,30 +867,15 @@ cancel(struct req *r)
 static void
 schedule(struct http *h)
 {
-  uint64_t now = uv_hrtime(), next = UINT64_MAX, ms;
+  uint64_t now = uv_hrtime(), next = UINT64_MAX, at, ms;
 
   if (h->closing)
     return;
   if (h->delayed.head != NULL)
     next = h->delayed.head->not_before;
-  if (h->anon.queue.head != NULL)
-    next = now;
-  for (struct gate *g = h->gates; g != NULL; g = g->next) {
-    struct req *heads[2] = {g->queue.head, g->paced.head};
-
-    for (int i = 0; i < 2; i++) {
-      if (heads[i] == NULL)
-        continue;
-      /* Measured from now (never refill a bucket into the future); a
-       * request whose budget is paid waits only for the gate. */
-      double d = heads[i]->paid ? 0 : budget_delay(g, heads[i], seconds(now));
-      uint64_t at = now + (uint64_t)ceil(d * 1e9);
-      if (at < g->reopen_ns)
-        at = g->reopen_ns;
-      if (at < next)
-        next = at;
-    }
-  }
+  at = gate_next_at(h->gates, now);
+  if (at < next)
+    next = at;
   if (next == UINT64_MAX) {
     uv_timer_stop(&h->wake);
     return;
@@ -1171,44 +885,6 @@ schedule(struct http *h)
    * anyway, so an early wake-up only re-arms. */
   uv_update_time(h->loop);
   uv_timer_start(&h->wake, on_wake, ms, 0);
-}
-
-/* Whether `r` must wait for its gate's budget at `now` (counted once in
- * budget_waited). */
-static int
-budget_held(struct gate *g, struct req *r, double now)
-{
-  if (r->paid || !(budget_delay(g, r, now) > 0))
-    return 0;
-  if (!r->waited) {
-    r->waited = 1;
-    g->budget_waited++;
-  }
-  return 1;
-}
-
-static struct req *
-next_ready(struct http *h, uint64_t now)
-{
-  if (h->anon.queue.head != NULL)
-    return list_pop(&h->anon.queue);
-  for (struct gate *g = h->gates; g != NULL; g = g->next) {
-    struct req *r = g->paced.head;
-    double t = seconds(now);
-
-    if (g->reopen_ns > now)
-      continue;
-    /* Unpaced first (reads: their units only), then the paced FIFO. */
-    if (g->queue.head != NULL && !budget_held(g, g->queue.head, t)) {
-      budget_take_all(g, g->queue.head, t);
-      return list_pop(&g->queue);
-    }
-    if (r == NULL || budget_held(g, r, t))
-      continue;
-    budget_take_all(g, r, t);
-    return list_pop(&g->paced);
-  }
-  return NULL;
 }
 
 static int
@@ -1232,15 +908,15 @@ set_authorization(struct req *r, const char *line)
       continue;
     l = curl_slist_append(fresh, n->data);
     if (l == NULL)
-      goto fail;
+      goto out;
     fresh = l;
   }
   l = curl_slist_append(fresh, line);
   if (l == NULL)
-    goto fail;
+    goto out;
   fresh = l;
   if (curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, fresh) != CURLE_OK)
-    goto fail;
+    goto out;
   for (n = r->headers; n != NULL; n = n->next) {
     if (is_authorization(n->data))
       explicit_bzero(n->data, strlen(n->data));
@@ -1249,7 +925,7 @@ set_authorization(struct req *r, const char *line)
   r->headers = fresh;
   return 0;
 
-fail:
+out:
   for (n = fresh; n != NULL; n = n->next) {
     if (is_authorization(n->data))
       explicit_bzero(n->data, strlen(n->data));
@@ -1266,8 +942,8 @@ start(struct http *h, struct req *r)
 
   r->attempt++;
   response_reset(r);
-  r->backoff_ms = http_backoff_ms(r->attempt, h->backoff_base_ms,
-                                  h->backoff_cap_ms, random_unit());
+  r->backoff_ms = retry_backoff_ms(r->attempt, h->backoff_base_ms,
+                                   h->backoff_cap_ms, random_unit());
   /* The credential as of now, not as of http_send(): the request may
    * have waited for its gate and budget longer than a token lives. */
   line = r->authorization != NULL ? r->authorization(r->ctx) : NULL;
@@ -1276,7 +952,7 @@ start(struct http *h, struct req *r)
     return;
   }
   log_debug("http send method=%s url=%s attempt=%d gate=%s", r->method,
-            r->log_url, r->attempt, gate_label(r->gate));
+            r->log_url, r->attempt, gate_name(r->waiter.gate));
   list_push(&h->running, r);
   mc = curl_multi_add_handle(h->multi, r->easy);
   if (mc != CURLM_OK) {
@@ -1290,19 +966,20 @@ on_wake(uv_timer_t *timer)
 {
   struct http *h = timer->data;
   uint64_t now = uv_hrtime();
+  struct gate_waiter *w;
   struct req *r;
 
   while (h->delayed.head != NULL && h->delayed.head->not_before <= now) {
     r = list_pop(&h->delayed);
-    list_push(gate_queue(r), r);
+    gate_push(&r->waiter);
   }
   for (;;) {
     if (h->closing)
       return;
-    r = next_ready(h, now);
-    if (r == NULL)
+    w = gate_next(h->gates, now);
+    if (w == NULL)
       break;
-    start(h, r);
+    start(h, w->data);
   }
   schedule(h);
 }
@@ -1348,11 +1025,7 @@ on_handle_closed(struct http *h)
   h->live_handles--;
   if (!h->closing || h->live_handles > 0)
     return;
-  for (struct gate *g = h->gates, *next; g != NULL; g = next) {
-    next = g->next;
-    free(g->name);
-    free(g);
-  }
+  gate_set_free(h->gates);
   free(h->user_agent);
   free(h);
   curl_global_cleanup();
@@ -1522,6 +1195,9 @@ http_new(uv_loop_t *loop, const struct http_options *opts)
       o.user_agent != NULL ? o.user_agent : "galbridge/" GALBRIDGE_VERSION);
   if (h->user_agent == NULL)
     goto out;
+  h->gates = gate_set_new();
+  if (h->gates == NULL)
+    goto out;
   vi = curl_version_info(CURLVERSION_NOW);
   h->gzip = (vi->features & CURL_VERSION_LIBZ) != 0;
   h->http2 = (vi->features & CURL_VERSION_HTTP2) != 0;
@@ -1549,6 +1225,7 @@ out:
     if (h != NULL) {
       if (h->multi != NULL)
         curl_multi_cleanup(h->multi);
+      gate_set_free(h->gates);
       free(h->user_agent);
       free(h);
     }
@@ -1561,6 +1238,7 @@ out:
 void
 http_close(struct http *h)
 {
+  struct gate_waiter *w;
   struct req *r;
 
   if (h == NULL || h->closing)
@@ -1577,20 +1255,10 @@ http_close(struct http *h)
     cancel(r);
   }
   for (;;) {
-    r = list_pop(&h->anon.queue);
-    if (r == NULL)
+    w = gate_pop(h->gates);
+    if (w == NULL)
       break;
-    cancel(r);
-  }
-  for (struct gate *g = h->gates; g != NULL; g = g->next) {
-    for (;;) {
-      r = list_pop(&g->queue);
-      if (r == NULL)
-        r = list_pop(&g->paced);
-      if (r == NULL)
-        break;
-      cancel(r);
-    }
+    cancel(w->data);
   }
   for (;;) {
     r = list_pop(&h->delayed);
@@ -1639,9 +1307,10 @@ http_send(struct http *h, const struct http_request *req, http_done_fn done,
   r->ctx = ctx;
   r->max_attempts =
       req->max_attempts > 0 ? req->max_attempts : h->max_attempts;
-  r->writes = req->writes;
-  r->invitations = req->invitations;
-  r->units = req->units;
+  r->waiter.data = r;
+  r->waiter.writes = req->writes;
+  r->waiter.invitations = req->invitations;
+  r->waiter.units = req->units;
   r->authorization = req->authorization;
   r->inner_wait = req->inner_wait;
   result = check_url(req->url, &r->log_url, &plain, &loopback, &why);
@@ -1665,15 +1334,15 @@ http_send(struct http *h, const struct http_request *req, http_done_fn done,
     goto out;
   result = HTTP_ERR_INTERNAL;
   why = "out of memory";
-  r->gate = gate_get(h, req->gate);
-  if (r->gate == NULL)
+  r->waiter.gate = gate_get(h->gates, req->gate);
+  if (r->waiter.gate == NULL)
     goto out;
   r->easy = curl_easy_init();
   why = "curl set-up failed";
   if (r->easy == NULL || setup_easy(h, r, req, plain, loopback) != 0)
     goto out;
 
-  list_push(gate_queue(r), r);
+  gate_push(&r->waiter);
   /* Start (or wait for the gate) from the loop, never from here. */
   uv_timer_start(&h->wake, on_wake, 0, 0);
   r = NULL;
@@ -1698,114 +1367,52 @@ http_response_header(const struct http_response *resp, const char *name)
 
 int
 http_gate_set_limits(struct http *h, const char *gate,
-                     const struct http_gate_limits *limits)
+                     const struct gate_limits *limits)
 {
-  struct budget w, i, u;
-  struct gate *g;
-  double now;
-
-  if (h == NULL || h->closing || gate == NULL || gate[0] == '\0' ||
-      limits == NULL)
+  if (h == NULL || h->closing ||
+      gate_set_limits(h->gates, gate, limits, uv_hrtime()) != 0)
     return -1;
-  now = seconds(uv_hrtime());
-  if (budget_init(&w, limits->writes, limits->writes_window, now) != 0 ||
-      budget_init(&i, limits->invitations, limits->invitations_window, now) !=
-          0 ||
-      budget_init(&u, limits->units, limits->units_window, now) != 0)
-    return -1;
-  g = gate_get(h, gate);
-  if (g == NULL)
-    return -1;
-  /* The same limits again (a reload) keep what the buckets have learnt:
-   * a recent 429 is not forgotten, nor spent tokens refunded. */
-  if (g->writes.limit != w.limit || g->writes.window != w.window)
-    g->writes = w;
-  if (g->invites.limit != i.limit || g->invites.window != i.window)
-    g->invites = i;
-  if (g->units.limit != u.limit || g->units.window != u.window)
-    g->units = u;
-  log_debug("http budget gate=%s writes=%.0f/%.0fs invitations=%.0f/%.0fs "
-            "units=%.0f/%.0fs",
-            gate, limits->writes, limits->writes_window, limits->invitations,
-            limits->invitations_window, limits->units, limits->units_window);
   schedule(h);
   return 0;
 }
 
 void
 http_gate_note_throttle(struct http *h, const char *gate, double retry_after,
-                        enum http_bucket bucket)
+                        enum gate_bucket bucket)
 {
   struct gate *g;
-  struct budget *b;
-  unsigned long long before;
 
   if (h == NULL || h->closing || gate == NULL || gate[0] == '\0')
     return;
-  g = gate_find(h, gate);
+  g = gate_find(h->gates, gate);
   if (g == NULL)
     return;
-  b = bucket_of(g, bucket);
-  before = b->decreases;
-  budget_throttled(b, seconds(uv_hrtime()));
-  if (b->decreases != before)
-    log_debug("http budget slowed gate=%s bucket=%s rate=%.3f "
-              "inner_retry_after=%.3f",
-              g->name, bucket_name(g, b), b->rate, retry_after);
-  if (retry_after > 0) {
-    /* The service said when to come back: nothing goes on this gate
-     * before then either (DESIGN.md invariant 7), as after a 429 of a
-     * request of its own. */
-    uint64_t until =
-        uv_hrtime() + (uint64_t)ceil(retry_after * 1000.0 * (double)NS_PER_MS);
-
-    if (until > g->reopen_ns)
-      g->reopen_ns = until;
-    log_debug("http gate closed gate=%s for_ms=%.0f (inner request)", g->name,
-              retry_after * 1000.0);
-  }
+  gate_note_throttle(g, retry_after, bucket, uv_hrtime());
   schedule(h);
 }
 
 int
 http_gate_budget(const struct http *h, const char *gate,
-                 struct http_gate_budget *out)
+                 struct gate_budget *out)
 {
-  const struct gate *g;
-
   if (h == NULL || gate == NULL || out == NULL)
     return -1;
-  memset(out, 0, sizeof *out);
-  g = gate_find(h, gate);
-  if (g == NULL)
-    return -1;
-  out->write_rate = g->writes.rate;
-  out->write_rate_max = g->writes.max_rate;
-  out->invitation_rate = g->invites.rate;
-  out->invitation_rate_max = g->invites.max_rate;
-  out->unit_rate = g->units.rate;
-  out->unit_rate_max = g->units.max_rate;
-  out->waited = g->budget_waited;
-  out->decreases =
-      g->writes.decreases + g->invites.decreases + g->units.decreases;
-  return 0;
+  return gate_budget(gate_find(h->gates, gate), out);
 }
 
 double
 http_gate_wait(const struct http *h, const char *gate)
 {
-  const struct gate *g;
-  uint64_t now;
-
   if (h == NULL || gate == NULL || gate[0] == '\0')
     return 0;
-  g = gate_find(h, gate);
-  if (g == NULL)
-    return 0;
-  now = uv_hrtime();
-  if (g->reopen_ns <= now)
-    return 0;
-  return (double)(g->reopen_ns - now) / 1e9;
+  return gate_reopen_in(gate_find(h->gates, gate), uv_hrtime());
+}
+
+size_t
+http_gate_stats(const struct http *h, const char *gate, struct gate_stat *out,
+                size_t max, unsigned long long *throttled)
+{
+  return gate_stats(gate_find(h->gates, gate), out, max, throttled);
 }
 
 enum http_class
@@ -1841,173 +1448,6 @@ http_urlencode(const char *s)
   copy = strdup(esc);
   curl_free(esc);
   return copy;
-}
-
-double
-http_backoff_ms(int attempt, long base_ms, long cap_ms, double u)
-{
-  double ceiling, d;
-
-  if (base_ms <= 0 || cap_ms <= 0)
-    return 0;
-  if (attempt < 1)
-    attempt = 1;
-  if (!(u >= 0)) /* negative or NaN */
-    u = 0;
-  if (u >= 1)
-    u = nextafter(1.0, 0.0);
-  ceiling = (double)base_ms;
-  for (int i = 1; i < attempt && ceiling < (double)cap_ms; i++)
-    ceiling *= 2;
-  if (ceiling > (double)cap_ms)
-    ceiling = (double)cap_ms;
-  d = u * ceiling;
-  if (d >= ceiling) /* rounding must not reach the ceiling */
-    d = nextafter(ceiling, 0.0);
-  return d;
-}
-
-/* --- Retry-After --- */
-
-static int
-digit(char c)
-{
-  return c >= '0' && c <= '9';
-}
-
-/* delta-seconds, optionally with a fraction; rounded up to whole ms. */
-static int
-parse_delta(const char *p, const char *end, double *seconds)
-{
-  uint64_t whole = 0, frac_ms = 0;
-  int ndigits = 0, round_up = 0;
-
-  if (p == end || !digit(*p))
-    return -1;
-  for (; p < end && digit(*p); p++) {
-    whole = whole * 10 + (uint64_t)(*p - '0');
-    if (whole > DELTA_SECONDS_MAX)
-      return -1;
-  }
-  if (p < end && *p == '.') {
-    p++;
-    if (p == end || !digit(*p))
-      return -1;
-    for (; p < end && digit(*p); p++) {
-      if (ndigits < 3)
-        frac_ms = frac_ms * 10 + (uint64_t)(*p - '0');
-      else if (*p != '0')
-        round_up = 1;
-      ndigits++;
-    }
-    for (int i = ndigits; i < 3; i++)
-      frac_ms *= 10;
-    frac_ms += (uint64_t)round_up;
-  }
-  if (p != end)
-    return -1;
-  *seconds = (double)(whole * 1000 + frac_ms) / 1000.0;
-  return 0;
-}
-
-static int
-two_digits(const char *p, int *out)
-{
-  if (!digit(p[0]) || !digit(p[1]))
-    return -1;
-  *out = (p[0] - '0') * 10 + (p[1] - '0');
-  return 0;
-}
-
-/* IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", parsed by hand so that the
- * locale never matters. */
-static int
-parse_imf_fixdate(const char *p, const char *end, time_t *out)
-{
-  static const char days[] = "SunMonTueWedThuFriSat";
-  static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  struct tm tm;
-  int day, mon = -1, year, hh, mm, ss, dname = -1, y1, y2;
-  time_t t;
-
-  if (end - p != 29 || memcmp(p + 3, ", ", 2) != 0 || p[7] != ' ' ||
-      p[11] != ' ' || p[16] != ' ' || p[19] != ':' || p[22] != ':' ||
-      memcmp(p + 25, " GMT", 4) != 0)
-    return -1;
-  for (int i = 0; i < 7; i++) {
-    if (memcmp(p, days + 3 * i, 3) == 0)
-      dname = i;
-  }
-  for (int i = 0; i < 12; i++) {
-    if (memcmp(p + 8, months + 3 * i, 3) == 0)
-      mon = i;
-  }
-  if (dname < 0 || mon < 0 || two_digits(p + 5, &day) != 0 ||
-      two_digits(p + 12, &y1) != 0 || two_digits(p + 14, &y2) != 0 ||
-      two_digits(p + 17, &hh) != 0 || two_digits(p + 20, &mm) != 0 ||
-      two_digits(p + 23, &ss) != 0)
-    return -1;
-  year = y1 * 100 + y2;
-  if (day < 1 || day > mdays[mon] || hh > 23 || mm > 59 || ss > 60)
-    return -1;
-  if (mon == 1 && day == 29 &&
-      !(year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)))
-    return -1;
-  memset(&tm, 0, sizeof tm);
-  tm.tm_year = year - 1900;
-  tm.tm_mon = mon;
-  tm.tm_mday = day;
-  tm.tm_hour = hh;
-  tm.tm_min = mm;
-  tm.tm_sec = ss;
-  errno = 0;
-  t = timegm(&tm);
-  if (t == (time_t)-1 && errno != 0)
-    return -1;
-  *out = t;
-  return 0;
-}
-
-size_t
-http_gate_stats(const struct http *http, const char *gate,
-                struct http_gate_stat *out, size_t max,
-                unsigned long long *throttled)
-{
-  const struct gate *g = gate_find(http, gate);
-  size_t n = 0;
-
-  *throttled = 0;
-  if (g == NULL)
-    return 0;
-  for (size_t i = 0; i < g->n_status && n < max; i++)
-    out[n++] = g->by_status[i];
-  *throttled = g->throttled;
-  return n;
-}
-
-int
-http_parse_retry_after(const char *value, time_t now, double *seconds)
-{
-  const char *p, *end;
-  time_t t;
-
-  if (value == NULL || seconds == NULL)
-    return -1;
-  p = value;
-  end = value + strlen(value);
-  while (p < end && is_ows(*p))
-    p++;
-  while (end > p && is_ows(end[-1]))
-    end--;
-  if (p == end)
-    return -1;
-  if (digit(*p))
-    return parse_delta(p, end, seconds);
-  if (!isalpha((unsigned char)*p) || parse_imf_fixdate(p, end, &t) != 0)
-    return -1;
-  *seconds = t > now ? (double)(t - now) : 0.0;
-  return 0;
 }
 
 time_t

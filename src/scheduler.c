@@ -130,7 +130,7 @@ static int
 set_budget(struct http *http, const struct config_tenant *t)
 {
   char gate[160];
-  struct http_gate_limits lim = {
+  struct gate_limits lim = {
       .writes = (double)t->graph_write_limit.count,
       .writes_window = (double)t->graph_write_limit.window,
       .invitations = (double)t->invitation_limit.count,
@@ -1335,7 +1335,7 @@ scheduler_write_metrics(const struct scheduler *s, const char *path)
   struct metrics_link *links = calloc(s->n_lruns + 1, sizeof(*links));
   struct metrics_service *svc = calloc(s->n_tctx * 3 + 1, sizeof(*svc));
   struct metrics_tenant *ten = calloc(s->n_tctx + 1, sizeof(*ten));
-  struct http_gate_stat gs[32];
+  struct gate_stat gs[32];
   struct metrics_status_count *stats =
       calloc((s->n_tctx * 3 + 1) * 32, sizeof(*stats));
   size_t n_svc = 0;
@@ -1394,7 +1394,7 @@ scheduler_write_metrics(const struct scheduler *s, const char *path)
       m->tenant = tc->tenant->name;
       m->service = services[k];
       if (k == 1) { /* graph: the budget, when it has limits */
-        struct http_gate_budget b;
+        struct gate_budget b;
         if (http_gate_budget(s->http, gate, &b) == 0 &&
             (b.write_rate_max > 0 || b.unit_rate_max > 0)) {
           m->has_budget = 1;

@@ -1,6 +1,6 @@
 /*
- * fuzz_retry_after — the Retry-After parser (http_parse_retry_after in
- * src/http.c).
+ * fuzz_retry_after — the Retry-After parser (retry_parse_after in
+ * src/retry.c).
  *
  * The input is the header value (cut at the first NUL, as a header line
  * would be), parsed relative to three clocks: the epoch, the RFC 7231
@@ -16,7 +16,7 @@
 #include <time.h>
 
 #include "fuzz.h"
-#include "http.h"
+#include "retry.h"
 
 static const time_t clocks[] = {0, 784111777, 4102444800};
 
@@ -27,7 +27,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
   for (size_t i = 0; i < sizeof(clocks) / sizeof(clocks[0]); i++) {
     double s = -42;
-    int rc = http_parse_retry_after(value, clocks[i], &s);
+    int rc = retry_parse_after(value, clocks[i], &s);
 
     if (rc == -1) {
       if (s != -42)
