@@ -884,7 +884,9 @@ schedule(struct http *h)
   /* The loop's cached time may lag; on_wake re-checks against uv_hrtime()
    * anyway, so an early wake-up only re-arms. */
   uv_update_time(h->loop);
-  uv_timer_start(&h->wake, on_wake, ms, 0);
+  if (uv_timer_start(&h->wake, on_wake, ms, 0) != 0)
+    log_error("http: cannot arm the wake-up timer; queued requests wait "
+              "for the next answer");
 }
 
 static int
@@ -1213,10 +1215,20 @@ http_new(uv_loop_t *loop, const struct http_options *opts)
       curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h) != CURLM_OK)
     goto out;
 
-  /* Cannot fail once the loop exists; nothing after them can fail. */
-  uv_timer_init(loop, &h->curl_timer);
-  uv_timer_init(loop, &h->wake);
+  /* libuv's timers do not fail to initialise today; should one, a timer
+   * already initialised is a live handle, and h goes in its close
+   * callback. Nothing after them can fail. */
+  if (uv_timer_init(loop, &h->curl_timer) != 0)
+    goto out;
   h->curl_timer.data = h;
+  if (uv_timer_init(loop, &h->wake) != 0) {
+    curl_multi_cleanup(h->multi);
+    h->multi = NULL;
+    h->closing = 1;
+    h->live_handles = 1;
+    uv_close((uv_handle_t *)&h->curl_timer, on_timer_closed);
+    return NULL;
+  }
   h->wake.data = h;
   h->live_handles = 2;
   result = h;
@@ -1342,9 +1354,11 @@ http_send(struct http *h, const struct http_request *req, http_done_fn done,
   if (r->easy == NULL || setup_easy(h, r, req, plain, loopback) != 0)
     goto out;
 
-  gate_push(&r->waiter);
   /* Start (or wait for the gate) from the loop, never from here. */
-  uv_timer_start(&h->wake, on_wake, 0, 0);
+  why = "cannot arm the wake-up timer";
+  if (uv_timer_start(&h->wake, on_wake, 0, 0) != 0)
+    goto out;
+  gate_push(&r->waiter);
   r = NULL;
   result = 0;
 out:
