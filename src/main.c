@@ -542,7 +542,11 @@ cmd_plan(const char *path, const char *only_link, int as_json)
     if (one != EXIT_OK)
       rc = one;
   }
-  report_plan_end(rp);
+  if (report_plan_end(rp) != 0) {
+    log_error("cannot write the plan error=\"out of memory making its "
+              "JSON\"");
+    rc = EXIT_RUNTIME;
+  }
   store_close(store);
   config_free(cfg);
   return rc;
