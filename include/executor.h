@@ -46,7 +46,8 @@ typedef void (*executor_done_fn)(void *ctx,
 
 /* An executor for `link` writing through `target` (Graph) or, for mail
  * contacts and mail users, `exo` (Exchange; may be NULL for guest links).
- * All borrowed. */
+ * All borrowed. NULL when memory is short or its timer cannot be made
+ * (nothing logged). */
 struct executor *executor_new(uv_loop_t *loop, struct store *store,
                               struct graph *target, struct exo *exo,
                               const struct config_link *link,
@@ -56,8 +57,9 @@ struct executor *executor_new(uv_loop_t *loop, struct store *store,
 void executor_free(struct executor *ex);
 
 /* Run every pending op of the link once. The callback is called (from the
- * loop) when the last one finishes. Returns 0, or -1 when already running
- * or the ops cannot be read (callback never called). */
+ * loop) when the last one finishes. Returns 0, or -1 when already running,
+ * the ops cannot be counted or the loop refuses to start its timer
+ * (callback never called). */
 int executor_run(struct executor *ex, executor_done_fn done, void *ctx)
     __attribute__((warn_unused_result));
 

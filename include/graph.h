@@ -134,7 +134,8 @@ const char *graph_base_url(const struct graph *graph);
 /* Send finds, invitations, PATCHes and DELETEs of users through $batch
  * from now on (see the top of this file); `loop` (borrowed) is the loop
  * http runs on. Calling it again does nothing. Returns 0, or -1 on
- * allocation failure (requests then go one by one, as before). */
+ * allocation failure or when its timers cannot be made (requests then go
+ * one by one, as before). */
 int graph_batch_enable(struct graph *graph, uv_loop_t *loop)
     __attribute__((warn_unused_result));
 

@@ -47,14 +47,15 @@ struct report_plan *report_plan_begin(FILE *fp, int as_json,
                                       const char *state_dir, int missing);
 
 /* Before a link is planned: its header line in text, its object in the
- * JSON. fp is flushed, so that the header comes before whatever the
- * link's round logs to stderr. */
+ * JSON (a failure is kept, as below). fp is flushed, so that the header
+ * comes before whatever the link's round logs to stderr. */
 void report_plan_link(struct report_plan *rp, const struct config_link *link);
 
 /* The scheduler's SCHEDULER_PLAN callbacks (scheduler_opts .emit, a
  * planner_emit_fn, and .plan_done), with the struct report_plan as
  * their ctx: one planned change of the link last started, and the link's
- * totals with what its first look at the target found. */
+ * totals with what its first look at the target found. With --json, a
+ * failure to add to the document (memory) is kept for report_plan_end(). */
 void report_plan_emit(void *ctx, const struct store_plan_row *row,
                       const struct planner_decision *d, int held);
 void report_plan_done(void *ctx, const struct config_link *link,
@@ -62,7 +63,10 @@ void report_plan_done(void *ctx, const struct config_link *link,
                       const struct recovery *rec);
 
 /* End the report: with --json, write the document of every link started
- * ("state" is "missing" or "present"); then free rp. NULL is fine. */
-void report_plan_end(struct report_plan *rp);
+ * ("state" is "missing" or "present"); then free rp. NULL is fine.
+ * Returns 0, or -1 when with --json a part of the document could not be
+ * made (memory): nothing is written then, never a partial document. */
+int report_plan_end(struct report_plan *rp)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -20,6 +20,11 @@ size_t text_utf8_seq(const unsigned char *s, size_t n);
 /* 1 when s[0..n) is all valid UTF-8, else 0. */
 int text_utf8_valid(const char *s, size_t n);
 
+/* Length of the longest prefix of s[0..n) that is all valid UTF-8: where
+ * to cut text that was cut by bytes (and may end inside a character) so
+ * that JSON takes it. */
+size_t text_utf8_valid_prefix(const char *s, size_t n);
+
 /* The code point at s[0..n) (n > 0) and its length in *len. A byte that
  * starts no valid sequence is returned as it is, with *len = 1, so that a
  * walk over broken text still moves on. */

@@ -189,13 +189,17 @@ fresh(const struct slot *slot, double now)
 
 static void on_refresh(uv_timer_t *t);
 
-/* Wake when the first token held stops being fresh. */
+/* Wake when the first token held stops being fresh. Without the timer
+ * (its creation failed, or it cannot be started) tokens are still renewed,
+ * only later: by auth_current() and auth_token() when they find them
+ * stale. So a failure here is logged and otherwise ignored. */
 static void
 arm_refresh(struct auth *auth)
 {
   double now = now_ms(), due = -1;
+  int rc;
 
-  if (auth->closing)
+  if (auth->closing || auth->open_handles < 2)
     return;
   for (int i = 0; i < N_RESOURCES; i++) {
     const struct slot *slot = &auth->slots[i];
@@ -208,8 +212,12 @@ arm_refresh(struct auth *auth)
     if (due < 0 || at < due)
       due = at;
   }
-  if (due >= 0)
-    uv_timer_start(&auth->refresh, on_refresh, (uint64_t)due + 1, 0);
+  if (due < 0)
+    return;
+  rc = uv_timer_start(&auth->refresh, on_refresh, (uint64_t)due + 1, 0);
+  if (rc != 0)
+    log_warning("token refresh timer not armed tenant=%s error=\"%s\"",
+                auth->tenant->name, uv_strerror(rc));
 }
 
 static void on_background_token(void *ctx, int result, const char *token,
@@ -822,6 +830,7 @@ auth_new(uv_loop_t *loop, struct http *http,
   char *tid = NULL;
   char kerr[512];
   size_t n;
+  int rc;
 
   *out = NULL;
   if (loop == NULL || http == NULL || tenant == NULL || tenant->name == NULL ||
@@ -881,10 +890,15 @@ auth_new(uv_loop_t *loop, struct http *http,
   }
   auth->deliver.data = auth;
   auth->open_handles = 1;
-  if (uv_timer_init(loop, &auth->refresh) == 0) {
+  /* Optional (see arm_refresh()): without it the auth still works. */
+  rc = uv_timer_init(loop, &auth->refresh);
+  if (rc == 0) {
     auth->refresh.data = auth;
     uv_unref((uv_handle_t *)&auth->refresh);
     auth->open_handles = 2;
+  } else {
+    log_warning("token refresh timer not created tenant=%s error=\"%s\"",
+                tenant->name, uv_strerror(rc));
   }
   *out = auth;
   auth = NULL;

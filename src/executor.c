@@ -126,6 +126,13 @@ executor_new(uv_loop_t *loop, struct store *store, struct graph *target,
 
   if (ex == NULL)
     return NULL;
+  /* First: without it the executor cannot be, and nothing else is made
+   * before it to be undone. */
+  if (uv_timer_init(loop, &ex->kick) != 0) {
+    free(ex);
+    return NULL;
+  }
+  ex->kick.data = ex;
   ex->loop = loop;
   ex->store = store;
   ex->graph = target;
@@ -145,8 +152,6 @@ executor_new(uv_loop_t *loop, struct store *store, struct graph *target,
                   "request at a time",
                   link->name);
   }
-  uv_timer_init(loop, &ex->kick);
-  ex->kick.data = ex;
   return ex;
 }
 
@@ -339,11 +344,14 @@ on_lag_timer(uv_timer_t *t)
   job_step(t->data);
 }
 
-/* A 404 for an object invited moments ago: wait and try again. */
+/* A 404 for an object invited moments ago: wait and try again. Returns 1
+ * when the job was taken over (it waits, or it was left pending for a
+ * later round because the timer would not start), 0 when it is no lag. */
 static int
 retry_lag(struct job *job)
 {
   uint64_t delay;
+  int rc;
 
   if (!job->fresh || job->lag_tries >= LAG_TRIES)
     return 0;
@@ -353,7 +361,9 @@ retry_lag(struct job *job)
   job->lag_tries++;
   log_debug("replication lag, retrying link=%s source_id=%s in=%llums",
             job->ex->link->name, job->op.source_id, (unsigned long long)delay);
-  uv_timer_start(&job->timer, on_lag_timer, delay, 0);
+  rc = uv_timer_start(&job->timer, on_lag_timer, delay, 0);
+  if (rc != 0)
+    fail(job, 0, "cannot wait for the target to catch up (timer)");
   return 1;
 }
 
@@ -842,11 +852,11 @@ job_step(struct job *job)
     break;
   case STEP_PATCH_FULL:
     body = stamp(job) == 0 ? json_deep_copy(job->desired) : NULL;
-    if (body == NULL)
+    if (body == NULL ||
+        json_object_set_new(body, "showInAddressList", json_true()) != 0 ||
+        (job->revive &&
+         json_object_set_new(body, "accountEnabled", json_true()) != 0))
       break;
-    json_object_set_new(body, "showInAddressList", json_true());
-    if (job->revive)
-      json_object_set_new(body, "accountEnabled", json_true());
     rc = graph_user_patch(ex->graph, job->target_id, body, on_patched, job);
     break;
   case STEP_PATCH:
@@ -1222,7 +1232,10 @@ static json_t *
 x_params(const struct job *job, const json_t *from, int mail, const char **why)
 {
   json_t *p = json_pack("{s:s}", "Identity", job->target_id), *v;
+  json_t *add = NULL, *rm = NULL;
+  json_t *result = NULL;
   const char *key;
+  int rc = 0;
 
   *why = NULL;
   if (p == NULL)
@@ -1233,33 +1246,40 @@ x_params(const struct job *job, const json_t *from, int mail, const char **why)
         strcmp(key, "EmailAddresses@removed") == 0)
       continue;
     if (strcmp(key, "EmailAddresses") == 0) {
-      if (mail) {
-        json_t *add = NULL, *rm = NULL;
-        if (exo_smtp_addresses(v, &add, why) != 0 ||
-            exo_smtp_addresses(json_object_get(from, "EmailAddresses@removed"),
-                               &rm, why) != 0) {
-          json_decref(add);
-          json_decref(p);
-          return NULL;
-        }
-        json_object_set_new(p, key,
-                            exo_multivalue(json_array_size(add) ? add : NULL,
-                                           json_array_size(rm) ? rm : NULL));
-        json_decref(add);
-        json_decref(rm);
-      }
-      continue;
-    }
-    if (strcmp(key, "showInAddressList") == 0) {
+      if (!mail)
+        continue;
+      if (exo_smtp_addresses(v, &add, why) != 0 ||
+          exo_smtp_addresses(json_object_get(from, "EmailAddresses@removed"),
+                             &rm, why) != 0)
+        goto out;
+      rc =
+          json_object_set_new(p, key,
+                              exo_multivalue(json_array_size(add) ? add : NULL,
+                                             json_array_size(rm) ? rm : NULL));
+      json_decref(add);
+      json_decref(rm);
+      add = rm = NULL;
+    } else if (strcmp(key, "showInAddressList") == 0) {
       if (mail)
-        json_object_set_new(p, "HiddenFromAddressListsEnabled",
-                            json_boolean(!json_is_true(v)));
-      continue;
+        rc = json_object_set_new(p, "HiddenFromAddressListsEnabled",
+                                 json_boolean(!json_is_true(v)));
+    } else if (is_mail_param(key) == mail) {
+      rc = json_object_set(p, key, v);
     }
-    if (is_mail_param(key) == mail)
-      json_object_set(p, key, v);
+    /* The keys are the op's own (valid UTF-8 from its JSON): only memory
+     * can be short. */
+    if (rc != 0) {
+      *why = "out of memory";
+      goto out;
+    }
   }
-  return p;
+  result = p;
+  p = NULL;
+out:
+  json_decref(add);
+  json_decref(rm);
+  json_decref(p);
+  return result;
 }
 
 static void
@@ -1317,16 +1337,21 @@ x_step(struct job *job)
     params = name ? json_pack("{s:s}", "Name", name) : NULL;
     for (size_t i = 0; params != NULL && x_new_params[i] != NULL; i++) {
       json_t *v = json_object_get(job->desired, x_new_params[i]);
-      if (v != NULL)
-        json_object_set(params, x_new_params[i], v);
+      if (v != NULL && json_object_set(params, x_new_params[i], v) != 0) {
+        json_decref(params); /* incomplete: not sent */
+        params = NULL;
+      }
     }
     cmdlet = x_cmdlet(job, "New", 0);
     break;
   case STEP_X_SET_ALL:
   case STEP_X_SET_MAIL_ALL:
     src = stamp(job) == 0 ? json_deep_copy(job->desired) : NULL;
-    if (src != NULL)
-      json_object_set_new(src, "showInAddressList", json_true());
+    if (src != NULL &&
+        json_object_set_new(src, "showInAddressList", json_true()) != 0) {
+      json_decref(src); /* incomplete: not sent */
+      src = NULL;
+    }
     params = src ? x_params(job, src, job->step == STEP_X_SET_MAIL_ALL, &why)
                  : NULL;
     json_decref(src);
@@ -1411,13 +1436,23 @@ static void
 job_start(struct executor *ex, struct store_op *op)
 {
   struct job *job = calloc(1, sizeof(*job));
+  int rc;
 
   if (job == NULL)
     return;
+  /* Before the job takes the op: without a timer it cannot be freed by
+   * job_free(), and the op stays pending for a later round as when
+   * memory is short. */
+  rc = uv_timer_init(ex->loop, &job->timer);
+  if (rc != 0) {
+    log_warning("op not started link=%s source_id=%s error=\"%s\"",
+                ex->link->name, op->source_id, uv_strerror(rc));
+    free(job);
+    return;
+  }
   job->ex = ex;
   job->op = *op;
   memset(op, 0, sizeof(*op)); /* the job owns the strings now */
-  uv_timer_init(ex->loop, &job->timer);
   job->timer.data = job;
   ex->in_flight++;
 
@@ -1557,6 +1592,11 @@ executor_run(struct executor *ex, executor_done_fn done, void *ctx)
     ex->exhausted = 1;
   }
   /* Start from the loop: the callback must never run inside this call. */
-  uv_timer_start(&ex->kick, on_kick, 0, 0);
+  if (uv_timer_start(&ex->kick, on_kick, 0, 0) != 0) {
+    ex->running = 0;
+    ex->done = NULL;
+    ex->ctx = NULL;
+    return -1;
+  }
   return 0;
 }

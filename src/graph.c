@@ -281,8 +281,14 @@ graph_describe_error(const char *method, const char *path, long status,
   const char *m = json_string_value(json_object_get(err, "message"));
 
   *code = c != NULL ? c : "";
+  if (msglen == 0)
+    return;
   snprintf(msg, msglen, "%s %s: HTTP %ld%s%s%s%.300s", method, path, status,
            *code[0] ? " " : "", *code, m ? ": " : "", m ? m : "");
+  /* Cut by bytes (the message at 300, the whole at msglen): never inside
+   * a character, since the text goes into JSON too (status shows an op's
+   * last error, and JSON takes only valid UTF-8). */
+  msg[text_utf8_valid_prefix(msg, strlen(msg))] = '\0';
 }
 
 static void

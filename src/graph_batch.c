@@ -153,7 +153,9 @@ graph_batch_body(const struct graph_batch_item *items, size_t n, char *err,
                             json_pack("[s]", it->depends_on)) != 0)
       goto nomem;
   }
+  /* "o" takes the array even when json_pack() fails. */
   out = json_pack("{s:o}", "requests", requests);
+  requests = NULL;
   if (out == NULL)
     goto nomem;
   return out;
@@ -306,14 +308,6 @@ sub_finish(struct sub *sub, struct graph_response *resp)
 }
 
 static void
-sub_cancel(struct sub *sub)
-{
-  struct graph_response resp = {.result = GRAPH_ERR_CANCELLED,
-                                .errmsg = "cancelled"};
-  sub_finish(sub, &resp);
-}
-
-static void
 on_tick(uv_timer_t *t)
 {
   flush(t->data);
@@ -333,9 +327,59 @@ unqueued(struct graph *graph, const struct sub *sub)
   graph->writes[sub->beta] -= (size_t)is_write(sub);
 }
 
+/* Every queued and delayed sub, answered with a copy of `proto`. */
 static void
+answer_waiting(struct graph *graph, const struct graph_response *proto)
+{
+  while (graph->queue != NULL || graph->delayed != NULL) {
+    struct graph_response resp = *proto;
+    struct sub *sub;
+
+    if (graph->queue != NULL) {
+      sub = graph->queue;
+      graph->queue = sub->next;
+      unqueued(graph, sub);
+      if (graph->queue == NULL)
+        graph->queue_tail = NULL;
+    } else {
+      sub = graph->delayed;
+      graph->delayed = sub->next;
+    }
+    sub_finish(sub, &resp);
+  }
+}
+
+/* The batcher's timers refuse to start only once closing, and they are
+ * closed only after graph_free() has set `freeing`, which every caller
+ * checks first. Were one to refuse anyway, what waits for it would never
+ * go: it is answered now, as a transient failure, with `sub` (NULL when
+ * none) that could not be queued again. Only from the loop's callbacks
+ * (never inside graph_submit()). */
+static void
+timer_refused(struct graph *graph, struct sub *sub, int rc)
+{
+  const struct graph_response resp = {
+      .result = GRAPH_ERR_NETWORK,
+      .errmsg = "$batch timer refused to start",
+  };
+
+  log_error("graph: $batch timer refused to start tenant=%s error=\"%s\"",
+            graph->tenant->name, uv_strerror(rc));
+  if (sub != NULL) {
+    struct graph_response r = resp;
+    sub_finish(sub, &r);
+  }
+  answer_waiting(graph, &resp);
+}
+
+/* Queue `sub` and see that a tick comes. Returns 0, or a libuv error when
+ * the tick cannot start; the sub is then not queued (nor answered). */
+static int
 enqueue(struct graph *graph, struct sub *sub)
 {
+  struct sub *prev_tail = graph->queue_tail;
+  int rc = 0;
+
   sub->next = NULL;
   if (graph->queue_tail != NULL)
     graph->queue_tail->next = sub;
@@ -350,16 +394,42 @@ enqueue(struct graph *graph, struct sub *sub)
       (!uv_is_active((uv_handle_t *)graph->tick) ||
        graph->writes[sub->beta] >= GRAPH_BATCH_MAX ||
        graph->queued[sub->beta] - graph->writes[sub->beta] >= GRAPH_BATCH_MAX))
-    uv_timer_start(graph->tick, on_tick, 0, 0);
+    rc = uv_timer_start(graph->tick, on_tick, 0, 0);
+  if (rc != 0) {
+    /* Back out: it was the tail. */
+    unqueued(graph, sub);
+    graph->queue_tail = prev_tail;
+    if (prev_tail != NULL)
+      prev_tail->next = NULL;
+    else
+      graph->queue = NULL;
+  }
+  return rc;
+}
+
+/* Queue `sub` again from a loop callback; if it cannot be, it is answered
+ * as the others waiting are (see timer_refused()). */
+static void
+requeue(struct graph *graph, struct sub *sub)
+{
+  int rc = enqueue(graph, sub);
+
+  if (rc != 0)
+    timer_refused(graph, sub, rc);
 }
 
 /* A partial batch is answered: the next one may go. */
 static void
 partial_done(struct graph *graph)
 {
+  int rc;
+
   graph->partials--;
-  if (graph->queue != NULL && !graph->freeing)
-    uv_timer_start(graph->tick, on_tick, 0, 0);
+  if (graph->queue == NULL || graph->freeing)
+    return;
+  rc = uv_timer_start(graph->tick, on_tick, 0, 0);
+  if (rc != 0)
+    timer_refused(graph, NULL, rc);
 }
 
 /* The sub is on its way (in a batch or alone). */
@@ -387,9 +457,14 @@ sub_landed(struct graph *graph, struct sub *sub)
 static void
 invites_settled(struct graph *graph)
 {
-  if (graph->invites == 0 && graph->loop != NULL && graph->queue != NULL &&
-      !graph->freeing)
-    uv_timer_start(graph->tick, on_tick, 0, 0);
+  int rc;
+
+  if (graph->invites != 0 || graph->loop == NULL || graph->queue == NULL ||
+      graph->freeing)
+    return;
+  rc = uv_timer_start(graph->tick, on_tick, 0, 0);
+  if (rc != 0)
+    timer_refused(graph, NULL, rc);
 }
 
 static void on_retry(uv_timer_t *t);
@@ -398,13 +473,17 @@ static void
 arm_retry(struct graph *graph)
 {
   uint64_t now = uv_now(graph->loop);
+  int rc;
 
   if (graph->delayed == NULL || graph->freeing) {
     uv_timer_stop(graph->retry);
     return;
   }
-  uv_timer_start(graph->retry, on_retry,
-                 graph->delayed->due > now ? graph->delayed->due - now : 0, 0);
+  rc = uv_timer_start(
+      graph->retry, on_retry,
+      graph->delayed->due > now ? graph->delayed->due - now : 0, 0);
+  if (rc != 0)
+    timer_refused(graph, NULL, rc);
 }
 
 static void
@@ -416,7 +495,7 @@ on_retry(uv_timer_t *t)
   while (graph->delayed != NULL && graph->delayed->due <= now) {
     struct sub *sub = graph->delayed;
     graph->delayed = sub->next;
-    enqueue(graph, sub);
+    requeue(graph, sub);
   }
   arm_retry(graph);
 }
@@ -559,7 +638,7 @@ sub_answer(struct batch *b, struct sub *sub,
   case HTTP_CLASS_TOKEN:
     if (graph_token_retry(graph, b->token, b->stale, &sub->stale_retries,
                           &sub->refreshed, a->status, resp.code)) {
-      enqueue(graph, sub);
+      requeue(graph, sub);
       return;
     }
     break;
@@ -758,8 +837,10 @@ flush(struct graph *graph)
    * and invites_settled() call again as soon as it comes. */
   if ((graph->partials > 0 || graph->invites > 0) &&
       now < graph->queue->queued + BATCH_LINGER_MS) {
-    uv_timer_start(graph->tick, on_tick,
-                   graph->queue->queued + BATCH_LINGER_MS - now, 0);
+    int rc = uv_timer_start(graph->tick, on_tick,
+                            graph->queue->queued + BATCH_LINGER_MS - now, 0);
+    if (rc != 0)
+      timer_refused(graph, NULL, rc);
     return;
   }
   send_batch(graph, graph->queue->beta, 0);
@@ -784,8 +865,18 @@ graph_batch_enable(struct graph *graph, uv_loop_t *loop)
     graph->tick = graph->retry = NULL;
     return -1;
   }
-  uv_timer_init(loop, graph->tick);
-  uv_timer_init(loop, graph->retry);
+  if (uv_timer_init(loop, graph->tick) != 0) {
+    free(graph->tick);
+    free(graph->retry);
+    graph->tick = graph->retry = NULL;
+    return -1;
+  }
+  if (uv_timer_init(loop, graph->retry) != 0) {
+    uv_close((uv_handle_t *)graph->tick, on_timer_closed); /* frees it */
+    free(graph->retry);
+    graph->tick = graph->retry = NULL;
+    return -1;
+  }
   graph->tick->data = graph->retry->data = graph;
   graph->loop = loop;
   return 0;
@@ -796,20 +887,10 @@ graph_batch_enable(struct graph *graph, uv_loop_t *loop)
 void
 graph_batcher_cancel(struct graph *graph)
 {
-  while (graph->queue != NULL || graph->delayed != NULL) {
-    struct sub *sub;
-    if (graph->queue != NULL) {
-      sub = graph->queue;
-      graph->queue = sub->next;
-      unqueued(graph, sub);
-      if (graph->queue == NULL)
-        graph->queue_tail = NULL;
-    } else {
-      sub = graph->delayed;
-      graph->delayed = sub->next;
-    }
-    sub_cancel(sub);
-  }
+  const struct graph_response resp = {.result = GRAPH_ERR_CANCELLED,
+                                      .errmsg = "cancelled"};
+
+  answer_waiting(graph, &resp);
 }
 
 void
@@ -859,6 +940,9 @@ graph_submit(struct graph *graph, const char *method, int beta,
   sub->invitation = graph_budget_invitations(method, url);
   sub->done = done;
   sub->ctx = ctx;
-  enqueue(graph, sub);
+  if (enqueue(graph, sub) != 0) {
+    sub_free(sub);
+    return -1;
+  }
   return 0;
 }

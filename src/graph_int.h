@@ -99,8 +99,9 @@ int graph_token_retry(struct graph *graph, const char *token, int stale,
                       int *stale_retries, int *refreshed, long status,
                       const char *code);
 
-/* Fill *code (borrowed from body, "" if none) and msg, one log line,
- * from a Graph error body of `method` `path` (or whatever came). */
+/* Fill *code (borrowed from body, "" if none) and msg, one log line of
+ * valid UTF-8 (cut at a character), from a Graph error body of `method`
+ * `path` (or whatever came). */
 void graph_describe_error(const char *method, const char *path, long status,
                           json_t *body, const char **code, char *msg,
                           size_t msglen);

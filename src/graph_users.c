@@ -342,9 +342,12 @@ graph_invite(struct graph *graph, const char *mail, const char *display_name,
                    "inviteRedirectUrl", "https://myapplications.microsoft.com",
                    "sendInvitationMessage", 0, "invitedUserType",
                    as_member ? "Member" : "Guest");
-  if (body != NULL && display_name != NULL)
-    json_object_set_new(body, "invitedUserDisplayName",
-                        json_string(display_name));
+  if (body != NULL && display_name != NULL &&
+      json_object_set_new(body, "invitedUserDisplayName",
+                          json_string(display_name)) != 0) {
+    json_decref(body); /* incomplete: not sent */
+    body = NULL;
+  }
   /* Through $batch when batching, as PATCHes and finds: each invitation
    * still gets its own answer (invitedUser.id) through on_invite. */
   rc = body == NULL ? -1
@@ -420,15 +423,14 @@ graph_user_patch(struct graph *graph, const char *user_id, const json_t *attrs,
     goto out;
   json_object_foreach((json_t *)attrs, key, v)
   {
-    if (is_anchor_attr(key))
-      json_object_set(ext, key, v);
-    else
-      json_object_set(body, key, v);
+    if (json_object_set(is_anchor_attr(key) ? ext : body, key, v) != 0)
+      goto out;
     if (strcmp(key, "showInAddressList") == 0)
       beta = 1;
   }
-  if (json_object_size(ext) > 0)
-    json_object_set(body, "onPremisesExtensionAttributes", ext);
+  if (json_object_size(ext) > 0 &&
+      json_object_set(body, "onPremisesExtensionAttributes", ext) != 0)
+    goto out;
   rc = user_call(graph, "PATCH", beta ? "/beta/users/" : "/v1.0/users/",
                  user_id, "", body, done, ctx);
 out:
@@ -473,8 +475,14 @@ on_members(void *ctx, const struct graph_response *resp)
   json_array_foreach(value, i, item)
   {
     const char *id = json_string_value(json_object_get(item, "id"));
-    if (id != NULL)
-      json_object_set_new(c->members, id, json_true());
+    /* The id is parsed JSON, so valid UTF-8: only memory can be short,
+     * and an incomplete set of members must not be taken as the whole. */
+    if (id != NULL && json_object_set_new(c->members, id, json_true()) != 0) {
+      r.result = GRAPH_ERR_PROTOCOL;
+      r.transient = 1;
+      r.errmsg = "out of memory holding transitiveMembers";
+      goto out;
+    }
   }
   next = json_string_value(json_object_get(resp->body, "@odata.nextLink"));
   if (next != NULL) {

@@ -62,6 +62,7 @@ struct app {
   int reload_again;
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
   uv_timer_t stop_timer, status_timer;
+  int n_signals, n_timers; /* of those, made (and so to be closed) */
 };
 
 #define STOP_TIMEOUT_MS 20000
@@ -312,6 +313,7 @@ static void
 on_signal(uv_signal_t *sig, int signum)
 {
   struct app *app = sig->data;
+  int rc;
 
   if (signum == SIGHUP) {
     log_notice("SIGHUP received, reloading config=%s", app->path);
@@ -331,9 +333,67 @@ on_signal(uv_signal_t *sig, int signum)
   log_notice("stopping signal=%s", signum == SIGTERM ? "TERM" : "INT");
   app->stopping = 1;
   notify_stopping(app->notify);
-  uv_timer_start(&app->stop_timer, on_stop_timeout, STOP_TIMEOUT_MS, 0);
+  /* Without the bound the stop waits for the work in flight, however
+   * long: a second signal still stops at once. */
+  rc = uv_timer_start(&app->stop_timer, on_stop_timeout, STOP_TIMEOUT_MS, 0);
+  if (rc != 0)
+    log_warning("stop not bounded in time, a second signal stops at once "
+                "error=\"%s\"",
+                uv_strerror(rc));
   if (app->sched != NULL)
     scheduler_stop(app->sched);
+}
+
+/* run: the signal handlers and timers. Returns 0, or -1 (logged) with
+ * app->n_signals and app->n_timers saying how many were made: exactly
+ * those are closed by daemon_handles_close(). */
+static int
+daemon_handles_open(struct app *app)
+{
+  uv_signal_t *sigs[] = {&app->sig_term, &app->sig_int, &app->sig_hup,
+                         &app->sig_usr1};
+  static const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+  uv_timer_t *timers[] = {&app->stop_timer, &app->status_timer};
+  int result = 0;
+
+  for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+    result = uv_signal_init(&app->loop, sigs[i]);
+    if (result != 0)
+      goto out;
+    sigs[i]->data = app;
+    app->n_signals++;
+  }
+  for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
+    result = uv_timer_init(&app->loop, timers[i]);
+    if (result != 0)
+      goto out;
+    timers[i]->data = app;
+    app->n_timers++;
+  }
+  for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+    result = uv_signal_start(sigs[i], on_signal, signums[i]);
+    if (result != 0)
+      goto out;
+  }
+out:
+  if (result != 0)
+    log_error("cannot start error=\"cannot set up signals and timers: %s\"",
+              uv_strerror(result));
+  return result != 0 ? -1 : 0;
+}
+
+static void
+daemon_handles_close(struct app *app)
+{
+  uv_signal_t *sigs[] = {&app->sig_term, &app->sig_int, &app->sig_hup,
+                         &app->sig_usr1};
+  uv_timer_t *timers[] = {&app->stop_timer, &app->status_timer};
+
+  for (int i = 0; i < app->n_signals; i++)
+    uv_close((uv_handle_t *)sigs[i], on_handle_closed);
+  for (int i = 0; i < app->n_timers; i++)
+    uv_close((uv_handle_t *)timers[i], on_handle_closed);
+  app->n_signals = app->n_timers = 0;
 }
 
 /* `store`: plan's private copy (borrowed), or NULL to open the state. */
@@ -369,19 +429,10 @@ cmd_rounds(const char *path, const struct scheduler_opts *opts,
   }
   if (daemon) {
     app.notify = notify_open(&app.loop);
-    uv_signal_init(&app.loop, &app.sig_term);
-    uv_signal_init(&app.loop, &app.sig_int);
-    uv_signal_init(&app.loop, &app.sig_hup);
-    uv_signal_init(&app.loop, &app.sig_usr1);
-    uv_timer_init(&app.loop, &app.stop_timer);
-    uv_timer_init(&app.loop, &app.status_timer);
-    app.sig_term.data = app.sig_int.data = &app;
-    app.sig_hup.data = app.sig_usr1.data = &app;
-    app.stop_timer.data = app.status_timer.data = &app;
-    uv_signal_start(&app.sig_term, on_signal, SIGTERM);
-    uv_signal_start(&app.sig_int, on_signal, SIGINT);
-    uv_signal_start(&app.sig_hup, on_signal, SIGHUP);
-    uv_signal_start(&app.sig_usr1, on_signal, SIGUSR1);
+    if (daemon_handles_open(&app) != 0) {
+      exit_code = EXIT_RUNTIME;
+      goto out;
+    }
   }
   exit_code = start_scheduler(&app);
   if (exit_code != EXIT_OK)
@@ -392,8 +443,11 @@ cmd_rounds(const char *path, const struct scheduler_opts *opts,
                GALBRIDGE_VERSION, path, scheduler_links(app.sched),
                (unsigned long long)(wd / 1000));
     notify_ready(app.notify);
-    uv_timer_start(&app.status_timer, on_status_timer, STATUS_EVERY_MS,
-                   STATUS_EVERY_MS);
+    /* Without it the STATUS line is still renewed after each round. */
+    rc = uv_timer_start(&app.status_timer, on_status_timer, STATUS_EVERY_MS,
+                        STATUS_EVERY_MS);
+    if (rc != 0)
+      log_warning("status timer not started error=\"%s\"", uv_strerror(rc));
     uv_unref((uv_handle_t *)&app.status_timer);
   }
   uv_run(&app.loop, UV_RUN_DEFAULT);
@@ -414,12 +468,7 @@ out:
   scheduler_free(app.sched);
   config_free(app.next_cfg);
   if (daemon) {
-    uv_close((uv_handle_t *)&app.sig_term, on_handle_closed);
-    uv_close((uv_handle_t *)&app.sig_int, on_handle_closed);
-    uv_close((uv_handle_t *)&app.sig_hup, on_handle_closed);
-    uv_close((uv_handle_t *)&app.sig_usr1, on_handle_closed);
-    uv_close((uv_handle_t *)&app.stop_timer, on_handle_closed);
-    uv_close((uv_handle_t *)&app.status_timer, on_handle_closed);
+    daemon_handles_close(&app);
     notify_close(app.notify);
   }
   if (app.http != NULL)
@@ -490,7 +539,11 @@ cmd_plan(const char *path, const char *only_link, int as_json)
     if (one != EXIT_OK)
       rc = one;
   }
-  report_plan_end(rp);
+  if (report_plan_end(rp) != 0) {
+    log_error("cannot write the plan error=\"out of memory making its "
+              "JSON\"");
+    rc = EXIT_RUNTIME;
+  }
   store_close(store);
   config_free(cfg);
   return rc;

@@ -256,6 +256,7 @@ refuse_values(json_t *desired, const json_t *applied)
   void *tmp;
   size_t limit, len;
   const char *why;
+  int rc;
 
   if (refused == NULL)
     return NULL;
@@ -273,9 +274,13 @@ refuse_values(json_t *desired, const json_t *applied)
     }
     old = json_object_get(applied, key);
     if (old != NULL && !json_is_null(old))
-      json_object_set(desired, key, old);
+      rc = json_object_set(desired, key, old);
     else
-      json_object_del(desired, key);
+      rc = json_object_del(desired, key);
+    if (rc != 0) { /* the refused value would be sent: fail instead */
+      json_decref(refused);
+      return NULL;
+    }
   }
   return refused;
 }
@@ -307,45 +312,51 @@ log_refused(const struct config_link *link, const char *source_id,
   }
 }
 
-/* Changed attributes between what was applied and what is desired. */
+/* Changed attributes between what was applied and what is desired; NULL
+ * on allocation failure (never a partial answer: what is left out of it
+ * would not be sent). */
 static json_t *
 diff(const json_t *applied, const json_t *desired)
 {
-  json_t *out = json_object(), *v;
+  json_t *changes = json_object(), *gone = json_array(), *result = NULL;
+  json_t *v, *a, *b;
   const char *key;
+  size_t i, j;
 
-  if (out == NULL)
-    return NULL;
+  if (changes == NULL || gone == NULL)
+    goto out;
   json_object_foreach((json_t *)desired, key, v)
   {
     json_t *old = json_object_get(applied, key);
-    if (old == NULL || !json_equal(old, v))
-      json_object_set(out, key, v);
+    if ((old == NULL || !json_equal(old, v)) &&
+        json_object_set(changes, key, v) != 0)
+      goto out;
   }
   /* Exchange adds and removes extra addresses one by one: say which of
    * the old ones go (what stays is sent again; adding is idempotent). */
+  json_array_foreach(json_object_get(applied, "EmailAddresses"), i, a)
   {
-    json_t *old = json_object_get(applied, "EmailAddresses");
-    json_t *now = json_object_get(desired, "EmailAddresses");
-    json_t *gone = json_array(), *a, *b;
-    size_t i, j;
-    json_array_foreach(old, i, a)
-    {
-      int kept = 0;
-      json_array_foreach(now, j, b) kept |= json_equal(a, b);
-      if (!kept)
-        json_array_append(gone, a);
-    }
-    if (json_array_size(gone) > 0)
-      json_object_set(out, "EmailAddresses@removed", gone);
-    json_decref(gone);
+    int kept = 0;
+    json_array_foreach(json_object_get(desired, "EmailAddresses"), j, b)
+        kept |= json_equal(a, b);
+    if (!kept && json_array_append(gone, a) != 0)
+      goto out;
   }
+  if (json_array_size(gone) > 0 &&
+      json_object_set(changes, "EmailAddresses@removed", gone) != 0)
+    goto out;
   json_object_foreach((json_t *)applied, key, v)
   {
-    if (json_object_get(desired, key) == NULL && clearable(key))
-      json_object_set_new(out, key, json_null());
+    if (json_object_get(desired, key) == NULL && clearable(key) &&
+        json_object_set_new(changes, key, json_null()) != 0)
+      goto out;
   }
-  return out;
+  result = changes;
+  changes = NULL;
+out:
+  json_decref(gone);
+  json_decref(changes);
+  return result;
 }
 
 /* A copy galbridge keeps up: active, or taken up again after a state was
@@ -436,6 +447,11 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
       out->kind = PLANNER_HIDE;
       out->payload = json_pack("{s:b}", "showInAddressList", 0);
     }
+    if (out->kind != PLANNER_NONE && out->kind != PLANNER_DELETE &&
+        out->payload == NULL) {
+      snprintf(err, errlen, "out of memory");
+      goto out;
+    }
     if (out->kind != PLANNER_NONE)
       snprintf(out->hash, sizeof(out->hash), "%s",
                planner_kind_name(out->kind));
@@ -492,6 +508,9 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
     out->payload = json_incref(desired);
   } else {
     int revive = strcmp(row->state, "active") != 0;
+    int enable = strcmp(row->state, "disabled") == 0 ||
+                 (strcmp(row->state, "recovered") == 0 &&
+                  link->object == CONFIG_OBJECT_GUEST);
     int need_anchor = anchor_needed(pl, row, applied, stamp);
     if (!revive && !need_anchor && row->hash != NULL &&
         strcmp(row->hash, out->hash) == 0) {
@@ -504,18 +523,16 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
     }
     out->kind = PLANNER_UPDATE;
     out->payload = diff(json_is_object(applied) ? applied : NULL, desired);
-    if (out->payload == NULL) {
+    if (out->payload == NULL ||
+        (need_anchor && json_object_set_new(out->payload, anchor_attr,
+                                            json_string(stamp)) != 0) ||
+        (enable && json_object_set_new(out->payload, "accountEnabled",
+                                       json_true()) != 0) ||
+        (revive && json_object_set_new(out->payload, "showInAddressList",
+                                       json_true()) != 0)) {
       snprintf(err, errlen, "out of memory");
       goto out;
     }
-    if (need_anchor)
-      json_object_set_new(out->payload, anchor_attr, json_string(stamp));
-    if (strcmp(row->state, "disabled") == 0 ||
-        (strcmp(row->state, "recovered") == 0 &&
-         link->object == CONFIG_OBJECT_GUEST))
-      json_object_set_new(out->payload, "accountEnabled", json_true());
-    if (revive)
-      json_object_set_new(out->payload, "showInAddressList", json_true());
     if (json_object_size(out->payload) == 0) {
       /* Same values under a hash from an older galbridge: no request,
        * but the row's hash is brought up to date by an empty update. */
@@ -868,11 +885,12 @@ take_object(struct round *r, struct planner_decision *d, const char *id,
   d->payload = json_deep_copy(d->desired);
   free(d->target_id);
   d->target_id = strdup(id);
-  if (d->payload == NULL || d->target_id == NULL)
+  if (d->payload == NULL || d->target_id == NULL ||
+      json_object_set_new(d->payload, "showInAddressList", json_true()) != 0)
     goto out;
-  json_object_set_new(d->payload, "showInAddressList", json_true());
-  if (r->pl->link->object == CONFIG_OBJECT_GUEST)
-    json_object_set_new(d->payload, "accountEnabled", json_true());
+  if (r->pl->link->object == CONFIG_OBJECT_GUEST &&
+      json_object_set_new(d->payload, "accountEnabled", json_true()) != 0)
+    goto out;
   d->kind = kind;
   rc = 0;
 out:
@@ -1221,7 +1239,9 @@ write_ops(struct round *r, struct planned *items, size_t n, int hold)
   return 0;
 }
 
-static void
+/* Count and show each of `items`. Returns 0, or -1 when memory is short
+ * to note what was counted (the counts would be wrong). */
+static int
 emit_all(struct round *r, struct planned *items, size_t n, int hold)
 {
   for (size_t i = 0; i < n; i++) {
@@ -1254,8 +1274,9 @@ emit_all(struct round *r, struct planned *items, size_t n, int hold)
       (*c)--;
     if ((c = counter(r->stats, p->d.kind)) != NULL) {
       (*c)++;
-      json_object_set_new(r->counted, p->source_id,
-                          json_integer((json_int_t)p->d.kind));
+      if (json_object_set_new(r->counted, p->source_id,
+                              json_integer((json_int_t)p->d.kind)) != 0)
+        return -1;
     }
     if (r->emit != NULL) {
       struct store_plan_row row = {.source_id = p->source_id,
@@ -1264,6 +1285,7 @@ emit_all(struct round *r, struct planned *items, size_t n, int hold)
       r->emit(r->ctx, &row, &p->d, p->is_delete && hold);
     }
   }
+  return 0;
 }
 
 int
@@ -1337,8 +1359,8 @@ run_pass(struct round *r, int pass, long long since)
                         r->last_id ? r->last_id : "", CHUNK, on_row, r) != 0 ||
         r->failed)
       goto out;
-    if (pass != 0)
-      emit_all(r, r->items, r->n, 0);
+    if (pass != 0 && emit_all(r, r->items, r->n, 0) != 0)
+      goto out;
     if (r->n > 0) {
       if (store_begin(r->store) != 0)
         goto out;
@@ -1446,8 +1468,8 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
               "run 'galbridge approve-deletes %s' to let them through",
               link, new_deletes + (unsigned long)held, pl->link->max_deletes,
               link);
-  emit_all(&r, r.dels, r.n_dels, hold);
-  if (write_ops(&r, r.dels, r.n_dels, hold) != 0 ||
+  if (emit_all(&r, r.dels, r.n_dels, hold) != 0 ||
+      write_ops(&r, r.dels, r.n_dels, hold) != 0 ||
       (!hold && held > 0 && store_link_approve(store, link, NULL) != 0) ||
       store_plan_mark_set(store, link, key, now_seq) != 0 ||
       store_link_count_held(store, link, &held) != 0 ||

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "graph.h"
+#include "text.h"
 
 /* --- status --- */
 
@@ -38,7 +39,8 @@ time_or_null(time_t t)
 }
 
 /* The current round's progress and, from its rate so far, when the
- * outbox should be empty; null when nothing is pending. */
+ * outbox should be empty; null when nothing is pending. A new reference,
+ * or NULL when memory is short. */
 static json_t *
 progress_json(const struct store_link_counts *c, time_t now)
 {
@@ -53,12 +55,108 @@ progress_json(const struct store_link_counts *c, time_t now)
   p = json_pack("{s:o, s:I, s:I, s:f}", "started",
                 time_or_null(c->run_started), "done", (json_int_t)c->run_done,
                 "pending", (json_int_t)c->pending, "per_second", rate);
-  if (p != NULL)
-    json_object_set_new(
-        p, "finish_estimate",
-        rate > 0 ? time_or_null(now + (time_t)((double)c->pending / rate + 1))
-                 : json_null());
+  if (p != NULL &&
+      json_object_set_new(
+          p, "finish_estimate",
+          rate > 0
+              ? time_or_null(now + (time_t)((double)c->pending / rate + 1))
+              : json_null()) != 0) {
+    json_decref(p);
+    p = NULL;
+  }
   return p;
+}
+
+/* Guest links writing to Exchange too: how many guests are not yet seen
+ * visible there, and the first 20, for an admin to look at. */
+static int
+guests_not_visible(const struct config_link *link, struct store *store,
+                   json_t *entry)
+{
+  struct store_pair *pairs = NULL;
+  size_t n_pairs = 0;
+  json_t *list = json_array();
+  long long nv;
+  int result = -1;
+
+  if (list == NULL || store_count_not_visible(store, link->name, &nv) != 0 ||
+      store_unverified(store, link->name, 20, &pairs, &n_pairs) != 0)
+    goto out;
+  for (size_t k = 0; k < n_pairs; k++) {
+    if (json_array_append_new(list,
+                              json_pack("{s:s, s:s}", "source_id", pairs[k].a,
+                                        "target_id", pairs[k].b)) != 0)
+      goto out;
+  }
+  if (json_object_set_new(entry, "guests_not_visible", json_integer(nv)) !=
+          0 ||
+      json_object_set(entry, "guests_not_visible_first", list) != 0)
+    goto out;
+  result = 0;
+out:
+  store_pairs_free(pairs, n_pairs);
+  json_decref(list);
+  return result;
+}
+
+/* One link's status: a new object, or NULL when the store cannot be read
+ * or memory is short (never a part of it). */
+static json_t *
+link_status(const struct config_link *link, struct store *store)
+{
+  struct store_link_counts c;
+  struct store_op *ops = NULL;
+  size_t n_ops = 0;
+  json_t *entry = NULL, *failures = NULL, *result = NULL;
+
+  if (store_link_counts(store, link->name, &c) != 0 ||
+      store_ops_list(store, link->name, STORE_OP_FAILED, 100, &ops, &n_ops) !=
+          0)
+    goto out;
+  failures = json_array();
+  if (failures == NULL)
+    goto out;
+  /* next_try: when a round tries it again (null: the next round). An
+   * error recorded by an older galbridge may end inside a character (it
+   * was cut by bytes): it is shown without that tail, as JSON takes only
+   * valid UTF-8. */
+  for (size_t k = 0; k < n_ops; k++) {
+    char *e = ops[k].last_error;
+
+    if (e != NULL)
+      e[text_utf8_valid_prefix(e, strlen(e))] = '\0';
+    if (json_array_append_new(
+            failures,
+            json_pack("{s:s, s:s, s:s?, s:i, s:o}", "source_id",
+                      ops[k].source_id, "op", store_op_kind_name(ops[k].kind),
+                      "error", ops[k].last_error, "attempts", ops[k].attempts,
+                      "next_try", time_or_null(ops[k].next_try))) != 0)
+      goto out;
+  }
+  entry = json_pack(
+      "{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "name", link->name,
+      "source", link->source->name, "target", link->target->name, "object",
+      config_object_name(link->object), "objects", (json_int_t)c.objects,
+      "pending", (json_int_t)c.pending, "failed", (json_int_t)c.failed,
+      "deletes_held", (json_int_t)c.deletes_held, "last_success",
+      time_or_null(c.last_success));
+  /* refused: of the failed, people not synced for a conflict or a
+   * value. */
+  if (entry == NULL || json_object_set(entry, "failures", failures) != 0 ||
+      json_object_set_new(entry, "refused", json_integer(c.refused)) != 0 ||
+      json_object_set_new(entry, "progress", progress_json(&c, time(NULL))) !=
+          0)
+    goto out;
+  if (link->object == CONFIG_OBJECT_GUEST && link->target->exchange &&
+      guests_not_visible(link, store, entry) != 0)
+    goto out;
+  result = entry;
+  entry = NULL;
+out:
+  store_ops_free(ops, n_ops);
+  json_decref(failures);
+  json_decref(entry);
+  return result;
 }
 
 /* Each link of cfg, as an object appended to `links`. */
@@ -66,57 +164,8 @@ static int
 status_links(const struct config *cfg, struct store *store, json_t *links)
 {
   for (size_t i = 0; i < cfg->n_links; i++) {
-    const struct config_link *link = &cfg->links[i];
-    struct store_link_counts c;
-    struct store_op *ops;
-    size_t n_ops;
-    json_t *entry, *failures;
-    if (store_link_counts(store, link->name, &c) != 0 ||
-        store_ops_list(store, link->name, STORE_OP_FAILED, 100, &ops,
-                       &n_ops) != 0)
+    if (json_array_append_new(links, link_status(&cfg->links[i], store)) != 0)
       return -1;
-    failures = json_array();
-    /* next_try: when a round tries it again (null: the next round). */
-    for (size_t k = 0; k < n_ops; k++)
-      json_array_append_new(
-          failures,
-          json_pack("{s:s, s:s, s:s?, s:i, s:o}", "source_id",
-                    ops[k].source_id, "op", store_op_kind_name(ops[k].kind),
-                    "error", ops[k].last_error, "attempts", ops[k].attempts,
-                    "next_try", time_or_null(ops[k].next_try)));
-    store_ops_free(ops, n_ops);
-    entry = json_pack(
-        "{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "name", link->name,
-        "source", link->source->name, "target", link->target->name, "object",
-        config_object_name(link->object), "objects", (json_int_t)c.objects,
-        "pending", (json_int_t)c.pending, "failed", (json_int_t)c.failed,
-        "deletes_held", (json_int_t)c.deletes_held, "last_success",
-        time_or_null(c.last_success));
-    json_object_set_new(entry, "failures", failures);
-    /* Of the failed: people not synced for a conflict or a value. */
-    json_object_set_new(entry, "refused", json_integer(c.refused));
-    json_object_set_new(entry, "progress", progress_json(&c, time(NULL)));
-    if (link->object == CONFIG_OBJECT_GUEST && link->target->exchange) {
-      struct store_pair *pairs;
-      size_t n_pairs;
-      json_t *list = json_array();
-      long long nv;
-      if (store_count_not_visible(store, link->name, &nv) != 0 ||
-          store_unverified(store, link->name, 20, &pairs, &n_pairs) != 0) {
-        json_decref(list);
-        json_decref(entry);
-        return -1;
-      }
-      for (size_t k = 0; k < n_pairs; k++)
-        json_array_append_new(list,
-                              json_pack("{s:s, s:s}", "source_id", pairs[k].a,
-                                        "target_id", pairs[k].b));
-      store_pairs_free(pairs, n_pairs);
-      json_object_set_new(entry, "guests_not_visible", json_integer(nv));
-      /* The first 20, for an admin to look at. */
-      json_object_set_new(entry, "guests_not_visible_first", list);
-    }
-    json_array_append_new(links, entry);
   }
   return 0;
 }
@@ -130,7 +179,7 @@ status_sources(const struct config *cfg, struct store *store, json_t *sources)
     const struct config_tenant *t = &cfg->tenants[i];
     struct store_source_counts c;
     struct store_delta_state st;
-    int is_source = 0;
+    int is_source = 0, rc;
 
     for (size_t j = 0; j < cfg->n_links; j++)
       is_source |= (cfg->links[j].source == t || cfg->links[j].target == t);
@@ -139,7 +188,7 @@ status_sources(const struct config *cfg, struct store *store, json_t *sources)
     if (store_source_count(store, t->tenant_id, &c) != 0 ||
         store_delta_get(store, t->tenant_id, &st) != 0)
       return -1;
-    json_array_append_new(
+    rc = json_array_append_new(
         sources,
         json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:b}", "name", t->name,
                   "tenant_id", t->tenant_id, "objects", (json_int_t)c.present,
@@ -149,6 +198,8 @@ status_sources(const struct config *cfg, struct store *store, json_t *sources)
                   !graph_delta_link_usable(t->graph_url, st.base_url,
                                            st.delta_link)));
     store_delta_state_clear(&st);
+    if (rc != 0)
+      return -1;
   }
   return 0;
 }
@@ -255,17 +306,16 @@ report_status(const struct config *cfg, struct store *store, int missing,
 
   if (store_is_empty(store, &empty) != 0)
     return -1;
-  root = json_object();
-  links = json_array();
-  sources = json_array();
-  json_object_set_new(root, "links", links);
-  json_object_set_new(root, "sources", sources);
   /* A state that is not there, or holds nothing, says so: it may have
    * been lost (galbridge plan looks for copies in the targets). */
-  json_object_set_new(root, "state",
-                      json_string(missing ? "missing"
-                                  : empty ? "empty"
-                                          : "present"));
+  root = json_pack("{s:[], s:[], s:s}", "links", "sources", "state",
+                   missing ? "missing"
+                   : empty ? "empty"
+                           : "present");
+  if (root == NULL)
+    return -1;
+  links = json_object_get(root, "links");
+  sources = json_object_get(root, "sources");
   if (status_links(cfg, store, links) != 0 ||
       status_sources(cfg, store, sources) != 0)
     goto out;
@@ -293,6 +343,9 @@ struct report_plan {
   int missing;     /* no state database: "state" is "missing" */
   json_t *links;   /* --json: the links planned so far */
   json_t *current; /* --json: the link being planned (borrowed) */
+  /* --json: a part of the document could not be made (memory): it is
+   * not written, report_plan_end() says so. */
+  int failed;
 };
 
 struct report_plan *
@@ -305,7 +358,13 @@ report_plan_begin(FILE *fp, int as_json, const char *state_dir, int missing)
   rp->fp = fp;
   rp->json = as_json;
   rp->missing = missing;
-  rp->links = json_array();
+  if (as_json) {
+    rp->links = json_array();
+    if (rp->links == NULL) {
+      free(rp);
+      return NULL;
+    }
+  }
   if (missing && !as_json)
     fprintf(fp,
             "no state database at %s/state.db: planned as for a first "
@@ -318,11 +377,17 @@ void
 report_plan_link(struct report_plan *rp, const struct config_link *link)
 {
   if (rp->json) {
-    rp->current =
+    json_t *obj =
         json_pack("{s:s, s:s, s:s, s:s, s:[]}", "name", link->name, "source",
                   link->source->name, "target", link->target->name, "object",
                   config_object_name(link->object), "changes");
-    json_array_append_new(rp->links, rp->current);
+
+    /* Borrowed from rp->links only once it is in there. */
+    rp->current = NULL;
+    if (json_array_append_new(rp->links, obj) == 0)
+      rp->current = obj;
+    else
+      rp->failed = 1;
   } else {
     fprintf(rp->fp, "link %s (%s -> %s, %s):\n", link->name,
             link->source->name, link->target->name,
@@ -364,6 +429,50 @@ address(const struct planner_decision *d)
   return a != NULL ? a : "";
 }
 
+/* --json: one planned change, appended to the link's "changes".
+ * Returns 0, or -1 when memory is short (nothing appended). */
+static int
+plan_item(struct report_plan *rp, const struct store_plan_row *row,
+          const struct planner_decision *d, int held, const json_t *applied)
+{
+  json_t *item, *changes = NULL, *v;
+  const char *key;
+  int result = -1;
+
+  item = json_pack("{s:s, s:s, s:s?, s:b}", "op", planner_kind_name(d->kind),
+                   "source_id", row->source_id, "target_id", row->target_id,
+                   "held", held);
+  if (item == NULL)
+    goto out;
+  if (d->kind == PLANNER_FAIL &&
+      json_object_set_new(item, "reason", json_string(d->reason)) != 0)
+    goto out;
+  if (d->kind == PLANNER_UPDATE) {
+    changes = json_object();
+    if (changes == NULL)
+      goto out;
+    json_object_foreach(d->payload, key, v)
+    {
+      json_t *old = json_object_get(applied, key);
+      if (json_object_set_new(changes, key,
+                              json_pack("{s:O, s:O}", "old",
+                                        old ? old : json_null(), "new", v)) !=
+          0)
+        goto out;
+    }
+    if (json_object_set(item, "changes", changes) != 0)
+      goto out;
+  } else if (d->desired != NULL &&
+             json_object_set(item, "attributes", d->desired) != 0) {
+    goto out;
+  }
+  result = json_array_append(json_object_get(rp->current, "changes"), item);
+out:
+  json_decref(changes);
+  json_decref(item);
+  return result;
+}
+
 void
 report_plan_emit(void *ctx, const struct store_plan_row *row,
                  const struct planner_decision *d, int held)
@@ -375,25 +484,8 @@ report_plan_emit(void *ctx, const struct store_plan_row *row,
   if (row->applied != NULL)
     applied = json_loads(row->applied, 0, NULL);
   if (rp->json) {
-    json_t *item =
-        json_pack("{s:s, s:s, s:s?, s:b}", "op", kind, "source_id",
-                  row->source_id, "target_id", row->target_id, "held", held);
-    if (d->kind == PLANNER_FAIL)
-      json_object_set_new(item, "reason", json_string(d->reason));
-    if (d->kind == PLANNER_UPDATE) {
-      json_t *changes = json_object();
-      json_object_foreach(d->payload, key, v)
-      {
-        json_t *old = json_object_get(applied, key);
-        json_object_set_new(
-            changes, key,
-            json_pack("{s:O, s:O}", "old", old ? old : json_null(), "new", v));
-      }
-      json_object_set_new(item, "changes", changes);
-    } else if (d->desired != NULL) {
-      json_object_set(item, "attributes", d->desired);
-    }
-    json_array_append_new(json_object_get(rp->current, "changes"), item);
+    if (!rp->failed && plan_item(rp, row, d, held, applied) != 0)
+      rp->failed = 1;
     json_decref(applied);
     return;
   }
@@ -439,22 +531,28 @@ report_plan_done(void *ctx, const struct config_link *link,
                                                         : "empty";
 
   if (rp->json) {
-    json_object_set_new(
-        rp->current, "totals",
-        json_pack(
-            "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-            "create", (json_int_t)st->creates, "update",
-            (json_int_t)st->updates, "delete", (json_int_t)st->deletes,
-            "restore", (json_int_t)st->restores, "adopt",
-            (json_int_t)st->adopts, "refused", (json_int_t)st->fails, "held",
-            (json_int_t)st->held, "unchanged", (json_int_t)st->unchanged,
-            "out_of_scope", (json_int_t)st->out_of_scope, "waiting",
-            (json_int_t)st->waiting, "failed", (json_int_t)st->failed_kept));
-    json_object_set_new(rp->current, "state",
-                        json_pack("{s:s, s:I, s:I, s:I}", "state", state,
-                                  "proven", (json_int_t)rec->proven, "gone",
-                                  (json_int_t)rec->taken_up, "unproven",
-                                  (json_int_t)rec->unproven));
+    if (rp->failed)
+      return;
+    if (json_object_set_new(
+            rp->current, "totals",
+            json_pack(
+                "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                "create", (json_int_t)st->creates, "update",
+                (json_int_t)st->updates, "delete", (json_int_t)st->deletes,
+                "restore", (json_int_t)st->restores, "adopt",
+                (json_int_t)st->adopts, "refused", (json_int_t)st->fails,
+                "held", (json_int_t)st->held, "unchanged",
+                (json_int_t)st->unchanged, "out_of_scope",
+                (json_int_t)st->out_of_scope, "waiting",
+                (json_int_t)st->waiting, "failed",
+                (json_int_t)st->failed_kept)) != 0 ||
+        json_object_set_new(rp->current, "state",
+                            json_pack("{s:s, s:I, s:I, s:I}", "state", state,
+                                      "proven", (json_int_t)rec->proven,
+                                      "gone", (json_int_t)rec->taken_up,
+                                      "unproven",
+                                      (json_int_t)rec->unproven)) != 0)
+      rp->failed = 1;
     return;
   }
   if (rec->empty && rec->proven + rec->unproven > 0)
@@ -481,19 +579,32 @@ report_plan_done(void *ctx, const struct config_link *link,
           st->failed_kept);
 }
 
-void
+int
 report_plan_end(struct report_plan *rp)
 {
+  json_t *root = NULL;
+  char *text = NULL;
+  int result = -1;
+
   if (rp == NULL)
-    return;
-  if (rp->json) {
-    json_t *root = json_pack("{s:O, s:s}", "links", rp->links, "state",
-                             rp->missing ? "missing" : "present");
-    char *text = json_dumps(root, JSON_INDENT(2));
-    fprintf(rp->fp, "%s\n", text ? text : "{}");
-    free(text);
-    json_decref(root);
+    return 0;
+  if (!rp->json) {
+    result = 0;
+    goto out;
   }
+  if (rp->failed)
+    goto out;
+  root = json_pack("{s:O, s:s}", "links", rp->links, "state",
+                   rp->missing ? "missing" : "present");
+  text = root != NULL ? json_dumps(root, JSON_INDENT(2)) : NULL;
+  if (text == NULL)
+    goto out;
+  fprintf(rp->fp, "%s\n", text);
+  result = 0;
+out:
+  free(text);
+  json_decref(root);
   json_decref(rp->links);
   free(rp);
+  return result;
 }

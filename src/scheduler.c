@@ -200,6 +200,19 @@ source_for(struct scheduler *s, const struct config_tenant *tenant,
     return NULL;
   }
   reader_on_page(src->reader, on_page, src);
+  /* RUN: each source's rounds come from its timer, made here where a
+   * failure can still stop the start; scheduler_start() arms it. */
+  if (s->opts.mode == SCHEDULER_RUN) {
+    int rc = uv_timer_init(s->loop, &src->timer);
+
+    if (rc != 0) {
+      snprintf(err, errlen, "tenant %s: cannot create a timer: %s",
+               tenant->name, uv_strerror(rc));
+      return NULL;
+    }
+    src->timer.data = src;
+    src->timer_live = 1;
+  }
   return src;
 }
 
@@ -289,8 +302,10 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
     lr->executor =
         executor_new(loop, store, lr->target->graph, lr->target->exo, link,
                      s->key, EXECUTOR_IN_FLIGHT);
-    if (lr->executor == NULL)
+    if (lr->executor == NULL) {
+      snprintf(err, errlen, "link %s: cannot make its executor", link->name);
       goto fail;
+    }
   }
   *out = s;
   return 0;
@@ -317,11 +332,20 @@ jittered_ms(long interval)
 
 static void on_tick(uv_timer_t *t);
 
+/* Only a closing timer refuses to start, and a timer is closed only once
+ * the scheduler stops: a failure is logged (the source would read no
+ * more) and otherwise cannot be acted on here. */
 static void
 source_arm(struct source *src, uint64_t ms)
 {
-  if (src->timer_live && !src->s->stopping)
-    uv_timer_start(&src->timer, on_tick, ms, 0);
+  int rc;
+
+  if (!src->timer_live || src->s->stopping)
+    return;
+  rc = uv_timer_start(&src->timer, on_tick, ms, 0);
+  if (rc != 0)
+    log_error("cannot schedule the next round tenant=%s error=\"%s\"",
+              src->tc->tenant->name, uv_strerror(rc));
 }
 
 /* A link wants a round and both of its tenants have been read and are
@@ -1216,9 +1240,6 @@ scheduler_start(struct scheduler *s, void (*done)(void *ctx), void *ctx)
   for (size_t i = 0; i < s->n_sources; i++) {
     struct source *src = &s->sources[i];
     if (s->opts.mode == SCHEDULER_RUN) {
-      uv_timer_init(s->loop, &src->timer);
-      src->timer.data = src;
-      src->timer_live = 1;
       /* The first rounds start at once, spread over up to a second. */
       source_arm(src, (uint64_t)(random() % 1000));
     } else {

@@ -50,18 +50,25 @@ text_utf8_seq(const unsigned char *s, size_t n)
   return len;
 }
 
+size_t
+text_utf8_valid_prefix(const char *s, size_t n)
+{
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = 0;
+
+  while (i < n) {
+    size_t len = text_utf8_seq(u + i, n - i);
+    if (len == 0)
+      break;
+    i += len;
+  }
+  return i;
+}
+
 int
 text_utf8_valid(const char *s, size_t n)
 {
-  const unsigned char *u = (const unsigned char *)s;
-
-  for (size_t i = 0; i < n;) {
-    size_t len = text_utf8_seq(u + i, n - i);
-    if (len == 0)
-      return 0;
-    i += len;
-  }
-  return 1;
+  return text_utf8_valid_prefix(s, n) == n;
 }
 
 uint32_t

@@ -10,7 +10,8 @@
  *
  * A few whole calls run against a server of our own (see "Whole calls"
  * below) to prove that URLs built from long ids and addresses reach the
- * wire whole, or are refused, never cut.
+ * wire whole, or are refused, never cut, and that a long error message is
+ * cut at a character.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,6 +35,7 @@
 #include "auth.h"
 #include "graph.h"
 #include "http.h"
+#include "text.h"
 
 static json_t *
 parse(const char *text)
@@ -1129,14 +1131,22 @@ user_keys_table(void **state)
 /*
  * A blocking HTTP/1.1 server on a thread, on 127.0.0.1 (which http allows
  * in plain http), one connection at a time: it answers the token endpoint
- * with a token, POST .../$batch with a 400 and a Graph error,
- * anything else with 200 {"value": []}, and records each request line
- * whole before it answers. The client runs on the test's loop until its
- * callback has come, under a guard timer; nothing sleeps.
+ * with a token, POST .../$batch with a 400 and a Graph error, the
+ * members of BAD_GROUP with a 400 whose long message has a character
+ * astride its 300th byte, anything else with 200 {"value": []}, and
+ * records each request line whole before it answers. The client runs on the
+ * test's loop until its callback has come, under a guard timer; nothing
+ * sleeps.
  */
 
 #define TENANT_ID "4a6f1a2b-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
 #define CLIENT_ID "535fb089-9ff3-47b6-9bfb-4f1264799865"
+#define BAD_GROUP "0e0e0e0e-0000-4000-8000-000000000000"
+#define A10 "aaaaaaaaaa"
+#define A100 A10 A10 A10 A10 A10 A10 A10 A10 A10 A10
+/* 299 'a', then an e-acute (2 bytes): the 300th byte is inside it. */
+#define LONG_MESSAGE                                                          \
+  A100 A100 A10 A10 A10 A10 A10 A10 A10 A10 A10 "aaaaaaaaa\xc3\xa9 and more"
 #define SRV_LINES 16
 #define SRV_BUF (256 * 1024)
 #define GUARD_MS 10000
@@ -1192,7 +1202,7 @@ srv_main(void *arg)
 
   for (;;) {
     int c = accept(s->fd, NULL, NULL);
-    char *line, out[512];
+    char *line, out[1024];
     const char *body = "{\"value\":[]}";
     int status = 200, n;
 
@@ -1205,6 +1215,11 @@ srv_main(void *arg)
     } else if (line != NULL && strstr(line, "/$batch ") != NULL) {
       status = 400;
       body = "{\"error\":{\"code\":\"BadRequest\",\"message\":\"no\"}}";
+    } else if (line != NULL &&
+               strstr(line, "/groups/" BAD_GROUP "/") != NULL) {
+      status = 400;
+      body = "{\"error\":{\"code\":\"BadRequest\",\"message\":\"" LONG_MESSAGE
+             "\"}}";
     }
     pthread_mutex_lock(&s->lock);
     if (line != NULL && s->n < SRV_LINES)
@@ -1484,6 +1499,30 @@ group_id_not_cut(void **state)
   assert_int_equal(got.called, 0);
 }
 
+/* A Graph error message is kept to 300 bytes, never cut inside a
+ * character: the text goes on into JSON (an op's last error, which
+ * status shows), and JSON takes only valid UTF-8. */
+static void
+error_message_cut_at_a_character(void **state)
+{
+  struct fx *f = fx_new();
+  struct got got = {0};
+  size_t n;
+
+  (void)state;
+  assert_int_equal(graph_group_members(f->graph, BAD_GROUP, on_members, &got),
+                   0);
+  RUN_UNTIL(f, got.called > 0);
+  assert_int_equal(got.result, GRAPH_ERR_HTTP);
+  n = strlen(got.errmsg);
+  assert_true(text_utf8_valid(got.errmsg, n));
+  /* It ends with the 299 'a' before the character. */
+  assert_true(n > 300);
+  assert_int_equal(strspn(got.errmsg + n - 299, "a"), 299);
+  assert_int_equal(got.errmsg[n - 300], ' ');
+  fx_free(f);
+}
+
 int
 main(void)
 {
@@ -1525,6 +1564,7 @@ main(void)
       cmocka_unit_test(long_address_not_cut),
       cmocka_unit_test(huge_address_refused),
       cmocka_unit_test(group_id_not_cut),
+      cmocka_unit_test(error_message_cut_at_a_character),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,7 @@
 /*
  * Tests for text: strict UTF-8 (a table of sequences that are and are not
- * valid), decoding, ASCII case rules, the edit distance, the loopback
- * hosts, error messages and wiping.
+ * valid, where cut text is cut again), decoding, ASCII case rules, the edit
+ * distance, the loopback hosts, error messages and wiping.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -69,6 +69,36 @@ utf8_valid_whole_strings(void **state)
   assert_false(text_utf8_valid("a\xed\xa0\x80z", 5));
   /* a NUL is a valid (if unwelcome) code point: callers refuse it */
   assert_true(text_utf8_valid("a\0b", 3));
+}
+
+/* Where text cut by bytes is cut again so that JSON takes it. */
+static void
+utf8_valid_prefix_table(void **state)
+{
+  static const struct {
+    const char *s;
+    size_t n, want;
+  } cases[] = {
+      {"", 0, 0},
+      {"plain", 5, 5},
+      {"Zo\xc3\xab", 4, 4},     /* whole */
+      {"Zo\xc3", 3, 2},         /* cut inside the ë */
+      {"\xe2\x82", 2, 0},       /* cut inside the € */
+      {"ab\xf0\x9f\x98", 5, 2}, /* cut inside an emoji */
+      {"a\xed\xa0\x80z", 5, 1}, /* a surrogate */
+      {"a\x80"
+       "b",
+       3, 1},                         /* a stray continuation byte */
+      {"\xc3\xab\xe2\x82\xac", 5, 5}, /* ë€ */
+  };
+
+  (void)state;
+  for (size_t i = 0; i < N_OF(cases); i++) {
+    size_t got = text_utf8_valid_prefix(cases[i].s, cases[i].n);
+    if (got != cases[i].want)
+      fail_msg("case %zu: got %zu, want %zu", i, got, cases[i].want);
+    assert_true(text_utf8_valid(cases[i].s, got));
+  }
 }
 
 static void
@@ -190,6 +220,7 @@ main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(utf8_table),
       cmocka_unit_test(utf8_valid_whole_strings),
+      cmocka_unit_test(utf8_valid_prefix_table),
       cmocka_unit_test(utf8_decode_moves_on),
       cmocka_unit_test(case_insensitive_is_ascii_only),
       cmocka_unit_test(distance_table),
