@@ -21,6 +21,8 @@
 #include "planner.h"
 #include "store.h"
 
+#include "guestlink.h"
+
 #define SRC "aaaaaaaa-1111-1111-1111-111111111111"
 #define DST "bbbbbbbb-2222-2222-2222-222222222222"
 #define LINK "a-to-b"
@@ -66,20 +68,9 @@ setup(void **state)
   f->source.tenant_id = SRC;
   f->target.name = "fabrikam";
   f->target.tenant_id = DST;
-  f->link.name = LINK;
-  f->link.source = &f->source;
-  f->link.target = &f->target;
-  f->link.object = CONFIG_OBJECT_GUEST;
-  f->link.anchor = "extensionAttribute15";
-  f->link.on_delete = CONFIG_ON_DELETE_DELETE;
-  f->link.max_deletes = 10000;
-  if (mapping_compile(NULL, CONFIG_OBJECT_GUEST, "test.conf", &f->mapping, err,
-                      sizeof(err)) != 0) {
-    print_error("mapping_compile: %s\n", err);
+  if (guest_link_init(&f->link, &f->source, &f->target, LINK, 10000,
+                      &f->mapping, &f->pl) != 0)
     return -1;
-  }
-  f->pl.link = &f->link;
-  f->pl.mapping = f->mapping;
   *state = f;
   return 0;
 }
