@@ -132,6 +132,19 @@ execute_all(struct fixture *f)
   return n;
 }
 
+/* Put people 0 to n-1 in the source as engineers, plan and execute: the
+ * link is in step before a test's own changes. */
+static void
+in_step(struct fixture *f, int n)
+{
+  struct planner_stats st;
+
+  for (int i = 0; i < n; i++)
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  execute_all(f);
+}
+
 static void
 idle_round_weighs_nothing(void **state)
 {
@@ -164,10 +177,7 @@ round_weighs_only_changes(void **state)
   struct fixture *f = *state;
   struct planner_stats st;
 
-  for (int i = 0; i < PEOPLE; i++)
-    put_person(f, i, "Engineer", 0);
-  plan(f, 0, &st);
-  execute_all(f);
+  in_step(f, PEOPLE);
 
   put_person(f, 3, "Manager", 0);
   put_person(f, 1100, "Manager", 0);
@@ -191,10 +201,7 @@ changes_over_several_chunks(void **state)
   struct fixture *f = *state;
   struct planner_stats st;
 
-  for (int i = 0; i < PEOPLE; i++)
-    put_person(f, i, "Engineer", 0);
-  plan(f, 0, &st);
-  execute_all(f);
+  in_step(f, PEOPLE);
 
   for (int i = 0; i < PEOPLE; i += 2)
     put_person(f, i, "Manager", 0);
@@ -214,10 +221,7 @@ target_side_change_is_weighed(void **state)
   struct store_op *ops = NULL;
   size_t n = 0;
 
-  for (int i = 0; i < 10; i++)
-    put_person(f, i, "Engineer", 0);
-  plan(f, 0, &st);
-  execute_all(f);
+  in_step(f, 10);
 
   /* The target tenant's own delta says the object of person 4 is gone. */
   assert_int_equal(store_source_put(f->store, DST,
@@ -269,10 +273,7 @@ config_change_weighs_everyone(void **state)
   struct fixture *f = *state;
   struct planner_stats st;
 
-  for (int i = 0; i < 20; i++)
-    put_person(f, i, "Engineer", 0);
-  plan(f, 0, &st);
-  execute_all(f);
+  in_step(f, 20);
   plan(f, 0, &st);
   assert_int_equal(weighed(&st), 0);
 
@@ -298,10 +299,7 @@ held_deletes_are_weighed_every_round(void **state)
   long long held = -1;
 
   f->link.max_deletes = 2;
-  for (int i = 0; i < 10; i++)
-    put_person(f, i, "Engineer", 0);
-  plan(f, 0, &st);
-  execute_all(f);
+  in_step(f, 10);
   for (int i = 0; i < 3; i++)
     put_person(f, i, "Engineer", 2);
   plan(f, 0, &st);
