@@ -263,6 +263,18 @@ invoke(struct fx *f, const char *cmdlet, const json_t *params, struct got *g)
   assert_int_equal(g->called, 0);
 }
 
+/* From now on the server answers every Exchange request with this one
+ * reply; invoke `cmdlet` without parameters and run until it is done. */
+static void
+invoke_answered(struct fx *f, int status, const char *ctype, const char *body,
+                const char *cmdlet, struct got *g)
+{
+  f->srv.n_replies = f->srv.next_reply = 0;
+  add_reply(&f->srv, status, ctype, body);
+  invoke(f, cmdlet, NULL, g);
+  RUN_UNTIL(f, g->called);
+}
+
 static void
 on_settle(uv_timer_t *t)
 {
@@ -836,72 +848,53 @@ test_answers(void **state)
 
   /* The plain-text concurrency answer, with a 503 (retried by http, then
    * given up) and with a 200. */
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 503, "text/plain", busy);
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 503, "text/plain", busy, "Get-User", &g);
   assert_int_equal(g.result, EXO_ERR_HTTP);
   assert_int_equal(g.status, 503);
   assert_int_equal(g.transient, 1);
   assert_string_equal(g.errmsg, "Get-User: HTTP 503: The request was "
                                 "rejected: the maximum number of concurrent "
                                 "requests per tenant has been reached.");
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "text/plain", busy);
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "text/plain", busy, "Get-User", &g);
   assert_int_equal(g.result, EXO_ERR_HTTP);
   assert_int_equal(g.transient, 1);
 
   /* A plain 404 error without details. */
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 404, "application/json",
-            "{\"error\":{\"code\":\"NotFound\",\"message\":\"Not here\"}}");
-  invoke(f, "Get-Nothing", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(
+      f, 404, "application/json",
+      "{\"error\":{\"code\":\"NotFound\",\"message\":\"Not here\"}}",
+      "Get-Nothing", &g);
   assert_int_equal(g.result, EXO_ERR_HTTP);
   assert_int_equal(g.transient, 0);
   assert_string_equal(g.errmsg, "Get-Nothing: HTTP 404: Not here");
   assert_string_equal(g.error_id, "");
 
   /* 200 without value: empty; with an empty body: empty. */
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "application/json",
-            "{\"@odata.context\":\"x\",\"@adminapi.warnings\":[\"w\"]}");
-  invoke(f, "Remove-MailContact", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "application/json",
+                  "{\"@odata.context\":\"x\",\"@adminapi.warnings\":[\"w\"]}",
+                  "Remove-MailContact", &g);
   assert_int_equal(g.result, EXO_OK);
   assert_int_equal(json_array_size(g.value), 0);
   got_clear(&g);
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "application/json", "");
-  invoke(f, "Remove-MailContact", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "application/json", "", "Remove-MailContact", &g);
   assert_int_equal(g.result, EXO_OK);
   assert_int_equal(json_array_size(g.value), 0);
   got_clear(&g);
 
   /* Not JSON, or value not an array: protocol errors. */
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "application/json", "{\"value\":[1,");
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "application/json", "{\"value\":[1,", "Get-User",
+                  &g);
   assert_int_equal(g.result, EXO_ERR_PROTOCOL);
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "application/json", "{\"value\":{}}");
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "application/json", "{\"value\":{}}", "Get-User",
+                  &g);
   assert_int_equal(g.result, EXO_ERR_PROTOCOL);
 
   /* A nextLink to another host is refused, never requested. */
   snprintf(other_host, sizeof(other_host),
            "{\"value\":[],\"@odata.nextLink\":\"http://127.0.0.2:%d%s\"}",
            f->srv.ts.port, INVOKE_PATH);
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "application/json", other_host);
   int before = f->srv.n_exo;
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "application/json", other_host, "Get-User", &g);
   assert_int_equal(g.result, EXO_ERR_PROTOCOL);
   assert_non_null(strstr(g.errmsg, "nextLink"));
   assert_int_equal(f->srv.n_exo, before + 1);
@@ -943,12 +936,10 @@ test_401_refresh(void **state)
   /* Refused again and again (tokens revoked as fast as they come): three
    * fresh tokens, then the 401 is the answer, as a token problem: worth
    * trying later, never a permanent failure. */
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 401, "application/json",
-            "{\"error\":{\"code\":\"InvalidAuthenticationToken\","
-            "\"message\":\"Token expired\"}}");
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 401, "application/json",
+                  "{\"error\":{\"code\":\"InvalidAuthenticationToken\","
+                  "\"message\":\"Token expired\"}}",
+                  "Get-User", &g);
   assert_int_equal(g.result, EXO_ERR_HTTP);
   assert_int_equal(g.status, 401);
   assert_int_equal(g.transient, 1);
