@@ -285,6 +285,14 @@ ask(struct fx *f, enum auth_resource res, struct got *g)
   assert_int_equal(g->called, 0);
 }
 
+/* ask(), then run the loop until the answer is in. */
+static void
+ask_wait(struct fx *f, enum auth_resource res, struct got *g)
+{
+  ask(f, res, g);
+  RUN_UNTIL(f, g->called);
+}
+
 static void
 write_file(const char *path, const char *data, size_t len, mode_t mode)
 {
@@ -397,8 +405,7 @@ test_secret_flow(void **state)
   (void)state;
   fx_auth(f);
   assert_null(auth_cached(f->auth, AUTH_RESOURCE_GRAPH));
-  ask(f, AUTH_RESOURCE_GRAPH, &g);
-  RUN_UNTIL(f, g.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &g);
   assert_int_equal(g.called, 1);
   assert_int_equal(g.during_call, 0);
   assert_int_equal(g.result, AUTH_OK);
@@ -465,8 +472,7 @@ test_secret_file(void **state)
                  cases[i].len ? cases[i].len : strlen(cases[i].content),
                  cases[i].mode);
     auth_invalidate(f->auth, AUTH_RESOURCE_GRAPH, NULL);
-    ask(f, AUTH_RESOURCE_GRAPH, &g);
-    RUN_UNTIL(f, g.called);
+    ask_wait(f, AUTH_RESOURCE_GRAPH, &g);
     if (cases[i].sent != NULL) {
       struct form form;
       char want[8200];
@@ -521,8 +527,7 @@ test_certificate_flow(void **state)
   f->tenant.certificate_file = cert_path;
   f->tenant.cloud = CONFIG_CLOUD_USGOVHIGH;
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_EXCHANGE, &g);
-  RUN_UNTIL(f, g.called);
+  ask_wait(f, AUTH_RESOURCE_EXCHANGE, &g);
   assert_int_equal(g.result, AUTH_OK);
   assert_int_equal(f->srv.n_reqs, 1);
   assert_string_equal(f->srv.reqs[0].path, TOKEN_PATH);
@@ -611,13 +616,11 @@ test_cache(void **state)
 
   (void)state;
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_GRAPH, &a);
-  RUN_UNTIL(f, a.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &a);
   assert_int_equal(a.result, AUTH_OK);
 
   /* Fresh: answered later from the loop, without a request. */
-  ask(f, AUTH_RESOURCE_GRAPH, &b);
-  RUN_UNTIL(f, b.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &b);
   assert_int_equal(b.result, AUTH_OK);
   assert_int_equal(b.during_call, 0);
   assert_string_equal(b.token, a.token);
@@ -634,8 +637,7 @@ test_cache(void **state)
   assert_int_equal(f->srv.n_reqs, 1);
 
   /* The other resource has its own token and scope. */
-  ask(f, AUTH_RESOURCE_EXCHANGE, &x);
-  RUN_UNTIL(f, x.called);
+  ask_wait(f, AUTH_RESOURCE_EXCHANGE, &x);
   assert_int_equal(x.result, AUTH_OK);
   assert_string_not_equal(x.token, a.token);
   assert_int_equal(f->srv.n_reqs, 2);
@@ -719,12 +721,10 @@ test_expired_at_once(void **state)
   (void)state;
   f->srv.expires_in = "\"0\"";
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_GRAPH, &a);
-  RUN_UNTIL(f, a.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &a);
   assert_int_equal(a.result, AUTH_OK);
   assert_null(auth_cached(f->auth, AUTH_RESOURCE_GRAPH));
-  ask(f, AUTH_RESOURCE_GRAPH, &b);
-  RUN_UNTIL(f, b.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &b);
   assert_int_equal(b.result, AUTH_OK);
   assert_string_equal(b.token, "eyJ0.tok-2.sig");
   assert_int_equal(f->srv.n_reqs, 2);
@@ -751,8 +751,7 @@ test_refresh_near_expiry(void **state)
   (void)state;
   f->srv.expires_in = "2";
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_GRAPH, &a);
-  RUN_UNTIL(f, a.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &a);
   got_at = uv_hrtime();
   assert_int_equal(a.result, AUTH_OK);
   assert_string_equal(auth_cached(f->auth, AUTH_RESOURCE_GRAPH), a.token);
@@ -765,8 +764,7 @@ test_refresh_near_expiry(void **state)
   /* Stale after 1.5 s, well before the 2 s expiry. */
   assert_true(stale_at - got_at < 2000000000ULL);
   assert_true(stale_at - got_at > 1000000000ULL);
-  ask(f, AUTH_RESOURCE_GRAPH, &b);
-  RUN_UNTIL(f, b.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &b);
   assert_int_equal(b.result, AUTH_OK);
   assert_string_equal(b.token, "eyJ0.tok-2.sig");
   assert_int_equal(f->srv.n_reqs, 2);
@@ -781,16 +779,14 @@ test_invalidate(void **state)
 
   (void)state;
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_GRAPH, &a);
-  RUN_UNTIL(f, a.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &a);
   /* Another token (already replaced) does not drop the current one. */
   auth_invalidate(f->auth, AUTH_RESOURCE_GRAPH, "eyJ0.old.sig");
   auth_invalidate(f->auth, AUTH_RESOURCE_EXCHANGE, a.token);
   assert_string_equal(auth_cached(f->auth, AUTH_RESOURCE_GRAPH), a.token);
   auth_invalidate(f->auth, AUTH_RESOURCE_GRAPH, a.token);
   assert_null(auth_cached(f->auth, AUTH_RESOURCE_GRAPH));
-  ask(f, AUTH_RESOURCE_GRAPH, &b);
-  RUN_UNTIL(f, b.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &b);
   assert_int_equal(b.result, AUTH_OK);
   assert_string_equal(b.token, "eyJ0.tok-2.sig");
   assert_int_equal(f->srv.n_reqs, 2);
@@ -927,8 +923,7 @@ test_error_answers(void **state)
     f->srv.body = cases[i].body;
     log_len = 0;
     log_buf[0] = '\0';
-    ask(f, AUTH_RESOURCE_GRAPH, &g);
-    RUN_UNTIL(f, g.called);
+    ask_wait(f, AUTH_RESOURCE_GRAPH, &g);
     if (g.result != cases[i].result ||
         (cases[i].part ? strstr(g.errmsg, cases[i].errmsg) == NULL
                        : strcmp(g.errmsg, cases[i].errmsg) != 0))
@@ -982,8 +977,7 @@ test_token_size_limit(void **state)
     snprintf(body + n + sizes[i], 8, "\"}");
     f->srv.status = 200;
     f->srv.body = body;
-    ask(f, AUTH_RESOURCE_GRAPH, &g);
-    RUN_UNTIL(f, g.called);
+    ask_wait(f, AUTH_RESOURCE_GRAPH, &g);
     assert_int_equal(g.result, i == 0 ? AUTH_OK : AUTH_ERR_TRANSIENT);
     if (i == 0) {
       const char *t = auth_cached(f->auth, AUTH_RESOURCE_GRAPH);
@@ -1017,8 +1011,7 @@ test_network_error(void **state)
            ntohs(((struct sockaddr_in *)&bound)->sin_port));
   uv_close((uv_handle_t *)&probe, NULL);
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_GRAPH, &g);
-  RUN_UNTIL(f, g.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &g);
   assert_int_equal(g.result, AUTH_ERR_TRANSIENT);
   if (strstr(g.errmsg, "tenant contoso: token request failed after 2 "
                        "attempts: ") == NULL)
