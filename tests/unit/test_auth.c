@@ -2,8 +2,8 @@
  * test_auth — the auth module against a token endpoint of our own.
  *
  * Each test runs a tiny HTTP/1.1 server on 127.0.0.1 in the same libuv
- * loop (uv_tcp; the http module allows plain http to loopback only). The
- * server records every request (method, path, Host, Content-Type, body)
+ * loop (testserver.h; the http module allows plain http to loopback only).
+ * The server records every request (method, path, Host, Content-Type, body)
  * and answers from a script: one canned reply that repeats, or by default
  * a fresh token per request. It can hold its answers until the test
  * releases them, so a request can be kept in flight. Tests check the exact
@@ -40,27 +40,11 @@
 #include "http.h"
 #include "log.h"
 
-#define TENANT_ID "4a6f1a2b-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
-#define CLIENT_ID "535fb089-9ff3-47b6-9bfb-4f1264799865"
+#include "testserver.h"
+
 #define SECRET "s3cr3t value+/&=%~"
 #define TOKEN_PATH "/" TENANT_ID "/oauth2/v2.0/token"
 #define MAX_REQS 32
-#define CONN_BUF (256 * 1024)
-#define TIMEOUT_MS 10000
-
-/* The loop of the running test. Every event a test may wait for calls
- * wake(): uv_stop() makes the uv_run() of RUN_UNTIL return instead of
- * blocking in poll until the next timer. Outside RUN_UNTIL it does
- * nothing, so no stop is left pending for a later uv_run(). */
-static uv_loop_t *cur_loop;
-static int in_run_until;
-
-static void
-wake(void)
-{
-  if (cur_loop != NULL && in_run_until)
-    uv_stop(cur_loop);
-}
 
 /* ------------------------------------------------------------------ */
 /* The token server                                                    */
@@ -74,92 +58,23 @@ struct recorded {
   size_t body_len;
 };
 
-struct conn {
-  uv_tcp_t tcp;
-  uv_write_t wr;
-  uv_shutdown_t sh;
-  struct server *srv;
-  struct conn *next;
-  char *buf;
-  size_t len;
-  char *out;
-  int complete;
-  int index; /* of the request in srv->reqs */
-  int closing;
-};
-
 struct server {
-  uv_tcp_t tcp;
-  int port;
+  struct ts_server ts; /* first: the hooks cast c->srv to struct server */
   struct recorded reqs[MAX_REQS];
   int n_reqs;
   int status;             /* canned reply; 0: a fresh token per request */
   const char *body;       /* canned body */
   const char *expires_in; /* JSON value for the default reply */
   int hold;
-  struct conn *conns;
-  int eofs; /* connections the client closed */
 };
 
 static void
-conn_closed(uv_handle_t *h)
+respond(struct ts_conn *c)
 {
-  struct conn *c = h->data;
-  struct conn **p = &c->srv->conns;
-
-  while (*p != c)
-    p = &(*p)->next;
-  *p = c->next;
-  free(c->buf);
-  free(c->out);
-  free(c);
-}
-
-static void
-conn_close(struct conn *c)
-{
-  if (!c->closing) {
-    c->closing = 1;
-    uv_close((uv_handle_t *)&c->tcp, conn_closed);
-  }
-}
-
-static void
-on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-  struct conn *c = h->data;
-
-  (void)suggested;
-  buf->base = c->buf + c->len;
-  buf->len = CONN_BUF - c->len;
-}
-
-static void
-on_shutdown(uv_shutdown_t *sh, int status)
-{
-  (void)sh;
-  (void)status;
-}
-
-static void
-on_written(uv_write_t *wr, int status)
-{
-  struct conn *c = wr->data;
-
-  if (status == 0 && !c->closing &&
-      uv_shutdown(&c->sh, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
-    conn_close(c);
-}
-
-static void
-respond(struct conn *c)
-{
-  struct server *srv = c->srv;
+  struct server *srv = (struct server *)c->srv;
   char token_body[256];
   const char *body = srv->body;
   int status = srv->status;
-  size_t n;
-  uv_buf_t b;
 
   if (status == 0) {
     snprintf(token_body, sizeof(token_body),
@@ -169,143 +84,36 @@ respond(struct conn *c)
     body = token_body;
     status = 200;
   }
-  n = strlen(body) + 256;
-  c->out = malloc(n);
-  assert_non_null(c->out);
-  snprintf(c->out, n,
-           "HTTP/1.1 %d Canned\r\nContent-Type: application/json; "
-           "charset=utf-8\r\nContent-Length: %zu\r\nConnection: close\r\n"
-           "\r\n%s",
-           status, strlen(body), body);
-  b = uv_buf_init(c->out, (unsigned)strlen(c->out));
-  c->wr.data = c;
-  assert_int_equal(uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_written),
-                   0);
+  ts_reply(c, status, "application/json; charset=utf-8", body);
 }
 
-/* Value of header `name` in the header block, copied into out. */
+/* Record a whole request; answer it unless answers are held. */
 static void
-header_value(const char *head, const char *name, char *out, size_t outlen)
+on_request(struct ts_conn *c, size_t head_len, size_t body_len)
 {
-  size_t nl = strlen(name);
-  const char *p = strstr(head, "\r\n");
-
-  out[0] = '\0';
-  while (p != NULL && p[2] != '\r') {
-    const char *line = p + 2;
-    const char *end = strstr(line, "\r\n");
-
-    if (end == NULL)
-      return;
-    if (strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
-      const char *v = line + nl + 1;
-      size_t len;
-
-      while (*v == ' ')
-        v++;
-      len = (size_t)(end - v);
-      if (len >= outlen)
-        len = outlen - 1;
-      memcpy(out, v, len);
-      out[len] = '\0';
-      return;
-    }
-    p = end;
-  }
-}
-
-static void
-try_parse(struct conn *c)
-{
-  struct server *srv = c->srv;
-  char *end = strstr(c->buf, "\r\n\r\n");
-  char clen[32];
-  size_t head_len, body_len;
+  struct server *srv = (struct server *)c->srv;
   struct recorded *r;
 
-  if (end == NULL)
-    return;
-  end[2] = '\0'; /* terminate the header block after its last CRLF */
-  header_value(c->buf, "Content-Length", clen, sizeof(clen));
-  body_len = (size_t)strtoul(clen, NULL, 10);
-  head_len = (size_t)(end - c->buf) + 4;
-  if (c->len < head_len + body_len) {
-    end[2] = '\r';
-    return;
-  }
   assert_true(srv->n_reqs < MAX_REQS);
   c->index = srv->n_reqs++;
   r = &srv->reqs[c->index];
   memset(r, 0, sizeof(*r));
   assert_int_equal(sscanf(c->buf, "%15s %255s", r->method, r->path), 2);
-  header_value(c->buf, "Host", r->host, sizeof(r->host));
-  header_value(c->buf, "Content-Type", r->content_type,
-               sizeof(r->content_type));
+  ts_header(c->buf, "Host", r->host, sizeof(r->host));
+  ts_header(c->buf, "Content-Type", r->content_type, sizeof(r->content_type));
   r->body = strndup(c->buf + head_len, body_len);
   assert_non_null(r->body);
   r->body_len = body_len;
-  c->complete = 1;
   wake();
   if (!srv->hold)
     respond(c);
 }
 
 static void
-on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-  struct conn *c = s->data;
-
-  (void)buf;
-  if (n < 0) {
-    c->srv->eofs++;
-    conn_close(c);
-    wake();
-    return;
-  }
-  c->len += (size_t)n;
-  c->buf[c->len] = '\0';
-  if (!c->complete)
-    try_parse(c);
-}
-
-static void
-on_connection(uv_stream_t *listener, int status)
-{
-  struct server *srv = listener->data;
-  struct conn *c;
-
-  assert_int_equal(status, 0);
-  c = calloc(1, sizeof(*c));
-  assert_non_null(c);
-  c->buf = malloc(CONN_BUF + 1);
-  assert_non_null(c->buf);
-  c->srv = srv;
-  c->next = srv->conns;
-  srv->conns = c;
-  assert_int_equal(uv_tcp_init(listener->loop, &c->tcp), 0);
-  c->tcp.data = c;
-  assert_int_equal(uv_accept(listener, (uv_stream_t *)&c->tcp), 0);
-  assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read),
-                   0);
-}
-
-static void
 server_start(uv_loop_t *loop, struct server *srv)
 {
-  struct sockaddr_in addr;
-  struct sockaddr_storage bound;
-  int len = sizeof(bound);
-
   memset(srv, 0, sizeof(*srv));
-  assert_int_equal(uv_tcp_init(loop, &srv->tcp), 0);
-  srv->tcp.data = srv;
-  assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
-  assert_int_equal(uv_tcp_bind(&srv->tcp, (const struct sockaddr *)&addr, 0),
-                   0);
-  assert_int_equal(uv_listen((uv_stream_t *)&srv->tcp, 16, on_connection), 0);
-  assert_int_equal(
-      uv_tcp_getsockname(&srv->tcp, (struct sockaddr *)&bound, &len), 0);
-  srv->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+  ts_start(loop, &srv->ts, on_request, NULL);
 }
 
 /* Answer every request held so far, and the next ones at once. */
@@ -313,18 +121,13 @@ static void
 server_release(struct server *srv)
 {
   srv->hold = 0;
-  for (struct conn *c = srv->conns; c != NULL; c = c->next) {
-    if (c->complete && c->out == NULL && !c->closing)
-      respond(c);
-  }
+  ts_release(&srv->ts, respond);
 }
 
 static void
 server_stop(struct server *srv)
 {
-  for (struct conn *c = srv->conns; c != NULL; c = c->next)
-    conn_close(c);
-  uv_close((uv_handle_t *)&srv->tcp, NULL);
+  ts_stop(&srv->ts);
   for (int i = 0; i < srv->n_reqs; i++)
     free(srv->reqs[i].body);
 }
@@ -450,20 +253,6 @@ static int in_auth_call;
 static X509 *test_cert;
 static char cert_dir[64];
 static char cert_path[128];
-static char log_buf[64 * 1024];
-static size_t log_len;
-
-static void
-log_sink(void *ctx, enum log_level level, const char *line)
-{
-  int n;
-
-  (void)ctx;
-  n = snprintf(log_buf + log_len, sizeof(log_buf) - log_len, "%d %s\n",
-               (int)level, line);
-  if (n > 0 && (size_t)n < sizeof(log_buf) - log_len)
-    log_len += (size_t)n;
-}
 
 static void
 on_token(void *ctx, int result, const char *token, const char *errmsg)
@@ -496,27 +285,13 @@ ask(struct fx *f, enum auth_resource res, struct got *g)
   assert_int_equal(g->called, 0);
 }
 
+/* ask(), then run the loop until the answer is in. */
 static void
-on_guard(uv_timer_t *t)
+ask_wait(struct fx *f, enum auth_resource res, struct got *g)
 {
-  struct fx *f = t->data;
-  f->timed_out = 1;
-  wake();
+  ask(f, res, g);
+  RUN_UNTIL(f, g->called);
 }
-
-/* Run the loop until `cond` holds; fail after TIMEOUT_MS. */
-#define RUN_UNTIL(f, cond)                                                    \
-  do {                                                                        \
-    (f)->timed_out = 0;                                                       \
-    uv_timer_start(&(f)->guard, on_guard, TIMEOUT_MS, 0);                     \
-    in_run_until = 1;                                                         \
-    while (!(cond) && !(f)->timed_out)                                        \
-      uv_run(&(f)->loop, UV_RUN_ONCE);                                        \
-    in_run_until = 0;                                                         \
-    uv_timer_stop(&(f)->guard);                                               \
-    if (!(cond))                                                              \
-      fail_msg("timed out waiting for %s", #cond);                            \
-  } while (0)
 
 static void
 write_file(const char *path, const char *data, size_t len, mode_t mode)
@@ -542,32 +317,17 @@ fx_new(void)
   };
 
   assert_non_null(f);
-  assert_int_equal(uv_loop_init(&f->loop), 0);
-  cur_loop = &f->loop;
-  assert_int_equal(uv_timer_init(&f->loop, &f->guard), 0);
-  f->guard.data = f;
+  ts_loop_open(&f->loop, &f->guard, &f->timed_out);
   server_start(&f->loop, &f->srv);
   f->http = http_new(&f->loop, &opts);
   assert_non_null(f->http);
   snprintf(f->login_url, sizeof(f->login_url), "http://127.0.0.1:%d",
-           f->srv.port);
-  snprintf(f->dir, sizeof(f->dir), "/tmp/test_auth.XXXXXX");
-  assert_non_null(mkdtemp(f->dir));
-  snprintf(f->secret_path, sizeof(f->secret_path), "%s/secret", f->dir);
-  write_file(f->secret_path, SECRET "\n", strlen(SECRET) + 1, 0600);
-
-  f->tenant.name = (char *)"contoso";
-  f->tenant.tenant_id = (char *)TENANT_ID;
-  f->tenant.client_id = (char *)CLIENT_ID;
-  f->tenant.client_secret_file = f->secret_path;
-  f->tenant.cloud = CONFIG_CLOUD_GLOBAL;
-  f->tenant.login_url = f->login_url;
+           f->srv.ts.port);
+  ts_secret_dir(f->dir, f->secret_path, "test_auth", SECRET);
+  ts_tenant(&f->tenant, f->secret_path, f->login_url);
   f->tenant.graph_url = (char *)"https://graph.example";
   f->tenant.exchange_url = (char *)"https://outlook.example";
-  log_len = 0;
-  log_buf[0] = '\0';
-  log_set_sink(log_sink, NULL);
-  log_set_level(LOG_LEVEL_DEBUG);
+  log_capture();
   return f;
 }
 
@@ -588,14 +348,9 @@ fx_free(struct fx *f)
   if (f->http != NULL)
     http_close(f->http);
   server_stop(&f->srv);
-  uv_close((uv_handle_t *)&f->guard, NULL);
-  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
-  assert_int_equal(uv_loop_close(&f->loop), 0);
-  cur_loop = NULL;
-  unlink(f->secret_path);
-  rmdir(f->dir);
-  log_set_sink(NULL, NULL);
-  log_set_level(LOG_LEVEL_INFO);
+  ts_loop_close(&f->loop, &f->guard);
+  ts_secret_dir_remove(f->dir, f->secret_path);
+  log_uncapture();
   /* No secret and no token ever reaches a log line. */
   assert_null(strstr(log_buf, "s3cr3t"));
   assert_null(strstr(log_buf, "eyJ0.tok"));
@@ -650,8 +405,7 @@ test_secret_flow(void **state)
   (void)state;
   fx_auth(f);
   assert_null(auth_cached(f->auth, AUTH_RESOURCE_GRAPH));
-  ask(f, AUTH_RESOURCE_GRAPH, &g);
-  RUN_UNTIL(f, g.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &g);
   assert_int_equal(g.called, 1);
   assert_int_equal(g.during_call, 0);
   assert_int_equal(g.result, AUTH_OK);
@@ -718,8 +472,7 @@ test_secret_file(void **state)
                  cases[i].len ? cases[i].len : strlen(cases[i].content),
                  cases[i].mode);
     auth_invalidate(f->auth, AUTH_RESOURCE_GRAPH, NULL);
-    ask(f, AUTH_RESOURCE_GRAPH, &g);
-    RUN_UNTIL(f, g.called);
+    ask_wait(f, AUTH_RESOURCE_GRAPH, &g);
     if (cases[i].sent != NULL) {
       struct form form;
       char want[8200];
@@ -774,8 +527,7 @@ test_certificate_flow(void **state)
   f->tenant.certificate_file = cert_path;
   f->tenant.cloud = CONFIG_CLOUD_USGOVHIGH;
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_EXCHANGE, &g);
-  RUN_UNTIL(f, g.called);
+  ask_wait(f, AUTH_RESOURCE_EXCHANGE, &g);
   assert_int_equal(g.result, AUTH_OK);
   assert_int_equal(f->srv.n_reqs, 1);
   assert_string_equal(f->srv.reqs[0].path, TOKEN_PATH);
@@ -864,13 +616,11 @@ test_cache(void **state)
 
   (void)state;
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_GRAPH, &a);
-  RUN_UNTIL(f, a.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &a);
   assert_int_equal(a.result, AUTH_OK);
 
   /* Fresh: answered later from the loop, without a request. */
-  ask(f, AUTH_RESOURCE_GRAPH, &b);
-  RUN_UNTIL(f, b.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &b);
   assert_int_equal(b.result, AUTH_OK);
   assert_int_equal(b.during_call, 0);
   assert_string_equal(b.token, a.token);
@@ -887,8 +637,7 @@ test_cache(void **state)
   assert_int_equal(f->srv.n_reqs, 1);
 
   /* The other resource has its own token and scope. */
-  ask(f, AUTH_RESOURCE_EXCHANGE, &x);
-  RUN_UNTIL(f, x.called);
+  ask_wait(f, AUTH_RESOURCE_EXCHANGE, &x);
   assert_int_equal(x.result, AUTH_OK);
   assert_string_not_equal(x.token, a.token);
   assert_int_equal(f->srv.n_reqs, 2);
@@ -972,12 +721,10 @@ test_expired_at_once(void **state)
   (void)state;
   f->srv.expires_in = "\"0\"";
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_GRAPH, &a);
-  RUN_UNTIL(f, a.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &a);
   assert_int_equal(a.result, AUTH_OK);
   assert_null(auth_cached(f->auth, AUTH_RESOURCE_GRAPH));
-  ask(f, AUTH_RESOURCE_GRAPH, &b);
-  RUN_UNTIL(f, b.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &b);
   assert_int_equal(b.result, AUTH_OK);
   assert_string_equal(b.token, "eyJ0.tok-2.sig");
   assert_int_equal(f->srv.n_reqs, 2);
@@ -1004,8 +751,7 @@ test_refresh_near_expiry(void **state)
   (void)state;
   f->srv.expires_in = "2";
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_GRAPH, &a);
-  RUN_UNTIL(f, a.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &a);
   got_at = uv_hrtime();
   assert_int_equal(a.result, AUTH_OK);
   assert_string_equal(auth_cached(f->auth, AUTH_RESOURCE_GRAPH), a.token);
@@ -1018,8 +764,7 @@ test_refresh_near_expiry(void **state)
   /* Stale after 1.5 s, well before the 2 s expiry. */
   assert_true(stale_at - got_at < 2000000000ULL);
   assert_true(stale_at - got_at > 1000000000ULL);
-  ask(f, AUTH_RESOURCE_GRAPH, &b);
-  RUN_UNTIL(f, b.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &b);
   assert_int_equal(b.result, AUTH_OK);
   assert_string_equal(b.token, "eyJ0.tok-2.sig");
   assert_int_equal(f->srv.n_reqs, 2);
@@ -1034,16 +779,14 @@ test_invalidate(void **state)
 
   (void)state;
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_GRAPH, &a);
-  RUN_UNTIL(f, a.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &a);
   /* Another token (already replaced) does not drop the current one. */
   auth_invalidate(f->auth, AUTH_RESOURCE_GRAPH, "eyJ0.old.sig");
   auth_invalidate(f->auth, AUTH_RESOURCE_EXCHANGE, a.token);
   assert_string_equal(auth_cached(f->auth, AUTH_RESOURCE_GRAPH), a.token);
   auth_invalidate(f->auth, AUTH_RESOURCE_GRAPH, a.token);
   assert_null(auth_cached(f->auth, AUTH_RESOURCE_GRAPH));
-  ask(f, AUTH_RESOURCE_GRAPH, &b);
-  RUN_UNTIL(f, b.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &b);
   assert_int_equal(b.result, AUTH_OK);
   assert_string_equal(b.token, "eyJ0.tok-2.sig");
   assert_int_equal(f->srv.n_reqs, 2);
@@ -1180,8 +923,7 @@ test_error_answers(void **state)
     f->srv.body = cases[i].body;
     log_len = 0;
     log_buf[0] = '\0';
-    ask(f, AUTH_RESOURCE_GRAPH, &g);
-    RUN_UNTIL(f, g.called);
+    ask_wait(f, AUTH_RESOURCE_GRAPH, &g);
     if (g.result != cases[i].result ||
         (cases[i].part ? strstr(g.errmsg, cases[i].errmsg) == NULL
                        : strcmp(g.errmsg, cases[i].errmsg) != 0))
@@ -1235,8 +977,7 @@ test_token_size_limit(void **state)
     snprintf(body + n + sizes[i], 8, "\"}");
     f->srv.status = 200;
     f->srv.body = body;
-    ask(f, AUTH_RESOURCE_GRAPH, &g);
-    RUN_UNTIL(f, g.called);
+    ask_wait(f, AUTH_RESOURCE_GRAPH, &g);
     assert_int_equal(g.result, i == 0 ? AUTH_OK : AUTH_ERR_TRANSIENT);
     if (i == 0) {
       const char *t = auth_cached(f->auth, AUTH_RESOURCE_GRAPH);
@@ -1270,8 +1011,7 @@ test_network_error(void **state)
            ntohs(((struct sockaddr_in *)&bound)->sin_port));
   uv_close((uv_handle_t *)&probe, NULL);
   fx_auth(f);
-  ask(f, AUTH_RESOURCE_GRAPH, &g);
-  RUN_UNTIL(f, g.called);
+  ask_wait(f, AUTH_RESOURCE_GRAPH, &g);
   assert_int_equal(g.result, AUTH_ERR_TRANSIENT);
   if (strstr(g.errmsg, "tenant contoso: token request failed after 2 "
                        "attempts: ") == NULL)
@@ -1327,7 +1067,7 @@ test_free_with_waiters(void **state)
    * its close callback, which frees it): dropped safely. */
   uv_run(&f->loop, UV_RUN_NOWAIT);
   server_release(&f->srv);
-  RUN_UNTIL(f, f->srv.eofs == 1);
+  RUN_UNTIL(f, f->srv.ts.eofs == 1);
   for (int i = 0; i < 5; i++)
     assert_int_equal(g[i].called, 1);
   assert_int_equal(f->srv.n_reqs, 1);

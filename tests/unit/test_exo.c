@@ -1,8 +1,8 @@
 /*
  * test_exo — the exo module: its pure helpers from tables, and whole calls
- * on the loop against an HTTP/1.1 server of our own (uv_tcp on 127.0.0.1,
- * which the http module allows in plain http) playing both the token
- * endpoint (a fresh token per request, "eyJ0.tok-N.sig" with N the
+ * on the loop against an HTTP/1.1 server of our own (testserver.h, on
+ * 127.0.0.1, which the http module allows in plain http) playing both the
+ * token endpoint (a fresh token per request, "eyJ0.tok-N.sig" with N the
  * request's rank at the server) and InvokeCommand (scripted answers in
  * order, the last one repeating). The server records every request (line,
  * headers, body), can hold Exchange or token answers to keep calls in
@@ -33,8 +33,8 @@
 #include "http.h"
 #include "log.h"
 
-#define TENANT_ID "4a6f1a2b-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
-#define CLIENT_ID "535fb089-9ff3-47b6-9bfb-4f1264799865"
+#include "testserver.h"
+
 #define SECRET "s3cr3t-value"
 #define TOKEN_PATH "/" TENANT_ID "/oauth2/v2.0/token"
 #define INVOKE_PATH "/adminapi/beta/" TENANT_ID "/InvokeCommand"
@@ -43,18 +43,6 @@
 #define PRIVATE_ADDR "private.person@fabrikam.example"
 #define MAX_REQS 48
 #define MAX_REPLIES 8
-#define CONN_BUF (256 * 1024)
-#define TIMEOUT_MS 10000
-
-static uv_loop_t *cur_loop;
-static int in_run_until;
-
-static void
-wake(void)
-{
-  if (cur_loop != NULL && in_run_until)
-    uv_stop(cur_loop);
-}
 
 /* ------------------------------------------------------------------ */
 /* The server                                                          */
@@ -74,23 +62,8 @@ struct reply {
   const char *body;
 };
 
-struct conn {
-  uv_tcp_t tcp;
-  uv_write_t wr;
-  uv_shutdown_t sh;
-  struct server *srv;
-  struct conn *next;
-  char *buf;
-  size_t len;
-  char *out;
-  int complete;
-  int index;
-  int closing;
-};
-
 struct server {
-  uv_tcp_t tcp;
-  int port;
+  struct ts_server ts; /* first: the hooks cast c->srv to struct server */
   struct recorded reqs[MAX_REQS];
   int n_reqs;
   int n_exo;
@@ -99,68 +72,15 @@ struct server {
   int next_reply;
   int hold_exo, hold_token;
   int pending, max_pending; /* Exchange requests held at once */
-  struct conn *conns;
 };
 
 static void
-conn_closed(uv_handle_t *h)
+respond(struct ts_conn *c)
 {
-  struct conn *c = h->data;
-  struct conn **p = &c->srv->conns;
-
-  while (*p != c)
-    p = &(*p)->next;
-  *p = c->next;
-  free(c->buf);
-  free(c->out);
-  free(c);
-}
-
-static void
-conn_close(struct conn *c)
-{
-  if (!c->closing) {
-    c->closing = 1;
-    uv_close((uv_handle_t *)&c->tcp, conn_closed);
-  }
-}
-
-static void
-on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-  struct conn *c = h->data;
-
-  (void)suggested;
-  buf->base = c->buf + c->len;
-  buf->len = CONN_BUF - c->len;
-}
-
-static void
-on_shutdown(uv_shutdown_t *sh, int status)
-{
-  (void)sh;
-  (void)status;
-}
-
-static void
-on_written(uv_write_t *wr, int status)
-{
-  struct conn *c = wr->data;
-
-  if (status == 0 && !c->closing &&
-      uv_shutdown(&c->sh, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
-    conn_close(c);
-}
-
-static void
-respond(struct conn *c)
-{
-  struct server *srv = c->srv;
+  struct server *srv = (struct server *)c->srv;
   struct recorded *r = &srv->reqs[c->index];
   char token_body[256];
   struct reply rep;
-  size_t n;
-  uv_buf_t b;
 
   if (r->is_token) {
     snprintf(token_body, sizeof(token_body),
@@ -175,17 +95,7 @@ respond(struct conn *c)
       srv->next_reply++;
     srv->pending--;
   }
-  n = strlen(rep.body) + 256;
-  c->out = malloc(n);
-  assert_non_null(c->out);
-  snprintf(c->out, n,
-           "HTTP/1.1 %d Canned\r\nContent-Type: %s\r\nContent-Length: "
-           "%zu\r\nConnection: close\r\n\r\n%s",
-           rep.status, rep.content_type, strlen(rep.body), rep.body);
-  b = uv_buf_init(c->out, (unsigned)strlen(c->out));
-  c->wr.data = c;
-  assert_int_equal(uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_written),
-                   0);
+  ts_reply(c, rep.status, rep.content_type, rep.body);
 }
 
 /* Value of header `name` in a recorded header block, or "" (static). */
@@ -193,64 +103,29 @@ static const char *
 header(const struct recorded *r, const char *name)
 {
   static char out[1024];
-  size_t nl = strlen(name);
-  const char *p = strstr(r->head, "\r\n");
 
-  out[0] = '\0';
-  while (p != NULL && p[2] != '\0') {
-    const char *line = p + 2;
-    const char *end = strstr(line, "\r\n");
-
-    if (end == NULL)
-      break;
-    if (strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
-      const char *v = line + nl + 1;
-      size_t len;
-
-      while (*v == ' ')
-        v++;
-      len = (size_t)(end - v);
-      assert_true(len < sizeof(out));
-      memcpy(out, v, len);
-      out[len] = '\0';
-      break;
-    }
-    p = end;
-  }
+  ts_header(r->head, name, out, sizeof(out));
   return out;
 }
 
+/* Record a whole request; answer it unless its kind is held. */
 static void
-try_parse(struct conn *c)
+on_request(struct ts_conn *c, size_t head_len, size_t body_len)
 {
-  struct server *srv = c->srv;
-  char *end = strstr(c->buf, "\r\n\r\n");
+  struct server *srv = (struct server *)c->srv;
   struct recorded *r;
-  size_t head_len, body_len;
-  const char *cl;
 
-  if (end == NULL)
-    return;
-  head_len = (size_t)(end - c->buf) + 4;
-  r = &srv->reqs[srv->n_reqs];
+  assert_true(srv->n_reqs < MAX_REQS);
+  c->index = srv->n_reqs++;
+  r = &srv->reqs[c->index];
   memset(r, 0, sizeof(*r));
   r->head = strndup(c->buf, head_len);
   assert_non_null(r->head);
-  cl = header(r, "Content-Length");
-  body_len = (size_t)strtoul(cl, NULL, 10);
-  if (c->len < head_len + body_len) {
-    free(r->head);
-    r->head = NULL;
-    return;
-  }
-  assert_true(srv->n_reqs < MAX_REQS);
-  c->index = srv->n_reqs++;
   assert_int_equal(sscanf(c->buf, "%15s %511s", r->method, r->path), 2);
   r->body = strndup(c->buf + head_len, body_len);
   assert_non_null(r->body);
   r->body_len = body_len;
   r->is_token = strcmp(r->path, TOKEN_PATH) == 0;
-  c->complete = 1;
   if (!r->is_token) {
     srv->n_exo++;
     srv->pending++;
@@ -263,62 +138,19 @@ try_parse(struct conn *c)
 }
 
 static void
-on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+on_eof(struct ts_conn *c)
 {
-  struct conn *c = s->data;
+  struct server *srv = (struct server *)c->srv;
 
-  (void)buf;
-  if (n < 0) {
-    if (c->complete && c->out == NULL && !c->srv->reqs[c->index].is_token)
-      c->srv->pending--; /* the client gave up on a held request */
-    conn_close(c);
-    wake();
-    return;
-  }
-  c->len += (size_t)n;
-  c->buf[c->len] = '\0';
-  if (!c->complete)
-    try_parse(c);
-}
-
-static void
-on_connection(uv_stream_t *listener, int status)
-{
-  struct server *srv = listener->data;
-  struct conn *c;
-
-  assert_int_equal(status, 0);
-  c = calloc(1, sizeof(*c));
-  assert_non_null(c);
-  c->buf = malloc(CONN_BUF + 1);
-  assert_non_null(c->buf);
-  c->srv = srv;
-  c->next = srv->conns;
-  srv->conns = c;
-  assert_int_equal(uv_tcp_init(listener->loop, &c->tcp), 0);
-  c->tcp.data = c;
-  assert_int_equal(uv_accept(listener, (uv_stream_t *)&c->tcp), 0);
-  assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read),
-                   0);
+  if (c->complete && c->out == NULL && !srv->reqs[c->index].is_token)
+    srv->pending--; /* the client gave up on a held request */
 }
 
 static void
 server_start(uv_loop_t *loop, struct server *srv)
 {
-  struct sockaddr_in addr;
-  struct sockaddr_storage bound;
-  int len = sizeof(bound);
-
   memset(srv, 0, sizeof(*srv));
-  assert_int_equal(uv_tcp_init(loop, &srv->tcp), 0);
-  srv->tcp.data = srv;
-  assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
-  assert_int_equal(uv_tcp_bind(&srv->tcp, (const struct sockaddr *)&addr, 0),
-                   0);
-  assert_int_equal(uv_listen((uv_stream_t *)&srv->tcp, 32, on_connection), 0);
-  assert_int_equal(
-      uv_tcp_getsockname(&srv->tcp, (struct sockaddr *)&bound, &len), 0);
-  srv->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+  ts_start(loop, &srv->ts, on_request, on_eof);
 }
 
 /* Answer what is held, and what comes next at once. */
@@ -326,18 +158,13 @@ static void
 server_release(struct server *srv)
 {
   srv->hold_exo = srv->hold_token = 0;
-  for (struct conn *c = srv->conns; c != NULL; c = c->next) {
-    if (c->complete && c->out == NULL && !c->closing)
-      respond(c);
-  }
+  ts_release(&srv->ts, respond);
 }
 
 static void
 server_stop(struct server *srv)
 {
-  for (struct conn *c = srv->conns; c != NULL; c = c->next)
-    conn_close(c);
-  uv_close((uv_handle_t *)&srv->tcp, NULL);
+  ts_stop(&srv->ts);
   for (int i = 0; i < srv->n_reqs; i++) {
     free(srv->reqs[i].head);
     free(srv->reqs[i].body);
@@ -394,20 +221,6 @@ struct fx {
 };
 
 static int in_invoke;
-static char log_buf[64 * 1024];
-static size_t log_len;
-
-static void
-log_sink(void *ctx, enum log_level level, const char *line)
-{
-  int n;
-
-  (void)ctx;
-  n = snprintf(log_buf + log_len, sizeof(log_buf) - log_len, "%d %s\n",
-               (int)level, line);
-  if (n > 0 && (size_t)n < sizeof(log_buf) - log_len)
-    log_len += (size_t)n;
-}
 
 static void
 on_done(void *ctx, const struct exo_response *resp)
@@ -450,13 +263,16 @@ invoke(struct fx *f, const char *cmdlet, const json_t *params, struct got *g)
   assert_int_equal(g->called, 0);
 }
 
+/* From now on the server answers every Exchange request with this one
+ * reply; invoke `cmdlet` without parameters and run until it is done. */
 static void
-on_guard(uv_timer_t *t)
+invoke_answered(struct fx *f, int status, const char *ctype, const char *body,
+                const char *cmdlet, struct got *g)
 {
-  struct fx *f = t->data;
-
-  f->timed_out = 1;
-  wake();
+  f->srv.n_replies = f->srv.next_reply = 0;
+  add_reply(&f->srv, status, ctype, body);
+  invoke(f, cmdlet, NULL, g);
+  RUN_UNTIL(f, g->called);
 }
 
 static void
@@ -467,19 +283,6 @@ on_settle(uv_timer_t *t)
   f->settled = 1;
   wake();
 }
-
-#define RUN_UNTIL(f, cond)                                                    \
-  do {                                                                        \
-    (f)->timed_out = 0;                                                       \
-    uv_timer_start(&(f)->guard, on_guard, TIMEOUT_MS, 0);                     \
-    in_run_until = 1;                                                         \
-    while (!(cond) && !(f)->timed_out)                                        \
-      uv_run(&(f)->loop, UV_RUN_ONCE);                                        \
-    in_run_until = 0;                                                         \
-    uv_timer_stop(&(f)->guard);                                               \
-    if (!(cond))                                                              \
-      fail_msg("timed out waiting for %s", #cond);                            \
-  } while (0)
 
 /* Let the loop run `ms` milliseconds. */
 static void
@@ -502,40 +305,20 @@ fx_new(int max_in_flight)
       .backoff_cap_ms = 5,
   };
   char err[512];
-  FILE *fp;
 
   assert_non_null(f);
-  assert_int_equal(uv_loop_init(&f->loop), 0);
-  cur_loop = &f->loop;
-  assert_int_equal(uv_timer_init(&f->loop, &f->guard), 0);
+  ts_loop_open(&f->loop, &f->guard, &f->timed_out);
   assert_int_equal(uv_timer_init(&f->loop, &f->settle), 0);
-  f->guard.data = f->settle.data = f;
+  f->settle.data = f;
   server_start(&f->loop, &f->srv);
   f->http = http_new(&f->loop, &opts);
   assert_non_null(f->http);
   snprintf(f->base_url, sizeof(f->base_url), "http://127.0.0.1:%d",
-           f->srv.port);
-  snprintf(f->dir, sizeof(f->dir), "/tmp/test_exo.XXXXXX");
-  assert_non_null(mkdtemp(f->dir));
-  snprintf(f->secret_path, sizeof(f->secret_path), "%s/secret", f->dir);
-  fp = fopen(f->secret_path, "w");
-  assert_non_null(fp);
-  fputs(SECRET "\n", fp);
-  assert_int_equal(fclose(fp), 0);
-  assert_int_equal(chmod(f->secret_path, 0600), 0);
-
-  f->tenant.name = (char *)"contoso";
-  f->tenant.tenant_id = (char *)TENANT_ID;
-  f->tenant.client_id = (char *)CLIENT_ID;
-  f->tenant.client_secret_file = f->secret_path;
-  f->tenant.cloud = CONFIG_CLOUD_GLOBAL;
-  f->tenant.login_url = f->base_url;
+           f->srv.ts.port);
+  ts_secret_dir(f->dir, f->secret_path, "test_exo", SECRET);
+  ts_tenant(&f->tenant, f->secret_path, f->base_url);
   f->tenant.graph_url = (char *)"https://graph.example";
-  f->tenant.exchange_url = f->base_url;
-  log_len = 0;
-  log_buf[0] = '\0';
-  log_set_sink(log_sink, NULL);
-  log_set_level(LOG_LEVEL_DEBUG);
+  log_capture();
   assert_int_equal(
       auth_new(&f->loop, f->http, &f->tenant, &f->auth, err, sizeof(err)), 0);
   f->exo = exo_new(&f->loop, f->http, f->auth, &f->tenant, max_in_flight);
@@ -550,15 +333,10 @@ fx_free(struct fx *f)
   auth_free(f->auth);
   http_close(f->http);
   server_stop(&f->srv);
-  uv_close((uv_handle_t *)&f->guard, NULL);
   uv_close((uv_handle_t *)&f->settle, NULL);
-  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
-  assert_int_equal(uv_loop_close(&f->loop), 0);
-  cur_loop = NULL;
-  unlink(f->secret_path);
-  rmdir(f->dir);
-  log_set_sink(NULL, NULL);
-  log_set_level(LOG_LEVEL_INFO);
+  ts_loop_close(&f->loop, &f->guard);
+  ts_secret_dir_remove(f->dir, f->secret_path);
+  log_uncapture();
   /* No secret, token or request body ever reaches a log line. */
   assert_null(strstr(log_buf, SECRET));
   assert_null(strstr(log_buf, "eyJ0.tok"));
@@ -1070,72 +848,53 @@ test_answers(void **state)
 
   /* The plain-text concurrency answer, with a 503 (retried by http, then
    * given up) and with a 200. */
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 503, "text/plain", busy);
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 503, "text/plain", busy, "Get-User", &g);
   assert_int_equal(g.result, EXO_ERR_HTTP);
   assert_int_equal(g.status, 503);
   assert_int_equal(g.transient, 1);
   assert_string_equal(g.errmsg, "Get-User: HTTP 503: The request was "
                                 "rejected: the maximum number of concurrent "
                                 "requests per tenant has been reached.");
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "text/plain", busy);
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "text/plain", busy, "Get-User", &g);
   assert_int_equal(g.result, EXO_ERR_HTTP);
   assert_int_equal(g.transient, 1);
 
   /* A plain 404 error without details. */
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 404, "application/json",
-            "{\"error\":{\"code\":\"NotFound\",\"message\":\"Not here\"}}");
-  invoke(f, "Get-Nothing", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(
+      f, 404, "application/json",
+      "{\"error\":{\"code\":\"NotFound\",\"message\":\"Not here\"}}",
+      "Get-Nothing", &g);
   assert_int_equal(g.result, EXO_ERR_HTTP);
   assert_int_equal(g.transient, 0);
   assert_string_equal(g.errmsg, "Get-Nothing: HTTP 404: Not here");
   assert_string_equal(g.error_id, "");
 
   /* 200 without value: empty; with an empty body: empty. */
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "application/json",
-            "{\"@odata.context\":\"x\",\"@adminapi.warnings\":[\"w\"]}");
-  invoke(f, "Remove-MailContact", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "application/json",
+                  "{\"@odata.context\":\"x\",\"@adminapi.warnings\":[\"w\"]}",
+                  "Remove-MailContact", &g);
   assert_int_equal(g.result, EXO_OK);
   assert_int_equal(json_array_size(g.value), 0);
   got_clear(&g);
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "application/json", "");
-  invoke(f, "Remove-MailContact", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "application/json", "", "Remove-MailContact", &g);
   assert_int_equal(g.result, EXO_OK);
   assert_int_equal(json_array_size(g.value), 0);
   got_clear(&g);
 
   /* Not JSON, or value not an array: protocol errors. */
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "application/json", "{\"value\":[1,");
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "application/json", "{\"value\":[1,", "Get-User",
+                  &g);
   assert_int_equal(g.result, EXO_ERR_PROTOCOL);
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "application/json", "{\"value\":{}}");
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "application/json", "{\"value\":{}}", "Get-User",
+                  &g);
   assert_int_equal(g.result, EXO_ERR_PROTOCOL);
 
   /* A nextLink to another host is refused, never requested. */
   snprintf(other_host, sizeof(other_host),
            "{\"value\":[],\"@odata.nextLink\":\"http://127.0.0.2:%d%s\"}",
-           f->srv.port, INVOKE_PATH);
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 200, "application/json", other_host);
+           f->srv.ts.port, INVOKE_PATH);
   int before = f->srv.n_exo;
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 200, "application/json", other_host, "Get-User", &g);
   assert_int_equal(g.result, EXO_ERR_PROTOCOL);
   assert_non_null(strstr(g.errmsg, "nextLink"));
   assert_int_equal(f->srv.n_exo, before + 1);
@@ -1177,12 +936,10 @@ test_401_refresh(void **state)
   /* Refused again and again (tokens revoked as fast as they come): three
    * fresh tokens, then the 401 is the answer, as a token problem: worth
    * trying later, never a permanent failure. */
-  f->srv.n_replies = f->srv.next_reply = 0;
-  add_reply(&f->srv, 401, "application/json",
-            "{\"error\":{\"code\":\"InvalidAuthenticationToken\","
-            "\"message\":\"Token expired\"}}");
-  invoke(f, "Get-User", NULL, &g);
-  RUN_UNTIL(f, g.called);
+  invoke_answered(f, 401, "application/json",
+                  "{\"error\":{\"code\":\"InvalidAuthenticationToken\","
+                  "\"message\":\"Token expired\"}}",
+                  "Get-User", &g);
   assert_int_equal(g.result, EXO_ERR_HTTP);
   assert_int_equal(g.status, 401);
   assert_int_equal(g.transient, 1);

@@ -37,6 +37,8 @@
 #include "http.h"
 #include "text.h"
 
+#include "testserver.h"
+
 static json_t *
 parse(const char *text)
 {
@@ -1139,8 +1141,6 @@ user_keys_table(void **state)
  * sleeps.
  */
 
-#define TENANT_ID "4a6f1a2b-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
-#define CLIENT_ID "535fb089-9ff3-47b6-9bfb-4f1264799865"
 #define BAD_GROUP "0e0e0e0e-0000-4000-8000-000000000000"
 #define A10 "aaaaaaaaaa"
 #define A100 A10 A10 A10 A10 A10 A10 A10 A10 A10 A10
@@ -1149,7 +1149,6 @@ user_keys_table(void **state)
   A100 A100 A10 A10 A10 A10 A10 A10 A10 A10 A10 "aaaaaaaaa\xc3\xa9 and more"
 #define SRV_LINES 16
 #define SRV_BUF (256 * 1024)
-#define GUARD_MS 10000
 
 struct srv {
   int fd, port;
@@ -1294,25 +1293,6 @@ struct fx {
   char base_url[64], dir[64], secret_path[128];
 };
 
-static void
-on_guard(uv_timer_t *t)
-{
-  struct fx *f = t->data;
-
-  f->timed_out = 1;
-}
-
-#define RUN_UNTIL(f, cond)                                                    \
-  do {                                                                        \
-    (f)->timed_out = 0;                                                       \
-    uv_timer_start(&(f)->guard, on_guard, GUARD_MS, 0);                       \
-    while (!(cond) && !(f)->timed_out)                                        \
-      uv_run(&(f)->loop, UV_RUN_ONCE);                                        \
-    uv_timer_stop(&(f)->guard);                                               \
-    if (!(cond))                                                              \
-      fail_msg("timed out waiting for %s", #cond);                            \
-  } while (0)
-
 /* A Graph client of a tenant whose login and Graph hosts are the server,
  * with $batch on. */
 static struct fx *
@@ -1321,33 +1301,16 @@ fx_new(void)
   struct fx *f = calloc(1, sizeof(*f));
   struct http_options opts = {.max_attempts = 1};
   char err[256];
-  FILE *fp;
 
   assert_non_null(f);
-  assert_int_equal(uv_loop_init(&f->loop), 0);
-  assert_int_equal(uv_timer_init(&f->loop, &f->guard), 0);
-  f->guard.data = f;
+  ts_loop_open(&f->loop, &f->guard, &f->timed_out);
   srv_start(&f->srv);
   f->http = http_new(&f->loop, &opts);
   assert_non_null(f->http);
   snprintf(f->base_url, sizeof(f->base_url), "http://127.0.0.1:%d",
            f->srv.port);
-  snprintf(f->dir, sizeof(f->dir), "/tmp/test_graph.XXXXXX");
-  assert_non_null(mkdtemp(f->dir));
-  snprintf(f->secret_path, sizeof(f->secret_path), "%s/secret", f->dir);
-  fp = fopen(f->secret_path, "w");
-  assert_non_null(fp);
-  fputs("s3cr3t\n", fp);
-  assert_int_equal(fclose(fp), 0);
-  assert_int_equal(chmod(f->secret_path, 0600), 0);
-  f->tenant.name = (char *)"contoso";
-  f->tenant.tenant_id = (char *)TENANT_ID;
-  f->tenant.client_id = (char *)CLIENT_ID;
-  f->tenant.client_secret_file = f->secret_path;
-  f->tenant.cloud = CONFIG_CLOUD_GLOBAL;
-  f->tenant.login_url = f->base_url;
-  f->tenant.graph_url = f->base_url;
-  f->tenant.exchange_url = f->base_url;
+  ts_secret_dir(f->dir, f->secret_path, "test_graph", "s3cr3t");
+  ts_tenant(&f->tenant, f->secret_path, f->base_url);
   assert_int_equal(
       auth_new(&f->loop, f->http, &f->tenant, &f->auth, err, sizeof(err)), 0);
   f->graph = graph_new(f->http, f->auth, &f->tenant);
@@ -1362,12 +1325,9 @@ fx_free(struct fx *f)
   graph_free(f->graph);
   auth_free(f->auth);
   http_close(f->http);
-  uv_close((uv_handle_t *)&f->guard, NULL);
-  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
-  assert_int_equal(uv_loop_close(&f->loop), 0);
+  ts_loop_close(&f->loop, &f->guard);
   srv_stop(&f->srv);
-  unlink(f->secret_path);
-  rmdir(f->dir);
+  ts_secret_dir_remove(f->dir, f->secret_path);
   free(f);
 }
 

@@ -21,6 +21,8 @@
 #include "planner.h"
 #include "store.h"
 
+#include "guestlink.h"
+
 #define SRC "aaaaaaaa-1111-1111-1111-111111111111"
 #define DST "bbbbbbbb-2222-2222-2222-222222222222"
 #define LINK "a-to-b"
@@ -66,20 +68,9 @@ setup(void **state)
   f->source.tenant_id = SRC;
   f->target.name = "fabrikam";
   f->target.tenant_id = DST;
-  f->link.name = LINK;
-  f->link.source = &f->source;
-  f->link.target = &f->target;
-  f->link.object = CONFIG_OBJECT_GUEST;
-  f->link.anchor = "extensionAttribute15";
-  f->link.on_delete = CONFIG_ON_DELETE_DELETE;
-  f->link.max_deletes = 10000;
-  if (mapping_compile(NULL, CONFIG_OBJECT_GUEST, "test.conf", &f->mapping, err,
-                      sizeof(err)) != 0) {
-    print_error("mapping_compile: %s\n", err);
+  if (guest_link_init(&f->link, &f->source, &f->target, LINK, 10000,
+                      &f->mapping, &f->pl) != 0)
     return -1;
-  }
-  f->pl.link = &f->link;
-  f->pl.mapping = f->mapping;
   *state = f;
   return 0;
 }
@@ -141,6 +132,19 @@ execute_all(struct fixture *f)
   return n;
 }
 
+/* Put people 0 to n-1 in the source as engineers, plan and execute: the
+ * link is in step before a test's own changes. */
+static void
+in_step(struct fixture *f, int n)
+{
+  struct planner_stats st;
+
+  for (int i = 0; i < n; i++)
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  execute_all(f);
+}
+
 static void
 idle_round_weighs_nothing(void **state)
 {
@@ -173,10 +177,7 @@ round_weighs_only_changes(void **state)
   struct fixture *f = *state;
   struct planner_stats st;
 
-  for (int i = 0; i < PEOPLE; i++)
-    put_person(f, i, "Engineer", 0);
-  plan(f, 0, &st);
-  execute_all(f);
+  in_step(f, PEOPLE);
 
   put_person(f, 3, "Manager", 0);
   put_person(f, 1100, "Manager", 0);
@@ -200,10 +201,7 @@ changes_over_several_chunks(void **state)
   struct fixture *f = *state;
   struct planner_stats st;
 
-  for (int i = 0; i < PEOPLE; i++)
-    put_person(f, i, "Engineer", 0);
-  plan(f, 0, &st);
-  execute_all(f);
+  in_step(f, PEOPLE);
 
   for (int i = 0; i < PEOPLE; i += 2)
     put_person(f, i, "Manager", 0);
@@ -223,10 +221,7 @@ target_side_change_is_weighed(void **state)
   struct store_op *ops = NULL;
   size_t n = 0;
 
-  for (int i = 0; i < 10; i++)
-    put_person(f, i, "Engineer", 0);
-  plan(f, 0, &st);
-  execute_all(f);
+  in_step(f, 10);
 
   /* The target tenant's own delta says the object of person 4 is gone. */
   assert_int_equal(store_source_put(f->store, DST,
@@ -278,10 +273,7 @@ config_change_weighs_everyone(void **state)
   struct fixture *f = *state;
   struct planner_stats st;
 
-  for (int i = 0; i < 20; i++)
-    put_person(f, i, "Engineer", 0);
-  plan(f, 0, &st);
-  execute_all(f);
+  in_step(f, 20);
   plan(f, 0, &st);
   assert_int_equal(weighed(&st), 0);
 
@@ -307,10 +299,7 @@ held_deletes_are_weighed_every_round(void **state)
   long long held = -1;
 
   f->link.max_deletes = 2;
-  for (int i = 0; i < 10; i++)
-    put_person(f, i, "Engineer", 0);
-  plan(f, 0, &st);
-  execute_all(f);
+  in_step(f, 10);
   for (int i = 0; i < 3; i++)
     put_person(f, i, "Engineer", 2);
   plan(f, 0, &st);

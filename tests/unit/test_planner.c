@@ -16,6 +16,8 @@
 
 #include "planner.h"
 
+#include "guestlink.h"
+
 #define SRC_TENANT "AAAAAAAA-1111-1111-1111-111111111111"
 #define SOURCE_ID "0000AAAA-2222-2222-2222-222222222222"
 
@@ -37,26 +39,14 @@ static int
 setup(void **state)
 {
   struct fixture *f = calloc(1, sizeof(*f));
-  char err[256];
 
   f->source.name = "a";
   f->source.tenant_id = SRC_TENANT;
   f->target.name = "b";
   f->target.tenant_id = "bbbbbbbb-3333-3333-3333-333333333333";
-  f->link.source = &f->source;
-  f->link.target = &f->target;
-  f->link.name = "a-to-b";
-  f->link.object = CONFIG_OBJECT_GUEST;
-  f->link.anchor = "extensionAttribute15";
-  f->link.on_delete = CONFIG_ON_DELETE_DELETE;
-  f->link.max_deletes = 500;
-  if (mapping_compile(NULL, CONFIG_OBJECT_GUEST, "test.conf", &f->mapping, err,
-                      sizeof(err)) != 0) {
-    print_error("mapping_compile: %s\n", err);
+  if (guest_link_init(&f->link, &f->source, &f->target, "a-to-b", 500,
+                      &f->mapping, &f->pl) != 0)
     return -1;
-  }
-  f->pl.link = &f->link;
-  f->pl.mapping = f->mapping;
   *state = f;
   return 0;
 }
