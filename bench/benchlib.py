@@ -1,15 +1,35 @@
-"""What the benchmarks share: the test harness's Env, and one measured
-`galbridge sync`."""
+"""What the benchmarks share: the test harness's Env (in a scratch
+directory), and one measured `galbridge sync`.
+
+Importing it puts tests/integration and tests/fakecloud on sys.path, so a
+benchmark can then import fakecloud's client as well."""
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+# tests/integration first: tests/fakecloud has a conftest.py too, and
+# `conftest` here means the integration harness.
 sys.path.insert(0, os.path.join(ROOT, "tests", "fakecloud"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 from conftest import GALBRIDGE, Env  # noqa: E402,F401
+
+
+@contextlib.contextmanager
+def scratch_env(users):
+    """An Env with `users` source users in a temporary directory; the Env
+    is closed and the directory removed when the block ends, also on an
+    error."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = Env(tmp, users=users)
+        try:
+            yield env
+        finally:
+            env.close()
 
 
 def measured_sync(env):

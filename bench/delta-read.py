@@ -8,9 +8,8 @@ each. The link's scope takes nobody, so the figures are those of reading
 (the source, and the small target). Figures, not pass/fail.
 """
 import argparse
-import tempfile
 
-from benchlib import Env, measured_sync
+from benchlib import measured_sync, scratch_env
 
 
 def main():
@@ -18,28 +17,24 @@ def main():
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--changes", type=int, default=10)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = Env(tmp, users=args.users)
+    with scratch_env(args.users) as env:
         env.write_config(link_extra="scope_filter = department eq "
                                     "'nobody here'\n")
-        try:
-            wall, cpu, reqs, rss = measured_sync(env)
-            pages = sum(1 for e in reqs if e["service"] == "graph"
-                        and e["tenant"] == env.source["id"])
-            print("first read: %d users in %.2f s wall, %.2f s CPU, "
-                  "%d requests (%d source pages, %d for the target, "
-                  "tokens included), peak RSS %.1f MiB"
-                  % (args.users, wall, cpu, len(reqs), pages,
-                     len(reqs) - pages, rss / 1024.0))
-            users = env.cloud.users(env.source["id"])[:args.changes]
-            for i, u in enumerate(users):
-                env.cloud.patch_user(env.source["id"], u["id"],
-                                     {"jobTitle": "Bench %d" % i})
-            wall, cpu, reqs, rss = measured_sync(env)
-            print("after %d changes: %.2f s wall, %.2f s CPU, %d requests"
-                  % (args.changes, wall, cpu, len(reqs)))
-        finally:
-            env.close()
+        wall, cpu, reqs, rss = measured_sync(env)
+        pages = sum(1 for e in reqs if e["service"] == "graph"
+                    and e["tenant"] == env.source["id"])
+        print("first read: %d users in %.2f s wall, %.2f s CPU, "
+              "%d requests (%d source pages, %d for the target, "
+              "tokens included), peak RSS %.1f MiB"
+              % (args.users, wall, cpu, len(reqs), pages,
+                 len(reqs) - pages, rss / 1024.0))
+        users = env.cloud.users(env.source["id"])[:args.changes]
+        for i, u in enumerate(users):
+            env.cloud.patch_user(env.source["id"], u["id"],
+                                 {"jobTitle": "Bench %d" % i})
+        wall, cpu, reqs, rss = measured_sync(env)
+        print("after %d changes: %.2f s wall, %.2f s CPU, %d requests"
+              % (args.changes, wall, cpu, len(reqs)))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,8 @@ each: wall time, CPU seconds, requests (and per object written), writes,
 and galbridge's peak RSS. Figures, not pass/fail.
 """
 import argparse
-import tempfile
 
-from benchlib import Env, measured_sync
+from benchlib import measured_sync, scratch_env
 
 
 def report(name, env, before, figures, objects):
@@ -26,21 +25,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=2000)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = Env(tmp, users=args.users)
-        try:
-            n = len(env.in_scope())
-            print("source: %d users, %d in scope" % (args.users, n))
-            before = env.writes()
-            report("first round", env, before, measured_sync(env), n)
-            # The next round reads the target's delta, which holds the new
-            # guests once; after that a round with no change is idle.
-            before = env.writes()
-            report("second round", env, before, measured_sync(env), n)
-            before = env.writes()
-            report("idle round", env, before, measured_sync(env), n)
-        finally:
-            env.close()
+    with scratch_env(args.users) as env:
+        n = len(env.in_scope())
+        print("source: %d users, %d in scope" % (args.users, n))
+        before = env.writes()
+        report("first round", env, before, measured_sync(env), n)
+        # The next round reads the target's delta, which holds the new
+        # guests once; after that a round with no change is idle.
+        before = env.writes()
+        report("second round", env, before, measured_sync(env), n)
+        before = env.writes()
+        report("idle round", env, before, measured_sync(env), n)
 
 
 if __name__ == "__main__":

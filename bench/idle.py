@@ -14,11 +14,10 @@ import argparse
 import re
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 
-from benchlib import GALBRIDGE, Env, measured_sync, proc_figures
+from benchlib import GALBRIDGE, measured_sync, proc_figures, scratch_env
 import client as fc  # noqa: E402  (benchlib puts it on the path)
 from naive import naive_update_round
 
@@ -74,24 +73,20 @@ def main():
     ap.add_argument("--rounds", type=int, default=100)
     args = ap.parse_args()
     for size in [int(x) for x in args.sizes.split(",")]:
-        with tempfile.TemporaryDirectory() as tmp:
-            env = Env(tmp, users=size)
-            try:
-                took = converge(env)
-                ms, stmts, rss0, rss1, n, busy = idle_rounds(env, args.rounds)
-                print("%7d users (converged in %.0f s): %d idle rounds, "
-                      "%.2f ms CPU and %.1f SQLite statements per round, "
-                      "RSS %.1f MiB -> %.1f MiB%s"
-                      % (size, took, n, ms, stmts, rss0 / 1024.0,
-                         rss1 / 1024.0,
-                         "" if busy == 0 else " (%d busy rounds!)" % busy))
-                fig = naive_update_round(env, set(env.in_scope()))
-                print("%7d users, naive: an idle round lists both tenants "
-                      "again: %.1f s wall, %d requests, %d writes"
-                      % (size, fig["seconds"], fig["requests"],
-                         fig["writes"]))
-            finally:
-                env.close()
+        with scratch_env(size) as env:
+            took = converge(env)
+            ms, stmts, rss0, rss1, n, busy = idle_rounds(env, args.rounds)
+            print("%7d users (converged in %.0f s): %d idle rounds, "
+                  "%.2f ms CPU and %.1f SQLite statements per round, "
+                  "RSS %.1f MiB -> %.1f MiB%s"
+                  % (size, took, n, ms, stmts, rss0 / 1024.0,
+                     rss1 / 1024.0,
+                     "" if busy == 0 else " (%d busy rounds!)" % busy))
+            fig = naive_update_round(env, set(env.in_scope()))
+            print("%7d users, naive: an idle round lists both tenants "
+                  "again: %.1f s wall, %d requests, %d writes"
+                  % (size, fig["seconds"], fig["requests"],
+                     fig["writes"]))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ galbridge without pacing), then an idle round; prints peak RSS of each
 """
 import argparse
 import os
-import tempfile
 
-from benchlib import Env, measured_sync
+from benchlib import measured_sync, scratch_env
 
 
 def dir_size(path):
@@ -27,21 +26,17 @@ def main():
     ap.add_argument("--sizes", default="10000,50000,100000")
     args = ap.parse_args()
     for size in [int(x) for x in args.sizes.split(",")]:
-        with tempfile.TemporaryDirectory() as tmp:
-            env = Env(tmp, users=size)
-            try:
-                wall, cpu, reqs, rss = measured_sync(env)
-                copies = len(env.copies())
-                wall2, cpu2, reqs2, rss2 = measured_sync(env)
-                wall3, cpu3, reqs3, rss3 = measured_sync(env)
-                print("%7d users: first round %.0f s wall, %.1f s CPU, peak "
-                      "RSS %.1f MiB, %d copies; next rounds peak RSS %.1f / "
-                      "%.1f MiB; state directory %.1f MiB"
-                      % (size, wall, cpu, rss / 1024.0, copies,
-                         rss2 / 1024.0, rss3 / 1024.0,
-                         dir_size(env.state_dir) / 1048576.0))
-            finally:
-                env.close()
+        with scratch_env(size) as env:
+            wall, cpu, reqs, rss = measured_sync(env)
+            copies = len(env.copies())
+            wall2, cpu2, reqs2, rss2 = measured_sync(env)
+            wall3, cpu3, reqs3, rss3 = measured_sync(env)
+            print("%7d users: first round %.0f s wall, %.1f s CPU, peak "
+                  "RSS %.1f MiB, %d copies; next rounds peak RSS %.1f / "
+                  "%.1f MiB; state directory %.1f MiB"
+                  % (size, wall, cpu, rss / 1024.0, copies,
+                     rss2 / 1024.0, rss3 / 1024.0,
+                     dir_size(env.state_dir) / 1048576.0))
 
 
 if __name__ == "__main__":
