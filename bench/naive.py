@@ -30,6 +30,18 @@ def _send(cloud, counts, method, url, token, body=None):
         return reply
 
 
+def _patch(cloud, counts, token, version, user, props):
+    """PATCH target user `user` through Graph `version`, counted as a
+    write; raises unless it answers 204."""
+    reply = _send(cloud, counts, "PATCH",
+                  cloud.graph_url + "/" + version + "/users/" +
+                  urllib.parse.quote(user), token, props)
+    counts["writes"] += 1
+    if reply.status != 204:
+        raise RuntimeError("patch: %d %s" % (reply.status,
+                                             reply.body[:200]))
+
+
 def _source_users(cloud, token, counts):
     url = (cloud.graph_url + "/v1.0/users?$top=999&$select=id,displayName,"
            "mail,userType,accountEnabled," + ",".join(ATTRS))
@@ -80,13 +92,7 @@ def naive_round(env, in_scope):
         patch["onPremisesExtensionAttributes"] = {
             "extensionAttribute15": "naive:" + person["id"]}
         patch["showInAddressList"] = True
-        reply = _send(cloud, counts, "PATCH",
-                      cloud.graph_url + "/beta/users/" +
-                      urllib.parse.quote(guest), token_dst, patch)
-        counts["writes"] += 1
-        if reply.status != 204:
-            raise RuntimeError("patch: %d %s" % (reply.status,
-                                                 reply.body[:200]))
+        _patch(cloud, counts, token_dst, "beta", guest, patch)
     counts["seconds"] = time.monotonic() - t0
     counts["objects"] = len(people)
     return counts
@@ -130,13 +136,7 @@ def naive_update_round(env, in_scope):
                  if person.get(k) and person.get(k) != guest.get(k)}
         if not patch:
             continue
-        reply = _send(cloud, counts, "PATCH",
-                      cloud.graph_url + "/v1.0/users/" +
-                      urllib.parse.quote(guest["id"]), token_dst, patch)
-        counts["writes"] += 1
-        if reply.status != 204:
-            raise RuntimeError("patch: %d %s" % (reply.status,
-                                                 reply.body[:200]))
+        _patch(cloud, counts, token_dst, "v1.0", guest["id"], patch)
     counts["seconds"] = time.monotonic() - t0
     counts["objects"] = len(people)
     return counts
