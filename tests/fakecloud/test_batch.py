@@ -5,19 +5,10 @@ Run:  /usr/bin/python3 -m pytest tests/fakecloud/test_batch.py -q
 """
 
 import json
-import os
-import sys
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from client import FakeCloud  # noqa: E402
-
-FIXTURES = Path(os.environ.get("FAKECLOUD_FIXTURES")
-                or HERE / "fixtures")
+from fctest import FIXTURES, uid
 
 TENANT = "aaaaaaaa-0000-4000-8000-0000000ba001"
 DOMAIN = "contoso.onmicrosoft.com"
@@ -28,20 +19,9 @@ SECRET = "s3cret"
 JSON = {"Content-Type": "application/json"}
 
 
-def uid(n):
-    return f"00000000-0000-4000-8000-{n:012d}"
-
-
 def person(n):
     return {"id": uid(n), "displayName": f"User {n}", "mail":
             f"user{n}@contoso.com", "jobTitle": "Engineer"}
-
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    fc = FakeCloud().start(tmp_path_factory.mktemp("fakecloud"))
-    yield fc
-    assert fc.stop() == 0
 
 
 @pytest.fixture

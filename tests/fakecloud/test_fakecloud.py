@@ -25,16 +25,13 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import seed_demo  # noqa: E402
-from client import (EXCHANGE_SCOPE, GRAPH_SCOPE, FakeCloud,  # noqa: E402
+import seed_demo
+from client import (EXCHANGE_SCOPE, GRAPH_SCOPE, FakeCloud,
                     FakeCloudError, make_certificate, make_client_assertion,
                     wait_for)
+from fctest import assert_throttled, fixture, uid
 
-FIXTURES = Path(os.environ.get("FAKECLOUD_FIXTURES")
-                or HERE / "fixtures")
+HERE = Path(__file__).resolve().parent
 
 TENANT = "aaaaaaaa-0000-4000-8000-00000000c001"
 DOMAIN = "contoso.onmicrosoft.com"
@@ -52,17 +49,6 @@ SELECT3 = "displayName,givenName,surname"
 AAD_DESCRIPTION = re.compile(
     r"^AADSTS(\d+): .+\r\nTrace ID: [0-9a-f-]{36}\r\nCorrelation ID: "
     r"[0-9a-f-]{36}\r\nTimestamp: \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$", re.S)
-
-
-def fixture(name):
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.fail(f"Microsoft fixture {path} not found")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def uid(n):
-    return f"00000000-0000-4000-8000-{n:012d}"
 
 
 def person(n, **props):
@@ -83,13 +69,6 @@ def seed(users=(), groups=(), users2=()):
          "apps": [{"client_id": APP2, "secrets": [SECRET]}],
          "users": list(users2)},
     ]}
-
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    fc = FakeCloud().start(tmp_path_factory.mktemp("fakecloud"))
-    yield fc
-    assert fc.stop() == 0
 
 
 @pytest.fixture
@@ -977,15 +956,7 @@ def test_invitation_rate_limit(fc):
         assert reply.status == 201, (n, reply.body)
     fc.set_knobs(enforce_invitation_limit=True)
     reply = invite(fc, tok, "one-more@burst.example")
-    assert reply.status == 429
-    retry = reply.header("Retry-After")
-    assert retry.isdigit() and 1 <= int(retry) <= 5
-    body = reply.json()
-    documented = fixture("error-429-throttled.json")
-    assert set(body["error"]) == set(documented["error"])
-    assert set(body["error"]["innerError"]) == \
-        set(documented["error"]["innerError"])
-    assert body["error"]["code"] == "TooManyRequests"
+    assert_throttled(reply, 5)
     assert not any(u.get("mail") == "one-more@burst.example"
                    for u in fc.users(TENANT))
     # Another tenant has its own window.

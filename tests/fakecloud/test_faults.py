@@ -13,18 +13,13 @@ import http.client
 import json
 import re
 import ssl
-import sys
 import time
 import urllib.parse
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from client import (FakeCloud, FakeCloudError,  # noqa: E402
-                    wait_for)
+from client import FakeCloudError, wait_for
+from fctest import uid
 
 TENANT = "aaaaaaaa-0000-4000-8000-00000000c011"
 DOMAIN = "contoso.onmicrosoft.com"
@@ -33,10 +28,6 @@ TENANT2 = "aaaaaaaa-0000-4000-8000-00000000f011"
 APP2 = "bbbbbbbb-0000-4000-8000-00000000f011"
 SECRET = "s3cret"
 DELTA = "/v1.0/users/delta?$select=displayName,mail"
-
-
-def uid(n):
-    return f"00000000-0000-4000-8000-{n:012d}"
 
 
 def seed():
@@ -49,13 +40,6 @@ def seed():
         {"id": TENANT2, "domain": "fabrikam.onmicrosoft.com",
          "apps": [{"client_id": APP2, "secrets": [SECRET]}],
          "users": [{"id": uid(99), "displayName": "Other"}]}]}
-
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    fc = FakeCloud().start(tmp_path_factory.mktemp("fakecloud-faults"))
-    yield fc
-    assert fc.stop() == 0
 
 
 @pytest.fixture

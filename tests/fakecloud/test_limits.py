@@ -9,21 +9,13 @@ Run:  /usr/bin/python3 -m pytest tests/fakecloud/test_limits.py -q
 """
 
 import json
-import os
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import fakecloud  # noqa: E402
-from client import FakeCloud, FakeCloudError, wait_for  # noqa: E402
-
-FIXTURES = Path(os.environ.get("FAKECLOUD_FIXTURES")
-                or HERE / "fixtures")
+import fakecloud
+from client import FakeCloudError, wait_for
+from fctest import assert_throttled, uid
 
 TENANT = "aaaaaaaa-0000-4000-8000-0000000b1001"
 APP = "bbbbbbbb-0000-4000-8000-0000000b1001"
@@ -36,20 +28,9 @@ REDIRECT = "https://myapp.contoso.com"
 GROUP = "cccccccc-0000-4000-8000-0000000b1001"
 
 
-def uid(n):
-    return f"00000000-0000-4000-8000-{n:012d}"
-
-
 def person(n):
     return {"id": uid(n), "displayName": f"User {n}",
             "mail": f"user{n}@contoso.com"}
-
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    fc = FakeCloud().start(tmp_path_factory.mktemp("fakecloud"))
-    yield fc
-    assert fc.stop() == 0
 
 
 @pytest.fixture
@@ -65,13 +46,6 @@ def fc(cloud):
          "apps": [{"client_id": APP2, "secrets": [SECRET]}],
          "users": [person(n) for n in range(101, 106)]}]})
     return cloud
-
-
-def fixture(name):
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.fail(f"Microsoft fixture {path} not found")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def token(fc, tenant=TENANT, app=APP):
@@ -97,19 +71,6 @@ def invite(fc, tok, address):
     return call(fc, tok, "POST", "/v1.0/invitations",
                 {"invitedUserEmailAddress": address,
                  "inviteRedirectUrl": REDIRECT})
-
-
-def assert_throttled(reply, max_wait):
-    assert reply.status == 429, reply.body
-    retry = reply.header("Retry-After")
-    assert retry is not None and retry.isdigit(), retry
-    assert 1 <= int(retry) <= max_wait
-    body = reply.json()
-    documented = fixture("error-429-throttled.json")
-    assert set(body["error"]) == set(documented["error"])
-    assert set(body["error"]["innerError"]) == \
-        set(documented["error"]["innerError"])
-    assert body["error"]["code"] == "TooManyRequests"
 
 
 def limits(fc, tenant=TENANT):
