@@ -1,8 +1,9 @@
 /*
  * Shared by the libFuzzer targets in this directory: the entry point's
- * prototype (the warning flags want one) and two helpers to turn the
+ * prototype (the warning flags want one), two helpers to turn the
  * fuzzer's bytes, which are neither NUL-terminated nor text, into what the
- * parsers take. Each target is one file, fuzz_<target>.c; see README.md.
+ * parsers take, and the fixed JSON sample some targets check beside each
+ * input. Each target is one file, fuzz_<target>.c; see README.md.
  *
  * The helpers abort when out of memory: a fuzz target has no better
  * answer, and libFuzzer reports the abort with the input that caused it.
@@ -14,6 +15,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -48,6 +51,23 @@ fuzz_split(const uint8_t *data, size_t size, const char *sep, size_t sep_len,
   }
   *head_len = size;
   return size;
+}
+
+/* The target's fixed sample: `text` (JSON) parsed on the first call and
+ * kept for the whole run, so a target has one sample and every call must
+ * pass the same text. Borrowed reference. Aborts when text is not JSON,
+ * which is a bug in the target. */
+static inline json_t *
+fuzz_sample(const char *text)
+{
+  static json_t *sample;
+
+  if (sample == NULL) {
+    sample = json_loads(text, 0, NULL);
+    if (sample == NULL)
+      abort();
+  }
+  return sample;
 }
 
 #endif

@@ -33,19 +33,6 @@ static const char SAMPLE[] =
     "\"otherMails\":[],\"city\":null,\"level\":3,"
     "\"onPremisesExtensionAttributes\":{\"extensionAttribute1\":\"Blue\"}}";
 
-static json_t *sample;
-
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-  (void)argc;
-  (void)argv;
-  sample = json_loads(SAMPLE, 0, NULL);
-  if (sample == NULL)
-    abort();
-  return 0;
-}
-
 static void
 check_result(const json_t *out)
 {
@@ -135,7 +122,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   }
   if (!json_is_object(source)) {
     json_decref(source);
-    source = json_incref(sample);
+    source = json_incref(fuzz_sample(SAMPLE));
   }
   run(&section, CONFIG_OBJECT_GUEST, source);
   run(&section, CONFIG_OBJECT_MAILCONTACT, source);

@@ -27,19 +27,6 @@ static const char SAMPLE[] =
     "\"mixed\":[1,\"two\",true,null,{\"a\":1}],"
     "\"onPremisesExtensionAttributes\":{\"extensionAttribute1\":\"Blue\"}}";
 
-static json_t *sample;
-
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-  (void)argc;
-  (void)argv;
-  sample = json_loads(SAMPLE, 0, NULL);
-  if (sample == NULL)
-    abort();
-  return 0;
-}
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -68,7 +55,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m = scope_filter_match(filter, attrs);
     if (m != 0 && m != 1)
       abort();
-    m = scope_filter_match(filter, sample);
+    m = scope_filter_match(filter, fuzz_sample(SAMPLE));
     if (m != 0 && m != 1)
       abort();
     scope_filter_free(filter);
