@@ -560,6 +560,21 @@ static const char EMPTY[] =
 
 /* ---- the tests ---- */
 
+/* metrics_write() of these families at `now` into d->file, which must
+ * succeed; returns the text written (the caller frees it). */
+static char *
+written(struct dir *d, const struct metrics_link *links, size_t nl,
+        const struct metrics_service *services, size_t ns,
+        const struct metrics_tenant *tenants, size_t nt, time_t now)
+{
+  char err[512];
+
+  assert_int_equal(metrics_write(d->file, links, nl, services, ns, tenants, nt,
+                                 now, err, sizeof(err)),
+                   0);
+  return slurp(d->file);
+}
+
 static void
 writes_the_exact_text(void **state)
 {
@@ -584,22 +599,15 @@ empty_families_are_left_out(void **state)
 {
   struct dir *d = *state;
   struct metrics_service quiet = {.tenant = "contoso", .service = "login"};
-  char err[512];
   char *text;
 
-  assert_int_equal(
-      metrics_write(d->file, NULL, 0, NULL, 0, NULL, 0, 5, err, sizeof(err)),
-      0);
-  text = slurp(d->file);
+  text = written(d, NULL, 0, NULL, 0, NULL, 0, 5);
   assert_string_equal(text, EMPTY);
   assert_int_equal(check_exposition(text), 1);
   free(text);
 
   /* A service with no requests yet: throttled only, no requests family. */
-  assert_int_equal(
-      metrics_write(d->file, NULL, 0, &quiet, 1, NULL, 0, 5, err, sizeof(err)),
-      0);
-  text = slurp(d->file);
+  text = written(d, NULL, 0, &quiet, 1, NULL, 0, 5);
   assert_null(strstr(text, "galbridge_http_requests_total"));
   assert_non_null(strstr(text, "galbridge_http_throttled_total{tenant="
                                "\"contoso\",service=\"login\"} 0\n"));
@@ -624,13 +632,9 @@ budget_families(void **state)
        .unit_rate = 250.5,
        .unit_rate_max = 341.25},
   };
-  char err[512];
   char *text;
 
-  assert_int_equal(
-      metrics_write(d->file, NULL, 0, svc, 2, NULL, 0, 5, err, sizeof(err)),
-      0);
-  text = slurp(d->file);
+  text = written(d, NULL, 0, svc, 2, NULL, 0, 5);
   assert_non_null(strstr(text, "# TYPE galbridge_budget_write_rate gauge\n"
                                "galbridge_budget_write_rate{tenant="
                                "\"fabrikam\",service=\"graph\"} 13.3\n"));
@@ -659,13 +663,9 @@ label_values_are_escaped(void **state)
                               .target = "t,}{=",
                               .object = "guest\\n"};
   struct metrics_tenant tenant = {"x\"", 1};
-  char err[512];
   char *text;
 
-  assert_int_equal(metrics_write(d->file, &link, 1, NULL, 0, &tenant, 1, 0,
-                                 err, sizeof(err)),
-                   0);
-  text = slurp(d->file);
+  text = written(d, &link, 1, NULL, 0, &tenant, 1, 0);
   assert_non_null(strstr(text,
                          "galbridge_link_objects{link=\"a\\\"b\\\\c\\nd\","
                          "source=\"Zürich \xe2\x82\xac \xf0\x9d\x84\x9e\","
@@ -710,16 +710,12 @@ long_label_values_are_refused(void **state)
   struct dir *d = *state;
   static char longest[1025], too_long[1026];
   struct metrics_link link = {.source = "s", .target = "t", .object = "o"};
-  char err[512];
   char *text;
 
   memset(longest, 'v', 1024);
   memset(too_long, 'v', 1025);
   link.name = longest;
-  assert_int_equal(
-      metrics_write(d->file, &link, 1, NULL, 0, NULL, 0, 0, err, sizeof(err)),
-      0);
-  text = slurp(d->file);
+  text = written(d, &link, 1, NULL, 0, NULL, 0, 0);
   check_exposition(text);
   free(text);
 
@@ -950,13 +946,10 @@ numbers_read_back(void **state)
                                 .target = "t",
                                 .object = "o",
                                 .last_round_seconds = cases[i].v};
-    char err[512], want[256];
+    char want[256];
     char *text;
 
-    assert_int_equal(metrics_write(d->file, &link, 1, NULL, 0, NULL, 0, 0, err,
-                                   sizeof(err)),
-                     0);
-    text = slurp(d->file);
+    text = written(d, &link, 1, NULL, 0, NULL, 0, 0);
     snprintf(want, sizeof(want), "\n%s%s\n", key, cases[i].text);
     if (strstr(text, want) == NULL)
       fail_msg("case %zu: no line %s", i, want + 1);
@@ -975,13 +968,9 @@ numbers_read_back(void **state)
                                 .objects = LLONG_MIN,
                                 .pending = LLONG_MAX,
                                 .rounds = ULLONG_MAX};
-    char err[512];
     char *text;
 
-    assert_int_equal(metrics_write(d->file, &link, 1, NULL, 0, NULL, 0,
-                                   (time_t)-1, err, sizeof(err)),
-                     0);
-    text = slurp(d->file);
+    text = written(d, &link, 1, NULL, 0, NULL, 0, (time_t)-1);
     assert_non_null(strstr(text, "} -9223372036854775808\n"));
     assert_non_null(strstr(text, "galbridge_link_pending_ops{link=\"l\"} "
                                  "9223372036854775807\n"));
