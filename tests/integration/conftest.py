@@ -4,6 +4,7 @@ Each test gets its own fakecloud (its own CA, ports and tenants) and its own
 state directory. Nothing sleeps for a fixed time: tests wait for a condition
 with a timeout (client.wait_for).
 """
+import contextlib
 import json
 import os
 import random
@@ -89,12 +90,17 @@ class Env:
     def source(self):
         return self.tenants["contoso"]
 
-    def write_secret(self, name, value):
-        path = os.path.join(self.tmp, name + ".secret")
+    def write_private(self, name, text):
+        """Writes `text` to `name` in the test's directory, a file only
+        its owner may read (0600 from the start); returns its path."""
+        path = os.path.join(self.tmp, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(value + "\n")
+            f.write(text)
         return path
+
+    def write_secret(self, name, value):
+        return self.write_private(name + ".secret", value + "\n")
 
     def tenant_section(self, name, credential=None):
         t = self.tenants[name]
@@ -144,6 +150,19 @@ class Env:
         return subprocess.Popen([GALBRIDGE, "-c", self.conf] + list(args),
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
+
+    @contextlib.contextmanager
+    def started(self, *args):
+        """start(*args) for the length of a with block: if galbridge still
+        runs when the block ends (a wait timed out, an assert failed), it
+        is killed and reaped."""
+        proc = self.start(*args)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
     def store_rows(self, state_dir=None):
         """{id: (attrs dict, removed)} of the source tenant."""
@@ -213,6 +232,28 @@ class Env:
                 out.setdefault(anchor[len(prefix):].split(":")[0],
                                []).append(u)
         return out
+
+    def one_guest_each(self, target="fabrikam", source="contoso"):
+        """Checks that each in-scope `source` user has exactly one copy in
+        `target`, a visible invited guest, and no other user has one;
+        returns [(source id, guest, source user)]."""
+        want = self.in_scope(source)
+        got = self.copies(target, source)
+        assert set(got) == set(want)
+        out = []
+        for sid, copies in got.items():
+            assert len(copies) == 1, "duplicates for %s" % sid
+            guest = copies[0]
+            assert guest["creationType"] == "Invitation"
+            assert guest["showInAddressList"] is True, "guest left hidden"
+            out.append((sid, guest, want[sid]))
+        return out
+
+    def guests(self, tenant="fabrikam"):
+        """The live invited guests in `tenant`, anchored or not."""
+        return [u for u in self.cloud.users(self.tenants[tenant]["id"])
+                if u.get("creationType") == "Invitation"
+                and not u.get("deleted")]
 
     def writes(self, tenant="fabrikam"):
         st = self.cloud.stats(self.tenants[tenant]["id"])

@@ -87,14 +87,20 @@ class Daemon:
         return self.proc.returncode
 
 
+def wait_all_copied(env, what="condition"):
+    """Waits (up to 60 s) until every in-scope source user has a copy in
+    the target: the daemon's first round is done."""
+    fc.wait_for(lambda: set(env.copies()) == set(env.in_scope()),
+                timeout=60, what=what)
+
+
 def test_ready_then_changes_flow_within_the_interval(make_env):
     env = make_env(users=40)
     env.write_config(extra="", link_extra="interval = 3\n")
     d = Daemon(env)
     try:
         d.wait_key("READY=1")
-        fc.wait_for(lambda: set(env.copies()) == set(env.in_scope()),
-                    timeout=60, what="first round")
+        wait_all_copied(env, what="first round")
         sid = sorted(env.in_scope())[0]
         env.cloud.patch_user(env.source["id"], sid, {"jobTitle": "Moved"})
         fc.wait_for(lambda: env.copies()[sid][0].get("jobTitle") == "Moved",
@@ -114,8 +120,7 @@ def test_broken_reload_keeps_running(make_env, broken):
     d = Daemon(env)
     try:
         d.wait_key("READY=1")
-        fc.wait_for(lambda: set(env.copies()) == set(env.in_scope()),
-                    timeout=60)
+        wait_all_copied(env)
         good = open(env.conf).read()
         if broken == "half_link":
             with open(env.conf, "a") as f:
@@ -149,8 +154,7 @@ def test_reload_adds_a_link(make_env):
     d = Daemon(env)
     try:
         d.wait_key("READY=1")
-        fc.wait_for(lambda: set(env.copies()) == set(env.in_scope()),
-                    timeout=60)
+        wait_all_copied(env)
         env.write_config(reverse=True)
         d.signal(signal.SIGHUP)
         d.wait_log(r"configuration reloaded .*links=2")
@@ -169,8 +173,7 @@ def test_usr1_starts_a_round_now(make_env):
     env.write_config(link_extra="interval = 3600\n")
     d = Daemon(env)
     try:
-        fc.wait_for(lambda: set(env.copies()) == set(env.in_scope()),
-                    timeout=60)
+        wait_all_copied(env)
         sid = sorted(env.in_scope())[1]
         env.cloud.patch_user(env.source["id"], sid, {"department": "Now"})
         d.signal(signal.SIGUSR1)

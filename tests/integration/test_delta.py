@@ -215,10 +215,7 @@ def test_wrong_client_secret(env):
 def test_certificate_tenant(make_env):
     cert_pem, key = fc.make_certificate("galbridge-test")
     env = make_env(users=300, cert_pem=cert_pem)
-    cert_path = os.path.join(env.tmp, "contoso.pem")
-    fd = os.open(cert_path, os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(cert_pem + fc.key_pem(key))
+    cert_path = env.write_private("contoso.pem", cert_pem + fc.key_pem(key))
     env.write_config(contoso_credential="certificate_file = %s" % cert_path)
     r = env.run("sync")
     assert r.returncode == 0, r.stderr
@@ -231,12 +228,9 @@ def test_certificate_key_in_separate_file(make_env):
     cert_pem, key = fc.make_certificate("galbridge-test")
     env = make_env(users=20, cert_pem=cert_pem)
     cert_path = os.path.join(env.tmp, "contoso.crt")
-    key_path = os.path.join(env.tmp, "contoso.key")
     with open(cert_path, "w") as f:
         f.write(cert_pem)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(fc.key_pem(key))
+    key_path = env.write_private("contoso.key", fc.key_pem(key))
     env.write_config(contoso_credential="certificate_file = %s\nkey_file = %s"
                      % (cert_path, key_path))
     r = env.run("sync")
@@ -248,10 +242,7 @@ def test_unregistered_certificate_is_refused(make_env):
     cert_pem, key = fc.make_certificate("galbridge-test")
     other_pem, other_key = fc.make_certificate("not-registered")
     env = make_env(users=20, cert_pem=cert_pem)
-    path = os.path.join(env.tmp, "other.pem")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(other_pem + fc.key_pem(other_key))
+    path = env.write_private("other.pem", other_pem + fc.key_pem(other_key))
     env.write_config(contoso_credential="certificate_file = %s" % path)
     r = env.run("sync")
     assert r.returncode == 1

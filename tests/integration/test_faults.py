@@ -318,9 +318,7 @@ def test_connection_faults_on_target_writes(make_env):
     assert fired[0] == 3 or fired[4] == 2, fired
     assert fired[1] == 3 or fired[2:] == [3, 3], fired
     check_converged(env)
-    guests = [u for u in env.cloud.users(env.tenants["fabrikam"]["id"])
-              if u.get("creationType") == "Invitation"
-              and not u.get("deleted")]
+    guests = env.guests()
     assert len(guests) == len(env.in_scope())
 
 
@@ -352,16 +350,11 @@ def test_delta_token_expires_between_pages(make_env):
     state, _ = first_round_then_changes(env, n=60)
     env.cloud.set_knobs(delta_page_size=5, latency_ms=40)
     seq = last_seq(env)
-    proc = env.start("sync")
-    try:
+    with env.started("sync") as proc:
         fc.wait_for(lambda: len(env.delta_requests(since=seq)) >= 3,
                     timeout=60, what="three pages of the delta round")
         env.cloud.set_knobs(expire_delta_tokens="syncStateNotFound")
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "reading everything again" in err
     assert any(e["status"] == 400 and "$skiptoken=" in e["query"]
@@ -462,16 +455,11 @@ def test_short_token_lifetime_and_revocation_mid_round(make_env):
     env = make_env(users=40)
     env.cloud.set_knobs(token_lifetime=2, delta_page_size=3, latency_ms=150)
     seq = last_seq(env)
-    proc = env.start("sync")
-    try:
+    with env.started("sync") as proc:
         fc.wait_for(lambda: len(env.delta_requests(since=seq)) >= 6,
                     timeout=60, what="six pages")
         env.cloud.set_knobs(revoke_tokens=True)
         out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     graph = env.cloud.log(service="graph", since=seq)
     outcome(env, "token expiry / 401", proc,
             injected=[e["status"] for e in graph].count(401))
@@ -523,9 +511,7 @@ def test_throttling_storm(make_env):
            **figures)
     assert r.returncode == 0, r.stderr
     check_converged(env)
-    guests = [u for u in env.cloud.users(env.tenants["fabrikam"]["id"])
-              if u.get("creationType") == "Invitation"
-              and not u.get("deleted")]
+    guests = env.guests()
     assert len(guests) == len(env.in_scope())
     stats = [env.cloud.throttle_stats(t["id"])
              for t in env.tenants.values()]
