@@ -88,9 +88,9 @@ usage(FILE *fp)
       "                       and retry its failed operations\n"
       "\n"
       "options:\n"
-      "  -c FILE   config file (default " CONFIG_DEFAULT_PATH ")\n"
-      "  -h        this help\n"
-      "  -V        version\n");
+      "  -c, --config FILE  config file (default " CONFIG_DEFAULT_PATH ")\n"
+      "  -h, --help         this help\n"
+      "  -V, --version      version\n");
 }
 
 /* `sync`: the command syncs or plans to (check-config, sync, run, plan),
@@ -659,7 +659,14 @@ main(int argc, char **argv)
   signal(SIGPIPE, SIG_IGN);
   /* Tokens and keys live in this process's memory: no core file. */
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  while ((opt = getopt(argc, argv, "+c:hV")) != -1) {
+  static const struct option longopts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0},
+  };
+
+  while ((opt = getopt_long(argc, argv, "+c:hV", longopts, NULL)) != -1) {
     switch (opt) {
     case 'c':
       path = optarg;
