@@ -2001,30 +2001,15 @@ restart_change(const struct section_def *sd, const void *old, const void *next)
   return NULL;
 }
 
-static int refuse(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-refuse(char *err, size_t errlen, const char *fmt, ...)
-{
-  va_list ap;
-
-  if (err == NULL || errlen == 0)
-    return -1;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return -1;
-}
-
 /* A named section's refusal: its header's line, its name and the key. */
 static int
 refuse_key(char *err, size_t errlen, const struct config *next,
            const struct section_def *sd, const char *name, int line,
            const struct key_def *def)
 {
-  return refuse(err, errlen, "%s:%d: %s '%s': %s cannot change on reload (%s)",
-                next->path, line, sd->name, name, def->name, sd->restart);
+  text_set_err(err, errlen, "%s:%d: %s '%s': %s cannot change on reload (%s)",
+               next->path, line, sd->name, name, def->name, sd->restart);
+  return -1;
 }
 
 int
@@ -2034,8 +2019,10 @@ config_reload_check(const struct config *old, const struct config *next,
   const struct section_def *sd;
   const struct key_def *def;
 
-  if (old == NULL || next == NULL)
-    return refuse(err, errlen, "config_reload_check: no config");
+  if (old == NULL || next == NULL) {
+    text_set_err(err, errlen, "config_reload_check: no config");
+    return -1;
+  }
   sd = section_def(KIND_TENANT);
   for (size_t i = 0; i < next->n_tenants; i++) {
     const struct config_tenant *t = &next->tenants[i];
@@ -2057,10 +2044,11 @@ config_reload_check(const struct config *old, const struct config *next,
     char ba[64], bb[64];
     const char *a = value_text(def, old, ba, sizeof(ba));
     const char *b = value_text(def, next, bb, sizeof(bb));
-    return refuse(err, errlen,
-                  "%s: %s cannot change without a restart (%s -> %s)",
-                  next->path, def->name, a != NULL ? a : "not set",
-                  b != NULL ? b : "not set");
+    text_set_err(err, errlen,
+                 "%s: %s cannot change without a restart (%s -> %s)",
+                 next->path, def->name, a != NULL ? a : "not set",
+                 b != NULL ? b : "not set");
+    return -1;
   }
   return 0;
 }
