@@ -54,6 +54,15 @@ enum config_on_delete {
 };
 
 /* Whether a link may take over a target object galbridge did not make. */
+/* What a migration-ready MailUser's ExternalEmailAddress points at: the
+ * source mailbox's primary SMTP address (what Microsoft's validation
+ * script expects) or its address in the source's initial
+ * (.onmicrosoft.com) domain (the cross-tenant migration doc's example). */
+enum config_migration_external {
+  CONFIG_MIGRATION_EXTERNAL_PRIMARY,
+  CONFIG_MIGRATION_EXTERNAL_INITIAL,
+};
+
 enum config_adopt {
   CONFIG_ADOPT_NO,   /* never: such an object is a conflict */
   CONFIG_ADOPT_MAIL, /* one of the link's kind holding the address */
@@ -125,6 +134,13 @@ struct config_link {
   char *anchor;                         /* "extensionAttribute1".."15" */
   enum config_on_delete on_delete;
   enum config_adopt adopt;
+  /* migration = yes (mail user links only; the source tenant has
+   * exchange = yes): every copy of a source mailbox is kept ready for
+   * Microsoft's cross-tenant mailbox migration (ExchangeGuid,
+   * ArchiveGuid, X500 addresses, an address in the target's initial
+   * domain). */
+  int migration;
+  enum config_migration_external migration_external;
   long max_deletes;
   long interval; /* seconds; [galbridge] interval when not set */
   int line;

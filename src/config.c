@@ -192,6 +192,12 @@ static const struct enum_value adopts[] = {
     {NULL, 0},
 };
 
+static const struct enum_value migration_externals[] = {
+    {"primary", CONFIG_MIGRATION_EXTERNAL_PRIMARY},
+    {"initial", CONFIG_MIGRATION_EXTERNAL_INITIAL},
+    {NULL, 0},
+};
+
 static const struct enum_value on_deletes[] = {
     {"delete", CONFIG_ON_DELETE_DELETE},
     {"disable", CONFIG_ON_DELETE_DISABLE},
@@ -238,13 +244,14 @@ enum key_type {
  * config_reload_check() refuses a new value of any other key in a
  * [galbridge], [tenant] or [link] already running, and
  * config_dump_marked() names those keys for check-config. */
-#define KEY_REQUIRED 0x01u   /* missing: error at the section header */
-#define KEY_RELOADABLE 0x02u /* SIGHUP may change it (else: restart) */
-#define KEY_CREDENTIAL 0x04u /* relative path: $CREDENTIALS_DIRECTORY */
-#define KEY_SECRET 0x08u     /* file holds a secret: no group/other bits */
-#define KEY_HOLDS_KEY 0x10u  /* secret unless key_file is set */
-#define KEY_GUEST_ONLY 0x20u /* only for object = guest links */
-#define KEY_INHERITS 0x40u   /* default: [galbridge] interval */
+#define KEY_REQUIRED 0x01u      /* missing: error at the section header */
+#define KEY_RELOADABLE 0x02u    /* SIGHUP may change it (else: restart) */
+#define KEY_CREDENTIAL 0x04u    /* relative path: $CREDENTIALS_DIRECTORY */
+#define KEY_SECRET 0x08u        /* file holds a secret: no group/other bits */
+#define KEY_HOLDS_KEY 0x10u     /* secret unless key_file is set */
+#define KEY_GUEST_ONLY 0x20u    /* only for object = guest links */
+#define KEY_INHERITS 0x40u      /* default: [galbridge] interval */
+#define KEY_MAILUSER_ONLY 0x80u /* only for object = mailuser links */
 
 struct key_def {
   const char *name;
@@ -436,6 +443,18 @@ static const struct key_def link_keys[] = {
      .def = "no",
      .values = adopts,
      .flags = KEY_RELOADABLE},
+    {.name = "migration",
+     .type = TYPE_ENUM,
+     .off = L(migration),
+     .def = "no",
+     .values = yes_no,
+     .flags = KEY_MAILUSER_ONLY},
+    {.name = "migration_external",
+     .type = TYPE_ENUM,
+     .off = L(migration_external),
+     .def = "primary",
+     .values = migration_externals,
+     .flags = KEY_RELOADABLE | KEY_MAILUSER_ONLY},
     {.name = "max_deletes",
      .type = TYPE_INT,
      .off = L(max_deletes),
@@ -1472,6 +1491,9 @@ finish_link(struct loader *ld, struct link_in *li)
   const int target_line = li->lines[key_index(link_keys, n, "target")];
   const int mapping_line = li->lines[key_index(link_keys, n, "mapping")];
   const int user_type_line = li->lines[key_index(link_keys, n, "user_type")];
+  const int migration_line = li->lines[key_index(link_keys, n, "migration")];
+  const int external_line =
+      li->lines[key_index(link_keys, n, "migration_external")];
 
   if (check_required(ld, link_keys, n, li->lines, KIND_LINK, l->name,
                      l->line) != 0)
@@ -1497,6 +1519,19 @@ finish_link(struct loader *ld, struct link_in *li)
                 "user_type applies only to links with object = guest (this "
                 "one has object = %s)",
                 config_object_name(l->object));
+  if ((migration_line != 0 || external_line != 0) &&
+      l->object != CONFIG_OBJECT_MAILUSER)
+    return fail(ld, migration_line != 0 ? migration_line : external_line,
+                "%s applies only to links with object = mailuser (this one "
+                "has object = %s)",
+                migration_line != 0 ? "migration" : "migration_external",
+                config_object_name(l->object));
+  if (l->migration && !ld->tenants[tenant_index(ld, li->source)].pub.exchange)
+    return fail(ld, migration_line,
+                "migration = yes reads the source's mailboxes from Exchange "
+                "Online: set exchange = yes in [tenant %s] (and give the "
+                "app the View-Only Recipients role there)",
+                li->source);
   return 0;
 }
 
@@ -1838,8 +1873,12 @@ value_text(const struct key_def *def, const void *base, char *buf, size_t size)
 static int
 shown(const struct key_def *def, const struct config_link *link)
 {
-  return !((def->flags & KEY_GUEST_ONLY) && link != NULL &&
-           link->object != CONFIG_OBJECT_GUEST);
+  if (link == NULL)
+    return 1;
+  if ((def->flags & KEY_GUEST_ONLY) && link->object != CONFIG_OBJECT_GUEST)
+    return 0;
+  return !((def->flags & KEY_MAILUSER_ONLY) &&
+           link->object != CONFIG_OBJECT_MAILUSER);
 }
 
 static void

@@ -880,6 +880,26 @@ static const struct bad_case bad_cases[] = {
      12,
      "user_type applies only to links with object = guest (this one has "
      "object = mailcontact)"},
+    {"migration on guests", TENANTS LINK_AB "migration = yes\n", 13,
+     "migration applies only to links with object = mailuser (this one has "
+     "object = guest)"},
+    {"migration_external on contacts",
+     TENANTS "[link l]\nsource = a\ntarget = b\nobject = mailcontact\n"
+             "migration_external = initial\n",
+     13,
+     "migration_external applies only to links with object = mailuser (this "
+     "one has object = mailcontact)"},
+    {"migration without source exchange",
+     TENANTS "[link l]\nsource = a\ntarget = b\nobject = mailuser\n"
+             "migration = yes\n",
+     13,
+     "migration = yes reads the source's mailboxes from Exchange Online: set "
+     "exchange = yes in [tenant a] (and give the app the View-Only "
+     "Recipients role there)"},
+    {"unknown migration_external",
+     TENANTS "[link l]\nsource = a\ntarget = b\nobject = mailuser\n"
+             "migration_external = target\n",
+     13, "unknown migration_external 'target' (expected primary or initial)"},
     {"bad scope_group", TENANTS LINK_AB "scope_group = sales\n", 13,
      "scope_group 'sales' is not a GUID (8-4-4-4-12 hexadecimal digits)"},
     {"unknown mapping", TENANTS LINK_AB "mapping = m\n", 13,
@@ -1333,6 +1353,34 @@ test_load_buffer(void **state)
  * links that may take the same person.
  */
 
+/* migration = yes on a mail user link whose source has Exchange: on, with
+ * the primary address as the default; off everywhere else. */
+static void
+test_migration_keys(void **state)
+{
+  static const char text[] =
+      "[tenant a]\ntenant_id = " GUID_A "\nclient_id = " GUID_B "\n"
+      "client_secret_file = ok.secret\nexchange = yes\n" TENANT_B
+      "[link mu]\nsource = a\ntarget = b\nobject = mailuser\n"
+      "migration = yes\n"
+      "[link mu2]\nsource = a\ntarget = b\nobject = mailuser\n"
+      "anchor = extensionAttribute14\nmigration = yes\n"
+      "migration_external = initial\n"
+      "[link g]\nsource = b\ntarget = a\nobject = guest\n";
+  struct config *cfg;
+
+  (void)state;
+  cfg = load_ok(text);
+  assert_true(config_link_find(cfg, "mu")->migration);
+  assert_int_equal(config_link_find(cfg, "mu")->migration_external,
+                   CONFIG_MIGRATION_EXTERNAL_PRIMARY);
+  assert_true(config_link_find(cfg, "mu2")->migration);
+  assert_int_equal(config_link_find(cfg, "mu2")->migration_external,
+                   CONFIG_MIGRATION_EXTERNAL_INITIAL);
+  assert_false(config_link_find(cfg, "g")->migration);
+  config_free(cfg);
+}
+
 static void
 test_link_checks(void **state)
 {
@@ -1706,6 +1754,7 @@ main(void)
       cmocka_unit_test(test_example),
       cmocka_unit_test(test_load_buffer),
       cmocka_unit_test(test_link_checks),
+      cmocka_unit_test(test_migration_keys),
       cmocka_unit_test(test_config_check),
       cmocka_unit_test(test_reload_check),
       cmocka_unit_test(test_dump_marked),
