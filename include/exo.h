@@ -75,6 +75,16 @@ int exo_invoke(struct exo *exo, const char *cmdlet, const json_t *parameters,
                exo_done_fn done, void *ctx)
     __attribute__((warn_unused_result));
 
+/* The same with `select` (NULL: none; else property names and commas
+ * only, or -1) sent as the query's $select: each result then carries
+ * those properties (public clients of the admin API do this; Microsoft
+ * documents no $select for it). Pages after the first are fetched from
+ * the nextLink as given. */
+int exo_invoke_select(struct exo *exo, const char *cmdlet,
+                      const json_t *parameters, const char *select,
+                      exo_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
 /* --- pure helpers, exposed for unit tests --- */
 
 /* What an Exchange error answer means (http.h's classes), as graph's
@@ -145,5 +155,58 @@ json_t *exo_multivalue(const json_t *add, const json_t *remove);
  * out of memory. */
 int exo_smtp_addresses(const json_t *addresses, json_t **out, const char **why)
     __attribute__((warn_unused_result));
+
+/* --- mailboxes, users and domains, for migration links --- */
+
+/* The longest proxy address (X500: included) taken from a source, and
+ * how many X500 addresses one mailbox may carry into a target. */
+#define EXO_PROXY_MAX 2048
+#define EXO_X500_MAX 64
+
+/* What Get-Mailbox is asked for (its $select), for exo_mailbox_record. */
+#define EXO_MAILBOX_SELECT                                                    \
+  "ExternalDirectoryObjectId,Guid,Alias,PrimarySmtpAddress,EmailAddresses,"   \
+  "ExchangeGuid,ArchiveGuid,ArchiveStatus,LegacyExchangeDN,"                  \
+  "LitigationHoldEnabled,InPlaceHolds,DelayHoldApplied,"                      \
+  "DelayReleaseHoldApplied,ComplianceTagHoldApplied,PersistedCapabilities,"   \
+  "RecipientTypeDetails,WhenChangedUTC"
+
+/* A source mailbox (one Get-Mailbox result) in galbridge's own shape, what
+ * the store keeps and the migration module reads: {"id" (its directory
+ * object id), "exchangeGuid" (lower case), "archiveGuid" (only when its
+ * archive is Active), "legacyDN", "x500" (its X500 addresses, each
+ * "X500:" + the value as written), "primary", "alias", "initial" (its
+ * address in a *.onmicrosoft.com domain, when it has one), "holds" (names
+ * of the holds on it), "licensed" (the Cross Tenant User Data Migration
+ * capability ExchangeT2TMbxMove), "changed" (WhenChangedUTC as given)}.
+ * Values are checked as text that will be written into another tenant
+ * (valid UTF-8, no control character, bounded: EXO_PROXY_MAX,
+ * EXO_X500_MAX); a mailbox with a value that fails, no ExchangeGuid, or no
+ * /o= LegacyExchangeDN gives -1 and a reason in err (that person fails
+ * alone). Returns 0 and *out (new reference). */
+int exo_mailbox_record(const json_t *mailbox, json_t **out, char *err,
+                       size_t errlen) __attribute__((warn_unused_result));
+
+/* What a target object is, from Get-User: its RecipientTypeDetails, a
+ * former mailbox (PreviousRecipientTypeDetails other than None; "" when
+ * none), a licence (SKUAssigned), synchronised from on-premises
+ * (IsDirSynced). */
+struct exo_user_state {
+  char type[64];
+  char previous[64];
+  int licensed;
+  int dir_synced;
+};
+
+/* Fill *out from one Get-User result; -1 when it has no readable
+ * RecipientTypeDetails. */
+int exo_user_state(const json_t *user, struct exo_user_state *out);
+
+/* Get-AcceptedDomain's answer: *domains (new array of lower-case domain
+ * names) and *initial (new string: the one marked InitialDomain). -1
+ * (nothing allocated) when none is marked initial or on allocation
+ * failure. */
+int exo_accepted_domains(const json_t *value, json_t **domains,
+                         char **initial);
 
 #endif

@@ -38,7 +38,7 @@
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 
 enum store_removed {
   STORE_PRESENT = 0,
@@ -260,6 +260,8 @@ struct store_plan_row {
   /* Why the source object's last item was refused (store_source_bad()),
    * or NULL: its attributes are an older, accepted state. */
   const char *bad;
+  /* Its source mailbox's record (store_mailbox_put), or NULL. */
+  const char *mailbox;
 };
 
 /* Call fn for the source objects of `source_tenant` with an id after
@@ -276,6 +278,31 @@ int store_plan_rows(struct store *store, const char *link,
                     const char *source_tenant, const char *target_tenant,
                     long long since, const char *after_id, size_t limit,
                     store_plan_fn fn, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* --- source mailboxes, for migration links --- */
+
+/* Keep `record` (JSON text, exo_mailbox_record's shape, or {"bad":
+ * reason}) as the mailbox of source object `id` of `tenant`. A record
+ * new or different from the one kept marks the source object changed,
+ * so that incremental planning weighs it again. */
+int store_mailbox_put(struct store *store, const char *tenant, const char *id,
+                      const char *record) __attribute__((warn_unused_result));
+
+/* The record kept for `id` (new string), or *record NULL when none. */
+int store_mailbox_get(struct store *store, const char *tenant, const char *id,
+                      char **record) __attribute__((warn_unused_result));
+
+/* Where the next incremental read of `tenant`'s mailboxes starts (*mark,
+ * new string, the source's own WhenChangedUTC text; NULL: never read),
+ * and when the last full read was (0: never). */
+int store_mailbox_mark_get(struct store *store, const char *tenant,
+                           char **mark, time_t *full_at)
+    __attribute__((warn_unused_result));
+/* Save the mark; `full_at` > 0 records a full read at that time (0 keeps
+ * the last one). */
+int store_mailbox_mark_set(struct store *store, const char *tenant,
+                           const char *mark, time_t full_at)
     __attribute__((warn_unused_result));
 
 /* A round of the link's outbox starts: progress counts from now (each

@@ -20,6 +20,7 @@
  */
 #include "exo.h"
 
+#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -850,16 +851,38 @@ exo_free(struct exo *exo)
   uv_close((uv_handle_t *)&exo->kick, on_closed);
 }
 
+/* A $select list: property names (letters, digits) joined by commas. */
+static int
+select_ok(const char *select)
+{
+  size_t n = strlen(select);
+
+  if (n == 0 || n > 2048 || select[0] == ',' || select[n - 1] == ',' ||
+      strstr(select, ",,") != NULL)
+    return 0;
+  return strspn(select, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                        "0123456789,") == n;
+}
+
 int
 exo_invoke(struct exo *exo, const char *cmdlet, const json_t *parameters,
            exo_done_fn done, void *ctx)
+{
+  return exo_invoke_select(exo, cmdlet, parameters, NULL, done, ctx);
+}
+
+int
+exo_invoke_select(struct exo *exo, const char *cmdlet,
+                  const json_t *parameters, const char *select,
+                  exo_done_fn done, void *ctx)
 {
   struct exo_call *call;
   json_t *body;
 
   if (exo == NULL || exo->closing || done == NULL || cmdlet == NULL ||
       cmdlet[0] == '\0' || strlen(cmdlet) > 128 ||
-      strpbrk(cmdlet, "\r\n") != NULL)
+      strpbrk(cmdlet, "\r\n") != NULL ||
+      (select != NULL && !select_ok(select)))
     return -1;
   body = exo_request_body(cmdlet, parameters);
   if (body == NULL)
@@ -869,7 +892,10 @@ exo_invoke(struct exo *exo, const char *cmdlet, const json_t *parameters,
     goto out;
   call->cmdlet = strdup(cmdlet);
   call->body = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
-  call->url = strdup(exo->invoke_url);
+  if (select == NULL)
+    call->url = strdup(exo->invoke_url);
+  else if (asprintf(&call->url, "%s?$select=%s", exo->invoke_url, select) < 0)
+    call->url = NULL;
   call->value = json_array();
   if (call->cmdlet == NULL || call->body == NULL || call->url == NULL ||
       call->value == NULL)
@@ -890,5 +916,236 @@ exo_invoke(struct exo *exo, const char *cmdlet, const json_t *parameters,
 out:
   json_decref(body);
   call_free(call);
+  return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Mailboxes, users and domains in galbridge's own shapes              */
+
+/* `s` as a GUID 8-4-4-4-12 in lower case into out[37]; -1 if it is not
+ * one. */
+static int
+guid_lower(const char *s, char out[37])
+{
+  if (s == NULL || strlen(s) != 36)
+    return -1;
+  for (size_t i = 0; i < 36; i++) {
+    int dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+      return -1;
+    out[i] = (char)tolower((unsigned char)s[i]);
+  }
+  out[36] = '\0';
+  return 0;
+}
+
+/* A text from a tenant that galbridge writes back into another one:
+ * non-empty, valid UTF-8, at most `max` bytes, no control character. */
+static int
+clean_text(const char *s, size_t max)
+{
+  size_t n;
+
+  if (s == NULL || (n = strlen(s)) == 0 || n > max || !text_utf8_valid(s, n))
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+      return 0;
+  }
+  return 1;
+}
+
+static int
+flag(const json_t *m, const char *key)
+{
+  return json_is_true(json_object_get(m, key));
+}
+
+static int
+ends_with_ci(const char *s, const char *suffix)
+{
+  size_t n = strlen(s), k = strlen(suffix);
+
+  return n >= k && strcasecmp(s + n - k, suffix) == 0;
+}
+
+int
+exo_mailbox_record(const json_t *m, json_t **out, char *err, size_t errlen)
+{
+  static const char zero[] = "00000000-0000-0000-0000-000000000000";
+  const char *id = exo_recipient_id(m);
+  const char *dn = json_string_value(json_object_get(m, "LegacyExchangeDN"));
+  const char *primary =
+      json_string_value(json_object_get(m, "PrimarySmtpAddress"));
+  const char *alias = json_string_value(json_object_get(m, "Alias"));
+  const char *status = json_string_value(json_object_get(m, "ArchiveStatus"));
+  const char *changed =
+      json_string_value(json_object_get(m, "WhenChangedUTC"));
+  json_t *rec = NULL, *x500 = json_array(), *holds = json_array(), *v;
+  char guid[37], archive[37];
+  const char *initial = NULL;
+  size_t i, n_x500 = 0;
+  int licensed = 0;
+
+  *out = NULL;
+  if (x500 == NULL || holds == NULL) {
+    text_set_err(err, errlen, "out of memory");
+    goto fail;
+  }
+  if (guid_lower(json_string_value(json_object_get(m, "ExchangeGuid")),
+                 guid) != 0 ||
+      strcmp(guid, zero) == 0) {
+    text_set_err(err, errlen, "its ExchangeGuid is not a GUID");
+    goto fail;
+  }
+  if (!clean_text(dn, EXO_PROXY_MAX - 5) || strncasecmp(dn, "/o=", 3) != 0) {
+    text_set_err(err, errlen,
+                 "its LegacyExchangeDN is not an Exchange DN (/o=...)");
+    goto fail;
+  }
+  if (!clean_text(primary, EXO_ADDRESS_MAX) || strchr(primary, '@') == NULL ||
+      !clean_text(alias, 64) || strchr(alias, '@') != NULL) {
+    text_set_err(err, errlen, "its primary address or alias is not usable");
+    goto fail;
+  }
+  /* Only an archive that exists (ArchiveStatus Active) is stamped: a
+   * leftover ArchiveGuid of a disabled archive is not. */
+  archive[0] = '\0';
+  if (status != NULL && strcasecmp(status, "Active") == 0 &&
+      (guid_lower(json_string_value(json_object_get(m, "ArchiveGuid")),
+                  archive) != 0 ||
+       strcmp(archive, zero) == 0)) {
+    text_set_err(err, errlen,
+                 "its archive is active but its ArchiveGuid is "
+                 "not a GUID");
+    goto fail;
+  }
+  json_array_foreach(json_object_get(m, "EmailAddresses"), i, v)
+  {
+    const char *a = json_string_value(v);
+
+    if (a == NULL)
+      continue;
+    if (strncasecmp(a, "x500:", 5) == 0) {
+      if (!clean_text(a, EXO_PROXY_MAX) || a[5] != '/' ||
+          ++n_x500 > EXO_X500_MAX) {
+        text_set_err(err, errlen,
+                     "an X500 address of it is not usable (more than %d, "
+                     "longer than %d bytes, or not a DN)",
+                     EXO_X500_MAX, EXO_PROXY_MAX);
+        goto fail;
+      }
+      /* Kept as written, behind the prefix Exchange shows. */
+      if (json_array_append_new(x500, json_sprintf("X500:%s", a + 5)) != 0)
+        goto oom;
+    } else if (strncasecmp(a, "smtp:", 5) == 0 && initial == NULL &&
+               ends_with_ci(a, ".onmicrosoft.com") &&
+               !ends_with_ci(a, ".mail.onmicrosoft.com") &&
+               clean_text(a + 5, EXO_ADDRESS_MAX)) {
+      initial = a + 5;
+    }
+  }
+  json_array_foreach(json_object_get(m, "PersistedCapabilities"), i, v)
+      licensed |= json_is_string(v) &&
+                  strcasecmp(json_string_value(v), "ExchangeT2TMbxMove") == 0;
+  if ((flag(m, "LitigationHoldEnabled") &&
+       json_array_append_new(holds, json_string("LitigationHold")) != 0) ||
+      (flag(m, "DelayHoldApplied") &&
+       json_array_append_new(holds, json_string("DelayHold")) != 0) ||
+      (flag(m, "DelayReleaseHoldApplied") &&
+       json_array_append_new(holds, json_string("DelayReleaseHold")) != 0) ||
+      (flag(m, "ComplianceTagHoldApplied") &&
+       json_array_append_new(holds, json_string("ComplianceTagHold")) != 0) ||
+      (json_array_size(json_object_get(m, "InPlaceHolds")) > 0 &&
+       json_array_append_new(holds, json_string("InPlaceHold")) != 0))
+    goto oom;
+  rec = json_pack("{s:s?, s:s, s:s, s:s, s:s, s:O, s:O, s:b}", "id", id,
+                  "exchangeGuid", guid, "legacyDN", dn, "primary", primary,
+                  "alias", alias, "x500", x500, "holds", holds, "licensed",
+                  licensed);
+  if (rec == NULL ||
+      (archive[0] != '\0' &&
+       json_object_set_new(rec, "archiveGuid", json_string(archive)) != 0) ||
+      (initial != NULL &&
+       json_object_set_new(rec, "initial", json_string(initial)) != 0) ||
+      (clean_text(changed, 64) &&
+       json_object_set_new(rec, "changed", json_string(changed)) != 0))
+    goto oom;
+  json_decref(x500);
+  json_decref(holds);
+  *out = rec;
+  return 0;
+
+oom:
+  text_set_err(err, errlen, "out of memory");
+fail:
+  json_decref(rec);
+  json_decref(x500);
+  json_decref(holds);
+  return -1;
+}
+
+int
+exo_user_state(const json_t *user, struct exo_user_state *out)
+{
+  const char *type =
+      json_string_value(json_object_get(user, "RecipientTypeDetails"));
+  const char *prev =
+      json_string_value(json_object_get(user, "PreviousRecipientTypeDetails"));
+
+  memset(out, 0, sizeof(*out));
+  if (type == NULL || !clean_text(type, sizeof(out->type) - 1))
+    return -1;
+  memcpy(out->type, type, strlen(type) + 1);
+  if (prev != NULL && strcasecmp(prev, "None") != 0 &&
+      clean_text(prev, sizeof(out->previous) - 1))
+    memcpy(out->previous, prev, strlen(prev) + 1);
+  else if (prev != NULL && strcasecmp(prev, "None") != 0)
+    memcpy(out->previous, "(unreadable)", sizeof("(unreadable)"));
+  out->licensed = flag(user, "SKUAssigned");
+  out->dir_synced = flag(user, "IsDirSynced");
+  return 0;
+}
+
+int
+exo_accepted_domains(const json_t *value, json_t **domains, char **initial)
+{
+  json_t *list = json_array(), *d;
+  size_t i;
+
+  *domains = NULL;
+  *initial = NULL;
+  if (list == NULL)
+    return -1;
+  json_array_foreach((json_t *)value, i, d)
+  {
+    const char *name = json_string_value(json_object_get(d, "DomainName"));
+    char *lower;
+
+    if (!clean_text(name, 255) || strchr(name, '@') != NULL ||
+        strchr(name, ' ') != NULL)
+      continue;
+    lower = strdup(name);
+    if (lower == NULL)
+      goto fail;
+    for (char *p = lower; *p != '\0'; p++)
+      *p = (char)tolower((unsigned char)*p);
+    if (json_array_append_new(list, json_string(lower)) != 0) {
+      free(lower);
+      goto fail;
+    }
+    if (flag(d, "InitialDomain") && *initial == NULL)
+      *initial = lower;
+    else
+      free(lower);
+  }
+  if (*initial == NULL) /* none said so: no address can be placed */
+    goto fail;
+  *domains = list;
+  return 0;
+fail:
+  free(*initial);
+  *initial = NULL;
+  json_decref(list);
   return -1;
 }

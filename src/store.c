@@ -90,6 +90,11 @@ enum stmt_id {
   ST_CLAIM_LINKS,
   ST_CLAIM_LINK_PARTNERS,
   ST_CLAIMS_DROP_LINK,
+  ST_MAILBOX_PUT,
+  ST_SOURCE_BUMP,
+  ST_MAILBOX_GET,
+  ST_MAILBOX_MARK_GET,
+  ST_MAILBOX_MARK_SET,
   ST__COUNT
 };
 
@@ -153,8 +158,9 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_PLAN_ROWS] =
         "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
         " t.state, o.id, o.kind, o.hash, o.state, g.removed, g.attrs,"
-        " o.last_error, s.bad"
+        " o.last_error, s.bad, m.record"
         " FROM source_object s"
+        " LEFT JOIN mailbox m ON m.tenant = ?2 AND m.id = s.id"
         " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
         " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
         " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
@@ -166,9 +172,10 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_PLAN_ROWS_SINCE] =
         "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
         " t.state, o.id, o.kind, o.hash, o.state, g.removed, g.attrs,"
-        " o.last_error, s.bad"
+        " o.last_error, s.bad, m.record"
         " FROM temp.plan_changed c CROSS JOIN source_object s"
         " ON s.tenant = ?2 AND s.id = c.id"
+        " LEFT JOIN mailbox m ON m.tenant = ?2 AND m.id = s.id"
         " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
         " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
         " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
@@ -187,6 +194,25 @@ static const char *const stmt_sql[ST__COUNT] = {
         " WHERE g2.tenant = ?3 AND g2.seq > ?6"
         " UNION SELECT ?1, source_id FROM replan WHERE link = ?1",
     [ST_SEQ_NOW] = "SELECT coalesce(max(seq), 0) FROM source_object",
+    /* A source mailbox's record: a new or different one makes its source
+     * object changed for incremental planning (ST_SOURCE_BUMP). */
+    [ST_MAILBOX_PUT] =
+        "INSERT INTO mailbox (tenant, id, record) VALUES (?1, ?2, ?3)"
+        " ON CONFLICT (tenant, id) DO UPDATE SET record = excluded.record"
+        " WHERE mailbox.record IS NOT excluded.record",
+    [ST_SOURCE_BUMP] =
+        "UPDATE source_object SET"
+        " seq = (SELECT coalesce(max(seq), 0) + 1 FROM source_object)"
+        " WHERE tenant = ?1 AND id = ?2",
+    [ST_MAILBOX_GET] = "SELECT record FROM mailbox WHERE tenant = ?1"
+                       " AND id = ?2",
+    [ST_MAILBOX_MARK_GET] = "SELECT mark, full_at FROM mailbox_read"
+                            " WHERE tenant = ?1",
+    [ST_MAILBOX_MARK_SET] =
+        "INSERT INTO mailbox_read (tenant, mark, full_at) VALUES (?1, ?2, ?3)"
+        " ON CONFLICT (tenant) DO UPDATE SET mark = excluded.mark,"
+        " full_at = CASE WHEN excluded.full_at > 0 THEN excluded.full_at"
+        " ELSE mailbox_read.full_at END",
     [ST_PLAN_MARK_GET] = "SELECT plan_key, planned_seq FROM link_state"
                          " WHERE link = ?1",
     [ST_PLAN_MARK_SET] =
@@ -504,6 +530,21 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           "CREATE INDEX target_object_id ON target_object (target_id);"
           "CREATE INDEX op_target_id ON op (target_id);"
           "UPDATE delta_state SET delta_link = NULL;",
+    /* Version 5: what migration links read of the source's mailboxes.
+     *  - mailbox: one record per source mailbox (exo_mailbox_record's
+     *    shape), by its directory object id;
+     *  - mailbox_read: per source tenant, the WhenChangedUTC mark the
+     *    next incremental read starts from, and when the last full read
+     *    was. */
+    [5] = "CREATE TABLE mailbox ("
+          " tenant TEXT NOT NULL,"
+          " id TEXT NOT NULL,"
+          " record TEXT NOT NULL,"
+          " PRIMARY KEY (tenant, id));"
+          "CREATE TABLE mailbox_read ("
+          " tenant TEXT PRIMARY KEY,"
+          " mark TEXT,"
+          " full_at INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;",
 };
 
 struct store {
@@ -1539,6 +1580,7 @@ store_plan_rows(struct store *store, const char *link,
         .target_attrs = col_text(st, 12),
         .op_error = col_text(st, 13),
         .bad = col_text(st, 14),
+        .mailbox = col_text(st, 15),
     };
     if (row.op_id != 0 && op_columns(st, 8, 10, link, row.op_id, &row.op_kind,
                                      &row.op_state) != 0) {
@@ -2498,4 +2540,101 @@ out:
     free(gone[i]);
   free(gone);
   return result;
+}
+
+/* ------------------------------------------------------------------ */
+/* Source mailboxes (migration links)                                  */
+
+int
+store_mailbox_put(struct store *store, const char *tenant, const char *id,
+                  const char *record)
+{
+  sqlite3_stmt *st = prep(store, ST_MAILBOX_PUT);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, tenant);
+  bind_text(st, 2, id);
+  bind_text(st, 3, record);
+  if (exec_stmt(store, st, "saving a source mailbox") != 0)
+    return -1;
+  if (sqlite3_changes(store->db) == 0)
+    return 0;
+  st = prep(store, ST_SOURCE_BUMP);
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, tenant);
+  bind_text(st, 2, id);
+  return exec_stmt(store, st, "marking a source object changed");
+}
+
+int
+store_mailbox_get(struct store *store, const char *tenant, const char *id,
+                  char **record)
+{
+  sqlite3_stmt *st = prep(store, ST_MAILBOX_GET);
+  int rc;
+
+  *record = NULL;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, tenant);
+  bind_text(st, 2, id);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *record = col_strdup(st, 0);
+    if (*record == NULL) {
+      sqlite3_reset(st);
+      log_error("store: out of memory");
+      return -1;
+    }
+  } else if (rc != SQLITE_DONE) {
+    return fail(store, st, "reading a source mailbox");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+int
+store_mailbox_mark_get(struct store *store, const char *tenant, char **mark,
+                       time_t *full_at)
+{
+  sqlite3_stmt *st = prep(store, ST_MAILBOX_MARK_GET);
+  int rc;
+
+  *mark = NULL;
+  *full_at = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, tenant);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *mark = col_strdup(st, 0);
+    *full_at = (time_t)sqlite3_column_int64(st, 1);
+    if (sqlite3_column_type(st, 0) != SQLITE_NULL && *mark == NULL) {
+      sqlite3_reset(st);
+      log_error("store: out of memory");
+      return -1;
+    }
+  } else if (rc != SQLITE_DONE) {
+    return fail(store, st, "reading the mailbox mark");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+int
+store_mailbox_mark_set(struct store *store, const char *tenant,
+                       const char *mark, time_t full_at)
+{
+  sqlite3_stmt *st = prep(store, ST_MAILBOX_MARK_SET);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, tenant);
+  bind_text(st, 2, mark);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)full_at);
+  return exec_stmt(store, st, "saving the mailbox mark");
 }
