@@ -57,6 +57,7 @@
 #include "anchor.h"
 #include "config.h"
 #include "mapping.h"
+#include "migration.h"
 #include "scope.h"
 #include "store.h"
 
@@ -84,6 +85,10 @@ struct planner_link {
   const json_t *members; /* scope_group members as object keys, or NULL */
   const struct anchor_key *key; /* proof in anchors, or NULL */
   int quiet; /* no warnings about values refused (planner_plan's own) */
+  /* migration = yes: the target as migration needs it (NULL while its
+   * accepted domains are not known: every copy of a mailbox then fails
+   * with that reason rather than be made unready). */
+  const struct migration_target *migration;
 };
 
 struct planner_decision {

@@ -37,6 +37,7 @@
 #include "anchor.h"
 #include "log.h"
 #include "exo.h"
+#include "migration.h"
 #include "planner.h"
 
 #define LAG_TRIES 8
@@ -62,6 +63,7 @@ enum step {
   STEP_X_UPDATE_MAIL,
   STEP_X_REMOVE,
   STEP_X_HIDE,
+  STEP_X_GUARD, /* migration links: may the object be changed at all? */
   /* Graph (guests) */
   STEP_CHECK, /* who holds the address */
   STEP_INVITE,
@@ -85,6 +87,9 @@ struct job {
   uv_timer_t timer;
   int timer_live;
   char *unproven; /* Exchange: an object with its anchor but no proof */
+  int made;       /* Exchange: this job's own New-* made the object */
+  int guarded;    /* migration links: its Get-User said it may change */
+  enum step after_guard;
 };
 
 struct executor {
@@ -1120,6 +1125,30 @@ out:
   free(who);
 }
 
+/* A migration link changes an object it did not just make only when the
+ * object is still what a move needs (migration_target_refused): a
+ * licensed one, a mailbox (a move done, or made by hand), one that had a
+ * mailbox, one synchronised from on-premises is left exactly as it is,
+ * and the op fails with the reason and the fix. */
+static void
+x_guarded(struct job *job, const json_t *user)
+{
+  struct exo_user_state st;
+  char why[512];
+
+  if (user == NULL || exo_user_state(user, &st) != 0) {
+    fail(job, 0, "Get-User answer has no RecipientTypeDetails");
+    return;
+  }
+  if (migration_target_refused(&st, why, sizeof(why))) {
+    conflict(job, "not changed: %s", why);
+    return;
+  }
+  job->guarded = 1;
+  job->step = job->after_guard;
+  x_step(job);
+}
+
 static void
 on_x(void *ctx, const struct exo_response *resp)
 {
@@ -1163,6 +1192,7 @@ on_x(void *ctx, const struct exo_response *resp)
     if (take(job, id, "new") != 0)
       return;
     job->ex->stats.created++;
+    job->made = 1;
     job->step = STEP_X_SET_ALL;
     x_step(job);
     return;
@@ -1184,6 +1214,16 @@ on_x(void *ctx, const struct exo_response *resp)
       job->ex->stats.restored++;
     complete(job, "active", 1);
     return;
+  case STEP_X_GUARD:
+    if (resp->result != EXO_OK && !not_found(resp))
+      break;
+    if (resp->result == EXO_OK) {
+      x_guarded(job, json_array_get(resp->value, 0));
+      return;
+    }
+    /* Gone: as the step it stood for would have found it. */
+    job->step = job->after_guard;
+    break;
   case STEP_X_REMOVE:
     if (resp->result == EXO_OK || not_found(resp)) {
       job->ex->stats.deleted++;
@@ -1243,8 +1283,18 @@ x_params(const struct job *job, const json_t *from, int mail, const char **why)
   json_object_foreach((json_t *)from, key, v)
   {
     if (strcmp(key, "accountEnabled") == 0 || strcmp(key, "Name") == 0 ||
-        strcmp(key, "EmailAddresses@removed") == 0)
+        strcmp(key, "EmailAddresses@removed") == 0 ||
+        strcmp(key, "PrimarySmtpAddress") == 0)
       continue;
+    if (strcmp(key, "ProxyAddresses") == 0) {
+      /* A migration link's whole list (migration.h): it replaces the
+       * addresses the object had. */
+      if (mail && json_object_set(p, "EmailAddresses", v) != 0) {
+        *why = "out of memory";
+        goto out;
+      }
+      continue;
+    }
     if (strcmp(key, "EmailAddresses") == 0) {
       if (!mail)
         continue;
@@ -1282,6 +1332,15 @@ out:
   return result;
 }
 
+/* Whether the step about to run must first ask Get-User (x_guarded). */
+static int
+needs_guard(const struct job *job)
+{
+  return job->ex->link->migration && !job->made && !job->guarded &&
+         job->target_id != NULL &&
+         (job->step == STEP_X_SET_ALL || job->step == STEP_X_UPDATE);
+}
+
 static void
 x_step(struct job *job)
 {
@@ -1294,7 +1353,15 @@ x_step(struct job *job)
   int rc = -1, skip = 0;
   size_t n;
 
+  if (needs_guard(job)) {
+    job->after_guard = job->step;
+    job->step = STEP_X_GUARD;
+  }
   switch (job->step) {
+  case STEP_X_GUARD:
+    params = json_pack("{s:s}", "Identity", job->target_id);
+    cmdlet = "Get-User";
+    break;
   case STEP_X_FIND:
     /* The plain anchor and anything after it (its proof). */
     plain = own_plain(job);

@@ -126,6 +126,9 @@ static const struct target_def exchange_targets[] = {
     {"PostalCode", "postalCode", 0},
     {"CountryOrRegion", "country", 0},
     {"EmailAddresses", NULL, 1}, /* extra addresses, no default */
+    /* A mail user's primary address in the target: only with migration =
+     * yes (planner_link_compile), which folds it into its addresses. */
+    {"PrimarySmtpAddress", NULL, 0},
     {"CustomAttribute1", NULL, 0},
     {"CustomAttribute2", NULL, 0},
     {"CustomAttribute3", NULL, 0},

@@ -395,6 +395,44 @@ anchor_needed(const struct planner_link *pl, const struct store_plan_row *row,
   return differs;
 }
 
+/* A migration link's copy of a source mailbox: what migration_desired()
+ * adds to `desired`. Returns 1 when done, 0 when the object fails (out is
+ * a PLANNER_FAIL with the reason), -1 on an error of the planner's own
+ * (err). */
+static int
+ready_to_move(const struct planner_link *pl, const struct store_plan_row *row,
+              json_t *desired, struct planner_decision *out, char *err,
+              size_t errlen)
+{
+  json_t *mailbox = json_loads(row->mailbox, 0, NULL), *h;
+  char why[512];
+  int rc;
+
+  if (!json_is_object(mailbox)) {
+    json_decref(mailbox);
+    snprintf(err, errlen, "stored mailbox of %s is not JSON", row->source_id);
+    return -1;
+  }
+  if (pl->migration == NULL)
+    snprintf(why, sizeof(why), "the target's accepted domains are not known");
+  rc = pl->migration != NULL ? migration_desired(mailbox, pl->migration,
+                                                 desired, why, sizeof(why))
+                             : -1;
+  json_decref(mailbox);
+  if (rc == 0)
+    return 1;
+  if (asprintf(&out->reason, "not ready to move: %s", why) < 0) {
+    out->reason = NULL;
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  out->kind = PLANNER_FAIL;
+  h = json_string(out->reason);
+  planner_hash(h, out->hash);
+  json_decref(h);
+  return 0;
+}
+
 int
 planner_decide(const struct planner_link *pl, const char *source_tenant,
                const struct store_plan_row *row, struct planner_decision *out,
@@ -478,6 +516,14 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
     out->why = "the mapping gives no address";
     result = 0;
     goto out;
+  }
+  if (link->migration && row->mailbox != NULL) {
+    /* Ready to move: the source mailbox's identity on the copy. */
+    int ready = ready_to_move(pl, row, desired, out, err, errlen);
+    if (ready <= 0) {
+      result = ready;
+      goto out;
+    }
   }
   /* The hash covers the mapped values, refused ones included (a change
    * to one is noticed and logged once, then the object is quiet), and
@@ -1327,6 +1373,19 @@ planner_plan_key(const struct planner_link *pl, char out[17])
       json_object_set_new(key, "on_delete", json_integer(l->on_delete)) ||
       json_object_set(key, "mapping", map) != 0)
     goto out;
+  /* Only for migration links: every other link keeps its key. */
+  if (l->migration &&
+      (json_object_set_new(key, "migration",
+                           json_integer(l->migration_external)) != 0 ||
+       json_object_set_new(key, "initial",
+                           pl->migration != NULL
+                               ? json_string(pl->migration->initial)
+                               : json_null()) != 0 ||
+       json_object_set_new(key, "accepted",
+                           pl->migration != NULL
+                               ? json_deep_copy(pl->migration->accepted)
+                               : json_null()) != 0))
+    goto out;
   planner_hash(key, out);
   rc = 0;
 out:
@@ -1539,6 +1598,16 @@ planner_link_compile(const struct config *cfg, const struct config_link *link,
       snprintf(err, errlen,
                "%s:%d: link '%s' maps %s, which it uses as its anchor",
                cfg->path, link->line, link->name, planner_anchor_attr(link));
+      goto out;
+    }
+  }
+  for (size_t i = 0; i < mapping_count(*mapping) && !link->migration; i++) {
+    if (strcasecmp(mapping_target(*mapping, i), "PrimarySmtpAddress") == 0) {
+      snprintf(err, errlen,
+               "%s:%d: link '%s' maps PrimarySmtpAddress, which only a link "
+               "with migration = yes sets (Exchange Online takes a mail "
+               "user's or contact's primary address from its external one)",
+               cfg->path, link->line, link->name);
       goto out;
     }
   }

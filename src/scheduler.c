@@ -24,6 +24,7 @@
 #include "exo.h"
 #include "graph.h"
 #include "log.h"
+#include "mailbox.h"
 #include "mapping.h"
 #include "metrics.h"
 #include "reader.h"
@@ -87,6 +88,13 @@ struct lrun {
                         object is gone are taken up after a whole read */
   int vis_pending;   /* Exchange visibility checks in flight */
   unsigned long vis_fixed;
+  /* migration = yes: the target's accepted domains (read hourly) and
+   * when the source's mailboxes were last read (at most once a round). */
+  struct migration_target mig;
+  json_t *accepted;
+  char *initial;
+  time_t domains_at;
+  time_t mailboxes_at;
 };
 
 struct scheduler {
@@ -299,6 +307,16 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
         goto fail;
       }
     }
+    if (link->migration && src->tc->exo == NULL) {
+      /* The source's mailboxes are read from its Exchange. */
+      src->tc->exo = exo_new(loop, s->http, src->tc->auth, link->source,
+                             (int)link->source->exchange_max_in_flight);
+      if (src->tc->exo == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+      }
+    }
+    lr->mig.external = link->migration_external;
     lr->executor =
         executor_new(loop, store, lr->target->graph, lr->target->exo, link,
                      s->key, EXECUTOR_IN_FLIGHT);
@@ -825,7 +843,9 @@ lrun_plan(struct lrun *lr)
                             .mapping = lr->mapping,
                             .filter = lr->filter,
                             .members = lr->members,
-                            .key = s->key};
+                            .key = s->key,
+                            .migration =
+                                lr->initial != NULL ? &lr->mig : NULL};
   struct planner_stats st;
   struct recovery rec = {0};
   int dry = s->opts.mode == SCHEDULER_PLAN;
@@ -1058,6 +1078,105 @@ out:
   lrun_plan(lr);
 }
 
+/* --- migration links: what Exchange says before planning ---
+ *
+ * A migration link plans only when it knows the target's accepted
+ * domains (read hourly; the last ones stay in force when a read fails):
+ * without them no copy could be made ready, nor a foreign address left
+ * out. The source's mailboxes are then read (incrementally: mailbox.h)
+ * at most once per interval; when that read fails the records kept from
+ * the last one are used. */
+
+#define DOMAINS_EVERY 3600
+
+static void lrun_mailboxes(struct lrun *lr);
+
+static void
+on_domains(void *ctx, int result, const json_t *domains, const char *initial,
+           const char *errmsg)
+{
+  struct lrun *lr = ctx;
+  char *copy = NULL;
+
+  if (result == 0 && (copy = strdup(initial)) != NULL) {
+    json_decref(lr->accepted);
+    free(lr->initial);
+    lr->accepted = json_deep_copy(domains);
+    lr->initial = copy;
+    lr->mig.accepted = lr->accepted;
+    lr->mig.initial = lr->initial;
+    lr->domains_at = time(NULL);
+  } else {
+    log_warning("cannot read the target's accepted domains link=%s "
+                "error=\"%s\"",
+                lr->link->name, result == 0 ? "out of memory" : errmsg);
+  }
+  if (lr->s->stopping) {
+    lrun_end(lr);
+    return;
+  }
+  if (lr->initial == NULL || lr->accepted == NULL) {
+    log_error("link not planned: its target's accepted domains are not "
+              "known link=%s",
+              lr->link->name);
+    lr->failed = 1;
+    lrun_end(lr);
+    return;
+  }
+  lrun_mailboxes(lr);
+}
+
+static void
+on_mailboxes_read(void *ctx, int result, const char *errmsg)
+{
+  struct lrun *lr = ctx;
+
+  if (result != 0)
+    log_warning("cannot read the source's mailboxes, planned from the last "
+                "read link=%s error=\"%s\"",
+                lr->link->name, errmsg);
+  else
+    lr->mailboxes_at = time(NULL);
+  if (lr->s->stopping) {
+    lrun_end(lr);
+    return;
+  }
+  lrun_observe(lr);
+}
+
+static void
+lrun_mailboxes(struct lrun *lr)
+{
+  time_t now = time(NULL);
+
+  if (now - lr->mailboxes_at < lr->link->interval) {
+    lrun_observe(lr);
+    return;
+  }
+  if (mailbox_read(lr->s->store, lr->source->tc->exo,
+                   lr->link->source->tenant_id, now, on_mailboxes_read,
+                   lr) != 0) {
+    log_warning("cannot ask for the source's mailboxes link=%s",
+                lr->link->name);
+    lrun_observe(lr);
+  }
+}
+
+static void
+lrun_migration(struct lrun *lr)
+{
+  if (!lr->link->migration) {
+    lrun_observe(lr);
+    return;
+  }
+  if (lr->initial != NULL && time(NULL) - lr->domains_at < DOMAINS_EVERY) {
+    lrun_mailboxes(lr);
+    return;
+  }
+  if (mailbox_domains(lr->target->exo, on_domains, lr) != 0)
+    on_domains(lr, -1, NULL, NULL, "cannot ask for them");
+}
+
 static void
 on_members(void *ctx, const struct graph_response *resp, const json_t *members)
 {
@@ -1078,7 +1197,7 @@ on_members(void *ctx, const struct graph_response *resp, const json_t *members)
     lrun_end(lr);
     return;
   }
-  lrun_observe(lr);
+  lrun_migration(lr);
 }
 
 /* Ops that failed for good and whose next try has come go back to
@@ -1123,7 +1242,7 @@ lrun_start(struct lrun *lr)
     return;
   }
   lr->state = LRUN_EXECUTING;
-  lrun_observe(lr);
+  lrun_migration(lr);
 }
 
 static void
@@ -1504,6 +1623,8 @@ scheduler_free(struct scheduler *s)
     scope_filter_free(lr->filter);
     executor_free(lr->executor);
     json_decref(lr->members);
+    json_decref(lr->accepted);
+    free(lr->initial);
   }
   for (size_t i = 0; i < s->n_sources; i++)
     reader_free(s->sources[i].reader);
