@@ -39,6 +39,7 @@ struct executor_stats {
   unsigned long restored;
   unsigned long failed;    /* failed for good in this run */
   unsigned long transient; /* left pending for a later round */
+  unsigned long moved;     /* migration: copies handed off (a mailbox now) */
 };
 
 typedef void (*executor_done_fn)(void *ctx,

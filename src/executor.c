@@ -1140,6 +1140,19 @@ x_guarded(struct job *job, const json_t *user)
     fail(job, 0, "Get-User answer has no RecipientTypeDetails");
     return;
   }
+  if (strcasecmp(st.type, "UserMailbox") == 0 && job->kind != STORE_OP_ADOPT &&
+      job->kind != STORE_OP_CREATE) {
+    /* galbridge's copy became a mailbox: the move is done (or it was
+     * licensed by hand). Its person is the target's own now: nothing is
+     * written on it, and the link no longer manages it (state "moved"). */
+    log_notice("copy is a mailbox now, handed off: galbridge no longer "
+               "manages it and changed nothing link=%s source_id=%s "
+               "target_id=%s",
+               job->ex->link->name, job->op.source_id, job->target_id);
+    job->ex->stats.moved++;
+    complete(job, "moved", 0);
+    return;
+  }
   if (migration_target_refused(&st, why, sizeof(why))) {
     conflict(job, "not changed: %s", why);
     return;
@@ -1338,7 +1351,8 @@ needs_guard(const struct job *job)
 {
   return job->ex->link->migration && !job->made && !job->guarded &&
          job->target_id != NULL &&
-         (job->step == STEP_X_SET_ALL || job->step == STEP_X_UPDATE);
+         (job->step == STEP_X_SET_ALL || job->step == STEP_X_UPDATE ||
+          job->step == STEP_X_REMOVE || job->step == STEP_X_HIDE);
 }
 
 static void

@@ -464,6 +464,12 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
     json_decref(h);
     return 0;
   }
+  if (row->state != NULL && strcmp(row->state, "moved") == 0) {
+    /* Handed off (migration): the copy is the person's mailbox now. */
+    out->kind = PLANNER_NONE;
+    out->why = "its mailbox moved to the target; no longer managed";
+    return 0;
+  }
   attrs = json_loads(row->attrs ? row->attrs : "{}", 0, NULL);
   if (!json_is_object(attrs)) {
     snprintf(err, errlen, "stored attributes of %s are not JSON",

@@ -666,6 +666,7 @@ on_executed(void *ctx, const struct executor_stats *st)
   lr->total.updated += st->updated;
   lr->total.deleted += st->deleted;
   lr->total.restored += st->restored;
+  lr->total.moved += st->moved;
   lr->total.failed += st->failed;
   lr->transient = (int)st->transient;
   lr->pass++;
