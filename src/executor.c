@@ -1125,6 +1125,16 @@ out:
   free(who);
 }
 
+/* Whether the step the guard stands before writes migration stamps. */
+static int
+stamping(const struct job *job)
+{
+  if (job->after_guard == STEP_X_REMOVE || job->after_guard == STEP_X_HIDE)
+    return 0;
+  return migration_stamps(job->after_guard == STEP_X_UPDATE ? job->payload
+                                                            : job->desired);
+}
+
 /* A migration link changes an object it did not just make only when the
  * object is still what a move needs (migration_target_refused): a
  * licensed one, a mailbox (a move done, or made by hand), one that had a
@@ -1153,7 +1163,13 @@ x_guarded(struct job *job, const json_t *user)
     complete(job, "moved", 0);
     return;
   }
-  if (migration_target_refused(&st, why, sizeof(why))) {
+  /* A licence or a former mailbox matters only to a stamp (a licensed
+   * copy still gets a new department, or is removed); an object of
+   * another type, or one synchronised from on-premises, is never
+   * changed. */
+  if ((stamping(job) || st.dir_synced ||
+       strcasecmp(st.type, "MailUser") != 0) &&
+      migration_target_refused(&st, why, sizeof(why))) {
     conflict(job, "not changed: %s", why);
     return;
   }
