@@ -1,0 +1,210 @@
+"""Mail users kept ready for Microsoft's cross-tenant mailbox migration
+(link key migration = yes): the stamps a move needs, kept as the source
+changes, never on an object a move cannot take, and a hand-off once the
+move is done (MIGRATION.md §1.4, §1.5)."""
+import re
+
+import client as fc
+
+ZERO = "00000000-0000-0000-0000-000000000000"
+
+
+def configure(env, migration=True, external=None, mapping=None):
+    """contoso-to-fabrikam as a mail user link, with migration = yes (the
+    source tenant with exchange = yes) unless `migration` is false."""
+    env.write_config()
+    text = open(env.conf).read()
+    text = text.replace("[tenant contoso]\n",
+                        "[tenant contoso]\nexchange = yes\n", 1)
+    extra = "migration = yes\n" if migration else ""
+    if external:
+        extra += "migration_external = %s\n" % external
+    if mapping:
+        extra += "mapping = m\n"
+    text = text.replace("object = guest\n", "object = mailuser\n" + extra, 1)
+    if mapping:
+        text += "[mapping m]\n%s\n" % mapping
+    with open(env.conf, "w") as f:
+        f.write(text)
+    return env
+
+
+def migration_env(make_env, users=40, **kw):
+    return configure(make_env(users=users), **kw)
+
+
+def copies(env):
+    """Anchored MailUsers (or what they became) in fabrikam by source id."""
+    prefix = "galbridge:%s:" % env.tenants["contoso"]["id"]
+    out = {}
+    for r in env.cloud.recipients(env.tenants["fabrikam"]["id"]):
+        anchor = r.get("CustomAttribute15") or ""
+        if anchor.startswith(prefix):
+            out[anchor[len(prefix):].split(":")[0]] = r
+    return out
+
+
+def domain(address):
+    return address.split(":", 1)[-1].rsplit("@", 1)[-1].lower()
+
+
+def check_ready(env, sid, copy):
+    """The copy of source `sid` carries what a move needs."""
+    src = env.cloud.mailbox(env.source["id"], sid)
+    tgt = env.cloud.mailbox(env.tenants["fabrikam"]["id"],
+                            copy["ExternalDirectoryObjectId"])
+    accepted = {d["DomainName"].lower() for d in
+                env.cloud.accepted_domains(env.tenants["fabrikam"]["id"])}
+    initial = [d["DomainName"].lower() for d in
+               env.cloud.accepted_domains(env.tenants["fabrikam"]["id"])
+               if d.get("InitialDomain")][0]
+    assert tgt["ExchangeGuid"].lower() == src["ExchangeGuid"].lower(), sid
+    if src.get("ArchiveStatus") == "Active":
+        assert tgt["ArchiveGuid"].lower() == src["ArchiveGuid"].lower(), sid
+    else:
+        assert tgt["ArchiveGuid"] == ZERO, sid
+    addresses = copy["EmailAddresses"]
+    lowered = {a.lower() for a in addresses}
+    assert "x500:" + src["LegacyExchangeDN"].lower() in lowered, sid
+    for x in src.get("x500") or []:
+        assert x.lower() in lowered, (sid, x)
+    smtp = [a for a in addresses if a.lower().startswith("smtp:")]
+    # Never an address in a domain the target does not own.
+    assert all(domain(a) in accepted for a in smtp), (sid, smtp)
+    assert any(domain(a) == initial for a in smtp), (sid, smtp)
+    primary = [a for a in smtp if a.startswith("SMTP:")]
+    assert len(primary) == 1 and domain(primary[0]) in accepted
+    assert copy["ExternalEmailAddress"].lower().endswith(
+        src["PrimarySmtpAddress"].lower()), sid
+    return src
+
+
+def mailboxes(env):
+    """In-scope source users that have a mailbox."""
+    return {sid: u for sid, u in env.in_scope().items()
+            if env.cloud.mailbox(env.source["id"], sid).get(
+                "RecipientTypeDetails") == "UserMailbox"}
+
+
+def test_copies_are_ready_and_kept_ready(make_env):
+    env = migration_env(make_env)
+    src_id = env.source["id"]
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"source mailboxes read tenant=\S+ all=\d+", r.stderr)
+    want = mailboxes(env)
+    assert len(want) >= 20
+    got = copies(env)
+    assert set(want) <= set(got)
+    for sid in want:
+        check_ready(env, sid, got[sid])
+
+    # The source changes: an archive enabled, a new X500 address.
+    sids = sorted(want)
+    env.cloud.patch_mailbox(src_id, sids[0], archive=True)
+    old = env.cloud.mailbox(src_id, sids[1]).get("x500") or []
+    env.cloud.patch_mailbox(src_id, sids[1],
+                            x500=old + ["X500:/o=Legacy/ou=First/cn=r/cn=x1"])
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    # The second read asks only for what changed.
+    assert re.search(r"source mailboxes read tenant=\S+ changed=\d+",
+                     r.stderr), r.stderr
+    got = copies(env)
+    src = check_ready(env, sids[0], got[sids[0]])
+    assert src["ArchiveStatus"] == "Active"
+    check_ready(env, sids[1], got[sids[1]])
+    assert "x500:/o=legacy/ou=first/cn=r/cn=x1" in {
+        a.lower() for a in got[sids[1]]["EmailAddresses"]}
+
+
+def test_foreign_addresses_never_reach_the_target(make_env):
+    """The mapping's extra addresses (the source's proxyAddresses, all in
+    the source's domains) stay out of the copies."""
+    env = migration_env(make_env, users=20,
+                        mapping="EmailAddresses = proxyAddresses")
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    got = copies(env)
+    for sid, u in mailboxes(env).items():
+        assert any(domain(a) != "fabrikam.com" for a in
+                   u.get("proxyAddresses") or []), sid
+        check_ready(env, sid, got[sid])
+
+
+def test_objects_a_move_cannot_take_are_left_alone(make_env):
+    """A copy that had a mailbox before, or is synchronised from
+    on-premises, is not stamped: the op fails with the fix, others go
+    on."""
+    env = migration_env(make_env, users=20, migration=False)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    fab = env.tenants["fabrikam"]["id"]
+    got = copies(env)
+    sids = sorted(mailboxes(env))
+    prev, synced = sids[0], sids[1]
+    env.cloud.patch_mailbox(fab, got[prev]["ExternalDirectoryObjectId"],
+                            PreviousRecipientTypeDetails="UserMailbox")
+    env.cloud.patch_mailbox(fab, got[synced]["ExternalDirectoryObjectId"],
+                            IsDirSynced=True)
+    configure(env)
+    r = env.run("sync")
+    assert r.returncode == 1, r.stderr
+    assert "PermanentlyClearPreviousMailboxInfo" in r.stderr
+    assert "never runs it" in r.stderr
+    assert "on-premises" in r.stderr
+    for sid in (prev, synced):
+        data = env.cloud.mailbox(fab, got[sid]["ExternalDirectoryObjectId"])
+        assert data["ExchangeGuid"] == ZERO, sid
+    got = copies(env)
+    for sid in sids[2:]:
+        check_ready(env, sid, got[sid])
+    status = env.status()["links"][0]
+    assert status["failed"] == 2
+
+
+def test_hand_off_after_the_move(make_env):
+    """Once the copy is a mailbox (the move done) galbridge writes nothing
+    to it, removes nothing, and says so."""
+    env = migration_env(make_env, users=20)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    src_id, fab = env.source["id"], env.tenants["fabrikam"]["id"]
+    sid = sorted(mailboxes(env))[0]
+    target = copies(env)[sid]["ExternalDirectoryObjectId"]
+    env.cloud.move_mailbox(src_id, sid, fab, target)
+    assert env.cloud.mailbox(fab, target)["RecipientTypeDetails"] == \
+        "UserMailbox"
+    before = env.cloud.get_user(fab, target)
+    env.cloud.patch_user(src_id, sid, {"department": "After the move"})
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert "handed off" in r.stderr
+    after = env.cloud.get_user(fab, target)
+    assert after.get("department") == before.get("department")
+    # Gone from the source: the mailbox in the target stays.
+    env.cloud.delete_user(src_id, sid)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert env.cloud.mailbox(fab, target)["RecipientTypeDetails"] == \
+        "UserMailbox"
+    assert env.cloud.get_user(fab, target)["id"] == target
+
+
+def test_hostile_mailbox_fails_alone(make_env):
+    """A source mailbox whose X500 address carries a control character
+    fails that person only."""
+    env = migration_env(make_env, users=20)
+    src_id = env.source["id"]
+    sids = sorted(mailboxes(env))
+    env.cloud.patch_mailbox(src_id, sids[0],
+                            x500=["X500:/o=Evil/cn=a\r\nInjected: 1"])
+    r = env.run("sync")
+    assert r.returncode == 1, r.stderr
+    assert "source mailbox refused" in r.stderr
+    got = copies(env)
+    assert sids[0] not in got or env.cloud.mailbox(
+        env.tenants["fabrikam"]["id"],
+        got[sids[0]]["ExternalDirectoryObjectId"])["ExchangeGuid"] == ZERO
+    for sid in sids[1:]:
+        check_ready(env, sid, got[sid])
