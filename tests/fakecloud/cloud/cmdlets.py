@@ -1,13 +1,12 @@
-"""Exchange cmdlets and their OPATH -Filter.
+"""Exchange recipient cmdlets.
 
 Get-Recipient, Get-MailContact, Get-Contact, Get-MailUser, Get-User,
 New-MailContact, New-MailUser, Set-MailContact, Set-MailUser, Set-Contact,
 Set-User, Remove-MailContact and Remove-MailUser, registered with @cmdlet;
-each answers (results, warnings).  Exchange and Graph are one directory:
-a cmdlet changes the same Tenant objects that Graph shows.
+each answers (results, warnings).  -Filter is OPATH (opath.py).  Exchange
+and Graph are one directory: a cmdlet changes the same Tenant objects that
+Graph shows.
 """
-
-import re
 
 from .directory import Group, is_address
 from .exchange import (ADDRESS_BOOK, CUSTOM_ATTRIBUTES, EXC_BINDING,
@@ -17,145 +16,8 @@ from .exchange import (ADDRESS_BOOK, CUSTOM_ATTRIBUTES, EXC_BINDING,
                        derive_alias, exo_address, exo_bool, exo_check_params,
                        exo_fail, exo_length, exo_not_found, exo_objects,
                        exo_required, exo_resolve, exo_result_size, lowered,
-                       primary_smtp, set_external_address, strip_smtp,
-                       user_recipient)
-
-
-# -- OPATH -Filter: comparisons with -eq -ne -like -notlike, -and -or -not,
-# parentheses, 'quoted' or "quoted" values, $null $true $false.
-
-OPATH_TOKEN = re.compile(
-    r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<op>-(?:and|or|not|eq|ne|like|notlike)"
-    r"\b)|'(?P<sq>(?:[^']|'')*)'|\"(?P<dq>(?:[^\"]|\"\")*)\""
-    r"|(?P<var>\$(?:null|true|false)\b)|(?P<word>[A-Za-z][A-Za-z0-9]*))",
-    re.I)
-ADDRESS_PROPS = {"emailaddresses", "externalemailaddress",
-                 "primarysmtpaddress"}
-
-
-def opath_error(text, pos):
-    exo_fail(400, "BadRequest", "Ex9E3C11", EXC_BINDING,
-             f"Cannot bind parameter 'Filter' to the target. Exception "
-             f"setting \"Filter\": \"Invalid filter syntax. For a "
-             f"description of the filter parameter syntax see the command "
-             f"help.\n\"{text}\" at position {pos + 1}.\"")
-
-
-def opath_parse(text):
-    tokens, pos = [], 0
-    text = str(text)
-    while pos < len(text):
-        if not text[pos:].strip():
-            break
-        match = OPATH_TOKEN.match(text, pos)
-        if match is None or match.end() == pos:
-            opath_error(text, pos)
-        kind = match.lastgroup
-        value = match.group(kind)
-        if kind == "sq":
-            kind, value = "str", value.replace("''", "'")
-        elif kind == "dq":
-            kind, value = "str", value.replace('""', '"')
-        elif kind in ("op", "var"):
-            value = value.lower()
-        tokens.append((kind, value, match.start(kind if kind != "str"
-                                                else 0)))
-        pos = match.end()
-    state = {"i": 0}
-
-    def peek():
-        return tokens[state["i"]] if state["i"] < len(tokens) else \
-            ("end", None, len(text))
-
-    def take():
-        tok = peek()
-        state["i"] += 1
-        return tok
-
-    def or_expr():
-        left = and_expr()
-        while peek()[:2] == ("op", "-or"):
-            take()
-            right = and_expr()
-            left = (lambda a, b: lambda v: a(v) or b(v))(left, right)
-        return left
-
-    def and_expr():
-        left = unary()
-        while peek()[:2] == ("op", "-and"):
-            take()
-            right = unary()
-            left = (lambda a, b: lambda v: a(v) and b(v))(left, right)
-        return left
-
-    def unary():
-        tok = peek()
-        if tok[:2] == ("op", "-not"):
-            take()
-            inner = unary()
-            return lambda v: not inner(v)
-        if tok[0] == "lp":
-            take()
-            inner = or_expr()
-            if take()[0] != "rp":
-                opath_error(text, peek()[2])
-            return inner
-        if tok[0] != "word":
-            opath_error(text, tok[2])
-        prop = take()[1]
-        op = take()
-        if op[0] != "op" or op[1] not in ("-eq", "-ne", "-like",
-                                          "-notlike"):
-            opath_error(text, op[2])
-        val = take()
-        if val[0] not in ("str", "var", "word"):
-            opath_error(text, val[2])
-        return comparison(prop, op[1], val)
-
-    def comparison(prop, op, val):
-        key = prop.lower()
-        if val[0] == "var":
-            want = {"$null": None, "$true": True, "$false": False}[val[1]]
-        else:
-            want = val[1]
-
-        def test(view):
-            name = next((k for k in view if k.lower() == key
-                         and "@" not in k), None)
-            if name is None:
-                exo_fail(400, "BadRequest", "Ex9E3C12", EXC_BINDING,
-                         f"Cannot bind parameter 'Filter' to the target. "
-                         f"Exception setting \"Filter\": \"The property "
-                         f"'{prop}' is not a recognized filterable "
-                         f"property.\"")
-            have = view[name]
-            values = have if isinstance(have, list) else [have]
-            if want is None:
-                hit = all(h in (None, "") for h in values)
-            elif isinstance(want, bool):
-                hit = any(h is want or str(h).lower() == str(want).lower()
-                          for h in values)
-            else:
-                target = want.lower()
-                if key in ADDRESS_PROPS:
-                    target = strip_smtp(target)
-                    values = [strip_smtp(h) for h in values]
-                values = [str(h).lower() for h in values if h is not None]
-                if op in ("-like", "-notlike"):
-                    pattern = re.compile("^" + ".*".join(
-                        re.escape(p) for p in target.split("*")) + "$", re.S)
-                    hit = any(pattern.match(h) for h in values)
-                else:
-                    hit = target in values
-            return hit if op in ("-eq", "-like") else not hit
-        return test
-
-    if not tokens:
-        opath_error(text, 0)
-    tree = or_expr()
-    if peek()[0] != "end":
-        opath_error(text, peek()[2])
-    return tree
+                       primary_smtp, set_external_address, user_recipient)
+from .opath import opath_parse
 
 
 GET_PARAMS = {"identity", "filter", "resultsize"}
