@@ -12,12 +12,15 @@ reset and seeded before each test.
 """
 
 import datetime
+import hashlib
+import json
 import re
 import urllib.parse
 import uuid
 
 import pytest
 
+import seed_demo
 from client import EXCHANGE_SCOPE, GRAPH_SCOPE, FakeCloudError
 from fctest import uid
 
@@ -971,3 +974,39 @@ def test_seed_carries_mailbox_and_org_data(fc):
     with pytest.raises(FakeCloudError) as err:
         fc.seed(data)
     assert err.value.status == 400
+
+
+def test_seed_demo_migration_data(fc):
+    fixed = {"contoso": "c", "fabrikam": "f"}
+    made = seed_demo.make_seed(contoso=300, fabrikam=200,
+                               client_secrets=fixed)
+    assert made == seed_demo.make_seed(contoso=300, fabrikam=200,
+                                       client_secrets=fixed)
+    boxes = [u["mailbox"] for t in made["tenants"] for u in t["users"]
+             if "mailbox" in u]
+    mailboxes = sum(u["userType"] == "Member" and "mail" in u
+                    for t in made["tenants"] for u in t["users"])
+    archives = sum(b.get("archive", False) for b in boxes)
+    x500 = [b["x500"] for b in boxes if "x500" in b]
+    assert 0.02 < archives / mailboxes < 0.09
+    assert 0.06 < len(x500) / mailboxes < 0.15
+    assert {len(x) for x in x500} == {1, 2}
+    assert any(b.get("LitigationHoldEnabled") for b in boxes)
+    # Nothing else changed: the same people, names and addresses as the
+    # seed had before it carried mailbox data (digest of that seed).
+    for tenant in made["tenants"]:
+        for user in tenant["users"]:
+            user.pop("mailbox", None)
+    assert hashlib.sha256(json.dumps(made, sort_keys=True).encode()) \
+        .hexdigest() == ("29242920aa15ad53d8de00cce75d68300c5597928185dca"
+                         "bb774779920685c36")
+    # fakecloud takes it.
+    fc.reset()
+    made = seed_demo.make_seed(contoso=300, fabrikam=200,
+                               client_secrets=fixed)
+    fc.seed(made)
+    contoso = made["tenants"][0]
+    with_x500 = next(u for u in contoso["users"]
+                     if "x500" in u.get("mailbox", {}))
+    view = fc.mailbox(contoso["id"], with_x500["id"])
+    assert view["x500"] == with_x500["mailbox"]["x500"]
