@@ -7,6 +7,7 @@ import re
 import client as fc
 
 ZERO = "00000000-0000-0000-0000-000000000000"
+MIGRATION_APP = "5e7b0a1c-4d2f-4b8e-9a61-0c2f3d4e5f60"  # the move's own app
 
 
 def configure(env, migration=True, external=None, mapping=None):
@@ -74,8 +75,9 @@ def check_ready(env, sid, copy):
     assert any(domain(a) == initial for a in smtp), (sid, smtp)
     primary = [a for a in smtp if a.startswith("SMTP:")]
     assert len(primary) == 1 and domain(primary[0]) in accepted
-    assert copy["ExternalEmailAddress"].lower().endswith(
-        src["PrimarySmtpAddress"].lower()), sid
+    # The source mailbox's primary address is its user's mail.
+    mail = env.cloud.user(env.source["id"], sid)["mail"]
+    assert copy["ExternalEmailAddress"].lower().endswith(mail.lower()), sid
     return src
 
 
@@ -172,15 +174,26 @@ def test_hand_off_after_the_move(make_env):
     src_id, fab = env.source["id"], env.tenants["fabrikam"]["id"]
     sid = sorted(mailboxes(env))[0]
     target = copies(env)[sid]["ExternalDirectoryObjectId"]
+    # What the move itself needs besides the copy (MIGRATION.md §1.2-1.3):
+    # the relationships, the published scope group, the licence.
+    env.cloud.create_group(src_id, {
+        "id": "7e1a0c55-0000-4000-8000-00000000abcd",
+        "displayName": "Migration Scope", "mail": "scope@contoso.com",
+        "mailNickname": "scope", "securityEnabled": True,
+        "mailEnabled": True, "groupTypes": [], "members": [sid]})
+    env.cloud.prepare_cross_tenant(src_id, fab, MIGRATION_APP,
+                                   "Migration Scope")
+    env.cloud.patch_mailbox(src_id, sid,
+                            PersistedCapabilities=["ExchangeT2TMbxMove"])
     env.cloud.move_mailbox(src_id, sid, fab, target)
     assert env.cloud.mailbox(fab, target)["RecipientTypeDetails"] == \
         "UserMailbox"
-    before = env.cloud.get_user(fab, target)
+    before = env.cloud.user(fab, target)
     env.cloud.patch_user(src_id, sid, {"department": "After the move"})
     r = env.run("sync")
     assert r.returncode == 0, r.stderr
     assert "handed off" in r.stderr
-    after = env.cloud.get_user(fab, target)
+    after = env.cloud.user(fab, target)
     assert after.get("department") == before.get("department")
     # Gone from the source: the mailbox in the target stays.
     env.cloud.delete_user(src_id, sid)
@@ -188,7 +201,7 @@ def test_hand_off_after_the_move(make_env):
     assert r.returncode == 0, r.stderr
     assert env.cloud.mailbox(fab, target)["RecipientTypeDetails"] == \
         "UserMailbox"
-    assert env.cloud.get_user(fab, target)["id"] == target
+    assert env.cloud.user(fab, target)["id"] == target
 
 
 def test_hostile_mailbox_fails_alone(make_env):
