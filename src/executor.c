@@ -64,6 +64,7 @@ enum step {
   STEP_X_REMOVE,
   STEP_X_HIDE,
   STEP_X_GUARD, /* migration links: may the object be changed at all? */
+  STEP_X_STAMP, /* migration links: a made copy's stamps, once anchored */
   /* Graph (guests) */
   STEP_CHECK, /* who holds the address */
   STEP_INVITE,
@@ -1125,6 +1126,34 @@ out:
   free(who);
 }
 
+/* A migration link's stamps from `attrs` (a new object; those absent
+ * left out), or NULL when memory is short. */
+static json_t *
+stamps_of(const json_t *attrs)
+{
+  static const char *const keys[] = {"ExchangeGuid", "ArchiveGuid",
+                                     "ProxyAddresses"};
+  json_t *out = json_object(), *v;
+
+  for (size_t i = 0; out != NULL && i < 3; i++) {
+    v = json_object_get(attrs, keys[i]);
+    if (v != NULL && json_object_set(out, keys[i], v) != 0) {
+      json_decref(out);
+      out = NULL;
+    }
+  }
+  return out;
+}
+
+/* Remove a migration link's stamps from `attrs` (migration.h). */
+static void
+unstamped(json_t *attrs)
+{
+  json_object_del(attrs, "ExchangeGuid");
+  json_object_del(attrs, "ArchiveGuid");
+  json_object_del(attrs, "ProxyAddresses");
+}
+
 /* Whether the step the guard stands before writes migration stamps. */
 static int
 stamping(const struct job *job)
@@ -1234,7 +1263,17 @@ on_x(void *ctx, const struct exo_response *resp)
     x_step(job);
     return;
   case STEP_X_SET_MAIL_ALL:
+    if (resp->result == EXO_OK && migration_stamps(job->desired)) {
+      /* Anchored and visible: the stamps go on their own, so that a
+       * stamp Exchange refuses (an X500 address another recipient
+       * holds) leaves a provable copy, not a bare one. */
+      job->step = STEP_X_STAMP;
+      x_step(job);
+      return;
+    }
+    /* fall through */
   case STEP_X_UPDATE_MAIL:
+  case STEP_X_STAMP:
     if (resp->result != EXO_OK)
       break;
     if (job->kind == STORE_OP_UPDATE)
@@ -1449,10 +1488,18 @@ x_step(struct job *job)
       json_decref(src); /* incomplete: not sent */
       src = NULL;
     }
+    if (src != NULL && job->step == STEP_X_SET_MAIL_ALL)
+      unstamped(src); /* STEP_X_STAMP sends them */
     params = src ? x_params(job, src, job->step == STEP_X_SET_MAIL_ALL, &why)
                  : NULL;
     json_decref(src);
     cmdlet = x_cmdlet(job, "Set", job->step == STEP_X_SET_MAIL_ALL);
+    break;
+  case STEP_X_STAMP:
+    src = stamps_of(job->desired);
+    params = src ? x_params(job, src, 1, &why) : NULL;
+    json_decref(src);
+    cmdlet = x_cmdlet(job, "Set", 1);
     break;
   case STEP_X_UPDATE:
   case STEP_X_UPDATE_MAIL:

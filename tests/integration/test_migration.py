@@ -221,3 +221,41 @@ def test_hostile_mailbox_fails_alone(make_env):
         got[sids[0]]["ExternalDirectoryObjectId"])["ExchangeGuid"] == ZERO
     for sid in sids[1:]:
         check_ready(env, sid, got[sid])
+
+
+def test_a_contact_holding_the_x500_is_a_conflict(make_env):
+    """A mail contact made by hand in the target that holds a source
+    mailbox's X500 address (an older contact sync did that): the copy of
+    that person fails with Exchange's reason, the contact is neither
+    changed nor removed, every other copy is made ready."""
+    from test_trust import exo_cmd
+    env = migration_env(make_env, users=20)
+    src_id = env.source["id"]
+    sids = sorted(mailboxes(env))
+    dn = env.cloud.mailbox(src_id, sids[0])["LegacyExchangeDN"]
+    made = exo_cmd(env, "fabrikam", "New-MailContact",
+                   {"Name": "Old contact", "ExternalEmailAddress":
+                    "old.contact@partner.example"})
+    contact = made[0]["ExternalDirectoryObjectId"]
+    exo_cmd(env, "fabrikam", "Set-MailContact",
+            {"Identity": contact, "EmailAddresses": {
+                "@odata.type": "#Exchange.GenericHashTable",
+                "Add": ["X500:" + dn]}})
+    r = env.run("sync")
+    assert r.returncode == 1, r.stderr
+    status = env.run("status", "--json")
+    assert status.returncode in (0, 1), status.stderr
+    assert env.status()["links"][0]["failed"] == 1
+    after = {x["ExternalDirectoryObjectId"]: x
+             for x in env.cloud.recipients(env.tenants["fabrikam"]["id"])}
+    assert "x500:" + dn.lower() in {a.lower() for a in
+                                    after[contact]["EmailAddresses"]}
+    got = copies(env)
+    # The refused person's copy is there, anchored (provably galbridge's),
+    # only not ready.
+    assert env.cloud.mailbox(env.tenants["fabrikam"]["id"],
+                             got[sids[0]]["ExternalDirectoryObjectId"])[
+        "ExchangeGuid"] == ZERO
+    assert "already being used" in r.stderr or "X500" in r.stderr
+    for sid in sids[1:]:
+        check_ready(env, sid, got[sid])
