@@ -309,6 +309,108 @@ class FakeCloud:
             "graph_url"]
         return self.graph_url
 
+    # -- mailbox migration (issue 16) -----------------------------------------
+
+    def mailbox(self, tenant, user):
+        """A user's Exchange-only data (user id or UPN): ExchangeGuid,
+        ArchiveGuid, ArchiveStatus, LegacyExchangeDN, x500, the hold
+        flags, InPlaceHolds, PersistedCapabilities, IsDirSynced,
+        PreviousRecipientTypeDetails, SKUAssigned, RecipientTypeDetails,
+        WhenChanged(UTC)."""
+        return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
+                                  f"mailboxes/{self._q(user)}")
+
+    def patch_mailbox(self, tenant, user, **fields):
+        """Set any of archive (bool), x500 (list, replaces),
+        LitigationHoldEnabled, DelayHoldApplied, DelayReleaseHoldApplied,
+        ComplianceTagHoldApplied, IsDirSynced, SKUAssigned (bools; true
+        SKUAssigned licenses the user), InPlaceHolds,
+        PersistedCapabilities (lists), PreviousRecipientTypeDetails,
+        WhenChangedUTC (ISO 8601).  Returns the data."""
+        return self._admin("PATCH", f"/admin/tenants/{self._q(tenant)}/"
+                                    f"mailboxes/{self._q(user)}", fields)
+
+    def move_mailbox(self, source_tenant, source_user, target_tenant,
+                     target_user):
+        """A cross-tenant move, MRS's checks first.  Returns {"source",
+        "target"} (their data after the move); a refusal raises
+        FakeCloudError 409 whose body has "exception" and "message"."""
+        return self._admin("POST", "/admin/move-mailbox", {
+            "source_tenant": source_tenant, "source_user": source_user,
+            "target_tenant": target_tenant, "target_user": target_user})
+
+    def accepted_domains(self, tenant):
+        """The tenant's accepted domains (Get-AcceptedDomain's shape)."""
+        return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
+                                  f"accepted-domains")["value"]
+
+    def add_accepted_domain(self, tenant, domain, default=False):
+        """One more accepted domain (Authoritative); default=True makes
+        it the default one."""
+        return self._admin("POST", f"/admin/tenants/{self._q(tenant)}/"
+                                   f"accepted-domains",
+                           {"DomainName": domain, "Default": default})
+
+    def organization_relationships(self, tenant):
+        return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
+                                  f"organization-relationships")["value"]
+
+    def add_organization_relationship(self, tenant, relationship):
+        """relationship: {"Name", "DomainNames" (tenant ids), "Enabled"?,
+        "MailboxMoveEnabled"?, "MailboxMoveCapability"? ("Inbound",
+        "RemoteOutbound", "Inbound, RemoteOutbound"…),
+        "OAuthApplicationId"?, "MailboxMovePublishedScopes"? (group
+        names)}."""
+        return self._admin("POST", f"/admin/tenants/{self._q(tenant)}/"
+                                   f"organization-relationships",
+                           relationship)
+
+    def migration_endpoints(self, tenant):
+        return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
+                                  f"migration-endpoints")["value"]
+
+    def add_migration_endpoint(self, tenant, endpoint):
+        """endpoint: {"Name", "RemoteTenant" (the source's domain),
+        "ApplicationId", "RemoteServer"? (outlook.office.com),
+        "EndpointType"? (ExchangeRemoteMove)}."""
+        return self._admin("POST", f"/admin/tenants/{self._q(tenant)}/"
+                                   f"migration-endpoints", endpoint)
+
+    def set_organization_config(self, tenant, is_dehydrated):
+        """Get-OrganizationConfig's IsDehydrated."""
+        return self._admin("PATCH", f"/admin/tenants/{self._q(tenant)}/"
+                                    f"organization-config",
+                           {"IsDehydrated": is_dehydrated})
+
+    def add_group_members(self, tenant, group_id, members):
+        """Members (user or group ids) added to a group, e.g. the
+        mail-enabled security group a relationship publishes."""
+        return self.patch_group(tenant, group_id, add=members)
+
+    def prepare_cross_tenant(self, source, target, app_id, scope,
+                             endpoint="t2t"):
+        """The documented one-time set-up of both tenants (ids or
+        domains): the source's RemoteOutbound relationship publishing the
+        group named `scope`, the target's Inbound relationship and its
+        migration endpoint `endpoint` for app_id.  Returns the tenants'
+        {"id", "domain"}."""
+        known = {t[k].lower(): t for t in self.tenants()
+                 for k in ("id", "domain")}
+        src, dst = known[source.lower()], known[target.lower()]
+        self.add_organization_relationship(src["id"], {
+            "Name": f"to_{dst['domain']}", "DomainNames": [dst["id"]],
+            "MailboxMoveEnabled": True,
+            "MailboxMoveCapability": "RemoteOutbound",
+            "OAuthApplicationId": app_id,
+            "MailboxMovePublishedScopes": [scope]})
+        self.add_organization_relationship(dst["id"], {
+            "Name": f"from_{src['domain']}", "DomainNames": [src["id"]],
+            "MailboxMoveEnabled": True, "MailboxMoveCapability": "Inbound"})
+        self.add_migration_endpoint(dst["id"], {
+            "Name": endpoint, "RemoteTenant": src["domain"],
+            "ApplicationId": app_id})
+        return src, dst
+
     # -- fault injection (issue 6) --------------------------------------------
 
     def set_faults(self, *rules):

@@ -3,7 +3,11 @@
 realistic people (names, departments, titles, offices, phones), a few
 disabled accounts, a few B2B guests (userType Guest, creationType
 Invitation), a few users without mail, two groups with nested membership
-and one app per tenant with a client secret.
+and one app per tenant with a client secret.  Mailboxes carry migration
+data (the "mailbox" key fakecloud takes): about 5% have an archive, about
+10% one or two older X500 addresses, a few are on litigation hold; it is
+drawn from its own random stream, so everything else is what it was
+before it existed.
 
 Everything but the client secrets is deterministic for a given --rng-seed;
 the secrets are random unless given, and never printed.
@@ -14,7 +18,8 @@ CLI:  seed_demo.py --out FILE [--contoso N] [--fabrikam N] [--rng-seed N]
   --secrets-dir DIR write DIR/contoso.secret and DIR/fabrikam.secret (0600)
 
 Module: make_seed(contoso=3000, fabrikam=2000, ...) -> seed dict,
-        make_users(tenant_domain, n, rng) -> list of user dicts.
+        make_users(tenant_domain, n, rng) -> list of user dicts,
+        add_mailbox_data(users, rng) adds their "mailbox" keys.
 """
 
 import argparse
@@ -204,6 +209,38 @@ def make_users(tenant_domain, n, rng, company=None, employee_prefix="E"):
     return users
 
 
+# The X500 addresses of mailboxes that came from an older organisation (an
+# on-premises Exchange, or Exchange Online before a rename).
+OLD_LEGACY_DN = ("X500:/o=ExchangeLabs/ou=Exchange Administrative Group "
+                 "(FYDIBOHF23SPDLT)/cn=Recipients/cn={hex}-{alias}")
+ONPREM_LEGACY_DN = ("X500:/o={org}/ou=Exchange Administrative Group "
+                    "(FYDIBOHF23SPDLT)/cn=Recipients/cn={alias}")
+
+
+def add_mailbox_data(users, rng, org="First Organization"):
+    """Migration data on the mailboxes (members with mail): about 5% with
+    an archive, about 10% with one or two older X500 addresses, about
+    1% on litigation hold.  rng: a stream of its own."""
+    for user in users:
+        if user["userType"] != "Member" or "mail" not in user:
+            continue
+        box = {}
+        if rng.random() < 0.05:
+            box["archive"] = True
+        if rng.random() < 0.10:
+            alias = user["mailNickname"]
+            old = [OLD_LEGACY_DN.format(hex="%032x" % rng.getrandbits(128),
+                                        alias=alias)]
+            if rng.random() < 0.5:
+                old.append(ONPREM_LEGACY_DN.format(org=org, alias=alias))
+            box["x500"] = old
+        if rng.random() < 0.01:
+            box["LitigationHoldEnabled"] = True
+        if box:
+            user["mailbox"] = box
+    return users
+
+
 def make_groups(users, rng):
     """Two groups: a regional sales team nested inside a wider scope group
     that also holds Marketing and a few others."""
@@ -245,6 +282,8 @@ def make_seed(contoso=3000, fabrikam=2000, rng_seed=20240601,
                          "certificates": [cert_pem]})
         users = make_users(info["domain"], count, rng, info["company"],
                            info["employee_prefix"])
+        add_mailbox_data(users, random.Random(f"{rng_seed}:mailbox:{name}"),
+                         info["company"])
         tenants.append({"id": tenant_id, "domain": info["domain"],
                         "name": name, "apps": apps, "users": users,
                         "groups": make_groups(users, rng)})

@@ -3,13 +3,14 @@ command line and the start-up contract).
 
 Importing the package registers every endpoint: each module adds its
 routes to wire.ROUTES (and its cmdlets to exchange.CMDLETS) as it is
-imported.  The order below is the order routes are tried in within a
-service, which matters where two patterns match one path: users/delta
-before users/{id}, deletedItems/microsoft.graph.user before
-deletedItems/{id}.
+imported (opath.py and mailbox.py register nothing).  The order below is
+the order routes are tried in within a service, which matters where two
+patterns match one path: users/delta before users/{id},
+deletedItems/microsoft.graph.user before deletedItems/{id}.
 """
 
-from . import login, delta, users, batch, exchange, cmdlets, objects, admin
+from . import (login, delta, users, batch, exchange, cmdlets, orgconfig,
+               migration, objects, admin)
 
 __all__ = ["login", "delta", "users", "batch", "exchange", "cmdlets",
-           "objects", "admin"]
+           "orgconfig", "migration", "objects", "admin"]

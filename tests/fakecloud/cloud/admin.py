@@ -3,8 +3,11 @@ the cloud.
 
 Seed and reset, tenants, users, groups and contacts, per-tenant stats and
 what Exchange lists, the request log, the knobs, TLS handshake counts,
-the faults state, and moving Graph to a new port.  It never fails on
-purpose (server.dispatch() injects no faults into it).
+the faults state, moving Graph to a new port, and for mailbox migration:
+a user's Exchange-only data (read and set, licences included), accepted
+domains, organisation relationships, migration endpoints, the
+organisation config and cross-tenant moves.  It never fails on purpose
+(server.dispatch() injects no faults into it).
 """
 
 import time
@@ -12,6 +15,11 @@ import time
 from .exchange import exo_objects
 from .knobs import KNOBS
 from .limits import limits_stats
+from .mailbox import admin_apply, admin_changes, admin_view, data, user_kind
+from .migration import license_user, move_mailbox
+from .orgconfig import (add_accepted_domain, add_endpoint, add_relationship,
+                        domain_view, endpoint_view, flag, org,
+                        relationship_view)
 from .wire import Response, admin_fail, route
 
 
@@ -318,3 +326,149 @@ def admin_tenant_faults(req):
     counts["connection_early_examples"] = list(
         state.connection_examples.get(tenant.id, []))
     return Response(200, counts)
+
+
+# -- mailbox migration ---------------------------------------------------------
+
+def admin_live_user(tenant, key):
+    """A live user of the tenant by id or userPrincipalName, else 404."""
+    user = tenant.find_user(str(key))
+    if user is None:
+        admin_fail(404, f"no live user {key} in tenant {tenant.id}")
+    return user
+
+
+@route("admin", "GET", r"^/admin/tenants/([^/]+)/mailboxes/([^/]+)$")
+def admin_get_mailbox(req):
+    """A user's Exchange-only data (mailbox.admin_view)."""
+    tenant = admin_tenant(req)
+    return Response(200, admin_view(admin_live_user(tenant, req.group(2))))
+
+
+@route("admin", "PATCH", r"^/admin/tenants/([^/]+)/mailboxes/([^/]+)$")
+def admin_patch_mailbox(req):
+    """Set archive, x500, the hold flags, InPlaceHolds,
+    PersistedCapabilities, IsDirSynced, PreviousRecipientTypeDetails,
+    SKUAssigned (true licenses: migration.license_user), WhenChangedUTC
+    (last).  200 with the data."""
+    tenant = admin_tenant(req)
+    user = admin_live_user(tenant, req.group(2))
+    try:
+        changes = admin_changes(admin_object(req))
+    except ValueError as exc:
+        admin_fail(400, str(exc))
+    kind, licensed = user_kind(user), data(user).get("SKUAssigned")
+    admin_apply(user, changes)
+    if changes.get("SKUAssigned") is True and not licensed:
+        license_user(tenant, user, kind)
+    if "WhenChangedUTC" in changes:
+        user.changed_at = changes["WhenChangedUTC"]
+    return Response(200, admin_view(user))
+
+
+@route("admin", "POST", r"^/admin/move-mailbox$")
+def admin_move_mailbox(req):
+    """{"source_tenant", "source_user", "target_tenant", "target_user"}
+    (tenant ids or domains, user ids or UPNs): 200 {"source", "target"}
+    (their Exchange-only data after the move), or 409 {"error",
+    "exception", "message"} with what MRS would have refused."""
+    body = admin_object(req)
+    for key in ("source_tenant", "source_user", "target_tenant",
+                "target_user"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            admin_fail(400, f"'{key}' is required")
+    tenants = []
+    for key in ("source_tenant", "target_tenant"):
+        tenant = req.cloud.find_tenant(body[key])
+        if tenant is None:
+            admin_fail(404, f"no tenant {body[key]}")
+        tenants.append(tenant)
+    source, target = tenants
+    if source is target:
+        admin_fail(400, "a cross-tenant move needs two tenants")
+    user = admin_live_user(source, body["source_user"])
+    target_user = admin_live_user(target, body["target_user"])
+    problem = move_mailbox(source, user, target, target_user)
+    if problem is not None:
+        return Response(409, {"error": f"{problem[0]}: {problem[1]}",
+                              "exception": problem[0],
+                              "message": problem[1]})
+    return Response(200, {"source": admin_view(user),
+                          "target": admin_view(target_user)})
+
+
+def admin_org_list(req, key, view):
+    """200 {"value": [...]}: the tenant's org items of that key, shown
+    as Exchange lists them."""
+    tenant = admin_tenant(req)
+    return Response(200, {"value": [view(tenant, item)
+                                    for item in getattr(org(tenant), key)]})
+
+
+def admin_org_add(req, add, view):
+    """201 with what add(tenant, body) made, shown as Exchange lists it;
+    409 if the name is taken, 400 if the body is bad."""
+    tenant = admin_tenant(req)
+    try:
+        made = add(tenant, admin_object(req))
+    except KeyError as exc:
+        admin_fail(409, str(exc.args[0]))
+    except ValueError as exc:
+        admin_fail(400, str(exc))
+    return Response(201, view(tenant, made))
+
+
+@route("admin", "GET", r"^/admin/tenants/([^/]+)/accepted-domains$")
+def admin_list_accepted_domains(req):
+    """The tenant's accepted domains (Get-AcceptedDomain's shape)."""
+    return admin_org_list(req, "accepted", domain_view)
+
+
+@route("admin", "POST", r"^/admin/tenants/([^/]+)/accepted-domains$")
+def admin_add_accepted_domain(req):
+    """{"DomainName", "Default"?}: one more accepted domain."""
+    return admin_org_add(req, add_accepted_domain, domain_view)
+
+
+@route("admin", "GET",
+       r"^/admin/tenants/([^/]+)/organization-relationships$")
+def admin_list_relationships(req):
+    """The tenant's organisation relationships."""
+    return admin_org_list(req, "relationships", relationship_view)
+
+
+@route("admin", "POST",
+       r"^/admin/tenants/([^/]+)/organization-relationships$")
+def admin_add_relationship(req):
+    """{"Name", "DomainNames", "Enabled"?, "MailboxMoveEnabled"?,
+    "MailboxMoveCapability"?, "OAuthApplicationId"?,
+    "MailboxMovePublishedScopes"?}: one more organisation relationship."""
+    return admin_org_add(req, add_relationship, relationship_view)
+
+
+@route("admin", "GET", r"^/admin/tenants/([^/]+)/migration-endpoints$")
+def admin_list_endpoints(req):
+    """The tenant's migration endpoints."""
+    return admin_org_list(req, "endpoints", endpoint_view)
+
+
+@route("admin", "POST", r"^/admin/tenants/([^/]+)/migration-endpoints$")
+def admin_add_endpoint(req):
+    """{"Name", "RemoteTenant", "ApplicationId", "RemoteServer"?,
+    "EndpointType"?}: one more migration endpoint."""
+    return admin_org_add(req, add_endpoint, endpoint_view)
+
+
+@route("admin", "PATCH", r"^/admin/tenants/([^/]+)/organization-config$")
+def admin_patch_org_config(req):
+    """{"IsDehydrated": bool}: what Get-OrganizationConfig shows."""
+    tenant = admin_tenant(req)
+    body = admin_object(req)
+    if set(body) - {"IsDehydrated"}:
+        admin_fail(400, "only 'IsDehydrated' can be set")
+    try:
+        org(tenant).dehydrated = flag(body.get(
+            "IsDehydrated", org(tenant).dehydrated), "IsDehydrated")
+    except ValueError as exc:
+        admin_fail(400, str(exc))
+    return Response(200, {"IsDehydrated": org(tenant).dehydrated})

@@ -1,166 +1,35 @@
-"""Exchange cmdlets and their OPATH -Filter.
+"""Exchange recipient cmdlets.
 
 Get-Recipient, Get-MailContact, Get-Contact, Get-MailUser, Get-User,
-New-MailContact, New-MailUser, Set-MailContact, Set-MailUser, Set-Contact,
-Set-User, Remove-MailContact and Remove-MailUser, registered with @cmdlet;
-each answers (results, warnings).  Exchange and Graph are one directory:
-a cmdlet changes the same Tenant objects that Graph shows.
+Get-Mailbox, Get-DistributionGroupMember, New-MailContact, New-MailUser,
+Set-MailContact, Set-MailUser, Set-Contact, Set-User, Remove-MailContact
+and Remove-MailUser, registered with @cmdlet;
+each answers (results, warnings).  -Filter is OPATH (opath.py).  Exchange
+and Graph are one directory: a cmdlet changes the same Tenant objects that
+Graph shows.
 """
-
-import re
 
 from .directory import Group, is_address
 from .exchange import (ADDRESS_BOOK, CUSTOM_ATTRIBUTES, EXC_BINDING,
-                       EXC_OBJECT_EXISTS, EXC_VALIDATION,
+                       EXC_OBJECT_EXISTS, EXC_VALIDATION, GROUP_KINDS,
                        apply_email_addresses, check_addresses_free,
-                       check_name_free, cmdlet, contact_recipient,
-                       derive_alias, exo_address, exo_bool, exo_check_params,
-                       exo_fail, exo_length, exo_not_found, exo_objects,
-                       exo_required, exo_resolve, exo_result_size, lowered,
-                       primary_smtp, set_external_address, strip_smtp,
-                       user_recipient)
-
-
-# -- OPATH -Filter: comparisons with -eq -ne -like -notlike, -and -or -not,
-# parentheses, 'quoted' or "quoted" values, $null $true $false.
-
-OPATH_TOKEN = re.compile(
-    r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<op>-(?:and|or|not|eq|ne|like|notlike)"
-    r"\b)|'(?P<sq>(?:[^']|'')*)'|\"(?P<dq>(?:[^\"]|\"\")*)\""
-    r"|(?P<var>\$(?:null|true|false)\b)|(?P<word>[A-Za-z][A-Za-z0-9]*))",
-    re.I)
-ADDRESS_PROPS = {"emailaddresses", "externalemailaddress",
-                 "primarysmtpaddress"}
-
-
-def opath_error(text, pos):
-    exo_fail(400, "BadRequest", "Ex9E3C11", EXC_BINDING,
-             f"Cannot bind parameter 'Filter' to the target. Exception "
-             f"setting \"Filter\": \"Invalid filter syntax. For a "
-             f"description of the filter parameter syntax see the command "
-             f"help.\n\"{text}\" at position {pos + 1}.\"")
-
-
-def opath_parse(text):
-    tokens, pos = [], 0
-    text = str(text)
-    while pos < len(text):
-        if not text[pos:].strip():
-            break
-        match = OPATH_TOKEN.match(text, pos)
-        if match is None or match.end() == pos:
-            opath_error(text, pos)
-        kind = match.lastgroup
-        value = match.group(kind)
-        if kind == "sq":
-            kind, value = "str", value.replace("''", "'")
-        elif kind == "dq":
-            kind, value = "str", value.replace('""', '"')
-        elif kind in ("op", "var"):
-            value = value.lower()
-        tokens.append((kind, value, match.start(kind if kind != "str"
-                                                else 0)))
-        pos = match.end()
-    state = {"i": 0}
-
-    def peek():
-        return tokens[state["i"]] if state["i"] < len(tokens) else \
-            ("end", None, len(text))
-
-    def take():
-        tok = peek()
-        state["i"] += 1
-        return tok
-
-    def or_expr():
-        left = and_expr()
-        while peek()[:2] == ("op", "-or"):
-            take()
-            right = and_expr()
-            left = (lambda a, b: lambda v: a(v) or b(v))(left, right)
-        return left
-
-    def and_expr():
-        left = unary()
-        while peek()[:2] == ("op", "-and"):
-            take()
-            right = unary()
-            left = (lambda a, b: lambda v: a(v) and b(v))(left, right)
-        return left
-
-    def unary():
-        tok = peek()
-        if tok[:2] == ("op", "-not"):
-            take()
-            inner = unary()
-            return lambda v: not inner(v)
-        if tok[0] == "lp":
-            take()
-            inner = or_expr()
-            if take()[0] != "rp":
-                opath_error(text, peek()[2])
-            return inner
-        if tok[0] != "word":
-            opath_error(text, tok[2])
-        prop = take()[1]
-        op = take()
-        if op[0] != "op" or op[1] not in ("-eq", "-ne", "-like",
-                                          "-notlike"):
-            opath_error(text, op[2])
-        val = take()
-        if val[0] not in ("str", "var", "word"):
-            opath_error(text, val[2])
-        return comparison(prop, op[1], val)
-
-    def comparison(prop, op, val):
-        key = prop.lower()
-        if val[0] == "var":
-            want = {"$null": None, "$true": True, "$false": False}[val[1]]
-        else:
-            want = val[1]
-
-        def test(view):
-            name = next((k for k in view if k.lower() == key
-                         and "@" not in k), None)
-            if name is None:
-                exo_fail(400, "BadRequest", "Ex9E3C12", EXC_BINDING,
-                         f"Cannot bind parameter 'Filter' to the target. "
-                         f"Exception setting \"Filter\": \"The property "
-                         f"'{prop}' is not a recognized filterable "
-                         f"property.\"")
-            have = view[name]
-            values = have if isinstance(have, list) else [have]
-            if want is None:
-                hit = all(h in (None, "") for h in values)
-            elif isinstance(want, bool):
-                hit = any(h is want or str(h).lower() == str(want).lower()
-                          for h in values)
-            else:
-                target = want.lower()
-                if key in ADDRESS_PROPS:
-                    target = strip_smtp(target)
-                    values = [strip_smtp(h) for h in values]
-                values = [str(h).lower() for h in values if h is not None]
-                if op in ("-like", "-notlike"):
-                    pattern = re.compile("^" + ".*".join(
-                        re.escape(p) for p in target.split("*")) + "$", re.S)
-                    hit = any(pattern.match(h) for h in values)
-                else:
-                    hit = target in values
-            return hit if op in ("-eq", "-like") else not hit
-        return test
-
-    if not tokens:
-        opath_error(text, 0)
-    tree = or_expr()
-    if peek()[0] != "end":
-        opath_error(text, peek()[2])
-    return tree
+                       check_guid_free, check_name_free, check_x500_free,
+                       cmdlet, contact_recipient, derive_alias, exo_address,
+                       exo_bool, exo_check_params, exo_fail, exo_guid_param,
+                       exo_length, exo_not_found, exo_objects, exo_required,
+                       exo_resolve, exo_result_size, group_recipient,
+                       guest_provisioned, lowered, primary_smtp,
+                       set_external_address, user_recipient, x500_values)
+from .mailbox import (is_dir_synced, mail_user_fields, mailbox_fields, touch,
+                      user_fields, writable, x500s)
+from .opath import opath_parse
+from .orgconfig import is_accepted
 
 
 GET_PARAMS = {"identity", "filter", "resultsize"}
 MAIL_CONTACT = {"MailContact"}
 MAIL_USER = {"MailUser", "GuestMailUser"}
+MAILBOX = {"UserMailbox"}
 ANY_USER = {"UserMailbox", "MailUser", "GuestMailUser", "User"}
 
 
@@ -200,12 +69,17 @@ def cmd_get_recipient(req, tenant, params):
     return exo_result_size(lowered_params, recipients)
 
 
-def exo_get(req, tenant, params, kinds):
+def exo_get(req, tenant, params, kinds, extend=None):
+    """A Get- cmdlet over the recipients of `kinds`: -Identity (one or
+    ManagementObjectNotFoundException), -Filter, -ResultSize.
+    extend(obj, view) adds the cmdlet's own properties (before the
+    filter sees them)."""
     exo_check_params(params, GET_PARAMS)
     p = lowered(params)
+    extend = extend or (lambda obj, view: view)
     if p.get("identity") not in (None, ""):
-        return [exo_resolve(req, tenant, p["identity"], kinds)[1]], []
-    views = [v for o, v in exo_objects(req, tenant, kinds)]
+        return [extend(*exo_resolve(req, tenant, p["identity"], kinds))], []
+    views = [extend(o, v) for o, v in exo_objects(req, tenant, kinds)]
     if p.get("filter") not in (None, ""):
         test = opath_parse(p["filter"])
         views = [v for v in views if test(v)]
@@ -224,12 +98,40 @@ def cmd_get_contact(req, tenant, params):
 
 @cmdlet("Get-MailUser")
 def cmd_get_mail_user(req, tenant, params):
-    return exo_get(req, tenant, params, MAIL_USER)
+    """Mail users and guests, with their mailbox GUIDs."""
+    return exo_get(req, tenant, params, MAIL_USER, mail_user_fields)
 
 
 @cmdlet("Get-User")
 def cmd_get_user(req, tenant, params):
-    return exo_get(req, tenant, params, ANY_USER)
+    """Every user, with PreviousRecipientTypeDetails and SKUAssigned."""
+    return exo_get(req, tenant, params, ANY_USER, user_fields)
+
+
+@cmdlet("Get-Mailbox")
+def cmd_get_mailbox(req, tenant, params):
+    """User mailboxes with their migration data (mailbox.py)."""
+    return exo_get(req, tenant, params, MAILBOX, mailbox_fields)
+
+
+@cmdlet("Get-DistributionGroupMember")
+def cmd_get_distribution_group_member(req, tenant, params):
+    """The direct members of a distribution group or mail-enabled
+    security group, in the Get-Recipient shape (users Exchange does not
+    know yet and deleted ones left out)."""
+    exo_check_params(params, {"identity", "resultsize"})
+    p = lowered(params)
+    group, _ = exo_resolve(req, tenant, p.get("identity"), GROUP_KINDS)
+    members = []
+    for member in group.members:
+        user = tenant.users.get(member)
+        if user is not None and user.deleted is None and \
+                guest_provisioned(req, user):
+            members.append(user_recipient(user, tenant))
+        elif member in tenant.groups and \
+                tenant.groups[member].props.get("mail"):
+            members.append(group_recipient(tenant.groups[member], tenant))
+    return exo_result_size(p, members)
 
 
 NEW_COMMON = {"name", "externalemailaddress", "displayname", "firstname",
@@ -289,8 +191,7 @@ def cmd_new_mail_user(req, tenant, params):
              for u in tenant.users.values() if not u.deleted}
     if upn:
         upn = str(upn)
-        if not is_address(upn) or \
-                not upn.lower().endswith("@" + tenant.domain.lower()):
+        if not is_address(upn) or not is_accepted(tenant, upn):
             exo_fail(400, "BadRequest", "ExB3C4DA", EXC_BINDING,
                      f"Cannot process argument transformation on parameter "
                      f"'MicrosoftOnlineServicesID'. The domain of \"{upn}\" "
@@ -310,31 +211,109 @@ def cmd_new_mail_user(req, tenant, params):
     user = tenant.add_user(props)
     user.exo = {"kind": "MailUser", "Name": name,
                 "ExternalEmailAddress": f"SMTP:{address}"}
-    return [user_recipient(user, tenant)], []
+    return [mail_user_fields(user, user_recipient(user, tenant))], []
 
 
-def set_common(req, tenant, obj, p, is_user):
-    """Set-MailContact / Set-MailUser: HiddenFromAddressListsEnabled,
-    CustomAttribute1..15, EmailAddresses, ExternalEmailAddress,
-    DisplayName, Name, Alias."""
+EXC_NOT_ACCEPTED = ("Microsoft.Exchange.Configuration.ObjectModel."
+                    "NotAcceptedDomainException")
+# Observed (EXO module output) with an empty error id.
+EXC_INVALID_OPERATION = "System.InvalidOperationException"
+
+
+def current_addresses(obj, is_user):
+    """EmailAddresses as Exchange holds them: the directory's proxy
+    addresses (or the mail address) and, for users, the X500 ones."""
     props = obj.props
-    changes = {}
     addresses = list(props.get("proxyAddresses") or []) or \
         ([f"SMTP:{props['mail']}"] if props.get("mail") else [])
+    return addresses + (x500s(obj) if is_user else [])
+
+
+def added_entries(before, after):
+    """Entries of `after` whose value `before` does not hold
+    (case-insensitive)."""
+    held = {a.split(":", 1)[-1].lower() for a in before}
+    return [a for a in after if a.split(":", 1)[-1].lower() not in held]
+
+
+def check_domains_accepted(tenant, added):
+    """Set-MailUser -EmailAddresses: an added SMTP address must be in one
+    of the tenant's accepted domains (the text is the one Microsoft
+    documents for NotAcceptedDomainException)."""
+    for value in added:
+        if value[:5].lower() == "smtp:" and not is_accepted(tenant, value):
+            exo_fail(400, "BadRequest", "Ex3D9F21", EXC_NOT_ACCEPTED,
+                     "You can't use the domain because it's not an accepted "
+                     "domain for your organization.")
+
+
+def address_changes(tenant, obj, p, is_user):
+    """ExternalEmailAddress and EmailAddresses checked: (directory
+    changes, the user's new X500 list or None, the external address or
+    None)."""
+    current = current_addresses(obj, is_user)
     new_addresses = None
     external = None
     if "externalemailaddress" in p:
         external = exo_address("ExternalEmailAddress",
                                p["externalemailaddress"])
-        new_addresses = set_external_address(addresses, external)
+        new_addresses = set_external_address(current, external)
     if "emailaddresses" in p:
-        new_addresses = apply_email_addresses(
-            new_addresses if new_addresses is not None else addresses,
+        edited = apply_email_addresses(
+            new_addresses if new_addresses is not None else current,
             p["emailaddresses"])
-    if new_addresses is not None:
-        check_addresses_free(tenant, new_addresses, exclude=obj.id)
-        changes["proxyAddresses"] = new_addresses
-        changes["mail"] = primary_smtp(new_addresses)
+        if is_user:
+            check_domains_accepted(tenant, added_entries(current, edited))
+        new_addresses = edited
+    if new_addresses is None:
+        return {}, None, external
+    check_addresses_free(tenant, new_addresses, exclude=obj.id)
+    check_x500_free(tenant, added_entries(current, new_addresses),
+                    exclude=obj.id)
+    x500 = None
+    if is_user:
+        x500 = list(x500_values(new_addresses).values())
+        new_addresses = [a for a in new_addresses if a not in x500]
+    return ({"proxyAddresses": new_addresses,
+             "mail": primary_smtp(new_addresses)}, x500, external)
+
+
+def guid_changes(tenant, user, p):
+    """Set-MailUser -ExchangeGuid / -ArchiveGuid (already parsed):
+    {property: GUID}, each unique in the tenant."""
+    changes = {}
+    for key, name in (("exchangeguid", "ExchangeGuid"),
+                      ("archiveguid", "ArchiveGuid")):
+        if key in p:
+            check_guid_free(tenant, name, p[key], exclude=user.id)
+            changes[name] = p[key]
+    return changes
+
+
+def check_not_dir_synced(user, view, cmdlet_name, params):
+    """An object synchronised from on-premises refuses every change made
+    in Exchange Online, with the write-scope text Microsoft's tools show
+    (the parameter named is the first one given; guessed for
+    Set-MailUser and Set-User, observed for Set-Mailbox)."""
+    changed = [k for k in params if k.lower() not in ("identity",
+                                                      "confirm")]
+    if changed and is_dir_synced(user):
+        name = view["Name"]
+        exo_fail(400, "BadRequest", "", EXC_INVALID_OPERATION,
+                 f"The operation on mailbox \"{name}\" failed because it's "
+                 f"out of the current user's write scope. The action "
+                 f"'{cmdlet_name}', '{changed[0]}', can't be performed on "
+                 f"the object '{name}' because the object is being "
+                 f"synchronized from your on-premises organization. This "
+                 f"action should be performed on the object in your "
+                 f"on-premises organization.")
+
+
+def other_changes(req, tenant, obj, p):
+    """Name, DisplayName, Alias, CustomAttribute1..15 checked: the
+    directory changes."""
+    props = obj.props
+    changes = {}
     if "name" in p:
         check_name_free(req, tenant, str(p["name"]), exclude=obj.id)
     for key, prop, limit in (("displayname", "displayName", 256),
@@ -354,29 +333,60 @@ def set_common(req, tenant, obj, p, is_user):
         merged = dict(props.get("onPremisesExtensionAttributes") or {})
         merged.update(custom)
         changes["onPremisesExtensionAttributes"] = merged
+    return changes
+
+
+def set_common(req, tenant, obj, p, is_user):
+    """Set-MailContact / Set-MailUser: HiddenFromAddressListsEnabled,
+    CustomAttribute1..15, EmailAddresses, ExternalEmailAddress,
+    DisplayName, Name, Alias; Set-MailUser also ExchangeGuid and
+    ArchiveGuid.  Every check is made before anything changes."""
+    changes, x500, external = address_changes(tenant, obj, p, is_user)
+    changes.update(other_changes(req, tenant, obj, p))
+    guids = guid_changes(tenant, obj, p) if is_user else {}
     hidden = None
     if "hiddenfromaddresslistsenabled" in p:
         hidden = exo_bool("HiddenFromAddressListsEnabled",
                           p["hiddenfromaddresslistsenabled"])
-    # All checks passed: apply.
     if is_user:
-        if hidden is not None:
-            changes["showInAddressList"] = not hidden
-        tenant.patch_user(obj, changes)
-        if "name" in p or external is not None:
-            obj.exo = dict(obj.exo or {})
-            if "name" in p:
-                obj.exo["Name"] = str(p["name"])
-            if external is not None:
-                obj.exo["ExternalEmailAddress"] = f"SMTP:{external}"
+        apply_user(tenant, obj, p, changes, hidden, external,
+                   (x500, guids))
     else:
-        props.update(changes)
-        if hidden is not None:
-            props["hiddenFromAddressListsEnabled"] = hidden
+        apply_contact(obj, p, changes, hidden, external)
+
+
+def apply_user(tenant, user, p, changes, hidden, external, exchange_data):
+    """Set-MailUser's checked changes applied: the directory's, then
+    Exchange's own (Name, ExternalEmailAddress, X500s, GUIDs)."""
+    x500, guids = exchange_data
+    if hidden is not None:
+        changes["showInAddressList"] = not hidden
+    tenant.patch_user(user, changes)
+    if "name" in p or external is not None:
+        user.exo = dict(user.exo or {})
         if "name" in p:
-            props["name"] = str(p["name"])
+            user.exo["Name"] = str(p["name"])
         if external is not None:
-            props["externalEmailAddress"] = f"SMTP:{external}"
+            user.exo["ExternalEmailAddress"] = f"SMTP:{external}"
+    if x500 is not None or guids:
+        box = writable(user)
+        if x500 is not None:
+            box["x500"] = x500
+        box.update(guids)
+        touch(user)
+
+
+def apply_contact(contact, p, changes, hidden, external):
+    """Set-MailContact's checked changes applied."""
+    props = contact.props
+    props.update(changes)
+    if hidden is not None:
+        props["hiddenFromAddressListsEnabled"] = hidden
+    if "name" in p:
+        props["name"] = str(p["name"])
+    if external is not None:
+        props["externalEmailAddress"] = f"SMTP:{external}"
+    touch(contact)
 
 
 SET_MAIL = {"identity", "hiddenfromaddresslistsenabled", "emailaddresses",
@@ -395,9 +405,17 @@ def cmd_set_mail_contact(req, tenant, params):
 
 @cmdlet("Set-MailUser")
 def cmd_set_mail_user(req, tenant, params):
-    exo_check_params(params, SET_MAIL)
+    """Set-MailContact's parameters plus -ExchangeGuid and -ArchiveGuid
+    (GUIDs; bound before the object is looked up, as PowerShell binds
+    parameters first)."""
+    exo_check_params(params, SET_MAIL | {"exchangeguid", "archiveguid"})
     p = lowered(params)
-    user, _ = exo_resolve(req, tenant, p.get("identity"), MAIL_USER)
+    for key, name in (("exchangeguid", "ExchangeGuid"),
+                      ("archiveguid", "ArchiveGuid")):
+        if key in p:
+            p[key] = exo_guid_param(name, p[key])
+    user, view = exo_resolve(req, tenant, p.get("identity"), MAIL_USER)
+    check_not_dir_synced(user, view, "Set-MailUser", params)
     set_common(req, tenant, user, p, is_user=True)
     return [], []
 
@@ -438,6 +456,7 @@ def cmd_set_contact(req, tenant, params):
         check_name_free(req, tenant, str(p["name"]), exclude=contact.id)
         changes["name"] = str(p["name"])
     contact.props.update(changes)
+    touch(contact)
     return [], []
 
 
@@ -445,7 +464,8 @@ def cmd_set_contact(req, tenant, params):
 def cmd_set_user(req, tenant, params):
     exo_check_params(params, SET_BOOK)
     p = lowered(params)
-    user, _ = exo_resolve(req, tenant, p.get("identity"), ANY_USER)
+    user, view = exo_resolve(req, tenant, p.get("identity"), ANY_USER)
+    check_not_dir_synced(user, view, "Set-User", params)
     changes = address_book_changes(p)
     if "name" in p:
         check_name_free(req, tenant, str(p["name"]), exclude=user.id)

@@ -48,7 +48,7 @@ class User:
 
     __slots__ = ("id", "props", "prop_seq", "created_seq", "deleted",
                  "deleted_seq", "restored_seq", "deleted_at", "invited_at",
-                 "exo")
+                 "exo", "mailbox", "changed_at")
 
     # Shown by the admin API even when never set (then null).
     ADMIN_KEYS = ("showInAddressList", "creationType", "externalUserState",
@@ -65,6 +65,10 @@ class User:
         self.deleted_at = None       # time.time() of the deletion
         self.invited_at = 0          # time.monotonic() of its invitation
         self.exo = None              # {"Name", ...} if made by New-MailUser
+        # Exchange-only data (mailbox.py; Graph never shows it) and when
+        # the object last changed (Exchange's WhenChanged).
+        self.mailbox = None
+        self.changed_at = time.time()
 
     def admin_view(self):
         view = {"id": self.id}
@@ -83,8 +87,9 @@ class Contact:
         self.id = cid
         self.props = dict(props)
         # When it was made (orgContact has no createdDateTime; Exchange
-        # shows it as WhenCreated).
+        # shows it as WhenCreated) and last changed (WhenChanged).
         self.created = iso_ms(time.time())[:-5] + "Z"
+        self.changed_at = time.time()
 
     def admin_view(self):
         view = {"id": self.id}
@@ -153,6 +158,7 @@ class Tenant:
                       "restores": 0, "reads": 0, "exchange": {}}
         self.exo_calls = collections.deque()     # monotonic times, 1 s
         self.exo_in_progress = 0                 # guarded by Cloud.lock
+        self.org = None      # orgconfig.Org: accepted domains, migration
         # (key, folded value) -> ids of users that held it when indexed:
         # a superset kept in step by add_user/patch_user, always checked
         # against the user itself, so lookups by mail, UPN, extension
@@ -235,6 +241,7 @@ class Tenant:
             for name, value in changed.items():
                 user.props[name] = value
                 user.prop_seq[name] = seq
+            user.changed_at = time.time()
             self.extra_props.update(changed)
             self.index_user(user)   # old keys stay: checked at lookup
 
@@ -253,6 +260,7 @@ class Tenant:
         user.deleted = None
         user.deleted_at = None
         user.restored_seq = self.bump()
+        user.changed_at = time.time()
         self.deletions += 1
 
     def address_owner(self, address, exclude=None):

@@ -1,11 +1,13 @@
 """Exchange Online admin API: POST /adminapi/beta/{tenant}/InvokeCommand.
 
 The endpoint (the Exchange token check, Rate-Limit-* headers, the
-exo_rate_limit and exo_max_concurrent knobs, paging of results), the
-cmdlet registry that cmdlets.py fills with @cmdlet, and what the cmdlets
-share: Exchange's error bodies, the recipient view of every directory
-object (users, guests, mail users, contacts, groups), -Identity
-resolution, parameter checks and address editing.
+exo_rate_limit and exo_max_concurrent knobs, paging of results, $select),
+the cmdlet registry that cmdlets.py, orgconfig.py and migration.py fill
+with @cmdlet, and what the cmdlets share: Exchange's error bodies, the
+recipient view of every directory object (users, guests, mail users,
+contacts, groups; a user's Exchange-only data is mailbox.py's), -Identity
+resolution, parameter checks, address editing and the uniqueness of
+addresses and mailbox GUIDs.
 """
 
 import re
@@ -15,6 +17,8 @@ import uuid
 
 from .directory import is_address, text_length
 from .knobs import count_stat
+from .mailbox import (ZERO_GUID, archive_guid, base_fields, exchange_guid,
+                      legacy_dn, user_kind, when, x500s)
 from .wire import EXO_JSON, Reply, Response, bearer, exo_error, iso_ms, route
 
 
@@ -153,6 +157,7 @@ def exo_invoke(req, tenant):
         count_stat(req.cloud, tenant, CMDLET_NAMES[name.lower()],
                    exchange=True)
         results, warnings = fn(req, tenant, params)
+        results = exo_select(req, results)
 
     size = exo_page_size(req)
     body = {"@odata.context":
@@ -164,6 +169,20 @@ def exo_invoke(req, tenant):
         body["@odata.nextLink"] = f"{base}/InvokeCommand?$skiptoken={token}"
     body["value"] = results[:size]
     return Response(200, body, {"Content-Type": EXO_JSON})
+
+
+def exo_select(req, results):
+    """?$select=A,B (public clients such as CIPP send it): each result
+    keeps only those properties and their "@odata.type" annotations.
+    Guessed: names match case-insensitively, an unknown name is left out
+    silently, an empty $select selects everything."""
+    wanted = {n.strip().lower()
+              for n in str(req.params.get("select") or "").split(",")
+              if n.strip()}
+    if not wanted:
+        return results
+    return [{k: v for k, v in r.items()
+             if k.split("@", 1)[0].lower() in wanted} for r in results]
 
 
 def exo_check_params(params, allowed):
@@ -188,9 +207,13 @@ EXC_PROXY_EXISTS = "Microsoft.Exchange.Data.Directory.ProxyAddressExistsExceptio
 EXC_OBJECT_EXISTS = ("Microsoft.Exchange.Data.Directory."
                      "ADObjectAlreadyExistsException")
 EXC_BINDING = "System.Management.Automation.ParameterBindingException"
+EXC_DATA_VALIDATION = "Microsoft.Exchange.Data.DataValidationException"
 EXC_VALIDATION = ("System.Management.Automation."
                   "ParameterBindingValidationException")
 CUSTOM_ATTRIBUTES = [f"CustomAttribute{n}" for n in range(1, 16)]
+# Groups Get-DistributionGroupMember takes (Microsoft 365 groups are not
+# distribution groups).
+GROUP_KINDS = {"MailUniversalSecurityGroup", "MailUniversalDistributionGroup"}
 
 # Set-Contact / Set-User address-book parameters -> (Graph property,
 # maximum length).  Exchange and Graph are one directory object.
@@ -281,18 +304,6 @@ def recipient_view(tenant, oid, name, props, rtype, details, external,
     return view
 
 
-def user_kind(user):
-    """RecipientTypeDetails of a directory user as Exchange sees it."""
-    props = user.props
-    if user.exo and user.exo.get("kind") == "MailUser":
-        return "MailUser"
-    if not props.get("mail"):
-        return "User"
-    if props.get("userType") == "Guest":
-        return "GuestMailUser"
-    return "UserMailbox"
-
-
 def user_recipient(user, tenant=None):
     """A directory user as Exchange shows it: UserMailbox (member with
     mail), MailUser (New-MailUser), GuestMailUser, or User (no mail)."""
@@ -316,20 +327,22 @@ def user_recipient(user, tenant=None):
                           exo.get("Name") or user.id, props, rtype, kind,
                           external, hidden)
     view["UserPrincipalName"] = props.get("userPrincipalName")
-    return view
+    return base_fields(user, view)
 
 
 def contact_recipient(contact, tenant=None):
     """An org contact as Exchange shows a MailContact."""
     props = contact.props
     mail = props.get("mail")
-    return recipient_view(
+    view = recipient_view(
         tenant or _NO_TENANT, contact.id,
         props.get("name") or props.get("displayName") or contact.id, props,
         "MailContact", "MailContact",
         props.get("externalEmailAddress") or f"SMTP:{mail}",
         props.get("hiddenFromAddressListsEnabled") is True,
         created=getattr(contact, "created", None))
+    view["WhenChanged"] = view["WhenChangedUTC"] = when(contact.changed_at)
+    return view
 
 
 def group_recipient(group, tenant):
@@ -376,21 +389,24 @@ def exo_objects(req, tenant, kinds=None):
     if kinds is None or "MailContact" in kinds:
         out += [(c, contact_recipient(c, tenant))
                 for c in tenant.contacts.values() if c.props.get("mail")]
-    if kinds is None:
-        out += [(g, group_recipient(g, tenant))
-                for g in tenant.groups.values() if g.props.get("mail")]
+    if kinds is None or kinds & GROUP_KINDS:
+        out += [(g, view) for g, view in
+                ((g, group_recipient(g, tenant))
+                 for g in tenant.groups.values() if g.props.get("mail"))
+                if kinds is None or view["RecipientTypeDetails"] in kinds]
     return out
 
 
 def identity_matches(view, identity):
     """-Identity forms the cmdlet docs list: Name, Alias, distinguished
-    name, GUID; plus email address and ExternalDirectoryObjectId (Exchange
-    resolves both; UserPrincipalName for users)."""
+    name, GUID, LegacyExchangeDN (Get-Mailbox's list); plus email address
+    and ExternalDirectoryObjectId (Exchange resolves both;
+    UserPrincipalName for users)."""
     key = strip_smtp(str(identity)).strip().lower()
     names = [view["Identity"], view["Name"], view["Alias"],
              view["DistinguishedName"], view["Guid"],
              view["ExternalDirectoryObjectId"], view["PrimarySmtpAddress"],
-             view.get("UserPrincipalName")]
+             view.get("UserPrincipalName"), view.get("LegacyExchangeDN")]
     names += [strip_smtp(a) for a in view["EmailAddresses"]
               if str(a)[:5].lower() == "smtp:"]
     return any(isinstance(n, str) and n.lower() == key for n in names)
@@ -457,6 +473,23 @@ def exo_address(name, value):
     return address
 
 
+def exo_guid_param(name, value):
+    """A System.Guid parameter: the forms .NET parses (32 digits, with
+    dashes, in braces or parentheses), as lower-case dashed text; a bad
+    one fails parameter binding with .NET's message."""
+    text = str(value).strip()
+    dashed = r"[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"
+    forms = (r"[0-9A-Fa-f]{32}", dashed, r"\{" + dashed + r"\}",
+             r"\(" + dashed + r"\)")
+    if not any(re.fullmatch(form, text) for form in forms):
+        exo_fail(400, "BadRequest", "ExB3C4DB", EXC_BINDING,
+                 f"Cannot process argument transformation on parameter "
+                 f"'{name}'. Cannot convert value \"{value}\" to type "
+                 f"\"System.Guid\". Error: \"Guid should contain 32 digits "
+                 f"with 4 dashes (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx).\"")
+    return str(uuid.UUID(text.strip("{}()")))
+
+
 def owner_name(tenant, owner):
     kind, oid = owner
     if kind == "User":
@@ -469,6 +502,15 @@ def owner_name(tenant, owner):
         or oid
 
 
+def proxy_taken(tenant, value, owner):
+    """Exchange's answer to a proxy address another recipient holds."""
+    exo_fail(400, "BadRequest", "Ex5A2D4E", EXC_PROXY_EXISTS,
+             f"The proxy address \"{value}\" is already being used "
+             f"by the proxy addresses or LegacyExchangeDN of "
+             f"\"{owner_name(tenant, owner)}\". Please choose "
+             f"another proxy address.")
+
+
 def check_addresses_free(tenant, addresses, exclude=None):
     """Every SMTP address unique across the tenant's recipients (users,
     guests, mail users, contacts, groups)."""
@@ -477,11 +519,61 @@ def check_addresses_free(tenant, addresses, exclude=None):
             continue
         owner = tenant.address_owner(value[5:], exclude=exclude)
         if owner is not None:
-            exo_fail(400, "BadRequest", "Ex5A2D4E", EXC_PROXY_EXISTS,
-                     f"The proxy address \"{value}\" is already being used "
-                     f"by the proxy addresses or LegacyExchangeDN of "
-                     f"\"{owner_name(tenant, owner)}\". Please choose "
-                     f"another proxy address.")
+            proxy_taken(tenant, value, owner)
+
+
+def x500_values(addresses):
+    """{folded value: address} of the X500 entries of a proxy list."""
+    return {a.split(":", 1)[1].lower(): a for a in addresses
+            if isinstance(a, str) and a[:5].lower() == "x500:"}
+
+
+def user_x500_held(user):
+    """Folded X500 values a user holds: its X500 proxies and, if it is a
+    recipient, its own LegacyExchangeDN."""
+    held = set(x500_values(x500s(user)))
+    if user_kind(user) != "User":
+        held.add(legacy_dn(user).lower())
+    return held
+
+
+def check_x500_free(tenant, addresses, exclude=None):
+    """Every X500 address unique across the tenant's recipients: no other
+    one holds it as a proxy address or as its LegacyExchangeDN (the
+    ProxyAddressExists text names both).  X500 values compare
+    case-insensitively."""
+    wanted = x500_values(addresses)
+    if not wanted:
+        return
+    for user in tenant.users.values():
+        if user.deleted is None and user.id != exclude:
+            hit = wanted.keys() & user_x500_held(user)
+            if hit:
+                proxy_taken(tenant, wanted[min(hit)], ("User", user.id))
+    for kind, objects in (("Contact", tenant.contacts),
+                          ("Group", tenant.groups)):
+        for obj in objects.values():
+            if obj.id == exclude:
+                continue
+            hit = wanted.keys() & set(x500_values(
+                obj.props.get("proxyAddresses") or []))
+            if hit:
+                proxy_taken(tenant, wanted[min(hit)], (kind, obj.id))
+
+
+def check_guid_free(tenant, name, value, exclude=None):
+    """A mailbox GUID (ExchangeGuid or ArchiveGuid) no other recipient
+    of the tenant holds as either (text observed in Microsoft's
+    support blogs; the exception type is a guess)."""
+    if value == ZERO_GUID:
+        return
+    for user in tenant.users.values():
+        if user.deleted is None and user.id != exclude and \
+                value in (exchange_guid(user), archive_guid(user)):
+            exo_fail(400, "BadRequest", "Ex7B2C19", EXC_DATA_VALIDATION,
+                     f"The value \"{value}\" of property \"{name}\" is "
+                     f"used by another recipient object. Please specify a "
+                     f"unique value.")
 
 
 def recipient_names(req, tenant, exclude=None):

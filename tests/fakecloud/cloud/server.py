@@ -21,6 +21,8 @@ import urllib.parse
 
 from .directory import App, Group, Link, Tenant, Token, object_id
 from .exchange import exo_enter
+from .mailbox import admin_apply, admin_changes
+from .orgconfig import seed_org
 from .faults import FaultState, inject_fault, response_fault, send_fault
 from .graph import graph_authenticate
 from .knobs import KNOBS, count_stat
@@ -84,6 +86,23 @@ def dispatch(req):
 
 # -- state -----------------------------------------------------------------
 
+def seed_user(tenant, data):
+    """A seed's user: Graph properties, and under "mailbox" its
+    Exchange-only data (the admin API's mailbox fields).  ValueError."""
+    box = None
+    if isinstance(data, dict) and "mailbox" in data:
+        data = dict(data)
+        box = admin_changes(data.pop("mailbox"))
+    try:
+        user = tenant.add_user(data)
+    except KeyError as exc:
+        raise ValueError(str(exc)) from None
+    if box is not None:
+        admin_apply(user, box)
+        if "WhenChangedUTC" in box:
+            user.changed_at = box["WhenChangedUTC"]
+
+
 class Cloud:
     def __init__(self, verbose=False):
         self.lock = threading.RLock()
@@ -144,10 +163,8 @@ class Cloud:
                     raise ValueError(f"app {app['client_id']}: bad "
                                      f"certificate: {exc}") from None
             for user in spec.get("users", []):
-                try:
-                    tenant.add_user(user)
-                except KeyError as exc:
-                    raise ValueError(str(exc)) from None
+                seed_user(tenant, user)
+            seed_org(tenant, spec)
             for group in spec.get("groups", []):
                 self.add_group(tenant, group)
             for contact in spec.get("contacts", []):
