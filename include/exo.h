@@ -249,8 +249,8 @@ int exo_endpoints(const json_t *value, json_t **out)
     __attribute__((warn_unused_result));
 
 /* Test-MigrationServerAvailability's answer: 0 when its Result is
- * Success, 1 when it is not (its Message, else ErrorDetail, in detail,
- * one line), -1 when the answer has no Result. */
+ * Success, 1 when it is not (its ErrorDetail, the cause, else its
+ * Message, in detail, one line), -1 when the answer has no Result. */
 int exo_availability(const json_t *value, char *detail, size_t len);
 
 /* A target MailUser (one Get-MailUser result) in galbridge's own shape:

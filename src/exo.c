@@ -1434,18 +1434,20 @@ exo_availability(const json_t *value, char *detail, size_t len)
 {
   const json_t *r = json_array_get(value, 0);
   const char *result = json_string_value(get_ci(r, "Result"));
-  const char *msg = json_string_value(get_ci(r, "Message"));
+  const char *why = json_string_value(get_ci(r, "ErrorDetail"));
 
   set_empty(detail, len);
   if (result == NULL)
     return -1;
   if (strcasecmp(result, "Success") == 0)
     return 0;
-  if (msg == NULL || msg[0] == '\0')
-    msg = json_string_value(get_ci(r, "ErrorDetail"));
+  /* The cause is in ErrorDetail; Message is often a generic text. */
+  if (why == NULL || why[0] == '\0')
+    why = json_string_value(get_ci(r, "Message"));
+  if (why == NULL || why[0] == '\0')
+    why = result;
   if (len > 0)
-    copy_line(detail, len, msg != NULL && msg[0] != '\0' ? msg : result,
-              strlen(msg != NULL && msg[0] != '\0' ? msg : result), 0);
+    copy_line(detail, len, why, strlen(why), 0);
   return 1;
 }
 

@@ -508,11 +508,26 @@ has_x500(const json_t *list, const char *v)
   return 0;
 }
 
+/* A fix that is a Set-MailUser on the copy. galbridge writes a copy's
+ * stamps when it makes it and whenever its source changes, not when the
+ * copy alone was changed in the target: the fix says so. */
+static void
+stamp_fix(char *buf, size_t len, const struct config_link *link,
+          const char *params)
+{
+  snprintf(buf, len,
+           "in %s: Set-MailUser <its target> %s (galbridge writes it when it "
+           "makes a copy or its source changes, not after a change made in "
+           "%s; galbridge plan --link %s shows a copy it refuses)",
+           link->target->name, params, link->target->name, link->name);
+}
+
 /* What the target side misses: GUIDs, X500 addresses, addresses. */
 static int
 compare_target(const struct migcheck_env *env, const json_t *record,
-               const json_t *mu, const char *sync_fix, json_t *missing)
+               const json_t *mu, json_t *missing)
 {
+  const struct config_link *link = env->link;
   const char *guid = migcheck_str(record, "exchangeGuid"), *tguid;
   const char *arch = migcheck_str(record, "archiveGuid"), *tarch;
   const char *dn = migcheck_str(record, "legacyDN");
@@ -521,20 +536,24 @@ compare_target(const struct migcheck_env *env, const json_t *record,
   size_t i, lacking = 0;
   int rc = 0, initial = 0;
 
+  stamp_fix(fix, sizeof(fix), link,
+            "-ExchangeGuid <the source mailbox's ExchangeGuid>");
   tguid = migcheck_str(mu, "exchangeGuid");
   if (tguid == NULL)
-    rc |= miss(missing, sync_fix, "ExchangeGuid missing on the target");
+    rc |= miss(missing, fix, "ExchangeGuid missing on the target");
   else if (guid != NULL && strcasecmp(guid, tguid) != 0)
-    rc |= miss(missing, sync_fix,
+    rc |= miss(missing, fix,
                "ExchangeGuid %s on the target is not the source's %s", tguid,
                guid);
+  stamp_fix(fix, sizeof(fix), link,
+            "-ArchiveGuid <the source archive's ArchiveGuid>");
   tarch = migcheck_str(mu, "archiveGuid");
   if (arch != NULL && tarch == NULL)
-    rc |= miss(missing, sync_fix,
+    rc |= miss(missing, fix,
                "ArchiveGuid missing on the target (the source has an "
                "archive)");
   else if (arch != NULL && strcasecmp(arch, tarch) != 0)
-    rc |= miss(missing, sync_fix,
+    rc |= miss(missing, fix,
                "ArchiveGuid %s on the target is not the source's %s", tarch,
                arch);
   else if (arch == NULL && tarch != NULL)
@@ -544,10 +563,12 @@ compare_target(const struct migcheck_env *env, const json_t *record,
                "then stamps its GUID",
                "ArchiveGuid %s on the target while the source has no archive",
                tarch);
+  stamp_fix(fix, sizeof(fix), link,
+            "-EmailAddresses @{add='X500:<the source's value>'}");
   if (dn != NULL) {
     snprintf(x, sizeof(x), "X500:%s", dn);
     if (!has_x500(tx, x))
-      rc |= miss(missing, sync_fix,
+      rc |= miss(missing, fix,
                  "X500 address of the source's LegacyExchangeDN missing");
   }
   json_array_foreach(json_object_get(record, "x500"), i, v)
@@ -556,15 +577,12 @@ compare_target(const struct migcheck_env *env, const json_t *record,
     lacking += a != NULL && strlen(a) > 5 && !has_x500(tx, a);
   }
   if (lacking > 0)
-    rc |= miss(missing, sync_fix, "%zu of the source's X500 addresses missing",
+    rc |= miss(missing, fix, "%zu of the source's X500 addresses missing",
                lacking);
   if (env->target == NULL)
     return rc;
-  snprintf(fix, sizeof(fix),
-           "run galbridge sync (a copy's addresses are replaced with "
-           "accepted ones); one added by hand: in %s, Set-MailUser "
-           "<target> -EmailAddresses @{remove='smtp:<address>'}",
-           env->link->target->name);
+  stamp_fix(fix, sizeof(fix), link,
+            "-EmailAddresses @{remove='smtp:<that address>'}");
   json_array_foreach(json_object_get(mu, "smtp"), i, v)
   {
     const char *a = json_string_value(v), *at = a ? strrchr(a, '@') : NULL;
@@ -572,14 +590,16 @@ compare_target(const struct migcheck_env *env, const json_t *record,
       continue;
     if (!migration_accepted(env->target, a))
       rc |= miss(missing, fix, "address %s is in a domain %s does not accept",
-                 a, env->link->target->name);
+                 a, link->target->name);
     else if (at != NULL && env->target->initial != NULL &&
              strcasecmp(at + 1, env->target->initial) == 0)
       initial = 1;
   }
+  stamp_fix(fix, sizeof(fix), link,
+            "-EmailAddresses @{add='smtp:<its alias>@<the initial domain>'}");
   if (!initial && env->target->initial != NULL)
-    rc |= miss(missing, sync_fix, "no address in %s's initial domain %s",
-               env->link->target->name, env->target->initial);
+    rc |= miss(missing, fix, "no address in %s's initial domain %s",
+               link->target->name, env->target->initial);
   return rc;
 }
 
@@ -660,15 +680,10 @@ migcheck_user(const struct migcheck_env *env, const json_t *record,
               const json_t *mu, const struct exo_user_state *st,
               json_t *missing)
 {
-  char sync_fix[TEXT_MAX], fix[TEXT_MAX];
+  char fix[TEXT_MAX];
   size_t before;
   int rc = 0;
 
-  snprintf(sync_fix, sizeof(sync_fix),
-           "run galbridge sync: it stamps the source mailbox's GUIDs, X500 "
-           "and initial-domain addresses on its copy (when it cannot, "
-           "galbridge plan --link %s says why)",
-           env->link->name);
   if (migcheck_str(record, "bad") != NULL) {
     snprintf(fix, sizeof(fix),
              "correct the source mailbox in %s; galbridge reads it again at "
@@ -682,15 +697,19 @@ migcheck_user(const struct migcheck_env *env, const json_t *record,
     return -1;
   if (json_array_size(missing) > before) /* never stamped: not compared */
     return compare_source(env, record, mu, missing);
+  snprintf(fix, sizeof(fix),
+           "run galbridge sync: it makes a copy removed from the target "
+           "again (galbridge plan --link %s says why it does not)",
+           env->link->name);
   if (mu == NULL)
-    rc |= miss(missing, sync_fix, "no target MailUser carries its anchor");
+    rc |= miss(missing, fix, "no target MailUser carries its anchor");
   else if (json_is_true(json_object_get(mu, "dirSynced")))
     rc |= miss(missing,
                "set msExchMailboxGuid and the X500 addresses on the "
                "on-premises object; galbridge does not change it",
                "the target object is synchronised from on-premises");
   else
-    rc |= compare_target(env, record, mu, sync_fix, missing);
+    rc |= compare_target(env, record, mu, missing);
   return rc | compare_source(env, record, mu, missing);
 }
 

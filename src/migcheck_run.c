@@ -354,7 +354,6 @@ call(struct migcheck *mc, struct tenant_ctx *tc, const char *cmdlet,
     json_decref(params);
     return 0;
   }
-  lc->waiting = lc->phase;
   rc = exo_invoke_select(tc->exo, cmdlet, params, select, on_exo, mc);
   json_decref(params);
   if (rc == 0)
@@ -647,6 +646,7 @@ run_phase(struct migcheck *mc)
 {
   struct lcheck *lc = mc->lc;
   const json_t *scopes;
+  enum phase p;
 
   if (lc == NULL) {
     if (mc->next_link >= mc->n_links) {
@@ -657,7 +657,12 @@ run_phase(struct migcheck *mc)
     }
     return link_begin(mc);
   }
-  switch (lc->phase++) {
+  /* The answer of a call started here belongs to phase p; a phase that
+   * calls again (one per group, one per copy) sets lc->phase back. */
+  p = lc->phase;
+  lc->phase = p + 1;
+  lc->waiting = p;
+  switch (p) {
   case P_ORG_T:
     return call(mc, lc->dst, "Get-OrganizationConfig", json_object(), NULL);
   case P_ORG_S:
@@ -825,7 +830,8 @@ keep(struct lcheck *lc, const struct exo_response *resp)
              "%s",
              migcheck_str(lc->endpoint, "name"), lc->test_address);
     snprintf(fix, sizeof(fix),
-             "check that the migration app (%s) is consented in %s "
+             "correct what the checks above say first; then check that "
+             "the migration app (%s) is consented in %s "
              "(https://login.microsoftonline.com/%s/adminconsent?client_id="
              "%s&redirect_uri=https://office.com) and that the endpoint's "
              "credentials hold its current secret",

@@ -225,6 +225,16 @@ test_endpoints_and_test_answer(void **state)
   assert_int_equal(exo_availability(answer, detail, sizeof(detail)), 1);
   assert_string_equal(detail, "consent missing");
   json_decref(answer);
+  answer = json_pack("[{s:s, s:s, s:n}]", "Result", "Failed", "Message",
+                     "The connection could not be completed.", "ErrorDetail");
+  assert_int_equal(exo_availability(answer, detail, sizeof(detail)), 1);
+  assert_string_equal(detail, "The connection could not be completed.");
+  json_decref(answer);
+  answer = json_pack("[{s:s, s:s, s:s}]", "Result", "Failed", "Message",
+                     "generic", "ErrorDetail", "MissingExchangeGuidException");
+  assert_int_equal(exo_availability(answer, detail, sizeof(detail)), 1);
+  assert_string_equal(detail, "MissingExchangeGuidException");
+  json_decref(answer);
   answer = json_pack("[{}]");
   assert_int_equal(exo_availability(answer, detail, sizeof(detail)), -1);
   json_decref(answer);
@@ -621,36 +631,41 @@ test_user_missing(void **state)
     const char *fix;
   } cases[] = {
       {"guid missing", NULL, NULL, "exchangeGuid", "null",
-       "ExchangeGuid missing on the target", "galbridge sync"},
+       "ExchangeGuid missing on the target",
+       "in contoso: Set-MailUser <its target> -ExchangeGuid <the source "
+       "mailbox's ExchangeGuid> (galbridge writes it when it makes a copy or "
+       "its source changes, not after a change made in contoso; galbridge "
+       "plan --link f-to-c shows a copy it refuses)"},
       {"guid differs", NULL, NULL, "exchangeGuid",
        "\"11111111-1111-4111-8111-111111111111\"",
        "ExchangeGuid 11111111-1111-4111-8111-111111111111 on the target is "
        "not the source's " GUID,
-       "stamps the source mailbox's GUIDs"},
+       "-ExchangeGuid <the source mailbox's ExchangeGuid>"},
       {"archive missing", "archiveGuid", "\"" ARCHIVE "\"", NULL, NULL,
        "ArchiveGuid missing on the target (the source has an archive)",
-       "galbridge sync"},
+       "-ArchiveGuid <the source archive's ArchiveGuid>"},
       {"archive differs", "archiveGuid", "\"" ARCHIVE "\"", "archiveGuid",
        "\"" GUID "\"",
        "ArchiveGuid " GUID " on the target is not the source's " ARCHIVE,
-       "galbridge sync"},
+       "-ArchiveGuid"},
       {"archive stale", NULL, NULL, "archiveGuid", "\"" ARCHIVE "\"",
        "ArchiveGuid " ARCHIVE " on the target while the source has no "
        "archive",
        "enable it again"},
       {"legacy dn x500", NULL, NULL, "x500", "[\"" OLD_X500 "\"]",
        "X500 address of the source's LegacyExchangeDN missing",
-       "galbridge sync"},
+       "-EmailAddresses @{add='X500:<the source's value>'}"},
       {"other x500", NULL, NULL, "x500", "[\"x500:" DN "\"]",
-       "1 of the source's X500 addresses missing", "galbridge sync"},
+       "1 of the source's X500 addresses missing", "@{add='X500:"},
       {"foreign smtp", NULL, NULL, "smtp",
        "[\"lara@contoso.com\", \"lara@contoso.onmicrosoft.com\", "
        "\"lara@fabrikam.com\"]",
        "address lara@fabrikam.com is in a domain contoso does not accept",
-       "@{remove='smtp:<address>'}"},
+       "in contoso: Set-MailUser <its target> -EmailAddresses "
+       "@{remove='smtp:<that address>'}"},
       {"no initial", NULL, NULL, "smtp", "[\"lara@contoso.com\"]",
        "no address in contoso's initial domain contoso.onmicrosoft.com",
-       "galbridge sync"},
+       "@{add='smtp:<its alias>@<the initial domain>'}"},
       {"holds", "holds", "[\"LitigationHold\", \"InPlaceHold\"]", NULL, NULL,
        "on hold in the source: LitigationHold, InPlaceHold",
        "release every hold"},
