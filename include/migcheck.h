@@ -64,7 +64,8 @@ int migcheck_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
 /* --- pure parts, exposed for unit tests --- */
 
 /* Append {"subject", "what", "ok", "detail", "fix"} to `checks` (detail
- * and fix null when NULL). Returns 0, or -1 out of memory. */
+ * and fix null when NULL, and always when ok). Returns 0, or -1 out of
+ * memory. */
 int migcheck_add(json_t *checks, const char *subject, int ok, const char *what,
                  const char *detail, const char *fix)
     __attribute__((warn_unused_result));

@@ -26,8 +26,10 @@ int
 migcheck_add(json_t *checks, const char *subject, int ok, const char *what,
              const char *detail, const char *fix)
 {
+  /* A check that passed has nothing to say beyond its what. */
   json_t *c = json_pack("{s:s, s:s, s:b, s:s?, s:s?}", "subject", subject,
-                        "what", what, "ok", ok, "detail", detail, "fix", fix);
+                        "what", what, "ok", ok, "detail", ok ? NULL : detail,
+                        "fix", ok ? NULL : fix);
 
   return json_array_append_new(checks, c);
 }
@@ -84,8 +86,7 @@ check(json_t *checks, const char *role, const struct config_tenant *t, int ok,
   char subject[256];
 
   snprintf(subject, sizeof(subject), "%s %s", role, t->name);
-  return migcheck_add(checks, subject, ok, what, ok ? NULL : detail,
-                      ok ? NULL : fix);
+  return migcheck_add(checks, subject, ok, what, detail, fix);
 }
 
 int
@@ -297,13 +298,17 @@ pick_endpoint(const json_t *endpoints, const json_t *domains,
     const char *eapp = migcheck_str(e, "appId");
     int score = 0;
 
+    /* Among those for the source: an ExchangeRemoteMove one, then one
+     * with the source's application, then one with any application. */
     if (for_source(e, domains, source_id))
-      score += 4;
+      score += 8;
     else if (app == NULL || eapp == NULL || strcasecmp(app, eapp) != 0)
       continue; /* neither names the source nor carries its app */
     if (type != NULL && strcasecmp(type, "ExchangeRemoteMove") == 0)
-      score += 2;
+      score += 4;
     if (app != NULL && eapp != NULL && strcasecmp(app, eapp) == 0)
+      score += 2;
+    if (eapp != NULL)
       score += 1;
     if (score > best_score) {
       best = e;

@@ -464,6 +464,25 @@ test_endpoint(void **state)
   json_decref(eps);
   json_decref(checks);
 
+  /* Two for the source: the one with an application (here not the
+   * source's) before the one without. */
+  {
+    json_t *raw = json_pack(
+        "[{s:s, s:s, s:s}, {s:s, s:s, s:s, s:s}]", "Identity", "bare",
+        "RemoteTenant", "fabrikam.onmicrosoft.com", "EndpointType",
+        "ExchangeRemoteMove", "Identity", "with-app", "RemoteTenant",
+        "fabrikam.onmicrosoft.com", "EndpointType", "ExchangeRemoteMove",
+        "ApplicationId", "dddddddd-0000-4000-8000-000000000000");
+    json_t *two = NULL;
+    assert_int_equal(exo_endpoints(raw, &two), 0);
+    checks = json_array();
+    assert_int_equal(migcheck_endpoint(checks, &mlink, two, domains, srel, &e),
+                     0);
+    assert_string_equal(field(e, "name"), "with-app");
+    json_decref(checks);
+    json_decref(two);
+    json_decref(raw);
+  }
   /* Other clouds name their own host. */
   assert_string_equal(migcheck_remote_server(CONFIG_CLOUD_GLOBAL),
                       "outlook.office.com");
