@@ -99,7 +99,8 @@ const char *migcheck_remote_server(enum config_cloud cloud);
  * `endpoints` (exo_endpoints' shape): one whose RemoteTenant is one of
  * `source_domains` (lower-case names, may be NULL when unknown) or the
  * source's tenant id, else one whose ApplicationId is `source_rel`'s
- * (may be NULL) OAuthApplicationId; an ExchangeRemoteMove one first. Adds
+ * (may be NULL) OAuthApplicationId (any one when neither is known);
+ * an ExchangeRemoteMove one first, then one with an application. Adds
  * the checks (found, RemoteServer, EndpointType, ApplicationId) and sets
  * *endpoint to it (borrowed from endpoints), or NULL when none is. */
 int migcheck_endpoint(json_t *checks, const struct config_link *link,

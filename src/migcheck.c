@@ -289,7 +289,9 @@ pick_endpoint(const json_t *endpoints, const json_t *domains,
               const char *source_id, const char *app)
 {
   const json_t *e, *best = NULL;
-  int best_score = 0;
+  /* Nothing read of the source (its failure is reported): the endpoints
+   * are judged on their own. */
+  int best_score = 0, unknown = domains == NULL && app == NULL;
   size_t i;
 
   json_array_foreach((json_t *)endpoints, i, e)
@@ -302,14 +304,14 @@ pick_endpoint(const json_t *endpoints, const json_t *domains,
      * with the source's application, then one with any application. */
     if (for_source(e, domains, source_id))
       score += 8;
-    else if (app == NULL || eapp == NULL || strcasecmp(app, eapp) != 0)
+    else if (!unknown &&
+             (app == NULL || eapp == NULL || strcasecmp(app, eapp) != 0))
       continue; /* neither names the source nor carries its app */
     if (type != NULL && strcasecmp(type, "ExchangeRemoteMove") == 0)
       score += 4;
     if (app != NULL && eapp != NULL && strcasecmp(app, eapp) == 0)
       score += 2;
-    if (eapp != NULL)
-      score += 1;
+    score += 1 + (eapp != NULL); /* so that any endpoint can win */
     if (score > best_score) {
       best = e;
       best_score = score;

@@ -63,6 +63,7 @@ struct tenant_ctx {
   const struct config_tenant *tenant;
   struct auth *auth;
   struct exo *exo; /* NULL: no credentials (reported once per link) */
+  int refused;     /* its credentials were refused: asked no more */
   char err[512];
 };
 
@@ -350,7 +351,7 @@ call(struct migcheck *mc, struct tenant_ctx *tc, const char *cmdlet,
 
   if (params == NULL)
     return -1;
-  if (tc->exo == NULL) {
+  if (tc->exo == NULL || tc->refused) {
     json_decref(params);
     return 0;
   }
@@ -563,7 +564,8 @@ link_begin(struct migcheck *mc)
   sides[1] = lc->src;
   for (size_t i = 0; i < 2; i++) {
     char subject[256];
-    if (sides[i]->exo != NULL || (i == 1 && lc->src == lc->dst))
+    if ((sides[i]->exo != NULL && !sides[i]->refused) ||
+        (i == 1 && lc->src == lc->dst))
       continue;
     snprintf(subject, sizeof(subject), "%s %s", i == 0 ? "target" : "source",
              sides[i]->tenant->name);
@@ -909,6 +911,11 @@ on_exo(void *ctx, const struct exo_response *resp)
              lc->src->tenant->name);
     rc = read_failed(lc, tc, what, role, resp,
                      lc->waiting == P_MEMBERS ? fix : NULL);
+    /* Refused credentials: said once, the tenant is not asked again. */
+    if (resp->result == EXO_ERR_AUTH && resp->auth_permanent) {
+      tc->refused = 1;
+      snprintf(tc->err, sizeof(tc->err), "refused (see above)");
+    }
     if (lc->waiting == P_MEMBERS) {
       json_decref(lc->members); /* not known: membership is not checked */
       lc->members = NULL;

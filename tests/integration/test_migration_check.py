@@ -397,3 +397,25 @@ def test_usage_and_config_errors(make_env):
 
     r = env.run("--help")
     assert "migration-check [LINK] [--json | --csv]" in r.stdout
+
+
+def test_refused_credentials(make_env):
+    """The source refuses galbridge's credentials: one failed check says
+    so, with its fix, and the source is not asked again; the target's
+    checks still run."""
+    env = migration_env(make_env, users=3)
+    set_up(env)
+    env.write_secret("contoso", "not-the-secret")
+    rc, report = check_json(env)
+    assert rc == 1
+    checks = report["links"][0]["checks"]
+    source = [c for c in checks if c["subject"] == "source contoso"]
+    assert len(source) == 1
+    assert source[0]["ok"] is False
+    assert "invalid_client" in source[0]["detail"]
+    assert source[0]["fix"].startswith(
+        "check tenant contoso's tenant_id, client_id and its client secret")
+    target = checks_by_what(report["links"][0])
+    assert target["relationship 'From Contoso': MailboxMoveCapability has "
+                  "Inbound"]["ok"] is True
+    assert target["endpoint 'contoso': ApplicationId " + APP]["ok"] is True

@@ -483,6 +483,16 @@ test_endpoint(void **state)
     json_decref(two);
     json_decref(raw);
   }
+  /* Nothing known of the source (its reads failed): the endpoints are
+   * judged on their own, the IMAP one never first. */
+  eps =
+      endpoints("elsewhere", "outlook.office.com", "ExchangeRemoteMove", APP);
+  checks = json_array();
+  assert_int_equal(migcheck_endpoint(checks, &mlink, eps, NULL, NULL, &e), 0);
+  assert_string_equal(field(e, "name"), "Fabrikam");
+  json_decref(checks);
+  json_decref(eps);
+
   /* Other clouds name their own host. */
   assert_string_equal(migcheck_remote_server(CONFIG_CLOUD_GLOBAL),
                       "outlook.office.com");
