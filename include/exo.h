@@ -209,4 +209,66 @@ int exo_user_state(const json_t *user, struct exo_user_state *out);
 int exo_accepted_domains(const json_t *value, json_t **domains,
                          char **initial);
 
+/* --- migration set-up, for migration-check (read only) --- */
+
+/* What Get-MailUser, Get-User and Get-DistributionGroupMember are asked
+ * for (their $select) by migration-check. */
+#define EXO_MAILUSER_SELECT                                                   \
+  "ExternalDirectoryObjectId,Guid,PrimarySmtpAddress,EmailAddresses,"         \
+  "ExchangeGuid,ArchiveGuid,PersistedCapabilities,RecipientTypeDetails,"      \
+  "IsDirSynced"
+#define EXO_USER_SELECT                                                       \
+  "ExternalDirectoryObjectId,Guid,RecipientTypeDetails,"                      \
+  "PreviousRecipientTypeDetails,SKUAssigned,IsDirSynced"
+#define EXO_MEMBER_SELECT "ExternalDirectoryObjectId,Guid,PrimarySmtpAddress"
+
+/* Get-OrganizationConfig's answer: 1 when the organization is dehydrated
+ * (IsDehydrated true: Enable-OrganizationCustomization is needed first),
+ * 0 when not, -1 when the answer does not say. */
+int exo_org_dehydrated(const json_t *value);
+
+/* Get-OrganizationRelationship's answer in galbridge's own shape: an
+ * array of {"name", "domains" (DomainNames, lower case), "enabled",
+ * "moveEnabled" (MailboxMoveEnabled), "capabilities" (MailboxMoveCapability
+ * read as a set: "Inbound, RemoteOutbound" or a list gives each name once,
+ * in Exchange's spelling and order: Inbound, Outbound, RemoteInbound,
+ * RemoteOutbound; "None" gives none; a name Exchange does not have is
+ * kept as written), "appId" (OAuthApplicationId, lower case; absent when
+ * none), "scopes" (MailboxMovePublishedScopes)}. Property names are
+ * matched without case (public scripts spell OAuthApplicationId both
+ * ways). A relationship without a Name is left out. Returns 0 and *out
+ * (new reference), or -1 (out of memory). */
+int exo_relationships(const json_t *value, json_t **out)
+    __attribute__((warn_unused_result));
+
+/* Get-MigrationEndpoint's answer in galbridge's own shape: an array of
+ * {"name" (Identity, else Name), "remoteServer", "remoteTenant", "type"
+ * (EndpointType), "appId" (ApplicationId, lower case)}; empty values are
+ * left out. Returns 0 and *out (new reference), or -1 (out of memory). */
+int exo_endpoints(const json_t *value, json_t **out)
+    __attribute__((warn_unused_result));
+
+/* Test-MigrationServerAvailability's answer: 0 when its Result is
+ * Success, 1 when it is not (its ErrorDetail, the cause, else its
+ * Message, in detail, one line), -1 when the answer has no Result. */
+int exo_availability(const json_t *value, char *detail, size_t len);
+
+/* A target MailUser (one Get-MailUser result) in galbridge's own shape:
+ * {"id", "type" (RecipientTypeDetails), "primary" (PrimarySmtpAddress),
+ * "exchangeGuid", "archiveGuid" (lower case; absent when none or the
+ * zero GUID), "smtp" (its SMTP addresses, primary included, without the
+ * prefix), "x500" (its X500 addresses, each "X500:" + the value as
+ * written), "licensed" (PersistedCapabilities has ExchangeT2TMbxMove),
+ * "dirSynced" (IsDirSynced)}. Returns 0 and *out (new reference), or -1
+ * when it has no id, or out of memory. */
+int exo_mailuser_record(const json_t *mailuser, json_t **out)
+    __attribute__((warn_unused_result));
+
+/* Get-DistributionGroupMember's answer as a set: a JSON object whose keys
+ * are each member's directory object id and primary SMTP address, both
+ * lower case (values true). Returns 0 and *out (new reference), or -1
+ * (out of memory). */
+int exo_group_members(const json_t *value, json_t **out)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -305,6 +305,25 @@ int store_mailbox_mark_set(struct store *store, const char *tenant,
                            const char *mark, time_t full_at)
     __attribute__((warn_unused_result));
 
+/* One copy of a migration link whose source mailbox the store knows:
+ * the link's target row (active or recovered: in scope, not handed off)
+ * of a source object still present, with that mailbox's record. Strings
+ * borrowed for the callback's duration. */
+struct store_copy_row {
+  const char *source_id;
+  const char *target_id;
+  const char *record; /* store_mailbox_put's JSON text */
+};
+
+/* Call fn for each such copy of `link` (whose source is `source_tenant`),
+ * ordered by source id; fn returns 0 to go on, non-zero to stop (returned
+ * as is). Only reads: works on a store opened read-only. Do not write to
+ * the store from fn. */
+typedef int (*store_copy_fn)(void *ctx, const struct store_copy_row *row);
+int store_link_copies(struct store *store, const char *link,
+                      const char *source_tenant, store_copy_fn fn, void *ctx)
+    __attribute__((warn_unused_result));
+
 /* A round of the link's outbox starts: progress counts from now (each
  * store_op_complete() adds one). */
 int store_link_run_start(struct store *store, const char *link, time_t now)

@@ -1149,3 +1149,388 @@ fail:
   json_decref(list);
   return -1;
 }
+
+/* ------------------------------------------------------------------ */
+/* Migration set-up in galbridge's own shapes (migration-check)        */
+
+/* obj's property `key`, matched exactly, else without case (PowerShell
+ * names are case-insensitive, and public scripts spell some of them in
+ * more than one way: OAuthApplicationId, OauthApplicationId). Borrowed. */
+static json_t *
+get_ci(const json_t *obj, const char *key)
+{
+  json_t *v = json_object_get(obj, key), *w;
+  const char *k;
+
+  if (v != NULL || !json_is_object(obj))
+    return v;
+  json_object_foreach((json_t *)obj, k, w)
+  {
+    if (strcasecmp(k, key) == 0)
+      return w;
+  }
+  return NULL;
+}
+
+/* A boolean as the JSON output gives it (true), or as text ("True"). */
+static int
+truthy(const json_t *v)
+{
+  return json_is_true(v) ||
+         (json_is_string(v) && strcasecmp(json_string_value(v), "true") == 0);
+}
+
+/* A property's text when it is clean, non-empty text; NULL otherwise. */
+static const char *
+text_of(const json_t *obj, const char *key, size_t max)
+{
+  const char *s = json_string_value(get_ci(obj, key));
+
+  return clean_text(s, max) ? s : NULL;
+}
+
+/* A new JSON string: s in lower case (ASCII letters), or NULL. */
+static json_t *
+lower_string(const char *s)
+{
+  char *lower = strdup(s);
+  json_t *v;
+
+  if (lower == NULL)
+    return NULL;
+  for (char *p = lower; *p != '\0'; p++)
+    *p = (char)tolower((unsigned char)*p);
+  v = json_string(lower);
+  free(lower);
+  return v;
+}
+
+/* Set key to s in lower case; nothing when s is NULL. */
+static int
+set_lower(json_t *obj, const char *key, const char *s)
+{
+  return s == NULL ? 0 : json_object_set_new(obj, key, lower_string(s));
+}
+
+int
+exo_org_dehydrated(const json_t *value)
+{
+  const json_t *v = get_ci(json_array_get(value, 0), "IsDehydrated");
+
+  if (json_is_boolean(v))
+    return json_is_true(v);
+  if (json_is_string(v) && (strcasecmp(json_string_value(v), "true") == 0 ||
+                            strcasecmp(json_string_value(v), "false") == 0))
+    return truthy(v);
+  return -1;
+}
+
+/* Exchange's MailboxMoveCapability flags, in the order it writes them. */
+static const char *const capability_names[] = {
+    "Inbound", "Outbound", "RemoteInbound", "RemoteOutbound"};
+#define N_CAPABILITIES (sizeof(capability_names) / sizeof(capability_names[0]))
+
+/* Mark in seen[] each flag named in `text` ("Inbound, RemoteOutbound");
+ * names Exchange does not have go to `other` as written. */
+static int
+capability_words(const char *text, int seen[N_CAPABILITIES], json_t *other)
+{
+  const char *p = text;
+
+  while (*p != '\0') {
+    const char *end = strchr(p, ',');
+    size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+    size_t i;
+
+    while (n > 0 && (*p == ' ' || *p == '\t')) {
+      p++;
+      n--;
+    }
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+      n--;
+    for (i = 0; i < N_CAPABILITIES; i++) {
+      if (strlen(capability_names[i]) == n &&
+          strncasecmp(capability_names[i], p, n) == 0) {
+        seen[i] = 1;
+        break;
+      }
+    }
+    if (i == N_CAPABILITIES && n > 0 &&
+        !(n == 4 && !strncasecmp(p, "None", 4)))
+      if (json_array_append_new(other, json_stringn(p, n)) != 0)
+        return -1;
+    if (end == NULL)
+      break;
+    p = end + 1;
+  }
+  return 0;
+}
+
+/* MailboxMoveCapability as a set (a text of comma-separated names, or a
+ * list of them): new array, or NULL on allocation failure. */
+static json_t *
+capability_set(const json_t *v)
+{
+  int seen[N_CAPABILITIES] = {0};
+  json_t *other = json_array(), *set = json_array(), *e;
+  size_t i;
+
+  if (other == NULL || set == NULL)
+    goto fail;
+  if (json_is_string(v) &&
+      capability_words(json_string_value(v), seen, other) != 0)
+    goto fail;
+  json_array_foreach((json_t *)v, i, e)
+  {
+    if (json_is_string(e) &&
+        capability_words(json_string_value(e), seen, other) != 0)
+      goto fail;
+  }
+  for (i = 0; i < N_CAPABILITIES; i++) {
+    if (seen[i] &&
+        json_array_append_new(set, json_string(capability_names[i])) != 0)
+      goto fail;
+  }
+  if (json_array_extend(set, other) != 0)
+    goto fail;
+  json_decref(other);
+  return set;
+fail:
+  json_decref(other);
+  json_decref(set);
+  return NULL;
+}
+
+/* Append v to out when it is clean text (lower-cased when `lower`). */
+static int
+append_text(json_t *out, const json_t *v, int lower)
+{
+  const char *s = json_string_value(v);
+
+  if (!clean_text(s, EXO_PROXY_MAX))
+    return 0;
+  return json_array_append_new(out, lower ? lower_string(s) : json_string(s));
+}
+
+/* The clean strings of a list (a lone string is a list of one), each
+ * lower-cased when `lower`: new array, or NULL. */
+static json_t *
+text_list(const json_t *v, int lower)
+{
+  json_t *out = json_array(), *e;
+  size_t i;
+
+  if (out == NULL)
+    return NULL;
+  if (json_is_string(v) && append_text(out, v, lower) != 0)
+    goto fail;
+  json_array_foreach((json_t *)v, i, e)
+  {
+    if (append_text(out, e, lower) != 0)
+      goto fail;
+  }
+  return out;
+fail:
+  json_decref(out);
+  return NULL;
+}
+
+/* Turn each item of a cmdlet's `value` into galbridge's shape with fn
+ * (0 and *item, or *item NULL to leave it out; -1 out of memory): 0 and
+ * *out (new array), or -1. */
+static int
+each_item(const json_t *value, int (*fn)(const json_t *, json_t **),
+          json_t **out)
+{
+  json_t *list = json_array(), *r, *item;
+  size_t i;
+
+  *out = NULL;
+  if (list == NULL)
+    return -1;
+  json_array_foreach((json_t *)value, i, r)
+  {
+    if (fn(r, &item) != 0 ||
+        (item != NULL && json_array_append_new(list, item) != 0)) {
+      json_decref(list);
+      return -1;
+    }
+  }
+  *out = list;
+  return 0;
+}
+
+/* One Get-OrganizationRelationship result (none without a name). */
+static int
+relationship_of(const json_t *r, json_t **out)
+{
+  const char *name = text_of(r, "Name", 256);
+  const char *app = text_of(r, "OAuthApplicationId", 64);
+  json_t *rel;
+
+  *out = NULL;
+  if (name == NULL)
+    name = text_of(r, "Identity", 256);
+  if (name == NULL)
+    return 0;
+  rel = json_pack("{s:s, s:o*, s:b, s:b, s:o*, s:o*}", "name", name, "domains",
+                  text_list(get_ci(r, "DomainNames"), 1), "enabled",
+                  truthy(get_ci(r, "Enabled")), "moveEnabled",
+                  truthy(get_ci(r, "MailboxMoveEnabled")), "capabilities",
+                  capability_set(get_ci(r, "MailboxMoveCapability")), "scopes",
+                  text_list(get_ci(r, "MailboxMovePublishedScopes"), 0));
+  if (rel == NULL || json_object_size(rel) != 6 ||
+      set_lower(rel, "appId", app) != 0) {
+    json_decref(rel);
+    return -1;
+  }
+  *out = rel;
+  return 0;
+}
+
+int
+exo_relationships(const json_t *value, json_t **out)
+{
+  return each_item(value, relationship_of, out);
+}
+
+/* One Get-MigrationEndpoint result. */
+static int
+endpoint_of(const json_t *e, json_t **out)
+{
+  static const char *const keys[][2] = {{"name", "Identity"},
+                                        {"name", "Name"},
+                                        {"remoteServer", "RemoteServer"},
+                                        {"remoteTenant", "RemoteTenant"},
+                                        {"type", "EndpointType"}};
+  json_t *ep = json_object();
+  int rc = 0;
+
+  *out = NULL;
+  if (ep == NULL)
+    return -1;
+  for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+    const char *s = text_of(e, keys[k][1], 256);
+    if (s != NULL && json_object_get(ep, keys[k][0]) == NULL)
+      rc |= json_object_set_new(ep, keys[k][0], json_string(s));
+  }
+  rc |= set_lower(ep, "appId", text_of(e, "ApplicationId", 64));
+  if (rc != 0) {
+    json_decref(ep);
+    return -1;
+  }
+  *out = ep;
+  return 0;
+}
+
+int
+exo_endpoints(const json_t *value, json_t **out)
+{
+  return each_item(value, endpoint_of, out);
+}
+
+int
+exo_availability(const json_t *value, char *detail, size_t len)
+{
+  const json_t *r = json_array_get(value, 0);
+  const char *result = json_string_value(get_ci(r, "Result"));
+  const char *why = json_string_value(get_ci(r, "ErrorDetail"));
+
+  set_empty(detail, len);
+  if (result == NULL)
+    return -1;
+  if (strcasecmp(result, "Success") == 0)
+    return 0;
+  /* The cause is in ErrorDetail; Message is often a generic text. */
+  if (why == NULL || why[0] == '\0')
+    why = json_string_value(get_ci(r, "Message"));
+  if (why == NULL || why[0] == '\0')
+    why = result;
+  if (len > 0)
+    copy_line(detail, len, why, strlen(why), 0);
+  return 1;
+}
+
+int
+exo_mailuser_record(const json_t *mu, json_t **out)
+{
+  static const char zero[] = "00000000-0000-0000-0000-000000000000";
+  const char *id = exo_recipient_id(mu);
+  json_t *rec = NULL, *smtp = json_array(), *x500 = json_array(), *v;
+  char guid[37];
+  size_t i;
+  int licensed = 0;
+
+  *out = NULL;
+  if (id == NULL || smtp == NULL || x500 == NULL)
+    goto fail;
+  json_array_foreach(get_ci(mu, "EmailAddresses"), i, v)
+  {
+    const char *a = json_string_value(v);
+    if (!clean_text(a, EXO_PROXY_MAX))
+      continue;
+    if (strncasecmp(a, "smtp:", 5) == 0 && a[5] != '\0') {
+      if (json_array_append_new(smtp, json_string(a + 5)) != 0)
+        goto fail;
+    } else if (strncasecmp(a, "x500:", 5) == 0 && a[5] != '\0') {
+      if (json_array_append_new(x500, json_sprintf("X500:%s", a + 5)) != 0)
+        goto fail;
+    }
+  }
+  json_array_foreach(get_ci(mu, "PersistedCapabilities"), i, v) licensed |=
+      json_is_string(v) &&
+      strcasecmp(json_string_value(v), "ExchangeT2TMbxMove") == 0;
+  rec = json_pack("{s:s, s:s?, s:s?, s:O, s:O, s:b, s:b}", "id", id, "type",
+                  text_of(mu, "RecipientTypeDetails", 64), "primary",
+                  text_of(mu, "PrimarySmtpAddress", EXO_ADDRESS_MAX), "smtp",
+                  smtp, "x500", x500, "licensed", licensed, "dirSynced",
+                  truthy(get_ci(mu, "IsDirSynced")));
+  if (rec == NULL)
+    goto fail;
+  if (guid_lower(json_string_value(get_ci(mu, "ExchangeGuid")), guid) == 0 &&
+      strcmp(guid, zero) != 0 &&
+      json_object_set_new(rec, "exchangeGuid", json_string(guid)) != 0)
+    goto fail;
+  if (guid_lower(json_string_value(get_ci(mu, "ArchiveGuid")), guid) == 0 &&
+      strcmp(guid, zero) != 0 &&
+      json_object_set_new(rec, "archiveGuid", json_string(guid)) != 0)
+    goto fail;
+  json_decref(smtp);
+  json_decref(x500);
+  *out = rec;
+  return 0;
+fail:
+  json_decref(rec);
+  json_decref(smtp);
+  json_decref(x500);
+  return -1;
+}
+
+int
+exo_group_members(const json_t *value, json_t **out)
+{
+  json_t *set = json_object(), *m;
+  size_t i;
+
+  *out = NULL;
+  if (set == NULL)
+    return -1;
+  json_array_foreach((json_t *)value, i, m)
+  {
+    const char *keys[2] = {exo_recipient_id(m),
+                           text_of(m, "PrimarySmtpAddress", EXO_ADDRESS_MAX)};
+    for (size_t k = 0; k < 2; k++) {
+      json_t *key = keys[k] != NULL ? lower_string(keys[k]) : NULL;
+      int rc = key == NULL ? -1
+                           : json_object_set_new(set, json_string_value(key),
+                                                 json_true());
+      json_decref(key);
+      if (keys[k] != NULL && rc != 0) {
+        json_decref(set);
+        return -1;
+      }
+    }
+  }
+  *out = set;
+  return 0;
+}

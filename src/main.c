@@ -23,6 +23,7 @@
 #include "doctor.h"
 #include "http.h"
 #include "log.h"
+#include "migcheck.h"
 #include "notify.h"
 #include "planner.h"
 #include "report.h"
@@ -86,6 +87,11 @@ usage(FILE *fp)
       "  approve-deletes LINK release the deletes held for LINK\n"
       "  resync LINK          read LINK's source and target again in full\n"
       "                       and retry its failed operations\n"
+      "  migration-check [LINK] [--json | --csv]\n"
+      "                       whether the people of the migration links (or\n"
+      "                       LINK) can be moved now, and the fix for each\n"
+      "                       failure; read-only. --csv: the ready users'\n"
+      "                       target addresses, for New-MigrationBatch\n"
       "\n"
       "options:\n"
       "  -c, --config FILE  config file (default " CONFIG_DEFAULT_PATH ")\n"
@@ -627,6 +633,90 @@ cmd_doctor(const char *path)
   return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
 }
 
+/* migration-check [LINK] [--json | --csv]: the links with migration = yes
+ * (or LINK, which must have it), checked online and read-only. */
+static int
+cmd_migration_check(const char *path, int argc, char **argv)
+{
+  const struct config_link **links = NULL;
+  const char *only = NULL;
+  struct config *cfg;
+  struct http *http;
+  enum migcheck_format format = MIGCHECK_TABLE;
+  uv_loop_t loop;
+  size_t n = 0;
+  int rc;
+
+  for (int i = 0; i < argc; i++) {
+    if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "--csv") == 0) {
+      enum migcheck_format f =
+          argv[i][2] == 'j' ? MIGCHECK_JSON : MIGCHECK_CSV;
+      if (format != MIGCHECK_TABLE && format != f) {
+        fprintf(stderr, "galbridge: --json and --csv cannot be combined\n");
+        return EXIT_USAGE;
+      }
+      format = f;
+    } else if (argv[i][0] == '-' || only != NULL) {
+      fprintf(stderr, "galbridge: unexpected argument '%s'\n", argv[i]);
+      fprintf(stderr,
+              "usage: galbridge migration-check [LINK] [--json | --csv]\n");
+      return EXIT_USAGE;
+    } else {
+      only = argv[i];
+    }
+  }
+  if (load_config(path, 0, &cfg) != 0)
+    return EXIT_CONFIG;
+  links = calloc(cfg->n_links + 1, sizeof(*links));
+  if (links == NULL) {
+    config_free(cfg);
+    return EXIT_RUNTIME;
+  }
+  for (size_t i = 0; i < cfg->n_links; i++) {
+    const struct config_link *l = &cfg->links[i];
+    if (only != NULL && strcmp(l->name, only) != 0)
+      continue;
+    if (only != NULL && !l->migration) {
+      fprintf(stderr,
+              "galbridge: link '%s' does not have migration = yes (%s:%d); "
+              "migration-check checks migration links only\n",
+              l->name, path, l->line);
+      rc = EXIT_USAGE;
+      goto out;
+    }
+    if (l->migration)
+      links[n++] = l;
+  }
+  if (n == 0) {
+    if (only != NULL)
+      fprintf(stderr, "galbridge: no link named '%s' in %s\n", only, path);
+    else
+      fprintf(stderr,
+              "galbridge: no link in %s has migration = yes: nothing to "
+              "check\n",
+              path);
+    rc = EXIT_USAGE;
+    goto out;
+  }
+  if (uv_loop_init(&loop) != 0) {
+    rc = EXIT_RUNTIME;
+    goto out;
+  }
+  http = http_new(&loop, NULL);
+  rc = http == NULL
+           ? -1
+           : migcheck_run(&loop, http, cfg, links, n, format, stdout, stderr);
+  if (http != NULL)
+    http_close(http);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  (void)uv_loop_close(&loop);
+  rc = rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+out:
+  free(links);
+  config_free(cfg);
+  return rc;
+}
+
 /* Parse "--link NAME" / "--json" style options of a command. */
 static int
 command_args(int argc, char **argv, const char **link, int *json)
@@ -720,6 +810,8 @@ main(int argc, char **argv)
       return EXIT_USAGE;
     return cmd_doctor(path);
   }
+  if (strcmp(cmd, "migration-check") == 0)
+    return cmd_migration_check(path, argc, argv);
   if (strcmp(cmd, "status") == 0) {
     if (command_args(argc, argv, NULL, &json) != 0)
       return EXIT_USAGE;

@@ -95,6 +95,7 @@ enum stmt_id {
   ST_MAILBOX_GET,
   ST_MAILBOX_MARK_GET,
   ST_MAILBOX_MARK_SET,
+  ST_LINK_COPIES,
   ST__COUNT
 };
 
@@ -208,6 +209,13 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " AND id = ?2",
     [ST_MAILBOX_MARK_GET] = "SELECT mark, full_at FROM mailbox_read"
                             " WHERE tenant = ?1",
+    /* migration-check: a link's copies with their source mailboxes. */
+    [ST_LINK_COPIES] =
+        "SELECT t.source_id, t.target_id, m.record FROM target_object t"
+        " JOIN source_object s ON s.tenant = ?2 AND s.id = t.source_id"
+        " JOIN mailbox m ON m.tenant = ?2 AND m.id = t.source_id"
+        " WHERE t.link = ?1 AND t.state IN ('active', 'recovered') AND"
+        " t.target_id IS NOT NULL AND s.removed = 0 ORDER BY t.source_id",
     [ST_MAILBOX_MARK_SET] =
         "INSERT INTO mailbox_read (tenant, mark, full_at) VALUES (?1, ?2, ?3)"
         " ON CONFLICT (tenant) DO UPDATE SET mark = excluded.mark,"
@@ -2637,4 +2645,32 @@ store_mailbox_mark_set(struct store *store, const char *tenant,
   bind_text(st, 2, mark);
   sqlite3_bind_int64(st, 3, (sqlite3_int64)full_at);
   return exec_stmt(store, st, "saving the mailbox mark");
+}
+
+int
+store_link_copies(struct store *store, const char *link,
+                  const char *source_tenant, store_copy_fn fn, void *ctx)
+{
+  sqlite3_stmt *st = prep(store, ST_LINK_COPIES);
+  int rc, stop = 0;
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_tenant);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct store_copy_row row = {.source_id = col_text(st, 0),
+                                 .target_id = col_text(st, 1),
+                                 .record = col_text(st, 2)};
+    if (row.source_id == NULL || row.target_id == NULL || row.record == NULL)
+      continue;
+    stop = fn(ctx, &row);
+    if (stop != 0)
+      break;
+  }
+  if (stop == 0 && rc != SQLITE_DONE)
+    return fail(store, st, "listing a link's copies and their mailboxes");
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return stop;
 }

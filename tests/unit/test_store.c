@@ -922,6 +922,72 @@ readonly_never_writes(void **state)
   assert_null(attrs);
 }
 
+/* A target row of `link` for source object `sid`, made as the executor
+ * makes one: an op, then its completion in `state`. */
+static void
+copy_row(struct store *s, const char *link, const char *sid, const char *tid,
+         const char *state)
+{
+  struct store_op *ops;
+  size_t n;
+
+  assert_int_equal(store_op_put(s, link, sid, STORE_OP_CREATE, "{}", "{}", "h",
+                                STORE_OP_PENDING, NULL, NULL, 0, 1),
+                   0);
+  assert_int_equal(store_ops_list(s, link, STORE_OP_PENDING, 10, &ops, &n), 0);
+  assert_int_equal(n, 1);
+  assert_int_equal(
+      store_op_complete(s, ops[0].id, link, sid, tid, "h", "{}", state, 1), 0);
+  store_ops_free(ops, n);
+}
+
+static int
+collect_copy(void *ctx, const struct store_copy_row *row)
+{
+  char *buf = ctx;
+  size_t n = strlen(buf);
+
+  snprintf(buf + n, 512 - n, "%s%s>%s:%s", n > 0 ? "," : "", row->source_id,
+           row->target_id, row->record);
+  return 0;
+}
+
+/* migration-check's read: a link's live copies whose source object is
+ * present and whose mailbox is known, read-only. */
+static void
+link_copies_join_mailboxes(void **state)
+{
+  struct fixture *f = *state;
+  struct store *ro = NULL;
+  char buf[512] = "", err[256];
+  int missing = 0;
+
+  put(f->store, "a", "{}", STORE_PRESENT, 1);
+  put(f->store, "b", "{}", STORE_PRESENT, 1);
+  put(f->store, "c", "{}", STORE_PRESENT, 1);
+  put(f->store, "d", "{}", STORE_DELETED, 1);
+  put(f->store, "e", "{}", STORE_PRESENT, 1);
+  assert_int_equal(store_mailbox_put(f->store, T1, "a", "{\"x\":1}"), 0);
+  assert_int_equal(store_mailbox_put(f->store, T1, "c", "{\"x\":3}"), 0);
+  assert_int_equal(store_mailbox_put(f->store, T1, "d", "{\"x\":4}"), 0);
+  assert_int_equal(store_mailbox_put(f->store, T1, "e", "{\"x\":5}"), 0);
+  copy_row(f->store, "l", "a", "ta", "active");
+  copy_row(f->store, "l", "b", "tb", "active"); /* no mailbox */
+  copy_row(f->store, "l", "c", "tc", "moved");  /* handed off */
+  copy_row(f->store, "l", "d", "td", "active"); /* source gone */
+  copy_row(f->store, "l", "e", "te", "hidden"); /* out of scope */
+  copy_row(f->store, "other", "a", "tx", "active");
+  store_close(f->store);
+  f->store = NULL;
+
+  assert_int_equal(
+      store_open_readonly(f->dir, 0, &ro, &missing, err, sizeof(err)), 0);
+  assert_int_equal(store_link_copies(ro, "l", T1, collect_copy, buf), 0);
+  assert_string_equal(buf, "a>ta:{\"x\":1}");
+  store_close(ro);
+  assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
+}
+
 int
 main(void)
 {
@@ -954,6 +1020,8 @@ main(void)
       cmocka_unit_test_setup_teardown(lock_is_exclusive, setup, teardown),
       cmocka_unit_test_setup_teardown(files_are_private, setup, teardown),
       cmocka_unit_test_setup_teardown(readonly_never_writes, setup, teardown),
+      cmocka_unit_test_setup_teardown(link_copies_join_mailboxes, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
