@@ -187,6 +187,18 @@ int exo_smtp_addresses(const json_t *addresses, json_t **out, const char **why)
 int exo_mailbox_record(const json_t *mailbox, json_t **out, char *err,
                        size_t errlen) __attribute__((warn_unused_result));
 
+/* What Get-MailUser is asked for to see a migration copy's stamps. */
+#define EXO_MAILUSER_STAMPS_SELECT                                            \
+  "ExternalDirectoryObjectId,Guid,ExchangeGuid,ArchiveGuid,EmailAddresses"
+
+/* A mail user's stamps as the target shows them, in the shape the
+ * migration module gives them (migration.h): {"ExchangeGuid" (lower case,
+ * absent when zero), "ArchiveGuid" (the same), "ProxyAddresses" (its
+ * EmailAddresses)}. Returns 0 and *out (new reference), or -1 on
+ * allocation failure. */
+int exo_mailuser_stamps(const json_t *recipient, json_t **out)
+    __attribute__((warn_unused_result));
+
 /* What a target object is, from Get-User: its RecipientTypeDetails, a
  * former mailbox (PreviousRecipientTypeDetails other than None; "" when
  * none), a licence (SKUAssigned), synchronised from on-premises

@@ -66,6 +66,14 @@ int migration_desired(const json_t *mailbox, const struct migration_target *t,
 int migration_target_refused(const struct exo_user_state *st, char *why,
                              size_t len);
 
+/* Whether the stamps seen on a copy (exo_mailuser_stamps) differ from
+ * those `applied` to it: another ExchangeGuid or ArchiveGuid (compared
+ * without case), or another set of addresses (the same type and value,
+ * without case, in any order; the primary "SMTP:" must stay the
+ * primary). Only stamps `applied` holds are compared: 0 when it holds
+ * none. */
+int migration_stamps_differ(const json_t *applied, const json_t *seen);
+
 /* Whether the desired attributes carry a migration stamp (ExchangeGuid,
  * ArchiveGuid or ProxyAddresses): the executor then checks the target
  * first. */

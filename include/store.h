@@ -324,6 +324,20 @@ int store_link_copies(struct store *store, const char *link,
                       const char *source_tenant, store_copy_fn fn, void *ctx)
     __attribute__((warn_unused_result));
 
+/* The source id and the applied values (JSON) of `link`'s active copy
+ * whose target object is `target_id` (new strings), or NULLs when it has
+ * none. */
+int store_target_by_id(struct store *store, const char *link,
+                       const char *target_id, char **source_id, char **applied)
+    __attribute__((warn_unused_result));
+
+/* A migration copy's stamps (ExchangeGuid, ArchiveGuid, ProxyAddresses)
+ * were changed in the target: forget them from what is applied, so that
+ * the link's next plan writes them again. */
+int store_target_restamp(struct store *store, const char *link,
+                         const char *source_id)
+    __attribute__((warn_unused_result));
+
 /* A round of the link's outbox starts: progress counts from now (each
  * store_op_complete() adds one). */
 int store_link_run_start(struct store *store, const char *link, time_t now)

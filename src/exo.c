@@ -1534,3 +1534,40 @@ exo_group_members(const json_t *value, json_t **out)
   *out = set;
   return 0;
 }
+
+int
+exo_mailuser_stamps(const json_t *r, json_t **out)
+{
+  static const char zero[] = "00000000-0000-0000-0000-000000000000";
+  json_t *stamps = json_object(), *list = json_array(), *v;
+  char guid[37];
+  size_t i;
+
+  *out = NULL;
+  if (stamps == NULL || list == NULL)
+    goto fail;
+  if (guid_lower(json_string_value(json_object_get(r, "ExchangeGuid")),
+                 guid) == 0 &&
+      strcmp(guid, zero) != 0 &&
+      json_object_set_new(stamps, "ExchangeGuid", json_string(guid)) != 0)
+    goto fail;
+  if (guid_lower(json_string_value(json_object_get(r, "ArchiveGuid")), guid) ==
+          0 &&
+      strcmp(guid, zero) != 0 &&
+      json_object_set_new(stamps, "ArchiveGuid", json_string(guid)) != 0)
+    goto fail;
+  json_array_foreach(json_object_get(r, "EmailAddresses"), i, v)
+  {
+    if (json_is_string(v) && json_array_append(list, v) != 0)
+      goto fail;
+  }
+  if (json_object_set(stamps, "ProxyAddresses", list) != 0)
+    goto fail;
+  json_decref(list);
+  *out = stamps;
+  return 0;
+fail:
+  json_decref(stamps);
+  json_decref(list);
+  return -1;
+}

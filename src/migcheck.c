@@ -515,18 +515,19 @@ has_x500(const json_t *list, const char *v)
   return 0;
 }
 
-/* A fix that is a Set-MailUser on the copy. galbridge writes a copy's
- * stamps when it makes it and whenever its source changes, not when the
- * copy alone was changed in the target: the fix says so. */
+/* A fix for a copy's stamps. galbridge writes them when it makes a copy,
+ * when its source changes, and when a round's listing shows them changed
+ * in the target: its next round puts them right, unless the copy is one
+ * it refuses to stamp (plan and status say why). */
 static void
 stamp_fix(char *buf, size_t len, const struct config_link *link,
           const char *params)
 {
   snprintf(buf, len,
-           "in %s: Set-MailUser <its target> %s (galbridge writes it when it "
-           "makes a copy or its source changes, not after a change made in "
-           "%s; galbridge plan --link %s shows a copy it refuses)",
-           link->target->name, params, link->target->name, link->name);
+           "galbridge sync --link %s writes it again (or in %s: "
+           "Set-MailUser <its target> %s); if it stays, galbridge status "
+           "shows why the copy is refused",
+           link->name, link->target->name, params);
 }
 
 /* What the target side misses: GUIDs, X500 addresses, addresses. */

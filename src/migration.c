@@ -295,3 +295,59 @@ migration_stamps(const json_t *attrs)
          json_object_get(attrs, "ArchiveGuid") != NULL ||
          json_object_get(attrs, "ProxyAddresses") != NULL;
 }
+
+/* Whether every proxy of `a` is in `b` with the same primary mark. */
+static int
+proxies_within(const json_t *a, const json_t *b)
+{
+  const json_t *x;
+  size_t i;
+
+  json_array_foreach((json_t *)a, i, x)
+  {
+    const char *p = json_string_value(x), *v, *w;
+    int type, found = 0;
+    const json_t *y;
+    size_t j;
+
+    if (p == NULL)
+      continue;
+    type = proxy_split(p, &v);
+    json_array_foreach((json_t *)b, j, y)
+    {
+      const char *q = json_string_value(y);
+      if (q != NULL && proxy_split(q, &w) == type && strcasecmp(v, w) == 0 &&
+          (type != 1 ||
+           (strncmp(p, "SMTP:", 5) == 0) == (strncmp(q, "SMTP:", 5) == 0)))
+        found = 1;
+    }
+    if (!found)
+      return 0;
+  }
+  return 1;
+}
+
+static int
+guid_differs(const json_t *applied, const json_t *seen, const char *key)
+{
+  const char *a = json_string_value(json_object_get(applied, key));
+  const char *b = json_string_value(json_object_get(seen, key));
+
+  if (a == NULL)
+    return 0;
+  return b == NULL || strcasecmp(a, b) != 0;
+}
+
+int
+migration_stamps_differ(const json_t *applied, const json_t *seen)
+{
+  const json_t *a = json_object_get(applied, "ProxyAddresses");
+  const json_t *b = json_object_get(seen, "ProxyAddresses");
+
+  if (guid_differs(applied, seen, "ExchangeGuid") ||
+      guid_differs(applied, seen, "ArchiveGuid"))
+    return 1;
+  if (a == NULL)
+    return 0;
+  return !proxies_within(a, b) || !proxies_within(b, a);
+}

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "mailbox.h"
 #include "mapping.h"
+#include "migration.h"
 #include "metrics.h"
 #include "reader.h"
 #include "scope.h"
@@ -1127,6 +1128,87 @@ on_domains(void *ctx, int result, const json_t *domains, const char *initial,
   lrun_mailboxes(lr);
 }
 
+/* A copy whose stamps the target shows otherwise than galbridge wrote
+ * them (edited by hand) gets them again in this round's plan. */
+static void
+restamp_one(struct lrun *lr, const json_t *r)
+{
+  const char *id = exo_recipient_id(r);
+  char *source_id = NULL, *text = NULL;
+  json_t *applied = NULL, *seen = NULL;
+
+  if (id == NULL ||
+      store_target_by_id(lr->s->store, lr->link->name, id, &source_id,
+                         &text) != 0 ||
+      source_id == NULL)
+    goto out;
+  applied = json_loads(text, 0, NULL);
+  if (exo_mailuser_stamps(r, &seen) != 0 || !json_is_object(applied) ||
+      !migration_stamps_differ(applied, seen))
+    goto out;
+  if (store_target_restamp(lr->s->store, lr->link->name, source_id) != 0)
+    log_warning("cannot mark a copy to be stamped again link=%s "
+                "target_id=%s",
+                lr->link->name, id);
+  else
+    log_notice("copy's migration stamps changed in the target, written "
+               "again this round link=%s source_id=%s target_id=%s",
+               lr->link->name, source_id, id);
+out:
+  free(source_id);
+  free(text);
+  json_decref(applied);
+  json_decref(seen);
+}
+
+static void
+on_stamps_listed(void *ctx, const struct exo_response *resp)
+{
+  struct lrun *lr = ctx;
+  const json_t *r;
+  size_t i;
+
+  if (resp->result != EXO_OK)
+    log_warning("cannot list the link's mail users, their stamps not "
+                "checked link=%s error=\"%s\"",
+                lr->link->name, resp->errmsg);
+  else {
+    json_array_foreach(resp->value, i, r)
+    {
+      restamp_one(lr, r);
+    }
+  }
+  if (lr->s->stopping) {
+    lrun_end(lr);
+    return;
+  }
+  lrun_observe(lr);
+}
+
+/* List the link's copies as the target shows them (Get-MailUser by the
+ * anchor attribute, in pages) to find stamps changed there. */
+static void
+lrun_restamp(struct lrun *lr)
+{
+  const struct config_link *link = lr->link;
+  char filter[ANCHOR_PLAIN_MAX + 64];
+  json_t *params;
+
+  snprintf(filter, sizeof(filter), "%s -like '%s%s:*'",
+           planner_anchor_attr(link), ANCHOR_PREFIX, link->source->tenant_id);
+  params =
+      json_pack("{s:s, s:s}", "Filter", filter, "ResultSize", "Unlimited");
+  if (params == NULL || exo_invoke_select(lr->target->exo, "Get-MailUser",
+                                          params, EXO_MAILUSER_STAMPS_SELECT,
+                                          on_stamps_listed, lr) != 0) {
+    log_warning("cannot list the link's mail users link=%s", link->name);
+    json_decref(params);
+    lrun_observe(lr);
+    return;
+  }
+  json_decref(params);
+}
+
 static void
 on_mailboxes_read(void *ctx, int result, const char *errmsg)
 {
@@ -1142,7 +1224,7 @@ on_mailboxes_read(void *ctx, int result, const char *errmsg)
     lrun_end(lr);
     return;
   }
-  lrun_observe(lr);
+  lrun_restamp(lr);
 }
 
 static void

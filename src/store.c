@@ -95,6 +95,8 @@ enum stmt_id {
   ST_MAILBOX_GET,
   ST_MAILBOX_MARK_GET,
   ST_MAILBOX_MARK_SET,
+  ST_TARGET_BY_ID,
+  ST_TARGET_RESTAMP,
   ST_LINK_COPIES,
   ST__COUNT
 };
@@ -205,6 +207,15 @@ static const char *const stmt_sql[ST__COUNT] = {
         "UPDATE source_object SET"
         " seq = (SELECT coalesce(max(seq), 0) + 1 FROM source_object)"
         " WHERE tenant = ?1 AND id = ?2",
+    [ST_TARGET_BY_ID] = "SELECT source_id, applied FROM target_object"
+                        " WHERE link = ?1 AND target_id = ?2"
+                        " AND state = 'active'",
+    /* The stamps are no longer known to be on the copy: the next plan
+     * sends them again (an empty hash never equals a decision's). */
+    [ST_TARGET_RESTAMP] =
+        "UPDATE target_object SET applied = json_remove(applied,"
+        " '$.ExchangeGuid', '$.ArchiveGuid', '$.ProxyAddresses'), hash = ''"
+        " WHERE link = ?1 AND source_id = ?2",
     [ST_MAILBOX_GET] = "SELECT record FROM mailbox WHERE tenant = ?1"
                        " AND id = ?2",
     [ST_MAILBOX_MARK_GET] = "SELECT mark, full_at FROM mailbox_read"
@@ -2673,4 +2684,52 @@ store_link_copies(struct store *store, const char *link,
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   return stop;
+}
+
+int
+store_target_by_id(struct store *store, const char *link,
+                   const char *target_id, char **source_id, char **applied)
+{
+  sqlite3_stmt *st = prep(store, ST_TARGET_BY_ID);
+  int rc;
+
+  *source_id = NULL;
+  *applied = NULL;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, target_id);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *source_id = col_strdup(st, 0);
+    *applied = col_strdup(st, 1);
+    if (*source_id == NULL || *applied == NULL) {
+      free(*source_id);
+      free(*applied);
+      *source_id = *applied = NULL;
+      sqlite3_reset(st);
+      log_error("store: out of memory");
+      return -1;
+    }
+  } else if (rc != SQLITE_DONE) {
+    return fail(store, st, "reading a copy by its target id");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+int
+store_target_restamp(struct store *store, const char *link,
+                     const char *source_id)
+{
+  sqlite3_stmt *st = prep(store, ST_TARGET_RESTAMP);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  if (exec_stmt(store, st, "forgetting a copy's stamps") != 0)
+    return -1;
+  return store_replan_add(store, link, source_id);
 }

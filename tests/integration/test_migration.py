@@ -259,3 +259,42 @@ def test_a_contact_holding_the_x500_is_a_conflict(make_env):
     assert "already being used" in r.stderr or "X500" in r.stderr
     for sid in sids[1:]:
         check_ready(env, sid, got[sid])
+
+
+def test_stamps_changed_in_the_target_are_written_again(make_env):
+    """An X500 address removed by hand from a ready copy, and another
+    ExchangeGuid set on one, are put right by the next round (the copies
+    are listed on Exchange's side each round); the others are left
+    alone."""
+    from test_trust import exo_cmd
+    env = migration_env(make_env, users=20)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    src_id = env.source["id"]
+    sids = sorted(mailboxes(env))
+    got = copies(env)
+    dn = env.cloud.mailbox(src_id, sids[0])["LegacyExchangeDN"]
+    first, second = (got[s]["ExternalDirectoryObjectId"] for s in sids[:2])
+    exo_cmd(env, "fabrikam", "Set-MailUser",
+            {"Identity": first, "EmailAddresses": {
+                "@odata.type": "#Exchange.GenericHashTable",
+                "Remove": ["X500:" + dn]}})
+    exo_cmd(env, "fabrikam", "Set-MailUser",
+            {"Identity": second,
+             "ExchangeGuid": "0f0f0f0f-1111-4222-8333-444455556666"})
+    assert "x500:" + dn.lower() not in {
+        a.lower() for a in copies(env)[sids[0]]["EmailAddresses"]}
+    stats = env.cloud.stats(env.tenants["fabrikam"]["id"])["exchange"]
+    before = stats.get("Set-MailUser", 0)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("stamps changed in the target") == 2, r.stderr
+    got = copies(env)
+    for sid in sids:
+        check_ready(env, sid, got[sid])
+    stats = env.cloud.stats(env.tenants["fabrikam"]["id"])["exchange"]
+    assert stats.get("Set-MailUser", 0) - before == 2
+    # Put right: the round after has nothing to write.
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert "stamps changed in the target" not in r.stderr

@@ -661,10 +661,10 @@ test_user_missing(void **state)
   } cases[] = {
       {"guid missing", NULL, NULL, "exchangeGuid", "null",
        "ExchangeGuid missing on the target",
-       "in contoso: Set-MailUser <its target> -ExchangeGuid <the source "
-       "mailbox's ExchangeGuid> (galbridge writes it when it makes a copy or "
-       "its source changes, not after a change made in contoso; galbridge "
-       "plan --link f-to-c shows a copy it refuses)"},
+       "galbridge sync --link f-to-c writes it again (or in contoso: "
+       "Set-MailUser <its target> -ExchangeGuid <the source mailbox's "
+       "ExchangeGuid>); if it stays, galbridge status shows why the copy is "
+       "refused"},
       {"guid differs", NULL, NULL, "exchangeGuid",
        "\"11111111-1111-4111-8111-111111111111\"",
        "ExchangeGuid 11111111-1111-4111-8111-111111111111 on the target is "

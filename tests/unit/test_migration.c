@@ -388,6 +388,61 @@ test_accepted_domains(void **state)
   json_decref(v);
 }
 
+/* What the target shows against what was applied: case and order do
+ * not matter; a missing X500, a changed GUID, a primary moved or an
+ * address added do. */
+static void
+test_stamps_differ(void **state)
+{
+  json_t *applied =
+      json_pack("{s:s, s:s, s:[s,s,s]}", "ExchangeGuid", GUID, "ArchiveGuid",
+                ARCHIVE, "ProxyAddresses", "SMTP:lara@fabrikam.com",
+                "smtp:lara@fabrikam.onmicrosoft.com", "X500:" DN);
+  json_t *r =
+      json_pack("{s:s, s:s, s:[s,s,s]}", "ExchangeGuid",
+                "0B7E4B1C-55E1-4F11-9A55-6A0E1D6C1A01", "ArchiveGuid", ARCHIVE,
+                "EmailAddresses", "x500:" DN, "SMTP:Lara@Fabrikam.com",
+                "smtp:lara@fabrikam.onmicrosoft.com");
+  json_t *seen = NULL, *list;
+
+  (void)state;
+  assert_int_equal(exo_mailuser_stamps(r, &seen), 0);
+  assert_string_equal(json_string_value(json_object_get(seen, "ExchangeGuid")),
+                      GUID);
+  assert_false(migration_stamps_differ(applied, seen));
+  /* An X500 removed by hand. */
+  list = json_object_get(seen, "ProxyAddresses");
+  json_array_remove(list, 0);
+  assert_true(migration_stamps_differ(applied, seen));
+  json_array_append_new(list, json_string("X500:" DN));
+  assert_false(migration_stamps_differ(applied, seen));
+  /* An address added by hand. */
+  json_array_append_new(list, json_string("smtp:extra@fabrikam.com"));
+  assert_true(migration_stamps_differ(applied, seen));
+  json_array_remove(list, json_array_size(list) - 1);
+  /* The primary moved to another address. */
+  json_array_set_new(list, 0, json_string("smtp:Lara@Fabrikam.com"));
+  json_array_set_new(list, 1,
+                     json_string("SMTP:lara@fabrikam.onmicrosoft.com"));
+  assert_true(migration_stamps_differ(applied, seen));
+  json_decref(seen);
+  /* Another ExchangeGuid, or none (a zero GUID is none). */
+  json_object_set_new(r, "ExchangeGuid",
+                      json_string("00000000-0000-0000-0000-000000000000"));
+  assert_int_equal(exo_mailuser_stamps(r, &seen), 0);
+  assert_null(json_object_get(seen, "ExchangeGuid"));
+  assert_true(migration_stamps_differ(applied, seen));
+  json_decref(seen);
+  /* Nothing applied: nothing to compare. */
+  assert_int_equal(exo_mailuser_stamps(r, &seen), 0);
+  list = json_object();
+  assert_false(migration_stamps_differ(list, seen));
+  json_decref(list);
+  json_decref(seen);
+  json_decref(r);
+  json_decref(applied);
+}
+
 int
 main(void)
 {
@@ -402,6 +457,7 @@ main(void)
       cmocka_unit_test(test_accepted),
       cmocka_unit_test(test_target_refused),
       cmocka_unit_test(test_accepted_domains),
+      cmocka_unit_test(test_stamps_differ),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
