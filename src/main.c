@@ -899,19 +899,17 @@ usage_error(const struct command *c)
   return PARSE_USAGE;
 }
 
-/* The nearest of n names (stride apart: they are fields of a table) to
- * `name`, when near enough to suggest: at most two edits away and
- * shorter, as edits, than the name less one (so "x" suggests nothing), or
- * a prefix of three letters or more; else NULL. */
+/* The nearest of n names to `name`, when near enough to suggest: at most two
+ * edits away and shorter, as edits, than the name less one (so "x" suggests
+ * nothing), or a prefix of three letters or more; else NULL. */
 static const char *
-nearest(const char *name, const char *const *first, size_t stride, size_t n)
+nearest(const char *name, const char *const *names, size_t n)
 {
   const char *best = NULL;
   size_t best_d = SIZE_MAX;
 
   for (size_t i = 0; i < n; i++) {
-    const char *cand =
-        *(const char *const *)(const void *)((const char *)first + i * stride);
+    const char *cand = names[i];
     size_t d = text_distance(name, cand);
     if (strlen(name) >= 3 && strncmp(cand, name, strlen(name)) == 0)
       d = 1;
@@ -921,6 +919,16 @@ nearest(const char *name, const char *const *first, size_t stride, size_t n)
     }
   }
   return best_d <= 2 && best_d + 1 < strlen(name) ? best : NULL;
+}
+
+static const char *
+nearest_command(const char *name)
+{
+  const char *names[N_COMMANDS];
+
+  for (size_t i = 0; i < N_COMMANDS; i++)
+    names[i] = commands[i].name;
+  return nearest(name, names, N_COMMANDS);
 }
 
 static const struct command *
@@ -951,6 +959,32 @@ misplaced(const struct opt *o, const char *given, const struct command *c)
   return usage_error(NULL);
 }
 
+/* --name (len bytes of arg + 2) is no option: say so, and name the
+ * nearest option allowed there or, before the command, the nearest
+ * command ("--status": the command status). */
+static int
+unknown_long(const char *arg, size_t len, unsigned allowed,
+             const struct command *c)
+{
+  const char *names[N_OPTS], *near;
+  char name[64];
+  size_t n = 0;
+
+  for (size_t i = 0; i < N_OPTS; i++) {
+    if (opts[i].id & allowed)
+      names[n++] = opts[i].long_name;
+  }
+  snprintf(name, sizeof(name), "%.*s", (int)len, arg + 2);
+  fprintf(stderr, "galbridge: unknown option '--%s'", name);
+  near = nearest(name, names, n);
+  if (near != NULL)
+    fprintf(stderr, " (did you mean '--%s'?)", near);
+  else if (c == NULL && (near = nearest_command(name)) != NULL)
+    fprintf(stderr, " (did you mean the command '%s'?)", near);
+  fputc('\n', stderr);
+  return usage_error(c);
+}
+
 /* The option --name (len bytes of it: a unique prefix will do), or NULL
  * with the error printed. */
 static const struct opt *
@@ -960,6 +994,10 @@ find_long(const char *arg, size_t len, unsigned allowed,
   const struct opt *hit = NULL, *other = NULL;
   int hits = 0;
 
+  if (len == 0) { /* "--=..." */
+    unknown_long(arg, len, allowed, c);
+    return NULL;
+  }
   for (size_t i = 0; i < N_OPTS; i++) {
     const struct opt *o = &opts[i];
     if (strncmp(o->long_name, arg + 2, len) != 0)
@@ -991,26 +1029,7 @@ find_long(const char *arg, size_t len, unsigned allowed,
     misplaced(other, arg, c);
     return NULL;
   }
-  fprintf(stderr, "galbridge: unknown option '%.*s'", (int)len + 2, arg);
-  {
-    const char *names[N_OPTS], *near;
-    char name[64];
-    size_t n = 0;
-    for (size_t i = 0; i < N_OPTS; i++) {
-      if (opts[i].id & allowed)
-        names[n++] = opts[i].long_name;
-    }
-    snprintf(name, sizeof(name), "%.*s", (int)len, arg + 2);
-    near = nearest(name, names, sizeof(names[0]), n);
-    if (near != NULL)
-      fprintf(stderr, " (did you mean '--%s'?)", near);
-    else if (c == NULL &&
-             (near = nearest(name, &commands[0].name, sizeof(commands[0]),
-                             N_COMMANDS)) != NULL)
-      fprintf(stderr, " (did you mean the command '%s'?)", near);
-  }
-  fputc('\n', stderr);
-  usage_error(c);
+  unknown_long(arg, len, allowed, c);
   return NULL;
 }
 
@@ -1198,8 +1217,7 @@ parse_line(int argc, char **argv, struct cmdline *cl)
   name = argv[i];
   cl->cmd = command_find(name);
   if (cl->cmd == NULL) {
-    const char *near =
-        nearest(name, &commands[0].name, sizeof(commands[0]), N_COMMANDS);
+    const char *near = nearest_command(name);
     fprintf(stderr, "galbridge: unknown command '%s'", name);
     if (near != NULL)
       fprintf(stderr, " (did you mean '%s'?)", near);

@@ -275,6 +275,23 @@ class Env:
         self.cloud.stop()
 
 
+def example_config(directory):
+    """etc/galbridge.conf.example copied into directory with placeholder
+    files for the secrets it names: a config that checks. Its path."""
+    conf = os.path.join(str(directory), "galbridge.conf")
+    with open(os.path.join(ROOT, "etc", "galbridge.conf.example")) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text)
+    for name in ("contoso.secret", "fabrikam.crt", "fabrikam.key",
+                 "anchor.key"):
+        path = os.path.join(str(directory), name)
+        with open(path, "w") as f:
+            f.write("placeholder\n")
+        os.chmod(path, 0o600)
+    return conf
+
+
 @pytest.fixture
 def env(tmp_path):
     e = Env(tmp_path)

@@ -309,16 +309,9 @@ def test_mapping_and_scope_errors_are_config_errors(make_env):
 def test_example_config_passes_check_config(tmp_path):
     """etc/galbridge.conf.example stays valid, mappings and filters
     included, given the secret files it names."""
-    import shutil
     import subprocess
-    from conftest import GALBRIDGE, ROOT
-    conf = tmp_path / "galbridge.conf"
-    shutil.copy(os.path.join(ROOT, "etc", "galbridge.conf.example"), conf)
-    for name in ("contoso.secret", "fabrikam.crt", "fabrikam.key",
-                 "anchor.key"):
-        path = tmp_path / name
-        path.write_text("placeholder\n")
-        path.chmod(0o600)
+    from conftest import GALBRIDGE, example_config
+    conf = example_config(tmp_path)
     # Nothing from the environment but PATH (and the binary the valgrind
     # wrapper runs, when GALBRIDGE is that wrapper).
     r = subprocess.run([GALBRIDGE, "-c", str(conf), "check-config"],
