@@ -1,11 +1,13 @@
 /*
  * main — command line, start-up and shutdown order.
  *
- * The only file that knows every module. Start-up: log → config → store →
- * loop → http → per source tenant (auth, graph, reader). Shutdown runs the
- * same list backwards, and the loop is run until every handle is closed so
- * that uv_loop_close() succeeds and nothing leaks. What `status` and `plan`
- * print is report.c's; the commands here open what it reads.
+ * The only file that knows every module. The command line is two tables
+ * (options, commands) and one parser, at the end of the file. Start-up: log →
+ * config → store → loop → http → per source tenant (auth, graph, reader).
+ * Shutdown runs the same list backwards, and the loop is run until every
+ * handle is closed so that uv_loop_close() succeeds and nothing leaks. What
+ * `status` and `plan` print is report.c's; the commands here open what it
+ * reads.
  *
  * Exit codes (DESIGN.md): 0 ok; 1 runtime failure; 2 usage; 3 deletes held
  * for approval; 78 config error (file:line on stderr, nothing sent).
@@ -71,12 +73,15 @@ struct app {
 
 struct cmdline;
 
+/* Whether a command takes LINK, the one argument any command takes. */
+enum operand { OPERAND_NONE, OPERAND_OPTIONAL, OPERAND_NEEDED };
+
 /* A row of the command table (see "the command line" below). */
 struct command {
   const char *name;
-  unsigned opts;        /* its own options, besides OPTS_ANY_COMMAND */
-  unsigned exclusive;   /* of those, the ones that exclude each other */
-  int operand;          /* LINK: 0 none, 1 optional, 2 needed */
+  unsigned opts;      /* its own options, besides OPTS_ANY_COMMAND */
+  unsigned exclusive; /* of those, the ones that exclude each other */
+  enum operand operand;
   const char *synopsis; /* what follows the name */
   const char *help;     /* one line, as galbridge(8) has it */
   int (*handler)(const struct cmdline *cl);
@@ -759,27 +764,28 @@ static const struct opt opts[] = {
 };
 
 static const struct command commands[] = {
-    {"run", 0, 0, 0, "", "run as a daemon in the foreground", cmd_run},
-    {"sync", OPT_LINK, 0, 0, "[--link NAME]",
+    {"run", 0, 0, OPERAND_NONE, "", "run as a daemon in the foreground",
+     cmd_run},
+    {"sync", OPT_LINK, 0, OPERAND_NONE, "[--link NAME]",
      "one round of every link (or of link NAME), then exit", cmd_sync},
-    {"plan", OPT_LINK | OPT_JSON, 0, 0, "[--link NAME] [--json]",
+    {"plan", OPT_LINK | OPT_JSON, 0, OPERAND_NONE, "[--link NAME] [--json]",
      "show what the next round would change; nothing is written to any "
      "tenant",
      cmd_plan},
-    {"status", OPT_JSON, 0, 0, "[--json]",
+    {"status", OPT_JSON, 0, OPERAND_NONE, "[--json]",
      "per link and source: objects, pending work", cmd_status},
-    {"check-config", 0, 0, 0, "", "validate and print the effective config",
-     cmd_check_config},
-    {"doctor", 0, 0, 0, "", "check credentials and permissions online",
-     cmd_doctor},
-    {"approve-deletes", 0, 0, 2, "LINK", "release the deletes held for LINK",
-     cmd_link_admin},
-    {"resync", 0, 0, 2, "LINK",
+    {"check-config", 0, 0, OPERAND_NONE, "",
+     "validate and print the effective config", cmd_check_config},
+    {"doctor", 0, 0, OPERAND_NONE, "",
+     "check credentials and permissions online", cmd_doctor},
+    {"approve-deletes", 0, 0, OPERAND_NEEDED, "LINK",
+     "release the deletes held for LINK", cmd_link_admin},
+    {"resync", 0, 0, OPERAND_NEEDED, "LINK",
      "read LINK's source and target again in full and retry its failed "
      "operations",
      cmd_link_admin},
-    {"migration-check", OPT_JSON | OPT_CSV, OPT_JSON | OPT_CSV, 1,
-     "[LINK] [--json | --csv]",
+    {"migration-check", OPT_JSON | OPT_CSV, OPT_JSON | OPT_CSV,
+     OPERAND_OPTIONAL, "[LINK] [--json | --csv]",
      "whether the people of the migration links (or LINK) can be moved "
      "now, and the fix for each failure; read-only",
      cmd_migration_check},
@@ -880,8 +886,9 @@ command_help(FILE *fp, const struct command *c)
   command_usage_line(fp, c);
   fputc('\n', fp);
   print_wrapped(fp, c->help, 0, 0);
-  fprintf(fp, "\n%s:\n", c->operand ? "arguments and options" : "options");
-  if (c->operand)
+  fprintf(fp, "\n%s:\n",
+          c->operand != OPERAND_NONE ? "arguments and options" : "options");
+  if (c->operand != OPERAND_NONE)
     print_row(fp, fprintf(fp, "  LINK"), HELP_COLUMN,
               "the name of a [link NAME] section of the config");
   print_options(fp, c->opts);
@@ -1163,7 +1170,7 @@ parse_command(int argc, char **argv, int i, struct cmdline *cl)
         return rc;
       continue;
     }
-    if (c->operand == 0 || cl->operand != NULL) {
+    if (c->operand == OPERAND_NONE || cl->operand != NULL) {
       fprintf(stderr, "galbridge: unexpected argument '%s'\n", arg);
       return usage_error(c);
     }
@@ -1181,7 +1188,7 @@ parse_command(int argc, char **argv, int i, struct cmdline *cl)
             names[1]);
     return usage_error(c);
   }
-  if (c->operand == 2 && cl->operand == NULL) {
+  if (c->operand == OPERAND_NEEDED && cl->operand == NULL) {
     fprintf(stderr, "galbridge: %s needs an argument (%s)\n", c->name,
             OPERAND_WHAT);
     return usage_error(c);
