@@ -14,17 +14,6 @@ import sys
 from benchlib import measured_sync, scratch_env
 
 
-def configure(env):
-    env.write_config()
-    text = open(env.conf).read()
-    text = text.replace("[tenant contoso]\n",
-                        "[tenant contoso]\nexchange = yes\n", 1)
-    text = text.replace("object = guest\n",
-                        "object = mailuser\nmigration = yes\n", 1)
-    with open(env.conf, "w") as f:
-        f.write(text)
-
-
 def cmdlets(env, tenant):
     return collections.Counter(env.cloud.stats(tenant).get("exchange") or {})
 
@@ -53,7 +42,7 @@ def main():
     ap.add_argument("--users", type=int, default=2000)
     args = ap.parse_args()
     with scratch_env(args.users) as env:
-        configure(env)
+        env.write_migration_config()
         people = len(env.in_scope())
         if people == 0:
             sys.exit("no one in scope")

@@ -46,6 +46,11 @@ struct migration_target {
  * t's accepted domains (compared without case). */
 int migration_accepted(const struct migration_target *t, const char *address);
 
+/* Whether `list` (proxy address strings) holds proxy `p` as Exchange
+ * compares them: the same type (smtp, whatever its case, or X500) and the
+ * same value without case. */
+int migration_has_proxy(const json_t *list, const char *p);
+
 /* Turn `desired` (a mail user copy's mapped attributes: DisplayName,
  * Alias, ExternalEmailAddress, EmailAddresses, PrimarySmtpAddress, ...)
  * into a ready one for the source mailbox `mailbox`: sets the keys above,
@@ -73,6 +78,10 @@ int migration_target_refused(const struct exo_user_state *st, char *why,
  * primary). Only stamps `applied` holds are compared: 0 when it holds
  * none. */
 int migration_stamps_differ(const json_t *applied, const json_t *seen);
+
+/* The keys of the desired attributes that are a ready copy's stamps. */
+#define MIGRATION_STAMP_KEYS 3
+extern const char *const migration_stamp_keys[MIGRATION_STAMP_KEYS];
 
 /* Whether the desired attributes carry a migration stamp (ExchangeGuid,
  * ArchiveGuid or ProxyAddresses): the executor then checks the target

@@ -136,6 +136,12 @@ int planner_link_compile(const struct config *cfg,
  * for mail contacts and mail users. */
 const char *planner_anchor_attr(const struct config_link *link);
 
+/* The parameters of an Exchange listing (Get-MailContact, Get-MailUser) of
+ * every recipient carrying the link's source's anchors in the link's
+ * anchor attribute: {"Filter": "<attr> -like 'galbridge:<source>:*'",
+ * "ResultSize": "Unlimited"}. New reference, or NULL (memory). */
+json_t *planner_anchor_listing(const struct config_link *link);
+
 /* The claims of an object of `link` whose desired attributes are
  * `desired`: "obj:<kind>:<plain anchor>" and "addr:<address>" (lower
  * case), new strings in keys[0..*n). Returns 0, or -1 on allocation

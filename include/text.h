@@ -50,4 +50,8 @@ void text_set_err(char *err, size_t errlen, const char *fmt, ...)
  * one) with zeros, then free it. NULL is fine. */
 void text_wipe_free(char *s);
 
+/* Whether s is a GUID: 8-4-4-4-12 hexadecimal digits, either case (NULL
+ * is not). */
+int text_is_guid(const char *s);
+
 #endif

@@ -661,22 +661,6 @@ label(enum kind kind, const char *name, char *buf, size_t size)
  */
 
 static int
-is_guid(const char *s)
-{
-  if (strlen(s) != 36)
-    return 0;
-  for (size_t i = 0; i < 36; i++) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (s[i] != '-')
-        return 0;
-    } else if (!isxdigit((unsigned char)s[i])) {
-      return 0;
-    }
-  }
-  return 1;
-}
-
-static int
 parse_int(struct loader *ld, const struct key_def *def, const char *text,
           int line, long *out)
 {
@@ -875,7 +859,7 @@ parse_value(struct loader *ld, const struct key_def *def, void *base,
     set_string(base, def->off, xstrdup(text));
     return 0;
   case TYPE_GUID:
-    if (!is_guid(text))
+    if (!text_is_guid(text))
       return fail(ld, line,
                   "%s '%s' is not a GUID (8-4-4-4-12 hexadecimal digits)",
                   def->name, text);

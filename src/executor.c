@@ -1131,13 +1131,12 @@ out:
 static json_t *
 stamps_of(const json_t *attrs)
 {
-  static const char *const keys[] = {"ExchangeGuid", "ArchiveGuid",
-                                     "ProxyAddresses"};
   json_t *out = json_object(), *v;
 
-  for (size_t i = 0; out != NULL && i < 3; i++) {
-    v = json_object_get(attrs, keys[i]);
-    if (v != NULL && json_object_set(out, keys[i], v) != 0) {
+  for (size_t i = 0; out != NULL && i < MIGRATION_STAMP_KEYS; i++) {
+    const char *key = migration_stamp_keys[i];
+    v = json_object_get(attrs, key);
+    if (v != NULL && json_object_set(out, key, v) != 0) {
       json_decref(out);
       out = NULL;
     }
@@ -1149,9 +1148,8 @@ stamps_of(const json_t *attrs)
 static void
 unstamped(json_t *attrs)
 {
-  json_object_del(attrs, "ExchangeGuid");
-  json_object_del(attrs, "ArchiveGuid");
-  json_object_del(attrs, "ProxyAddresses");
+  for (size_t i = 0; i < MIGRATION_STAMP_KEYS; i++)
+    json_object_del(attrs, migration_stamp_keys[i]);
 }
 
 /* Whether the step the guard stands before writes migration stamps. */

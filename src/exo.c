@@ -927,15 +927,10 @@ out:
 static int
 guid_lower(const char *s, char out[37])
 {
-  if (s == NULL || strlen(s) != 36)
+  if (!text_is_guid(s))
     return -1;
-  for (size_t i = 0; i < 36; i++) {
-    int dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
-      return -1;
+  for (size_t i = 0; i < 37; i++)
     out[i] = (char)tolower((unsigned char)s[i]);
-  }
-  out[36] = '\0';
   return 0;
 }
 

@@ -498,23 +498,6 @@ target_state(json_t *missing, const struct exo_user_state *st)
               st->previous);
 }
 
-/* Whether `list` (of "X500:..." texts) holds X500 value `v` ("X500:" or
- * "x500:" prefix), compared without case as Exchange does. */
-static int
-has_x500(const json_t *list, const char *v)
-{
-  const json_t *e;
-  size_t i;
-
-  json_array_foreach((json_t *)list, i, e)
-  {
-    const char *s = json_string_value(e);
-    if (s != NULL && strlen(s) > 5 && strcasecmp(s + 5, v + 5) == 0)
-      return 1;
-  }
-  return 0;
-}
-
 /* A fix for a copy's stamps. galbridge writes them when it makes a copy,
  * when its source changes, and when a round's listing shows them changed
  * in the target: its next round puts them right, unless the copy is one
@@ -575,14 +558,14 @@ compare_target(const struct migcheck_env *env, const json_t *record,
             "-EmailAddresses @{add='X500:<the source's value>'}");
   if (dn != NULL) {
     snprintf(x, sizeof(x), "X500:%s", dn);
-    if (!has_x500(tx, x))
+    if (!migration_has_proxy(tx, x))
       rc |= miss(missing, fix,
                  "X500 address of the source's LegacyExchangeDN missing");
   }
   json_array_foreach(json_object_get(record, "x500"), i, v)
   {
     const char *a = json_string_value(v);
-    lacking += a != NULL && strlen(a) > 5 && !has_x500(tx, a);
+    lacking += a != NULL && strlen(a) > 5 && !migration_has_proxy(tx, a);
   }
   if (lacking > 0)
     rc |= miss(missing, fix, "%zu of the source's X500 addresses missing",

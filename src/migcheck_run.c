@@ -605,18 +605,6 @@ link_end(struct migcheck *mc)
   return 0;
 }
 
-/* Parameters of the MailUser listing: every mail user carrying this
- * source's anchors, as the scheduler lists mail contacts. */
-static json_t *
-listing_params(const struct config_link *link)
-{
-  char filter[ANCHOR_PLAIN_MAX + 64];
-
-  snprintf(filter, sizeof(filter), "%s -like '%s%s:*'",
-           planner_anchor_attr(link), ANCHOR_PREFIX, link->source->tenant_id);
-  return json_pack("{s:s, s:s}", "Filter", filter, "ResultSize", "Unlimited");
-}
-
 /* The test of the endpoint, or why it is not run. 1 started, 0 not, -1. */
 static int
 start_test(struct migcheck *mc, struct lcheck *lc)
@@ -701,7 +689,7 @@ run_phase(struct migcheck *mc)
   case P_MAILUSERS:
     if (lc->n_copies == 0)
       return 0;
-    return call(mc, lc->dst, "Get-MailUser", listing_params(lc->link),
+    return call(mc, lc->dst, "Get-MailUser", planner_anchor_listing(lc->link),
                 EXO_MAILUSER_SELECT);
   case P_USERS:
     if (lc->n_copies == 0)

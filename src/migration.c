@@ -56,8 +56,8 @@ proxy_split(const char *p, const char **value)
   return 0;
 }
 
-static int
-has_proxy(const json_t *list, const char *p)
+int
+migration_has_proxy(const json_t *list, const char *p)
 {
   const char *v, *w;
   int type = proxy_split(p, &v);
@@ -85,7 +85,7 @@ add_proxy(json_t *list, const char *prefix, const char *value)
   p = json_sprintf("%s%s", prefix, value);
   if (p == NULL)
     return -1;
-  if (has_proxy(list, json_string_value(p))) {
+  if (migration_has_proxy(list, json_string_value(p))) {
     json_decref(p);
     return 0;
   }
@@ -119,7 +119,7 @@ add_sorted(json_t *to, json_t *from)
     items[i] = json_array_get(from, i);
   qsort(items, n, sizeof(*items), by_text);
   for (i = 0; i < n && rc == 0; i++) {
-    if (!has_proxy(to, json_string_value(items[i])))
+    if (!migration_has_proxy(to, json_string_value(items[i])))
       rc = json_array_append(to, items[i]);
   }
   free(items);
@@ -288,12 +288,17 @@ migration_target_refused(const struct exo_user_state *st, char *why,
   return 0;
 }
 
+const char *const migration_stamp_keys[MIGRATION_STAMP_KEYS] = {
+    "ExchangeGuid", "ArchiveGuid", "ProxyAddresses"};
+
 int
 migration_stamps(const json_t *attrs)
 {
-  return json_object_get(attrs, "ExchangeGuid") != NULL ||
-         json_object_get(attrs, "ArchiveGuid") != NULL ||
-         json_object_get(attrs, "ProxyAddresses") != NULL;
+  for (size_t i = 0; i < MIGRATION_STAMP_KEYS; i++) {
+    if (json_object_get(attrs, migration_stamp_keys[i]) != NULL)
+      return 1;
+  }
+  return 0;
 }
 
 /* Whether every proxy of `a` is in `b` with the same primary mark. */

@@ -97,6 +97,16 @@ clearable(const char *attr)
   return 1;
 }
 
+json_t *
+planner_anchor_listing(const struct config_link *link)
+{
+  char filter[ANCHOR_PLAIN_MAX + 64];
+
+  snprintf(filter, sizeof(filter), "%s -like '%s%s:*'",
+           planner_anchor_attr(link), ANCHOR_PREFIX, link->source->tenant_id);
+  return json_pack("{s:s, s:s}", "Filter", filter, "ResultSize", "Unlimited");
+}
+
 const char *
 planner_anchor_attr(const struct config_link *link)
 {

@@ -1041,7 +1041,6 @@ lrun_observe(struct lrun *lr)
   const struct config_link *link = lr->link;
   struct observe *o;
   json_t *params = NULL;
-  char filter[ANCHOR_PLAIN_MAX + 64];
   int empty = 0;
 
   /* A partial round (its source still being read) plans from the last
@@ -1058,10 +1057,7 @@ lrun_observe(struct lrun *lr)
     goto out;
   o->lr = lr;
   planner_observed_tenant(link, o->tenant, sizeof(o->tenant));
-  snprintf(filter, sizeof(filter), "%s -like '%s%s:*'",
-           planner_anchor_attr(link), ANCHOR_PREFIX, link->source->tenant_id);
-  params =
-      json_pack("{s:s, s:s}", "Filter", filter, "ResultSize", "Unlimited");
+  params = planner_anchor_listing(link);
   if (params == NULL ||
       store_delta_start_full(lr->s->store, o->tenant, "exchange listing",
                              time(NULL), &o->gen) != 0 ||
@@ -1191,13 +1187,8 @@ static void
 lrun_restamp(struct lrun *lr)
 {
   const struct config_link *link = lr->link;
-  char filter[ANCHOR_PLAIN_MAX + 64];
-  json_t *params;
+  json_t *params = planner_anchor_listing(link);
 
-  snprintf(filter, sizeof(filter), "%s -like '%s%s:*'",
-           planner_anchor_attr(link), ANCHOR_PREFIX, link->source->tenant_id);
-  params =
-      json_pack("{s:s, s:s}", "Filter", filter, "ResultSize", "Unlimited");
   if (params == NULL || exo_invoke_select(lr->target->exo, "Get-MailUser",
                                           params, EXO_MAILUSER_STAMPS_SELECT,
                                           on_stamps_listed, lr) != 0) {

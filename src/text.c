@@ -7,6 +7,7 @@
  */
 #include "text.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,4 +167,20 @@ text_wipe_free(char *s)
     explicit_bzero(s, strlen(s));
     free(s);
   }
+}
+
+int
+text_is_guid(const char *s)
+{
+  if (s == NULL || strlen(s) != 36)
+    return 0;
+  for (size_t i = 0; i < 36; i++) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (s[i] != '-')
+        return 0;
+    } else if (!isxdigit((unsigned char)s[i])) {
+      return 0;
+    }
+  }
+  return 1;
 }

@@ -141,6 +141,28 @@ class Env:
         with open(self.conf, "w") as f:
             f.write(text)
 
+    def write_migration_config(self, migration=True, external=None,
+                               mapping=None):
+        """write_config() with contoso-to-fabrikam making mail users, with
+        migration = yes (contoso with exchange = yes: its mailboxes are
+        read) unless `migration` is false; `external` sets
+        migration_external, `mapping` (lines) a [mapping m] for it."""
+        self.write_config()
+        text = open(self.conf).read()
+        text = text.replace("[tenant contoso]\n",
+                            "[tenant contoso]\nexchange = yes\n", 1)
+        extra = "migration = yes\n" if migration else ""
+        if external:
+            extra += "migration_external = %s\n" % external
+        if mapping:
+            extra += "mapping = m\n"
+        text = text.replace("object = guest\n", "object = mailuser\n" + extra,
+                            1)
+        if mapping:
+            text += "[mapping m]\n%s\n" % mapping
+        with open(self.conf, "w") as f:
+            f.write(text)
+
     def run(self, *args, timeout=120, state_dir=None):
         return subprocess.run([GALBRIDGE, "-c", self.conf] + list(args),
                               capture_output=True, text=True,

@@ -10,23 +10,8 @@ ZERO = "00000000-0000-0000-0000-000000000000"
 MIGRATION_APP = "5e7b0a1c-4d2f-4b8e-9a61-0c2f3d4e5f60"  # the move's own app
 
 
-def configure(env, migration=True, external=None, mapping=None):
-    """contoso-to-fabrikam as a mail user link, with migration = yes (the
-    source tenant with exchange = yes) unless `migration` is false."""
-    env.write_config()
-    text = open(env.conf).read()
-    text = text.replace("[tenant contoso]\n",
-                        "[tenant contoso]\nexchange = yes\n", 1)
-    extra = "migration = yes\n" if migration else ""
-    if external:
-        extra += "migration_external = %s\n" % external
-    if mapping:
-        extra += "mapping = m\n"
-    text = text.replace("object = guest\n", "object = mailuser\n" + extra, 1)
-    if mapping:
-        text += "[mapping m]\n%s\n" % mapping
-    with open(env.conf, "w") as f:
-        f.write(text)
+def configure(env, **kw):
+    env.write_migration_config(**kw)
     return env
 
 

@@ -25,13 +25,7 @@ def migration_env(make_env, users=8):
     """An Env whose link makes mail users with migration = yes (the source
     reads its mailboxes through Exchange)."""
     env = make_env(users=users)
-    text = open(env.conf).read()
-    text = text.replace("object = guest",
-                        "object = mailuser\nmigration = yes", 1)
-    text = text.replace("[tenant contoso]\n",
-                        "[tenant contoso]\nexchange = yes\n", 1)
-    with open(env.conf, "w") as f:
-        f.write(text)
+    env.write_migration_config()
     env.src = env.tenants["contoso"]["id"]
     env.dst = env.tenants["fabrikam"]["id"]
     env.people = sorted(env.in_scope())

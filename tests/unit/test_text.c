@@ -204,6 +204,20 @@ set_err_cuts_and_tolerates_null(void **state)
 }
 
 static void
+is_guid_shape(void **state)
+{
+  (void)state;
+  assert_true(text_is_guid("0b7e4b1c-55e1-4f11-9a55-6a0e1d6c1a01"));
+  assert_true(text_is_guid("0B7E4B1C-55E1-4F11-9A55-6A0E1D6C1A01"));
+  assert_false(text_is_guid("0b7e4b1c-55e1-4f11-9a55-6a0e1d6c1a0"));
+  assert_false(text_is_guid("0b7e4b1c-55e1-4f11-9a55-6a0e1d6c1a01x"));
+  assert_false(text_is_guid("0b7e4b1c055e1-4f11-9a55-6a0e1d6c1a01"));
+  assert_false(text_is_guid("0b7e4b1c-55e1-4f11-9a55-6a0e1d6c1ag1"));
+  assert_false(text_is_guid(""));
+  assert_false(text_is_guid(NULL));
+}
+
+static void
 wipe_free_frees(void **state)
 {
   char *s = strdup("secret-token");
@@ -226,6 +240,7 @@ main(void)
       cmocka_unit_test(distance_table),
       cmocka_unit_test(loopback_hosts),
       cmocka_unit_test(set_err_cuts_and_tolerates_null),
+      cmocka_unit_test(is_guid_shape),
       cmocka_unit_test(wipe_free_frees),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
