@@ -439,6 +439,11 @@ json_t *graph_user_keys(const json_t *attrs);
  * stored user, borrowed, or NULL when it has none. */
 const char *graph_user_extension(const json_t *attrs, const char *name);
 
+/* Whether user `u` (its Graph attributes) holds `address` as a unique
+ * address: its mail, its UPN or an SMTP proxy address (not only among
+ * its other mails). Case-insensitive; 0 for a NULL address. */
+int graph_user_holds(const json_t *u, const char *address);
+
 /* True when an error answer means "this delta token is no good: read
  * everything again": 400/404 syncStateNotFound, 410 Gone, resyncRequired
  * (any casing). */

@@ -24,6 +24,13 @@
  *                                         mail`, the link's own kind), or
  *                                         fail: galbridge did not make it
  *
+ * A person whose mailbox a migration link moved into this link's source
+ * (its copy there handed off, planner_link.moved) is taken over instead:
+ * the mail user the move left in this link's target, the person's former
+ * object, becomes its copy (the executor checks it is what the move
+ * left). So the person is never in the target twice, and no copy feeds
+ * another: the migration link no longer manages the person.
+ *
  * Every object in scope claims its target address and its anchor in the
  * target tenant (store_claims_put): two objects claiming one (two source
  * users whose addresses differ only in case, or a person in scope of two
@@ -73,6 +80,9 @@ enum planner_kind {
   PLANNER_RESTORE = STORE_OP_RESTORE,
   /* take over an object galbridge did not make (adopt) */
   PLANNER_ADOPT = STORE_OP_ADOPT,
+  /* take over the former source object of a person whose mailbox moved
+   * (a migration link's copy handed off) as this link's copy */
+  PLANNER_TAKEOVER = STORE_OP_TAKEOVER,
   /* this object fails: nothing is sent, reason shown */
   PLANNER_FAIL = STORE_OP_FAIL,
 };
@@ -89,6 +99,13 @@ struct planner_link {
    * accepted domains are not known: every copy of a mailbox then fails
    * with that reason rather than be made unready). */
   const struct migration_target *migration;
+  /* Mail-user links back into a migration link's source: the copies that
+   * link handed off after their mailbox moved (now the person's mailbox
+   * in this link's source), as copy id → the former source object's id
+   * (string), or NULL. Such a copy is a person here, not a galbridge
+   * copy, and its former object (the mail user the move left) becomes
+   * its copy: a take-over rather than a create. */
+  const json_t *moved;
 };
 
 struct planner_decision {

@@ -58,11 +58,15 @@ int scope_filter_match(const struct scope_filter *filter, const json_t *attrs);
  * filter, NULL only when out of memory. */
 json_t *scope_filter_sources(const struct scope_filter *filter);
 
+/* The reason the default scope gives for a galbridge copy, checked last:
+ * an object refused with it passes every other rule of the default. */
+#define SCOPE_WHY_COPY "galbridge copy"
+
 /* The default scope described above (`attrs` borrowed; not an object means
  * not in scope). Returns 1 when it matches (and sets *why, if given, to
  * NULL); else 0, and *why, if given, names the first reason, a static
  * string: "userType is not Member", "disabled", "no mail", "invited guest",
- * "galbridge copy". */
+ * SCOPE_WHY_COPY. */
 int scope_default_match(const json_t *attrs, const char **why);
 
 #endif

@@ -212,6 +212,8 @@ enum store_op_kind {
   STORE_OP_HIDE,
   STORE_OP_RESTORE,
   STORE_OP_ADOPT,    /* take over an object galbridge did not make */
+  STORE_OP_TAKEOVER, /* take over the former source object of a person
+                        whose mailbox moved to this link's source */
   STORE_OP_FAIL,     /* the planner refuses the object: nothing is sent */
   STORE_OP_CONFLICT, /* a refusal too: never tried again by the store
                         (store_ops_retry_due); no planner writes it */
@@ -329,6 +331,25 @@ int store_link_copies(struct store *store, const char *link,
  * none. */
 int store_target_by_id(struct store *store, const char *link,
                        const char *target_id, char **source_id, char **applied)
+    __attribute__((warn_unused_result));
+
+/* One copy of a migration link handed off after its mailbox moved
+ * (state "moved"): the former source object, the copy (now the person's
+ * mailbox), and the state of `reverse`'s target row for that copy (NULL
+ * when it has none). Strings borrowed for the callback's duration. */
+struct store_moved_row {
+  const char *source_id;
+  const char *target_id;
+  const char *reverse_state;
+};
+
+/* Call fn for each copy of `link` in state "moved", with `reverse`'s
+ * target row for it (a link whose source objects are `link`'s copies);
+ * fn returns 0 to go on, non-zero to stop (returned as is). Only reads.
+ * Do not write to the store from fn. */
+typedef int (*store_moved_fn)(void *ctx, const struct store_moved_row *row);
+int store_moved_copies(struct store *store, const char *link,
+                       const char *reverse, store_moved_fn fn, void *ctx)
     __attribute__((warn_unused_result));
 
 /* A migration copy's stamps (ExchangeGuid, ArchiveGuid, ProxyAddresses)

@@ -65,6 +65,7 @@ enum step {
   STEP_X_HIDE,
   STEP_X_GUARD, /* migration links: may the object be changed at all? */
   STEP_X_STAMP, /* migration links: a made copy's stamps, once anchored */
+  STEP_X_TAKE,  /* a take-over: the former source object, as it is now */
   /* Graph (guests) */
   STEP_CHECK, /* who holds the address */
   STEP_INVITE,
@@ -616,6 +617,12 @@ take(struct job *job, const char *id, const char *how)
     job->ex->stats.adopted++;
     log_notice("adopting a target object galbridge did not make link=%s "
                "source_id=%s target_id=%s (adopt = mail)",
+               job->ex->link->name, job->op.source_id, id);
+  } else if (strcmp(how, "taken over") == 0) {
+    job->ex->stats.adopted++;
+    log_notice("taking over the former source object of a person whose "
+               "mailbox moved, as this link's copy link=%s source_id=%s "
+               "target_id=%s",
                job->ex->link->name, job->op.source_id, id);
   } else if (strcmp(how, "its own") == 0) {
     job->ex->stats.adopted++;
@@ -1205,6 +1212,79 @@ x_guarded(struct job *job, const json_t *user)
   x_step(job);
 }
 
+/* A take-over (planner.h): the former source object of a person whose
+ * mailbox moved to this link's source is taken as the person's copy only
+ * while Exchange shows what the move left: a mail user, not synchronised
+ * from on-premises, carrying no other anchor, whose external address is
+ * an address of the moved mailbox (the move sets it so). Anything else
+ * is left alone and reported. */
+static void
+x_take(struct job *job, const json_t *r)
+{
+  const struct config_link *link = job->ex->link;
+  const char *id = exo_recipient_id(r);
+  const char *type =
+      json_string_value(json_object_get(r, "RecipientTypeDetails"));
+  const char *external =
+      json_string_value(json_object_get(r, "ExternalEmailAddress"));
+  const char *anchor =
+      json_string_value(json_object_get(r, planner_anchor_attr(link)));
+  char *plain = own_plain(job), *text = NULL, *who = NULL;
+  json_t *attrs = NULL;
+  int removed, other;
+
+  if (id == NULL || strcmp(id, job->target_id) != 0) {
+    conflict(job,
+             "not taken over: Exchange answered for another object "
+             "than %s; left alone",
+             job->target_id);
+    goto out;
+  }
+  if ((other = owned_elsewhere(job, id, &who)) != 0) {
+    if (other > 0)
+      conflict(job, "not taken over: %s is %s; left alone", id, who);
+    goto out;
+  }
+  if (store_source_get(job->ex->store, link->source->tenant_id,
+                       job->op.source_id, &text, &removed) != 0) {
+    fail(job, 0, "cannot read the source object");
+    goto out;
+  }
+  attrs = text ? json_loads(text, 0, NULL) : NULL;
+  if (type == NULL || strcmp(type, "MailUser") != 0)
+    conflict(job,
+             "not taken over: the former source object %s is a %s, not the "
+             "mail user a move leaves; left alone",
+             id, type ? type : "recipient of unknown type");
+  else if (json_is_true(json_object_get(r, "IsDirSynced")))
+    conflict(job,
+             "not taken over: the former source object %s is synchronised "
+             "from on-premises; left alone",
+             id);
+  else if (!no_other_anchor(plain, anchor))
+    conflict(job,
+             "not taken over: the former source object %s carries another "
+             "anchor; left alone",
+             id);
+  else if (!json_is_object(attrs) || external == NULL ||
+           !graph_user_holds(attrs, strncasecmp(external, "smtp:", 5) == 0
+                                        ? external + 5
+                                        : external))
+    conflict(job,
+             "not taken over: the former source object %s forwards to %s, "
+             "no address of the moved mailbox; left alone",
+             id, external ? external : "nowhere");
+  else if (take(job, id, "taken over") == 0) {
+    job->step = STEP_X_SET_ALL;
+    x_step(job);
+  }
+out:
+  json_decref(attrs);
+  free(text);
+  free(plain);
+  free(who);
+}
+
 static void
 on_x(void *ctx, const struct exo_response *resp)
 {
@@ -1214,6 +1294,24 @@ on_x(void *ctx, const struct exo_response *resp)
   int other;
 
   switch (job->step) {
+  case STEP_X_TAKE:
+    if (resp->result == EXO_OK) {
+      x_take(job, json_array_get(resp->value, 0));
+      return;
+    }
+    if (!not_found(resp))
+      break;
+    /* Gone (removed after the move, or no longer a mail user): the
+     * person gets a copy of its own, as any other. */
+    log_notice("former source object gone, making a copy link=%s "
+               "source_id=%s target_id=%s",
+               job->ex->link->name, job->op.source_id, job->target_id);
+    free(job->target_id);
+    job->target_id = NULL;
+    job->kind = STORE_OP_CREATE;
+    job->step = STEP_X_FIND;
+    x_step(job);
+    return;
   case STEP_X_FIND:
   case STEP_X_CHECK:
     if (resp->result != EXO_OK) {
@@ -1429,6 +1527,10 @@ x_step(struct job *job)
     params = json_pack("{s:s}", "Identity", job->target_id);
     cmdlet = "Get-User";
     break;
+  case STEP_X_TAKE:
+    params = json_pack("{s:s}", "Identity", job->target_id);
+    cmdlet = "Get-MailUser";
+    break;
   case STEP_X_FIND:
     /* The plain anchor and anything after it (its proof). */
     plain = own_plain(job);
@@ -1557,6 +1659,9 @@ x_start(struct job *job)
   case STORE_OP_ADOPT:
     job->step = STEP_X_CHECK;
     break;
+  case STORE_OP_TAKEOVER:
+    job->step = STEP_X_TAKE;
+    break;
   case STORE_OP_UPDATE:
     job->step = STEP_X_UPDATE;
     break;
@@ -1613,7 +1718,7 @@ job_start(struct executor *ex, struct store_op *op)
   }
   /* Nothing is made, nor adopted, for an object another one claims. */
   if (((job->kind == STORE_OP_CREATE && job->target_id == NULL) ||
-       job->kind == STORE_OP_ADOPT) &&
+       job->kind == STORE_OP_ADOPT || job->kind == STORE_OP_TAKEOVER) &&
       claimed_elsewhere(job))
     return;
   if (ex->link->object != CONFIG_OBJECT_GUEST) {

@@ -72,15 +72,15 @@ graph_odata_quote(const char *value)
   return out;
 }
 
-/* Whether user u holds `address` as a unique address (mail, UPN, an SMTP
- * proxy address), not only among its other mails. */
-static int
-holds_address(const json_t *u, const char *address)
+int
+graph_user_holds(const json_t *u, const char *address)
 {
   static const char *const names[] = {"mail", "userPrincipalName"};
   const json_t *v;
   size_t i;
 
+  if (address == NULL)
+    return 0;
   for (i = 0; i < 2; i++) {
     const char *a = json_string_value(json_object_get(u, names[i]));
     if (a != NULL && strcasecmp(a, address) == 0)
@@ -148,7 +148,7 @@ holders_finish(struct holders *h)
                           : NULL,
             .created = http_parse_iso8601(
                 json_string_value(json_object_get(v, "createdDateTime"))),
-            .other_only = k == 0 && !holds_address(v, h->address),
+            .other_only = k == 0 && !graph_user_holds(v, h->address),
         };
         n++;
       }

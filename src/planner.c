@@ -61,6 +61,16 @@ planner_decision_clear(struct planner_decision *d)
   memset(d, 0, sizeof(*d));
 }
 
+/* The former source object of `source_id` when it is a copy handed off
+ * that this link takes over (planner_link.moved), else NULL. */
+static const char *
+moved_from(const struct planner_link *pl, const char *source_id)
+{
+  return pl->moved != NULL
+             ? json_string_value(json_object_get(pl->moved, source_id))
+             : NULL;
+}
+
 static int
 in_scope(const struct planner_link *pl, const struct store_plan_row *row,
          const json_t *attrs, const char **why)
@@ -70,7 +80,10 @@ in_scope(const struct planner_link *pl, const struct store_plan_row *row,
                                               : "deleted in source";
     return 0;
   }
-  if (!scope_default_match(attrs, why))
+  /* A copy handed off is the person's mailbox now: a person here. */
+  if (!scope_default_match(attrs, why) &&
+      (strcmp(*why, SCOPE_WHY_COPY) != 0 ||
+       moved_from(pl, row->source_id) == NULL))
     return 0;
   if (pl->members != NULL &&
       json_object_get(pl->members, row->source_id) == NULL) {
@@ -1014,7 +1027,20 @@ check_target(struct round *r, struct planned *p, const char *source_id)
   struct found anchors = {0}, holders = {0};
   json_t *attrs = NULL;
   int removed, rc = -1;
+  const char *former = moved_from(r->pl, source_id);
 
+  if (former != NULL) {
+    /* The mail user its move left here stands for the person. */
+    if (owned_elsewhere(r, former, source_id, &owner) != 0)
+      goto out;
+    rc = owner != NULL
+             ? make_failf(d,
+                          "conflict: the former object %s of this person "
+                          "is held by %s; not written",
+                          former, owner)
+             : take_object(r, d, former, PLANNER_TAKEOVER);
+    goto out;
+  }
   plain = anchor_plain(r->source_tenant, source_id);
   key = plain ? lower_dup("anchor:", plain) : NULL;
   if (key == NULL || lookup(r, r->observed, key, &anchors) != 0)
@@ -1240,6 +1266,7 @@ counter(struct planner_stats *st, enum planner_kind k)
   case PLANNER_RESTORE:
     return &st->restores;
   case PLANNER_ADOPT:
+  case PLANNER_TAKEOVER:
     return &st->adopts;
   case PLANNER_FAIL:
     return &st->fails;
@@ -1325,6 +1352,10 @@ emit_all(struct round *r, struct planned *items, size_t n, int hold)
     else if (p->d.kind == PLANNER_ADOPT)
       log_notice("adopting a target object galbridge did not make link=%s "
                  "source_id=%s target_id=%s (adopt = mail)",
+                 r->pl->link->name, p->source_id, p->target_id);
+    else if (p->d.kind == PLANNER_TAKEOVER)
+      log_notice("taking over the former object of a person whose mailbox "
+                 "moved link=%s source_id=%s target_id=%s",
                  r->pl->link->name, p->source_id, p->target_id);
     /* Weighed again in this plan (a conflict found later): it counts
      * once, as it is now. */

@@ -509,6 +509,11 @@ report_plan_emit(void *ctx, const struct store_plan_row *row,
   } else if (d->kind == PLANNER_FAIL) {
     fprintf(rp->fp, "  %-8s %s <%s> (source %s): %s\n", kind, label(row, d),
             address(d), row->source_id, d->reason);
+  } else if (d->kind == PLANNER_TAKEOVER) {
+    fprintf(rp->fp,
+            "  %-8s %s <%s> (source %s): target object %s, the mail user "
+            "its mailbox move left\n",
+            kind, label(row, d), address(d), row->source_id, row->target_id);
   } else if (d->kind == PLANNER_ADOPT) {
     fprintf(rp->fp,
             "  %-8s %s <%s> (source %s): target object %s, which galbridge "

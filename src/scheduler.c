@@ -837,6 +837,75 @@ recover(struct lrun *lr, struct recovery *rec)
   return 0;
 }
 
+/* --- people whose mailbox moved ---
+ *
+ * A mail-user link whose source is a migration link's target and whose
+ * target is that link's source takes over the former source objects of
+ * the people that link handed off (planner.h). Their copies are listed
+ * each round (the migration link's rows in state "moved": few); one this
+ * link has no row for yet is planned again now, as its hand-off is news
+ * that no source change carries. */
+
+struct moved_ctx {
+  struct lrun *lr;
+  json_t *map;
+  int dry; /* galbridge plan: the state is only read */
+};
+
+static int
+on_moved(void *ctx, const struct store_moved_row *row)
+{
+  struct moved_ctx *m = ctx;
+
+  if (json_object_set_new(m->map, row->target_id,
+                          json_string(row->source_id)) != 0)
+    return -1;
+  if (row->reverse_state == NULL && !m->dry &&
+      store_replan_add(m->lr->s->store, m->lr->link->name, row->target_id) !=
+          0)
+    return -1;
+  return 0;
+}
+
+/* The handed-off copies this link takes over (planner_link.moved): a new
+ * object, or NULL when there are none or the link takes none over. -1
+ * when the state cannot tell (the round is not planned). */
+static int
+moved_copies(struct lrun *lr, int dry, json_t **out)
+{
+  const struct config *cfg = lr->s->cfg;
+  const struct config_link *link = lr->link;
+  struct moved_ctx m = {lr, NULL, dry};
+  int rc = 0;
+
+  *out = NULL;
+  if (link->object != CONFIG_OBJECT_MAILUSER)
+    return 0;
+  for (size_t i = 0; i < cfg->n_links && rc == 0; i++) {
+    const struct config_link *other = &cfg->links[i];
+    if (!other->migration || other->source != link->target ||
+        other->target != link->source)
+      continue;
+    if (m.map == NULL && (m.map = json_object()) == NULL)
+      return -1;
+    if (!dry && store_begin(lr->s->store) != 0)
+      rc = -1;
+    else if (store_moved_copies(lr->s->store, other->name, link->name,
+                                on_moved, &m) != 0 ||
+             (!dry && store_commit(lr->s->store) != 0)) {
+      if (!dry)
+        store_rollback(lr->s->store);
+      rc = -1;
+    }
+  }
+  if (rc != 0 || json_object_size(m.map) == 0) {
+    json_decref(m.map);
+    return rc;
+  }
+  *out = m.map;
+  return 0;
+}
+
 static void
 lrun_plan(struct lrun *lr)
 {
@@ -850,17 +919,28 @@ lrun_plan(struct lrun *lr)
                                 lr->initial != NULL ? &lr->mig : NULL};
   struct planner_stats st;
   struct recovery rec = {0};
-  int dry = s->opts.mode == SCHEDULER_PLAN;
+  json_t *moved = NULL;
+  int dry = s->opts.mode == SCHEDULER_PLAN, rc;
 
+  if (moved_copies(lr, dry, &moved) != 0) {
+    log_error("cannot list the people whose mailbox moved link=%s",
+              lr->link->name);
+    lr->failed = 1;
+    lrun_end(lr);
+    return;
+  }
+  pl.moved = moved;
   if (recover(lr, &rec) != 0) {
+    json_decref(moved);
     log_error("cannot look for copies of a lost state link=%s",
               lr->link->name);
     lr->failed = 1;
     lrun_end(lr);
     return;
   }
-  if (planner_plan(s->store, &pl, dry, s->opts.emit, s->opts.emit_ctx, &st) !=
-      0) {
+  rc = planner_plan(s->store, &pl, dry, s->opts.emit, s->opts.emit_ctx, &st);
+  json_decref(moved);
+  if (rc != 0) {
     log_error("cannot plan link=%s", lr->link->name);
     lr->failed = 1;
     lrun_end(lr);
@@ -1157,6 +1237,64 @@ out:
   json_decref(seen);
 }
 
+struct unlisted_ctx {
+  json_t *listed;  /* target ids the listing showed */
+  json_t *missing; /* source ids of copies it did not */
+};
+
+static int
+on_copy(void *ctx, const struct store_copy_row *row)
+{
+  struct unlisted_ctx *u = ctx;
+
+  if (json_object_get(u->listed, row->target_id) != NULL)
+    return 0;
+  return json_array_append_new(u->missing, json_string(row->source_id));
+}
+
+/* A copy the listing did not show is no mail user any more: its move done
+ * (a mailbox now), or removed by hand. Its stamps are written again this
+ * round, so that the executor's guard finds which (a mailbox is handed
+ * off, a copy gone is made again). */
+static void
+unlisted(struct lrun *lr, const json_t *value)
+{
+  struct unlisted_ctx u = {json_object(), json_array()};
+  const json_t *r, *v;
+  const char *id;
+  size_t i;
+
+  json_array_foreach(value, i, r)
+  {
+    if (u.listed != NULL && (id = exo_recipient_id(r)) != NULL &&
+        json_object_set_new(u.listed, id, json_true()) != 0)
+      break;
+  }
+  if (u.listed == NULL || u.missing == NULL ||
+      store_link_copies(lr->s->store, lr->link->name,
+                        lr->link->source->tenant_id, on_copy, &u) != 0) {
+    log_warning("cannot look for copies that are no mail user any more "
+                "link=%s",
+                lr->link->name);
+    goto out;
+  }
+  json_array_foreach(u.missing, i, v)
+  {
+    const char *sid = json_string_value(v);
+    if (store_target_restamp(lr->s->store, lr->link->name, sid) != 0) {
+      log_warning("cannot mark a copy to be checked link=%s source_id=%s",
+                  lr->link->name, sid);
+      continue;
+    }
+    log_notice("copy is no mail user any more (its mailbox moved, or "
+               "removed by hand): checked this round link=%s source_id=%s",
+               lr->link->name, sid);
+  }
+out:
+  json_decref(u.listed);
+  json_decref(u.missing);
+}
+
 static void
 on_stamps_listed(void *ctx, const struct exo_response *resp)
 {
@@ -1173,6 +1311,7 @@ on_stamps_listed(void *ctx, const struct exo_response *resp)
     {
       restamp_one(lr, r);
     }
+    unlisted(lr, resp->value);
   }
   if (lr->s->stopping) {
     lrun_end(lr);

@@ -1019,7 +1019,7 @@ scope_default_match(const json_t *attrs, const char **why)
   else if (string_is(lookup(attrs, "creationType"), "Invitation"))
     reason = "invited guest";
   else if (has_anchor(attrs))
-    reason = "galbridge copy";
+    reason = SCOPE_WHY_COPY;
   if (why != NULL)
     *why = reason;
   return reason == NULL;

@@ -98,6 +98,7 @@ enum stmt_id {
   ST_TARGET_BY_ID,
   ST_TARGET_RESTAMP,
   ST_LINK_COPIES,
+  ST_MOVED_COPIES,
   ST__COUNT
 };
 
@@ -227,6 +228,13 @@ static const char *const stmt_sql[ST__COUNT] = {
         " JOIN mailbox m ON m.tenant = ?2 AND m.id = t.source_id"
         " WHERE t.link = ?1 AND t.state IN ('active', 'recovered') AND"
         " t.target_id IS NOT NULL AND s.removed = 0 ORDER BY t.source_id",
+    /* Handed-off copies, with a reverse link's row for each. */
+    [ST_MOVED_COPIES] =
+        "SELECT f.source_id, f.target_id, r.state FROM target_object f"
+        " LEFT JOIN target_object r ON r.link = ?2 AND"
+        " r.source_id = f.target_id"
+        " WHERE f.link = ?1 AND f.state = 'moved' AND f.target_id IS NOT NULL"
+        " ORDER BY f.source_id",
     [ST_MAILBOX_MARK_SET] =
         "INSERT INTO mailbox_read (tenant, mark, full_at) VALUES (?1, ?2, ?3)"
         " ON CONFLICT (tenant) DO UPDATE SET mark = excluded.mark,"
@@ -1462,11 +1470,12 @@ store_link_counts(struct store *store, const char *link,
 
 /* The names the database holds, by value. */
 static const char *const op_kind_names[] = {
-    [STORE_OP_NONE] = "none",       [STORE_OP_CREATE] = "create",
-    [STORE_OP_UPDATE] = "update",   [STORE_OP_DELETE] = "delete",
-    [STORE_OP_DISABLE] = "disable", [STORE_OP_HIDE] = "hide",
-    [STORE_OP_RESTORE] = "restore", [STORE_OP_ADOPT] = "adopt",
-    [STORE_OP_FAIL] = "fail",       [STORE_OP_CONFLICT] = "conflict",
+    [STORE_OP_NONE] = "none",          [STORE_OP_CREATE] = "create",
+    [STORE_OP_UPDATE] = "update",      [STORE_OP_DELETE] = "delete",
+    [STORE_OP_DISABLE] = "disable",    [STORE_OP_HIDE] = "hide",
+    [STORE_OP_RESTORE] = "restore",    [STORE_OP_ADOPT] = "adopt",
+    [STORE_OP_TAKEOVER] = "take-over", [STORE_OP_FAIL] = "fail",
+    [STORE_OP_CONFLICT] = "conflict",
 };
 static const char *const op_state_names[] = {
     [STORE_OP_PENDING] = "pending",
@@ -2681,6 +2690,34 @@ store_link_copies(struct store *store, const char *link,
   }
   if (stop == 0 && rc != SQLITE_DONE)
     return fail(store, st, "listing a link's copies and their mailboxes");
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return stop;
+}
+
+int
+store_moved_copies(struct store *store, const char *link, const char *reverse,
+                   store_moved_fn fn, void *ctx)
+{
+  sqlite3_stmt *st = prep(store, ST_MOVED_COPIES);
+  int rc, stop = 0;
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, reverse);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct store_moved_row row = {.source_id = col_text(st, 0),
+                                  .target_id = col_text(st, 1),
+                                  .reverse_state = col_text(st, 2)};
+    if (row.source_id == NULL || row.target_id == NULL)
+      continue;
+    stop = fn(ctx, &row);
+    if (stop != 0)
+      break;
+  }
+  if (stop == 0 && rc != SQLITE_DONE)
+    return fail(store, st, "listing a link's handed-off copies");
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   return stop;

@@ -142,12 +142,16 @@ class Env:
             f.write(text)
 
     def write_migration_config(self, migration=True, external=None,
-                               mapping=None):
+                               mapping=None, reverse=None):
         """write_config() with contoso-to-fabrikam making mail users, with
         migration = yes (contoso with exchange = yes: its mailboxes are
         read) unless `migration` is false; `external` sets
-        migration_external, `mapping` (lines) a [mapping m] for it."""
-        self.write_config()
+        migration_external, `mapping` (lines) a [mapping m] for it;
+        `reverse` (an object kind) adds fabrikam-to-contoso making it."""
+        self.write_config(extra="[link fabrikam-to-contoso]\n"
+                                "source = fabrikam\ntarget = contoso\n"
+                                "object = %s\n\n" % reverse
+                          if reverse else "")
         text = open(self.conf).read()
         text = text.replace("[tenant contoso]\n",
                             "[tenant contoso]\nexchange = yes\n", 1)

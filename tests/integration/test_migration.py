@@ -150,17 +150,12 @@ def test_objects_a_move_cannot_take_are_left_alone(make_env):
     assert status["failed"] == 2
 
 
-def test_hand_off_after_the_move(make_env):
-    """Once the copy is a mailbox (the move done) galbridge writes nothing
-    to it, removes nothing, and says so."""
-    env = migration_env(make_env, users=20)
-    r = env.run("sync")
-    assert r.returncode == 0, r.stderr
+def move(env, sid, target):
+    """Microsoft's cross-tenant move of source user `sid` onto its copy
+    `target`, with what the move needs besides the copy (MIGRATION.md
+    §1.2-1.3): the relationships, the published scope group, the
+    licence capability."""
     src_id, fab = env.source["id"], env.tenants["fabrikam"]["id"]
-    sid = sorted(mailboxes(env))[0]
-    target = copies(env)[sid]["ExternalDirectoryObjectId"]
-    # What the move itself needs besides the copy (MIGRATION.md §1.2-1.3):
-    # the relationships, the published scope group, the licence.
     env.cloud.create_group(src_id, {
         "id": "7e1a0c55-0000-4000-8000-00000000abcd",
         "displayName": "Migration Scope", "mail": "scope@contoso.com",
@@ -171,6 +166,18 @@ def test_hand_off_after_the_move(make_env):
     env.cloud.patch_mailbox(src_id, sid,
                             PersistedCapabilities=["ExchangeT2TMbxMove"])
     env.cloud.move_mailbox(src_id, sid, fab, target)
+
+
+def test_hand_off_after_the_move(make_env):
+    """Once the copy is a mailbox (the move done) galbridge writes nothing
+    to it, removes nothing, and says so."""
+    env = migration_env(make_env, users=20)
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    src_id, fab = env.source["id"], env.tenants["fabrikam"]["id"]
+    sid = sorted(mailboxes(env))[0]
+    target = copies(env)[sid]["ExternalDirectoryObjectId"]
+    move(env, sid, target)
     assert env.cloud.mailbox(fab, target)["RecipientTypeDetails"] == \
         "UserMailbox"
     before = env.cloud.user(fab, target)
@@ -187,6 +194,120 @@ def test_hand_off_after_the_move(make_env):
     assert env.cloud.mailbox(fab, target)["RecipientTypeDetails"] == \
         "UserMailbox"
     assert env.cloud.user(fab, target)["id"] == target
+
+
+def anchored_to(env, tenant, plain):
+    """Recipients of `tenant` whose anchor is `plain` (with or without
+    its proof)."""
+    return [r for r in env.cloud.recipients(tenant)
+            if (r.get("CustomAttribute15") or "").split(":")[:3] ==
+            plain.split(":")]
+
+
+def exchange_writes(env):
+    """{(tenant, cmdlet): calls} of every Exchange cmdlet but Get-* and
+    Test-* in both tenants so far."""
+    out = {}
+    for name in ("contoso", "fabrikam"):
+        tid = env.tenants[name]["id"]
+        for cmdlet, n in env.cloud.stats(tid)["exchange"].items():
+            if not cmdlet.startswith(("Get-", "Test-")):
+                out[(name, cmdlet)] = n
+    return out
+
+
+def test_reverse_link_takes_over_the_mail_user_a_move_leaves(make_env):
+    """With a reverse mail-user link, the mail user the move leaves in
+    the source (the person's former object) becomes the reverse link's
+    copy of the new mailbox: the person is in each GAL once, the moved
+    mailbox is never written again, and no copy feeds another."""
+    env = make_env(users=20)
+    configure(env, reverse="mailuser")
+    src_id, fab = env.source["id"], env.tenants["fabrikam"]["id"]
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    sid = sorted(mailboxes(env))[0]
+    target = copies(env)[sid]["ExternalDirectoryObjectId"]
+    plain = "galbridge:%s:%s" % (fab, target)
+    # Before the move the copy is galbridge's: the reverse link leaves it.
+    assert anchored_to(env, src_id, plain) == []
+    move(env, sid, target)
+    # The admin lets the person sign in to the new mailbox.
+    env.cloud.patch_user(fab, target, {"jobTitle": "Moved",
+                                       "accountEnabled": True})
+    before = env.cloud.user(fab, target)
+    for _ in range(3):
+        r = env.run("sync")
+        assert r.returncode == 0, r.stderr
+        if anchored_to(env, src_id, plain):
+            break
+    log = r.stderr
+    taken = anchored_to(env, src_id, plain)
+    # Its former object, and nothing new: the person is in contoso once.
+    assert [t["ExternalDirectoryObjectId"] for t in taken] == [sid], taken
+    former = env.cloud.mailbox(src_id, sid)
+    assert former["RecipientTypeDetails"] == "MailUser"
+    user = env.cloud.user(src_id, sid)
+    assert user.get("jobTitle") == "Moved"
+    # The moved mailbox is the target's own: never written again.
+    after = env.cloud.user(fab, target)
+    assert after.get("department") == before.get("department")
+    assert env.cloud.mailbox(fab, target)["RecipientTypeDetails"] == \
+        "UserMailbox"
+    status = {l["name"]: l for l in env.status()["links"]}
+    assert status["contoso-to-fabrikam"]["failed"] == 0, log
+    assert status["fabrikam-to-contoso"]["failed"] == 0, log
+    # No loop: further rounds write nothing for either side.
+    mark = exchange_writes(env)
+    graph = env.cloud.stats(src_id)["patches"], env.cloud.stats(fab)["patches"]
+    for _ in range(2):
+        r = env.run("sync")
+        assert r.returncode == 0, r.stderr
+    assert exchange_writes(env) == mark
+    assert (env.cloud.stats(src_id)["patches"],
+            env.cloud.stats(fab)["patches"]) == graph
+    # A change in the moved mailbox reaches its copy, the former object.
+    env.cloud.patch_user(fab, target, {"jobTitle": "Moved and promoted"})
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert env.cloud.user(src_id, sid).get("jobTitle") == \
+        "Moved and promoted"
+    assert [t["ExternalDirectoryObjectId"] for t in
+            anchored_to(env, src_id, plain)] == [sid]
+    assert env.cloud.user(fab, target).get("department") == \
+        before.get("department")
+
+
+def test_a_reverse_guest_link_leaves_the_moved_mailbox_out(make_env):
+    """A reverse link of another kind takes nothing over: the moved
+    mailbox stays out of its scope (the mail user the move left stands
+    for the person in the source), so nobody is in a GAL twice."""
+    env = make_env(users=20)
+    configure(env, reverse="guest")
+    src_id, fab = env.source["id"], env.tenants["fabrikam"]["id"]
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    sid = sorted(mailboxes(env))[0]
+    target = copies(env)[sid]["ExternalDirectoryObjectId"]
+    move(env, sid, target)
+    env.cloud.patch_user(fab, target, {"accountEnabled": True})
+    logs = ""
+    for _ in range(2):
+        r = env.run("sync")
+        assert r.returncode == 0, r.stderr
+        logs += r.stderr
+    assert "handed off" in logs
+    plain = "galbridge:%s:%s" % (fab, target)
+    assert anchored_to(env, src_id, plain) == []
+    # No guest of it either, while fabrikam's own people have theirs.
+    anchors = [(u.get("onPremisesExtensionAttributes") or {}).get(
+        "extensionAttribute15") or "" for u in env.cloud.users(src_id)]
+    assert [a for a in anchors if a.startswith("galbridge:%s:" % fab)]
+    assert not [a for a in anchors if a.startswith(plain)]
+    assert env.cloud.mailbox(src_id, sid)["RecipientTypeDetails"] == \
+        "MailUser"
+    assert (env.cloud.mailbox(src_id, sid).get("CustomAttribute15")
+            or "") == ""
 
 
 def test_hostile_mailbox_fails_alone(make_env):

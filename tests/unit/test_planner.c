@@ -503,6 +503,59 @@ hash_is_stable(void **state)
   json_decref(c);
 }
 
+/* A galbridge copy is out of the default scope, unless it is a copy that a
+ * migration link handed off after its mailbox moved and this link takes
+ * over (planner_link.moved): the person's mailbox now. Every other rule
+ * of the scope still applies to it. */
+static void
+moved_copy_is_a_person(void **state)
+{
+  static const char *const copy =
+      "{\"displayName\":\"Jane O'Brien\",\"mail\":\"jane@b.example\","
+      "\"userType\":\"Member\",\"accountEnabled\":true,"
+      "\"onPremisesExtensionAttributes\":{\"extensionAttribute15\":"
+      "\"galbridge:cccccccc-4444-4444-4444-444444444444:"
+      "0000cccc-5555-5555-5555-555555555555\"}}";
+  static const char *const disabled =
+      "{\"displayName\":\"Jane O'Brien\",\"mail\":\"jane@b.example\","
+      "\"userType\":\"Member\",\"accountEnabled\":false,"
+      "\"onPremisesExtensionAttributes\":{\"extensionAttribute15\":"
+      "\"galbridge:cccccccc-4444-4444-4444-444444444444:"
+      "0000cccc-5555-5555-5555-555555555555\"}}";
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID, .attrs = copy};
+  struct planner_decision d;
+  json_t *moved =
+      json_pack("{s:s}", SOURCE_ID, "0000cccc-5555-5555-5555-555555555555");
+
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  assert_string_equal(d.why, SCOPE_WHY_COPY);
+  planner_decision_clear(&d);
+
+  f->pl.moved = moved;
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_CREATE);
+  assert_null(d.why);
+  planner_decision_clear(&d);
+
+  row.attrs = disabled;
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  assert_string_equal(d.why, "disabled");
+  planner_decision_clear(&d);
+
+  /* Another copy, not handed off: still a copy. */
+  row.attrs = copy;
+  row.source_id = "0000dddd-6666-6666-6666-666666666666";
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  assert_string_equal(d.why, SCOPE_WHY_COPY);
+  planner_decision_clear(&d);
+  f->pl.moved = NULL;
+  json_decref(moved);
+}
+
 /* A planner kind's name is the name its op carries in the outbox. */
 static void
 kind_names_roundtrip(void **state)
@@ -514,6 +567,9 @@ kind_names_roundtrip(void **state)
         store_op_kind_parse(planner_kind_name((enum planner_kind)i), &k), 0);
     assert_int_equal((int)k, i);
   }
+  assert_int_equal(store_op_kind_parse("take-over", &k), 0);
+  assert_int_equal((int)k, PLANNER_TAKEOVER);
+  assert_string_equal(planner_kind_name(PLANNER_TAKEOVER), "take-over");
   assert_int_equal(store_op_kind_parse("explode", &k), -1);
   assert_string_equal(planner_kind_name((enum planner_kind)99), "unknown");
 }
@@ -545,6 +601,7 @@ main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(stamp_upgrade_and_recovered_copy, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(moved_copy_is_a_person, setup, teardown),
       cmocka_unit_test(hash_is_stable),
       cmocka_unit_test(kind_names_roundtrip),
   };

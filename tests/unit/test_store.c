@@ -460,11 +460,12 @@ static void
 op_names_round_trip(void **state)
 {
   static const char *const kinds[] = {
-      [STORE_OP_NONE] = "none",       [STORE_OP_CREATE] = "create",
-      [STORE_OP_UPDATE] = "update",   [STORE_OP_DELETE] = "delete",
-      [STORE_OP_DISABLE] = "disable", [STORE_OP_HIDE] = "hide",
-      [STORE_OP_RESTORE] = "restore", [STORE_OP_ADOPT] = "adopt",
-      [STORE_OP_FAIL] = "fail",       [STORE_OP_CONFLICT] = "conflict",
+      [STORE_OP_NONE] = "none",          [STORE_OP_CREATE] = "create",
+      [STORE_OP_UPDATE] = "update",      [STORE_OP_DELETE] = "delete",
+      [STORE_OP_DISABLE] = "disable",    [STORE_OP_HIDE] = "hide",
+      [STORE_OP_RESTORE] = "restore",    [STORE_OP_ADOPT] = "adopt",
+      [STORE_OP_TAKEOVER] = "take-over", [STORE_OP_FAIL] = "fail",
+      [STORE_OP_CONFLICT] = "conflict",
   };
   static const char *const states[] = {
       [STORE_OP_PENDING] = "pending",
