@@ -8,6 +8,7 @@
 #   make lint       clang-format check, cppcheck, banned calls
 #   make demo       fakecloud with two demo tenants + galbridge against it
 #   make install    honours PREFIX and DESTDIR
+#   make deb        a Debian package, build/galbridge_VERSION_ARCH.deb
 
 # This Makefile's directory (before any include changes MAKEFILE_LIST).
 TOP := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
@@ -43,16 +44,17 @@ TEST_SRCS := $(wildcard tests/unit/test_*.c)
 TESTS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 # Debian 12 packages: build, unit tests, fakecloud and its tests, and
-# mandoc for the man page checks of the install tests.
+# mandoc for the man page checks of the install tests, dpkg-dev for
+# dpkg-shlibdeps (make deb).
 DEB_PKGS := gcc make pkg-config libcurl4-openssl-dev libjansson-dev \
 	libuv1-dev libsqlite3-dev libssl-dev libinih-dev libcmocka-dev \
 	python3 python3-cryptography python3-pytest clang libclang-rt-14-dev \
-	mandoc
+	mandoc dpkg-dev
 LINT_PKGS := clang-format cppcheck
 
 .PHONY: all deps deps-lint check unit-check fakecloud-check \
 	integration-check reliability-check reliability valgrind asan lint \
-	demo install clean bench
+	demo install deb clean bench
 
 all: galbridge
 
@@ -160,6 +162,15 @@ install: galbridge
 			systemd/galbridge.service > $(DESTDIR)$(UNITDIR)/galbridge.service; \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/galbridge.service; \
 	fi
+
+# The package is made from `make install PREFIX=/usr` into a staging
+# tree (pkg/deb.sh says what goes in it). -o galbridge: the binary the
+# prerequisite made (or, in a test, the one put there) is the one packaged.
+deb: galbridge
+	rm -rf $(BUILD)/deb
+	$(MAKE) -s -f $(TOP)Makefile -o galbridge install PREFIX=/usr \
+		DESTDIR=$(abspath $(BUILD))/deb/stage
+	sh $(TOP)pkg/deb.sh $(TOP) $(BUILD)/deb/stage $(BUILD)
 
 clean:
 	rm -rf build galbridge
