@@ -2,8 +2,9 @@
 #
 #   make            build ./galbridge
 #   make deps       install the Debian 12 packages the build and tests need
-#   make check      lint, then every test: unit (cmocka), fakecloud's own,
-#                   integration, reliability (small), fuzz (short)
+#   make check      lint, build, then every test: unit (cmocka), fakecloud's
+#                   own, integration, reliability (small), fuzz (short);
+#                   each runs even if one failed, a table ends it
 #   make asan       the same suite with AddressSanitizer + UBSan
 #   make lint       clang-format check, cppcheck, banned calls
 #   make demo       fakecloud with two demo tenants + galbridge against it
@@ -109,14 +110,18 @@ reliability-check: $(BUILD)/galbridge
 	GALBRIDGE=$(CURDIR)/$(BUILD)/galbridge \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/reliability
 
+# Every suite runs even when one before it failed; tests/check.sh prints
+# the table of results at the end and fails if any suite failed. Each
+# entry is NAME:TARGET.
+CHECK_SUITES := lint:lint build:all unit:unit-check \
+	fakecloud:fakecloud-check integration:integration-check \
+	reliability:reliability-check fuzz:fuzz-check
+check_name = $(word 1,$(subst :, ,$(1)))
+check_target = $(word 2,$(subst :, ,$(1)))
+
 check: deps
-	$(MAKE) lint
-	$(MAKE) all
-	$(MAKE) unit-check
-	$(MAKE) fakecloud-check
-	$(MAKE) integration-check
-	$(MAKE) reliability-check
-	$(MAKE) fuzz-check
+	@sh $(TOP)tests/check.sh $(foreach s,$(CHECK_SUITES), \
+		"$(call check_name,$(s))=$(MAKE) $(call check_target,$(s))")
 
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=all
