@@ -8,6 +8,8 @@
 #   make asan       the same suite with AddressSanitizer + UBSan
 #   make lint       clang-format check, cppcheck, banned calls
 #   make demo       fakecloud with two demo tenants + galbridge against it
+#   make demo-shell the same set up and one round done, left running for
+#                   commands by hand (make demo-stop ends it)
 #   make install    honours PREFIX and DESTDIR
 #   make deb        a Debian package, build/galbridge_VERSION_ARCH.deb
 
@@ -55,7 +57,8 @@ LINT_PKGS := clang-format cppcheck
 
 .PHONY: all deps deps-lint check unit-check fakecloud-check \
 	integration-check reliability-check reliability valgrind asan lint \
-	demo install deb clean bench
+	demo demo-shell demo-stop install deb clean \
+	bench
 
 all: galbridge
 
@@ -139,6 +142,16 @@ lint:
 demo: deps
 	$(MAKE) all
 	$(PYTHON) tests/demo.py
+
+# fakecloud with the demo tenants, a config in demo-shell/ and a first
+# round, then the commands to try by hand; fakecloud keeps running until
+# `make demo-stop`.
+demo-shell: deps
+	$(MAKE) all
+	$(PYTHON) tests/demo.py --shell
+
+demo-stop:
+	$(PYTHON) tests/demo.py --stop
 
 bench: all
 	@sh tests/deps.sh time
