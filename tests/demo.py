@@ -229,19 +229,25 @@ def start_demo(demo, contoso, fabrikam, who, log=None):
     return cloud, seed, conf
 
 
+def is_fakecloud(pid):
+    """Whether pid runs fakecloud (neither gone nor a zombie)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmdline = f.read().split(b"\0")
+    except OSError:
+        return False
+    return any(arg.endswith(b"fakecloud.py") for arg in cmdline)
+
+
 def running_cloud(demo):
     """The pid of the fakecloud a --shell left in demo, or None: its
     ready.json names the pid, and /proc says it still runs fakecloud."""
     try:
         with open(os.path.join(demo, "cloud", "ready.json")) as f:
             pid = int(json.load(f)["pid"])
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            cmdline = f.read().split(b"\0")
     except (OSError, ValueError, KeyError):
         return None
-    if not any(arg.endswith(b"fakecloud.py") for arg in cmdline):
-        return None
-    return pid
+    return pid if is_fakecloud(pid) else None
 
 
 def stop(demo):
@@ -250,7 +256,8 @@ def stop(demo):
         print("demo: no fakecloud running in %s" % demo)
         return 0
     os.kill(pid, signal.SIGTERM)
-    fc.wait_for(lambda: running_cloud(demo) is None, timeout=30,
+    # By the pid: fakecloud removes its ready.json before it is done.
+    fc.wait_for(lambda: not is_fakecloud(pid), timeout=30,
                 what="fakecloud %d to stop" % pid)
     print("demo: fakecloud (pid %d) stopped" % pid)
     return 0
