@@ -2,12 +2,16 @@
 #
 #   make            build ./galbridge
 #   make deps       install the Debian 12 packages the build and tests need
-#   make check      lint, then every test: unit (cmocka), fakecloud's own,
-#                   integration, reliability (small), fuzz (short)
+#   make check      lint, build, then every test: unit (cmocka), fakecloud's
+#                   own, integration, reliability (small), fuzz (short);
+#                   each runs even if one failed, a table ends it
 #   make asan       the same suite with AddressSanitizer + UBSan
 #   make lint       clang-format check, cppcheck, banned calls
 #   make demo       fakecloud with two demo tenants + galbridge against it
+#   make demo-shell the same set up and one round done, left running for
+#                   commands by hand (make demo-stop ends it)
 #   make install    honours PREFIX and DESTDIR
+#   make deb        a Debian package, build/galbridge_VERSION_ARCH.deb
 
 # This Makefile's directory (before any include changes MAKEFILE_LIST).
 TOP := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
@@ -43,16 +47,18 @@ TEST_SRCS := $(wildcard tests/unit/test_*.c)
 TESTS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 # Debian 12 packages: build, unit tests, fakecloud and its tests, and
-# mandoc for the man page checks of the install tests.
+# mandoc for the man page checks of the install tests, dpkg-dev for
+# dpkg-shlibdeps (make deb).
 DEB_PKGS := gcc make pkg-config libcurl4-openssl-dev libjansson-dev \
 	libuv1-dev libsqlite3-dev libssl-dev libinih-dev libcmocka-dev \
 	python3 python3-cryptography python3-pytest clang libclang-rt-14-dev \
-	mandoc
+	mandoc dpkg-dev
 LINT_PKGS := clang-format cppcheck
 
 .PHONY: all deps deps-lint check unit-check fakecloud-check \
 	integration-check reliability-check reliability valgrind asan lint \
-	demo install clean bench
+	demo demo-shell demo-stop install deb clean \
+	bench
 
 all: galbridge
 
@@ -107,14 +113,18 @@ reliability-check: $(BUILD)/galbridge
 	GALBRIDGE=$(CURDIR)/$(BUILD)/galbridge \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/reliability
 
+# Every suite runs even when one before it failed; tests/check.sh prints
+# the table of results at the end and fails if any suite failed. Each
+# entry is NAME:TARGET.
+CHECK_SUITES := lint:lint build:all unit:unit-check \
+	fakecloud:fakecloud-check integration:integration-check \
+	reliability:reliability-check fuzz:fuzz-check
+check_name = $(word 1,$(subst :, ,$(1)))
+check_target = $(word 2,$(subst :, ,$(1)))
+
 check: deps
-	$(MAKE) lint
-	$(MAKE) all
-	$(MAKE) unit-check
-	$(MAKE) fakecloud-check
-	$(MAKE) integration-check
-	$(MAKE) reliability-check
-	$(MAKE) fuzz-check
+	@sh $(TOP)tests/check.sh $(foreach s,$(CHECK_SUITES), \
+		"$(call check_name,$(s))=$(MAKE) $(call check_target,$(s))")
 
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=all
@@ -132,6 +142,16 @@ lint:
 demo: deps
 	$(MAKE) all
 	$(PYTHON) tests/demo.py
+
+# fakecloud with the demo tenants, a config in demo-shell/ and a first
+# round, then the commands to try by hand; fakecloud keeps running until
+# `make demo-stop`.
+demo-shell: deps
+	$(MAKE) all
+	$(PYTHON) tests/demo.py --shell
+
+demo-stop:
+	$(PYTHON) tests/demo.py --stop
 
 bench: all
 	@sh tests/deps.sh time
@@ -160,6 +180,15 @@ install: galbridge
 			systemd/galbridge.service > $(DESTDIR)$(UNITDIR)/galbridge.service; \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/galbridge.service; \
 	fi
+
+# The package is made from `make install PREFIX=/usr` into a staging
+# tree (pkg/deb.sh says what goes in it). -o galbridge: the binary the
+# prerequisite made (or, in a test, the one put there) is the one packaged.
+deb: galbridge
+	rm -rf $(BUILD)/deb
+	$(MAKE) -s -f $(TOP)Makefile -o galbridge install PREFIX=/usr \
+		DESTDIR=$(abspath $(BUILD))/deb/stage
+	sh $(TOP)pkg/deb.sh $(TOP) $(BUILD)/deb/stage $(BUILD)
 
 clean:
 	rm -rf build galbridge

@@ -98,10 +98,12 @@ class FakeCloud:
     # -- process ------------------------------------------------------------
 
     def start(self, directory, seed=None, admin_port=None, timeout=30.0,
-              verbose=False):
+              verbose=False, log=None):
         """Start fakecloud in directory and wait (up to timeout seconds)
         for its ready.json.  seed: a dict (written to DIR/seed.json) or a
-        path to a seed file.  Returns self."""
+        path to a seed file.  log: a file for fakecloud's stdout and
+        stderr (else it shares ours), for a fakecloud meant to outlive
+        this process.  Returns self."""
         self.dir = os.path.abspath(directory)
         os.makedirs(self.dir, exist_ok=True)
         ready = os.path.join(self.dir, "ready.json")
@@ -119,7 +121,13 @@ class FakeCloud:
             cmd += ["--admin-port", str(admin_port)]
         if verbose:
             cmd.append("--verbose")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        if log is None:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        else:
+            with open(log, "ab") as out:
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                             stdout=out,
+                                             stderr=subprocess.STDOUT)
 
         def is_ready():
             if self.proc.poll() is not None:

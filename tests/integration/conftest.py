@@ -301,11 +301,13 @@ class Env:
         self.cloud.stop()
 
 
-def example_config(directory):
-    """etc/galbridge.conf.example copied into directory with placeholder
-    files for the secrets it names: a config that checks. Its path."""
+def example_config(directory, source=None):
+    """etc/galbridge.conf.example (or the copy at `source`, e.g. one a
+    package installed) copied into directory with placeholder files for
+    the secrets it names: a config that checks. Its path."""
     conf = os.path.join(str(directory), "galbridge.conf")
-    with open(os.path.join(ROOT, "etc", "galbridge.conf.example")) as f:
+    with open(source or os.path.join(ROOT, "etc",
+                                     "galbridge.conf.example")) as f:
         text = f.read()
     with open(conf, "w") as f:
         f.write(text)
