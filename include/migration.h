@@ -25,6 +25,10 @@
  *                        domain the target does not own stops the move),
  *                        "X500:" + the source's LegacyExchangeDN and every
  *                        X500 address of the source.
+ *   MicrosoftOnlineServicesID
+ *                        the mapping's, kept only when it is in an accepted
+ *                        domain of the target (else the person fails);
+ *                        without one Exchange keeps alias@initial domain.
  */
 #ifndef GALBRIDGE_MIGRATION_H
 #define GALBRIDGE_MIGRATION_H
@@ -56,7 +60,8 @@ int migration_has_proxy(const json_t *list, const char *p);
  * into a ready one for the source mailbox `mailbox`: sets the keys above,
  * and removes EmailAddresses and PrimarySmtpAddress (folded into
  * ProxyAddresses). Returns 0, or -1 with a reason in err (the mapping's
- * primary address is not in an accepted domain, the source has no address
+ * primary address or MicrosoftOnlineServicesID is not in an accepted
+ * domain, the source has no address
  * in an initial domain when migration_external = initial, no alias, an
  * address too long, out of memory): that person fails alone. `desired`
  * is left as it was on -1. */

@@ -129,6 +129,9 @@ static const struct target_def exchange_targets[] = {
     /* A mail user's primary address in the target: only with migration =
      * yes (planner_link_compile), which folds it into its addresses. */
     {"PrimarySmtpAddress", NULL, 0},
+    /* A mail user's sign-in name (UPN) in the target: only with migration
+     * = yes, in an accepted domain of the target. */
+    {"MicrosoftOnlineServicesID", NULL, 0},
     {"CustomAttribute1", NULL, 0},
     {"CustomAttribute2", NULL, 0},
     {"CustomAttribute3", NULL, 0},

@@ -141,6 +141,7 @@ migration_desired(const json_t *mailbox, const struct migration_target *t,
   const char *dn = str(mailbox, "legacyDN");
   const char *alias = str(desired, "Alias");
   const char *primary = str(desired, "PrimarySmtpAddress");
+  const char *upn = str(desired, "MicrosoftOnlineServicesID");
   const char *external;
   json_t *proxies = json_array(), *extra = json_array(), *x500 = json_array();
   json_t *v;
@@ -182,6 +183,15 @@ migration_desired(const json_t *mailbox, const struct migration_target *t,
                  "its PrimarySmtpAddress %s is not in an accepted domain of "
                  "the target (a move needs one)",
                  primary);
+    goto out;
+  }
+  if (upn == NULL)
+    json_object_del(desired, "MicrosoftOnlineServicesID"); /* none mapped */
+  else if (strchr(upn, ':') != NULL || !migration_accepted(t, upn)) {
+    text_set_err(err, errlen,
+                 "its MicrosoftOnlineServicesID %s is not in an accepted "
+                 "domain of the target",
+                 upn);
     goto out;
   }
   if (t->external == CONFIG_MIGRATION_EXTERNAL_INITIAL) {

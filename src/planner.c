@@ -101,8 +101,9 @@ in_scope(const struct planner_link *pl, const struct store_plan_row *row,
 static int
 clearable(const char *attr)
 {
-  static const char *const never[] = {"displayName", "mail", "DisplayName",
-                                      "ExternalEmailAddress", "Name"};
+  static const char *const never[] = {
+      "displayName",          "mail", "DisplayName",
+      "ExternalEmailAddress", "Name", "MicrosoftOnlineServicesID"};
   for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++) {
     if (strcmp(attr, never[i]) == 0)
       return 0;
@@ -1654,6 +1655,15 @@ planner_link_compile(const struct config *cfg, const struct config_link *link,
                "%s:%d: link '%s' maps PrimarySmtpAddress, which only a link "
                "with migration = yes sets (Exchange Online takes a mail "
                "user's or contact's primary address from its external one)",
+               cfg->path, link->line, link->name);
+      goto out;
+    }
+    if (strcasecmp(mapping_target(*mapping, i), "MicrosoftOnlineServicesID") ==
+        0) {
+      snprintf(err, errlen,
+               "%s:%d: link '%s' maps MicrosoftOnlineServicesID, which only "
+               "a link with migration = yes sets (the sign-in name a moved "
+               "mailbox keeps)",
                cfg->path, link->line, link->name);
       goto out;
     }

@@ -545,6 +545,29 @@ def test_new_mail_user_any_accepted_domain(fc):
         DST).status == 200
 
 
+def test_set_mail_user_sign_in_name(fc):
+    """Set-MailUser -MicrosoftOnlineServicesID (cloud only) changes the
+    UPN: an address in an accepted domain that no other user has."""
+    made = new_mail_user(fc, "lara", "lara@partner.example")
+    oid = made["ExternalDirectoryObjectId"]
+    assert invoke(fc, "Set-MailUser", {
+        "Identity": oid, "MicrosoftOnlineServicesID": "lara@fabrikam.com"},
+        DST).status == 200
+    assert fc.user(DST, oid)["userPrincipalName"] == "lara@fabrikam.com"
+    _, exc, text = error(invoke(fc, "Set-MailUser", {
+        "Identity": oid, "MicrosoftOnlineServicesID": "lara@partner.example"},
+        DST), 400)
+    assert "not an accepted domain" in text
+    other = new_mail_user(fc, "ed", "ed@partner.example")
+    _, exc, text = error(invoke(fc, "Set-MailUser", {
+        "Identity": other["ExternalDirectoryObjectId"],
+        "MicrosoftOnlineServicesID": "LARA@fabrikam.com"}, DST), 400)
+    assert "already exists" in text
+    # A refused call changes nothing.
+    assert fc.user(DST, other["ExternalDirectoryObjectId"])[
+        "userPrincipalName"].lower() != "lara@fabrikam.com"
+
+
 # --------------------------------------------------------------------------
 # Migration set-up cmdlets
 # --------------------------------------------------------------------------

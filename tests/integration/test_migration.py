@@ -119,6 +119,57 @@ def test_foreign_addresses_never_reach_the_target(make_env):
         check_ready(env, sid, got[sid])
 
 
+def test_sign_in_name_through_the_mapping(make_env):
+    """MicrosoftOnlineServicesID mapped into an accepted domain of the
+    target becomes the copy's UPN; one in a domain the target does not
+    own fails that person alone, with the reason."""
+    env = migration_env(
+        make_env, users=20,
+        mapping='MicrosoftOnlineServicesID = Append(mailNickname, '
+                '"@fabrikam.com")')
+    fab = env.tenants["fabrikam"]["id"]
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    got = copies(env)
+    want = mailboxes(env)
+    assert want and set(want) <= set(got)
+    for sid, u in want.items():
+        copy = env.cloud.user(fab, got[sid]["ExternalDirectoryObjectId"])
+        assert copy["userPrincipalName"].lower() == \
+            (u["mailNickname"] + "@fabrikam.com").lower(), sid
+        check_ready(env, sid, got[sid])
+    # A domain the target does not own: refused before anything is sent.
+    configure(env, mapping='MicrosoftOnlineServicesID = Append(mailNickname, '
+                           '"@partner.example")')
+    sid = sorted(want)[0]
+    env.cloud.patch_user(env.source["id"], sid, {"jobTitle": "Renamed"})
+    r = env.run("sync")
+    assert r.returncode == 1, r.stderr
+    assert "MicrosoftOnlineServicesID" in r.stderr
+    assert "not in an accepted domain" in r.stderr
+    copy = env.cloud.user(fab, got[sid]["ExternalDirectoryObjectId"])
+    assert copy["userPrincipalName"].lower().endswith("@fabrikam.com")
+
+
+def test_migration_targets_need_migration(make_env):
+    """PrimarySmtpAddress and MicrosoftOnlineServicesID are mapped only by
+    a link with migration = yes: any other is a config error (78), and
+    nothing is sent."""
+    env = make_env(users=5)
+    for target in ("PrimarySmtpAddress", "MicrosoftOnlineServicesID"):
+        configure(env, migration=False,
+                  mapping='%s = Append(mailNickname, "@fabrikam.com")'
+                  % target)
+        before = len(env.cloud.log())
+        for cmd in ("check-config", "sync"):
+            r = env.run(cmd)
+            assert r.returncode == 78, (cmd, r.stderr)
+            assert "maps %s, which only a link with migration = yes" \
+                % target in r.stderr, r.stderr
+        assert not [e for e in env.cloud.log()[before:]
+                    if e["service"] != "admin"]
+
+
 def test_objects_a_move_cannot_take_are_left_alone(make_env):
     """A copy that had a mailbox before, or is synchronised from
     on-premises, is not stamped: the op fails with the fix, others go

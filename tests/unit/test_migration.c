@@ -242,6 +242,42 @@ test_desired_primary_initial(void **state)
   json_decref(m);
 }
 
+/* The mapping's sign-in name is kept in an accepted domain of the target,
+ * dropped when it maps to nothing, and refuses the person in any other
+ * domain (or with a type prefix). */
+static void
+test_desired_sign_in_name(void **state)
+{
+  static const char *const refused[] = {"lara@partner.example",
+                                        "smtp:lara@fabrikam.com", "lara"};
+  json_t *rec = record(), *desired;
+  char err[256];
+
+  (void)state;
+  desired = json_pack("{s:s}", "MicrosoftOnlineServicesID",
+                      "Lara.Newton@Fabrikam.com");
+  assert_int_equal(
+      migration_desired(rec, target(0), desired, err, sizeof(err)), 0);
+  assert_string_equal(
+      json_string_value(json_object_get(desired, "MicrosoftOnlineServicesID")),
+      "Lara.Newton@Fabrikam.com");
+  json_decref(desired);
+  desired = json_pack("{s:s}", "MicrosoftOnlineServicesID", "");
+  assert_int_equal(
+      migration_desired(rec, target(0), desired, err, sizeof(err)), 0);
+  assert_null(json_object_get(desired, "MicrosoftOnlineServicesID"));
+  json_decref(desired);
+  for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+    desired = json_pack("{s:s}", "MicrosoftOnlineServicesID", refused[i]);
+    assert_int_equal(
+        migration_desired(rec, target(0), desired, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "MicrosoftOnlineServicesID"));
+    assert_non_null(strstr(err, "accepted domain"));
+    json_decref(desired);
+  }
+  json_decref(rec);
+}
+
 /* The same mailbox twice, its X500 addresses listed in another order:
  * the same attributes (the hash does not move). */
 static void
@@ -452,6 +488,7 @@ main(void)
       cmocka_unit_test(test_mailbox_record_hostile),
       cmocka_unit_test(test_desired),
       cmocka_unit_test(test_desired_primary_initial),
+      cmocka_unit_test(test_desired_sign_in_name),
       cmocka_unit_test(test_desired_stable),
       cmocka_unit_test(test_desired_refused),
       cmocka_unit_test(test_accepted),

@@ -170,6 +170,21 @@ def cmd_new_mail_contact(req, tenant, params):
     return [contact_recipient(contact, tenant)], []
 
 
+def checked_upn(tenant, upn, taken):
+    """-MicrosoftOnlineServicesID: an address in an accepted domain that
+    no other user of the tenant has as its UPN (`taken`: lower case)."""
+    upn = str(upn)
+    if not is_address(upn) or not is_accepted(tenant, upn):
+        exo_fail(400, "BadRequest", "ExB3C4DA", EXC_BINDING,
+                 f"Cannot process argument transformation on parameter "
+                 f"'MicrosoftOnlineServicesID'. The domain of \"{upn}\" "
+                 f"is not an accepted domain of the organization.")
+    if upn.lower() in taken:
+        exo_fail(400, "BadRequest", "Ex6D1F0C", EXC_OBJECT_EXISTS,
+                 f"The object '{upn}' already exists.")
+    return upn
+
+
 @cmdlet("New-MailUser")
 def cmd_new_mail_user(req, tenant, params):
     """Parameter sets (New-MailUser docs): DisabledUser = -Name
@@ -190,15 +205,7 @@ def cmd_new_mail_user(req, tenant, params):
     taken = {(u.props.get("userPrincipalName") or "").lower()
              for u in tenant.users.values() if not u.deleted}
     if upn:
-        upn = str(upn)
-        if not is_address(upn) or not is_accepted(tenant, upn):
-            exo_fail(400, "BadRequest", "ExB3C4DA", EXC_BINDING,
-                     f"Cannot process argument transformation on parameter "
-                     f"'MicrosoftOnlineServicesID'. The domain of \"{upn}\" "
-                     f"is not an accepted domain of the organization.")
-        if upn.lower() in taken:
-            exo_fail(400, "BadRequest", "Ex6D1F0C", EXC_OBJECT_EXISTS,
-                     f"The object '{upn}' already exists.")
+        upn = checked_upn(tenant, upn, taken)
     else:
         upn = f"{props['mailNickname']}@{tenant.domain}"
         base, n = upn.split("@")[0], 1
@@ -407,8 +414,10 @@ def cmd_set_mail_contact(req, tenant, params):
 def cmd_set_mail_user(req, tenant, params):
     """Set-MailContact's parameters plus -ExchangeGuid and -ArchiveGuid
     (GUIDs; bound before the object is looked up, as PowerShell binds
-    parameters first)."""
-    exo_check_params(params, SET_MAIL | {"exchangeguid", "archiveguid"})
+    parameters first) and -MicrosoftOnlineServicesID (the UPN, in an
+    accepted domain, unique in the tenant)."""
+    exo_check_params(params, SET_MAIL | {"exchangeguid", "archiveguid",
+                                         "microsoftonlineservicesid"})
     p = lowered(params)
     for key, name in (("exchangeguid", "ExchangeGuid"),
                       ("archiveguid", "ArchiveGuid")):
@@ -416,7 +425,16 @@ def cmd_set_mail_user(req, tenant, params):
             p[key] = exo_guid_param(name, p[key])
     user, view = exo_resolve(req, tenant, p.get("identity"), MAIL_USER)
     check_not_dir_synced(user, view, "Set-MailUser", params)
+    upn = None
+    if p.get("microsoftonlineservicesid"):
+        # Cloud only: the user's sign-in name (its UPN).
+        taken = {(u.props.get("userPrincipalName") or "").lower()
+                 for u in tenant.users.values()
+                 if not u.deleted and u is not user}
+        upn = checked_upn(tenant, p["microsoftonlineservicesid"], taken)
     set_common(req, tenant, user, p, is_user=True)
+    if upn is not None:
+        tenant.patch_user(user, {"userPrincipalName": upn})
     return [], []
 
 
