@@ -1650,22 +1650,22 @@ planner_link_compile(const struct config *cfg, const struct config_link *link,
     }
   }
   for (size_t i = 0; i < mapping_count(*mapping) && !link->migration; i++) {
-    if (strcasecmp(mapping_target(*mapping, i), "PrimarySmtpAddress") == 0) {
-      snprintf(err, errlen,
-               "%s:%d: link '%s' maps PrimarySmtpAddress, which only a link "
-               "with migration = yes sets (Exchange Online takes a mail "
-               "user's or contact's primary address from its external one)",
-               cfg->path, link->line, link->name);
-      goto out;
-    }
-    if (strcasecmp(mapping_target(*mapping, i), "MicrosoftOnlineServicesID") ==
-        0) {
-      snprintf(err, errlen,
-               "%s:%d: link '%s' maps MicrosoftOnlineServicesID, which only "
-               "a link with migration = yes sets (the sign-in name a moved "
-               "mailbox keeps)",
-               cfg->path, link->line, link->name);
-      goto out;
+    /* Targets only a migration link sets, and why. */
+    static const char *const only[][2] = {
+        {"PrimarySmtpAddress", "Exchange Online takes a mail user's or "
+                               "contact's primary address from its external "
+                               "one"},
+        {"MicrosoftOnlineServicesID", "the sign-in name a moved mailbox "
+                                      "keeps"},
+    };
+    for (size_t k = 0; k < sizeof(only) / sizeof(only[0]); k++) {
+      if (strcasecmp(mapping_target(*mapping, i), only[k][0]) == 0) {
+        snprintf(err, errlen,
+                 "%s:%d: link '%s' maps %s, which only a link with "
+                 "migration = yes sets (%s)",
+                 cfg->path, link->line, link->name, only[k][0], only[k][1]);
+        goto out;
+      }
     }
   }
   if (link->scope_filter != NULL &&
