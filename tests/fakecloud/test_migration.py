@@ -545,6 +545,18 @@ def test_new_mail_user_any_accepted_domain(fc):
         DST).status == 200
 
 
+def test_cmdlets_denied(fc):
+    """exo_cmdlets_denied: a cmdlet outside the application's roles
+    answers like one that does not exist; the others still work."""
+    fc.set_knobs(exo_cmdlets_denied=["Get-MigrationEndpoint"])
+    _, exc, text = error(invoke(fc, "get-migrationendpoint", {}, DST), 400)
+    assert exc == "System.Management.Automation.CommandNotFoundException"
+    assert "is not recognized as a name of a cmdlet" in text
+    assert invoke(fc, "Get-OrganizationRelationship", {}, DST).status == 200
+    fc.set_knobs(exo_cmdlets_denied=[])
+    assert invoke(fc, "Get-MigrationEndpoint", {}, DST).status == 200
+
+
 def test_set_mail_user_sign_in_name(fc):
     """Set-MailUser -MicrosoftOnlineServicesID (cloud only) changes the
     UPN: an address in an accepted domain that no other user has."""

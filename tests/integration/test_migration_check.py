@@ -413,3 +413,38 @@ def test_refused_credentials(make_env):
     assert target["relationship 'From Contoso': MailboxMoveCapability has "
                   "Inbound"]["ok"] is True
     assert target["endpoint 'contoso': ApplicationId " + APP]["ok"] is True
+
+
+def test_roles_missing(make_env):
+    """The application lacks an Exchange role for some reads (the cmdlet
+    is not in its session): each such read is one failed check naming the
+    role to grant; what does not depend on it is still checked, and
+    nothing is guessed for what does."""
+    env = migration_env(make_env, users=3)
+    set_up(env)
+    sync(env)
+    env.cloud.set_knobs(exo_cmdlets_denied=[
+        "Get-MigrationEndpoint", "Test-MigrationServerAvailability"])
+    rc, report = check_json(env)
+    assert rc == 1
+    link = report["links"][0]
+    refused = [c for c in link["checks"] if not c["ok"]]
+    assert refused, link["checks"]
+    endpoint = [c for c in refused if "Get-MigrationEndpoint" in
+                c["what"] + c["detail"]]
+    assert len(endpoint) == 1, refused
+    assert endpoint[0]["subject"] == "target fabrikam"
+    assert "give galbridge's application the Exchange role" in \
+        endpoint[0]["fix"]
+    assert "View-Only Configuration" in endpoint[0]["fix"]
+    # The relationships are still read and checked.
+    checks = checks_by_what(link)
+    assert checks["relationship 'From Contoso': MailboxMoveCapability has "
+                  "Inbound"]["ok"] is True
+    # Nothing about the endpoint is claimed from a read that failed.
+    assert not [c for c in link["checks"] if c["ok"] and
+                c["what"].startswith("endpoint ")]
+    # The text form says the same, with exit 1.
+    r = env.run("migration-check")
+    assert r.returncode == 1
+    assert "View-Only Configuration" in r.stdout

@@ -148,7 +148,11 @@ def exo_invoke(req, tenant):
                                   "The request body must be {\"CmdletInput\":"
                                   " {\"CmdletName\", \"Parameters\"}}."))
         fn = CMDLETS.get(name.lower())
-        if fn is None:
+        denied = {c.lower() for c in cloud.knobs["exo_cmdlets_denied"]}
+        # A cmdlet outside the caller's roles is not in its session at
+        # all: Exchange answers as for one that does not exist (guessed
+        # for the REST endpoint; seen in remote PowerShell sessions).
+        if fn is None or name.lower() in denied:
             raise Reply(exo_error(
                 400, "BadRequest", "Ex9D6E3A",
                 "System.Management.Automation.CommandNotFoundException",

@@ -68,6 +68,12 @@ KNOBS = {
         and all(isinstance(i, str) for i in v), None,
         "user ids or addresses (mail/otherMails): Graph PATCH of those users "
         "answers 403 Authorization_RequestDenied"),
+    "exo_cmdlets_denied": Knob(
+        [], lambda v: isinstance(v, list)
+        and all(isinstance(i, str) for i in v), None,
+        "Exchange cmdlet names the application has no role for: calling one "
+        "answers as Exchange does for a cmdlet outside the caller's roles "
+        "(CommandNotFoundException, 'is not recognized')"),
     "enforce_invitation_limit": Knob(
         False, lambda v: isinstance(v, bool), None,
         "true: more than limit_invitations (150) invitations per 5 s per "
