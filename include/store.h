@@ -467,6 +467,24 @@ int store_op_complete(struct store *store, long long op_id, const char *link,
                       const char *hash, const char *applied, const char *state,
                       time_t now) __attribute__((warn_unused_result));
 
+/* One op's success, as store_op_complete() takes it; strings borrowed. */
+struct store_done {
+  long long op_id;
+  const char *source_id;
+  const char *target_id;
+  const char *hash;
+  const char *applied;
+  const char *state;
+};
+
+/* Several ops of `link` succeeded: what store_op_complete() does for each,
+ * all in one transaction (each op's row and its deletion stay together:
+ * invariant 2). On failure nothing of it is written and -1 is returned:
+ * every op stays in the outbox. */
+int store_ops_complete(struct store *store, const char *link,
+                       const struct store_done *done, size_t n, time_t now)
+    __attribute__((warn_unused_result));
+
 /* deletes_held = number of ops of the link in state held. */
 int store_link_count_held(struct store *store, const char *link,
                           long long *held) __attribute__((warn_unused_result));

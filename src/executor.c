@@ -117,12 +117,45 @@ struct executor {
   executor_done_fn done;
   void *ctx;
   uv_timer_t kick;
+  /* Successes not yet written: recorded together, in one transaction,
+   * at the end of the loop turn that saw them (or once DONE_BATCH have
+   * gathered), rather than one transaction each. Until then each op stays
+   * in the outbox, its target id on it: a crash replays it, and
+   * store_target_owner() still sees the object as taken. */
+  struct done_rec *dq;
+  size_t n_dq, cap_dq;
+  uv_check_t flush;
+  int handles; /* of kick and flush, not yet closed */
   int closing;
   time_t started, last_progress;
 };
 
+/* One success waiting in the queue; strings owned. */
+struct done_rec {
+  long long op_id;
+  enum store_op_kind kind;
+  char *source_id;
+  char *target_id;
+  char *hash;
+  char *applied;
+  const char *state; /* static */
+};
+
+#define DONE_BATCH 256
+
 static void job_step(struct job *job);
 static void pump(struct executor *ex);
+static void flush(struct executor *ex);
+
+/* The executor is freed once its last handle is closed. */
+static void
+on_closed(uv_handle_t *h)
+{
+  struct executor *ex = h->data;
+
+  if (--ex->handles == 0)
+    free(ex);
+}
 
 struct executor *
 executor_new(uv_loop_t *loop, struct store *store, struct graph *target,
@@ -140,6 +173,13 @@ executor_new(uv_loop_t *loop, struct store *store, struct graph *target,
     return NULL;
   }
   ex->kick.data = ex;
+  ex->handles = 1;
+  if (uv_check_init(loop, &ex->flush) != 0) {
+    uv_close((uv_handle_t *)&ex->kick, on_closed);
+    return NULL;
+  }
+  ex->flush.data = ex;
+  ex->handles = 2;
   ex->loop = loop;
   ex->store = store;
   ex->graph = target;
@@ -162,23 +202,21 @@ executor_new(uv_loop_t *loop, struct store *store, struct graph *target,
   return ex;
 }
 
-static void
-on_kick_closed(uv_handle_t *h)
-{
-  free(h->data);
-}
-
 void
 executor_free(struct executor *ex)
 {
   if (ex == NULL)
     return;
+  flush(ex);
+  free(ex->dq);
+  ex->dq = NULL;
   store_ops_free(ex->ops, ex->n_ops);
   ex->ops = NULL;
   ex->n_ops = 0;
   free(ex->last_error);
   ex->last_error = NULL;
-  uv_close((uv_handle_t *)&ex->kick, on_kick_closed);
+  uv_close((uv_handle_t *)&ex->kick, on_closed);
+  uv_close((uv_handle_t *)&ex->flush, on_closed);
 }
 
 void
@@ -213,6 +251,7 @@ finish(struct executor *ex)
 {
   executor_done_fn done = ex->done;
 
+  flush(ex); /* the round's results are in the state before it ends */
   ex->running = 0;
   store_ops_free(ex->ops, ex->n_ops);
   ex->ops = NULL;
@@ -277,24 +316,99 @@ unrecorded(struct executor *ex)
 }
 
 static void
+done_rec_free(struct done_rec *r)
+{
+  free(r->source_id);
+  free(r->target_id);
+  free(r->hash);
+  free(r->applied);
+}
+
+/* Write the queued successes in one transaction. When that fails, every
+ * op of them stays in the outbox (the next round replays them) and no
+ * more are started. */
+static void
+flush(struct executor *ex)
+{
+  struct store_done *d;
+  size_t n = ex->n_dq;
+  int rc;
+
+  uv_check_stop(&ex->flush);
+  if (n == 0)
+    return;
+  ex->n_dq = 0;
+  d = calloc(n, sizeof(*d));
+  if (d == NULL) {
+    rc = -1;
+  } else {
+    for (size_t i = 0; i < n; i++)
+      d[i] = (struct store_done){ex->dq[i].op_id,     ex->dq[i].source_id,
+                                 ex->dq[i].target_id, ex->dq[i].hash,
+                                 ex->dq[i].applied,   ex->dq[i].state};
+    rc = store_ops_complete(ex->store, ex->link->name, d, n, time(NULL));
+    free(d);
+  }
+  if (rc != 0) {
+    ex->stats.transient += n;
+    unrecorded(ex);
+  } else {
+    ex->stats.done += n;
+  }
+  for (size_t i = 0; i < n; i++) {
+    struct done_rec *r = &ex->dq[i];
+    if (rc == 0)
+      log_debug("op done link=%s op=%s source_id=%s target_id=%s",
+                ex->link->name, store_op_kind_name(r->kind), r->source_id,
+                r->target_id ? r->target_id : "-");
+    done_rec_free(r);
+  }
+}
+
+static void
+on_flush(uv_check_t *h)
+{
+  flush(h->data);
+}
+
+/* The op succeeded: its result joins the queue (flush), the job ends. */
+static void
 complete(struct job *job, const char *state, int with_values)
 {
   struct executor *ex = job->ex;
+  struct done_rec *r;
 
   progress(ex);
-  if (store_op_complete(ex->store, job->op.id, ex->link->name,
-                        job->op.source_id, job->target_id, job->op.hash,
-                        with_values ? job->op.desired : NULL, state,
-                        time(NULL)) != 0) {
-    /* The op stays in the outbox: the next round replays it. */
-    ex->stats.transient++;
-    unrecorded(ex);
-  } else {
-    ex->stats.done++;
-    log_debug("op done link=%s op=%s source_id=%s target_id=%s",
-              ex->link->name, store_op_kind_name(job->op.kind),
-              job->op.source_id, job->target_id ? job->target_id : "-");
+  if (ex->n_dq == ex->cap_dq) {
+    size_t cap = ex->cap_dq ? ex->cap_dq * 2 : 16;
+    struct done_rec *dq = realloc(ex->dq, cap * sizeof(*dq));
+    if (dq == NULL) {
+      /* The op stays in the outbox: the next round replays it. */
+      ex->stats.transient++;
+      job_free(job);
+      return;
+    }
+    ex->dq = dq;
+    ex->cap_dq = cap;
   }
+  r = &ex->dq[ex->n_dq++];
+  *r = (struct done_rec){.op_id = job->op.id,
+                         .kind = job->op.kind,
+                         .source_id = job->op.source_id,
+                         .target_id = job->target_id,
+                         .hash = job->op.hash,
+                         .applied = with_values ? job->op.desired : NULL,
+                         .state = state};
+  /* The queue owns them now. */
+  job->op.source_id = NULL;
+  job->target_id = NULL;
+  job->op.hash = NULL;
+  if (with_values)
+    job->op.desired = NULL;
+  if (ex->n_dq >= DONE_BATCH)
+    flush(ex);
+  else
+    uv_check_start(&ex->flush, on_flush);
   job_free(job);
 }
 

@@ -252,7 +252,7 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_RUN_START] = "INSERT INTO link_state (link, run_started, run_done)"
                      " VALUES (?1, ?2, 0) ON CONFLICT (link) DO UPDATE SET"
                      " run_started = excluded.run_started, run_done = 0",
-    [ST_RUN_DONE] = "UPDATE link_state SET run_done = run_done + 1"
+    [ST_RUN_DONE] = "UPDATE link_state SET run_done = run_done + ?2"
                     " WHERE link = ?1",
     [ST_OP_PUT] =
         "INSERT INTO op (link, source_id, kind, payload, desired, hash,"
@@ -1884,57 +1884,72 @@ store_ops_retry_due(struct store *store, const char *link, time_t now,
   return 0;
 }
 
-int
-store_op_complete(struct store *store, long long op_id, const char *link,
-                  const char *source_id, const char *target_id,
-                  const char *hash, const char *applied, const char *state,
-                  time_t now)
+/* One op's success inside the open transaction. */
+static int
+op_done(struct store *store, const char *link, const struct store_done *d,
+        time_t now)
 {
   sqlite3_stmt *st;
 
-  if (store_begin(store) != 0)
-    return -1;
-  if (state == NULL) {
+  if (d->state == NULL) {
     /* The object is to be decided again from scratch, changed or not. */
     st = prep(store, ST_REPLAN_ADD);
     if (st == NULL)
-      goto out;
+      return -1;
     bind_text(st, 1, link);
-    bind_text(st, 2, source_id);
+    bind_text(st, 2, d->source_id);
     if (exec_stmt(store, st, "queueing an object to plan again") != 0)
-      goto out;
+      return -1;
     st = prep(store, ST_TARGET_DELETE);
     if (st == NULL)
-      goto out;
+      return -1;
     bind_text(st, 1, link);
-    bind_text(st, 2, source_id);
-  } else if (applied == NULL) {
+    bind_text(st, 2, d->source_id);
+  } else if (d->applied == NULL) {
     st = prep(store, ST_TARGET_STATE);
     if (st == NULL)
-      goto out;
+      return -1;
     bind_text(st, 1, link);
-    bind_text(st, 2, source_id);
-    bind_text(st, 3, state);
+    bind_text(st, 2, d->source_id);
+    bind_text(st, 3, d->state);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
   } else {
     st = prep(store, ST_TARGET_PUT);
     if (st == NULL)
-      goto out;
+      return -1;
     bind_text(st, 1, link);
-    bind_text(st, 2, source_id);
-    bind_text(st, 3, target_id);
-    bind_text(st, 4, hash);
-    bind_text(st, 5, applied);
-    bind_text(st, 6, state);
+    bind_text(st, 2, d->source_id);
+    bind_text(st, 3, d->target_id);
+    bind_text(st, 4, d->hash);
+    bind_text(st, 5, d->applied);
+    bind_text(st, 6, d->state);
     sqlite3_bind_int64(st, 7, (sqlite3_int64)now);
   }
   if (exec_stmt(store, st, "writing a target object") != 0 ||
-      store_op_delete(store, op_id) != 0)
-    goto out;
+      store_op_delete(store, d->op_id) != 0)
+    return -1;
+  return 0;
+}
+
+int
+store_ops_complete(struct store *store, const char *link,
+                   const struct store_done *done, size_t n, time_t now)
+{
+  sqlite3_stmt *st;
+
+  if (n == 0)
+    return 0;
+  if (store_begin(store) != 0)
+    return -1;
+  for (size_t i = 0; i < n; i++) {
+    if (op_done(store, link, &done[i], now) != 0)
+      goto out;
+  }
   st = prep(store, ST_RUN_DONE);
   if (st == NULL)
     goto out;
   bind_text(st, 1, link);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)n);
   if (exec_stmt(store, st, "counting progress") != 0 ||
       store_commit(store) != 0)
     goto out;
@@ -1942,6 +1957,17 @@ store_op_complete(struct store *store, long long op_id, const char *link,
 out:
   store_rollback(store);
   return -1;
+}
+
+int
+store_op_complete(struct store *store, long long op_id, const char *link,
+                  const char *source_id, const char *target_id,
+                  const char *hash, const char *applied, const char *state,
+                  time_t now)
+{
+  struct store_done d = {op_id, source_id, target_id, hash, applied, state};
+
+  return store_ops_complete(store, link, &d, 1, now);
 }
 
 int

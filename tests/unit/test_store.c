@@ -942,6 +942,46 @@ copy_row(struct store *s, const char *link, const char *sid, const char *tid,
   store_ops_free(ops, n);
 }
 
+/* Several successes in one transaction: each op's row written and the op
+ * gone, progress counted once per op; one that cannot be written (no
+ * hash) leaves every op of the batch in the outbox and no row. */
+static void
+ops_complete_in_one_transaction(void **state)
+{
+  struct fixture *f = *state;
+  struct store *s = f->store;
+  struct store_op *ops;
+  struct store_link_counts c;
+  struct store_done d[3];
+  size_t n;
+
+  assert_int_equal(store_link_run_start(s, "a-to-b", 1), 0);
+  put_op(s, "s1", STORE_OP_CREATE, 1);
+  put_op(s, "s2", STORE_OP_CREATE, 1);
+  put_op(s, "s3", STORE_OP_UPDATE, 1);
+  assert_int_equal(store_ops_list(s, "a-to-b", STORE_OP_PENDING, 10, &ops, &n),
+                   0);
+  assert_int_equal(n, 3);
+  for (size_t i = 0; i < 3; i++)
+    d[i] = (struct store_done){ops[i].id, ops[i].source_id, "t", "h",
+                               "{}",      "active"};
+  d[1].hash = NULL; /* NOT NULL: the whole batch fails */
+  assert_int_equal(store_ops_complete(s, "a-to-b", d, 3, 2), -1);
+  assert_int_equal(store_link_counts(s, "a-to-b", &c), 0);
+  assert_int_equal(c.pending, 3);
+  assert_int_equal(c.objects, 0);
+  assert_int_equal(c.run_done, 0);
+  d[1].hash = "h";
+  d[2].state = NULL; /* forgotten: planned again, no row */
+  assert_int_equal(store_ops_complete(s, "a-to-b", d, 3, 2), 0);
+  assert_int_equal(store_link_counts(s, "a-to-b", &c), 0);
+  assert_int_equal(c.pending, 0);
+  assert_int_equal(c.objects, 2);
+  assert_int_equal(c.run_done, 3);
+  assert_int_equal(store_ops_complete(s, "a-to-b", d, 0, 3), 0);
+  store_ops_free(ops, n);
+}
+
 static int
 collect_copy(void *ctx, const struct store_copy_row *row)
 {
@@ -1022,6 +1062,8 @@ main(void)
       cmocka_unit_test_setup_teardown(files_are_private, setup, teardown),
       cmocka_unit_test_setup_teardown(readonly_never_writes, setup, teardown),
       cmocka_unit_test_setup_teardown(link_copies_join_mailboxes, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(ops_complete_in_one_transaction, setup,
                                       teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
