@@ -355,3 +355,25 @@ def test_setup_trust_unknown_link(env):
     assert r.returncode == 2
     assert r.stderr == "galbridge: no link named 'nope' in %s\n" % env.conf
     assert policy_reads(env) == []
+
+
+def test_setup_trust_both_directions_keeps_each_other(make_env):
+    """Guest links both ways: each run sets its own direction on the
+    partner entry and sends the other direction back as it was read, so
+    the second link does not undo the first."""
+    env = make_env(users=5)
+    env.write_config(reverse=True)
+    src, dst = ids(env)
+    for link in (LINK, "fabrikam-to-contoso"):
+        r = env.run("setup-trust", link, "--yes")
+        assert r.returncode == 0, r.stdout + r.stderr
+    both_ways = {"inboundAllowed": True, "outboundAllowed": True}
+    assert env.cloud.partner_policy(dst, src)[
+        "automaticUserConsentSettings"] == both_ways
+    assert env.cloud.partner_policy(src, dst)[
+        "automaticUserConsentSettings"] == both_ways
+    mark = last_seq(env)
+    for link in (LINK, "fabrikam-to-contoso"):
+        r = env.run("setup-trust", link)
+        assert "already set" in r.stdout, r.stdout
+    assert policy_writes(env, mark) == []
