@@ -6,9 +6,11 @@
  * print the plan; with --yes, for the target then the source, POST the
  * partner entry if there is none (one that exists already by then is
  * taken as made) and PATCH what the plan changes; print each write as it
- * succeeds. The first failure ends the run: what was written stays, and
- * a second run plans only what is still missing. Nothing is written
- * without --yes, and nothing at all when everything is set already.
+ * succeeds; then read both again and plan again: anything still missing
+ * (a write the service took but did not keep) is a failure. The first
+ * failure ends the run: what was written stays, and a second run plans
+ * only what is still missing. Nothing is written without --yes, and
+ * nothing at all when everything is set already.
  */
 #include "trust.h"
 
@@ -25,6 +27,8 @@ enum step {
   STEP_PATCH_TARGET,
   STEP_CREATE_SOURCE,
   STEP_PATCH_SOURCE,
+  STEP_VERIFY_TARGET,
+  STEP_VERIFY_SOURCE,
   STEP_DONE,
 };
 
@@ -34,6 +38,7 @@ struct side {
   struct auth *auth;
   struct graph *graph;
   struct graph_policy policy;
+  struct graph_policy again; /* read back after the writes */
 };
 
 struct setup {
@@ -53,7 +58,7 @@ static void next_step(struct setup *s);
 static const char *
 grant_for(enum step step)
 {
-  return step <= STEP_READ_SOURCE
+  return step <= STEP_READ_SOURCE || step >= STEP_VERIFY_TARGET
              ? "Policy.Read.All (or Policy.ReadWrite.CrossTenantAccess, "
                "which setup-trust needs to write)"
              : "Policy.ReadWrite.CrossTenantAccess";
@@ -122,18 +127,45 @@ print_plan(struct setup *s)
   fflush(s->out);
 }
 
+/* After the writes: what a new plan would still change is missing. */
+static void
+verify(struct setup *s)
+{
+  struct trust_plan again;
+  const struct trust_write *w[2] = {&again.target, &again.source};
+
+  trust_plan(&s->names, &s->target.again, &s->source.again, &again);
+  for (size_t i = 0; i < 2; i++) {
+    for (size_t k = 0; k < w[i]->n_fields; k++)
+      fprintf(s->out, "FAIL  tenant %s: %s reads back as %s after the write\n",
+              w[i]->tenant, w[i]->fields[k].name, w[i]->fields[k].was);
+    if (w[i]->create)
+      fprintf(s->out,
+              "FAIL  tenant %s: the partner entry for %s is not there after "
+              "the write\n",
+              w[i]->tenant, w[i]->partner_id);
+  }
+  s->failed = !trust_plan_empty(&again);
+}
+
 static void
 on_read(void *ctx, const struct graph_response *resp,
         const struct graph_policy *policy)
 {
   struct setup *s = ctx;
-  struct side *side = s->step == STEP_READ_TARGET ? &s->target : &s->source;
+  int verifying = s->step >= STEP_VERIFY_TARGET;
+  int target = s->step == STEP_READ_TARGET || s->step == STEP_VERIFY_TARGET;
+  struct side *side = target ? &s->target : &s->source;
 
   if (resp->result == GRAPH_ERR_CANCELLED)
     return;
   if (policy == NULL) {
     failure(s, side->tenant, resp,
             "cannot read its cross-tenant access settings");
+  } else if (verifying) {
+    side->again = *policy;
+    if (s->step == STEP_VERIFY_SOURCE)
+      verify(s);
   } else {
     side->policy = *policy;
     if (s->step == STEP_READ_SOURCE) {
@@ -184,7 +216,11 @@ next_step(struct setup *s)
     switch (s->step) {
     case STEP_READ_TARGET:
     case STEP_READ_SOURCE:
-      side = s->step == STEP_READ_TARGET ? &s->target : &s->source;
+    case STEP_VERIFY_TARGET:
+    case STEP_VERIFY_SOURCE:
+      side = s->step == STEP_READ_TARGET || s->step == STEP_VERIFY_TARGET
+                 ? &s->target
+                 : &s->source;
       rc =
           graph_policy_read(side->graph, side->partner->tenant_id, on_read, s);
       break;
@@ -212,7 +248,9 @@ next_step(struct setup *s)
       break;
     case STEP_DONE:
       if (!s->failed && s->yes && !trust_plan_empty(&s->plan))
-        fprintf(s->out, "link %s: cross-tenant access settings written\n",
+        fprintf(s->out,
+                "link %s: cross-tenant access settings written and read "
+                "back\n",
                 s->link->name);
       fflush(s->out);
       s->done = 1;

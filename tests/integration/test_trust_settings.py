@@ -232,7 +232,7 @@ def test_setup_trust_dry_run_then_yes_then_again(env):
         "done  tenant fabrikam: PATCH %s/partners/%s" % (POLICY, src),
         "done  tenant contoso: POST %s/partners" % POLICY,
         "done  tenant contoso: PATCH %s/partners/%s" % (POLICY, dst),
-        "link %s: cross-tenant access settings written" % LINK]
+        "link %s: cross-tenant access settings written and read back" % LINK]
     assert policy_writes(env, mark) == [
         (dst, "POST", POLICY + "/partners"),
         (dst, "PATCH", POLICY + "/partners/" + src),
