@@ -178,32 +178,25 @@ finish(struct read *r, const struct graph_response *resp, int ok)
   free(r);
 }
 
-/* A failed answer to `what`: its message names the request. */
+/* A failed answer: graph's message names the request already. */
 static void
-fail(struct read *r, const struct graph_response *resp, const char *what)
+fail(struct read *r, const struct graph_response *resp)
 {
-  struct graph_response out = *resp;
-
-  if (out.result == GRAPH_OK) {
-    out.result = GRAPH_ERR_PROTOCOL;
-    out.transient = 1;
-  }
-  snprintf(r->errmsg, sizeof(r->errmsg), "%s: %s", what,
-           resp->errmsg != NULL && resp->errmsg[0] != '\0' ? resp->errmsg
-                                                           : "failed");
-  out.errmsg = r->errmsg;
-  finish(r, &out, 0);
+  finish(r, resp, 0);
 }
 
+/* An answer that is not what Graph documents: `why`, naming `what`. */
 static void
 protocol(struct read *r, const struct graph_response *resp, const char *what,
          const char *why)
 {
   struct graph_response out = *resp;
 
-  out.errmsg = why;
-  out.result = GRAPH_OK; /* made a protocol error by fail() */
-  fail(r, &out, what);
+  out.result = GRAPH_ERR_PROTOCOL;
+  out.transient = 1;
+  snprintf(r->errmsg, sizeof(r->errmsg), "%s: %s", what, why);
+  out.errmsg = r->errmsg;
+  finish(r, &out, 0);
 }
 
 static void
@@ -217,7 +210,7 @@ on_default(void *ctx, const struct graph_response *resp)
     return;
   }
   if (resp->result != GRAPH_OK) {
-    fail(r, resp, "GET " DEFAULT_PATH);
+    fail(r, resp);
     return;
   }
   if (graph_policy_parse_default(resp->body, &r->policy, err, sizeof(err)) !=
@@ -252,7 +245,7 @@ on_list(void *ctx, const struct graph_response *resp)
       return;
   }
   if (resp->result != GRAPH_OK) {
-    fail(r, resp, "GET " GRAPH_POLICY_PARTNERS);
+    fail(r, resp);
     return;
   }
   if (!json_is_array(value)) {

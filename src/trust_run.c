@@ -64,11 +64,16 @@ grant_for(enum step step)
              : "Policy.ReadWrite.CrossTenantAccess";
 }
 
+/* A failed request in tenant t: `what` (NULL: resp's message says it)
+ * and, for a refusal, the permission to grant. Ends the run. */
 static void
 failure(struct setup *s, const struct config_tenant *t,
         const struct graph_response *resp, const char *what)
 {
-  fprintf(s->out, "FAIL  tenant %s: %s: %s\n", t->name, what, resp->errmsg);
+  if (what != NULL)
+    fprintf(s->out, "FAIL  tenant %s: %s: %s\n", t->name, what, resp->errmsg);
+  else
+    fprintf(s->out, "FAIL  tenant %s: %s\n", t->name, resp->errmsg);
   if (resp->status == 401 || resp->status == 403)
     fprintf(s->out,
             "      -> in tenant %s (%s), grant the application Microsoft "
@@ -193,7 +198,8 @@ on_write(void *ctx, const struct graph_response *resp)
            GRAPH_POLICY_PARTNERS, create ? "" : "/",
            create ? "" : w->partner_id);
   if (resp->result != GRAPH_OK && !(create && graph_policy_conflict(resp))) {
-    failure(s, target ? s->target.tenant : s->source.tenant, resp, what);
+    /* graph's message names the request. */
+    failure(s, target ? s->target.tenant : s->source.tenant, resp, NULL);
     next_step(s);
     return;
   }

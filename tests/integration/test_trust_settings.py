@@ -377,3 +377,21 @@ def test_setup_trust_both_directions_keeps_each_other(make_env):
         r = env.run("setup-trust", link)
         assert "already set" in r.stdout, r.stdout
     assert policy_writes(env, mark) == []
+
+
+def test_setup_trust_without_read_permission(env):
+    src, dst = ids(env)
+    env.cloud.set_faults({"kind": "deny", "method": "GET",
+                          "path": "^/v1.0/policies/", "tenant": dst,
+                          "count": 100})
+    r = env.run("setup-trust", LINK, "--yes")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "FAIL  tenant fabrikam: cannot read its cross-tenant access "
+        "settings: GET %s/partners: HTTP 403 Authorization_RequestDenied: "
+        "Insufficient privileges to complete the operation." % POLICY,
+        "      -> in tenant fabrikam (%s), grant the application Microsoft "
+        "Graph permission Policy.Read.All (or "
+        "Policy.ReadWrite.CrossTenantAccess, which setup-trust needs to "
+        "write) and give admin consent" % dst]
+    assert policy_writes(env) == []
