@@ -94,16 +94,6 @@ def main():
                        stdout=subprocess.DEVNULL)
         print("  ok")
 
-        print("demo: `galbridge doctor` on the cross-tenant access "
-              "settings (none set yet; `galbridge setup-trust LINK --yes` "
-              "sets them):")
-        doctor = subprocess.run([GALBRIDGE, "-c", conf, "doctor"],
-                                capture_output=True, text=True)
-        for line in doctor.stdout.splitlines():
-            if line.startswith(("WARN", "FAIL")) or \
-                    line.startswith("      -> galbridge setup-trust"):
-                print("  " + line)
-
         print("demo: starting `galbridge run` (its log lines follow) ...")
         proc = subprocess.Popen([GALBRIDGE, "-c", conf, "run"],
                                 stderr=subprocess.PIPE, text=True)
