@@ -19,6 +19,7 @@
 #define OPT_LINK (1u << 3)
 #define OPT_JSON (1u << 4)
 #define OPT_CSV (1u << 5)
+#define OPT_YES (1u << 6)
 
 enum cmdline_command {
   CMDLINE_RUN,
@@ -30,6 +31,7 @@ enum cmdline_command {
   CMDLINE_APPROVE_DELETES,
   CMDLINE_RESYNC,
   CMDLINE_MIGRATION_CHECK,
+  CMDLINE_SETUP_TRUST,
   CMDLINE_COMMANDS /* how many */
 };
 
@@ -43,6 +45,7 @@ struct cmdline {
   const char *link;          /* --link NAME, or NULL */
   const char *operand;       /* LINK, or NULL */
   int json, csv;             /* --json, --csv */
+  int yes;                   /* --yes */
   unsigned given;            /* the options given, OPT_* bits */
 };
 

@@ -62,6 +62,8 @@ static const struct opt opts[] = {
     {OPT_CSV, 0, "csv", NULL, NULL,
      "print the CSV that New-MigrationBatch takes: the ready people's "
      "target addresses"},
+    {OPT_YES, 0, "yes", NULL, NULL,
+     "write the changes (without it nothing is changed)"},
 };
 
 static const struct command commands[] = {
@@ -90,6 +92,10 @@ static const struct command commands[] = {
      "whether the people of the migration links (or LINK) can be moved "
      "now, and the fix for each failure; read-only",
      CMDLINE_MIGRATION_CHECK},
+    {"setup-trust", OPT_YES, 0, OPERAND_NEEDED, "LINK [--yes]",
+     "print the cross-tenant access settings LINK's guests need that are "
+     "missing in its two tenants; with --yes, write them",
+     CMDLINE_SETUP_TRUST},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -374,6 +380,9 @@ apply(const struct opt *o, const char *value, struct cmdline *cl)
     break;
   case OPT_CSV:
     cl->csv = 1;
+    break;
+  case OPT_YES:
+    cl->yes = 1;
     break;
   case OPT_HELP:
     if (cl->cmd != NULL)

@@ -31,6 +31,7 @@
 #include "report.h"
 #include "scheduler.h"
 #include "store.h"
+#include "trust.h"
 #include "version.h"
 
 #define EXIT_OK 0
@@ -594,28 +595,47 @@ cmd_link_admin(const struct cmdline *cl)
   return rc;
 }
 
+/* The online commands' work: run on `loop` with `http`; 0 or not. */
+typedef int (*online_fn)(uv_loop_t *loop, struct http *http, void *arg);
+
+/* Run fn on a loop and http client of its own, then close both and run
+ * the loop until every handle is closed. Returns fn's result, or -1
+ * when they could not be made. */
+static int
+online(online_fn fn, void *arg)
+{
+  struct http *http;
+  uv_loop_t loop;
+  int rc;
+
+  if (uv_loop_init(&loop) != 0)
+    return -1;
+  http = http_new(&loop, NULL);
+  rc = http == NULL ? -1 : fn(&loop, http, arg);
+  if (http != NULL)
+    http_close(http);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  (void)uv_loop_close(&loop);
+  return rc;
+}
+
+static int
+doctor_online(uv_loop_t *loop, struct http *http, void *arg)
+{
+  return doctor_run(loop, http, arg, stdout);
+}
+
 static int
 cmd_doctor(const struct cmdline *cl)
 {
   struct config *cfg;
-  struct http *http;
-  uv_loop_t loop;
   int rc;
 
   /* A config with tenants and no link yet: their credentials can be
    * checked before any link is written. */
   if (load_config(cl->path, 0, &cfg) != 0)
     return EXIT_CONFIG;
-  if (uv_loop_init(&loop) != 0) {
-    config_free(cfg);
-    return EXIT_RUNTIME;
-  }
-  http = http_new(&loop, NULL);
-  rc = http == NULL ? -1 : doctor_run(&loop, http, cfg, stdout);
-  if (http != NULL)
-    http_close(http);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  (void)uv_loop_close(&loop);
+  rc = online(doctor_online, cfg);
   config_free(cfg);
   return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
 }
@@ -689,6 +709,42 @@ out:
   return rc;
 }
 
+struct setup_trust {
+  const struct config_link *link;
+  int yes;
+};
+
+static int
+setup_trust_online(uv_loop_t *loop, struct http *http, void *arg)
+{
+  const struct setup_trust *st = arg;
+
+  return trust_setup_run(loop, http, st->link, st->yes, stdout);
+}
+
+/* setup-trust LINK [--yes]: the cross-tenant access settings LINK's
+ * guests need, printed, and written with --yes. */
+static int
+cmd_setup_trust(const struct cmdline *cl)
+{
+  struct setup_trust st = {.yes = cl->yes};
+  struct config *cfg;
+  int rc;
+
+  if (load_config(cl->path, 0, &cfg) != 0)
+    return EXIT_CONFIG;
+  st.link = config_link_find(cfg, cl->operand);
+  if (st.link == NULL) {
+    fprintf(stderr, "galbridge: no link named '%s' in %s\n", cl->operand,
+            cl->path);
+    config_free(cfg);
+    return EXIT_USAGE;
+  }
+  rc = online(setup_trust_online, &st);
+  config_free(cfg);
+  return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
+
 /* Each command's handler, by the command line's id for it. */
 static int (*const handlers[CMDLINE_COMMANDS])(const struct cmdline *cl) = {
     [CMDLINE_RUN] = cmd_run,
@@ -700,6 +756,7 @@ static int (*const handlers[CMDLINE_COMMANDS])(const struct cmdline *cl) = {
     [CMDLINE_APPROVE_DELETES] = cmd_link_admin,
     [CMDLINE_RESYNC] = cmd_link_admin,
     [CMDLINE_MIGRATION_CHECK] = cmd_migration_check,
+    [CMDLINE_SETUP_TRUST] = cmd_setup_trust,
 };
 
 int

@@ -33,6 +33,10 @@ COMMANDS = {
                         "whether the people of the migration links (or "
                         "LINK) can be moved now, and the fix for each "
                         "failure; read-only"),
+    "setup-trust": ("LINK [--yes]",
+                    "print the cross-tenant access settings LINK's guests "
+                    "need that are missing in its two tenants; with --yes, "
+                    "write them"),
 }
 
 
