@@ -30,6 +30,7 @@ enum cmdline_command {
   CMDLINE_APPROVE_DELETES,
   CMDLINE_RESYNC,
   CMDLINE_MIGRATION_CHECK,
+  CMDLINE_EXPLAIN,
   CMDLINE_COMMANDS /* how many */
 };
 
@@ -42,6 +43,7 @@ struct cmdline {
   const char *path;          /* -c FILE, or the default (set it first) */
   const char *link;          /* --link NAME, or NULL */
   const char *operand;       /* LINK, or NULL */
+  const char *who;           /* explain's WHO, or NULL */
   int json, csv;             /* --json, --csv */
   unsigned given;            /* the options given, OPT_* bits */
 };

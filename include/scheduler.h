@@ -43,6 +43,11 @@ struct scheduler_opts {
   const char *only_link; /* NULL: every link */
   planner_emit_fn emit;  /* SCHEDULER_PLAN: each planned change */
   void *emit_ctx;
+  /* SCHEDULER_PLAN: just before a link is planned, once its source and
+   * target are read and its scope_group members known: the link as the
+   * planner sees it (borrowed for the call). The store then still holds
+   * the outbox as it was (a dry run puts no failed op back). May be NULL. */
+  void (*planning)(void *ctx, const struct planner_link *pl);
   /* SCHEDULER_PLAN: a link's totals once planned. */
   void (*plan_done)(void *ctx, const struct config_link *link,
                     const struct planner_stats *stats,

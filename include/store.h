@@ -331,6 +331,13 @@ int store_target_by_id(struct store *store, const char *link,
                        const char *target_id, char **source_id, char **applied)
     __attribute__((warn_unused_result));
 
+/* Whether `link`'s copy of `source_id` was seen visible on the Exchange
+ * side (store_set_exo_visible): *visible 1 or 0, or -1 when the link has
+ * no row for it. Only reads. */
+int store_target_visible(struct store *store, const char *link,
+                         const char *source_id, int *visible)
+    __attribute__((warn_unused_result));
+
 /* A migration copy's stamps (ExchangeGuid, ArchiveGuid, ProxyAddresses)
  * were changed in the target: forget them from what is applied, so that
  * the link's next plan writes them again. */

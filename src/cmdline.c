@@ -22,8 +22,14 @@
 #include "text.h"
 #include "version.h"
 
-/* Whether a command takes LINK, the one argument any command takes. */
-enum operand { OPERAND_NONE, OPERAND_OPTIONAL, OPERAND_NEEDED };
+/* Whether a command takes LINK, and then WHO (explain): the arguments
+ * commands take. */
+enum operand {
+  OPERAND_NONE,
+  OPERAND_OPTIONAL,
+  OPERAND_NEEDED,
+  OPERAND_LINK_WHO /* LINK WHO, both needed */
+};
 
 /* A row of the command table. */
 struct command {
@@ -85,6 +91,11 @@ static const struct command commands[] = {
      "read LINK's source and target again in full and retry its failed "
      "operations",
      CMDLINE_RESYNC},
+    {"explain", OPT_JSON, 0, OPERAND_LINK_WHO, "LINK WHO [--json]",
+     "why WHO (an object id, mail or user principal name in LINK's source "
+     "or target) is or is not in the target's address list, and what the "
+     "next round would do; read-only",
+     CMDLINE_EXPLAIN},
     {"migration-check", OPT_JSON | OPT_CSV, OPT_JSON | OPT_CSV,
      OPERAND_OPTIONAL, "[LINK] [--json | --csv]",
      "whether the people of the migration links (or LINK) can be moved "
@@ -95,6 +106,7 @@ static const struct command commands[] = {
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 #define OPERAND_WHAT "a link name"
+#define WHO_WHAT "a person: object id, mail or user principal name"
 
 /* Prints text with the cursor at column `col`, words wrapped at WIDTH
  * onto lines indented by `indent`, and ends the line. */
@@ -190,6 +202,10 @@ command_help(FILE *fp, const struct command *c)
   if (c->operand != OPERAND_NONE)
     print_row(fp, fprintf(fp, "  LINK"), HELP_COLUMN,
               "the name of a [link NAME] section of the config");
+  if (c->operand == OPERAND_LINK_WHO)
+    print_row(fp, fprintf(fp, "  WHO"), HELP_COLUMN,
+              "an object id, mail or user principal name of the link's "
+              "source or target");
   print_options(fp, c->opts);
   print_options(fp, OPTS_ANY_COMMAND);
 }
@@ -469,6 +485,11 @@ parse_command(int argc, char **argv, int i, struct cmdline *cl)
         return rc;
       continue;
     }
+    if (c->operand == OPERAND_LINK_WHO && cl->operand != NULL &&
+        cl->who == NULL) {
+      cl->who = arg;
+      continue;
+    }
     if (c->operand == OPERAND_NONE || cl->operand != NULL) {
       fprintf(stderr, "galbridge: unexpected argument '%s'\n", arg);
       return usage_error(c);
@@ -487,9 +508,15 @@ parse_command(int argc, char **argv, int i, struct cmdline *cl)
             names[1]);
     return usage_error(c);
   }
-  if (c->operand == OPERAND_NEEDED && cl->operand == NULL) {
+  if ((c->operand == OPERAND_NEEDED || c->operand == OPERAND_LINK_WHO) &&
+      cl->operand == NULL) {
     fprintf(stderr, "galbridge: %s needs an argument (%s)\n", c->name,
             OPERAND_WHAT);
+    return usage_error(c);
+  }
+  if (c->operand == OPERAND_LINK_WHO && cl->who == NULL) {
+    fprintf(stderr, "galbridge: %s needs a second argument (%s)\n", c->name,
+            WHO_WHAT);
     return usage_error(c);
   }
   return CMDLINE_OK;

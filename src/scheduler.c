@@ -859,6 +859,8 @@ lrun_plan(struct lrun *lr)
     lrun_end(lr);
     return;
   }
+  if (dry && s->opts.planning != NULL)
+    s->opts.planning(s->opts.emit_ctx, &pl);
   if (planner_plan(s->store, &pl, dry, s->opts.emit, s->opts.emit_ctx, &st) !=
       0) {
     log_error("cannot plan link=%s", lr->link->name);

@@ -96,6 +96,7 @@ enum stmt_id {
   ST_MAILBOX_MARK_GET,
   ST_MAILBOX_MARK_SET,
   ST_TARGET_BY_ID,
+  ST_TARGET_VISIBLE,
   ST_TARGET_RESTAMP,
   ST_LINK_COPIES,
   ST__COUNT
@@ -207,6 +208,8 @@ static const char *const stmt_sql[ST__COUNT] = {
         "UPDATE source_object SET"
         " seq = (SELECT coalesce(max(seq), 0) + 1 FROM source_object)"
         " WHERE tenant = ?1 AND id = ?2",
+    [ST_TARGET_VISIBLE] = "SELECT exo_visible FROM target_object"
+                          " WHERE link = ?1 AND source_id = ?2",
     [ST_TARGET_BY_ID] = "SELECT source_id, applied FROM target_object"
                         " WHERE link = ?1 AND target_id = ?2"
                         " AND state = 'active'",
@@ -2714,6 +2717,28 @@ store_target_by_id(struct store *store, const char *link,
   } else if (rc != SQLITE_DONE) {
     return fail(store, st, "reading a copy by its target id");
   }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+int
+store_target_visible(struct store *store, const char *link,
+                     const char *source_id, int *visible)
+{
+  sqlite3_stmt *st = prep(store, ST_TARGET_VISIBLE);
+  int rc;
+
+  *visible = -1;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    *visible = sqlite3_column_int(st, 0) != 0;
+  else if (rc != SQLITE_DONE)
+    return fail(store, st, "reading whether a copy was seen visible");
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   return 0;

@@ -228,7 +228,7 @@ def test_unknown_and_misplaced_options():
             (("--status",), "galbridge: unknown option '--status' "
              "(did you mean the command 'status'?)", None),
             (("--json", "status"), "galbridge: option '--json' goes after "
-             "a command that takes it (plan, status, migration-check)",
+             "a command that takes it (plan, status, explain, migration-check)",
              None),
             (("status", "--jsno"), "galbridge: unknown option '--jsno' "
              "(did you mean '--json'?)", "status"),
