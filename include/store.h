@@ -280,6 +280,13 @@ int store_plan_rows(struct store *store, const char *link,
                     store_plan_fn fn, void *ctx)
     __attribute__((warn_unused_result));
 
+/* The same for the one source object `source_id` (fn called once, or
+ * not at all when the store does not know it). */
+int store_plan_row_one(struct store *store, const char *link,
+                       const char *source_tenant, const char *target_tenant,
+                       const char *source_id, store_plan_fn fn, void *ctx)
+    __attribute__((warn_unused_result));
+
 /* --- source mailboxes, for migration links --- */
 
 /* Keep `record` (JSON text, exo_mailbox_record's shape, or {"bad":

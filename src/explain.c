@@ -462,8 +462,6 @@ on_self(void *ctx, const struct store_plan_row *row)
 {
   struct explain *ex = ctx;
 
-  if (strcmp(row->source_id, ex->row.source_id) != 0)
-    return 0;
   return saved_row_set(&ex->row, row) != 0 ? -1 : 1;
 }
 
@@ -526,8 +524,9 @@ explain_done(void *ctx, const struct config_link *link,
     return;
   /* No decision emitted: the op the plan left (queued already), or
    * nothing. */
-  if (store_plan_rows(ex->store, ex->link->name, ex->link->source->tenant_id,
-                      ex->observed, -1, NULL, 0, on_self, ex) < 0) {
+  if (store_plan_row_one(ex->store, ex->link->name,
+                         ex->link->source->tenant_id, ex->observed,
+                         ex->row.source_id, on_self, ex) < 0) {
     ex->failed = 1;
     return;
   }
