@@ -19,6 +19,7 @@
 #define OPT_LINK (1u << 3)
 #define OPT_JSON (1u << 4)
 #define OPT_CSV (1u << 5)
+#define OPT_USER (1u << 6)
 
 enum cmdline_command {
   CMDLINE_RUN,
@@ -42,6 +43,7 @@ struct cmdline {
   const struct command *cmd; /* its row: the parser's own */
   const char *path;          /* -c FILE, or the default (set it first) */
   const char *link;          /* --link NAME, or NULL */
+  const char *user;          /* --user WHO (with --link), or NULL */
   const char *operand;       /* LINK, or NULL */
   const char *who;           /* explain's WHO, or NULL */
   int json, csv;             /* --json, --csv */

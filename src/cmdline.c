@@ -45,6 +45,7 @@ struct command {
 #define OPTS_GLOBAL (OPT_CONFIG | OPT_HELP | OPT_VERSION)
 #define OPTS_ANY_COMMAND (OPT_CONFIG | OPT_HELP)
 
+#define WHO_WHAT "a person: object id, mail or user principal name"
 #define HELP_COLUMN 21    /* where an option's help starts */
 #define SUMMARY_COLUMN 23 /* where a command's help starts in usage() */
 #define WIDTH 79
@@ -64,6 +65,9 @@ static const struct opt opts[] = {
     {OPT_HELP, 'h', "help", NULL, NULL, "this help"},
     {OPT_VERSION, 'V', "version", NULL, NULL, "version"},
     {OPT_LINK, 0, "link", "NAME", "a link name", "only the link NAME"},
+    {OPT_USER, 0, "user", "WHO", WHO_WHAT,
+     "only the person WHO of link NAME (an object id, mail or user "
+     "principal name in its source): read now, planned and written at once"},
     {OPT_JSON, 0, "json", NULL, NULL, "print one JSON object"},
     {OPT_CSV, 0, "csv", NULL, NULL,
      "print the CSV that New-MigrationBatch takes: the ready people's "
@@ -73,8 +77,11 @@ static const struct opt opts[] = {
 static const struct command commands[] = {
     {"run", 0, 0, OPERAND_NONE, "", "run as a daemon in the foreground",
      CMDLINE_RUN},
-    {"sync", OPT_LINK, 0, OPERAND_NONE, "[--link NAME]",
-     "one round of every link (or of link NAME), then exit", CMDLINE_SYNC},
+    {"sync", OPT_LINK | OPT_USER, 0, OPERAND_NONE,
+     "[--link NAME [--user WHO]]",
+     "one round of every link (or of link NAME, or of its person WHO), then "
+     "exit",
+     CMDLINE_SYNC},
     {"plan", OPT_LINK | OPT_JSON, 0, OPERAND_NONE, "[--link NAME] [--json]",
      "show what the next round would change; nothing is written to any "
      "tenant",
@@ -106,7 +113,6 @@ static const struct command commands[] = {
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 #define OPERAND_WHAT "a link name"
-#define WHO_WHAT "a person: object id, mail or user principal name"
 
 /* Prints text with the cursor at column `col`, words wrapped at WIDTH
  * onto lines indented by `indent`, and ends the line. */
@@ -385,6 +391,9 @@ apply(const struct opt *o, const char *value, struct cmdline *cl)
   case OPT_LINK:
     cl->link = value;
     break;
+  case OPT_USER:
+    cl->user = value;
+    break;
   case OPT_JSON:
     cl->json = 1;
     break;
@@ -512,6 +521,11 @@ parse_command(int argc, char **argv, int i, struct cmdline *cl)
       cl->operand == NULL) {
     fprintf(stderr, "galbridge: %s needs an argument (%s)\n", c->name,
             OPERAND_WHAT);
+    return usage_error(c);
+  }
+  if ((cl->given & OPT_USER) && !(cl->given & OPT_LINK)) {
+    fprintf(stderr, "galbridge: --user needs --link (the link whose "
+                    "source WHO is in)\n");
     return usage_error(c);
   }
   if (c->operand == OPERAND_LINK_WHO && cl->who == NULL) {

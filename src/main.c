@@ -467,11 +467,70 @@ cmd_run(const struct cmdline *cl)
   return cmd_rounds(cl->path, &opts, NULL);
 }
 
+/* sync --link LINK --user WHO: the state directory's lock (refused while
+ * a daemon or a sync runs, as sync is) and the store are taken here, so
+ * that what was done can be read once the run is over. */
+static int
+cmd_sync_user(const struct cmdline *cl)
+{
+  struct scheduler_opts opts = {.mode = SCHEDULER_SYNC,
+                                .only_link = cl->link,
+                                .only_user = cl->user,
+                                .planning = report_user_planning,
+                                .emit = report_user_emit};
+  const struct config_link *link;
+  struct store_lock *lock = NULL;
+  struct report_user *ru = NULL;
+  struct config *cfg = NULL;
+  struct store *store = NULL;
+  char err[1024];
+  int rc;
+
+  if (load_config(cl->path, 1, &cfg) != 0)
+    return EXIT_CONFIG;
+  link = config_link_find(cfg, cl->link);
+  if (link == NULL) {
+    fprintf(stderr, "galbridge: no link named '%s' in %s\n", cl->link,
+            cl->path);
+    config_free(cfg);
+    return EXIT_USAGE;
+  }
+  if (store_lock(cfg->state_dir, &lock, NULL, err, sizeof(err)) != 0) {
+    log_error("cannot lock the state directory: %s", err);
+    rc = EXIT_RUNTIME;
+    goto out;
+  }
+  if (store_open(cfg->state_dir, &store, err, sizeof(err)) != 0) {
+    log_error("cannot open the store state_dir=%s error=\"%s\"",
+              cfg->state_dir, err);
+    rc = EXIT_RUNTIME;
+    goto out;
+  }
+  ru = report_user_new(stdout, store, link);
+  if (ru == NULL) {
+    rc = EXIT_RUNTIME;
+    goto out;
+  }
+  opts.emit_ctx = ru;
+  rc = cmd_rounds(cl->path, &opts, store);
+  if (report_user_end(ru) != 0 && rc == EXIT_OK)
+    rc = EXIT_RUNTIME;
+  if (store_failed(store))
+    rc = EXIT_RUNTIME;
+out:
+  store_close(store);
+  store_unlock(lock);
+  config_free(cfg);
+  return rc;
+}
+
 static int
 cmd_sync(const struct cmdline *cl)
 {
   struct scheduler_opts opts = {.mode = SCHEDULER_SYNC, .only_link = cl->link};
 
+  if (cl->user != NULL)
+    return cmd_sync_user(cl);
   return cmd_rounds(cl->path, &opts, NULL);
 }
 
