@@ -510,7 +510,7 @@ explain_done(void *ctx, const struct config_link *link,
              const struct planner_stats *st, const struct recovery *rec)
 {
   struct explain *ex = ctx;
-  const char *kind, *state;
+  const char *kind;
 
   (void)link;
   (void)st;
@@ -531,30 +531,35 @@ explain_done(void *ctx, const struct config_link *link,
     return;
   }
   kind = store_op_kind_name(ex->row.op_kind);
-  state = store_op_state_name(ex->row.op_state);
   if (ex->row.op_id != 0 && ex->row.op_state == STORE_OP_PENDING)
     (void)set(ex, "next",
               json_pack("{s:s, s:b, s:n, s:n, s:s?, s:b}", "action", kind,
                         "held", 0, "reason", "changes", "target_id",
                         ex->row.target_id, "queued", 1));
-  else if (ex->row.op_id != 0)
+  else if (ex->row.op_id != 0) {
+    /* Held, or failed for good: it waits (its backoff, resync, or
+     * approve-deletes). */
+    char reason[1024];
+    if (ex->row.op_state == STORE_OP_HELD)
+      snprintf(reason, sizeof(reason),
+               "held: over max_deletes, waiting for approve-deletes");
+    else
+      snprintf(reason, sizeof(reason),
+               "its %s failed for good and waits for its next try (or "
+               "resync): %s",
+               kind, ex->row.op_error ? ex->row.op_error : "");
     (void)set(ex, "next",
-              json_pack("{s:s, s:b, s:s?, s:n, s:s?, s:b}", "action",
+              json_pack("{s:s, s:b, s:s, s:n, s:s?, s:b}", "action",
                         ex->row.op_state == STORE_OP_HELD ? kind : "none",
                         "held", ex->row.op_state == STORE_OP_HELD, "reason",
-                        ex->row.op_state == STORE_OP_HELD
-                            ? "held: over max_deletes, waiting for "
-                              "approve-deletes"
-                            : ex->row.op_error,
-                        "changes", "target_id", ex->row.target_id, "queued",
-                        1));
-  else
+                        reason, "changes", "target_id", ex->row.target_id,
+                        "queued", 1));
+  } else
     (void)set(ex, "next",
               json_pack("{s:s, s:b, s:s, s:n, s:s?, s:b}", "action", "none",
                         "held", 0, "reason",
                         ex->why != NULL ? ex->why : "up to date", "changes",
                         "target_id", ex->row.target_id, "queued", 0));
-  (void)state;
 }
 
 /* --- output --- */

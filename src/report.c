@@ -752,7 +752,10 @@ report_user_end(struct report_user *ru)
   if (ur.op_id != 0 && ur.kind == STORE_OP_FAIL)
     fprintf(fp, "  result   refused: %s\n", ur.error ? ur.error : "");
   else if (ur.op_id != 0 && ur.state == STORE_OP_FAILED)
-    fprintf(fp, "  result   %s failed: %s\n", store_op_kind_name(ur.kind),
+    fprintf(fp,
+            "  result   %s failed for good (tried again after its backoff, "
+            "or at once after 'galbridge resync %s'): %s\n",
+            store_op_kind_name(ur.kind), ru->link->name,
             ur.error ? ur.error : "");
   else if (ur.op_id != 0 && ur.state == STORE_OP_HELD)
     fprintf(fp,

@@ -194,6 +194,9 @@ def test_failed_op_with_its_last_error(make_env):
     assert op["next_try"] is not None
     assert doc["next"]["queued"] is True
     assert doc["next"]["action"] == "none"
+    assert doc["next"]["reason"].startswith(
+        "its update failed for good and waits for its next try (or "
+        "resync): ")
     assert "Authorization_RequestDenied" in doc["next"]["reason"]
     r = explain(env, sid)
     assert re.search(r"outbox:    #\d+ update failed, \d+ attempts, last "

@@ -128,8 +128,10 @@ def test_a_failed_write_is_said_with_its_error(make_env):
     env.cloud.patch_user(env.source["id"], sid, {"jobTitle": "Refused"})
     r = sync_user(env, sid)
     assert r.returncode == 1
-    assert re.search(r"  result   update failed: .*Authorization_Request"
-                     r"Denied", r.stdout), r.stdout
+    assert re.search(r"  result   update failed for good \(tried again "
+                     r"after its backoff, or at once after 'galbridge resync "
+                     r"%s'\): .*Authorization_RequestDenied" % LINK,
+                     r.stdout), r.stdout
 
 
 def test_nobody_usage_and_a_running_daemon(make_env):
