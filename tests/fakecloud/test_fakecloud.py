@@ -1999,7 +1999,8 @@ def test_admin_knobs(fc):
                      "throttle_write_fraction": 0,
                      "throttle_read_fraction": 0, "faults": [],
                      "login_down_ms": 0, "touch_after": None,
-                     "policy_partners_page_size": 100}
+                     "policy_partners_page_size": 100,
+                     "exo_cmdlets_denied": []}
     assert fc.set_knobs(delta_page_size=7)["delta_page_size"] == 7
     for bad in ({"no_such_knob": 1}, {"delta_page_size": 0},
                 {"expire_delta_tokens": "later"}, {"revoke_tokens": 1},
