@@ -141,6 +141,28 @@ def test_certificates_config_and_first_sync(readme_env):
     assert {u["mail"].lower() for u in env.in_scope().values()} <= guests
 
 
+def test_trust_step(readme_env):
+    """Step 4: the first setup-trust prints the plan and changes nothing,
+    the second (--yes) writes it; doctor then finds the trust in place."""
+    env, creds, conf = readme_env
+    kind, text = readme_step("trust")
+    assert kind == "sh"
+    dry, apply = shell_lines(text)
+    before = len(env.cloud.log())
+    r = galbridge(conf, creds, dry)
+    assert r.returncode == 0, r.stderr
+    assert "nothing changed; run again with --yes" in r.stdout
+    assert not [e for e in env.cloud.log()[before:]
+                if e["service"] == "graph" and e["method"] != "GET"]
+    r = galbridge(conf, creds, apply)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = galbridge(conf, creds, "galbridge doctor")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "WARN" not in r.stdout, r.stdout
+    r = galbridge(conf, creds, dry)
+    assert "already set" in r.stdout, r.stdout
+
+
 def test_credentials_are_the_files_the_config_names(readme_env):
     """Step 8: the unit's LoadCredential= lines hand over exactly the
     files the config names, from where the certificate step put them."""
