@@ -19,6 +19,8 @@
 #define OPT_LINK (1u << 3)
 #define OPT_JSON (1u << 4)
 #define OPT_CSV (1u << 5)
+#define OPT_YES (1u << 6)
+#define OPT_USER (1u << 7)
 
 enum cmdline_command {
   CMDLINE_RUN,
@@ -30,6 +32,8 @@ enum cmdline_command {
   CMDLINE_APPROVE_DELETES,
   CMDLINE_RESYNC,
   CMDLINE_MIGRATION_CHECK,
+  CMDLINE_SETUP_TRUST,
+  CMDLINE_EXPLAIN,
   CMDLINE_COMMANDS /* how many */
 };
 
@@ -41,8 +45,11 @@ struct cmdline {
   const struct command *cmd; /* its row: the parser's own */
   const char *path;          /* -c FILE, or the default (set it first) */
   const char *link;          /* --link NAME, or NULL */
+  const char *user;          /* --user WHO (with --link), or NULL */
   const char *operand;       /* LINK, or NULL */
+  const char *who;           /* explain's WHO, or NULL */
   int json, csv;             /* --json, --csv */
+  int yes;                   /* --yes */
   unsigned given;            /* the options given, OPT_* bits */
 };
 

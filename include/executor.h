@@ -64,6 +64,11 @@ void executor_free(struct executor *ex);
 int executor_run(struct executor *ex, executor_done_fn done, void *ctx)
     __attribute__((warn_unused_result));
 
+/* Run only the ops of source object `source_id` (borrowed until the
+ * next call; NULL: every op again), as `sync --user` does: the others
+ * stay pending for the link's round. */
+void executor_only(struct executor *ex, const char *source_id);
+
 /* How far the current run is: ops finished of all it holds, and the rate
  * since it started (0s when idle). */
 void executor_progress(const struct executor *ex, size_t *done, size_t *total,

@@ -106,6 +106,8 @@ struct planner_link {
    * copy, and its former object (the mail user the move left) becomes
    * its copy: a take-over rather than a create. */
   const json_t *moved;
+  /* sync --user: plan this source object only (planner_plan), or NULL. */
+  const char *only;
 };
 
 struct planner_decision {
@@ -223,7 +225,11 @@ int planner_plan_key(const struct planner_link *pl, char out[17])
  * deletes (held over max_deletes), the plan mark and the held-delete
  * count in one last transaction. With `all`, every claim is written
  * first, so that each object's decision (emitted once) already sees every
- * conflict. Returns 0 or -1. */
+ * conflict. With pl->only, that one object is weighed, against every claim
+ * the store holds, and nothing else is touched: no other object is weighed
+ * (again), no held delete of another is released, and the plan mark
+ * stays, so the link's next round weighs what it would have. Returns 0 or
+ * -1. */
 int planner_plan(struct store *store, const struct planner_link *pl, int all,
                  planner_emit_fn emit, void *ctx, struct planner_stats *stats)
     __attribute__((warn_unused_result));

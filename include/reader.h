@@ -71,4 +71,21 @@ int reader_put_keys(struct store *store, const char *tenant_id, const char *id,
 int reader_round(struct reader *reader, reader_done_fn done, void *ctx)
     __attribute__((warn_unused_result));
 
+/* Instead of a round, read one user now (sync --user): `who` is an object
+ * id, or an address (mail, userPrincipalName, proxy address) the store
+ * knows for one user, or a userPrincipalName Graph knows: GET
+ * /users/{id}?$select=GRAPH_USER_SELECT, merged into the store as a
+ * whole object (a value it cannot take refused as in a round). Nothing
+ * is marked deleted: a user Graph does not know (404) fails the read, as
+ * a permanent error. The delta link and the round's generation stay as
+ * they are. Returns 0, or -1 (logged: a round running, several users
+ * holding the address, the store) when the callback will never be
+ * called. */
+int reader_user(struct reader *reader, const char *who, reader_done_fn done,
+                void *ctx) __attribute__((warn_unused_result));
+
+/* The id of the user the last reader_user() read, or NULL (borrowed,
+ * until the next read). */
+const char *reader_user_id(const struct reader *reader);
+
 #endif

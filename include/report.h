@@ -69,4 +69,22 @@ void report_plan_done(void *ctx, const struct config_link *link,
 int report_plan_end(struct report_plan *rp)
     __attribute__((warn_unused_result));
 
+/* sync --link LINK --user WHO: what was done for that one person. Begun
+ * before the run (the link's header line, as plan prints it), with
+ * `store` (borrowed: the run's) to read the person from; then the
+ * scheduler's callbacks (scheduler_opts .planning, .emit, with the struct
+ * report_user as ctx): the person, and the change planned, as plan prints
+ * it; report_user_end() then writes what came of it (done, refused with
+ * the reason, failed with the error, left pending, a delete held, or
+ * nothing to do and why) and frees ru. NULL when out of memory. */
+struct report_user;
+struct report_user *report_user_new(FILE *fp, struct store *store,
+                                    const struct config_link *link);
+void report_user_planning(void *ctx, const struct planner_link *pl);
+void report_user_emit(void *ctx, const struct store_plan_row *row,
+                      const struct planner_decision *d, int held);
+/* Returns 0, or -1 when the store could not be read. NULL is fine. */
+int report_user_end(struct report_user *ru)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -41,8 +41,19 @@ struct recovery {
 struct scheduler_opts {
   enum scheduler_mode mode;
   const char *only_link; /* NULL: every link */
-  planner_emit_fn emit;  /* SCHEDULER_PLAN: each planned change */
+  /* SCHEDULER_SYNC with only_link: instead of a round of the link's
+   * source, read this one user (reader_user: an id, mail or UPN), then
+   * plan and run that person only (planner_link .only, executor_only);
+   * its exit code is that person's. NULL: rounds as usual. */
+  const char *only_user;
+  planner_emit_fn emit; /* each planned change (plan, sync --user) */
   void *emit_ctx;
+  /* Just before a link is planned, once its source and target are read
+   * and its scope_group members known: the link as the planner sees it
+   * (borrowed for the call). In SCHEDULER_PLAN the store then still holds
+   * the outbox as it was (a dry run puts no failed op back). May be NULL.
+   * .emit_ctx is its ctx. */
+  void (*planning)(void *ctx, const struct planner_link *pl);
   /* SCHEDULER_PLAN: a link's totals once planned. */
   void (*plan_done)(void *ctx, const struct config_link *link,
                     const struct planner_stats *stats,

@@ -61,6 +61,13 @@ json_t *scope_filter_sources(const struct scope_filter *filter);
 /* The reason the default scope gives for a galbridge copy, checked last:
  * an object refused with it passes every other rule of the default. */
 #define SCOPE_WHY_COPY "galbridge copy"
+/* Each comparison and function of the filter, in the order written, with
+ * what it gives for `attrs` (borrowed) on its own, before any not, and or
+ * or around it: a new JSON array of {"clause": "department eq 'Sales'",
+ * "result": true}; empty for a NULL filter; NULL only when out of memory.
+ * Strings are shown as the filter would write them (a quote doubled). */
+json_t *scope_filter_clauses(const struct scope_filter *filter,
+                             const json_t *attrs);
 
 /* The default scope described above (`attrs` borrowed; not an object means
  * not in scope). Returns 1 when it matches (and sets *why, if given, to

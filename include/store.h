@@ -282,6 +282,13 @@ int store_plan_rows(struct store *store, const char *link,
                     store_plan_fn fn, void *ctx)
     __attribute__((warn_unused_result));
 
+/* The same for the one source object `source_id` (fn called once, or
+ * not at all when the store does not know it). */
+int store_plan_row_one(struct store *store, const char *link,
+                       const char *source_tenant, const char *target_tenant,
+                       const char *source_id, store_plan_fn fn, void *ctx)
+    __attribute__((warn_unused_result));
+
 /* --- source mailboxes, for migration links --- */
 
 /* Keep `record` (JSON text, exo_mailbox_record's shape, or {"bad":
@@ -350,6 +357,13 @@ struct store_moved_row {
 typedef int (*store_moved_fn)(void *ctx, const struct store_moved_row *row);
 int store_moved_copies(struct store *store, const char *link,
                        const char *reverse, store_moved_fn fn, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* Whether `link`'s copy of `source_id` was seen visible on the Exchange
+ * side (store_set_exo_visible): *visible 1 or 0, or -1 when the link has
+ * no row for it. Only reads. */
+int store_target_visible(struct store *store, const char *link,
+                         const char *source_id, int *visible)
     __attribute__((warn_unused_result));
 
 /* A migration copy's stamps (ExchangeGuid, ArchiveGuid, ProxyAddresses)

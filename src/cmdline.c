@@ -22,8 +22,14 @@
 #include "text.h"
 #include "version.h"
 
-/* Whether a command takes LINK, the one argument any command takes. */
-enum operand { OPERAND_NONE, OPERAND_OPTIONAL, OPERAND_NEEDED };
+/* Whether a command takes LINK, and then WHO (explain): the arguments
+ * commands take. */
+enum operand {
+  OPERAND_NONE,
+  OPERAND_OPTIONAL,
+  OPERAND_NEEDED,
+  OPERAND_LINK_WHO /* LINK WHO, both needed */
+};
 
 /* A row of the command table. */
 struct command {
@@ -39,6 +45,7 @@ struct command {
 #define OPTS_GLOBAL (OPT_CONFIG | OPT_HELP | OPT_VERSION)
 #define OPTS_ANY_COMMAND (OPT_CONFIG | OPT_HELP)
 
+#define WHO_WHAT "a person: object id, mail or user principal name"
 #define HELP_COLUMN 21    /* where an option's help starts */
 #define SUMMARY_COLUMN 23 /* where a command's help starts in usage() */
 #define WIDTH 79
@@ -58,17 +65,25 @@ static const struct opt opts[] = {
     {OPT_HELP, 'h', "help", NULL, NULL, "this help"},
     {OPT_VERSION, 'V', "version", NULL, NULL, "version"},
     {OPT_LINK, 0, "link", "NAME", "a link name", "only the link NAME"},
+    {OPT_USER, 0, "user", "WHO", WHO_WHAT,
+     "only the person WHO of link NAME (an object id, mail or user "
+     "principal name in its source): read now, planned and written at once"},
     {OPT_JSON, 0, "json", NULL, NULL, "print one JSON object"},
     {OPT_CSV, 0, "csv", NULL, NULL,
      "print the CSV that New-MigrationBatch takes: the ready people's "
      "target addresses"},
+    {OPT_YES, 0, "yes", NULL, NULL,
+     "write the changes (without it nothing is changed)"},
 };
 
 static const struct command commands[] = {
     {"run", 0, 0, OPERAND_NONE, "", "run as a daemon in the foreground",
      CMDLINE_RUN},
-    {"sync", OPT_LINK, 0, OPERAND_NONE, "[--link NAME]",
-     "one round of every link (or of link NAME), then exit", CMDLINE_SYNC},
+    {"sync", OPT_LINK | OPT_USER, 0, OPERAND_NONE,
+     "[--link NAME [--user WHO]]",
+     "one round of every link (or of link NAME, or of its person WHO), then "
+     "exit",
+     CMDLINE_SYNC},
     {"plan", OPT_LINK | OPT_JSON, 0, OPERAND_NONE, "[--link NAME] [--json]",
      "show what the next round would change; nothing is written to any "
      "tenant",
@@ -85,11 +100,20 @@ static const struct command commands[] = {
      "read LINK's source and target again in full and retry its failed "
      "operations",
      CMDLINE_RESYNC},
+    {"explain", OPT_JSON, 0, OPERAND_LINK_WHO, "LINK WHO [--json]",
+     "why WHO (an object id, mail or user principal name in LINK's source "
+     "or target) is or is not in the target's address list, and what the "
+     "next round would do; read-only",
+     CMDLINE_EXPLAIN},
     {"migration-check", OPT_JSON | OPT_CSV, OPT_JSON | OPT_CSV,
      OPERAND_OPTIONAL, "[LINK] [--json | --csv]",
      "whether the people of the migration links (or LINK) can be moved "
      "now, and the fix for each failure; read-only",
      CMDLINE_MIGRATION_CHECK},
+    {"setup-trust", OPT_YES, 0, OPERAND_NEEDED, "LINK [--yes]",
+     "print the cross-tenant access settings LINK's guests need that are "
+     "missing in its two tenants; with --yes, write them",
+     CMDLINE_SETUP_TRUST},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -190,6 +214,10 @@ command_help(FILE *fp, const struct command *c)
   if (c->operand != OPERAND_NONE)
     print_row(fp, fprintf(fp, "  LINK"), HELP_COLUMN,
               "the name of a [link NAME] section of the config");
+  if (c->operand == OPERAND_LINK_WHO)
+    print_row(fp, fprintf(fp, "  WHO"), HELP_COLUMN,
+              "an object id, mail or user principal name of the link's "
+              "source or target");
   print_options(fp, c->opts);
   print_options(fp, OPTS_ANY_COMMAND);
 }
@@ -369,11 +397,17 @@ apply(const struct opt *o, const char *value, struct cmdline *cl)
   case OPT_LINK:
     cl->link = value;
     break;
+  case OPT_USER:
+    cl->user = value;
+    break;
   case OPT_JSON:
     cl->json = 1;
     break;
   case OPT_CSV:
     cl->csv = 1;
+    break;
+  case OPT_YES:
+    cl->yes = 1;
     break;
   case OPT_HELP:
     if (cl->cmd != NULL)
@@ -469,6 +503,11 @@ parse_command(int argc, char **argv, int i, struct cmdline *cl)
         return rc;
       continue;
     }
+    if (c->operand == OPERAND_LINK_WHO && cl->operand != NULL &&
+        cl->who == NULL) {
+      cl->who = arg;
+      continue;
+    }
     if (c->operand == OPERAND_NONE || cl->operand != NULL) {
       fprintf(stderr, "galbridge: unexpected argument '%s'\n", arg);
       return usage_error(c);
@@ -487,9 +526,20 @@ parse_command(int argc, char **argv, int i, struct cmdline *cl)
             names[1]);
     return usage_error(c);
   }
-  if (c->operand == OPERAND_NEEDED && cl->operand == NULL) {
+  if ((c->operand == OPERAND_NEEDED || c->operand == OPERAND_LINK_WHO) &&
+      cl->operand == NULL) {
     fprintf(stderr, "galbridge: %s needs an argument (%s)\n", c->name,
             OPERAND_WHAT);
+    return usage_error(c);
+  }
+  if ((cl->given & OPT_USER) && !(cl->given & OPT_LINK)) {
+    fprintf(stderr, "galbridge: --user needs --link (the link whose "
+                    "source WHO is in)\n");
+    return usage_error(c);
+  }
+  if (c->operand == OPERAND_LINK_WHO && cl->who == NULL) {
+    fprintf(stderr, "galbridge: %s needs a second argument (%s)\n", c->name,
+            WHO_WHAT);
     return usage_error(c);
   }
   return CMDLINE_OK;

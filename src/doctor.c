@@ -7,6 +7,15 @@
  * the state is read (read-only: never created, written or locked, so a
  * running daemon is not disturbed) for stored delta links that a round
  * would not follow.
+ *
+ * For each guest link, after its reads: the target's cross-tenant access
+ * settings for the source and the source's for the target (two reads,
+ * each kept for the link), then the verdict of trust.c on what was read.
+ * A read refused for want of Policy.Read.All is one note and the other
+ * checks go on: galbridge syncs without that permission, so it is not a
+ * failure. Of the verdict only a FAIL (B2B collaboration blocked: the
+ * link's invitations are refused) makes doctor fail; WARN and note
+ * lines do not.
  */
 #include "doctor.h"
 
@@ -18,12 +27,15 @@
 #include "graph.h"
 #include "log.h"
 #include "store.h"
+#include "trust.h"
 
 enum check_kind {
   CHECK_TOKEN_GRAPH,
   CHECK_TOKEN_EXCHANGE,
   CHECK_GRAPH_READ,
   CHECK_EXO_READ,
+  CHECK_POLICY_READ, /* a link's tenant's cross-tenant access settings */
+  CHECK_TRUST,       /* the verdict on what those reads found */
 };
 
 struct check {
@@ -33,6 +45,14 @@ struct check {
   char what[160];         /* what is tried */
   char url[256];          /* Graph path, or cmdlet name */
   const char *permission; /* what to grant when it fails */
+  size_t link;            /* CHECK_POLICY_READ, CHECK_TRUST: which */
+  int in_target;          /* CHECK_POLICY_READ: the target's settings */
+};
+
+/* A guest link's settings as read: [1] the target's, [0] the source's. */
+struct link_trust {
+  struct graph_policy policy[2];
+  int have[2];
 };
 
 struct tenant_ctx {
@@ -50,7 +70,9 @@ struct doctor {
   struct tenant_ctx *tc;
   struct check *checks;
   size_t n_checks, next;
+  struct link_trust *trust; /* one per link */
   int failed;
+  int warned;
   int done;
 };
 
@@ -135,6 +157,73 @@ on_exo(void *ctx, const struct exo_response *resp)
 }
 
 static void
+on_policy(void *ctx, const struct graph_response *resp,
+          const struct graph_policy *policy)
+{
+  struct doctor *d = ctx;
+  const struct check *c = &d->checks[d->next - 1];
+  const struct config_tenant *t = d->tc[c->tenant].tenant;
+  struct link_trust *lt = &d->trust[c->link];
+
+  if (resp->result == GRAPH_ERR_CANCELLED)
+    return;
+  if (policy != NULL) {
+    lt->policy[c->in_target] = *policy;
+    lt->have[c->in_target] = 1;
+  } else if (resp->status == 401 || resp->status == 403) {
+    fprintf(d->out,
+            "note  %s: %s not read: in tenant %s (%s), grant the "
+            "application Microsoft Graph permission Policy.Read.All and "
+            "give admin consent to have them checked\n",
+            c->subject, c->what, t->name, t->tenant_id);
+  } else {
+    d->warned = 1;
+    fprintf(d->out, "WARN  %s: %s not read: %s\n", c->subject, c->what,
+            resp->errmsg);
+  }
+  fflush(d->out);
+  next_check(d);
+}
+
+/* The verdict on link c->link from the settings read before it. */
+static void
+check_trust(struct doctor *d, const struct check *c)
+{
+  static const char *const level[] = {[TRUST_OK] = "ok",
+                                      [TRUST_NOTE] = "note",
+                                      [TRUST_WARN] = "WARN",
+                                      [TRUST_FAIL] = "FAIL"};
+  const struct config_link *l = &d->cfg->links[c->link];
+  const struct link_trust *lt = &d->trust[c->link];
+  struct trust_names names = {.link = l->name,
+                              .source = l->source->name,
+                              .source_id = l->source->tenant_id,
+                              .target = l->target->name,
+                              .target_id = l->target->tenant_id};
+  struct trust_line lines[TRUST_LINES_MAX];
+  size_t n;
+  char text[512];
+
+  if (l->object != CONFIG_OBJECT_GUEST) {
+    trust_not_needed(l, text, sizeof(text));
+    fprintf(d->out, "note  %s\n", text);
+    fflush(d->out);
+    return;
+  }
+  n = trust_check(&names, lt->have[1] ? &lt->policy[1] : NULL,
+                  lt->have[0] ? &lt->policy[0] : NULL, lines, TRUST_LINES_MAX);
+  for (size_t i = 0; i < n; i++) {
+    fprintf(d->out, "%-4s  %s: %s\n", level[lines[i].level], c->subject,
+            lines[i].text);
+    if (lines[i].fix[0] != '\0')
+      fprintf(d->out, "      -> %s\n", lines[i].fix);
+    d->failed |= lines[i].level == TRUST_FAIL;
+    d->warned |= lines[i].level == TRUST_WARN;
+  }
+  fflush(d->out);
+}
+
+static void
 next_check(struct doctor *d)
 {
   const struct check *c;
@@ -168,6 +257,13 @@ next_check(struct doctor *d)
     rc = params ? exo_invoke(tc->exo, c->url, params, on_exo, d) : -1;
     json_decref(params);
     break;
+  case CHECK_POLICY_READ:
+    rc = graph_policy_read(tc->graph, c->url, on_policy, d);
+    break;
+  case CHECK_TRUST:
+    check_trust(d, c);
+    next_check(d);
+    return;
   }
   if (rc != 0) {
     report(d, c, 0, "cannot start the check", HINT_NONE);
@@ -244,8 +340,9 @@ doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
   check_delta_links(cfg, out);
   d.tc = calloc(cfg->n_tenants + 1, sizeof(*d.tc));
   d.checks =
-      calloc(2 * cfg->n_tenants + 4 * cfg->n_links + 1, sizeof(*d.checks));
-  if (d.tc == NULL || d.checks == NULL)
+      calloc(2 * cfg->n_tenants + 7 * cfg->n_links + 1, sizeof(*d.checks));
+  d.trust = calloc(cfg->n_links + 1, sizeof(*d.trust));
+  if (d.tc == NULL || d.checks == NULL || d.trust == NULL)
     goto out;
   for (size_t i = 0; i < cfg->n_tenants; i++) {
     struct tenant_ctx *tc = &d.tc[i];
@@ -321,6 +418,22 @@ doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
                l->object == CONFIG_OBJECT_MAILCONTACT ? "Get-MailContact"
                                                       : "Get-MailUser");
     }
+    /* Then its cross-tenant access settings, and the verdict. */
+    for (int in_target = 1; l->object == CONFIG_OBJECT_GUEST && in_target >= 0;
+         in_target--) {
+      const struct config_tenant *me = in_target ? l->target : l->source;
+      const struct config_tenant *other = in_target ? l->source : l->target;
+      c = add(&d, CHECK_POLICY_READ, in_target ? dst : src, "link", l->name,
+              NULL);
+      c->link = j;
+      c->in_target = in_target;
+      snprintf(c->what, sizeof(c->what),
+               "tenant %s's cross-tenant access settings for %s", me->name,
+               other->name);
+      snprintf(c->url, sizeof(c->url), "%s", other->tenant_id);
+    }
+    c = add(&d, CHECK_TRUST, dst, "link", l->name, NULL);
+    c->link = j;
   }
 
   next_check(&d);
@@ -329,10 +442,13 @@ doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
   if (!d.done)
     goto out;
   fprintf(out, "%s\n",
-          d.failed ? "doctor: some checks failed (see FAIL above); writes "
-                     "are not tried here: the first sync exercises them"
-                   : "doctor: every check passed; writes are not tried "
-                     "here: the first sync exercises them");
+          d.failed   ? "doctor: some checks failed (see FAIL above); writes "
+                       "are not tried here: the first sync exercises them"
+          : d.warned ? "doctor: every check passed, with warnings (see WARN "
+                       "above); writes are not tried here: the first sync "
+                       "exercises them"
+                     : "doctor: every check passed; writes are not tried "
+                       "here: the first sync exercises them");
   result = d.failed ? 1 : 0;
 
 out:
@@ -343,5 +459,6 @@ out:
   }
   free(d.tc);
   free(d.checks);
+  free(d.trust);
   return result;
 }

@@ -110,6 +110,7 @@ struct executor {
   long long last_id;
   int exhausted;      /* no pending op left after last_id */
   size_t total;       /* pending when the run started */
+  const char *only;   /* executor_only(): one source object's ops */
   size_t started_ops; /* jobs started in this run */
   char *last_error;   /* of the last op left pending, or NULL */
   int in_flight;
@@ -1908,8 +1909,11 @@ pump(struct executor *ex)
   ex->pumping = 1;
   while (!ex->stopping && ex->in_flight < ex->max_in_flight &&
          (ex->next < ex->n_ops || refill(ex))) {
+    struct store_op *op = &ex->ops[ex->next++];
+    if (ex->only != NULL && strcmp(op->source_id, ex->only) != 0)
+      continue; /* another person's: left for the link's round */
     ex->started_ops++;
-    job_start(ex, &ex->ops[ex->next++]);
+    job_start(ex, op);
   }
   ex->pumping = 0;
   if (ex->running && ex->in_flight == 0 &&
@@ -1921,6 +1925,12 @@ static void
 on_kick(uv_timer_t *t)
 {
   pump(t->data);
+}
+
+void
+executor_only(struct executor *ex, const char *source_id)
+{
+  ex->only = source_id;
 }
 
 int

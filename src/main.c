@@ -23,6 +23,7 @@
 #include "cmdline.h"
 #include "config.h"
 #include "doctor.h"
+#include "explain.h"
 #include "http.h"
 #include "log.h"
 #include "migcheck.h"
@@ -31,6 +32,7 @@
 #include "report.h"
 #include "scheduler.h"
 #include "store.h"
+#include "trust.h"
 #include "version.h"
 
 #define EXIT_OK 0
@@ -466,11 +468,70 @@ cmd_run(const struct cmdline *cl)
   return cmd_rounds(cl->path, &opts, NULL);
 }
 
+/* sync --link LINK --user WHO: the state directory's lock (refused while
+ * a daemon or a sync runs, as sync is) and the store are taken here, so
+ * that what was done can be read once the run is over. */
+static int
+cmd_sync_user(const struct cmdline *cl)
+{
+  struct scheduler_opts opts = {.mode = SCHEDULER_SYNC,
+                                .only_link = cl->link,
+                                .only_user = cl->user,
+                                .planning = report_user_planning,
+                                .emit = report_user_emit};
+  const struct config_link *link;
+  struct store_lock *lock = NULL;
+  struct report_user *ru = NULL;
+  struct config *cfg = NULL;
+  struct store *store = NULL;
+  char err[1024];
+  int rc;
+
+  if (load_config(cl->path, 1, &cfg) != 0)
+    return EXIT_CONFIG;
+  link = config_link_find(cfg, cl->link);
+  if (link == NULL) {
+    fprintf(stderr, "galbridge: no link named '%s' in %s\n", cl->link,
+            cl->path);
+    config_free(cfg);
+    return EXIT_USAGE;
+  }
+  if (store_lock(cfg->state_dir, &lock, NULL, err, sizeof(err)) != 0) {
+    log_error("cannot lock the state directory: %s", err);
+    rc = EXIT_RUNTIME;
+    goto out;
+  }
+  if (store_open(cfg->state_dir, &store, err, sizeof(err)) != 0) {
+    log_error("cannot open the store state_dir=%s error=\"%s\"",
+              cfg->state_dir, err);
+    rc = EXIT_RUNTIME;
+    goto out;
+  }
+  ru = report_user_new(stdout, store, link);
+  if (ru == NULL) {
+    rc = EXIT_RUNTIME;
+    goto out;
+  }
+  opts.emit_ctx = ru;
+  rc = cmd_rounds(cl->path, &opts, store);
+  if (report_user_end(ru) != 0 && rc == EXIT_OK)
+    rc = EXIT_RUNTIME;
+  if (store_failed(store))
+    rc = EXIT_RUNTIME;
+out:
+  store_close(store);
+  store_unlock(lock);
+  config_free(cfg);
+  return rc;
+}
+
 static int
 cmd_sync(const struct cmdline *cl)
 {
   struct scheduler_opts opts = {.mode = SCHEDULER_SYNC, .only_link = cl->link};
 
+  if (cl->user != NULL)
+    return cmd_sync_user(cl);
   return cmd_rounds(cl->path, &opts, NULL);
 }
 
@@ -488,6 +549,36 @@ cmd_status(const struct cmdline *cl)
   return rc;
 }
 
+/* plan and explain: the config (which must have a link, and `link` if
+ * not NULL), and a private copy of the state to plan into (plan reads the
+ * tenants and plans as a round does: the state on disk is never made or
+ * changed, no lock is taken, and a daemon may run meanwhile). Returns
+ * EXIT_OK with *cfg and *store new, or the exit code, having said why. */
+static int
+plan_open(const char *path, const char *link, struct config **cfg,
+          struct store **store, int *missing)
+{
+  char err[1024];
+
+  if (load_config(path, 1, cfg) != 0)
+    return EXIT_CONFIG;
+  if (link != NULL && config_link_find(*cfg, link) == NULL) {
+    fprintf(stderr, "galbridge: no link named '%s' in %s\n", link, path);
+    config_free(*cfg);
+    *cfg = NULL;
+    return EXIT_USAGE;
+  }
+  if (store_open_readonly((*cfg)->state_dir, 1, store, missing, err,
+                          sizeof(err)) != 0) {
+    log_error("cannot read the state state_dir=%s error=\"%s\"",
+              (*cfg)->state_dir, err);
+    config_free(*cfg);
+    *cfg = NULL;
+    return EXIT_RUNTIME;
+  }
+  return EXIT_OK;
+}
+
 static int
 cmd_plan(const struct cmdline *cl)
 {
@@ -495,28 +586,13 @@ cmd_plan(const struct cmdline *cl)
   struct report_plan *rp;
   struct config *cfg = NULL;
   struct store *store = NULL;
-  char err[1024];
   int rc, missing = 0;
 
   /* Plan each link on its own so that its header comes before its
    * changes, whatever order sources answer in. */
-  if (load_config(path, 1, &cfg) != 0)
-    return EXIT_CONFIG;
-  if (only_link != NULL && config_link_find(cfg, only_link) == NULL) {
-    fprintf(stderr, "galbridge: no link named '%s' in %s\n", only_link, path);
-    config_free(cfg);
-    return EXIT_USAGE;
-  }
-  /* plan reads the tenants and plans as a round does, into a private
-   * copy of the state: the state on disk is never made or changed, and
-   * a daemon may run meanwhile. */
-  if (store_open_readonly(cfg->state_dir, 1, &store, &missing, err,
-                          sizeof(err)) != 0) {
-    log_error("cannot read the state state_dir=%s error=\"%s\"",
-              cfg->state_dir, err);
-    config_free(cfg);
-    return EXIT_RUNTIME;
-  }
+  rc = plan_open(path, only_link, &cfg, &store, &missing);
+  if (rc != EXIT_OK)
+    return rc;
   rp = report_plan_begin(stdout, cl->json, cfg->state_dir, missing);
   rc = rp != NULL ? EXIT_OK : EXIT_RUNTIME;
   for (size_t i = 0; rp != NULL && i < cfg->n_links; i++) {
@@ -539,6 +615,53 @@ cmd_plan(const struct cmdline *cl)
               "JSON\"");
     rc = EXIT_RUNTIME;
   }
+  store_close(store);
+  config_free(cfg);
+  return rc;
+}
+
+/* explain LINK WHO [--json]: a plan of LINK, as `plan` makes it (a
+ * private copy of the state, no lock: a daemon may run meanwhile), that
+ * explain.c watches for WHO. */
+static int
+cmd_explain(const struct cmdline *cl)
+{
+  const struct config_link *link;
+  struct explain *ex = NULL;
+  struct config *cfg = NULL;
+  struct store *store = NULL;
+  int rc, missing = 0;
+
+  rc = plan_open(cl->path, cl->operand, &cfg, &store, &missing);
+  if (rc != EXIT_OK)
+    return rc;
+  link = config_link_find(cfg, cl->operand);
+  ex = explain_new(cfg, link, cl->who, store);
+  rc = ex != NULL ? EXIT_OK : EXIT_RUNTIME;
+  if (ex != NULL) {
+    struct scheduler_opts opts = {.mode = SCHEDULER_PLAN,
+                                  .only_link = link->name,
+                                  .planning = explain_planning,
+                                  .emit = explain_emit,
+                                  .emit_ctx = ex,
+                                  .plan_done = explain_done};
+    /* A link that could not be planned is said by explain_print. */
+    (void)cmd_rounds(cl->path, &opts, store);
+    switch (explain_print(ex, cl->json, stdout, stderr)) {
+    case 0:
+      rc = EXIT_OK;
+      break;
+    case 1:
+      rc = EXIT_RUNTIME;
+      break;
+    default:
+      log_error("cannot explain link=%s error=\"out of memory, or the "
+                "state could not be read\"",
+                link->name);
+      rc = EXIT_RUNTIME;
+    }
+  }
+  explain_free(ex);
   store_close(store);
   config_free(cfg);
   return rc;
@@ -594,28 +717,47 @@ cmd_link_admin(const struct cmdline *cl)
   return rc;
 }
 
+/* The online commands' work: run on `loop` with `http`; 0 or not. */
+typedef int (*online_fn)(uv_loop_t *loop, struct http *http, void *arg);
+
+/* Run fn on a loop and http client of its own, then close both and run
+ * the loop until every handle is closed. Returns fn's result, or -1
+ * when they could not be made. */
+static int
+online(online_fn fn, void *arg)
+{
+  struct http *http;
+  uv_loop_t loop;
+  int rc;
+
+  if (uv_loop_init(&loop) != 0)
+    return -1;
+  http = http_new(&loop, NULL);
+  rc = http == NULL ? -1 : fn(&loop, http, arg);
+  if (http != NULL)
+    http_close(http);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  (void)uv_loop_close(&loop);
+  return rc;
+}
+
+static int
+doctor_online(uv_loop_t *loop, struct http *http, void *arg)
+{
+  return doctor_run(loop, http, arg, stdout);
+}
+
 static int
 cmd_doctor(const struct cmdline *cl)
 {
   struct config *cfg;
-  struct http *http;
-  uv_loop_t loop;
   int rc;
 
   /* A config with tenants and no link yet: their credentials can be
    * checked before any link is written. */
   if (load_config(cl->path, 0, &cfg) != 0)
     return EXIT_CONFIG;
-  if (uv_loop_init(&loop) != 0) {
-    config_free(cfg);
-    return EXIT_RUNTIME;
-  }
-  http = http_new(&loop, NULL);
-  rc = http == NULL ? -1 : doctor_run(&loop, http, cfg, stdout);
-  if (http != NULL)
-    http_close(http);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  (void)uv_loop_close(&loop);
+  rc = online(doctor_online, cfg);
   config_free(cfg);
   return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
 }
@@ -689,6 +831,42 @@ out:
   return rc;
 }
 
+struct setup_trust {
+  const struct config_link *link;
+  int yes;
+};
+
+static int
+setup_trust_online(uv_loop_t *loop, struct http *http, void *arg)
+{
+  const struct setup_trust *st = arg;
+
+  return trust_setup_run(loop, http, st->link, st->yes, stdout);
+}
+
+/* setup-trust LINK [--yes]: the cross-tenant access settings LINK's
+ * guests need, printed, and written with --yes. */
+static int
+cmd_setup_trust(const struct cmdline *cl)
+{
+  struct setup_trust st = {.yes = cl->yes};
+  struct config *cfg;
+  int rc;
+
+  if (load_config(cl->path, 0, &cfg) != 0)
+    return EXIT_CONFIG;
+  st.link = config_link_find(cfg, cl->operand);
+  if (st.link == NULL) {
+    fprintf(stderr, "galbridge: no link named '%s' in %s\n", cl->operand,
+            cl->path);
+    config_free(cfg);
+    return EXIT_USAGE;
+  }
+  rc = online(setup_trust_online, &st);
+  config_free(cfg);
+  return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
+
 /* Each command's handler, by the command line's id for it. */
 static int (*const handlers[CMDLINE_COMMANDS])(const struct cmdline *cl) = {
     [CMDLINE_RUN] = cmd_run,
@@ -700,6 +878,8 @@ static int (*const handlers[CMDLINE_COMMANDS])(const struct cmdline *cl) = {
     [CMDLINE_APPROVE_DELETES] = cmd_link_admin,
     [CMDLINE_RESYNC] = cmd_link_admin,
     [CMDLINE_MIGRATION_CHECK] = cmd_migration_check,
+    [CMDLINE_SETUP_TRUST] = cmd_setup_trust,
+    [CMDLINE_EXPLAIN] = cmd_explain,
 };
 
 int

@@ -1461,10 +1461,16 @@ run_pass(struct round *r, int pass, long long since)
     r->rows = 0;
     json_decref(r->chunk_keys);
     r->chunk_keys = json_object();
-    if (r->chunk_keys == NULL ||
-        store_plan_rows(r->store, link, r->source_tenant, r->observed, since,
-                        r->last_id ? r->last_id : "", CHUNK, on_row, r) != 0 ||
-        r->failed)
+    if (r->chunk_keys == NULL)
+      goto out;
+    if (r->pl->only != NULL
+            ? store_plan_row_one(r->store, link, r->source_tenant, r->observed,
+                                 r->pl->only, on_row, r) != 0
+            : store_plan_rows(r->store, link, r->source_tenant, r->observed,
+                              since, r->last_id ? r->last_id : "", CHUNK,
+                              on_row, r) != 0)
+      goto out;
+    if (r->failed)
       goto out;
     if (pass != 0 && emit_all(r, r->items, r->n, 0) != 0)
       goto out;
@@ -1479,7 +1485,7 @@ run_pass(struct round *r, int pass, long long since)
     }
     planned_free(r->items, r->n);
     r->n = 0;
-  } while (r->rows == CHUNK);
+  } while (r->pl->only == NULL && r->rows == CHUNK);
   result = 0;
 out:
   return result;
@@ -1524,11 +1530,12 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
     log_info("plan link=%s weighs every object (%s)", link,
              old_key == NULL ? "first round, or resync"
                              : "configuration changed");
-  /* Refused objects whose time has come are weighed again. */
-  if (store_begin(store) != 0)
+  /* Refused objects whose time has come are weighed again (by a round
+   * of the link: one person's plan touches nobody else). */
+  if (pl->only == NULL && store_begin(store) != 0)
     goto out;
-  if (store_fails_due(store, link, time(NULL)) != 0 ||
-      store_commit(store) != 0) {
+  if (pl->only == NULL && (store_fails_due(store, link, time(NULL)) != 0 ||
+                           store_commit(store) != 0)) {
     store_rollback(store);
     goto out;
   }
@@ -1548,7 +1555,8 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
   /* Objects of this link a conflict found later involves (or ends) are
    * weighed again now: only those (the queue to plan again), since
    * nothing else changed while planning. */
-  for (int again = 0; r.replanned > 0 && again < AGAIN_MAX; again++) {
+  for (int again = 0; pl->only == NULL && r.replanned > 0 && again < AGAIN_MAX;
+       again++) {
     r.replanned = 0;
     if (run_pass(&r, 2, now_seq) != 0)
       goto out;
@@ -1575,10 +1583,15 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
               "run 'galbridge approve-deletes %s' to let them through",
               link, new_deletes + (unsigned long)held, pl->link->max_deletes,
               link);
+  /* One person's plan neither releases the others' held deletes nor
+   * moves the plan mark: the link's next round weighs what it would
+   * have weighed. */
   if (emit_all(&r, r.dels, r.n_dels, hold) != 0 ||
       write_ops(&r, r.dels, r.n_dels, hold) != 0 ||
-      (!hold && held > 0 && store_link_approve(store, link, NULL) != 0) ||
-      store_plan_mark_set(store, link, key, now_seq) != 0 ||
+      (pl->only == NULL && !hold && held > 0 &&
+       store_link_approve(store, link, NULL) != 0) ||
+      (pl->only == NULL &&
+       store_plan_mark_set(store, link, key, now_seq) != 0) ||
       store_link_count_held(store, link, &held) != 0 ||
       store_commit(store) != 0)
     goto out;

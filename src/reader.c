@@ -39,6 +39,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "text.h"
 
 #define READER_PROGRESS_SECONDS 5
 #define READER_ERRMSG_MAX 768
@@ -56,6 +57,8 @@ struct reader {
   struct store *store;
   struct graph *graph;
   const struct config_tenant *tenant;
+  char *user_id; /* reader_user: the id of the user read, or NULL */
+  int single;    /* this round reads one user (reader_user) */
   int running;
   int resynced; /* this round already restarted as a full read */
   long long gen;
@@ -122,6 +125,7 @@ reader_free(struct reader *reader)
     return;
   free(reader->after_count);
   free(reader->links);
+  free(reader->user_id);
   free(reader);
 }
 
@@ -190,7 +194,11 @@ round_end(struct reader *reader, int result, int permanent, const char *errmsg)
   reader->stats.seconds = since(&reader->started);
   free(reader->after_count);
   reader->after_count = NULL;
-  if (result == 0) {
+  if (result == 0 && reader->single) {
+    log_info("user read done source=%s id=%s refused=%lu duration=%.2fs",
+             reader->tenant->name, reader->user_id, reader->stats.refused,
+             reader->stats.seconds);
+  } else if (result == 0) {
     log_info("delta round done source=%s mode=%s pages=%lu items=%lu "
              "removed=%lu unseen=%lu refused=%lu duration=%.2fs",
              reader->tenant->name, reader->full ? "full" : "delta",
@@ -198,7 +206,8 @@ round_end(struct reader *reader, int result, int permanent, const char *errmsg)
              reader->stats.unseen, reader->stats.refused,
              reader->stats.seconds);
   } else {
-    log_error("delta round failed source=%s pages=%lu error=\"%s\"",
+    log_error("%s failed source=%s pages=%lu error=\"%s\"",
+              reader->single ? "user read" : "delta round",
               reader->tenant->name, reader->stats.pages, errmsg);
   }
   done(reader->ctx, result, permanent, errmsg, &reader->stats);
@@ -306,14 +315,81 @@ out:
   return rc;
 }
 
+/* Merge one item (delta, or a user read on its own: `replace`, the
+ * whole object) into the store, inside the caller's transaction. An item
+ * holding a value galbridge cannot take is refused alone: the object
+ * keeps what it had (store_source_bad). */
+static int
+store_item(struct reader *reader, const json_t *item, int replace, char *err,
+           size_t errlen)
+{
+  const char *tid = reader->tenant->tenant_id;
+  const char *id = graph_delta_item_id(item);
+  char attr[160], bad[320];
+  const char *reason;
+  char *old_text = NULL, *new_text = NULL;
+  json_t *old = NULL, *merged = NULL;
+  int old_removed, removed = 0, rc = -1;
+
+  if (id == NULL)
+    return 0; /* counted in page->skipped, logged by the caller */
+  if (graph_delta_item_check(item, attr, sizeof(attr), &reason) != 0) {
+    /* One bad object is one failed object: nothing of the item is
+     * taken, the object keeps what it had and counts as seen. */
+    snprintf(bad, sizeof(bad), "%s: %s", attr, reason);
+    if (store_source_bad(reader->store, tid, id, bad, reader->gen) != 0) {
+      snprintf(err, errlen, "cannot store delta item %s", id);
+      return -1;
+    }
+    log_warning("source value refused, object kept as it was source=%s "
+                "id=%s attribute=%s reason=\"%s\"",
+                reader->tenant->name, id, attr, reason);
+    reader->stats.refused++;
+    reader->stats.items++;
+    return 0;
+  }
+
+  if (store_source_get(reader->store, tid, id, &old_text, &old_removed) != 0)
+    goto out;
+  if (old_text != NULL)
+    old = json_loads(old_text, 0, NULL);
+  merged = graph_delta_merge(old, item, replace, &removed);
+  if (merged == NULL)
+    goto out;
+  new_text = json_dumps(merged, JSON_COMPACT | JSON_SORT_KEYS);
+  if (new_text == NULL)
+    goto out;
+  if (store_source_put(reader->store, tid, id, new_text, removed,
+                       reader->gen) != 0)
+    goto out;
+  /* What it holds (addresses, anchors) for lookups before writes; an
+   * unchanged object keeps its keys, but a full read writes them all (a
+   * store from before schema 4 has none). */
+  if ((replace || old_text == NULL || strcmp(old_text, new_text) != 0 ||
+       old_removed != removed) &&
+      reader_put_keys(reader->store, tid, id,
+                      removed == GRAPH_PRESENT ? merged : NULL) != 0)
+    goto out;
+  if (removed != GRAPH_PRESENT)
+    reader->stats.removed++;
+  reader->stats.items++;
+  rc = 0;
+out:
+  free(old_text);
+  free(new_text);
+  json_decref(old);
+  json_decref(merged);
+  if (rc != 0)
+    snprintf(err, errlen, "cannot store delta item %s", id);
+  return rc;
+}
+
 /* Merge one page and, on the last one, commit the deltaLink with it. */
 static int
 store_page(struct reader *reader, const struct graph_delta_page *page,
            char *err, size_t errlen)
 {
   const char *tid = reader->tenant->tenant_id;
-  char attr[160], bad[320];
-  const char *reason;
   json_t *item;
   size_t i;
   int result = -1;
@@ -324,63 +400,8 @@ store_page(struct reader *reader, const struct graph_delta_page *page,
   }
   json_array_foreach(page->items, i, item)
   {
-    const char *id = graph_delta_item_id(item);
-    char *old_text = NULL, *new_text = NULL;
-    json_t *old = NULL, *merged = NULL;
-    int old_removed, removed = 0, rc = -1;
-
-    if (id == NULL)
-      continue; /* counted in page->skipped, logged by the caller */
-    if (graph_delta_item_check(item, attr, sizeof(attr), &reason) != 0) {
-      /* One bad object is one failed object: nothing of the item is
-       * taken, the object keeps what it had and counts as seen. */
-      snprintf(bad, sizeof(bad), "%s: %s", attr, reason);
-      if (store_source_bad(reader->store, tid, id, bad, reader->gen) != 0) {
-        snprintf(err, errlen, "cannot store delta item %s", id);
-        goto out;
-      }
-      log_warning("source value refused, object kept as it was source=%s "
-                  "id=%s attribute=%s reason=\"%s\"",
-                  reader->tenant->name, id, attr, reason);
-      reader->stats.refused++;
-      reader->stats.items++;
-      continue;
-    }
-
-    if (store_source_get(reader->store, tid, id, &old_text, &old_removed) != 0)
-      goto item_out;
-    if (old_text != NULL)
-      old = json_loads(old_text, 0, NULL);
-    merged = graph_delta_merge(old, item, reader->full, &removed);
-    if (merged == NULL)
-      goto item_out;
-    new_text = json_dumps(merged, JSON_COMPACT | JSON_SORT_KEYS);
-    if (new_text == NULL)
-      goto item_out;
-    if (store_source_put(reader->store, tid, id, new_text, removed,
-                         reader->gen) != 0)
-      goto item_out;
-    /* What it holds (addresses, anchors) for lookups before writes; an
-     * unchanged object keeps its keys, but a full read writes them all
-     * (a store from before schema 4 has none). */
-    if ((reader->full || old_text == NULL || strcmp(old_text, new_text) != 0 ||
-         old_removed != removed) &&
-        reader_put_keys(reader->store, tid, id,
-                        removed == GRAPH_PRESENT ? merged : NULL) != 0)
-      goto item_out;
-    if (removed != GRAPH_PRESENT)
-      reader->stats.removed++;
-    reader->stats.items++;
-    rc = 0;
-  item_out:
-    free(old_text);
-    free(new_text);
-    json_decref(old);
-    json_decref(merged);
-    if (rc != 0) {
-      snprintf(err, errlen, "cannot store delta item %s", id);
+    if (store_item(reader, item, reader->full, err, errlen) != 0)
       goto out;
-    }
   }
   if (page->delta_link != NULL) {
     long long unseen = 0;
@@ -599,6 +620,7 @@ reader_round(struct reader *reader, reader_done_fn done, void *ctx)
   reader->paged = 0;
   reader->received = 0;
   reader->n_links = 0;
+  reader->single = 0;
 
   if (state.full)
     why_full = "previous-full-read-unfinished";
@@ -645,4 +667,145 @@ reader_round(struct reader *reader, reader_done_fn done, void *ctx)
 out:
   store_delta_state_clear(&state);
   return result;
+}
+
+/* --- one user (sync --user) --- */
+
+static void
+on_user(void *ctx, const struct graph_response *resp)
+{
+  struct reader *reader = ctx;
+  char err[READER_ERRMSG_MAX];
+  const char *id;
+
+  if (resp->result == GRAPH_ERR_CANCELLED) {
+    fail(reader, 0, "source %s: cancelled", reader->tenant->name);
+    return;
+  }
+  if (resp->result != GRAPH_OK && resp->status == 404) {
+    /* Nothing is marked deleted on the strength of one answer (a new
+     * user may not be replicated yet): the rounds see deletions. */
+    fail(reader, 1, "source %s: no such user (%s); nothing was changed",
+         reader->tenant->name, resp->code);
+    return;
+  }
+  if (resp->result != GRAPH_OK) {
+    fail(reader, resp->auth_permanent, "source %s: %s", reader->tenant->name,
+         resp->errmsg);
+    return;
+  }
+  id = json_is_object(resp->body) ? graph_delta_item_id(resp->body) : NULL;
+  if (id == NULL) {
+    fail(reader, 1, "source %s: the answer holds no user id",
+         reader->tenant->name);
+    return;
+  }
+  reader->user_id = strdup(id);
+  if (reader->user_id == NULL) {
+    fail(reader, 0, "source %s: out of memory", reader->tenant->name);
+    return;
+  }
+  if (store_begin(reader->store) != 0) {
+    fail(reader, 0, "source %s: cannot begin a store transaction",
+         reader->tenant->name);
+    return;
+  }
+  if (store_item(reader, resp->body, 1, err, sizeof(err)) != 0 ||
+      store_commit(reader->store) != 0) {
+    store_rollback(reader->store);
+    fail(reader, 0, "source %s: %s", reader->tenant->name, err);
+    return;
+  }
+  reader->stats.pages = 1;
+  round_end(reader, 0, 0, "");
+}
+
+struct ids {
+  char *id;
+  size_t n;
+};
+
+static int
+collect_id(void *ctx, const char *id, const char *value)
+{
+  struct ids *ids = ctx;
+
+  (void)value;
+  if (ids->n++ == 0 && (ids->id = strdup(id)) == NULL)
+    return -1;
+  return 0;
+}
+
+int
+reader_user(struct reader *reader, const char *who, reader_done_fn done,
+            void *ctx)
+{
+  struct store_delta_state state;
+  struct ids ids = {0};
+  char key[600], url[1024];
+  const char *name = who;
+  size_t n = 0;
+  int result = -1;
+
+  if (reader->running)
+    return -1;
+  /* An address (mail, userPrincipalName or proxy address) the store knows
+   * names one user; else Graph takes an id or a userPrincipalName. */
+  snprintf(key, sizeof(key), "addr:%s", who);
+  for (char *c = key; *c != '\0'; c++) {
+    if (*c >= 'A' && *c <= 'Z')
+      *c = (char)(*c - 'A' + 'a');
+  }
+  if (!text_is_guid(who) &&
+      store_object_lookup(reader->store, reader->tenant->tenant_id, key,
+                          collect_id, &ids) < 0)
+    goto out;
+  if (ids.n > 1) {
+    log_error("several users of source %s hold the address %s: name one "
+              "by its object id (galbridge explain lists them)",
+              reader->tenant->name, who);
+    goto out;
+  }
+  if (ids.n == 1)
+    name = ids.id;
+  n = (size_t)snprintf(url, sizeof(url), "/v1.0/users/");
+  for (const unsigned char *c = (const unsigned char *)name;
+       *c != '\0' && n + 4 < sizeof(url); c++) {
+    if ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+        (*c >= '0' && *c <= '9') || strchr("-._~@", *c) != NULL)
+      url[n++] = (char)*c;
+    else
+      n += (size_t)snprintf(url + n, sizeof(url) - n, "%%%02X", *c);
+  }
+  url[n] = '\0';
+  if (n + sizeof("?$select=" GRAPH_USER_SELECT) > sizeof(url)) {
+    log_error("user name too long source=%s", reader->tenant->name);
+    goto out;
+  }
+  snprintf(url + n, sizeof(url) - n, "?$select=%s", GRAPH_USER_SELECT);
+  if (store_delta_get(reader->store, reader->tenant->tenant_id, &state) != 0)
+    goto out;
+  reader->gen = state.gen;
+  store_delta_state_clear(&state);
+  memset(&reader->stats, 0, sizeof(reader->stats));
+  clock_gettime(CLOCK_MONOTONIC, &reader->started);
+  free(reader->user_id);
+  reader->user_id = NULL;
+  reader->done = done;
+  reader->ctx = ctx;
+  reader->single = 1;
+  reader->full = 0;
+  if (graph_get(reader->graph, url, NULL, on_user, reader) != 0)
+    goto out;
+  reader->running = 1;
+  result = 0;
+out:
+  free(ids.id);
+  return result;
+}
+
+const char *
+reader_user_id(const struct reader *reader)
+{
+  return reader->user_id;
 }

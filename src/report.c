@@ -613,3 +613,180 @@ out:
   free(rp);
   return result;
 }
+
+/* --- sync --user --- */
+
+struct report_user {
+  struct report_plan *rp; /* the planned change, printed as plan does */
+  struct store *store;
+  const struct config_link *link;
+  char observed[160];
+  char *id;        /* the person's source id, once planned */
+  const char *why; /* nothing to plan: the planner's reason (static) */
+  int emitted;
+};
+
+struct report_user *
+report_user_new(FILE *fp, struct store *store, const struct config_link *link)
+{
+  struct report_user *ru = calloc(1, sizeof(*ru));
+
+  if (ru == NULL)
+    return NULL;
+  ru->rp = report_plan_begin(fp, 0, NULL, 0);
+  if (ru->rp == NULL) {
+    free(ru);
+    return NULL;
+  }
+  ru->store = store;
+  ru->link = link;
+  planner_observed_tenant(link, ru->observed, sizeof(ru->observed));
+  report_plan_link(ru->rp, link);
+  return ru;
+}
+
+struct user_row {
+  const struct planner_link *pl;
+  struct report_user *ru;
+  long long op_id;
+  enum store_op_kind kind;
+  enum store_op_state state;
+  char *error, *target_id, *target_state, *name, *mail;
+};
+
+static void
+user_row_clear(struct user_row *ur)
+{
+  free(ur->error);
+  free(ur->target_id);
+  free(ur->target_state);
+  free(ur->name);
+  free(ur->mail);
+}
+
+static char *
+attr_dup(const char *attrs, const char *key)
+{
+  json_t *o = json_loads(attrs != NULL ? attrs : "{}", 0, NULL);
+  const char *v = json_string_value(json_object_get(o, key));
+  char *d = v != NULL ? strdup(v) : NULL;
+
+  json_decref(o);
+  return d;
+}
+
+/* The person's row: what the planner says of it (before the plan, with
+ * pl), or what is left of it (after the run). */
+static int
+on_user_row(void *ctx, const struct store_plan_row *row)
+{
+  struct user_row *ur = ctx;
+  struct planner_decision d;
+  char err[256];
+
+  ur->op_id = row->op_id;
+  ur->kind = row->op_kind;
+  ur->state = row->op_state;
+  ur->error = row->op_error != NULL ? strdup(row->op_error) : NULL;
+  ur->target_id = row->target_id != NULL ? strdup(row->target_id) : NULL;
+  ur->target_state = row->state != NULL ? strdup(row->state) : NULL;
+  ur->name = attr_dup(row->attrs, "displayName");
+  ur->mail = attr_dup(row->attrs, "mail");
+  if (ur->pl != NULL && planner_decide(ur->pl, ur->ru->link->source->tenant_id,
+                                       row, &d, err, sizeof(err)) == 0) {
+    ur->ru->why = d.kind == PLANNER_NONE && d.why != NULL ? d.why : NULL;
+    planner_decision_clear(&d);
+  }
+  return 0;
+}
+
+void
+report_user_planning(void *ctx, const struct planner_link *pl)
+{
+  struct report_user *ru = ctx;
+  struct planner_link quiet = *pl;
+  struct user_row ur = {.pl = &quiet, .ru = ru};
+
+  if (pl->only == NULL)
+    return;
+  quiet.quiet = 1;
+  free(ru->id);
+  ru->id = strdup(pl->only);
+  if (ru->id != NULL &&
+      store_plan_row_one(ru->store, ru->link->name,
+                         ru->link->source->tenant_id, ru->observed, ru->id,
+                         on_user_row, &ur) < 0)
+    ru->why = NULL;
+  if (ur.name != NULL || ur.mail != NULL)
+    fprintf(ru->rp->fp, "  person   %s <%s> (source %s)\n",
+            ur.name ? ur.name : "", ur.mail ? ur.mail : "", pl->only);
+  user_row_clear(&ur);
+}
+
+void
+report_user_emit(void *ctx, const struct store_plan_row *row,
+                 const struct planner_decision *d, int held)
+{
+  struct report_user *ru = ctx;
+
+  ru->emitted = 1;
+  report_plan_emit(ru->rp, row, d, held);
+}
+
+int
+report_user_end(struct report_user *ru)
+{
+  struct user_row ur = {.ru = ru};
+  FILE *fp;
+  int result = 0;
+
+  if (ru == NULL)
+    return 0;
+  fp = ru->rp->fp;
+  if (ru->id == NULL) {
+    fprintf(fp, "  nothing done: the person was not read or not planned "
+                "(see the errors above)\n");
+    goto out;
+  }
+  if (store_plan_row_one(ru->store, ru->link->name,
+                         ru->link->source->tenant_id, ru->observed, ru->id,
+                         on_user_row, &ur) < 0) {
+    result = -1;
+    goto out;
+  }
+  if (ur.op_id != 0 && ur.kind == STORE_OP_FAIL)
+    fprintf(fp, "  result   refused: %s\n", ur.error ? ur.error : "");
+  else if (ur.op_id != 0 && ur.state == STORE_OP_FAILED)
+    fprintf(fp,
+            "  result   %s failed for good (tried again after its backoff, "
+            "or at once after 'galbridge resync %s'): %s\n",
+            store_op_kind_name(ur.kind), ru->link->name,
+            ur.error ? ur.error : "");
+  else if (ur.op_id != 0 && ur.state == STORE_OP_HELD)
+    fprintf(fp,
+            "  result   delete held: over max_deletes ('galbridge "
+            "approve-deletes %s' lets it through)\n",
+            ru->link->name);
+  else if (ur.op_id != 0)
+    fprintf(fp,
+            "  result   %s left pending: %s; the link's next round "
+            "tries again\n",
+            store_op_kind_name(ur.kind), ur.error ? ur.error : "not run");
+  else if (ru->emitted || ur.target_id != NULL)
+    fprintf(fp, "  result   %s; target %s (%s)\n",
+            ru->emitted ? "done" : "nothing to do",
+            ur.target_id ? ur.target_id : "(none)",
+            ur.target_state ? ur.target_state : "no copy");
+  else
+    fprintf(fp, "  result   nothing to do: %s\n",
+            ru->why ? ru->why : "up to date");
+  if (ur.op_id == 0 && !ru->emitted && ur.target_id != NULL && ru->why)
+    fprintf(fp, "           (%s)\n", ru->why);
+out:
+  user_row_clear(&ur);
+  if (report_plan_end(ru->rp) != 0)
+    result = -1;
+  free(ru->id);
+  free(ru);
+  return result;
+}

@@ -496,7 +496,10 @@ lrun_end(struct lrun *lr)
                   "shows each one's error)",
                   lr->link->name, lr->transient,
                   executor_last_error(lr->executor));
-    if (!lr->failed && lr->transient == 0 && lr->total.failed == 0) {
+    /* One person (sync --user) is no round of the link: no success is
+     * recorded, and the others' ops wait for the link's round. */
+    if (!lr->failed && lr->transient == 0 && lr->total.failed == 0 &&
+        s->opts.only_user == NULL) {
       left = ops_left(lr);
       if (left != 0) {
         /* Not run at all (no Exchange client, a store that stopped
@@ -622,7 +625,7 @@ visibility_pass(struct lrun *lr)
 
   if (lr->link->object != CONFIG_OBJECT_GUEST || !lr->link->target->exchange ||
       lr->target->exo == NULL || lr->s->stopping ||
-      lr->s->opts.mode == SCHEDULER_PLAN ||
+      lr->s->opts.mode == SCHEDULER_PLAN || lr->s->opts.only_user != NULL ||
       store_unverified(lr->s->store, lr->link->name, VISIBILITY_BATCH, &pairs,
                        &n) != 0 ||
       n == 0) {
@@ -930,6 +933,25 @@ lrun_plan(struct lrun *lr)
     return;
   }
   pl.moved = moved;
+  if (s->opts.only_user != NULL) {
+    int empty = 0;
+    pl.only = reader_user_id(lr->source->reader);
+    /* One person is never planned from a state that holds nothing of
+     * the link: what its copies are is for a whole round to find. */
+    if (pl.only == NULL ||
+        store_link_empty(s->store, lr->link->name, &empty) != 0 || empty) {
+      if (pl.only != NULL && empty)
+        log_error("the state holds nothing of this link yet: run "
+                  "'galbridge sync --link %s' first link=%s",
+                  lr->link->name, lr->link->name);
+      json_decref(moved);
+      lr->failed = 1;
+      lrun_end(lr);
+      return;
+    }
+    executor_only(lr->executor, pl.only);
+  }
+
   if (recover(lr, &rec) != 0) {
     json_decref(moved);
     log_error("cannot look for copies of a lost state link=%s",
@@ -938,6 +960,8 @@ lrun_plan(struct lrun *lr)
     lrun_end(lr);
     return;
   }
+  if (s->opts.planning != NULL)
+    s->opts.planning(s->opts.emit_ctx, &pl);
   rc = planner_plan(s->store, &pl, dry, s->opts.emit, s->opts.emit_ctx, &st);
   json_decref(moved);
   if (rc != 0) {
@@ -1421,7 +1445,7 @@ lrun_retry_failed(struct lrun *lr)
 {
   long long n = 0;
 
-  if (lr->s->opts.mode == SCHEDULER_PLAN)
+  if (lr->s->opts.mode == SCHEDULER_PLAN || lr->s->opts.only_user != NULL)
     return;
   if (store_ops_retry_due(lr->s->store, lr->link->name, time(NULL), &n) != 0) {
     log_warning("cannot put failed operations back link=%s", lr->link->name);
@@ -1512,13 +1536,32 @@ on_read(void *ctx, int result, int permanent, const char *errmsg,
   maybe_finished(s);
 }
 
+/* Whether `src` is the source of a link this scheduler runs (sync
+ * --user reads one user of it instead of a round). */
+static int
+feeds_a_link(const struct source *src)
+{
+  for (size_t i = 0; i < src->s->n_lruns; i++) {
+    if (src->s->lruns[i].source == src)
+      return 1;
+  }
+  return 0;
+}
+
 static void
 source_read(struct source *src)
 {
+  const char *user = src->s->opts.only_user;
+  int rc;
+
   if (src->reading || src->s->stopping)
     return;
   src->kick_pages = 0;
-  if (reader_round(src->reader, on_read, src) != 0) {
+  if (user != NULL && feeds_a_link(src))
+    rc = reader_user(src->reader, user, on_read, src);
+  else
+    rc = reader_round(src->reader, on_read, src);
+  if (rc != 0) {
     log_error("cannot start a delta round source=%s", src->tc->tenant->name);
     src->failed = 1;
     src->read_once = 1;
@@ -1773,6 +1816,21 @@ out:
   return rc;
 }
 
+struct user_op {
+  long long op_id;
+  enum store_op_state state;
+};
+
+static int
+on_user_op(void *ctx, const struct store_plan_row *row)
+{
+  struct user_op *uo = ctx;
+
+  uo->op_id = row->op_id;
+  uo->state = row->op_state;
+  return 0;
+}
+
 int
 scheduler_exit_code(const struct scheduler *s)
 {
@@ -1790,6 +1848,23 @@ scheduler_exit_code(const struct scheduler *s)
     }
     if (s->opts.mode == SCHEDULER_PLAN)
       continue;
+    if (s->opts.only_user != NULL) {
+      /* sync --user: that person's op, not the link's others. */
+      struct user_op uo = {0};
+      const char *id = reader_user_id(lr->source->reader);
+      char observed[160];
+      planner_observed_tenant(lr->link, observed, sizeof(observed));
+      if (id == NULL ||
+          store_plan_row_one(s->store, lr->link->name,
+                             lr->link->source->tenant_id, observed, id,
+                             on_user_op, &uo) < 0) {
+        failed = 1;
+        continue;
+      }
+      failed |= uo.op_id != 0 && uo.state == STORE_OP_FAILED;
+      held |= uo.op_id != 0 && uo.state == STORE_OP_HELD;
+      continue;
+    }
     failed |= c.failed > 0;
     held |= c.deletes_held > 0;
   }

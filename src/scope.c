@@ -973,6 +973,81 @@ scope_filter_sources(const struct scope_filter *filter)
   return names;
 }
 
+/* The clause a comparison or function node stands for, as the filter
+ * would say it: "department eq 'Sales'", "startsWith(mail, 'a')", in buf
+ * (long texts cut short). */
+static void
+clause_text(const struct node *node, char *buf, size_t len)
+{
+  char path[512], lit[512];
+  size_t n = 0, k = 0;
+
+  path[0] = '\0';
+  for (size_t i = 0; i < node->nseg && n < sizeof(path); i++)
+    n += (size_t)snprintf(path + n, sizeof(path) - n, "%s%s", i ? "/" : "",
+                          node->seg[i]);
+  switch (node->lit.kind) {
+  case L_STRING:
+    lit[k++] = '\'';
+    for (size_t i = 0; i < node->lit.len && k + 4 < sizeof(lit); i++) {
+      if (node->lit.str[i] == '\'')
+        lit[k++] = '\'';
+      lit[k++] = node->lit.str[i];
+    }
+    lit[k++] = '\'';
+    lit[k] = '\0';
+    break;
+  case L_INT:
+    snprintf(lit, sizeof(lit), "%lld", (long long)node->lit.num);
+    break;
+  case L_TRUE:
+    snprintf(lit, sizeof(lit), "true");
+    break;
+  case L_FALSE:
+    snprintf(lit, sizeof(lit), "false");
+    break;
+  case L_NULL:
+    snprintf(lit, sizeof(lit), "null");
+    break;
+  }
+  if (node->kind == N_STARTS || node->kind == N_ENDS)
+    snprintf(buf, len, "%s(%s, %s)",
+             node->kind == N_STARTS ? "startsWith" : "endsWith", path, lit);
+  else
+    snprintf(buf, len, "%s %s %s", path, node->kind == N_EQ ? "eq" : "ne",
+             lit);
+}
+
+static int
+add_clauses(const struct node *node, const json_t *attrs, json_t *out)
+{
+  char text[1100];
+
+  if (node->kind == N_OR || node->kind == N_AND || node->kind == N_NOT) {
+    for (size_t i = 0; i < node->nkids; i++)
+      if (add_clauses(node->kids[i], attrs, out) != 0)
+        return -1;
+    return 0;
+  }
+  clause_text(node, text, sizeof(text));
+  return json_array_append_new(out, json_pack("{s:s, s:b}", "clause", text,
+                                              "result", eval(node, attrs)));
+}
+
+json_t *
+scope_filter_clauses(const struct scope_filter *filter, const json_t *attrs)
+{
+  json_t *out = json_array();
+
+  if (out == NULL || filter == NULL)
+    return out;
+  if (add_clauses(filter->root, attrs, out) != 0) {
+    json_decref(out);
+    return NULL;
+  }
+  return out;
+}
+
 /* ---------------------------------------------------------------------
  * Default scope
  */

@@ -40,6 +40,7 @@ enum stmt_id {
   ST_LINK_OPS,
   ST_LINK_STATE,
   ST_PLAN_ROWS,
+  ST_PLAN_ROW_ONE,
   ST_OP_PUT,
   ST_OP_DELETE,
   ST_OPS_LIST,
@@ -96,11 +97,26 @@ enum stmt_id {
   ST_MAILBOX_MARK_GET,
   ST_MAILBOX_MARK_SET,
   ST_TARGET_BY_ID,
+  ST_TARGET_VISIBLE,
   ST_TARGET_RESTAMP,
   ST_LINK_COPIES,
   ST_MOVED_COPIES,
   ST__COUNT
 };
+
+/* A plan row (struct store_plan_row, in plan_rows_step()'s order): the
+ * source object s, its mailbox m, the link's target row t and op o, and
+ * the target object g as the target tenant's own read shows it. ?1 link,
+ * ?2 source tenant, ?3 target tenant. */
+#define PLAN_ROW_COLUMNS                                                      \
+  "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"          \
+  " t.state, o.id, o.kind, o.hash, o.state, g.removed, g.attrs,"              \
+  " o.last_error, s.bad, m.record"
+#define PLAN_ROW_JOINS                                                        \
+  " LEFT JOIN mailbox m ON m.tenant = ?2 AND m.id = s.id"                     \
+  " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"          \
+  " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"                     \
+  " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -159,31 +175,20 @@ static const char *const stmt_sql[ST__COUNT] = {
                     " WHERE link = ?1 GROUP BY 1, 2",
     [ST_LINK_STATE] = "SELECT deletes_held, last_success, run_started,"
                       " run_done FROM link_state WHERE link = ?1",
-    [ST_PLAN_ROWS] =
-        "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
-        " t.state, o.id, o.kind, o.hash, o.state, g.removed, g.attrs,"
-        " o.last_error, s.bad, m.record"
-        " FROM source_object s"
-        " LEFT JOIN mailbox m ON m.tenant = ?2 AND m.id = s.id"
-        " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
-        " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
-        " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
-        " WHERE s.tenant = ?2 AND s.id > ?4 ORDER BY s.id LIMIT ?5",
+    [ST_PLAN_ROWS] = PLAN_ROW_COLUMNS
+    " FROM source_object s" PLAN_ROW_JOINS
+    " WHERE s.tenant = ?2 AND s.id > ?4 ORDER BY s.id LIMIT ?5",
+    /* The same for one object, ?4. */
+    [ST_PLAN_ROW_ONE] = PLAN_ROW_COLUMNS " FROM source_object s" PLAN_ROW_JOINS
+                                         " WHERE s.tenant = ?2 AND s.id = ?4",
     /* The same, only for objects changed since seq ?6: the ids
      * ST_PLAN_CHANGED_FILL listed when the first chunk was asked for.
      * CROSS JOIN: from the changed ids to their rows, never a scan of the
      * tenant. */
-    [ST_PLAN_ROWS_SINCE] =
-        "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"
-        " t.state, o.id, o.kind, o.hash, o.state, g.removed, g.attrs,"
-        " o.last_error, s.bad, m.record"
-        " FROM temp.plan_changed c CROSS JOIN source_object s"
-        " ON s.tenant = ?2 AND s.id = c.id"
-        " LEFT JOIN mailbox m ON m.tenant = ?2 AND m.id = s.id"
-        " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"
-        " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"
-        " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
-        " WHERE c.link = ?1 AND c.id > ?4 ORDER BY c.id LIMIT ?5",
+    [ST_PLAN_ROWS_SINCE] = PLAN_ROW_COLUMNS
+    " FROM temp.plan_changed c CROSS JOIN source_object s"
+    " ON s.tenant = ?2 AND s.id = c.id" PLAN_ROW_JOINS
+    " WHERE c.link = ?1 AND c.id > ?4 ORDER BY c.id LIMIT ?5",
     [ST_PLAN_CHANGED_CLEAR] = "DELETE FROM temp.plan_changed WHERE link = ?1",
     /* Objects changed since seq ?6: the source object itself, its target
      * object as the target tenant's delta saw it, or an outcome of the
@@ -208,6 +213,8 @@ static const char *const stmt_sql[ST__COUNT] = {
         "UPDATE source_object SET"
         " seq = (SELECT coalesce(max(seq), 0) + 1 FROM source_object)"
         " WHERE tenant = ?1 AND id = ?2",
+    [ST_TARGET_VISIBLE] = "SELECT exo_visible FROM target_object"
+                          " WHERE link = ?1 AND source_id = ?2",
     [ST_TARGET_BY_ID] = "SELECT source_id, applied FROM target_object"
                         " WHERE link = ?1 AND target_id = ?2"
                         " AND state = 'active'",
@@ -823,8 +830,8 @@ store_lock(const char *state_dir, struct store_lock **out, int *busy,
       text_set_err(
           err, errlen,
           "state_dir %s is in use by another galbridge (pid %s): only "
-          "one run, sync or plan at a time may use it ('galbridge "
-          "status' works meanwhile)",
+          "one run or sync at a time may use it ('galbridge status', "
+          "'plan' and 'explain' work meanwhile)",
           state_dir, pid[0] != '\0' ? pid : "unknown");
       if (busy != NULL)
         *busy = 1;
@@ -1556,6 +1563,9 @@ op_columns(sqlite3_stmt *st, int kind_col, int state_col, const char *link,
   return 0;
 }
 
+static int plan_rows_step(struct store *store, sqlite3_stmt *st,
+                          const char *link, store_plan_fn fn, void *ctx);
+
 int
 store_plan_rows(struct store *store, const char *link,
                 const char *source_tenant, const char *target_tenant,
@@ -1563,7 +1573,6 @@ store_plan_rows(struct store *store, const char *link,
                 store_plan_fn fn, void *ctx)
 {
   sqlite3_stmt *st;
-  int rc, stop = 0;
 
   /* Changed objects: listed when the first chunk is asked for, then read
    * in chunks like the rest. */
@@ -1593,6 +1602,32 @@ store_plan_rows(struct store *store, const char *link,
   sqlite3_bind_int64(st, 5, limit > 0 ? (sqlite3_int64)limit : -1);
   if (since >= 0)
     sqlite3_bind_int64(st, 6, since);
+  return plan_rows_step(store, st, link, fn, ctx);
+}
+
+int
+store_plan_row_one(struct store *store, const char *link,
+                   const char *source_tenant, const char *target_tenant,
+                   const char *source_id, store_plan_fn fn, void *ctx)
+{
+  sqlite3_stmt *st = prep(store, ST_PLAN_ROW_ONE);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_tenant);
+  bind_text(st, 3, target_tenant);
+  bind_text(st, 4, source_id);
+  return plan_rows_step(store, st, link, fn, ctx);
+}
+
+/* Each row of a prepared and bound plan-row statement to fn. */
+static int
+plan_rows_step(struct store *store, sqlite3_stmt *st, const char *link,
+               store_plan_fn fn, void *ctx)
+{
+  int rc, stop = 0;
+
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     struct store_plan_row row = {
         .source_id = col_text(st, 0),
@@ -2777,6 +2812,28 @@ store_target_by_id(struct store *store, const char *link,
   } else if (rc != SQLITE_DONE) {
     return fail(store, st, "reading a copy by its target id");
   }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+int
+store_target_visible(struct store *store, const char *link,
+                     const char *source_id, int *visible)
+{
+  sqlite3_stmt *st = prep(store, ST_TARGET_VISIBLE);
+  int rc;
+
+  *visible = -1;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    *visible = sqlite3_column_int(st, 0) != 0;
+  else if (rc != SQLITE_DONE)
+    return fail(store, st, "reading whether a copy was seen visible");
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   return 0;

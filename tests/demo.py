@@ -291,6 +291,8 @@ def shell(demo, contoso, fabrikam):
     g = os.path.relpath(GALBRIDGE)
     if not g.startswith((".", "/")):
         g = "./" + g
+    who = next(u["mail"] for t in seed["tenants"] if t["name"] == "contoso"
+               for u in t["users"] if u.get("mail"))
     print("""
 demo-shell: fakecloud keeps running (pid {pid}, log {demo}/fakecloud.log).
 Try galbridge by hand:
@@ -298,6 +300,9 @@ Try galbridge by hand:
   {g} -c {conf} status
   {g} -c {conf} plan
   {g} -c {conf} doctor
+  {g} -c {conf} explain contoso-to-fabrikam {who}
+  {g} -c {conf} setup-trust contoso-to-fabrikam
+      (what it would change; --yes writes it, then doctor has no warning)
   {g} -c {conf} sync
   {g} -c {conf} run
       (the daemon in the foreground; Ctrl-C stops it)
@@ -305,7 +310,7 @@ Try galbridge by hand:
 Stop fakecloud when done:
 
   make demo-stop            (or: kill {pid})
-""".format(pid=cloud.pid, demo=demo, g=g, conf=conf))
+""".format(pid=cloud.pid, demo=demo, g=g, conf=conf, who=who))
     return 0
 
 

@@ -419,6 +419,48 @@ class FakeCloud:
             "ApplicationId": app_id})
         return src, dst
 
+    # -- cross-tenant access settings (issue 17) ------------------------------
+
+    def cross_tenant_access(self, tenant):
+        """The tenant's cross-tenant access settings: {"default",
+        "partners": [partner + "identitySynchronization" (or None)]}."""
+        return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
+                                  f"cross-tenant-access")
+
+    def set_cross_tenant_access(self, tenant, default=None, partners=()):
+        """Replace them: the service defaults, then `default` (properties
+        of the default configuration to change) and `partners` (partner
+        properties, each with "tenantId" and optionally
+        "identitySynchronization")."""
+        spec = {"partners": list(partners)}
+        if default is not None:
+            spec["default"] = default
+        return self._admin("PUT", f"/admin/tenants/{self._q(tenant)}/"
+                                  f"cross-tenant-access", spec)
+
+    def partner_policy(self, tenant, partner_id):
+        """One partner of the tenant (with its identitySynchronization),
+        or None."""
+        for p in self.cross_tenant_access(tenant)["partners"]:
+            if p["tenantId"] == partner_id.lower():
+                return p
+        return None
+
+    def trust(self, source, target, sync=False):
+        """What setup-trust makes: in `target` a partner for `source` with
+        automatic redemption inbound, in `source` a partner for `target`
+        with it outbound; sync=True also lets CTS sync users in."""
+        target_partner = {"tenantId": source, "automaticUserConsentSettings":
+                          {"inboundAllowed": True}}
+        if sync:
+            target_partner["identitySynchronization"] = {
+                "displayName": "sync", "userSyncInbound":
+                {"isSyncAllowed": True}}
+        self.set_cross_tenant_access(target, partners=[target_partner])
+        self.set_cross_tenant_access(source, partners=[{
+            "tenantId": target, "automaticUserConsentSettings":
+            {"outboundAllowed": True}}])
+
     # -- fault injection (issue 6) --------------------------------------------
 
     def set_faults(self, *rules):

@@ -284,9 +284,15 @@ def make_seed(contoso=3000, fabrikam=2000, rng_seed=20240601,
                            info["employee_prefix"])
         add_mailbox_data(users, random.Random(f"{rng_seed}:mailbox:{name}"),
                          info["company"])
+        # No cross-tenant access settings yet (the service defaults, no
+        # partner entries): `galbridge doctor` on the demo shows what is
+        # missing and `galbridge setup-trust` sets it.  fakecloud's
+        # invitations do not depend on them, so the demo's guests come
+        # all the same.
         tenants.append({"id": tenant_id, "domain": info["domain"],
                         "name": name, "apps": apps, "users": users,
-                        "groups": make_groups(users, rng)})
+                        "groups": make_groups(users, rng),
+                        "crossTenantAccess": {"partners": []}})
     return {"tenants": tenants}
 
 

@@ -1998,7 +1998,9 @@ def test_admin_knobs(fc):
                      "batch_inner_429": 0, "batch_inner_retry_after": 1,
                      "throttle_write_fraction": 0,
                      "throttle_read_fraction": 0, "faults": [],
-                     "login_down_ms": 0, "touch_after": None}
+                     "login_down_ms": 0, "touch_after": None,
+                     "policy_partners_page_size": 100,
+                     "exo_cmdlets_denied": []}
     assert fc.set_knobs(delta_page_size=7)["delta_page_size"] == 7
     for bad in ({"no_such_knob": 1}, {"delta_page_size": 0},
                 {"expire_delta_tokens": "later"}, {"revoke_tokens": 1},
@@ -2006,7 +2008,8 @@ def test_admin_knobs(fc):
                 {"fail_patch_for": "x@y.example"}, {"fail_patch_for": [1]},
                 {"enforce_invitation_limit": "yes"},
                 {"exo_rate_limit": -1}, {"exo_max_concurrent": "2"},
-                {"exo_guest_provisioning_ms": True}):
+                {"exo_guest_provisioning_ms": True},
+                {"policy_partners_page_size": 0}):
         with pytest.raises(FakeCloudError) as err:
             fc.set_knobs(**bad)
         assert err.value.status == 400

@@ -43,6 +43,14 @@ def _graph_user_select():
 SELECT = _graph_user_select()
 
 
+def certs_of(cert_pem, name):
+    """The certificates registered for tenant `name`'s application:
+    `cert_pem` for every tenant, or a {name: pem} of each one's."""
+    if isinstance(cert_pem, dict):
+        cert_pem = cert_pem.get(name)
+    return [cert_pem] if cert_pem else []
+
+
 class Env:
     """A fakecloud with a source (contoso) and a target (fabrikam) tenant,
     a config file for galbridge, and helpers to run it and read its store.
@@ -67,7 +75,7 @@ class Env:
             seed["tenants"].append({
                 "id": tid, "domain": domain,
                 "apps": [{"client_id": cid, "secrets": [secret],
-                          "certificates": [cert_pem] if cert_pem else []}],
+                          "certificates": certs_of(cert_pem, name)}],
                 "users": seed_demo.make_users(domain, n, rng),
                 "groups": []})
         self.cloud.seed(seed)

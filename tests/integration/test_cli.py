@@ -18,8 +18,9 @@ DEFAULT = "/etc/galbridge/galbridge.conf"
 # Each command, its synopsis and its one line, as galbridge(8) has them.
 COMMANDS = {
     "run": ("", "run as a daemon in the foreground"),
-    "sync": ("[--link NAME]",
-             "one round of every link (or of link NAME), then exit"),
+    "sync": ("[--link NAME [--user WHO]]",
+             "one round of every link (or of link NAME, or of its person "
+             "WHO), then exit"),
     "plan": ("[--link NAME] [--json]",
              "show what the next round would change; nothing is written to "
              "any tenant"),
@@ -29,10 +30,19 @@ COMMANDS = {
     "approve-deletes": ("LINK", "release the deletes held for LINK"),
     "resync": ("LINK", "read LINK's source and target again in full and "
                "retry its failed operations"),
+    "explain": ("LINK WHO [--json]",
+                "why WHO (an object id, mail or user principal name in "
+                "LINK's source or target) is or is not in the target's "
+                "address list, and what the next round would do; "
+                "read-only"),
     "migration-check": ("[LINK] [--json | --csv]",
                         "whether the people of the migration links (or "
                         "LINK) can be moved now, and the fix for each "
                         "failure; read-only"),
+    "setup-trust": ("LINK [--yes]",
+                    "print the cross-tenant access settings LINK's guests "
+                    "need that are missing in its two tenants; with --yes, "
+                    "write them"),
 }
 
 
@@ -139,12 +149,18 @@ def test_each_command_help_on_stdout():
 def test_sync_help_exactly():
     r = run("sync", "--help")
     assert r.stdout == (
-        "usage: galbridge [-c FILE] sync [--link NAME]\n"
+        "usage: galbridge [-c FILE] sync [--link NAME [--user WHO]]\n"
         "\n"
-        "one round of every link (or of link NAME), then exit\n"
+        "one round of every link (or of link NAME, or of its person WHO), "
+        "then exit\n"
         "\n"
         "options:\n"
         "      --link NAME    only the link NAME\n"
+        "      --user WHO     only the person WHO of link NAME (an object "
+        "id, mail or\n"
+        "                     user principal name in its source): read now, "
+        "planned and\n"
+        "                     written at once\n"
         "  -c, --config FILE  config file (default %s)\n"
         "  -h, --help         this help\n" % DEFAULT)
 
@@ -228,7 +244,7 @@ def test_unknown_and_misplaced_options():
             (("--status",), "galbridge: unknown option '--status' "
              "(did you mean the command 'status'?)", None),
             (("--json", "status"), "galbridge: option '--json' goes after "
-             "a command that takes it (plan, status, migration-check)",
+             "a command that takes it (plan, status, explain, migration-check)",
              None),
             (("status", "--jsno"), "galbridge: unknown option '--jsno' "
              "(did you mean '--json'?)", "status"),

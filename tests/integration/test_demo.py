@@ -81,6 +81,9 @@ def test_shell_leaves_a_cloud_to_try_commands_on(shell):
     shown = re.findall(r"^  (\S+) -c (\S+) (status|plan|doctor)$", out,
                        re.M)
     assert sorted(c for _, _, c in shown) == ["doctor", "plan", "status"]
+    tried = re.findall(r"^  \S+ -c \S+ ((?:explain|setup-trust) .*)$", out,
+                       re.M)
+    assert [t.split()[0] for t in tried] == ["explain", "setup-trust"]
     assert {p for _, p, _ in shown} == {conf}
     binary = shown[0][0]
     assert os.path.samefile(os.path.join(ROOT, binary)
@@ -103,6 +106,10 @@ def test_shell_leaves_a_cloud_to_try_commands_on(shell):
     r = subprocess.run([GALBRIDGE, "-c", conf, "doctor"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+    for line in tried:
+        r = subprocess.run([GALBRIDGE, "-c", conf] + line.split(),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (line, r.stdout + r.stderr)
 
     # The figures printed are fakecloud's own counts of the round.
     cloud = fc.FakeCloud()

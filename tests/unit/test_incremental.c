@@ -193,6 +193,52 @@ round_weighs_only_changes(void **state)
   assert_int_equal(weighed(&st), 0);
 }
 
+/* One person (sync --user): only that object is weighed, its op alone is
+ * written, and the link's next round still weighs every change it would
+ * have (the plan mark did not move). */
+static void
+one_person_touches_nobody_else(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+  struct store_op *ops = NULL;
+  char *key = NULL;
+  long long mark_before = 0, mark_after = 0;
+  const char *one = "00000003-0000-0000-0000-000000000000";
+  size_t n = 0;
+
+  in_step(f, 20);
+  put_person(f, 3, "Manager", 0);
+  put_person(f, 11, "Manager", 0);
+  put_person(f, 12, "Engineer", 2); /* gone: a delete for the round */
+  assert_int_equal(store_plan_mark_get(f->store, LINK, &key, &mark_before), 0);
+  free(key);
+
+  f->pl.only = one;
+  plan(f, 0, &st);
+  f->pl.only = NULL;
+  assert_int_equal(weighed(&st), 1);
+  assert_int_equal(st.updates, 1);
+  assert_int_equal(
+      store_ops_list(f->store, LINK, STORE_OP_PENDING, 100, &ops, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(ops[0].source_id, one);
+  assert_non_null(strstr(ops[0].payload, "Manager"));
+  store_ops_free(ops, n);
+  key = NULL;
+  assert_int_equal(store_plan_mark_get(f->store, LINK, &key, &mark_after), 0);
+  free(key);
+  assert_int_equal(mark_after, mark_before);
+  assert_int_equal(execute_all(f), 1);
+
+  /* The round: the other two changes, and the one already applied is
+   * weighed again and found in step. */
+  plan(f, 0, &st);
+  assert_int_equal(st.updates, 1);
+  assert_int_equal(st.deletes, 1);
+  assert_int_equal(st.unchanged, 1);
+}
+
 /* More changes than one chunk: the changed ids are listed once and read
  * chunk after chunk, each exactly once. */
 static void
@@ -404,6 +450,8 @@ main(void)
       cmocka_unit_test_setup_teardown(idle_round_weighs_nothing, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(round_weighs_only_changes, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(one_person_touches_nobody_else, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(changes_over_several_chunks, setup,
                                       teardown),

@@ -577,6 +577,72 @@ static const struct sources_case sources_cases[] = {
     {"not not (a eq 1 and (b eq 2 or (c/d eq 3)))", "[`a`, `b`, `c`]"},
 };
 
+/* Case i gave `got` where `want` was expected (both taken). */
+static void
+expect_json(size_t i, json_t *got, json_t *want)
+{
+  assert_non_null(got);
+  if (!json_equal(got, want)) {
+    char *text = json_dumps(got, 0);
+    print_error("case %zu: got %s\n", i, text);
+    free(text);
+    fail();
+  }
+  json_decref(got);
+  json_decref(want);
+}
+
+/* Each clause on its own, written back as the filter says it. */
+static const struct {
+  const char *filter, *attrs, *want;
+} clauses_cases[] = {
+    {"department eq 'Sales' and not (jobTitle eq 'Intern')",
+     "{\"department\": \"sales\", \"jobTitle\": \"Intern\"}",
+     "[{\"clause\": \"department eq 'Sales'\", \"result\": true},"
+     " {\"clause\": \"jobTitle eq 'Intern'\", \"result\": true}]"},
+    {"startsWith(mail, 'a') or endsWith(mail, '.org')",
+     "{\"mail\": \"bob@x.org\"}",
+     "[{\"clause\": \"startsWith(mail, 'a')\", \"result\": false},"
+     " {\"clause\": \"endsWith(mail, '.org')\", \"result\": true}]"},
+    {"city ne null and surname eq 'O''Brien'", "{\"surname\": \"o'brien\"}",
+     "[{\"clause\": \"city ne null\", \"result\": false},"
+     " {\"clause\": \"surname eq 'O''Brien'\", \"result\": true}]"},
+    {"onPremisesExtensionAttributes/extensionAttribute1 eq 'x' or "
+     "employeeId eq 42 or accountEnabled eq false",
+     "{\"onPremisesExtensionAttributes\": {\"extensionAttribute1\": \"X\"},"
+     " \"employeeId\": 42, \"accountEnabled\": true}",
+     "[{\"clause\": \"onPremisesExtensionAttributes/extensionAttribute1 eq "
+     "'x'\", \"result\": true},"
+     " {\"clause\": \"employeeId eq 42\", \"result\": true},"
+     " {\"clause\": \"accountEnabled eq false\", \"result\": false}]"},
+};
+
+static void
+filter_clauses(void **state)
+{
+  json_t *none;
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(clauses_cases) / sizeof(clauses_cases[0]);
+       i++) {
+    struct scope_filter *f = NULL;
+    char err[256];
+    json_t *attrs = json_of(clauses_cases[i].attrs);
+    json_t *got, *want = json_of(clauses_cases[i].want);
+
+    assert_int_equal(
+        scope_filter_parse(clauses_cases[i].filter, &f, err, sizeof(err)), 0);
+    got = scope_filter_clauses(f, attrs);
+    expect_json(i, got, want);
+    json_decref(attrs);
+    scope_filter_free(f);
+  }
+  none = scope_filter_clauses(NULL, NULL);
+  assert_non_null(none);
+  assert_int_equal(json_array_size(none), 0);
+  json_decref(none);
+}
+
 static void
 filter_sources(void **state)
 {
@@ -592,15 +658,7 @@ filter_sources(void **state)
     assert_int_equal(
         scope_filter_parse(sources_cases[i].filter, &f, err, sizeof(err)), 0);
     got = scope_filter_sources(f);
-    assert_non_null(got);
-    if (!json_equal(got, want)) {
-      char *text = json_dumps(got, 0);
-      print_error("case %zu: got %s\n", i, text);
-      free(text);
-      fail();
-    }
-    json_decref(got);
-    json_decref(want);
+    expect_json(i, got, want);
     scope_filter_free(f);
   }
   none = scope_filter_sources(NULL);
@@ -725,6 +783,7 @@ main(void)
       cmocka_unit_test(length_limit),
       cmocka_unit_test(parse_edges),
       cmocka_unit_test(filter_sources),
+      cmocka_unit_test(filter_clauses),
       cmocka_unit_test(default_table),
   };
 

@@ -10,7 +10,7 @@ deletedItems/microsoft.graph.user before deletedItems/{id}.
 """
 
 from . import (login, delta, users, batch, exchange, cmdlets, orgconfig,
-               migration, objects, admin)
+               migration, objects, policy, admin)
 
 __all__ = ["login", "delta", "users", "batch", "exchange", "cmdlets",
-           "orgconfig", "migration", "objects", "admin"]
+           "orgconfig", "migration", "objects", "policy", "admin"]

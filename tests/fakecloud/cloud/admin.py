@@ -6,7 +6,8 @@ what Exchange lists, the request log, the knobs, TLS handshake counts,
 the faults state, moving Graph to a new port, and for mailbox migration:
 a user's Exchange-only data (read and set, licences included), accepted
 domains, organisation relationships, migration endpoints, the
-organisation config and cross-tenant moves.  It never fails on purpose
+organisation config and cross-tenant moves; each tenant's cross-tenant
+access settings (read, and replaced whole).  It never fails on purpose
 (server.dispatch() injects no faults into it).
 """
 
@@ -17,6 +18,7 @@ from .knobs import KNOBS
 from .limits import limits_stats
 from .mailbox import admin_apply, admin_changes, admin_view, data, user_kind
 from .migration import license_user, move_mailbox
+from .policy import policy_dump, policy_replace
 from .orgconfig import (add_accepted_domain, add_endpoint, add_relationship,
                         domain_view, endpoint_view, flag, org,
                         relationship_view)
@@ -472,3 +474,22 @@ def admin_patch_org_config(req):
     except ValueError as exc:
         admin_fail(400, str(exc))
     return Response(200, {"IsDehydrated": org(tenant).dehydrated})
+
+
+@route("admin", "GET", r"^/admin/tenants/([^/]+)/cross-tenant-access$")
+def admin_get_cross_tenant_access(req):
+    """The tenant's cross-tenant access settings: {"default", "partners":
+    [partner + "identitySynchronization" (null if none)]}."""
+    return Response(200, policy_dump(admin_tenant(req)))
+
+
+@route("admin", "PUT", r"^/admin/tenants/([^/]+)/cross-tenant-access$")
+def admin_put_cross_tenant_access(req):
+    """{"default"?, "partners"?}: the service defaults, then these (as a
+    seed's "crossTenantAccess")."""
+    tenant = admin_tenant(req)
+    try:
+        policy_replace(tenant, admin_object(req))
+    except (ValueError, TypeError, AttributeError) as exc:
+        admin_fail(400, str(exc))
+    return Response(200, policy_dump(tenant))

@@ -159,6 +159,7 @@ class Tenant:
         self.exo_calls = collections.deque()     # monotonic times, 1 s
         self.exo_in_progress = 0                 # guarded by Cloud.lock
         self.org = None      # orgconfig.Org: accepted domains, migration
+        self.xtap = None     # policy.Xtap: cross-tenant access settings
         # (key, folded value) -> ids of users that held it when indexed:
         # a superset kept in step by add_user/patch_user, always checked
         # against the user itself, so lookups by mail, UPN, extension

@@ -53,7 +53,7 @@ LOGIN_DOWN_RETRY_AFTER = 1      # seconds (guess: Entra documents none)
 
 # Kinds decided before routing (no answer is built) and after it (the
 # 2xx answer is altered or cut).
-FAULT_KINDS_BEFORE = ("reset_before_response", "stall")
+FAULT_KINDS_BEFORE = ("reset_before_response", "stall", "deny")
 FAULT_KINDS_AFTER = (
     "reset_mid_body", "truncate", "oversize", "invalid_json",
     "wrong_shape:value_string", "wrong_shape:no_value",
@@ -97,6 +97,9 @@ def _check_fault_rules(value):
             return False
         if rule.get("service", "graph") not in ("graph", "login",
                                                 "exchange"):
+            return False
+        if rule["kind"] == "deny" and rule.get("service",
+                                               "graph") != "graph":
             return False
         for key in ("method", "path", "tenant"):
             if not isinstance(rule.get(key, ""), str):
@@ -236,6 +239,12 @@ def request_fault(req):
         return resp
     rule = (take_rule(req, FAULT_KINDS_BEFORE) if req.batch_id is None
             else None)
+    if rule is not None and rule["kind"] == "deny":
+        # The app lacks the permission: the documented refusal
+        # (CROSS-TENANT-ACCESS.md §1.5, user-update.md).
+        return graph_error(req, 403, "Authorization_RequestDenied",
+                           "Insufficient privileges to complete the "
+                           "operation.")
     if rule is not None:
         resp = Response(0)
         resp.fault = rule

@@ -23,6 +23,7 @@ from .directory import App, Group, Link, Tenant, Token, object_id
 from .exchange import exo_enter
 from .mailbox import admin_apply, admin_changes
 from .orgconfig import seed_org
+from .policy import seed_policy
 from .faults import FaultState, inject_fault, response_fault, send_fault
 from .graph import graph_authenticate
 from .knobs import KNOBS, count_stat
@@ -165,6 +166,7 @@ class Cloud:
             for user in spec.get("users", []):
                 seed_user(tenant, user)
             seed_org(tenant, spec)
+            seed_policy(tenant, spec.get("crossTenantAccess"))
             for group in spec.get("groups", []):
                 self.add_group(tenant, group)
             for contact in spec.get("contacts", []):
