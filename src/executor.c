@@ -90,6 +90,7 @@ struct job {
   int timer_live;
   char *unproven; /* Exchange: an object with its anchor but no proof */
   int made;       /* Exchange: this job's own New-* made the object */
+  int direct;     /* Exchange: New-* sent with no lookup before it */
   int guarded;    /* migration links: its Get-User said it may change */
   enum step after_guard;
 };
@@ -1088,6 +1089,17 @@ not_found(const struct exo_response *resp)
          strstr(resp->exception, "ManagementObjectNotFound") != NULL;
 }
 
+/* A New-* refused because a recipient already holds its address or its
+ * Name. */
+static int
+taken_already(const struct exo_response *resp)
+{
+  return resp->result == EXO_ERR_CMDLET &&
+         (strstr(resp->exception, "ProxyAddressExists") != NULL ||
+          strstr(resp->exception, "ADObjectAlreadyExists") != NULL ||
+          strstr(resp->exception, "WLCDManagedMemberExists") != NULL);
+}
+
 /* The Name this op's New-* asks for ends in the source object's suffix
  * (exo_unique_name). */
 static int
@@ -1441,6 +1453,14 @@ on_x(void *ctx, const struct exo_response *resp)
   case STEP_X_NEW:
     if (resp->result != EXO_OK) {
       answered(job);
+      if (job->direct && taken_already(resp)) {
+        /* Something holds the address or the name: who, and whether it
+         * may be taken, is for the lookup the direct create skipped. */
+        job->direct = 0;
+        job->step = STEP_X_CHECK;
+        x_step(job);
+        return;
+      }
       x_fail(job, resp);
       return;
     }
@@ -1767,9 +1787,24 @@ x_start(struct job *job)
     break;
   case STORE_OP_CREATE:
     /* An object the op learnt (its New-* answered before a crash) is
-     * its own; else its copies by anchor, then the address. */
+     * its own. A create that never sent its New-* goes straight to it:
+     * the round's own reads (the listing of the link's recipients, the
+     * target's users) showed the planner nothing of this person's, and
+     * Exchange refuses a New-* whose address or Name another recipient
+     * holds, which then takes the lookups below. One whose New-* may
+     * have gone (a crash before its answer was recorded) looks for its
+     * copies by anchor first, then by address. */
     job->fresh = job->target_id != NULL;
-    job->step = job->target_id != NULL ? STEP_X_SET_ALL : STEP_X_FIND;
+    if (job->target_id != NULL) {
+      job->step = STEP_X_SET_ALL;
+    } else if (job->op.sent_at == 0) {
+      if (may_make(job, desired_str(job, "ExternalEmailAddress")) != 0)
+        return;
+      job->direct = 1;
+      job->step = STEP_X_NEW;
+    } else {
+      job->step = STEP_X_FIND;
+    }
     break;
   case STORE_OP_ADOPT:
     job->step = STEP_X_CHECK;

@@ -66,6 +66,31 @@ def test_mail_contacts(make_env):
     run_kind(make_env, "MailContact", "mailcontact", 1000)
 
 
+def test_a_new_contact_costs_three_cmdlets(make_env):
+    """A create that never sent its New-MailContact sends it at once, then
+    Set-Contact and Set-MailContact: the round's listing of the link's
+    contacts stands for the lookups. Each contact is whole (anchored,
+    visible, its values), as check() asserts."""
+    env = make_env(users=60)
+    fab = env.tenants["fabrikam"]["id"]
+    text = open(env.conf).read().replace("object = guest",
+                                         "object = mailcontact")
+    with open(env.conf, "w") as f:
+        f.write(text)
+    before = dict(env.cloud.stats(fab)["exchange"])
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    check(env, "MailContact")
+    n = len(env.in_scope())
+    sent = {k: v - before.get(k, 0)
+            for k, v in env.cloud.stats(fab)["exchange"].items()}
+    assert sent["New-MailContact"] == sent["Set-Contact"] == \
+        sent["Set-MailContact"] == n, sent
+    # One listing of the link's contacts for the round, no lookup each.
+    assert sent.get("Get-MailContact", 0) == 1, sent
+    assert sent.get("Get-Recipient", 0) == 0, sent
+
+
 def test_mail_users(make_env):
     run_kind(make_env, "MailUser", "mailuser", 120)
 
@@ -97,6 +122,9 @@ def test_homonyms_and_a_foreign_contact(make_env):
     assert st["failures"][0]["source_id"] == foreign["id"]
     assert "Not Ours" in st["failures"][0]["error"] or \
         "already being used" in st["failures"][0]["error"]
+    # Exchange refused the New-MailContact; the lookup it then made found
+    # the holder, and nothing more was sent for that person.
+    assert "conflict" in st["failures"][0]["error"], st["failures"][0]
     # The foreign contact is untouched.
     mine = [c for c in env.cloud.contacts(fab)
             if c.get("displayName") == "Not Ours"]
