@@ -22,7 +22,7 @@
 
 #define CONFIG_DEFAULT_PATH "/etc/galbridge/galbridge.conf"
 #define CONFIG_DEFAULT_STATE_DIR "/var/lib/galbridge"
-#define CONFIG_DEFAULT_INTERVAL 60
+#define CONFIG_DEFAULT_INTERVAL 30
 #define CONFIG_DEFAULT_MAX_DELETES 500
 #define CONFIG_DEFAULT_ANCHOR "extensionAttribute15"
 /* Microsoft Graph's documented limits (throttling-limits.md): directory
