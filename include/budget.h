@@ -47,7 +47,7 @@
 #define BUDGET_FILL 0.975
 #define BUDGET_SLOTS 100               /* the window's resolution */
 #define BUDGET_RING (BUDGET_SLOTS + 2) /* slots counted at once */
-#define BUDGET_DECREASE 0.85
+#define BUDGET_DECREASE 0.7
 #define BUDGET_LEFT_SHARE 0.05
 #define BUDGET_WINDOW_HINT 0.25
 #define BUDGET_MIN_SHARE 0.05

@@ -345,10 +345,11 @@ throttled_bucket(const struct gate_waiter *w, const char *why)
 {
   if (why != NULL && strcasecmp(why, "ResourceUnitLimitExceeded") == 0)
     return GATE_BUCKET_UNITS;
-  if (w->invitations > 0)
-    return GATE_BUCKET_INVITATIONS;
+  /* An invitation is a write too: the write limit may be the one. */
   if (why != NULL && strcasecmp(why, "WriteLimitExceeded") == 0)
     return GATE_BUCKET_WRITES;
+  if (w->invitations > 0)
+    return GATE_BUCKET_INVITATIONS;
   return w->writes > 0 ? GATE_BUCKET_WRITES : GATE_BUCKET_UNITS;
 }
 
@@ -367,11 +368,11 @@ static void
 log_lesson(const struct gate *g, const struct budget *b, long status,
            const char *scope, double retry_after)
 {
-  log_debug("http budget learnt gate=%s bucket=%s model=%s capacity=%.0f "
-            "rate=%.3f status=%ld retry_after=%.3f scope=%s",
-            gate_name(g), bucket_name(g, b),
-            b->model == BUDGET_WINDOW ? "window" : "bucket", b->capacity,
-            b->rate, status, retry_after, scope != NULL ? scope : "-");
+  log_info("http budget learnt gate=%s bucket=%s model=%s capacity=%.0f "
+           "rate=%.3f status=%ld retry_after=%.3f scope=%s",
+           gate_name(g), bucket_name(g, b),
+           b->model == BUDGET_WINDOW ? "window" : "bucket", b->capacity,
+           b->rate, status, retry_after, scope != NULL ? scope : "-");
 }
 
 /* x-ms-resource-unit: what the service charged. A request we priced

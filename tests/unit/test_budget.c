@@ -245,7 +245,7 @@ learns_a_slower_rate(void **state)
   }
   assert_int_equal(budget_throttled(&b, 1, t), 1);
   NEAR(b.capacity, 3000);
-  NEAR(b.rate, 19.5 * 0.85);
+  NEAR(b.rate, 19.5 * 0.7);
   for (int i = 1; i <= 40; i++)
     (void)budget_throttled(&b, 1, t + 2.0 * i);
   NEAR(b.rate, 19.5 * 0.05);
@@ -288,8 +288,8 @@ learns_a_window(void **state)
   assert_int_equal(budget_throttled(&b, 5, 0), 1);
   assert_int_equal(b.model, BUDGET_WINDOW);
   assert_int_equal(budget_throttled(&b, 1, 1), 1);
-  NEAR(b.capacity, 150 * 0.85);
-  NEAR(b.allowance, floor(150 * 0.85 * 0.975));
+  NEAR(b.capacity, 150 * 0.7);
+  NEAR(b.allowance, floor(150 * 0.7 * 0.975));
 }
 
 static void
