@@ -24,7 +24,8 @@
  *    rate would hold the request's cost again: a sliding window makes a
  *    client wait that long: the model becomes a window of `capacity` per
  *    `window` seconds, of which BUDGET_FILL is spent (a mirror of what
- *    was sent, counted in BUDGET_SLOTS slots);
+ *    was sent, counted in BUDGET_SLOTS slots, for a little longer than
+ *    the window: BUDGET_WINDOW_MARGIN, a quarter of a short one);
  *  - any other 429 (the bucket ran dry as we spent at its rate): the
  *    rate is multiplied by BUDGET_DECREASE (under a window: the capacity
  *    is);
@@ -33,7 +34,8 @@
  *    explains: the rate is multiplied by BUDGET_PRESSURE_DECREASE.
  *
  * A lesson is taken at most once per hold time (a tenth of the window,
- * 0.05 to 2 s) so that a volley of 429s counts as one; capacity never
+ * 0.05 to 2 s; 429s and pressure apart) so that a volley of 429s counts
+ * as one; capacity never
  * goes under BUDGET_MIN_SHARE of the limit, nor rate under that share of
  * the documented rate. After BUDGET_RECOVER_WINDOWS windows without a
  * lesson, capacity and rate move BUDGET_RECOVER_STEP of the way back to
@@ -56,6 +58,7 @@
 #define BUDGET_PRESSURE_MARGIN 0.05
 #define BUDGET_RECOVER_WINDOWS 10
 #define BUDGET_RECOVER_STEP 0.1
+#define BUDGET_WINDOW_MARGIN 0.5 /* seconds, see budget.c */
 
 enum budget_model {
   BUDGET_BUCKET = 0, /* what Microsoft documents */
@@ -79,11 +82,14 @@ struct budget {
   double capacity;
   double rate;
   int model;
-  double allowance; /* a window's spend: BUDGET_FILL of capacity, >= 1 */
-  double tokens;    /* may go negative after a request over capacity */
-  double last;      /* time of the last refill */
-  double last_lesson;
-  int taught;                      /* a lesson happened (last_lesson set) */
+  double allowance;     /* a window's spend: BUDGET_FILL of capacity, >= 1 */
+  double tokens;        /* may go negative after a request over capacity */
+  double last;          /* time of the last refill */
+  double last_lesson;   /* of a 429 (taught: there was one) */
+  double last_pressure; /* of a pressure header (pressed: there was one) */
+  int taught;
+  int pressed;
+  double quiet_since;              /* the last lesson, or the last step back */
   unsigned long long decreases;    /* lessons that lowered something */
   unsigned long long changes;      /* learnt values changed (lessons too) */
   double slot_len;                 /* window / BUDGET_SLOTS */

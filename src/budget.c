@@ -24,8 +24,10 @@
  *
  * The window: a mirror of the server's sliding window. What was taken is
  * counted in BUDGET_SLOTS slots of window/BUDGET_SLOTS seconds, and a
- * slot is counted for two slots longer than the window (so never for less
- * than the window, whatever the take's place in its slot). It records in
+ * slot is counted for two slots longer than the window and its margin
+ * (so never for less than the window, whatever the take's place in its
+ * slot, even when the request reaches the service a little later than
+ * we count it: window_margin()). It records in
  * both models, so that a window learnt mid-way knows what was sent in the
  * last window; it limits only once the model is a window.
  *
@@ -43,6 +45,18 @@
 #define HOLD_MAX 2.0
 /* Rounding slack: a wait this short is no wait. */
 #define EPSILON 1e-9
+
+/* How much longer than the window the mirror counts a take: requests
+ * reach the service, which counts them as they arrive, later than we
+ * count them as they leave, by the time a $batch of them takes; a
+ * quarter of a short window, never more than half a second. */
+static double
+window_margin(double window)
+{
+  double m = window * 0.25;
+
+  return m < BUDGET_WINDOW_MARGIN ? m : BUDGET_WINDOW_MARGIN;
+}
 
 static void
 set_allowance(struct budget *b)
@@ -65,7 +79,7 @@ budget_init(struct budget *b, double limit, double window, double now)
   n.limit = limit;
   n.window = limit > 0 ? window : 0;
   n.last = now;
-  n.last_lesson = now;
+  n.quiet_since = now;
   if (limit > 0) {
     n.max_rate = BUDGET_FILL * limit / window;
     n.min_rate = n.max_rate * BUDGET_MIN_SHARE;
@@ -73,7 +87,7 @@ budget_init(struct budget *b, double limit, double window, double now)
     n.rate = n.max_rate;
     n.model = BUDGET_BUCKET;
     n.tokens = limit;
-    n.slot_len = window / BUDGET_SLOTS;
+    n.slot_len = (window + window_margin(window)) / BUDGET_SLOTS;
     for (int i = 0; i < BUDGET_RING; i++)
       n.slot_idx[i] = -1;
     set_allowance(&n);
@@ -115,9 +129,9 @@ recover(struct budget *b, double now)
 {
   double cap, rate;
 
-  if (now - b->last_lesson < BUDGET_RECOVER_WINDOWS * b->window)
+  if (now - b->quiet_since < BUDGET_RECOVER_WINDOWS * b->window)
     return;
-  b->last_lesson = now;
+  b->quiet_since = now;
   if (b->capacity >= b->limit && b->rate >= b->max_rate)
     return;
   cap = b->capacity + (b->limit - b->capacity) * BUDGET_RECOVER_STEP;
@@ -231,15 +245,20 @@ budget_take(struct budget *b, double cost, double now)
   b->slot_cost[p] += cost;
 }
 
-/* Whether a lesson may be taken at `now` (one per hold time); if so it
- * is counted. */
+/* Whether a lesson may be taken at `now` (one per hold time, 429s and
+ * pressure apart: slowing for pressure must not hide a 429's lesson);
+ * if so it is counted. */
 static int
-lesson(struct budget *b, double now)
+lesson(struct budget *b, double now, int pressure)
 {
-  if (b->taught && now - b->last_lesson < hold_time(b))
+  int *taught = pressure ? &b->pressed : &b->taught;
+  double *last = pressure ? &b->last_pressure : &b->last_lesson;
+
+  if (*taught && now - *last < hold_time(b))
     return 0;
-  b->taught = 1;
-  b->last_lesson = now;
+  *taught = 1;
+  *last = now;
+  b->quiet_since = now;
   b->decreases++;
   b->changes++;
   return 1;
@@ -275,7 +294,7 @@ budget_throttled(struct budget *b, double retry_after, double now)
   left = b->tokens > 0 ? b->tokens : 0;
   if (b->tokens > 0)
     b->tokens = 0;
-  if (!lesson(b, now))
+  if (!lesson(b, now, 0))
     return 0;
   if (b->model == BUDGET_WINDOW) {
     /* Already a window: the mirror let through more than the service
@@ -339,7 +358,7 @@ budget_pressure(struct budget *b, double fraction, double own, double now)
   budget_refill(b, now);
   if (!(now > b->last))
     now = b->last;
-  if (!lesson(b, now))
+  if (!lesson(b, now, 1))
     return;
   if (b->model == BUDGET_WINDOW)
     lower_capacity(b, b->capacity * BUDGET_PRESSURE_DECREASE);
@@ -376,6 +395,6 @@ budget_learnt_set(struct budget *b, const struct budget_learnt *l)
   if (b->tokens > b->capacity)
     b->tokens = b->capacity;
   /* The way back starts from now, as after a lesson. */
-  b->last_lesson = b->last;
+  b->quiet_since = b->last;
   return 0;
 }

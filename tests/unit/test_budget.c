@@ -273,12 +273,19 @@ learns_a_window(void **state)
   assert_int_equal(budget_throttled(&b, 150, t + 0.01), 1);
   assert_int_equal(b.model, BUDGET_WINDOW);
   NEAR(b.capacity, 3000);
-  /* What was sent stays counted until the window has slid past it (slot
-   * 0 leaves at 102 slots of 1.5 s). */
-  NEAR(budget_wait(&b, 1, 1), 153 - 1);
-  assert_true(budget_wait(&b, 1, 153.01) == 0);
+  /* What was sent stays counted until the window (and half a second for
+   * late arrivals) has slid past it: slot 0 leaves at 102 slots of
+   * 150.5 / 100 s. */
+  NEAR(budget_wait(&b, 1, 1), 102 * 1.505 - 1);
+  assert_true(budget_wait(&b, 1, 153.52) == 0);
   /* Under a window from then on, a greedy client keeps to it. */
   simulate(&b, 3000, 150, 20, 0, 6, 1);
+  /* Slowing for pressure does not hide the next 429's lesson. */
+  assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
+  budget_pressure(&b, 1.0, 0, 1);
+  assert_int_equal(b.decreases, 1);
+  assert_int_equal(budget_throttled(&b, 140, 1.1), 1);
+  assert_int_equal(b.model, BUDGET_WINDOW);
   /* A storm's short Retry-After is no window. */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
   (void)budget_throttled(&b, 3, 0);
