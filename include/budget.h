@@ -35,13 +35,13 @@
  *
  * A lesson is taken at most once per hold time (a tenth of the window,
  * 0.05 to 2 s; 429s and pressure apart) so that a volley of 429s counts
- * as one; capacity never
- * goes under BUDGET_MIN_SHARE of the limit, nor rate under that share of
- * the documented rate. After BUDGET_RECOVER_WINDOWS windows without a
- * lesson, capacity and rate move BUDGET_RECOVER_STEP of the way back to
- * the documented values (the model stays a window once learnt). What is
- * learnt can be read and given back (budget_learnt_get/set) so that a
- * restart does not forget it.
+ * as one; capacity never goes under BUDGET_MIN_SHARE of the limit, nor rate
+ * under that share of the documented rate. After BUDGET_RECOVER_WINDOWS
+ * windows without a lesson, capacity and rate move BUDGET_RECOVER_STEP of the
+ * way back to the documented values (the model stays a window once learnt); a
+ * 429 within BUDGET_RECOVER_WINDOWS windows of such a step only takes the step
+ * back. What is learnt can be read and given back (budget_learnt_get/set) so
+ * that a restart does not forget it.
  */
 #ifndef GALBRIDGE_BUDGET_H
 #define GALBRIDGE_BUDGET_H
@@ -89,7 +89,11 @@ struct budget {
   double last_pressure; /* of a pressure header (pressed: there was one) */
   int taught;
   int pressed;
-  double quiet_since;              /* the last lesson, or the last step back */
+  double quiet_since; /* the last lesson, or the last step back */
+  int stepped;        /* a step back was taken at step_at, from: */
+  double step_at;
+  double step_capacity;
+  double step_rate;
   unsigned long long decreases;    /* lessons that lowered something */
   unsigned long long changes;      /* learnt values changed (lessons too) */
   double slot_len;                 /* window / BUDGET_SLOTS */

@@ -134,6 +134,11 @@ recover(struct budget *b, double now)
   b->quiet_since = now;
   if (b->capacity >= b->limit && b->rate >= b->max_rate)
     return;
+  /* Kept, so that a 429 soon after the step only takes it back. */
+  b->stepped = 1;
+  b->step_at = now;
+  b->step_capacity = b->capacity;
+  b->step_rate = b->rate;
   cap = b->capacity + (b->limit - b->capacity) * BUDGET_RECOVER_STEP;
   rate = b->rate + (b->max_rate - b->rate) * BUDGET_RECOVER_STEP;
   /* The last step lands on the documented values. */
@@ -296,6 +301,17 @@ budget_throttled(struct budget *b, double retry_after, double now)
     b->tokens = 0;
   if (!lesson(b, now, 0))
     return 0;
+  /* A 429 within the windows after a step back: the step was too far,
+   * what was learnt before it was right. */
+  if (b->stepped) {
+    b->stepped = 0;
+    if (now - b->step_at < BUDGET_RECOVER_WINDOWS * b->window) {
+      b->capacity = b->step_capacity;
+      b->rate = b->step_rate;
+      set_allowance(b);
+      return 1;
+    }
+  }
   if (b->model == BUDGET_WINDOW) {
     /* Already a window: the mirror let through more than the service
      * counted (late arrivals of a burst, or others): spend less of it. */

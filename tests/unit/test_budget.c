@@ -327,6 +327,13 @@ stays_below_what_it_learnt(void **state)
   budget_refill(&b, 1500);
   NEAR(b.capacity, 2100);
   NEAR(b.rate, 13 + (19.5 - 13) * 0.1);
+  /* A 429 soon after the step takes only the step back. */
+  assert_int_equal(budget_throttled(&b, 1, 1600), 1);
+  NEAR(b.capacity, 2000);
+  NEAR(b.rate, 13);
+  /* The next one (the service got slower still) is a lesson again. */
+  assert_int_equal(budget_throttled(&b, 1, 1603), 1);
+  NEAR(b.rate, 13 * 0.7);
 }
 
 static void

@@ -160,8 +160,10 @@ class Bucket:
         return 0.0 if level >= need else (need - level) * span / limit
 
     def add(self, now, cost, limit, span):
+        """Spend `cost`; never below empty (what a limit not enforced let
+        through is no debt)."""
         self.level(limit, span, now)
-        self.tokens -= cost
+        self.tokens = max(0.0, self.tokens - cost)
 
     def used(self, limit, span, now):
         return (limit - self.level(limit, span, now)) / limit
