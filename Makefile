@@ -161,6 +161,8 @@ bench: all
 	$(PYTHON) bench/latency.py --interval 30 --changes 20
 	$(PYTHON) bench/daemon-idle.py --rounds 1000
 	$(PYTHON) bench/first-round.py --users 10000 --time-factor 10
+	$(PYTHON) bench/budget-models.py --users 2000 --skip-burst
+	$(PYTHON) bench/budget-models.py --users 10000
 	$(PYTHON) bench/idle.py --sizes 10000,100000 --rounds 100
 	$(PYTHON) bench/change-burst.py --users 100000 --changes 1000
 	$(PYTHON) bench/scale.py --sizes 10000,50000,100000

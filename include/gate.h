@@ -14,9 +14,12 @@
  *
  * The budget mirrors the server's documented limits so that it rarely
  * has to answer 429: three token buckets (budget.h) for directory writes,
- * invitations and resource units. A 429 lowers the rate of the bucket it
- * most likely hit, as does an x-ms-throttle-limit-percentage over 0.9
- * that our own sending does not explain.
+ * invitations and resource units, full at the start as Microsoft
+ * documents them. A 429 teaches the bucket it most likely hit (a smaller
+ * capacity, a slower rate, or a window: budget.h); an
+ * x-ms-throttle-limit-percentage over 0.9 that our own sending does not
+ * explain slows writes. What is learnt can be read and given back
+ * (gate_learnt, gate_learn) so that a restart does not forget it.
  *
  * Pure bookkeeping: no I/O, no clock, no curl, no libuv. Every call that
  * needs the time takes `now`, in nanoseconds of one monotonic clock
@@ -28,6 +31,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "budget.h"
 
 struct gate;       /* one gate */
 struct gate_set;   /* every gate of one client */
@@ -61,10 +66,10 @@ struct gate_stat {
  * `writes` per `writes_window` seconds, `invitations` per
  * `invitations_window` seconds and `units` resource units per
  * `units_window` seconds (a zero count means unlimited). Requests are
- * paced by token buckets filled at a little under the limit; the rate
- * drops after a 429 (or a throttled inner request, gate_note_throttle)
- * and while responses carry an x-ms-throttle-limit-percentage that our
- * own sending does not explain, and climbs back slowly. */
+ * paced by token buckets of that size, full at first, refilled at a
+ * little under the limit per window; what 429s (gate_answer,
+ * gate_note_throttle) and x-ms-throttle-limit-percentage teach lowers
+ * them (budget.h), and they go slowly back after a quiet time. */
 struct gate_limits {
   double writes;
   double writes_window;
@@ -134,14 +139,25 @@ int gate_closes_on(long status, double retry_after);
  * bounded: past 32 distinct statuses the last one takes the rest. */
 void gate_count(struct gate *g, long status, int throttled);
 
+/* What an answer said about the service's limits (each string NULL when
+ * the header was absent; borrowed for the call). */
+struct gate_headers {
+  double retry_after;               /* seconds; < 0: none */
+  const char *throttle_information; /* x-ms-throttle-information */
+  const char *throttle_scope;       /* x-ms-throttle-scope */
+  const char *limit_percentage;     /* x-ms-throttle-limit-percentage */
+  const char *resource_unit;        /* x-ms-resource-unit */
+};
+
 /* Feed an answer to `w`'s attempt back into its gate's budget: a 429
- * slows the bucket it most likely hit (the one `throttle_info`, the
- * x-ms-throttle-information header, names; else by what `w` costs), and
- * `limit_percentage` (x-ms-throttle-limit-percentage) over 0.9 that our
- * own sending does not explain slows writes. Either header may be NULL.
- * Nothing for the anonymous gate. */
-void gate_answer(struct gate_waiter *w, long status, const char *throttle_info,
-                 const char *limit_percentage, uint64_t now);
+ * teaches (budget_throttled, with its Retry-After) the bucket it most
+ * likely hit (the one x-ms-throttle-information names; else by what `w`
+ * costs); x-ms-resource-unit over what `w` was charged takes the
+ * difference from the units bucket; x-ms-throttle-limit-percentage over
+ * 0.9 that our own sending does not explain slows writes. Nothing for
+ * the anonymous gate or a NULL `h`. */
+void gate_answer(struct gate_waiter *w, long status,
+                 const struct gate_headers *h, uint64_t now);
 
 /* Give the gate named `name` (made on first use) the budget `limits`.
  * The same limits again keep what its buckets have learnt. Returns 0, or
@@ -151,7 +167,7 @@ int gate_set_limits(struct gate_set *set, const char *name,
     __attribute__((warn_unused_result));
 
 /* An inner request of a $batch sent on `g` was throttled with
- * `retry_after` seconds (-1: none given): slow `bucket` as after a 429
+ * `retry_after` seconds (-1: none given): teach `bucket` as after a 429
  * (the write budget when that bucket is unlimited) and, when a
  * Retry-After is given, close the gate until it has passed. */
 void gate_note_throttle(struct gate *g, double retry_after,
@@ -166,6 +182,29 @@ size_t gate_stats(const struct gate *g, struct gate_stat *out, size_t max,
 /* Fill `out` (zeroed first) with `g`'s budget. Returns 0, or -1 when g
  * is NULL. */
 int gate_budget(const struct gate *g, struct gate_budget *out);
+
+/* What one bucket of a gate has learnt, with the limits it was learnt
+ * under (a change of those in the configuration voids it). */
+struct gate_learnt {
+  double limit;
+  double window;
+  struct budget_learnt learnt;
+};
+
+/* Fill `out` with what `bucket` of `g` has learnt. Returns 0, or -1
+ * (out zeroed) when g is NULL or anonymous or the bucket unlimited. */
+int gate_learnt(const struct gate *g, enum gate_bucket bucket,
+                struct gate_learnt *out);
+
+/* Give `bucket` of `g` what an earlier run learnt (saved from
+ * gate_learnt). Returns 0, or -1 (nothing changed) when the bucket is
+ * unlimited, its limits are not those of `in`, or a value is bad. */
+int gate_learn(struct gate *g, enum gate_bucket bucket,
+               const struct gate_learnt *in);
+
+/* How many times what `g`'s buckets learnt changed, in all: a caller
+ * saves them again when this moved (0 for NULL). */
+unsigned long long gate_learnt_changes(const struct gate *g);
 
 /* Queue `w` on its gate (w->gate), last in line: requests that cost
  * writes or invitations wait on the gate's paced FIFO, others on its

@@ -317,6 +317,9 @@ struct graph_batch_answer {
                          answer for this id */
   json_t *body;       /* borrowed from the batch answer, or NULL */
   double retry_after; /* its own Retry-After, seconds; -1 when none */
+  /* its x-ms-throttle-information (any case), borrowed like body, or
+   * NULL */
+  const char *throttle_information;
 };
 
 /* Match a $batch answer {"responses": [{"id", "status", "headers"?,

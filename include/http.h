@@ -187,8 +187,8 @@ int http_gate_set_limits(struct http *http, const char *gate,
                          const struct gate_limits *limits);
 
 /* An inner request of a $batch sent on `gate` was throttled with
- * `retry_after` seconds (-1: none given): slow the gate's `bucket` as
- * after a 429 (the write budget when that bucket is unlimited) and, when
+ * `retry_after` seconds (-1: none given): teach the gate's `bucket` as
+ * a 429 would (the write budget when that bucket is unlimited) and, when
  * a Retry-After is given, close the gate until it has passed, as a 429 of
  * a request of its own would (DESIGN.md invariant 7). The caller retries
  * that inner request itself, alone, after its own Retry-After. Nothing
@@ -201,6 +201,20 @@ void http_gate_note_throttle(struct http *http, const char *gate,
  * used or given limits. */
 int http_gate_budget(const struct http *http, const char *gate,
                      struct gate_budget *out);
+
+/* What `bucket` of `gate` has learnt (gate_learnt); -1 when the gate
+ * has not been made or the bucket is unlimited. */
+int http_gate_learnt(const struct http *http, const char *gate,
+                     enum gate_bucket bucket, struct gate_learnt *out);
+
+/* Give it back after a restart (gate_learn); -1 when the gate has not
+ * been made, or the values do not apply. */
+int http_gate_learn(struct http *http, const char *gate,
+                    enum gate_bucket bucket, const struct gate_learnt *in);
+
+/* gate_learnt_changes() of `gate` (0 when it has not been made). */
+unsigned long long http_gate_learnt_changes(const struct http *http,
+                                            const char *gate);
 
 /* Percent-encode `s` for a URL query or form value (everything but
  * ALPHA, DIGIT and "-._~"). New string, or NULL when `s` is NULL or on

@@ -38,7 +38,7 @@
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 
 enum store_removed {
   STORE_PRESENT = 0,
@@ -312,6 +312,31 @@ int store_mailbox_mark_get(struct store *store, const char *tenant,
  * the last one). */
 int store_mailbox_mark_set(struct store *store, const char *tenant,
                            const char *mark, time_t full_at)
+    __attribute__((warn_unused_result));
+
+/* --- what the client-side budget learnt (budget.h) --- */
+
+/* One bucket's lesson: the configured limit and window it was learnt
+ * under, the capacity and rate learnt, and whether the service counts a
+ * window rather than a bucket. */
+struct store_budget {
+  double limit;
+  double window;
+  double capacity;
+  double rate;
+  int window_model;
+};
+
+/* What `bucket` ("writes", "invitations", "units") of Graph gate `gate`
+ * learnt: *found 1 and *out filled, or *found 0 (out zeroed) when
+ * nothing was saved (or the row is not one this version reads). */
+int store_budget_get(struct store *store, const char *gate, const char *bucket,
+                     struct store_budget *out, int *found)
+    __attribute__((warn_unused_result));
+
+/* Save it, replacing what was saved for that gate and bucket. */
+int store_budget_put(struct store *store, const char *gate, const char *bucket,
+                     const struct store_budget *in)
     __attribute__((warn_unused_result));
 
 /* One copy of a migration link whose source mailbox the store knows:

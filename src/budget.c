@@ -1,24 +1,35 @@
 /*
  * budget — see include/budget.h.
  *
- * Two constraints, both must allow a request:
+ * Why a bucket: Microsoft documents the identity and access limits as a
+ * token bucket (resource units per 10 s; 3,000 writes per 2 min 30 s per
+ * application and tenant). A full bucket lets a client spend its whole
+ * capacity at once and then refill at the average rate, so a first round
+ * of 4,000 writes may take 50 s, where a mirror of a sliding window
+ * (what this file did before) waits for the window to slide and takes
+ * minutes. Spending at once is safe against a bucket even though requests
+ * reach the server later than we count them: a later arrival only finds
+ * the server's bucket fuller. Only the rate keeps a margin (BUDGET_FILL),
+ * for the service's own rounding and clocks.
+ *
+ * Why learn: the documented bucket is what one application meets alone
+ * in a tenant of the documented size. The service throttles sooner when
+ * another application spends the tenant's budget, when the tenant's quota
+ * is smaller, or when it counts a window. Each shows in the 429s: tokens
+ * left in our bucket when the service's ran out (a smaller bucket), a
+ * Retry-After far longer than a bucket refilling at anything near our
+ * rate would ask (a window), or a 429 while we spend at our rate (a
+ * slower refill). What is learnt is kept below, for this application and
+ * tenant, and given back after a restart by the caller.
  *
  * The window: a mirror of the server's sliding window. What was taken is
  * counted in BUDGET_SLOTS slots of window/BUDGET_SLOTS seconds, and a
- * slot is counted for two slots longer than the window (so never for
- * less than the window, whatever the take's place in its slot, even when
- * rounding puts a take on a slot boundary into the slot before). Taking stops
- * at BUDGET_FILL of the limit: the rest is a margin for requests that
- * reach the server in clumps. So the first window's whole allowance can
- * go at once, as the server allows, and no window of the limit's length
- * ever sees more than the limit.
- *
- * The bucket: a token bucket of BUDGET_BURST of the limit, filled at
- * BUDGET_FILL of the documented rate. It keeps sending smooth: a window's
- * whole allowance sent at once reaches a slow server over seconds, so the
- * server's count (at arrival) lags ours (at sending) and the next window
- * meets 429s. After a 429 it is emptied and its rate cut, and the rate
- * climbs back slowly (AIMD).
+ * slot is counted for two slots longer than the window and its margin
+ * (so never for less than the window, whatever the take's place in its
+ * slot, even when the request reaches the service a little later than
+ * we count it: window_margin()). It records in
+ * both models, so that a window learnt mid-way knows what was sent in the
+ * last window; it limits only once the model is a window.
  *
  * Why time only moves forward: the caller's clock is monotonic, but a
  * caller that mixes clocks, or a test, must not be able to mint tokens by
@@ -29,14 +40,31 @@
 #include <math.h>
 #include <string.h>
 
-/* Additive increase: max_rate * AI_PER_WINDOW per window of time. */
-#define AI_PER_WINDOW 0.5
-#define MIN_RATE_SHARE 0.05
 #define HOLD_SHARE 0.1
 #define HOLD_MIN 0.05
 #define HOLD_MAX 2.0
 /* Rounding slack: a wait this short is no wait. */
 #define EPSILON 1e-9
+
+/* How much longer than the window the mirror counts a take: requests
+ * reach the service, which counts them as they arrive, later than we
+ * count them as they leave, by the time a $batch of them takes; a
+ * quarter of a short window, never more than half a second. */
+static double
+window_margin(double window)
+{
+  double m = window * 0.25;
+
+  return m < BUDGET_WINDOW_MARGIN ? m : BUDGET_WINDOW_MARGIN;
+}
+
+static void
+set_allowance(struct budget *b)
+{
+  b->allowance = floor(b->capacity * BUDGET_FILL);
+  if (b->allowance < 1)
+    b->allowance = 1;
+}
 
 int
 budget_init(struct budget *b, double limit, double window, double now)
@@ -51,20 +79,18 @@ budget_init(struct budget *b, double limit, double window, double now)
   n.limit = limit;
   n.window = limit > 0 ? window : 0;
   n.last = now;
+  n.quiet_since = now;
   if (limit > 0) {
-    n.burst = floor(limit * BUDGET_BURST);
-    if (n.burst < 1)
-      n.burst = 1;
-    n.allowance = floor(limit * BUDGET_FILL);
-    if (n.allowance < 1)
-      n.allowance = 1;
     n.max_rate = BUDGET_FILL * limit / window;
-    n.min_rate = n.max_rate * MIN_RATE_SHARE;
-    n.slot_len = window / BUDGET_SLOTS;
+    n.min_rate = n.max_rate * BUDGET_MIN_SHARE;
+    n.capacity = limit;
+    n.rate = n.max_rate;
+    n.model = BUDGET_BUCKET;
+    n.tokens = limit;
+    n.slot_len = (window + window_margin(window)) / BUDGET_SLOTS;
     for (int i = 0; i < BUDGET_RING; i++)
       n.slot_idx[i] = -1;
-    n.rate = n.max_rate;
-    n.tokens = n.burst;
+    set_allowance(&n);
   }
   *b = n;
   return 0;
@@ -88,24 +114,50 @@ hold_time(const struct budget *b)
   return h;
 }
 
+static double
+min_capacity(const struct budget *b)
+{
+  double c = ceil(b->limit * BUDGET_MIN_SHARE);
+
+  return c < 1 ? 1 : c;
+}
+
+/* After a quiet time, learnt values go part of the way back: what was
+ * learnt may have been another application's passing load. */
+static void
+recover(struct budget *b, double now)
+{
+  double cap, rate;
+
+  if (now - b->quiet_since < BUDGET_RECOVER_WINDOWS * b->window)
+    return;
+  b->quiet_since = now;
+  if (b->capacity >= b->limit && b->rate >= b->max_rate)
+    return;
+  /* Kept, so that a 429 soon after the step only takes it back. */
+  b->stepped = 1;
+  b->step_at = now;
+  b->step_capacity = b->capacity;
+  b->step_rate = b->rate;
+  cap = b->capacity + (b->limit - b->capacity) * BUDGET_RECOVER_STEP;
+  rate = b->rate + (b->max_rate - b->rate) * BUDGET_RECOVER_STEP;
+  /* The last step lands on the documented values. */
+  b->capacity = b->limit - cap < 1 ? b->limit : cap;
+  b->rate = b->max_rate - rate < b->max_rate * 0.01 ? b->max_rate : rate;
+  set_allowance(b);
+  b->changes++;
+}
+
 void
 budget_refill(struct budget *b, double now)
 {
-  double dt;
-
   if (budget_unlimited(b) || !(now > b->last))
     return;
-  dt = now - b->last;
+  b->tokens += b->rate * (now - b->last);
+  if (b->tokens > b->capacity)
+    b->tokens = b->capacity;
   b->last = now;
-  b->tokens += b->rate * dt;
-  if (b->tokens > b->burst)
-    b->tokens = b->burst;
-  if (b->rate < b->max_rate &&
-      (!b->slowed || now - b->last_slow >= hold_time(b))) {
-    b->rate += b->max_rate * AI_PER_WINDOW * dt / b->window;
-    if (b->rate > b->max_rate)
-      b->rate = b->max_rate;
-  }
+  recover(b, now);
 }
 
 /* The slot a time falls in (times before the last seen count as it). */
@@ -142,28 +194,37 @@ window_used(const struct budget *b, double now, double need, double *expires)
   return used;
 }
 
+/* The window model: wait until the mirror has room for `cost`. A cost
+ * over the whole allowance waits for an empty window, then goes alone. */
+static double
+window_wait(const struct budget *b, double cost, double now)
+{
+  double used = window_used(b, now, 0, NULL), cap = b->allowance, expires;
+  double excess;
+
+  if (!(used > 0) || used + cost <= cap + EPSILON)
+    return 0;
+  excess = cost > cap ? used : used + cost - cap;
+  window_used(b, now, excess, &expires);
+  return expires > now ? expires - now : 0;
+}
+
 double
 budget_wait(struct budget *b, double cost, double now)
 {
-  double need, wait = 0, used, cap, expires;
+  double need, wait = 0;
 
   if (budget_unlimited(b) || !(cost > 0))
     return 0;
   budget_refill(b, now);
   if (!(now > b->last))
     now = b->last;
-  need = cost < b->burst ? cost : b->burst;
-  if (b->tokens + EPSILON < need)
-    wait = (need - b->tokens) / b->rate;
-  /* The window: a request over the whole allowance waits for an empty
-   * window, then goes alone. */
-  cap = b->allowance;
-  used = window_used(b, now, 0, NULL);
-  if (used > 0 && used + cost > cap + EPSILON) {
-    double excess = cost > cap ? used : used + cost - cap;
-    window_used(b, now, excess, &expires);
-    if (expires - now > wait)
-      wait = expires - now;
+  if (b->model == BUDGET_WINDOW) {
+    wait = window_wait(b, cost, now);
+  } else {
+    need = cost < b->capacity ? cost : b->capacity;
+    if (b->tokens + EPSILON < need)
+      wait = (need - b->tokens) / b->rate;
   }
   /* A wait of rounding noise (a slot boundary computed two ways) is none:
    * the window's two spare slots cover far more than that. */
@@ -189,44 +250,115 @@ budget_take(struct budget *b, double cost, double now)
   b->slot_cost[p] += cost;
 }
 
-/* Multiply the rate by `factor`, at most once per hold time. */
+/* Whether a lesson may be taken at `now` (one per hold time, 429s and
+ * pressure apart: slowing for pressure must not hide a 429's lesson);
+ * if so it is counted. */
 static int
-slow(struct budget *b, double factor, double now)
+lesson(struct budget *b, double now, int pressure)
 {
+  int *taught = pressure ? &b->pressed : &b->taught;
+  double *last = pressure ? &b->last_pressure : &b->last_lesson;
+
+  if (*taught && now - *last < hold_time(b))
+    return 0;
+  *taught = 1;
+  *last = now;
+  b->quiet_since = now;
+  b->decreases++;
+  b->changes++;
+  return 1;
+}
+
+static void
+lower_rate(struct budget *b, double factor)
+{
+  b->rate *= factor;
+  if (b->rate < b->min_rate)
+    b->rate = b->min_rate;
+}
+
+static void
+lower_capacity(struct budget *b, double capacity)
+{
+  double floor_cap = min_capacity(b);
+
+  b->capacity = capacity < floor_cap ? floor_cap : capacity;
+  set_allowance(b);
+}
+
+int
+budget_throttled(struct budget *b, double retry_after, double now)
+{
+  double left;
+
   if (budget_unlimited(b))
     return 0;
   budget_refill(b, now);
   if (!(now > b->last)) /* earlier (or NaN): the last time seen */
     now = b->last;
-  if (b->slowed && now - b->last_slow < hold_time(b))
-    return 0;
-  b->rate *= factor;
-  if (b->rate < b->min_rate)
-    b->rate = b->min_rate;
-  b->slowed = 1;
-  b->last_slow = now;
-  b->decreases++;
-  return 1;
-}
-
-void
-budget_throttled(struct budget *b, double now)
-{
-  if (budget_unlimited(b))
-    return;
-  slow(b, BUDGET_DECREASE, now);
+  left = b->tokens > 0 ? b->tokens : 0;
   if (b->tokens > 0)
     b->tokens = 0;
+  if (!lesson(b, now, 0))
+    return 0;
+  /* A 429 within the windows after a step back: the step was too far,
+   * what was learnt before it was right. */
+  if (b->stepped) {
+    b->stepped = 0;
+    if (now - b->step_at < BUDGET_RECOVER_WINDOWS * b->window) {
+      b->capacity = b->step_capacity;
+      b->rate = b->step_rate;
+      set_allowance(b);
+      return 1;
+    }
+  }
+  if (b->model == BUDGET_WINDOW) {
+    /* Already a window: the mirror let through more than the service
+     * counted (late arrivals of a burst, or others): spend less of it. */
+    lower_capacity(b, b->capacity * BUDGET_DECREASE);
+    return 1;
+  }
+  /* A bucket refilling near the documented rate holds the cost of one
+   * request again within a second (3,000 per 150 s: a write each 50 ms);
+   * waiting a quarter of the window is what a sliding window asks, until
+   * its oldest entries leave. (Not "past the time our bucket would be
+   * full": after a burst that is the whole window too, and a throttling
+   * storm's 429 on a full bucket would pass it.) */
+  if (isfinite(retry_after) && retry_after > BUDGET_WINDOW_HINT * b->window) {
+    b->model = BUDGET_WINDOW;
+    return 1;
+  }
+  if (left > BUDGET_LEFT_SHARE * b->capacity) {
+    /* At most halved by one lesson: a 429 "under load" (Microsoft says
+     * they happen below the limits too) must not take it all. */
+    double cap = b->capacity - left;
+    if (cap < b->capacity * 0.5)
+      cap = b->capacity * 0.5;
+    lower_capacity(b, cap);
+    /* A smaller quota refills in the same window: the rate follows. */
+    if (b->rate > BUDGET_FILL * b->capacity / b->window)
+      b->rate = BUDGET_FILL * b->capacity / b->window;
+    if (b->rate < b->min_rate)
+      b->rate = b->min_rate;
+    return 1;
+  }
+  lower_rate(b, BUDGET_DECREASE);
+  return 1;
 }
 
 double
 budget_share(const struct budget *b, double now)
 {
+  double used;
+
   if (budget_unlimited(b))
     return 0;
   if (!(now > b->last)) /* earlier (or NaN): the last time seen */
     now = b->last;
-  return window_used(b, now, 0, NULL) / b->limit;
+  if (b->model == BUDGET_WINDOW)
+    return window_used(b, now, 0, NULL) / b->limit;
+  used = b->capacity - (b->tokens + b->rate * (now - b->last));
+  return used > 0 ? used / b->limit : 0;
 }
 
 void
@@ -234,11 +366,51 @@ budget_pressure(struct budget *b, double fraction, double own, double now)
 {
   if (budget_unlimited(b) || !(fraction > BUDGET_PRESSURE_LEVEL))
     return;
-  /* Our own sending is already kept under BUDGET_FILL by the window: a
-   * share that much of is no news, and slowing for it would settle the
-   * rate near the level instead of the fill. Only a share above ours
-   * (others writing with the same app, or a tenant-wide limit) is. */
+  /* A share our own spending explains is no news: slowing for it would
+   * settle the rate near the level. Only a share above ours (others
+   * writing with the same app, or a tenant-wide limit) is. */
   if (!(fraction > own + BUDGET_PRESSURE_MARGIN))
     return;
-  slow(b, BUDGET_PRESSURE_DECREASE, now);
+  budget_refill(b, now);
+  if (!(now > b->last))
+    now = b->last;
+  if (!lesson(b, now, 1))
+    return;
+  if (b->model == BUDGET_WINDOW)
+    lower_capacity(b, b->capacity * BUDGET_PRESSURE_DECREASE);
+  else
+    lower_rate(b, BUDGET_PRESSURE_DECREASE);
+}
+
+void
+budget_learnt_get(const struct budget *b, struct budget_learnt *out)
+{
+  memset(out, 0, sizeof *out);
+  if (budget_unlimited(b))
+    return;
+  out->capacity = b->capacity;
+  out->rate = b->rate;
+  out->model = b->model;
+}
+
+int
+budget_learnt_set(struct budget *b, const struct budget_learnt *l)
+{
+  double cap, rate;
+
+  if (budget_unlimited(b) || !isfinite(l->capacity) || !(l->capacity > 0) ||
+      !isfinite(l->rate) || !(l->rate > 0) ||
+      (l->model != BUDGET_BUCKET && l->model != BUDGET_WINDOW))
+    return -1;
+  cap = l->capacity > b->limit ? b->limit : l->capacity;
+  rate = l->rate > b->max_rate ? b->max_rate : l->rate;
+  b->capacity = cap < min_capacity(b) ? min_capacity(b) : cap;
+  b->rate = rate < b->min_rate ? b->min_rate : rate;
+  b->model = l->model;
+  set_allowance(b);
+  if (b->tokens > b->capacity)
+    b->tokens = b->capacity;
+  /* The way back starts from now, as after a lesson. */
+  b->quiet_since = b->last;
+  return 0;
 }

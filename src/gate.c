@@ -345,52 +345,92 @@ throttled_bucket(const struct gate_waiter *w, const char *why)
 {
   if (why != NULL && strcasecmp(why, "ResourceUnitLimitExceeded") == 0)
     return GATE_BUCKET_UNITS;
-  if (w->invitations > 0)
-    return GATE_BUCKET_INVITATIONS;
+  /* An invitation is a write too: the write limit may be the one. */
   if (why != NULL && strcasecmp(why, "WriteLimitExceeded") == 0)
     return GATE_BUCKET_WRITES;
+  if (w->invitations > 0)
+    return GATE_BUCKET_INVITATIONS;
   return w->writes > 0 ? GATE_BUCKET_WRITES : GATE_BUCKET_UNITS;
 }
 
-/* What an answer says about the budget: a 429 lowers the rate (x0.7) of
- * the bucket it most likely hit (throttled_bucket; the write bucket when
- * that one is unlimited: a throttled read still means the tenant is
- * loaded); an x-ms-throttle-limit-percentage over 0.9 that is more than
- * our own share of the writes or units limits (the server counts both)
- * slows writes a little. */
+/* The share of the limits our own sending explains: the fuller of the
+ * writes and units buckets (the server counts both). */
+static double
+own_share(const struct gate *g, double now)
+{
+  double own = budget_share(&g->writes, now);
+  double units = budget_share(&g->units, now);
+
+  return units > own ? units : own;
+}
+
+static void
+log_lesson(const struct gate *g, const struct budget *b, long status,
+           const char *scope, double retry_after)
+{
+  log_info("http budget learnt gate=%s bucket=%s model=%s capacity=%.0f "
+           "rate=%.3f status=%ld retry_after=%.3f scope=%s",
+           gate_name(g), bucket_name(g, b),
+           b->model == BUDGET_WINDOW ? "window" : "bucket", b->capacity,
+           b->rate, status, retry_after, scope != NULL ? scope : "-");
+}
+
+/* x-ms-resource-unit: what the service charged. A request we priced
+ * lower takes the difference, so that our bucket follows its count. */
+static void
+charge_units(struct gate *g, const struct gate_waiter *w, const char *v,
+             double now)
+{
+  char *end;
+  double charged;
+
+  if (v == NULL)
+    return;
+  errno = 0;
+  charged = strtod(v, &end);
+  if (end == v || *end != '\0' || errno != 0 || !(charged > w->units) ||
+      charged > 1000)
+    return;
+  budget_take(&g->units, charged - w->units, now);
+}
+
+/* What an answer says about the budget: a 429 teaches the bucket it most
+ * likely hit (throttled_bucket; the write bucket when that one is
+ * unlimited: a throttled read still means the tenant is loaded); an
+ * x-ms-throttle-limit-percentage over 0.9 that is more than our own
+ * share of the writes or units limits slows writes a little. */
 void
-gate_answer(struct gate_waiter *w, long status, const char *throttle_info,
-            const char *limit_percentage, uint64_t now_ns)
+gate_answer(struct gate_waiter *w, long status, const struct gate_headers *h,
+            uint64_t now_ns)
 {
   struct gate *g = w->gate;
   struct budget *b;
-  double now = seconds(now_ns), fraction, own, units;
+  double now = seconds(now_ns), fraction;
   unsigned long long before;
-  const char *v = limit_percentage;
+  const char *v;
   char *end;
 
-  if (g->name == NULL)
+  if (g->name == NULL || h == NULL)
     return;
   if (status == 429) {
-    b = bucket_of(g, throttled_bucket(w, throttle_info));
-    before = b->decreases;
-    budget_throttled(b, now);
-  } else {
-    if (v == NULL)
-      return;
-    errno = 0;
-    fraction = strtod(v, &end);
-    if (end == v || *end != '\0' || errno != 0)
-      return;
-    b = &g->writes;
-    before = b->decreases;
-    own = budget_share(&g->writes, now);
-    units = budget_share(&g->units, now);
-    budget_pressure(b, fraction, units > own ? units : own, now);
+    b = bucket_of(g, throttled_bucket(w, h->throttle_information));
+    if (budget_throttled(b, h->retry_after, now))
+      log_lesson(g, b, status, h->throttle_scope, h->retry_after);
+    return;
   }
+  charge_units(g, w, h->resource_unit, now);
+  v = h->limit_percentage;
+  if (v == NULL)
+    return;
+  errno = 0;
+  fraction = strtod(v, &end);
+  if (end == v || *end != '\0' || errno != 0)
+    return;
+  b = &g->writes;
+  before = b->decreases;
+  budget_pressure(b, fraction, own_share(g, now), now);
   if (b->decreases != before)
-    log_debug("http budget slowed gate=%s bucket=%s rate=%.3f status=%ld",
-              g->name, bucket_name(g, b), b->rate, status);
+    log_lesson(g, b, status, NULL, -1);
 }
 
 int
@@ -431,13 +471,9 @@ gate_note_throttle(struct gate *g, double retry_after, enum gate_bucket bucket,
                    uint64_t now)
 {
   struct budget *b = bucket_of(g, bucket);
-  unsigned long long before = b->decreases;
 
-  budget_throttled(b, seconds(now));
-  if (b->decreases != before)
-    log_debug("http budget slowed gate=%s bucket=%s rate=%.3f "
-              "inner_retry_after=%.3f",
-              gate_name(g), bucket_name(g, b), b->rate, retry_after);
+  if (g->name != NULL && budget_throttled(b, retry_after, seconds(now)))
+    log_lesson(g, b, 429, "inner", retry_after);
   /* The service said when to come back: nothing goes on this gate before
    * then either (DESIGN.md invariant 7), as after a 429 of a request of
    * its own. */
@@ -461,6 +497,64 @@ gate_budget(const struct gate *g, struct gate_budget *out)
   out->decreases =
       g->writes.decreases + g->invites.decreases + g->units.decreases;
   return 0;
+}
+
+/* --- what the budget learnt --- */
+
+static struct budget *
+bucket_named(struct gate *g, enum gate_bucket b)
+{
+  return b == GATE_BUCKET_INVITATIONS ? &g->invites
+         : b == GATE_BUCKET_UNITS     ? &g->units
+                                      : &g->writes;
+}
+
+int
+gate_learnt(const struct gate *g, enum gate_bucket bucket,
+            struct gate_learnt *out)
+{
+  const struct budget *b;
+
+  memset(out, 0, sizeof *out);
+  if (g == NULL || g->name == NULL)
+    return -1;
+  b = bucket_named((struct gate *)g, bucket);
+  if (budget_unlimited(b))
+    return -1;
+  out->limit = b->limit;
+  out->window = b->window;
+  budget_learnt_get(b, &out->learnt);
+  return 0;
+}
+
+int
+gate_learn(struct gate *g, enum gate_bucket bucket,
+           const struct gate_learnt *in)
+{
+  struct budget *b;
+
+  if (g == NULL || g->name == NULL || in == NULL)
+    return -1;
+  b = bucket_named(g, bucket);
+  /* Learnt under other limits: the configuration changed since, and
+   * what it says now wins. */
+  if (budget_unlimited(b) || b->limit != in->limit ||
+      b->window != in->window || budget_learnt_set(b, &in->learnt) != 0)
+    return -1;
+  log_debug("http budget loaded gate=%s bucket=%s model=%s capacity=%.0f "
+            "rate=%.3f",
+            g->name, bucket_name(g, b),
+            b->model == BUDGET_WINDOW ? "window" : "bucket", b->capacity,
+            b->rate);
+  return 0;
+}
+
+unsigned long long
+gate_learnt_changes(const struct gate *g)
+{
+  if (g == NULL)
+    return 0;
+  return g->writes.changes + g->invites.changes + g->units.changes;
 }
 
 /* --- admission --- */

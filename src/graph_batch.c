@@ -193,6 +193,22 @@ inner_retry_after(const json_t *headers)
   return -1;
 }
 
+/* The string value of header `want` (any case) of an inner answer, or
+ * NULL. */
+static const char *
+inner_header(const json_t *headers, const char *want)
+{
+  const char *name;
+  json_t *v;
+
+  json_object_foreach((json_t *)headers, name, v)
+  {
+    if (strcasecmp(name, want) == 0)
+      return json_string_value(v);
+  }
+  return NULL;
+}
+
 int
 graph_batch_parse(json_t *answer, const char *const *ids, size_t n,
                   struct graph_batch_answer *out, char *err, size_t errlen)
@@ -204,6 +220,7 @@ graph_batch_parse(json_t *answer, const char *const *ids, size_t n,
     out[k].status = 0;
     out[k].body = NULL;
     out[k].retry_after = -1;
+    out[k].throttle_information = NULL;
   }
   if (!json_is_object(answer) || !json_is_array(responses)) {
     snprintf(err, errlen, "$batch answer has no \"responses\" array");
@@ -225,6 +242,8 @@ graph_batch_parse(json_t *answer, const char *const *ids, size_t n,
     out[k].status = (long)json_integer_value(status);
     out[k].body = json_object_get(r, "body");
     out[k].retry_after = inner_retry_after(headers);
+    out[k].throttle_information =
+        inner_header(headers, "x-ms-throttle-information");
   }
   return 0;
 }
@@ -578,13 +597,24 @@ sub_throttled(struct graph *graph, struct sub *sub,
   double secs = a->retry_after;
   double u = (double)random() / ((double)RAND_MAX + 1.0);
 
+  const char *why = a->throttle_information;
+  enum gate_bucket bucket;
+
   sub->retries++;
+  /* The limit the answer names (an invitation is a write too), else by
+   * what the request costs. */
+  if (why != NULL && strcasecmp(why, "ResourceUnitLimitExceeded") == 0)
+    bucket = GATE_BUCKET_UNITS;
+  else if (why != NULL && strcasecmp(why, "WriteLimitExceeded") == 0)
+    bucket = GATE_BUCKET_WRITES;
+  else if (sub->invitation)
+    bucket = GATE_BUCKET_INVITATIONS;
+  else if (strcmp(sub->method, "GET") == 0)
+    bucket = GATE_BUCKET_UNITS;
+  else
+    bucket = GATE_BUCKET_WRITES;
   if (a->status == 429 || secs >= 0)
-    http_gate_note_throttle(graph->http, graph->gate, secs,
-                            sub->invitation ? GATE_BUCKET_INVITATIONS
-                            : strcmp(sub->method, "GET") == 0
-                                ? GATE_BUCKET_UNITS
-                                : GATE_BUCKET_WRITES);
+    http_gate_note_throttle(graph->http, graph->gate, secs, bucket);
   if (secs < 0)
     secs = retry_backoff_ms(sub->retries, SUB_BACKOFF_BASE_MS,
                             SUB_BACKOFF_CAP_MS, u) /

@@ -830,10 +830,16 @@ attempt_done(struct http *h, struct req *r, CURLcode code, long status)
 
   throttled = error == HTTP_OK && gate_closes_on(status, ra);
   gate_count(r->waiter.gate, error == HTTP_OK ? status : 0, throttled);
-  if (error == HTTP_OK)
-    gate_answer(&r->waiter, status,
-                header_find(r, "x-ms-throttle-information"),
-                header_find(r, "x-ms-throttle-limit-percentage"), uv_hrtime());
+  if (error == HTTP_OK) {
+    struct gate_headers gh = {
+        .retry_after = ra,
+        .throttle_information = header_find(r, "x-ms-throttle-information"),
+        .throttle_scope = header_find(r, "x-ms-throttle-scope"),
+        .limit_percentage = header_find(r, "x-ms-throttle-limit-percentage"),
+        .resource_unit = header_find(r, "x-ms-resource-unit"),
+    };
+    gate_answer(&r->waiter, status, &gh, uv_hrtime());
+  }
   backoff = r->backoff_ms;
   /* Closed already as its headers were read, unless curl did not show
    * them to on_header. */
@@ -1403,6 +1409,35 @@ http_gate_note_throttle(struct http *h, const char *gate, double retry_after,
     return;
   gate_note_throttle(g, retry_after, bucket, uv_hrtime());
   schedule(h);
+}
+
+int
+http_gate_learnt(const struct http *h, const char *gate,
+                 enum gate_bucket bucket, struct gate_learnt *out)
+{
+  if (h == NULL || gate == NULL || out == NULL)
+    return -1;
+  return gate_learnt(gate_find(h->gates, gate), bucket, out);
+}
+
+int
+http_gate_learn(struct http *h, const char *gate, enum gate_bucket bucket,
+                const struct gate_learnt *in)
+{
+  if (h == NULL || h->closing || gate == NULL)
+    return -1;
+  if (gate_learn(gate_find(h->gates, gate), bucket, in) != 0)
+    return -1;
+  schedule(h);
+  return 0;
+}
+
+unsigned long long
+http_gate_learnt_changes(const struct http *h, const char *gate)
+{
+  if (h == NULL || gate == NULL)
+    return 0;
+  return gate_learnt_changes(gate_find(h->gates, gate));
 }
 
 int

@@ -39,6 +39,8 @@ struct tctx {
   struct auth *auth;
   struct graph *graph;
   struct exo *exo; /* only for targets of mail contact / mail user links */
+  /* gate_learnt_changes() of its Graph gate when last saved or loaded */
+  unsigned long long budget_saved;
 };
 
 struct source {
@@ -152,6 +154,92 @@ set_budget(struct http *http, const struct config_tenant *t)
   return http_gate_set_limits(http, gate, &lim);
 }
 
+/* The budget's buckets as the store names them. */
+static const struct {
+  enum gate_bucket bucket;
+  const char *name;
+} budget_buckets[] = {
+    {GATE_BUCKET_WRITES, "writes"},
+    {GATE_BUCKET_INVITATIONS, "invitations"},
+    {GATE_BUCKET_UNITS, "units"},
+};
+
+/* Give the tenant's Graph gate what earlier runs learnt of its limits,
+ * unless this process has learnt something itself (a reload). A row
+ * learnt under other limits than the configured ones is left aside. */
+static void
+budget_load(struct scheduler *s, struct tctx *tc)
+{
+  char gate[160];
+
+  graph_gate_name(tc->tenant, gate, sizeof(gate));
+  if (http_gate_learnt_changes(s->http, gate) != 0) {
+    tc->budget_saved = http_gate_learnt_changes(s->http, gate);
+    return;
+  }
+  for (size_t i = 0; i < sizeof budget_buckets / sizeof budget_buckets[0];
+       i++) {
+    struct store_budget row;
+    struct gate_learnt l;
+    int found;
+
+    if (store_budget_get(s->store, gate, budget_buckets[i].name, &row,
+                         &found) != 0 ||
+        !found)
+      continue;
+    l.limit = row.limit;
+    l.window = row.window;
+    l.learnt.capacity = row.capacity;
+    l.learnt.rate = row.rate;
+    l.learnt.model = row.window_model ? BUDGET_WINDOW : BUDGET_BUCKET;
+    if (http_gate_learn(s->http, gate, budget_buckets[i].bucket, &l) != 0)
+      log_info("budget: saved lesson not used tenant=%s bucket=%s "
+               "(learnt under limit=%.0f/%.0fs)",
+               tc->tenant->name, budget_buckets[i].name, row.limit,
+               row.window);
+  }
+  tc->budget_saved = 0;
+}
+
+/* Save what the tenants' Graph gates learnt since the last save (once a
+ * round, and at the end: not on every request). */
+static void
+budget_save(struct scheduler *s)
+{
+  if (s->opts.mode == SCHEDULER_PLAN) /* sends no writes; may be a copy */
+    return;
+  for (size_t t = 0; t < s->n_tctx; t++) {
+    struct tctx *tc = &s->tctx[t];
+    char gate[160];
+    unsigned long long changes;
+
+    graph_gate_name(tc->tenant, gate, sizeof(gate));
+    changes = http_gate_learnt_changes(s->http, gate);
+    if (changes == tc->budget_saved)
+      continue;
+    for (size_t i = 0; i < sizeof budget_buckets / sizeof budget_buckets[0];
+         i++) {
+      struct gate_learnt l;
+      struct store_budget row;
+
+      if (http_gate_learnt(s->http, gate, budget_buckets[i].bucket, &l) != 0)
+        continue;
+      row.limit = l.limit;
+      row.window = l.window;
+      row.capacity = l.learnt.capacity;
+      row.rate = l.learnt.rate;
+      row.window_model = l.learnt.model == BUDGET_WINDOW;
+      if (store_budget_put(s->store, gate, budget_buckets[i].name, &row) != 0)
+        return; /* logged; tried again at the next save */
+      log_info("budget: saved tenant=%s bucket=%s model=%s capacity=%.0f "
+               "rate=%.3f/s",
+               tc->tenant->name, budget_buckets[i].name,
+               row.window_model ? "window" : "bucket", row.capacity, row.rate);
+    }
+    tc->budget_saved = changes;
+  }
+}
+
 static struct tctx *
 tctx_add(struct scheduler *s, const struct config_tenant *t, char *err,
          size_t errlen)
@@ -174,6 +262,7 @@ tctx_add(struct scheduler *s, const struct config_tenant *t, char *err,
     snprintf(err, errlen, "tenant %s: cannot set the Graph budget", t->name);
     return NULL;
   }
+  budget_load(s, tc);
   return tc;
 }
 
@@ -468,6 +557,7 @@ lrun_end(struct lrun *lr)
   }
   lr->state = LRUN_IDLE;
   lr->rounds++;
+  budget_save(s);
   json_decref(lr->members);
   lr->members = NULL;
   lr->last_round_seconds = (double)(uv_hrtime() - lr->started) / 1e9;
@@ -1603,6 +1693,7 @@ maybe_finished(struct scheduler *s)
       return;
   }
   s->finished = 1;
+  budget_save(s);
   if (s->done != NULL)
     s->done(s->done_ctx);
 }

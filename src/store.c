@@ -101,6 +101,8 @@ enum stmt_id {
   ST_TARGET_RESTAMP,
   ST_LINK_COPIES,
   ST_MOVED_COPIES,
+  ST_BUDGET_GET,
+  ST_BUDGET_PUT,
   ST__COUNT
 };
 
@@ -242,6 +244,15 @@ static const char *const stmt_sql[ST__COUNT] = {
         " r.source_id = f.target_id"
         " WHERE f.link = ?1 AND f.state = 'moved' AND f.target_id IS NOT NULL"
         " ORDER BY f.source_id",
+    [ST_BUDGET_GET] = "SELECT limit_count, window, capacity, rate, model"
+                      " FROM budget_learnt WHERE gate = ?1 AND bucket = ?2",
+    [ST_BUDGET_PUT] =
+        "INSERT INTO budget_learnt (gate, bucket, limit_count, window,"
+        " capacity, rate, model) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        " ON CONFLICT (gate, bucket) DO UPDATE SET"
+        " limit_count = excluded.limit_count, window = excluded.window,"
+        " capacity = excluded.capacity, rate = excluded.rate,"
+        " model = excluded.model",
     [ST_MAILBOX_MARK_SET] =
         "INSERT INTO mailbox_read (tenant, mark, full_at) VALUES (?1, ?2, ?3)"
         " ON CONFLICT (tenant) DO UPDATE SET mark = excluded.mark,"
@@ -579,6 +590,19 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " tenant TEXT PRIMARY KEY,"
           " mark TEXT,"
           " full_at INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;",
+    /* Version 6: what the client-side budget learnt of the service's
+     * limits, per Graph gate (tenant id and application) and bucket
+     * (writes, invitations, units), with the configured limit it was
+     * learnt under. Existing state files start with nothing learnt. */
+    [6] = "CREATE TABLE budget_learnt ("
+          " gate TEXT NOT NULL,"
+          " bucket TEXT NOT NULL,"
+          " limit_count REAL NOT NULL,"
+          " window REAL NOT NULL,"
+          " capacity REAL NOT NULL,"
+          " rate REAL NOT NULL,"
+          " model TEXT NOT NULL,"
+          " PRIMARY KEY (gate, bucket)) WITHOUT ROWID;",
 };
 
 struct store {
@@ -2726,6 +2750,59 @@ store_mailbox_mark_set(struct store *store, const char *tenant,
   bind_text(st, 2, mark);
   sqlite3_bind_int64(st, 3, (sqlite3_int64)full_at);
   return exec_stmt(store, st, "saving the mailbox mark");
+}
+
+int
+store_budget_get(struct store *store, const char *gate, const char *bucket,
+                 struct store_budget *out, int *found)
+{
+  sqlite3_stmt *st = prep(store, ST_BUDGET_GET);
+  const char *model;
+  int rc;
+
+  memset(out, 0, sizeof *out);
+  *found = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, gate);
+  bind_text(st, 2, bucket);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    out->limit = sqlite3_column_double(st, 0);
+    out->window = sqlite3_column_double(st, 1);
+    out->capacity = sqlite3_column_double(st, 2);
+    out->rate = sqlite3_column_double(st, 3);
+    model = col_text(st, 4);
+    /* Another version's model, or a damaged row: nothing learnt. */
+    if (model != NULL &&
+        (strcmp(model, "bucket") == 0 || strcmp(model, "window") == 0)) {
+      out->window_model = strcmp(model, "window") == 0;
+      *found = 1;
+    }
+  } else if (rc != SQLITE_DONE) {
+    return fail(store, st, "reading what the budget learnt");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+int
+store_budget_put(struct store *store, const char *gate, const char *bucket,
+                 const struct store_budget *in)
+{
+  sqlite3_stmt *st = prep(store, ST_BUDGET_PUT);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, gate);
+  bind_text(st, 2, bucket);
+  sqlite3_bind_double(st, 3, in->limit);
+  sqlite3_bind_double(st, 4, in->window);
+  sqlite3_bind_double(st, 5, in->capacity);
+  sqlite3_bind_double(st, 6, in->rate);
+  bind_text(st, 7, in->window_model ? "window" : "bucket");
+  return exec_stmt(store, st, "saving what the budget learnt");
 }
 
 int

@@ -107,12 +107,13 @@ def unit_quota(knobs, live_users):
 
 def limit_times(count, limit, window):
     """(floor, paced) seconds for count requests under limit per window
-    seconds: the floor Microsoft's sliding window allows (a full window's
-    worth at once, the next when the window has passed), and galbridge's
-    pace (README, "How fast": a first burst of a tenth of the limit, then
-    BUDGET_SHARE of its rate)."""
-    floor = max(0, -(-count // limit) - 1) * window
-    paced = max(0.0, count - limit / 10) / (BUDGET_SHARE * limit / window)
+    seconds: the floor Microsoft's token bucket allows (a full bucket at
+    once, the rest at limit / window per second), and galbridge's pace
+    (README, "How fast": the same bucket, refilled at BUDGET_SHARE of the
+    rate)."""
+    rest = max(0, count - limit)
+    floor = rest / (limit / window)
+    paced = rest / (BUDGET_SHARE * limit / window)
     return floor, paced
 
 
@@ -181,8 +182,8 @@ def say_real_time(cloud, tenants, took):
               " units".format(r["tenant"], r["writes"], r["invitations"],
                               r["units"]))
     print("demo: at the limits Microsoft documents, the same round would"
-          " take\n  about %s with galbridge's pacing (%.1f%% of each limit"
-          " after a first\n  burst), held by %s;\n  no tool could do it"
+          " take\n  about %s with galbridge's pacing (a full bucket, then"
+          " %.1f%% of each\n  limit's rate), held by %s;\n  no tool could do it"
           " in less than %s." % (minutes(paced), BUDGET_SHARE * 100, bound,
                                   minutes(floor)))
     return floor, paced

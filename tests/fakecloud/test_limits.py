@@ -1,5 +1,7 @@
 """fakecloud's Graph write, invitation and resource-unit limits
-(throttling-limits.md): sliding windows per (tenant, app) and per tenant,
+(throttling-limits.md): token buckets (or, with limit_model "window",
+sliding windows) per (tenant, app) and per tenant, another application's
+share of the tenant's limit,
 429 TooManyRequests in the documented shape with Retry-After,
 x-ms-throttle-limit-percentage past 80 %, x-ms-resource-unit and the
 documented request costs, the resource-unit quota by tenant size, $batch
@@ -206,10 +208,63 @@ def test_batch_inner_writes_count_one_by_one(fc):
                for u in fc.users(TENANT)) == 3
 
 
+def test_bucket_refills_at_the_documented_rate(fc):
+    """The documented model: a full bucket spends at once, then a write
+    goes again once the bucket refilled one (limit / period: 3 per 1.5 s,
+    a write each 0.5 s), not once the period has passed."""
+    fc.set_knobs(enforce_limits=True, limit_app_writes=3, time_factor=100)
+    tok = token(fc)
+    for n in (1, 2, 3):
+        assert patch(fc, tok, n).status == 204
+    reply = patch(fc, tok, 4)
+    assert_throttled(reply, 1)
+    time.sleep(0.55)
+    assert patch(fc, tok, 4).status == 204
+    assert patch(fc, tok, 5).status == 429      # one refilled, one spent
+
+
+def test_window_model(fc):
+    """limit_model window: the period's whole limit, then nothing until
+    the oldest write has left the window (Retry-After most of it)."""
+    fc.set_knobs(enforce_limits=True, limit_app_writes=3, time_factor=10,
+                 limit_model="window")
+    tok = token(fc)
+    for n in (1, 2, 3):
+        assert patch(fc, tok, n).status == 204
+    reply = patch(fc, tok, 4)
+    assert_throttled(reply, 15)
+    assert int(reply.header("Retry-After")) >= 14
+    time.sleep(0.55)
+    assert patch(fc, tok, 4).status == 429      # a bucket would have room
+
+
+def test_other_app_share_of_the_tenant_limit(fc):
+    """limit_other_app_share: another application spends that share of
+    the tenant-wide write limit; the apps of the seed find the rest, and
+    the percentage header counts the other application's share too."""
+    fc.set_knobs(enforce_limits=True, limit_tenant_writes=10,
+                 limit_other_app_share=0.5)
+    tok_a, tok_b = token(fc), token(fc, app=APP_B)
+    for n in (1, 2, 3):
+        assert patch(fc, tok_a, n).status == 204
+    reply = patch(fc, tok_b, 11)
+    assert reply.status == 204
+    assert reply.header("x-ms-throttle-limit-percentage") == "0.90"
+    assert patch(fc, tok_b, 12).status == 204
+    reply = patch(fc, tok_a, 4)
+    assert_throttled(reply, 300)
+    assert reply.header("x-ms-throttle-scope") == \
+        f"Tenant/Write/{APP}/{TENANT}"
+    # Another tenant is counted apart.
+    assert patch(fc, token(fc, TENANT2, APP2), 101).status == 204
+
+
 @pytest.mark.parametrize("knobs", [
     {"time_factor": 0}, {"time_factor": 0.5}, {"time_factor": "10"},
     {"time_factor": True}, {"enforce_limits": 1}, {"limit_app_writes": 0},
-    {"limit_invitations": 1.5}])
+    {"limit_invitations": 1.5}, {"limit_model": "cone"},
+    {"limit_model": None}, {"limit_other_app_share": 1},
+    {"limit_other_app_share": -0.1}, {"limit_other_app_share": True}])
 def test_bad_knob_values(fc, knobs):
     with pytest.raises(FakeCloudError) as err:
         fc.set_knobs(**knobs)
@@ -400,14 +455,17 @@ SIZED = "aaaaaaaa-0000-4000-8000-0000000b3001"
 
 def sized_tenant(cloud, users):
     """A tenant of `users` users and one group, enforce_limits on, the
-    quota left to the tenant size; returns a token of APP there."""
+    quota left to the tenant size, counted in a window (a bucket refills
+    350 or more units a second while the test spends them, so the
+    percentage would move with the machine's speed); returns a token of
+    APP there."""
     cloud.reset()
     cloud.seed({"tenants": [
         {"id": SIZED, "domain": "size.onmicrosoft.com",
          "apps": [{"client_id": APP, "secrets": [SECRET]}],
          "users": [person(n) for n in range(1, users + 1)],
          "groups": [{"id": GROUP, "members": [uid(1)]}]}]})
-    cloud.set_knobs(enforce_limits=True)
+    cloud.set_knobs(enforce_limits=True, limit_model="window")
     return token(cloud, SIZED)
 
 

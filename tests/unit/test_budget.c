@@ -1,7 +1,8 @@
 /*
- * Unit tests: the token-bucket budget. Time is a number the tests move by
- * hand; the sliding-window property is checked by simulating a greedy
- * client that sends whenever the budget lets it.
+ * Unit tests: the token-bucket budget and what it learns. Time is a
+ * number the tests move by hand; the bucket and window properties are
+ * checked by simulating a greedy client that sends whenever the budget
+ * lets it, against what the service's bucket (or window) would allow.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -17,29 +18,24 @@
 #define NEAR(a, b) assert_true(fabs((a) - (b)) < 1e-6)
 
 static void
-documented_limits_give_rate_and_burst(void **state)
+documented_limits_give_a_full_bucket(void **state)
 {
   struct budget b;
 
   (void)state;
-  /* 3,000 writes per 2.5 minutes per app per tenant: 97.5% of the
-   * allowance, at 97.5% of the rate. */
+  /* 3,000 writes per 2.5 minutes per app per tenant: all of it at once,
+   * then 97.5% of the documented rate. */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
-  NEAR(b.burst, 300);
-  NEAR(b.allowance, 2925);
+  NEAR(b.capacity, 3000);
+  NEAR(b.tokens, 3000);
   NEAR(b.max_rate, 19.5);
   NEAR(b.rate, 19.5);
-  NEAR(b.tokens, 300);
+  assert_int_equal(b.model, BUDGET_BUCKET);
   /* 150 invitations per 5 s per tenant. */
   assert_int_equal(budget_init(&b, 150, 5, 0), 0);
-  NEAR(b.burst, 15);
-  NEAR(b.allowance, 146);
+  NEAR(b.tokens, 150);
   NEAR(b.max_rate, 29.25);
-  /* A small limit. */
-  assert_int_equal(budget_init(&b, 10, 1, 0), 0);
-  NEAR(b.burst, 1);
-  NEAR(b.allowance, 9);
-  NEAR(b.max_rate, 9.75);
+  NEAR(b.allowance, 146);
 }
 
 static void
@@ -64,6 +60,7 @@ static void
 unlimited_never_waits(void **state)
 {
   struct budget b;
+  struct budget_learnt l = {.capacity = 5, .rate = 1, .model = 0};
 
   (void)state;
   assert_int_equal(budget_init(&b, 0, 0, 0), 0);
@@ -72,65 +69,75 @@ unlimited_never_waits(void **state)
     assert_true(budget_wait(&b, 20, 0) == 0);
     budget_take(&b, 20, 0);
   }
-  budget_throttled(&b, 0);
+  assert_int_equal(budget_throttled(&b, 150, 0), 0);
   assert_true(budget_wait(&b, 1, 0) == 0);
+  assert_int_equal(budget_learnt_set(&b, &l), -1);
 }
 
 static void
-burst_then_paced_then_the_window(void **state)
+full_bucket_spends_at_once(void **state)
 {
   struct budget b;
-  double t = 100.01;
 
   (void)state;
-  /* Slots of 0.05 s; 100.01 falls in slot 2000. */
-  assert_int_equal(budget_init(&b, 150, 5, t), 0);
-  for (int i = 0; i < 15; i++) {
-    assert_true(budget_wait(&b, 1, t) == 0);
-    budget_take(&b, 1, t);
+  assert_int_equal(budget_init(&b, 3000, 150, 10), 0);
+  /* 150 batches of 20 writes, none waiting. */
+  for (int i = 0; i < 150; i++) {
+    assert_true(budget_wait(&b, 20, 10) == 0);
+    budget_take(&b, 20, 10);
   }
-  /* The burst is spent: the bucket paces at 29.25 a second. */
-  NEAR(budget_wait(&b, 1, t), 1 / 29.25);
-  /* A greedy client gets the window's allowance (146) and no more within
-   * the window: the 147th waits for slot 2000 to leave the count, at
-   * (2000 + 102) * 0.05 = 105.1. */
-  for (int i = 15; i < 146; i++) {
-    t += budget_wait(&b, 1, t);
-    budget_take(&b, 1, t);
-  }
-  assert_true(t < 105);
-  NEAR(budget_wait(&b, 1, t), 105.1 - t);
-  assert_true(budget_wait(&b, 1, 105.11) == 0);
+  NEAR(b.tokens, 0);
+  /* The next batch waits for 20 tokens at 19.5 a second. */
+  NEAR(budget_wait(&b, 20, 10), 20 / 19.5);
+  assert_true(budget_wait(&b, 20, 10 + 20 / 19.5 + 1e-6) == 0);
   /* Zero-cost requests never wait. */
-  assert_true(budget_wait(&b, 0, t) == 0);
+  assert_true(budget_wait(&b, 0, 10) == 0);
+}
+
+static void
+refills_at_the_documented_rate(void **state)
+{
+  struct budget b;
+
+  (void)state;
+  assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
+  budget_take(&b, 3000, 0);
+  budget_refill(&b, 10);
+  NEAR(b.tokens, 195);
+  /* Never over the capacity however long it waits. */
+  budget_refill(&b, 1000);
+  NEAR(b.tokens, 3000);
+  /* 150 per 5 s: empty, full again after 150 / 29.25 s. */
+  assert_int_equal(budget_init(&b, 150, 5, 0), 0);
+  budget_take(&b, 150, 0);
+  NEAR(budget_wait(&b, 150, 0), 150 / 29.25);
 }
 
 /* A greedy client against the budget, over `windows` windows, with
  * pseudo-random costs in 1..max_cost and, when `throttle` is set, a 429
- * now and then. Every window of the limit's length must see at most
- * `limit` tokens; returns the tokens taken per second. */
+ * now and then. Checks what the service allows: a bucket of `limit`
+ * refilled at limit / window (every interval [a, c] sees at most limit
+ * + (c - a) * limit / window), or when `window_model` a sliding window
+ * of `limit`. Returns the tokens taken per second. */
 static double
-simulate(double limit, double window, int max_cost, int throttle,
-         double windows, int check)
+simulate(struct budget *b, double limit, double window, int max_cost,
+         int throttle, double windows, int window_model)
 {
-  struct budget b;
-  double now = 0, end = window * windows, taken = 0;
+  double now = b->last, start = b->last, end = now + window * windows;
+  double taken = 0, rate = limit / window;
   size_t n = 0, cap = 1 << 16;
   double *at = malloc(cap * sizeof *at);
   uint32_t seed = 12345;
 
   assert_non_null(at);
-  assert_int_equal(budget_init(&b, limit, window, now), 0);
   while (now < end) {
     int cost;
-    double w;
 
     seed = seed * 1103515245u + 12345u;
     cost = 1 + (int)((seed >> 16) % (uint32_t)max_cost);
-    w = budget_wait(&b, cost, now);
-    now += w;
-    assert_true(budget_wait(&b, cost, now) == 0);
-    budget_take(&b, cost, now);
+    now += budget_wait(b, cost, now);
+    assert_true(budget_wait(b, cost, now) == 0);
+    budget_take(b, cost, now);
     for (int i = 0; i < cost; i++) {
       if (n == cap) {
         cap *= 2;
@@ -141,11 +148,11 @@ simulate(double limit, double window, int max_cost, int throttle,
     }
     taken += cost;
     if (throttle && (seed >> 8) % 97 == 0)
-      budget_throttled(&b, now);
+      (void)budget_throttled(b, 1, now);
   }
-  if (check) {
-    /* Sliding window: for each take, count takes within `window` after
-     * it (inclusive, as the server counts). */
+  if (window_model) {
+    /* For each take, count takes within `window` after it (inclusive,
+     * as the server counts). */
     size_t j = 0;
     for (size_t i = 0; i < n; i++) {
       if (j < i)
@@ -154,83 +161,223 @@ simulate(double limit, double window, int max_cost, int throttle,
         j++;
       assert_true((double)(j - i + 1) <= limit);
     }
+  } else {
+    /* A bucket: the service's level, full at the start, never below 0
+     * (compared with a little slack for rounding). */
+    double level = limit, last = start;
+    for (size_t i = 0; i < n; i++) {
+      level += (at[i] - last) * rate;
+      if (level > limit)
+        level = limit;
+      last = at[i];
+      level -= 1;
+      assert_true(level > -1e-6);
+    }
   }
   free(at);
-  return taken / now;
+  return taken / (now - start);
 }
 
 static void
-no_window_exceeds_the_limit(void **state)
+never_over_the_service_bucket(void **state)
 {
-  (void)state;
-  simulate(3000, 150, 1, 0, 6, 1);
-  simulate(3000, 150, 20, 0, 6, 1);
-  simulate(150, 5, 1, 1, 20, 1);
-  simulate(150, 5, 7, 1, 20, 1);
-  simulate(10, 1, 1, 0, 50, 1);
-  simulate(18000, 300, 20, 1, 3, 1);
-}
-
-static void
-long_run_rate_is_the_fill_rate(void **state)
-{
+  struct budget b;
   double r;
 
   (void)state;
-  /* The window's allowance (97.5%) per window and one slot. */
-  r = simulate(3000, 150, 1, 0, 40, 0);
-  assert_true(r > 20 * 0.95 && r <= 20);
-  r = simulate(150, 5, 3, 0, 200, 0);
-  assert_true(r > 30 * 0.94 && r <= 30);
+  assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
+  r = simulate(&b, 3000, 150, 20, 0, 10, 0);
+  /* The first full bucket, then 19.5 a second: 3000 / 1500 + 19.5. */
+  assert_true(r > 21 && r < 21.6);
+  assert_int_equal(budget_init(&b, 150, 5, 0), 0);
+  simulate(&b, 150, 5, 7, 1, 20, 0);
+  assert_int_equal(budget_init(&b, 10, 1, 0), 0);
+  simulate(&b, 10, 1, 1, 0, 50, 0);
 }
 
+/* 2,000 of 3,000 spent and the service says no: its bucket is smaller
+ * (another application, a smaller quota). What the bucket still held is
+ * taken off its capacity, the rate follows, and a greedy client stays
+ * under a service bucket of that size from then on. */
 static void
-throttle_decreases_once_per_hold(void **state)
+learns_a_smaller_capacity(void **state)
 {
   struct budget b;
 
   (void)state;
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
-  budget_throttled(&b, 10);
-  NEAR(b.rate, 19.5 * 0.7);
+  budget_take(&b, 2000, 0);
+  assert_int_equal(budget_throttled(&b, 1, 0), 1);
+  NEAR(b.capacity, 2000);
+  NEAR(b.rate, 0.975 * 2000 / 150);
+  assert_int_equal(b.model, BUDGET_BUCKET);
   NEAR(b.tokens, 0);
   assert_int_equal(b.decreases, 1);
-  /* A volley of 429s within the hold time (2 s here) is one decrease. */
-  budget_throttled(&b, 10.5);
-  budget_throttled(&b, 11.9);
+  /* A volley of 429s within the hold time (2 s here) is one lesson. */
+  budget_refill(&b, 1.5);
+  assert_int_equal(budget_throttled(&b, 1, 1.5), 0);
+  NEAR(b.capacity, 2000);
+  /* It stays below it: a service bucket of 2,000 per 150 s, from full. */
+  budget_refill(&b, 1000);
+  NEAR(b.tokens, 2000);
+  simulate(&b, 2000, 150, 20, 0, 6, 0);
+  /* One lesson takes at most half: a 429 "under load" on a full
+   * bucket. */
+  assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
+  assert_int_equal(budget_throttled(&b, 1, 0), 1);
+  NEAR(b.capacity, 1500);
+}
+
+/* A 429 while spending at the bucket's own rate: the service refills
+ * slower; the rate goes down, never under a twentieth. */
+static void
+learns_a_slower_rate(void **state)
+{
+  struct budget b;
+  double t = 0;
+
+  (void)state;
+  assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
+  budget_take(&b, 3000, 0);
+  for (int i = 0; i < 100; i++) {
+    t += budget_wait(&b, 1, t);
+    budget_take(&b, 1, t);
+  }
+  assert_int_equal(budget_throttled(&b, 1, t), 1);
+  NEAR(b.capacity, 3000);
   NEAR(b.rate, 19.5 * 0.7);
-  assert_int_equal(b.decreases, 1);
-  /* Out of the hold: the 0.1 s since the last refill count as increase
-   * (half of max_rate per window) before the decrease. */
-  budget_throttled(&b, 12.0);
-  NEAR(b.rate, (19.5 * 0.7 + 19.5 * 0.5 * 0.1 / 150) * 0.7);
-  assert_int_equal(b.decreases, 2);
-  /* Never under a twentieth of the configured rate. */
-  for (int i = 0; i < 40; i++)
-    budget_throttled(&b, 14.0 + 2.0 * i);
+  for (int i = 1; i <= 40; i++)
+    (void)budget_throttled(&b, 1, t + 2.0 * i);
   NEAR(b.rate, 19.5 * 0.05);
+  assert_int_equal(b.model, BUDGET_BUCKET);
+}
+
+/* The service counts a sliding window: after the whole bucket went at
+ * once, the next request is told to come back in most of a window, long
+ * after a bucket at anything near the documented rate (or our own,
+ * refilled by then) would have let it through. The model becomes that
+ * window, remembering what was sent in it. */
+static void
+learns_a_window(void **state)
+{
+  struct budget b;
+  double t;
+
+  (void)state;
+  assert_int_equal(budget_init(&b, 3000, 150, 0.01), 0);
+  budget_take(&b, 3000, 0.01);
+  t = 0.01 + budget_wait(&b, 1, 0.01);
+  budget_take(&b, 1, t);
+  /* Our bucket holds a token again within 0.06 s; the service says
+   * 150 s. */
+  assert_int_equal(budget_throttled(&b, 150, t + 0.01), 1);
+  assert_int_equal(b.model, BUDGET_WINDOW);
+  NEAR(b.capacity, 3000);
+  /* What was sent stays counted until the window (and half a second for
+   * late arrivals) has slid past it: slot 0 leaves at 102 slots of
+   * 150.5 / 100 s. */
+  NEAR(budget_wait(&b, 1, 1), 102 * 1.505 - 1);
+  assert_true(budget_wait(&b, 1, 153.52) == 0);
+  /* Under a window from then on, a greedy client keeps to it. */
+  simulate(&b, 3000, 150, 20, 0, 6, 1);
+  /* Slowing for pressure does not hide the next 429's lesson. */
+  assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
+  budget_pressure(&b, 1.0, 0, 1);
+  assert_int_equal(b.decreases, 1);
+  assert_int_equal(budget_throttled(&b, 140, 1.1), 1);
+  assert_int_equal(b.model, BUDGET_WINDOW);
+  /* A storm's short Retry-After is no window. */
+  assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
+  (void)budget_throttled(&b, 3, 0);
+  assert_int_equal(b.model, BUDGET_BUCKET);
+  /* A 429 under a window already: the mirror lets less through. */
+  assert_int_equal(budget_init(&b, 150, 5, 0), 0);
+  assert_int_equal(budget_throttled(&b, 5, 0), 1);
+  assert_int_equal(b.model, BUDGET_WINDOW);
+  assert_int_equal(budget_throttled(&b, 1, 1), 1);
+  NEAR(b.capacity, 150 * 0.7);
+  NEAR(b.allowance, floor(150 * 0.7 * 0.975));
 }
 
 static void
-rate_climbs_back_slowly(void **state)
+stays_below_what_it_learnt(void **state)
 {
   struct budget b;
+  double r;
 
   (void)state;
-  assert_int_equal(budget_init(&b, 150, 5, 0), 0);
-  budget_throttled(&b, 0);
-  NEAR(b.rate, 29.25 * 0.7);
-  /* No increase during the hold time (0.5 s). */
-  budget_refill(&b, 0.4);
-  NEAR(b.rate, 29.25 * 0.7);
-  /* Then half of max_rate per window (the time since the last refill
-   * counts): 0.3 * max_rate takes 0.6 window (3 s). */
-  budget_refill(&b, 2.0);
-  NEAR(b.rate, 29.25 * (0.7 + 0.5 * 1.6 / 5));
-  budget_refill(&b, 3.5);
-  NEAR(b.rate, 29.25);
-  budget_refill(&b, 100);
-  NEAR(b.rate, 29.25); /* capped at the configured rate */
+  /* Learnt: a service bucket of 1,000 per 150 s (a rate of 6.67/s). */
+  assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
+  budget_take(&b, 1000, 0);
+  (void)budget_throttled(&b, 1, 0); /* capacity 1,500 */
+  budget_refill(&b, 3);
+  b.tokens = 1500;
+  budget_take(&b, 1000, 3);
+  (void)budget_throttled(&b, 1, 3); /* capacity 1,000 */
+  NEAR(b.capacity, 1000);
+  budget_refill(&b, 200);
+  r = simulate(&b, 1000, 150, 20, 0, 8, 0);
+  assert_true(r < 1000.0 / 150 * 1.2);
+  /* Without a lesson for ten windows, a tenth of the way back. */
+  assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
+  budget_take(&b, 2000, 0);
+  (void)budget_throttled(&b, 1, 0);
+  budget_refill(&b, 1499);
+  NEAR(b.capacity, 2000);
+  budget_refill(&b, 1500);
+  NEAR(b.capacity, 2100);
+  NEAR(b.rate, 13 + (19.5 - 13) * 0.1);
+  /* A 429 soon after the step takes only the step back. */
+  assert_int_equal(budget_throttled(&b, 1, 1600), 1);
+  NEAR(b.capacity, 2000);
+  NEAR(b.rate, 13);
+  /* The next one (the service got slower still) is a lesson again. */
+  assert_int_equal(budget_throttled(&b, 1, 1603), 1);
+  NEAR(b.rate, 13 * 0.7);
+}
+
+static void
+learnt_values_round_trip(void **state)
+{
+  struct budget a, b;
+  struct budget_learnt l, m;
+
+  (void)state;
+  assert_int_equal(budget_init(&a, 3000, 150, 0), 0);
+  budget_take(&a, 2000, 0);
+  (void)budget_throttled(&a, 1, 0);
+  (void)budget_throttled(&a, 150, 10);
+  budget_learnt_get(&a, &l);
+  NEAR(l.capacity, 2000);
+  NEAR(l.rate, 13);
+  assert_int_equal(l.model, BUDGET_WINDOW);
+  /* A restart: a new full budget given what was learnt. */
+  assert_int_equal(budget_init(&b, 3000, 150, 500), 0);
+  assert_int_equal(budget_learnt_set(&b, &l), 0);
+  budget_learnt_get(&b, &m);
+  NEAR(m.capacity, l.capacity);
+  NEAR(m.rate, l.rate);
+  assert_int_equal(m.model, l.model);
+  NEAR(b.tokens, 2000);
+  NEAR(b.allowance, 1950);
+  assert_int_equal(b.changes, 0);
+  /* Clamped to the documented values and the floor. */
+  l.capacity = 1e9;
+  l.rate = 0.001;
+  l.model = BUDGET_BUCKET;
+  assert_int_equal(budget_learnt_set(&b, &l), 0);
+  NEAR(b.capacity, 3000);
+  NEAR(b.rate, 19.5 * 0.05);
+  /* Nonsense is refused and changes nothing. */
+  l.capacity = NAN;
+  assert_int_equal(budget_learnt_set(&b, &l), -1);
+  l.capacity = 100;
+  l.rate = -1;
+  assert_int_equal(budget_learnt_set(&b, &l), -1);
+  l.rate = 1;
+  l.model = 7;
+  assert_int_equal(budget_learnt_set(&b, &l), -1);
+  NEAR(b.capacity, 3000);
 }
 
 static void
@@ -244,18 +391,16 @@ pressure_slows_only_over_the_level(void **state)
   budget_pressure(&b, 0.9, budget_share(&b, 1), 1);
   budget_pressure(&b, NAN, budget_share(&b, 1), 1);
   NEAR(b.rate, 19.5);
-  NEAR(b.tokens, 300);
   budget_pressure(&b, 0.95, budget_share(&b, 1), 1);
-  NEAR(b.rate, 19.5 * 0.9);
-  NEAR(b.tokens, 300); /* pressure slows, it does not empty */
+  NEAR(b.rate, 19.5 * 0.95);
+  NEAR(b.tokens, 3000); /* pressure slows, it does not empty */
   budget_pressure(&b, 1.2, budget_share(&b, 1.5), 1.5);
-  NEAR(b.rate, 19.5 * 0.9);
+  NEAR(b.rate, 19.5 * 0.95);
   budget_pressure(&b, 1.2, budget_share(&b, 3.0), 3.0);
-  NEAR(b.rate, (19.5 * 0.9 + 19.5 * 0.5 * 1.5 / 150) * 0.9);
+  NEAR(b.rate, 19.5 * 0.95 * 0.95);
 }
 
-/* The server's share of the limit, as far as it is our own sending, is
- * what the window already keeps under BUDGET_FILL: only more than that
+/* What our own spending explains is no news: only more than that
  * (someone else writing with the same app or in the same tenant) slows. */
 static void
 pressure_counts_only_what_others_sent(void **state)
@@ -264,41 +409,36 @@ pressure_counts_only_what_others_sent(void **state)
 
   (void)state;
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
-  budget_take(&b, 300, 0);
-  for (int i = 1; i <= 8; i++) /* 2,700 sent: 0.9 of the limit */
-    budget_take(&b, 300, i * 15.0);
-  NEAR(budget_share(&b, 136), 0.9);
-  budget_pressure(&b, 0.93, budget_share(&b, 136), 136);
-  budget_pressure(&b, 0.95, budget_share(&b, 136),
-                  136); /* within the margin over 0.9 */
+  budget_take(&b, 2700, 0);
+  NEAR(budget_share(&b, 0), 0.9);
+  budget_pressure(&b, 0.93, budget_share(&b, 0), 0);
+  budget_pressure(&b, 0.95, budget_share(&b, 0), 0);
   NEAR(b.rate, 19.5);
-  budget_pressure(&b, 0.96, budget_share(&b, 136),
-                  136); /* 6 % of the limit from elsewhere */
-  NEAR(b.rate, 19.5 * 0.9);
-  /* Once what we sent has left the window, the same figure is news. */
+  budget_pressure(&b, 0.96, budget_share(&b, 0), 0);
+  NEAR(b.rate, 19.5 * 0.95);
+  /* Once the bucket has refilled, the same figure is news. */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
   budget_take(&b, 2700, 0);
-  budget_pressure(&b, 0.93, budget_share(&b, 1), 1);
+  budget_pressure(&b, 0.93, budget_share(&b, 0), 0);
   NEAR(b.rate, 19.5);
   budget_pressure(&b, 0.93, budget_share(&b, 160), 160);
-  NEAR(b.rate, 19.5 * 0.9);
+  NEAR(b.rate, 19.5 * 0.95);
 }
 
 static void
-cost_over_the_allowance_waits_for_an_empty_window(void **state)
+cost_over_the_capacity_waits_for_a_full_bucket(void **state)
 {
   struct budget b;
 
   (void)state;
-  assert_int_equal(budget_init(&b, 150, 5, 0.01), 0); /* allowance 146 */
-  /* 200 > 146 on an empty window and a full bucket: it goes alone. */
-  assert_true(budget_wait(&b, 200, 0.01) == 0);
-  budget_take(&b, 200, 0.01);
-  NEAR(b.tokens, -185);
-  /* Then the debt is paid (186 / 29.25 s), after the window has emptied
-   * (slot 0 leaves the count at 102 * 0.05 = 5.1). */
-  NEAR(budget_wait(&b, 1, 0.01), 186 / 29.25);
-  assert_true(budget_wait(&b, 1, 0.01 + 186 / 29.25 + 1e-3) == 0);
+  assert_int_equal(budget_init(&b, 150, 5, 0), 0);
+  /* 200 > 150 on a full bucket: it goes alone, leaving a debt. */
+  assert_true(budget_wait(&b, 200, 0) == 0);
+  budget_take(&b, 200, 0);
+  NEAR(b.tokens, -50);
+  NEAR(budget_wait(&b, 1, 0), 51 / 29.25);
+  /* Over the capacity again: it waits for a full bucket. */
+  NEAR(budget_wait(&b, 200, 0), 200 / 29.25);
 }
 
 static void
@@ -309,8 +449,8 @@ time_going_backwards_is_ignored(void **state)
 
   (void)state;
   assert_int_equal(budget_init(&b, 150, 5, 100), 0);
-  budget_take(&b, 3, 100);
-  budget_throttled(&b, 100);
+  budget_take(&b, 150, 100);
+  (void)budget_throttled(&b, 1, 100);
   tokens = b.tokens;
   rate = b.rate;
   budget_refill(&b, 50);
@@ -318,7 +458,7 @@ time_going_backwards_is_ignored(void **state)
   NEAR(b.last, 100);
   NEAR(budget_wait(&b, 1, 40), 1 / rate);
   /* Going back does not reopen the hold time either. */
-  budget_throttled(&b, 60);
+  assert_int_equal(budget_throttled(&b, 1, 60), 0);
   NEAR(b.rate, rate);
   assert_int_equal(b.decreases, 1);
   /* And forward again counts from the latest time seen. */
@@ -330,17 +470,20 @@ int
 main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(documented_limits_give_rate_and_burst),
+      cmocka_unit_test(documented_limits_give_a_full_bucket),
       cmocka_unit_test(bad_values_are_refused),
       cmocka_unit_test(unlimited_never_waits),
-      cmocka_unit_test(burst_then_paced_then_the_window),
-      cmocka_unit_test(no_window_exceeds_the_limit),
-      cmocka_unit_test(long_run_rate_is_the_fill_rate),
-      cmocka_unit_test(throttle_decreases_once_per_hold),
-      cmocka_unit_test(rate_climbs_back_slowly),
+      cmocka_unit_test(full_bucket_spends_at_once),
+      cmocka_unit_test(refills_at_the_documented_rate),
+      cmocka_unit_test(never_over_the_service_bucket),
+      cmocka_unit_test(learns_a_smaller_capacity),
+      cmocka_unit_test(learns_a_slower_rate),
+      cmocka_unit_test(learns_a_window),
+      cmocka_unit_test(stays_below_what_it_learnt),
+      cmocka_unit_test(learnt_values_round_trip),
       cmocka_unit_test(pressure_slows_only_over_the_level),
       cmocka_unit_test(pressure_counts_only_what_others_sent),
-      cmocka_unit_test(cost_over_the_allowance_waits_for_an_empty_window),
+      cmocka_unit_test(cost_over_the_capacity_waits_for_a_full_bucket),
       cmocka_unit_test(time_going_backwards_is_ignored),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

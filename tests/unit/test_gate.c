@@ -20,6 +20,8 @@
 
 #define S 1000000000ULL /* ns per second */
 
+static const struct gate_headers no_headers = {.retry_after = -1};
+
 static void
 waiter_on(struct gate_waiter *w, struct gate *g, unsigned writes,
           unsigned units)
@@ -147,9 +149,9 @@ static void
 test_reads_not_held_behind_writes(void **state)
 {
   struct gate_set *set = gate_set_new();
-  struct gate_limits lim = {.writes = 10, .writes_window = 10};
+  struct gate_limits lim = {.writes = 2, .writes_window = 10};
   struct gate *g;
-  struct gate_waiter w1, w2, rd;
+  struct gate_waiter w0, w1, w2, rd;
   struct gate_budget b;
   uint64_t t0 = 100 * S, at;
 
@@ -157,20 +159,24 @@ test_reads_not_held_behind_writes(void **state)
   assert_int_equal(gate_set_limits(set, "t/graph", &lim, t0), 0);
   g = gate_find(set, "t/graph");
   assert_non_null(g);
+  waiter_on(&w0, g, 1, 0);
   waiter_on(&w1, g, 1, 0);
   waiter_on(&w2, g, 1, 0);
   waiter_on(&rd, g, 0, 1);
+  gate_push(&w0);
   gate_push(&w1);
   gate_push(&w2);
   gate_push(&rd);
-  /* The burst is one write: the first goes, the second waits. */
+  /* The full bucket holds two writes: they go at once, the third
+   * waits (a write each 10 / 1.95 s). */
   assert_ptr_equal(gate_next(set, t0), &rd);
+  assert_ptr_equal(gate_next(set, t0), &w0);
   assert_ptr_equal(gate_next(set, t0), &w1);
   assert_int_equal(w1.paid, 1);
   assert_null(gate_next(set, t0));
   assert_null(gate_next(set, t0 + 1));
   at = gate_next_at(set, t0);
-  assert_true(at > t0 && at <= t0 + 2 * S);
+  assert_true(at > t0 + 5 * S && at <= t0 + 6 * S);
   /* A read that comes now is not held behind the waiting write. */
   rd.paid = 0;
   gate_push(&rd);
@@ -178,7 +184,7 @@ test_reads_not_held_behind_writes(void **state)
   /* w1 stopped unsent: back in front, its budget still paid. */
   gate_push_front(&w1);
   assert_ptr_equal(gate_next(set, t0 + 3), &w1);
-  assert_ptr_equal(gate_next(set, t0 + 2 * S), &w2);
+  assert_ptr_equal(gate_next(set, t0 + 6 * S), &w2);
   assert_int_equal(gate_budget(g, &b), 0);
   assert_int_equal(b.waited, 1);
   assert_true(b.write_rate_max > 0);
@@ -207,7 +213,7 @@ test_set_limits(void **state)
   assert_int_equal(gate_set_limits(set, "g", &ok, 0), 0);
   g = gate_find(set, "g");
   waiter_on(&w, g, 1, 0);
-  gate_answer(&w, 429, NULL, NULL, S);
+  gate_answer(&w, 429, &no_headers, S);
   assert_int_equal(gate_set_limits(set, "g", &ok, 2 * S), 0);
   assert_int_equal(gate_budget(g, &b), 0);
   assert_int_equal(b.decreases, 1);
@@ -217,8 +223,8 @@ test_set_limits(void **state)
   gate_set_free(set);
 }
 
-/* A 429 slows the bucket it most likely hit; an inner throttle slows
- * and closes; the anonymous gate has no budget to slow. */
+/* A 429 teaches the bucket it most likely hit; an inner throttle
+ * teaches and closes; the anonymous gate has no budget to teach. */
 static void
 test_answers_feed_the_budget(void **state)
 {
@@ -232,40 +238,107 @@ test_answers_feed_the_budget(void **state)
   struct gate *g, *anon = gate_get(set, NULL);
   struct gate_waiter rd, an;
   struct gate_budget b;
+  struct gate_headers h = no_headers;
 
   (void)state;
   assert_int_equal(gate_set_limits(set, "g", &lim, 0), 0);
   g = gate_find(set, "g");
   waiter_on(&rd, g, 0, 1);
   /* Not throttled, no pressure header, or one that does not parse. */
-  gate_answer(&rd, 200, NULL, NULL, S);
-  gate_answer(&rd, 200, NULL, "lots", S);
+  gate_answer(&rd, 200, &no_headers, S);
+  gate_answer(&rd, 200, NULL, S);
+  h.limit_percentage = "lots";
+  gate_answer(&rd, 200, &h, S);
   assert_int_equal(gate_budget(g, &b), 0);
   assert_int_equal(b.decreases, 0);
   /* A throttled read: the units bucket. */
-  gate_answer(&rd, 429, NULL, NULL, S);
+  gate_answer(&rd, 429, &no_headers, S);
   assert_int_equal(gate_budget(g, &b), 0);
   assert_int_equal(b.decreases, 1);
   assert_true(b.unit_rate < b.unit_rate_max);
   assert_true(b.write_rate == b.write_rate_max);
   /* The answer names the write limit. */
-  gate_answer(&rd, 429, "WriteLimitExceeded", NULL, 5 * S);
+  h = no_headers;
+  h.throttle_information = "WriteLimitExceeded";
+  gate_answer(&rd, 429, &h, 5 * S);
   assert_int_equal(gate_budget(g, &b), 0);
   assert_true(b.write_rate < b.write_rate_max);
   /* An inner request: the invitation bucket, and the gate closes. */
-  gate_note_throttle(g, 3, GATE_BUCKET_INVITATIONS, 9 * S);
+  gate_note_throttle(g, 2, GATE_BUCKET_INVITATIONS, 9 * S);
   assert_int_equal(gate_budget(g, &b), 0);
   assert_true(b.invitation_rate < b.invitation_rate_max);
-  assert_true(gate_closed(g, 12 * S - 1));
-  assert_false(gate_closed(g, 12 * S));
-  /* No Retry-After: slowed, not closed. */
+  assert_true(gate_closed(g, 11 * S - 1));
+  assert_false(gate_closed(g, 11 * S));
+  /* No Retry-After: taught, not closed. */
   gate_note_throttle(g, -1, GATE_BUCKET_UNITS, 20 * S);
   assert_false(gate_closed(g, 20 * S));
   waiter_on(&an, anon, 1, 0);
-  gate_answer(&an, 429, NULL, NULL, S);
+  gate_answer(&an, 429, &no_headers, S);
   assert_int_equal(gate_budget(anon, &b), 0);
   assert_int_equal(b.decreases, 0);
   gate_set_free(set);
+}
+
+/* What the buckets learn can be read, and given back to a new gate with
+ * the same limits (a restart), not to one with others. The Retry-After
+ * of a 429 reaches the bucket: most of a window teaches a window. A
+ * resource-unit charge over our price is taken. */
+static void
+test_learnt_round_trip(void **state)
+{
+  struct gate_set *set = gate_set_new(), *next = gate_set_new();
+  struct gate_limits lim = {
+      .writes = 100, .writes_window = 10, .units = 10, .units_window = 10};
+  struct gate_limits other = {.writes = 200, .writes_window = 10};
+  struct gate_headers h = no_headers;
+  struct gate_learnt l, m;
+  struct gate_waiter wr, rd, big;
+  struct gate *g, *g2;
+
+  (void)state;
+  assert_int_equal(gate_set_limits(set, "g", &lim, 0), 0);
+  g = gate_find(set, "g");
+  assert_int_equal(gate_learnt_changes(g), 0);
+  assert_int_equal(gate_learnt(g, GATE_BUCKET_INVITATIONS, &l), -1);
+  assert_int_equal(gate_learnt(gate_get(set, NULL), GATE_BUCKET_WRITES, &l),
+                   -1);
+  waiter_on(&wr, g, 1, 0);
+  h.retry_after = 9;
+  h.throttle_scope = "Tenant_Application/Write/app/tenant";
+  gate_answer(&wr, 429, &h, S);
+  assert_int_equal(gate_learnt_changes(g), 1);
+  assert_int_equal(gate_learnt(g, GATE_BUCKET_WRITES, &l), 0);
+  assert_true(l.limit == 100 && l.window == 10);
+  assert_int_equal(l.learnt.model, BUDGET_WINDOW);
+  /* x-ms-resource-unit: 5 charged for a read we priced at 1. */
+  waiter_on(&rd, g, 0, 1);
+  h = no_headers;
+  h.resource_unit = "5";
+  gate_answer(&rd, 200, &h, S);
+  h.resource_unit = "1e99";
+  gate_answer(&rd, 200, &h, S);
+  /* 10 - 4 units left: a read of 7 waits, one of 6 would not. */
+  waiter_on(&big, g, 0, 7);
+  gate_push(&big);
+  assert_true(gate_next_at(set, S) > S);
+  big.units = 6;
+  assert_ptr_equal(gate_next(set, S), &big);
+
+  assert_int_equal(gate_set_limits(next, "g", &lim, 0), 0);
+  g2 = gate_find(next, "g");
+  assert_int_equal(gate_learn(g2, GATE_BUCKET_WRITES, &l), 0);
+  assert_int_equal(gate_learnt(g2, GATE_BUCKET_WRITES, &m), 0);
+  assert_int_equal(m.learnt.model, BUDGET_WINDOW);
+  assert_true(m.learnt.capacity == l.learnt.capacity &&
+              m.learnt.rate == l.learnt.rate);
+  /* Under other limits it does not apply. */
+  assert_int_equal(gate_set_limits(next, "h", &other, 0), 0);
+  assert_int_equal(gate_learn(gate_find(next, "h"), GATE_BUCKET_WRITES, &l),
+                   -1);
+  assert_int_equal(gate_learn(g2, GATE_BUCKET_INVITATIONS, &l), -1);
+  assert_int_equal(gate_learn(NULL, GATE_BUCKET_WRITES, &l), -1);
+  gate_set_free(set);
+  gate_set_free(next);
 }
 
 /* Attempts by status, bounded; throttled answers counted apart. */
@@ -344,6 +417,7 @@ main(void)
       cmocka_unit_test(test_reads_not_held_behind_writes),
       cmocka_unit_test(test_set_limits),
       cmocka_unit_test(test_answers_feed_the_budget),
+      cmocka_unit_test(test_learnt_round_trip),
       cmocka_unit_test(test_stats),
       cmocka_unit_test(test_pop_all),
   };

@@ -507,7 +507,8 @@ batch_parse_any_order(void **state)
    * a status that is not a number. */
   json_t *answer = parse(
       "{\"responses\":["
-      "{\"id\":\"3\",\"status\":429,\"headers\":{\"Retry-After\":\"7\"},"
+      "{\"id\":\"3\",\"status\":429,\"headers\":{\"Retry-After\":\"7\","
+      "\"X-Ms-Throttle-Information\":\"WriteLimitExceeded\"},"
       "\"body\":{\"error\":{\"code\":\"TooManyRequests\"}}},"
       "{\"id\":\"99\",\"status\":200},"
       "{\"id\":\"B\",\"status\":204,\"headers\":{\"retry-after\":\"2.128\"}},"
@@ -531,6 +532,8 @@ batch_parse_any_order(void **state)
   assert_true(out[1].retry_after > 2.127 && out[1].retry_after < 2.129);
   assert_int_equal(out[2].status, 429);
   assert_true(out[2].retry_after > 6.999 && out[2].retry_after < 7.001);
+  assert_string_equal(out[2].throttle_information, "WriteLimitExceeded");
+  assert_null(out[0].throttle_information);
   assert_string_equal(json_string_value(json_object_get(
                           json_object_get(out[2].body, "error"), "code")),
                       "TooManyRequests");

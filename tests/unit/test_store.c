@@ -792,6 +792,113 @@ reopen_keeps_data_and_refuses_newer_schema(void **state)
   assert_null(f->store);
 }
 
+/* What the budget learnt: saved per gate and bucket, replaced, read back;
+ * a row this version cannot read is nothing learnt. */
+static void
+budget_learnt_roundtrip(void **state)
+{
+  struct fixture *f = *state;
+  struct store_budget in = {.limit = 3000,
+                            .window = 150,
+                            .capacity = 1500,
+                            .rate = 9.75,
+                            .window_model = 0};
+  struct store_budget out;
+  char path[128];
+  sqlite3 *db;
+  int found = 7;
+
+  assert_int_equal(
+      store_budget_get(f->store, "t/a/graph", "writes", &out, &found), 0);
+  assert_int_equal(found, 0);
+  assert_int_equal(store_budget_put(f->store, "t/a/graph", "writes", &in), 0);
+  in.capacity = 1200;
+  in.window_model = 1;
+  assert_int_equal(store_budget_put(f->store, "t/a/graph", "writes", &in), 0);
+  in.capacity = 100;
+  assert_int_equal(store_budget_put(f->store, "t/a/graph", "units", &in), 0);
+  assert_int_equal(
+      store_budget_get(f->store, "t/a/graph", "writes", &out, &found), 0);
+  assert_int_equal(found, 1);
+  assert_true(out.limit == 3000 && out.window == 150 && out.capacity == 1200 &&
+              out.rate == 9.75);
+  assert_int_equal(out.window_model, 1);
+  assert_int_equal(
+      store_budget_get(f->store, "t/b/graph", "writes", &out, &found), 0);
+  assert_int_equal(found, 0);
+  store_close(f->store);
+  f->store = NULL;
+  snprintf(path, sizeof(path), "%s/state.db", f->dir);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "UPDATE budget_learnt SET model = 'cone'"
+                                " WHERE bucket = 'units'",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  {
+    char err[256];
+    assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
+  }
+  assert_int_equal(
+      store_budget_get(f->store, "t/a/graph", "units", &out, &found), 0);
+  assert_int_equal(found, 0);
+}
+
+/* A state file of schema 5 (before the budget learnt anything) is
+ * brought to 6 when opened: its data kept, the new table empty and
+ * usable. */
+static void
+schema_5_migrates_to_6(void **state)
+{
+  struct fixture *f = *state;
+  struct store_budget in = {.limit = 150,
+                            .window = 5,
+                            .capacity = 100,
+                            .rate = 20,
+                            .window_model = 0};
+  struct store_budget out;
+  char err[256], path[128], *attrs;
+  sqlite3 *db;
+  sqlite3_stmt *st;
+  int removed, found;
+
+  put(f->store, "old", "{\"k\":5}", STORE_PRESENT, 1);
+  store_close(f->store);
+  f->store = NULL;
+  snprintf(path, sizeof(path), "%s/state.db", f->dir);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "DROP TABLE budget_learnt;"
+                                "PRAGMA user_version = 5",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+
+  assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
+  assert_int_equal(store_source_get(f->store, T1, "old", &attrs, &removed), 0);
+  assert_string_equal(attrs, "{\"k\":5}");
+  free(attrs);
+  assert_int_equal(
+      store_budget_get(f->store, "g", "invitations", &out, &found), 0);
+  assert_int_equal(found, 0);
+  assert_int_equal(store_budget_put(f->store, "g", "invitations", &in), 0);
+  assert_int_equal(
+      store_budget_get(f->store, "g", "invitations", &out, &found), 0);
+  assert_int_equal(found, 1);
+  assert_true(out.capacity == 100 && out.rate == 20);
+  store_close(f->store);
+  f->store = NULL;
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(
+      sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_int_equal(sqlite3_column_int(st, 0), 6);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
+}
+
 static void
 open_fails_cleanly_on_bad_dir(void **state)
 {
@@ -1057,6 +1164,9 @@ main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(
           reopen_keeps_data_and_refuses_newer_schema, setup, teardown),
+      cmocka_unit_test_setup_teardown(budget_learnt_roundtrip, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(schema_5_migrates_to_6, setup, teardown),
       cmocka_unit_test(open_fails_cleanly_on_bad_dir),
       cmocka_unit_test_setup_teardown(lock_is_exclusive, setup, teardown),
       cmocka_unit_test_setup_teardown(files_are_private, setup, teardown),

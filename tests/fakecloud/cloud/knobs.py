@@ -84,8 +84,9 @@ KNOBS = {
         "(tenant, app) or limit_tenant_writes per 300 s per tenant, "
         "invitations over limit_invitations per 5 s per tenant, and "
         "resource units over limit_app_units per 10 s per (tenant, app) "
-        "answer 429 TooManyRequests with Retry-After; answers carry "
-        "x-ms-throttle-limit-percentage once a window is over 80 %"),
+        "answer 429 TooManyRequests with Retry-After (counted as "
+        "limit_model says); answers carry x-ms-throttle-limit-percentage "
+        "once a limit is over 80 % used"),
     "time_factor": Knob(
         1, lambda v: isinstance(v, (int, float))
         and not isinstance(v, bool) and v >= 1, None,
@@ -97,6 +98,17 @@ KNOBS = {
                                 "writes per 300 s per tenant, all apps"),
     "limit_invitations": Knob(150, _int_at_least(1), None,
                               "invitations per 5 s per tenant"),
+    "limit_model": Knob(
+        "bucket", lambda v: v in ("bucket", "window"), None,
+        "how every Graph limit counts: bucket (as Microsoft documents: a "
+        "token bucket of the limit, full at first, refilled at the limit "
+        "per period) or window (a sliding window of the period)"),
+    "limit_other_app_share": Knob(
+        0, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+        and 0 <= v < 1, None,
+        "share (0 to under 1) of the tenant-wide write limit "
+        "(limit_tenant_writes) another application of the tenant spends "
+        "all the time; the apps of the seed find the rest"),
     "limit_app_units": Knob(
         None, lambda v: v is None or _int_at_least(1)(v), None,
         "resource units per 10 s per (tenant, app); null: by the tenant's "

@@ -21,21 +21,27 @@ from .wire import bearer, graph_error, graph_throttled
 
 
 # Directory writes (POST, PATCH, PUT, DELETE; each inner request of a
-# $batch on its own, never the $batch itself) fill sliding windows: per
-# (tenant, app) limit_app_writes (3,000) per 150 s, per tenant
-# limit_tenant_writes (18,000) per 300 s; POST /invitations also fills
-# the tenant's limit_invitations (150) per 5 s.  Every request (reads and
-# writes, inner ones one by one, never the $batch itself) costs resource
-# units (limits_unit_cost) in a per (tenant, app) window of 10 s whose
-# quota is limit_app_units, or by tenant size when that is null.
-# time_factor divides every window.  The windows always record; the knobs
-# decide whether going over answers 429 (enforce_limits: all four;
-# enforce_invitation_limit: the invitation one only).  Answers to
-# requests the limits let through carry x-ms-resource-unit, their cost.
-# Guesses (README): a refused request is not counted; Retry-After is the
-# whole seconds (rounded up, at least 1) until the window that refused
-# has room; x-ms-throttle-limit-percentage is the fullest window's share
-# with two decimals.
+# $batch on its own, never the $batch itself) count against: per (tenant,
+# app) limit_app_writes (3,000) per 150 s, per tenant limit_tenant_writes
+# (18,000) per 300 s; POST /invitations also against the tenant's
+# limit_invitations (150) per 5 s.  Every request (reads and writes, inner
+# ones one by one, never the $batch itself) costs resource units
+# (limits_unit_cost) against a per (tenant, app) quota per 10 s,
+# limit_app_units, or by tenant size when that is null.  time_factor
+# divides every period.  limit_model says how each limit counts:
+# "bucket" (what Microsoft documents: a token bucket of the limit, full
+# at first, refilled at the limit per period) or "window" (a sliding
+# window of the period).  limit_other_app_share is the share of the
+# tenant-wide write limit another application of the tenant spends all
+# the time: the rest is what the apps galbridge uses find.  Both models
+# always record; the knobs decide whether going over answers 429
+# (enforce_limits: all four; enforce_invitation_limit: the invitation one
+# only).  Answers to requests the limits let through carry
+# x-ms-resource-unit, their cost.  Guesses (README): a refused request is
+# not counted; Retry-After is the whole seconds (rounded up, at least 1)
+# until the limit that refused has room; x-ms-throttle-limit-percentage
+# is the fullest limit's used share with two decimals (the other
+# application's share included).
 
 LIMIT_APP_WINDOW = 150.0
 LIMIT_TENANT_WINDOW = 300.0
@@ -128,13 +134,52 @@ class UnitWindow:
         self.total += cost
 
 
+class Bucket:
+    """A token bucket of `limit` refilled at limit / span per second, full
+    when first used; the limit and span are given on each call (knobs may
+    change them), and the level never goes over the current limit."""
+
+    def __init__(self):
+        self.tokens = None
+        self.last = 0.0
+
+    def level(self, limit, span, now):
+        if self.tokens is None:
+            self.tokens = float(limit)
+        elif now > self.last:
+            self.tokens += (now - self.last) * limit / span
+        self.tokens = min(self.tokens, float(limit))
+        self.last = max(self.last, now)
+        return self.tokens
+
+    def wait(self, cost, limit, span, now):
+        """Seconds until `cost` is in the bucket, 0 when it is (a cost over
+        the whole limit waits for a full bucket)."""
+        need = min(cost, limit)
+        level = self.level(limit, span, now)
+        return 0.0 if level >= need else (need - level) * span / limit
+
+    def add(self, now, cost, limit, span):
+        """Spend `cost`; never below empty (what a limit not enforced let
+        through is no debt)."""
+        self.level(limit, span, now)
+        self.tokens = max(0.0, self.tokens - cost)
+
+    def used(self, limit, span, now):
+        return (limit - self.level(limit, span, now)) / limit
+
+
 class TenantLimits:
     def __init__(self):
         self.writes = collections.deque()     # monotonic times, all apps
         self.app_writes = {}                  # client id -> deque
         self.app_units = {}                   # client id -> UnitWindow
+        self.buckets = {}                     # (kind, client id) -> Bucket
         self.size = (None, 0)                 # (users key, live users)
         self.stats = {}                       # client id -> counters
+
+    def bucket(self, kind, client_id=None):
+        return self.buckets.setdefault((kind, client_id), Bucket())
 
     def client_stats(self, client_id):
         return self.stats.setdefault(client_id, {
@@ -197,35 +242,61 @@ def limits_refuse(req, wait, limit, reason):
     return resp
 
 
+def tenant_write_limit(knobs):
+    """The tenant-wide write limit the apps galbridge uses find: what the
+    other application (limit_other_app_share) leaves, at least 1."""
+    return max(1.0, knobs["limit_tenant_writes"] *
+               (1.0 - knobs["limit_other_app_share"]))
+
+
+def write_checks(req, factor):
+    """(window deque, bucket, limit, span, scope, applies, enforced) of
+    each write limit that may refuse `req`, in the order they are
+    checked."""
+    cloud, tenant, knobs = req.cloud, req.tenant, req.cloud.knobs
+    lim = tenant.limits
+    write = limits_is_write(req)
+    app = lim.app_writes.setdefault(req.client_id, collections.deque())
+    return [(tenant.invitations, lim.bucket("invitations"),
+             knobs["limit_invitations"], INVITATION_WINDOW / factor, None,
+             limits_is_invitation(req),
+             knobs["enforce_limits"] or knobs["enforce_invitation_limit"]),
+            (app, lim.bucket("app_writes", req.client_id),
+             knobs["limit_app_writes"], LIMIT_APP_WINDOW / factor,
+             "Tenant_Application", write, knobs["enforce_limits"]),
+            (lim.writes, lim.bucket("tenant_writes"),
+             tenant_write_limit(knobs), LIMIT_TENANT_WINDOW / factor,
+             "Tenant", write, knobs["enforce_limits"])]
+
+
+def limit_wait(model, window, bucket, cost, limit, span, now):
+    """Seconds until `cost` more fits under a limit, by the model."""
+    if model == "bucket":
+        return bucket.wait(cost, limit, span, now)
+    return window_wait(window, max(1, int(limit)), span, now)
+
+
 def limits_admit(req):
     """Count a Graph request against the limits, or answer 429 when
-    enforcing and a window is full.  Called by dispatch() once the token
+    enforcing and a limit is spent.  Called by dispatch() once the token
     named the tenant and app, for every request, inner ones included;
     the $batch itself costs nothing."""
     if limits_is_batch(req):
         return None
-    invitation = limits_is_invitation(req)
     write = limits_is_write(req)
     cloud, tenant = req.cloud, req.tenant
     knobs = cloud.knobs
+    model = knobs["limit_model"]
     factor = float(knobs["time_factor"])
     now = time.monotonic()
     lim = tenant.limits
-    app = lim.app_writes.setdefault(req.client_id, collections.deque())
-    checks = [(tenant.invitations, knobs["limit_invitations"],
-               INVITATION_WINDOW / factor, None, invitation,
-               knobs["enforce_limits"] or knobs["enforce_invitation_limit"]),
-              (app, knobs["limit_app_writes"], LIMIT_APP_WINDOW / factor,
-               "Tenant_Application", write, knobs["enforce_limits"]),
-              (lim.writes, knobs["limit_tenant_writes"],
-               LIMIT_TENANT_WINDOW / factor, "Tenant", write,
-               knobs["enforce_limits"])]
+    checks = write_checks(req, factor)
     stats = lim.client_stats(req.client_id)
-    for window, limit, span, scope, applies, enforced in checks:
+    for window, bucket, limit, span, scope, applies, enforced in checks:
         if not applies:
             continue
         window_trim(window, span, now)
-        wait = window_wait(window, limit, span, now)
+        wait = limit_wait(model, window, bucket, 1, limit, span, now)
         if enforced and wait > 0:
             if scope is None:
                 stats["throttled"] += 1
@@ -234,23 +305,29 @@ def limits_admit(req):
                                  "WriteLimitExceeded")
     cost = limits_unit_cost(req.method, req.path, req.query)
     units = lim.app_units.setdefault(req.client_id, UnitWindow())
-    units.trim(UNIT_WINDOW / factor, now)
+    unit_bucket = lim.bucket("units", req.client_id)
+    quota = limits_unit_quota(cloud, tenant)
+    span = UNIT_WINDOW / factor
+    units.trim(span, now)
     if knobs["enforce_limits"]:
-        wait = units.wait(cost, limits_unit_quota(cloud, tenant),
-                          UNIT_WINDOW / factor, now)
+        if model == "bucket":
+            wait = unit_bucket.wait(cost, quota, span, now)
+        else:
+            wait = units.wait(cost, quota, span, now)
         if wait > 0:
             stats["units_throttled"] += 1
             return limits_refuse(req, wait, "Tenant_Application/ReadWrite",
                                  "ResourceUnitLimitExceeded")
     units.add(now, cost)
+    unit_bucket.add(now, cost, quota, span)
     stats["units"] += cost
     req.units = cost
     if not write:
         return None
-    if invitation:
-        tenant.invitations.append(now)
-    lim.writes.append(now)
-    app.append(now)
+    for window, bucket, limit, span, _, applies, _ in checks:
+        if applies:
+            window.append(now)
+            bucket.add(now, 1, limit, span)
     stats["writes"] += 1
     second = int(now)
     if stats["second"] != second:
@@ -270,9 +347,9 @@ def limits_unit_header(req, resp):
 
 def limits_headers(req, resp):
     """x-ms-resource-unit, and x-ms-throttle-limit-percentage on a Graph
-    answer to an app whose fullest window (its writes, its tenant's
-    writes, its resource units) is over 80 % (only while
-    enforce_limits)."""
+    answer to an app whose fullest limit (its writes, its tenant's writes
+    with the other application's share, its resource units) is over 80 %
+    used (only while enforce_limits)."""
     limits_unit_header(req, resp)
     knobs = req.cloud.knobs
     if not knobs["enforce_limits"] or req.client_id is None:
@@ -280,14 +357,32 @@ def limits_headers(req, resp):
     factor = float(knobs["time_factor"])
     now = time.monotonic()
     lim = req.tenant.limits
-    app = lim.app_writes.get(req.client_id, collections.deque())
-    window_trim(app, LIMIT_APP_WINDOW / factor, now)
-    window_trim(lim.writes, LIMIT_TENANT_WINDOW / factor, now)
-    units = lim.app_units.get(req.client_id, UnitWindow())
-    units.trim(UNIT_WINDOW / factor, now)
-    used = max(len(app) / knobs["limit_app_writes"],
-               len(lim.writes) / knobs["limit_tenant_writes"],
-               units.total / limits_unit_quota(req.cloud, req.tenant))
+    share = knobs["limit_other_app_share"]
+    quota = limits_unit_quota(req.cloud, req.tenant)
+    unit_span = UNIT_WINDOW / factor
+    app_span = LIMIT_APP_WINDOW / factor
+    tenant_span = LIMIT_TENANT_WINDOW / factor
+    # The tenant's writes: ours over what the other app leaves, plus the
+    # other app's share, of the whole limit.
+    tenant_left = tenant_write_limit(knobs)
+    if knobs["limit_model"] == "bucket":
+        app_used = lim.bucket("app_writes", req.client_id).used(
+            knobs["limit_app_writes"], app_span, now)
+        ours = lim.bucket("tenant_writes").used(tenant_left, tenant_span,
+                                                now)
+        units_used = lim.bucket("units", req.client_id).used(
+            quota, unit_span, now)
+    else:
+        app = lim.app_writes.get(req.client_id, collections.deque())
+        window_trim(app, app_span, now)
+        window_trim(lim.writes, tenant_span, now)
+        units = lim.app_units.get(req.client_id, UnitWindow())
+        units.trim(unit_span, now)
+        app_used = len(app) / knobs["limit_app_writes"]
+        ours = len(lim.writes) / tenant_left
+        units_used = units.total / quota
+    tenant_used = ours * (1.0 - share) + share
+    used = max(app_used, tenant_used, units_used)
     if used > LIMIT_PERCENTAGE_FROM:
         resp.headers["x-ms-throttle-limit-percentage"] = \
             f"{min(used, 1.8):.2f}"
