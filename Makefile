@@ -166,6 +166,8 @@ bench: all
 	$(PYTHON) bench/idle.py --sizes 10000,100000 --rounds 100
 	$(PYTHON) bench/change-burst.py --users 100000 --changes 1000
 	$(PYTHON) bench/scale.py --sizes 10000,50000,100000
+	$(PYTHON) bench/contacts.py --users 1000 --latency-ms 200
+	$(PYTHON) bench/interval.py --users 10000 --contact-users 2000
 
 install: galbridge
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 \
