@@ -1428,16 +1428,13 @@ on_x(void *ctx, const struct exo_response *resp)
     }
     if (!not_found(resp))
       break;
-    /* Gone (removed after the move, or no longer a mail user): the
-     * person gets a copy of its own, as any other. */
-    log_notice("former source object gone, making a copy link=%s "
-               "source_id=%s target_id=%s",
-               job->ex->link->name, job->op.source_id, job->target_id);
-    free(job->target_id);
-    job->target_id = NULL;
-    job->kind = STORE_OP_CREATE;
-    job->step = STEP_X_FIND;
-    x_step(job);
+    /* Present in the directory (the planner saw it) yet no mail user:
+     * not what a move leaves, so nothing is taken, nor made in its
+     * stead. */
+    conflict(job,
+             "not taken over: the former source object %s is no mail "
+             "user; left alone",
+             job->target_id);
     return;
   case STEP_X_FIND:
   case STEP_X_CHECK:

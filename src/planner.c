@@ -1030,8 +1030,13 @@ check_target(struct round *r, struct planned *p, const char *source_id)
   int removed, rc = -1;
   const char *former = moved_from(r->pl, source_id);
 
-  if (former != NULL) {
-    /* The mail user its move left here stands for the person. */
+  if (former != NULL &&
+      store_source_get(r->store, r->pl->link->target->tenant_id, former,
+                       &attrs_text, &removed) != 0)
+    goto out;
+  if (former != NULL && attrs_text != NULL && removed == STORE_PRESENT) {
+    /* The mail user its move left here stands for the person (once it
+     * is gone, the person gets a copy of its own, as any other). */
     if (owned_elsewhere(r, former, source_id, &owner) != 0)
       goto out;
     rc = owner != NULL

@@ -329,6 +329,30 @@ def test_reverse_link_takes_over_the_mail_user_a_move_leaves(make_env):
         before.get("department")
 
 
+def test_reverse_link_copies_when_the_former_object_is_gone(make_env):
+    """The mail user a move left was removed from the source afterwards
+    (as Microsoft allows): nothing is taken over, and the reverse link
+    makes a copy of the moved mailbox of its own, once."""
+    env = make_env(users=20)
+    configure(env, reverse="mailuser")
+    src_id, fab = env.source["id"], env.tenants["fabrikam"]["id"]
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    sid = sorted(mailboxes(env))[0]
+    target = copies(env)[sid]["ExternalDirectoryObjectId"]
+    move(env, sid, target)
+    env.cloud.patch_user(fab, target, {"accountEnabled": True})
+    env.cloud.delete_user(src_id, sid)
+    plain = "galbridge:%s:%s" % (fab, target)
+    for _ in range(3):
+        r = env.run("sync")
+        assert r.returncode == 0, r.stderr
+    made = anchored_to(env, src_id, plain)
+    assert len(made) == 1, made
+    assert made[0]["ExternalDirectoryObjectId"] != sid
+    assert "take-over" not in r.stderr
+
+
 def test_a_reverse_guest_link_leaves_the_moved_mailbox_out(make_env):
     """A reverse link of another kind takes nothing over: the moved
     mailbox stays out of its scope (the mail user the move left stands
