@@ -150,6 +150,13 @@ int planner_link_compile(const struct config *cfg,
                          struct scope_filter **filter, char *err,
                          size_t errlen) __attribute__((warn_unused_result));
 
+/* The default scope (scope_default_match) of `attrs`, source object
+ * `source_id` of the link: a copy the link takes over (planner_link.moved)
+ * is a person, not a galbridge copy. Returns 1, or 0 with *why (not NULL)
+ * its first reason. */
+int planner_default_scope(const struct planner_link *pl, const char *source_id,
+                          const json_t *attrs, const char **why);
+
 /* The attribute that carries the anchor on the link's objects: its
  * `anchor` (extensionAttributeN) for guests, the matching CustomAttributeN
  * for mail contacts and mail users. */

@@ -58,8 +58,7 @@ int scope_filter_match(const struct scope_filter *filter, const json_t *attrs);
  * filter, NULL only when out of memory. */
 json_t *scope_filter_sources(const struct scope_filter *filter);
 
-/* The reason the default scope gives for a galbridge copy, checked last:
- * an object refused with it passes every other rule of the default. */
+/* The reason the default scope gives for a galbridge copy. */
 #define SCOPE_WHY_COPY "galbridge copy"
 /* Each comparison and function of the filter, in the order written, with
  * what it gives for `attrs` (borrowed) on its own, before any not, and or
@@ -75,5 +74,9 @@ json_t *scope_filter_clauses(const struct scope_filter *filter,
  * string: "userType is not Member", "disabled", "no mail", "invited guest",
  * SCOPE_WHY_COPY. */
 int scope_default_match(const json_t *attrs, const char **why);
+
+/* The default scope without its last rule (a galbridge copy is left
+ * out): for a copy that is a person now (planner_default_scope). */
+int scope_person_match(const json_t *attrs, const char **why);
 
 #endif

@@ -254,7 +254,7 @@ scope_part(const struct explain *ex, const struct planner_link *pl,
            const json_t *attrs)
 {
   const char *why = NULL;
-  int dflt = scope_default_match(attrs, &why);
+  int dflt = planner_default_scope(pl, ex->row.source_id, attrs, &why);
   int present = ex->row.removed == STORE_PRESENT;
   int member = 1, match = 1;
   json_t *group = json_null(), *filter = json_null();

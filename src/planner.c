@@ -71,6 +71,16 @@ moved_from(const struct planner_link *pl, const char *source_id)
              : NULL;
 }
 
+int
+planner_default_scope(const struct planner_link *pl, const char *source_id,
+                      const json_t *attrs, const char **why)
+{
+  /* A copy handed off is the person's mailbox now: a person here. */
+  if (moved_from(pl, source_id) != NULL)
+    return scope_person_match(attrs, why);
+  return scope_default_match(attrs, why);
+}
+
 static int
 in_scope(const struct planner_link *pl, const struct store_plan_row *row,
          const json_t *attrs, const char **why)
@@ -80,10 +90,7 @@ in_scope(const struct planner_link *pl, const struct store_plan_row *row,
                                               : "deleted in source";
     return 0;
   }
-  /* A copy handed off is the person's mailbox now: a person here. */
-  if (!scope_default_match(attrs, why) &&
-      (strcmp(*why, SCOPE_WHY_COPY) != 0 ||
-       moved_from(pl, row->source_id) == NULL))
+  if (!planner_default_scope(pl, row->source_id, attrs, why))
     return 0;
   if (pl->members != NULL &&
       json_object_get(pl->members, row->source_id) == NULL) {

@@ -1079,22 +1079,40 @@ has_anchor(const json_t *attrs)
   return 0;
 }
 
-int
-scope_default_match(const json_t *attrs, const char **why)
+/* The default scope's rules for a person, or its first reason. */
+static const char *
+person_refused(const json_t *attrs)
 {
-  const char *reason = NULL;
   const json_t *mail = lookup(attrs, "mail");
 
   if (!string_is(lookup(attrs, "userType"), "Member"))
-    reason = "userType is not Member";
-  else if (!json_is_true(lookup(attrs, "accountEnabled")))
-    reason = "disabled";
-  else if (!json_is_string(mail) || json_string_length(mail) == 0)
-    reason = "no mail";
-  else if (string_is(lookup(attrs, "creationType"), "Invitation"))
-    reason = "invited guest";
-  else if (has_anchor(attrs))
+    return "userType is not Member";
+  if (!json_is_true(lookup(attrs, "accountEnabled")))
+    return "disabled";
+  if (!json_is_string(mail) || json_string_length(mail) == 0)
+    return "no mail";
+  if (string_is(lookup(attrs, "creationType"), "Invitation"))
+    return "invited guest";
+  return NULL;
+}
+
+int
+scope_default_match(const json_t *attrs, const char **why)
+{
+  const char *reason = person_refused(attrs);
+
+  if (reason == NULL && has_anchor(attrs))
     reason = SCOPE_WHY_COPY;
+  if (why != NULL)
+    *why = reason;
+  return reason == NULL;
+}
+
+int
+scope_person_match(const json_t *attrs, const char **why)
+{
+  const char *reason = person_refused(attrs);
+
   if (why != NULL)
     *why = reason;
   return reason == NULL;
