@@ -267,18 +267,26 @@ def exchange_writes(env):
     return out
 
 
-def test_reverse_link_takes_over_the_mail_user_a_move_leaves(make_env):
-    """With a reverse mail-user link, the mail user the move leaves in
-    the source (the person's former object) becomes the reverse link's
-    copy of the new mailbox: the person is in each GAL once, the moved
-    mailbox is never written again, and no copy feeds another."""
+def moved_env(make_env, reverse):
+    """A migration link with a `reverse` link back, after its first
+    round. Returns (env, source tenant id, target tenant id, a person
+    with a mailbox, its copy's id)."""
     env = make_env(users=20)
-    configure(env, reverse="mailuser")
+    configure(env, reverse=reverse)
     src_id, fab = env.source["id"], env.tenants["fabrikam"]["id"]
     r = env.run("sync")
     assert r.returncode == 0, r.stderr
     sid = sorted(mailboxes(env))[0]
     target = copies(env)[sid]["ExternalDirectoryObjectId"]
+    return env, src_id, fab, sid, target
+
+
+def test_reverse_link_takes_over_the_mail_user_a_move_leaves(make_env):
+    """With a reverse mail-user link, the mail user the move leaves in
+    the source (the person's former object) becomes the reverse link's
+    copy of the new mailbox: the person is in each GAL once, the moved
+    mailbox is never written again, and no copy feeds another."""
+    env, src_id, fab, sid, target = moved_env(make_env, "mailuser")
     plain = "galbridge:%s:%s" % (fab, target)
     # Before the move the copy is galbridge's: the reverse link leaves it.
     assert anchored_to(env, src_id, plain) == []
@@ -333,13 +341,7 @@ def test_reverse_link_copies_when_the_former_object_is_gone(make_env):
     """The mail user a move left was removed from the source afterwards
     (as Microsoft allows): nothing is taken over, and the reverse link
     makes a copy of the moved mailbox of its own, once."""
-    env = make_env(users=20)
-    configure(env, reverse="mailuser")
-    src_id, fab = env.source["id"], env.tenants["fabrikam"]["id"]
-    r = env.run("sync")
-    assert r.returncode == 0, r.stderr
-    sid = sorted(mailboxes(env))[0]
-    target = copies(env)[sid]["ExternalDirectoryObjectId"]
+    env, src_id, fab, sid, target = moved_env(make_env, "mailuser")
     move(env, sid, target)
     env.cloud.patch_user(fab, target, {"accountEnabled": True})
     env.cloud.delete_user(src_id, sid)
@@ -357,13 +359,7 @@ def test_a_reverse_guest_link_leaves_the_moved_mailbox_out(make_env):
     """A reverse link of another kind takes nothing over: the moved
     mailbox stays out of its scope (the mail user the move left stands
     for the person in the source), so nobody is in a GAL twice."""
-    env = make_env(users=20)
-    configure(env, reverse="guest")
-    src_id, fab = env.source["id"], env.tenants["fabrikam"]["id"]
-    r = env.run("sync")
-    assert r.returncode == 0, r.stderr
-    sid = sorted(mailboxes(env))[0]
-    target = copies(env)[sid]["ExternalDirectoryObjectId"]
+    env, src_id, fab, sid, target = moved_env(make_env, "guest")
     move(env, sid, target)
     env.cloud.patch_user(fab, target, {"accountEnabled": True})
     logs = ""
