@@ -337,6 +337,37 @@ def test_reverse_link_takes_over_the_mail_user_a_move_leaves(make_env):
         before.get("department")
 
 
+def test_take_over_refuses_a_former_object_with_another_anchor(make_env):
+    """Someone writes another person's anchor on the mail user the move
+    left: it proves nothing, so it is not taken over and not written;
+    the person fails alone (everyone else is still synced)."""
+    env, src_id, fab, sid, target = moved_env(make_env, "mailuser")
+    move(env, sid, target)
+    env.cloud.patch_user(fab, target, {"accountEnabled": True})
+    forged = "galbridge:%s:%s" % (fab, "0000dead-0000-4000-8000-00000000beef")
+    env.cloud.patch_user(src_id, sid, {"onPremisesExtensionAttributes": {
+        "extensionAttribute15": forged}})
+    before = env.cloud.mailbox(src_id, sid)
+    logs, codes = "", []
+    for _ in range(3):
+        r = env.run("sync")
+        logs += r.stderr
+        codes.append(r.returncode)
+    assert 1 in codes and set(codes) <= {0, 1}, (codes, logs)
+    assert "carries another anchor" in logs
+    after = env.cloud.mailbox(src_id, sid)
+    assert after == before
+    user = env.cloud.user(src_id, sid)
+    assert user["onPremisesExtensionAttributes"]["extensionAttribute15"] \
+        == forged
+    status = {l["name"]: l for l in env.status()["links"]}
+    reverse = status["fabrikam-to-contoso"]
+    assert reverse["failed"] == 1 and reverse["objects"] > 0
+    assert [(f["op"], f["error"]) for f in reverse["failures"]] == [
+        ("take-over", "not taken over: the former source object %s carries "
+         "another anchor; left alone" % sid)]
+
+
 def test_reverse_link_copies_when_the_former_object_is_gone(make_env):
     """The mail user a move left was removed from the source afterwards
     (as Microsoft allows): nothing is taken over, and the reverse link
