@@ -108,6 +108,14 @@ struct planner_link {
   const json_t *moved;
   /* sync --user: plan this source object only (planner_plan), or NULL. */
   const char *only;
+  /* SelectUniqueValue(): whether `value` of target attribute `attr` is
+   * held in the target by an object other than `own` (this person's
+   * copy, NULL when it has none): 1, 0, or -1 when it cannot tell. NULL:
+   * planner_decide() takes the first candidate with a value, and
+   * planner_plan() asks the target objects its store holds. */
+  int (*taken)(void *arg, const char *own, const char *attr,
+               const char *value);
+  void *taken_arg;
 };
 
 struct planner_decision {

@@ -36,12 +36,17 @@
  *     back, whichever INI_INLINE_COMMENT_PREFIXES the library was built
  *     with.
  *   - multi-line values: an indented line continues the previous value.
- *     The reader strips leading blanks, so indentation is just layout.
+ *     The reader strips leading blanks, so indentation is just layout;
+ *     our own continuation is a '\' at the end of a line (long_line()).
  *   - line length: lines longer than the library's buffer (INI_MAX_LINE,
  *     200 bytes in Debian's build) are cut and the tail is parsed as a new
- *     line. The reader knows the buffer size (libinih passes it) and
- *     reports a too-long line as an error with its number instead. Comment
- *     lines and section headers never reach libinih, so they have no limit.
+ *     line. The reader knows the buffer size (libinih passes it), so a
+ *     longer key line, and a continued one, never reaches libinih: the
+ *     reader splits it into key and value as libinih would and calls the
+ *     handler itself, giving libinih an empty line. Our limit is
+ *     CONFIG_LINE_MAX bytes (a 10,000-character mapping expression, a
+ *     long scope filter). Comment lines and section headers never reach
+ *     libinih, so they have no limit.
  *   - line numbers: the header defaults INI_HANDLER_LINENO to 0, although
  *     Debian's library passes the number anyway; relying on that mismatch
  *     would be undefined behaviour, so the reader counts lines and the
@@ -81,7 +86,11 @@
 #define STR(x) STR_(x)
 
 #define CONFIG_FILE_MAX (1024 * 1024) /* bytes; a config is a few KiB */
-#define KEYS_MAX 16                   /* keys per section table */
+/* Bytes of one key line, continued lines joined: room for a mapping
+ * expression of 10,000 characters (4 bytes each at most) or a long
+ * scope_filter. */
+#define CONFIG_LINE_MAX 65536
+#define KEYS_MAX 16 /* keys per section table */
 #define SECTION_NAME_MAX 64
 #define KIND_MAX 32
 #define INTERVAL_MAX 86400
@@ -1127,6 +1136,107 @@ blank_line(char *buf)
   return buf;
 }
 
+static int handle_key(struct loader *ld, const char *key, const char *value);
+
+/* The next physical line for a continued value: its text without blanks
+ * at either end in *line, *len; advances ld->pos and ld->lineno. -1 (the
+ * error recorded) at the end of the file, on an empty line or a control
+ * character. */
+static int
+continuation(struct loader *ld, const char **line, size_t *len)
+{
+  const char *s, *end, *nl;
+
+  if (ld->pos >= ld->len)
+    return fail(ld, ld->lineno,
+                "the value goes on ('\\' at the end of the line) past the "
+                "end of the file");
+  s = ld->text + ld->pos;
+  nl = memchr(s, '\n', ld->len - ld->pos);
+  end = nl != NULL ? nl : ld->text + ld->len;
+  ld->pos = (size_t)(end - ld->text) + (nl != NULL);
+  ld->lineno++;
+  if (end > s && end[-1] == '\r')
+    end--;
+  for (const char *p = s; p < end; p++) {
+    unsigned char c = (unsigned char)*p;
+    if ((c < 0x20 && c != '\t') || c == 0x7f)
+      return fail(ld, ld->lineno, "control character 0x%02x in line", c);
+  }
+  while (s < end && (*s == ' ' || *s == '\t'))
+    s++;
+  while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+    end--;
+  if (end == s)
+    return fail(ld, ld->lineno,
+                "empty line where the value of line %d goes on ('\\' at "
+                "the end of the line before)",
+                ld->lineno - 1);
+  *line = s;
+  *len = (size_t)(end - s);
+  return 0;
+}
+
+/* A key line libinih cannot take: longer than its buffer, or continued
+ * (ending in '\\': the lines that follow, up to one that does not end
+ * so, are joined to it with one space). It is split as libinih splits a
+ * line (key before the first '=', value after it, blanks around both
+ * dropped) and handed to handle_key() with the number of its first line;
+ * ld->lineno is left on its last. At most CONFIG_LINE_MAX bytes, joined.
+ * Returns 0, or -1 with the error recorded. */
+static int
+long_line(struct loader *ld, const char *line, size_t len)
+{
+  char *joined = malloc(CONFIG_LINE_MAX + 1), *key, *value, *eq, *end;
+  const int first = ld->lineno;
+  size_t n = 0;
+  int more, rc = -1;
+
+  if (joined == NULL)
+    return fail(ld, first, "out of memory");
+  for (;;) {
+    more = line[len - 1] == '\\';
+    if (more) {
+      len--;
+      while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+        len--;
+    }
+    if (n + (n > 0) + len > CONFIG_LINE_MAX) {
+      fail(ld, first,
+           "line too long (more than %d bytes, continued lines joined)",
+           CONFIG_LINE_MAX);
+      goto out;
+    }
+    if (n > 0 && len > 0)
+      joined[n++] = ' ';
+    memcpy(joined + n, line, len);
+    n += len;
+    if (!more)
+      break;
+    if (continuation(ld, &line, &len) != 0)
+      goto out;
+  }
+  joined[n] = '\0';
+  eq = strchr(joined, '=');
+  key = joined;
+  end = eq;
+  while (end > key && (end[-1] == ' ' || end[-1] == '\t'))
+    end--;
+  *end = '\0';
+  value = eq + 1;
+  while (*value == ' ' || *value == '\t')
+    value++;
+  {
+    const int last = ld->lineno;
+    ld->lineno = first; /* messages name the line the key is on */
+    rc = handle_key(ld, key, value);
+    ld->lineno = last;
+  }
+out:
+  free(joined);
+  return rc;
+}
+
 /* libinih's fgets-style reader: one line per call, ld->lineno counts them.
  * Comments, blank lines and section headers are handled here and passed
  * on as empty lines; key lines go on with ';' and '#' escaped. Returns
@@ -1185,12 +1295,8 @@ read_line(char *buf, int num, void *stream)
     fail(ld, ld->lineno, "missing key before '='");
     return NULL;
   }
-  if (len + 2 > (size_t)num) {
-    fail(ld, ld->lineno,
-         "line too long (%zu bytes; libinih reads at most %d per line)", len,
-         num - 2);
-    return NULL;
-  }
+  if (line[len - 1] == '\\' || len + 2 > (size_t)num)
+    return long_line(ld, line, len) == 0 ? blank_line(buf) : NULL;
   for (size_t i = 0; i < len; i++) {
     char c = line[i];
     buf[i] = c == ';' ? ESC_SEMICOLON : c == '#' ? ESC_HASH : c;

@@ -16,6 +16,7 @@
  */
 #include "planner.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -464,6 +465,52 @@ ready_to_move(const struct planner_link *pl, const struct store_plan_row *row,
   return 0;
 }
 
+/* SelectUniqueValue()'s question for one object: its own copy (when it
+ * has one) never counts as taking a value. */
+struct own_copy {
+  const struct planner_link *pl;
+  const char *target_id; /* NULL: no copy yet */
+};
+
+static int
+own_taken(void *arg, const char *attr, const char *value)
+{
+  const struct own_copy *oc = arg;
+  return oc->pl->taken(oc->pl->taken_arg, oc->target_id, attr, value);
+}
+
+/* The mapping's values for the object, or NULL: an error of the
+ * planner's own (err), or, every SelectUniqueValue() candidate being
+ * taken, a FAIL decision in out (*failed set) with the reason. */
+static json_t *
+map_object(const struct planner_link *pl, const struct store_plan_row *row,
+           const json_t *attrs, int gone, struct planner_decision *out,
+           int *failed, char *err, size_t errlen)
+{
+  struct own_copy oc = {pl,
+                        row->state != NULL && !gone ? row->target_id : NULL};
+  int exhausted = 0;
+  json_t *desired, *h;
+
+  *failed = 0;
+  desired = mapping_eval_taken(pl->mapping, attrs,
+                               pl->taken != NULL ? own_taken : NULL, &oc,
+                               &exhausted, err, errlen);
+  if (desired != NULL || !exhausted)
+    return desired;
+  out->reason = strdup(err);
+  if (out->reason == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  out->kind = PLANNER_FAIL;
+  h = json_string(out->reason);
+  planner_hash(h, out->hash);
+  json_decref(h);
+  *failed = 1;
+  return NULL;
+}
+
 int
 planner_decide(const struct planner_link *pl, const char *source_tenant,
                const struct store_plan_row *row, struct planner_decision *out,
@@ -474,7 +521,7 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
   json_t *attrs = NULL, *applied = NULL, *desired = NULL, *refused = NULL;
   const char *why = NULL;
   char *plain = NULL, *stamp = NULL;
-  int result = -1, gone = 0;
+  int result = -1, gone = 0, failed = 0;
 
   memset(out, 0, sizeof(*out));
   if (row->bad != NULL) {
@@ -539,9 +586,11 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
      * again, as if it had never been. */
     gone = 1;
   }
-  desired = mapping_eval(pl->mapping, attrs, err, errlen);
-  if (desired == NULL)
+  desired = map_object(pl, row, attrs, gone, out, &failed, err, errlen);
+  if (desired == NULL) {
+    result = failed ? 0 : -1;
     goto out;
+  }
   plain = anchor_plain(source_tenant, row->source_id);
   if (plain == NULL ||
       json_object_set_new(desired, anchor_attr, json_string(plain)) != 0) {
@@ -1503,6 +1552,44 @@ out:
   return result;
 }
 
+/* Whether target object `id` found under a key is another's: not this
+ * person's copy. */
+static int
+found_other(void *ctx, const char *id, const char *value)
+{
+  const char *own = ctx;
+
+  (void)value;
+  return own == NULL || strcmp(id, own) != 0; /* non-zero: stop, taken */
+}
+
+/* SelectUniqueValue()'s answer in a round: `value` of `attr` is taken
+ * when the target objects the store holds (the target's own read) have
+ * it as an address ("addr:" keys: mail, userPrincipalName and SMTP proxy
+ * addresses) on an object other than `own`. Alias and Name are not kept
+ * by the store: never taken here, so the first candidate goes and the
+ * target's own check refuses a duplicate (that object's write fails). */
+static int
+round_taken(void *arg, const char *own, const char *attr, const char *value)
+{
+  struct round *r = arg;
+  char *key;
+  int rc = 0;
+
+  if (strcmp(attr, "Alias") == 0 || strcmp(attr, "Name") == 0)
+    return 0;
+  if (asprintf(&key, "addr:%s", value) < 0)
+    return -1;
+  for (char *c = key; *c != '\0'; c++)
+    *c = (char)tolower((unsigned char)*c);
+  rc = store_object_lookup(r->store, r->target, key, found_other, (void *)own);
+  if (rc == 0 && strcmp(r->observed, r->target) != 0)
+    rc = store_object_lookup(r->store, r->observed, key, found_other,
+                             (void *)own);
+  free(key);
+  return rc < 0 ? -1 : rc != 0;
+}
+
 /* Passes of objects woken by a change of claims, at most this many. */
 #define AGAIN_MAX 3
 
@@ -1510,9 +1597,9 @@ int
 planner_plan(struct store *store, const struct planner_link *pl, int all,
              planner_emit_fn emit, void *ctx, struct planner_stats *stats)
 {
-  struct planner_link quiet = *pl;
+  struct planner_link with = *pl, quiet;
   struct round r = {.store = store,
-                    .pl = pl,
+                    .pl = &with,
                     .source_tenant = pl->link->source->tenant_id,
                     .target = pl->link->target->tenant_id,
                     .kind = config_object_name(pl->link->object),
@@ -1527,6 +1614,12 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
   int hold, in_tx = 0, result = -1;
 
   memset(stats, 0, sizeof(*stats));
+  if (with.taken == NULL) { /* SelectUniqueValue() asks the target read */
+    with.taken = round_taken;
+    with.taken_arg = &r;
+  }
+  pl = &with;
+  quiet = with;
   planner_observed_tenant(pl->link, r.observed, sizeof(r.observed));
   r.counted = json_object();
   if (r.counted == NULL || planner_plan_key(pl, key) != 0 ||
