@@ -101,7 +101,10 @@ json_t *mapping_eval(const struct mapping *mapping, const json_t *source,
 /* SelectUniqueValue()'s question: whether `value` of target attribute
  * `target` (its canonical spelling) is held in the target directory by an
  * object other than this person's own copy. Returns 1 (taken), 0 (free),
- * or -1 when it cannot tell (the evaluation then fails). */
+ * MAPPING_TAKEN_OWN (held by this person's copy and no other object: the
+ * value the copy was given, which is kept), or -1 when it cannot tell
+ * (the evaluation then fails). */
+#define MAPPING_TAKEN_OWN 2
 typedef int (*mapping_taken_fn)(void *arg, const char *target,
                                 const char *value);
 

@@ -2204,12 +2204,18 @@ eval_datetime(struct eval *e, const struct node *n, struct val *out)
   return 0;
 }
 
-/* SelectUniqueValue(c1, c2, ...): the first candidate that is not null and
- * not taken in the target (e->taken; without one, the first not null). */
+/* SelectUniqueValue(c1, c2, ...): the candidate this person's copy already
+ * holds, if one is and no other object holds it too (so the value chosen
+ * when the copy was made stays, as Microsoft applies the function only at
+ * creation, even once an earlier candidate comes free); else the first
+ * candidate that is not null and not taken in the target (e->taken;
+ * without one, the first not null). */
 static int
 eval_unique(struct eval *e, const struct node *n, struct val *out)
 {
   size_t tried = 0;
+  struct val first = null_val;
+  int found = 0;
 
   *out = null_val;
   for (size_t i = 0; i < n->u.call.n; i++) {
@@ -2241,10 +2247,18 @@ eval_unique(struct eval *e, const struct node *n, struct val *out)
                        "SelectUniqueValue(): cannot tell whether candidate "
                        "%zu is taken in the target",
                        i + 1);
-    if (rc == 0) {
+    if (rc == MAPPING_TAKEN_OWN) {
       *out = str_val(z, sn);
       return 0;
     }
+    if (rc == 0 && !found) {
+      first = str_val(z, sn);
+      found = 1;
+    }
+  }
+  if (found) {
+    *out = first;
+    return 0;
   }
   if (tried == 0)
     return 0;

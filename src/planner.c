@@ -1563,12 +1563,22 @@ found_other(void *ctx, const char *id, const char *value)
   return own == NULL || strcmp(id, own) != 0; /* non-zero: stop, taken */
 }
 
+/* Whether target object `id` found under a key is this person's copy. */
+static int
+found_own(void *ctx, const char *id, const char *value)
+{
+  (void)value;
+  return strcmp(id, (const char *)ctx) == 0; /* non-zero: stop, found */
+}
+
 /* SelectUniqueValue()'s answer in a round: `value` of `attr` is taken
  * when the target objects the store holds (the target's own read) have
  * it as an address ("addr:" keys: mail, userPrincipalName and SMTP proxy
- * addresses) on an object other than `own`. Alias and Name are not kept
- * by the store: never taken here, so the first candidate goes and the
- * target's own check refuses a duplicate (that object's write fails). */
+ * addresses) on an object other than `own`; held by `own` alone, it is
+ * the value the copy was given (MAPPING_TAKEN_OWN, kept). Alias and Name
+ * are not kept by the store: never taken here, so the first candidate
+ * goes and the target's own check refuses a duplicate (that object's
+ * write fails). */
 static int
 round_taken(void *arg, const char *own, const char *attr, const char *value)
 {
@@ -1586,6 +1596,14 @@ round_taken(void *arg, const char *own, const char *attr, const char *value)
   if (rc == 0 && strcmp(r->observed, r->target) != 0)
     rc = store_object_lookup(r->store, r->observed, key, found_other,
                              (void *)own);
+  if (rc == 0 && own != NULL) {
+    rc = store_object_lookup(r->store, r->target, key, found_own, (void *)own);
+    if (rc == 0 && strcmp(r->observed, r->target) != 0)
+      rc = store_object_lookup(r->store, r->observed, key, found_own,
+                               (void *)own);
+    free(key);
+    return rc < 0 ? -1 : rc != 0 ? MAPPING_TAKEN_OWN : 0;
+  }
   free(key);
   return rc < 0 ? -1 : rc != 0;
 }

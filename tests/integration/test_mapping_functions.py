@@ -119,6 +119,16 @@ def test_new_functions_sync_and_select_unique_value(make_env):
     assert env.writes()["patches"] == before["patches"], r.stderr
     assert env.copies()[zoe["id"]][0]["mail"] == "z.vanderberg@%s" % DOMAIN
 
+    # The first candidate comes free, and Zoë changes job: her copy is
+    # weighed again, takes the new title and keeps the address it was
+    # given (Microsoft applies SelectUniqueValue when an object is made).
+    env.cloud.delete_user(env.tenants["fabrikam"]["id"], taken["id"])
+    env.cloud.patch_user(src, zoe["id"], {"jobTitle": "Architect"})
+    r = env.run("sync")
+    z = env.copies()[zoe["id"]][0]
+    assert z["jobTitle"] == "Architect", r.stderr
+    assert z["mail"] == "z.vanderberg@%s" % DOMAIN
+
 
 def test_long_expression_errors_name_line_and_column(make_env):
     env = make_env(users=0)

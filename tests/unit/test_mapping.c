@@ -954,7 +954,8 @@ struct taken_set {
   const char *values[4];
   const char *target; /* the last target asked about */
   int calls;
-  int fail; /* answer -1 */
+  int fail;        /* answer -1 */
+  const char *own; /* held by the person's own copy alone */
 };
 
 static int
@@ -966,6 +967,8 @@ taken_in(void *arg, const char *target, const char *value)
   t->calls++;
   if (t->fail)
     return -1;
+  if (t->own != NULL && strcmp(t->own, value) == 0)
+    return MAPPING_TAKEN_OWN;
   for (size_t i = 0; i < N_OF(t->values) && t->values[i] != NULL; i++) {
     if (strcmp(t->values[i], value) == 0)
       return 1;
@@ -1002,16 +1005,17 @@ unique_eval(struct taken_set *t, int *exhausted, char *err, size_t errlen)
 static void
 test_select_unique(void **state)
 {
-  struct taken_set none = {{NULL}, NULL, 0, 0};
-  struct taken_set first = {{"John.Smith@contoso.com"}, NULL, 0, 0};
+  struct taken_set none = {{NULL}, NULL, 0, 0, NULL};
+  struct taken_set first = {{"John.Smith@contoso.com"}, NULL, 0, 0, NULL};
   struct taken_set two = {
-      {"John.Smith@contoso.com", "J.Smith@contoso.com"}, NULL, 0, 0};
+      {"John.Smith@contoso.com", "J.Smith@contoso.com"}, NULL, 0, 0, NULL};
   struct taken_set all = {{"John.Smith@contoso.com", "J.Smith@contoso.com",
                            "Jo.Smith@contoso.com"},
                           NULL,
                           0,
-                          0};
-  struct taken_set broken = {{NULL}, NULL, 0, 1};
+                          0,
+                          NULL};
+  struct taken_set broken = {{NULL}, NULL, 0, 1, NULL};
   char err[256];
   int exhausted = -1;
   json_t *got;
@@ -1020,7 +1024,8 @@ test_select_unique(void **state)
   got = unique_eval(&none, &exhausted, err, sizeof(err));
   check_value("free", json_object_get(got, "mail"),
               "\"John.Smith@contoso.com\"");
-  assert_int_equal(none.calls, 1);
+  /* Every candidate is asked: the copy may hold a later one. */
+  assert_int_equal(none.calls, 3);
   assert_string_equal(none.target, "mail");
   assert_int_equal(exhausted, 0);
   json_decref(got);
@@ -1028,8 +1033,17 @@ test_select_unique(void **state)
   got = unique_eval(&first, &exhausted, err, sizeof(err));
   check_value("first taken", json_object_get(got, "mail"),
               "\"J.Smith@contoso.com\"");
-  assert_int_equal(first.calls, 2);
+  assert_int_equal(first.calls, 3);
   json_decref(got);
+
+  /* The copy holds the third, given when the first two were taken; they
+   * came free since: it keeps the third. */
+  none.own = "Jo.Smith@contoso.com";
+  got = unique_eval(&none, &exhausted, err, sizeof(err));
+  check_value("own kept", json_object_get(got, "mail"),
+              "\"Jo.Smith@contoso.com\"");
+  json_decref(got);
+  none.own = NULL;
 
   got = unique_eval(&two, &exhausted, err, sizeof(err));
   check_value("two taken", json_object_get(got, "mail"),
