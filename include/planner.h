@@ -93,6 +93,9 @@ struct planner_link {
   const struct mapping *mapping;
   const struct scope_filter *filter; /* NULL: no scope_filter */
   const json_t *members; /* scope_group members as object keys, or NULL */
+  /* exclude_group members: id → the reason ("member of exclude_group
+   * <id>", the first group of the list that holds them), or NULL */
+  const json_t *excluded;
   const struct anchor_key *key; /* proof in anchors, or NULL */
   int quiet; /* no warnings about values refused (planner_plan's own) */
   /* migration = yes: the target as migration needs it (NULL while its
@@ -156,6 +159,13 @@ int planner_link_compile(const struct config *cfg,
  * its first reason. */
 int planner_default_scope(const struct planner_link *pl, const char *source_id,
                           const json_t *attrs, const char **why);
+
+/* Whether `source_id` is a member of one of the link's exclude groups
+ * (pl->excluded): 1 and *why the reason naming the group (borrowed from
+ * pl->excluded), else 0 and *why untouched. An exclusion wins over every
+ * other rule of the scope. */
+int planner_excluded(const struct planner_link *pl, const char *source_id,
+                     const char **why);
 
 /* The attribute that carries the anchor on the link's objects: its
  * `anchor` (extensionAttributeN) for guests, the matching CustomAttributeN

@@ -15,11 +15,11 @@
  *   onPremisesExtensionAttributes/extensionAttribute1 eq 'x'
  *
  * Operators eq, ne, in, startsWith(attr, 'text'), endsWith(attr, 'text'),
- * contains(attr, 'text'), and, or, not, parentheses; literals 'text' (a quote doubled inside:
- * 'O''Brien'), true, false, null, integers. String comparison ignores case,
- * as Entra ID's does (ASCII letters only: 'É' and 'é' differ). An attribute
- * that holds an array matches eq when any element does. Keywords are
- * case-insensitive.
+ * contains(attr, 'text'), and, or, not, parentheses; literals 'text' (a quote
+ * doubled inside: 'O''Brien'), true, false, null, integers. String comparison
+ * ignores case, as Entra ID's does (ASCII letters only: 'É' and 'é' differ).
+ * An attribute that holds an array matches eq when any element does. Keywords
+ * are case-insensitive.
  *
  * Attribute names match JSON keys ignoring case, an exact key first. `eq
  * null` holds when the attribute is absent, null or an empty array; `ne` is
@@ -44,8 +44,8 @@ struct scope_filter;
 /* Parse `text` (at most 8192 bytes of UTF-8, nesting of '(' and 'not' at
  * most 64 deep). Returns 0 and a new filter, or -1, *out NULL and err
  * describing the problem and where (e.g. "column 17: expected 'eq', 'ne'
- * or 'in' after 'department'"; columns count characters from 1). A NULL, empty or
- * blank text is an error ("empty filter"). err may be NULL or short: the
+ * or 'in' after 'department'"; columns count characters from 1). A NULL, empty
+ * or blank text is an error ("empty filter"). err may be NULL or short: the
  * message is truncated, always NUL-terminated when errlen > 0. */
 int scope_filter_parse(const char *text, struct scope_filter **out, char *err,
                        size_t errlen) __attribute__((warn_unused_result));

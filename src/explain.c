@@ -256,8 +256,9 @@ scope_part(const struct explain *ex, const struct planner_link *pl,
   const char *why = NULL;
   int dflt = planner_default_scope(pl, ex->row.source_id, attrs, &why);
   int present = ex->row.removed == STORE_PRESENT;
-  int member = 1, match = 1;
-  json_t *group = json_null(), *filter = json_null();
+  int member = 1, match = 1, excluded = 0;
+  json_t *group = json_null(), *filter = json_null(), *exclude = json_null();
+  const char *by = NULL;
 
   if (ex->link->scope_group != NULL) {
     member = pl->members != NULL &&
@@ -265,16 +266,25 @@ scope_part(const struct explain *ex, const struct planner_link *pl,
     group =
         json_pack("{s:s, s:b}", "id", ex->link->scope_group, "member", member);
   }
+  if (ex->link->exclude_group != NULL) {
+    excluded = planner_excluded(pl, ex->row.source_id, &by);
+    /* by is "member of exclude_group <id>": the id is what is shown */
+    exclude = json_pack(
+        "{s:s, s:b, s:s?}", "id", ex->link->exclude_group, "excluded",
+        excluded, "group",
+        excluded && strrchr(by, ' ') != NULL ? strrchr(by, ' ') + 1 : NULL);
+  }
   if (pl->filter != NULL) {
     match = scope_filter_match(pl->filter, attrs);
     filter = json_pack("{s:s, s:b, s:o}", "filter", ex->link->scope_filter,
                        "result", match, "clauses",
                        scope_filter_clauses(pl->filter, attrs));
   }
-  return json_pack("{s:b, s:s?, s:b, s:{s:b, s:s?}, s:o, s:o}", "in_scope",
-                   present && dflt && member && match, "why", ex->why,
-                   "present", present, "default", "result", dflt, "why", why,
-                   "scope_group", group, "scope_filter", filter);
+  return json_pack("{s:b, s:s?, s:b, s:{s:b, s:s?}, s:o, s:o, s:o}",
+                   "in_scope", present && dflt && !excluded && member && match,
+                   "why", ex->why, "present", present, "default", "result",
+                   dflt, "why", why, "scope_group", group, "exclude_group",
+                   exclude, "scope_filter", filter);
 }
 
 static json_t *
@@ -598,6 +608,19 @@ yes_no(const json_t *o, const char *key)
 }
 
 static void
+print_exclude(const json_t *exclude, FILE *fp)
+{
+  if (!json_is_object(exclude))
+    return;
+  if (json_is_true(json_object_get(exclude, "excluded")))
+    fprintf(fp, "  exclude_group          excluded: member of group %s\n",
+            str(exclude, "group"));
+  else
+    fprintf(fp, "  exclude_group          not a member (groups %s)\n",
+            str(exclude, "id"));
+}
+
+static void
 print_text(const json_t *doc, FILE *fp)
 {
   const json_t *src = json_object_get(doc, "source");
@@ -636,6 +659,7 @@ print_text(const json_t *doc, FILE *fp)
             str(group, "id"));
   else
     fprintf(fp, "  scope_group            (none set)\n");
+  print_exclude(json_object_get(sc, "exclude_group"), fp);
   if (json_is_object(filter)) {
     fprintf(fp, "  scope_filter           %s: %s\n",
             json_is_true(json_object_get(filter, "result")) ? "matches"

@@ -81,6 +81,21 @@ planner_default_scope(const struct planner_link *pl, const char *source_id,
   return scope_default_match(attrs, why);
 }
 
+int
+planner_excluded(const struct planner_link *pl, const char *source_id,
+                 const char **why)
+{
+  const char *reason =
+      pl->excluded != NULL
+          ? json_string_value(json_object_get(pl->excluded, source_id))
+          : NULL;
+
+  if (reason == NULL)
+    return 0;
+  *why = reason;
+  return 1;
+}
+
 static int
 in_scope(const struct planner_link *pl, const struct store_plan_row *row,
          const json_t *attrs, const char **why)
@@ -91,6 +106,8 @@ in_scope(const struct planner_link *pl, const struct store_plan_row *row,
     return 0;
   }
   if (!planner_default_scope(pl, row->source_id, attrs, why))
+    return 0;
+  if (planner_excluded(pl, row->source_id, why))
     return 0;
   if (pl->members != NULL &&
       json_object_get(pl->members, row->source_id) == NULL) {
@@ -1433,6 +1450,18 @@ planner_plan_key(const struct planner_link *pl, char out[17])
       json_object_set_new(key, "on_delete", json_integer(l->on_delete)) ||
       json_object_set(key, "mapping", map) != 0)
     goto out;
+  /* Only for links with exclude groups: every other link keeps its key
+   * (a key that changes weighs every object again). */
+  if (pl->excluded != NULL || l->exclude_group != NULL) {
+    char excluded[17] = "";
+    if (pl->excluded != NULL)
+      planner_hash(pl->excluded, excluded);
+    if (json_object_set_new(key, "exclude",
+                            l->exclude_group ? json_string(l->exclude_group)
+                                             : json_null()) != 0 ||
+        json_object_set_new(key, "excluded", json_string(excluded)) != 0)
+      goto out;
+  }
   /* Only for migration links: every other link keeps its key. */
   if (l->migration &&
       (json_object_set_new(key, "migration",
