@@ -515,6 +515,42 @@ fail:
   return NULL;
 }
 
+/* The person's row as the plan left it, into ex->row. Returns 0, or -1
+ * with ex->failed set. */
+static int
+reread_self(struct explain *ex)
+{
+  if (store_plan_row_one(ex->store, ex->link->name,
+                         ex->link->source->tenant_id, ex->observed,
+                         ex->row.source_id, on_self, ex) < 0) {
+    ex->failed = 1;
+    return -1;
+  }
+  return 0;
+}
+
+/* A create is emitted while its round is planned, before the round knows
+ * whether max_creates holds its creates: what the plan left in the
+ * (private) state says. */
+static void
+mark_held_create(struct explain *ex)
+{
+  json_t *next = json_object_get(ex->doc, "next");
+  const char *action = json_string_value(json_object_get(next, "action"));
+
+  if (action == NULL || strcmp(action, "create") != 0)
+    return;
+  if (reread_self(ex) != 0)
+    return;
+  if (ex->row.op_id != 0 && ex->row.op_kind == STORE_OP_CREATE &&
+      ex->row.op_state == STORE_OP_HELD &&
+      (json_object_set_new(next, "held", json_true()) != 0 ||
+       json_object_set_new(next, "reason",
+                           json_string("held: over max_creates, waiting for "
+                                       "approve-creates")) != 0))
+    ex->failed = 1;
+}
+
 void
 explain_done(void *ctx, const struct config_link *link,
              const struct planner_stats *st, const struct recovery *rec)
@@ -530,16 +566,14 @@ explain_done(void *ctx, const struct config_link *link,
     return;
   if (set(ex, "conflicts", conflicts_part(ex)) != 0)
     return;
-  if (json_object_get(ex->doc, "next") != NULL)
-    return;
-  /* No decision emitted: the op the plan left (queued already), or
-   * nothing. */
-  if (store_plan_row_one(ex->store, ex->link->name,
-                         ex->link->source->tenant_id, ex->observed,
-                         ex->row.source_id, on_self, ex) < 0) {
-    ex->failed = 1;
+  if (json_object_get(ex->doc, "next") != NULL) {
+    mark_held_create(ex);
     return;
   }
+  /* No decision emitted: the op the plan left (queued already), or
+   * nothing. */
+  if (reread_self(ex) != 0)
+    return;
   kind = store_op_kind_name(ex->row.op_kind);
   if (ex->row.op_id != 0 && ex->row.op_state == STORE_OP_PENDING)
     (void)set(ex, "next",
@@ -550,7 +584,11 @@ explain_done(void *ctx, const struct config_link *link,
     /* Held, or failed for good: it waits (its backoff, resync, or
      * approve-deletes). */
     char reason[1024];
-    if (ex->row.op_state == STORE_OP_HELD)
+    if (ex->row.op_state == STORE_OP_HELD &&
+        ex->row.op_kind == STORE_OP_CREATE)
+      snprintf(reason, sizeof(reason),
+               "held: over max_creates, waiting for approve-creates");
+    else if (ex->row.op_state == STORE_OP_HELD)
       snprintf(reason, sizeof(reason),
                "held: over max_deletes, waiting for approve-deletes");
     else

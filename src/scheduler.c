@@ -1014,6 +1014,7 @@ lrun_plan(struct lrun *lr)
                             .filter = lr->filter,
                             .members = lr->members,
                             .excluded = lr->excluded,
+                            .filling = lr->partial,
                             .key = s->key,
                             .migration =
                                 lr->initial != NULL ? &lr->mig : NULL};
@@ -1884,9 +1885,9 @@ scheduler_status(const struct scheduler *s, char *buf, size_t len)
       }
       n = snprintf(buf + o, len - o,
                    "%s%s: last success %s, %lld pending, %lld failed, "
-                   "%lld deletes held",
+                   "%lld deletes held%s",
                    o ? "; " : "", lr->link->name, when, c.pending, c.failed,
-                   c.deletes_held);
+                   c.deletes_held, c.creates_held > 0 ? ", creates held" : "");
     }
     if (n < 0 || (size_t)n >= len - o)
       break;
@@ -1925,6 +1926,7 @@ scheduler_write_metrics(const struct scheduler *s, const char *path)
     m->failed = c.failed;
     m->refused = c.refused;
     m->deletes_held = c.deletes_held;
+    m->creates_held = c.creates_held;
     m->last_success = c.last_success;
     m->last_round_seconds = lr->last_round_seconds;
     m->rounds = (unsigned long long)lr->rounds;
@@ -2036,7 +2038,7 @@ scheduler_exit_code(const struct scheduler *s)
       continue;
     }
     failed |= c.failed > 0;
-    held |= c.deletes_held > 0;
+    held |= c.deletes_held > 0 || c.creates_held > 0;
   }
   return failed ? 1 : held ? 3 : 0;
 }

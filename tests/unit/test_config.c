@@ -282,6 +282,8 @@ static const char full_config[] =
     "on_delete = hide\n"
     "adopt = no\n"
     "max_deletes = 0\n"
+    "max_delete_share = 10%\n"
+    "max_creates = 500\n"
     "interval = 300\n"
     "\n"
     "[link fabrikam-to-contoso]\n"
@@ -922,6 +924,16 @@ static const struct bad_case bad_cases[] = {
      14,
      "exclude_group " GUID_A " is also a scope_group: it would take nobody "
      "of that group"},
+    {"max_delete_share zero", TENANTS LINK_AB "max_delete_share = 0%\n", 13,
+     "max_delete_share 0% is out of range (1%..100%)"},
+    {"max_delete_share over", TENANTS LINK_AB "max_delete_share = 101\n", 13,
+     "max_delete_share 101% is out of range (1%..100%)"},
+    {"max_delete_share word", TENANTS LINK_AB "max_delete_share = ten\n", 13,
+     "max_delete_share 'ten' is not a percentage (for example 10%)"},
+    {"max_delete_share fraction", TENANTS LINK_AB "max_delete_share = 2.5%\n",
+     13, "max_delete_share '2.5%' is not a percentage (for example 10%)"},
+    {"max_creates negative", TENANTS LINK_AB "max_creates = -1\n", 13,
+     "max_creates -1 is out of range (0..1000000)"},
     {"bad scope_group", TENANTS LINK_AB "scope_group = sales\n", 13,
      "scope_group 'sales' is not a GUID (8-4-4-4-12 hexadecimal digits)"},
     {"unknown mapping", TENANTS LINK_AB "mapping = m\n", 13,
@@ -1194,6 +1206,8 @@ static const char full_dump[] =
     "on_delete = hide\n"
     "adopt = no\n"
     "max_deletes = 0\n"
+    "max_delete_share = 10%\n"
+    "max_creates = 500\n"
     "interval = 300\n"
     "\n[link fabrikam-to-contoso]\n"
     "source = fabrikam\n"
@@ -1207,11 +1221,13 @@ static const char full_dump[] =
     "on_delete = keep\n"
     "adopt = no\n"
     "max_deletes = 1000000\n"
+    "max_delete_share = 10%\n"
+    "max_creates = 500\n"
     "interval = 120\n";
 
 /* scope_group and exclude_group: one GUID as before, or several by
  * commas and/or blanks, stored "g1,g2" lower-case and read back one by
- * one. */
+ * one; max_delete_share with or without its '%'. */
 static void
 test_group_lists(void **state)
 {
@@ -1225,7 +1241,8 @@ test_group_lists(void **state)
   (void)state;
   cfg = load_ok(TENANTS LINK_AB "scope_group = " GUID_A " ,\t" GUID_B
                                 "  ABCDEF01-2345-6789-ABCD-EF0123456789\n"
-                                "exclude_group = " GUID_C "\n");
+                                "exclude_group = " GUID_C "\n"
+                                "max_delete_share = 25\nmax_creates = 0\n");
   l = &cfg->links[0];
   assert_int_equal(config_guids_count(l->scope_group), 3);
   assert_string_equal(l->scope_group, GUID_A
@@ -1237,6 +1254,8 @@ test_group_lists(void **state)
   assert_null(config_guid_at(l->scope_group, 3, g));
   assert_int_equal(config_guids_count(l->exclude_group), 1);
   assert_string_equal(config_guid_at(l->exclude_group, 0, g), GUID_C);
+  assert_int_equal(l->max_delete_share, 25);
+  assert_int_equal(l->max_creates, 0);
   assert_int_equal(config_guids_count(NULL), 0);
   assert_null(config_guid_at(NULL, 0, g));
   /* the dump shows the list as stored, and it loads back the same */
@@ -1246,6 +1265,7 @@ test_group_lists(void **state)
   assert_int_equal(fclose(fp), 0);
   assert_non_null(strstr(text, "\nscope_group = " GUID_A "," GUID_B
                                ",abcdef01-2345-6789-abcd-ef0123456789\n"));
+  assert_non_null(strstr(text, "\nmax_delete_share = 25%\n"));
   config_free(cfg);
   free(text);
 
