@@ -190,6 +190,7 @@ struct store_link_counts {
   long long refused;      /* of those, objects the planner refused
                              (conflicts, values it cannot take) */
   long long deletes_held; /* deletes waiting for approval */
+  long long creates_held; /* creates waiting for approval (max_creates) */
   time_t last_success;    /* 0 if never */
   time_t run_started;     /* the current (or last) round's start, or 0 */
   long long run_done;     /* ops completed since then */
@@ -222,7 +223,7 @@ enum store_op_kind {
 /* Where an op stands, kept as its name like the kind. */
 enum store_op_state {
   STORE_OP_PENDING, /* to be run */
-  STORE_OP_HELD,    /* a delete waiting for approval (not run) */
+  STORE_OP_HELD,    /* a delete or create waiting for approval (not run) */
   STORE_OP_FAILED,  /* failed for good (tried again after a backoff) */
 };
 
@@ -524,13 +525,24 @@ int store_ops_complete(struct store *store, const char *link,
                        const struct store_done *done, size_t n, time_t now)
     __attribute__((warn_unused_result));
 
-/* deletes_held = number of ops of the link in state held. */
+/* deletes_held = number of removals (delete, disable, hide) of the link
+ * in state held. */
 int store_link_count_held(struct store *store, const char *link,
                           long long *held) __attribute__((warn_unused_result));
-/* Held ops → pending; *released (may be NULL) gets how many. Inside an
- * open transaction it is part of it; otherwise it is one of its own. */
+/* Held removals → pending (held creates stay held); *released (may be
+ * NULL) gets how many. Inside an open transaction it is part of it;
+ * otherwise it is one of its own. */
 int store_link_approve(struct store *store, const char *link,
                        long long *released)
+    __attribute__((warn_unused_result));
+/* The link's creates in state held (the max_creates guard). */
+int store_link_held_creates(struct store *store, const char *link,
+                            long long *held)
+    __attribute__((warn_unused_result));
+/* Held creates → pending; *released (may be NULL) gets how many. One
+ * statement: atomic alone, or part of the caller's open transaction. */
+int store_link_approve_creates(struct store *store, const char *link,
+                               long long *released)
     __attribute__((warn_unused_result));
 int store_link_success(struct store *store, const char *link, time_t now)
     __attribute__((warn_unused_result));

@@ -90,11 +90,12 @@
  * expression of 10,000 characters (4 bytes each at most) or a long
  * scope_filter. */
 #define CONFIG_LINE_MAX 65536
-#define KEYS_MAX 16 /* keys per section table */
+#define KEYS_MAX 32 /* keys per section table */
 #define SECTION_NAME_MAX 64
 #define KIND_MAX 32
 #define INTERVAL_MAX 86400
 #define MAX_DELETES_MAX 1000000
+#define MAX_CREATES_MAX 1000000
 
 /* What ';' and '#' become between read_line() and on_key(). */
 #define ESC_SEMICOLON '\x1e'
@@ -247,6 +248,8 @@ enum key_type {
   TYPE_TENANT,  /* name of a [tenant] section */
   TYPE_MAPPING, /* name of a [mapping] section */
   TYPE_RATE,    /* "COUNT/WINDOWs" or "off": struct config_rate */
+  TYPE_GUIDS,   /* GUIDs, by commas or blanks; stored "g1,g2" lower-case */
+  TYPE_PERCENT, /* "N%" (or N), N within def->min..def->max; a long */
 };
 
 /* Flags. KEY_RELOADABLE alone decides what a reload may change:
@@ -424,8 +427,12 @@ static const struct key_def link_keys[] = {
      .values = user_types,
      .flags = KEY_RELOADABLE | KEY_GUEST_ONLY},
     {.name = "scope_group",
-     .type = TYPE_GUID,
+     .type = TYPE_GUIDS,
      .off = L(scope_group),
+     .flags = KEY_RELOADABLE},
+    {.name = "exclude_group",
+     .type = TYPE_GUIDS,
+     .off = L(exclude_group),
      .flags = KEY_RELOADABLE},
     {.name = "scope_filter",
      .type = TYPE_STRING,
@@ -470,6 +477,20 @@ static const struct key_def link_keys[] = {
      .def = STR(CONFIG_DEFAULT_MAX_DELETES),
      .min = 0,
      .max = MAX_DELETES_MAX,
+     .flags = KEY_RELOADABLE},
+    {.name = "max_delete_share",
+     .type = TYPE_PERCENT,
+     .off = L(max_delete_share),
+     .def = STR(CONFIG_DEFAULT_MAX_DELETE_SHARE) "%",
+     .min = 1,
+     .max = 100,
+     .flags = KEY_RELOADABLE},
+    {.name = "max_creates",
+     .type = TYPE_INT,
+     .off = L(max_creates),
+     .def = STR(CONFIG_DEFAULT_MAX_CREATES),
+     .min = 0,
+     .max = MAX_CREATES_MAX,
      .flags = KEY_RELOADABLE},
     {.name = "interval",
      .type = TYPE_INT,
@@ -852,6 +873,129 @@ bad:
               def->name, text);
 }
 
+/* A list of group object ids, as scope_group and exclude_group take it:
+ * GUIDs separated by commas and/or blanks (one GUID alone, as before, is
+ * a list of one). A list rather than a repeated key, because the reader
+ * refuses a key given twice in a section (a typo's guard that a repeated
+ * key would have to give up) and one key keeps one line, one value, one
+ * entry in check-config's dump and in the reload check. Stored lower-case
+ * as "g1,g2" (CONFIG_GUIDS_SEP), which loads back as the same list and
+ * is as short as the list can be written.
+ * Empty items, a GUID given twice and more than CONFIG_GUIDS_MAX are
+ * errors. */
+static int
+parse_guids(struct loader *ld, const struct key_def *def, const char *text,
+            int line, char **out)
+{
+  const size_t stride = CONFIG_GUID_LEN + sizeof(CONFIG_GUIDS_SEP) - 1;
+  char *list = xmalloc(CONFIG_GUIDS_MAX * stride + 1);
+  size_t n = 0;
+  const char *p = text;
+
+  list[0] = '\0';
+  for (;;) {
+    char item[CONFIG_GUID_LEN + 1];
+    size_t len;
+
+    while (*p == ' ' || *p == '\t' || *p == '\n')
+      p++;
+    len = strcspn(p, ", \t\n");
+    if (len == 0) {
+      free(list);
+      return fail(ld, line,
+                  "%s: empty item in '%s' (GUIDs separated by "
+                  "commas or blanks)",
+                  def->name, text);
+    }
+    if (len != CONFIG_GUID_LEN) {
+      free(list);
+      return fail(ld, line,
+                  "%s '%.*s' is not a GUID (8-4-4-4-12 hexadecimal digits)",
+                  def->name, (int)(len > 64 ? 64 : len), p);
+    }
+    memcpy(item, p, len);
+    item[len] = '\0';
+    for (char *c = item; *c != '\0'; c++)
+      *c = (char)tolower((unsigned char)*c);
+    if (!text_is_guid(item)) {
+      free(list);
+      return fail(ld, line,
+                  "%s '%.*s' is not a GUID (8-4-4-4-12 hexadecimal digits)",
+                  def->name, (int)len, p);
+    }
+    for (size_t i = 0; i < n; i++) {
+      if (memcmp(list + i * stride, item, CONFIG_GUID_LEN) == 0) {
+        free(list);
+        return fail(ld, line, "%s names %s twice", def->name, item);
+      }
+    }
+    if (n == CONFIG_GUIDS_MAX) {
+      free(list);
+      return fail(ld, line,
+                  "%s: more than %d groups (nest them in one group: "
+                  "members of nested groups count)",
+                  def->name, CONFIG_GUIDS_MAX);
+    }
+    if (n > 0)
+      memcpy(list + n * stride - (stride - CONFIG_GUID_LEN), CONFIG_GUIDS_SEP,
+             stride - CONFIG_GUID_LEN);
+    memcpy(list + n * stride, item, CONFIG_GUID_LEN + 1);
+    n++;
+    p += len;
+    while (*p == ' ' || *p == '\t' || *p == '\n')
+      p++;
+    if (*p == '\0')
+      break;
+    if (*p == ',')
+      p++;
+  }
+  *out = list;
+  return 0;
+}
+
+size_t
+config_guids_count(const char *list)
+{
+  const size_t stride = CONFIG_GUID_LEN + sizeof(CONFIG_GUIDS_SEP) - 1;
+
+  return list == NULL || *list == '\0'
+             ? 0
+             : (strlen(list) + stride - CONFIG_GUID_LEN) / stride;
+}
+
+const char *
+config_guid_at(const char *list, size_t i, char out[CONFIG_GUID_LEN + 1])
+{
+  const size_t stride = CONFIG_GUID_LEN + sizeof(CONFIG_GUIDS_SEP) - 1;
+
+  if (i >= config_guids_count(list))
+    return NULL;
+  memcpy(out, list + i * stride, CONFIG_GUID_LEN);
+  out[CONFIG_GUID_LEN] = '\0';
+  return out;
+}
+
+/* "10%" or "10", within def's bounds. */
+static int
+parse_percent(struct loader *ld, const struct key_def *def, const char *text,
+              int line, long *out)
+{
+  long v = 0;
+  size_t digits = 0;
+  const char *p = text;
+
+  for (; isdigit((unsigned char)*p) && digits < 4; p++, digits++)
+    v = v * 10 + (*p - '0');
+  if (digits == 0 || (*p != '\0' && strcmp(p, "%") != 0))
+    return fail(ld, line, "%s '%s' is not a percentage (for example 10%%)",
+                def->name, text);
+  if (v < def->min || v > def->max)
+    return fail(ld, line, "%s %ld%% is out of range (%ld%%..%ld%%)", def->name,
+                v, def->min, def->max);
+  *out = v;
+  return 0;
+}
+
 /* Parse `text` as def's type into its field in `base`. Returns 0, or -1
  * with the error recorded against `line`. */
 static int
@@ -877,6 +1021,18 @@ parse_value(struct loader *ld, const struct key_def *def, void *base,
       *c = (char)tolower((unsigned char)*c);
     set_string(base, def->off, s);
     return 0;
+  case TYPE_GUIDS:
+    if (parse_guids(ld, def, text, line, &s) != 0)
+      return -1;
+    set_string(base, def->off, s);
+    return 0;
+  case TYPE_PERCENT: {
+    long v = 0;
+    if (parse_percent(ld, def, text, line, &v) != 0)
+      return -1;
+    memcpy((char *)base + def->off, &v, sizeof(v));
+    return 0;
+  }
   case TYPE_ENUM:
     for (size_t i = 0; def->values[i].name != NULL; i++) {
       if (strcmp(text, def->values[i].name) == 0) {
@@ -1572,6 +1728,26 @@ mapping_index(const struct loader *ld, const char *name)
   return SIZE_MAX;
 }
 
+/* A group both in scope_group and in exclude_group would take nobody of
+ * it: a mistake, refused at exclude_group's line. */
+static int
+check_groups_apart(struct loader *ld, struct link_in *li)
+{
+  const struct config_link *l = &li->pub;
+  const int line =
+      li->lines[key_index(link_keys, N_KEYS(link_keys), "exclude_group")];
+  char a[CONFIG_GUID_LEN + 1], b[CONFIG_GUID_LEN + 1];
+
+  for (size_t i = 0; config_guid_at(l->exclude_group, i, a) != NULL; i++)
+    for (size_t j = 0; config_guid_at(l->scope_group, j, b) != NULL; j++)
+      if (strcmp(a, b) == 0)
+        return fail(ld, line,
+                    "exclude_group %s is also a scope_group: it would take "
+                    "nobody of that group",
+                    a);
+  return 0;
+}
+
 static int
 finish_link(struct loader *ld, struct link_in *li)
 {
@@ -1616,6 +1792,8 @@ finish_link(struct loader *ld, struct link_in *li)
                 "has object = %s)",
                 migration_line != 0 ? "migration" : "migration_external",
                 config_object_name(l->object));
+  if (check_groups_apart(ld, li) != 0)
+    return -1;
   if (l->migration && !ld->tenants[tenant_index(ld, li->source)].pub.exchange)
     return fail(ld, migration_line,
                 "migration = yes reads the source's mailboxes from Exchange "
@@ -1673,7 +1851,7 @@ free_fields(const struct key_def *keys, size_t n, void *base)
   for (size_t i = 0; i < n; i++) {
     char *s;
     if (keys[i].type == TYPE_ENUM || keys[i].type == TYPE_INT ||
-        keys[i].type == TYPE_RATE)
+        keys[i].type == TYPE_RATE || keys[i].type == TYPE_PERCENT)
       continue;
     memcpy(&s, (char *)base + keys[i].off, sizeof(s));
     free(s);
@@ -1930,6 +2108,10 @@ value_text(const struct key_def *def, const void *base, char *buf, size_t size)
     memcpy(&l, field + def->off, sizeof(l));
     snprintf(buf, size, "%ld", l);
     return buf;
+  case TYPE_PERCENT:
+    memcpy(&l, field + def->off, sizeof(l));
+    snprintf(buf, size, "%ld%%", l);
+    return buf;
   case TYPE_RATE: {
     struct config_rate r;
     memcpy(&r, field + def->off, sizeof(r));
@@ -1950,6 +2132,7 @@ value_text(const struct key_def *def, const void *base, char *buf, size_t size)
   }
   case TYPE_STRING:
   case TYPE_GUID:
+  case TYPE_GUIDS:
   case TYPE_PATH:
   case TYPE_FILE:
   case TYPE_URL:
@@ -2089,6 +2272,7 @@ same_value(const struct key_def *def, const void *a, const void *b)
   case TYPE_ENUM:
     return memcmp(fa + def->off, fb + def->off, sizeof(int)) == 0;
   case TYPE_INT:
+  case TYPE_PERCENT:
     return memcmp(fa + def->off, fb + def->off, sizeof(long)) == 0;
   case TYPE_RATE: {
     struct config_rate ra, rb;
@@ -2107,6 +2291,7 @@ same_value(const struct key_def *def, const void *a, const void *b)
   case TYPE_MAPPING:
   case TYPE_STRING:
   case TYPE_GUID:
+  case TYPE_GUIDS:
   case TYPE_PATH:
   case TYPE_FILE:
   case TYPE_URL:

@@ -256,8 +256,9 @@ scope_part(const struct explain *ex, const struct planner_link *pl,
   const char *why = NULL;
   int dflt = planner_default_scope(pl, ex->row.source_id, attrs, &why);
   int present = ex->row.removed == STORE_PRESENT;
-  int member = 1, match = 1;
-  json_t *group = json_null(), *filter = json_null();
+  int member = 1, match = 1, excluded = 0;
+  json_t *group = json_null(), *filter = json_null(), *exclude = json_null();
+  const char *by = NULL;
 
   if (ex->link->scope_group != NULL) {
     member = pl->members != NULL &&
@@ -265,16 +266,25 @@ scope_part(const struct explain *ex, const struct planner_link *pl,
     group =
         json_pack("{s:s, s:b}", "id", ex->link->scope_group, "member", member);
   }
+  if (ex->link->exclude_group != NULL) {
+    excluded = planner_excluded(pl, ex->row.source_id, &by);
+    /* by is "member of exclude_group <id>": the id is what is shown */
+    exclude = json_pack(
+        "{s:s, s:b, s:s?}", "id", ex->link->exclude_group, "excluded",
+        excluded, "group",
+        excluded && strrchr(by, ' ') != NULL ? strrchr(by, ' ') + 1 : NULL);
+  }
   if (pl->filter != NULL) {
     match = scope_filter_match(pl->filter, attrs);
     filter = json_pack("{s:s, s:b, s:o}", "filter", ex->link->scope_filter,
                        "result", match, "clauses",
                        scope_filter_clauses(pl->filter, attrs));
   }
-  return json_pack("{s:b, s:s?, s:b, s:{s:b, s:s?}, s:o, s:o}", "in_scope",
-                   present && dflt && member && match, "why", ex->why,
-                   "present", present, "default", "result", dflt, "why", why,
-                   "scope_group", group, "scope_filter", filter);
+  return json_pack("{s:b, s:s?, s:b, s:{s:b, s:s?}, s:o, s:o, s:o}",
+                   "in_scope", present && dflt && !excluded && member && match,
+                   "why", ex->why, "present", present, "default", "result",
+                   dflt, "why", why, "scope_group", group, "exclude_group",
+                   exclude, "scope_filter", filter);
 }
 
 static json_t *
@@ -505,6 +515,42 @@ fail:
   return NULL;
 }
 
+/* The person's row as the plan left it, into ex->row. Returns 0, or -1
+ * with ex->failed set. */
+static int
+reread_self(struct explain *ex)
+{
+  if (store_plan_row_one(ex->store, ex->link->name,
+                         ex->link->source->tenant_id, ex->observed,
+                         ex->row.source_id, on_self, ex) < 0) {
+    ex->failed = 1;
+    return -1;
+  }
+  return 0;
+}
+
+/* A create is emitted while its round is planned, before the round knows
+ * whether max_creates holds its creates: what the plan left in the
+ * (private) state says. */
+static void
+mark_held_create(struct explain *ex)
+{
+  json_t *next = json_object_get(ex->doc, "next");
+  const char *action = json_string_value(json_object_get(next, "action"));
+
+  if (action == NULL || strcmp(action, "create") != 0)
+    return;
+  if (reread_self(ex) != 0)
+    return;
+  if (ex->row.op_id != 0 && ex->row.op_kind == STORE_OP_CREATE &&
+      ex->row.op_state == STORE_OP_HELD &&
+      (json_object_set_new(next, "held", json_true()) != 0 ||
+       json_object_set_new(next, "reason",
+                           json_string("held: over max_creates, waiting for "
+                                       "approve-creates")) != 0))
+    ex->failed = 1;
+}
+
 void
 explain_done(void *ctx, const struct config_link *link,
              const struct planner_stats *st, const struct recovery *rec)
@@ -520,16 +566,14 @@ explain_done(void *ctx, const struct config_link *link,
     return;
   if (set(ex, "conflicts", conflicts_part(ex)) != 0)
     return;
-  if (json_object_get(ex->doc, "next") != NULL)
-    return;
-  /* No decision emitted: the op the plan left (queued already), or
-   * nothing. */
-  if (store_plan_row_one(ex->store, ex->link->name,
-                         ex->link->source->tenant_id, ex->observed,
-                         ex->row.source_id, on_self, ex) < 0) {
-    ex->failed = 1;
+  if (json_object_get(ex->doc, "next") != NULL) {
+    mark_held_create(ex);
     return;
   }
+  /* No decision emitted: the op the plan left (queued already), or
+   * nothing. */
+  if (reread_self(ex) != 0)
+    return;
   kind = store_op_kind_name(ex->row.op_kind);
   if (ex->row.op_id != 0 && ex->row.op_state == STORE_OP_PENDING)
     (void)set(ex, "next",
@@ -540,7 +584,11 @@ explain_done(void *ctx, const struct config_link *link,
     /* Held, or failed for good: it waits (its backoff, resync, or
      * approve-deletes). */
     char reason[1024];
-    if (ex->row.op_state == STORE_OP_HELD)
+    if (ex->row.op_state == STORE_OP_HELD &&
+        ex->row.op_kind == STORE_OP_CREATE)
+      snprintf(reason, sizeof(reason),
+               "held: over max_creates, waiting for approve-creates");
+    else if (ex->row.op_state == STORE_OP_HELD)
       snprintf(reason, sizeof(reason),
                "held: over max_deletes, waiting for approve-deletes");
     else
@@ -598,6 +646,19 @@ yes_no(const json_t *o, const char *key)
 }
 
 static void
+print_exclude(const json_t *exclude, FILE *fp)
+{
+  if (!json_is_object(exclude))
+    return;
+  if (json_is_true(json_object_get(exclude, "excluded")))
+    fprintf(fp, "  exclude_group          excluded: member of group %s\n",
+            str(exclude, "group"));
+  else
+    fprintf(fp, "  exclude_group          not a member (groups %s)\n",
+            str(exclude, "id"));
+}
+
+static void
 print_text(const json_t *doc, FILE *fp)
 {
   const json_t *src = json_object_get(doc, "source");
@@ -636,6 +697,7 @@ print_text(const json_t *doc, FILE *fp)
             str(group, "id"));
   else
     fprintf(fp, "  scope_group            (none set)\n");
+  print_exclude(json_object_get(sc, "exclude_group"), fp);
   if (json_is_object(filter)) {
     fprintf(fp, "  scope_filter           %s: %s\n",
             json_is_true(json_object_get(filter, "result")) ? "matches"

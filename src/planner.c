@@ -82,6 +82,36 @@ planner_default_scope(const struct planner_link *pl, const char *source_id,
   return scope_default_match(attrs, why);
 }
 
+int
+planner_deletes_over(const struct config_link *link, unsigned long deletes,
+                     long long copies)
+{
+  if (deletes > (unsigned long)link->max_deletes)
+    return 1;
+  /* Integers only: deletes / copies > share / 100. A round that would
+   * delete more copies than the link has (copies counted before it) is
+   * over any share. */
+  return deletes > CONFIG_DELETE_SHARE_FLOOR && link->max_delete_share < 100 &&
+         (copies <= 0 || (unsigned long long)deletes * 100 >
+                             (unsigned long long)copies *
+                                 (unsigned long long)link->max_delete_share);
+}
+
+int
+planner_excluded(const struct planner_link *pl, const char *source_id,
+                 const char **why)
+{
+  const char *reason =
+      pl->excluded != NULL
+          ? json_string_value(json_object_get(pl->excluded, source_id))
+          : NULL;
+
+  if (reason == NULL)
+    return 0;
+  *why = reason;
+  return 1;
+}
+
 static int
 in_scope(const struct planner_link *pl, const struct store_plan_row *row,
          const json_t *attrs, const char **why)
@@ -92,6 +122,8 @@ in_scope(const struct planner_link *pl, const struct store_plan_row *row,
     return 0;
   }
   if (!planner_default_scope(pl, row->source_id, attrs, why))
+    return 0;
+  if (planner_excluded(pl, row->source_id, why))
     return 0;
   if (pl->members != NULL &&
       json_object_get(pl->members, row->source_id) == NULL) {
@@ -732,6 +764,7 @@ struct round {
   char *last_id;      /* the chunk's last source id */
   size_t rows;        /* rows of the chunk */
   long long held_met; /* rows whose op was a held delete */
+  int hold_creates;   /* creates are written held (max_creates guard) */
   struct planner_stats *stats;
   planner_emit_fn emit;
   void *ctx;
@@ -1220,7 +1253,8 @@ on_row(void *ctx, const struct store_plan_row *row)
   free(r->last_id);
   r->last_id = last;
   r->rows++;
-  if (r->pass == 1 && row->op_id != 0 && row->op_state == STORE_OP_HELD)
+  if (r->pass == 1 && row->op_id != 0 && row->op_state == STORE_OP_HELD &&
+      is_delete_kind((enum planner_kind)row->op_kind))
     r->held_met++;
 
   if (planner_decide(r->pl, r->source_tenant, row, &p.d, err, sizeof(err)) !=
@@ -1374,14 +1408,16 @@ write_ops(struct round *r, struct planned *items, size_t n, int hold)
                   : strdup("{}");
     rc = (payload == NULL || desired == NULL)
              ? -1
-             : store_op_put(r->store, link, p->source_id,
-                            (enum store_op_kind)p->d.kind, payload, desired,
-                            p->d.hash,
-                            fail                     ? STORE_OP_FAILED
-                            : (p->is_delete && hold) ? STORE_OP_HELD
-                                                     : STORE_OP_PENDING,
-                            p->target_id, fail ? p->d.reason : NULL,
-                            fail ? now + FAIL_RETRY : 0, now);
+             : store_op_put(
+                   r->store, link, p->source_id, (enum store_op_kind)p->d.kind,
+                   payload, desired, p->d.hash,
+                   fail ? STORE_OP_FAILED
+                   : (p->is_delete && hold) ||
+                           (p->d.kind == PLANNER_CREATE && r->hold_creates)
+                       ? STORE_OP_HELD
+                       : STORE_OP_PENDING,
+                   p->target_id, fail ? p->d.reason : NULL,
+                   fail ? now + FAIL_RETRY : 0, now);
     free(payload);
     free(desired);
     if (rc != 0)
@@ -1482,6 +1518,18 @@ planner_plan_key(const struct planner_link *pl, char out[17])
       json_object_set_new(key, "on_delete", json_integer(l->on_delete)) ||
       json_object_set(key, "mapping", map) != 0)
     goto out;
+  /* Only for links with exclude groups: every other link keeps its key
+   * (a key that changes weighs every object again). */
+  if (pl->excluded != NULL || l->exclude_group != NULL) {
+    char excluded[17] = "";
+    if (pl->excluded != NULL)
+      planner_hash(pl->excluded, excluded);
+    if (json_object_set_new(key, "exclude",
+                            l->exclude_group ? json_string(l->exclude_group)
+                                             : json_null()) != 0 ||
+        json_object_set_new(key, "excluded", json_string(excluded)) != 0)
+      goto out;
+  }
   /* Only for migration links: every other link keeps its key. */
   if (l->migration &&
       (json_object_set_new(key, "migration",
@@ -1628,8 +1676,10 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
   const char *link = pl->link->name;
   char key[17], *old_key = NULL;
   long long since = -1, planned = 0, now_seq = 0, held = 0;
+  long long creates_held = 0;
+  struct store_link_counts counts;
   unsigned long new_deletes;
-  int hold, in_tx = 0, result = -1;
+  int hold, hold_creates = 0, in_tx = 0, result = -1;
 
   memset(stats, 0, sizeof(*stats));
   if (with.taken == NULL) { /* SelectUniqueValue() asks the target read */
@@ -1641,8 +1691,16 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
   planner_observed_tenant(pl->link, r.observed, sizeof(r.observed));
   r.counted = json_object();
   if (r.counted == NULL || planner_plan_key(pl, key) != 0 ||
-      store_seq_now(store, &now_seq) != 0)
+      store_seq_now(store, &now_seq) != 0 ||
+      store_link_counts(store, link, &counts) != 0)
     goto out;
+  /* The create burst guard: every create of the round is written held,
+   * and all are released at the end when they are few enough. Not while
+   * a link is filled: no copies yet (its first round is all creates, and
+   * `galbridge plan` shows it beforehand), or a round run while a full
+   * read streams in, which a first fill of a large tenant is made of;
+   * nor for one person's plan (no burst). */
+  r.hold_creates = pl->only == NULL && !pl->filling && counts.objects > 0;
   /* A round weighs the objects changed since the last one, unless what
    * decides them changed; galbridge plan weighs every one. */
   if (store_plan_mark_get(store, link, &old_key, &planned) != 0)
@@ -1699,13 +1757,25 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
   if (store_link_count_held(store, link, &held) != 0)
     goto out;
   held = held > r.held_met ? held - r.held_met : 0;
-  hold =
-      new_deletes + (unsigned long)held > (unsigned long)pl->link->max_deletes;
+  hold = planner_deletes_over(pl->link, new_deletes + (unsigned long)held,
+                              counts.objects);
   if (hold)
-    log_error("deletes held link=%s planned=%lu max_deletes=%ld: "
+    log_error("deletes held link=%s planned=%lu max_deletes=%ld "
+              "copies=%lld max_delete_share=%ld%%: "
               "run 'galbridge approve-deletes %s' to let them through",
               link, new_deletes + (unsigned long)held, pl->link->max_deletes,
-              link);
+              counts.objects, pl->link->max_delete_share, link);
+  /* This round's creates, with those still held from earlier rounds:
+   * over max_creates they all stay held, else they all go. */
+  if (r.hold_creates &&
+      store_link_held_creates(store, link, &creates_held) != 0)
+    goto out;
+  hold_creates =
+      r.hold_creates && creates_held > (long long)pl->link->max_creates;
+  if (hold_creates)
+    log_error("creates held link=%s planned=%lld max_creates=%ld: "
+              "run 'galbridge approve-creates %s' to let them through",
+              link, creates_held, pl->link->max_creates, link);
   /* One person's plan neither releases the others' held deletes nor
    * moves the plan mark: the link's next round weighs what it would
    * have weighed. */
@@ -1713,6 +1783,8 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
       write_ops(&r, r.dels, r.n_dels, hold) != 0 ||
       (pl->only == NULL && !hold && held > 0 &&
        store_link_approve(store, link, NULL) != 0) ||
+      (r.hold_creates && !hold_creates && creates_held > 0 &&
+       store_link_approve_creates(store, link, NULL) != 0) ||
       (pl->only == NULL &&
        store_plan_mark_set(store, link, key, now_seq) != 0) ||
       store_link_count_held(store, link, &held) != 0 ||
@@ -1720,6 +1792,7 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
     goto out;
   in_tx = 0;
   stats->held = (unsigned long)held;
+  stats->creates_held = hold_creates ? (unsigned long)creates_held : 0;
   result = 0;
 
 out:

@@ -71,7 +71,9 @@ struct lrun {
   struct tctx *target;
   struct executor *executor;
   enum lrun_state state;
-  json_t *members;
+  json_t *members;  /* the scope groups' members (their union), or NULL */
+  json_t *excluded; /* member id → "member of exclude_group G", or NULL */
+  size_t group_at;  /* the group being read: scope groups, then excluded */
   int pass;
   int rounds;
   int failed;       /* this round could not be planned or run */
@@ -486,6 +488,8 @@ lrun_end_partial(struct lrun *lr)
   lr->state = LRUN_IDLE;
   json_decref(lr->members);
   lr->members = NULL;
+  json_decref(lr->excluded);
+  lr->excluded = NULL;
   log_info("link partial round done link=%s created=%lu adopted=%lu "
            "updated=%lu deleted=%lu restored=%lu failed=%lu pending=%d "
            "duration=%.2fs (its source is still being read)",
@@ -560,6 +564,8 @@ lrun_end(struct lrun *lr)
   budget_save(s);
   json_decref(lr->members);
   lr->members = NULL;
+  json_decref(lr->excluded);
+  lr->excluded = NULL;
   lr->last_round_seconds = (double)(uv_hrtime() - lr->started) / 1e9;
   if (s->opts.mode != SCHEDULER_PLAN && s->stopping) {
     left = ops_left(lr);
@@ -1007,6 +1013,8 @@ lrun_plan(struct lrun *lr)
                             .mapping = lr->mapping,
                             .filter = lr->filter,
                             .members = lr->members,
+                            .excluded = lr->excluded,
+                            .filling = lr->partial,
                             .key = s->key,
                             .migration =
                                 lr->initial != NULL ? &lr->mig : NULL};
@@ -1504,27 +1512,109 @@ lrun_migration(struct lrun *lr)
     on_domains(lr, -1, NULL, NULL, "cannot ask for them");
 }
 
+/* The groups of a round are read one after the other: the scope groups
+ * (lrun.members, the union of their members) then the exclude groups
+ * (lrun.excluded, each member with the first group that excludes it).
+ * Any group that cannot be read leaves the link unplanned this round, an
+ * exclude group as much as a scope group: taking an unreadable exclude
+ * group as empty would create, or keep, a copy of every person it is
+ * there to keep out (a Graph outage must not publish the people an admin
+ * excluded). */
+static void lrun_next_group(struct lrun *lr);
+
+static int
+group_of(const struct lrun *lr, size_t at, char out[CONFIG_GUID_LEN + 1],
+         int *exclude)
+{
+  size_t n_scope = config_guids_count(lr->link->scope_group);
+
+  *exclude = at >= n_scope;
+  return config_guid_at(*exclude ? lr->link->exclude_group
+                                 : lr->link->scope_group,
+                        *exclude ? at - n_scope : at, out) != NULL;
+}
+
+/* Add `members` (borrowed) of exclude group `group` to lr->excluded. */
+static int
+add_excluded(struct lrun *lr, const char *group, const json_t *members)
+{
+  const char *id;
+  json_t *v;
+  char why[64];
+
+  snprintf(why, sizeof(why), "member of exclude_group %s", group);
+  if (lr->excluded == NULL && (lr->excluded = json_object()) == NULL)
+    return -1;
+  json_object_foreach((json_t *)members, id, v)
+  {
+    if (json_object_get(lr->excluded, id) == NULL &&
+        json_object_set_new(lr->excluded, id, json_string(why)) != 0)
+      return -1;
+  }
+  return 0;
+}
+
 static void
 on_members(void *ctx, const struct graph_response *resp, const json_t *members)
 {
   struct lrun *lr = ctx;
+  char group[CONFIG_GUID_LEN + 1] = "";
+  int exclude = 0, rc;
 
+  (void)group_of(lr, lr->group_at, group, &exclude);
   if (members == NULL) {
-    log_error("cannot read scope_group members, link not planned link=%s "
+    log_error("cannot read %s members, link not planned link=%s "
               "group=%s error=\"%s\"",
-              lr->link->name, lr->link->scope_group, resp->errmsg);
+              exclude ? "exclude_group" : "scope_group", lr->link->name, group,
+              resp->errmsg);
     lr->failed = 1;
     lrun_end(lr);
     return;
   }
-  lr->members = json_incref((json_t *)members);
-  log_debug("scope_group members link=%s count=%zu", lr->link->name,
+  if (exclude)
+    rc = add_excluded(lr, group, members);
+  else if (lr->members == NULL)
+    rc = (lr->members = json_copy((json_t *)members)) == NULL ? -1 : 0;
+  else
+    rc = json_object_update(lr->members, (json_t *)members);
+  if (rc != 0) {
+    log_error("out of memory reading group members, link not planned "
+              "link=%s group=%s",
+              lr->link->name, group);
+    lr->failed = 1;
+    lrun_end(lr);
+    return;
+  }
+  log_debug("%s members link=%s group=%s count=%zu",
+            exclude ? "exclude_group" : "scope_group", lr->link->name, group,
             json_object_size(members));
   if (lr->s->stopping) {
     lrun_end(lr);
     return;
   }
-  lrun_migration(lr);
+  lr->group_at++;
+  lrun_next_group(lr);
+}
+
+static void
+lrun_next_group(struct lrun *lr)
+{
+  char group[CONFIG_GUID_LEN + 1];
+  int exclude;
+
+  if (!group_of(lr, lr->group_at, group, &exclude)) {
+    lr->state = LRUN_EXECUTING;
+    lrun_migration(lr);
+    return;
+  }
+  lr->state = LRUN_MEMBERS;
+  if (graph_group_members(lr->source->tc->graph, group, on_members, lr) != 0) {
+    log_error("cannot ask %s members link=%s group=%s",
+              exclude ? "exclude_group" : "scope_group", lr->link->name,
+              group);
+    lr->failed = 1;
+    lrun_end(lr);
+  }
 }
 
 /* Ops that failed for good and whose next try has come go back to
@@ -1558,18 +1648,8 @@ lrun_start(struct lrun *lr)
   lr->failed = 0;
   lr->transient = 0;
   lr->pass = 0;
-  if (lr->link->scope_group != NULL) {
-    lr->state = LRUN_MEMBERS;
-    if (graph_group_members(lr->source->tc->graph, lr->link->scope_group,
-                            on_members, lr) != 0) {
-      log_error("cannot ask scope_group members link=%s", lr->link->name);
-      lr->failed = 1;
-      lrun_end(lr);
-    }
-    return;
-  }
-  lr->state = LRUN_EXECUTING;
-  lrun_migration(lr);
+  lr->group_at = 0;
+  lrun_next_group(lr);
 }
 
 static void
@@ -1805,9 +1885,9 @@ scheduler_status(const struct scheduler *s, char *buf, size_t len)
       }
       n = snprintf(buf + o, len - o,
                    "%s%s: last success %s, %lld pending, %lld failed, "
-                   "%lld deletes held",
+                   "%lld deletes held%s",
                    o ? "; " : "", lr->link->name, when, c.pending, c.failed,
-                   c.deletes_held);
+                   c.deletes_held, c.creates_held > 0 ? ", creates held" : "");
     }
     if (n < 0 || (size_t)n >= len - o)
       break;
@@ -1846,6 +1926,7 @@ scheduler_write_metrics(const struct scheduler *s, const char *path)
     m->failed = c.failed;
     m->refused = c.refused;
     m->deletes_held = c.deletes_held;
+    m->creates_held = c.creates_held;
     m->last_success = c.last_success;
     m->last_round_seconds = lr->last_round_seconds;
     m->rounds = (unsigned long long)lr->rounds;
@@ -1957,7 +2038,7 @@ scheduler_exit_code(const struct scheduler *s)
       continue;
     }
     failed |= c.failed > 0;
-    held |= c.deletes_held > 0;
+    held |= c.deletes_held > 0 || c.creates_held > 0;
   }
   return failed ? 1 : held ? 3 : 0;
 }
@@ -2002,6 +2083,7 @@ scheduler_free(struct scheduler *s)
     scope_filter_free(lr->filter);
     executor_free(lr->executor);
     json_decref(lr->members);
+    json_decref(lr->excluded);
     json_decref(lr->accepted);
     free(lr->initial);
   }

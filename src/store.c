@@ -52,6 +52,8 @@ enum stmt_id {
   ST_HELD_COUNT,
   ST_HELD_SET,
   ST_APPROVE,
+  ST_HELD_CREATES,
+  ST_APPROVE_CREATES,
   ST_SUCCESS,
   ST_CLEAR_FAILED,
   ST_RETRY_DUE,
@@ -327,14 +329,22 @@ static const char *const stmt_sql[ST__COUNT] = {
         "DELETE FROM target_object WHERE link = ?1 AND source_id = ?2",
     [ST_TARGET_STATE] = "UPDATE target_object SET state = ?3,"
                         " updated_at = ?4 WHERE link = ?1 AND source_id = ?2",
+    /* Held deletes are the removals (delete, disable, hide); held
+     * creates are counted and released apart (max_creates). */
     [ST_HELD_COUNT] =
-        "SELECT count(*) FROM op WHERE link = ?1 AND state = 'held'",
+        "SELECT count(*) FROM op WHERE link = ?1 AND state = 'held'"
+        " AND kind IN ('delete', 'disable', 'hide')",
     [ST_HELD_SET] =
         "INSERT INTO link_state (link, deletes_held) VALUES (?1, ?2)"
         " ON CONFLICT (link) DO UPDATE SET deletes_held = "
         "excluded.deletes_held",
     [ST_APPROVE] = "UPDATE op SET state = 'pending' WHERE link = ?1"
-                   " AND state = 'held'",
+                   " AND state = 'held'"
+                   " AND kind IN ('delete', 'disable', 'hide')",
+    [ST_HELD_CREATES] = "SELECT count(*) FROM op WHERE link = ?1 AND"
+                        " state = 'held' AND kind = 'create'",
+    [ST_APPROVE_CREATES] = "UPDATE op SET state = 'pending' WHERE link = ?1"
+                           " AND state = 'held' AND kind = 'create'",
     [ST_SUCCESS] =
         "INSERT INTO link_state (link, last_success) VALUES (?1, ?2)"
         " ON CONFLICT (link) DO UPDATE SET last_success = "
@@ -1494,6 +1504,38 @@ store_link_counts(struct store *store, const char *link,
     return fail(store, st, "reading link state");
   }
   sqlite3_reset(st);
+  return store_link_held_creates(store, link, &out->creates_held);
+}
+
+int
+store_link_held_creates(struct store *store, const char *link, long long *held)
+{
+  sqlite3_stmt *st = prep(store, ST_HELD_CREATES);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  if (sqlite3_step(st) != SQLITE_ROW)
+    return fail(store, st, "counting held creates");
+  *held = sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+int
+store_link_approve_creates(struct store *store, const char *link,
+                           long long *released)
+{
+  sqlite3_stmt *st = prep(store, ST_APPROVE_CREATES);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  if (exec_stmt(store, st, "releasing held creates") != 0)
+    return -1;
+  if (released != NULL)
+    *released = sqlite3_changes64(store->db);
   return 0;
 }
 

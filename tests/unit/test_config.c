@@ -282,6 +282,8 @@ static const char full_config[] =
     "on_delete = hide\n"
     "adopt = no\n"
     "max_deletes = 0\n"
+    "max_delete_share = 10%\n"
+    "max_creates = 500\n"
     "interval = 300\n"
     "\n"
     "[link fabrikam-to-contoso]\n"
@@ -1005,6 +1007,38 @@ static const struct bad_case bad_cases[] = {
      TENANTS "[link l]\nsource = a\ntarget = b\nobject = mailuser\n"
              "migration_external = target\n",
      13, "unknown migration_external 'target' (expected primary or initial)"},
+    {"scope_group empty item",
+     TENANTS LINK_AB "scope_group = " GUID_A ",, " GUID_B "\n", 13,
+     "scope_group: empty item in '" GUID_A ",, " GUID_B "' (GUIDs "
+     "separated by commas or blanks)"},
+    {"scope_group trailing comma",
+     TENANTS LINK_AB "scope_group = " GUID_A ",\n", 13,
+     "scope_group: empty item in '" GUID_A ",' (GUIDs separated by commas "
+     "or blanks)"},
+    {"scope_group second not a GUID",
+     TENANTS LINK_AB "scope_group = " GUID_A " sales\n", 13,
+     "scope_group 'sales' is not a GUID (8-4-4-4-12 hexadecimal digits)"},
+    {"scope_group twice in the list",
+     TENANTS LINK_AB "scope_group = " GUID_A ", " GUID_B " " GUID_A "\n", 13,
+     "scope_group names " GUID_A " twice"},
+    {"exclude_group not a GUID", TENANTS LINK_AB "exclude_group = x\n", 13,
+     "exclude_group 'x' is not a GUID (8-4-4-4-12 hexadecimal digits)"},
+    {"exclude_group also a scope_group",
+     TENANTS LINK_AB "scope_group = " GUID_B ", " GUID_A "\n"
+                     "exclude_group = " GUID_C " " GUID_A "\n",
+     14,
+     "exclude_group " GUID_A " is also a scope_group: it would take nobody "
+     "of that group"},
+    {"max_delete_share zero", TENANTS LINK_AB "max_delete_share = 0%\n", 13,
+     "max_delete_share 0% is out of range (1%..100%)"},
+    {"max_delete_share over", TENANTS LINK_AB "max_delete_share = 101\n", 13,
+     "max_delete_share 101% is out of range (1%..100%)"},
+    {"max_delete_share word", TENANTS LINK_AB "max_delete_share = ten\n", 13,
+     "max_delete_share 'ten' is not a percentage (for example 10%)"},
+    {"max_delete_share fraction", TENANTS LINK_AB "max_delete_share = 2.5%\n",
+     13, "max_delete_share '2.5%' is not a percentage (for example 10%)"},
+    {"max_creates negative", TENANTS LINK_AB "max_creates = -1\n", 13,
+     "max_creates -1 is out of range (0..1000000)"},
     {"bad scope_group", TENANTS LINK_AB "scope_group = sales\n", 13,
      "scope_group 'sales' is not a GUID (8-4-4-4-12 hexadecimal digits)"},
     {"unknown mapping", TENANTS LINK_AB "mapping = m\n", 13,
@@ -1270,25 +1304,109 @@ static const char full_dump[] =
     "object = guest\n"
     "user_type = member\n"
     "scope_group = ffffffff-0000-0000-0000-000000000001\n"
+    "# exclude_group is not set\n"
     "scope_filter = department eq 'Sales' ; and a # too\n"
     "mapping = contoso-people\n"
     "anchor = extensionAttribute7\n"
     "on_delete = hide\n"
     "adopt = no\n"
     "max_deletes = 0\n"
+    "max_delete_share = 10%\n"
+    "max_creates = 500\n"
     "interval = 300\n"
     "\n[link fabrikam-to-contoso]\n"
     "source = fabrikam\n"
     "target = contoso\n"
     "object = mailcontact\n"
     "# scope_group is not set\n"
+    "# exclude_group is not set\n"
     "# scope_filter is not set\n"
     "# mapping is not set\n"
     "anchor = extensionAttribute15\n"
     "on_delete = keep\n"
     "adopt = no\n"
     "max_deletes = 1000000\n"
+    "max_delete_share = 10%\n"
+    "max_creates = 500\n"
     "interval = 120\n";
+
+/* scope_group and exclude_group: one GUID as before, or several by
+ * commas and/or blanks, stored "g1,g2" lower-case and read back one by
+ * one; max_delete_share with or without its '%'. */
+static void
+test_group_lists(void **state)
+{
+  struct config *cfg;
+  const struct config_link *l;
+  char g[CONFIG_GUID_LEN + 1];
+  char *text = NULL;
+  size_t len = 0;
+  FILE *fp;
+
+  (void)state;
+  cfg = load_ok(TENANTS LINK_AB "scope_group = " GUID_A " ,\t" GUID_B
+                                "  ABCDEF01-2345-6789-ABCD-EF0123456789\n"
+                                "exclude_group = " GUID_C "\n"
+                                "max_delete_share = 25\nmax_creates = 0\n");
+  l = &cfg->links[0];
+  assert_int_equal(config_guids_count(l->scope_group), 3);
+  assert_string_equal(l->scope_group, GUID_A
+                      "," GUID_B ",abcdef01-2345-6789-abcd-ef0123456789");
+  assert_string_equal(config_guid_at(l->scope_group, 0, g), GUID_A);
+  assert_string_equal(config_guid_at(l->scope_group, 1, g), GUID_B);
+  assert_string_equal(config_guid_at(l->scope_group, 2, g),
+                      "abcdef01-2345-6789-abcd-ef0123456789");
+  assert_null(config_guid_at(l->scope_group, 3, g));
+  assert_int_equal(config_guids_count(l->exclude_group), 1);
+  assert_string_equal(config_guid_at(l->exclude_group, 0, g), GUID_C);
+  assert_int_equal(l->max_delete_share, 25);
+  assert_int_equal(l->max_creates, 0);
+  assert_int_equal(config_guids_count(NULL), 0);
+  assert_null(config_guid_at(NULL, 0, g));
+  /* the dump shows the list as stored, and it loads back the same */
+  fp = open_memstream(&text, &len);
+  assert_non_null(fp);
+  config_dump(cfg, fp);
+  assert_int_equal(fclose(fp), 0);
+  assert_non_null(strstr(text, "\nscope_group = " GUID_A "," GUID_B
+                               ",abcdef01-2345-6789-abcd-ef0123456789\n"));
+  assert_non_null(strstr(text, "\nmax_delete_share = 25%\n"));
+  config_free(cfg);
+  free(text);
+
+  /* twenty groups are fine (on a line longer than libinih's), and their
+   * dump loads back; twenty-one are too many */
+  {
+    char conf[4096];
+    size_t n;
+    snprintf(conf, sizeof(conf), "%s%s", TENANTS LINK_AB, "scope_group =");
+    for (int i = 0; i < 20; i++) {
+      n = strlen(conf);
+      snprintf(conf + n, sizeof(conf) - n,
+               " 0000%04d-0000-0000-0000-000000000000", i);
+    }
+    n = strlen(conf);
+    snprintf(conf + n, sizeof(conf) - n, "\n");
+    cfg = load_ok(conf);
+    assert_int_equal(config_guids_count(cfg->links[0].scope_group), 20);
+    assert_string_equal(config_guid_at(cfg->links[0].scope_group, 19, g),
+                        "00000019-0000-0000-0000-000000000000");
+    fp = open_memstream(&text, &len);
+    assert_non_null(fp);
+    config_dump(cfg, fp);
+    assert_int_equal(fclose(fp), 0);
+    config_free(cfg);
+    cfg = load_ok(strstr(text, "[tenant a]"));
+    assert_int_equal(config_guids_count(cfg->links[0].scope_group), 20);
+    config_free(cfg);
+    free(text);
+    snprintf(conf + n, sizeof(conf) - n,
+             ",00009999-0000-0000-0000-000000000000\n");
+    load_fails(conf, 13,
+               "scope_group: more than 20 groups (nest them in one group: "
+               "members of nested groups count)");
+  }
+}
 
 /* The Graph budget keys: documented defaults, a value, and off. */
 static void
@@ -1843,6 +1961,7 @@ main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_config),
       cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_group_lists),
       cmocka_unit_test(test_cloud_hosts),
       cmocka_unit_test(test_names),
       cmocka_unit_test(test_lexing),

@@ -321,6 +321,55 @@ group_and_filter_narrow_scope(void **state)
   json_decref(members);
 }
 
+/* A member of an exclude group is out of scope whatever else matches
+ * (here a member of the scope group too), with the group named; an
+ * existing copy follows on_delete like any object leaving the scope. */
+static void
+exclude_group_wins(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID, .attrs = person};
+  struct planner_decision d;
+  json_t *members = json_pack("{s:b}", SOURCE_ID, 1);
+  json_t *excluded = json_pack(
+      "{s:s}", "0000bbbb-2222-2222-2222-222222222222",
+      "member of exclude_group 99999999-0000-0000-0000-000000000001");
+  const char *why = NULL;
+  char *applied;
+
+  f->pl.members = members;
+  f->pl.excluded = excluded;
+  decide(f, &row, &d); /* someone else excluded: this one is created */
+  assert_int_equal(d.kind, PLANNER_CREATE);
+  applied = json_dumps(d.desired, JSON_COMPACT);
+  planner_decision_clear(&d);
+  json_object_set_new(
+      excluded, SOURCE_ID,
+      json_string(
+          "member of exclude_group 99999999-0000-0000-0000-000000000002"));
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  assert_string_equal(
+      d.why, "member of exclude_group 99999999-0000-0000-0000-000000000002");
+  planner_decision_clear(&d);
+  assert_int_equal(planner_excluded(&f->pl, SOURCE_ID, &why), 1);
+  assert_string_equal(
+      why, "member of exclude_group 99999999-0000-0000-0000-000000000002");
+  /* with a copy: it goes, as on_delete says */
+  row.target_id = "t1";
+  row.state = "active";
+  row.applied = applied;
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_DELETE);
+  planner_decision_clear(&d);
+  f->pl.members = NULL;
+  f->pl.excluded = NULL;
+  assert_int_equal(planner_excluded(&f->pl, SOURCE_ID, &why), 0);
+  json_decref(members);
+  json_decref(excluded);
+  free(applied);
+}
+
 /* A refused source object is left alone before any other rule: not
  * created, not updated from its older attributes, and its copy not
  * deleted even when those attributes (or a removal) say so. */
@@ -595,6 +644,7 @@ main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(group_and_filter_narrow_scope, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(exclude_group_wins, setup, teardown),
       cmocka_unit_test_setup_teardown(refused_source_is_left_alone, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(anchor_drift_is_repaired, setup,
