@@ -185,6 +185,22 @@ int planner_claim_keys(const struct config_link *link, const char *source_id,
 void planner_observed_tenant(const struct config_link *link, char *buf,
                              size_t len);
 
+/* The attribute that carries a copy's manager in desired values and
+ * ops: "manager" for guests (Graph's manager/$ref), "Manager" for mail
+ * contacts and mail users (Set-Contact, Set-User -Manager). */
+const char *planner_manager_attr(const struct config_link *link);
+
+/* The manager a live copy of `row` should have (link manager = yes): 1
+ * and *target, the target id of the link's active copy of the source
+ * manager (row->manager_target, borrowed), when the manager is a source
+ * user of the link's tenant, present, not refused, in the link's scope,
+ * not the object itself, and has that copy; else 0 with *target NULL and
+ * *why (static text) saying which: the copy then has no manager (one
+ * galbridge set is cleared), never a foreign object's. */
+int planner_manager(const struct planner_link *pl,
+                    const struct store_plan_row *row, const char **target,
+                    const char **why);
+
 /* The attribute an object cannot be made without: mail (the guest's
  * invited address) or ExternalEmailAddress. */
 const char *planner_address_attr(const struct config_link *link);

@@ -281,6 +281,7 @@ static const char full_config[] =
     "anchor = ExtensionAttribute7\n"
     "on_delete = hide\n"
     "adopt = no\n"
+    "manager = yes\n"
     "max_deletes = 0\n"
     "interval = 300\n"
     "\n"
@@ -1170,6 +1171,7 @@ static const char full_dump[] =
     "anchor = extensionAttribute7\n"
     "on_delete = hide\n"
     "adopt = no\n"
+    "manager = yes\n"
     "max_deletes = 0\n"
     "interval = 300\n"
     "\n[link fabrikam-to-contoso]\n"
@@ -1182,6 +1184,7 @@ static const char full_dump[] =
     "anchor = extensionAttribute15\n"
     "on_delete = keep\n"
     "adopt = no\n"
+    "manager = yes\n"
     "max_deletes = 1000000\n"
     "interval = 120\n";
 
