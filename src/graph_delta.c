@@ -257,7 +257,7 @@ graph_delta_item_check(const json_t *item, char *attribute, size_t attrlen,
   if (json_object_get(item, "manager@delta") != NULL &&
       !manager_refs_ok(json_object_get(item, "manager@delta"))) {
     snprintf(attribute, attrlen, "manager");
-    *reason = "not a list of directory object references";
+    *reason = "not directory object references (objects with an id)";
     return -1;
   }
   json_object_foreach((json_t *)item, key, v)

@@ -189,6 +189,54 @@ def test_hostile_manager_ids(guests):
     assert env.cloud.manager(fab(env), foreign["id"]) is None
 
 
+def test_unusable_manager_reference_fails_that_person_alone(guests):
+    """A manager@delta galbridge cannot follow (an id far too long to be
+    one): that person fails with the reason and keeps its copy as it was;
+    everyone else, the manager's other reports too, goes on."""
+    env, ids = guests
+    report, boss, other = ids[0], ids[1], ids[2]
+    env.cloud.set_manager(con(env), other, boss)
+    sync(env)
+    env.cloud.set_manager(con(env), report, "f" * 5000)
+    env.cloud.patch_user(con(env), report, {"jobTitle": "Not taken"})
+    # A refused object is a failed one: the round exits 1, and says why.
+    r = env.run("sync")
+    assert r.returncode == 1, r.stderr
+    assert "attribute=manager" in r.stderr and "refused=1" in r.stderr
+    assert "f" * 200 not in r.stderr + r.stdout
+    assert env.run("sync").returncode == 1
+    assert env.cloud.user(fab(env), copy_of(env, report))["jobTitle"] != \
+        "Not taken"
+    kind, error = op_error(env, report)
+    assert kind == "fail" and "manager" in error
+    assert manager_of_copy(env, other) == copy_of(env, boss)
+    # Fixed in the source: the person is synced again.
+    env.cloud.set_manager(con(env), report, boss)
+    sync(env)
+    sync(env)
+    assert env.cloud.user(fab(env), copy_of(env, report))["jobTitle"] == \
+        "Not taken"
+    assert manager_of_copy(env, report) == copy_of(env, boss)
+
+
+def test_sync_user_keeps_the_manager(guests):
+    """sync --user reads one user without its manager: the manager the
+    delta gave stays, and the copy's manager is not cleared."""
+    env, ids = guests
+    report, boss = ids[0], ids[1]
+    env.cloud.set_manager(con(env), report, boss)
+    sync(env)
+    sync(env)
+    seq = log_seq(env)
+    env.cloud.patch_user(con(env), report, {"jobTitle": "One by one"})
+    r = env.run("sync", "--link", "contoso-to-fabrikam", "--user", report)
+    assert r.returncode == 0, r.stderr
+    assert env.cloud.user(fab(env), copy_of(env, report))["jobTitle"] == \
+        "One by one"
+    assert manager_of_copy(env, report) == copy_of(env, boss)
+    assert manager_writes(env, since=seq) == []
+
+
 def test_manager_copy_deleted_by_hand(guests):
     env, ids = guests
     report, boss = ids[0], ids[1]
@@ -245,3 +293,21 @@ def test_contact_link_managers(make_env):
     sync(env)
     assert env.cloud.manager(fab(env), copy_of(env, report),
                              kind="contacts") is None
+
+
+def test_mail_user_link_managers(make_env):
+    env = make_env(users=8)
+    text = open(env.conf).read().replace("object = guest",
+                                         "object = mailuser")
+    with open(env.conf, "w") as f:
+        f.write(text)
+    ids = sorted(env.in_scope())
+    report, boss = ids[0], ids[1]
+    env.cloud.set_manager(con(env), report, boss)
+    sync(env)
+    assert manager_of_copy(env, report) is None
+    sync(env)
+    assert manager_of_copy(env, report) == copy_of(env, boss)
+    env.cloud.set_manager(con(env), report, None)
+    sync(env)
+    assert manager_of_copy(env, report) is None
