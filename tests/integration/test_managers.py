@@ -152,6 +152,33 @@ def test_manager_out_of_scope_then_in_then_out(guests):
     assert manager_of_copy(env, report) is None
 
 
+def test_manager_leaves_scope_copy_kept(make_env):
+    """on_delete = keep: the manager's copy stays in the target when the
+    manager leaves the scope (or the source), but it is no longer the
+    link's person: the report's manager is cleared all the same."""
+    env = make_env(users=8)
+    env.write_config(link_extra="on_delete = keep\n")
+    ids = sorted(env.in_scope())
+    report, boss, other = ids[0], ids[1], ids[2]
+    env.cloud.set_manager(con(env), report, boss)
+    env.cloud.set_manager(con(env), other, boss)
+    sync(env)
+    sync(env)
+    assert manager_of_copy(env, report) == copy_of(env, boss)
+    env.cloud.patch_user(con(env), boss, {"accountEnabled": False})
+    sync(env)
+    assert targets(env)[boss][1] == "active"      # kept
+    assert manager_of_copy(env, report) is None
+    # Back in scope: linked again.
+    env.cloud.patch_user(con(env), boss, {"accountEnabled": True})
+    sync(env)
+    assert manager_of_copy(env, report) == copy_of(env, boss)
+    # Deleted in the source: its kept copy is no manager either.
+    env.cloud.delete_user(con(env), boss)
+    sync(env)
+    assert manager_of_copy(env, other) is None
+
+
 def test_manager_switch_off(make_env):
     env = make_env(users=6)
     ids = sorted(env.in_scope())
