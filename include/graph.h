@@ -252,7 +252,7 @@ int graph_user_delete(struct graph *graph, const char *user_id,
     __attribute__((warn_unused_result));
 
 /* Set a user's manager: PUT /users/{user_id}/manager/$ref with
- * {"@odata.id": "https://graph.microsoft.com/v1.0/users/{manager_id}"},
+ * {"@odata.id": "<tenant's graph_url>/v1.0/users/{manager_id}"},
  * or, manager_id NULL, clear it: DELETE /users/{user_id}/manager/$ref.
  * 204 expected (a DELETE when there is none: 404). Through $batch when
  * batching, as PATCHes. Returns 0, or -1 (an id that is no GUID's text,

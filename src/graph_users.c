@@ -468,7 +468,9 @@ int
 graph_user_manager_set(struct graph *graph, const char *user_id,
                        const char *manager_id, graph_done_fn done, void *ctx)
 {
-  char ref[160];
+  const char *base = graph->tenant->graph_url;
+  size_t n = strlen(base);
+  char *ref;
   json_t *body;
   int rc;
 
@@ -477,11 +479,15 @@ graph_user_manager_set(struct graph *graph, const char *user_id,
                      NULL, done, ctx);
   if (!id_ok(manager_id))
     return -1;
-  /* The reference as Microsoft documents it; the service takes its own
-   * host's URL for an object of the tenant. */
-  snprintf(ref, sizeof(ref), "https://graph.microsoft.com/v1.0/users/%s",
-           manager_id);
+  /* The read URL of the manager, as Microsoft documents it
+   * ("https://graph.microsoft.com/v1.0/users/{id}"), on the tenant's own
+   * Graph endpoint (a national cloud has its own). */
+  while (n > 0 && base[n - 1] == '/')
+    n--;
+  if (asprintf(&ref, "%.*s/v1.0/users/%s", (int)n, base, manager_id) < 0)
+    return -1;
   body = json_pack("{s:s}", "@odata.id", ref);
+  free(ref);
   if (body == NULL)
     return -1;
   rc = user_call(graph, "PUT", "/v1.0/users/", user_id, "/manager/$ref", body,
