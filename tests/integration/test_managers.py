@@ -5,6 +5,7 @@ The source's manager comes from users/delta (manager@delta); a copy
 being made gets its manager in the round after (the create never sends
 it: the manager's copy may not exist yet), once both copies exist.
 """
+import json
 import os
 import sqlite3
 import uuid
@@ -95,6 +96,16 @@ def test_guest_manager_set_next_round_and_not_rewritten(guests):
     writes = manager_writes(env)
     assert writes == [("PUT", "/v1.0/users/%s/manager/$ref"
                        % copy_of(env, report))]
+    # explain names the manager's copy, or why there is none.
+    r = env.run("explain", "contoso-to-fabrikam", report, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["manager"] == {
+        "source_id": boss, "target_id": copy_of(env, boss), "why": None}
+    r = env.run("explain", "contoso-to-fabrikam", report)
+    assert "manager:   %s, the copy of %s" % (copy_of(env, boss), boss) \
+        in r.stdout
+    r = env.run("explain", "contoso-to-fabrikam", boss)
+    assert "manager:   none (no manager" in r.stdout
 
     # Idle rounds write no manager again.
     seq = log_seq(env)
