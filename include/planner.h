@@ -49,6 +49,15 @@
  * key, or edited by hand: its target's own delta shows the anchor it
  * carries) gets it in an update. A round with no change plans nothing.
  *
+ * With the link's manager = yes, a live copy's desired values hold its
+ * manager (planner_manager_attr): the target id of the link's active copy
+ * of the source user's manager when that manager is a present source
+ * user in scope, else nothing (what galbridge set is cleared). A create
+ * or restore never holds one: the store asks for a new decision once the
+ * copies exist (schema 7), so the manager is written by the update of
+ * the next round. A guest's manager that the target's own read shows
+ * different is written again.
+ *
  * An op already queued with the same kind and hash is left alone (a
  * pending one runs, a failed one waits for the source to change or for
  * `resync`); a different decision replaces it. Deletes beyond the link's

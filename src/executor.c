@@ -9,7 +9,8 @@
  *            (attributes, the anchor stamped for the object, visible)
  *            ─▶ complete
  *   adopt:   who holds the address (still the one planned) ─▶ patch all
- *   update:  patch changed attributes ─▶ complete
+ *   update:  patch changed attributes ─▶ (a guest's manager: PUT or
+ *            DELETE manager/$ref) ─▶ complete
  *   restore: restore from deleted items ─▶ patch all ─▶ complete
  *   delete / disable / hide: one request ─▶ complete
  *
