@@ -158,6 +158,9 @@ struct config_link {
   long max_creates;
   long interval; /* seconds; [galbridge] interval when not set */
   int line;
+  /* manager = yes (default): each copy's manager is the link's copy of
+   * its source manager, or none; no: galbridge leaves managers alone. */
+  int manager;
 };
 
 struct config {

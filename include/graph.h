@@ -85,6 +85,13 @@ struct graph;
   "proxyAddresses,preferredLanguage,usageLocation,"                           \
   "onPremisesExtensionAttributes"
 
+/* What users/delta selects: the properties, and the `manager`
+ * relationship, which comes as "manager@delta" (graph_delta_merge keeps
+ * it as "manager", the manager's object id). A user read alone
+ * (reader_user) selects GRAPH_USER_SELECT: a plain $select=manager
+ * returns nothing there, and the stored manager is kept. */
+#define GRAPH_DELTA_SELECT GRAPH_USER_SELECT ",manager"
+
 /* Whether `name` (any case) is one of GRAPH_USER_SELECT's properties. */
 int graph_user_property_known(const char *name);
 
@@ -244,6 +251,16 @@ int graph_user_delete(struct graph *graph, const char *user_id,
                       graph_done_fn done, void *ctx)
     __attribute__((warn_unused_result));
 
+/* Set a user's manager: PUT /users/{user_id}/manager/$ref with
+ * {"@odata.id": "<tenant's graph_url>/v1.0/users/{manager_id}"},
+ * or, manager_id NULL, clear it: DELETE /users/{user_id}/manager/$ref.
+ * 204 expected (a DELETE when there is none: 404). Through $batch when
+ * batching, as PATCHes. Returns 0, or -1 (an id that is no GUID's text,
+ * memory) when the callback will never be called. */
+int graph_user_manager_set(struct graph *graph, const char *user_id,
+                           const char *manager_id, graph_done_fn done,
+                           void *ctx) __attribute__((warn_unused_result));
+
 /* Restore a user from deleted items. */
 int graph_user_restore(struct graph *graph, const char *user_id,
                        graph_done_fn done, void *ctx)
@@ -399,6 +416,9 @@ char *graph_json_mark_bad(const char *text, size_t len, size_t *out_len,
 /* The most values galbridge takes in one multi-valued attribute
  * (otherMails holds up to 250, proxyAddresses a few hundred). */
 #define GRAPH_VALUES_MAX 4096
+/* The most elements taken in one "manager@delta" (a user has one manager:
+ * an old link removed and the new one). */
+#define GRAPH_MANAGER_REFS 8
 #define GRAPH_STR_(x) #x
 #define GRAPH_STR(x) GRAPH_STR_(x)
 
@@ -406,7 +426,9 @@ char *graph_json_mark_bad(const char *text, size_t len, size_t *out_len,
  * every attribute but "id" and "@odata.*" (nested ones too) must be a
  * string without a NUL (a mark of graph_delta_get(), or a real one) and
  * at most GRAPH_VALUE_MAX bytes long, in arrays of at most
- * GRAPH_VALUES_MAX values. Returns 0, or -1 with the attribute's name
+ * GRAPH_VALUES_MAX values; "manager@delta" must be an array of at most
+ * GRAPH_MANAGER_REFS objects, each with an id graph_delta_item_id()
+ * takes (attribute "manager"). Returns 0, or -1 with the attribute's name
  * (nested ones as "a.b" and "a[2]") in `attribute` (`attrlen` bytes) and
  * a static text in *reason; the value itself is never copied out. */
 int graph_delta_item_check(const json_t *item, char *attribute, size_t attrlen,
@@ -422,7 +444,11 @@ int graph_delta_item_check(const json_t *item, char *attribute, size_t attrlen,
  *    normal item) and every property of the item overrides the stored
  *    one; a null clears it; properties the item does not carry keep their
  *    stored value (Prefer: return=minimal omits unchanged ones), unless
- *    `replace` is set; "id" and "@odata.*" annotations are not stored.
+ *    `replace` is set; "id" and "@odata.*" annotations are not stored;
+ *  - "manager@delta" (an array of {"@odata.type", "id"}, a link removed
+ *    carrying "@removed") is kept as "manager": the id of its last
+ *    element not removed, or none (cleared) when every element is
+ *    removed; a plain "manager" in an item is ignored.
  * Returns a new reference (an object), or NULL on allocation failure or an
  * item that is not an object. */
 json_t *graph_delta_merge(const json_t *stored, const json_t *item,

@@ -49,6 +49,15 @@
  * key, or edited by hand: its target's own delta shows the anchor it
  * carries) gets it in an update. A round with no change plans nothing.
  *
+ * With the link's manager = yes, a live copy's desired values hold its
+ * manager (planner_manager_attr): the target id of the link's active copy
+ * of the source user's manager when that manager is a present source
+ * user in scope, else nothing (what galbridge set is cleared). A create
+ * or restore never holds one: the store asks for a new decision once the
+ * copies exist (schema 7), so the manager is written by the update of
+ * the next round. A guest's manager that the target's own read shows
+ * different is written again.
+ *
  * An op already queued with the same kind and hash is left alone (a
  * pending one runs, a failed one waits for the source to change or for
  * `resync`); a different decision replaces it. Deletes beyond the link's
@@ -218,6 +227,22 @@ int planner_claim_keys(const struct config_link *link, const char *source_id,
  * custom attributes). Writes at most len - 1 bytes. */
 void planner_observed_tenant(const struct config_link *link, char *buf,
                              size_t len);
+
+/* The attribute that carries a copy's manager in desired values and
+ * ops: "manager" for guests (Graph's manager/$ref), "Manager" for mail
+ * contacts and mail users (Set-Contact, Set-User -Manager). */
+const char *planner_manager_attr(const struct config_link *link);
+
+/* The manager a live copy of `row` should have (link manager = yes): 1
+ * and *target, the target id of the link's active copy of the source
+ * manager (row->manager_target, borrowed), when the manager is a source
+ * user of the link's tenant, present, not refused, in the link's scope,
+ * not the object itself, and has that copy; else 0 with *target NULL and
+ * *why (static text) saying which: the copy then has no manager (one
+ * galbridge set is cleared), never a foreign object's. */
+int planner_manager(const struct planner_link *pl,
+                    const struct store_plan_row *row, const char **target,
+                    const char **why);
 
 /* The attribute an object cannot be made without: mail (the guest's
  * invited address) or ExternalEmailAddress. */

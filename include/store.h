@@ -38,7 +38,7 @@
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 
 enum store_removed {
   STORE_PRESENT = 0,
@@ -265,6 +265,12 @@ struct store_plan_row {
   const char *bad;
   /* Its source mailbox's record (store_mailbox_put), or NULL. */
   const char *mailbox;
+  /* Its manager ("manager" in attrs) when that is a source object of the
+   * same tenant, present and not refused: its id and attributes, else
+   * NULLs; and the target id of the link's active copy of it, or NULL. */
+  const char *manager_id;
+  const char *manager_attrs;
+  const char *manager_target;
 };
 
 /* Call fn for the source objects of `source_tenant` with an id after

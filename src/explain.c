@@ -28,6 +28,7 @@
 struct saved_row {
   char *source_id, *attrs, *target_id, *hash, *applied, *state;
   char *op_hash, *target_attrs, *op_error, *bad, *mailbox;
+  char *manager_id, *manager_attrs, *manager_target;
   int removed, target_removed;
   long long op_id;
   enum store_op_kind op_kind;
@@ -67,9 +68,11 @@ dup_or_null(const char *s, int *oom)
 static void
 saved_row_clear(struct saved_row *r)
 {
-  char **strs[] = {&r->source_id, &r->attrs, &r->target_id, &r->hash,
-                   &r->applied,   &r->state, &r->op_hash,   &r->target_attrs,
-                   &r->op_error,  &r->bad,   &r->mailbox};
+  char **strs[] = {&r->source_id,     &r->attrs,         &r->target_id,
+                   &r->hash,          &r->applied,       &r->state,
+                   &r->op_hash,       &r->target_attrs,  &r->op_error,
+                   &r->bad,           &r->mailbox,       &r->manager_id,
+                   &r->manager_attrs, &r->manager_target};
 
   for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
     free(*strs[i]);
@@ -95,6 +98,9 @@ saved_row_set(struct saved_row *r, const struct store_plan_row *row)
   r->op_error = dup_or_null(row->op_error, &oom);
   r->bad = dup_or_null(row->bad, &oom);
   r->mailbox = dup_or_null(row->mailbox, &oom);
+  r->manager_id = dup_or_null(row->manager_id, &oom);
+  r->manager_attrs = dup_or_null(row->manager_attrs, &oom);
+  r->manager_target = dup_or_null(row->manager_target, &oom);
   r->removed = row->removed;
   r->target_removed = row->target_removed;
   r->op_id = row->op_id;
@@ -123,6 +129,9 @@ saved_row_view(const struct saved_row *r)
       .op_error = r->op_error,
       .bad = r->bad,
       .mailbox = r->mailbox,
+      .manager_id = r->manager_id,
+      .manager_attrs = r->manager_attrs,
+      .manager_target = r->manager_target,
   };
   return row;
 }
@@ -387,6 +396,26 @@ migration_part(const struct explain *ex)
                    "mailbox", mailbox != NULL ? mailbox : json_null());
 }
 
+/* The manager the copy should have (planner_manager): the source's
+ * manager, the link's copy of it, or why there is none; null when the
+ * link leaves managers alone. */
+static json_t *
+manager_part(const struct explain *ex, const struct planner_link *pl,
+             const json_t *attrs)
+{
+  struct store_plan_row row = saved_row_view(&ex->row);
+  const char *target, *why;
+
+  if (!ex->link->manager)
+    return json_null();
+  (void)planner_manager(pl, &row, &target, &why);
+  return json_pack("{s:O, s:s?, s:s?}", "source_id",
+                   json_is_string(json_object_get(attrs, "manager"))
+                       ? json_object_get(attrs, "manager")
+                       : json_null(),
+                   "target_id", target, "why", why);
+}
+
 static int
 set(struct explain *ex, const char *key, json_t *value)
 {
@@ -441,6 +470,7 @@ explain_planning(void *ctx, const struct planner_link *pl)
           mapped != NULL ? json_incref(mapped)
                          : json_pack("{s:s}", "error", err)) == 0 &&
       set(ex, "target", target_part(ex)) == 0 &&
+      set(ex, "manager", manager_part(ex, pl, attrs)) == 0 &&
       set(ex, "outbox", outbox_part(ex)) == 0)
     (void)set(ex, "migration", migration_part(ex));
   json_decref(mapped);
@@ -669,6 +699,7 @@ print_text(const json_t *doc, FILE *fp)
   const json_t *tg = json_object_get(doc, "target");
   const json_t *next = json_object_get(doc, "next");
   const json_t *v, *mig = json_object_get(doc, "migration");
+  const json_t *mgr = json_object_get(doc, "manager");
   const char *key;
   size_t i;
 
@@ -759,6 +790,13 @@ print_text(const json_t *doc, FILE *fp)
     fprintf(fp, "conflict:  %s also claimed by link %s, source object %s\n",
             str(v, "claim"), str(v, "link"), str(v, "source_id"));
   }
+  if (json_is_object(mgr) && json_is_string(json_object_get(mgr, "target_id")))
+    fprintf(fp, "manager:   %s, the copy of %s\n", str(mgr, "target_id"),
+            str(mgr, "source_id"));
+  else if (json_is_object(mgr))
+    fprintf(fp, "manager:   none (%s%s%s)\n", str(mgr, "why"),
+            json_is_string(json_object_get(mgr, "source_id")) ? ": " : "",
+            str(mgr, "source_id"));
   if (json_is_object(mig)) {
     fprintf(fp, "migration: %s; mailbox ",
             json_is_true(json_object_get(mig, "moved")) ? "moved"

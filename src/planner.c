@@ -543,6 +543,79 @@ map_object(const struct planner_link *pl, const struct store_plan_row *row,
   return NULL;
 }
 
+const char *
+planner_manager_attr(const struct config_link *link)
+{
+  return link->object == CONFIG_OBJECT_GUEST ? "manager" : "Manager";
+}
+
+int
+planner_manager(const struct planner_link *pl,
+                const struct store_plan_row *row, const char **target,
+                const char **why)
+{
+  struct store_plan_row mrow = {.removed = STORE_PRESENT};
+  json_t *mattrs;
+  int in;
+
+  *target = NULL;
+  *why = NULL;
+  if (row->manager_id == NULL) {
+    *why = "no manager, or one that is no user of the source";
+    return 0;
+  }
+  if (strcmp(row->manager_id, row->source_id) == 0) {
+    *why = "its own manager";
+    return 0;
+  }
+  mattrs = json_loads(row->manager_attrs ? row->manager_attrs : "", 0, NULL);
+  if (!json_is_object(mattrs)) {
+    json_decref(mattrs);
+    *why = "the manager's stored attributes are not JSON";
+    return 0;
+  }
+  mrow.source_id = row->manager_id;
+  mrow.attrs = row->manager_attrs;
+  in = in_scope(pl, &mrow, mattrs, why);
+  json_decref(mattrs);
+  if (!in)
+    return 0;
+  if (row->manager_target == NULL) {
+    *why = "the manager has no copy of this link (yet)";
+    return 0;
+  }
+  *target = row->manager_target;
+  return 1;
+}
+
+/* Whether the manager must be written although the hash did not change:
+ * a guest link's target read shows another manager on the copy than the
+ * one wanted (set or cleared by hand). Only guests: the target read is
+ * Graph's, in Graph's ids; contacts are read from Exchange without it. */
+static int
+manager_needed(const struct planner_link *pl, const struct store_plan_row *row,
+               const json_t *desired)
+{
+  const char *want, *has;
+  json_t *target;
+  int differs;
+
+  if (!pl->link->manager || pl->link->object != CONFIG_OBJECT_GUEST ||
+      row->target_attrs == NULL)
+    return 0;
+  target = json_loads(row->target_attrs, 0, NULL);
+  if (!json_is_object(target)) {
+    json_decref(target);
+    return 0;
+  }
+  want = json_string_value(json_object_get(desired, "manager"));
+  has = json_string_value(json_object_get(target, "manager"));
+  differs = (want == NULL) != (has == NULL) ||
+            (want != NULL && strcasecmp(want, has) != 0);
+  json_decref(target);
+  return differs;
+}
+
 int
 planner_decide(const struct planner_link *pl, const char *source_tenant,
                const struct store_plan_row *row, struct planner_decision *out,
@@ -623,6 +696,20 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
     result = failed ? 0 : -1;
     goto out;
   }
+  /* The manager is a reference to another copy: sent by an update only
+   * (a copy being made or restored gets it in the next round, once it
+   * exists; the store asks for that decision). The mapping cannot set
+   * it: only the link's own copy of the manager is ever written. */
+  json_object_del(desired, planner_manager_attr(link));
+  if (link->manager && is_live(row->state) && !gone) {
+    const char *mgr, *mwhy;
+    if (planner_manager(pl, row, &mgr, &mwhy) &&
+        json_object_set_new(desired, planner_manager_attr(link),
+                            json_string(mgr)) != 0) {
+      snprintf(err, errlen, "out of memory");
+      goto out;
+    }
+  }
   plain = anchor_plain(source_tenant, row->source_id);
   if (plain == NULL ||
       json_object_set_new(desired, anchor_attr, json_string(plain)) != 0) {
@@ -676,7 +763,9 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
                  (strcmp(row->state, "recovered") == 0 &&
                   link->object == CONFIG_OBJECT_GUEST);
     int need_anchor = anchor_needed(pl, row, applied, stamp);
-    if (!revive && !need_anchor && row->hash != NULL &&
+    int need_manager = manager_needed(pl, row, desired);
+    json_t *mgr = json_object_get(desired, planner_manager_attr(link));
+    if (!revive && !need_anchor && !need_manager && row->hash != NULL &&
         strcmp(row->hash, out->hash) == 0) {
       /* Left as it is; what it stands for still counts (claims). */
       out->kind = PLANNER_NONE;
@@ -693,7 +782,10 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
         (enable && json_object_set_new(out->payload, "accountEnabled",
                                        json_true()) != 0) ||
         (revive && json_object_set_new(out->payload, "showInAddressList",
-                                       json_true()) != 0)) {
+                                       json_true()) != 0) ||
+        (need_manager &&
+         json_object_set_new(out->payload, planner_manager_attr(link),
+                             mgr ? json_incref(mgr) : json_null()) != 0)) {
       snprintf(err, errlen, "out of memory");
       goto out;
     }
@@ -1516,6 +1608,7 @@ planner_plan_key(const struct planner_link *pl, char out[17])
       json_object_set_new(key, "members", json_string(members)) ||
       json_object_set_new(key, "anchor", json_string(l->anchor)) ||
       json_object_set_new(key, "on_delete", json_integer(l->on_delete)) ||
+      json_object_set_new(key, "manager", json_integer(l->manager)) ||
       json_object_set(key, "mapping", map) != 0)
     goto out;
   /* Only for links with exclude groups: every other link keeps its key

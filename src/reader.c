@@ -271,10 +271,11 @@ count_then_fetch(struct reader *reader, const char *url)
 static int
 start_full(struct reader *reader)
 {
-  static const char url[] = "/v1.0/users/delta?$select=" GRAPH_USER_SELECT;
+  static const char url[] = "/v1.0/users/delta?$select=" GRAPH_DELTA_SELECT;
 
   if (store_delta_start_full(reader->store, reader->tenant->tenant_id,
-                             GRAPH_USER_SELECT, time(NULL), &reader->gen) != 0)
+                             GRAPH_DELTA_SELECT, time(NULL),
+                             &reader->gen) != 0)
     return -1;
 
   reader->full = 1;
@@ -318,7 +319,9 @@ out:
 /* Merge one item (delta, or a user read on its own: `replace`, the
  * whole object) into the store, inside the caller's transaction. An item
  * holding a value galbridge cannot take is refused alone: the object
- * keeps what it had (store_source_bad). */
+ * keeps what it had (store_source_bad). `replace` 2 is a user read alone
+ * (reader_user), which does not read the manager: the stored one stays
+ * (only users/delta says when it changes). */
 static int
 store_item(struct reader *reader, const json_t *item, int replace, char *err,
            size_t errlen)
@@ -355,6 +358,9 @@ store_item(struct reader *reader, const json_t *item, int replace, char *err,
     old = json_loads(old_text, 0, NULL);
   merged = graph_delta_merge(old, item, replace, &removed);
   if (merged == NULL)
+    goto out;
+  if (replace == 2 && json_object_get(old, "manager") != NULL &&
+      json_object_set(merged, "manager", json_object_get(old, "manager")) != 0)
     goto out;
   new_text = json_dumps(merged, JSON_COMPACT | JSON_SORT_KEYS);
   if (new_text == NULL)
@@ -627,7 +633,7 @@ reader_round(struct reader *reader, reader_done_fn done, void *ctx)
   else if (state.delta_link == NULL)
     why_full = "no-delta-link";
   else if (state.select == NULL ||
-           strcmp(state.select, GRAPH_USER_SELECT) != 0)
+           strcmp(state.select, GRAPH_DELTA_SELECT) != 0)
     why_full = "select-changed";
   else if (!graph_delta_link_usable(base, state.base_url, state.delta_link))
     why_full = "graph-url-changed";
@@ -710,7 +716,7 @@ on_user(void *ctx, const struct graph_response *resp)
          reader->tenant->name);
     return;
   }
-  if (store_item(reader, resp->body, 1, err, sizeof(err)) != 0 ||
+  if (store_item(reader, resp->body, 2, err, sizeof(err)) != 0 ||
       store_commit(reader->store) != 0) {
     store_rollback(reader->store);
     fail(reader, 0, "source %s: %s", reader->tenant->name, err);

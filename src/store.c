@@ -115,12 +115,21 @@ enum stmt_id {
 #define PLAN_ROW_COLUMNS                                                      \
   "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"          \
   " t.state, o.id, o.kind, o.hash, o.state, g.removed, g.attrs,"              \
-  " o.last_error, s.bad, m.record"
+  " o.last_error, s.bad, m.record, ms.id, ms.attrs, mt.target_id"
+/* ms: the manager s names ("manager", graph_delta_merge), present and
+ * not refused; mt: this link's active copy of it. Text that is not JSON
+ * (a damaged row) names no manager rather than failing the statement;
+ * the expression is schema 7's index's, word for word. */
 #define PLAN_ROW_JOINS                                                        \
   " LEFT JOIN mailbox m ON m.tenant = ?2 AND m.id = s.id"                     \
   " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"          \
   " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"                     \
-  " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
+  " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"        \
+  " LEFT JOIN source_object ms ON ms.tenant = ?2 AND ms.id ="                 \
+  " (CASE WHEN json_valid(s.attrs) THEN json_extract(s.attrs,"                \
+  " '$.manager') END) AND ms.removed = 0 AND ms.bad IS NULL"                  \
+  " LEFT JOIN target_object mt ON mt.link = ?1 AND mt.source_id = ms.id"      \
+  " AND mt.state = 'active' AND mt.target_id IS NOT NULL"
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -205,6 +214,11 @@ static const char *const stmt_sql[ST__COUNT] = {
         " UNION SELECT ?1, t2.source_id FROM source_object g2"
         " JOIN target_object t2 ON t2.link = ?1 AND t2.target_id = g2.id"
         " WHERE g2.tenant = ?3 AND g2.seq > ?6"
+        /* the reports of a manager changed in the source (its scope) */
+        " UNION SELECT ?1, r.id FROM source_object mg"
+        " JOIN source_object r ON r.tenant = ?2 AND"
+        " (CASE WHEN json_valid(r.attrs) THEN json_extract(r.attrs,"
+        " '$.manager') END) = mg.id WHERE mg.tenant = ?2 AND mg.seq > ?6"
         " UNION SELECT ?1, source_id FROM replan WHERE link = ?1",
     [ST_SEQ_NOW] = "SELECT coalesce(max(seq), 0) FROM source_object",
     /* A source mailbox's record: a new or different one makes its source
@@ -613,6 +627,36 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " rate REAL NOT NULL,"
           " model TEXT NOT NULL,"
           " PRIMARY KEY (gate, bucket)) WITHOUT ROWID;",
+    /* Managers (issue 19): a report's copy points at its manager's copy,
+     * so a copy of a link made, remade, changed in state or forgotten
+     * asks for a new decision on the reports of its source object (the
+     * replan table), and a copy just made with a manager on its own (a
+     * create never sends the manager). The indexes find the reports of a
+     * manager, and an object by id alone. */
+    [7] = "CREATE INDEX IF NOT EXISTS source_by_id ON source_object (id);"
+          "CREATE INDEX IF NOT EXISTS source_manager ON source_object"
+          " ((CASE WHEN json_valid(attrs) THEN json_extract(attrs,"
+          " '$.manager') END)) WHERE (CASE WHEN json_valid(attrs) THEN"
+          " json_extract(attrs, '$.manager') END) IS NOT NULL;"
+          "CREATE TRIGGER IF NOT EXISTS manager_copy_added AFTER INSERT ON"
+          " target_object BEGIN INSERT OR IGNORE INTO replan (link,"
+          " source_id) SELECT new.link, id FROM source_object WHERE"
+          " (CASE WHEN json_valid(attrs) THEN json_extract(attrs,"
+          " '$.manager') END) = new.source_id UNION SELECT new.link, id"
+          " FROM source_object WHERE id = new.source_id AND"
+          " (CASE WHEN json_valid(attrs) THEN json_extract(attrs,"
+          " '$.manager') END) IS NOT NULL; END;"
+          "CREATE TRIGGER IF NOT EXISTS manager_copy_changed AFTER UPDATE OF"
+          " state, target_id ON target_object WHEN old.state IS NOT"
+          " new.state OR old.target_id IS NOT new.target_id BEGIN"
+          " INSERT OR IGNORE INTO replan (link, source_id) SELECT new.link,"
+          " id FROM source_object WHERE (CASE WHEN json_valid(attrs) THEN"
+          " json_extract(attrs, '$.manager') END) = new.source_id; END;"
+          "CREATE TRIGGER IF NOT EXISTS manager_copy_removed AFTER DELETE ON"
+          " target_object BEGIN INSERT OR IGNORE INTO replan (link,"
+          " source_id) SELECT old.link, id FROM source_object WHERE"
+          " (CASE WHEN json_valid(attrs) THEN json_extract(attrs,"
+          " '$.manager') END) = old.source_id; END;",
 };
 
 struct store {
@@ -1710,6 +1754,9 @@ plan_rows_step(struct store *store, sqlite3_stmt *st, const char *link,
         .op_error = col_text(st, 13),
         .bad = col_text(st, 14),
         .mailbox = col_text(st, 15),
+        .manager_id = col_text(st, 16),
+        .manager_attrs = col_text(st, 17),
+        .manager_target = col_text(st, 18),
     };
     if (row.op_id != 0 && op_columns(st, 8, 10, link, row.op_id, &row.op_kind,
                                      &row.op_state) != 0) {

@@ -232,6 +232,19 @@ class FakeCloud:
         return self._admin("PATCH", f"/admin/tenants/{self._q(tenant)}/users/"
                                     f"{self._q(user_id)}", props)
 
+    def manager(self, tenant, object_id, kind="users"):
+        """The manager id of a user (kind "users") or org contact
+        ("contacts"), or None."""
+        return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/{kind}/"
+                                  f"{self._q(object_id)}/manager")["manager"]
+
+    def set_manager(self, tenant, object_id, manager_id, kind="users"):
+        """Set a user's (or contact's) manager to any id, None clears it;
+        a user's change shows in users/delta as manager@delta."""
+        return self._admin("PUT", f"/admin/tenants/{self._q(tenant)}/{kind}/"
+                                  f"{self._q(object_id)}/manager",
+                           {"manager": manager_id})["manager"]
+
     def delete_user(self, tenant, user_id, hard=False):
         return self._admin("DELETE", f"/admin/tenants/{self._q(tenant)}/"
                                      f"users/{self._q(user_id)}",

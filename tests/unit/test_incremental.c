@@ -171,6 +171,63 @@ idle_round_weighs_nothing(void **state)
   assert_int_equal(st.creates + st.updates + st.deletes, 0);
 }
 
+/* Person `i` reporting to person `boss` (by their ids). */
+static void
+put_report(struct fixture *f, int i, int boss)
+{
+  char id[40], attrs[512];
+
+  snprintf(id, sizeof(id), "%08d-0000-0000-0000-000000000000", i);
+  snprintf(attrs, sizeof(attrs),
+           "{\"displayName\":\"Person %d\",\"mail\":\"p%d@contoso.com\","
+           "\"userType\":\"Member\",\"accountEnabled\":true,"
+           "\"jobTitle\":\"Engineer\","
+           "\"manager\":\"%08d-0000-0000-0000-000000000000\"}",
+           i, i, boss);
+  assert_int_equal(store_source_put(f->store, SRC, id, attrs, 0, 1), 0);
+}
+
+/* Managers (schema 7): a copy made asks for a decision on its reports
+ * and on itself when it has a manager, so a report made before or with
+ * its manager is linked in the next round; a manager's change of scope
+ * weighs its reports; nothing else is weighed. */
+static void
+manager_copies_weigh_their_reports(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+
+  f->link.manager = 1;
+  in_step(f, 20);
+  /* Person 20 comes, reporting to 21, who comes too: both made, neither
+   * with a manager (a create never sends one). */
+  put_report(f, 20, 21);
+  put_person(f, 21, "Boss", 0);
+  plan(f, 0, &st);
+  assert_int_equal(st.creates, 2);
+  assert_int_equal(execute_all(f), 2);
+  /* The next round weighs the report (its copy and its manager's were
+   * made) and sets its manager: one update. */
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 1);
+  assert_int_equal(st.updates, 1);
+  assert_int_equal(execute_all(f), 1);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 0);
+
+  /* The manager leaves the scope: its copy goes and the report is
+   * weighed in the same round (its manager changed), then once more
+   * when the delete is done. */
+  put_person(f, 21, "Boss", 2);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 2);
+  assert_int_equal(st.deletes, 1);
+  assert_int_equal(st.updates, 1);
+  execute_all(f);
+  plan(f, 0, &st);
+  assert_int_equal(st.creates + st.updates + st.deletes, 0);
+}
+
 static void
 round_weighs_only_changes(void **state)
 {
@@ -586,6 +643,8 @@ main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(delete_share_is_held, setup, teardown),
       cmocka_unit_test_setup_teardown(create_burst_is_held, setup, teardown),
+      cmocka_unit_test_setup_teardown(manager_copies_weigh_their_reports,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(incremental_matches_full, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(long_address_conflict_is_named_whole,

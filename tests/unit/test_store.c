@@ -893,7 +893,7 @@ schema_5_migrates_to_6(void **state)
   assert_int_equal(
       sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
   assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_int_equal(sqlite3_column_int(st, 0), 6);
+  assert_int_equal(sqlite3_column_int(st, 0), STORE_SCHEMA_VERSION);
   sqlite3_finalize(st);
   sqlite3_close(db);
   assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
