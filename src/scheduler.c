@@ -28,6 +28,7 @@
 #include "mapping.h"
 #include "migration.h"
 #include "metrics.h"
+#include "photo.h"
 #include "reader.h"
 #include "scope.h"
 
@@ -98,6 +99,7 @@ struct lrun {
   char *initial;
   time_t domains_at;
   time_t mailboxes_at;
+  struct photo_pass *photos; /* its photo checks in flight, or NULL */
 };
 
 struct scheduler {
@@ -698,13 +700,15 @@ on_vis(void *ctx, const struct exo_response *resp)
     vis_done(lr);
 }
 
+static void lrun_photos(struct lrun *lr);
+
 static void
 vis_done(struct lrun *lr)
 {
   if (lr->vis_fixed > 0)
     log_info("guests made visible on the Exchange side link=%s count=%lu",
              lr->link->name, lr->vis_fixed);
-  lrun_end(lr);
+  lrun_photos(lr);
 }
 
 static void
@@ -720,7 +724,7 @@ visibility_pass(struct lrun *lr)
                        &n) != 0 ||
       n == 0) {
     store_pairs_free(pairs, n);
-    lrun_end(lr);
+    lrun_photos(lr);
     return;
   }
   lr->vis_fixed = 0;
@@ -747,6 +751,37 @@ visibility_pass(struct lrun *lr)
   store_pairs_free(pairs, n);
   if (--lr->vis_pending == 0)
     vis_done(lr);
+}
+
+/* --- profile photos (photos = yes) ---
+ *
+ * After a link's writes, the copies whose photo check is due (photo.h):
+ * not in a dry run, not for one person (sync --user), not once a stop
+ * came. A photo that fails does not fail the round: it is logged and
+ * tried again later, and `status` shows it. */
+
+static void
+on_photos(void *ctx, const struct photo_stats *stats)
+{
+  struct lrun *lr = ctx;
+
+  (void)stats;
+  lr->photos = NULL;
+  lrun_end(lr);
+}
+
+static void
+lrun_photos(struct lrun *lr)
+{
+  if (!lr->link->photos || lr->s->stopping ||
+      lr->s->opts.mode == SCHEDULER_PLAN || lr->s->opts.only_user != NULL ||
+      lr->photos != NULL ||
+      photo_pass_start(lr->s->store, lr->source->tc->graph, lr->target->graph,
+                       lr->link, lr->s->key, time(NULL), on_photos, lr,
+                       &lr->photos) != 0) {
+    lrun_end(lr);
+    return;
+  }
 }
 
 static void
@@ -1988,6 +2023,11 @@ scheduler_free(struct scheduler *s)
     return;
   s->stopping = 1;
   s->finished = 1; /* no done callback from here on */
+  /* Photo checks answer nobody from here on (photo_pass_cancel). */
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    photo_pass_cancel(s->lruns[i].photos);
+    s->lruns[i].photos = NULL;
+  }
   /* Graph clients first: cancelling their requests runs the readers' and
    * executors' callbacks while those still exist. */
   for (size_t i = 0; i < s->n_tctx; i++) {

@@ -10,7 +10,7 @@ deletedItems/microsoft.graph.user before deletedItems/{id}.
 """
 
 from . import (login, delta, users, batch, exchange, cmdlets, orgconfig,
-               migration, objects, policy, admin)
+               migration, objects, policy, admin, photos)
 
 __all__ = ["login", "delta", "users", "batch", "exchange", "cmdlets",
-           "orgconfig", "migration", "objects", "policy", "admin"]
+           "orgconfig", "migration", "objects", "policy", "admin", "photos"]
