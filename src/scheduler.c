@@ -390,6 +390,9 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
     lr->target = tctx_add(s, link->target, err, errlen);
     if (lr->target == NULL)
       goto fail;
+    /* Photo checks read the source 20 to a $batch (without, one by one). */
+    if (link->photos && graph_batch_enable(src->tc->graph, loop) != 0)
+      log_warning("photo checks go one by one link=%s", link->name);
     if ((link->object != CONFIG_OBJECT_GUEST || link->target->exchange) &&
         lr->target->exo == NULL) {
       lr->target->exo = exo_new(loop, s->http, lr->target->auth, link->target,

@@ -10,12 +10,12 @@ configuration error.  Time passing (photo_interval) is simulated by
 making the stored checks due.
 """
 
+import json
 import os
 import sqlite3
 
 import client as fc
 
-JPEG = b"\xff\xd8\xff\xe0" + b"photo of %d " * 20
 PNG = b"\x89PNG\r\n\x1a\n" + b"png photo" * 20
 
 
@@ -138,6 +138,11 @@ def test_unchanged_not_read_nor_sent_changed_sent_removed_deleted(make_env):
     sync(env)
     meta = photo_requests(env, seq, "GET", value=False)
     assert len(meta) == len(people)
+    # 20 to a $batch: every metadata read was inside one.
+    assert all("batch" in e for e in meta)
+    batches = [e for e in env.cloud.log(service="graph", since=seq)
+               if e["path"] == "/v1.0/$batch"]
+    assert 1 <= len(batches) <= (len(people) + 19) // 20 + 1
     assert photo_requests(env, seq, "GET", value=True) == []
     assert photo_requests(env, seq, "PUT") == []
     assert {sid: target_photo(env, sid)["etag"]
@@ -213,6 +218,20 @@ def test_too_large_and_not_an_image_fail_alone(make_env):
     assert "source_id=%s" % liar in err
     assert "not the image/jpeg it says it is" in err
     assert "<script>" not in err
+    # status counts them; explain gives one person's reason.
+    st = [l for l in env.status()["links"]
+          if l["name"] == "contoso-to-fabrikam"][0]
+    assert st["photos"] == {"written": 1, "failed": 3}
+    assert "photos: 1 copies carry a photo galbridge wrote, 3 failed" \
+        in env.run("status").stdout
+    r = env.run("explain", "contoso-to-fabrikam", big, "--json")
+    assert r.returncode == 0, r.stderr
+    ph = json.loads(r.stdout)["target"]["photo"]
+    assert ph["etag_written"] is None
+    assert "photo_max_bytes" in ph["error"]
+    assert ph["next_check"] is not None
+    r = env.run("explain", "contoso-to-fabrikam", fine)
+    assert "photo: written, source etag" in r.stdout
 
 
 def test_write_refused_403_is_explained_and_retried(make_env):
@@ -250,3 +269,29 @@ def test_photos_off_by_default_reads_no_photo(make_env):
     seq = last_seq(env)
     sync(env)
     assert photo_requests(env, seq) == []
+
+
+def test_copy_whose_anchor_was_changed_by_hand_gets_no_photo(make_env):
+    """A copy whose anchor the target shows changed (someone pointed it at
+    another person) is not written while galbridge cannot prove it is
+    that person's copy; the others are."""
+    env = photo_env(make_env)
+    src, fab = env.source["id"], env.tenants["fabrikam"]["id"]
+    people = sorted(env.in_scope())
+    a, b, other = people[:3]
+    sync(env)
+    copy_b = copy_of(env, b)
+    env.cloud.patch_user(fab, copy_b["id"], {
+        "onPremisesExtensionAttributes": {
+            "extensionAttribute15": "galbridge:%s:%s" % (src, other)}})
+    env.cloud.set_photo(src, a, jpeg(1))
+    env.cloud.set_photo(src, b, jpeg(2))
+    make_due(env)
+    seq = last_seq(env)
+    r = env.run("sync")
+    puts = [e["path"] for e in photo_requests(env, seq, "PUT")]
+    assert "/v1.0/users/%s/photo/$value" % copy_b["id"] not in puts
+    assert env.cloud.photo(fab, copy_b["id"]) is None
+    assert target_photo(env, a)["bytes"] == jpeg(1)
+    assert "source_id=%s" % b in r.stderr
+    assert "anchor was changed in the target" in r.stderr
