@@ -289,7 +289,9 @@ int graph_error_transient(const struct graph_response *resp);
  * the bytes, PUT .../photo/$value (Content-Type as read, at most 4 MB) and
  * DELETE .../photo/$value write them. Ids reach a URL only when they look
  * like object ids. A metadata GET goes through $batch once batching is on;
- * the binary ones go alone (a $batch answer carries JSON). */
+ * the binary ones go alone: inside a $batch answer a binary body comes
+ * base64-encoded in the JSON, and 20 photos in one answer would break the
+ * bound of one photo in memory per request. */
 
 /* What a photo's metadata says; strings borrowed from the answer. */
 struct graph_photo {
