@@ -657,6 +657,8 @@ struct store_photo_row {
   char *target_attrs; /* the target's own read of it (JSON), or NULL */
   char *etag;         /* source etag last written on this target object,
                          NULL when none */
+  char *skipped_etag; /* source etag refused for good on it, or NULL */
+  char *error;        /* why the last check wrote nothing, or NULL */
 };
 
 /* Up to `max` active copies of `link` whose source object (in
@@ -677,6 +679,9 @@ struct store_photo {
   time_t checked_at; /* last check */
   time_t next_check; /* next one due */
   const char *error; /* why the last check wrote nothing, or NULL */
+  /* The source etag of a photo refused for good (too large, not an
+   * image): not read again while the source's etag stays this. */
+  const char *skipped_etag;
 };
 
 /* Record (replace) the photo state of (link, source_id). */

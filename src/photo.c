@@ -102,17 +102,20 @@ photo_next_check(const struct config_link *link, const char *source_id,
 }
 
 /* Record the item's outcome: `etag` is what is now written on the copy
- * (NULL: none), `error` why nothing was (NULL: it went well), `next`
- * when it is due again. */
+ * (NULL: none), `skipped` the source etag refused for good (NULL: none),
+ * `error` why nothing was written (NULL: it went well), `next` when it
+ * is due again. */
 static void
-record(struct item *it, const char *etag, const char *error, time_t next)
+record(struct item *it, const char *etag, const char *skipped,
+       const char *error, time_t next)
 {
   struct photo_pass *p = it->pass;
   struct store_photo ph = {.target_id = it->row.target_id,
                            .etag = etag,
                            .checked_at = p->now,
                            .next_check = next,
-                           .error = error};
+                           .error = error,
+                           .skipped_etag = skipped};
 
   if (p->cancelled)
     return;
@@ -156,8 +159,9 @@ item_fail(struct item *it, int skipped, time_t next, const char *fmt, ...)
     log_warning("photo not copied link=%s source_id=%s target_id=%s "
                 "reason=\"%s\"",
                 p->link->name, it->row.source_id, it->row.target_id, why);
-  /* What was written stays written: the etag is kept. */
-  record(it, it->row.etag, why, next);
+  /* What was written stays written: the etag is kept. A photo refused
+   * for good is not read again while its etag stays the same. */
+  record(it, it->row.etag, skipped ? it->new_etag : NULL, why, next);
   if (skipped)
     p->stats.skipped++;
   else
@@ -196,7 +200,7 @@ on_written(void *ctx, const struct graph_response *resp)
     end_item(it);
   } else if (resp->result == GRAPH_OK || (it->remove && resp->status == 404)) {
     /* A DELETE of a photo already gone leaves what was wanted. */
-    record(it, it->remove ? NULL : it->new_etag, NULL,
+    record(it, it->remove ? NULL : it->new_etag, NULL, NULL,
            photo_next_check(p->link, it->row.source_id, p->now));
     if (it->remove)
       p->stats.removed++;
@@ -297,15 +301,25 @@ on_meta(void *ctx, const struct graph_response *resp,
   } else {
     p->stats.checked++;
     if (!photo->present && it->row.etag == NULL) {
-      record(it, NULL, NULL,
+      record(it, NULL, NULL, NULL,
              photo_next_check(p->link, it->row.source_id, p->now));
       p->stats.unchanged++;
       end_item(it);
     } else if (photo->present && it->row.etag != NULL &&
                strcmp(photo->etag, it->row.etag) == 0) {
-      record(it, it->row.etag, NULL,
+      record(it, it->row.etag, NULL, NULL,
              photo_next_check(p->link, it->row.source_id, p->now));
       p->stats.unchanged++;
+      end_item(it);
+    } else if (photo->present && it->row.skipped_etag != NULL &&
+               strcmp(photo->etag, it->row.skipped_etag) == 0) {
+      /* The photo refused last time, unchanged: not read again. */
+      log_debug("photo still refused link=%s source_id=%s reason=\"%s\"",
+                p->link->name, it->row.source_id,
+                it->row.error != NULL ? it->row.error : "");
+      record(it, it->row.etag, it->row.skipped_etag, it->row.error,
+             photo_next_check(p->link, it->row.source_id, p->now));
+      p->stats.skipped++;
       end_item(it);
     } else {
       it->remove = !photo->present;
@@ -369,6 +383,8 @@ finish(struct photo_pass *p)
     free(p->items[i].row.applied);
     free(p->items[i].row.target_attrs);
     free(p->items[i].row.etag);
+    free(p->items[i].row.skipped_etag);
+    free(p->items[i].row.error);
     free(p->items[i].new_etag);
   }
   free(p->items);

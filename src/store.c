@@ -438,7 +438,9 @@ static const char *const stmt_sql[ST__COUNT] = {
      * refused are not checked. */
     [ST_PHOTOS_DUE] =
         "SELECT t.source_id, t.target_id, t.applied, o.attrs,"
-        " CASE WHEN p.target_id = t.target_id THEN p.etag END"
+        " CASE WHEN p.target_id = t.target_id THEN p.etag END,"
+        " CASE WHEN p.target_id = t.target_id THEN p.skipped_etag END,"
+        " p.error"
         " FROM target_object t"
         " JOIN source_object s ON s.tenant = ?2 AND s.id = t.source_id"
         " AND s.removed = 0"
@@ -449,9 +451,10 @@ static const char *const stmt_sql[ST__COUNT] = {
         " p.target_id IS NOT t.target_id OR p.next_check <= ?4)"
         " ORDER BY coalesce(p.next_check, 0), t.source_id LIMIT ?5",
     [ST_PHOTO_PUT] = "INSERT OR REPLACE INTO photo (link, source_id,"
-                     " target_id, etag, checked_at, next_check, error)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    [ST_PHOTO_GET] = "SELECT target_id, etag, checked_at, next_check, error"
+                     " target_id, etag, checked_at, next_check, error,"
+                     " skipped_etag) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_PHOTO_GET] = "SELECT target_id, etag, checked_at, next_check, error,"
+                     " skipped_etag"
                      " FROM photo WHERE link = ?1 AND source_id = ?2",
     [ST_PHOTO_COUNTS] = "SELECT count(p.etag), count(p.error) FROM photo p"
                         " JOIN target_object t ON t.link = p.link AND"
@@ -637,8 +640,10 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " PRIMARY KEY (gate, bucket)) WITHOUT ROWID;",
     /* Version 7: profile photos (photos = yes). Per copy, the source
      * photo's etag last written on it (NULL: none written), on which
-     * target object, when it was last checked and is next due, and why
-     * the last check wrote nothing, if it failed. Never the bytes. */
+     * target object, when it was last checked and is next due, why the
+     * last check wrote nothing, if it failed, and the etag of a source
+     * photo refused for good (too large, not an image), so that it is not
+     * read again while it stays the same. Never the bytes. */
     [7] = "CREATE TABLE photo ("
           " link TEXT NOT NULL,"
           " source_id TEXT NOT NULL,"
@@ -647,6 +652,7 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " checked_at INTEGER NOT NULL DEFAULT 0,"
           " next_check INTEGER NOT NULL DEFAULT 0,"
           " error TEXT,"
+          " skipped_etag TEXT,"
           " PRIMARY KEY (link, source_id)) WITHOUT ROWID;",
 };
 
@@ -2987,6 +2993,8 @@ store_photo_rows_free(struct store_photo_row *rows, size_t n)
     free(rows[i].applied);
     free(rows[i].target_attrs);
     free(rows[i].etag);
+    free(rows[i].skipped_etag);
+    free(rows[i].error);
   }
   free(rows);
 }
@@ -3020,6 +3028,8 @@ store_photos_due(struct store *store, const char *link,
     list[count].applied = col_strdup(st, 2);
     list[count].target_attrs = col_strdup(st, 3);
     list[count].etag = col_strdup(st, 4);
+    list[count].skipped_etag = col_strdup(st, 5);
+    list[count].error = col_strdup(st, 6);
     count++;
   }
   if (count < max && rc != SQLITE_DONE) {
@@ -3048,6 +3058,7 @@ store_photo_put(struct store *store, const char *link, const char *source_id,
   sqlite3_bind_int64(st, 5, (sqlite3_int64)photo->checked_at);
   sqlite3_bind_int64(st, 6, (sqlite3_int64)photo->next_check);
   bind_text(st, 7, photo->error);
+  bind_text(st, 8, photo->skipped_etag);
   return exec_stmt(store, st, "recording a photo check");
 }
 
@@ -3072,6 +3083,7 @@ store_photo_get(struct store *store, const char *link, const char *source_id,
     out->checked_at = (time_t)sqlite3_column_int64(st, 2);
     out->next_check = (time_t)sqlite3_column_int64(st, 3);
     out->error = col_strdup(st, 4);
+    out->skipped_etag = col_strdup(st, 5);
   } else if (rc != SQLITE_DONE) {
     return fail(store, st, "reading a copy's photo state");
   }
@@ -3086,6 +3098,7 @@ store_photo_clear(struct store_photo *photo)
   free((char *)photo->target_id);
   free((char *)photo->etag);
   free((char *)photo->error);
+  free((char *)photo->skipped_etag);
   memset(photo, 0, sizeof(*photo));
 }
 

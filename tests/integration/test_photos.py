@@ -233,6 +233,22 @@ def test_too_large_and_not_an_image_fail_alone(make_env):
     r = env.run("explain", "contoso-to-fabrikam", fine)
     assert "photo: written, source etag" in r.stdout
 
+    # Checked again, unchanged: a refused photo is not read again.
+    make_due(env)
+    seq = last_seq(env)
+    sync(env)
+    assert photo_requests(env, seq, "GET", value=True) == []
+    assert env.status()["links"][0]["photos"] == {"written": 1, "failed": 3}
+    # Once the source's photo is one that fits, it is copied.
+    env.cloud.set_photo(src, big, jpeg(3))
+    make_due(env)
+    seq = last_seq(env)
+    sync(env)
+    assert [e["path"] for e in photo_requests(env, seq, "GET", value=True)] \
+        == [f"/v1.0/users/{big}/photo/$value"]
+    assert target_photo(env, big)["bytes"] == jpeg(3)
+    assert env.status()["links"][0]["photos"] == {"written": 2, "failed": 2}
+
 
 def test_write_refused_403_is_explained_and_retried(make_env):
     env = photo_env(make_env)

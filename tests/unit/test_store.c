@@ -1111,11 +1111,21 @@ photos_due_and_recorded(void **state)
   assert_int_equal(store_photo_get(s, "L", "s2", &got, &found), 0);
   assert_int_equal(found, 0);
 
-  /* A failed check of s2 counts; s1's photo counts as written. */
+  /* A failed check of s2 counts; s1's photo counts as written. The etag
+   * refused comes back with the row, and its reason. */
   ph.target_id = "t2";
   ph.etag = NULL;
   ph.error = "too large";
+  ph.skipped_etag = "\"BIG\"";
   assert_int_equal(store_photo_put(s, "L", "s2", &ph), 0);
+  assert_int_equal(store_photos_due(s, "L", T1, "T2", 1000, 10, &rows, &n), 0);
+  assert_int_equal(n, 2); /* both due at 1000: by id */
+  assert_string_equal(rows[1].source_id, "s2");
+  assert_string_equal(rows[1].skipped_etag, "\"BIG\"");
+  assert_string_equal(rows[1].error, "too large");
+  assert_null(rows[0].skipped_etag);
+  assert_null(rows[0].error);
+  store_photo_rows_free(rows, n);
   assert_int_equal(store_photo_counts(s, "L", &written, &failed), 0);
   assert_int_equal(written, 1);
   assert_int_equal(failed, 1);
