@@ -222,6 +222,20 @@ on_written(void *ctx, const struct graph_response *resp)
   pump(p);
 }
 
+/* A value from the network made fit for a log line: printable ASCII,
+ * anything else as '?', cut to len - 1 bytes; "none" for NULL. */
+static void
+printable(const char *v, char *buf, size_t len)
+{
+  size_t i = 0;
+
+  if (v == NULL)
+    v = "none";
+  for (; v[i] != '\0' && i + 1 < len; i++)
+    buf[i] = v[i] >= 0x20 && v[i] < 0x7f ? v[i] : '?';
+  buf[i] = '\0';
+}
+
 static void
 on_bytes(void *ctx, const struct graph_response *resp)
 {
@@ -241,10 +255,11 @@ on_bytes(void *ctx, const struct graph_response *resp)
     item_fail(it, 0, retry_at(p), "reading the source photo: %s",
               resp->errmsg);
   } else if ((type = photo_type(resp->content_type)) == NULL) {
+    char shown[65];
     p->xfers--;
+    printable(resp->content_type, shown, sizeof(shown));
     item_fail(it, 1, photo_next_check(p->link, it->row.source_id, p->now),
-              "source photo is not image/jpeg or image/png (%.64s)",
-              resp->content_type != NULL ? resp->content_type : "none");
+              "source photo is not image/jpeg or image/png (%s)", shown);
   } else if (!photo_type_matches(type, resp->raw, resp->raw_len)) {
     p->xfers--;
     item_fail(it, 1, photo_next_check(p->link, it->row.source_id, p->now),
@@ -296,8 +311,11 @@ on_meta(void *ctx, const struct graph_response *resp,
                   "User.Read.All or ProfilePhoto.Read.All there)",
                   p->link->name, p->link->source->name, resp->code);
     }
-    item_fail(it, 0, retry_at(p), "reading the photo's metadata: %s",
-              resp->errmsg);
+    item_fail(it, 0,
+              resp->transient || resp->status == 403
+                  ? retry_at(p)
+                  : photo_next_check(p->link, it->row.source_id, p->now),
+              "reading the photo's metadata: %s", resp->errmsg);
   } else {
     p->stats.checked++;
     if (!photo->present && it->row.etag == NULL) {

@@ -205,7 +205,7 @@ def test_too_large_and_not_an_image_fail_alone(make_env):
     big, html, liar, fine = people[:4]
     env.cloud.set_photo(src, big, b"\xff\xd8\xff" + b"x" * 4096)
     env.cloud.set_photo(src, html, b"<script>alert(1)</script>",
-                        "text/html")
+                        "text/html\x1b[2J")
     env.cloud.set_photo(src, liar, b"GIF89a not a jpeg", "image/jpeg")
     env.cloud.set_photo(src, fine, jpeg(7))
     r = sync(env)   # the round succeeds: the photos failed alone
@@ -214,7 +214,8 @@ def test_too_large_and_not_an_image_fail_alone(make_env):
         assert target_photo(env, sid) is None, sid
     err = r.stderr
     assert "source_id=%s" % big in err and "photo_max_bytes = 2048" in err
-    assert "source_id=%s" % html in err and "text/html" in err
+    assert "source_id=%s" % html in err and "(text/html?[2J)" in err
+    assert "\x1b" not in err
     assert "source_id=%s" % liar in err
     assert "not the image/jpeg it says it is" in err
     assert "<script>" not in err
