@@ -1757,6 +1757,8 @@ scheduler_start(struct scheduler *s, void (*done)(void *ctx), void *ctx)
 void
 scheduler_stop(struct scheduler *s)
 {
+  int held;
+
   s->stopping = 1;
   for (size_t i = 0; i < s->n_sources; i++) {
     if (s->sources[i].timer_live)
@@ -1764,6 +1766,21 @@ scheduler_stop(struct scheduler *s)
   }
   for (size_t i = 0; i < s->n_lruns; i++)
     executor_stop(s->lruns[i].executor);
+  /* Photo checks are not waited for (a photo is up to 4 MB on a slow
+   * link): what they did is recorded, the rest is checked next time.
+   * `done` may free the scheduler (a reload): it waits for the loop's
+   * end, held back by `finished`. */
+  held = s->finished;
+  s->finished = 1;
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    struct lrun *lr = &s->lruns[i];
+    if (lr->photos != NULL) {
+      photo_pass_cancel(lr->photos);
+      lr->photos = NULL;
+      lrun_end(lr);
+    }
+  }
+  s->finished = held;
   maybe_finished(s);
 }
 

@@ -12,6 +12,7 @@ making the stored checks due.
 
 import json
 import os
+import signal
 import sqlite3
 
 import client as fc
@@ -312,3 +313,63 @@ def test_copy_whose_anchor_was_changed_by_hand_gets_no_photo(make_env):
     assert target_photo(env, a)["bytes"] == jpeg(1)
     assert "source_id=%s" % b in r.stderr
     assert "anchor was changed in the target" in r.stderr
+
+
+def stalled_photo(env, n):
+    """The first person gets photo jpeg(n), whose first read hangs for
+    20 s; the people, sorted."""
+    people = sorted(env.in_scope())
+    env.cloud.set_photo(env.source["id"], people[0], jpeg(n))
+    env.cloud.set_faults({"kind": "stall", "ms": 20000, "method": "GET",
+                          "path": r"/photo/\$value$", "count": 1})
+    return people
+
+
+def wait_stalled(env):
+    fc.wait_for(lambda: env.cloud.faults()["rules"][0]["fired"] >= 1,
+                timeout=60, what="the photo read stalled")
+
+
+def test_stop_mid_photo_pass(make_env):
+    """SIGTERM while a photo is being read: galbridge stops at once and
+    cleanly (no check of that photo recorded as done), and the next round
+    copies it."""
+    env = photo_env(make_env)
+    people = stalled_photo(env, 5)
+    with env.started("run") as proc:
+        wait_stalled(env)
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+    assert target_photo(env, people[0]) is None
+    db = sqlite3.connect(os.path.join(env.state_dir, "state.db"))
+    try:
+        row = db.execute("SELECT etag FROM photo WHERE source_id = ?",
+                         (people[0],)).fetchone()
+    finally:
+        db.close()
+    assert row is None or row[0] is None
+    env.cloud.set_faults()
+    sync(env)
+    assert target_photo(env, people[0])["bytes"] == jpeg(5)
+
+
+def test_reload_mid_photo_pass(make_env):
+    """SIGHUP while a photo read hangs: the new configuration is applied
+    at once (the photo check is not waited for), and the photo is copied
+    by the new configuration's rounds."""
+    from test_daemon import Daemon
+    env = photo_env(make_env)
+    people = stalled_photo(env, 6)
+    d = Daemon(env)
+    try:
+        d.wait_key("READY=1")
+        wait_stalled(env)
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"configuration reloaded", timeout=10)
+        env.cloud.set_faults()
+        fc.wait_for(lambda: target_photo(env, people[0]) is not None,
+                    timeout=30, what="the photo copied after the reload")
+        assert target_photo(env, people[0])["bytes"] == jpeg(6)
+    finally:
+        assert d.stop() == 0
