@@ -33,6 +33,10 @@
 /* The create burst guard (max_creates): more new copies than this in one
  * round are held, except in a link's first round (planner.h). */
 #define CONFIG_DEFAULT_MAX_CREATES 500
+/* Graph documents a 4 MB limit for a photo upload (profilephoto-update)
+ * without saying whether MB is 10^6 or 2^20 bytes: the smaller one. */
+#define CONFIG_PHOTO_MAX_BYTES 4000000
+#define CONFIG_DEFAULT_PHOTO_INTERVAL 86400
 #define CONFIG_DEFAULT_ANCHOR "extensionAttribute15"
 /* Microsoft Graph's documented limits (throttling-limits.md): directory
  * writes per app per tenant, invitations per tenant, and resource units
@@ -161,6 +165,12 @@ struct config_link {
   /* manager = yes (default): each copy's manager is the link's copy of
    * its source manager, or none; no: galbridge leaves managers alone. */
   int manager;
+  /* photos = yes (guest and mail user links only: a mail contact has no
+   * photo in Graph): each copy gets its source person's profile photo,
+   * checked every photo_interval seconds, none over photo_max_bytes. */
+  int photos;
+  long photo_max_bytes;
+  long photo_interval;
 };
 
 struct config {

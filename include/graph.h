@@ -102,6 +102,7 @@ enum graph_result {
   GRAPH_ERR_AUTH = -3,      /* no token could be had */
   GRAPH_ERR_PROTOCOL = -4,  /* the answer is not what Graph documents */
   GRAPH_ERR_CANCELLED = -5, /* shutting down */
+  GRAPH_ERR_TOO_LARGE = -6, /* a binary answer over its cap (permanent) */
 };
 
 struct graph_response {
@@ -113,6 +114,11 @@ struct graph_response {
   const char *location; /* Location header or NULL */
   int auth_permanent;   /* GRAPH_ERR_AUTH: credentials refused */
   int transient;        /* graph_error_transient() of this answer */
+  /* A binary answer (graph_photo_get): its bytes and Content-Type,
+   * borrowed; NULL and 0 otherwise. */
+  const char *raw;
+  size_t raw_len;
+  const char *content_type;
 };
 
 typedef void (*graph_done_fn)(void *ctx, const struct graph_response *resp);
@@ -292,6 +298,65 @@ enum http_class graph_error_class(const struct graph_response *resp);
  * PERMANENT (a token refusal, throttling, 5xx, network), rather than
  * final (400, 403, 409...). */
 int graph_error_transient(const struct graph_response *resp);
+
+/* --- profile photos of users (graph_photo.c) ---
+ *
+ * GET /users/{id}/photo is the metadata (@odata.mediaEtag changes with
+ * each new photo; users/delta does not see photos), GET .../photo/$value
+ * the bytes, PUT .../photo/$value (Content-Type as read, at most 4 MB) and
+ * DELETE .../photo/$value write them. Ids reach a URL only when they look
+ * like object ids. A metadata GET goes through $batch once batching is on;
+ * the binary ones go alone: inside a $batch answer a binary body comes
+ * base64-encoded in the JSON, and 20 photos in one answer would break the
+ * bound of one photo in memory per request. */
+
+/* What a photo's metadata says; strings borrowed from the answer. */
+struct graph_photo {
+  int present;              /* 0: no photo (see graph_photo_parse) */
+  const char *etag;         /* @odata.mediaEtag ("" when none) */
+  const char *content_type; /* @odata.mediaContentType ("" when none) */
+};
+
+/* `photo` is set when resp->result is GRAPH_OK, NULL otherwise. */
+typedef void (*graph_photo_fn)(void *ctx, const struct graph_response *resp,
+                               const struct graph_photo *photo);
+
+/* Read a photo's metadata answer `body` (borrowed) into *out: a photo is
+ * present only with a non-empty @odata.mediaEtag (at most 256 bytes, no
+ * control character) and an id other than "1x1", which Graph answers for
+ * a user without one. Returns 0, or -1 when body is not an object or its
+ * etag is not a string of that shape. */
+int graph_photo_parse(const json_t *body, struct graph_photo *out)
+    __attribute__((warn_unused_result));
+
+/* GET /v1.0/users/{user_id}/photo. A 404 whose code is not
+ * Request_ResourceNotFound (the user itself unknown) means no photo:
+ * the callback gets GRAPH_OK and photo->present 0. Returns 0, or -1
+ * (callback never called) on an id that is no object id or allocation
+ * failure. */
+int graph_photo_meta(struct graph *graph, const char *user_id,
+                     graph_photo_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* GET /v1.0/users/{user_id}/photo/$value: on success resp->raw,
+ * raw_len and content_type hold the bytes; a body over `max_bytes` ends
+ * with GRAPH_ERR_TOO_LARGE (nothing more is read). */
+int graph_photo_get(struct graph *graph, const char *user_id, size_t max_bytes,
+                    graph_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* PUT /v1.0/users/{user_id}/photo/$value with `len` bytes of `data`
+ * (copied) as `content_type` ("image/jpeg" or "image/png", anything else
+ * refused with -1); a directory write for the budget. */
+int graph_photo_put(struct graph *graph, const char *user_id,
+                    const char *content_type, const void *data, size_t len,
+                    graph_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* DELETE /v1.0/users/{user_id}/photo/$value (204). */
+int graph_photo_delete(struct graph *graph, const char *user_id,
+                       graph_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
 
 /* --- request costs (pure, exposed for unit tests) --- */
 

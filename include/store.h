@@ -38,7 +38,7 @@
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 7
+#define STORE_SCHEMA_VERSION 8
 
 enum store_removed {
   STORE_PRESENT = 0,
@@ -663,6 +663,58 @@ int store_targets_unseen(struct store *store, const char *link,
 /* Objects the planner refused (ops of kind "fail") whose next try has
  * come are weighed again in the link's next plan. */
 int store_fails_due(struct store *store, const char *link, time_t now)
+    __attribute__((warn_unused_result));
+
+/* --- profile photos (photos = yes) --- */
+
+/* A copy whose photo check is due; new strings (NULL when absent). */
+struct store_photo_row {
+  char *source_id;
+  char *target_id;
+  char *applied;      /* what galbridge last wrote on it (JSON) */
+  char *target_attrs; /* the target's own read of it (JSON), or NULL */
+  char *etag;         /* source etag last written on this target object,
+                         NULL when none */
+  char *skipped_etag; /* source etag refused for good on it, or NULL */
+  char *error;        /* why the last check wrote nothing, or NULL */
+};
+
+/* Up to `max` active copies of `link` whose source object (in
+ * `source_tenant`) is present and whose photo check has come (never
+ * checked, checked on another target object, or next_check <= now),
+ * longest due first. Free with store_photo_rows_free(). */
+int store_photos_due(struct store *store, const char *link,
+                     const char *source_tenant, const char *target_tenant,
+                     time_t now, size_t max, struct store_photo_row **rows,
+                     size_t *n) __attribute__((warn_unused_result));
+void store_photo_rows_free(struct store_photo_row *rows, size_t n);
+
+/* A copy's photo state. As an argument strings are borrowed; from
+ * store_photo_get() they are new (store_photo_clear()). */
+struct store_photo {
+  const char *target_id;
+  const char *etag;  /* source etag written on target_id; NULL: none */
+  time_t checked_at; /* last check */
+  time_t next_check; /* next one due */
+  const char *error; /* why the last check wrote nothing, or NULL */
+  /* The source etag of a photo refused for good (too large, not an
+   * image): not read again while the source's etag stays this. */
+  const char *skipped_etag;
+};
+
+/* Record (replace) the photo state of (link, source_id). */
+int store_photo_put(struct store *store, const char *link,
+                    const char *source_id, const struct store_photo *photo)
+    __attribute__((warn_unused_result));
+/* *found 0 (and *out zeroed) when the copy was never checked. */
+int store_photo_get(struct store *store, const char *link,
+                    const char *source_id, struct store_photo *out, int *found)
+    __attribute__((warn_unused_result));
+void store_photo_clear(struct store_photo *photo);
+/* Of the link's active copies: how many carry a photo galbridge wrote,
+ * and how many failed their last check. */
+int store_photo_counts(struct store *store, const char *link,
+                       long long *written, long long *failed)
     __attribute__((warn_unused_result));
 
 /* Drop the tenant's delta link: the next round reads it in full. */

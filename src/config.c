@@ -94,6 +94,7 @@
 #define SECTION_NAME_MAX 64
 #define KIND_MAX 32
 #define INTERVAL_MAX 86400
+#define PHOTO_INTERVAL_MAX (30 * 86400)
 #define MAX_DELETES_MAX 1000000
 #define MAX_CREATES_MAX 1000000
 
@@ -264,6 +265,7 @@ enum key_type {
 #define KEY_GUEST_ONLY 0x20u    /* only for object = guest links */
 #define KEY_INHERITS 0x40u      /* default: [galbridge] interval */
 #define KEY_MAILUSER_ONLY 0x80u /* only for object = mailuser links */
+#define KEY_NO_CONTACT 0x100u   /* not for object = mailcontact links */
 
 struct key_def {
   const char *name;
@@ -504,6 +506,27 @@ static const struct key_def link_keys[] = {
      .min = 1,
      .max = INTERVAL_MAX,
      .flags = KEY_RELOADABLE | KEY_INHERITS},
+    /* Photos: off by default, a check costs a request per person. */
+    {.name = "photos",
+     .type = TYPE_ENUM,
+     .off = L(photos),
+     .def = "no",
+     .values = yes_no,
+     .flags = KEY_RELOADABLE | KEY_NO_CONTACT},
+    {.name = "photo_max_bytes",
+     .type = TYPE_INT,
+     .off = L(photo_max_bytes),
+     .def = STR(CONFIG_PHOTO_MAX_BYTES),
+     .min = 1024,
+     .max = CONFIG_PHOTO_MAX_BYTES,
+     .flags = KEY_RELOADABLE | KEY_NO_CONTACT},
+    {.name = "photo_interval",
+     .type = TYPE_INT,
+     .off = L(photo_interval),
+     .def = STR(CONFIG_DEFAULT_PHOTO_INTERVAL),
+     .min = 60,
+     .max = PHOTO_INTERVAL_MAX,
+     .flags = KEY_RELOADABLE | KEY_NO_CONTACT},
 };
 
 #undef T
@@ -1754,6 +1777,30 @@ check_groups_apart(struct loader *ld, struct link_in *li)
   return 0;
 }
 
+/* Photo keys on a mail contact link: Graph has no photo for an org
+ * contact (profilephoto-get lists users, groups, teams and personal
+ * contacts only), so nothing could be written. */
+static int
+check_photos(struct loader *ld, const struct link_in *li)
+{
+  static const char *const keys[] = {"photos", "photo_max_bytes",
+                                     "photo_interval"};
+  const size_t n = N_KEYS(link_keys);
+
+  if (li->pub.object != CONFIG_OBJECT_MAILCONTACT)
+    return 0;
+  for (size_t i = 0; i < N_KEYS(keys); i++) {
+    int line = li->lines[key_index(link_keys, n, keys[i])];
+    if (line != 0)
+      return fail(ld, line,
+                  "%s applies only to links with object = guest or "
+                  "mailuser: contacts have no photo in Graph (this link "
+                  "has object = mailcontact)",
+                  keys[i]);
+  }
+  return 0;
+}
+
 static int
 finish_link(struct loader *ld, struct link_in *li)
 {
@@ -1806,7 +1853,7 @@ finish_link(struct loader *ld, struct link_in *li)
                 "Online: set exchange = yes in [tenant %s] (and give the "
                 "app the View-Only Recipients role there)",
                 li->source);
-  return 0;
+  return check_photos(ld, li);
 }
 
 /* Move the build structs into the public arrays and turn names into
@@ -2155,6 +2202,9 @@ shown(const struct key_def *def, const struct config_link *link)
   if (link == NULL)
     return 1;
   if ((def->flags & KEY_GUEST_ONLY) && link->object != CONFIG_OBJECT_GUEST)
+    return 0;
+  if ((def->flags & KEY_NO_CONTACT) &&
+      link->object == CONFIG_OBJECT_MAILCONTACT)
     return 0;
   return !((def->flags & KEY_MAILUSER_ONLY) &&
            link->object != CONFIG_OBJECT_MAILUSER);

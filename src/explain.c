@@ -296,6 +296,8 @@ scope_part(const struct explain *ex, const struct planner_link *pl,
                    exclude, "scope_filter", filter);
 }
 
+static int photo_part(struct explain *ex, json_t *target);
+
 static json_t *
 target_part(struct explain *ex)
 {
@@ -321,7 +323,37 @@ target_part(struct explain *ex)
                                                 : "present",
       "observed", observed != NULL ? observed : json_null(),
       "exchange_visible", visible < 0 ? json_null() : json_boolean(visible));
+  if (t != NULL && photo_part(ex, t) != 0) {
+    json_decref(t);
+    return NULL;
+  }
   return t;
+}
+
+static json_t *time_or_null(time_t t);
+
+/* photos = yes: what the state knows of the copy's photo (the source
+ * etag galbridge wrote on it, the last and next check, why the last one
+ * wrote nothing), or null when never checked. */
+static int
+photo_part(struct explain *ex, json_t *target)
+{
+  struct store_photo ph;
+  json_t *v;
+  int found;
+
+  if (!ex->link->photos)
+    return 0;
+  if (store_photo_get(ex->store, ex->link->name, ex->row.source_id, &ph,
+                      &found) != 0)
+    return -1;
+  v = !found ? json_null()
+             : json_pack("{s:s, s:s?, s:o, s:o, s:s?}", "target_id",
+                         ph.target_id, "etag_written", ph.etag, "checked_at",
+                         time_or_null(ph.checked_at), "next_check",
+                         time_or_null(ph.next_check), "error", ph.error);
+  store_photo_clear(&ph);
+  return json_object_set_new(target, "photo", v);
 }
 
 static json_t *
@@ -675,6 +707,28 @@ yes_no(const json_t *o, const char *key)
   return json_is_true(json_object_get(o, key)) ? "yes" : "no";
 }
 
+/* The copy's photo, when the link copies photos. */
+static void
+print_photo(FILE *fp, const json_t *ph)
+{
+  if (ph == NULL)
+    return;
+  if (json_is_null(ph)) {
+    fprintf(fp, "           photo: not checked yet\n");
+    return;
+  }
+  fprintf(fp, "           photo: %s%s, checked %s, next check %s\n",
+          json_is_string(json_object_get(ph, "etag_written"))
+              ? "written, source etag "
+              : "none written",
+          json_is_string(json_object_get(ph, "etag_written"))
+              ? str(ph, "etag_written")
+              : "",
+          str(ph, "checked_at"), str(ph, "next_check"));
+  if (json_is_string(json_object_get(ph, "error")))
+    fprintf(fp, "           photo not copied: %s\n", str(ph, "error"));
+}
+
 static void
 print_exclude(const json_t *exclude, FILE *fp)
 {
@@ -765,6 +819,7 @@ print_text(const json_t *doc, FILE *fp)
             json_is_null(vis)   ? "unknown"
             : json_is_true(vis) ? "seen visible"
                                 : "not seen visible yet");
+    print_photo(fp, json_object_get(tg, "photo"));
   } else {
     fprintf(fp, "target:    none (no copy in %s)\n",
             str(doc, "target_tenant"));

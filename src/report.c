@@ -99,6 +99,23 @@ out:
   return result;
 }
 
+/* photos = yes: how many copies carry a photo galbridge wrote, and how
+ * many failed their last check (the reasons are in the log and in
+ * `explain`). */
+static int
+photo_counts(const struct config_link *link, struct store *store,
+             json_t *entry)
+{
+  long long written, failed;
+
+  if (store_photo_counts(store, link->name, &written, &failed) != 0)
+    return -1;
+  return json_object_set_new(entry, "photos",
+                             json_pack("{s:I, s:I}", "written",
+                                       (json_int_t)written, "failed",
+                                       (json_int_t)failed));
+}
+
 /* One link's status: a new object, or NULL when the store cannot be read
  * or memory is short (never a part of it). */
 static json_t *
@@ -154,6 +171,8 @@ link_status(const struct config_link *link, struct store *store)
     goto out;
   if (link->object == CONFIG_OBJECT_GUEST && link->target->exchange &&
       guests_not_visible(link, store, entry) != 0)
+    goto out;
+  if (link->photos && photo_counts(link, store, entry) != 0)
     goto out;
   result = entry;
   entry = NULL;
@@ -293,6 +312,14 @@ status_text(const struct config *cfg, const json_t *root, int missing,
                 json_string_value(json_object_get(g, "target_id")),
                 json_string_value(json_object_get(g, "source_id")));
       }
+    }
+    if (json_is_object(json_object_get(v, "photos"))) {
+      const json_t *ph = json_object_get(v, "photos");
+      fprintf(fp,
+              "  photos: %lld copies carry a photo galbridge wrote, %lld "
+              "failed their last check\n",
+              json_integer_value(json_object_get(ph, "written")),
+              json_integer_value(json_object_get(ph, "failed")));
     }
     if (json_integer_value(json_object_get(v, "deletes_held")) > 0)
       fprintf(fp,

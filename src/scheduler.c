@@ -28,6 +28,7 @@
 #include "mapping.h"
 #include "migration.h"
 #include "metrics.h"
+#include "photo.h"
 #include "reader.h"
 #include "scope.h"
 
@@ -100,6 +101,7 @@ struct lrun {
   char *initial;
   time_t domains_at;
   time_t mailboxes_at;
+  struct photo_pass *photos; /* its photo checks in flight, or NULL */
 };
 
 struct scheduler {
@@ -390,6 +392,9 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
     lr->target = tctx_add(s, link->target, err, errlen);
     if (lr->target == NULL)
       goto fail;
+    /* Photo checks read the source 20 to a $batch (without, one by one). */
+    if (link->photos && graph_batch_enable(src->tc->graph, loop) != 0)
+      log_warning("photo checks go one by one link=%s", link->name);
     if ((link->object != CONFIG_OBJECT_GUEST || link->target->exchange) &&
         lr->target->exo == NULL) {
       lr->target->exo = exo_new(loop, s->http, lr->target->auth, link->target,
@@ -704,13 +709,15 @@ on_vis(void *ctx, const struct exo_response *resp)
     vis_done(lr);
 }
 
+static void lrun_photos(struct lrun *lr);
+
 static void
 vis_done(struct lrun *lr)
 {
   if (lr->vis_fixed > 0)
     log_info("guests made visible on the Exchange side link=%s count=%lu",
              lr->link->name, lr->vis_fixed);
-  lrun_end(lr);
+  lrun_photos(lr);
 }
 
 static void
@@ -726,7 +733,7 @@ visibility_pass(struct lrun *lr)
                        &n) != 0 ||
       n == 0) {
     store_pairs_free(pairs, n);
-    lrun_end(lr);
+    lrun_photos(lr);
     return;
   }
   lr->vis_fixed = 0;
@@ -753,6 +760,37 @@ visibility_pass(struct lrun *lr)
   store_pairs_free(pairs, n);
   if (--lr->vis_pending == 0)
     vis_done(lr);
+}
+
+/* --- profile photos (photos = yes) ---
+ *
+ * After a link's writes, the copies whose photo check is due (photo.h):
+ * not in a dry run, not for one person (sync --user), not once a stop
+ * came. A photo that fails does not fail the round: it is logged and
+ * tried again later, and `status` shows it. */
+
+static void
+on_photos(void *ctx, const struct photo_stats *stats)
+{
+  struct lrun *lr = ctx;
+
+  (void)stats;
+  lr->photos = NULL;
+  lrun_end(lr);
+}
+
+static void
+lrun_photos(struct lrun *lr)
+{
+  if (!lr->link->photos || lr->s->stopping ||
+      lr->s->opts.mode == SCHEDULER_PLAN || lr->s->opts.only_user != NULL ||
+      lr->photos != NULL ||
+      photo_pass_start(lr->s->store, lr->source->tc->graph, lr->target->graph,
+                       lr->link, lr->s->key, time(NULL), on_photos, lr,
+                       &lr->photos) != 0) {
+    lrun_end(lr);
+    return;
+  }
 }
 
 static void
@@ -1799,6 +1837,8 @@ scheduler_start(struct scheduler *s, void (*done)(void *ctx), void *ctx)
 void
 scheduler_stop(struct scheduler *s)
 {
+  int held;
+
   s->stopping = 1;
   for (size_t i = 0; i < s->n_sources; i++) {
     if (s->sources[i].timer_live)
@@ -1806,6 +1846,21 @@ scheduler_stop(struct scheduler *s)
   }
   for (size_t i = 0; i < s->n_lruns; i++)
     executor_stop(s->lruns[i].executor);
+  /* Photo checks are not waited for (a photo is up to 4 MB on a slow
+   * link): what they did is recorded, the rest is checked next time.
+   * `done` may free the scheduler (a reload): it waits for the loop's
+   * end, held back by `finished`. */
+  held = s->finished;
+  s->finished = 1;
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    struct lrun *lr = &s->lruns[i];
+    if (lr->photos != NULL) {
+      photo_pass_cancel(lr->photos);
+      lr->photos = NULL;
+      lrun_end(lr);
+    }
+  }
+  s->finished = held;
   maybe_finished(s);
 }
 
@@ -2069,6 +2124,11 @@ scheduler_free(struct scheduler *s)
     return;
   s->stopping = 1;
   s->finished = 1; /* no done callback from here on */
+  /* Photo checks answer nobody from here on (photo_pass_cancel). */
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    photo_pass_cancel(s->lruns[i].photos);
+    s->lruns[i].photos = NULL;
+  }
   /* Graph clients first: cancelling their requests runs the readers' and
    * executors' callbacks while those still exist. */
   for (size_t i = 0; i < s->n_tctx; i++) {

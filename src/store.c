@@ -105,6 +105,11 @@ enum stmt_id {
   ST_MOVED_COPIES,
   ST_BUDGET_GET,
   ST_BUDGET_PUT,
+  /* profile photos (photo table) */
+  ST_PHOTOS_DUE,
+  ST_PHOTO_PUT,
+  ST_PHOTO_GET,
+  ST_PHOTO_COUNTS,
   ST__COUNT
 };
 
@@ -450,6 +455,36 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " (SELECT count(*) FROM op)",
     [ST_DELTA_RESET] = "UPDATE delta_state SET delta_link = NULL,"
                        " base_url = NULL WHERE tenant = ?1",
+    /* A link's active copies whose photo check is due: never checked,
+     * checked on another target object, or next_check come; with what
+     * the target's own read holds of the copy, and the etag written on
+     * it (only when on that same object). Source objects removed or
+     * refused are not checked. */
+    [ST_PHOTOS_DUE] =
+        "SELECT t.source_id, t.target_id, t.applied, o.attrs,"
+        " CASE WHEN p.target_id = t.target_id THEN p.etag END,"
+        " CASE WHEN p.target_id = t.target_id THEN p.skipped_etag END,"
+        " p.error"
+        " FROM target_object t"
+        " JOIN source_object s ON s.tenant = ?2 AND s.id = t.source_id"
+        " AND s.removed = 0"
+        " LEFT JOIN source_object o ON o.tenant = ?3 AND o.id = t.target_id"
+        " LEFT JOIN photo p ON p.link = t.link AND p.source_id = t.source_id"
+        " WHERE t.link = ?1 AND t.state = 'active' AND"
+        " t.target_id IS NOT NULL AND (p.source_id IS NULL OR"
+        " p.target_id IS NOT t.target_id OR p.next_check <= ?4)"
+        " ORDER BY coalesce(p.next_check, 0), t.source_id LIMIT ?5",
+    [ST_PHOTO_PUT] = "INSERT OR REPLACE INTO photo (link, source_id,"
+                     " target_id, etag, checked_at, next_check, error,"
+                     " skipped_etag) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_PHOTO_GET] = "SELECT target_id, etag, checked_at, next_check, error,"
+                     " skipped_etag"
+                     " FROM photo WHERE link = ?1 AND source_id = ?2",
+    [ST_PHOTO_COUNTS] = "SELECT count(p.etag), count(p.error) FROM photo p"
+                        " JOIN target_object t ON t.link = p.link AND"
+                        " t.source_id = p.source_id AND"
+                        " t.target_id = p.target_id AND t.state = 'active'"
+                        " WHERE p.link = ?1",
 };
 
 /* migrations[v] leads from version v-1 to v. */
@@ -657,6 +692,22 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " source_id) SELECT old.link, id FROM source_object WHERE"
           " (CASE WHEN json_valid(attrs) THEN json_extract(attrs,"
           " '$.manager') END) = old.source_id; END;",
+    /* Version 8: profile photos (photos = yes). Per copy, the source
+     * photo's etag last written on it (NULL: none written), on which
+     * target object, when it was last checked and is next due, why the
+     * last check wrote nothing, if it failed, and the etag of a source
+     * photo refused for good (too large, not an image), so that it is not
+     * read again while it stays the same. Never the bytes. */
+    [8] = "CREATE TABLE photo ("
+          " link TEXT NOT NULL,"
+          " source_id TEXT NOT NULL,"
+          " target_id TEXT NOT NULL,"
+          " etag TEXT,"
+          " checked_at INTEGER NOT NULL DEFAULT 0,"
+          " next_check INTEGER NOT NULL DEFAULT 0,"
+          " error TEXT,"
+          " skipped_etag TEXT,"
+          " PRIMARY KEY (link, source_id)) WITHOUT ROWID;",
 };
 
 struct store {
@@ -3018,4 +3069,143 @@ store_target_restamp(struct store *store, const char *link,
   if (exec_stmt(store, st, "forgetting a copy's stamps") != 0)
     return -1;
   return store_replan_add(store, link, source_id);
+}
+
+/* --- profile photos --- */
+
+void
+store_photo_rows_free(struct store_photo_row *rows, size_t n)
+{
+  for (size_t i = 0; rows != NULL && i < n; i++) {
+    free(rows[i].source_id);
+    free(rows[i].target_id);
+    free(rows[i].applied);
+    free(rows[i].target_attrs);
+    free(rows[i].etag);
+    free(rows[i].skipped_etag);
+    free(rows[i].error);
+  }
+  free(rows);
+}
+
+int
+store_photos_due(struct store *store, const char *link,
+                 const char *source_tenant, const char *target_tenant,
+                 time_t now, size_t max, struct store_photo_row **rows,
+                 size_t *n)
+{
+  sqlite3_stmt *st = prep(store, ST_PHOTOS_DUE);
+  struct store_photo_row *list;
+  size_t count = 0;
+  int rc;
+
+  *rows = NULL;
+  *n = 0;
+  if (st == NULL)
+    return -1;
+  list = calloc(max ? max : 1, sizeof(*list));
+  if (list == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_tenant);
+  bind_text(st, 3, target_tenant);
+  sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)max);
+  while (count < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    list[count].source_id = col_strdup(st, 0);
+    list[count].target_id = col_strdup(st, 1);
+    list[count].applied = col_strdup(st, 2);
+    list[count].target_attrs = col_strdup(st, 3);
+    list[count].etag = col_strdup(st, 4);
+    list[count].skipped_etag = col_strdup(st, 5);
+    list[count].error = col_strdup(st, 6);
+    count++;
+  }
+  if (count < max && rc != SQLITE_DONE) {
+    store_photo_rows_free(list, count);
+    return fail(store, st, "listing copies whose photo is due");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  *rows = list;
+  *n = count;
+  return 0;
+}
+
+int
+store_photo_put(struct store *store, const char *link, const char *source_id,
+                const struct store_photo *photo)
+{
+  sqlite3_stmt *st = prep(store, ST_PHOTO_PUT);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  bind_text(st, 3, photo->target_id);
+  bind_text(st, 4, photo->etag);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)photo->checked_at);
+  sqlite3_bind_int64(st, 6, (sqlite3_int64)photo->next_check);
+  bind_text(st, 7, photo->error);
+  bind_text(st, 8, photo->skipped_etag);
+  return exec_stmt(store, st, "recording a photo check");
+}
+
+int
+store_photo_get(struct store *store, const char *link, const char *source_id,
+                struct store_photo *out, int *found)
+{
+  sqlite3_stmt *st = prep(store, ST_PHOTO_GET);
+  int rc;
+
+  memset(out, 0, sizeof(*out));
+  *found = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *found = 1;
+    out->target_id = col_strdup(st, 0);
+    out->etag = col_strdup(st, 1);
+    out->checked_at = (time_t)sqlite3_column_int64(st, 2);
+    out->next_check = (time_t)sqlite3_column_int64(st, 3);
+    out->error = col_strdup(st, 4);
+    out->skipped_etag = col_strdup(st, 5);
+  } else if (rc != SQLITE_DONE) {
+    return fail(store, st, "reading a copy's photo state");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+void
+store_photo_clear(struct store_photo *photo)
+{
+  free((char *)photo->target_id);
+  free((char *)photo->etag);
+  free((char *)photo->error);
+  free((char *)photo->skipped_etag);
+  memset(photo, 0, sizeof(*photo));
+}
+
+int
+store_photo_counts(struct store *store, const char *link, long long *written,
+                   long long *failed)
+{
+  sqlite3_stmt *st = prep(store, ST_PHOTO_COUNTS);
+
+  *written = *failed = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  if (sqlite3_step(st) != SQLITE_ROW)
+    return fail(store, st, "counting photos");
+  *written = sqlite3_column_int64(st, 0);
+  *failed = sqlite3_column_int64(st, 1);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
 }

@@ -254,6 +254,32 @@ class FakeCloud:
         return self._admin("POST", f"/admin/tenants/{self._q(tenant)}/users/"
                                    f"{self._q(user_id)}/restore")
 
+    def set_photo(self, tenant, user_id, data, content_type="image/jpeg"):
+        """Give a user a profile photo (bytes); returns its admin view
+        (contentType, etag, size, data as base64)."""
+        return self._admin(
+            "PUT", f"/admin/tenants/{self._q(tenant)}/users/"
+            f"{self._q(user_id)}/photo",
+            {"data": base64.b64encode(data).decode("ascii"),
+             "contentType": content_type})
+
+    def photo(self, tenant, user_id):
+        """A user's photo as {"contentType", "etag", "size", "bytes"}, or
+        None when it has none."""
+        try:
+            view = self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
+                               f"users/{self._q(user_id)}/photo")
+        except FakeCloudError as err:
+            if err.status == 404:
+                return None
+            raise
+        view["bytes"] = base64.b64decode(view.pop("data"))
+        return view
+
+    def delete_photo(self, tenant, user_id):
+        self._admin("DELETE", f"/admin/tenants/{self._q(tenant)}/users/"
+                    f"{self._q(user_id)}/photo")
+
     def groups(self, tenant):
         return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/groups"
                            )["value"]

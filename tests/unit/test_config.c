@@ -1066,6 +1066,28 @@ static const struct bad_case bad_cases[] = {
      "max_deletes 'many' is not a whole number"},
     {"link interval zero", TENANTS LINK_AB "interval = 0\n", 13,
      "interval 0 is out of range (1..86400)"},
+    /* photos: bounds, and none on a mail contact link */
+    {"photos word", TENANTS LINK_AB "photos = maybe\n", 13,
+     "unknown photos 'maybe' (expected no or yes)"},
+    {"photo_max_bytes over Graph's 4 MB",
+     TENANTS LINK_AB "photo_max_bytes = 4194304\n", 13,
+     "photo_max_bytes 4194304 is out of range (1024..4000000)"},
+    {"photo_interval short", TENANTS LINK_AB "photo_interval = 59\n", 13,
+     "photo_interval 59 is out of range (60..2592000)"},
+    {"photos on a contact link",
+     TENANTS "[link l]\nsource = a\ntarget = b\nobject = mailcontact\n"
+             "photos = yes\n",
+     13,
+     "photos applies only to links with object = guest or mailuser: "
+     "contacts have no photo in Graph (this link has object = "
+     "mailcontact)"},
+    {"photo_interval on a contact link",
+     TENANTS "[link l]\nsource = a\ntarget = b\nobject = mailcontact\n"
+             "photos = no\nphoto_interval = 600\n",
+     13,
+     "photos applies only to links with object = guest or mailuser: "
+     "contacts have no photo in Graph (this link has object = "
+     "mailcontact)"},
     /* The first error wins, in file order. */
     {"first error wins", "[tenant a]\ncloud = azure\n[foo]\n", 2,
      "unknown cloud 'azure' (expected global, usgovhigh, dod or china)"},
@@ -1316,6 +1338,9 @@ static const char full_dump[] =
     "max_delete_share = 10%\n"
     "max_creates = 500\n"
     "interval = 300\n"
+    "photos = no\n"
+    "photo_max_bytes = 4000000\n"
+    "photo_interval = 86400\n"
     "\n[link fabrikam-to-contoso]\n"
     "source = fabrikam\n"
     "target = contoso\n"
@@ -1604,6 +1629,42 @@ test_migration_keys(void **state)
   assert_int_equal(config_link_find(cfg, "mu2")->migration_external,
                    CONFIG_MIGRATION_EXTERNAL_INITIAL);
   assert_false(config_link_find(cfg, "g")->migration);
+  config_free(cfg);
+}
+
+/* photos = yes on guest and mail user links: its defaults and values. */
+static void
+test_photo_keys(void **state)
+{
+  static const char text[] =
+      TENANTS "[link g]\nsource = a\ntarget = b\nobject = guest\n"
+              "[link mu]\nsource = a\ntarget = b\nobject = mailuser\n"
+              "anchor = extensionAttribute14\nphotos = yes\n"
+              "photo_max_bytes = 1024\nphoto_interval = 3600\n"
+              "[link mc]\nsource = a\ntarget = b\nobject = mailcontact\n"
+              "anchor = extensionAttribute13\n";
+  struct config *cfg;
+  char *dump = NULL;
+  size_t len = 0;
+  FILE *fp;
+
+  (void)state;
+  cfg = load_ok(text);
+  assert_false(config_link_find(cfg, "g")->photos);
+  assert_int_equal(config_link_find(cfg, "g")->photo_max_bytes, 4000000);
+  assert_int_equal(config_link_find(cfg, "g")->photo_interval, 86400);
+  assert_true(config_link_find(cfg, "mu")->photos);
+  assert_int_equal(config_link_find(cfg, "mu")->photo_max_bytes, 1024);
+  assert_int_equal(config_link_find(cfg, "mu")->photo_interval, 3600);
+  assert_false(config_link_find(cfg, "mc")->photos);
+  fp = open_memstream(&dump, &len);
+  assert_non_null(fp);
+  config_dump(cfg, fp);
+  assert_int_equal(fclose(fp), 0);
+  /* A contact link's dump shows none of them. */
+  assert_null(strstr(strstr(dump, "[link mc]"), "photo"));
+  assert_non_null(strstr(dump, "photos = yes\nphoto_max_bytes = 1024\n"));
+  free(dump);
   config_free(cfg);
 }
 
@@ -1984,6 +2045,7 @@ main(void)
       cmocka_unit_test(test_load_buffer),
       cmocka_unit_test(test_link_checks),
       cmocka_unit_test(test_migration_keys),
+      cmocka_unit_test(test_photo_keys),
       cmocka_unit_test(test_config_check),
       cmocka_unit_test(test_reload_check),
       cmocka_unit_test(test_dump_marked),

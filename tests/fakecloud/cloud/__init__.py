@@ -10,8 +10,8 @@ deletedItems/microsoft.graph.user before deletedItems/{id}.
 """
 
 from . import (login, delta, users, batch, exchange, cmdlets, orgconfig,
-               migration, objects, policy, admin, managers)
+               migration, objects, policy, admin, managers, photos)
 
 __all__ = ["login", "delta", "users", "batch", "exchange", "cmdlets",
            "orgconfig", "migration", "objects", "policy", "admin",
-           "managers"]
+           "managers", "photos"]
