@@ -76,6 +76,7 @@ struct lrun {
   json_t *excluded; /* member id → "member of exclude_group G", or NULL */
   size_t group_at;  /* the group being read: scope groups, then excluded */
   int pass;
+  int followed; /* this round planned again for its new managers */
   int rounds;
   int failed;       /* this round could not be planned or run */
   int ops_failed;   /* permanent failures in this round */
@@ -434,6 +435,7 @@ fail:
 
 static void maybe_finished(struct scheduler *s);
 static void lrun_execute(struct lrun *lr);
+static void lrun_plan(struct lrun *lr);
 static void lrun_start(struct lrun *lr);
 
 /* RUN: the delay before a source's next round, with up to 10% jitter
@@ -793,6 +795,27 @@ lrun_photos(struct lrun *lr)
   }
 }
 
+/* Copies made in this round may be the managers of people planned before
+ * them, whom the store queued to be weighed again (its manager_copy_*
+ * triggers), and a copy made gets its own manager only once it exists:
+ * one more plan and execution, in the same round, sets those managers,
+ * so that a first sync ends with them in place rather than a round
+ * later. Once per round, only for a round that made copies, and not in a
+ * partial round (the next one weighs the queued people anyway). */
+static int
+follow_up(struct lrun *lr)
+{
+  const struct scheduler *s = lr->s;
+
+  if (!lr->link->manager || lr->followed || lr->partial ||
+      lr->total.created + lr->total.restored == 0 ||
+      s->opts.mode == SCHEDULER_PLAN || s->opts.only_user != NULL ||
+      s->stopping || store_failed(s->store))
+    return 0;
+  lr->followed = 1;
+  return 1;
+}
+
 static void
 on_executed(void *ctx, const struct executor_stats *st)
 {
@@ -819,6 +842,10 @@ on_executed(void *ctx, const struct executor_stats *st)
   }
   if (st->transient > 0)
     lr->failed = 1;
+  if (follow_up(lr)) {
+    lrun_plan(lr);
+    return;
+  }
   visibility_pass(lr);
 }
 
@@ -1686,6 +1713,7 @@ lrun_start(struct lrun *lr)
   lr->failed = 0;
   lr->transient = 0;
   lr->pass = 0;
+  lr->followed = 0;
   lr->group_at = 0;
   lrun_next_group(lr);
 }
