@@ -171,6 +171,7 @@ static const struct enum_value objects[] = {
     {"guest", CONFIG_OBJECT_GUEST},
     {"mailcontact", CONFIG_OBJECT_MAILCONTACT},
     {"mailuser", CONFIG_OBJECT_MAILUSER},
+    {"groupcontact", CONFIG_OBJECT_GROUPCONTACT},
     {NULL, 0},
 };
 
@@ -1466,6 +1467,24 @@ mapping_index(const struct loader *ld, const char *name)
   return SIZE_MAX;
 }
 
+/* What makes no sense for object = groupcontact: scope_group (its
+ * members are read from the users' side; a group link scopes its groups
+ * with scope_filter). user_type and migration are refused for every
+ * link but theirs by finish_link(). */
+static int
+finish_groupcontact(struct loader *ld, struct link_in *li)
+{
+  const size_t n = N_KEYS(link_keys);
+  const int group_line = li->lines[key_index(link_keys, n, "scope_group")];
+
+  if (li->pub.object != CONFIG_OBJECT_GROUPCONTACT || group_line == 0)
+    return 0;
+  return fail(ld, group_line,
+              "scope_group does not apply to links with object = "
+              "groupcontact (their objects are groups, not the members of "
+              "one): scope them with scope_filter");
+}
+
 static int
 finish_link(struct loader *ld, struct link_in *li)
 {
@@ -1510,6 +1529,8 @@ finish_link(struct loader *ld, struct link_in *li)
                 "has object = %s)",
                 migration_line != 0 ? "migration" : "migration_external",
                 config_object_name(l->object));
+  if (finish_groupcontact(ld, li) != 0)
+    return -1;
   if (l->migration && !ld->tenants[tenant_index(ld, li->source)].pub.exchange)
     return fail(ld, migration_line,
                 "migration = yes reads the source's mailboxes from Exchange "
@@ -1543,6 +1564,9 @@ publish(struct loader *ld)
     l->mapping = li->mapping != NULL
                      ? &cfg->mappings[mapping_index(ld, li->mapping)]
                      : NULL;
+    snprintf(l->source_key, sizeof(l->source_key), "%s%s",
+             l->source->tenant_id,
+             l->object == CONFIG_OBJECT_GROUPCONTACT ? "#groups" : "");
   }
   cfg->n_links = ld->n_links;
 
@@ -2175,4 +2199,18 @@ const char *
 config_object_name(enum config_object object)
 {
   return enum_name(objects, (int)object);
+}
+
+const char *
+config_link_source_key(const struct config_link *link)
+{
+  return link->source_key[0] != '\0' ? link->source_key
+                                     : link->source->tenant_id;
+}
+
+int
+config_link_contacts(const struct config_link *link)
+{
+  return link != NULL && (link->object == CONFIG_OBJECT_MAILCONTACT ||
+                          link->object == CONFIG_OBJECT_GROUPCONTACT);
 }

@@ -411,12 +411,10 @@ doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
               "Recipient Management role (or Exchange Recipient "
               "Administrator) for its service principal,");
       snprintf(c->what, sizeof(c->what), "list %s in %s",
-               l->object == CONFIG_OBJECT_MAILCONTACT ? "mail contacts"
-                                                      : "mail users",
+               config_link_contacts(l) ? "mail contacts" : "mail users",
                l->target->name);
       snprintf(c->url, sizeof(c->url), "%s",
-               l->object == CONFIG_OBJECT_MAILCONTACT ? "Get-MailContact"
-                                                      : "Get-MailUser");
+               config_link_contacts(l) ? "Get-MailContact" : "Get-MailUser");
     }
     /* Then its cross-tenant access settings, and the verdict. */
     for (int in_target = 1; l->object == CONFIG_OBJECT_GUEST && in_target >= 0;

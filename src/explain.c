@@ -397,8 +397,9 @@ explain_planning(void *ctx, const struct planner_link *pl)
   char err[512];
 
   ex->planned = 1;
-  if (store_plan_rows(ex->store, ex->link->name, ex->link->source->tenant_id,
-                      ex->observed, -1, NULL, 0, on_match, ex) < 0 ||
+  if (store_plan_rows(ex->store, ex->link->name,
+                      config_link_source_key(ex->link), ex->observed, -1, NULL,
+                      0, on_match, ex) < 0 ||
       ex->failed) {
     ex->failed = 1;
     return;
@@ -415,7 +416,7 @@ explain_planning(void *ctx, const struct planner_link *pl)
   quiet.quiet = 1;
   {
     struct store_plan_row row = saved_row_view(&ex->row);
-    if (planner_decide(&quiet, ex->link->source->tenant_id, &row, &d, err,
+    if (planner_decide(&quiet, config_link_source_key(ex->link), &row, &d, err,
                        sizeof(err)) == 0) {
       ex->why = d.why;
       ex->desired = json_incref(d.desired);
@@ -525,7 +526,7 @@ explain_done(void *ctx, const struct config_link *link,
   /* No decision emitted: the op the plan left (queued already), or
    * nothing. */
   if (store_plan_row_one(ex->store, ex->link->name,
-                         ex->link->source->tenant_id, ex->observed,
+                         config_link_source_key(ex->link), ex->observed,
                          ex->row.source_id, on_self, ex) < 0) {
     ex->failed = 1;
     return;

@@ -703,7 +703,7 @@ cmd_link_admin(const struct cmdline *cl)
      * for its copies) are read again in full. A NULL plan key: the next
      * round weighs every object again. */
     if (store_link_clear_failed(app.store, link->name, &n) != 0 ||
-        store_delta_reset(app.store, link->source->tenant_id) != 0 ||
+        store_delta_reset(app.store, config_link_source_key(link)) != 0 ||
         store_delta_reset(app.store, link->target->tenant_id) != 0 ||
         store_plan_mark_set(app.store, link->name, NULL, 0) != 0)
       rc = EXIT_RUNTIME;

@@ -1,0 +1,222 @@
+"""Groups and distribution lists as mail contacts (object = groupcontact):
+the source's mail-enabled groups, read with groups/delta, become mail
+contacts in the target through Exchange, anchored under
+"galbridge:<source tenant id>#groups:<group id>", changed and removed
+like person contacts; the rest of the source (its users, its groups
+without mail) is left alone."""
+import json
+
+GROUPS = {  # name: (mailEnabled, securityEnabled, groupTypes, has mail)
+    "dl": (True, False, [], True),
+    "m365": (True, False, ["Unified"], True),
+    "mailsec": (True, True, [], True),
+    "sec": (False, True, [], False),
+}
+
+
+def gid(n):
+    return "00000000-0000-4000-9000-%012d" % n
+
+
+def add_groups(env):
+    """The four kinds of group in contoso; returns {name: id}."""
+    src = env.source["id"]
+    ids = {}
+    for n, (name, (mail_enabled, security, types, has_mail)) in \
+            enumerate(sorted(GROUPS.items()), start=1):
+        g = {"id": gid(n), "displayName": "Group %s" % name,
+             "mailEnabled": mail_enabled, "securityEnabled": security,
+             "groupTypes": types, "mailNickname": name,
+             "description": "the %s group" % name}
+        if has_mail:
+            g["mail"] = "%s@contoso.example" % name
+        env.cloud.create_group(src, g)
+        ids[name] = gid(n)
+    return ids
+
+
+def group_config(env, link_extra=""):
+    text = open(env.conf).read().replace(
+        "object = guest\n", "object = groupcontact\n" + link_extra, 1)
+    with open(env.conf, "w") as f:
+        f.write(text)
+
+
+def contacts(env):
+    """Group contacts in fabrikam: {source group id: [recipient]}."""
+    prefix = "galbridge:%s#groups:" % env.source["id"]
+    out = {}
+    for r in env.cloud.recipients(env.tenants["fabrikam"]["id"]):
+        anchor = r.get("CustomAttribute15") or ""
+        if r["RecipientTypeDetails"] == "MailContact" and \
+                anchor.startswith(prefix):
+            out.setdefault(anchor[len(prefix):].split(":")[0],
+                           []).append(r)
+    return out
+
+
+def sync_ok(env):
+    r = env.run("sync")
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_lifecycle(make_env):
+    env = make_env(users=5)
+    ids = add_groups(env)
+    group_config(env)
+    fab = env.tenants["fabrikam"]["id"]
+    users_before = len(env.cloud.users(fab))
+    r = sync_ok(env)
+    assert "objects=groups" in r.stderr
+    got = contacts(env)
+    assert set(got) == {ids["dl"], ids["m365"], ids["mailsec"]}
+    for name in ("dl", "m365", "mailsec"):
+        (c,) = got[ids[name]]
+        assert c["DisplayName"] == "Group %s" % name
+        assert c["ExternalEmailAddress"].lower() == \
+            "smtp:%s@contoso.example" % name
+        assert c["HiddenFromAddressListsEnabled"] is False
+    # No person of contoso was copied, and nothing else was made.
+    assert len(env.cloud.users(fab)) == users_before
+    assert len([r for r in env.cloud.recipients(fab)
+                if r["RecipientTypeDetails"] == "MailContact"]) == 3
+
+    # Renamed, re-addressed, deleted, mail taken away: each applied.
+    src = env.source["id"]
+    env.cloud.patch_group(src, ids["dl"], displayName="Sales (all)")
+    env.cloud.patch_group(src, ids["m365"], mail="team@contoso.example",
+                          proxyAddresses=["SMTP:team@contoso.example"])
+    env.cloud.delete_group(src, ids["mailsec"])
+    sync_ok(env)
+    got = contacts(env)
+    assert set(got) == {ids["dl"], ids["m365"]}
+    assert got[ids["dl"]][0]["DisplayName"] == "Sales (all)"
+    assert got[ids["m365"]][0]["ExternalEmailAddress"].lower() == \
+        "smtp:team@contoso.example"
+    env.cloud.patch_group(src, ids["dl"], mailEnabled=False, mail=None)
+    sync_ok(env)
+    assert set(contacts(env)) == {ids["m365"]}
+
+    # An idle round writes nothing.
+    before = dict(env.cloud.stats(fab)["exchange"])
+    sync_ok(env)
+    after = env.cloud.stats(fab)["exchange"]
+    writes = [k for k in after if not k.startswith("Get-")
+              and after[k] != before.get(k, 0)]
+    assert writes == [], (before, after)
+
+    st = env.status()
+    groups_src = [s for s in st["sources"] if s.get("read") == "groups"]
+    assert len(groups_src) == 1 and groups_src[0]["name"] == "contoso"
+    assert st["links"][0]["object"] == "groupcontact"
+
+
+def test_scope_filter_on_groups(make_env):
+    env = make_env(users=5)
+    ids = add_groups(env)
+    group_config(env, "scope_filter = groupTypes eq 'Unified' or "
+                      "startsWith(mail, 'dl@')\n")
+    sync_ok(env)
+    assert set(contacts(env)) == {ids["m365"], ids["dl"]}
+
+
+def test_conflict_with_a_target_recipient_fails_alone(make_env):
+    env = make_env(users=5)
+    ids = add_groups(env)
+    fab = env.tenants["fabrikam"]["id"]
+    env.cloud.create_contact(fab, {"displayName": "Not Ours",
+                                   "mail": "dl@contoso.example"})
+    group_config(env)
+    r = env.run("sync")
+    assert r.returncode == 1, r.stderr
+    got = contacts(env)
+    assert set(got) == {ids["m365"], ids["mailsec"]}
+    st = env.status()["links"][0]
+    assert st["failed"] == 1
+    assert st["failures"][0]["source_id"] == ids["dl"]
+    assert "conflict" in st["failures"][0]["error"]
+    mine = [c for c in env.cloud.contacts(fab)
+            if c.get("displayName") == "Not Ours"]
+    assert len(mine) == 1 and mine[0]["mail"] == "dl@contoso.example"
+
+
+def test_users_and_groups_reads_never_mix(make_env):
+    """A person contact link and a group contact link from one source:
+    each its own delta link and objects; neither takes the other's
+    contacts as its own."""
+    env = make_env(users=5)
+    ids = add_groups(env)
+    text = open(env.conf).read().replace("object = guest\n",
+                                         "object = mailcontact\n", 1)
+    text += ("[link contoso-groups]\nsource = contoso\ntarget = fabrikam\n"
+             "object = groupcontact\n\n")
+    with open(env.conf, "w") as f:
+        f.write(text)
+    sync_ok(env)
+    fab = env.tenants["fabrikam"]["id"]
+    # Both links list their own contacts (one anchor attribute, two
+    # namespaces): neither sees the other's as gone, a second round
+    # writes nothing.
+    before = dict(env.cloud.stats(fab)["exchange"])
+    r = sync_ok(env)
+    after = env.cloud.stats(fab)["exchange"]
+    assert [k for k in after if not k.startswith("Get-")
+            and after[k] != before.get(k, 0)] == [], r.stderr
+    assert "made again" not in r.stderr
+    kinds = [r for r in env.cloud.recipients(fab)
+             if r["RecipientTypeDetails"] == "MailContact"]
+    people = len(env.in_scope())
+    assert len(kinds) == people + 3
+    reads = {(s["name"], s["read"]): s for s in env.status()["sources"]}
+    assert reads[("contoso", "groups")]["objects"] == len(GROUPS)
+    assert reads[("contoso", "users")]["objects"] == 5
+    paths = {e["path"].split("?")[0] for e in env.cloud.log(service="graph")
+             if e["tenant"] in (None, env.source["id"])}
+    assert "/v1.0/groups/delta" in paths and "/v1.0/users/delta" in paths
+    assert ids
+
+
+def test_explain_and_plan(make_env):
+    env = make_env(users=5)
+    ids = add_groups(env)
+    group_config(env)
+    r = env.run("plan")
+    assert r.returncode == 0, r.stderr
+    sync_ok(env)
+    r = env.run("explain", "contoso-to-fabrikam", "dl@contoso.example")
+    assert r.returncode == 0, r.stderr
+    assert ids["dl"] in r.stdout
+    r = env.run("explain", "contoso-to-fabrikam", ids["sec"], "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert "not mail-enabled" in json.dumps(doc)
+
+
+def test_check_config_refuses_scope_group(make_env):
+    env = make_env(users=5)
+    group_config(env, "scope_group = %s\n" % gid(1))
+    r = env.run("check-config")
+    assert r.returncode == 78
+    assert "scope_group does not apply" in r.stderr
+
+
+def test_example_groupcontact_link_checks(tmp_path):
+    """The example config's commented groupcontact link, uncommented,
+    passes check-config and reads back as written."""
+    import subprocess
+    from conftest import GALBRIDGE, example_config
+    conf = example_config(tmp_path)
+    text = open(conf).read()
+    start = text.index(";[link contoso-groups-to-fabrikam]")
+    block = "\n".join(line[1:] if line.startswith(";") else line
+                      for line in text[start:].splitlines())
+    with open(conf, "w") as f:
+        f.write(text[:start] + block + "\n")
+    r = subprocess.run([GALBRIDGE, "-c", str(conf), "check-config"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    dumped = r.stdout[r.stdout.index("[link contoso-groups-to-fabrikam]"):]
+    assert "object = groupcontact\n" in dumped
+    assert "scope_filter = groupTypes eq 'Unified'" in dumped
+    assert "user_type" not in dumped.split("\n[")[0]
