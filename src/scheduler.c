@@ -317,6 +317,51 @@ source_for(struct scheduler *s, const struct config_tenant *tenant, int groups,
   return src;
 }
 
+/* A link's object kind against the one its state records. A change to or
+ * from groupcontact while the link holds copies is refused: its source
+ * objects would come from another read (groups for users or the
+ * reverse), and the copies it made would be nobody's, neither planned
+ * nor removed. Other changes keep their behaviour. Records the kind
+ * otherwise. Returns 0, or -1 with the reason in err (config_error set
+ * when it is the configuration's). */
+static int
+check_link_kind(struct store *store, const struct config *cfg,
+                const struct config_link *link, int *config_error, char *err,
+                size_t errlen)
+{
+  const char *now = config_object_name(link->object);
+  const char *group = config_object_name(CONFIG_OBJECT_GROUPCONTACT);
+  char *was = NULL;
+  long long objects = 0;
+  int rc = -1;
+
+  if (store_link_kind_get(store, link->name, &was, &objects) != 0) {
+    snprintf(err, errlen, "link %s: cannot read its state", link->name);
+    return -1;
+  }
+  if (was != NULL && strcmp(was, now) != 0 && objects > 0 &&
+      (strcmp(was, group) == 0 || strcmp(now, group) == 0)) {
+    snprintf(err, errlen,
+             "%s:%d: link '%s' made %lld %s copies and is now object = %s: "
+             "its copies would be nobody's; set object = %s again, or give "
+             "the new kind a link of another name (the old copies are then "
+             "left as those of a removed link)",
+             cfg->path, link->line, link->name, objects, was, now, was);
+    *config_error = 1;
+    goto out;
+  }
+  if ((was == NULL || strcmp(was, now) != 0) &&
+      store_link_kind_set(store, link->name, now) != 0) {
+    snprintf(err, errlen, "link %s: cannot record its object kind",
+             link->name);
+    goto out;
+  }
+  rc = 0;
+out:
+  free(was);
+  return rc;
+}
+
 /* A link of the configuration (the others' claims are forgotten). */
 static int
 configured(void *ctx, const char *link)
@@ -373,6 +418,8 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
 
     if (opts->only_link != NULL && strcmp(link->name, opts->only_link) != 0)
       continue;
+    if (check_link_kind(store, cfg, link, config_error, err, errlen) != 0)
+      goto fail;
     lr = &s->lruns[s->n_lruns++];
     lr->s = s;
     lr->link = link;

@@ -193,6 +193,15 @@ def test_explain_and_plan(make_env):
     assert "not mail-enabled" in json.dumps(doc)
 
 
+def test_doctor_checks_the_groups_read(make_env):
+    env = make_env(users=5)
+    group_config(env)
+    r = env.run("doctor")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ok    link contoso-to-fabrikam: read the source's groups " \
+        "(contoso)" in r.stdout, r.stdout
+
+
 def test_check_config_refuses_scope_group(make_env):
     env = make_env(users=5)
     group_config(env, "scope_group = %s\n" % gid(1))
@@ -220,3 +229,103 @@ def test_example_groupcontact_link_checks(tmp_path):
     assert "object = groupcontact\n" in dumped
     assert "scope_filter = groupTypes eq 'Unified'" in dumped
     assert "user_type" not in dumped.split("\n[")[0]
+
+
+def test_hostile_groups_fail_alone(make_env):
+    """Whoever can write a group in the source: a name past Exchange's
+    limit, an address that is a target mailbox's. Each fails (or loses
+    its bad value) alone, with the reason; the other groups are copied,
+    and the target's mailbox is never touched."""
+    env = make_env(users=5)
+    ids = add_groups(env)
+    src, fab = env.source["id"], env.tenants["fabrikam"]["id"]
+    victim = sorted(env.cloud.users(fab), key=lambda u: u["id"])[0]
+    env.cloud.create_group(src, {
+        "id": gid(20), "displayName": "Thief", "mailEnabled": True,
+        "securityEnabled": False, "groupTypes": [],
+        "mail": victim["mail"]})
+    env.cloud.create_group(src, {
+        "id": gid(21), "displayName": "L" * 300, "mailEnabled": True,
+        "securityEnabled": False, "groupTypes": [],
+        "mail": "long@contoso.example"})
+    group_config(env)
+    victim_before = env.cloud.user(fab, victim["id"])
+    r = env.run("sync")
+    assert r.returncode == 1, r.stderr
+    got = contacts(env)
+    assert {ids["dl"], ids["m365"], ids["mailsec"]} <= set(got)
+    assert gid(20) not in got
+    st = env.status()["links"][0]
+    fails = {f["source_id"]: f["error"] for f in st["failures"]}
+    assert "conflict" in fails[gid(20)], fails
+    assert env.cloud.user(fab, victim["id"]) == victim_before
+    # The long name is refused, not sent; the contact has a name of its
+    # own and its address.
+    if gid(21) in got:
+        (c,) = got[gid(21)]
+        assert len(c["DisplayName"]) <= 256
+        assert c["ExternalEmailAddress"].lower() == \
+            "smtp:long@contoso.example"
+    else:
+        assert gid(21) in fails
+    assert "source=contoso" in r.stderr and "DisplayName" in r.stderr
+
+
+def test_switching_object_kind_is_refused(make_env):
+    """A mailcontact link turned groupcontact while it holds copies is
+    refused (exit 78, nothing read or written): its person contacts would
+    be nobody's. Set back, it runs as before; a new link name makes the
+    group contacts."""
+    env = make_env(users=5)
+    ids = add_groups(env)
+    text = open(env.conf).read().replace("object = guest\n",
+                                         "object = mailcontact\n", 1)
+    with open(env.conf, "w") as f:
+        f.write(text)
+    sync_ok(env)
+    fab = env.tenants["fabrikam"]["id"]
+
+    def mail_contacts():
+        return sorted(r["Identity"] for r in env.cloud.recipients(fab)
+                      if r["RecipientTypeDetails"] == "MailContact")
+    people = mail_contacts()
+    assert len(people) == len(env.in_scope()) == 5
+    with open(env.conf, "w") as f:
+        f.write(text.replace("object = mailcontact\n",
+                             "object = groupcontact\n"))
+    for command in ("sync", "plan"):
+        before = dict(env.cloud.stats(fab)["exchange"])
+        r = env.run(command)
+        assert r.returncode == 78, r.stderr
+        assert "link 'contoso-to-fabrikam' made 5 mailcontact copies and " \
+            "is now object = groupcontact" in r.stderr
+        assert env.cloud.stats(fab)["exchange"] == before
+    assert mail_contacts() == people
+    # Set back: an idle round.
+    with open(env.conf, "w") as f:
+        f.write(text)
+    sync_ok(env)
+    assert mail_contacts() == people
+    # The groups under a link of their own.
+    with open(env.conf, "a") as f:
+        f.write("[link contoso-groups]\nsource = contoso\n"
+                "target = fabrikam\nobject = groupcontact\n\n")
+    sync_ok(env)
+    assert set(contacts(env)) == {ids["dl"], ids["m365"], ids["mailsec"]}
+    assert len(mail_contacts()) == 5 + 3
+
+
+def test_a_link_without_copies_may_change_kind(make_env):
+    """Nothing made yet, nothing to orphan: the change is taken."""
+    env = make_env(users=5)
+    ids = add_groups(env)
+    text = open(env.conf).read()
+    with open(env.conf, "w") as f:
+        f.write(text.replace("object = guest\n", "object = mailcontact\n"
+                             "scope_filter = department eq 'none'\n", 1))
+    sync_ok(env)
+    assert env.status()["links"][0]["objects"] == 0
+    with open(env.conf, "w") as f:
+        f.write(text.replace("object = guest\n", "object = groupcontact\n"))
+    sync_ok(env)
+    assert set(contacts(env)) == {ids["dl"], ids["m365"], ids["mailsec"]}
