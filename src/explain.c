@@ -615,8 +615,12 @@ print_text(const json_t *doc, FILE *fp)
   fprintf(fp, "link %s: %s\n", str(doc, "link"), str(doc, "who"));
   fprintf(fp, "source:    %s in %s, %s\n", str(src, "id"), str(src, "tenant"),
           str(src, "state"));
-  fprintf(fp, "           %s <%s> upn %s\n", str(src, "displayName"),
-          str(src, "mail"), str(src, "userPrincipalName"));
+  /* A group has no userPrincipalName: no "upn" to show. */
+  fprintf(fp, "           %s <%s>%s%s\n", str(src, "displayName"),
+          str(src, "mail"),
+          json_is_string(json_object_get(src, "userPrincipalName")) ? " upn "
+                                                                    : "",
+          str(src, "userPrincipalName"));
   if (json_is_string(json_object_get(src, "refused")))
     fprintf(fp, "           refused: %s\n", str(src, "refused"));
   fprintf(fp, "scope:     %s",

@@ -208,15 +208,17 @@ status_sources(const struct config *cfg, struct store *store, json_t *sources)
     const char *groups_key = NULL;
     int is_source = 0;
 
+    /* Its users are read as a target, or as a source of people; its
+     * groups as a groupcontact link's source. */
     for (size_t j = 0; j < cfg->n_links; j++) {
       const struct config_link *l = &cfg->links[j];
-      is_source |= (l->source == t || l->target == t);
-      if (l->source == t && l->object == CONFIG_OBJECT_GROUPCONTACT)
+      int groups = l->object == CONFIG_OBJECT_GROUPCONTACT;
+      is_source |= l->target == t || (l->source == t && !groups);
+      if (l->source == t && groups)
         groups_key = config_link_source_key(l);
     }
-    if (!is_source)
-      continue;
-    if (append_source(sources, store, t, t->tenant_id, "users") != 0 ||
+    if ((is_source &&
+         append_source(sources, store, t, t->tenant_id, "users") != 0) ||
         (groups_key != NULL &&
          append_source(sources, store, t, groups_key, "groups") != 0))
       return -1;

@@ -107,8 +107,13 @@ def test_lifecycle(make_env):
     assert writes == [], (before, after)
 
     st = env.status()
-    groups_src = [s for s in st["sources"] if s.get("read") == "groups"]
-    assert len(groups_src) == 1 and groups_src[0]["name"] == "contoso"
+    reads = sorted((s["name"], s["read"], s["objects"])
+                   for s in st["sources"])
+    # contoso's groups are read, its users are not (no link reads them).
+    assert reads == [("contoso", "groups", 3), ("fabrikam", "users", 5)]
+    r = env.run("status")
+    assert "source contoso (groups): 3 groups, 0 soft-deleted, 1 deleted" \
+        in r.stdout, r.stdout
     assert st["links"][0]["object"] == "groupcontact"
 
 
@@ -187,6 +192,8 @@ def test_explain_and_plan(make_env):
     r = env.run("explain", "contoso-to-fabrikam", "dl@contoso.example")
     assert r.returncode == 0, r.stderr
     assert ids["dl"] in r.stdout
+    assert "Group dl <dl@contoso.example>\n" in r.stdout, r.stdout
+    assert "ExternalEmailAddress: \"dl@contoso.example\"" in r.stdout
     r = env.run("explain", "contoso-to-fabrikam", ids["sec"], "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
