@@ -1885,6 +1885,9 @@ shown(const struct key_def *def, const struct config_link *link)
     return 1;
   if ((def->flags & KEY_GUEST_ONLY) && link->object != CONFIG_OBJECT_GUEST)
     return 0;
+  if (link->object == CONFIG_OBJECT_GROUPCONTACT &&
+      strcmp(def->name, "scope_group") == 0)
+    return 0; /* an error there (finish_groupcontact) */
   return !((def->flags & KEY_MAILUSER_ONLY) &&
            link->object != CONFIG_OBJECT_MAILUSER);
 }

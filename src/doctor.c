@@ -340,7 +340,7 @@ doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
   check_delta_links(cfg, out);
   d.tc = calloc(cfg->n_tenants + 1, sizeof(*d.tc));
   d.checks =
-      calloc(2 * cfg->n_tenants + 8 * cfg->n_links + 1, sizeof(*d.checks));
+      calloc(2 * cfg->n_tenants + 7 * cfg->n_links + 1, sizeof(*d.checks));
   d.trust = calloc(cfg->n_links + 1, sizeof(*d.trust));
   if (d.tc == NULL || d.checks == NULL || d.trust == NULL)
     goto out;
@@ -383,12 +383,13 @@ doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
 
     if (d.tc[src].auth == NULL || d.tc[dst].auth == NULL)
       continue;
-    c = add(&d, CHECK_GRAPH_READ, src, "link", l->name,
-            "Microsoft Graph permission User.Read.All");
-    snprintf(c->what, sizeof(c->what), "read the source's users (%s)",
-             l->source->name);
-    snprintf(c->url, sizeof(c->url), "/v1.0/users?$top=1&$select=id");
-    if (l->object == CONFIG_OBJECT_GROUPCONTACT) {
+    if (l->object != CONFIG_OBJECT_GROUPCONTACT) {
+      c = add(&d, CHECK_GRAPH_READ, src, "link", l->name,
+              "Microsoft Graph permission User.Read.All");
+      snprintf(c->what, sizeof(c->what), "read the source's users (%s)",
+               l->source->name);
+      snprintf(c->url, sizeof(c->url), "/v1.0/users?$top=1&$select=id");
+    } else {
       c = add(&d, CHECK_GRAPH_READ, src, "link", l->name,
               "Microsoft Graph permission GroupMember.Read.All (or "
               "Group.Read.All)");

@@ -496,6 +496,14 @@ cmd_sync_user(const struct cmdline *cl)
     config_free(cfg);
     return EXIT_USAGE;
   }
+  if (link->object == CONFIG_OBJECT_GROUPCONTACT) {
+    fprintf(stderr,
+            "galbridge: --user syncs one person; link '%s' copies groups "
+            "(object = groupcontact): run 'galbridge sync --link %s'\n",
+            cl->link, cl->link);
+    config_free(cfg);
+    return EXIT_USAGE;
+  }
   if (store_lock(cfg->state_dir, &lock, NULL, err, sizeof(err)) != 0) {
     log_error("cannot lock the state directory: %s", err);
     rc = EXIT_RUNTIME;

@@ -207,6 +207,21 @@ def test_doctor_checks_the_groups_read(make_env):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok    link contoso-to-fabrikam: read the source's groups " \
         "(contoso)" in r.stdout, r.stdout
+    # Its people are not read: their permission is not asked for.
+    assert "read the source's users" not in r.stdout, r.stdout
+
+
+def test_sync_user_is_a_usage_error(make_env):
+    env = make_env(users=5)
+    ids = add_groups(env)
+    group_config(env)
+    sync_ok(env)
+    fab = env.tenants["fabrikam"]["id"]
+    before = env.cloud.stats(fab)["exchange"]
+    r = env.run("sync", "--link", "contoso-to-fabrikam", "--user", ids["dl"])
+    assert r.returncode == 2, r.stderr
+    assert "copies groups (object = groupcontact)" in r.stderr
+    assert env.cloud.stats(fab)["exchange"] == before
 
 
 def test_check_config_refuses_scope_group(make_env):
@@ -235,7 +250,8 @@ def test_example_groupcontact_link_checks(tmp_path):
     dumped = r.stdout[r.stdout.index("[link contoso-groups-to-fabrikam]"):]
     assert "object = groupcontact\n" in dumped
     assert "scope_filter = groupTypes eq 'Unified'" in dumped
-    assert "user_type" not in dumped.split("\n[")[0]
+    dumped = dumped.split("\n[")[0]
+    assert "user_type" not in dumped and "scope_group" not in dumped
 
 
 def test_hostile_groups_fail_alone(make_env):
