@@ -132,15 +132,27 @@ def test_conflict_with_a_target_recipient_fails_alone(make_env):
     fab = env.tenants["fabrikam"]["id"]
     env.cloud.create_contact(fab, {"displayName": "Not Ours",
                                    "mail": "dl@contoso.example"})
+    # A distribution list of the target's own with the same address.
+    env.cloud.create_group(fab, {"displayName": "Their Sales",
+                                 "mailEnabled": True,
+                                 "securityEnabled": False,
+                                 "mail": "mailsec@contoso.example"})
     group_config(env)
     r = env.run("sync")
     assert r.returncode == 1, r.stderr
     got = contacts(env)
-    assert set(got) == {ids["m365"], ids["mailsec"]}
+    assert set(got) == {ids["m365"]}
     st = env.status()["links"][0]
-    assert st["failed"] == 1
-    assert st["failures"][0]["source_id"] == ids["dl"]
-    assert "conflict" in st["failures"][0]["error"]
+    assert st["failed"] == 2
+    fails = {f["source_id"]: f["error"] for f in st["failures"]}
+    assert set(fails) == {ids["dl"], ids["mailsec"]}
+    assert "conflict" in fails[ids["dl"]], fails
+    # A group holding it is found by Exchange's refusal, which names it.
+    assert "ProxyAddressExistsException" in fails[ids["mailsec"]] and \
+        "Their Sales" in fails[ids["mailsec"]], fails
+    theirs = [g for g in env.cloud.groups(fab)
+              if g.get("displayName") == "Their Sales"]
+    assert len(theirs) == 1 and theirs[0]["mail"] == "mailsec@contoso.example"
     mine = [c for c in env.cloud.contacts(fab)
             if c.get("displayName") == "Not Ours"]
     assert len(mine) == 1 and mine[0]["mail"] == "dl@contoso.example"
@@ -282,16 +294,13 @@ def test_hostile_groups_fail_alone(make_env):
     fails = {f["source_id"]: f["error"] for f in st["failures"]}
     assert "conflict" in fails[gid(20)], fails
     assert env.cloud.user(fab, victim["id"]) == victim_before
-    # The long name is refused, not sent; the contact has a name of its
-    # own and its address.
-    if gid(21) in got:
-        (c,) = got[gid(21)]
-        assert len(c["DisplayName"]) <= 256
-        assert c["ExternalEmailAddress"].lower() == \
-            "smtp:long@contoso.example"
-    else:
-        assert gid(21) in fails
-    assert "source=contoso" in r.stderr and "DisplayName" in r.stderr
+    # The long name is refused, not sent (a warning says so); the contact
+    # has a name of its own and its address.
+    (c,) = got[gid(21)]
+    assert c["DisplayName"] != "L" * 300 and len(c["DisplayName"]) <= 256
+    assert c["ExternalEmailAddress"].lower() == "smtp:long@contoso.example"
+    assert "attribute not synced link=contoso-to-fabrikam source_id=%s " \
+        "attribute=DisplayName length=300 limit=256" % gid(21) in r.stderr
 
 
 def test_switching_object_kind_is_refused(make_env):
