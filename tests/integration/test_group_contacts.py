@@ -361,3 +361,24 @@ def test_a_link_without_copies_may_change_kind(make_env):
         f.write(text.replace("object = guest\n", "object = groupcontact\n"))
     sync_ok(env)
     assert set(contacts(env)) == {ids["dl"], ids["m365"], ids["mailsec"]}
+
+
+def test_removed_groups_are_held_past_max_deletes(make_env):
+    """Groups gone from the source count against max_deletes like
+    people: past it, their contacts stay and the deletes are held until
+    approved."""
+    env = make_env(users=5)
+    ids = add_groups(env)
+    group_config(env, "max_deletes = 1\n")
+    sync_ok(env)
+    src = env.source["id"]
+    env.cloud.delete_group(src, ids["dl"])
+    env.cloud.delete_group(src, ids["m365"])
+    r = env.run("sync")
+    assert r.returncode == 3, r.stderr
+    assert set(contacts(env)) == {ids["dl"], ids["m365"], ids["mailsec"]}
+    assert env.status()["links"][0]["deletes_held"] == 2
+    r = env.run("approve-deletes", "contoso-to-fabrikam")
+    assert r.returncode == 0, r.stderr
+    sync_ok(env)
+    assert set(contacts(env)) == {ids["mailsec"]}
