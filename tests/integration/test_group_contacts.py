@@ -382,3 +382,32 @@ def test_removed_groups_are_held_past_max_deletes(make_env):
     assert r.returncode == 0, r.stderr
     sync_ok(env)
     assert set(contacts(env)) == {ids["mailsec"]}
+
+
+def test_daemon_follows_group_changes(make_env):
+    """galbridge run: the groups source has rounds of its own; a rename
+    and a new group reach the target within the interval."""
+    import client as fc
+    from test_daemon import Daemon
+    env = make_env(users=5)
+    ids = add_groups(env)
+    group_config(env, "interval = 2\n")
+    d = Daemon(env)
+    try:
+        d.wait_key("READY=1")
+        fc.wait_for(lambda: len(contacts(env)) == 3, timeout=30,
+                    what="first round")
+        src = env.source["id"]
+        env.cloud.patch_group(src, ids["m365"], displayName="Team renamed")
+        env.cloud.create_group(src, {
+            "id": gid(9), "displayName": "Newcomers", "mailEnabled": True,
+            "securityEnabled": False, "groupTypes": [],
+            "mail": "new@contoso.example"})
+        fc.wait_for(lambda: contacts(env).get(ids["m365"], [{}])[0]
+                    .get("DisplayName") == "Team renamed"
+                    and gid(9) in contacts(env),
+                    timeout=2 * 2 + 15, what="the changes in the target")
+        d.wait_log(r"delta round done source=contoso objects=groups "
+                   r"mode=delta pages=1 items=[12] ")
+    finally:
+        assert d.stop() == 0
