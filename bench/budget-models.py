@@ -138,12 +138,28 @@ def last_seq(env):
     return log[-1]["seq"] if log else 0
 
 
+LESSONS = False
+
+
+def show_lessons(stderr):
+    """With --lessons: each change of what the writes model holds
+    (galbridge's "http budget learnt" lines)."""
+    if not LESSONS:
+        return
+    for line in stderr.splitlines():
+        if "budget learnt" in line and "bucket=writes" in line:
+            keep = [w for w in line.split() if w.split("=")[0] in
+                    ("model", "capacity", "rate", "retry_after", "scope")]
+            print("    lesson: " + " ".join(keep))
+
+
 def timed_sync(env, passes=3):
     """`galbridge sync` until it converges (at most `passes` runs);
     returns wall seconds."""
     t0 = time.monotonic()
     for _ in range(passes):
         r = env.run("sync", timeout=7200)
+        show_lessons(r.stderr)
         if r.returncode == 0:
             return time.monotonic() - t0
     sys.exit("sync failed: " + r.stderr[-2000:])
@@ -297,7 +313,11 @@ def main():
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--skip-first", action="store_true")
     ap.add_argument("--skip-burst", action="store_true")
+    ap.add_argument("--lessons", action="store_true",
+                    help="print each lesson the writes model took")
     args = ap.parse_args()
+    global LESSONS
+    LESSONS = args.lessons
     args.models = [m for m in args.models.split(",") if m]
     for m in args.models:
         if m not in MODELS:

@@ -31,7 +31,13 @@
  *    is);
  *  - an x-ms-throttle-limit-percentage over BUDGET_PRESSURE_LEVEL and
  *    more than BUDGET_PRESSURE_MARGIN over the share our own spending
- *    explains: the rate is multiplied by BUDGET_PRESSURE_DECREASE.
+ *    explains (of the capacity learnt: a bucket the service showed to be
+ *    smaller is that much fuller when we empty it): the rate is
+ *    multiplied by BUDGET_PRESSURE_DECREASE (under a window: the
+ *    capacity is), but never under BUDGET_PRESSURE_FLOOR of what the
+ *    last 429 (or step back, or the start) set. Pressure is a hint;
+ *    only a 429 shows how much less the service lets through, so a run
+ *    of hints alone cannot walk the rate down.
  *
  * A lesson is taken at most once per hold time (a tenth of the window,
  * 0.05 to 2 s; 429s and pressure apart) so that a volley of 429s counts
@@ -55,6 +61,7 @@
 #define BUDGET_MIN_SHARE 0.05
 #define BUDGET_PRESSURE_LEVEL 0.9
 #define BUDGET_PRESSURE_DECREASE 0.95
+#define BUDGET_PRESSURE_FLOOR 0.9
 #define BUDGET_PRESSURE_MARGIN 0.05
 #define BUDGET_RECOVER_WINDOWS 10
 #define BUDGET_RECOVER_STEP 0.1
@@ -94,6 +101,8 @@ struct budget {
   double step_at;
   double step_capacity;
   double step_rate;
+  double taught_rate; /* set by a 429, a step back or the start */
+  double taught_capacity;
   unsigned long long decreases;    /* lessons that lowered something */
   unsigned long long changes;      /* learnt values changed (lessons too) */
   double slot_len;                 /* window / BUDGET_SLOTS */
@@ -134,9 +143,10 @@ void budget_take(struct budget *b, double cost, double now);
  * unlimited). */
 int budget_throttled(struct budget *b, double retry_after, double now);
 
-/* The share of the limit our own spending explains at `now`: what the
- * bucket lacks of its capacity (what the mirror counts in the window),
- * over the limit; 0 when unlimited. */
+/* The share of the service's limit our own spending explains at `now`:
+ * what the bucket lacks of its capacity (what the mirror counts in the
+ * window), over the capacity (the limit as far as we learnt it); 0 when
+ * unlimited. */
 double budget_share(const struct budget *b, double now);
 
 /* A response carried x-ms-throttle-limit-percentage `fraction` (0.8 to

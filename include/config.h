@@ -24,6 +24,19 @@
 #define CONFIG_DEFAULT_STATE_DIR "/var/lib/galbridge"
 #define CONFIG_DEFAULT_INTERVAL 30
 #define CONFIG_DEFAULT_MAX_DELETES 500
+/* The share guard (max_delete_share): a round deleting more than this
+ * percentage of a link's copies is held, once it deletes more than
+ * CONFIG_DELETE_SHARE_FLOOR (on a small link a few deletes are a large
+ * share and no sign of a mistake). */
+#define CONFIG_DEFAULT_MAX_DELETE_SHARE 10
+#define CONFIG_DELETE_SHARE_FLOOR 10
+/* The create burst guard (max_creates): more new copies than this in one
+ * round are held, except in a link's first round (planner.h). */
+#define CONFIG_DEFAULT_MAX_CREATES 500
+/* Graph documents a 4 MB limit for a photo upload (profilephoto-update)
+ * without saying whether MB is 10^6 or 2^20 bytes: the smaller one. */
+#define CONFIG_PHOTO_MAX_BYTES 4000000
+#define CONFIG_DEFAULT_PHOTO_INTERVAL 86400
 #define CONFIG_DEFAULT_ANCHOR "extensionAttribute15"
 /* Microsoft Graph's documented limits (throttling-limits.md): directory
  * writes per app per tenant, invitations per tenant, and resource units
@@ -134,8 +147,11 @@ struct config_link {
   const struct config_tenant *source; /* borrowed from the same config */
   const struct config_tenant *target;
   enum config_object object;
-  int user_type_member;                 /* user_type = member (guest links) */
-  char *scope_group;                    /* NULL or lower-case GUID */
+  int user_type_member; /* user_type = member (guest links) */
+  /* scope_group, exclude_group: NULL, or one or more lower-case GUIDs
+   * as "g1,g2" (config_guid_at() reads them). */
+  char *scope_group;
+  char *exclude_group;
   char *scope_filter;                   /* NULL or expression text */
   const struct config_mapping *mapping; /* NULL: built-in defaults */
   char *anchor;                         /* "extensionAttribute1".."15" */
@@ -149,8 +165,19 @@ struct config_link {
   int migration;
   enum config_migration_external migration_external;
   long max_deletes;
+  long max_delete_share; /* percent, 1..100 (100: no share guard) */
+  long max_creates;
   long interval; /* seconds; [galbridge] interval when not set */
   int line;
+  /* manager = yes (default): each copy's manager is the link's copy of
+   * its source manager, or none; no: galbridge leaves managers alone. */
+  int manager;
+  /* photos = yes (guest and mail user links only: a mail contact has no
+   * photo in Graph): each copy gets its source person's profile photo,
+   * checked every photo_interval seconds, none over photo_max_bytes. */
+  int photos;
+  long photo_max_bytes;
+  long photo_interval;
   /* What the link's source objects are stored and anchored under: the
    * source's tenant id, or "<tenant id>#groups" for object = groupcontact
    * (groups/delta has its own delta link and its own objects, and a
@@ -177,6 +204,20 @@ struct config {
   struct config_mapping *mappings;
   size_t n_mappings;
 };
+
+/* The GUIDs of a scope_group or exclude_group value. */
+#define CONFIG_GUID_LEN 36
+/* Each group is listed again every round (its transitive members, paged):
+ * twenty lists cost twenty listings a round. For more, nest the groups in
+ * one: members of nested groups count. */
+#define CONFIG_GUIDS_MAX 20
+#define CONFIG_GUIDS_SEP ","
+/* How many GUIDs `list` holds (0 for NULL). */
+size_t config_guids_count(const char *list);
+/* The i-th GUID of `list` (from 0) copied into out; returns out, or NULL
+ * (out untouched) past the end. */
+const char *config_guid_at(const char *list, size_t i,
+                           char out[CONFIG_GUID_LEN + 1]);
 
 /* Parse and validate `path`. On success *out is a new config (free with
  * config_free) and 0 is returned. On failure returns -1, *out is NULL and

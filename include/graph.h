@@ -85,6 +85,13 @@ struct graph;
   "proxyAddresses,preferredLanguage,usageLocation,"                           \
   "onPremisesExtensionAttributes"
 
+/* What users/delta selects: the properties, and the `manager`
+ * relationship, which comes as "manager@delta" (graph_delta_merge keeps
+ * it as "manager", the manager's object id). A user read alone
+ * (reader_user) selects GRAPH_USER_SELECT: a plain $select=manager
+ * returns nothing there, and the stored manager is kept. */
+#define GRAPH_DELTA_SELECT GRAPH_USER_SELECT ",manager"
+
 /* Whether `name` (any case) is one of GRAPH_USER_SELECT's properties. */
 int graph_user_property_known(const char *name);
 
@@ -107,6 +114,7 @@ enum graph_result {
   GRAPH_ERR_AUTH = -3,      /* no token could be had */
   GRAPH_ERR_PROTOCOL = -4,  /* the answer is not what Graph documents */
   GRAPH_ERR_CANCELLED = -5, /* shutting down */
+  GRAPH_ERR_TOO_LARGE = -6, /* a binary answer over its cap (permanent) */
 };
 
 struct graph_response {
@@ -118,6 +126,11 @@ struct graph_response {
   const char *location; /* Location header or NULL */
   int auth_permanent;   /* GRAPH_ERR_AUTH: credentials refused */
   int transient;        /* graph_error_transient() of this answer */
+  /* A binary answer (graph_photo_get): its bytes and Content-Type,
+   * borrowed; NULL and 0 otherwise. */
+  const char *raw;
+  size_t raw_len;
+  const char *content_type;
 };
 
 typedef void (*graph_done_fn)(void *ctx, const struct graph_response *resp);
@@ -259,6 +272,16 @@ int graph_user_delete(struct graph *graph, const char *user_id,
                       graph_done_fn done, void *ctx)
     __attribute__((warn_unused_result));
 
+/* Set a user's manager: PUT /users/{user_id}/manager/$ref with
+ * {"@odata.id": "<tenant's graph_url>/v1.0/users/{manager_id}"},
+ * or, manager_id NULL, clear it: DELETE /users/{user_id}/manager/$ref.
+ * 204 expected (a DELETE when there is none: 404). Through $batch when
+ * batching, as PATCHes. Returns 0, or -1 (an id that is no GUID's text,
+ * memory) when the callback will never be called. */
+int graph_user_manager_set(struct graph *graph, const char *user_id,
+                           const char *manager_id, graph_done_fn done,
+                           void *ctx) __attribute__((warn_unused_result));
+
 /* Restore a user from deleted items. */
 int graph_user_restore(struct graph *graph, const char *user_id,
                        graph_done_fn done, void *ctx)
@@ -290,6 +313,65 @@ enum http_class graph_error_class(const struct graph_response *resp);
  * PERMANENT (a token refusal, throttling, 5xx, network), rather than
  * final (400, 403, 409...). */
 int graph_error_transient(const struct graph_response *resp);
+
+/* --- profile photos of users (graph_photo.c) ---
+ *
+ * GET /users/{id}/photo is the metadata (@odata.mediaEtag changes with
+ * each new photo; users/delta does not see photos), GET .../photo/$value
+ * the bytes, PUT .../photo/$value (Content-Type as read, at most 4 MB) and
+ * DELETE .../photo/$value write them. Ids reach a URL only when they look
+ * like object ids. A metadata GET goes through $batch once batching is on;
+ * the binary ones go alone: inside a $batch answer a binary body comes
+ * base64-encoded in the JSON, and 20 photos in one answer would break the
+ * bound of one photo in memory per request. */
+
+/* What a photo's metadata says; strings borrowed from the answer. */
+struct graph_photo {
+  int present;              /* 0: no photo (see graph_photo_parse) */
+  const char *etag;         /* @odata.mediaEtag ("" when none) */
+  const char *content_type; /* @odata.mediaContentType ("" when none) */
+};
+
+/* `photo` is set when resp->result is GRAPH_OK, NULL otherwise. */
+typedef void (*graph_photo_fn)(void *ctx, const struct graph_response *resp,
+                               const struct graph_photo *photo);
+
+/* Read a photo's metadata answer `body` (borrowed) into *out: a photo is
+ * present only with a non-empty @odata.mediaEtag (at most 256 bytes, no
+ * control character) and an id other than "1x1", which Graph answers for
+ * a user without one. Returns 0, or -1 when body is not an object or its
+ * etag is not a string of that shape. */
+int graph_photo_parse(const json_t *body, struct graph_photo *out)
+    __attribute__((warn_unused_result));
+
+/* GET /v1.0/users/{user_id}/photo. A 404 whose code is not
+ * Request_ResourceNotFound (the user itself unknown) means no photo:
+ * the callback gets GRAPH_OK and photo->present 0. Returns 0, or -1
+ * (callback never called) on an id that is no object id or allocation
+ * failure. */
+int graph_photo_meta(struct graph *graph, const char *user_id,
+                     graph_photo_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* GET /v1.0/users/{user_id}/photo/$value: on success resp->raw,
+ * raw_len and content_type hold the bytes; a body over `max_bytes` ends
+ * with GRAPH_ERR_TOO_LARGE (nothing more is read). */
+int graph_photo_get(struct graph *graph, const char *user_id, size_t max_bytes,
+                    graph_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* PUT /v1.0/users/{user_id}/photo/$value with `len` bytes of `data`
+ * (copied) as `content_type` ("image/jpeg" or "image/png", anything else
+ * refused with -1); a directory write for the budget. */
+int graph_photo_put(struct graph *graph, const char *user_id,
+                    const char *content_type, const void *data, size_t len,
+                    graph_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
+
+/* DELETE /v1.0/users/{user_id}/photo/$value (204). */
+int graph_photo_delete(struct graph *graph, const char *user_id,
+                       graph_done_fn done, void *ctx)
+    __attribute__((warn_unused_result));
 
 /* --- request costs (pure, exposed for unit tests) --- */
 
@@ -414,6 +496,9 @@ char *graph_json_mark_bad(const char *text, size_t len, size_t *out_len,
 /* The most values galbridge takes in one multi-valued attribute
  * (otherMails holds up to 250, proxyAddresses a few hundred). */
 #define GRAPH_VALUES_MAX 4096
+/* The most elements taken in one "manager@delta" (a user has one manager:
+ * an old link removed and the new one). */
+#define GRAPH_MANAGER_REFS 8
 #define GRAPH_STR_(x) #x
 #define GRAPH_STR(x) GRAPH_STR_(x)
 
@@ -421,7 +506,9 @@ char *graph_json_mark_bad(const char *text, size_t len, size_t *out_len,
  * every attribute but "id" and "@odata.*" (nested ones too) must be a
  * string without a NUL (a mark of graph_delta_get(), or a real one) and
  * at most GRAPH_VALUE_MAX bytes long, in arrays of at most
- * GRAPH_VALUES_MAX values. Returns 0, or -1 with the attribute's name
+ * GRAPH_VALUES_MAX values; "manager@delta" must be an array of at most
+ * GRAPH_MANAGER_REFS objects, each with an id graph_delta_item_id()
+ * takes (attribute "manager"). Returns 0, or -1 with the attribute's name
  * (nested ones as "a.b" and "a[2]") in `attribute` (`attrlen` bytes) and
  * a static text in *reason; the value itself is never copied out. */
 int graph_delta_item_check(const json_t *item, char *attribute, size_t attrlen,
@@ -437,7 +524,11 @@ int graph_delta_item_check(const json_t *item, char *attribute, size_t attrlen,
  *    normal item) and every property of the item overrides the stored
  *    one; a null clears it; properties the item does not carry keep their
  *    stored value (Prefer: return=minimal omits unchanged ones), unless
- *    `replace` is set; "id" and "@odata.*" annotations are not stored.
+ *    `replace` is set; "id" and "@odata.*" annotations are not stored;
+ *  - "manager@delta" (an array of {"@odata.type", "id"}, a link removed
+ *    carrying "@removed") is kept as "manager": the id of its last
+ *    element not removed, or none (cleared) when every element is
+ *    removed; a plain "manager" in an item is ignored.
  * Returns a new reference (an object), or NULL on allocation failure or an
  * item that is not an object. */
 json_t *graph_delta_merge(const json_t *stored, const json_t *item,

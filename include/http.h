@@ -105,6 +105,10 @@ struct http_request {
    * request on it (DESIGN.md invariant 7). It must not call into http:
    * the done callback is where the answer is acted on. */
   double (*inner_wait)(void *ctx, const char *body, size_t len);
+  /* The response body cap of this request (a photo's size limit): 0 or
+   * more than the client's max_body takes the client's. A larger body
+   * ends the request with HTTP_ERR_TOO_LARGE, never retried. */
+  size_t max_body;
 };
 
 /* When error != 0 the response carries no status (0), an empty body, no

@@ -98,4 +98,25 @@ json_t *mapping_sources(const struct mapping *mapping);
 json_t *mapping_eval(const struct mapping *mapping, const json_t *source,
                      char *err, size_t errlen);
 
+/* SelectUniqueValue()'s question: whether `value` of target attribute
+ * `target` (its canonical spelling) is held in the target directory by an
+ * object other than this person's own copy. Returns 1 (taken), 0 (free),
+ * MAPPING_TAKEN_OWN (held by this person's copy and no other object: the
+ * value the copy was given, which is kept), or -1 when it cannot tell
+ * (the evaluation then fails). */
+#define MAPPING_TAKEN_OWN 2
+typedef int (*mapping_taken_fn)(void *arg, const char *target,
+                                const char *value);
+
+/* mapping_eval() with SelectUniqueValue() asking `taken` (NULL: every
+ * candidate is free, so the first one not null is taken — what
+ * mapping_eval() does). When every candidate is taken the evaluation
+ * fails ("cannot map 'mail': SelectUniqueValue(): every candidate (2) is
+ * taken in the target by another object") and *exhausted (may be NULL) is
+ * set to 1; otherwise it is 0. If it returns NULL, `taken` may have been
+ * called; it is never called after it returns. */
+json_t *mapping_eval_taken(const struct mapping *mapping, const json_t *source,
+                           mapping_taken_fn taken, void *arg, int *exhausted,
+                           char *err, size_t errlen);
+
 #endif

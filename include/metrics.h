@@ -19,6 +19,7 @@ struct metrics_link {
   long long failed;       /* ops failed for good, now */
   long long refused;      /* of those, objects refused (conflicts...) */
   long long deletes_held; /* deletes waiting for approval */
+  long long creates_held; /* creates waiting for approval (max_creates) */
   time_t last_success;    /* 0: never */
   double last_round_seconds;
   unsigned long long rounds;

@@ -49,11 +49,23 @@
  * key, or edited by hand: its target's own delta shows the anchor it
  * carries) gets it in an update. A round with no change plans nothing.
  *
+ * With the link's manager = yes, a live copy's desired values hold its
+ * manager (planner_manager_attr): the target id of the link's active copy
+ * of the source user's manager when that manager is a present source
+ * user in scope, else nothing (what galbridge set is cleared). A create
+ * or restore never holds one: the store asks for a new decision once the
+ * copies exist (schema 7), so the manager is written by the update of
+ * the next round. A guest's manager that the target's own read shows
+ * different is written again.
+ *
  * An op already queued with the same kind and hash is left alone (a
  * pending one runs, a failed one waits for the source to change or for
  * `resync`); a different decision replaces it. Deletes beyond the link's
- * max_deletes in one round are written as held (DESIGN.md invariant 4)
- * until `approve-deletes`.
+ * max_deletes, or beyond its max_delete_share of its copies, in one round
+ * are written as held (DESIGN.md invariant 4) until `approve-deletes`.
+ * Creates beyond max_creates in one round (a scope filter's typo that
+ * suddenly takes a whole tenant) are held likewise until
+ * `approve-creates`, except in a link's first round (no copies yet).
  */
 #ifndef GALBRIDGE_PLANNER_H
 #define GALBRIDGE_PLANNER_H
@@ -93,6 +105,9 @@ struct planner_link {
   const struct mapping *mapping;
   const struct scope_filter *filter; /* NULL: no scope_filter */
   const json_t *members; /* scope_group members as object keys, or NULL */
+  /* exclude_group members: id → the reason ("member of exclude_group
+   * <id>", the first group of the list that holds them), or NULL */
+  const json_t *excluded;
   const struct anchor_key *key; /* proof in anchors, or NULL */
   int quiet; /* no warnings about values refused (planner_plan's own) */
   /* migration = yes: the target as migration needs it (NULL while its
@@ -108,6 +123,18 @@ struct planner_link {
   const json_t *moved;
   /* sync --user: plan this source object only (planner_plan), or NULL. */
   const char *only;
+  /* SelectUniqueValue(): whether `value` of target attribute `attr` is
+   * held in the target by an object other than `own` (this person's
+   * copy, NULL when it has none): 1, 0, or -1 when it cannot tell. NULL:
+   * planner_decide() takes the first candidate with a value, and
+   * planner_plan() asks the target objects its store holds. */
+  int (*taken)(void *arg, const char *own, const char *attr,
+               const char *value);
+  void *taken_arg;
+  /* A round run while a full read of the source streams in (the
+   * scheduler's partial rounds): part of a fill, so max_creates does not
+   * hold its creates. */
+  int filling;
 };
 
 struct planner_decision {
@@ -157,6 +184,22 @@ int planner_link_compile(const struct config *cfg,
 int planner_default_scope(const struct planner_link *pl, const char *source_id,
                           const json_t *attrs, const char **why);
 
+/* The delete guard: whether `deletes` removals in one round of `link`,
+ * which manages `copies` objects, are held for approval: more than
+ * max_deletes, or more than CONFIG_DELETE_SHARE_FLOOR that are more than
+ * max_delete_share percent of its copies (a share of 100% is no share
+ * guard). Entra Connect's accidental-delete threshold and MIM's run
+ * profile thresholds work the same way, by count or by share. */
+int planner_deletes_over(const struct config_link *link, unsigned long deletes,
+                         long long copies);
+
+/* Whether `source_id` is a member of one of the link's exclude groups
+ * (pl->excluded): 1 and *why the reason naming the group (borrowed from
+ * pl->excluded), else 0 and *why untouched. An exclusion wins over every
+ * other rule of the scope. */
+int planner_excluded(const struct planner_link *pl, const char *source_id,
+                     const char **why);
+
 /* The attribute that carries the anchor on the link's objects: its
  * `anchor` (extensionAttributeN) for guests, the matching CustomAttributeN
  * for mail contacts and mail users. */
@@ -185,6 +228,22 @@ int planner_claim_keys(const struct config_link *link, const char *source_id,
 void planner_observed_tenant(const struct config_link *link, char *buf,
                              size_t len);
 
+/* The attribute that carries a copy's manager in desired values and
+ * ops: "manager" for guests (Graph's manager/$ref), "Manager" for mail
+ * contacts and mail users (Set-Contact, Set-User -Manager). */
+const char *planner_manager_attr(const struct config_link *link);
+
+/* The manager a live copy of `row` should have (link manager = yes): 1
+ * and *target, the target id of the link's active copy of the source
+ * manager (row->manager_target, borrowed), when the manager is a source
+ * user of the link's tenant, present, not refused, in the link's scope,
+ * not the object itself, and has that copy; else 0 with *target NULL and
+ * *why (static text) saying which: the copy then has no manager (one
+ * galbridge set is cleared), never a foreign object's. */
+int planner_manager(const struct planner_link *pl,
+                    const struct store_plan_row *row, const char **target,
+                    const char **why);
+
 /* The attribute an object cannot be made without: mail (the guest's
  * invited address) or ExternalEmailAddress. */
 const char *planner_address_attr(const struct config_link *link);
@@ -208,7 +267,8 @@ struct planner_stats {
   unsigned long creates, updates, deletes, restores, adopts;
   unsigned long fails; /* objects refused this round (PLANNER_FAIL) */
   unsigned long unchanged, out_of_scope, waiting, failed_kept, errors;
-  unsigned long held;
+  unsigned long held;         /* deletes held (deletes_held) */
+  unsigned long creates_held; /* creates held by max_creates, or 0 */
 };
 
 /* Called for each decision that would change something (dry run and

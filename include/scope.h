@@ -14,12 +14,12 @@
  *   startsWith(mail, 'a') or city ne null
  *   onPremisesExtensionAttributes/extensionAttribute1 eq 'x'
  *
- * Operators eq, ne, startsWith(attr, 'text'), endsWith(attr, 'text'),
- * and, or, not, parentheses; literals 'text' (a quote doubled inside:
- * 'O''Brien'), true, false, null, integers. String comparison ignores case,
- * as Entra ID's does (ASCII letters only: 'É' and 'é' differ). An attribute
- * that holds an array matches eq when any element does. Keywords are
- * case-insensitive.
+ * Operators eq, ne, in, startsWith(attr, 'text'), endsWith(attr, 'text'),
+ * contains(attr, 'text'), and, or, not, parentheses; literals 'text' (a quote
+ * doubled inside: 'O''Brien'), true, false, null, integers. String comparison
+ * ignores case, as Entra ID's does (ASCII letters only: 'É' and 'é' differ).
+ * An attribute that holds an array matches eq when any element does. Keywords
+ * are case-insensitive.
  *
  * Attribute names match JSON keys ignoring case, an exact key first. `eq
  * null` holds when the attribute is absent, null or an empty array; `ne` is
@@ -27,7 +27,11 @@
  * true/false also equal the strings "true"/"false" (any case) and the
  * reverse; integers equal JSON integers only; startsWith/endsWith hold only
  * for strings (or an array with such a string). A path a/b through an array
- * of objects matches when any element does.
+ * of objects matches when any element does. `attr in ('a', 'b', 3)` (OData's
+ * in) is attr eq any of its literals: on an array, any element equal to any
+ * literal. contains(attr, 'text') holds when the text is found in the
+ * string (or in any string of an array), ASCII case ignored as above;
+ * '' is found in every string.
  */
 #ifndef GALBRIDGE_SCOPE_H
 #define GALBRIDGE_SCOPE_H
@@ -39,9 +43,9 @@ struct scope_filter;
 
 /* Parse `text` (at most 8192 bytes of UTF-8, nesting of '(' and 'not' at
  * most 64 deep). Returns 0 and a new filter, or -1, *out NULL and err
- * describing the problem and where (e.g. "column 17: expected 'eq' or 'ne'
- * after 'department'"; columns count characters from 1). A NULL, empty or
- * blank text is an error ("empty filter"). err may be NULL or short: the
+ * describing the problem and where (e.g. "column 17: expected 'eq', 'ne'
+ * or 'in' after 'department'"; columns count characters from 1). A NULL, empty
+ * or blank text is an error ("empty filter"). err may be NULL or short: the
  * message is truncated, always NUL-terminated when errlen > 0. */
 int scope_filter_parse(const char *text, struct scope_filter **out, char *err,
                        size_t errlen) __attribute__((warn_unused_result));

@@ -38,7 +38,7 @@
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 7
+#define STORE_SCHEMA_VERSION 9
 
 enum store_removed {
   STORE_PRESENT = 0,
@@ -190,6 +190,7 @@ struct store_link_counts {
   long long refused;      /* of those, objects the planner refused
                              (conflicts, values it cannot take) */
   long long deletes_held; /* deletes waiting for approval */
+  long long creates_held; /* creates waiting for approval (max_creates) */
   time_t last_success;    /* 0 if never */
   time_t run_started;     /* the current (or last) round's start, or 0 */
   long long run_done;     /* ops completed since then */
@@ -222,7 +223,7 @@ enum store_op_kind {
 /* Where an op stands, kept as its name like the kind. */
 enum store_op_state {
   STORE_OP_PENDING, /* to be run */
-  STORE_OP_HELD,    /* a delete waiting for approval (not run) */
+  STORE_OP_HELD,    /* a delete or create waiting for approval (not run) */
   STORE_OP_FAILED,  /* failed for good (tried again after a backoff) */
 };
 
@@ -264,6 +265,12 @@ struct store_plan_row {
   const char *bad;
   /* Its source mailbox's record (store_mailbox_put), or NULL. */
   const char *mailbox;
+  /* Its manager ("manager" in attrs) when that is a source object of the
+   * same tenant, present and not refused: its id and attributes, else
+   * NULLs; and the target id of the link's active copy of it, or NULL. */
+  const char *manager_id;
+  const char *manager_attrs;
+  const char *manager_target;
 };
 
 /* Call fn for the source objects of `source_tenant` with an id after
@@ -534,13 +541,24 @@ int store_ops_complete(struct store *store, const char *link,
                        const struct store_done *done, size_t n, time_t now)
     __attribute__((warn_unused_result));
 
-/* deletes_held = number of ops of the link in state held. */
+/* deletes_held = number of removals (delete, disable, hide) of the link
+ * in state held. */
 int store_link_count_held(struct store *store, const char *link,
                           long long *held) __attribute__((warn_unused_result));
-/* Held ops → pending; *released (may be NULL) gets how many. Inside an
- * open transaction it is part of it; otherwise it is one of its own. */
+/* Held removals → pending (held creates stay held); *released (may be
+ * NULL) gets how many. Inside an open transaction it is part of it;
+ * otherwise it is one of its own. */
 int store_link_approve(struct store *store, const char *link,
                        long long *released)
+    __attribute__((warn_unused_result));
+/* The link's creates in state held (the max_creates guard). */
+int store_link_held_creates(struct store *store, const char *link,
+                            long long *held)
+    __attribute__((warn_unused_result));
+/* Held creates → pending; *released (may be NULL) gets how many. One
+ * statement: atomic alone, or part of the caller's open transaction. */
+int store_link_approve_creates(struct store *store, const char *link,
+                               long long *released)
     __attribute__((warn_unused_result));
 int store_link_success(struct store *store, const char *link, time_t now)
     __attribute__((warn_unused_result));
@@ -655,6 +673,58 @@ int store_targets_unseen(struct store *store, const char *link,
 /* Objects the planner refused (ops of kind "fail") whose next try has
  * come are weighed again in the link's next plan. */
 int store_fails_due(struct store *store, const char *link, time_t now)
+    __attribute__((warn_unused_result));
+
+/* --- profile photos (photos = yes) --- */
+
+/* A copy whose photo check is due; new strings (NULL when absent). */
+struct store_photo_row {
+  char *source_id;
+  char *target_id;
+  char *applied;      /* what galbridge last wrote on it (JSON) */
+  char *target_attrs; /* the target's own read of it (JSON), or NULL */
+  char *etag;         /* source etag last written on this target object,
+                         NULL when none */
+  char *skipped_etag; /* source etag refused for good on it, or NULL */
+  char *error;        /* why the last check wrote nothing, or NULL */
+};
+
+/* Up to `max` active copies of `link` whose source object (in
+ * `source_tenant`) is present and whose photo check has come (never
+ * checked, checked on another target object, or next_check <= now),
+ * longest due first. Free with store_photo_rows_free(). */
+int store_photos_due(struct store *store, const char *link,
+                     const char *source_tenant, const char *target_tenant,
+                     time_t now, size_t max, struct store_photo_row **rows,
+                     size_t *n) __attribute__((warn_unused_result));
+void store_photo_rows_free(struct store_photo_row *rows, size_t n);
+
+/* A copy's photo state. As an argument strings are borrowed; from
+ * store_photo_get() they are new (store_photo_clear()). */
+struct store_photo {
+  const char *target_id;
+  const char *etag;  /* source etag written on target_id; NULL: none */
+  time_t checked_at; /* last check */
+  time_t next_check; /* next one due */
+  const char *error; /* why the last check wrote nothing, or NULL */
+  /* The source etag of a photo refused for good (too large, not an
+   * image): not read again while the source's etag stays this. */
+  const char *skipped_etag;
+};
+
+/* Record (replace) the photo state of (link, source_id). */
+int store_photo_put(struct store *store, const char *link,
+                    const char *source_id, const struct store_photo *photo)
+    __attribute__((warn_unused_result));
+/* *found 0 (and *out zeroed) when the copy was never checked. */
+int store_photo_get(struct store *store, const char *link,
+                    const char *source_id, struct store_photo *out, int *found)
+    __attribute__((warn_unused_result));
+void store_photo_clear(struct store_photo *photo);
+/* Of the link's active copies: how many carry a photo galbridge wrote,
+ * and how many failed their last check. */
+int store_photo_counts(struct store *store, const char *link,
+                       long long *written, long long *failed)
     __attribute__((warn_unused_result));
 
 /* Drop the tenant's delta link: the next round reads it in full. */

@@ -85,6 +85,8 @@ budget_init(struct budget *b, double limit, double window, double now)
     n.min_rate = n.max_rate * BUDGET_MIN_SHARE;
     n.capacity = limit;
     n.rate = n.max_rate;
+    n.taught_rate = n.rate;
+    n.taught_capacity = n.capacity;
     n.model = BUDGET_BUCKET;
     n.tokens = limit;
     n.slot_len = (window + window_margin(window)) / BUDGET_SLOTS;
@@ -144,6 +146,8 @@ recover(struct budget *b, double now)
   /* The last step lands on the documented values. */
   b->capacity = b->limit - cap < 1 ? b->limit : cap;
   b->rate = b->max_rate - rate < b->max_rate * 0.01 ? b->max_rate : rate;
+  b->taught_rate = b->rate;
+  b->taught_capacity = b->capacity;
   set_allowance(b);
   b->changes++;
 }
@@ -286,8 +290,22 @@ lower_capacity(struct budget *b, double capacity)
   set_allowance(b);
 }
 
+static int throttled(struct budget *b, double retry_after, double now);
+
 int
 budget_throttled(struct budget *b, double retry_after, double now)
+{
+  int learnt = throttled(b, retry_after, now);
+
+  if (learnt) {
+    b->taught_rate = b->rate;
+    b->taught_capacity = b->capacity;
+  }
+  return learnt;
+}
+
+static int
+throttled(struct budget *b, double retry_after, double now)
 {
   double left;
 
@@ -356,30 +374,43 @@ budget_share(const struct budget *b, double now)
   if (!(now > b->last)) /* earlier (or NaN): the last time seen */
     now = b->last;
   if (b->model == BUDGET_WINDOW)
-    return window_used(b, now, 0, NULL) / b->limit;
+    return window_used(b, now, 0, NULL) / b->capacity;
   used = b->capacity - (b->tokens + b->rate * (now - b->last));
-  return used > 0 ? used / b->limit : 0;
+  return used > 0 ? used / b->capacity : 0;
 }
 
 void
 budget_pressure(struct budget *b, double fraction, double own, double now)
 {
+  double floor_at, cap;
+
   if (budget_unlimited(b) || !(fraction > BUDGET_PRESSURE_LEVEL))
     return;
   /* A share our own spending explains is no news: slowing for it would
    * settle the rate near the level. Only a share above ours (others
-   * writing with the same app, or a tenant-wide limit) is. */
+   * writing with the same app, or a tenant-wide limit, beyond what a
+   * 429 already taught) is. */
   if (!(fraction > own + BUDGET_PRESSURE_MARGIN))
     return;
   budget_refill(b, now);
   if (!(now > b->last))
     now = b->last;
-  if (!lesson(b, now, 1))
+  /* A hint, not a lesson: it takes off at most what the floor allows
+   * below what the last 429 taught. */
+  if (b->model == BUDGET_WINDOW) {
+    floor_at = b->taught_capacity * BUDGET_PRESSURE_FLOOR;
+    if (b->capacity <= floor_at + EPSILON || !lesson(b, now, 1))
+      return;
+    cap = b->capacity * BUDGET_PRESSURE_DECREASE;
+    lower_capacity(b, cap > floor_at ? cap : floor_at);
     return;
-  if (b->model == BUDGET_WINDOW)
-    lower_capacity(b, b->capacity * BUDGET_PRESSURE_DECREASE);
-  else
-    lower_rate(b, BUDGET_PRESSURE_DECREASE);
+  }
+  floor_at = b->taught_rate * BUDGET_PRESSURE_FLOOR;
+  if (b->rate <= floor_at + EPSILON || !lesson(b, now, 1))
+    return;
+  lower_rate(b, BUDGET_PRESSURE_DECREASE);
+  if (b->rate < floor_at)
+    b->rate = floor_at;
 }
 
 void
@@ -407,6 +438,8 @@ budget_learnt_set(struct budget *b, const struct budget_learnt *l)
   b->capacity = cap < min_capacity(b) ? min_capacity(b) : cap;
   b->rate = rate < b->min_rate ? b->min_rate : rate;
   b->model = l->model;
+  b->taught_rate = b->rate;
+  b->taught_capacity = b->capacity;
   set_allowance(b);
   if (b->tokens > b->capacity)
     b->tokens = b->capacity;

@@ -96,6 +96,9 @@ static const struct command commands[] = {
      "check credentials and permissions online", CMDLINE_DOCTOR},
     {"approve-deletes", 0, 0, OPERAND_NEEDED, "LINK",
      "release the deletes held for LINK", CMDLINE_APPROVE_DELETES},
+    {"approve-creates", 0, 0, OPERAND_NEEDED, "LINK",
+     "release the creates held for LINK (max_creates)",
+     CMDLINE_APPROVE_CREATES},
     {"resync", 0, 0, OPERAND_NEEDED, "LINK",
      "read LINK's source and target again in full and retry its failed "
      "operations",

@@ -36,12 +36,17 @@
  *     back, whichever INI_INLINE_COMMENT_PREFIXES the library was built
  *     with.
  *   - multi-line values: an indented line continues the previous value.
- *     The reader strips leading blanks, so indentation is just layout.
+ *     The reader strips leading blanks, so indentation is just layout;
+ *     our own continuation is a '\' at the end of a line (long_line()).
  *   - line length: lines longer than the library's buffer (INI_MAX_LINE,
  *     200 bytes in Debian's build) are cut and the tail is parsed as a new
- *     line. The reader knows the buffer size (libinih passes it) and
- *     reports a too-long line as an error with its number instead. Comment
- *     lines and section headers never reach libinih, so they have no limit.
+ *     line. The reader knows the buffer size (libinih passes it), so a
+ *     longer key line, and a continued one, never reaches libinih: the
+ *     reader splits it into key and value as libinih would and calls the
+ *     handler itself, giving libinih an empty line. Our limit is
+ *     CONFIG_LINE_MAX bytes (a 10,000-character mapping expression, a
+ *     long scope filter). Comment lines and section headers never reach
+ *     libinih, so they have no limit.
  *   - line numbers: the header defaults INI_HANDLER_LINENO to 0, although
  *     Debian's library passes the number anyway; relying on that mismatch
  *     would be undefined behaviour, so the reader counts lines and the
@@ -81,11 +86,17 @@
 #define STR(x) STR_(x)
 
 #define CONFIG_FILE_MAX (1024 * 1024) /* bytes; a config is a few KiB */
-#define KEYS_MAX 16                   /* keys per section table */
+/* Bytes of one key line, continued lines joined: room for a mapping
+ * expression of 10,000 characters (4 bytes each at most) or a long
+ * scope_filter. */
+#define CONFIG_LINE_MAX 65536
+#define KEYS_MAX 32 /* keys per section table */
 #define SECTION_NAME_MAX 64
 #define KIND_MAX 32
 #define INTERVAL_MAX 86400
+#define PHOTO_INTERVAL_MAX (30 * 86400)
 #define MAX_DELETES_MAX 1000000
+#define MAX_CREATES_MAX 1000000
 
 /* What ';' and '#' become between read_line() and on_key(). */
 #define ESC_SEMICOLON '\x1e'
@@ -239,6 +250,8 @@ enum key_type {
   TYPE_TENANT,  /* name of a [tenant] section */
   TYPE_MAPPING, /* name of a [mapping] section */
   TYPE_RATE,    /* "COUNT/WINDOWs" or "off": struct config_rate */
+  TYPE_GUIDS,   /* GUIDs, by commas or blanks; stored "g1,g2" lower-case */
+  TYPE_PERCENT, /* "N%" (or N), N within def->min..def->max; a long */
 };
 
 /* Flags. KEY_RELOADABLE alone decides what a reload may change:
@@ -253,6 +266,7 @@ enum key_type {
 #define KEY_GUEST_ONLY 0x20u    /* only for object = guest links */
 #define KEY_INHERITS 0x40u      /* default: [galbridge] interval */
 #define KEY_MAILUSER_ONLY 0x80u /* only for object = mailuser links */
+#define KEY_NO_CONTACT 0x100u   /* not for mailcontact, groupcontact links */
 
 struct key_def {
   const char *name;
@@ -416,8 +430,12 @@ static const struct key_def link_keys[] = {
      .values = user_types,
      .flags = KEY_RELOADABLE | KEY_GUEST_ONLY},
     {.name = "scope_group",
-     .type = TYPE_GUID,
+     .type = TYPE_GUIDS,
      .off = L(scope_group),
+     .flags = KEY_RELOADABLE},
+    {.name = "exclude_group",
+     .type = TYPE_GUIDS,
+     .off = L(exclude_group),
      .flags = KEY_RELOADABLE},
     {.name = "scope_filter",
      .type = TYPE_STRING,
@@ -456,6 +474,12 @@ static const struct key_def link_keys[] = {
      .def = "primary",
      .values = migration_externals,
      .flags = KEY_RELOADABLE | KEY_MAILUSER_ONLY},
+    {.name = "manager",
+     .type = TYPE_ENUM,
+     .off = L(manager),
+     .def = "yes",
+     .values = yes_no,
+     .flags = KEY_RELOADABLE},
     {.name = "max_deletes",
      .type = TYPE_INT,
      .off = L(max_deletes),
@@ -463,12 +487,47 @@ static const struct key_def link_keys[] = {
      .min = 0,
      .max = MAX_DELETES_MAX,
      .flags = KEY_RELOADABLE},
+    {.name = "max_delete_share",
+     .type = TYPE_PERCENT,
+     .off = L(max_delete_share),
+     .def = STR(CONFIG_DEFAULT_MAX_DELETE_SHARE) "%",
+     .min = 1,
+     .max = 100,
+     .flags = KEY_RELOADABLE},
+    {.name = "max_creates",
+     .type = TYPE_INT,
+     .off = L(max_creates),
+     .def = STR(CONFIG_DEFAULT_MAX_CREATES),
+     .min = 0,
+     .max = MAX_CREATES_MAX,
+     .flags = KEY_RELOADABLE},
     {.name = "interval",
      .type = TYPE_INT,
      .off = L(interval),
      .min = 1,
      .max = INTERVAL_MAX,
      .flags = KEY_RELOADABLE | KEY_INHERITS},
+    /* Photos: off by default, a check costs a request per person. */
+    {.name = "photos",
+     .type = TYPE_ENUM,
+     .off = L(photos),
+     .def = "no",
+     .values = yes_no,
+     .flags = KEY_RELOADABLE | KEY_NO_CONTACT},
+    {.name = "photo_max_bytes",
+     .type = TYPE_INT,
+     .off = L(photo_max_bytes),
+     .def = STR(CONFIG_PHOTO_MAX_BYTES),
+     .min = 1024,
+     .max = CONFIG_PHOTO_MAX_BYTES,
+     .flags = KEY_RELOADABLE | KEY_NO_CONTACT},
+    {.name = "photo_interval",
+     .type = TYPE_INT,
+     .off = L(photo_interval),
+     .def = STR(CONFIG_DEFAULT_PHOTO_INTERVAL),
+     .min = 60,
+     .max = PHOTO_INTERVAL_MAX,
+     .flags = KEY_RELOADABLE | KEY_NO_CONTACT},
 };
 
 #undef T
@@ -844,6 +903,129 @@ bad:
               def->name, text);
 }
 
+/* A list of group object ids, as scope_group and exclude_group take it:
+ * GUIDs separated by commas and/or blanks (one GUID alone, as before, is
+ * a list of one). A list rather than a repeated key, because the reader
+ * refuses a key given twice in a section (a typo's guard that a repeated
+ * key would have to give up) and one key keeps one line, one value, one
+ * entry in check-config's dump and in the reload check. Stored lower-case
+ * as "g1,g2" (CONFIG_GUIDS_SEP), which loads back as the same list and
+ * is as short as the list can be written.
+ * Empty items, a GUID given twice and more than CONFIG_GUIDS_MAX are
+ * errors. */
+static int
+parse_guids(struct loader *ld, const struct key_def *def, const char *text,
+            int line, char **out)
+{
+  const size_t stride = CONFIG_GUID_LEN + sizeof(CONFIG_GUIDS_SEP) - 1;
+  char *list = xmalloc(CONFIG_GUIDS_MAX * stride + 1);
+  size_t n = 0;
+  const char *p = text;
+
+  list[0] = '\0';
+  for (;;) {
+    char item[CONFIG_GUID_LEN + 1];
+    size_t len;
+
+    while (*p == ' ' || *p == '\t' || *p == '\n')
+      p++;
+    len = strcspn(p, ", \t\n");
+    if (len == 0) {
+      free(list);
+      return fail(ld, line,
+                  "%s: empty item in '%s' (GUIDs separated by "
+                  "commas or blanks)",
+                  def->name, text);
+    }
+    if (len != CONFIG_GUID_LEN) {
+      free(list);
+      return fail(ld, line,
+                  "%s '%.*s' is not a GUID (8-4-4-4-12 hexadecimal digits)",
+                  def->name, (int)(len > 64 ? 64 : len), p);
+    }
+    memcpy(item, p, len);
+    item[len] = '\0';
+    for (char *c = item; *c != '\0'; c++)
+      *c = (char)tolower((unsigned char)*c);
+    if (!text_is_guid(item)) {
+      free(list);
+      return fail(ld, line,
+                  "%s '%.*s' is not a GUID (8-4-4-4-12 hexadecimal digits)",
+                  def->name, (int)len, p);
+    }
+    for (size_t i = 0; i < n; i++) {
+      if (memcmp(list + i * stride, item, CONFIG_GUID_LEN) == 0) {
+        free(list);
+        return fail(ld, line, "%s names %s twice", def->name, item);
+      }
+    }
+    if (n == CONFIG_GUIDS_MAX) {
+      free(list);
+      return fail(ld, line,
+                  "%s: more than %d groups (nest them in one group: "
+                  "members of nested groups count)",
+                  def->name, CONFIG_GUIDS_MAX);
+    }
+    if (n > 0)
+      memcpy(list + n * stride - (stride - CONFIG_GUID_LEN), CONFIG_GUIDS_SEP,
+             stride - CONFIG_GUID_LEN);
+    memcpy(list + n * stride, item, CONFIG_GUID_LEN + 1);
+    n++;
+    p += len;
+    while (*p == ' ' || *p == '\t' || *p == '\n')
+      p++;
+    if (*p == '\0')
+      break;
+    if (*p == ',')
+      p++;
+  }
+  *out = list;
+  return 0;
+}
+
+size_t
+config_guids_count(const char *list)
+{
+  const size_t stride = CONFIG_GUID_LEN + sizeof(CONFIG_GUIDS_SEP) - 1;
+
+  return list == NULL || *list == '\0'
+             ? 0
+             : (strlen(list) + stride - CONFIG_GUID_LEN) / stride;
+}
+
+const char *
+config_guid_at(const char *list, size_t i, char out[CONFIG_GUID_LEN + 1])
+{
+  const size_t stride = CONFIG_GUID_LEN + sizeof(CONFIG_GUIDS_SEP) - 1;
+
+  if (i >= config_guids_count(list))
+    return NULL;
+  memcpy(out, list + i * stride, CONFIG_GUID_LEN);
+  out[CONFIG_GUID_LEN] = '\0';
+  return out;
+}
+
+/* "10%" or "10", within def's bounds. */
+static int
+parse_percent(struct loader *ld, const struct key_def *def, const char *text,
+              int line, long *out)
+{
+  long v = 0;
+  size_t digits = 0;
+  const char *p = text;
+
+  for (; isdigit((unsigned char)*p) && digits < 4; p++, digits++)
+    v = v * 10 + (*p - '0');
+  if (digits == 0 || (*p != '\0' && strcmp(p, "%") != 0))
+    return fail(ld, line, "%s '%s' is not a percentage (for example 10%%)",
+                def->name, text);
+  if (v < def->min || v > def->max)
+    return fail(ld, line, "%s %ld%% is out of range (%ld%%..%ld%%)", def->name,
+                v, def->min, def->max);
+  *out = v;
+  return 0;
+}
+
 /* Parse `text` as def's type into its field in `base`. Returns 0, or -1
  * with the error recorded against `line`. */
 static int
@@ -869,6 +1051,18 @@ parse_value(struct loader *ld, const struct key_def *def, void *base,
       *c = (char)tolower((unsigned char)*c);
     set_string(base, def->off, s);
     return 0;
+  case TYPE_GUIDS:
+    if (parse_guids(ld, def, text, line, &s) != 0)
+      return -1;
+    set_string(base, def->off, s);
+    return 0;
+  case TYPE_PERCENT: {
+    long v = 0;
+    if (parse_percent(ld, def, text, line, &v) != 0)
+      return -1;
+    memcpy((char *)base + def->off, &v, sizeof(v));
+    return 0;
+  }
   case TYPE_ENUM:
     for (size_t i = 0; def->values[i].name != NULL; i++) {
       if (strcmp(text, def->values[i].name) == 0) {
@@ -1128,6 +1322,107 @@ blank_line(char *buf)
   return buf;
 }
 
+static int handle_key(struct loader *ld, const char *key, const char *value);
+
+/* The next physical line for a continued value: its text without blanks
+ * at either end in *line, *len; advances ld->pos and ld->lineno. -1 (the
+ * error recorded) at the end of the file, on an empty line or a control
+ * character. */
+static int
+continuation(struct loader *ld, const char **line, size_t *len)
+{
+  const char *s, *end, *nl;
+
+  if (ld->pos >= ld->len)
+    return fail(ld, ld->lineno,
+                "the value goes on ('\\' at the end of the line) past the "
+                "end of the file");
+  s = ld->text + ld->pos;
+  nl = memchr(s, '\n', ld->len - ld->pos);
+  end = nl != NULL ? nl : ld->text + ld->len;
+  ld->pos = (size_t)(end - ld->text) + (nl != NULL);
+  ld->lineno++;
+  if (end > s && end[-1] == '\r')
+    end--;
+  for (const char *p = s; p < end; p++) {
+    unsigned char c = (unsigned char)*p;
+    if ((c < 0x20 && c != '\t') || c == 0x7f)
+      return fail(ld, ld->lineno, "control character 0x%02x in line", c);
+  }
+  while (s < end && (*s == ' ' || *s == '\t'))
+    s++;
+  while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+    end--;
+  if (end == s)
+    return fail(ld, ld->lineno,
+                "empty line where the value of line %d goes on ('\\' at "
+                "the end of the line before)",
+                ld->lineno - 1);
+  *line = s;
+  *len = (size_t)(end - s);
+  return 0;
+}
+
+/* A key line libinih cannot take: longer than its buffer, or continued
+ * (ending in '\\': the lines that follow, up to one that does not end
+ * so, are joined to it with one space). It is split as libinih splits a
+ * line (key before the first '=', value after it, blanks around both
+ * dropped) and handed to handle_key() with the number of its first line;
+ * ld->lineno is left on its last. At most CONFIG_LINE_MAX bytes, joined.
+ * Returns 0, or -1 with the error recorded. */
+static int
+long_line(struct loader *ld, const char *line, size_t len)
+{
+  char *joined = malloc(CONFIG_LINE_MAX + 1), *key, *value, *eq, *end;
+  const int first = ld->lineno;
+  size_t n = 0;
+  int more, rc = -1;
+
+  if (joined == NULL)
+    return fail(ld, first, "out of memory");
+  for (;;) {
+    more = line[len - 1] == '\\';
+    if (more) {
+      len--;
+      while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+        len--;
+    }
+    if (n + (n > 0) + len > CONFIG_LINE_MAX) {
+      fail(ld, first,
+           "line too long (more than %d bytes, continued lines joined)",
+           CONFIG_LINE_MAX);
+      goto out;
+    }
+    if (n > 0 && len > 0)
+      joined[n++] = ' ';
+    memcpy(joined + n, line, len);
+    n += len;
+    if (!more)
+      break;
+    if (continuation(ld, &line, &len) != 0)
+      goto out;
+  }
+  joined[n] = '\0';
+  eq = strchr(joined, '=');
+  key = joined;
+  end = eq;
+  while (end > key && (end[-1] == ' ' || end[-1] == '\t'))
+    end--;
+  *end = '\0';
+  value = eq + 1;
+  while (*value == ' ' || *value == '\t')
+    value++;
+  {
+    const int last = ld->lineno;
+    ld->lineno = first; /* messages name the line the key is on */
+    rc = handle_key(ld, key, value);
+    ld->lineno = last;
+  }
+out:
+  free(joined);
+  return rc;
+}
+
 /* libinih's fgets-style reader: one line per call, ld->lineno counts them.
  * Comments, blank lines and section headers are handled here and passed
  * on as empty lines; key lines go on with ';' and '#' escaped. Returns
@@ -1186,12 +1481,8 @@ read_line(char *buf, int num, void *stream)
     fail(ld, ld->lineno, "missing key before '='");
     return NULL;
   }
-  if (len + 2 > (size_t)num) {
-    fail(ld, ld->lineno,
-         "line too long (%zu bytes; libinih reads at most %d per line)", len,
-         num - 2);
-    return NULL;
-  }
+  if (line[len - 1] == '\\' || len + 2 > (size_t)num)
+    return long_line(ld, line, len) == 0 ? blank_line(buf) : NULL;
   for (size_t i = 0; i < len; i++) {
     char c = line[i];
     buf[i] = c == ';' ? ESC_SEMICOLON : c == '#' ? ESC_HASH : c;
@@ -1467,22 +1758,74 @@ mapping_index(const struct loader *ld, const char *name)
   return SIZE_MAX;
 }
 
-/* What makes no sense for object = groupcontact: scope_group (its
- * members are read from the users' side; a group link scopes its groups
- * with scope_filter). user_type and migration are refused for every
- * link but theirs by finish_link(). */
+/* What makes no sense for object = groupcontact: scope_group and
+ * exclude_group (their members are read from the users' side; a group
+ * link scopes its groups with scope_filter), manager (a group has
+ * none). user_type, migration and the photo keys are refused for it by
+ * finish_link() and check_photos(). */
 static int
 finish_groupcontact(struct loader *ld, struct link_in *li)
 {
+  static const char *const keys[] = {"scope_group", "exclude_group",
+                                     "manager"};
   const size_t n = N_KEYS(link_keys);
-  const int group_line = li->lines[key_index(link_keys, n, "scope_group")];
 
-  if (li->pub.object != CONFIG_OBJECT_GROUPCONTACT || group_line == 0)
+  if (li->pub.object != CONFIG_OBJECT_GROUPCONTACT)
     return 0;
-  return fail(ld, group_line,
-              "scope_group does not apply to links with object = "
-              "groupcontact (their objects are groups, not the members of "
-              "one): scope them with scope_filter");
+  li->pub.manager = 0;
+  for (size_t i = 0; i < N_KEYS(keys); i++) {
+    int line = li->lines[key_index(link_keys, n, keys[i])];
+    if (line != 0)
+      return fail(ld, line,
+                  "%s does not apply to links with object = groupcontact "
+                  "(their objects are groups, not people)%s",
+                  keys[i], i < 2 ? ": scope them with scope_filter" : "");
+  }
+  return 0;
+}
+
+/* A group both in scope_group and in exclude_group would take nobody of
+ * it: a mistake, refused at exclude_group's line. */
+static int
+check_groups_apart(struct loader *ld, struct link_in *li)
+{
+  const struct config_link *l = &li->pub;
+  const int line =
+      li->lines[key_index(link_keys, N_KEYS(link_keys), "exclude_group")];
+  char a[CONFIG_GUID_LEN + 1], b[CONFIG_GUID_LEN + 1];
+
+  for (size_t i = 0; config_guid_at(l->exclude_group, i, a) != NULL; i++)
+    for (size_t j = 0; config_guid_at(l->scope_group, j, b) != NULL; j++)
+      if (strcmp(a, b) == 0)
+        return fail(ld, line,
+                    "exclude_group %s is also a scope_group: it would take "
+                    "nobody of that group",
+                    a);
+  return 0;
+}
+
+/* Photo keys on a mail contact link: Graph has no photo for an org
+ * contact (profilephoto-get lists users, groups, teams and personal
+ * contacts only), so nothing could be written. */
+static int
+check_photos(struct loader *ld, const struct link_in *li)
+{
+  static const char *const keys[] = {"photos", "photo_max_bytes",
+                                     "photo_interval"};
+  const size_t n = N_KEYS(link_keys);
+
+  if (!config_link_contacts(&li->pub))
+    return 0;
+  for (size_t i = 0; i < N_KEYS(keys); i++) {
+    int line = li->lines[key_index(link_keys, n, keys[i])];
+    if (line != 0)
+      return fail(ld, line,
+                  "%s applies only to links with object = guest or "
+                  "mailuser: contacts have no photo in Graph (this link "
+                  "has object = %s)",
+                  keys[i], config_object_name(li->pub.object));
+  }
+  return 0;
 }
 
 static int
@@ -1529,7 +1872,7 @@ finish_link(struct loader *ld, struct link_in *li)
                 "has object = %s)",
                 migration_line != 0 ? "migration" : "migration_external",
                 config_object_name(l->object));
-  if (finish_groupcontact(ld, li) != 0)
+  if (finish_groupcontact(ld, li) != 0 || check_groups_apart(ld, li) != 0)
     return -1;
   if (l->migration && !ld->tenants[tenant_index(ld, li->source)].pub.exchange)
     return fail(ld, migration_line,
@@ -1537,7 +1880,7 @@ finish_link(struct loader *ld, struct link_in *li)
                 "Online: set exchange = yes in [tenant %s] (and give the "
                 "app the View-Only Recipients role there)",
                 li->source);
-  return 0;
+  return check_photos(ld, li);
 }
 
 /* Move the build structs into the public arrays and turn names into
@@ -1591,7 +1934,7 @@ free_fields(const struct key_def *keys, size_t n, void *base)
   for (size_t i = 0; i < n; i++) {
     char *s;
     if (keys[i].type == TYPE_ENUM || keys[i].type == TYPE_INT ||
-        keys[i].type == TYPE_RATE)
+        keys[i].type == TYPE_RATE || keys[i].type == TYPE_PERCENT)
       continue;
     memcpy(&s, (char *)base + keys[i].off, sizeof(s));
     free(s);
@@ -1848,6 +2191,10 @@ value_text(const struct key_def *def, const void *base, char *buf, size_t size)
     memcpy(&l, field + def->off, sizeof(l));
     snprintf(buf, size, "%ld", l);
     return buf;
+  case TYPE_PERCENT:
+    memcpy(&l, field + def->off, sizeof(l));
+    snprintf(buf, size, "%ld%%", l);
+    return buf;
   case TYPE_RATE: {
     struct config_rate r;
     memcpy(&r, field + def->off, sizeof(r));
@@ -1868,6 +2215,7 @@ value_text(const struct key_def *def, const void *base, char *buf, size_t size)
   }
   case TYPE_STRING:
   case TYPE_GUID:
+  case TYPE_GUIDS:
   case TYPE_PATH:
   case TYPE_FILE:
   case TYPE_URL:
@@ -1886,8 +2234,12 @@ shown(const struct key_def *def, const struct config_link *link)
   if ((def->flags & KEY_GUEST_ONLY) && link->object != CONFIG_OBJECT_GUEST)
     return 0;
   if (link->object == CONFIG_OBJECT_GROUPCONTACT &&
-      strcmp(def->name, "scope_group") == 0)
+      (strcmp(def->name, "scope_group") == 0 ||
+       strcmp(def->name, "exclude_group") == 0 ||
+       strcmp(def->name, "manager") == 0))
     return 0; /* an error there (finish_groupcontact) */
+  if ((def->flags & KEY_NO_CONTACT) && config_link_contacts(link))
+    return 0;
   return !((def->flags & KEY_MAILUSER_ONLY) &&
            link->object != CONFIG_OBJECT_MAILUSER);
 }
@@ -2010,6 +2362,7 @@ same_value(const struct key_def *def, const void *a, const void *b)
   case TYPE_ENUM:
     return memcmp(fa + def->off, fb + def->off, sizeof(int)) == 0;
   case TYPE_INT:
+  case TYPE_PERCENT:
     return memcmp(fa + def->off, fb + def->off, sizeof(long)) == 0;
   case TYPE_RATE: {
     struct config_rate ra, rb;
@@ -2028,6 +2381,7 @@ same_value(const struct key_def *def, const void *a, const void *b)
   case TYPE_MAPPING:
   case TYPE_STRING:
   case TYPE_GUID:
+  case TYPE_GUIDS:
   case TYPE_PATH:
   case TYPE_FILE:
   case TYPE_URL:

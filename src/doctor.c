@@ -290,6 +290,24 @@ add(struct doctor *d, enum check_kind kind, size_t tenant, const char *noun,
   return c;
 }
 
+/* One check per group of a scope_group or exclude_group list (`key`):
+ * each is read as a round reads it, so a group the app cannot read is
+ * named here before it stops the link's rounds. */
+static void
+add_group_checks(struct doctor *d, size_t src, const struct config_link *l,
+                 const char *key, const char *list)
+{
+  char group[CONFIG_GUID_LEN + 1];
+
+  for (size_t i = 0; config_guid_at(list, i, group) != NULL; i++) {
+    struct check *c = add(d, CHECK_GRAPH_READ, src, "link", l->name,
+                          "Microsoft Graph permission GroupMember.Read.All");
+    snprintf(c->what, sizeof(c->what), "read %s %s's members", key, group);
+    snprintf(c->url, sizeof(c->url),
+             "/v1.0/groups/%s/transitiveMembers?$top=1&$select=id", group);
+  }
+}
+
 /* A note for each tenant whose stored delta link the next round will not
  * follow (its Graph base URL changed): that round reads it in full. */
 static void
@@ -339,8 +357,9 @@ doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
 
   check_delta_links(cfg, out);
   d.tc = calloc(cfg->n_tenants + 1, sizeof(*d.tc));
-  d.checks =
-      calloc(2 * cfg->n_tenants + 7 * cfg->n_links + 1, sizeof(*d.checks));
+  d.checks = calloc(2 * cfg->n_tenants +
+                        (7 + 2 * CONFIG_GUIDS_MAX) * cfg->n_links + 1,
+                    sizeof(*d.checks));
   d.trust = calloc(cfg->n_links + 1, sizeof(*d.trust));
   if (d.tc == NULL || d.checks == NULL || d.trust == NULL)
     goto out;
@@ -397,15 +416,8 @@ doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
                l->source->name);
       snprintf(c->url, sizeof(c->url), "/v1.0/groups?$top=1&$select=id");
     }
-    if (l->scope_group != NULL) {
-      c = add(&d, CHECK_GRAPH_READ, src, "link", l->name,
-              "Microsoft Graph permission GroupMember.Read.All");
-      snprintf(c->what, sizeof(c->what), "read scope_group %s's members",
-               l->scope_group);
-      snprintf(c->url, sizeof(c->url),
-               "/v1.0/groups/%s/transitiveMembers?$top=1&$select=id",
-               l->scope_group);
-    }
+    add_group_checks(&d, src, l, "scope_group", l->scope_group);
+    add_group_checks(&d, src, l, "exclude_group", l->exclude_group);
     c = add(&d, CHECK_GRAPH_READ, dst, "link", l->name,
             l->object == CONFIG_OBJECT_GUEST
                 ? "Microsoft Graph permissions User.ReadWrite.All and "

@@ -9,7 +9,8 @@
  *            (attributes, the anchor stamped for the object, visible)
  *            ─▶ complete
  *   adopt:   who holds the address (still the one planned) ─▶ patch all
- *   update:  patch changed attributes ─▶ complete
+ *   update:  patch changed attributes ─▶ (a guest's manager: PUT or
+ *            DELETE manager/$ref) ─▶ complete
  *   restore: restore from deleted items ─▶ patch all ─▶ complete
  *   delete / disable / hide: one request ─▶ complete
  *
@@ -73,6 +74,7 @@ enum step {
   STEP_PATCH,
   STEP_DELETE,
   STEP_RESTORE,
+  STEP_MANAGER, /* an update's manager: PUT or DELETE manager/$ref */
 };
 
 struct job {
@@ -93,6 +95,8 @@ struct job {
   int direct;     /* Exchange: New-* sent with no lookup before it */
   int guarded;    /* migration links: its Get-User said it may change */
   enum step after_guard;
+  int manager;      /* guests: an update that sets or clears the manager */
+  char *manager_id; /* the manager's copy, NULL: clear it */
 };
 
 struct executor {
@@ -285,6 +289,7 @@ job_free(struct job *job)
   json_decref(job->payload);
   free(job->target_id);
   free(job->unproven);
+  free(job->manager_id);
   uv_close((uv_handle_t *)&job->timer, on_job_timer_closed);
   ex->in_flight--;
   pump(ex);
@@ -495,6 +500,12 @@ on_patched(void *ctx, const struct graph_response *resp)
 {
   struct job *job = ctx;
 
+  if (resp->result == GRAPH_OK && job->step == STEP_PATCH && job->manager) {
+    /* The attributes are written: now the manager, then complete. */
+    job->step = STEP_MANAGER;
+    job_step(job);
+    return;
+  }
   if (resp->result == GRAPH_OK) {
     if (job->step == STEP_PATCH_FULL) {
       if (job->kind == STORE_OP_RESTORE)
@@ -525,6 +536,26 @@ on_patched(void *ctx, const struct graph_response *resp)
                 "source_id=%s target_id=%s",
                 job->ex->link->name, job->op.source_id, job->target_id);
     complete(job, NULL, 0);
+    return;
+  }
+  fail_resp(job, resp);
+}
+
+/* A copy's manager set (PUT) or cleared (DELETE). A DELETE answered 404
+ * had none to clear: done. A PUT answered 404 or 400 names an object
+ * the target does not have as the manager (its copy deleted by hand):
+ * the op fails, and the manager's own op makes the copy again, after
+ * which the store asks for a new decision on this report. */
+static void
+on_manager(void *ctx, const struct graph_response *resp)
+{
+  struct job *job = ctx;
+
+  if (resp->result == GRAPH_OK ||
+      (job->manager_id == NULL && resp->result == GRAPH_ERR_HTTP &&
+       resp->status == 404)) {
+    job->ex->stats.updated++;
+    complete(job, "active", 1);
     return;
   }
   fail_resp(job, resp);
@@ -998,6 +1029,10 @@ job_step(struct job *job)
   case STEP_RESTORE:
     rc = graph_user_restore(ex->graph, job->target_id, on_restored, job);
     break;
+  case STEP_MANAGER:
+    rc = graph_user_manager_set(ex->graph, job->target_id, job->manager_id,
+                                on_manager, job);
+    break;
   default: /* Exchange steps run in x_step() */
     break;
   }
@@ -1026,10 +1061,11 @@ static const char *const x_new_params[] = {"ExternalEmailAddress",
                                            "Alias",
                                            NULL};
 static const char *const x_contact_params[] = {
-    "DisplayName", "FirstName",       "LastName", "Company",
-    "Department",  "Title",           "Phone",    "MobilePhone",
-    "Office",      "StreetAddress",   "City",     "StateOrProvince",
-    "PostalCode",  "CountryOrRegion", NULL};
+    "DisplayName", "FirstName", "LastName", "Company", "Department", "Title",
+    "Phone", "MobilePhone", "Office", "StreetAddress", "City",
+    "StateOrProvince", "PostalCode", "CountryOrRegion",
+    /* the manager's copy (its identity), or null: $null clears it */
+    "Manager", NULL};
 
 static int
 in_list(const char *const *list, const char *key)
@@ -1825,6 +1861,26 @@ x_start(struct job *job)
   x_step(job);
 }
 
+/* A guest update's manager is no attribute of the PATCH: taken out of
+ * the payload into job->manager (a PUT of the reference, or a DELETE
+ * when it is null), sent once the PATCH, if any, succeeded. Returns 0,
+ * or -1 when memory is short. */
+static int
+take_manager(struct job *job)
+{
+  json_t *m = json_object_get(job->payload, "manager");
+
+  if (m == NULL)
+    return 0;
+  job->manager = 1;
+  if (json_is_string(m)) {
+    job->manager_id = strdup(json_string_value(m));
+    if (job->manager_id == NULL)
+      return -1;
+  }
+  return json_object_del(job->payload, "manager");
+}
+
 static void
 job_start(struct executor *ex, struct store_op *op)
 {
@@ -1884,6 +1940,14 @@ job_start(struct executor *ex, struct store_op *op)
   case STORE_OP_UPDATE:
   case STORE_OP_DISABLE:
   case STORE_OP_HIDE:
+    if (take_manager(job) != 0) {
+      fail(job, 0, "out of memory");
+      return;
+    }
+    if (json_object_size(job->payload) == 0 && job->manager) {
+      job->step = STEP_MANAGER;
+      break;
+    }
     if (json_object_size(job->payload) == 0) {
       complete(job, "active", 1);
       return;

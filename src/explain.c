@@ -28,6 +28,7 @@
 struct saved_row {
   char *source_id, *attrs, *target_id, *hash, *applied, *state;
   char *op_hash, *target_attrs, *op_error, *bad, *mailbox;
+  char *manager_id, *manager_attrs, *manager_target;
   int removed, target_removed;
   long long op_id;
   enum store_op_kind op_kind;
@@ -67,9 +68,11 @@ dup_or_null(const char *s, int *oom)
 static void
 saved_row_clear(struct saved_row *r)
 {
-  char **strs[] = {&r->source_id, &r->attrs, &r->target_id, &r->hash,
-                   &r->applied,   &r->state, &r->op_hash,   &r->target_attrs,
-                   &r->op_error,  &r->bad,   &r->mailbox};
+  char **strs[] = {&r->source_id,     &r->attrs,         &r->target_id,
+                   &r->hash,          &r->applied,       &r->state,
+                   &r->op_hash,       &r->target_attrs,  &r->op_error,
+                   &r->bad,           &r->mailbox,       &r->manager_id,
+                   &r->manager_attrs, &r->manager_target};
 
   for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
     free(*strs[i]);
@@ -95,6 +98,9 @@ saved_row_set(struct saved_row *r, const struct store_plan_row *row)
   r->op_error = dup_or_null(row->op_error, &oom);
   r->bad = dup_or_null(row->bad, &oom);
   r->mailbox = dup_or_null(row->mailbox, &oom);
+  r->manager_id = dup_or_null(row->manager_id, &oom);
+  r->manager_attrs = dup_or_null(row->manager_attrs, &oom);
+  r->manager_target = dup_or_null(row->manager_target, &oom);
   r->removed = row->removed;
   r->target_removed = row->target_removed;
   r->op_id = row->op_id;
@@ -123,6 +129,9 @@ saved_row_view(const struct saved_row *r)
       .op_error = r->op_error,
       .bad = r->bad,
       .mailbox = r->mailbox,
+      .manager_id = r->manager_id,
+      .manager_attrs = r->manager_attrs,
+      .manager_target = r->manager_target,
   };
   return row;
 }
@@ -256,8 +265,9 @@ scope_part(const struct explain *ex, const struct planner_link *pl,
   const char *why = NULL;
   int dflt = planner_default_scope(pl, ex->row.source_id, attrs, &why);
   int present = ex->row.removed == STORE_PRESENT;
-  int member = 1, match = 1;
-  json_t *group = json_null(), *filter = json_null();
+  int member = 1, match = 1, excluded = 0;
+  json_t *group = json_null(), *filter = json_null(), *exclude = json_null();
+  const char *by = NULL;
 
   if (ex->link->scope_group != NULL) {
     member = pl->members != NULL &&
@@ -265,17 +275,28 @@ scope_part(const struct explain *ex, const struct planner_link *pl,
     group =
         json_pack("{s:s, s:b}", "id", ex->link->scope_group, "member", member);
   }
+  if (ex->link->exclude_group != NULL) {
+    excluded = planner_excluded(pl, ex->row.source_id, &by);
+    /* by is "member of exclude_group <id>": the id is what is shown */
+    exclude = json_pack(
+        "{s:s, s:b, s:s?}", "id", ex->link->exclude_group, "excluded",
+        excluded, "group",
+        excluded && strrchr(by, ' ') != NULL ? strrchr(by, ' ') + 1 : NULL);
+  }
   if (pl->filter != NULL) {
     match = scope_filter_match(pl->filter, attrs);
     filter = json_pack("{s:s, s:b, s:o}", "filter", ex->link->scope_filter,
                        "result", match, "clauses",
                        scope_filter_clauses(pl->filter, attrs));
   }
-  return json_pack("{s:b, s:s?, s:b, s:{s:b, s:s?}, s:o, s:o}", "in_scope",
-                   present && dflt && member && match, "why", ex->why,
-                   "present", present, "default", "result", dflt, "why", why,
-                   "scope_group", group, "scope_filter", filter);
+  return json_pack("{s:b, s:s?, s:b, s:{s:b, s:s?}, s:o, s:o, s:o}",
+                   "in_scope", present && dflt && !excluded && member && match,
+                   "why", ex->why, "present", present, "default", "result",
+                   dflt, "why", why, "scope_group", group, "exclude_group",
+                   exclude, "scope_filter", filter);
 }
+
+static int photo_part(struct explain *ex, json_t *target);
 
 static json_t *
 target_part(struct explain *ex)
@@ -302,7 +323,37 @@ target_part(struct explain *ex)
                                                 : "present",
       "observed", observed != NULL ? observed : json_null(),
       "exchange_visible", visible < 0 ? json_null() : json_boolean(visible));
+  if (t != NULL && photo_part(ex, t) != 0) {
+    json_decref(t);
+    return NULL;
+  }
   return t;
+}
+
+static json_t *time_or_null(time_t t);
+
+/* photos = yes: what the state knows of the copy's photo (the source
+ * etag galbridge wrote on it, the last and next check, why the last one
+ * wrote nothing), or null when never checked. */
+static int
+photo_part(struct explain *ex, json_t *target)
+{
+  struct store_photo ph;
+  json_t *v;
+  int found;
+
+  if (!ex->link->photos)
+    return 0;
+  if (store_photo_get(ex->store, ex->link->name, ex->row.source_id, &ph,
+                      &found) != 0)
+    return -1;
+  v = !found ? json_null()
+             : json_pack("{s:s, s:s?, s:o, s:o, s:s?}", "target_id",
+                         ph.target_id, "etag_written", ph.etag, "checked_at",
+                         time_or_null(ph.checked_at), "next_check",
+                         time_or_null(ph.next_check), "error", ph.error);
+  store_photo_clear(&ph);
+  return json_object_set_new(target, "photo", v);
 }
 
 static json_t *
@@ -377,6 +428,26 @@ migration_part(const struct explain *ex)
                    "mailbox", mailbox != NULL ? mailbox : json_null());
 }
 
+/* The manager the copy should have (planner_manager): the source's
+ * manager, the link's copy of it, or why there is none; null when the
+ * link leaves managers alone. */
+static json_t *
+manager_part(const struct explain *ex, const struct planner_link *pl,
+             const json_t *attrs)
+{
+  struct store_plan_row row = saved_row_view(&ex->row);
+  const char *target, *why;
+
+  if (!ex->link->manager)
+    return json_null();
+  (void)planner_manager(pl, &row, &target, &why);
+  return json_pack("{s:O, s:s?, s:s?}", "source_id",
+                   json_is_string(json_object_get(attrs, "manager"))
+                       ? json_object_get(attrs, "manager")
+                       : json_null(),
+                   "target_id", target, "why", why);
+}
+
 static int
 set(struct explain *ex, const char *key, json_t *value)
 {
@@ -432,6 +503,7 @@ explain_planning(void *ctx, const struct planner_link *pl)
           mapped != NULL ? json_incref(mapped)
                          : json_pack("{s:s}", "error", err)) == 0 &&
       set(ex, "target", target_part(ex)) == 0 &&
+      set(ex, "manager", manager_part(ex, pl, attrs)) == 0 &&
       set(ex, "outbox", outbox_part(ex)) == 0)
     (void)set(ex, "migration", migration_part(ex));
   json_decref(mapped);
@@ -506,6 +578,42 @@ fail:
   return NULL;
 }
 
+/* The person's row as the plan left it, into ex->row. Returns 0, or -1
+ * with ex->failed set. */
+static int
+reread_self(struct explain *ex)
+{
+  if (store_plan_row_one(ex->store, ex->link->name,
+                         config_link_source_key(ex->link), ex->observed,
+                         ex->row.source_id, on_self, ex) < 0) {
+    ex->failed = 1;
+    return -1;
+  }
+  return 0;
+}
+
+/* A create is emitted while its round is planned, before the round knows
+ * whether max_creates holds its creates: what the plan left in the
+ * (private) state says. */
+static void
+mark_held_create(struct explain *ex)
+{
+  json_t *next = json_object_get(ex->doc, "next");
+  const char *action = json_string_value(json_object_get(next, "action"));
+
+  if (action == NULL || strcmp(action, "create") != 0)
+    return;
+  if (reread_self(ex) != 0)
+    return;
+  if (ex->row.op_id != 0 && ex->row.op_kind == STORE_OP_CREATE &&
+      ex->row.op_state == STORE_OP_HELD &&
+      (json_object_set_new(next, "held", json_true()) != 0 ||
+       json_object_set_new(next, "reason",
+                           json_string("held: over max_creates, waiting for "
+                                       "approve-creates")) != 0))
+    ex->failed = 1;
+}
+
 void
 explain_done(void *ctx, const struct config_link *link,
              const struct planner_stats *st, const struct recovery *rec)
@@ -521,16 +629,14 @@ explain_done(void *ctx, const struct config_link *link,
     return;
   if (set(ex, "conflicts", conflicts_part(ex)) != 0)
     return;
-  if (json_object_get(ex->doc, "next") != NULL)
-    return;
-  /* No decision emitted: the op the plan left (queued already), or
-   * nothing. */
-  if (store_plan_row_one(ex->store, ex->link->name,
-                         config_link_source_key(ex->link), ex->observed,
-                         ex->row.source_id, on_self, ex) < 0) {
-    ex->failed = 1;
+  if (json_object_get(ex->doc, "next") != NULL) {
+    mark_held_create(ex);
     return;
   }
+  /* No decision emitted: the op the plan left (queued already), or
+   * nothing. */
+  if (reread_self(ex) != 0)
+    return;
   kind = store_op_kind_name(ex->row.op_kind);
   if (ex->row.op_id != 0 && ex->row.op_state == STORE_OP_PENDING)
     (void)set(ex, "next",
@@ -541,7 +647,11 @@ explain_done(void *ctx, const struct config_link *link,
     /* Held, or failed for good: it waits (its backoff, resync, or
      * approve-deletes). */
     char reason[1024];
-    if (ex->row.op_state == STORE_OP_HELD)
+    if (ex->row.op_state == STORE_OP_HELD &&
+        ex->row.op_kind == STORE_OP_CREATE)
+      snprintf(reason, sizeof(reason),
+               "held: over max_creates, waiting for approve-creates");
+    else if (ex->row.op_state == STORE_OP_HELD)
       snprintf(reason, sizeof(reason),
                "held: over max_deletes, waiting for approve-deletes");
     else
@@ -598,6 +708,41 @@ yes_no(const json_t *o, const char *key)
   return json_is_true(json_object_get(o, key)) ? "yes" : "no";
 }
 
+/* The copy's photo, when the link copies photos. */
+static void
+print_photo(FILE *fp, const json_t *ph)
+{
+  if (ph == NULL)
+    return;
+  if (json_is_null(ph)) {
+    fprintf(fp, "           photo: not checked yet\n");
+    return;
+  }
+  fprintf(fp, "           photo: %s%s, checked %s, next check %s\n",
+          json_is_string(json_object_get(ph, "etag_written"))
+              ? "written, source etag "
+              : "none written",
+          json_is_string(json_object_get(ph, "etag_written"))
+              ? str(ph, "etag_written")
+              : "",
+          str(ph, "checked_at"), str(ph, "next_check"));
+  if (json_is_string(json_object_get(ph, "error")))
+    fprintf(fp, "           photo not copied: %s\n", str(ph, "error"));
+}
+
+static void
+print_exclude(const json_t *exclude, FILE *fp)
+{
+  if (!json_is_object(exclude))
+    return;
+  if (json_is_true(json_object_get(exclude, "excluded")))
+    fprintf(fp, "  exclude_group          excluded: member of group %s\n",
+            str(exclude, "group"));
+  else
+    fprintf(fp, "  exclude_group          not a member (groups %s)\n",
+            str(exclude, "id"));
+}
+
 static void
 print_text(const json_t *doc, FILE *fp)
 {
@@ -609,6 +754,7 @@ print_text(const json_t *doc, FILE *fp)
   const json_t *tg = json_object_get(doc, "target");
   const json_t *next = json_object_get(doc, "next");
   const json_t *v, *mig = json_object_get(doc, "migration");
+  const json_t *mgr = json_object_get(doc, "manager");
   const char *key;
   size_t i;
 
@@ -641,6 +787,7 @@ print_text(const json_t *doc, FILE *fp)
             str(group, "id"));
   else
     fprintf(fp, "  scope_group            (none set)\n");
+  print_exclude(json_object_get(sc, "exclude_group"), fp);
   if (json_is_object(filter)) {
     fprintf(fp, "  scope_filter           %s: %s\n",
             json_is_true(json_object_get(filter, "result")) ? "matches"
@@ -677,6 +824,7 @@ print_text(const json_t *doc, FILE *fp)
             json_is_null(vis)   ? "unknown"
             : json_is_true(vis) ? "seen visible"
                                 : "not seen visible yet");
+    print_photo(fp, json_object_get(tg, "photo"));
   } else {
     fprintf(fp, "target:    none (no copy in %s)\n",
             str(doc, "target_tenant"));
@@ -702,6 +850,13 @@ print_text(const json_t *doc, FILE *fp)
     fprintf(fp, "conflict:  %s also claimed by link %s, source object %s\n",
             str(v, "claim"), str(v, "link"), str(v, "source_id"));
   }
+  if (json_is_object(mgr) && json_is_string(json_object_get(mgr, "target_id")))
+    fprintf(fp, "manager:   %s, the copy of %s\n", str(mgr, "target_id"),
+            str(mgr, "source_id"));
+  else if (json_is_object(mgr))
+    fprintf(fp, "manager:   none (%s%s%s)\n", str(mgr, "why"),
+            json_is_string(json_object_get(mgr, "source_id")) ? ": " : "",
+            str(mgr, "source_id"));
   if (json_is_object(mig)) {
     fprintf(fp, "migration: %s; mailbox ",
             json_is_true(json_object_get(mig, "moved")) ? "moved"

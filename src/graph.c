@@ -341,11 +341,21 @@ on_http(void *ctx, const struct http_response *hr)
   msg[0] = '\0';
 
   if (hr->error != HTTP_OK) {
-    resp.result = hr->error == HTTP_ERR_CANCELLED ? GRAPH_ERR_CANCELLED
-                                                  : GRAPH_ERR_NETWORK;
+    resp.result = hr->error == HTTP_ERR_CANCELLED   ? GRAPH_ERR_CANCELLED
+                  : hr->error == HTTP_ERR_TOO_LARGE ? GRAPH_ERR_TOO_LARGE
+                                                    : GRAPH_ERR_NETWORK;
     snprintf(msg, sizeof(msg), "%s %s: %s (after %d attempts)", req->method,
              req->path_for_log, hr->errmsg, hr->attempts);
     resp.errmsg = msg;
+    finish(req, &resp);
+    return;
+  }
+
+  if (req->raw && hr->status >= 200 && hr->status < 300) {
+    resp.result = GRAPH_OK;
+    resp.raw = hr->body;
+    resp.raw_len = hr->body_len;
+    resp.content_type = http_response_header(hr, "Content-Type");
     finish(req, &resp);
     return;
   }
@@ -594,8 +604,9 @@ send_with_token(struct graph_req *req, const char *token)
   snprintf(auth_header, len, "Authorization: Bearer %s", token);
   req->auth_line = auth_header;
   headers[n++] = auth_header;
-  headers[n++] = "Accept: application/json";
-  if (req->body != NULL)
+  if (!req->raw)
+    headers[n++] = "Accept: application/json";
+  if (req->body != NULL && !req->raw)
     headers[n++] = "Content-Type: application/json";
   for (int i = 0; req->headers[i] != NULL; i++)
     headers[n++] = req->headers[i];
@@ -606,7 +617,9 @@ send_with_token(struct graph_req *req, const char *token)
       .url = req->url,
       .headers = headers,
       .body = req->body,
-      .body_len = req->body != NULL ? strlen(req->body) : 0,
+      .body_len = req->raw            ? req->raw_len
+                  : req->body != NULL ? strlen(req->body)
+                                      : 0,
       .ca_file = graph->tenant->ca_file,
       .gate = graph->gate,
       .writes = req->cost_set ? req->writes : budget_writes(req->method),
@@ -617,6 +630,7 @@ send_with_token(struct graph_req *req, const char *token)
                              : graph_request_units(req->method, req->url),
       .authorization = authorize,
       .inner_wait = req->batch ? batch_inner_wait : NULL,
+      .max_body = req->max_body,
   };
   rc = http_send(graph->http, &hreq, on_http, req);
   if (rc != 0) {
@@ -688,6 +702,31 @@ out:
   return NULL;
 }
 
+struct graph_req *
+graph_req_prepare_raw(struct graph *graph, const char *method, const char *url,
+                      const void *data, size_t len, const char *const *headers,
+                      size_t max_body, graph_done_fn done, void *ctx)
+{
+  struct graph_req *req =
+      graph_req_prepare(graph, method, url, NULL, headers, done, ctx);
+
+  if (req == NULL)
+    return NULL;
+  req->raw = 1;
+  req->max_body = max_body;
+  if (data != NULL) {
+    req->body = malloc(len > 0 ? len : 1);
+    if (req->body == NULL) {
+      req_unlink(req);
+      req_free(req);
+      return NULL;
+    }
+    memcpy(req->body, data, len);
+    req->raw_len = len;
+  }
+  return req;
+}
+
 int
 graph_request(struct graph *graph, const char *method, const char *url,
               const json_t *body, const char *const *headers,
@@ -730,6 +769,8 @@ graph_error_class(const struct graph_response *resp)
   case GRAPH_ERR_CANCELLED:
   case GRAPH_ERR_PROTOCOL:
     return HTTP_CLASS_TRANSIENT;
+  case GRAPH_ERR_TOO_LARGE:
+    return HTTP_CLASS_PERMANENT;
   case GRAPH_ERR_AUTH:
     /* No token could be had: the credentials refused are for the admin
      * to fix; anything else (the token endpoint away) passes. */

@@ -238,6 +238,25 @@ value_refusal(const json_t *v, char *name, size_t namelen)
   return NULL;
 }
 
+/* "manager@delta" as Graph documents it: an array of objects, each with
+ * an id (the manager's, or a removed link's). Anything else names no
+ * manager galbridge could follow. */
+static int
+manager_refs_ok(const json_t *refs)
+{
+  const json_t *ref;
+  size_t i;
+
+  if (!json_is_array(refs) || json_array_size(refs) > GRAPH_MANAGER_REFS)
+    return 0;
+  json_array_foreach(refs, i, ref)
+  {
+    if (graph_delta_item_id(ref) == NULL)
+      return 0;
+  }
+  return 1;
+}
+
 int
 graph_delta_item_check(const json_t *item, char *attribute, size_t attrlen,
                        const char **reason)
@@ -248,6 +267,12 @@ graph_delta_item_check(const json_t *item, char *attribute, size_t attrlen,
   *reason = NULL;
   if (attrlen > 0)
     attribute[0] = '\0';
+  if (json_object_get(item, "manager@delta") != NULL &&
+      !manager_refs_ok(json_object_get(item, "manager@delta"))) {
+    snprintf(attribute, attrlen, "manager");
+    *reason = "not directory object references (objects with an id)";
+    return -1;
+  }
   json_object_foreach((json_t *)item, key, v)
   {
     /* What graph_delta_merge() does not keep is not judged. */
@@ -321,6 +346,28 @@ graph_delta_page_parse(json_t *body, struct graph_delta_page *page, char *err,
   return 0;
 }
 
+/* Keep the manager "manager@delta" names (checked by
+ * graph_delta_item_check) in `merged`: the last reference not removed,
+ * or none. */
+static int
+merge_manager(json_t *merged, const json_t *refs)
+{
+  const char *id = NULL;
+  const json_t *ref;
+  size_t i;
+
+  json_array_foreach(refs, i, ref)
+  {
+    if (json_object_get(ref, "@removed") == NULL)
+      id = graph_delta_item_id(ref);
+  }
+  if (id == NULL) {
+    json_object_del(merged, "manager");
+    return 0;
+  }
+  return json_object_set_new(merged, "manager", json_string(id));
+}
+
 json_t *
 graph_delta_merge(const json_t *stored, const json_t *item, int replace,
                   int *removed)
@@ -349,8 +396,16 @@ graph_delta_merge(const json_t *stored, const json_t *item, int replace,
   /* jansson's iteration macro wants a non-const object; it only reads. */
   json_object_foreach((json_t *)item, key, value)
   {
-    if (strcmp(key, "id") == 0 || strncmp(key, "@odata.", 7) == 0)
+    if (strcmp(key, "id") == 0 || strncmp(key, "@odata.", 7) == 0 ||
+        strcmp(key, "manager") == 0)
       continue;
+    if (strcmp(key, "manager@delta") == 0) {
+      if (merge_manager(merged, value) != 0) {
+        json_decref(merged);
+        return NULL;
+      }
+      continue;
+    }
     if (json_is_null(value)) {
       json_object_del(merged, key);
     } else if (json_object_set(merged, key, value) != 0) {

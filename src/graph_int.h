@@ -50,6 +50,13 @@ struct graph_req {
   int cost_set;      /* writes/invitations/units below, not guessed ($batch) */
   int tolerant;      /* graph_delta_get(): refused values are marked */
   unsigned writes, invitations, units;
+  /* A binary request or answer (photos): `body` holds raw_len bytes sent
+   * as they are (the caller's headers name the Content-Type), and a 2xx
+   * answer is handed over raw, not decoded as JSON, its body capped at
+   * max_body bytes (0: the client's cap). */
+  int raw;
+  size_t raw_len;
+  size_t max_body;
   char **token_out; /* if set, gets the token (ownership) at the end */
   graph_done_fn done;
   void *ctx;
@@ -121,6 +128,15 @@ unsigned graph_budget_invitations(const char *method, const char *url);
  * (logged). */
 char *graph_url_build(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
+
+/* A request whose body is `len` bytes of binary `data` (copied; NULL:
+ * none) and whose 2xx answer is handed over raw (resp->raw, raw_len,
+ * content_type), at most `max_body` bytes of it; otherwise as
+ * graph_req_prepare(). The caller starts it with graph_req_start(). */
+struct graph_req *
+graph_req_prepare_raw(struct graph *graph, const char *method, const char *url,
+                      const void *data, size_t len, const char *const *headers,
+                      size_t max_body, graph_done_fn done, void *ctx);
 
 /* --- graph_batch.c --- */
 

@@ -9,7 +9,7 @@
  * once all three have) and decodes the answer into its own callback's
  * shape. Ids reach a URL only when they look like object ids; addresses
  * only quoted as OData literals and URL-encoded. Finds, invitations,
- * PATCHes and DELETEs go through graph_submit(), so through $batch once
+ * PATCHes, PUTs and DELETEs go through graph_submit(), so through $batch once
  * batching is on; a restore, the members and the count go alone.
  */
 #include "graph_int.h"
@@ -453,6 +453,47 @@ graph_user_restore(struct graph *graph, const char *user_id,
 {
   return user_call(graph, "POST", "/v1.0/directory/deletedItems/", user_id,
                    "/restore", NULL, done, ctx);
+}
+
+/* Whether `id` may go into a URL or a reference: a GUID's characters. */
+static int
+id_ok(const char *id)
+{
+  size_t n = strlen(id);
+
+  return n > 0 && n <= 64 && strspn(id, "0123456789abcdefABCDEF-") == n;
+}
+
+int
+graph_user_manager_set(struct graph *graph, const char *user_id,
+                       const char *manager_id, graph_done_fn done, void *ctx)
+{
+  const char *base = graph->tenant->graph_url;
+  size_t n = strlen(base);
+  char *ref;
+  json_t *body;
+  int rc;
+
+  if (manager_id == NULL)
+    return user_call(graph, "DELETE", "/v1.0/users/", user_id, "/manager/$ref",
+                     NULL, done, ctx);
+  if (!id_ok(manager_id))
+    return -1;
+  /* The read URL of the manager, as Microsoft documents it
+   * ("https://graph.microsoft.com/v1.0/users/{id}"), on the tenant's own
+   * Graph endpoint (a national cloud has its own). */
+  while (n > 0 && base[n - 1] == '/')
+    n--;
+  if (asprintf(&ref, "%.*s/v1.0/users/%s", (int)n, base, manager_id) < 0)
+    return -1;
+  body = json_pack("{s:s}", "@odata.id", ref);
+  free(ref);
+  if (body == NULL)
+    return -1;
+  rc = user_call(graph, "PUT", "/v1.0/users/", user_id, "/manager/$ref", body,
+                 done, ctx);
+  json_decref(body);
+  return rc;
 }
 
 static void

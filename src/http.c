@@ -133,6 +133,7 @@ struct req {
   int json_state, json_depth, json_string, json_escape;
   int too_large;
   int oom;
+  size_t max_body; /* this request's body cap (<= the client's) */
   char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -345,7 +346,7 @@ on_body(char *data, size_t size, size_t nmemb, void *userp)
 {
   struct req *r = userp;
   size_t n = size * nmemb;
-  size_t max = r->http->max_body;
+  size_t max = r->max_body;
 
   if (n > max - r->rlen) {
     r->too_large = 1;
@@ -649,7 +650,7 @@ setup_easy(struct http *h, struct req *r, const struct http_request *req,
   bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, h->user_agent) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
-                          (curl_off_t)h->max_body) != CURLE_OK;
+                          (curl_off_t)r->max_body) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, r) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
@@ -814,7 +815,7 @@ attempt_done(struct http *h, struct req *r, CURLcode code, long status)
   } else if (r->too_large || code == CURLE_FILESIZE_EXCEEDED) {
     error = HTTP_ERR_TOO_LARGE;
     snprintf(toobig, sizeof toobig, "response body over %zu bytes",
-             h->max_body);
+             r->max_body);
     errmsg = toobig;
   } else if (code == CURLE_WRITE_ERROR || code == CURLE_ABORTED_BY_CALLBACK) {
     error = HTTP_ERR_INTERNAL;
@@ -1331,6 +1332,9 @@ http_send(struct http *h, const struct http_request *req, http_done_fn done,
   r->waiter.units = req->units;
   r->authorization = req->authorization;
   r->inner_wait = req->inner_wait;
+  r->max_body = req->max_body > 0 && req->max_body < h->max_body
+                    ? req->max_body
+                    : h->max_body;
   result = check_url(req->url, &r->log_url, &plain, &loopback, &why);
   if (result != 0)
     goto out;

@@ -9,8 +9,9 @@
  * `status` and `plan` print is report.c's; the commands here open what it
  * reads.
  *
- * Exit codes (DESIGN.md): 0 ok; 1 runtime failure; 2 usage; 3 deletes held
- * for approval; 78 config error (file:line on stderr, nothing sent).
+ * Exit codes (DESIGN.md): 0 ok; 1 runtime failure; 2 usage; 3 deletes or
+ * creates held for approval; 78 config error (file:line on stderr, nothing
+ * sent).
  */
 #include <signal.h>
 #include <sys/prctl.h>
@@ -675,7 +676,8 @@ cmd_explain(const struct cmdline *cl)
   return rc;
 }
 
-/* approve-deletes and resync: LINK is there (the parser needs it). */
+/* approve-deletes, approve-creates and resync: LINK is there (the parser
+ * needs it). */
 static int
 cmd_link_admin(const struct cmdline *cl)
 {
@@ -706,6 +708,18 @@ cmd_link_admin(const struct cmdline *cl)
              link->name, n);
     if (rc == EXIT_OK)
       log_notice("deletes approved link=%s released=%lld", link->name, n);
+  } else if (cl->command == CMDLINE_APPROVE_CREATES) {
+    /* One approve path per guard: each releases what its own guard held,
+     * so approving a burst of creates never lets a mass delete through
+     * (nor the reverse). */
+    if (store_link_approve_creates(app.store, link->name, &n) != 0)
+      rc = EXIT_RUNTIME;
+    else
+      printf("link %s: %lld held creates released; they run in the next "
+             "round\n",
+             link->name, n);
+    if (rc == EXIT_OK)
+      log_notice("creates approved link=%s released=%lld", link->name, n);
   } else {
     /* Both tenants the link reads (the source for its people, the target
      * for its copies) are read again in full. A NULL plan key: the next
@@ -884,6 +898,7 @@ static int (*const handlers[CMDLINE_COMMANDS])(const struct cmdline *cl) = {
     [CMDLINE_CHECK_CONFIG] = cmd_check_config,
     [CMDLINE_DOCTOR] = cmd_doctor,
     [CMDLINE_APPROVE_DELETES] = cmd_link_admin,
+    [CMDLINE_APPROVE_CREATES] = cmd_link_admin,
     [CMDLINE_RESYNC] = cmd_link_admin,
     [CMDLINE_MIGRATION_CHECK] = cmd_migration_check,
     [CMDLINE_SETUP_TRUST] = cmd_setup_trust,

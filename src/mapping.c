@@ -40,9 +40,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "datefmt.h"
 #include "text.h"
 
-#define MAPPING_EXPR_MAX 4096   /* bytes of one expression */
+#define MAPPING_EXPR_MAX 10000  /* characters of one expression (CTS's) */
 #define MAPPING_DEPTH_MAX 32    /* nested function calls */
 #define MAPPING_VALUE_MAX 65536 /* bytes of any value built or returned */
 #define MAPPING_COUNT_MAX 65536 /* Left()'s count; more could never bite */
@@ -210,6 +211,18 @@ enum fn {
   FN_IIF,
   FN_SWITCH,
   FN_ISPRESENT,
+  FN_NOT,
+  FN_MID,
+  FN_SPLIT,
+  FN_WORD,
+  FN_NORMALIZEDIACRITICS,
+  FN_STRIPSPACES,
+  FN_SELECTUNIQUEVALUE,
+  FN_TOTITLECASE,
+  FN_PCASE,
+  FN_FORMATDATETIME,
+  FN_ISNULLOREMPTY,
+  FN_ISNULL,
 };
 
 struct fn_def {
@@ -229,6 +242,25 @@ static const struct fn_def fns[] = {
     [FN_IIF] = {"IIF", 3, 3},
     [FN_SWITCH] = {"Switch", 4, 0},
     [FN_ISPRESENT] = {"IsPresent", 1, 1},
+    [FN_NOT] = {"Not", 1, 1},
+    [FN_MID] = {"Mid", 3, 3},
+    [FN_SPLIT] = {"Split", 2, 2},
+    [FN_WORD] = {"Word", 3, 3},
+    [FN_NORMALIZEDIACRITICS] = {"NormalizeDiacritics", 1, 1},
+    [FN_STRIPSPACES] = {"StripSpaces", 1, 1},
+    [FN_SELECTUNIQUEVALUE] = {"SelectUniqueValue", 2, 0},
+    [FN_TOTITLECASE] = {"ToTitleCase", 1, 2},
+    [FN_PCASE] = {"PCase", 1, 2},
+    [FN_FORMATDATETIME] = {"FormatDateTime", 4, 4},
+    [FN_ISNULLOREMPTY] = {"IsNullOrEmpty", 1, 1},
+    [FN_ISNULL] = {"IsNull", 1, 1},
+};
+
+/* Targets SelectUniqueValue() may compute: values the target directory
+ * holds once (addresses, sign-in names, aliases, Exchange names). */
+static const char *const unique_targets[] = {
+    "mail",  "ExternalEmailAddress",      "PrimarySmtpAddress",
+    "Alias", "MicrosoftOnlineServicesID", "Name",
 };
 
 /* ---------------------------------------------------------------------
@@ -603,6 +635,69 @@ enum { ALLOW_CMP = 1, ALLOW_INT = 2, IN_CMP = 4 };
 static int parse_expr(struct parser *p, int allow, struct node **out);
 
 static int
+is_empty_const(const struct node *n)
+{
+  return n->kind == N_NULL || (n->kind == N_STR && n->u.str.n == 0);
+}
+
+/* check_arg() for the functions of issue 19: Mid, Word, Split,
+ * FormatDateTime, ToTitleCase. */
+static int
+check_arg_more(struct parser *p, enum fn fn, size_t i, const struct node *arg)
+{
+  char why[160];
+
+  if (fn == FN_MID && (i == 1 || i == 2)) {
+    if (arg->kind != N_INT)
+      return parse_fail(p, arg->pos,
+                        "Mid()'s %s must be a whole number, e.g. Mid(x, 1, "
+                        "3)",
+                        i == 1 ? "start" : "length");
+    if (arg->u.num < (i == 1 ? 1 : 0))
+      return parse_fail(p, arg->pos,
+                        i == 1 ? "Mid()'s start counts from 1, got %ld"
+                               : "Mid()'s length must be 0 or more, got %ld",
+                        arg->u.num);
+  }
+  if (fn == FN_WORD && i == 1 && arg->kind != N_INT)
+    return parse_fail(p, arg->pos,
+                      "Word()'s number must be a whole number, e.g. "
+                      "Word(x, 2, \" \")");
+  if (fn == FN_WORD && i == 2 && (arg->kind == N_INT || is_empty_const(arg)))
+    return parse_fail(p, arg->pos,
+                      "Word()'s delimiters must be text with at least one "
+                      "character");
+  if (fn == FN_SPLIT && i == 1 && is_empty_const(arg))
+    return parse_fail(p, arg->pos, "Split()'s delimiter is empty");
+  if (fn == FN_FORMATDATETIME && i == 1 && !is_empty_const(arg))
+    return parse_fail(p, arg->pos,
+                      "FormatDateTime()'s dateTimeStyles: only the default "
+                      "is supported; leave it empty, e.g. FormatDateTime(x, "
+                      ", \"yyyyMMdd\", \"yyyy-MM-dd\")");
+  if (fn == FN_FORMATDATETIME && (i == 2 || i == 3)) {
+    const char *which = i == 2 ? "input" : "output";
+    if (arg->kind != N_STR)
+      return parse_fail(p, arg->pos,
+                        "FormatDateTime()'s %s format must be a quoted "
+                        "constant",
+                        which);
+    if (datefmt_check(arg->u.str.s, arg->u.str.n, why, sizeof(why)) != 0)
+      return parse_fail(p, arg->pos, "FormatDateTime()'s %s format: %s", which,
+                        why);
+  }
+  if (fn == FN_TOTITLECASE && i == 1 && arg->kind == N_STR) {
+    for (size_t k = 0; k < arg->u.str.n; k++) {
+      char c = arg->u.str.s[k];
+      if (!is_ident(c) && c != '-' && c != '_')
+        return parse_fail(p, arg->pos,
+                          "ToTitleCase()'s culture must be a culture name "
+                          "such as \"en-US\"");
+    }
+  }
+  return 0;
+}
+
+static int
 arity_fail(struct parser *p, size_t pos, enum fn fn, size_t got)
 {
   const struct fn_def *d = &fns[fn];
@@ -615,6 +710,9 @@ arity_fail(struct parser *p, size_t pos, enum fn fn, size_t got)
   if (d->min == d->max)
     return parse_fail(p, pos, "%s() takes %zu argument%s, got %zu", d->name,
                       d->min, d->min == 1 ? "" : "s", got);
+  if (d->max != 0)
+    return parse_fail(p, pos, "%s() takes %zu or %zu arguments, got %zu",
+                      d->name, d->min, d->max, got);
   return parse_fail(p, pos, "%s() takes at least %zu argument%s, got %zu",
                     d->name, d->min, d->min == 1 ? "" : "s", got);
 }
@@ -638,7 +736,7 @@ check_arg(struct parser *p, enum fn fn, size_t i, const struct node *arg)
     return parse_fail(p, arg->pos,
                       "Replace()'s text to replace is empty; it would never "
                       "match");
-  return 0;
+  return check_arg_more(p, fn, i, arg);
 }
 
 /* name '(' args ')': `name` is the function's token, p->tok the '('. */
@@ -660,6 +758,10 @@ parse_call(struct parser *p, const struct tok *name, struct node **out)
   if (++p->depth > MAPPING_DEPTH_MAX)
     return parse_fail(p, name->pos, "functions nested more than %d deep",
                       MAPPING_DEPTH_MAX);
+  if (fn == FN_SELECTUNIQUEVALUE && p->depth > 1)
+    return parse_fail(p, name->pos,
+                      "SelectUniqueValue() must be the whole expression, "
+                      "not inside another function");
   n = node_new(N_CALL, name->pos);
   if (n == NULL) {
     oom(p);
@@ -678,10 +780,22 @@ parse_call(struct parser *p, const struct tok *name, struct node **out)
 
       if (fn == FN_IIF && n->u.call.n == 0)
         allow |= ALLOW_CMP;
-      if (fn == FN_LEFT && n->u.call.n >= 1)
+      if ((fn == FN_LEFT || fn == FN_MID) && n->u.call.n >= 1)
         allow |= ALLOW_INT;
-      if (parse_expr(p, allow, &arg) != 0)
+      if (fn == FN_WORD && n->u.call.n >= 1)
+        allow |= ALLOW_INT;
+      if (fn == FN_FORMATDATETIME && n->u.call.n == 1 &&
+          p->tok.kind == T_COMMA) {
+        /* FormatDateTime(x, , in, out): the styles left out, as
+         * Microsoft writes it */
+        arg = node_new(N_NULL, p->tok.pos);
+        if (arg == NULL) {
+          oom(p);
+          goto out;
+        }
+      } else if (parse_expr(p, allow, &arg) != 0) {
         goto out;
+      }
       if (n->u.call.n == cap) {
         size_t ncap = cap == 0 ? 4 : cap * 2;
         struct node **args =
@@ -747,8 +861,9 @@ parse_expr(struct parser *p, int allow, struct node **out)
   case T_INT:
     if (!(allow & ALLOW_INT))
       return parse_fail(p, t.pos,
-                        "a number is only allowed as Left()'s count; quote "
-                        "it to use it as text");
+                        "a number is only allowed as a count or position of "
+                        "Left(), Mid() or Word(); quote it to use it as "
+                        "text");
     if (make_int(p, &t, &n) != 0 || lex(p) != 0)
       goto fail;
     break;
@@ -804,6 +919,26 @@ fail:
   return -1;
 }
 
+/* An expression longer than MAPPING_EXPR_MAX characters: the error at
+ * the first character too many. */
+static int
+too_many_chars(struct parser *p)
+{
+  size_t chars = 0, over = 0;
+
+  if (p->len <= MAPPING_EXPR_MAX)
+    return 0; /* fewer bytes than the limit: fewer characters too */
+  for (size_t i = 0; i < p->len; i++) {
+    if (((unsigned char)p->s[i] & 0xC0) != 0x80 &&
+        ++chars == MAPPING_EXPR_MAX + 1)
+      over = i;
+  }
+  if (chars <= MAPPING_EXPR_MAX)
+    return 0;
+  return parse_fail(p, over, "expression longer than %d characters (%zu)",
+                    MAPPING_EXPR_MAX, chars);
+}
+
 /* The whole expression `text` of the entry at file:line. */
 static int
 parse(const char *text, const char *file, int line, struct node **out,
@@ -816,11 +951,8 @@ parse(const char *text, const char *file, int line, struct node **out,
 
   *out = NULL;
   p.len = text != NULL ? strlen(text) : 0;
-  if (p.len > MAPPING_EXPR_MAX) {
-    text_set_err(err, errlen, "%s:%d: expression longer than %d bytes (%zu)",
-                 file, line, MAPPING_EXPR_MAX, p.len);
+  if (too_many_chars(&p) != 0)
     return -1;
-  }
   if (lex(&p) != 0)
     return -1;
   if (p.tok.kind == T_EOF) {
@@ -851,6 +983,31 @@ kind_find(enum config_object object)
       return &kinds[i];
   }
   return NULL;
+}
+
+/* SelectUniqueValue() only where a value is held once in the target. */
+static int
+check_unique(const struct node *n, const struct kind_def *kind,
+             const struct target_def *target, const char *file, int line,
+             char *err, size_t errlen)
+{
+  if (n == NULL || n->kind != N_CALL || n->u.call.fn != FN_SELECTUNIQUEVALUE)
+    return 0;
+  for (size_t i = 0; i < N_OF(unique_targets); i++) {
+    if (strcmp(unique_targets[i], target->name) == 0)
+      return 0;
+  }
+  text_set_err(err, errlen,
+               "%s:%d: SelectUniqueValue() picks a value no other object "
+               "holds, which only means something for an attribute the "
+               "target keeps unique (%s); '%s' is not one",
+               file, line,
+               kind->object == CONFIG_OBJECT_GUEST
+                   ? "mail"
+                   : "ExternalEmailAddress, PrimarySmtpAddress, Alias, "
+                     "MicrosoftOnlineServicesID, Name",
+               target->name);
+  return -1;
 }
 
 static int
@@ -918,7 +1075,9 @@ mapping_compile(const struct config_mapping *section,
                      entry->line, target, kind->label);
       goto out;
     }
-    if (parse(entry->expr, file, entry->line, &n, err, errlen) != 0)
+    if (parse(entry->expr, file, entry->line, &n, err, errlen) != 0 ||
+        check_unique(n, kind, &kind->targets[t], file, entry->line, err,
+                     errlen) != 0)
       goto out;
     if (n->kind == N_NULL &&
         strcmp(kind->targets[t].name, kind->required) == 0) {
@@ -1143,7 +1302,13 @@ arena_alloc(struct arena *a, size_t n)
   return r;
 }
 
-enum vtype { V_NULL, V_STR, V_ARR, V_BOOL };
+enum vtype { V_NULL, V_STR, V_ARR, V_BOOL, V_LIST };
+
+/* One element of a list a function built (Split): never empty. */
+struct piece {
+  const char *s;
+  size_t n;
+};
 
 struct val {
   enum vtype t;
@@ -1151,6 +1316,7 @@ struct val {
   const char *s; /* V_STR: never empty */
   size_t n;
   const json_t *arr; /* V_ARR: strings and nulls, one non-empty at least */
+  const struct piece *list; /* V_LIST: n pieces, at least one */
 };
 
 struct eval {
@@ -1159,21 +1325,24 @@ struct eval {
   const char *target; /* for messages */
   char *err;
   size_t errlen;
+  mapping_taken_fn taken; /* SelectUniqueValue's question, or NULL */
+  void *taken_arg;
+  int exhausted; /* every SelectUniqueValue() candidate was taken */
 };
 
-static const struct val null_val = {V_NULL, 0, NULL, 0, NULL};
+static const struct val null_val = {V_NULL, 0, NULL, 0, NULL, NULL};
 
 static struct val
 str_val(const char *s, size_t n)
 {
-  struct val v = {n > 0 ? V_STR : V_NULL, 0, n > 0 ? s : NULL, n, NULL};
+  struct val v = {n > 0 ? V_STR : V_NULL, 0, n > 0 ? s : NULL, n, NULL, NULL};
   return v;
 }
 
 static struct val
 bool_val(int b)
 {
-  struct val v = {V_BOOL, b != 0, NULL, 0, NULL};
+  struct val v = {V_BOOL, b != 0, NULL, 0, NULL, NULL};
   return v;
 }
 
@@ -1189,6 +1358,10 @@ text(const struct val *v, const char **s, size_t *n)
   case V_BOOL:
     *s = v->b ? "true" : "false";
     *n = v->b ? 4 : 5;
+    return 1;
+  case V_LIST:
+    *s = v->list[0].s;
+    *n = v->list[0].n;
     return 1;
   case V_ARR: {
     size_t i;
@@ -1356,6 +1529,9 @@ join_val(struct joiner *j, const struct val *v, int every)
     {
       join_add(j, json_string_value(el), json_string_length(el));
     }
+  } else if (v->t == V_LIST && every) {
+    for (i = 0; i < v->n; i++)
+      join_add(j, v->list[i].s, v->list[i].n);
   } else if (text(v, &s, &n)) {
     join_add(j, s, n);
   }
@@ -1581,6 +1757,9 @@ truthy(const struct val *v)
   return !text_ci_equal(s, n, "false", 5);
 }
 
+static int eval_call_more(struct eval *e, const struct node *n,
+                          struct val *out);
+
 static int
 eval_call(struct eval *e, const struct node *n, struct val *out)
 {
@@ -1672,8 +1851,495 @@ eval_call(struct eval *e, const struct node *n, struct val *out)
       return -1;
     *out = bool_val(a.t != V_NULL);
     return 0;
+  default:
+    return eval_call_more(e, n, out);
   }
   return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * The functions of issue 19: Not, Mid, Split, Word, NormalizeDiacritics,
+ * StripSpaces, SelectUniqueValue, ToTitleCase, PCase, FormatDateTime,
+ * IsNullOrEmpty, IsNull.
+ */
+
+/* Not(): false only for true (the boolean, or the text, any case). */
+static int
+is_true(const struct val *v)
+{
+  const char *s;
+  size_t n;
+
+  return text(v, &s, &n) && text_ci_equal(s, n, "true", 4);
+}
+
+/* Byte offset of code point number `cp` (from 0) in s[0..n), or n. */
+static size_t
+cp_offset(const char *s, size_t n, long cp)
+{
+  size_t i = 0;
+
+  for (; i < n; i++) {
+    if (((unsigned char)s[i] & 0xC0) != 0x80 && cp-- == 0)
+      break;
+  }
+  return i;
+}
+
+static int
+eval_mid(struct eval *e, const struct node *n, struct val *out)
+{
+  struct val a;
+  const char *s;
+  size_t sn, from, to;
+
+  *out = null_val;
+  if (eval_node(e, n->u.call.args[0], &a) != 0)
+    return -1;
+  if (!text(&a, &s, &sn))
+    return 0;
+  from = cp_offset(s, sn, n->u.call.args[1]->u.num - 1);
+  to = from + cp_offset(s + from, sn - from, n->u.call.args[2]->u.num);
+  *out = str_val(s + from, to - from);
+  return 0;
+}
+
+/* s[0..n) with white space trimmed at both ends, appended to the list
+ * unless empty. */
+static void
+add_piece(struct piece *list, size_t *count, const char *s, size_t n)
+{
+  struct val v = trim(s, n);
+
+  if (v.t != V_NULL) {
+    list[*count].s = v.s;
+    list[*count].n = v.n;
+    (*count)++;
+  }
+}
+
+/* Split(a, delimiter): the pieces between delimiters, each trimmed (as
+ * Microsoft's example shows), empty ones dropped. */
+static int
+eval_split(struct eval *e, const struct node *n, struct val *out)
+{
+  struct val a, d;
+  const char *s, *delim, *p, *q, *end;
+  size_t sn, dn, count = 1;
+  struct piece *list;
+
+  *out = null_val;
+  if (eval_node(e, n->u.call.args[0], &a) != 0 ||
+      eval_node(e, n->u.call.args[1], &d) != 0)
+    return -1;
+  if (!text(&a, &s, &sn))
+    return 0;
+  if (!text(&d, &delim, &dn)) {
+    delim = NULL; /* no delimiter: one piece */
+    dn = 0;
+  }
+  end = s + sn;
+  for (p = s;
+       delim != NULL && (q = memmem(p, (size_t)(end - p), delim, dn)) != NULL;
+       p = q + dn)
+    count++;
+  list = arena_alloc(&e->arena, count * sizeof(*list));
+  if (list == NULL)
+    return eval_fail(e, "out of memory");
+  count = 0;
+  for (p = s;
+       delim != NULL && (q = memmem(p, (size_t)(end - p), delim, dn)) != NULL;
+       p = q + dn)
+    add_piece(list, &count, p, (size_t)(q - p));
+  add_piece(list, &count, p, (size_t)(end - p));
+  if (count > 0) {
+    out->t = V_LIST;
+    out->list = list;
+    out->n = count;
+  }
+  return 0;
+}
+
+/* Whether code point c is one of those of set[0..n). */
+static int
+in_set(uint32_t c, const char *set, size_t n)
+{
+  size_t len;
+
+  for (size_t i = 0; i < n; i += len) {
+    if (text_utf8_decode((const unsigned char *)set + i, n - i, &len) == c)
+      return 1;
+  }
+  return 0;
+}
+
+/* Word(a, number, delimiters): the number-th (from 1) run of characters
+ * that are not delimiters; null when there are fewer. */
+static int
+eval_word(struct eval *e, const struct node *n, struct val *out)
+{
+  struct val a, d;
+  const char *s, *set;
+  size_t sn, setn, len, start = 0;
+  long want = n->u.call.args[1]->u.num, seen = 0;
+  int inword = 0;
+
+  *out = null_val;
+  if (eval_node(e, n->u.call.args[0], &a) != 0 ||
+      eval_node(e, n->u.call.args[2], &d) != 0)
+    return -1;
+  if (want < 1 || !text(&a, &s, &sn))
+    return 0;
+  if (!text(&d, &set, &setn)) {
+    set = "";
+    setn = 0;
+  }
+  for (size_t i = 0; i <= sn; i += len) {
+    int delim = i == sn;
+    len = 1;
+    if (!delim)
+      delim =
+          in_set(text_utf8_decode((const unsigned char *)s + i, sn - i, &len),
+                 set, setn);
+    if (!delim && !inword) {
+      inword = 1;
+      start = i;
+    } else if (delim && inword) {
+      inword = 0;
+      if (++seen == want) {
+        *out = str_val(s + start, i - start);
+        return 0;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Microsoft's NormalizeDiacritics table, precomposed letters only; the
+ * combining marks of the decomposed forms (U+0300..U+036F) are dropped
+ * wherever they are. Sorted by code point. */
+static const struct {
+  uint16_t cp;
+  char to[3];
+} diacritics[] = {
+    {0xC0, "A"},   {0xC1, "A"},   {0xC2, "A"},   {0xC3, "A"},   {0xC4, "A"},
+    {0xC5, "A"},   {0xC6, "AE"},  {0xC7, "C"},   {0xC8, "E"},   {0xC9, "E"},
+    {0xCA, "E"},   {0xCB, "E"},   {0xCC, "I"},   {0xCD, "I"},   {0xCE, "I"},
+    {0xCF, "I"},   {0xD1, "N"},   {0xD2, "O"},   {0xD3, "O"},   {0xD4, "O"},
+    {0xD5, "O"},   {0xD6, "O"},   {0xD8, "OE"},  {0xD9, "U"},   {0xDA, "U"},
+    {0xDB, "U"},   {0xDC, "U"},   {0xDD, "Y"},   {0xDF, "ss"},  {0xE0, "a"},
+    {0xE1, "a"},   {0xE2, "a"},   {0xE3, "a"},   {0xE4, "a"},   {0xE5, "a"},
+    {0xE6, "ae"},  {0xE7, "c"},   {0xE8, "e"},   {0xE9, "e"},   {0xEA, "e"},
+    {0xEB, "e"},   {0xEC, "i"},   {0xED, "i"},   {0xEE, "i"},   {0xEF, "i"},
+    {0xF1, "n"},   {0xF2, "o"},   {0xF3, "o"},   {0xF4, "o"},   {0xF5, "o"},
+    {0xF6, "o"},   {0xF8, "oe"},  {0xF9, "u"},   {0xFA, "u"},   {0xFB, "u"},
+    {0xFC, "u"},   {0xFD, "y"},   {0xFF, "y"},   {0x100, "A"},  {0x101, "a"},
+    {0x102, "A"},  {0x103, "a"},  {0x104, "A"},  {0x105, "a"},  {0x106, "C"},
+    {0x107, "c"},  {0x10C, "C"},  {0x10D, "c"},  {0x10E, "D"},  {0x10F, "d"},
+    {0x112, "E"},  {0x113, "e"},  {0x116, "E"},  {0x117, "e"},  {0x118, "E"},
+    {0x119, "e"},  {0x11A, "E"},  {0x11B, "e"},  {0x11E, "G"},  {0x11F, "g"},
+    {0x12A, "I"},  {0x12B, "i"},  {0x130, "I"},  {0x131, "i"},  {0x13D, "L"},
+    {0x13E, "l"},  {0x141, "L"},  {0x142, "l"},  {0x143, "N"},  {0x144, "n"},
+    {0x147, "N"},  {0x148, "n"},  {0x14C, "O"},  {0x14D, "o"},  {0x150, "O"},
+    {0x151, "o"},  {0x152, "OE"}, {0x153, "oe"}, {0x158, "R"},  {0x159, "r"},
+    {0x15A, "S"},  {0x15B, "s"},  {0x15E, "S"},  {0x15F, "s"},  {0x160, "S"},
+    {0x161, "s"},  {0x162, "T"},  {0x163, "t"},  {0x164, "T"},  {0x165, "t"},
+    {0x16A, "U"},  {0x16B, "u"},  {0x16E, "U"},  {0x16F, "u"},  {0x170, "U"},
+    {0x171, "u"},  {0x178, "Y"},  {0x179, "Z"},  {0x17A, "z"},  {0x17B, "Z"},
+    {0x17C, "z"},  {0x17D, "Z"},  {0x17E, "z"},  {0x1D5, "U"},  {0x1D6, "u"},
+    {0x1DE, "A"},  {0x1DF, "a"},  {0x1E0, "A"},  {0x1E1, "a"},  {0x1E2, "AE"},
+    {0x1E3, "ae"}, {0x1EC, "O"},  {0x1ED, "o"},  {0x218, "S"},  {0x219, "s"},
+    {0x21A, "T"},  {0x21B, "t"},  {0x22A, "O"},  {0x22B, "o"},  {0x22C, "O"},
+    {0x22D, "o"},  {0x230, "O"},  {0x231, "o"},  {0x232, "Y"},  {0x233, "y"},
+    {0x1E0E, "D"}, {0x1E0F, "d"}, {0x1E14, "E"}, {0x1E15, "e"}, {0x1E16, "E"},
+    {0x1E17, "e"}, {0x1E20, "G"}, {0x1E21, "g"}, {0x1E38, "L"}, {0x1E39, "l"},
+    {0x1E3A, "L"}, {0x1E3B, "l"}, {0x1E48, "N"}, {0x1E49, "n"}, {0x1E50, "O"},
+    {0x1E51, "o"}, {0x1E52, "O"}, {0x1E53, "o"}, {0x1E5C, "R"}, {0x1E5D, "r"},
+    {0x1E5E, "R"}, {0x1E5F, "r"}, {0x1E6E, "T"}, {0x1E6F, "t"}, {0x1E72, "U"},
+    {0x1E73, "u"}, {0x1E7A, "U"}, {0x1E7B, "u"}, {0x1E94, "Z"}, {0x1E95, "z"},
+};
+
+static const char *
+diacritic_of(uint32_t c)
+{
+  size_t lo = 0, hi = N_OF(diacritics);
+
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (diacritics[mid].cp == c)
+      return diacritics[mid].to;
+    if (diacritics[mid].cp < c)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return NULL;
+}
+
+/* NormalizeDiacritics and StripSpaces: neither ever makes text longer
+ * (every replacement is at most as long as the letter it replaces). */
+static int
+eval_strip(struct eval *e, const struct node *n, int diacritics_too,
+           struct val *out)
+{
+  struct val a;
+  const char *s;
+  size_t sn, len, w = 0;
+  char *buf;
+
+  *out = null_val;
+  if (eval_node(e, n->u.call.args[0], &a) != 0)
+    return -1;
+  if (!text(&a, &s, &sn))
+    return 0;
+  buf = scratch(e, sn);
+  if (buf == NULL)
+    return -1;
+  for (size_t i = 0; i < sn; i += len) {
+    uint32_t c = text_utf8_decode((const unsigned char *)s + i, sn - i, &len);
+    const char *to = NULL;
+    if (!diacritics_too) {
+      if (c != ' ') {
+        memcpy(buf + w, s + i, len);
+        w += len;
+      }
+      continue;
+    }
+    if (c >= 0x300 && c <= 0x36F)
+      continue; /* a combining mark */
+    to = diacritic_of(c);
+    if (to != NULL && strlen(to) <= len) {
+      memcpy(buf + w, to, strlen(to));
+      w += strlen(to);
+    } else {
+      memcpy(buf + w, s + i, len);
+      w += len;
+    }
+  }
+  *out = str_val(buf, w);
+  return 0;
+}
+
+/* A letter or digit for ToTitleCase/PCase: ASCII ones, and every
+ * character from U+00C0 on but the Latin-1 signs (U+00D7, U+00F7), the
+ * general punctuation block and white space. */
+static int
+is_word_cp(uint32_t c)
+{
+  if (c < 0x80)
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9');
+  if (c < 0xC0 || c == 0xD7 || c == 0xF7 || (c >= 0x2000 && c <= 0x206F))
+    return 0;
+  return !is_space_cp(c);
+}
+
+/* Writes code point c, folded, at buf[*w]: same length (see fold()). */
+static void
+put_folded(char *buf, size_t *w, const char *s, size_t len, int upper)
+{
+  memcpy(buf + *w, s, len);
+  fold(buf + *w, len, upper);
+  *w += len;
+}
+
+/* ToTitleCase(a[, culture]) (pcase 0): .NET's TextInfo.ToTitleCase, the
+ * first letter of each word upper case, the others lower case, but a word
+ * all in capitals is left as it is (an acronym). PCase(a[, separators])
+ * (pcase 1): every word so, capitals too; words end at the characters of
+ * `separators` when given. */
+static int
+eval_title(struct eval *e, const struct node *n, int pcase, struct val *out)
+{
+  struct val a, sep = null_val;
+  const char *s, *set = NULL;
+  size_t sn, setn = 0, len, w = 0;
+  char *buf;
+
+  *out = null_val;
+  if (eval_node(e, n->u.call.args[0], &a) != 0)
+    return -1;
+  if (pcase && n->u.call.n > 1) {
+    if (eval_node(e, n->u.call.args[1], &sep) != 0)
+      return -1;
+    if (!text(&sep, &set, &setn))
+      set = NULL;
+  }
+  if (!text(&a, &s, &sn))
+    return 0;
+  buf = scratch(e, sn);
+  if (buf == NULL)
+    return -1;
+  for (size_t i = 0; i < sn;) {
+    size_t start = i, end, k;
+    int has_lower = 0;
+    /* a word: [start, end) */
+    for (end = i; end < sn; end += len) {
+      uint32_t c =
+          text_utf8_decode((const unsigned char *)s + end, sn - end, &len);
+      int word = set != NULL ? !in_set(c, set, setn) : is_word_cp(c);
+      if (!word)
+        break;
+      if (c < 0x80 ? (c >= 'a' && c <= 'z') : to_upper_cp(c) != c)
+        has_lower = 1;
+    }
+    for (k = start; k < end; k += len) {
+      text_utf8_decode((const unsigned char *)s + k, end - k, &len);
+      if (!pcase && !has_lower)
+        put_folded(buf, &w, s + k, len, 1); /* unchanged: all capitals */
+      else
+        put_folded(buf, &w, s + k, len, k == start);
+    }
+    if (end < sn) { /* the separator, as it is */
+      text_utf8_decode((const unsigned char *)s + end, sn - end, &len);
+      memcpy(buf + w, s + end, len);
+      w += len;
+      end += len;
+    }
+    i = end;
+  }
+  *out = str_val(buf, w);
+  return 0;
+}
+
+static int
+eval_datetime(struct eval *e, const struct node *n, struct val *out)
+{
+  const struct node *in = n->u.call.args[2], *outf = n->u.call.args[3];
+  struct val a;
+  const char *s;
+  size_t sn, size = outf->u.str.n * 3 + 64, len;
+  char *buf;
+  int rc;
+
+  *out = null_val;
+  if (eval_node(e, n->u.call.args[0], &a) != 0)
+    return -1;
+  if (!text(&a, &s, &sn))
+    return 0;
+  if (size > MAPPING_VALUE_MAX)
+    size = MAPPING_VALUE_MAX;
+  buf = scratch(e, size);
+  if (buf == NULL)
+    return -1;
+  rc = datefmt_convert(s, sn, in->u.str.s, in->u.str.n, outf->u.str.s,
+                       outf->u.str.n, buf, size, &len);
+  if (rc == -2)
+    return too_long(e);
+  if (rc != 0) /* the value is the tenant's: its length, never itself */
+    return eval_fail(e,
+                     "FormatDateTime(): the value (%zu bytes) is not a "
+                     "date in the format \"%.*s\"",
+                     sn, (int)(in->u.str.n > 64 ? 64 : in->u.str.n),
+                     in->u.str.s);
+  *out = str_val(buf, len);
+  return 0;
+}
+
+/* SelectUniqueValue(c1, c2, ...): the candidate this person's copy already
+ * holds, if one is and no other object holds it too (so the value chosen
+ * when the copy was made stays, as Microsoft applies the function only at
+ * creation, even once an earlier candidate comes free); else the first
+ * candidate that is not null and not taken in the target (e->taken;
+ * without one, the first not null). */
+static int
+eval_unique(struct eval *e, const struct node *n, struct val *out)
+{
+  size_t tried = 0;
+  struct val first = null_val;
+  int found = 0;
+
+  *out = null_val;
+  for (size_t i = 0; i < n->u.call.n; i++) {
+    struct val v;
+    const char *s;
+    size_t sn;
+    char *z;
+    int rc;
+
+    if (eval_node(e, n->u.call.args[i], &v) != 0)
+      return -1;
+    if (!text(&v, &s, &sn))
+      continue;
+    if (e->taken == NULL) {
+      *out = str_val(s, sn);
+      return 0;
+    }
+    if (sn > MAPPING_VALUE_MAX)
+      return too_long(e);
+    z = scratch(e, sn + 1);
+    if (z == NULL)
+      return -1;
+    memcpy(z, s, sn);
+    z[sn] = '\0';
+    tried++;
+    rc = e->taken(e->taken_arg, e->target, z);
+    if (rc < 0)
+      return eval_fail(e,
+                       "SelectUniqueValue(): cannot tell whether candidate "
+                       "%zu is taken in the target",
+                       i + 1);
+    if (rc == MAPPING_TAKEN_OWN) {
+      *out = str_val(z, sn);
+      return 0;
+    }
+    if (rc == 0 && !found) {
+      first = str_val(z, sn);
+      found = 1;
+    }
+  }
+  if (found) {
+    *out = first;
+    return 0;
+  }
+  if (tried == 0)
+    return 0;
+  e->exhausted = 1;
+  return eval_fail(e,
+                   "SelectUniqueValue(): every candidate (%zu) is taken in "
+                   "the target by another object",
+                   tried);
+}
+
+static int
+eval_call_more(struct eval *e, const struct node *n, struct val *out)
+{
+  struct val a;
+
+  *out = null_val;
+  switch (n->u.call.fn) {
+  case FN_NOT:
+    if (eval_node(e, n->u.call.args[0], &a) != 0)
+      return -1;
+    *out = bool_val(!is_true(&a));
+    return 0;
+  case FN_ISNULLOREMPTY:
+  case FN_ISNULL: /* one and the same: an empty value is null here */
+    if (eval_node(e, n->u.call.args[0], &a) != 0)
+      return -1;
+    *out = bool_val(a.t == V_NULL);
+    return 0;
+  case FN_MID:
+    return eval_mid(e, n, out);
+  case FN_SPLIT:
+    return eval_split(e, n, out);
+  case FN_WORD:
+    return eval_word(e, n, out);
+  case FN_NORMALIZEDIACRITICS:
+    return eval_strip(e, n, 1, out);
+  case FN_STRIPSPACES:
+    return eval_strip(e, n, 0, out);
+  case FN_TOTITLECASE:
+    return eval_title(e, n, 0, out);
+  case FN_PCASE:
+    return eval_title(e, n, 1, out);
+  case FN_FORMATDATETIME:
+    return eval_datetime(e, n, out);
+  case FN_SELECTUNIQUEVALUE:
+    return eval_unique(e, n, out);
+  default:
+    return 0;
+  }
 }
 
 static int
@@ -1719,6 +2385,21 @@ to_json(struct eval *e, const struct val *v, int is_array)
   size_t n = 0, i;
   json_t *arr, *el, *str;
 
+  if (is_array && v->t == V_LIST) {
+    arr = json_array();
+    for (i = 0; arr != NULL && i < v->n; i++) {
+      str = new_string(e, v->list[i].s, v->list[i].n);
+      if (str == NULL || json_array_append_new(arr, str) != 0) {
+        if (str != NULL)
+          eval_fail(e, "out of memory");
+        json_decref(arr);
+        return NULL;
+      }
+    }
+    if (arr == NULL)
+      eval_fail(e, "out of memory");
+    return arr;
+  }
   if (!is_array || v->t != V_ARR) {
     if (!text(v, &s, &n)) /* cannot fail: v is not null */
       return NULL;
@@ -1757,10 +2438,20 @@ json_t *
 mapping_eval(const struct mapping *mapping, const json_t *source, char *err,
              size_t errlen)
 {
+  return mapping_eval_taken(mapping, source, NULL, NULL, NULL, err, errlen);
+}
+
+json_t *
+mapping_eval_taken(const struct mapping *mapping, const json_t *source,
+                   mapping_taken_fn taken, void *arg, int *exhausted,
+                   char *err, size_t errlen)
+{
   union first_block first;
   struct eval e;
   json_t *result = NULL, *obj;
 
+  if (exhausted != NULL)
+    *exhausted = 0;
   if (mapping == NULL || !json_is_object(source)) {
     text_set_err(err, errlen, "mapping_eval: %s",
                  mapping == NULL ? "no mapping"
@@ -1771,6 +2462,9 @@ mapping_eval(const struct mapping *mapping, const json_t *source, char *err,
   e.err = err;
   e.errlen = errlen;
   e.target = "";
+  e.taken = taken;
+  e.taken_arg = arg;
+  e.exhausted = 0;
   arena_init(&e.arena, &first);
   obj = json_object();
   if (obj == NULL) {
@@ -1783,8 +2477,11 @@ mapping_eval(const struct mapping *mapping, const json_t *source, char *err,
     json_t *j;
 
     e.target = r->target;
-    if (eval_node(&e, r->expr, &v) != 0)
+    if (eval_node(&e, r->expr, &v) != 0) {
+      if (exhausted != NULL)
+        *exhausted = e.exhausted;
       goto out;
+    }
     if (v.t != V_NULL) {
       j = to_json(&e, &v, r->is_array);
       if (j == NULL)

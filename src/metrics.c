@@ -301,6 +301,9 @@ static const struct link_gauge link_gauges[] = {
      offsetof(struct metrics_link, refused)},
     {"galbridge_link_deletes_held", "Deletes waiting for approval.",
      offsetof(struct metrics_link, deletes_held)},
+    {"galbridge_link_creates_held",
+     "Creates waiting for approval (more than max_creates in one round).",
+     offsetof(struct metrics_link, creates_held)},
 };
 
 static void

@@ -16,6 +16,7 @@
  */
 #include "planner.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -84,6 +85,36 @@ planner_default_scope(const struct planner_link *pl, const char *source_id,
   return scope_default_match(attrs, why);
 }
 
+int
+planner_deletes_over(const struct config_link *link, unsigned long deletes,
+                     long long copies)
+{
+  if (deletes > (unsigned long)link->max_deletes)
+    return 1;
+  /* Integers only: deletes / copies > share / 100. A round that would
+   * delete more copies than the link has (copies counted before it) is
+   * over any share. */
+  return deletes > CONFIG_DELETE_SHARE_FLOOR && link->max_delete_share < 100 &&
+         (copies <= 0 || (unsigned long long)deletes * 100 >
+                             (unsigned long long)copies *
+                                 (unsigned long long)link->max_delete_share);
+}
+
+int
+planner_excluded(const struct planner_link *pl, const char *source_id,
+                 const char **why)
+{
+  const char *reason =
+      pl->excluded != NULL
+          ? json_string_value(json_object_get(pl->excluded, source_id))
+          : NULL;
+
+  if (reason == NULL)
+    return 0;
+  *why = reason;
+  return 1;
+}
+
 static int
 in_scope(const struct planner_link *pl, const struct store_plan_row *row,
          const json_t *attrs, const char **why)
@@ -94,6 +125,8 @@ in_scope(const struct planner_link *pl, const struct store_plan_row *row,
     return 0;
   }
   if (!planner_default_scope(pl, row->source_id, attrs, why))
+    return 0;
+  if (planner_excluded(pl, row->source_id, why))
     return 0;
   if (pl->members != NULL &&
       json_object_get(pl->members, row->source_id) == NULL) {
@@ -468,6 +501,125 @@ ready_to_move(const struct planner_link *pl, const struct store_plan_row *row,
   return 0;
 }
 
+/* SelectUniqueValue()'s question for one object: its own copy (when it
+ * has one) never counts as taking a value. */
+struct own_copy {
+  const struct planner_link *pl;
+  const char *target_id; /* NULL: no copy yet */
+};
+
+static int
+own_taken(void *arg, const char *attr, const char *value)
+{
+  const struct own_copy *oc = arg;
+  return oc->pl->taken(oc->pl->taken_arg, oc->target_id, attr, value);
+}
+
+/* The mapping's values for the object, or NULL: an error of the
+ * planner's own (err), or, every SelectUniqueValue() candidate being
+ * taken, a FAIL decision in out (*failed set) with the reason. */
+static json_t *
+map_object(const struct planner_link *pl, const struct store_plan_row *row,
+           const json_t *attrs, int gone, struct planner_decision *out,
+           int *failed, char *err, size_t errlen)
+{
+  struct own_copy oc = {pl,
+                        row->state != NULL && !gone ? row->target_id : NULL};
+  int exhausted = 0;
+  json_t *desired, *h;
+
+  *failed = 0;
+  desired = mapping_eval_taken(pl->mapping, attrs,
+                               pl->taken != NULL ? own_taken : NULL, &oc,
+                               &exhausted, err, errlen);
+  if (desired != NULL || !exhausted)
+    return desired;
+  out->reason = strdup(err);
+  if (out->reason == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  out->kind = PLANNER_FAIL;
+  h = json_string(out->reason);
+  planner_hash(h, out->hash);
+  json_decref(h);
+  *failed = 1;
+  return NULL;
+}
+
+const char *
+planner_manager_attr(const struct config_link *link)
+{
+  return link->object == CONFIG_OBJECT_GUEST ? "manager" : "Manager";
+}
+
+int
+planner_manager(const struct planner_link *pl,
+                const struct store_plan_row *row, const char **target,
+                const char **why)
+{
+  struct store_plan_row mrow = {.removed = STORE_PRESENT};
+  json_t *mattrs;
+  int in;
+
+  *target = NULL;
+  *why = NULL;
+  if (row->manager_id == NULL) {
+    *why = "no manager, or one that is no user of the source";
+    return 0;
+  }
+  if (strcmp(row->manager_id, row->source_id) == 0) {
+    *why = "its own manager";
+    return 0;
+  }
+  mattrs = json_loads(row->manager_attrs ? row->manager_attrs : "", 0, NULL);
+  if (!json_is_object(mattrs)) {
+    json_decref(mattrs);
+    *why = "the manager's stored attributes are not JSON";
+    return 0;
+  }
+  mrow.source_id = row->manager_id;
+  mrow.attrs = row->manager_attrs;
+  in = in_scope(pl, &mrow, mattrs, why);
+  json_decref(mattrs);
+  if (!in)
+    return 0;
+  if (row->manager_target == NULL) {
+    *why = "the manager has no copy of this link (yet)";
+    return 0;
+  }
+  *target = row->manager_target;
+  return 1;
+}
+
+/* Whether the manager must be written although the hash did not change:
+ * a guest link's target read shows another manager on the copy than the
+ * one wanted (set or cleared by hand). Only guests: the target read is
+ * Graph's, in Graph's ids; contacts are read from Exchange without it. */
+static int
+manager_needed(const struct planner_link *pl, const struct store_plan_row *row,
+               const json_t *desired)
+{
+  const char *want, *has;
+  json_t *target;
+  int differs;
+
+  if (!pl->link->manager || pl->link->object != CONFIG_OBJECT_GUEST ||
+      row->target_attrs == NULL)
+    return 0;
+  target = json_loads(row->target_attrs, 0, NULL);
+  if (!json_is_object(target)) {
+    json_decref(target);
+    return 0;
+  }
+  want = json_string_value(json_object_get(desired, "manager"));
+  has = json_string_value(json_object_get(target, "manager"));
+  differs = (want == NULL) != (has == NULL) ||
+            (want != NULL && strcasecmp(want, has) != 0);
+  json_decref(target);
+  return differs;
+}
+
 int
 planner_decide(const struct planner_link *pl, const char *source_tenant,
                const struct store_plan_row *row, struct planner_decision *out,
@@ -478,7 +630,7 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
   json_t *attrs = NULL, *applied = NULL, *desired = NULL, *refused = NULL;
   const char *why = NULL;
   char *plain = NULL, *stamp = NULL;
-  int result = -1, gone = 0;
+  int result = -1, gone = 0, failed = 0;
 
   memset(out, 0, sizeof(*out));
   if (row->bad != NULL) {
@@ -543,9 +695,25 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
      * again, as if it had never been. */
     gone = 1;
   }
-  desired = mapping_eval(pl->mapping, attrs, err, errlen);
-  if (desired == NULL)
+  desired = map_object(pl, row, attrs, gone, out, &failed, err, errlen);
+  if (desired == NULL) {
+    result = failed ? 0 : -1;
     goto out;
+  }
+  /* The manager is a reference to another copy: sent by an update only
+   * (a copy being made or restored gets it in the next round, once it
+   * exists; the store asks for that decision). The mapping cannot set
+   * it: only the link's own copy of the manager is ever written. */
+  json_object_del(desired, planner_manager_attr(link));
+  if (link->manager && is_live(row->state) && !gone) {
+    const char *mgr, *mwhy;
+    if (planner_manager(pl, row, &mgr, &mwhy) &&
+        json_object_set_new(desired, planner_manager_attr(link),
+                            json_string(mgr)) != 0) {
+      snprintf(err, errlen, "out of memory");
+      goto out;
+    }
+  }
   plain = anchor_plain(source_tenant, row->source_id);
   if (plain == NULL ||
       json_object_set_new(desired, anchor_attr, json_string(plain)) != 0) {
@@ -599,7 +767,9 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
                  (strcmp(row->state, "recovered") == 0 &&
                   link->object == CONFIG_OBJECT_GUEST);
     int need_anchor = anchor_needed(pl, row, applied, stamp);
-    if (!revive && !need_anchor && row->hash != NULL &&
+    int need_manager = manager_needed(pl, row, desired);
+    json_t *mgr = json_object_get(desired, planner_manager_attr(link));
+    if (!revive && !need_anchor && !need_manager && row->hash != NULL &&
         strcmp(row->hash, out->hash) == 0) {
       /* Left as it is; what it stands for still counts (claims). */
       out->kind = PLANNER_NONE;
@@ -616,7 +786,10 @@ planner_decide(const struct planner_link *pl, const char *source_tenant,
         (enable && json_object_set_new(out->payload, "accountEnabled",
                                        json_true()) != 0) ||
         (revive && json_object_set_new(out->payload, "showInAddressList",
-                                       json_true()) != 0)) {
+                                       json_true()) != 0) ||
+        (need_manager &&
+         json_object_set_new(out->payload, planner_manager_attr(link),
+                             mgr ? json_incref(mgr) : json_null()) != 0)) {
       snprintf(err, errlen, "out of memory");
       goto out;
     }
@@ -687,6 +860,7 @@ struct round {
   char *last_id;      /* the chunk's last source id */
   size_t rows;        /* rows of the chunk */
   long long held_met; /* rows whose op was a held delete */
+  int hold_creates;   /* creates are written held (max_creates guard) */
   struct planner_stats *stats;
   planner_emit_fn emit;
   void *ctx;
@@ -1174,7 +1348,8 @@ on_row(void *ctx, const struct store_plan_row *row)
   free(r->last_id);
   r->last_id = last;
   r->rows++;
-  if (r->pass == 1 && row->op_id != 0 && row->op_state == STORE_OP_HELD)
+  if (r->pass == 1 && row->op_id != 0 && row->op_state == STORE_OP_HELD &&
+      is_delete_kind((enum planner_kind)row->op_kind))
     r->held_met++;
 
   if (planner_decide(r->pl, r->source_tenant, row, &p.d, err, sizeof(err)) !=
@@ -1328,14 +1503,16 @@ write_ops(struct round *r, struct planned *items, size_t n, int hold)
                   : strdup("{}");
     rc = (payload == NULL || desired == NULL)
              ? -1
-             : store_op_put(r->store, link, p->source_id,
-                            (enum store_op_kind)p->d.kind, payload, desired,
-                            p->d.hash,
-                            fail                     ? STORE_OP_FAILED
-                            : (p->is_delete && hold) ? STORE_OP_HELD
-                                                     : STORE_OP_PENDING,
-                            p->target_id, fail ? p->d.reason : NULL,
-                            fail ? now + FAIL_RETRY : 0, now);
+             : store_op_put(
+                   r->store, link, p->source_id, (enum store_op_kind)p->d.kind,
+                   payload, desired, p->d.hash,
+                   fail ? STORE_OP_FAILED
+                   : (p->is_delete && hold) ||
+                           (p->d.kind == PLANNER_CREATE && r->hold_creates)
+                       ? STORE_OP_HELD
+                       : STORE_OP_PENDING,
+                   p->target_id, fail ? p->d.reason : NULL,
+                   fail ? now + FAIL_RETRY : 0, now);
     free(payload);
     free(desired);
     if (rc != 0)
@@ -1434,8 +1611,21 @@ planner_plan_key(const struct planner_link *pl, char out[17])
       json_object_set_new(key, "members", json_string(members)) ||
       json_object_set_new(key, "anchor", json_string(l->anchor)) ||
       json_object_set_new(key, "on_delete", json_integer(l->on_delete)) ||
+      json_object_set_new(key, "manager", json_integer(l->manager)) ||
       json_object_set(key, "mapping", map) != 0)
     goto out;
+  /* Only for links with exclude groups: every other link keeps its key
+   * (a key that changes weighs every object again). */
+  if (pl->excluded != NULL || l->exclude_group != NULL) {
+    char excluded[17] = "";
+    if (pl->excluded != NULL)
+      planner_hash(pl->excluded, excluded);
+    if (json_object_set_new(key, "exclude",
+                            l->exclude_group ? json_string(l->exclude_group)
+                                             : json_null()) != 0 ||
+        json_object_set_new(key, "excluded", json_string(excluded)) != 0)
+      goto out;
+  }
   /* Only for migration links: every other link keeps its key. */
   if (l->migration &&
       (json_object_set_new(key, "migration",
@@ -1506,6 +1696,62 @@ out:
   return result;
 }
 
+/* Whether target object `id` found under a key is another's: not this
+ * person's copy. */
+static int
+found_other(void *ctx, const char *id, const char *value)
+{
+  const char *own = ctx;
+
+  (void)value;
+  return own == NULL || strcmp(id, own) != 0; /* non-zero: stop, taken */
+}
+
+/* Whether target object `id` found under a key is this person's copy. */
+static int
+found_own(void *ctx, const char *id, const char *value)
+{
+  (void)value;
+  return strcmp(id, (const char *)ctx) == 0; /* non-zero: stop, found */
+}
+
+/* SelectUniqueValue()'s answer in a round: `value` of `attr` is taken
+ * when the target objects the store holds (the target's own read) have
+ * it as an address ("addr:" keys: mail, userPrincipalName and SMTP proxy
+ * addresses) on an object other than `own`; held by `own` alone, it is
+ * the value the copy was given (MAPPING_TAKEN_OWN, kept). Alias and Name
+ * are not kept by the store: never taken here, so the first candidate
+ * goes and the target's own check refuses a duplicate (that object's
+ * write fails). */
+static int
+round_taken(void *arg, const char *own, const char *attr, const char *value)
+{
+  struct round *r = arg;
+  char *key;
+  int rc = 0;
+
+  if (strcmp(attr, "Alias") == 0 || strcmp(attr, "Name") == 0)
+    return 0;
+  if (asprintf(&key, "addr:%s", value) < 0)
+    return -1;
+  for (char *c = key; *c != '\0'; c++)
+    *c = (char)tolower((unsigned char)*c);
+  rc = store_object_lookup(r->store, r->target, key, found_other, (void *)own);
+  if (rc == 0 && strcmp(r->observed, r->target) != 0)
+    rc = store_object_lookup(r->store, r->observed, key, found_other,
+                             (void *)own);
+  if (rc == 0 && own != NULL) {
+    rc = store_object_lookup(r->store, r->target, key, found_own, (void *)own);
+    if (rc == 0 && strcmp(r->observed, r->target) != 0)
+      rc = store_object_lookup(r->store, r->observed, key, found_own,
+                               (void *)own);
+    free(key);
+    return rc < 0 ? -1 : rc != 0 ? MAPPING_TAKEN_OWN : 0;
+  }
+  free(key);
+  return rc < 0 ? -1 : rc != 0;
+}
+
 /* Passes of objects woken by a change of claims, at most this many. */
 #define AGAIN_MAX 3
 
@@ -1513,9 +1759,9 @@ int
 planner_plan(struct store *store, const struct planner_link *pl, int all,
              planner_emit_fn emit, void *ctx, struct planner_stats *stats)
 {
-  struct planner_link quiet = *pl;
+  struct planner_link with = *pl, quiet;
   struct round r = {.store = store,
-                    .pl = pl,
+                    .pl = &with,
                     .source_tenant = config_link_source_key(pl->link),
                     .target = pl->link->target->tenant_id,
                     .kind = config_object_name(pl->link->object),
@@ -1526,15 +1772,31 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
   const char *link = pl->link->name;
   char key[17], *old_key = NULL;
   long long since = -1, planned = 0, now_seq = 0, held = 0;
+  long long creates_held = 0;
+  struct store_link_counts counts;
   unsigned long new_deletes;
-  int hold, in_tx = 0, result = -1;
+  int hold, hold_creates = 0, in_tx = 0, result = -1;
 
   memset(stats, 0, sizeof(*stats));
+  if (with.taken == NULL) { /* SelectUniqueValue() asks the target read */
+    with.taken = round_taken;
+    with.taken_arg = &r;
+  }
+  pl = &with;
+  quiet = with;
   planner_observed_tenant(pl->link, r.observed, sizeof(r.observed));
   r.counted = json_object();
   if (r.counted == NULL || planner_plan_key(pl, key) != 0 ||
-      store_seq_now(store, &now_seq) != 0)
+      store_seq_now(store, &now_seq) != 0 ||
+      store_link_counts(store, link, &counts) != 0)
     goto out;
+  /* The create burst guard: every create of the round is written held,
+   * and all are released at the end when they are few enough. Not while
+   * a link is filled: no copies yet (its first round is all creates, and
+   * `galbridge plan` shows it beforehand), or a round run while a full
+   * read streams in, which a first fill of a large tenant is made of;
+   * nor for one person's plan (no burst). */
+  r.hold_creates = pl->only == NULL && !pl->filling && counts.objects > 0;
   /* A round weighs the objects changed since the last one, unless what
    * decides them changed; galbridge plan weighs every one. */
   if (store_plan_mark_get(store, link, &old_key, &planned) != 0)
@@ -1591,13 +1853,25 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
   if (store_link_count_held(store, link, &held) != 0)
     goto out;
   held = held > r.held_met ? held - r.held_met : 0;
-  hold =
-      new_deletes + (unsigned long)held > (unsigned long)pl->link->max_deletes;
+  hold = planner_deletes_over(pl->link, new_deletes + (unsigned long)held,
+                              counts.objects);
   if (hold)
-    log_error("deletes held link=%s planned=%lu max_deletes=%ld: "
+    log_error("deletes held link=%s planned=%lu max_deletes=%ld "
+              "copies=%lld max_delete_share=%ld%%: "
               "run 'galbridge approve-deletes %s' to let them through",
               link, new_deletes + (unsigned long)held, pl->link->max_deletes,
-              link);
+              counts.objects, pl->link->max_delete_share, link);
+  /* This round's creates, with those still held from earlier rounds:
+   * over max_creates they all stay held, else they all go. */
+  if (r.hold_creates &&
+      store_link_held_creates(store, link, &creates_held) != 0)
+    goto out;
+  hold_creates =
+      r.hold_creates && creates_held > (long long)pl->link->max_creates;
+  if (hold_creates)
+    log_error("creates held link=%s planned=%lld max_creates=%ld: "
+              "run 'galbridge approve-creates %s' to let them through",
+              link, creates_held, pl->link->max_creates, link);
   /* One person's plan neither releases the others' held deletes nor
    * moves the plan mark: the link's next round weighs what it would
    * have weighed. */
@@ -1605,6 +1879,8 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
       write_ops(&r, r.dels, r.n_dels, hold) != 0 ||
       (pl->only == NULL && !hold && held > 0 &&
        store_link_approve(store, link, NULL) != 0) ||
+      (r.hold_creates && !hold_creates && creates_held > 0 &&
+       store_link_approve_creates(store, link, NULL) != 0) ||
       (pl->only == NULL &&
        store_plan_mark_set(store, link, key, now_seq) != 0) ||
       store_link_count_held(store, link, &held) != 0 ||
@@ -1612,6 +1888,7 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
     goto out;
   in_tx = 0;
   stats->held = (unsigned long)held;
+  stats->creates_held = hold_creates ? (unsigned long)creates_held : 0;
   result = 0;
 
 out:

@@ -62,7 +62,7 @@ struct reader {
    * delta link in the store, never mixed with the users'). */
   int groups;
   char key[CONFIG_SOURCE_KEY_MAX];
-  const char *select; /* GRAPH_USER_SELECT or GRAPH_GROUP_SELECT */
+  const char *select; /* GRAPH_DELTA_SELECT or GRAPH_GROUP_SELECT */
   const char *what;   /* "users" or "groups", for messages */
   char *user_id;      /* reader_user: the id of the user read, or NULL */
   int single;         /* this round reads one user (reader_user) */
@@ -123,7 +123,7 @@ reader_new(struct store *store, struct graph *graph,
   reader->graph = graph;
   reader->tenant = tenant;
   snprintf(reader->key, sizeof(reader->key), "%s", tenant->tenant_id);
-  reader->select = GRAPH_USER_SELECT;
+  reader->select = GRAPH_DELTA_SELECT;
   reader->what = "users";
   return reader;
 }
@@ -354,7 +354,9 @@ out:
 /* Merge one item (delta, or a user read on its own: `replace`, the
  * whole object) into the store, inside the caller's transaction. An item
  * holding a value galbridge cannot take is refused alone: the object
- * keeps what it had (store_source_bad). */
+ * keeps what it had (store_source_bad). `replace` 2 is a user read alone
+ * (reader_user), which does not read the manager: the stored one stays
+ * (only users/delta says when it changes). */
 static int
 store_item(struct reader *reader, const json_t *item, int replace, char *err,
            size_t errlen)
@@ -391,6 +393,9 @@ store_item(struct reader *reader, const json_t *item, int replace, char *err,
     old = json_loads(old_text, 0, NULL);
   merged = graph_delta_merge(old, item, replace, &removed);
   if (merged == NULL)
+    goto out;
+  if (replace == 2 && json_object_get(old, "manager") != NULL &&
+      json_object_set(merged, "manager", json_object_get(old, "manager")) != 0)
     goto out;
   new_text = json_dumps(merged, JSON_COMPACT | JSON_SORT_KEYS);
   if (new_text == NULL)
@@ -746,7 +751,7 @@ on_user(void *ctx, const struct graph_response *resp)
          reader->tenant->name);
     return;
   }
-  if (store_item(reader, resp->body, 1, err, sizeof(err)) != 0 ||
+  if (store_item(reader, resp->body, 2, err, sizeof(err)) != 0 ||
       store_commit(reader->store) != 0) {
     store_rollback(reader->store);
     fail(reader, 0, "source %s: %s", reader->tenant->name, err);

@@ -99,6 +99,23 @@ out:
   return result;
 }
 
+/* photos = yes: how many copies carry a photo galbridge wrote, and how
+ * many failed their last check (the reasons are in the log and in
+ * `explain`). */
+static int
+photo_counts(const struct config_link *link, struct store *store,
+             json_t *entry)
+{
+  long long written, failed;
+
+  if (store_photo_counts(store, link->name, &written, &failed) != 0)
+    return -1;
+  return json_object_set_new(entry, "photos",
+                             json_pack("{s:I, s:I}", "written",
+                                       (json_int_t)written, "failed",
+                                       (json_int_t)failed));
+}
+
 /* One link's status: a new object, or NULL when the store cannot be read
  * or memory is short (never a part of it). */
 static json_t *
@@ -140,6 +157,11 @@ link_status(const struct config_link *link, struct store *store)
       "pending", (json_int_t)c.pending, "failed", (json_int_t)c.failed,
       "deletes_held", (json_int_t)c.deletes_held, "last_success",
       time_or_null(c.last_success));
+  /* Added after the contract's fields, in the same form. */
+  if (entry != NULL &&
+      json_object_set_new(entry, "creates_held",
+                          json_integer((json_int_t)c.creates_held)) != 0)
+    goto out;
   /* refused: of the failed, people not synced for a conflict or a
    * value. */
   if (entry == NULL || json_object_set(entry, "failures", failures) != 0 ||
@@ -149,6 +171,8 @@ link_status(const struct config_link *link, struct store *store)
     goto out;
   if (link->object == CONFIG_OBJECT_GUEST && link->target->exchange &&
       guests_not_visible(link, store, entry) != 0)
+    goto out;
+  if (link->photos && photo_counts(link, store, entry) != 0)
     goto out;
   result = entry;
   entry = NULL;
@@ -313,10 +337,24 @@ status_text(const struct config *cfg, const json_t *root, int missing,
                 json_string_value(json_object_get(g, "source_id")));
       }
     }
+    if (json_is_object(json_object_get(v, "photos"))) {
+      const json_t *ph = json_object_get(v, "photos");
+      fprintf(fp,
+              "  photos: %lld copies carry a photo galbridge wrote, %lld "
+              "failed their last check\n",
+              json_integer_value(json_object_get(ph, "written")),
+              json_integer_value(json_object_get(ph, "failed")));
+    }
     if (json_integer_value(json_object_get(v, "deletes_held")) > 0)
       fprintf(fp,
               "  deletes held: run 'galbridge approve-deletes %s' to let "
               "them through\n",
+              json_string_value(json_object_get(v, "name")));
+    if (json_integer_value(json_object_get(v, "creates_held")) > 0)
+      fprintf(fp,
+              "  %lld creates held (over max_creates): run 'galbridge "
+              "approve-creates %s' to let them through\n",
+              json_integer_value(json_object_get(v, "creates_held")),
               json_string_value(json_object_get(v, "name")));
   }
 }
@@ -580,7 +618,10 @@ report_plan_done(void *ctx, const struct config_link *link,
                                       "proven", (json_int_t)rec->proven,
                                       "gone", (json_int_t)rec->taken_up,
                                       "unproven",
-                                      (json_int_t)rec->unproven)) != 0)
+                                      (json_int_t)rec->unproven)) != 0 ||
+        json_object_set_new(json_object_get(rp->current, "totals"),
+                            "creates_held",
+                            json_integer((json_int_t)st->creates_held)) != 0)
       rp->failed = 1;
     return;
   }
@@ -606,6 +647,11 @@ report_plan_done(void *ctx, const struct config_link *link,
           st->creates, st->updates, st->deletes, st->held, st->restores,
           st->adopts, st->fails, st->unchanged, st->out_of_scope, st->waiting,
           st->failed_kept);
+  if (st->creates_held > 0)
+    fprintf(rp->fp,
+            "  creates held: %lu, over max_creates (%ld) in one round; "
+            "'galbridge approve-creates %s' lets them through\n",
+            st->creates_held, link->max_creates, link->name);
 }
 
 int
@@ -787,6 +833,12 @@ report_user_end(struct report_user *ru)
             "or at once after 'galbridge resync %s'): %s\n",
             store_op_kind_name(ur.kind), ru->link->name,
             ur.error ? ur.error : "");
+  else if (ur.op_id != 0 && ur.state == STORE_OP_HELD &&
+           ur.kind == STORE_OP_CREATE)
+    fprintf(fp,
+            "  result   create held: over max_creates ('galbridge "
+            "approve-creates %s' lets it through)\n",
+            ru->link->name);
   else if (ur.op_id != 0 && ur.state == STORE_OP_HELD)
     fprintf(fp,
             "  result   delete held: over max_deletes ('galbridge "

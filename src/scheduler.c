@@ -28,6 +28,7 @@
 #include "mapping.h"
 #include "migration.h"
 #include "metrics.h"
+#include "photo.h"
 #include "reader.h"
 #include "scope.h"
 
@@ -72,7 +73,9 @@ struct lrun {
   struct tctx *target;
   struct executor *executor;
   enum lrun_state state;
-  json_t *members;
+  json_t *members;  /* the scope groups' members (their union), or NULL */
+  json_t *excluded; /* member id → "member of exclude_group G", or NULL */
+  size_t group_at;  /* the group being read: scope groups, then excluded */
   int pass;
   int rounds;
   int failed;       /* this round could not be planned or run */
@@ -99,6 +102,7 @@ struct lrun {
   char *initial;
   time_t domains_at;
   time_t mailboxes_at;
+  struct photo_pass *photos; /* its photo checks in flight, or NULL */
 };
 
 struct scheduler {
@@ -440,6 +444,9 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
     lr->target = tctx_add(s, link->target, err, errlen);
     if (lr->target == NULL)
       goto fail;
+    /* Photo checks read the source 20 to a $batch (without, one by one). */
+    if (link->photos && graph_batch_enable(src->tc->graph, loop) != 0)
+      log_warning("photo checks go one by one link=%s", link->name);
     if ((link->object != CONFIG_OBJECT_GUEST || link->target->exchange) &&
         lr->target->exo == NULL) {
       lr->target->exo = exo_new(loop, s->http, lr->target->auth, link->target,
@@ -538,6 +545,8 @@ lrun_end_partial(struct lrun *lr)
   lr->state = LRUN_IDLE;
   json_decref(lr->members);
   lr->members = NULL;
+  json_decref(lr->excluded);
+  lr->excluded = NULL;
   log_info("link partial round done link=%s created=%lu adopted=%lu "
            "updated=%lu deleted=%lu restored=%lu failed=%lu pending=%d "
            "duration=%.2fs (its source is still being read)",
@@ -612,6 +621,8 @@ lrun_end(struct lrun *lr)
   budget_save(s);
   json_decref(lr->members);
   lr->members = NULL;
+  json_decref(lr->excluded);
+  lr->excluded = NULL;
   lr->last_round_seconds = (double)(uv_hrtime() - lr->started) / 1e9;
   if (s->opts.mode != SCHEDULER_PLAN && s->stopping) {
     left = ops_left(lr);
@@ -750,13 +761,15 @@ on_vis(void *ctx, const struct exo_response *resp)
     vis_done(lr);
 }
 
+static void lrun_photos(struct lrun *lr);
+
 static void
 vis_done(struct lrun *lr)
 {
   if (lr->vis_fixed > 0)
     log_info("guests made visible on the Exchange side link=%s count=%lu",
              lr->link->name, lr->vis_fixed);
-  lrun_end(lr);
+  lrun_photos(lr);
 }
 
 static void
@@ -772,7 +785,7 @@ visibility_pass(struct lrun *lr)
                        &n) != 0 ||
       n == 0) {
     store_pairs_free(pairs, n);
-    lrun_end(lr);
+    lrun_photos(lr);
     return;
   }
   lr->vis_fixed = 0;
@@ -799,6 +812,37 @@ visibility_pass(struct lrun *lr)
   store_pairs_free(pairs, n);
   if (--lr->vis_pending == 0)
     vis_done(lr);
+}
+
+/* --- profile photos (photos = yes) ---
+ *
+ * After a link's writes, the copies whose photo check is due (photo.h):
+ * not in a dry run, not for one person (sync --user), not once a stop
+ * came. A photo that fails does not fail the round: it is logged and
+ * tried again later, and `status` shows it. */
+
+static void
+on_photos(void *ctx, const struct photo_stats *stats)
+{
+  struct lrun *lr = ctx;
+
+  (void)stats;
+  lr->photos = NULL;
+  lrun_end(lr);
+}
+
+static void
+lrun_photos(struct lrun *lr)
+{
+  if (!lr->link->photos || lr->s->stopping ||
+      lr->s->opts.mode == SCHEDULER_PLAN || lr->s->opts.only_user != NULL ||
+      lr->photos != NULL ||
+      photo_pass_start(lr->s->store, lr->source->tc->graph, lr->target->graph,
+                       lr->link, lr->s->key, time(NULL), on_photos, lr,
+                       &lr->photos) != 0) {
+    lrun_end(lr);
+    return;
+  }
 }
 
 static void
@@ -1059,6 +1103,8 @@ lrun_plan(struct lrun *lr)
                             .mapping = lr->mapping,
                             .filter = lr->filter,
                             .members = lr->members,
+                            .excluded = lr->excluded,
+                            .filling = lr->partial,
                             .key = s->key,
                             .migration =
                                 lr->initial != NULL ? &lr->mig : NULL};
@@ -1556,27 +1602,109 @@ lrun_migration(struct lrun *lr)
     on_domains(lr, -1, NULL, NULL, "cannot ask for them");
 }
 
+/* The groups of a round are read one after the other: the scope groups
+ * (lrun.members, the union of their members) then the exclude groups
+ * (lrun.excluded, each member with the first group that excludes it).
+ * Any group that cannot be read leaves the link unplanned this round, an
+ * exclude group as much as a scope group: taking an unreadable exclude
+ * group as empty would create, or keep, a copy of every person it is
+ * there to keep out (a Graph outage must not publish the people an admin
+ * excluded). */
+static void lrun_next_group(struct lrun *lr);
+
+static int
+group_of(const struct lrun *lr, size_t at, char out[CONFIG_GUID_LEN + 1],
+         int *exclude)
+{
+  size_t n_scope = config_guids_count(lr->link->scope_group);
+
+  *exclude = at >= n_scope;
+  return config_guid_at(*exclude ? lr->link->exclude_group
+                                 : lr->link->scope_group,
+                        *exclude ? at - n_scope : at, out) != NULL;
+}
+
+/* Add `members` (borrowed) of exclude group `group` to lr->excluded. */
+static int
+add_excluded(struct lrun *lr, const char *group, const json_t *members)
+{
+  const char *id;
+  json_t *v;
+  char why[64];
+
+  snprintf(why, sizeof(why), "member of exclude_group %s", group);
+  if (lr->excluded == NULL && (lr->excluded = json_object()) == NULL)
+    return -1;
+  json_object_foreach((json_t *)members, id, v)
+  {
+    if (json_object_get(lr->excluded, id) == NULL &&
+        json_object_set_new(lr->excluded, id, json_string(why)) != 0)
+      return -1;
+  }
+  return 0;
+}
+
 static void
 on_members(void *ctx, const struct graph_response *resp, const json_t *members)
 {
   struct lrun *lr = ctx;
+  char group[CONFIG_GUID_LEN + 1] = "";
+  int exclude = 0, rc;
 
+  (void)group_of(lr, lr->group_at, group, &exclude);
   if (members == NULL) {
-    log_error("cannot read scope_group members, link not planned link=%s "
+    log_error("cannot read %s members, link not planned link=%s "
               "group=%s error=\"%s\"",
-              lr->link->name, lr->link->scope_group, resp->errmsg);
+              exclude ? "exclude_group" : "scope_group", lr->link->name, group,
+              resp->errmsg);
     lr->failed = 1;
     lrun_end(lr);
     return;
   }
-  lr->members = json_incref((json_t *)members);
-  log_debug("scope_group members link=%s count=%zu", lr->link->name,
+  if (exclude)
+    rc = add_excluded(lr, group, members);
+  else if (lr->members == NULL)
+    rc = (lr->members = json_copy((json_t *)members)) == NULL ? -1 : 0;
+  else
+    rc = json_object_update(lr->members, (json_t *)members);
+  if (rc != 0) {
+    log_error("out of memory reading group members, link not planned "
+              "link=%s group=%s",
+              lr->link->name, group);
+    lr->failed = 1;
+    lrun_end(lr);
+    return;
+  }
+  log_debug("%s members link=%s group=%s count=%zu",
+            exclude ? "exclude_group" : "scope_group", lr->link->name, group,
             json_object_size(members));
   if (lr->s->stopping) {
     lrun_end(lr);
     return;
   }
-  lrun_migration(lr);
+  lr->group_at++;
+  lrun_next_group(lr);
+}
+
+static void
+lrun_next_group(struct lrun *lr)
+{
+  char group[CONFIG_GUID_LEN + 1];
+  int exclude;
+
+  if (!group_of(lr, lr->group_at, group, &exclude)) {
+    lr->state = LRUN_EXECUTING;
+    lrun_migration(lr);
+    return;
+  }
+  lr->state = LRUN_MEMBERS;
+  if (graph_group_members(lr->source->tc->graph, group, on_members, lr) != 0) {
+    log_error("cannot ask %s members link=%s group=%s",
+              exclude ? "exclude_group" : "scope_group", lr->link->name,
+              group);
+    lr->failed = 1;
+    lrun_end(lr);
+  }
 }
 
 /* Ops that failed for good and whose next try has come go back to
@@ -1610,18 +1738,8 @@ lrun_start(struct lrun *lr)
   lr->failed = 0;
   lr->transient = 0;
   lr->pass = 0;
-  if (lr->link->scope_group != NULL) {
-    lr->state = LRUN_MEMBERS;
-    if (graph_group_members(lr->source->tc->graph, lr->link->scope_group,
-                            on_members, lr) != 0) {
-      log_error("cannot ask scope_group members link=%s", lr->link->name);
-      lr->failed = 1;
-      lrun_end(lr);
-    }
-    return;
-  }
-  lr->state = LRUN_EXECUTING;
-  lrun_migration(lr);
+  lr->group_at = 0;
+  lrun_next_group(lr);
 }
 
 static void
@@ -1771,6 +1889,8 @@ scheduler_start(struct scheduler *s, void (*done)(void *ctx), void *ctx)
 void
 scheduler_stop(struct scheduler *s)
 {
+  int held;
+
   s->stopping = 1;
   for (size_t i = 0; i < s->n_sources; i++) {
     if (s->sources[i].timer_live)
@@ -1778,6 +1898,21 @@ scheduler_stop(struct scheduler *s)
   }
   for (size_t i = 0; i < s->n_lruns; i++)
     executor_stop(s->lruns[i].executor);
+  /* Photo checks are not waited for (a photo is up to 4 MB on a slow
+   * link): what they did is recorded, the rest is checked next time.
+   * `done` may free the scheduler (a reload): it waits for the loop's
+   * end, held back by `finished`. */
+  held = s->finished;
+  s->finished = 1;
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    struct lrun *lr = &s->lruns[i];
+    if (lr->photos != NULL) {
+      photo_pass_cancel(lr->photos);
+      lr->photos = NULL;
+      lrun_end(lr);
+    }
+  }
+  s->finished = held;
   maybe_finished(s);
 }
 
@@ -1857,9 +1992,9 @@ scheduler_status(const struct scheduler *s, char *buf, size_t len)
       }
       n = snprintf(buf + o, len - o,
                    "%s%s: last success %s, %lld pending, %lld failed, "
-                   "%lld deletes held",
+                   "%lld deletes held%s",
                    o ? "; " : "", lr->link->name, when, c.pending, c.failed,
-                   c.deletes_held);
+                   c.deletes_held, c.creates_held > 0 ? ", creates held" : "");
     }
     if (n < 0 || (size_t)n >= len - o)
       break;
@@ -1898,6 +2033,7 @@ scheduler_write_metrics(const struct scheduler *s, const char *path)
     m->failed = c.failed;
     m->refused = c.refused;
     m->deletes_held = c.deletes_held;
+    m->creates_held = c.creates_held;
     m->last_success = c.last_success;
     m->last_round_seconds = lr->last_round_seconds;
     m->rounds = (unsigned long long)lr->rounds;
@@ -2009,7 +2145,7 @@ scheduler_exit_code(const struct scheduler *s)
       continue;
     }
     failed |= c.failed > 0;
-    held |= c.deletes_held > 0;
+    held |= c.deletes_held > 0 || c.creates_held > 0;
   }
   return failed ? 1 : held ? 3 : 0;
 }
@@ -2040,6 +2176,11 @@ scheduler_free(struct scheduler *s)
     return;
   s->stopping = 1;
   s->finished = 1; /* no done callback from here on */
+  /* Photo checks answer nobody from here on (photo_pass_cancel). */
+  for (size_t i = 0; i < s->n_lruns; i++) {
+    photo_pass_cancel(s->lruns[i].photos);
+    s->lruns[i].photos = NULL;
+  }
   /* Graph clients first: cancelling their requests runs the readers' and
    * executors' callbacks while those still exist. */
   for (size_t i = 0; i < s->n_tctx; i++) {
@@ -2054,6 +2195,7 @@ scheduler_free(struct scheduler *s)
     scope_filter_free(lr->filter);
     executor_free(lr->executor);
     json_decref(lr->members);
+    json_decref(lr->excluded);
     json_decref(lr->accepted);
     free(lr->initial);
   }

@@ -9,8 +9,11 @@
  *   and     := unary ('and' unary)*
  *   unary   := 'not' unary | primary
  *   primary := '(' or ')'
- *            | ('startsWith' | 'endsWith') '(' path ',' STRING ')'
- *            | path ('eq' | 'ne') (STRING | INTEGER | true | false | null)
+ *            | ('startsWith' | 'endsWith' | 'contains')
+ *                '(' path ',' STRING ')'
+ *            | path ('eq' | 'ne') literal
+ *            | path 'in' '(' literal (',' literal)* ')'
+ *   literal := STRING | INTEGER | true | false | null
  *   path    := NAME ('/' NAME)*       NAME = [A-Za-z_][A-Za-z0-9_]*
  *
  * Invariants that keep bad input from hurting the daemon:
@@ -23,11 +26,19 @@
  *   leftmost one. Columns count characters (UTF-8 code points) from 1.
  * - Evaluation never fails: a missing attribute is null, a value of the
  *   wrong type simply does not match.
+ * - Evaluation is linear in the size of the attributes: `in` compares
+ *   each value with each literal of its list (both bounded by the text),
+ *   and contains() is a Knuth-Morris-Pratt search whose table is built
+ *   at parse time, so a huge value written into a source tenant costs
+ *   one pass, never length times length, and nothing is allocated.
  *
  * `ne` is exactly `not eq`, which gives the documented array rule (ne
  * holds when no element is equal) and makes `attr ne 'x'` true when attr
  * is absent, as in OData. Case folding is ASCII only: 'SALES' equals
  * 'sales', but 'É' does not equal 'é' (they are compared byte for byte).
+ * `path in (a, b)` is `path eq a or path eq b` (OData's in operator), so
+ * on an array it holds when any element equals any literal, and `not
+ * (path in (...))` holds when none does.
  */
 #include "scope.h"
 
@@ -46,7 +57,17 @@
 _Static_assert(sizeof(json_int_t) == sizeof(long long),
                "integer literals are parsed as long long");
 
-enum node_kind { N_OR, N_AND, N_NOT, N_EQ, N_NE, N_STARTS, N_ENDS };
+enum node_kind {
+  N_OR,
+  N_AND,
+  N_NOT,
+  N_EQ,
+  N_NE,
+  N_STARTS,
+  N_ENDS,
+  N_CONTAINS,
+  N_IN
+};
 
 enum lit_kind { L_STRING, L_INT, L_TRUE, L_FALSE, L_NULL };
 
@@ -63,7 +84,10 @@ struct node {
   size_t nkids;
   char **seg; /* comparisons and functions: the attribute path */
   size_t nseg;
-  struct literal lit; /* comparisons: right side; functions: the text */
+  struct literal lit;   /* comparisons: right side; functions: the text */
+  struct literal *lits; /* N_IN: the list, nlits >= 1 */
+  size_t nlits;
+  size_t *kmp; /* N_CONTAINS: the failure table of lit (lit.len entries) */
 };
 
 struct scope_filter {
@@ -109,6 +133,10 @@ node_free(struct node *node)
     free(node->seg[i]);
   free(node->seg);
   free(node->lit.str);
+  for (size_t i = 0; i < node->nlits; i++)
+    free(node->lits[i].str);
+  free(node->lits);
+  free(node->kmp);
   free(node);
 }
 
@@ -371,8 +399,8 @@ is_word(const struct parser *p, const char *word)
 static int
 is_keyword(const struct parser *p)
 {
-  static const char *const words[] = {"and", "or",   "not",   "eq",
-                                      "ne",  "true", "false", "null"};
+  static const char *const words[] = {"and",  "or",    "not",  "eq", "ne",
+                                      "true", "false", "null", "in"};
 
   for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
     if (is_word(p, words[i]))
@@ -443,12 +471,50 @@ shown_len(const struct parser *p)
 
 static struct node *parse_or(struct parser *p);
 
-/* startsWith(path, 'text') or endsWith(...); the current token is the
- * function's name, followed by '('. */
+static const char *
+function_name(enum node_kind kind)
+{
+  return kind == N_STARTS ? "startsWith"
+         : kind == N_ENDS ? "endsWith"
+                          : "contains";
+}
+
+/* ASCII lower case, as text_ci_equal folds. */
+static unsigned char
+fold(unsigned char c)
+{
+  return c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
+}
+
+/* contains(): the Knuth-Morris-Pratt failure table of the (case-folded)
+ * text, so that evaluation is one pass over the value. */
+static int
+kmp_table(struct node *node)
+{
+  const unsigned char *w = (const unsigned char *)node->lit.str;
+  size_t k = 0;
+
+  if (node->lit.len == 0)
+    return 0;
+  node->kmp = calloc(node->lit.len, sizeof(*node->kmp));
+  if (node->kmp == NULL)
+    return -1;
+  for (size_t i = 1; i < node->lit.len; i++) {
+    while (k > 0 && fold(w[i]) != fold(w[k]))
+      k = node->kmp[k - 1];
+    if (fold(w[i]) == fold(w[k]))
+      k++;
+    node->kmp[i] = k;
+  }
+  return 0;
+}
+
+/* startsWith(path, 'text'), endsWith(...) or contains(...); the current
+ * token is the function's name, followed by '('. */
 static struct node *
 parse_function(struct parser *p, enum node_kind kind)
 {
-  const char *name = kind == N_STARTS ? "startsWith" : "endsWith";
+  const char *name = function_name(kind);
   struct node *node = node_new(kind);
   size_t open;
   char what[96];
@@ -487,6 +553,10 @@ parse_function(struct parser *p, enum node_kind kind)
   node->lit.str = p->tok.str;
   node->lit.len = p->tok.slen;
   p->tok.str = NULL;
+  if (kind == N_CONTAINS && kmp_table(node) < 0) {
+    fail_oom(p);
+    goto out;
+  }
   if (advance(p) < 0)
     goto out;
   snprintf(what, sizeof(what), "')' after the arguments of %s", name);
@@ -498,7 +568,76 @@ out:
   return NULL;
 }
 
-/* path ('eq' | 'ne') literal; the current token is the path. */
+/* The current token as a literal into `lit` (a string is taken from
+ * the token). Returns 0, or -1 when it is not one (nothing recorded). */
+static int
+take_literal(struct parser *p, struct literal *lit)
+{
+  if (p->tok.kind == T_STRING) {
+    lit->kind = L_STRING;
+    lit->str = p->tok.str;
+    lit->len = p->tok.slen;
+    p->tok.str = NULL;
+  } else if (p->tok.kind == T_INT) {
+    lit->kind = L_INT;
+    lit->num = p->tok.num;
+  } else if (is_word(p, "true")) {
+    lit->kind = L_TRUE;
+  } else if (is_word(p, "false")) {
+    lit->kind = L_FALSE;
+  } else if (is_word(p, "null")) {
+    lit->kind = L_NULL;
+  } else {
+    return -1;
+  }
+  return 0;
+}
+
+#define LITERAL_WHAT "a value ('text', a number, true, false or null)"
+
+/* The list of `path in (...)`; the current token is 'in'. */
+static int
+parse_in_list(struct parser *p, struct node *node)
+{
+  size_t open;
+
+  if (advance(p) < 0)
+    return -1;
+  if (p->tok.kind != T_LPAREN) {
+    expected(p, "'(' after 'in'");
+    return -1;
+  }
+  open = p->tok.start;
+  for (;;) {
+    struct literal *lits;
+
+    if (advance(p) < 0)
+      return -1;
+    lits = realloc(node->lits, (node->nlits + 1) * sizeof(*lits));
+    if (lits == NULL) {
+      fail_oom(p);
+      return -1;
+    }
+    node->lits = lits;
+    memset(&lits[node->nlits], 0, sizeof(*lits));
+    if (take_literal(p, &lits[node->nlits]) < 0) {
+      expected(p, node->nlits == 0 ? LITERAL_WHAT " in the list of 'in'"
+                                   : LITERAL_WHAT " after ','");
+      return -1;
+    }
+    node->nlits++;
+    if (advance(p) < 0)
+      return -1;
+    if (p->tok.kind != T_COMMA)
+      break;
+  }
+  if (close_paren(p, open, "',' or ')' in the list of 'in'") < 0)
+    return -1;
+  return 0;
+}
+
+/* path ('eq' | 'ne') literal, or path 'in' '(' literals ')'; the current
+ * token is the path. */
 static struct node *
 parse_comparison(struct parser *p)
 {
@@ -512,7 +651,7 @@ parse_comparison(struct parser *p)
   }
   if (take_path(p, node) < 0)
     goto out;
-  snprintf(what, sizeof(what), "'eq' or 'ne' after '%.*s'", shown_len(p),
+  snprintf(what, sizeof(what), "'eq', 'ne' or 'in' after '%.*s'", shown_len(p),
            p->text + p->tok.start);
   if (advance(p) < 0)
     goto out;
@@ -521,29 +660,19 @@ parse_comparison(struct parser *p)
   } else if (is_word(p, "ne")) {
     node->kind = N_NE;
     op = "ne";
+  } else if (is_word(p, "in")) {
+    node->kind = N_IN;
+    if (parse_in_list(p, node) < 0)
+      goto out;
+    return node;
   } else {
     expected(p, what);
     goto out;
   }
   if (advance(p) < 0)
     goto out;
-  if (p->tok.kind == T_STRING) {
-    node->lit.kind = L_STRING;
-    node->lit.str = p->tok.str;
-    node->lit.len = p->tok.slen;
-    p->tok.str = NULL;
-  } else if (p->tok.kind == T_INT) {
-    node->lit.kind = L_INT;
-    node->lit.num = p->tok.num;
-  } else if (is_word(p, "true")) {
-    node->lit.kind = L_TRUE;
-  } else if (is_word(p, "false")) {
-    node->lit.kind = L_FALSE;
-  } else if (is_word(p, "null")) {
-    node->lit.kind = L_NULL;
-  } else {
-    snprintf(what, sizeof(what),
-             "a value ('text', a number, true, false or null) after '%s'", op);
+  if (take_literal(p, &node->lit) < 0) {
+    snprintf(what, sizeof(what), LITERAL_WHAT " after '%s'", op);
     expected(p, what);
     goto out;
   }
@@ -600,6 +729,8 @@ parse_primary(struct parser *p)
       return parse_function(p, N_STARTS);
     if (is_word(p, "endsWith"))
       return parse_function(p, N_ENDS);
+    if (is_word(p, "contains"))
+      return parse_function(p, N_CONTAINS);
     fail(p, p->tok.start, "unknown function '%.*s'", shown_len(p),
          p->text + p->tok.start);
     return NULL;
@@ -858,8 +989,40 @@ affix(const json_t *v, const struct literal *lit, int at_end)
                        lit->len);
 }
 
+/* contains(): `node`'s text in the string `v`, ignoring ASCII case. */
 static int
-value_affix(const json_t *v, const struct literal *lit, int at_end)
+contains(const json_t *v, const struct node *node)
+{
+  const unsigned char *s = (const unsigned char *)json_string_value(v);
+  const unsigned char *w = (const unsigned char *)node->lit.str;
+  size_t len = json_string_length(v), k = 0;
+
+  if (s == NULL)
+    return 0;
+  if (node->lit.len == 0)
+    return 1;
+  for (size_t i = 0; i < len; i++) {
+    while (k > 0 && fold(s[i]) != fold(w[k]))
+      k = node->kmp[k - 1];
+    if (fold(s[i]) == fold(w[k]))
+      k++;
+    if (k == node->lit.len)
+      return 1;
+  }
+  return 0;
+}
+
+/* A function's test on one value (not an array). */
+static int
+function_one(const json_t *v, const struct node *node)
+{
+  if (node->kind == N_CONTAINS)
+    return contains(v, node);
+  return affix(v, &node->lit, node->kind == N_ENDS);
+}
+
+static int
+value_function(const json_t *v, const struct node *node)
 {
   size_t i;
   json_t *elem;
@@ -867,12 +1030,22 @@ value_affix(const json_t *v, const struct literal *lit, int at_end)
   if (json_is_array(v)) {
     json_array_foreach(v, i, elem)
     {
-      if (affix(elem, lit, at_end))
+      if (function_one(elem, node))
         return 1;
     }
     return 0;
   }
-  return v != NULL && affix(v, lit, at_end);
+  return v != NULL && function_one(v, node);
+}
+
+/* `v in (lits)`: v eq any of them. */
+static int
+value_in(const json_t *v, const struct node *node)
+{
+  for (size_t i = 0; i < node->nlits; i++)
+    if (value_eq(v, &node->lits[i]))
+      return 1;
+  return 0;
 }
 
 /* Apply the leaf test of `node` to the value at node's path from segment
@@ -888,8 +1061,11 @@ test_path(const json_t *v, const struct node *node, size_t i)
   json_t *elem;
 
   if (i == node->nseg) {
-    if (node->kind == N_STARTS || node->kind == N_ENDS)
-      return value_affix(v, &node->lit, node->kind == N_ENDS);
+    if (node->kind == N_STARTS || node->kind == N_ENDS ||
+        node->kind == N_CONTAINS)
+      return value_function(v, node);
+    if (node->kind == N_IN)
+      return value_in(v, node);
     return value_eq(v, &node->lit);
   }
   if (json_is_array(v) && json_array_size(v) > 0) {
@@ -924,6 +1100,8 @@ eval(const struct node *node, const json_t *attrs)
   case N_EQ:
   case N_STARTS:
   case N_ENDS:
+  case N_CONTAINS:
+  case N_IN:
     return test_path(attrs, node, 0);
   }
   return 0;
@@ -973,9 +1151,43 @@ scope_filter_sources(const struct scope_filter *filter)
   return names;
 }
 
+/* A literal as the filter would write it (a quote doubled), in buf (a
+ * long text cut short). Returns the length written. */
+static size_t
+literal_text(const struct literal *l, char *buf, size_t len)
+{
+  size_t k = 0;
+
+  switch (l->kind) {
+  case L_STRING:
+    buf[k++] = '\'';
+    for (size_t i = 0; i < l->len && k + 4 < len; i++) {
+      if (l->str[i] == '\'')
+        buf[k++] = '\'';
+      buf[k++] = l->str[i];
+    }
+    buf[k++] = '\'';
+    buf[k] = '\0';
+    return k;
+  case L_INT:
+    snprintf(buf, len, "%lld", (long long)l->num);
+    break;
+  case L_TRUE:
+    snprintf(buf, len, "true");
+    break;
+  case L_FALSE:
+    snprintf(buf, len, "false");
+    break;
+  case L_NULL:
+    snprintf(buf, len, "null");
+    break;
+  }
+  return strlen(buf);
+}
+
 /* The clause a comparison or function node stands for, as the filter
- * would say it: "department eq 'Sales'", "startsWith(mail, 'a')", in buf
- * (long texts cut short). */
+ * would say it: "department eq 'Sales'", "startsWith(mail, 'a')",
+ * "city in ('Bern', 'Basel')", in buf (long texts cut short). */
 static void
 clause_text(const struct node *node, char *buf, size_t len)
 {
@@ -986,33 +1198,24 @@ clause_text(const struct node *node, char *buf, size_t len)
   for (size_t i = 0; i < node->nseg && n < sizeof(path); i++)
     n += (size_t)snprintf(path + n, sizeof(path) - n, "%s%s", i ? "/" : "",
                           node->seg[i]);
-  switch (node->lit.kind) {
-  case L_STRING:
-    lit[k++] = '\'';
-    for (size_t i = 0; i < node->lit.len && k + 4 < sizeof(lit); i++) {
-      if (node->lit.str[i] == '\'')
-        lit[k++] = '\'';
-      lit[k++] = node->lit.str[i];
+  if (node->kind == N_IN) {
+    lit[k++] = '(';
+    for (size_t i = 0; i < node->nlits && k + 8 < sizeof(lit); i++) {
+      if (i > 0) {
+        lit[k++] = ',';
+        lit[k++] = ' ';
+      }
+      k += literal_text(&node->lits[i], lit + k, sizeof(lit) - k - 2);
     }
-    lit[k++] = '\'';
+    lit[k++] = ')';
     lit[k] = '\0';
-    break;
-  case L_INT:
-    snprintf(lit, sizeof(lit), "%lld", (long long)node->lit.num);
-    break;
-  case L_TRUE:
-    snprintf(lit, sizeof(lit), "true");
-    break;
-  case L_FALSE:
-    snprintf(lit, sizeof(lit), "false");
-    break;
-  case L_NULL:
-    snprintf(lit, sizeof(lit), "null");
-    break;
+    snprintf(buf, len, "%s in %s", path, lit);
+    return;
   }
-  if (node->kind == N_STARTS || node->kind == N_ENDS)
-    snprintf(buf, len, "%s(%s, %s)",
-             node->kind == N_STARTS ? "startsWith" : "endsWith", path, lit);
+  literal_text(&node->lit, lit, sizeof(lit));
+  if (node->kind == N_STARTS || node->kind == N_ENDS ||
+      node->kind == N_CONTAINS)
+    snprintf(buf, len, "%s(%s, %s)", function_name(node->kind), path, lit);
   else
     snprintf(buf, len, "%s %s %s", path, node->kind == N_EQ ? "eq" : "ne",
              lit);

@@ -52,6 +52,8 @@ enum stmt_id {
   ST_HELD_COUNT,
   ST_HELD_SET,
   ST_APPROVE,
+  ST_HELD_CREATES,
+  ST_APPROVE_CREATES,
   ST_SUCCESS,
   ST_CLEAR_FAILED,
   ST_RETRY_DUE,
@@ -103,6 +105,11 @@ enum stmt_id {
   ST_MOVED_COPIES,
   ST_BUDGET_GET,
   ST_BUDGET_PUT,
+  /* profile photos (photo table) */
+  ST_PHOTOS_DUE,
+  ST_PHOTO_PUT,
+  ST_PHOTO_GET,
+  ST_PHOTO_COUNTS,
   ST_LINK_KIND_GET,
   ST_LINK_KIND_SET,
   ST__COUNT
@@ -115,12 +122,21 @@ enum stmt_id {
 #define PLAN_ROW_COLUMNS                                                      \
   "SELECT s.id, s.attrs, s.removed, t.target_id, t.hash, t.applied,"          \
   " t.state, o.id, o.kind, o.hash, o.state, g.removed, g.attrs,"              \
-  " o.last_error, s.bad, m.record"
+  " o.last_error, s.bad, m.record, ms.id, ms.attrs, mt.target_id"
+/* ms: the manager s names ("manager", graph_delta_merge), present and
+ * not refused; mt: this link's active copy of it. Text that is not JSON
+ * (a damaged row) names no manager rather than failing the statement;
+ * the expression is schema 7's index's, word for word. */
 #define PLAN_ROW_JOINS                                                        \
   " LEFT JOIN mailbox m ON m.tenant = ?2 AND m.id = s.id"                     \
   " LEFT JOIN target_object t ON t.link = ?1 AND t.source_id = s.id"          \
   " LEFT JOIN op o ON o.link = ?1 AND o.source_id = s.id"                     \
-  " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"
+  " LEFT JOIN source_object g ON g.tenant = ?3 AND g.id = t.target_id"        \
+  " LEFT JOIN source_object ms ON ms.tenant = ?2 AND ms.id ="                 \
+  " (CASE WHEN json_valid(s.attrs) THEN json_extract(s.attrs,"                \
+  " '$.manager') END) AND ms.removed = 0 AND ms.bad IS NULL"                  \
+  " LEFT JOIN target_object mt ON mt.link = ?1 AND mt.source_id = ms.id"      \
+  " AND mt.state = 'active' AND mt.target_id IS NOT NULL"
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -205,6 +221,11 @@ static const char *const stmt_sql[ST__COUNT] = {
         " UNION SELECT ?1, t2.source_id FROM source_object g2"
         " JOIN target_object t2 ON t2.link = ?1 AND t2.target_id = g2.id"
         " WHERE g2.tenant = ?3 AND g2.seq > ?6"
+        /* the reports of a manager changed in the source (its scope) */
+        " UNION SELECT ?1, r.id FROM source_object mg"
+        " JOIN source_object r ON r.tenant = ?2 AND"
+        " (CASE WHEN json_valid(r.attrs) THEN json_extract(r.attrs,"
+        " '$.manager') END) = mg.id WHERE mg.tenant = ?2 AND mg.seq > ?6"
         " UNION SELECT ?1, source_id FROM replan WHERE link = ?1",
     [ST_SEQ_NOW] = "SELECT coalesce(max(seq), 0) FROM source_object",
     /* A source mailbox's record: a new or different one makes its source
@@ -334,14 +355,22 @@ static const char *const stmt_sql[ST__COUNT] = {
         "DELETE FROM target_object WHERE link = ?1 AND source_id = ?2",
     [ST_TARGET_STATE] = "UPDATE target_object SET state = ?3,"
                         " updated_at = ?4 WHERE link = ?1 AND source_id = ?2",
+    /* Held deletes are the removals (delete, disable, hide); held
+     * creates are counted and released apart (max_creates). */
     [ST_HELD_COUNT] =
-        "SELECT count(*) FROM op WHERE link = ?1 AND state = 'held'",
+        "SELECT count(*) FROM op WHERE link = ?1 AND state = 'held'"
+        " AND kind IN ('delete', 'disable', 'hide')",
     [ST_HELD_SET] =
         "INSERT INTO link_state (link, deletes_held) VALUES (?1, ?2)"
         " ON CONFLICT (link) DO UPDATE SET deletes_held = "
         "excluded.deletes_held",
     [ST_APPROVE] = "UPDATE op SET state = 'pending' WHERE link = ?1"
-                   " AND state = 'held'",
+                   " AND state = 'held'"
+                   " AND kind IN ('delete', 'disable', 'hide')",
+    [ST_HELD_CREATES] = "SELECT count(*) FROM op WHERE link = ?1 AND"
+                        " state = 'held' AND kind = 'create'",
+    [ST_APPROVE_CREATES] = "UPDATE op SET state = 'pending' WHERE link = ?1"
+                           " AND state = 'held' AND kind = 'create'",
     [ST_SUCCESS] =
         "INSERT INTO link_state (link, last_success) VALUES (?1, ?2)"
         " ON CONFLICT (link) DO UPDATE SET last_success = "
@@ -433,6 +462,36 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " (SELECT count(*) FROM op)",
     [ST_DELTA_RESET] = "UPDATE delta_state SET delta_link = NULL,"
                        " base_url = NULL WHERE tenant = ?1",
+    /* A link's active copies whose photo check is due: never checked,
+     * checked on another target object, or next_check come; with what
+     * the target's own read holds of the copy, and the etag written on
+     * it (only when on that same object). Source objects removed or
+     * refused are not checked. */
+    [ST_PHOTOS_DUE] =
+        "SELECT t.source_id, t.target_id, t.applied, o.attrs,"
+        " CASE WHEN p.target_id = t.target_id THEN p.etag END,"
+        " CASE WHEN p.target_id = t.target_id THEN p.skipped_etag END,"
+        " p.error"
+        " FROM target_object t"
+        " JOIN source_object s ON s.tenant = ?2 AND s.id = t.source_id"
+        " AND s.removed = 0"
+        " LEFT JOIN source_object o ON o.tenant = ?3 AND o.id = t.target_id"
+        " LEFT JOIN photo p ON p.link = t.link AND p.source_id = t.source_id"
+        " WHERE t.link = ?1 AND t.state = 'active' AND"
+        " t.target_id IS NOT NULL AND (p.source_id IS NULL OR"
+        " p.target_id IS NOT t.target_id OR p.next_check <= ?4)"
+        " ORDER BY coalesce(p.next_check, 0), t.source_id LIMIT ?5",
+    [ST_PHOTO_PUT] = "INSERT OR REPLACE INTO photo (link, source_id,"
+                     " target_id, etag, checked_at, next_check, error,"
+                     " skipped_etag) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_PHOTO_GET] = "SELECT target_id, etag, checked_at, next_check, error,"
+                     " skipped_etag"
+                     " FROM photo WHERE link = ?1 AND source_id = ?2",
+    [ST_PHOTO_COUNTS] = "SELECT count(p.etag), count(p.error) FROM photo p"
+                        " JOIN target_object t ON t.link = p.link AND"
+                        " t.source_id = p.source_id AND"
+                        " t.target_id = p.target_id AND t.state = 'active'"
+                        " WHERE p.link = ?1",
 };
 
 /* migrations[v] leads from version v-1 to v. */
@@ -610,10 +669,56 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " rate REAL NOT NULL,"
           " model TEXT NOT NULL,"
           " PRIMARY KEY (gate, bucket)) WITHOUT ROWID;",
-    /* The object kind a link makes (config_object_name), recorded at
-     * its first start: a link whose kind changes to or from groupcontact
+    /* Managers (issue 19): a report's copy points at its manager's copy,
+     * so a copy of a link made, remade, changed in state or forgotten
+     * asks for a new decision on the reports of its source object (the
+     * replan table), and a copy just made with a manager on its own (a
+     * create never sends the manager). The indexes find the reports of a
+     * manager, and an object by id alone. */
+    [7] = "CREATE INDEX IF NOT EXISTS source_by_id ON source_object (id);"
+          "CREATE INDEX IF NOT EXISTS source_manager ON source_object"
+          " ((CASE WHEN json_valid(attrs) THEN json_extract(attrs,"
+          " '$.manager') END)) WHERE (CASE WHEN json_valid(attrs) THEN"
+          " json_extract(attrs, '$.manager') END) IS NOT NULL;"
+          "CREATE TRIGGER IF NOT EXISTS manager_copy_added AFTER INSERT ON"
+          " target_object BEGIN INSERT OR IGNORE INTO replan (link,"
+          " source_id) SELECT new.link, id FROM source_object WHERE"
+          " (CASE WHEN json_valid(attrs) THEN json_extract(attrs,"
+          " '$.manager') END) = new.source_id UNION SELECT new.link, id"
+          " FROM source_object WHERE id = new.source_id AND"
+          " (CASE WHEN json_valid(attrs) THEN json_extract(attrs,"
+          " '$.manager') END) IS NOT NULL; END;"
+          "CREATE TRIGGER IF NOT EXISTS manager_copy_changed AFTER UPDATE OF"
+          " state, target_id ON target_object WHEN old.state IS NOT"
+          " new.state OR old.target_id IS NOT new.target_id BEGIN"
+          " INSERT OR IGNORE INTO replan (link, source_id) SELECT new.link,"
+          " id FROM source_object WHERE (CASE WHEN json_valid(attrs) THEN"
+          " json_extract(attrs, '$.manager') END) = new.source_id; END;"
+          "CREATE TRIGGER IF NOT EXISTS manager_copy_removed AFTER DELETE ON"
+          " target_object BEGIN INSERT OR IGNORE INTO replan (link,"
+          " source_id) SELECT old.link, id FROM source_object WHERE"
+          " (CASE WHEN json_valid(attrs) THEN json_extract(attrs,"
+          " '$.manager') END) = old.source_id; END;",
+    /* Version 8: profile photos (photos = yes). Per copy, the source
+     * photo's etag last written on it (NULL: none written), on which
+     * target object, when it was last checked and is next due, why the
+     * last check wrote nothing, if it failed, and the etag of a source
+     * photo refused for good (too large, not an image), so that it is not
+     * read again while it stays the same. Never the bytes. */
+    [8] = "CREATE TABLE photo ("
+          " link TEXT NOT NULL,"
+          " source_id TEXT NOT NULL,"
+          " target_id TEXT NOT NULL,"
+          " etag TEXT,"
+          " checked_at INTEGER NOT NULL DEFAULT 0,"
+          " next_check INTEGER NOT NULL DEFAULT 0,"
+          " error TEXT,"
+          " skipped_etag TEXT,"
+          " PRIMARY KEY (link, source_id)) WITHOUT ROWID;",
+    /* Version 9: the object kind a link makes (config_object_name), recorded
+     * at its first start: a link whose kind changes to or from groupcontact
      * while it holds copies is refused (store_link_kind_get). */
-    [7] = "ALTER TABLE link_state ADD COLUMN object TEXT;",
+    [9] = "ALTER TABLE link_state ADD COLUMN object TEXT;",
 };
 
 struct store {
@@ -1505,6 +1610,38 @@ store_link_counts(struct store *store, const char *link,
     return fail(store, st, "reading link state");
   }
   sqlite3_reset(st);
+  return store_link_held_creates(store, link, &out->creates_held);
+}
+
+int
+store_link_held_creates(struct store *store, const char *link, long long *held)
+{
+  sqlite3_stmt *st = prep(store, ST_HELD_CREATES);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  if (sqlite3_step(st) != SQLITE_ROW)
+    return fail(store, st, "counting held creates");
+  *held = sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+int
+store_link_approve_creates(struct store *store, const char *link,
+                           long long *released)
+{
+  sqlite3_stmt *st = prep(store, ST_APPROVE_CREATES);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  if (exec_stmt(store, st, "releasing held creates") != 0)
+    return -1;
+  if (released != NULL)
+    *released = sqlite3_changes64(store->db);
   return 0;
 }
 
@@ -1679,6 +1816,9 @@ plan_rows_step(struct store *store, sqlite3_stmt *st, const char *link,
         .op_error = col_text(st, 13),
         .bad = col_text(st, 14),
         .mailbox = col_text(st, 15),
+        .manager_id = col_text(st, 16),
+        .manager_attrs = col_text(st, 17),
+        .manager_target = col_text(st, 18),
     };
     if (row.op_id != 0 && op_columns(st, 8, 10, link, row.op_id, &row.op_kind,
                                      &row.op_state) != 0) {
@@ -2970,4 +3110,143 @@ store_target_restamp(struct store *store, const char *link,
   if (exec_stmt(store, st, "forgetting a copy's stamps") != 0)
     return -1;
   return store_replan_add(store, link, source_id);
+}
+
+/* --- profile photos --- */
+
+void
+store_photo_rows_free(struct store_photo_row *rows, size_t n)
+{
+  for (size_t i = 0; rows != NULL && i < n; i++) {
+    free(rows[i].source_id);
+    free(rows[i].target_id);
+    free(rows[i].applied);
+    free(rows[i].target_attrs);
+    free(rows[i].etag);
+    free(rows[i].skipped_etag);
+    free(rows[i].error);
+  }
+  free(rows);
+}
+
+int
+store_photos_due(struct store *store, const char *link,
+                 const char *source_tenant, const char *target_tenant,
+                 time_t now, size_t max, struct store_photo_row **rows,
+                 size_t *n)
+{
+  sqlite3_stmt *st = prep(store, ST_PHOTOS_DUE);
+  struct store_photo_row *list;
+  size_t count = 0;
+  int rc;
+
+  *rows = NULL;
+  *n = 0;
+  if (st == NULL)
+    return -1;
+  list = calloc(max ? max : 1, sizeof(*list));
+  if (list == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_tenant);
+  bind_text(st, 3, target_tenant);
+  sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)max);
+  while (count < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    list[count].source_id = col_strdup(st, 0);
+    list[count].target_id = col_strdup(st, 1);
+    list[count].applied = col_strdup(st, 2);
+    list[count].target_attrs = col_strdup(st, 3);
+    list[count].etag = col_strdup(st, 4);
+    list[count].skipped_etag = col_strdup(st, 5);
+    list[count].error = col_strdup(st, 6);
+    count++;
+  }
+  if (count < max && rc != SQLITE_DONE) {
+    store_photo_rows_free(list, count);
+    return fail(store, st, "listing copies whose photo is due");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  *rows = list;
+  *n = count;
+  return 0;
+}
+
+int
+store_photo_put(struct store *store, const char *link, const char *source_id,
+                const struct store_photo *photo)
+{
+  sqlite3_stmt *st = prep(store, ST_PHOTO_PUT);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  bind_text(st, 3, photo->target_id);
+  bind_text(st, 4, photo->etag);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)photo->checked_at);
+  sqlite3_bind_int64(st, 6, (sqlite3_int64)photo->next_check);
+  bind_text(st, 7, photo->error);
+  bind_text(st, 8, photo->skipped_etag);
+  return exec_stmt(store, st, "recording a photo check");
+}
+
+int
+store_photo_get(struct store *store, const char *link, const char *source_id,
+                struct store_photo *out, int *found)
+{
+  sqlite3_stmt *st = prep(store, ST_PHOTO_GET);
+  int rc;
+
+  memset(out, 0, sizeof(*out));
+  *found = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, source_id);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *found = 1;
+    out->target_id = col_strdup(st, 0);
+    out->etag = col_strdup(st, 1);
+    out->checked_at = (time_t)sqlite3_column_int64(st, 2);
+    out->next_check = (time_t)sqlite3_column_int64(st, 3);
+    out->error = col_strdup(st, 4);
+    out->skipped_etag = col_strdup(st, 5);
+  } else if (rc != SQLITE_DONE) {
+    return fail(store, st, "reading a copy's photo state");
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
+}
+
+void
+store_photo_clear(struct store_photo *photo)
+{
+  free((char *)photo->target_id);
+  free((char *)photo->etag);
+  free((char *)photo->error);
+  free((char *)photo->skipped_etag);
+  memset(photo, 0, sizeof(*photo));
+}
+
+int
+store_photo_counts(struct store *store, const char *link, long long *written,
+                   long long *failed)
+{
+  sqlite3_stmt *st = prep(store, ST_PHOTO_COUNTS);
+
+  *written = *failed = 0;
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  if (sqlite3_step(st) != SQLITE_ROW)
+    return fail(store, st, "counting photos");
+  *written = sqlite3_column_int64(st, 0);
+  *failed = sqlite3_column_int64(st, 1);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return 0;
 }

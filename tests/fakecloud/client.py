@@ -232,6 +232,19 @@ class FakeCloud:
         return self._admin("PATCH", f"/admin/tenants/{self._q(tenant)}/users/"
                                     f"{self._q(user_id)}", props)
 
+    def manager(self, tenant, object_id, kind="users"):
+        """The manager id of a user (kind "users") or org contact
+        ("contacts"), or None."""
+        return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/{kind}/"
+                                  f"{self._q(object_id)}/manager")["manager"]
+
+    def set_manager(self, tenant, object_id, manager_id, kind="users"):
+        """Set a user's (or contact's) manager to any id, None clears it;
+        a user's change shows in users/delta as manager@delta."""
+        return self._admin("PUT", f"/admin/tenants/{self._q(tenant)}/{kind}/"
+                                  f"{self._q(object_id)}/manager",
+                           {"manager": manager_id})["manager"]
+
     def delete_user(self, tenant, user_id, hard=False):
         return self._admin("DELETE", f"/admin/tenants/{self._q(tenant)}/"
                                      f"users/{self._q(user_id)}",
@@ -240,6 +253,32 @@ class FakeCloud:
     def restore_user(self, tenant, user_id):
         return self._admin("POST", f"/admin/tenants/{self._q(tenant)}/users/"
                                    f"{self._q(user_id)}/restore")
+
+    def set_photo(self, tenant, user_id, data, content_type="image/jpeg"):
+        """Give a user a profile photo (bytes); returns its admin view
+        (contentType, etag, size, data as base64)."""
+        return self._admin(
+            "PUT", f"/admin/tenants/{self._q(tenant)}/users/"
+            f"{self._q(user_id)}/photo",
+            {"data": base64.b64encode(data).decode("ascii"),
+             "contentType": content_type})
+
+    def photo(self, tenant, user_id):
+        """A user's photo as {"contentType", "etag", "size", "bytes"}, or
+        None when it has none."""
+        try:
+            view = self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"
+                               f"users/{self._q(user_id)}/photo")
+        except FakeCloudError as err:
+            if err.status == 404:
+                return None
+            raise
+        view["bytes"] = base64.b64decode(view.pop("data"))
+        return view
+
+    def delete_photo(self, tenant, user_id):
+        self._admin("DELETE", f"/admin/tenants/{self._q(tenant)}/users/"
+                    f"{self._q(user_id)}/photo")
 
     def groups(self, tenant):
         return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/groups"

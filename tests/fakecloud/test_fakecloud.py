@@ -2010,7 +2010,8 @@ def test_admin_knobs(fc):
                      "throttle_read_fraction": 0, "faults": [],
                      "login_down_ms": 0, "touch_after": None,
                      "policy_partners_page_size": 100,
-                     "exo_cmdlets_denied": []}
+                     "exo_cmdlets_denied": [],
+                     "photo_absent": "404", "photo_write_forbidden": False}
     assert fc.set_knobs(delta_page_size=7)["delta_page_size"] == 7
     for bad in ({"no_such_knob": 1}, {"delta_page_size": 0},
                 {"expire_delta_tokens": "later"}, {"revoke_tokens": 1},
@@ -2019,7 +2020,8 @@ def test_admin_knobs(fc):
                 {"enforce_invitation_limit": "yes"},
                 {"exo_rate_limit": -1}, {"exo_max_concurrent": "2"},
                 {"exo_guest_provisioning_ms": True},
-                {"policy_partners_page_size": 0}):
+                {"policy_partners_page_size": 0},
+                {"photo_absent": "200"}, {"photo_write_forbidden": "yes"}):
         with pytest.raises(FakeCloudError) as err:
             fc.set_knobs(**bad)
         assert err.value.status == 400

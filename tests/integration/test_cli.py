@@ -28,6 +28,8 @@ COMMANDS = {
     "check-config": ("", "validate and print the effective config"),
     "doctor": ("", "check credentials and permissions online"),
     "approve-deletes": ("LINK", "release the deletes held for LINK"),
+    "approve-creates": ("LINK",
+                        "release the creates held for LINK (max_creates)"),
     "resync": ("LINK", "read LINK's source and target again in full and "
                "retry its failed operations"),
     "explain": ("LINK WHO [--json]",

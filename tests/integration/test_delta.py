@@ -287,7 +287,8 @@ def test_status_json(env):
     assert link == {"name": "contoso-to-fabrikam", "source": "contoso",
                     "target": "fabrikam", "object": "guest",
                     "objects": len(env.in_scope()), "pending": 0,
-                    "failed": 0, "deletes_held": 0, "failures": [],
+                    "failed": 0, "deletes_held": 0, "creates_held": 0,
+                    "failures": [],
                     "refused": 0, "progress": None}
     src = st["sources"][0]
     assert src["name"] == "contoso" and src["objects"] == 50

@@ -25,6 +25,10 @@ guest_link_init(struct config_link *link, struct config_tenant *source,
   link->anchor = (char *)"extensionAttribute15";
   link->on_delete = CONFIG_ON_DELETE_DELETE;
   link->max_deletes = max_deletes;
+  /* The other guards as configured by default; the guard tests set them
+   * apart. */
+  link->max_delete_share = CONFIG_DEFAULT_MAX_DELETE_SHARE;
+  link->max_creates = CONFIG_DEFAULT_MAX_CREATES;
   if (mapping_compile(NULL, CONFIG_OBJECT_GUEST, "test.conf", mapping, err,
                       sizeof(err)) != 0) {
     print_error("mapping_compile: %s\n", err);

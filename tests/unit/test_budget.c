@@ -336,6 +336,145 @@ stays_below_what_it_learnt(void **state)
   NEAR(b.rate, 13 * 0.7);
 }
 
+/* A client against a service whose bucket holds `scap` and refills at
+ * `srate` (another application spends the rest of the tenant's limit,
+ * and the service says how full the tenant's limit is, counting the
+ * other application's half, once over 80%), requests reaching it `lag`
+ * seconds after they leave and its answers taking as long to come back,
+ * a 429 closing the client for its Retry-After (a whole second, as Graph
+ * rounds it). The client pauses 4 s in every 20 (reads, planning).
+ * Returns what the service let through per second over the last
+ * `measure` seconds; *throttled counts the 429s. */
+static double
+against_a_shared_service(struct budget *b, double scap, double srate,
+                         double lag, double seconds, double measure,
+                         int *throttled)
+{
+  enum { INFLIGHT = 4096 };
+  double sent[INFLIGHT], level_after[INFLIGHT];
+  double t = b->last, level = scap, last = t, closed_until = 0;
+  double end = t + seconds, passed_late = 0;
+  int ok[INFLIGHT], head = 0, tail = 0;
+
+  *throttled = 0;
+  while (t < end) {
+    double w = budget_wait(b, 1, t);
+    /* Answers that arrived by then, oldest first. */
+    while (head != tail && sent[head] + 2 * lag <= t + w) {
+      double at = sent[head] + 2 * lag, f;
+      if (at < t)
+        at = t;
+      if (ok[head]) {
+        f = 0.5 + 0.5 * (1 - level_after[head] / scap);
+        if (f > 0.8)
+          budget_pressure(b, f, budget_share(b, at), at);
+      } else {
+        (void)budget_throttled(b, 1, at);
+        if (closed_until < at + 1)
+          closed_until = at + 1;
+      }
+      head = (head + 1) % INFLIGHT;
+      t = at;
+      w = budget_wait(b, 1, t);
+    }
+    t += w;
+    if (t < closed_until)
+      t = closed_until;
+    if (fmod(t, 20) < 4)
+      t += 4 - fmod(t, 20);
+    if (budget_wait(b, 1, t) > 0)
+      continue;
+    budget_take(b, 1, t);
+    /* The service sees it `lag` later, in order. */
+    level += (t + lag - last) * srate;
+    if (level > scap)
+      level = scap;
+    last = t + lag;
+    ok[tail] = level >= 1;
+    if (ok[tail]) {
+      level -= 1;
+      if (t > end - measure)
+        passed_late += 1;
+    } else {
+      (*throttled)++;
+    }
+    level_after[tail] = level;
+    sent[tail] = t;
+    tail = (tail + 1) % INFLIGHT;
+    assert_true(tail != head);
+  }
+  return passed_late / measure;
+}
+
+/* Another application spends part of the tenant's limit: the service
+ * lets 2,519 through at once and 50 a second after, where we may send
+ * 3,000 and 97.5. The first 429 came with 481 tokens still in our
+ * bucket (the requests of a burst answered while it went on): the
+ * capacity is learnt. From then on the service's hints that the
+ * tenant's limit fills are what emptying that smaller bucket does, and
+ * must not walk the rate down (before: 22 hints, 35 a second); the 429s
+ * keep it near what the service lets through, with few of them. */
+static void
+learns_what_the_service_lets_through(void **state)
+{
+  struct budget b;
+  double r;
+  int throttled;
+  const double lags[] = {0.2, 1.0};
+
+  (void)state;
+  for (size_t i = 0; i < sizeof lags / sizeof lags[0]; i++) {
+    assert_int_equal(budget_init(&b, 3000, 30, 0), 0);
+    budget_take(&b, 2519, 0);
+    assert_int_equal(budget_throttled(&b, 1, 0.01), 1);
+    assert_true(b.capacity > 2510 && b.capacity < 2520);
+    r = against_a_shared_service(&b, 2519, 50, lags[i], 900, 600, &throttled);
+    assert_true(r > 50 * 0.85);
+    assert_true(throttled < 0.01 * 50 * 900);
+  }
+}
+
+/* Another application spends part of the tenant's limit, and a 429
+ * taught a smaller capacity. Emptying that bucket fills the service's
+ * limit: the header saying so is our own spending, not news. And hints
+ * alone, however many, take the rate at most a tenth under what the
+ * last 429 taught. */
+static void
+pressure_after_a_lesson(void **state)
+{
+  struct budget b;
+  double t;
+
+  (void)state;
+  assert_int_equal(budget_init(&b, 3000, 30, 0), 0);
+  budget_take(&b, 2000, 0);
+  assert_int_equal(budget_throttled(&b, 1, 0), 1);
+  NEAR(b.capacity, 2000);
+  /* Our bucket is empty: all of the 2,000 the service lets us have. */
+  NEAR(budget_share(&b, 0), 1.0);
+  budget_pressure(&b, 1.0, budget_share(&b, 0), 0);
+  assert_int_equal(b.decreases, 1);
+  /* Half spent: half of the service's limit is ours. */
+  budget_refill(&b, 2000 / b.rate);
+  budget_take(&b, 1000, 2000 / b.rate);
+  NEAR(budget_share(&b, 2000 / b.rate), 0.5);
+  /* Hints every hold time, nothing ours: down to the floor, no
+   * further. */
+  t = 2000 / b.rate;
+  for (int i = 0; i < 10; i++) {
+    t += 2;
+    budget_pressure(&b, 0.99, 0, t);
+  }
+  NEAR(b.rate, 0.975 * 2000 / 30 * 0.9);
+  /* Under a window, the capacity keeps the same floor. */
+  assert_int_equal(budget_init(&b, 3000, 30, 0), 0);
+  assert_int_equal(budget_throttled(&b, 20, 0), 1);
+  assert_int_equal(b.model, BUDGET_WINDOW);
+  for (int i = 1; i <= 10; i++)
+    budget_pressure(&b, 0.99, 0, 2.0 * i);
+  NEAR(b.capacity, 3000 * 0.9);
+}
+
 static void
 learnt_values_round_trip(void **state)
 {
@@ -480,9 +619,11 @@ main(void)
       cmocka_unit_test(learns_a_slower_rate),
       cmocka_unit_test(learns_a_window),
       cmocka_unit_test(stays_below_what_it_learnt),
+      cmocka_unit_test(learns_what_the_service_lets_through),
       cmocka_unit_test(learnt_values_round_trip),
       cmocka_unit_test(pressure_slows_only_over_the_level),
       cmocka_unit_test(pressure_counts_only_what_others_sent),
+      cmocka_unit_test(pressure_after_a_lesson),
       cmocka_unit_test(cost_over_the_capacity_waits_for_a_full_bucket),
       cmocka_unit_test(time_going_backwards_is_ignored),
   };

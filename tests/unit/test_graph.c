@@ -199,8 +199,40 @@ merge_skips_annotations(void **state)
   check_merge(NULL,
               "{\"id\":\"u1\",\"@odata.type\":\"#microsoft.graph.user\","
               "\"displayName\":\"G\",\"manager@delta\":[{\"id\":\"m\"}]}",
-              0, "{\"displayName\":\"G\",\"manager@delta\":[{\"id\":\"m\"}]}",
+              0, "{\"displayName\":\"G\",\"manager\":\"m\"}", GRAPH_PRESENT);
+}
+
+/* manager@delta as Graph documents it (users-delta-manager-removed.json):
+ * kept as "manager", changed, cleared by a removed link, untouched when
+ * absent, and never taken from a plain "manager". */
+static void
+merge_manager(void **state)
+{
+  (void)state;
+  check_merge("{\"displayName\":\"G\",\"manager\":\"m1\"}",
+              "{\"id\":\"u1\",\"manager@delta\":[{\"@odata.type\":"
+              "\"#microsoft.graph.user\",\"id\":\"m1\",\"@removed\":"
+              "{\"reason\":\"deleted\"}},{\"@odata.type\":"
+              "\"#microsoft.graph.user\",\"id\":\"m2\"}]}",
+              0, "{\"displayName\":\"G\",\"manager\":\"m2\"}", GRAPH_PRESENT);
+  check_merge("{\"displayName\":\"G\",\"manager\":\"m1\"}",
+              "{\"id\":\"u1\",\"manager@delta\":[{\"id\":\"m1\","
+              "\"@removed\":{\"reason\":\"changed\"}}]}",
+              0, "{\"displayName\":\"G\"}", GRAPH_PRESENT);
+  check_merge("{\"displayName\":\"G\",\"manager\":\"m1\"}",
+              "{\"id\":\"u1\",\"manager@delta\":[]}", 0,
+              "{\"displayName\":\"G\"}", GRAPH_PRESENT);
+  check_merge("{\"displayName\":\"G\",\"manager\":\"m1\"}",
+              "{\"id\":\"u1\",\"jobTitle\":\"T\"}", 0,
+              "{\"displayName\":\"G\",\"jobTitle\":\"T\",\"manager\":\"m1\"}",
               GRAPH_PRESENT);
+  /* a full read stands for the whole object: no manager@delta, none */
+  check_merge("{\"displayName\":\"G\",\"manager\":\"m1\"}",
+              "{\"id\":\"u1\",\"displayName\":\"G\"}", 1,
+              "{\"displayName\":\"G\"}", GRAPH_PRESENT);
+  check_merge("{\"displayName\":\"G\",\"manager\":\"m1\"}",
+              "{\"id\":\"u1\",\"manager\":\"forged\"}", 0,
+              "{\"displayName\":\"G\",\"manager\":\"m1\"}", GRAPH_PRESENT);
 }
 
 static void
@@ -991,6 +1023,18 @@ item_check_table(void **state)
        "@removed.reason", "NUL"},
       /* what merge does not keep is not judged */
       {"{\"id\":\"a\",\"@odata.type\":\"\\u0000\"}", NULL, NULL},
+      /* a manager reference galbridge could not follow */
+      {"{\"id\":\"a\",\"manager@delta\":[{\"id\":\"m\"}]}", NULL, NULL},
+      {"{\"id\":\"a\",\"manager@delta\":\"m\"}", "manager",
+       "directory object"},
+      {"{\"id\":\"a\",\"manager@delta\":[{\"@odata.type\":\"x\"}]}", "manager",
+       "directory object"},
+      {"{\"id\":\"a\",\"manager@delta\":[{\"id\":\"m\\u0000x\"}]}", "manager",
+       "directory object"},
+      {"{\"id\":\"a\",\"manager@delta\":[{\"id\":\"0123456789012345678901"
+       "23456789012345678901234567890123456789012345678901234567890123456789"
+       "01234567890123456789012345678901234567890123456789\"}]}",
+       "manager", "directory object"},
   };
   char attr[96];
   const char *reason;
@@ -1500,6 +1544,7 @@ main(void)
       cmocka_unit_test(merge_full_read_replaces),
       cmocka_unit_test(merge_duplicates_in_one_round),
       cmocka_unit_test(merge_skips_annotations),
+      cmocka_unit_test(merge_manager),
       cmocka_unit_test(merge_rejects_non_object),
       cmocka_unit_test(page_parse_table),
       cmocka_unit_test(page_parse_skips_items_without_id),

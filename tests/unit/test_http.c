@@ -690,7 +690,7 @@ cond_done(void *arg)
 }
 
 struct many {
-  struct result *r[4];
+  struct result *r[5];
 };
 
 static int
@@ -698,7 +698,7 @@ cond_all_done(void *arg)
 {
   struct many *m = arg;
 
-  for (int i = 0; i < 4 && m->r[i] != NULL; i++) {
+  for (int i = 0; i < 5 && m->r[i] != NULL; i++) {
     if (m->r[i]->calls == 0)
       return 0;
   }
@@ -1202,6 +1202,44 @@ test_body_cap(void **state)
   assert_int_equal(server_count(&fx->srv, "/stream/5000"), 1);
 }
 
+/* A request's own cap (a photo's size limit) under the client's: a body
+ * over it ends that request alone, with HTTP_ERR_TOO_LARGE and no retry;
+ * a cap over the client's is the client's. */
+static void
+test_request_body_cap(void **state)
+{
+  struct fx *fx = *state;
+  struct http_options o = {.max_body = 1000};
+  struct http_request small = {.method = "GET", .max_body = 500};
+  struct http_request large = {.method = "GET", .max_body = 5000};
+  struct result at = {0}, over = {0}, stream_over = {0}, client = {0},
+                plain = {0};
+  struct many m = {{&at, &over, &stream_over, &client, &plain}};
+
+  fx_http(fx, &o);
+  small.url = fx_url(fx, "/bytes/500");
+  assert_int_equal(send_req(fx, &small, &at), 0);
+  small.url = fx_url(fx, "/bytes/501");
+  assert_int_equal(send_req(fx, &small, &over), 0);
+  small.url = fx_url(fx, "/stream/2000");
+  assert_int_equal(send_req(fx, &small, &stream_over), 0);
+  large.url = fx_url(fx, "/bytes/1001");
+  assert_int_equal(send_req(fx, &large, &client), 0);
+  get(fx, "/bytes/900", NULL, &plain);
+  assert_true(run_until(fx, cond_all_done, &m, 20000));
+  assert_ok(&at, 200, NULL);
+  assert_int_equal(at.body_len, 500);
+  assert_int_equal(over.error, HTTP_ERR_TOO_LARGE);
+  assert_int_equal(over.attempts, 1);
+  assert_int_equal(over.body_len, 0);
+  assert_non_null(strstr(over.errmsg, "500"));
+  assert_int_equal(stream_over.error, HTTP_ERR_TOO_LARGE);
+  assert_int_equal(client.error, HTTP_ERR_TOO_LARGE);
+  assert_non_null(strstr(client.errmsg, "1000"));
+  assert_ok(&plain, 200, NULL);
+  assert_int_equal(plain.body_len, 900);
+}
+
 static void
 test_connection_refused(void **state)
 {
@@ -1616,6 +1654,7 @@ main(void)
       T(test_503_backoff),
       T(test_503_exhausted),
       T(test_body_cap),
+      T(test_request_body_cap),
       T(test_connection_refused),
       T(test_reset_mid_body),
       T(test_close_cancels),

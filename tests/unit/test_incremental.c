@@ -171,6 +171,63 @@ idle_round_weighs_nothing(void **state)
   assert_int_equal(st.creates + st.updates + st.deletes, 0);
 }
 
+/* Person `i` reporting to person `boss` (by their ids). */
+static void
+put_report(struct fixture *f, int i, int boss)
+{
+  char id[40], attrs[512];
+
+  snprintf(id, sizeof(id), "%08d-0000-0000-0000-000000000000", i);
+  snprintf(attrs, sizeof(attrs),
+           "{\"displayName\":\"Person %d\",\"mail\":\"p%d@contoso.com\","
+           "\"userType\":\"Member\",\"accountEnabled\":true,"
+           "\"jobTitle\":\"Engineer\","
+           "\"manager\":\"%08d-0000-0000-0000-000000000000\"}",
+           i, i, boss);
+  assert_int_equal(store_source_put(f->store, SRC, id, attrs, 0, 1), 0);
+}
+
+/* Managers (schema 7): a copy made asks for a decision on its reports
+ * and on itself when it has a manager, so a report made before or with
+ * its manager is linked in the next round; a manager's change of scope
+ * weighs its reports; nothing else is weighed. */
+static void
+manager_copies_weigh_their_reports(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+
+  f->link.manager = 1;
+  in_step(f, 20);
+  /* Person 20 comes, reporting to 21, who comes too: both made, neither
+   * with a manager (a create never sends one). */
+  put_report(f, 20, 21);
+  put_person(f, 21, "Boss", 0);
+  plan(f, 0, &st);
+  assert_int_equal(st.creates, 2);
+  assert_int_equal(execute_all(f), 2);
+  /* The next round weighs the report (its copy and its manager's were
+   * made) and sets its manager: one update. */
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 1);
+  assert_int_equal(st.updates, 1);
+  assert_int_equal(execute_all(f), 1);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 0);
+
+  /* The manager leaves the scope: its copy goes and the report is
+   * weighed in the same round (its manager changed), then once more
+   * when the delete is done. */
+  put_person(f, 21, "Boss", 2);
+  plan(f, 0, &st);
+  assert_int_equal(weighed(&st), 2);
+  assert_int_equal(st.deletes, 1);
+  assert_int_equal(st.updates, 1);
+  execute_all(f);
+  plan(f, 0, &st);
+  assert_int_equal(st.creates + st.updates + st.deletes, 0);
+}
+
 static void
 round_weighs_only_changes(void **state)
 {
@@ -369,6 +426,127 @@ held_deletes_are_weighed_every_round(void **state)
   assert_int_equal(c.objects, 6);
 }
 
+/* The share guard: more than max_delete_share of the link's copies in
+ * one round are held even under max_deletes, but only above the floor
+ * (CONFIG_DELETE_SHARE_FLOOR): a small link deletes a few freely. */
+static void
+delete_share_is_held(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+  long long held = -1;
+
+  f->link.max_deletes = 10000;
+  f->link.max_delete_share = 10;
+  in_step(f, 200);
+  /* 20 of 200 is 10%: not more than the share, they go. */
+  for (int i = 0; i < 20; i++)
+    put_person(f, i, "Engineer", 2);
+  plan(f, 0, &st);
+  assert_int_equal(st.deletes, 20);
+  assert_int_equal(st.held, 0);
+  assert_int_equal(execute_all(f), 20);
+  /* 19 more of the 180 left is 10.6%: all held. */
+  for (int i = 20; i < 39; i++)
+    put_person(f, i, "Engineer", 2);
+  plan(f, 0, &st);
+  assert_int_equal(st.held, 19);
+  assert_int_equal(execute_all(f), 0);
+  /* approve-deletes lets them through; the next round holds nothing. */
+  assert_int_equal(store_link_approve(f->store, LINK, &held), 0);
+  assert_int_equal(held, 19);
+  plan(f, 0, &st);
+  assert_int_equal(st.held, 0);
+  assert_int_equal(execute_all(f), 19);
+
+  /* The floor: 10 of a small link's copies go whatever their share. */
+  assert_int_equal(planner_deletes_over(&f->link, 10, 20), 0);
+  assert_int_equal(planner_deletes_over(&f->link, 11, 20), 1);
+  assert_int_equal(planner_deletes_over(&f->link, 11, 110), 0);
+  assert_int_equal(planner_deletes_over(&f->link, 12, 110), 1);
+  /* 100% is no share guard; max_deletes still counts alone. */
+  f->link.max_delete_share = 100;
+  assert_int_equal(planner_deletes_over(&f->link, 500, 20), 0);
+  f->link.max_deletes = 5;
+  assert_int_equal(planner_deletes_over(&f->link, 6, 1000), 1);
+}
+
+/* The create burst guard: a round creating more than max_creates holds
+ * them all, except the link's first (no copies yet); approve-creates lets
+ * them through, the hold outlives a restart (it is in the state), and a
+ * round under the limit releases what earlier rounds held. Held creates
+ * are apart from held deletes. */
+static void
+create_burst_is_held(void **state)
+{
+  struct fixture *f = *state;
+  struct planner_stats st;
+  struct store_link_counts c;
+  long long n = -1;
+  char err[256];
+
+  f->link.max_creates = 5;
+  in_step(f, 20); /* the first round: 20 made although over 5 */
+  assert_int_equal(store_link_counts(f->store, LINK, &c), 0);
+  assert_int_equal(c.objects, 20);
+
+  for (int i = 20; i < 25; i++) /* 5: not more than the limit */
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  assert_int_equal(st.creates, 5);
+  assert_int_equal(st.creates_held, 0);
+  assert_int_equal(execute_all(f), 5);
+
+  for (int i = 25; i < 31; i++) /* 6: held, none run */
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  assert_int_equal(st.creates_held, 6);
+  assert_int_equal(st.held, 0);
+  assert_int_equal(execute_all(f), 0);
+  assert_int_equal(store_link_counts(f->store, LINK, &c), 0);
+  assert_int_equal(c.creates_held, 6);
+  assert_int_equal(c.deletes_held, 0);
+  /* approve-deletes does not release creates */
+  assert_int_equal(store_link_approve(f->store, LINK, &n), 0);
+  assert_int_equal(n, 0);
+
+  /* A restart: the store closed and opened again keeps the hold. */
+  store_close(f->store);
+  assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
+  plan(f, 0, &st);
+  assert_int_equal(st.creates_held, 6);
+  assert_int_equal(execute_all(f), 0);
+
+  /* Two leave the scope: four left, under the limit, they all go. */
+  put_person(f, 25, "Engineer", 2);
+  put_person(f, 26, "Engineer", 2);
+  plan(f, 0, &st);
+  assert_int_equal(st.creates_held, 0);
+  assert_int_equal(execute_all(f), 4);
+
+  /* Another burst, approved: released once, not held again. */
+  for (int i = 40; i < 50; i++)
+    put_person(f, i, "Engineer", 0);
+  plan(f, 0, &st);
+  assert_int_equal(st.creates_held, 10);
+  assert_int_equal(store_link_approve_creates(f->store, LINK, &n), 0);
+  assert_int_equal(n, 10);
+  plan(f, 0, &st);
+  assert_int_equal(st.creates_held, 0);
+  assert_int_equal(execute_all(f), 10);
+  assert_int_equal(store_link_counts(f->store, LINK, &c), 0);
+  assert_int_equal(c.objects, 20 + 5 + 4 + 10);
+
+  /* One person's plan (sync --user) is never held. */
+  put_person(f, 60, "Engineer", 0);
+  f->link.max_creates = 0;
+  f->pl.only = "00000060-0000-0000-0000-000000000000";
+  plan(f, 0, &st);
+  f->pl.only = NULL;
+  assert_int_equal(st.creates_held, 0);
+  assert_int_equal(execute_all(f), 1);
+}
+
 /* Random changes: after each, an incremental round then a dry run over
  * everything must find nothing left to do. */
 static void
@@ -462,6 +640,10 @@ main(void)
       cmocka_unit_test_setup_teardown(config_change_weighs_everyone, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(held_deletes_are_weighed_every_round,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(delete_share_is_held, setup, teardown),
+      cmocka_unit_test_setup_teardown(create_burst_is_held, setup, teardown),
+      cmocka_unit_test_setup_teardown(manager_copies_weigh_their_reports,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(incremental_matches_full, setup,
                                       teardown),

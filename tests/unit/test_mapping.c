@@ -440,11 +440,14 @@ test_nesting_limit(void **state)
   json_decref(src);
 }
 
-/* The longest expression allowed, and one byte more. */
+/* The longest expression allowed (10,000 characters, as Entra's
+ * cross-tenant sync allows; here two-byte ones), and one character more:
+ * the error names the column of the first character too many. */
 static void
 test_expression_length(void **state)
 {
-  char *expr = malloc(4098);
+  size_t chars = 10000, bytes = 2 + (chars - 2) * 2;
+  char *expr = malloc(bytes + 3);
   struct spec s = {"displayName", expr, 7};
   struct mapping *m = NULL;
   char err[256] = "";
@@ -453,26 +456,27 @@ test_expression_length(void **state)
   (void)state;
   assert_non_null(expr);
   expr[0] = '\'';
-  memset(expr + 1, 'x', 4094);
-  expr[4095] = '\'';
-  expr[4096] = '\0';
+  for (size_t i = 0; i < chars - 2; i++)
+    memcpy(expr + 1 + 2 * i, "\xc3\xa9", 2); /* é */
+  expr[bytes - 1] = '\'';
+  expr[bytes] = '\0';
   assert_int_equal(compile(CONFIG_OBJECT_GUEST, &s, 1, &m, err, sizeof(err)),
                    0);
   got = mapping_eval(m, src, err, sizeof(err));
   assert_non_null(got);
   assert_int_equal(json_string_length(json_object_get(got, "displayName")),
-                   4094);
+                   (chars - 2) * 2);
   json_decref(got);
   mapping_free(m);
 
-  expr[4096] = ' ';
-  expr[4097] = '\0';
+  expr[bytes] = ' ';
+  expr[bytes + 1] = '\0';
   m = NULL;
   assert_int_equal(compile(CONFIG_OBJECT_GUEST, &s, 1, &m, err, sizeof(err)),
                    -1);
   assert_null(m);
-  assert_string_equal(
-      err, "galbridge.conf:7: expression longer than 4096 bytes (4097)");
+  assert_string_equal(err, "galbridge.conf:7: column 10001: expression "
+                           "longer than 10000 characters (10001)");
   free(expr);
   json_decref(src);
 }
@@ -539,10 +543,12 @@ static const struct error_case error_cases[] = {
      "column 12: Replace()'s text to replace is empty; it would never "
      "match"},
     {CONFIG_OBJECT_GUEST, "displayName", "42",
-     "column 1: a number is only allowed as Left()'s count; quote it to use "
+     "column 1: a number is only allowed as a count or position of Left(), "
+     "Mid() or Word(); quote it to use "
      "it as text"},
     {CONFIG_OBJECT_GUEST, "displayName", "Join(' ', a, 3)",
-     "column 14: a number is only allowed as Left()'s count; quote it to "
+     "column 14: a number is only allowed as a count or position of Left(), "
+     "Mid() or Word(); quote it to "
      "use it as text"},
     {CONFIG_OBJECT_GUEST, "displayName", "a == b",
      "column 3: a comparison ('==') is only allowed as IIF()'s condition"},
@@ -694,6 +700,421 @@ test_error_line_and_buffer(void **state)
   assert_string_equal(small, "galbridge.c");
   assert_int_equal(compile(CONFIG_OBJECT_GUEST, specs, 2, &m, NULL, 0), -1);
   assert_null(m);
+}
+
+/* ---------------------------------------------------------------------
+ * The functions of issue 19: Microsoft's documented examples first, then
+ * nulls, arrays, UTF-8 and the edges of each.
+ */
+
+static const struct eval_case more_cases[] = {
+    /* Mid: "Generate user alias" example */
+    {"displayName", "Append(Mid(givenName, 1, 3), Mid(surname, 1, 5))",
+     "{\"givenName\":\"John\",\"surname\":\"Doe\"}", "\"JohDoe\""},
+    {"displayName", "Mid(a, 2, 3)", "{\"a\":\"Zoë Ñuñez\"}", "\"oë \""},
+    {"displayName", "Mid(a, 3, 100)", "{\"a\":\"Zoë\"}", "\"ë\""},
+    {"displayName", "Mid(a, 4, 1)", "{\"a\":\"Zoë\"}", NULL},
+    {"displayName", "Mid(a, 1, 0)", "{\"a\":\"Zoë\"}", NULL},
+    {"displayName", "Mid(a, 1, 2)", "{}", NULL},
+    {"displayName", "Mid(businessPhones, 2, 3)",
+     "{\"businessPhones\":[\"\",\"12345\"]}", "\"234\""},
+    /* Split: the documented example (pieces trimmed as it shows) */
+    {"otherMails", "Split(extensionAttribute5, \",\")",
+     "{\"extensionAttribute5\":\"PermissionSetOne, PermissionSetTwo\"}",
+     "[\"PermissionSetOne\",\"PermissionSetTwo\"]"},
+    {"otherMails", "Split(a, ';')", "{\"a\":\"x@a.example;;y@b.example;\"}",
+     "[\"x@a.example\",\"y@b.example\"]"},
+    {"otherMails", "Split(a, ' - ')", "{\"a\":\"Åsa - Zoë\"}",
+     "[\"Åsa\",\"Zoë\"]"},
+    {"otherMails", "Split(a, ',')", "{\"a\":\" , ,\"}", NULL},
+    {"otherMails", "Split(a, ',')", "{}", NULL},
+    {"otherMails", "Split(a, b)", "{\"a\":\"x,y\"}", "[\"x,y\"]"},
+    {"displayName", "Split(a, ',')", "{\"a\":\"first, second\"}", "\"first\""},
+    {"displayName", "Join('+', Split(a, ','))", "{\"a\":\"1,2,3\"}",
+     "\"1+2+3\""},
+    {"displayName", "ToUpper(Split(a, ','))", "{\"a\":\"x,y\"}", "\"X\""},
+    /* Word: both documented examples */
+    {"displayName", "Word('The quick brown fox', 3, ' ')", "{}", "\"brown\""},
+    {"displayName", "Word('This,string!has&many separators', 3, ',!&#')", "{}",
+     "\"has\""},
+    {"displayName", "Word(a, 2, '·')", "{\"a\":\"Ünal··Zoë·x\"}", "\"Zoë\""},
+    {"displayName", "Word(a, 4, ' ')", "{\"a\":\"a b c\"}", NULL},
+    {"displayName", "Word(a, 0, ' ')", "{\"a\":\"a b c\"}", NULL},
+    {"displayName", "Word(a, -1, ' ')", "{\"a\":\"a b c\"}", NULL},
+    {"displayName", "Word(a, 1, ' ')", "{}", NULL},
+    {"displayName", "Word(a, 1, b)", "{\"a\":\"a b\"}", "\"a b\""},
+    /* NormalizeDiacritics: the documented example and the table */
+    {"displayName", "NormalizeDiacritics(givenName)",
+     "{\"givenName\":\"Zoë\"}", "\"Zoe\""},
+    {"displayName", "NormalizeDiacritics(a)",
+     "{\"a\":\"Łódź Straße Ærø Şişli Ĳ\"}", "\"Lodz Strasse AEroe Sisli Ĳ\""},
+    {"displayName", "NormalizeDiacritics(a)",
+     "{\"a\":\"Jose\\u0301 A\\u0331 \\u01d5 \\u1e53\"}", "\"Jose A U o\""},
+    {"displayName", "NormalizeDiacritics(a)", "{\"a\":\"Дмитрий 李\"}",
+     "\"Дмитрий 李\""},
+    {"displayName", "NormalizeDiacritics(a)", "{\"a\":\"\\u0301\"}", NULL},
+    /* StripSpaces: only U+0020 */
+    {"displayName", "StripSpaces(a)", "{\"a\":\" J o\\th n \"}",
+     "\"Jo\\thn\""},
+    {"displayName", "StripSpaces(a)", "{\"a\":\"   \"}", NULL},
+    /* ToLower + NormalizeDiacritics + StripSpaces: the documented UPN */
+    {"displayName",
+     "ToLower(Join(\"@\", NormalizeDiacritics(StripSpaces(Join(\".\", "
+     "PreferredFirstName, PreferredLastName))), \"contoso.com\"))",
+     "{\"PreferredFirstName\":\"John\",\"PreferredLastName\":\"Smith\"}",
+     "\"john.smith@contoso.com\""},
+    /* ToTitleCase: .NET's rule keeps words all in capitals */
+    {"displayName", "ToTitleCase(a)", "{\"a\":\"john o'neil-smith\"}",
+     "\"John O'Neil-Smith\""},
+    {"displayName", "ToTitleCase(a, 'en-US')", "{\"a\":\"NASA rocket mAN\"}",
+     "\"NASA Rocket Man\""},
+    {"displayName", "ToTitleCase(a)", "{\"a\":\"éLODIE ñandú 3rd\"}",
+     "\"Élodie Ñandú 3rd\""},
+    {"displayName", "ToTitleCase(a)", "{}", NULL},
+    /* PCase: the documented examples */
+    {"displayName", "PCase(firstName)",
+     "{\"firstName\":\"PABLO GONSALVES (SECOND)\"}",
+     "\"Pablo Gonsalves (Second)\""},
+    {"displayName", "PCase(lastName, \" '-\")",
+     "{\"lastName\":\"PINTO-DE'SILVA\"}", "\"Pinto-De'Silva\""},
+    {"displayName", "PCase(Join(\" \", firstName, lastName))",
+     "{\"firstName\":\"GREGORY\",\"lastName\":\"JAMES\"}",
+     "\"Gregory James\""},
+    /* FormatDateTime: the documented example, generalized time */
+    {"displayName",
+     "FormatDateTime(extensionAttribute1, , \"yyyyMMddHHmmss.fZ\", "
+     "\"yyyy-MM-dd\")",
+     "{\"extensionAttribute1\":\"20150123105347.1Z\"}", "\"2015-01-23\""},
+    {"displayName",
+     "FormatDateTime(a, null, 'yyyy-MM-ddTHH:mm:sszzz', "
+     "'dddd, d MMMM yyyy h:mm tt zzz')",
+     "{\"a\":\"2020-03-16T07:05:09+02:00\"}",
+     "\"Monday, 16 March 2020 7:05 AM +02:00\""},
+    {"displayName",
+     "FormatDateTime(a, '', 'M/d/yyyy hh:mm:ss tt', 'yyyy-MM-ddTHH:mm:ss')",
+     "{\"a\":\" 12/31/2020 11:59:59 PM \"}", "\"2020-12-31T23:59:59\""},
+    {"displayName",
+     "FormatDateTime(a, , 'yyyy-MM-ddTHH:mm:ss.fffK', "
+     "'yyyyMMddHHmmss.FK')",
+     "{\"a\":\"2015-01-23T10:53:47.100Z\"}", "\"20150123105347.1Z\""},
+    {"displayName",
+     "FormatDateTime(a, , 'yyyyMMdd', \"ddd d MMM yy 'at' \"\"x\"\" \\h\")",
+     "{\"a\":\"20240229\"}", "\"Thu 29 Feb 24 at x h\""},
+    {"displayName", "FormatDateTime(a, , 'yyyyMMdd', \"'week' d\")",
+     "{\"a\":\"20240229\"}", "\"week 29\""},
+    {"displayName", "FormatDateTime(a, , 'yyyyMMdd', 'yyyy')", "{}", NULL},
+    /* Not, IsNullOrEmpty, IsNull */
+    {"displayName", "Not(IsPresent(mail))", "{}", "\"true\""},
+    {"displayName", "Not(IsPresent(mail))", "{\"mail\":\"a\"}", "\"false\""},
+    {"displayName", "Not('True')", "{}", "\"false\""},
+    {"displayName", "Not('no')", "{}", "\"true\""},
+    {"displayName", "Not(a)", "{\"a\":true}", "\"false\""},
+    {"displayName", "Not(null)", "{}", "\"true\""},
+    {"displayName", "IsNullOrEmpty(mail)", "{\"mail\":\"\"}", "\"true\""},
+    {"displayName", "IsNullOrEmpty(mail)", "{\"mail\":\"x\"}", "\"false\""},
+    {"displayName", "IsNull(mail)", "{}", "\"true\""},
+    {"displayName", "IsNull(mail)", "{\"mail\":\"\"}", "\"true\""},
+    {"displayName", "IsNull(businessPhones)", "{\"businessPhones\":[\"1\"]}",
+     "\"false\""},
+    {"displayName", "IIF(IsNullOrEmpty(department), 'none', department)", "{}",
+     "\"none\""},
+    {"displayName", "IIF(Not(IsNull(department)), department, 'none')",
+     "{\"department\":\"Sales\"}", "\"Sales\""},
+    /* SelectUniqueValue without a target to ask: the first not null */
+    {"mail", "SelectUniqueValue(x, mail, 'c@d.example')",
+     "{\"mail\":\"a@b.example\"}", "\"a@b.example\""},
+    {"mail", "SelectUniqueValue(x, y)", "{\"mail\":\"a@b.example\"}", NULL},
+};
+
+static void
+test_more_functions(void **state)
+{
+  (void)state;
+  for (size_t i = 0; i < N_OF(more_cases); i++) {
+    const struct eval_case *c = &more_cases[i];
+    struct spec s = {c->target, c->expr, 3};
+    struct mapping *m = NULL;
+    char err[256] = "", what[512];
+    json_t *src, *got;
+
+    if (compile(CONFIG_OBJECT_GUEST, &s, 1, &m, err, sizeof(err)) != 0)
+      fail_msg("case %zu: %s = %s: %s", i, c->target, c->expr, err);
+    src = parse_json(c->source);
+    got = mapping_eval(m, src, err, sizeof(err));
+    if (got == NULL)
+      fail_msg("case %zu: %s = %s: %s", i, c->target, c->expr, err);
+    snprintf(what, sizeof(what), "case %zu: %s = %s over %s", i, c->target,
+             c->expr, c->source);
+    check_value(what, json_object_get(got, c->target), c->expect);
+    json_decref(got);
+    json_decref(src);
+    mapping_free(m);
+  }
+}
+
+static const struct error_case more_errors[] = {
+    {CONFIG_OBJECT_GUEST, "displayName", "Mid(a, 0, 2)",
+     "column 8: Mid()'s start counts from 1, got 0"},
+    {CONFIG_OBJECT_GUEST, "displayName", "Mid(a, 1, -1)",
+     "column 11: Mid()'s length must be 0 or more, got -1"},
+    {CONFIG_OBJECT_GUEST, "displayName", "Mid(a, b, 2)",
+     "column 8: Mid()'s start must be a whole number, e.g. Mid(x, 1, 3)"},
+    {CONFIG_OBJECT_GUEST, "displayName", "Mid(a, 1)",
+     "column 1: Mid() takes 3 arguments, got 2"},
+    {CONFIG_OBJECT_GUEST, "displayName", "Split(a)",
+     "column 1: Split() takes 2 arguments, got 1"},
+    {CONFIG_OBJECT_GUEST, "displayName", "Split(a, '')",
+     "column 10: Split()'s delimiter is empty"},
+    {CONFIG_OBJECT_GUEST, "displayName", "Split(a, 2)",
+     "column 10: a number is only allowed as a count or position of Left(), "
+     "Mid() or Word(); quote it to use it as text"},
+    {CONFIG_OBJECT_GUEST, "displayName", "Word(a, '3', ' ')",
+     "column 9: Word()'s number must be a whole number, e.g. Word(x, 2, "
+     "\" \")"},
+    {CONFIG_OBJECT_GUEST, "displayName", "Word(a, 3, '')",
+     "column 12: Word()'s delimiters must be text with at least one "
+     "character"},
+    {CONFIG_OBJECT_GUEST, "displayName", "Word(a, 3)",
+     "column 1: Word() takes 3 arguments, got 2"},
+    {CONFIG_OBJECT_GUEST, "displayName", "Not()",
+     "column 1: Not() takes 1 argument, got 0"},
+    {CONFIG_OBJECT_GUEST, "displayName", "IsNull(a, b)",
+     "column 1: IsNull() takes 1 argument, got 2"},
+    {CONFIG_OBJECT_GUEST, "displayName", "IsNullOrEmpty()",
+     "column 1: IsNullOrEmpty() takes 1 argument, got 0"},
+    {CONFIG_OBJECT_GUEST, "displayName", "NormalizeDiacritics(a, b)",
+     "column 1: NormalizeDiacritics() takes 1 argument, got 2"},
+    {CONFIG_OBJECT_GUEST, "displayName", "StripSpaces()",
+     "column 1: StripSpaces() takes 1 argument, got 0"},
+    {CONFIG_OBJECT_GUEST, "displayName", "ToTitleCase(a, 'en', 'x')",
+     "column 1: ToTitleCase() takes 1 or 2 arguments, got 3"},
+    {CONFIG_OBJECT_GUEST, "displayName", "ToTitleCase(a, 'en US')",
+     "column 16: ToTitleCase()'s culture must be a culture name such as "
+     "\"en-US\""},
+    {CONFIG_OBJECT_GUEST, "displayName", "FormatDateTime(a, , 'yyyy')",
+     "column 1: FormatDateTime() takes 4 arguments, got 3"},
+    {CONFIG_OBJECT_GUEST, "displayName",
+     "FormatDateTime(a, 'AdjustToUniversal', 'yyyy', 'yy')",
+     "column 19: FormatDateTime()'s dateTimeStyles: only the default is "
+     "supported; leave it empty, e.g. FormatDateTime(x, , \"yyyyMMdd\", "
+     "\"yyyy-MM-dd\")"},
+    {CONFIG_OBJECT_GUEST, "displayName", "FormatDateTime(a, , b, 'yy')",
+     "column 21: FormatDateTime()'s input format must be a quoted constant"},
+    {CONFIG_OBJECT_GUEST, "displayName", "FormatDateTime(a, , 'yy', '')",
+     "column 27: FormatDateTime()'s output format: the format is empty"},
+    {CONFIG_OBJECT_GUEST, "displayName",
+     "FormatDateTime(a, , 'gg yyyy', 'yy')",
+     "column 21: FormatDateTime()'s input format: 'g' (the era) is not "
+     "supported"},
+    {CONFIG_OBJECT_GUEST, "displayName", "FormatDateTime(a, , 'yyyy', \"'x\")",
+     "column 29: FormatDateTime()'s output format: unterminated quote or "
+     "trailing backslash in the format"},
+    {CONFIG_OBJECT_GUEST, "displayName", "FormatDateTime(a, , 'HHH', 'yy')",
+     "column 21: FormatDateTime()'s input format: 'H' repeated 3 times (at "
+     "most 2)"},
+    {CONFIG_OBJECT_GUEST, "mail", "SelectUniqueValue(a)",
+     "column 1: SelectUniqueValue() takes at least 2 arguments, got 1"},
+    {CONFIG_OBJECT_GUEST, "mail", "Trim(SelectUniqueValue(a, b))",
+     "column 6: SelectUniqueValue() must be the whole expression, not "
+     "inside another function"},
+    {CONFIG_OBJECT_GUEST, "displayName", "SelectUniqueValue(a, b)",
+     "SelectUniqueValue() picks a value no other object holds, which only "
+     "means something for an attribute the target keeps unique (mail); "
+     "'displayName' is not one"},
+    {CONFIG_OBJECT_MAILCONTACT, "DisplayName", "SelectUniqueValue(a, b)",
+     "SelectUniqueValue() picks a value no other object holds, which only "
+     "means something for an attribute the target keeps unique "
+     "(ExternalEmailAddress, PrimarySmtpAddress, Alias, "
+     "MicrosoftOnlineServicesID, Name); 'DisplayName' is not one"},
+};
+
+static void
+test_more_errors(void **state)
+{
+  (void)state;
+  for (size_t i = 0; i < N_OF(more_errors); i++) {
+    const struct error_case *c = &more_errors[i];
+    struct spec s = {c->target, c->expr, 14};
+    struct mapping *m = NULL;
+    char err[512] = "", want[512];
+    int rc = compile(c->object, &s, 1, &m, err, sizeof(err));
+
+    snprintf(want, sizeof(want), "galbridge.conf:14: %s", c->message);
+    if (rc != -1 || strcmp(err, want) != 0)
+      print_error("case %zu: %s = %s\n  want %s\n  got  %d %s\n", i, c->target,
+                  c->expr, want, rc, err);
+    assert_int_equal(rc, -1);
+    assert_null(m);
+    assert_string_equal(err, want);
+  }
+}
+
+/* SelectUniqueValue() asking the target: the documented UPN example. */
+struct taken_set {
+  const char *values[4];
+  const char *target; /* the last target asked about */
+  int calls;
+  int fail;        /* answer -1 */
+  const char *own; /* held by the person's own copy alone */
+};
+
+static int
+taken_in(void *arg, const char *target, const char *value)
+{
+  struct taken_set *t = arg;
+
+  t->target = target;
+  t->calls++;
+  if (t->fail)
+    return -1;
+  if (t->own != NULL && strcmp(t->own, value) == 0)
+    return MAPPING_TAKEN_OWN;
+  for (size_t i = 0; i < N_OF(t->values) && t->values[i] != NULL; i++) {
+    if (strcmp(t->values[i], value) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+static json_t *
+unique_eval(struct taken_set *t, int *exhausted, char *err, size_t errlen)
+{
+  static const char expr[] =
+      "SelectUniqueValue("
+      "Join(\"@\", NormalizeDiacritics(StripSpaces(Join(\".\", "
+      "PreferredFirstName, PreferredLastName))), \"contoso.com\"), "
+      "Join(\"@\", NormalizeDiacritics(StripSpaces(Join(\".\", "
+      "Mid(PreferredFirstName, 1, 1), PreferredLastName))), "
+      "\"contoso.com\"), "
+      "Join(\"@\", NormalizeDiacritics(StripSpaces(Join(\".\", "
+      "Mid(PreferredFirstName, 1, 2), PreferredLastName))), "
+      "\"contoso.com\"))";
+  struct spec s = {"mail", expr, 3};
+  struct mapping *m = NULL;
+  json_t *src = parse_json("{\"PreferredFirstName\":\"John\","
+                           "\"PreferredLastName\":\"Smith\"}");
+  json_t *got;
+
+  assert_int_equal(compile(CONFIG_OBJECT_GUEST, &s, 1, &m, err, errlen), 0);
+  got = mapping_eval_taken(m, src, taken_in, t, exhausted, err, errlen);
+  json_decref(src);
+  mapping_free(m);
+  return got;
+}
+
+static void
+test_select_unique(void **state)
+{
+  struct taken_set none = {{NULL}, NULL, 0, 0, NULL};
+  struct taken_set first = {{"John.Smith@contoso.com"}, NULL, 0, 0, NULL};
+  struct taken_set two = {
+      {"John.Smith@contoso.com", "J.Smith@contoso.com"}, NULL, 0, 0, NULL};
+  struct taken_set all = {{"John.Smith@contoso.com", "J.Smith@contoso.com",
+                           "Jo.Smith@contoso.com"},
+                          NULL,
+                          0,
+                          0,
+                          NULL};
+  struct taken_set broken = {{NULL}, NULL, 0, 1, NULL};
+  char err[256];
+  int exhausted = -1;
+  json_t *got;
+
+  (void)state;
+  got = unique_eval(&none, &exhausted, err, sizeof(err));
+  check_value("free", json_object_get(got, "mail"),
+              "\"John.Smith@contoso.com\"");
+  /* Every candidate is asked: the copy may hold a later one. */
+  assert_int_equal(none.calls, 3);
+  assert_string_equal(none.target, "mail");
+  assert_int_equal(exhausted, 0);
+  json_decref(got);
+
+  got = unique_eval(&first, &exhausted, err, sizeof(err));
+  check_value("first taken", json_object_get(got, "mail"),
+              "\"J.Smith@contoso.com\"");
+  assert_int_equal(first.calls, 3);
+  json_decref(got);
+
+  /* The copy holds the third, given when the first two were taken; they
+   * came free since: it keeps the third. */
+  none.own = "Jo.Smith@contoso.com";
+  got = unique_eval(&none, &exhausted, err, sizeof(err));
+  check_value("own kept", json_object_get(got, "mail"),
+              "\"Jo.Smith@contoso.com\"");
+  json_decref(got);
+  none.own = NULL;
+
+  got = unique_eval(&two, &exhausted, err, sizeof(err));
+  check_value("two taken", json_object_get(got, "mail"),
+              "\"Jo.Smith@contoso.com\"");
+  json_decref(got);
+
+  assert_null(unique_eval(&all, &exhausted, err, sizeof(err)));
+  assert_int_equal(exhausted, 1);
+  assert_string_equal(err, "cannot map 'mail': SelectUniqueValue(): every "
+                           "candidate (3) is taken in the target by another "
+                           "object");
+
+  assert_null(unique_eval(&broken, &exhausted, err, sizeof(err)));
+  assert_int_equal(exhausted, 0);
+  assert_string_equal(err, "cannot map 'mail': SelectUniqueValue(): cannot "
+                           "tell whether candidate 1 is taken in the "
+                           "target");
+}
+
+/* Exchange targets that are unique take SelectUniqueValue(); the values
+ * built by the new functions are capped like every other. */
+static void
+test_more_limits(void **state)
+{
+  const struct spec alias[] = {
+      {"Alias", "SelectUniqueValue(mailNickname, Left(mail, 5))", 3},
+      {"ExternalEmailAddress", "SelectUniqueValue(mail, otherMails)", 4},
+  };
+  const struct spec diacritics = {"displayName", "NormalizeDiacritics(a)", 3};
+  const struct spec date = {
+      "displayName", "FormatDateTime(a, , 'yyyyMMddHHmmss.fZ', 'yyyy-MM-dd')",
+      3};
+  struct mapping *m = NULL;
+  char err[256];
+  size_t n = 70000;
+  char *big = malloc(n * 2 + 1);
+  json_t *src;
+
+  (void)state;
+  assert_int_equal(
+      compile(CONFIG_OBJECT_MAILCONTACT, alias, 2, &m, err, sizeof(err)), 0);
+  mapping_free(m);
+
+  /* 70,000 two-byte letters: 140,000 bytes in, 70,000 out: too long */
+  assert_non_null(big);
+  for (size_t i = 0; i < n; i++)
+    memcpy(big + 2 * i, "\xc3\xa9", 2);
+  big[n * 2] = '\0';
+  src = json_pack("{s:s}", "a", big);
+  assert_int_equal(
+      compile(CONFIG_OBJECT_GUEST, &diacritics, 1, &m, err, sizeof(err)), 0);
+  assert_null(mapping_eval(m, src, err, sizeof(err)));
+  assert_string_equal(err, "cannot map 'displayName': value longer than 65536 "
+                           "bytes");
+  mapping_free(m);
+  json_decref(src);
+  free(big);
+
+  /* a date that is not one fails that object, without echoing it */
+  assert_int_equal(
+      compile(CONFIG_OBJECT_GUEST, &date, 1, &m, err, sizeof(err)), 0);
+  src = json_pack("{s:s}", "a", "20150230105347.1Z");
+  assert_null(mapping_eval(m, src, err, sizeof(err)));
+  assert_string_equal(err, "cannot map 'displayName': FormatDateTime(): the "
+                           "value (17 bytes) is not a date in the format "
+                           "\"yyyyMMddHHmmss.fZ\"");
+  json_decref(src);
+  src = json_pack("{s:s}", "a", "2015-01-23");
+  assert_null(mapping_eval(m, src, err, sizeof(err)));
+  json_decref(src);
+  mapping_free(m);
 }
 
 /* ---------------------------------------------------------------------
@@ -1193,6 +1614,10 @@ main(void)
       cmocka_unit_test(test_eval_table),
       cmocka_unit_test(test_nesting_limit),
       cmocka_unit_test(test_expression_length),
+      cmocka_unit_test(test_more_functions),
+      cmocka_unit_test(test_more_errors),
+      cmocka_unit_test(test_select_unique),
+      cmocka_unit_test(test_more_limits),
       cmocka_unit_test(test_compile_errors),
       cmocka_unit_test(test_error_line_and_buffer),
       cmocka_unit_test(test_defaults_guest),

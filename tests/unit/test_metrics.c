@@ -430,6 +430,7 @@ static const struct metrics_link LINKS[] = {
      .target = "contoso",
      .object = "mailcontact",
      .deletes_held = 600,
+     .creates_held = 7,
      .last_round_seconds = 0.125},
 };
 
@@ -475,6 +476,11 @@ static const char GOLDEN[] =
     "# TYPE galbridge_link_deletes_held gauge\n"
     "galbridge_link_deletes_held{link=\"contoso-fabrikam\"} 0\n"
     "galbridge_link_deletes_held{link=\"fabrikam-contoso\"} 600\n"
+    "# HELP galbridge_link_creates_held Creates waiting for approval (more "
+    "than max_creates in one round).\n"
+    "# TYPE galbridge_link_creates_held gauge\n"
+    "galbridge_link_creates_held{link=\"contoso-fabrikam\"} 0\n"
+    "galbridge_link_creates_held{link=\"fabrikam-contoso\"} 7\n"
     "# HELP galbridge_link_last_success_timestamp_seconds Unix time of the "
     "last successful round, 0 if none yet.\n"
     "# TYPE galbridge_link_last_success_timestamp_seconds gauge\n"
@@ -588,8 +594,8 @@ writes_the_exact_text(void **state)
   assert_string_equal(err, "");
   text = slurp(d->file);
   assert_string_equal(text, GOLDEN);
-  /* 2 links × 15 series, 4 + 2 HTTP series, 2 tenants, 1 timestamp. */
-  assert_int_equal(check_exposition(text), 2 * 15 + 6 + 2 + 1);
+  /* 2 links × 16 series, 4 + 2 HTTP series, 2 tenants, 1 timestamp. */
+  assert_int_equal(check_exposition(text), 2 * 16 + 6 + 2 + 1);
   assert_false(exists(d->tmp));
   free(text);
 }

@@ -321,6 +321,55 @@ group_and_filter_narrow_scope(void **state)
   json_decref(members);
 }
 
+/* A member of an exclude group is out of scope whatever else matches
+ * (here a member of the scope group too), with the group named; an
+ * existing copy follows on_delete like any object leaving the scope. */
+static void
+exclude_group_wins(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row = {.source_id = SOURCE_ID, .attrs = person};
+  struct planner_decision d;
+  json_t *members = json_pack("{s:b}", SOURCE_ID, 1);
+  json_t *excluded = json_pack(
+      "{s:s}", "0000bbbb-2222-2222-2222-222222222222",
+      "member of exclude_group 99999999-0000-0000-0000-000000000001");
+  const char *why = NULL;
+  char *applied;
+
+  f->pl.members = members;
+  f->pl.excluded = excluded;
+  decide(f, &row, &d); /* someone else excluded: this one is created */
+  assert_int_equal(d.kind, PLANNER_CREATE);
+  applied = json_dumps(d.desired, JSON_COMPACT);
+  planner_decision_clear(&d);
+  json_object_set_new(
+      excluded, SOURCE_ID,
+      json_string(
+          "member of exclude_group 99999999-0000-0000-0000-000000000002"));
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  assert_string_equal(
+      d.why, "member of exclude_group 99999999-0000-0000-0000-000000000002");
+  planner_decision_clear(&d);
+  assert_int_equal(planner_excluded(&f->pl, SOURCE_ID, &why), 1);
+  assert_string_equal(
+      why, "member of exclude_group 99999999-0000-0000-0000-000000000002");
+  /* with a copy: it goes, as on_delete says */
+  row.target_id = "t1";
+  row.state = "active";
+  row.applied = applied;
+  decide(f, &row, &d);
+  assert_int_equal(d.kind, PLANNER_DELETE);
+  planner_decision_clear(&d);
+  f->pl.members = NULL;
+  f->pl.excluded = NULL;
+  assert_int_equal(planner_excluded(&f->pl, SOURCE_ID, &why), 0);
+  json_decref(members);
+  json_decref(excluded);
+  free(applied);
+}
+
 /* A refused source object is left alone before any other rule: not
  * created, not updated from its older attributes, and its copy not
  * deleted even when those attributes (or a removal) say so. */
@@ -557,6 +606,150 @@ moved_copy_is_a_person(void **state)
 }
 
 /* A planner kind's name is the name its op carries in the outbox. */
+/* Managers: a reference to the link's copy of the source manager, sent
+ * by updates only, never to anything else. */
+#define BOSS_ID "0000bbbb-2222-2222-2222-222222222222"
+static const char *const boss =
+    "{\"displayName\":\"Boss\",\"mail\":\"boss@contoso.com\","
+    "\"userType\":\"Member\",\"accountEnabled\":true}";
+static const char *const report =
+    "{\"displayName\":\"Jane O'Brien\",\"mail\":\"jane@contoso.com\","
+    "\"userType\":\"Member\",\"accountEnabled\":true,"
+    "\"manager\":\"" BOSS_ID "\"}";
+
+/* The decision for an active copy of `report` whose applied values are
+ * those of a decision made without any manager. */
+static void
+decide_report(struct fixture *f, struct store_plan_row *row,
+              struct planner_decision *d, char **applied, char hash[17])
+{
+  struct store_plan_row first = {.source_id = SOURCE_ID,
+                                 .attrs = report,
+                                 .manager_id = BOSS_ID,
+                                 .manager_attrs = boss,
+                                 .manager_target = "copy-of-boss"};
+  struct planner_decision c;
+
+  /* A create never carries the manager. */
+  decide(f, &first, &c);
+  assert_int_equal(c.kind, PLANNER_CREATE);
+  assert_null(json_object_get(c.desired, "manager"));
+  assert_null(json_object_get(c.payload, "manager"));
+  *applied = json_dumps(c.desired, JSON_COMPACT);
+  strcpy(hash, c.hash);
+  planner_decision_clear(&c);
+  *row = first;
+  row->target_id = "copy-of-jane";
+  row->state = "active";
+  row->applied = *applied;
+  row->hash = hash;
+  decide(f, row, d);
+}
+
+/* Decide `row`: of kind `kind`, and for an update one whose payload is
+ * the manager alone: `want`, or null (cleared) when want is NULL. */
+static void
+expect_manager(struct fixture *f, const struct store_plan_row *row,
+               enum planner_kind kind, const char *want)
+{
+  struct planner_decision d;
+  json_t *m;
+
+  decide(f, row, &d);
+  assert_int_equal(d.kind, kind);
+  if (kind == PLANNER_UPDATE) {
+    m = json_object_get(d.payload, "manager");
+    assert_int_equal(json_object_size(d.payload), 1);
+    if (want == NULL)
+      assert_true(json_is_null(m));
+    else
+      assert_string_equal(json_string_value(m), want);
+  }
+  if (want == NULL)
+    assert_null(json_object_get(d.desired, "manager"));
+  planner_decision_clear(&d);
+}
+
+static void
+manager_is_the_managers_copy(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row, cases[4];
+  struct planner_decision d;
+  char *applied, *with, hash[17], hash2[17];
+
+  f->link.manager = 1;
+  decide_report(f, &row, &d, &applied, hash);
+  /* The round after the create: the manager alone is sent. */
+  assert_int_equal(d.kind, PLANNER_UPDATE);
+  assert_int_equal(json_object_size(d.payload), 1);
+  assert_string_equal(json_string_value(json_object_get(d.payload, "manager")),
+                      "copy-of-boss");
+  assert_string_not_equal(d.hash, hash);
+
+  /* Once applied, nothing more: an idle round writes nothing. */
+  with = json_dumps(d.desired, JSON_COMPACT);
+  strcpy(hash2, d.hash);
+  planner_decision_clear(&d);
+  row.applied = with;
+  row.hash = hash2;
+  expect_manager(f, &row, PLANNER_NONE, "copy-of-boss");
+
+  /* The target shows another manager (set by hand): put back. */
+  row.target_attrs =
+      "{\"manager\":\"someone-else\",\"onPremisesExtensionAttributes\":"
+      "{\"extensionAttribute15\":\"galbridge:aaaaaaaa-1111-1111-1111-"
+      "111111111111:0000aaaa-2222-2222-2222-222222222222\"}}";
+  expect_manager(f, &row, PLANNER_UPDATE, "copy-of-boss");
+  row.target_attrs =
+      "{\"manager\":\"COPY-OF-BOSS\",\"onPremisesExtensionAttributes\":"
+      "{\"extensionAttribute15\":\"galbridge:aaaaaaaa-1111-1111-1111-"
+      "111111111111:0000aaaa-2222-2222-2222-222222222222\"}}";
+  expect_manager(f, &row, PLANNER_NONE, "copy-of-boss");
+  row.target_attrs = NULL;
+
+  /* The manager's copy is gone, or the manager left the scope, is
+   * refused or removed (the store then gives no manager_id), or is the
+   * person itself: cleared, never pointed elsewhere. */
+  for (size_t i = 0; i < 4; i++)
+    cases[i] = row;
+  cases[0].manager_target = NULL;
+  cases[1].manager_attrs = "{\"displayName\":\"Boss\",\"mail\":"
+                           "\"boss@contoso.com\",\"userType\":\"Member\","
+                           "\"accountEnabled\":false}";
+  cases[2].manager_id = NULL;
+  cases[2].manager_attrs = NULL;
+  cases[2].manager_target = NULL;
+  cases[3].manager_id = SOURCE_ID;
+  for (size_t i = 0; i < 4; i++)
+    expect_manager(f, &cases[i], PLANNER_UPDATE, NULL);
+  free(with);
+  free(applied);
+}
+
+static void
+manager_switched_off(void **state)
+{
+  struct fixture *f = *state;
+  struct store_plan_row row;
+  struct planner_decision d;
+  char *applied, hash[17];
+  const char *target, *why;
+
+  f->link.manager = 0;
+  decide_report(f, &row, &d, &applied, hash);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  assert_null(json_object_get(d.desired, "manager"));
+  planner_decision_clear(&d);
+  /* planner_manager() itself says why there is none. */
+  f->link.manager = 1;
+  row.manager_target = NULL;
+  assert_int_equal(planner_manager(&f->pl, &row, &target, &why), 0);
+  assert_null(target);
+  assert_non_null(strstr(why, "no copy"));
+  free(applied);
+}
+
 static void
 kind_names_roundtrip(void **state)
 {
@@ -648,6 +841,7 @@ main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(group_and_filter_narrow_scope, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(exclude_group_wins, setup, teardown),
       cmocka_unit_test_setup_teardown(refused_source_is_left_alone, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(anchor_drift_is_repaired, setup,
@@ -655,6 +849,9 @@ main(void)
       cmocka_unit_test_setup_teardown(stamp_upgrade_and_recovered_copy, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(moved_copy_is_a_person, setup, teardown),
+      cmocka_unit_test_setup_teardown(manager_is_the_managers_copy, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(manager_switched_off, setup, teardown),
       cmocka_unit_test(hash_is_stable),
       cmocka_unit_test(kind_names_roundtrip),
       cmocka_unit_test_setup_teardown(group_contact_planned, setup, teardown),

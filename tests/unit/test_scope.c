@@ -258,6 +258,64 @@ static const struct match_case match_cases[] = {
     /* white space anywhere between tokens */
     {"\tdepartment\neq\r'Sales'  ", NULL, 1},
     {"  (  level   eq 3 )  ", NULL, 1},
+    /* in: eq any literal of the list */
+    {"department in ('HR', 'Sales')", NULL, 1},
+    {"department in ('HR', 'Legal')", NULL, 0},
+    {"department in ('sales')", NULL, 1},
+    {"DEPARTMENT IN ( 'x' ,'SALES' )", NULL, 1},
+    {"department in ('Sale', 'Sales ')", NULL, 0},
+    {"level in (1, 2, 3)", NULL, 1},
+    {"level in ('3')", NULL, 0},
+    {"accountEnabled in (false, true)", NULL, 1},
+    {"city in (null, 'x')", NULL, 1},
+    {"city in ('x')", NULL, 0},
+    {"missing in (null)", NULL, 1},
+    {"missing in ('x')", NULL, 0},
+    {"businessPhones in (null)", NULL, 1},
+    {"surname in ('O''Brien')", NULL, 1},
+    {"givenName in ('ZOË', 'zoë')", NULL, 1},
+    {"givenName in ('ZOË')", NULL, 0},
+    /* in on arrays: any element equal to any literal */
+    {"proxyAddresses in ('smtp:x@y', 'smtp:A.OBRIEN@contoso.com')", NULL, 1},
+    {"proxyAddresses in ('smtp:x@y', 'smtp:z@y')", NULL, 0},
+    {"mixed in (2, 'two')", NULL, 1},
+    {"mixed in (2, 3)", NULL, 0},
+    {"m/name in ('c', 'b')", "{`m`: [{`name`: `a`}, {`name`: `B`}]}", 1},
+    {"onPremisesExtensionAttributes/extensionAttribute1 in ('red', 'blue')",
+     NULL, 1},
+    /* not in: none equal */
+    {"not department in ('HR', 'Sales')", NULL, 0},
+    {"not (department in ('HR', 'Legal'))", NULL, 1},
+    {"not proxyAddresses in ('smtp:x@y', 'smtp:z@y')", NULL, 1},
+    {"not missing in ('x')", NULL, 1},
+    {"department in ('HR') or level in (3)", NULL, 1},
+    {"department in ('Sales') and not jobTitle in ('Intern')", NULL, 0},
+    {"x in ('a') and y eq 1", "{`x`: `A`, `y`: 1}", 1},
+    /* contains: a substring, ASCII case folded */
+    {"contains(mail, 'contoso')", NULL, 1},
+    {"contains(mail, 'CONTOSO.')", NULL, 1},
+    {"contains(mail, 'fabrikam')", NULL, 0},
+    {"contains(mail, '')", NULL, 1},
+    {"contains(mail, 'anna@contoso.com')", NULL, 1},
+    {"contains(mail, 'anna@contoso.com.')", NULL, 0},
+    {"Contains ( displayName , 'o''b' )", NULL, 1},
+    {"contains(officeLocation, 'ÜR')", NULL, 0},
+    {"contains(officeLocation, 'üR')", NULL, 1},
+    {"contains(x, 'aab')", "{`x`: `aaab`}", 1},
+    {"contains(x, 'abab')", "{`x`: `abaabab`}", 1},
+    {"contains(x, 'abab')", "{`x`: `abaaba`}", 0},
+    {"contains(x, 'aa')", "{`x`: `a`}", 0},
+    /* contains on what is not a string, and on arrays */
+    {"contains(level, '3')", NULL, 0},
+    {"contains(city, '')", NULL, 0},
+    {"contains(missing, '')", NULL, 0},
+    {"contains(proxyAddresses, 'OBRIEN')", NULL, 1},
+    {"contains(proxyAddresses, 'fabrikam')", NULL, 0},
+    {"contains(mixed, 'w')", NULL, 1},
+    {"contains(m/name, 'b')", "{`m`: [{`name`: `a`}, {`name`: `xBx`}]}", 1},
+    {"not contains(mail, 'fabrikam')", NULL, 1},
+    {"not contains(proxyAddresses, 'OBRIEN')", NULL, 0},
+    {"contains eq 'a'", "{`contains`: `a`}", 1},
     /* attributes that are not an object: everything is absent */
     {"missing eq null", "[]", 1},
     {"department eq 'Sales'", "[]", 0},
@@ -305,15 +363,15 @@ static const struct error_case error_cases[] = {
     {"", "empty filter"},
     {" \t\n", "empty filter"},
     {"department",
-     "column 11: unexpected end of filter, expected 'eq' or 'ne' after "
+     "column 11: unexpected end of filter, expected 'eq', 'ne' or 'in' after "
      "'department'"},
     {"department gt 'Sales'",
-     "column 12: expected 'eq' or 'ne' after 'department'"},
+     "column 12: expected 'eq', 'ne' or 'in' after 'department'"},
     /* columns count characters, not bytes: 'ü' is one */
     {"city eq 'Zürich' and department 'Sales'",
-     "column 33: expected 'eq' or 'ne' after 'department'"},
+     "column 33: expected 'eq', 'ne' or 'in' after 'department'"},
     {"onPremisesExtensionAttributes/extensionAttribute1 'x'",
-     "column 51: expected 'eq' or 'ne' after "
+     "column 51: expected 'eq', 'ne' or 'in' after "
      "'onPremisesExtensionAttributes/extensionAttribute1'"},
     {"department = 'Sales'", "column 12: unexpected character '=' (use 'eq')"},
     {"department eq \"Sales\"",
@@ -378,8 +436,37 @@ static const struct error_case error_cases[] = {
     {"startsWith(",
      "column 12: unexpected end of filter, expected an attribute as the "
      "first argument of startsWith"},
-    {"contains(mail, 'a')", "column 1: unknown function 'contains'"},
-    {"a/b(mail, 'a')", "column 4: expected 'eq' or 'ne' after 'a/b'"},
+    {"containz(mail, 'a')", "column 1: unknown function 'containz'"},
+    {"contains(mail 'a')",
+     "column 15: expected ',' after the attribute in contains"},
+    {"contains(mail, 1)",
+     "column 16: expected a string as the second argument of contains"},
+    {"contains('a', mail)",
+     "column 10: expected an attribute as the first argument of contains"},
+    {"contains(mail, 'a', 'b')",
+     "column 19: expected ')' after the arguments of contains"},
+    {"contains(mail, 'a'", "column 19: missing ')' to close '(' at column 9"},
+    {"a in 'x'", "column 6: expected '(' after 'in'"},
+    {"a in", "column 5: unexpected end of filter, expected '(' after 'in'"},
+    {"a in ()",
+     "column 7: expected a value ('text', a number, true, false or null) in "
+     "the list of 'in'"},
+    {"a in ('x',)",
+     "column 11: expected a value ('text', a number, true, false or null) "
+     "after ','"},
+    {"a in ('x' 'y')", "column 11: expected ',' or ')' in the list of 'in'"},
+    {"a in ('x', b)",
+     "column 12: expected a value ('text', a number, true, false or null) "
+     "after ','"},
+    {"a in ('x'", "column 10: missing ')' to close '(' at column 6"},
+    {"a in ('x', 'y", "column 12: unterminated string"},
+    {"a in (1.5)", "column 8: unexpected character '.'"},
+    {"a in ['x']", "column 6: unexpected character '['"},
+    {"in eq 1", "column 1: expected an attribute, a function, 'not' or '('"},
+    {"a in ('x') in ('y')", "column 12: expected 'and' or 'or'"},
+    {"not in ('x')",
+     "column 5: expected an attribute, a function, 'not' or '('"},
+    {"a/b(mail, 'a')", "column 4: expected 'eq', 'ne' or 'in' after 'a/b'"},
     {"a/ eq 1", "column 3: expected an attribute name after '/'"},
     {"a/b/1 eq 1", "column 5: expected an attribute name after '/'"},
     {"/a eq 1", "column 1: unexpected character '/'"},
@@ -496,6 +583,42 @@ nesting_limit(void **state)
   json_decref(attrs);
 }
 
+/* A value a source tenant writes can be huge: contains() on it is one
+ * pass (a naive search for 'aaa...ab' in 'aaa...a' would take the value's
+ * length times the text's, minutes here), and in() on a long list too. */
+static void
+huge_values(void **state)
+{
+  size_t big = 4u << 20, word = 8000;
+  char *value = malloc(big + 1), *text = malloc(word + 64);
+  json_t *attrs;
+  struct scope_filter *f = NULL;
+  char err[128];
+
+  (void)state;
+  assert_non_null(value);
+  assert_non_null(text);
+  memset(value, 'a', big);
+  value[big] = '\0';
+  attrs = json_pack("{s:s}", "x", value);
+  assert_non_null(attrs);
+  memcpy(text, "contains(x, '", 13);
+  memset(text + 13, 'A', word - 1);
+  memcpy(text + 13 + word - 1, "b')", 4);
+  assert_int_equal(scope_filter_parse(text, &f, err, sizeof(err)), 0);
+  assert_int_equal(scope_filter_match(f, attrs), 0);
+  scope_filter_free(f);
+  /* the same text that is there, at the very end */
+  value[big - 1] = 'B';
+  json_object_set_new(attrs, "x", json_string(value));
+  assert_int_equal(scope_filter_parse(text, &f, err, sizeof(err)), 0);
+  assert_int_equal(scope_filter_match(f, attrs), 1);
+  scope_filter_free(f);
+  json_decref(attrs);
+  free(value);
+  free(text);
+}
+
 static void
 length_limit(void **state)
 {
@@ -575,6 +698,8 @@ static const struct sources_case sources_cases[] = {
      "[`department`, `mail`, `onPremisesExtensionAttributes`, `city`, "
      "`proxyAddresses`]"},
     {"not not (a eq 1 and (b eq 2 or (c/d eq 3)))", "[`a`, `b`, `c`]"},
+    {"city in ('x') or contains(mail, 'y') or CITY in (1)",
+     "[`city`, `mail`]"},
 };
 
 /* Case i gave `got` where `want` was expected (both taken). */
@@ -615,6 +740,11 @@ static const struct {
      "'x'\", \"result\": true},"
      " {\"clause\": \"employeeId eq 42\", \"result\": true},"
      " {\"clause\": \"accountEnabled eq false\", \"result\": false}]"},
+    {"city in ('Bern', 'O''Hare', 3, null, true) or contains(mail, 'x')",
+     "{\"city\": \"bern\", \"mail\": \"a@b\"}",
+     "[{\"clause\": \"city in ('Bern', 'O''Hare', 3, null, true)\","
+     " \"result\": true},"
+     " {\"clause\": \"contains(mail, 'x')\", \"result\": false}]"},
 };
 
 static void
@@ -835,6 +965,7 @@ main(void)
       cmocka_unit_test(filter_error_table),
       cmocka_unit_test(nesting_limit),
       cmocka_unit_test(length_limit),
+      cmocka_unit_test(huge_values),
       cmocka_unit_test(parse_edges),
       cmocka_unit_test(filter_sources),
       cmocka_unit_test(filter_clauses),

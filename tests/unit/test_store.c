@@ -870,6 +870,7 @@ schema_5_migrates_to_6(void **state)
   assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
                                 "DROP TABLE budget_learnt;"
+                                "DROP TABLE photo;"
                                 "ALTER TABLE link_state DROP COLUMN object;"
                                 "PRAGMA user_version = 5",
                                 NULL, NULL, NULL),
@@ -900,11 +901,11 @@ schema_5_migrates_to_6(void **state)
   assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
 }
 
-/* A state file of schema 6 (links without a recorded object kind) is
- * brought to 7: its links keep their rows and have no kind until one is
+/* A state file of schema 8 (links without a recorded object kind) is
+ * brought to 9: its links keep their rows and have no kind until one is
  * recorded; a kind reads back with the link's objects. */
 static void
-schema_6_migrates_to_7(void **state)
+schema_8_migrates_to_9(void **state)
 {
   struct fixture *f = *state;
   char err[256], path[128], *kind = NULL;
@@ -918,7 +919,7 @@ schema_6_migrates_to_7(void **state)
   assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
                                 "ALTER TABLE link_state DROP COLUMN object;"
-                                "PRAGMA user_version = 6",
+                                "PRAGMA user_version = 8",
                                 NULL, NULL, NULL),
                    SQLITE_OK);
   sqlite3_close(db);
@@ -1093,6 +1094,111 @@ copy_row(struct store *s, const char *link, const char *sid, const char *tid,
   store_ops_free(ops, n);
 }
 
+/* Photo checks: which copies are due (never checked, due, or checked on
+ * another target object; not a removed source object, not a deleted
+ * copy), what a check records, and the counts of status. */
+static void
+photos_due_and_recorded(void **state)
+{
+  struct fixture *f = *state;
+  struct store *s = f->store;
+  struct store_photo_row *rows;
+  struct store_photo got;
+  struct store_photo ph = {.target_id = "t1",
+                           .etag = "\"E1\"",
+                           .checked_at = 100,
+                           .next_check = 1000};
+  long long written, failed;
+  size_t n;
+  int found;
+
+  put(s, "s1", "{}", STORE_PRESENT, 1);
+  put(s, "s2", "{}", STORE_PRESENT, 1);
+  put(s, "s3", "{}", STORE_DELETED, 1);
+  put(s, "s4", "{}", STORE_PRESENT, 1);
+  copy_row(s, "L", "s1", "t1", "active");
+  copy_row(s, "L", "s2", "t2", "active");
+  copy_row(s, "L", "s3", "t3", "active");
+  copy_row(s, "L", "s4", "t4", "deleted");
+  assert_int_equal(store_photos_due(s, "L", T1, "T2", 500, 10, &rows, &n), 0);
+  assert_int_equal(n, 2);
+  assert_string_equal(rows[0].source_id, "s1");
+  assert_string_equal(rows[0].target_id, "t1");
+  assert_string_equal(rows[0].applied, "{}");
+  assert_null(rows[0].etag);
+  assert_null(rows[0].target_attrs);
+  assert_string_equal(rows[1].source_id, "s2");
+  store_photo_rows_free(rows, n);
+
+  /* s1 checked: not due before next_check; its etag comes back then. */
+  assert_int_equal(store_photo_put(s, "L", "s1", &ph), 0);
+  assert_int_equal(store_photos_due(s, "L", T1, "T2", 500, 10, &rows, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(rows[0].source_id, "s2");
+  store_photo_rows_free(rows, n);
+  assert_int_equal(store_photos_due(s, "L", T1, "T2", 1000, 1, &rows, &n), 0);
+  assert_int_equal(n, 1); /* the limit */
+  store_photo_rows_free(rows, n);
+  assert_int_equal(store_photos_due(s, "L", T1, "T2", 1000, 10, &rows, &n), 0);
+  assert_int_equal(n, 2);
+  assert_string_equal(rows[0].source_id, "s2"); /* never checked first */
+  assert_string_equal(rows[1].etag, "\"E1\"");
+  store_photo_rows_free(rows, n);
+  assert_int_equal(store_photo_get(s, "L", "s1", &got, &found), 0);
+  assert_int_equal(found, 1);
+  assert_string_equal(got.target_id, "t1");
+  assert_string_equal(got.etag, "\"E1\"");
+  assert_int_equal(got.checked_at, 100);
+  assert_int_equal(got.next_check, 1000);
+  assert_null(got.error);
+  store_photo_clear(&got);
+  assert_int_equal(store_photo_get(s, "L", "s2", &got, &found), 0);
+  assert_int_equal(found, 0);
+
+  /* A failed check of s2 counts; s1's photo counts as written. The etag
+   * refused comes back with the row, and its reason. */
+  ph.target_id = "t2";
+  ph.etag = NULL;
+  ph.error = "too large";
+  ph.skipped_etag = "\"BIG\"";
+  assert_int_equal(store_photo_put(s, "L", "s2", &ph), 0);
+  assert_int_equal(store_photos_due(s, "L", T1, "T2", 1000, 10, &rows, &n), 0);
+  assert_int_equal(n, 2); /* both due at 1000: by id */
+  assert_string_equal(rows[1].source_id, "s2");
+  assert_string_equal(rows[1].skipped_etag, "\"BIG\"");
+  assert_string_equal(rows[1].error, "too large");
+  assert_null(rows[0].skipped_etag);
+  assert_null(rows[0].error);
+  store_photo_rows_free(rows, n);
+  assert_int_equal(store_photo_counts(s, "L", &written, &failed), 0);
+  assert_int_equal(written, 1);
+  assert_int_equal(failed, 1);
+
+  /* The copy of s1 is now another object: due at once, no etag (what
+   * was written went on the old one). */
+  store_close(f->store);
+  f->store = NULL;
+  {
+    char err[256], path[128];
+    sqlite3 *db;
+    snprintf(path, sizeof(path), "%s/state.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "UPDATE target_object SET target_id = 't9'"
+                                  " WHERE source_id = 's1'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
+  }
+  s = f->store;
+  assert_int_equal(store_photos_due(s, "L", T1, "T2", 500, 10, &rows, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(rows[0].target_id, "t9");
+  assert_null(rows[0].etag);
+  store_photo_rows_free(rows, n);
+}
+
 /* Several successes in one transaction: each op's row written and the op
  * gone, progress counted once per op; one that cannot be written (no
  * hash) leaves every op of the batch in the outbox and no row. */
@@ -1211,7 +1317,9 @@ main(void)
       cmocka_unit_test_setup_teardown(budget_learnt_roundtrip, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(schema_5_migrates_to_6, setup, teardown),
-      cmocka_unit_test_setup_teardown(schema_6_migrates_to_7, setup, teardown),
+      cmocka_unit_test_setup_teardown(photos_due_and_recorded, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(schema_8_migrates_to_9, setup, teardown),
       cmocka_unit_test(open_fails_cleanly_on_bad_dir),
       cmocka_unit_test_setup_teardown(lock_is_exclusive, setup, teardown),
       cmocka_unit_test_setup_teardown(files_are_private, setup, teardown),

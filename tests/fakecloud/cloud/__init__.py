@@ -11,8 +11,8 @@ deletedItems/microsoft.graph.user before deletedItems/{id}.
 """
 
 from . import (login, delta, groups_delta, users, batch, exchange, cmdlets,
-               orgconfig, migration, objects, policy, admin)
+               orgconfig, migration, objects, policy, admin, managers, photos)
 
 __all__ = ["login", "delta", "groups_delta", "users", "batch", "exchange",
-           "cmdlets",
-           "orgconfig", "migration", "objects", "policy", "admin"]
+           "cmdlets", "orgconfig", "migration", "objects", "policy", "admin",
+           "managers", "photos"]

@@ -93,7 +93,9 @@ def cmd_get_mail_contact(req, tenant, params):
 
 @cmdlet("Get-Contact")
 def cmd_get_contact(req, tenant, params):
-    return exo_get(req, tenant, params, MAIL_CONTACT)
+    return exo_get(req, tenant, params, MAIL_CONTACT,
+                   lambda obj, view: dict(view,
+                                          Manager=manager_name(tenant, obj)))
 
 
 @cmdlet("Get-MailUser")
@@ -104,8 +106,11 @@ def cmd_get_mail_user(req, tenant, params):
 
 @cmdlet("Get-User")
 def cmd_get_user(req, tenant, params):
-    """Every user, with PreviousRecipientTypeDetails and SKUAssigned."""
-    return exo_get(req, tenant, params, ANY_USER, user_fields)
+    """Every user, with PreviousRecipientTypeDetails, SKUAssigned and
+    Manager."""
+    return exo_get(req, tenant, params, ANY_USER,
+                   lambda obj, view: dict(user_fields(obj, view),
+                                          Manager=manager_name(tenant, obj)))
 
 
 @cmdlet("Get-Mailbox")
@@ -438,7 +443,34 @@ def cmd_set_mail_user(req, tenant, params):
     return [], []
 
 
-SET_BOOK = {"identity", "name", "confirm"} | set(ADDRESS_BOOK)
+SET_BOOK = {"identity", "name", "confirm", "manager"} | set(ADDRESS_BOOK)
+
+
+def manager_change(req, tenant, obj, p):
+    """-Manager (Set-Contact.md, Set-User.md: a UserContactIdParameter):
+    the user or mail contact it names, or $null to clear; an identity no
+    recipient has fails as any unknown identity does."""
+    if "manager" not in p:
+        return
+    value = p["manager"]
+    if value in (None, ""):
+        tenant.set_manager(obj, None)
+        return
+    manager, _ = exo_resolve(req, tenant, str(value),
+                             ANY_USER | MAIL_CONTACT)
+    tenant.set_manager(obj, manager.id)
+
+
+def manager_name(tenant, obj):
+    """Get-Contact and Get-User show Manager as the manager's name."""
+    if obj.manager is None:
+        return None
+    manager = tenant.find_directory_object(obj.manager)
+    if manager is None:
+        return None
+    exo = getattr(manager, "exo", None) or {}
+    return (exo.get("Name") or manager.props.get("name")
+            or manager.props.get("displayName") or manager.id)
 
 
 def address_book_changes(p):
@@ -473,6 +505,7 @@ def cmd_set_contact(req, tenant, params):
     if "name" in p:
         check_name_free(req, tenant, str(p["name"]), exclude=contact.id)
         changes["name"] = str(p["name"])
+    manager_change(req, tenant, contact, p)
     contact.props.update(changes)
     touch(contact)
     return [], []
@@ -487,6 +520,7 @@ def cmd_set_user(req, tenant, params):
     changes = address_book_changes(p)
     if "name" in p:
         check_name_free(req, tenant, str(p["name"]), exclude=user.id)
+    manager_change(req, tenant, user, p)
     tenant.patch_user(user, changes)
     if "name" in p:
         user.exo = dict(user.exo or {})

@@ -143,6 +143,35 @@ def delta_pages(cloud, ids):
     return [[] for _ in range(cloud.knobs["delta_empty_pages"])] + pages
 
 
+def delta_select(req, text):
+    """users/delta's $select: the properties, and the `manager`
+    navigation property, which delta-query-overview.md lets $select name
+    ("$select also supports manager and members")."""
+    names = [n.strip() for n in text.split(",")]
+    manager = any(n.lower() == "manager" for n in names)
+    select = parse_user_select(
+        req, ",".join(n for n in names if n.lower() != "manager"))
+    return select + ["manager"] if manager else select
+
+
+def manager_delta(tenant, user, changed):
+    """users/delta's "manager@delta" for a user whose manager is tracked:
+    the manager as {"@odata.type", "id"}; a manager removed since the
+    round's link, as that reference with "@removed" (the members@delta
+    shape, groups delta fixtures); None when there is nothing to say."""
+    if user.manager is not None:
+        obj = tenant.find_directory_object(user.manager)
+        kind = ("#microsoft.graph.orgContact"
+                if obj is not None and obj in tenant.contacts.values()
+                else "#microsoft.graph.user")
+        return [{"@odata.type": kind, "id": user.manager}]
+    if changed and user.manager_removed is not None:
+        return [{"@odata.type": "#microsoft.graph.user",
+                 "id": user.manager_removed,
+                 "@removed": {"reason": "deleted"}}]
+    return None
+
+
 def delta_item(tenant, uid, rnd, minimal):
     user = tenant.users.get(uid)
     if user is None or user.deleted:
@@ -155,6 +184,15 @@ def delta_item(tenant, uid, rnd, minimal):
                     and user.restored_seq <= since)
     item = {}
     for name in rnd.select:
+        if name == "manager":
+            changed = (since is None
+                       or user.prop_seq.get("manager", 0) > since)
+            refs = (manager_delta(tenant, user,
+                                  changed and since is not None)
+                    if changed or not only_changed else None)
+            if refs is not None:
+                item["manager@delta"] = refs
+            continue
         if name not in user.props:
             continue                  # never set: absent
         if only_changed and user.prop_seq.get(name, 0) <= since:
@@ -216,7 +254,7 @@ def users_delta(req):
         rnd, index = link.data
         return delta_page(req, rnd, index)
 
-    select = (parse_user_select(req, params["select"])
+    select = (delta_select(req, params["select"])
               if "select" in params else None)
     filter_ids = (parse_id_filter(req, params["filter"])
                   if "filter" in params else None)

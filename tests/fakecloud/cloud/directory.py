@@ -48,7 +48,8 @@ class User:
 
     __slots__ = ("id", "props", "prop_seq", "created_seq", "deleted",
                  "deleted_seq", "restored_seq", "deleted_at", "invited_at",
-                 "exo", "mailbox", "changed_at")
+                 "exo", "mailbox", "changed_at", "manager",
+                 "manager_removed")
 
     # Shown by the admin API even when never set (then null).
     ADMIN_KEYS = ("showInAddressList", "creationType", "externalUserState",
@@ -69,6 +70,10 @@ class User:
         # the object last changed (Exchange's WhenChanged).
         self.mailbox = None
         self.changed_at = time.time()
+        # The manager relationship (managers.py): the manager's object
+        # id, and the one last removed (users/delta's manager@delta).
+        self.manager = None
+        self.manager_removed = None
 
     def admin_view(self):
         view = {"id": self.id}
@@ -90,6 +95,7 @@ class Contact:
         # shows it as WhenCreated) and last changed (WhenChanged).
         self.created = iso_ms(time.time())[:-5] + "Z"
         self.changed_at = time.time()
+        self.manager = None       # Set-Contact -Manager (managers.py)
 
     def admin_view(self):
         view = {"id": self.id}
@@ -233,6 +239,27 @@ class Tenant:
         ids = self.index.get((key, value.casefold()), ())
         return sorted((self.users[i] for i in ids if i in self.users),
                       key=lambda u: u.created_seq)
+
+    def find_directory_object(self, oid):
+        """A live user or an org contact by object id, else None."""
+        key = str(oid).lower()
+        user = self.users.get(key)
+        if user is not None and user.deleted is None:
+            return user
+        return self.contacts.get(key)
+
+    def set_manager(self, obj, manager_id):
+        """Set (or, None, clear) obj's manager; a user's change is a
+        change of its "manager" for users/delta.  True when it changed."""
+        old = obj.manager
+        if old == manager_id:
+            return False
+        obj.manager = manager_id
+        obj.changed_at = time.time()
+        if isinstance(obj, User):
+            obj.manager_removed = old if manager_id is None else None
+            obj.prop_seq["manager"] = self.bump()
+        return True
 
     def patch_user(self, user, data):
         changed = {}
