@@ -53,10 +53,17 @@ enum config_cloud {
   CONFIG_CLOUD_CHINA,
 };
 
+/* A tenant id (a GUID, 36) and "#groups", with room to spare. */
+#define CONFIG_SOURCE_KEY_MAX 64
+
 enum config_object {
   CONFIG_OBJECT_GUEST,
   CONFIG_OBJECT_MAILCONTACT,
   CONFIG_OBJECT_MAILUSER,
+  /* mail contacts in the target for the source's mail-enabled groups
+   * (read from groups/delta): a mail contact link in all but its source
+   * read, default mapping and default scope */
+  CONFIG_OBJECT_GROUPCONTACT,
 };
 
 enum config_on_delete {
@@ -171,6 +178,12 @@ struct config_link {
   int photos;
   long photo_max_bytes;
   long photo_interval;
+  /* What the link's source objects are stored and anchored under: the
+   * source's tenant id, or "<tenant id>#groups" for object = groupcontact
+   * (groups/delta has its own delta link and its own objects, and a
+   * group's copy its own anchor namespace: "galbridge:<tenant
+   * id>#groups:<group id>", which no user link's listing matches). */
+  char source_key[CONFIG_SOURCE_KEY_MAX];
 };
 
 struct config {
@@ -288,7 +301,19 @@ int config_links_overlap(const struct config_link *a,
 size_t config_warn_overlaps(const struct config *cfg, FILE *fp);
 
 /* The config file's spelling of an object kind ("guest", "mailcontact",
- * "mailuser"); "unknown" for a value outside the enum. Static string. */
+ * "mailuser", "groupcontact"); "unknown" for a value outside the enum.
+ * Static string. */
 const char *config_object_name(enum config_object object);
+
+/* Whether the link makes mail contacts in the target (object =
+ * mailcontact or groupcontact): Exchange's New-/Set-/Remove-MailContact,
+ * the contacts listed on Exchange's side. NULL-safe (0). */
+int config_link_contacts(const struct config_link *link);
+
+/* What the link's source objects are stored and anchored under (see
+ * struct config_link's source_key); a link not made by config_load()
+ * whose source_key is empty reads as its source's tenant id. Borrowed
+ * from the link. */
+const char *config_link_source_key(const struct config_link *link);
 
 #endif

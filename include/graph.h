@@ -95,6 +95,18 @@ struct graph;
 /* Whether `name` (any case) is one of GRAPH_USER_SELECT's properties. */
 int graph_user_property_known(const char *name);
 
+/* The group properties galbridge tracks (groupcontact links): what says
+ * whether a group is mail-enabled and what its contact shows. Never
+ * "members": a group contact needs none, and members@delta would page a
+ * big group's whole membership. Changing the list makes every groups
+ * read start again in full, as for users. */
+#define GRAPH_GROUP_SELECT                                                    \
+  "id,displayName,description,mail,mailEnabled,mailNickname,"                 \
+  "securityEnabled,groupTypes,proxyAddresses"
+
+/* Whether `name` (any case) is one of GRAPH_GROUP_SELECT's properties. */
+int graph_group_property_known(const char *name);
+
 enum graph_result {
   GRAPH_OK = 0,
   GRAPH_ERR_HTTP = -1,      /* an HTTP error status: see status, code */
@@ -193,7 +205,10 @@ typedef void (*graph_count_fn)(void *ctx, const struct graph_response *resp,
 /* How many users the tenant has: GET /v1.0/users?$count=true&$top=1 with
  * ConsistencyLevel: eventual (an advanced query; the answer's
  * @odata.count). Returns 0, or -1 when the callback will never be
- * called. */
+ * called. graph_group_count(): the same for its groups (GET
+ * /v1.0/groups?$count=true&$top=1), the bound of a groups read. */
+int graph_group_count(struct graph *graph, graph_count_fn done, void *ctx)
+    __attribute__((warn_unused_result));
 int graph_user_count(struct graph *graph, graph_count_fn done, void *ctx)
     __attribute__((warn_unused_result));
 

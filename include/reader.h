@@ -53,6 +53,12 @@ typedef void (*reader_done_fn)(void *ctx, int result, int permanent,
  * allocation failure. */
 struct reader *reader_new(struct store *store, struct graph *graph,
                           const struct config_tenant *tenant);
+/* The same for `tenant`'s groups (groupcontact links): rounds page
+ * through groups/delta with GRAPH_GROUP_SELECT into the store under
+ * "<tenant id>#groups", with a delta link of their own (never the users'
+ * one, nor theirs the users'). reader_user() refuses such a reader. */
+struct reader *reader_new_groups(struct store *store, struct graph *graph,
+                                 const struct config_tenant *tenant);
 void reader_free(struct reader *reader);
 
 /* Called after each page but the last is committed (the round goes on):

@@ -83,4 +83,12 @@ int scope_default_match(const json_t *attrs, const char **why);
  * out): for a copy that is a person now (planner_default_scope). */
 int scope_person_match(const json_t *attrs, const char **why);
 
+/* The default scope of a groupcontact link, for a group (`attrs` as read
+ * with GRAPH_GROUP_SELECT, borrowed): mailEnabled true and a mail
+ * address (distribution lists, mail-enabled security groups and
+ * Microsoft 365 groups; a security group without mail is not). None of
+ * the person rules apply. Returns 1 (*why NULL) or 0 and *why, if
+ * given: "not mail-enabled", "no mail" (static strings). */
+int scope_group_match(const json_t *attrs, const char **why);
+
 #endif

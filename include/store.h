@@ -38,7 +38,7 @@
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 8
+#define STORE_SCHEMA_VERSION 9
 
 enum store_removed {
   STORE_PRESENT = 0,
@@ -418,6 +418,16 @@ unsigned long long store_statements(const struct store *store);
  * tenant) gives it a higher number than any before. */
 int store_seq_now(struct store *store, long long *seq)
     __attribute__((warn_unused_result));
+
+/* The object kind recorded for a link ("guest", "groupcontact"...: *kind
+ * a new string, NULL when none is) and the objects it manages in its
+ * target now. */
+int store_link_kind_get(struct store *store, const char *link, char **kind,
+                        long long *objects)
+    __attribute__((warn_unused_result));
+/* Record `kind` as the link's object kind. */
+int store_link_kind_set(struct store *store, const char *link,
+                        const char *kind) __attribute__((warn_unused_result));
 
 /* A link's plan mark: the key of the configuration it was planned with
  * (*key a new string, NULL if never planned) and the change sequence up to

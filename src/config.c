@@ -182,6 +182,7 @@ static const struct enum_value objects[] = {
     {"guest", CONFIG_OBJECT_GUEST},
     {"mailcontact", CONFIG_OBJECT_MAILCONTACT},
     {"mailuser", CONFIG_OBJECT_MAILUSER},
+    {"groupcontact", CONFIG_OBJECT_GROUPCONTACT},
     {NULL, 0},
 };
 
@@ -265,7 +266,7 @@ enum key_type {
 #define KEY_GUEST_ONLY 0x20u    /* only for object = guest links */
 #define KEY_INHERITS 0x40u      /* default: [galbridge] interval */
 #define KEY_MAILUSER_ONLY 0x80u /* only for object = mailuser links */
-#define KEY_NO_CONTACT 0x100u   /* not for object = mailcontact links */
+#define KEY_NO_CONTACT 0x100u   /* not for mailcontact, groupcontact links */
 
 struct key_def {
   const char *name;
@@ -1757,6 +1758,32 @@ mapping_index(const struct loader *ld, const char *name)
   return SIZE_MAX;
 }
 
+/* What makes no sense for object = groupcontact: scope_group and
+ * exclude_group (their members are read from the users' side; a group
+ * link scopes its groups with scope_filter), manager (a group has
+ * none). user_type, migration and the photo keys are refused for it by
+ * finish_link() and check_photos(). */
+static int
+finish_groupcontact(struct loader *ld, struct link_in *li)
+{
+  static const char *const keys[] = {"scope_group", "exclude_group",
+                                     "manager"};
+  const size_t n = N_KEYS(link_keys);
+
+  if (li->pub.object != CONFIG_OBJECT_GROUPCONTACT)
+    return 0;
+  li->pub.manager = 0;
+  for (size_t i = 0; i < N_KEYS(keys); i++) {
+    int line = li->lines[key_index(link_keys, n, keys[i])];
+    if (line != 0)
+      return fail(ld, line,
+                  "%s does not apply to links with object = groupcontact "
+                  "(their objects are groups, not people)%s",
+                  keys[i], i < 2 ? ": scope them with scope_filter" : "");
+  }
+  return 0;
+}
+
 /* A group both in scope_group and in exclude_group would take nobody of
  * it: a mistake, refused at exclude_group's line. */
 static int
@@ -1787,7 +1814,7 @@ check_photos(struct loader *ld, const struct link_in *li)
                                      "photo_interval"};
   const size_t n = N_KEYS(link_keys);
 
-  if (li->pub.object != CONFIG_OBJECT_MAILCONTACT)
+  if (!config_link_contacts(&li->pub))
     return 0;
   for (size_t i = 0; i < N_KEYS(keys); i++) {
     int line = li->lines[key_index(link_keys, n, keys[i])];
@@ -1795,8 +1822,8 @@ check_photos(struct loader *ld, const struct link_in *li)
       return fail(ld, line,
                   "%s applies only to links with object = guest or "
                   "mailuser: contacts have no photo in Graph (this link "
-                  "has object = mailcontact)",
-                  keys[i]);
+                  "has object = %s)",
+                  keys[i], config_object_name(li->pub.object));
   }
   return 0;
 }
@@ -1845,7 +1872,7 @@ finish_link(struct loader *ld, struct link_in *li)
                 "has object = %s)",
                 migration_line != 0 ? "migration" : "migration_external",
                 config_object_name(l->object));
-  if (check_groups_apart(ld, li) != 0)
+  if (finish_groupcontact(ld, li) != 0 || check_groups_apart(ld, li) != 0)
     return -1;
   if (l->migration && !ld->tenants[tenant_index(ld, li->source)].pub.exchange)
     return fail(ld, migration_line,
@@ -1880,6 +1907,9 @@ publish(struct loader *ld)
     l->mapping = li->mapping != NULL
                      ? &cfg->mappings[mapping_index(ld, li->mapping)]
                      : NULL;
+    snprintf(l->source_key, sizeof(l->source_key), "%s%s",
+             l->source->tenant_id,
+             l->object == CONFIG_OBJECT_GROUPCONTACT ? "#groups" : "");
   }
   cfg->n_links = ld->n_links;
 
@@ -2203,8 +2233,12 @@ shown(const struct key_def *def, const struct config_link *link)
     return 1;
   if ((def->flags & KEY_GUEST_ONLY) && link->object != CONFIG_OBJECT_GUEST)
     return 0;
-  if ((def->flags & KEY_NO_CONTACT) &&
-      link->object == CONFIG_OBJECT_MAILCONTACT)
+  if (link->object == CONFIG_OBJECT_GROUPCONTACT &&
+      (strcmp(def->name, "scope_group") == 0 ||
+       strcmp(def->name, "exclude_group") == 0 ||
+       strcmp(def->name, "manager") == 0))
+    return 0; /* an error there (finish_groupcontact) */
+  if ((def->flags & KEY_NO_CONTACT) && config_link_contacts(link))
     return 0;
   return !((def->flags & KEY_MAILUSER_ONLY) &&
            link->object != CONFIG_OBJECT_MAILUSER);
@@ -2522,4 +2556,18 @@ const char *
 config_object_name(enum config_object object)
 {
   return enum_name(objects, (int)object);
+}
+
+const char *
+config_link_source_key(const struct config_link *link)
+{
+  return link->source_key[0] != '\0' ? link->source_key
+                                     : link->source->tenant_id;
+}
+
+int
+config_link_contacts(const struct config_link *link)
+{
+  return link != NULL && (link->object == CONFIG_OBJECT_MAILCONTACT ||
+                          link->object == CONFIG_OBJECT_GROUPCONTACT);
 }

@@ -402,11 +402,20 @@ doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
 
     if (d.tc[src].auth == NULL || d.tc[dst].auth == NULL)
       continue;
-    c = add(&d, CHECK_GRAPH_READ, src, "link", l->name,
-            "Microsoft Graph permission User.Read.All");
-    snprintf(c->what, sizeof(c->what), "read the source's users (%s)",
-             l->source->name);
-    snprintf(c->url, sizeof(c->url), "/v1.0/users?$top=1&$select=id");
+    if (l->object != CONFIG_OBJECT_GROUPCONTACT) {
+      c = add(&d, CHECK_GRAPH_READ, src, "link", l->name,
+              "Microsoft Graph permission User.Read.All");
+      snprintf(c->what, sizeof(c->what), "read the source's users (%s)",
+               l->source->name);
+      snprintf(c->url, sizeof(c->url), "/v1.0/users?$top=1&$select=id");
+    } else {
+      c = add(&d, CHECK_GRAPH_READ, src, "link", l->name,
+              "Microsoft Graph permission GroupMember.Read.All (or "
+              "Group.Read.All)");
+      snprintf(c->what, sizeof(c->what), "read the source's groups (%s)",
+               l->source->name);
+      snprintf(c->url, sizeof(c->url), "/v1.0/groups?$top=1&$select=id");
+    }
     add_group_checks(&d, src, l, "scope_group", l->scope_group);
     add_group_checks(&d, src, l, "exclude_group", l->exclude_group);
     c = add(&d, CHECK_GRAPH_READ, dst, "link", l->name,
@@ -423,12 +432,10 @@ doctor_run(uv_loop_t *loop, struct http *http, const struct config *cfg,
               "Recipient Management role (or Exchange Recipient "
               "Administrator) for its service principal,");
       snprintf(c->what, sizeof(c->what), "list %s in %s",
-               l->object == CONFIG_OBJECT_MAILCONTACT ? "mail contacts"
-                                                      : "mail users",
+               config_link_contacts(l) ? "mail contacts" : "mail users",
                l->target->name);
       snprintf(c->url, sizeof(c->url), "%s",
-               l->object == CONFIG_OBJECT_MAILCONTACT ? "Get-MailContact"
-                                                      : "Get-MailUser");
+               config_link_contacts(l) ? "Get-MailContact" : "Get-MailUser");
     }
     /* Then its cross-tenant access settings, and the verdict. */
     for (int in_target = 1; l->object == CONFIG_OBJECT_GUEST && in_target >= 0;

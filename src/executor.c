@@ -1088,7 +1088,7 @@ is_mail_param(const char *key)
 static const char *
 x_cmdlet(const struct job *job, const char *verb, int mail)
 {
-  int contact = job->ex->link->object == CONFIG_OBJECT_MAILCONTACT;
+  int contact = config_link_contacts(job->ex->link);
 
   if (strcmp(verb, "New") == 0)
     return contact ? "New-MailContact" : "New-MailUser";
@@ -1162,8 +1162,7 @@ out:
 static const char *
 x_kind(const struct job *job)
 {
-  return job->ex->link->object == CONFIG_OBJECT_MAILCONTACT ? "MailContact"
-                                                            : "MailUser";
+  return config_link_contacts(job->ex->link) ? "MailContact" : "MailUser";
 }
 
 /* Whether recipient r carries this op's anchor with its proof (for its
@@ -1408,7 +1407,7 @@ x_take(struct job *job, const json_t *r)
       conflict(job, "not taken over: %s is %s; left alone", id, who);
     goto out;
   }
-  if (store_source_get(job->ex->store, link->source->tenant_id,
+  if (store_source_get(job->ex->store, config_link_source_key(link),
                        job->op.source_id, &text, &removed) != 0) {
     fail(job, 0, "cannot read the source object");
     goto out;

@@ -468,8 +468,9 @@ explain_planning(void *ctx, const struct planner_link *pl)
   char err[512];
 
   ex->planned = 1;
-  if (store_plan_rows(ex->store, ex->link->name, ex->link->source->tenant_id,
-                      ex->observed, -1, NULL, 0, on_match, ex) < 0 ||
+  if (store_plan_rows(ex->store, ex->link->name,
+                      config_link_source_key(ex->link), ex->observed, -1, NULL,
+                      0, on_match, ex) < 0 ||
       ex->failed) {
     ex->failed = 1;
     return;
@@ -486,7 +487,7 @@ explain_planning(void *ctx, const struct planner_link *pl)
   quiet.quiet = 1;
   {
     struct store_plan_row row = saved_row_view(&ex->row);
-    if (planner_decide(&quiet, ex->link->source->tenant_id, &row, &d, err,
+    if (planner_decide(&quiet, config_link_source_key(ex->link), &row, &d, err,
                        sizeof(err)) == 0) {
       ex->why = d.why;
       ex->desired = json_incref(d.desired);
@@ -583,7 +584,7 @@ static int
 reread_self(struct explain *ex)
 {
   if (store_plan_row_one(ex->store, ex->link->name,
-                         ex->link->source->tenant_id, ex->observed,
+                         config_link_source_key(ex->link), ex->observed,
                          ex->row.source_id, on_self, ex) < 0) {
     ex->failed = 1;
     return -1;
@@ -760,8 +761,12 @@ print_text(const json_t *doc, FILE *fp)
   fprintf(fp, "link %s: %s\n", str(doc, "link"), str(doc, "who"));
   fprintf(fp, "source:    %s in %s, %s\n", str(src, "id"), str(src, "tenant"),
           str(src, "state"));
-  fprintf(fp, "           %s <%s> upn %s\n", str(src, "displayName"),
-          str(src, "mail"), str(src, "userPrincipalName"));
+  /* A group has no userPrincipalName: no "upn" to show. */
+  fprintf(fp, "           %s <%s>%s%s\n", str(src, "displayName"),
+          str(src, "mail"),
+          json_is_string(json_object_get(src, "userPrincipalName")) ? " upn "
+                                                                    : "",
+          str(src, "userPrincipalName"));
   if (json_is_string(json_object_get(src, "refused")))
     fprintf(fp, "           refused: %s\n", str(src, "refused"));
   fprintf(fp, "scope:     %s",

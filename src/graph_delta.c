@@ -24,10 +24,11 @@
 
 #include "anchor.h"
 
-int
-graph_user_property_known(const char *name)
+/* Whether `name` (any case) is one of the comma-separated `list`. */
+static int
+in_select(const char *list, const char *name)
 {
-  const char *p = GRAPH_USER_SELECT;
+  const char *p = list;
   size_t n = strlen(name);
 
   while (*p != '\0') {
@@ -39,6 +40,18 @@ graph_user_property_known(const char *name)
       p++;
   }
   return 0;
+}
+
+int
+graph_user_property_known(const char *name)
+{
+  return in_select(GRAPH_USER_SELECT, name);
+}
+
+int
+graph_group_property_known(const char *name)
+{
+  return in_select(GRAPH_GROUP_SELECT, name);
 }
 
 int

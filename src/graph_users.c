@@ -584,15 +584,16 @@ on_count(void *ctx, const struct graph_response *resp)
     } else {
       r.result = GRAPH_ERR_PROTOCOL;
       r.transient = 1;
-      r.errmsg = "users count answer has no \"@odata.count\" number";
+      r.errmsg = "count answer has no \"@odata.count\" number";
     }
   }
   c->count_done(c->ctx, &r, count);
   call_free(c);
 }
 
-int
-graph_user_count(struct graph *graph, graph_count_fn done, void *ctx)
+/* GET `url` (a $count query) and hand its @odata.count to `done`. */
+static int
+count_get(struct graph *graph, const char *url, graph_count_fn done, void *ctx)
 {
   static const char *const eventual[] = {"ConsistencyLevel: eventual", NULL};
   struct call *c = call_new(graph, ctx);
@@ -601,11 +602,24 @@ graph_user_count(struct graph *graph, graph_count_fn done, void *ctx)
   if (c == NULL)
     return -1;
   c->count_done = done;
-  /* $count is an advanced query: ConsistencyLevel eventual; $top=1 and
-   * $select=id keep the answer (and its resource units) small. */
-  rc = graph_get(graph, "/v1.0/users?$count=true&$top=1&$select=id", eventual,
-                 on_count, c);
+  rc = graph_get(graph, url, eventual, on_count, c);
   if (rc != 0)
     call_free(c);
   return rc;
+}
+
+int
+graph_user_count(struct graph *graph, graph_count_fn done, void *ctx)
+{
+  /* $count is an advanced query: ConsistencyLevel eventual; $top=1 and
+   * $select=id keep the answer (and its resource units) small. */
+  return count_get(graph, "/v1.0/users?$count=true&$top=1&$select=id", done,
+                   ctx);
+}
+
+int
+graph_group_count(struct graph *graph, graph_count_fn done, void *ctx)
+{
+  return count_get(graph, "/v1.0/groups?$count=true&$top=1&$select=id", done,
+                   ctx);
 }

@@ -497,6 +497,14 @@ cmd_sync_user(const struct cmdline *cl)
     config_free(cfg);
     return EXIT_USAGE;
   }
+  if (link->object == CONFIG_OBJECT_GROUPCONTACT) {
+    fprintf(stderr,
+            "galbridge: --user syncs one person; link '%s' copies groups "
+            "(object = groupcontact): run 'galbridge sync --link %s'\n",
+            cl->link, cl->link);
+    config_free(cfg);
+    return EXIT_USAGE;
+  }
   if (store_lock(cfg->state_dir, &lock, NULL, err, sizeof(err)) != 0) {
     log_error("cannot lock the state directory: %s", err);
     rc = EXIT_RUNTIME;
@@ -717,7 +725,7 @@ cmd_link_admin(const struct cmdline *cl)
      * for its copies) are read again in full. A NULL plan key: the next
      * round weighs every object again. */
     if (store_link_clear_failed(app.store, link->name, &n) != 0 ||
-        store_delta_reset(app.store, link->source->tenant_id) != 0 ||
+        store_delta_reset(app.store, config_link_source_key(link)) != 0 ||
         store_delta_reset(app.store, link->target->tenant_id) != 0 ||
         store_plan_mark_set(app.store, link->name, NULL, 0) != 0)
       rc = EXIT_RUNTIME;

@@ -150,6 +150,35 @@ static const struct target_def exchange_targets[] = {
     {"CustomAttribute15", NULL, 0},
 };
 
+/* Mail contacts for the source's groups (groupcontact): a group has a
+ * name and addresses, no person's fields. Alias has no default: it must
+ * be unique in the target's Exchange organisation, where a group of the
+ * same mailNickname ("sales") is likely; Exchange makes one from the
+ * name when none is given ("Alias = mailNickname" in a mapping asks for
+ * the group's own). */
+static const struct target_def groupcontact_targets[] = {
+    {"Name", NULL, 0},
+    {"ExternalEmailAddress", "mail", 0},
+    {"DisplayName", "displayName", 0},
+    {"Alias", NULL, 0},
+    {"EmailAddresses", NULL, 1}, /* extra addresses, no default */
+    {"CustomAttribute1", NULL, 0},
+    {"CustomAttribute2", NULL, 0},
+    {"CustomAttribute3", NULL, 0},
+    {"CustomAttribute4", NULL, 0},
+    {"CustomAttribute5", NULL, 0},
+    {"CustomAttribute6", NULL, 0},
+    {"CustomAttribute7", NULL, 0},
+    {"CustomAttribute8", NULL, 0},
+    {"CustomAttribute9", NULL, 0},
+    {"CustomAttribute10", NULL, 0},
+    {"CustomAttribute11", NULL, 0},
+    {"CustomAttribute12", NULL, 0},
+    {"CustomAttribute13", NULL, 0},
+    {"CustomAttribute14", NULL, 0},
+    {"CustomAttribute15", NULL, 0},
+};
+
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 static const struct kind_def kinds[] = {
@@ -161,6 +190,9 @@ static const struct kind_def kinds[] = {
     {CONFIG_OBJECT_MAILUSER, "mailuser", exchange_targets,
      N_OF(exchange_targets), "ExternalEmailAddress",
      "it is the address mail to the mail user is sent to"},
+    {CONFIG_OBJECT_GROUPCONTACT, "groupcontact", groupcontact_targets,
+     N_OF(groupcontact_targets), "ExternalEmailAddress",
+     "it is the address mail to the group is sent to"},
 };
 
 /* ---------------------------------------------------------------------

@@ -76,6 +76,9 @@ int
 planner_default_scope(const struct planner_link *pl, const char *source_id,
                       const json_t *attrs, const char **why)
 {
+  /* A group contact's source is a group: the group rules alone. */
+  if (pl->link->object == CONFIG_OBJECT_GROUPCONTACT)
+    return scope_group_match(attrs, why);
   /* A copy handed off is the person's mailbox now: a person here. */
   if (moved_from(pl, source_id) != NULL)
     return scope_person_match(attrs, why);
@@ -157,7 +160,8 @@ planner_anchor_listing(const struct config_link *link)
   char filter[ANCHOR_PLAIN_MAX + 64];
 
   snprintf(filter, sizeof(filter), "%s -like '%s%s:*'",
-           planner_anchor_attr(link), ANCHOR_PREFIX, link->source->tenant_id);
+           planner_anchor_attr(link), ANCHOR_PREFIX,
+           config_link_source_key(link));
   return json_pack("{s:s, s:s}", "Filter", filter, "ResultSize", "Unlimited");
 }
 
@@ -185,7 +189,7 @@ void
 planner_observed_tenant(const struct config_link *link, char *buf, size_t len)
 {
   snprintf(buf, len, "%s%s", link->target->tenant_id,
-           link->object == CONFIG_OBJECT_MAILCONTACT ? "#contacts" : "");
+           config_link_contacts(link) ? "#contacts" : "");
 }
 
 const char *
@@ -941,7 +945,7 @@ planner_claim_keys(const struct config_link *link, const char *source_id,
 {
   const char *address =
       json_string_value(json_object_get(desired, planner_address_attr(link)));
-  char *plain = anchor_plain(link->source->tenant_id, source_id);
+  char *plain = anchor_plain(config_link_source_key(link), source_id);
   char prefix[64];
 
   *n = 0;
@@ -1302,8 +1306,7 @@ check_target(struct round *r, struct planned *p, const char *source_id)
         holders.tenant[i] != r->target            ? "a mail contact"
         : ct && strcasecmp(ct, "Invitation") == 0 ? "an invited user"
                                                   : "a user",
-        link->adopt == CONFIG_ADOPT_NO &&
-                link->object != CONFIG_OBJECT_MAILCONTACT
+        link->adopt == CONFIG_ADOPT_NO && !config_link_contacts(link)
             ? " (adopt = mail on the link would take it over)"
             : "");
     goto out;
@@ -1759,7 +1762,7 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
   struct planner_link with = *pl, quiet;
   struct round r = {.store = store,
                     .pl = &with,
-                    .source_tenant = pl->link->source->tenant_id,
+                    .source_tenant = config_link_source_key(pl->link),
                     .target = pl->link->target->tenant_id,
                     .kind = config_object_name(pl->link->object),
                     .all = all,
@@ -1908,10 +1911,21 @@ out:
  * error like any other (the scheduler compiles them again for its rounds).
  */
 
+/* Whether the link's source read holds `name`: a group's properties for
+ * a groupcontact link, a user's for the others. */
+static int
+source_property_known(const struct config_link *link, const char *name)
+{
+  return link->object == CONFIG_OBJECT_GROUPCONTACT
+             ? graph_group_property_known(name)
+             : graph_user_property_known(name);
+}
+
 /* Consumes `names` (a new JSON array); puts the first name galbridge does
  * not read into msg and returns -1. */
 static int
-unknown_source(json_t *names, char *msg, size_t msglen)
+unknown_source(const struct config_link *link, json_t *names, char *msg,
+               size_t msglen)
 {
   json_t *v;
   size_t i;
@@ -1920,7 +1934,7 @@ unknown_source(json_t *names, char *msg, size_t msglen)
   json_array_foreach(names, i, v)
   {
     const char *name = json_string_value(v);
-    if (name != NULL && !graph_user_property_known(name)) {
+    if (name != NULL && !source_property_known(link, name)) {
       snprintf(msg, msglen, "%s", name);
       result = -1;
       break;
@@ -1976,13 +1990,15 @@ planner_link_compile(const struct config *cfg, const struct config_link *link,
              link->line, link->name, msg);
     goto out;
   }
-  if (unknown_source(mapping_sources(*mapping), msg, sizeof(msg)) != 0 ||
-      (*filter != NULL &&
-       unknown_source(scope_filter_sources(*filter), msg, sizeof(msg)) != 0)) {
+  if (unknown_source(link, mapping_sources(*mapping), msg, sizeof(msg)) != 0 ||
+      (*filter != NULL && unknown_source(link, scope_filter_sources(*filter),
+                                         msg, sizeof(msg)) != 0)) {
     snprintf(err, errlen,
              "%s:%d: link '%s' reads source attribute '%s', which galbridge "
              "does not read from a tenant (it reads: %s)",
-             cfg->path, link->line, link->name, msg, GRAPH_USER_SELECT);
+             cfg->path, link->line, link->name, msg,
+             link->object == CONFIG_OBJECT_GROUPCONTACT ? GRAPH_GROUP_SELECT
+                                                        : GRAPH_USER_SELECT);
     goto out;
   }
   return 0;

@@ -57,8 +57,15 @@ struct reader {
   struct store *store;
   struct graph *graph;
   const struct config_tenant *tenant;
-  char *user_id; /* reader_user: the id of the user read, or NULL */
-  int single;    /* this round reads one user (reader_user) */
+  /* What it reads: users (key: the tenant id), or for groupcontact links
+   * the tenant's groups (key "<tenant id>#groups": their own objects and
+   * delta link in the store, never mixed with the users'). */
+  int groups;
+  char key[CONFIG_SOURCE_KEY_MAX];
+  const char *select; /* GRAPH_DELTA_SELECT or GRAPH_GROUP_SELECT */
+  const char *what;   /* "users" or "groups", for messages */
+  char *user_id;      /* reader_user: the id of the user read, or NULL */
+  int single;         /* this round reads one user (reader_user) */
   int running;
   int resynced; /* this round already restarted as a full read */
   long long gen;
@@ -115,6 +122,24 @@ reader_new(struct store *store, struct graph *graph,
   reader->store = store;
   reader->graph = graph;
   reader->tenant = tenant;
+  snprintf(reader->key, sizeof(reader->key), "%s", tenant->tenant_id);
+  reader->select = GRAPH_DELTA_SELECT;
+  reader->what = "users";
+  return reader;
+}
+
+struct reader *
+reader_new_groups(struct store *store, struct graph *graph,
+                  const struct config_tenant *tenant)
+{
+  struct reader *reader = reader_new(store, graph, tenant);
+
+  if (reader == NULL)
+    return NULL;
+  reader->groups = 1;
+  snprintf(reader->key, sizeof(reader->key), "%s#groups", tenant->tenant_id);
+  reader->select = GRAPH_GROUP_SELECT;
+  reader->what = "groups";
   return reader;
 }
 
@@ -127,6 +152,13 @@ reader_free(struct reader *reader)
   free(reader->links);
   free(reader->user_id);
   free(reader);
+}
+
+/* The field a groups read adds to its log lines after source=. */
+static const char *
+groups_field(const struct reader *reader)
+{
+  return reader->groups ? " objects=groups" : "";
 }
 
 static unsigned long long
@@ -199,16 +231,17 @@ round_end(struct reader *reader, int result, int permanent, const char *errmsg)
              reader->tenant->name, reader->user_id, reader->stats.refused,
              reader->stats.seconds);
   } else if (result == 0) {
-    log_info("delta round done source=%s mode=%s pages=%lu items=%lu "
+    log_info("delta round done source=%s%s mode=%s pages=%lu items=%lu "
              "removed=%lu unseen=%lu refused=%lu duration=%.2fs",
-             reader->tenant->name, reader->full ? "full" : "delta",
-             reader->stats.pages, reader->stats.items, reader->stats.removed,
-             reader->stats.unseen, reader->stats.refused,
-             reader->stats.seconds);
+             reader->tenant->name, groups_field(reader),
+             reader->full ? "full" : "delta", reader->stats.pages,
+             reader->stats.items, reader->stats.removed, reader->stats.unseen,
+             reader->stats.refused, reader->stats.seconds);
   } else {
-    log_error("%s failed source=%s pages=%lu error=\"%s\"",
+    log_error("%s failed source=%s%s pages=%lu error=\"%s\"",
               reader->single ? "user read" : "delta round",
-              reader->tenant->name, reader->stats.pages, errmsg);
+              reader->tenant->name, groups_field(reader), reader->stats.pages,
+              errmsg);
   }
   done(reader->ctx, result, permanent, errmsg, &reader->stats);
 }
@@ -244,7 +277,7 @@ fail_paging(struct reader *reader, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  if (store_delta_reset(reader->store, reader->tenant->tenant_id) != 0)
+  if (store_delta_reset(reader->store, reader->key) != 0)
     log_error("cannot drop the delta link source=%s", reader->tenant->name);
   fail(reader, 0,
        "source %s: %s; the round stops here (nothing is marked deleted "
@@ -263,7 +296,8 @@ count_then_fetch(struct reader *reader, const char *url)
   reader->after_count = strdup(url);
   if (reader->after_count == NULL)
     return -1;
-  return graph_user_count(reader->graph, on_count, reader);
+  return reader->groups ? graph_group_count(reader->graph, on_count, reader)
+                        : graph_user_count(reader->graph, on_count, reader);
 }
 
 /* Start (or restart) a full read: new generation, committed alone; the
@@ -271,11 +305,12 @@ count_then_fetch(struct reader *reader, const char *url)
 static int
 start_full(struct reader *reader)
 {
-  static const char url[] = "/v1.0/users/delta?$select=" GRAPH_DELTA_SELECT;
+  char url[512];
 
-  if (store_delta_start_full(reader->store, reader->tenant->tenant_id,
-                             GRAPH_DELTA_SELECT, time(NULL),
-                             &reader->gen) != 0)
+  snprintf(url, sizeof(url), "/v1.0/%s/delta?$select=%s", reader->what,
+           reader->select);
+  if (store_delta_start_full(reader->store, reader->key, reader->select,
+                             time(NULL), &reader->gen) != 0)
     return -1;
 
   reader->full = 1;
@@ -326,7 +361,7 @@ static int
 store_item(struct reader *reader, const json_t *item, int replace, char *err,
            size_t errlen)
 {
-  const char *tid = reader->tenant->tenant_id;
+  const char *tid = reader->key;
   const char *id = graph_delta_item_id(item);
   char attr[160], bad[320];
   const char *reason;
@@ -395,7 +430,7 @@ static int
 store_page(struct reader *reader, const struct graph_delta_page *page,
            char *err, size_t errlen)
 {
-  const char *tid = reader->tenant->tenant_id;
+  const char *tid = reader->key;
   json_t *item;
   size_t i;
   int result = -1;
@@ -439,10 +474,11 @@ progress(struct reader *reader)
   if (now - reader->last_progress < READER_PROGRESS_SECONDS)
     return;
   reader->last_progress = now;
-  log_info("delta round progress source=%s mode=%s pages=%lu items=%lu "
+  log_info("delta round progress source=%s%s mode=%s pages=%lu items=%lu "
            "rate=%.0f/s",
-           reader->tenant->name, reader->full ? "full" : "delta",
-           reader->stats.pages, reader->stats.items,
+           reader->tenant->name, groups_field(reader),
+           reader->full ? "full" : "delta", reader->stats.pages,
+           reader->stats.items,
            (double)reader->stats.items / (since(&reader->started) + 1e-9));
 }
 
@@ -474,15 +510,15 @@ on_page(void *ctx, const struct graph_response *resp)
     return;
   }
   if (graph_delta_page_parse(resp->body, &page, err, sizeof(err)) != 0) {
-    fail(reader, 0, "source %s: bad users/delta page %lu: %s",
-         reader->tenant->name, reader->stats.pages + 1, err);
+    fail(reader, 0, "source %s: bad %s/delta page %lu: %s",
+         reader->tenant->name, reader->what, reader->stats.pages + 1, err);
     return;
   }
   link = page.next_link != NULL ? page.next_link : page.delta_link;
   if (!graph_url_is_under(graph_base_url(reader->graph), link)) {
     fail(reader, 0,
-         "source %s: bad users/delta page %lu: %s is not a URL under %s",
-         reader->tenant->name, reader->stats.pages + 1,
+         "source %s: bad %s/delta page %lu: %s is not a URL under %s",
+         reader->tenant->name, reader->what, reader->stats.pages + 1,
          page.next_link != NULL ? "@odata.nextLink" : "@odata.deltaLink",
          graph_base_url(reader->graph));
     return;
@@ -494,9 +530,9 @@ on_page(void *ctx, const struct graph_response *resp)
         fail(reader, 0, "source %s: out of memory", reader->tenant->name);
       else
         fail_paging(reader,
-                    "users/delta page %lu: its @odata.nextLink leads back "
+                    "%s/delta page %lu: its @odata.nextLink leads back "
                     "to a page already read in this round",
-                    reader->stats.pages + 1);
+                    reader->what, reader->stats.pages + 1);
       return;
     }
   }
@@ -537,11 +573,11 @@ static void
 fail_past_bound(struct reader *reader)
 {
   fail_paging(reader,
-              "users/delta paging past its bound: %lu pages and %lu items "
+              "%s/delta paging past its bound: %lu pages and %lu items "
               "read, more than %lu pages or %lu items for a tenant of %lld "
               "objects",
-              reader->paged, reader->received, bound_pages(reader),
-              bound_items(reader), reader->size);
+              reader->what, reader->paged, reader->received,
+              bound_pages(reader), bound_items(reader), reader->size);
 }
 
 static void
@@ -566,9 +602,10 @@ on_count(void *ctx, const struct graph_response *resp, long long count)
   reader->counted = (count >= 0);
   if (count < 0) {
     /* The stored size stays the measure. */
-    log_warning("cannot count the tenant's users, paging bound from the "
+    log_warning("cannot count the tenant's %s, paging bound from the "
                 "stored objects source=%s objects=%lld error=\"%s\"",
-                reader->tenant->name, reader->size, resp->errmsg);
+                reader->what, reader->tenant->name, reader->size,
+                resp->errmsg);
   } else {
     log_debug("tenant size source=%s users=%lld stored=%lld",
               reader->tenant->name, count, reader->size);
@@ -609,10 +646,9 @@ reader_round(struct reader *reader, reader_done_fn done, void *ctx)
 
   if (reader->running)
     return -1;
-  if (store_delta_get(reader->store, reader->tenant->tenant_id, &state) != 0)
+  if (store_delta_get(reader->store, reader->key, &state) != 0)
     return -1;
-  if (store_source_count(reader->store, reader->tenant->tenant_id, &counts) !=
-      0)
+  if (store_source_count(reader->store, reader->key, &counts) != 0)
     goto out;
 
   memset(&reader->stats, 0, sizeof(reader->stats));
@@ -632,8 +668,7 @@ reader_round(struct reader *reader, reader_done_fn done, void *ctx)
     why_full = "previous-full-read-unfinished";
   else if (state.delta_link == NULL)
     why_full = "no-delta-link";
-  else if (state.select == NULL ||
-           strcmp(state.select, GRAPH_DELTA_SELECT) != 0)
+  else if (state.select == NULL || strcmp(state.select, reader->select) != 0)
     why_full = "select-changed";
   else if (!graph_delta_link_usable(base, state.base_url, state.delta_link))
     why_full = "graph-url-changed";
@@ -649,17 +684,17 @@ reader_round(struct reader *reader, reader_done_fn done, void *ctx)
   }
   reader->running = 1;
   if (why_full != NULL) {
-    log_info("delta round start source=%s mode=full reason=%s",
-             reader->tenant->name, why_full);
+    log_info("delta round start source=%s%s mode=full reason=%s",
+             reader->tenant->name, groups_field(reader), why_full);
     reader->resynced = 1;
     if (start_full(reader) != 0) {
       reader->running = 0;
       goto out;
     }
   } else {
-    log_debug("delta round start source=%s mode=delta", reader->tenant->name);
-    if (store_delta_start(reader->store, reader->tenant->tenant_id,
-                          time(NULL)) != 0 ||
+    log_debug("delta round start source=%s%s mode=delta", reader->tenant->name,
+              groups_field(reader));
+    if (store_delta_start(reader->store, reader->key, time(NULL)) != 0 ||
         link_seen(reader, state.delta_link) < 0) {
       reader->running = 0;
       goto out;
@@ -755,6 +790,12 @@ reader_user(struct reader *reader, const char *who, reader_done_fn done,
 
   if (reader->running)
     return -1;
+  if (reader->groups) {
+    log_error("sync --user reads one user: source=%s objects=groups reads "
+              "groups, in rounds only",
+              reader->tenant->name);
+    return -1;
+  }
   /* An address (mail, userPrincipalName or proxy address) the store knows
    * names one user; else Graph takes an id or a userPrincipalName. */
   snprintf(key, sizeof(key), "addr:%s", who);

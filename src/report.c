@@ -194,35 +194,57 @@ status_links(const struct config *cfg, struct store *store, json_t *links)
   return 0;
 }
 
+/* One read of tenant `t` (its users under its tenant id, or its groups
+ * under `key` "<tenant id>#groups"), as an object appended to
+ * `sources`: "read" says which. */
+static int
+append_source(json_t *sources, struct store *store,
+              const struct config_tenant *t, const char *key, const char *read)
+{
+  struct store_source_counts c;
+  struct store_delta_state st;
+  int rc;
+
+  if (store_source_count(store, key, &c) != 0 ||
+      store_delta_get(store, key, &st) != 0)
+    return -1;
+  rc = json_array_append_new(
+      sources,
+      json_pack(
+          "{s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:b}", "name", t->name,
+          "tenant_id", t->tenant_id, "read", read, "objects",
+          (json_int_t)c.present, "soft_deleted", (json_int_t)c.soft_deleted,
+          "deleted", (json_int_t)c.deleted, "last_round",
+          time_or_null(st.last_round), "full_read_pending",
+          !graph_delta_link_usable(t->graph_url, st.base_url, st.delta_link)));
+  store_delta_state_clear(&st);
+  return rc;
+}
+
 /* Each tenant a link of cfg reads (as its source or its target), as an
- * object appended to `sources`. */
+ * object appended to `sources`; a tenant whose groups a groupcontact
+ * link reads has a second one for them. */
 static int
 status_sources(const struct config *cfg, struct store *store, json_t *sources)
 {
   for (size_t i = 0; i < cfg->n_tenants; i++) {
     const struct config_tenant *t = &cfg->tenants[i];
-    struct store_source_counts c;
-    struct store_delta_state st;
-    int is_source = 0, rc;
+    const char *groups_key = NULL;
+    int is_source = 0;
 
-    for (size_t j = 0; j < cfg->n_links; j++)
-      is_source |= (cfg->links[j].source == t || cfg->links[j].target == t);
-    if (!is_source)
-      continue;
-    if (store_source_count(store, t->tenant_id, &c) != 0 ||
-        store_delta_get(store, t->tenant_id, &st) != 0)
-      return -1;
-    rc = json_array_append_new(
-        sources,
-        json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:b}", "name", t->name,
-                  "tenant_id", t->tenant_id, "objects", (json_int_t)c.present,
-                  "soft_deleted", (json_int_t)c.soft_deleted, "deleted",
-                  (json_int_t)c.deleted, "last_round",
-                  time_or_null(st.last_round), "full_read_pending",
-                  !graph_delta_link_usable(t->graph_url, st.base_url,
-                                           st.delta_link)));
-    store_delta_state_clear(&st);
-    if (rc != 0)
+    /* Its users are read as a target, or as a source of people; its
+     * groups as a groupcontact link's source. */
+    for (size_t j = 0; j < cfg->n_links; j++) {
+      const struct config_link *l = &cfg->links[j];
+      int groups = l->object == CONFIG_OBJECT_GROUPCONTACT;
+      is_source |= l->target == t || (l->source == t && !groups);
+      if (l->source == t && groups)
+        groups_key = config_link_source_key(l);
+    }
+    if ((is_source &&
+         append_source(sources, store, t, t->tenant_id, "users") != 0) ||
+        (groups_key != NULL &&
+         append_source(sources, store, t, groups_key, "groups") != 0))
       return -1;
   }
   return 0;
@@ -246,11 +268,13 @@ status_text(const struct config *cfg, const json_t *root, int missing,
   json_array_foreach(json_object_get(root, "sources"), i, v)
   {
     const char *last = json_string_value(json_object_get(v, "last_round"));
+    const char *read = json_string_value(json_object_get(v, "read"));
     fprintf(fp,
-            "source %s: %lld users, %lld soft-deleted, %lld deleted; "
+            "source %s%s: %lld %s, %lld soft-deleted, %lld deleted; "
             "last round %s\n",
             json_string_value(json_object_get(v, "name")),
-            json_integer_value(json_object_get(v, "objects")),
+            strcmp(read, "groups") == 0 ? " (groups)" : "",
+            json_integer_value(json_object_get(v, "objects")), read,
             json_integer_value(json_object_get(v, "soft_deleted")),
             json_integer_value(json_object_get(v, "deleted")),
             last ? last : "never");
@@ -738,8 +762,9 @@ on_user_row(void *ctx, const struct store_plan_row *row)
   ur->target_state = row->state != NULL ? strdup(row->state) : NULL;
   ur->name = attr_dup(row->attrs, "displayName");
   ur->mail = attr_dup(row->attrs, "mail");
-  if (ur->pl != NULL && planner_decide(ur->pl, ur->ru->link->source->tenant_id,
-                                       row, &d, err, sizeof(err)) == 0) {
+  if (ur->pl != NULL &&
+      planner_decide(ur->pl, config_link_source_key(ur->ru->link), row, &d,
+                     err, sizeof(err)) == 0) {
     ur->ru->why = d.kind == PLANNER_NONE && d.why != NULL ? d.why : NULL;
     planner_decision_clear(&d);
   }
@@ -760,8 +785,8 @@ report_user_planning(void *ctx, const struct planner_link *pl)
   ru->id = strdup(pl->only);
   if (ru->id != NULL &&
       store_plan_row_one(ru->store, ru->link->name,
-                         ru->link->source->tenant_id, ru->observed, ru->id,
-                         on_user_row, &ur) < 0)
+                         config_link_source_key(ru->link), ru->observed,
+                         ru->id, on_user_row, &ur) < 0)
     ru->why = NULL;
   if (ur.name != NULL || ur.mail != NULL)
     fprintf(ru->rp->fp, "  person   %s <%s> (source %s)\n",
@@ -795,8 +820,8 @@ report_user_end(struct report_user *ru)
     goto out;
   }
   if (store_plan_row_one(ru->store, ru->link->name,
-                         ru->link->source->tenant_id, ru->observed, ru->id,
-                         on_user_row, &ur) < 0) {
+                         config_link_source_key(ru->link), ru->observed,
+                         ru->id, on_user_row, &ur) < 0) {
     result = -1;
     goto out;
   }

@@ -48,6 +48,7 @@ struct source {
   struct scheduler *s;
   struct tctx *tc;
   struct reader *reader;
+  int groups; /* reads the tenant's groups (groupcontact links) */
   long interval;
   uv_timer_t timer;
   int timer_live;
@@ -277,14 +278,14 @@ static void on_page(void *ctx, const struct reader_stats *stats);
  * is read: its source for the people, its target so that objects deleted
  * there by hand are seen. */
 static struct source *
-source_for(struct scheduler *s, const struct config_tenant *tenant,
+source_for(struct scheduler *s, const struct config_tenant *tenant, int groups,
            long interval, char *err, size_t errlen)
 {
   struct source *src;
 
   for (size_t j = 0; j < s->n_sources; j++) {
     src = &s->sources[j];
-    if (src->tc->tenant == tenant) {
+    if (src->tc->tenant == tenant && src->groups == groups) {
       if (interval < src->interval)
         src->interval = interval;
       return src;
@@ -297,7 +298,9 @@ source_for(struct scheduler *s, const struct config_tenant *tenant,
   if (src->tc == NULL)
     return NULL;
   s->n_sources++;
-  src->reader = reader_new(s->store, src->tc->graph, tenant);
+  src->groups = groups;
+  src->reader = groups ? reader_new_groups(s->store, src->tc->graph, tenant)
+                       : reader_new(s->store, src->tc->graph, tenant);
   if (src->reader == NULL) {
     snprintf(err, errlen, "out of memory");
     return NULL;
@@ -317,6 +320,51 @@ source_for(struct scheduler *s, const struct config_tenant *tenant,
     src->timer_live = 1;
   }
   return src;
+}
+
+/* A link's object kind against the one its state records. A change to or
+ * from groupcontact while the link holds copies is refused: its source
+ * objects would come from another read (groups for users or the
+ * reverse), and the copies it made would be nobody's, neither planned
+ * nor removed. Other changes keep their behaviour. Records the kind
+ * otherwise. Returns 0, or -1 with the reason in err (config_error set
+ * when it is the configuration's). */
+static int
+check_link_kind(struct store *store, const struct config *cfg,
+                const struct config_link *link, int *config_error, char *err,
+                size_t errlen)
+{
+  const char *now = config_object_name(link->object);
+  const char *group = config_object_name(CONFIG_OBJECT_GROUPCONTACT);
+  char *was = NULL;
+  long long objects = 0;
+  int rc = -1;
+
+  if (store_link_kind_get(store, link->name, &was, &objects) != 0) {
+    snprintf(err, errlen, "link %s: cannot read its state", link->name);
+    return -1;
+  }
+  if (was != NULL && strcmp(was, now) != 0 && objects > 0 &&
+      (strcmp(was, group) == 0 || strcmp(now, group) == 0)) {
+    snprintf(err, errlen,
+             "%s:%d: link '%s' made %lld %s copies and is now object = %s: "
+             "its copies would be nobody's; set object = %s again, or give "
+             "the new kind a link of another name (the old copies are then "
+             "left as those of a removed link)",
+             cfg->path, link->line, link->name, objects, was, now, was);
+    *config_error = 1;
+    goto out;
+  }
+  if ((was == NULL || strcmp(was, now) != 0) &&
+      store_link_kind_set(store, link->name, now) != 0) {
+    snprintf(err, errlen, "link %s: cannot record its object kind",
+             link->name);
+    goto out;
+  }
+  rc = 0;
+out:
+  free(was);
+  return rc;
 }
 
 /* A link of the configuration (the others' claims are forgotten). */
@@ -375,6 +423,8 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
 
     if (opts->only_link != NULL && strcmp(link->name, opts->only_link) != 0)
       continue;
+    if (check_link_kind(store, cfg, link, config_error, err, errlen) != 0)
+      goto fail;
     lr = &s->lruns[s->n_lruns++];
     lr->s = s;
     lr->link = link;
@@ -383,11 +433,13 @@ scheduler_new(uv_loop_t *loop, struct http *http, struct store *store,
       *config_error = 1;
       goto fail;
     }
-    src = source_for(s, link->source, link->interval, err, errlen);
+    src =
+        source_for(s, link->source, link->object == CONFIG_OBJECT_GROUPCONTACT,
+                   link->interval, err, errlen);
     if (src == NULL)
       goto fail;
     lr->source = src;
-    lr->tsource = source_for(s, link->target, link->interval, err, errlen);
+    lr->tsource = source_for(s, link->target, 0, link->interval, err, errlen);
     if (lr->tsource == NULL)
       goto fail;
     lr->target = tctx_add(s, link->target, err, errlen);
@@ -919,9 +971,9 @@ on_anchor(void *ctx, const char *id, const char *value)
     return 0;
   }
   source_id =
-      plain + strlen(ANCHOR_PREFIX) + strlen(link->source->tenant_id) + 1;
+      plain + strlen(ANCHOR_PREFIX) + strlen(config_link_source_key(link)) + 1;
   if (store_target_owner(store, id, NULL, NULL, &olink, &osid) != 0 ||
-      store_source_get(store, link->source->tenant_id, source_id, &text,
+      store_source_get(store, config_link_source_key(link), source_id, &text,
                        &removed) != 0)
     goto out;
   result = 0;
@@ -937,8 +989,8 @@ on_anchor(void *ctx, const char *id, const char *value)
     json_decref(a);
   }
   if (applied == NULL ||
-      store_take_up(store, link->name, link->source->tenant_id, source_id, id,
-                    applied, rc->now, &taken) != 0)
+      store_take_up(store, link->name, config_link_source_key(link), source_id,
+                    id, applied, rc->now, &taken) != 0)
     goto out;
   rc->rec->taken_up += (unsigned long)taken;
   result = 0;
@@ -976,7 +1028,7 @@ recover(struct lrun *lr, struct recovery *rec)
     return 0;
   planner_observed_tenant(link, observed, sizeof(observed));
   snprintf(prefix, sizeof(prefix), "anchor:%s%s:", ANCHOR_PREFIX,
-           link->source->tenant_id);
+           config_link_source_key(link));
   for (char *c = prefix; *c != '\0'; c++) {
     if (*c >= 'A' && *c <= 'Z')
       *c = (char)(*c - 'A' + 'a');
@@ -1313,7 +1365,7 @@ lrun_observe(struct lrun *lr)
   /* A partial round (its source still being read) plans from the last
    * listing, unless the link has no state yet: a lost one is taken up
    * before anything else is planned. */
-  if (link->object != CONFIG_OBJECT_MAILCONTACT || lr->target->exo == NULL ||
+  if (!config_link_contacts(link) || lr->target->exo == NULL ||
       (lr->partial &&
        (store_link_empty(lr->s->store, link->name, &empty) != 0 || !empty))) {
     lrun_plan(lr);
@@ -1459,7 +1511,7 @@ unlisted(struct lrun *lr, const json_t *value)
   }
   if (u.listed == NULL || u.missing == NULL ||
       store_link_copies(lr->s->store, lr->link->name,
-                        lr->link->source->tenant_id, on_copy, &u) != 0) {
+                        config_link_source_key(lr->link), on_copy, &u) != 0) {
     log_warning("cannot look for copies that are no mail user any more "
                 "link=%s",
                 lr->link->name);
@@ -2111,7 +2163,7 @@ scheduler_exit_code(const struct scheduler *s)
       planner_observed_tenant(lr->link, observed, sizeof(observed));
       if (id == NULL ||
           store_plan_row_one(s->store, lr->link->name,
-                             lr->link->source->tenant_id, observed, id,
+                             config_link_source_key(lr->link), observed, id,
                              on_user_op, &uo) < 0) {
         failed = 1;
         continue;

@@ -1320,3 +1320,18 @@ scope_person_match(const json_t *attrs, const char **why)
     *why = reason;
   return reason == NULL;
 }
+
+int
+scope_group_match(const json_t *attrs, const char **why)
+{
+  const json_t *mail = lookup(attrs, "mail");
+  const char *reason = NULL;
+
+  if (!json_is_true(lookup(attrs, "mailEnabled")))
+    reason = "not mail-enabled";
+  else if (!json_is_string(mail) || json_string_length(mail) == 0)
+    reason = "no mail";
+  if (why != NULL)
+    *why = reason;
+  return reason == NULL;
+}

@@ -110,6 +110,8 @@ enum stmt_id {
   ST_PHOTO_PUT,
   ST_PHOTO_GET,
   ST_PHOTO_COUNTS,
+  ST_LINK_KIND_GET,
+  ST_LINK_KIND_SET,
   ST__COUNT
 };
 
@@ -279,6 +281,11 @@ static const char *const stmt_sql[ST__COUNT] = {
         " ON CONFLICT (tenant) DO UPDATE SET mark = excluded.mark,"
         " full_at = CASE WHEN excluded.full_at > 0 THEN excluded.full_at"
         " ELSE mailbox_read.full_at END",
+    [ST_LINK_KIND_GET] = "SELECT object, objects FROM link_state"
+                         " WHERE link = ?1",
+    [ST_LINK_KIND_SET] =
+        "INSERT INTO link_state (link, object) VALUES (?1, ?2)"
+        " ON CONFLICT (link) DO UPDATE SET object = excluded.object",
     [ST_PLAN_MARK_GET] = "SELECT plan_key, planned_seq FROM link_state"
                          " WHERE link = ?1",
     [ST_PLAN_MARK_SET] =
@@ -708,6 +715,10 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " error TEXT,"
           " skipped_etag TEXT,"
           " PRIMARY KEY (link, source_id)) WITHOUT ROWID;",
+    /* Version 9: the object kind a link makes (config_object_name), recorded
+     * at its first start: a link whose kind changes to or from groupcontact
+     * while it holds copies is refused (store_link_kind_get). */
+    [9] = "ALTER TABLE link_state ADD COLUMN object TEXT;",
 };
 
 struct store {
@@ -1851,33 +1862,63 @@ store_seq_now(struct store *store, long long *seq)
   return 0;
 }
 
-int
-store_plan_mark_get(struct store *store, const char *link, char **key,
-                    long long *planned_seq)
+/* The text (*text a new string, NULL when NULL or no row) and the integer
+ * of the one row statement `id` gives for `link`. */
+static int
+link_row(struct store *store, enum stmt_id id, const char *link, char **text,
+         long long *num, const char *what)
 {
-  sqlite3_stmt *st = prep(store, ST_PLAN_MARK_GET);
+  sqlite3_stmt *st = prep(store, id);
   int rc;
 
-  *key = NULL;
-  *planned_seq = 0;
+  *text = NULL;
+  *num = 0;
   if (st == NULL)
     return -1;
   bind_text(st, 1, link);
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) {
-    *key = col_strdup(st, 0);
-    *planned_seq = sqlite3_column_int64(st, 1);
-    if (sqlite3_column_type(st, 0) != SQLITE_NULL && *key == NULL) {
+    *text = col_strdup(st, 0);
+    *num = sqlite3_column_int64(st, 1);
+    if (sqlite3_column_type(st, 0) != SQLITE_NULL && *text == NULL) {
       sqlite3_reset(st);
       log_error("store: out of memory");
       return -1;
     }
   } else if (rc != SQLITE_DONE) {
-    return fail(store, st, "reading the plan mark");
+    return fail(store, st, what);
   }
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   return 0;
+}
+
+int
+store_link_kind_get(struct store *store, const char *link, char **kind,
+                    long long *objects)
+{
+  return link_row(store, ST_LINK_KIND_GET, link, kind, objects,
+                  "reading the link's object kind");
+}
+
+int
+store_link_kind_set(struct store *store, const char *link, const char *kind)
+{
+  sqlite3_stmt *st = prep(store, ST_LINK_KIND_SET);
+
+  if (st == NULL)
+    return -1;
+  bind_text(st, 1, link);
+  bind_text(st, 2, kind);
+  return exec_stmt(store, st, "recording the link's object kind");
+}
+
+int
+store_plan_mark_get(struct store *store, const char *link, char **key,
+                    long long *planned_seq)
+{
+  return link_row(store, ST_PLAN_MARK_GET, link, key, planned_seq,
+                  "reading the plan mark");
 }
 
 int

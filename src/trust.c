@@ -301,7 +301,6 @@ trust_not_needed(const struct config_link *link, char *buf, size_t len)
            "link %s makes %s in %s, not B2B guests: nobody is invited, so "
            "no cross-tenant access settings are needed",
            link->name,
-           link->object == CONFIG_OBJECT_MAILCONTACT ? "mail contacts"
-                                                     : "mail users",
+           config_link_contacts(link) ? "mail contacts" : "mail users",
            link->target->name);
 }

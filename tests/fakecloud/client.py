@@ -303,6 +303,12 @@ class FakeCloud:
         return self._admin("PATCH", f"/admin/tenants/{self._q(tenant)}/"
                                     f"groups/{self._q(group_id)}", body)
 
+    def delete_group(self, tenant, group_id):
+        """Gone at once; groups/delta reports it removed ("changed" for a
+        Microsoft 365 group, "deleted" for the others)."""
+        return self._admin("DELETE", f"/admin/tenants/{self._q(tenant)}/"
+                                     f"groups/{self._q(group_id)}")
+
     def contacts(self, tenant):
         """Org contacts (addresses held outside users and groups)."""
         return self._admin("GET", f"/admin/tenants/{self._q(tenant)}/"

@@ -4,7 +4,7 @@
  *
  * Input: up to 8 lines `target=expression` (a [mapping] section's
  * entries, as config.c would hand them over), then an empty line, then a
- * JSON source object. The section is compiled for each of the three
+ * JSON source object. The section is compiled for each of the four
  * object kinds; every mapping that compiles lists its sources and is
  * evaluated against the source (or against a fixed sample user when the
  * tail is not a JSON object).
@@ -127,6 +127,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   run(&section, CONFIG_OBJECT_GUEST, source);
   run(&section, CONFIG_OBJECT_MAILCONTACT, source);
   run(&section, CONFIG_OBJECT_MAILUSER, source);
+  run(&section, CONFIG_OBJECT_GROUPCONTACT, source);
   json_decref(source);
   free(head);
   return 0;

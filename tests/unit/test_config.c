@@ -533,7 +533,44 @@ test_names(void **state)
   assert_string_equal(config_object_name(CONFIG_OBJECT_MAILCONTACT),
                       "mailcontact");
   assert_string_equal(config_object_name(CONFIG_OBJECT_MAILUSER), "mailuser");
+  assert_string_equal(config_object_name(CONFIG_OBJECT_GROUPCONTACT),
+                      "groupcontact");
   assert_string_equal(config_object_name((enum config_object) - 1), "unknown");
+}
+
+/* object = groupcontact: a contact link whose objects are stored (and
+ * anchored) under "<tenant id>#groups"; every other kind under the
+ * tenant id. */
+static void
+test_groupcontact(void **state)
+{
+  struct config *cfg;
+  const struct config_link *g, *c, *u;
+
+  (void)state;
+  cfg = load_ok(TENANTS "[link g]\nsource = a\ntarget = b\n"
+                        "object = groupcontact\n"
+                        "scope_filter = groupTypes eq 'Unified'\n"
+                        "[link c]\nsource = a\ntarget = b\n"
+                        "object = mailcontact\n"
+                        "[link u]\nsource = a\ntarget = b\n"
+                        "object = mailuser\n");
+  g = config_link_find(cfg, "g");
+  c = config_link_find(cfg, "c");
+  u = config_link_find(cfg, "u");
+  assert_int_equal(g->object, CONFIG_OBJECT_GROUPCONTACT);
+  assert_string_equal(g->source_key, GUID_A "#groups");
+  assert_string_equal(c->source_key, GUID_A);
+  assert_string_equal(u->source_key, GUID_A);
+  assert_int_equal(g->manager, 0); /* a group has none */
+  assert_int_equal(c->manager, 1);
+  assert_true(config_link_contacts(g));
+  assert_true(config_link_contacts(c));
+  assert_false(config_link_contacts(u));
+  assert_false(config_link_contacts(NULL));
+  /* Contacts of people and of groups never write one object. */
+  assert_false(config_links_overlap(g, c));
+  config_free(cfg);
 }
 
 /* ---------------------------------------------------------------------
@@ -979,7 +1016,47 @@ static const struct bad_case bad_cases[] = {
              "target = a\n",
      12, "source and target are both 'a'; a link joins two different tenants"},
     {"unknown object", TENANTS "[link l]\nobject = user\n", 10,
-     "unknown object 'user' (expected guest, mailcontact or mailuser)"},
+     "unknown object 'user' (expected guest, mailcontact, mailuser or "
+     "groupcontact)"},
+    {"scope_group on group contacts",
+     TENANTS "[link l]\nsource = a\ntarget = b\nobject = groupcontact\n"
+             "scope_group = " GUID_C "\n",
+     13,
+     "scope_group does not apply to links with object = groupcontact "
+     "(their objects are groups, not people): scope them with "
+     "scope_filter"},
+    {"exclude_group on group contacts",
+     TENANTS "[link l]\nsource = a\ntarget = b\nobject = groupcontact\n"
+             "exclude_group = " GUID_C "\n",
+     13,
+     "exclude_group does not apply to links with object = groupcontact "
+     "(their objects are groups, not people): scope them with "
+     "scope_filter"},
+    {"manager on group contacts",
+     TENANTS "[link l]\nsource = a\ntarget = b\nobject = groupcontact\n"
+             "manager = yes\n",
+     13,
+     "manager does not apply to links with object = groupcontact (their "
+     "objects are groups, not people)"},
+    {"photos on group contacts",
+     TENANTS "[link l]\nsource = a\ntarget = b\nobject = groupcontact\n"
+             "photos = yes\n",
+     13,
+     "photos applies only to links with object = guest or mailuser: "
+     "contacts have no photo in Graph (this link has object = "
+     "groupcontact)"},
+    {"user_type on group contacts",
+     TENANTS "[link l]\nsource = a\ntarget = b\nobject = groupcontact\n"
+             "user_type = member\n",
+     13,
+     "user_type applies only to links with object = guest (this one has "
+     "object = groupcontact)"},
+    {"migration on group contacts",
+     TENANTS "[link l]\nsource = a\ntarget = b\nobject = groupcontact\n"
+             "migration = yes\n",
+     13,
+     "migration applies only to links with object = mailuser (this one has "
+     "object = groupcontact)"},
     {"unknown user_type", TENANTS LINK_AB "user_type = admin\n", 13,
      "unknown user_type 'admin' (expected guest or member)"},
     {"user_type on contacts",
@@ -2049,6 +2126,7 @@ main(void)
       cmocka_unit_test(test_config_check),
       cmocka_unit_test(test_reload_check),
       cmocka_unit_test(test_dump_marked),
+      cmocka_unit_test(test_groupcontact),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1238,6 +1238,50 @@ test_defaults_exchange(void **state)
   json_decref(src);
 }
 
+/* object = groupcontact: the group's name and address, nothing of a
+ * person's (no FirstName, no Company...), no Alias unless mapped. */
+static void
+test_defaults_groupcontact(void **state)
+{
+  static const char *const want[] = {"DisplayName", "ExternalEmailAddress"};
+  json_t *src = parse_json(
+      "{\"displayName\":\"Sales\",\"mail\":\"sales@contoso.example\","
+      "\"mailNickname\":\"sales\",\"mailEnabled\":true,"
+      "\"groupTypes\":[\"Unified\"]}");
+  const struct spec alias = {"Alias", "mailNickname", 3};
+  const struct spec first = {"FirstName", "displayName", 4};
+  struct mapping *m = NULL;
+  char err[256] = "";
+  json_t *got;
+
+  (void)state;
+  assert_int_equal(mapping_compile(NULL, CONFIG_OBJECT_GROUPCONTACT, FILE_NAME,
+                                   &m, err, sizeof(err)),
+                   0);
+  check_targets(m, want, N_OF(want));
+  got = mapping_eval(m, src, err, sizeof(err));
+  assert_non_null(got);
+  check_value("groupcontact defaults", got,
+              "{\"DisplayName\":\"Sales\","
+              "\"ExternalEmailAddress\":\"sales@contoso.example\"}");
+  json_decref(got);
+  mapping_free(m);
+  /* Alias from mailNickname when the mapping asks for it. */
+  assert_int_equal(
+      compile(CONFIG_OBJECT_GROUPCONTACT, &alias, 1, &m, err, sizeof(err)), 0);
+  got = mapping_eval(m, src, err, sizeof(err));
+  assert_string_equal(json_string_value(json_object_get(got, "Alias")),
+                      "sales");
+  json_decref(got);
+  mapping_free(m);
+  /* A person's field is no target of a group contact. */
+  assert_int_equal(
+      compile(CONFIG_OBJECT_GROUPCONTACT, &first, 1, &m, err, sizeof(err)),
+      -1);
+  assert_non_null(strstr(err, "FirstName"));
+  json_decref(src);
+}
+
 static void
 test_overlay(void **state)
 {
@@ -1578,6 +1622,7 @@ main(void)
       cmocka_unit_test(test_error_line_and_buffer),
       cmocka_unit_test(test_defaults_guest),
       cmocka_unit_test(test_defaults_exchange),
+      cmocka_unit_test(test_defaults_groupcontact),
       cmocka_unit_test(test_overlay),
       cmocka_unit_test(test_sources),
       cmocka_unit_test(test_limits),

@@ -767,6 +767,59 @@ kind_names_roundtrip(void **state)
   assert_string_equal(planner_kind_name((enum planner_kind)99), "unknown");
 }
 
+/* A groupcontact link: a mail-enabled group is planned as a mail contact
+ * anchored under "<tenant>#groups" with its name and address; a group
+ * without mail is out of scope for the group rule, not a person's; a
+ * person's attributes (userType, accountEnabled) play no part. */
+static void
+group_contact_planned(void **state)
+{
+  struct fixture *f = *state;
+  struct config_link link = f->link;
+  struct planner_link pl = f->pl;
+  struct mapping *m = NULL;
+  char err[256];
+  struct store_plan_row row = {
+      .source_id = SOURCE_ID,
+      .attrs = "{\"displayName\":\"Sales\",\"mail\":\"sales@contoso.com\","
+               "\"mailEnabled\":true,\"securityEnabled\":false,"
+               "\"groupTypes\":[]}"};
+  struct planner_decision d;
+
+  link.object = CONFIG_OBJECT_GROUPCONTACT;
+  snprintf(link.source_key, sizeof(link.source_key), "%s#groups", SRC_TENANT);
+  assert_int_equal(mapping_compile(NULL, CONFIG_OBJECT_GROUPCONTACT,
+                                   "test.conf", &m, err, sizeof(err)),
+                   0);
+  pl.link = &link;
+  pl.mapping = m;
+  assert_int_equal(planner_decide(&pl, config_link_source_key(&link), &row, &d,
+                                  err, sizeof(err)),
+                   0);
+  assert_int_equal(d.kind, PLANNER_CREATE);
+  assert_string_equal(
+      json_string_value(json_object_get(d.desired, "CustomAttribute15")),
+      "galbridge:aaaaaaaa-1111-1111-1111-111111111111#groups:"
+      "0000aaaa-2222-2222-2222-222222222222");
+  assert_string_equal(
+      json_string_value(json_object_get(d.desired, "ExternalEmailAddress")),
+      "sales@contoso.com");
+  assert_string_equal(
+      json_string_value(json_object_get(d.desired, "DisplayName")), "Sales");
+  assert_null(json_object_get(d.desired, "FirstName"));
+  planner_decision_clear(&d);
+
+  row.attrs = "{\"displayName\":\"Security\",\"mailEnabled\":false,"
+              "\"securityEnabled\":true,\"mail\":null}";
+  assert_int_equal(planner_decide(&pl, config_link_source_key(&link), &row, &d,
+                                  err, sizeof(err)),
+                   0);
+  assert_int_equal(d.kind, PLANNER_NONE);
+  assert_string_equal(d.why, "not mail-enabled");
+  planner_decision_clear(&d);
+  mapping_free(m);
+}
+
 int
 main(void)
 {
@@ -801,6 +854,7 @@ main(void)
       cmocka_unit_test_setup_teardown(manager_switched_off, setup, teardown),
       cmocka_unit_test(hash_is_stable),
       cmocka_unit_test(kind_names_roundtrip),
+      cmocka_unit_test_setup_teardown(group_contact_planned, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

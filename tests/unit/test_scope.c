@@ -903,6 +903,60 @@ default_table(void **state)
   assert_int_equal(failures, 0);
 }
 
+/* The default scope of a groupcontact link: mail-enabled groups with an
+ * address, whatever their kind; the person rules play no part. */
+static void
+group_default(void **state)
+{
+  static const struct {
+    const char *attrs;
+    const char *why;
+  } cases[] = {
+      /* distribution list */
+      {"{`mailEnabled`: true, `securityEnabled`: false, `groupTypes`: [], "
+       "`mail`: `dl@contoso.example`}",
+       NULL},
+      /* Microsoft 365 group */
+      {"{`mailEnabled`: true, `groupTypes`: [`Unified`], "
+       "`mail`: `team@contoso.example`}",
+       NULL},
+      /* mail-enabled security group; no userType, no accountEnabled */
+      {"{`mailEnabled`: true, `securityEnabled`: true, "
+       "`mail`: `sec@contoso.example`}",
+       NULL},
+      /* security group */
+      {"{`mailEnabled`: false, `securityEnabled`: true, `mail`: null}",
+       "not mail-enabled"},
+      {"{`mailEnabled`: `true`, `mail`: `x@contoso.example`}",
+       "not mail-enabled"},
+      {"{`mail`: `x@contoso.example`}", "not mail-enabled"},
+      {"{`mailEnabled`: true}", "no mail"},
+      {"{`mailEnabled`: true, `mail`: ``}", "no mail"},
+      {"{`mailEnabled`: true, `mail`: 7}", "no mail"},
+      {"[]", "not mail-enabled"},
+  };
+  int failures = 0;
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    json_t *attrs = json_of(cases[i].attrs);
+    const char *why = "untouched";
+    int got = scope_group_match(attrs, &why);
+    int want = cases[i].why == NULL;
+
+    if (got != want || (want && why != NULL) ||
+        (!want && (why == NULL || strcmp(why, cases[i].why) != 0)) ||
+        scope_group_match(attrs, NULL) != want) {
+      print_error("case %zu: %s: got %d (%s)\n", i, cases[i].attrs, got,
+                  why != NULL ? why : "NULL");
+      failures++;
+    }
+    json_decref(attrs);
+  }
+  assert_int_equal(scope_group_match(NULL, NULL), 0);
+  assert_int_equal(failures, 0);
+}
+
 int
 main(void)
 {
@@ -916,6 +970,7 @@ main(void)
       cmocka_unit_test(filter_sources),
       cmocka_unit_test(filter_clauses),
       cmocka_unit_test(default_table),
+      cmocka_unit_test(group_default),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

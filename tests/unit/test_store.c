@@ -871,6 +871,7 @@ schema_5_migrates_to_6(void **state)
   assert_int_equal(sqlite3_exec(db,
                                 "DROP TABLE budget_learnt;"
                                 "DROP TABLE photo;"
+                                "ALTER TABLE link_state DROP COLUMN object;"
                                 "PRAGMA user_version = 5",
                                 NULL, NULL, NULL),
                    SQLITE_OK);
@@ -898,6 +899,49 @@ schema_5_migrates_to_6(void **state)
   sqlite3_finalize(st);
   sqlite3_close(db);
   assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
+}
+
+/* A state file of schema 8 (links without a recorded object kind) is
+ * brought to 9: its links keep their rows and have no kind until one is
+ * recorded; a kind reads back with the link's objects. */
+static void
+schema_8_migrates_to_9(void **state)
+{
+  struct fixture *f = *state;
+  char err[256], path[128], *kind = NULL;
+  long long objects = -1, planned = 0;
+  sqlite3 *db;
+
+  assert_int_equal(store_plan_mark_set(f->store, "l", "key", 3), 0);
+  store_close(f->store);
+  f->store = NULL;
+  snprintf(path, sizeof(path), "%s/state.db", f->dir);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "ALTER TABLE link_state DROP COLUMN object;"
+                                "PRAGMA user_version = 8",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+
+  assert_int_equal(store_open(f->dir, &f->store, err, sizeof(err)), 0);
+  assert_int_equal(store_plan_mark_get(f->store, "l", &kind, &planned), 0);
+  assert_string_equal(kind, "key");
+  assert_int_equal(planned, 3);
+  free(kind);
+  assert_int_equal(store_link_kind_get(f->store, "l", &kind, &objects), 0);
+  assert_null(kind);
+  assert_int_equal(objects, 0);
+  assert_int_equal(store_link_kind_set(f->store, "l", "groupcontact"), 0);
+  assert_int_equal(store_link_kind_set(f->store, "new", "mailcontact"), 0);
+  assert_int_equal(store_link_kind_get(f->store, "l", &kind, &objects), 0);
+  assert_string_equal(kind, "groupcontact");
+  free(kind);
+  assert_int_equal(store_link_kind_get(f->store, "new", &kind, &objects), 0);
+  assert_string_equal(kind, "mailcontact");
+  free(kind);
+  assert_int_equal(store_link_kind_get(f->store, "none", &kind, &objects), 0);
+  assert_null(kind);
 }
 
 static void
@@ -1275,6 +1319,7 @@ main(void)
       cmocka_unit_test_setup_teardown(schema_5_migrates_to_6, setup, teardown),
       cmocka_unit_test_setup_teardown(photos_due_and_recorded, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(schema_8_migrates_to_9, setup, teardown),
       cmocka_unit_test(open_fails_cleanly_on_bad_dir),
       cmocka_unit_test_setup_teardown(lock_is_exclusive, setup, teardown),
       cmocka_unit_test_setup_teardown(files_are_private, setup, teardown),

@@ -207,11 +207,37 @@ def admin_patch_group(req):
     members = members + [m for m in lists.get("add", [])
                          if m not in members]
     removed = set(lists.get("remove", []))
-    group.members = [m for m in dict.fromkeys(members) if m not in removed]
-    for name, value in body.items():
-        if name not in ("id", "members", "add", "remove"):
-            group.props[name] = value
+    members = [m for m in dict.fromkeys(members) if m not in removed]
+    changed = {name: value for name, value in body.items()
+               if name not in ("id", "members", "add", "remove")
+               and (name not in group.props or group.props[name] != value)}
+    if changed or members != group.members:
+        seq = tenant.bump()             # what groups/delta sees change
+        if members != group.members:
+            group.prop_seq["members"] = seq
+        for name in changed:
+            group.prop_seq[name] = seq
+    group.members = members
+    group.props.update(changed)
     return Response(200, group.admin_view())
+
+
+@route("admin", "DELETE", r"^/admin/tenants/([^/]+)/groups/([^/]+)$")
+def admin_delete_group(req):
+    """Delete a group: gone from every list at once; groups/delta reports
+    it removed, reason "changed" for a Microsoft 365 group (restorable
+    for 30 days) and "deleted" for the others (deleted for good), as
+    delta-query-overview.md describes the two reasons."""
+    tenant = admin_tenant(req)
+    group = admin_group(req, tenant)
+    unified = "Unified" in (group.props.get("groupTypes") or [])
+    del tenant.groups[group.id]
+    for other in tenant.groups.values():
+        if group.id in other.members:
+            other.members.remove(group.id)
+    tenant.deleted_groups[group.id] = ("changed" if unified else "deleted",
+                                       tenant.bump())
+    return Response(204)
 
 
 @route("admin", "GET", r"^/admin/tenants/([^/]+)/contacts$")

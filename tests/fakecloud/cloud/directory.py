@@ -134,10 +134,17 @@ def user_addresses(props, other_mails=False):
 
 
 class Group:
-    def __init__(self, gid, props, members):
+    """prop_seq: per property ("members" too), the tenant seq of its last
+    change, for groups/delta (groups_delta.py); 0 when made outside a
+    tenant's sequence."""
+
+    def __init__(self, gid, props, members, seq=0):
         self.id = gid
         self.props = dict(props)
         self.members = list(dict.fromkeys(members))
+        self.created_seq = seq
+        self.prop_seq = {name: seq for name in props}
+        self.prop_seq["members"] = seq
 
     def admin_view(self):
         view = {"id": self.id}
@@ -153,6 +160,9 @@ class Tenant:
         self.apps = {}
         self.users = {}
         self.groups = {}
+        # groups deleted: id -> (reason "deleted"|"changed", seq), the
+        # tombstones groups/delta reports (groups_delta.py)
+        self.deleted_groups = {}
         self.seq = 0                 # tenant-wide change sequence
         self.contacts = {}
         self.extra_props = set()

@@ -92,11 +92,10 @@ def check_params(req, allowed):
                        f"Unrecognized query argument specified: '{name}'.")
 
 
-def parse_user_select(req, text):
+def parse_select(req, text, properties, type_name):
     """$select list -> canonical property names (id left out: it always
     comes).  Unknown names answer 400 like the service."""
-    known = {p.lower(): p for p in USER_PROPERTIES}
-    known.update({p.lower(): p for p in req.tenant.extra_props})
+    known = {p.lower(): p for p in properties}
     out = []
     for raw in text.split(","):
         name = raw.strip()
@@ -107,10 +106,17 @@ def parse_user_select(req, text):
             graph_fail(req, 400, "BadRequest",
                        f"Parsing OData Select and Expand failed: Could not "
                        f"find a property named '{name}' on type "
-                       f"'microsoft.graph.user'.")
+                       f"'microsoft.graph.{type_name}'.")
         if canon is not None and canon not in out:
             out.append(canon)
     return out
+
+
+def parse_user_select(req, text):
+    """parse_select() of user properties, and those a seed invented."""
+    return parse_select(req, text,
+                        USER_PROPERTIES + sorted(req.tenant.extra_props),
+                        "user")
 
 
 def select_suffix(select):

@@ -189,7 +189,8 @@ class Cloud:
         props = {k: v for k, v in data.items() if k not in ("id", "members")}
         props.setdefault("displayName", gid)
         members = [str(m).lower() for m in data.get("members", [])]
-        group = Group(gid, props, members)
+        group = Group(gid, props, members, tenant.bump())
+        tenant.deleted_groups.pop(gid, None)
         tenant.groups[gid] = group
         return group
 
