@@ -136,12 +136,15 @@ double budget_wait(struct budget *b, double cost, double now);
 void budget_take(struct budget *b, double cost, double now);
 
 /* The server answered 429 (or throttled an inner request) with
- * Retry-After `retry_after` seconds (< 0: none given): learn from it as
- * the file's comment says, and empty the bucket so that nothing bursts
- * when the Retry-After ends. Returns 1 when something was learnt, 0 when
- * the answer fell in the hold time of an earlier one (or b is
- * unlimited). */
-int budget_throttled(struct budget *b, double retry_after, double now);
+ * Retry-After `retry_after` seconds (< 0: none given) to a request sent
+ * at `sent` (< 0: unknown): learn from it as the file's comment says, and
+ * empty the bucket so that nothing bursts when the Retry-After ends.
+ * Returns 1 when something was learnt, 0 when the answer fell in the
+ * hold time of an earlier one, or answers a request sent before the last
+ * lesson (it went at the pace that lesson already corrected: one lesson
+ * per round trip), or b is unlimited. */
+int budget_throttled(struct budget *b, double retry_after, double sent,
+                     double now);
 
 /* The share of the service's limit our own spending explains at `now`:
  * what the bucket lacks of its capacity (what the mirror counts in the

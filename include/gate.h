@@ -52,8 +52,9 @@ struct gate_waiter {
   unsigned writes;
   unsigned invitations;
   unsigned units;
-  int waited; /* counted once in gate_budget.waited */
-  int paid;   /* this attempt's budget is taken */
+  int waited;       /* counted once in gate_budget.waited */
+  int paid;         /* this attempt's budget is taken */
+  uint64_t paid_at; /* ... at this time (the attempt's start) */
 };
 
 /* Requests sent on a gate, by HTTP status (0: no answer came). */
@@ -166,12 +167,12 @@ int gate_set_limits(struct gate_set *set, const char *name,
                     const struct gate_limits *limits, uint64_t now)
     __attribute__((warn_unused_result));
 
-/* An inner request of a $batch sent on `g` was throttled with
- * `retry_after` seconds (-1: none given): teach `bucket` as after a 429
- * (the write budget when that bucket is unlimited) and, when a
- * Retry-After is given, close the gate until it has passed. */
+/* An inner request of a $batch sent on `g` at `sent` (0: unknown) was
+ * throttled with `retry_after` seconds (-1: none given): teach `bucket`
+ * as after a 429 (the write budget when that bucket is unlimited) and,
+ * when a Retry-After is given, close the gate until it has passed. */
 void gate_note_throttle(struct gate *g, double retry_after,
-                        enum gate_bucket bucket, uint64_t now);
+                        enum gate_bucket bucket, uint64_t sent, uint64_t now);
 
 /* Copy up to `max` counters of `g` into out; *throttled gets how many
  * answers closed the gate. Returns how many were copied (0, *throttled

@@ -131,6 +131,7 @@ struct graph_response {
   const char *raw;
   size_t raw_len;
   const char *content_type;
+  uint64_t sent_ns; /* when it left its gate (http_response), 0: unknown */
 };
 
 typedef void (*graph_done_fn)(void *ctx, const struct graph_response *resp);

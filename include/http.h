@@ -122,6 +122,8 @@ struct http_response {
   double retry_after; /* seconds from Retry-After (capped at
                          max_retry_after), -1 when absent or unparsable */
   int attempts;       /* how many times the request was sent */
+  uint64_t sent_ns;   /* when its last attempt left its gate (uv_hrtime()
+                         clock), 0 when unknown */
   const void *priv;   /* for http_response_header() */
 };
 
@@ -190,7 +192,8 @@ double http_gate_wait(const struct http *http, const char *gate);
 int http_gate_set_limits(struct http *http, const char *gate,
                          const struct gate_limits *limits);
 
-/* An inner request of a $batch sent on `gate` was throttled with
+/* An inner request of a $batch sent on `gate` (its $batch left the gate
+ * at `sent_ns`, http_response.sent_ns; 0: unknown) was throttled with
  * `retry_after` seconds (-1: none given): teach the gate's `bucket` as
  * a 429 would (the write budget when that bucket is unlimited) and, when
  * a Retry-After is given, close the gate until it has passed, as a 429 of
@@ -198,7 +201,8 @@ int http_gate_set_limits(struct http *http, const char *gate,
  * that inner request itself, alone, after its own Retry-After. Nothing
  * when the gate has not been used or given limits. */
 void http_gate_note_throttle(struct http *http, const char *gate,
-                             double retry_after, enum gate_bucket bucket);
+                             double retry_after, enum gate_bucket bucket,
+                             uint64_t sent_ns);
 
 /* Fill `out` with `gate`'s budget as it stands (struct gate_budget).
  * Returns 0, or -1 (out zeroed when not NULL) when the gate has not been

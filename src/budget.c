@@ -293,9 +293,21 @@ lower_capacity(struct budget *b, double capacity)
 static int throttled(struct budget *b, double retry_after, double now);
 
 int
-budget_throttled(struct budget *b, double retry_after, double now)
+budget_throttled(struct budget *b, double retry_after, double sent, double now)
 {
-  int learnt = throttled(b, retry_after, now);
+  int learnt;
+
+  if (budget_unlimited(b))
+    return 0;
+  /* Sent before the last lesson, at the pace it corrected: its 429 is
+   * that lesson's, not news. The bucket is still emptied. */
+  if (b->taught && sent >= 0 && sent < b->last_lesson) {
+    budget_refill(b, now);
+    if (b->tokens > 0)
+      b->tokens = 0;
+    return 0;
+  }
+  learnt = throttled(b, retry_after, now);
 
   if (learnt) {
     b->taught_rate = b->rate;

@@ -301,6 +301,7 @@ budget_take_all(struct gate *g, struct gate_waiter *w, double now)
   budget_take(&g->invites, w->invitations, now);
   budget_take(&g->units, w->units, now);
   w->paid = 1;
+  w->paid_at = (uint64_t)(now * 1e9);
 }
 
 /* Whether `w` must wait for its gate's budget at `now` (counted once in
@@ -414,7 +415,8 @@ gate_answer(struct gate_waiter *w, long status, const struct gate_headers *h,
     return;
   if (status == 429) {
     b = bucket_of(g, throttled_bucket(w, h->throttle_information));
-    if (budget_throttled(b, h->retry_after, now))
+    if (budget_throttled(b, h->retry_after, w->paid ? seconds(w->paid_at) : -1,
+                         now))
       log_lesson(g, b, status, h->throttle_scope, h->retry_after);
     return;
   }
@@ -468,11 +470,13 @@ gate_set_limits(struct gate_set *set, const char *name,
 
 void
 gate_note_throttle(struct gate *g, double retry_after, enum gate_bucket bucket,
-                   uint64_t now)
+                   uint64_t sent, uint64_t now)
 {
   struct budget *b = bucket_of(g, bucket);
 
-  if (g->name != NULL && budget_throttled(b, retry_after, seconds(now)))
+  if (g->name != NULL &&
+      budget_throttled(b, retry_after, sent > 0 ? seconds(sent) : -1,
+                       seconds(now)))
     log_lesson(g, b, 429, "inner", retry_after);
   /* The service said when to come back: nothing goes on this gate before
    * then either (DESIGN.md invariant 7), as after a 429 of a request of

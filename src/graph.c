@@ -337,6 +337,7 @@ on_http(void *ctx, const struct http_response *hr)
     return;
   }
   resp.status = hr->status;
+  resp.sent_ns = hr->sent_ns;
   resp.location = http_response_header(hr, "Location");
   msg[0] = '\0';
 

@@ -297,9 +297,10 @@ struct batch {
   struct sub *subs[GRAPH_BATCH_MAX];
   size_t n;
   int beta;
-  int partial; /* fewer than GRAPH_BATCH_MAX */
-  char *token; /* the token the batch went with (for an inner 401) */
-  int stale;   /* ... and it was past its prime (see authorize()) */
+  int partial;      /* fewer than GRAPH_BATCH_MAX */
+  char *token;      /* the token the batch went with (for an inner 401) */
+  int stale;        /* ... and it was past its prime (see authorize()) */
+  uint64_t sent_ns; /* when it left its gate, 0: unknown */
 };
 
 static void flush(struct graph *graph);
@@ -592,7 +593,7 @@ batch_free(struct batch *b)
  * after it. */
 static void
 sub_throttled(struct graph *graph, struct sub *sub,
-              const struct graph_batch_answer *a)
+              const struct graph_batch_answer *a, uint64_t sent_ns)
 {
   double secs = a->retry_after;
   double u = (double)random() / ((double)RAND_MAX + 1.0);
@@ -614,7 +615,7 @@ sub_throttled(struct graph *graph, struct sub *sub,
   else
     bucket = GATE_BUCKET_WRITES;
   if (a->status == 429 || secs >= 0)
-    http_gate_note_throttle(graph->http, graph->gate, secs, bucket);
+    http_gate_note_throttle(graph->http, graph->gate, secs, bucket, sent_ns);
   if (secs < 0)
     secs = retry_backoff_ms(sub->retries, SUB_BACKOFF_BASE_MS,
                             SUB_BACKOFF_CAP_MS, u) /
@@ -674,7 +675,7 @@ sub_answer(struct batch *b, struct sub *sub,
     break;
   case HTTP_CLASS_THROTTLED:
     if (sub->retries < SUB_MAX_RETRIES) {
-      sub_throttled(graph, sub, a);
+      sub_throttled(graph, sub, a, b->sent_ns);
       return;
     }
     break;
@@ -696,6 +697,7 @@ on_batch(void *ctx, const struct graph_response *resp)
 
   for (i = 0; i < b->n; i++)
     sub_landed(graph, b->subs[i]);
+  b->sent_ns = resp->sent_ns;
   if (resp->result == GRAPH_OK) {
     for (i = 0; i < b->n; i++) {
       snprintf(idbuf[i], sizeof(idbuf[i]), "%zu", i + 1);

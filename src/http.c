@@ -780,6 +780,7 @@ finish(struct req *r, long status, int error, const char *errmsg,
   resp.body_len = r->rlen;
   resp.retry_after = retry_after;
   resp.attempts = r->attempt;
+  resp.sent_ns = r->waiter.paid ? r->waiter.paid_at : 0;
   resp.priv = r;
   log_debug("http done method=%s url=%s status=%ld error=%s attempts=%d "
             "gate=%s",
@@ -1402,7 +1403,7 @@ http_gate_set_limits(struct http *h, const char *gate,
 
 void
 http_gate_note_throttle(struct http *h, const char *gate, double retry_after,
-                        enum gate_bucket bucket)
+                        enum gate_bucket bucket, uint64_t sent_ns)
 {
   struct gate *g;
 
@@ -1411,7 +1412,7 @@ http_gate_note_throttle(struct http *h, const char *gate, double retry_after,
   g = gate_find(h->gates, gate);
   if (g == NULL)
     return;
-  gate_note_throttle(g, retry_after, bucket, uv_hrtime());
+  gate_note_throttle(g, retry_after, bucket, sent_ns, uv_hrtime());
   schedule(h);
 }
 

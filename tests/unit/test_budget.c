@@ -69,7 +69,7 @@ unlimited_never_waits(void **state)
     assert_true(budget_wait(&b, 20, 0) == 0);
     budget_take(&b, 20, 0);
   }
-  assert_int_equal(budget_throttled(&b, 150, 0), 0);
+  assert_int_equal(budget_throttled(&b, 150, -1, 0), 0);
   assert_true(budget_wait(&b, 1, 0) == 0);
   assert_int_equal(budget_learnt_set(&b, &l), -1);
 }
@@ -148,7 +148,7 @@ simulate(struct budget *b, double limit, double window, int max_cost,
     }
     taken += cost;
     if (throttle && (seed >> 8) % 97 == 0)
-      (void)budget_throttled(b, 1, now);
+      (void)budget_throttled(b, 1, -1, now);
   }
   if (window_model) {
     /* For each take, count takes within `window` after it (inclusive,
@@ -207,7 +207,7 @@ learns_a_smaller_capacity(void **state)
   (void)state;
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
   budget_take(&b, 2000, 0);
-  assert_int_equal(budget_throttled(&b, 1, 0), 1);
+  assert_int_equal(budget_throttled(&b, 1, -1, 0), 1);
   NEAR(b.capacity, 2000);
   NEAR(b.rate, 0.975 * 2000 / 150);
   assert_int_equal(b.model, BUDGET_BUCKET);
@@ -215,7 +215,7 @@ learns_a_smaller_capacity(void **state)
   assert_int_equal(b.decreases, 1);
   /* A volley of 429s within the hold time (2 s here) is one lesson. */
   budget_refill(&b, 1.5);
-  assert_int_equal(budget_throttled(&b, 1, 1.5), 0);
+  assert_int_equal(budget_throttled(&b, 1, -1, 1.5), 0);
   NEAR(b.capacity, 2000);
   /* It stays below it: a service bucket of 2,000 per 150 s, from full. */
   budget_refill(&b, 1000);
@@ -224,7 +224,7 @@ learns_a_smaller_capacity(void **state)
   /* One lesson takes at most half: a 429 "under load" on a full
    * bucket. */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
-  assert_int_equal(budget_throttled(&b, 1, 0), 1);
+  assert_int_equal(budget_throttled(&b, 1, -1, 0), 1);
   NEAR(b.capacity, 1500);
 }
 
@@ -243,11 +243,11 @@ learns_a_slower_rate(void **state)
     t += budget_wait(&b, 1, t);
     budget_take(&b, 1, t);
   }
-  assert_int_equal(budget_throttled(&b, 1, t), 1);
+  assert_int_equal(budget_throttled(&b, 1, -1, t), 1);
   NEAR(b.capacity, 3000);
   NEAR(b.rate, 19.5 * 0.7);
   for (int i = 1; i <= 40; i++)
-    (void)budget_throttled(&b, 1, t + 2.0 * i);
+    (void)budget_throttled(&b, 1, -1, t + 2.0 * i);
   NEAR(b.rate, 19.5 * 0.05);
   assert_int_equal(b.model, BUDGET_BUCKET);
 }
@@ -270,7 +270,7 @@ learns_a_window(void **state)
   budget_take(&b, 1, t);
   /* Our bucket holds a token again within 0.06 s; the service says
    * 150 s. */
-  assert_int_equal(budget_throttled(&b, 150, t + 0.01), 1);
+  assert_int_equal(budget_throttled(&b, 150, -1, t + 0.01), 1);
   assert_int_equal(b.model, BUDGET_WINDOW);
   NEAR(b.capacity, 3000);
   /* What was sent stays counted until the window (and half a second for
@@ -284,17 +284,17 @@ learns_a_window(void **state)
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
   budget_pressure(&b, 1.0, 0, 1);
   assert_int_equal(b.decreases, 1);
-  assert_int_equal(budget_throttled(&b, 140, 1.1), 1);
+  assert_int_equal(budget_throttled(&b, 140, -1, 1.1), 1);
   assert_int_equal(b.model, BUDGET_WINDOW);
   /* A storm's short Retry-After is no window. */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
-  (void)budget_throttled(&b, 3, 0);
+  (void)budget_throttled(&b, 3, -1, 0);
   assert_int_equal(b.model, BUDGET_BUCKET);
   /* A 429 under a window already: the mirror lets less through. */
   assert_int_equal(budget_init(&b, 150, 5, 0), 0);
-  assert_int_equal(budget_throttled(&b, 5, 0), 1);
+  assert_int_equal(budget_throttled(&b, 5, -1, 0), 1);
   assert_int_equal(b.model, BUDGET_WINDOW);
-  assert_int_equal(budget_throttled(&b, 1, 1), 1);
+  assert_int_equal(budget_throttled(&b, 1, -1, 1), 1);
   NEAR(b.capacity, 150 * 0.7);
   NEAR(b.allowance, floor(150 * 0.7 * 0.975));
 }
@@ -309,11 +309,11 @@ stays_below_what_it_learnt(void **state)
   /* Learnt: a service bucket of 1,000 per 150 s (a rate of 6.67/s). */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
   budget_take(&b, 1000, 0);
-  (void)budget_throttled(&b, 1, 0); /* capacity 1,500 */
+  (void)budget_throttled(&b, 1, -1, 0); /* capacity 1,500 */
   budget_refill(&b, 3);
   b.tokens = 1500;
   budget_take(&b, 1000, 3);
-  (void)budget_throttled(&b, 1, 3); /* capacity 1,000 */
+  (void)budget_throttled(&b, 1, -1, 3); /* capacity 1,000 */
   NEAR(b.capacity, 1000);
   budget_refill(&b, 200);
   r = simulate(&b, 1000, 150, 20, 0, 8, 0);
@@ -321,18 +321,18 @@ stays_below_what_it_learnt(void **state)
   /* Without a lesson for ten windows, a tenth of the way back. */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
   budget_take(&b, 2000, 0);
-  (void)budget_throttled(&b, 1, 0);
+  (void)budget_throttled(&b, 1, -1, 0);
   budget_refill(&b, 1499);
   NEAR(b.capacity, 2000);
   budget_refill(&b, 1500);
   NEAR(b.capacity, 2100);
   NEAR(b.rate, 13 + (19.5 - 13) * 0.1);
   /* A 429 soon after the step takes only the step back. */
-  assert_int_equal(budget_throttled(&b, 1, 1600), 1);
+  assert_int_equal(budget_throttled(&b, 1, -1, 1600), 1);
   NEAR(b.capacity, 2000);
   NEAR(b.rate, 13);
   /* The next one (the service got slower still) is a lesson again. */
-  assert_int_equal(budget_throttled(&b, 1, 1603), 1);
+  assert_int_equal(budget_throttled(&b, 1, -1, 1603), 1);
   NEAR(b.rate, 13 * 0.7);
 }
 
@@ -369,7 +369,7 @@ against_a_shared_service(struct budget *b, double scap, double srate,
         if (f > 0.8)
           budget_pressure(b, f, budget_share(b, at), at);
       } else {
-        (void)budget_throttled(b, 1, at);
+        (void)budget_throttled(b, 1, sent[head], at);
         if (closed_until < at + 1)
           closed_until = at + 1;
       }
@@ -426,7 +426,7 @@ learns_what_the_service_lets_through(void **state)
   for (size_t i = 0; i < sizeof lags / sizeof lags[0]; i++) {
     assert_int_equal(budget_init(&b, 3000, 30, 0), 0);
     budget_take(&b, 2519, 0);
-    assert_int_equal(budget_throttled(&b, 1, 0.01), 1);
+    assert_int_equal(budget_throttled(&b, 1, -1, 0.01), 1);
     assert_true(b.capacity > 2510 && b.capacity < 2520);
     r = against_a_shared_service(&b, 2519, 50, lags[i], 900, 600, &throttled);
     assert_true(r > 50 * 0.85);
@@ -448,7 +448,7 @@ pressure_after_a_lesson(void **state)
   (void)state;
   assert_int_equal(budget_init(&b, 3000, 30, 0), 0);
   budget_take(&b, 2000, 0);
-  assert_int_equal(budget_throttled(&b, 1, 0), 1);
+  assert_int_equal(budget_throttled(&b, 1, -1, 0), 1);
   NEAR(b.capacity, 2000);
   /* Our bucket is empty: all of the 2,000 the service lets us have. */
   NEAR(budget_share(&b, 0), 1.0);
@@ -468,11 +468,35 @@ pressure_after_a_lesson(void **state)
   NEAR(b.rate, 0.975 * 2000 / 30 * 0.9);
   /* Under a window, the capacity keeps the same floor. */
   assert_int_equal(budget_init(&b, 3000, 30, 0), 0);
-  assert_int_equal(budget_throttled(&b, 20, 0), 1);
+  assert_int_equal(budget_throttled(&b, 20, -1, 0), 1);
   assert_int_equal(b.model, BUDGET_WINDOW);
   for (int i = 1; i <= 10; i++)
     budget_pressure(&b, 0.99, 0, 2.0 * i);
   NEAR(b.capacity, 3000 * 0.9);
+}
+
+/* One lesson per round trip: the 429s of requests sent before a lesson
+ * (at the pace it corrected) teach nothing more, however late they come
+ * back; one sent after it does. Each still empties the bucket. */
+static void
+one_lesson_per_round_trip(void **state)
+{
+  struct budget b;
+
+  (void)state;
+  assert_int_equal(budget_init(&b, 3000, 30, 0), 0);
+  budget_take(&b, 3000, 0);
+  assert_int_equal(budget_throttled(&b, 1, 0.2, 0.5), 1);
+  NEAR(b.rate, 97.5 * 0.7);
+  /* Sent at 0.4 s, answered 5 s after the lesson: not news. */
+  budget_refill(&b, 5.5);
+  assert_true(b.tokens > 0);
+  assert_int_equal(budget_throttled(&b, 1, 0.4, 5.5), 0);
+  NEAR(b.tokens, 0);
+  NEAR(b.rate, 97.5 * 0.7);
+  /* Sent after the lesson: a lesson. */
+  assert_int_equal(budget_throttled(&b, 1, 3, 6), 1);
+  NEAR(b.rate, 97.5 * 0.7 * 0.7);
 }
 
 static void
@@ -484,8 +508,8 @@ learnt_values_round_trip(void **state)
   (void)state;
   assert_int_equal(budget_init(&a, 3000, 150, 0), 0);
   budget_take(&a, 2000, 0);
-  (void)budget_throttled(&a, 1, 0);
-  (void)budget_throttled(&a, 150, 10);
+  (void)budget_throttled(&a, 1, -1, 0);
+  (void)budget_throttled(&a, 150, -1, 10);
   budget_learnt_get(&a, &l);
   NEAR(l.capacity, 2000);
   NEAR(l.rate, 13);
@@ -589,7 +613,7 @@ time_going_backwards_is_ignored(void **state)
   (void)state;
   assert_int_equal(budget_init(&b, 150, 5, 100), 0);
   budget_take(&b, 150, 100);
-  (void)budget_throttled(&b, 1, 100);
+  (void)budget_throttled(&b, 1, -1, 100);
   tokens = b.tokens;
   rate = b.rate;
   budget_refill(&b, 50);
@@ -597,7 +621,7 @@ time_going_backwards_is_ignored(void **state)
   NEAR(b.last, 100);
   NEAR(budget_wait(&b, 1, 40), 1 / rate);
   /* Going back does not reopen the hold time either. */
-  assert_int_equal(budget_throttled(&b, 1, 60), 0);
+  assert_int_equal(budget_throttled(&b, 1, -1, 60), 0);
   NEAR(b.rate, rate);
   assert_int_equal(b.decreases, 1);
   /* And forward again counts from the latest time seen. */
@@ -624,6 +648,7 @@ main(void)
       cmocka_unit_test(pressure_slows_only_over_the_level),
       cmocka_unit_test(pressure_counts_only_what_others_sent),
       cmocka_unit_test(pressure_after_a_lesson),
+      cmocka_unit_test(one_lesson_per_round_trip),
       cmocka_unit_test(cost_over_the_capacity_waits_for_a_full_bucket),
       cmocka_unit_test(time_going_backwards_is_ignored),
   };

@@ -264,13 +264,13 @@ test_answers_feed_the_budget(void **state)
   assert_int_equal(gate_budget(g, &b), 0);
   assert_true(b.write_rate < b.write_rate_max);
   /* An inner request: the invitation bucket, and the gate closes. */
-  gate_note_throttle(g, 2, GATE_BUCKET_INVITATIONS, 9 * S);
+  gate_note_throttle(g, 2, GATE_BUCKET_INVITATIONS, 0, 9 * S);
   assert_int_equal(gate_budget(g, &b), 0);
   assert_true(b.invitation_rate < b.invitation_rate_max);
   assert_true(gate_closed(g, 11 * S - 1));
   assert_false(gate_closed(g, 11 * S));
   /* No Retry-After: taught, not closed. */
-  gate_note_throttle(g, -1, GATE_BUCKET_UNITS, 20 * S);
+  gate_note_throttle(g, -1, GATE_BUCKET_UNITS, 0, 20 * S);
   assert_false(gate_closed(g, 20 * S));
   waiter_on(&an, anon, 1, 0);
   gate_answer(&an, 429, &no_headers, S);
