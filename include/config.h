@@ -28,7 +28,7 @@
  * percentage of a link's copies is held, once it deletes more than
  * CONFIG_DELETE_SHARE_FLOOR (on a small link a few deletes are a large
  * share and no sign of a mistake). */
-#define CONFIG_DEFAULT_MAX_DELETE_SHARE 10
+#define CONFIG_DEFAULT_MAX_DELETE_SHARE 100 /* off: max_deletes alone */
 #define CONFIG_DELETE_SHARE_FLOOR 10
 /* The create burst guard (max_creates): more new copies than this in one
  * round are held, except in a link's first round (planner.h). */

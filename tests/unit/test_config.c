@@ -283,7 +283,7 @@ static const char full_config[] =
     "adopt = no\n"
     "manager = yes\n"
     "max_deletes = 0\n"
-    "max_delete_share = 10%\n"
+    "max_delete_share = 100%\n"
     "max_creates = 500\n"
     "interval = 300\n"
     "\n"
@@ -1412,7 +1412,7 @@ static const char full_dump[] =
     "adopt = no\n"
     "manager = yes\n"
     "max_deletes = 0\n"
-    "max_delete_share = 10%\n"
+    "max_delete_share = 100%\n"
     "max_creates = 500\n"
     "interval = 300\n"
     "photos = no\n"
@@ -1431,7 +1431,7 @@ static const char full_dump[] =
     "adopt = no\n"
     "manager = yes\n"
     "max_deletes = 1000000\n"
-    "max_delete_share = 10%\n"
+    "max_delete_share = 100%\n"
     "max_creates = 500\n"
     "interval = 120\n";
 
