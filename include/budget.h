@@ -20,10 +20,12 @@
  *    loses what the bucket still held (at most half of it at once), and
  *    rate follows it;
  *  - a 429 whose Retry-After is longer than BUDGET_WINDOW_HINT of the
- *    window, long past the time a bucket refilling near the documented
- *    rate would hold the request's cost again: a sliding window makes a
- *    client wait that long: the model becomes a window of `capacity` per
- *    `window` seconds, of which BUDGET_FILL is spent (a mirror of what
+ *    window, and than BUDGET_RETRY_GRAIN (a whole second, the header's
+ *    unit, which any bucket may answer), long past the time a bucket
+ *    refilling near the documented rate would hold the request's cost
+ *    again: a sliding window makes a client wait that long: the model
+ *    becomes a window of `capacity` per `window` seconds, of which
+ *    BUDGET_FILL is spent (a mirror of what
  *    was sent, counted in BUDGET_SLOTS slots, for a little longer than
  *    the window: BUDGET_WINDOW_MARGIN, a quarter of a short one);
  *  - any other 429 (the bucket ran dry as we spent at its rate): the
@@ -58,6 +60,7 @@
 #define BUDGET_DECREASE 0.7
 #define BUDGET_LEFT_SHARE 0.05
 #define BUDGET_WINDOW_HINT 0.25
+#define BUDGET_RETRY_GRAIN 1.0 /* s: Retry-After's unit, which says "soon" */
 #define BUDGET_MIN_SHARE 0.05
 #define BUDGET_PRESSURE_LEVEL 0.9
 #define BUDGET_PRESSURE_DECREASE 0.95

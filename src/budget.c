@@ -351,10 +351,14 @@ throttled(struct budget *b, double retry_after, double now)
   /* A bucket refilling near the documented rate holds the cost of one
    * request again within a second (3,000 per 150 s: a write each 50 ms);
    * waiting a quarter of the window is what a sliding window asks, until
-   * its oldest entries leave. (Not "past the time our bucket would be
+   * its oldest entries leave. Retry-After comes in whole seconds, so one
+   * second says only "soon": it is no window, however short the window
+   * (150 invitations per 5 s: a bucket's next token is 34 ms away, and
+   * the service still says 1). (Not "past the time our bucket would be
    * full": after a burst that is the whole window too, and a throttling
    * storm's 429 on a full bucket would pass it.) */
-  if (isfinite(retry_after) && retry_after > BUDGET_WINDOW_HINT * b->window) {
+  if (isfinite(retry_after) && retry_after > BUDGET_WINDOW_HINT * b->window &&
+      retry_after > BUDGET_RETRY_GRAIN) {
     b->model = BUDGET_WINDOW;
     return 1;
   }

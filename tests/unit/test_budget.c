@@ -286,6 +286,18 @@ learns_a_window(void **state)
   assert_int_equal(b.decreases, 1);
   assert_int_equal(budget_throttled(&b, 140, -1, 1.1), 1);
   assert_int_equal(b.model, BUDGET_WINDOW);
+  /* One second is Retry-After's unit: no window, even for a window of
+   * a second (150 invitations per 5 s, periods five times shorter), nor
+   * for a quarter of 5 s; four seconds of 5 s is one. */
+  assert_int_equal(budget_init(&b, 150, 1, 0), 0);
+  assert_int_equal(budget_throttled(&b, 1, -1, 0), 1);
+  assert_int_equal(b.model, BUDGET_BUCKET);
+  assert_int_equal(budget_init(&b, 150, 5, 0), 0);
+  assert_int_equal(budget_throttled(&b, 1, -1, 0), 1);
+  assert_int_equal(b.model, BUDGET_BUCKET);
+  assert_int_equal(budget_init(&b, 150, 5, 0), 0);
+  assert_int_equal(budget_throttled(&b, 4, -1, 0), 1);
+  assert_int_equal(b.model, BUDGET_WINDOW);
   /* A storm's short Retry-After is no window. */
   assert_int_equal(budget_init(&b, 3000, 150, 0), 0);
   (void)budget_throttled(&b, 3, -1, 0);
