@@ -221,11 +221,14 @@ static const char *const stmt_sql[ST__COUNT] = {
         " UNION SELECT ?1, t2.source_id FROM source_object g2"
         " JOIN target_object t2 ON t2.link = ?1 AND t2.target_id = g2.id"
         " WHERE g2.tenant = ?3 AND g2.seq > ?6"
-        /* the reports of a manager changed in the source (its scope) */
-        " UNION SELECT ?1, r.id FROM source_object mg"
-        " JOIN source_object r ON r.tenant = ?2 AND"
-        " (CASE WHEN json_valid(r.attrs) THEN json_extract(r.attrs,"
-        " '$.manager') END) = mg.id WHERE mg.tenant = ?2 AND mg.seq > ?6"
+        /* the reports of a manager changed in the source (its scope):
+         * one pass over the tenant's entries of source_manager_by_tenant
+         * (no JSON read), not a scan of the tenant's rows for each
+         * changed object (a join did that: 18 s for 2,000 new people) */
+        " UNION SELECT ?1, r.id FROM source_object r WHERE r.tenant = ?2"
+        " AND (CASE WHEN json_valid(r.attrs) THEN json_extract(r.attrs,"
+        " '$.manager') END) IN (SELECT mg.id FROM source_object mg"
+        " WHERE mg.tenant = ?2 AND mg.seq > ?6)"
         " UNION SELECT ?1, source_id FROM replan WHERE link = ?1",
     [ST_SEQ_NOW] = "SELECT coalesce(max(seq), 0) FROM source_object",
     /* A source mailbox's record: a new or different one makes its source
@@ -674,12 +677,17 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
      * asks for a new decision on the reports of its source object (the
      * replan table), and a copy just made with a manager on its own (a
      * create never sends the manager). The indexes find the reports of a
-     * manager, and an object by id alone. */
+     * manager (source_manager, for the triggers; by tenant, for the
+     * reports of the changed objects of one plan: ST_PLAN_CHANGED_FILL),
+     * and an object by id alone. */
     [7] = "CREATE INDEX IF NOT EXISTS source_by_id ON source_object (id);"
           "CREATE INDEX IF NOT EXISTS source_manager ON source_object"
           " ((CASE WHEN json_valid(attrs) THEN json_extract(attrs,"
           " '$.manager') END)) WHERE (CASE WHEN json_valid(attrs) THEN"
           " json_extract(attrs, '$.manager') END) IS NOT NULL;"
+          "CREATE INDEX IF NOT EXISTS source_manager_by_tenant ON"
+          " source_object (tenant, (CASE WHEN json_valid(attrs) THEN"
+          " json_extract(attrs, '$.manager') END));"
           "CREATE TRIGGER IF NOT EXISTS manager_copy_added AFTER INSERT ON"
           " target_object BEGIN INSERT OR IGNORE INTO replan (link,"
           " source_id) SELECT new.link, id FROM source_object WHERE"
