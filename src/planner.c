@@ -1793,10 +1793,13 @@ planner_plan(struct store *store, const struct planner_link *pl, int all,
   /* The create burst guard: every create of the round is written held,
    * and all are released at the end when they are few enough. Not while
    * a link is filled: no copies yet (its first round is all creates, and
-   * `galbridge plan` shows it beforehand), or a round run while a full
-   * read streams in, which a first fill of a large tenant is made of;
-   * nor for one person's plan (no burst). */
-  r.hold_creates = pl->only == NULL && !pl->filling && counts.objects > 0;
+   * `galbridge plan` shows it beforehand), a round run while a full read
+   * streams in, which a first fill of a large tenant is made of, or any
+   * round until one has ended in success (the round after those partial
+   * ones finishes the fill: 7,625 creates of 9,529 in one bench); nor for
+   * one person's plan (no burst). */
+  r.hold_creates = pl->only == NULL && !pl->filling && counts.objects > 0 &&
+                   counts.last_success != 0;
   /* A round weighs the objects changed since the last one, unless what
    * decides them changed; galbridge plan weighs every one. */
   if (store_plan_mark_get(store, link, &old_key, &planned) != 0)
